@@ -1,0 +1,72 @@
+/**
+ * Catalog rows: what was backed up, and where each piece of it lies (seed 004, storage catalog
+ * 460, Fig. 9) with its checksum and piece index. A backup split across tapes has several rows.
+ */
+import { z } from 'zod';
+
+export const BackupStatus = { Running: 'running', Complete: 'complete', Failed: 'failed' } as const;
+export type BackupStatus = (typeof BackupStatus)[keyof typeof BackupStatus];
+
+export const BackupRecordSchema = z.object({
+  backupId: z.string(),
+  job: z.string(),
+  site: z.string(),
+  /** What the user named: a VM, or array/volume. */
+  target: z.string(),
+  array: z.string(),
+  volume: z.string(),
+  status: z.enum(['running', 'complete', 'failed']),
+  /** ISO times: the job's start and end, and the point in time the data represents. */
+  startedAt: z.string(),
+  endedAt: z.string().nullable(),
+  dataTime: z.string(),
+  sizeBytes: z.number().int().min(0),
+  /** SHA-256 of the whole image, hex. */
+  sha256: z.string().nullable(),
+  pieces: z.number().int().min(0),
+  error: z.string().nullable(),
+});
+export type BackupRecord = z.infer<typeof BackupRecordSchema>;
+
+export const PieceRecordSchema = z.object({
+  backupId: z.string(),
+  /** Which copy of the backup (one per successful stream); 0 for a single-stream backup. */
+  copy: z.number().int().min(0),
+  piece: z.number().int().min(0),
+  target: z.string(),
+  job: z.string(),
+  stream: z.number().int().min(0),
+  startedAt: z.string(),
+  endedAt: z.string(),
+  dataTime: z.string(),
+  library: z.string(),
+  tape: z.string(),
+  /** Byte offset of the piece's header on the cartridge. */
+  position: z.number().int().min(0),
+  /** Byte offset of the piece within the backed-up volume. */
+  offset: z.number().int().min(0),
+  sizeBytes: z.number().int().min(0),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+});
+export type PieceRecord = z.infer<typeof PieceRecordSchema>;
+
+/** A backup id names the target and the instant: `<target>@<YYYYMMDDTHHMMSSZ>`. */
+export const BackupIdSchema = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._/-]*@\d{8}T\d{6}(\d{3})?Z$/, 'must look like vm-001@20261122T020000Z (see `kura catalog list`)');
+
+/** Builds a backup id from a target and an ISO time. */
+export function backupIdFor(target: string, isoTime: string): string {
+  return `${target}@${compactTime(isoTime)}`;
+}
+
+/** `2026-11-22T02:00:00.000Z` → `20261122T020000Z` (milliseconds kept when not zero). */
+export function compactTime(isoTime: string): string {
+  const d = new Date(isoTime);
+  const pad = (n: number, w = 2) => String(n).padStart(w, '0');
+  const ms = d.getUTCMilliseconds();
+  return (
+    `${d.getUTCFullYear()}${pad(d.getUTCMonth() + 1)}${pad(d.getUTCDate())}T` +
+    `${pad(d.getUTCHours())}${pad(d.getUTCMinutes())}${pad(d.getUTCSeconds())}${ms ? pad(ms, 3) : ''}Z`
+  );
+}

@@ -1,0 +1,156 @@
+/**
+ * The closed vocabulary of Kura's failures. Every error that crosses a boundary carries one of
+ * these types, a message a person can act on, and whether retrying could help.
+ */
+
+export const ErrorType = {
+  /** A request, a flag or a file is malformed. Retrying the same input cannot help. */
+  InvalidInput: 'InvalidInput',
+  /** The configuration file (kura.yaml) does not validate. */
+  ConfigInvalid: 'ConfigInvalid',
+  /** A named thing (target, backup, device, VM) does not exist. */
+  NotFound: 'NotFound',
+  /** A path is not zoned or a LUN is not masked for the host, or a destination is forbidden. */
+  AccessDenied: 'AccessDenied',
+  /** The pool cannot grant the resources asked for. */
+  NoResources: 'NoResources',
+  /** A device failed while working; another attempt or another device may succeed. */
+  DeviceFault: 'DeviceFault',
+  /** A cartridge has no room left for the data. */
+  TapeFull: 'TapeFull',
+  /** Data read back does not match the checksum recorded when it was written. */
+  ChecksumMismatch: 'ChecksumMismatch',
+  /** The restore destination already exists; Kura never overwrites data silently. */
+  DestinationExists: 'DestinationExists',
+  /** The same job is already running (its workflow id is taken). */
+  AlreadyRunning: 'AlreadyRunning',
+  /** The Temporal server or a Kura service does not answer. */
+  Unavailable: 'Unavailable',
+} as const;
+export type ErrorType = (typeof ErrorType)[keyof typeof ErrorType];
+
+/** Failure types that no retry can cure; activities raise them as non-retryable failures. */
+export const NON_RETRYABLE_ERROR_TYPES: readonly ErrorType[] = [
+  ErrorType.InvalidInput,
+  ErrorType.ConfigInvalid,
+  ErrorType.NotFound,
+  ErrorType.AccessDenied,
+  ErrorType.NoResources,
+  ErrorType.TapeFull,
+  ErrorType.ChecksumMismatch,
+  ErrorType.DestinationExists,
+  ErrorType.AlreadyRunning,
+];
+
+/** A problem found while validating input, with the path to the offending value. */
+export interface Issue {
+  /** Where the problem is, e.g. `sites[0].libraries[1].drives[3].id`; empty for the whole input. */
+  path: string;
+  message: string;
+}
+
+/** Base of every Kura error: a type from {@link ErrorType}, an actionable message, a cause. */
+export class KuraError extends Error {
+  override name = 'KuraError';
+  constructor(
+    readonly type: ErrorType,
+    message: string,
+    options?: { cause?: unknown; issues?: Issue[]; details?: Record<string, unknown> },
+  ) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.issues = options?.issues ?? [];
+    this.details = options?.details ?? {};
+  }
+  readonly issues: Issue[];
+  readonly details: Record<string, unknown>;
+  /** Whether trying again (later, or on other hardware) could succeed. */
+  get retryable(): boolean {
+    return !NON_RETRYABLE_ERROR_TYPES.includes(this.type);
+  }
+}
+
+export class InvalidInputError extends KuraError {
+  override name = 'InvalidInputError';
+  constructor(message: string, issues: Issue[] = [], cause?: unknown) {
+    super(ErrorType.InvalidInput, message, { issues, cause });
+  }
+}
+
+export class ConfigInvalidError extends KuraError {
+  override name = 'ConfigInvalidError';
+  constructor(
+    readonly file: string,
+    issues: Issue[],
+  ) {
+    super(
+      ErrorType.ConfigInvalid,
+      `${file} is not valid (${issues.length} problem${issues.length === 1 ? '' : 's'}); nothing was started. Fix each of these and run again:\n` +
+        issues.map((i) => `  ${file}: ${i.path || '(top level)'}: ${i.message}`).join('\n'),
+      { issues },
+    );
+  }
+}
+
+export class NotFoundError extends KuraError {
+  override name = 'NotFoundError';
+  constructor(message: string, details: Record<string, unknown> = {}) {
+    super(ErrorType.NotFound, message, { details });
+  }
+}
+
+export class AccessDeniedError extends KuraError {
+  override name = 'AccessDeniedError';
+  constructor(message: string, details: Record<string, unknown> = {}) {
+    super(ErrorType.AccessDenied, message, { details });
+  }
+}
+
+export class NoResourcesError extends KuraError {
+  override name = 'NoResourcesError';
+  constructor(message: string, details: Record<string, unknown> = {}) {
+    super(ErrorType.NoResources, message, { details });
+  }
+}
+
+/** A device (drive, tape, switch, server, copy device) failed; the device is named. */
+export class DeviceFaultError extends KuraError {
+  override name = 'DeviceFaultError';
+  constructor(
+    readonly device: string,
+    message: string,
+    cause?: unknown,
+  ) {
+    super(ErrorType.DeviceFault, message, { cause, details: { device } });
+  }
+}
+
+export class TapeFullError extends KuraError {
+  override name = 'TapeFullError';
+  constructor(message: string, details: Record<string, unknown> = {}) {
+    super(ErrorType.TapeFull, message, { details });
+  }
+}
+
+export class ChecksumMismatchError extends KuraError {
+  override name = 'ChecksumMismatchError';
+  constructor(message: string, details: Record<string, unknown> = {}) {
+    super(ErrorType.ChecksumMismatch, message, { details });
+  }
+}
+
+export class DestinationExistsError extends KuraError {
+  override name = 'DestinationExistsError';
+  constructor(message: string, details: Record<string, unknown> = {}) {
+    super(ErrorType.DestinationExists, message, { details });
+  }
+}
+
+/** Renders zod-style issue paths (`['sites', 0, 'vms', 3, 'name']`) as `sites[0].vms[3].name`. */
+export function formatPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const part of path) {
+    if (typeof part === 'number') out += `[${part}]`;
+    else out += out === '' ? String(part) : `.${String(part)}`;
+  }
+  return out;
+}

@@ -1,0 +1,48 @@
+/** A fleet run: one backup per target of a policy (or of the whole estate), a bounded number at once. */
+import { z } from 'zod';
+import { NameSchema } from './inventory';
+import { IsoTimeSchema, JobTuningSchema } from './jobs';
+
+export const FleetRequestSchema = z.object({
+  site: NameSchema,
+  /** The policy's name, or `all` for every VM of the site. */
+  policy: z.string().min(1),
+  targets: z.array(z.string().min(1)).min(1),
+  /** How many backups run at once (a sliding window). */
+  concurrency: z.number().int().min(1).max(200),
+  requestedBy: z.string().min(1),
+  requestedAt: IsoTimeSchema,
+  tuning: JobTuningSchema,
+});
+export type FleetRequest = z.input<typeof FleetRequestSchema>;
+
+export const TargetState = { Pending: 'pending', Running: 'running', Done: 'done', Failed: 'failed' } as const;
+export type TargetState = (typeof TargetState)[keyof typeof TargetState];
+
+export interface FleetTarget {
+  target: string;
+  state: TargetState;
+  workflowId?: string;
+  backupId?: string;
+  bytes?: number;
+  error?: string;
+}
+
+export interface FleetProgress {
+  site: string;
+  policy: string;
+  concurrency: number;
+  startedAt: string;
+  targets: FleetTarget[];
+}
+
+export interface FleetReport {
+  site: string;
+  policy: string;
+  startedAt: string;
+  endedAt: string;
+  succeeded: number;
+  failed: number;
+  bytes: number;
+  targets: FleetTarget[];
+}

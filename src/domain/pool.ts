@@ -1,0 +1,101 @@
+/**
+ * The resource pool's tables (seed 004, tables 420–470) and the shapes of reservation requests
+ * and grants. Each row has a number, a name, a state, and the job/stream numbers holding it.
+ */
+import { z } from 'zod';
+import { NameSchema } from './inventory';
+
+export const DeviceState = { Available: 'available', InUse: 'in-use', Unavailable: 'unavailable' } as const;
+export type DeviceState = (typeof DeviceState)[keyof typeof DeviceState];
+
+export const DeviceKind = {
+  Server: 'server',
+  Library: 'library',
+  Drive: 'drive',
+  Tape: 'tape',
+  Switch: 'switch',
+  CopyDevice: 'copy-device',
+} as const;
+export type DeviceKind = (typeof DeviceKind)[keyof typeof DeviceKind];
+
+export const HolderSchema = z.object({ job: z.string(), stream: z.number().int().min(0) });
+export type Holder = z.infer<typeof HolderSchema>;
+
+export const DeviceRowSchema = z.object({
+  number: z.number().int().min(0),
+  name: z.string(),
+  kind: z.enum(['server', 'library', 'drive', 'tape', 'switch', 'copy-device']),
+  /** `unavailable` is set by an operator or after a fault, and wins over holders. */
+  state: z.enum(['available', 'in-use', 'unavailable']),
+  /** Streams the device can carry at once (drives and tapes: 1). */
+  capacity: z.number().int().min(1),
+  holders: z.array(HolderSchema),
+  /** Why the device is unavailable, when it is. */
+  reason: z.string().optional(),
+  /** Drives and tapes: the library they belong to. */
+  library: z.string().optional(),
+  /** Tapes: nominal capacity and the end of recorded data, in bytes. */
+  capacityBytes: z.number().int().optional(),
+  usedBytes: z.number().int().optional(),
+});
+export type DeviceRow = z.infer<typeof DeviceRowSchema>;
+
+export const PoolTablesSchema = z.object({
+  site: z.string(),
+  servers: z.array(DeviceRowSchema),
+  libraries: z.array(DeviceRowSchema),
+  drives: z.array(DeviceRowSchema),
+  tapes: z.array(DeviceRowSchema),
+  switches: z.array(DeviceRowSchema),
+  copyDevices: z.array(DeviceRowSchema),
+  /** Cables between named devices, from the inventory. */
+  links: z.array(z.tuple([z.string(), z.string()])),
+});
+export type PoolTables = z.infer<typeof PoolTablesSchema>;
+
+/** One independent copy path: server, library + drive + cartridge, and the switches between. */
+export const StreamSchema = z.object({
+  stream: z.number().int().min(0),
+  server: z.string(),
+  library: z.string(),
+  drive: z.string(),
+  tape: z.string(),
+  /** Switches the path crosses, in order from the storage array towards the library. */
+  switches: z.array(z.string()),
+  copyDevice: z.string().optional(),
+});
+export type Stream = z.infer<typeof StreamSchema>;
+
+export const ReserveRequestSchema = z.object({
+  /** Job number: the reserving workflow's id. Reserving again with the same job returns its grant. */
+  job: z.string().min(1),
+  /** Number of disjoint streams, all or nothing. */
+  streams: z.number().int().min(1).max(8).default(1),
+  /** The storage array the data is read from: every stream's path must reach it. */
+  array: NameSchema,
+  /** Bytes each stream writes to its cartridge; cartridges with less room are not chosen. */
+  bytes: z.number().int().min(0).default(0),
+  /** Restore: the cartridge that must be in the stream (its library follows). */
+  tape: z.string().optional(),
+  /** Wait up to this long (ms) in the pool's first-come queue instead of failing at once. */
+  waitMs: z.number().int().min(0).default(0),
+});
+export type ReserveRequest = z.input<typeof ReserveRequestSchema>;
+export type ReserveRequestParsed = z.output<typeof ReserveRequestSchema>;
+
+export const GrantSchema = z.object({ job: z.string(), streams: z.array(StreamSchema) });
+export type Grant = z.infer<typeof GrantSchema>;
+
+export const ReleaseRequestSchema = z.object({
+  job: z.string().min(1),
+  /** End of recorded data per cartridge after the job, so the pool knows the room left. */
+  tapeUsage: z.record(z.string(), z.number().int().min(0)).default({}),
+});
+export type ReleaseRequest = z.input<typeof ReleaseRequestSchema>;
+
+export const MarkRequestSchema = z.object({
+  device: z.string().min(1),
+  state: z.enum(['available', 'unavailable']),
+  reason: z.string().max(500).optional(),
+});
+export type MarkRequest = z.infer<typeof MarkRequestSchema>;

@@ -1,0 +1,105 @@
+/**
+ * Driver interfaces: the only code that touches storage, tape and copy hardware implements these.
+ * Drivers know nothing of Temporal; activities call them, report progress and map their errors.
+ * Errors thrown are KuraError subclasses (DeviceFaultError, NotFoundError, TapeFullError, …).
+ */
+
+/** Progress of a long transfer: bytes of this transfer done so far, and the total. */
+export type ProgressFn = (p: { bytes: number; total: number }) => void;
+
+export interface VolumeInfo {
+  site: string;
+  array: string;
+  volume: string;
+  sizeBytes: number;
+}
+
+/** Storage arrays: volumes addressed as array/volume within a site. */
+export interface StorageDriver {
+  /** Describes a volume; NotFoundError when the array or volume does not exist. */
+  describeVolume(site: string, array: string, volume: string): Promise<VolumeInfo>;
+}
+
+/** The header recorded on tape in front of every piece, so a cartridge describes itself. */
+export interface PieceHeader {
+  backupId: string;
+  target: string;
+  job: string;
+  copy: number;
+  piece: number;
+  /** Offset of the piece within the volume, and its length. */
+  offset: number;
+  sizeBytes: number;
+  dataTime: string;
+}
+
+/** Size in bytes of the header block written before each piece on tape. */
+export const PIECE_HEADER_BYTES = 512;
+
+export interface TapeAddress {
+  site: string;
+  library: string;
+  drive: string;
+  tape: string;
+}
+
+/** Tape libraries: a robot that moves cartridges between slots and drives. */
+export interface TapeLibraryDriver {
+  /**
+   * Loads the cartridge into the drive and returns the end of recorded data (the append point).
+   * Idempotent: loading the cartridge that is already in the drive returns the same answer.
+   * Fails (DeviceFaultError) when another cartridge occupies the drive.
+   */
+  load(addr: TapeAddress): Promise<{ endOfData: number; capacityBytes: number }>;
+  /** Unloads the drive; idempotent (unloading an empty drive is fine). */
+  unload(addr: TapeAddress): Promise<void>;
+}
+
+export interface CopyToTapeRequest {
+  site: string;
+  /** The devices the stream crosses (server, switches, library, drive, tape, copy device); faults on any apply. */
+  devices: string[];
+  source: { array: string; volume: string; offset: number; length: number; volumeSize: number };
+  target: TapeAddress & { position: number };
+  header: PieceHeader;
+  /**
+   * Bytes of this piece already on tape from an earlier attempt (from the last heartbeat). The
+   * copy checks the header, re-reads those bytes to rebuild the checksum and continues after them.
+   */
+  resumeBytes: number;
+}
+
+export interface CopyResult {
+  /** SHA-256 (hex) of the piece's data. */
+  sha256: string;
+  bytes: number;
+  /** Where the header starts, and the first byte after the piece (the next append point). */
+  position: number;
+  nextPosition: number;
+  /** Bytes taken over from an earlier attempt rather than copied again. */
+  resumedBytes: number;
+}
+
+export interface ReadFromTapeRequest {
+  site: string;
+  devices: string[];
+  source: TapeAddress & { position: number };
+  /** What the header at that position must say; a mismatch is a ChecksumMismatchError. */
+  expect: Pick<PieceHeader, 'backupId' | 'piece' | 'sizeBytes'>;
+  /** Where to write the data, at which offset of that file. */
+  destination: { path: string; offset: number };
+  resumeBytes: number;
+}
+
+/** Copy devices: move byte ranges between storage and tape, computing a SHA-256 per piece. */
+export interface CopyDeviceDriver {
+  copyToTape(req: CopyToTapeRequest, onProgress: ProgressFn, signal?: AbortSignal): Promise<CopyResult>;
+  readFromTape(req: ReadFromTapeRequest, onProgress: ProgressFn, signal?: AbortSignal): Promise<{ sha256: string; bytes: number }>;
+}
+
+/** Everything a worker needs to reach a site's hardware. */
+export interface Drivers {
+  storage: StorageDriver;
+  tape: TapeLibraryDriver;
+  copy: CopyDeviceDriver;
+}

@@ -1,0 +1,26 @@
+/**
+ * Typed search attribute keys every Kura workflow sets, so the Temporal UI can list runs by kind,
+ * target and site (e.g. `KuraKind = "backup" AND KuraSite = "hospital"`).
+ */
+import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
+
+export const KuraKind = defineSearchAttributeKey('KuraKind', SearchAttributeType.KEYWORD);
+export const KuraTarget = defineSearchAttributeKey('KuraTarget', SearchAttributeType.KEYWORD);
+export const KuraSite = defineSearchAttributeKey('KuraSite', SearchAttributeType.KEYWORD);
+
+/** Values of KuraKind. */
+export const JobKind = {
+  Pool: 'pool',
+  Backup: 'backup',
+  Restore: 'restore',
+  Fleet: 'fleet',
+} as const;
+export type JobKind = (typeof JobKind)[keyof typeof JobKind];
+
+/** Task queue of the control plane: workflows and control activities. */
+export const CONTROL_TASK_QUEUE = 'kura-control';
+
+/** Task queue of one backup server: the copy activities that run on that server. */
+export function serverTaskQueue(server: string): string {
+  return `kura-server-${server}`;
+}

@@ -1,0 +1,144 @@
+/**
+ * Starts and stops the embedded Temporal dev server (the CLI built from source into .tools/bin),
+ * on loopback only, with Kura's search attributes registered and Updates enabled.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+import { existsSync, mkdirSync, openSync, closeSync } from 'node:fs';
+import * as path from 'node:path';
+import { Connection } from '@temporalio/client';
+import { KuraError, ErrorType } from '../domain/errors';
+
+/** Search attributes every Kura workflow sets so the Temporal UI can filter runs. */
+export const SEARCH_ATTRIBUTES = { KuraKind: 'Keyword', KuraTarget: 'Keyword', KuraSite: 'Keyword' } as const;
+
+const DYNAMIC_CONFIG = [
+  'frontend.enableUpdateWorkflowExecution=true',
+  'frontend.enableUpdateWorkflowExecutionAsyncAccepted=true',
+  'frontend.enableExecuteMultiOperation=true',
+];
+
+/** The project's root (where package.json lives). */
+export const PROJECT_ROOT = path.resolve(__dirname, '..', '..');
+
+/** The Temporal CLI to run: $KURA_TEMPORAL_BIN, else the one `npm start`/`npm test` built. */
+export function temporalBinary(): string {
+  return process.env.KURA_TEMPORAL_BIN ?? path.join(PROJECT_ROOT, '.tools', 'bin', 'temporal');
+}
+
+export interface DevServerOptions {
+  /** Frontend port; a free one is picked when omitted. */
+  port?: number;
+  /** Web UI port; omitted with `headless`. */
+  uiPort?: number;
+  headless?: boolean;
+  /** SQLite file that makes the server's state survive restarts; in memory when omitted. */
+  dbFile?: string;
+  /** Where the server's own log goes; discarded when omitted. */
+  logFile?: string;
+  namespace?: string;
+  /** How long to wait for the server to answer. */
+  readyTimeoutMs?: number;
+}
+
+export interface DevServer {
+  address: string;
+  namespace: string;
+  uiUrl?: string;
+  pid: number;
+  stop(): Promise<void>;
+}
+
+/** Asks the OS for a free TCP port on loopback. */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      const port = typeof addr === 'object' && addr ? addr.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** True when a Temporal frontend answers at the address. */
+export async function serverAnswers(address: string, namespace = 'default'): Promise<boolean> {
+  let conn: Connection | undefined;
+  try {
+    conn = await Connection.connect({ address, connectTimeout: 1500 });
+    await conn.workflowService.describeNamespace({ namespace });
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await conn?.close().catch(() => undefined);
+  }
+}
+
+/**
+ * Starts `temporal server start-dev` bound to 127.0.0.1 and waits until it answers.
+ * Throws Unavailable with the way out when the binary is missing or the server does not come up.
+ */
+export async function startDevServer(opts: DevServerOptions = {}): Promise<DevServer> {
+  const binary = temporalBinary();
+  if (!existsSync(binary)) {
+    throw new KuraError(ErrorType.Unavailable, `the Temporal CLI is not at ${binary}; run \`npm run setup\` to build it, or set KURA_TEMPORAL_BIN, or point TEMPORAL_ADDRESS at a running server`);
+  }
+  const port = opts.port ?? (await freePort());
+  const namespace = opts.namespace ?? 'default';
+  const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(port), '--namespace', namespace, '--log-level', 'warn'];
+  if (opts.headless) args.push('--headless');
+  else args.push('--ui-port', String(opts.uiPort ?? port + 1000));
+  if (opts.dbFile) {
+    mkdirSync(path.dirname(opts.dbFile), { recursive: true });
+    args.push('--db-filename', opts.dbFile);
+  }
+  for (const [name, type] of Object.entries(SEARCH_ATTRIBUTES)) args.push('--search-attribute', `${name}=${type}`);
+  for (const kv of DYNAMIC_CONFIG) args.push('--dynamic-config-value', kv);
+
+  let logFd: number | undefined;
+  if (opts.logFile) {
+    mkdirSync(path.dirname(opts.logFile), { recursive: true });
+    logFd = openSync(opts.logFile, 'a');
+  }
+  const child: ChildProcess = spawn(binary, args, { stdio: ['ignore', logFd ?? 'ignore', logFd ?? 'ignore'] });
+  if (logFd !== undefined) closeSync(logFd);
+  const killOnExit = () => child.kill('SIGKILL');
+  process.once('exit', killOnExit);
+
+  let exited: number | null = null;
+  child.once('exit', (code) => {
+    exited = code ?? -1;
+  });
+
+  const address = `127.0.0.1:${port}`;
+  const deadline = Date.now() + (opts.readyTimeoutMs ?? 60_000);
+  while (!(await serverAnswers(address, namespace))) {
+    if (exited !== null) {
+      throw new KuraError(ErrorType.Unavailable, `the Temporal dev server exited with code ${exited} during start-up (is port ${port} taken?)${opts.logFile ? `; see ${opts.logFile}` : ''}`);
+    }
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new KuraError(ErrorType.Unavailable, `the Temporal dev server did not answer at ${address} within ${(opts.readyTimeoutMs ?? 60_000) / 1000}s${opts.logFile ? `; see ${opts.logFile}` : ''}`);
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+
+  return {
+    address,
+    namespace,
+    uiUrl: opts.headless ? undefined : `http://127.0.0.1:${opts.uiPort ?? port + 1000}`,
+    pid: child.pid ?? -1,
+    async stop() {
+      process.removeListener('exit', killOnExit);
+      if (exited !== null) return;
+      const done = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      await done;
+      clearTimeout(timer);
+    },
+  };
+}

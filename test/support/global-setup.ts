@@ -1,0 +1,43 @@
+/**
+ * Starts one real Temporal dev server for the test run and bundles the workflow code once;
+ * tests get the address and the bundle's path through `inject`. Stops the server afterwards.
+ */
+import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { TestProject } from 'vitest/node';
+import { bundleWorkflowCode } from '@temporalio/worker';
+import { startDevServer, type DevServer } from '../../src/stack/devserver';
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    temporalAddress: string;
+    temporalNamespace: string;
+    workflowBundlePath: string;
+  }
+}
+
+let server: DevServer | undefined;
+let dir: string | undefined;
+
+export async function setup(project: TestProject): Promise<void> {
+  dir = mkdtempSync(path.join(os.tmpdir(), 'kura-test-'));
+  const [srv, bundle] = await Promise.all([
+    startDevServer({ headless: true, dbFile: path.join(dir, 'temporal.db'), logFile: path.join(dir, 'temporal.log'), readyTimeoutMs: 90_000 }),
+    bundleWorkflowCode({ workflowsPath: require.resolve('../../src/workflows/index.ts'), logger: quietLogger }),
+  ]);
+  server = srv;
+  const bundlePath = path.join(dir, 'workflow-bundle.js');
+  writeFileSync(bundlePath, bundle.code);
+  project.provide('temporalAddress', srv.address);
+  project.provide('temporalNamespace', srv.namespace);
+  project.provide('workflowBundlePath', bundlePath);
+}
+
+export async function teardown(): Promise<void> {
+  await server?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+}
+
+const noop = () => undefined;
+const quietLogger = { log: noop, trace: noop, debug: noop, info: noop, warn: noop, error: (m: string) => console.error(m) };

@@ -1,0 +1,16 @@
+import { defineConfig } from 'vitest/config';
+
+// One real Temporal dev server for the whole run (test/support/global-setup.ts); forks, not
+// threads, because several Temporal workers in worker threads crash the native bridge.
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    globalSetup: ['test/support/global-setup.ts'],
+    pool: 'forks',
+    maxWorkers: 2,
+    testTimeout: 120_000,
+    hookTimeout: 120_000,
+    teardownTimeout: 30_000,
+    reporters: ['default'],
+  },
+});
