@@ -50,6 +50,9 @@ export const PieceRecordSchema = z.object({
 });
 export type PieceRecord = z.infer<typeof PieceRecordSchema>;
 
+/** Size in bytes of the header block recorded on tape in front of every piece. */
+export const PIECE_HEADER_BYTES = 512;
+
 /** A backup id names the target and the instant: `<target>@<YYYYMMDDTHHMMSSZ>`. */
 export const BackupIdSchema = z
   .string()

@@ -7,12 +7,17 @@ export const FleetRequestSchema = z.object({
   site: NameSchema,
   /** The policy's name, or `all` for every VM of the site. */
   policy: z.string().min(1),
-  targets: z.array(z.string().min(1)).min(1),
-  /** How many backups run at once (a sliding window). */
-  concurrency: z.number().int().min(1).max(200),
+  /** Explicit targets; when omitted the policy's targets are read from the configuration at run time. */
+  targets: z.array(z.string().min(1)).min(1).optional(),
+  /** How many backups run at once (a sliding window); the policy's when omitted. */
+  concurrency: z.number().int().min(1).max(200).optional(),
   requestedBy: z.string().min(1),
-  requestedAt: IsoTimeSchema,
-  tuning: JobTuningSchema,
+  /** Names the run's backups; the workflow's start time when omitted (Schedules). */
+  requestedAt: IsoTimeSchema.optional(),
+  tuning: JobTuningSchema.optional(),
+  /** Carried across continue-as-new: outcomes so far. */
+  done: z.array(z.object({ target: z.string(), state: z.enum(['done', 'failed']), workflowId: z.string().optional(), backupId: z.string().optional(), bytes: z.number().optional(), error: z.string().optional() })).default([]),
+  startedAt: IsoTimeSchema.optional(),
 });
 export type FleetRequest = z.input<typeof FleetRequestSchema>;
 

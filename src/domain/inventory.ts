@@ -111,6 +111,8 @@ export const TuningSchema = z.object({
   copyHeartbeatTimeout: DurationSchema.default(30_000),
   /** Attempts of a device operation before the job gives up on it. */
   deviceAttempts: z.number().int().min(1).max(20).default(3),
+  /** How long a job waits in the pool's queue for free devices before it fails with NoResources. */
+  reserveWait: DurationSchema.default(30 * 60_000),
 });
 export type Tuning = z.infer<typeof TuningSchema>;
 

@@ -99,7 +99,8 @@ export interface BackupReport {
   array: string;
   volume: string;
   sizeBytes: number;
-  sha256: string;
+  /** SHA-256 of the whole image when it is a single piece; each piece has its own. */
+  sha256: string | null;
   pieces: { piece: number; library: string; tape: string; position: number; sizeBytes: number; sha256: string }[];
   server: string;
   startedAt: string;

@@ -33,8 +33,7 @@ export interface PieceHeader {
   dataTime: string;
 }
 
-/** Size in bytes of the header block written before each piece on tape. */
-export const PIECE_HEADER_BYTES = 512;
+export { PIECE_HEADER_BYTES } from '../domain/catalog';
 
 export interface TapeAddress {
   site: string;

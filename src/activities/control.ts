@@ -1,0 +1,226 @@
+/**
+ * Control activities, run on the `kura-control` queue: resolve targets, move cartridges, keep the
+ * catalog, guard restore destinations and notify people. Each validates its input, calls a driver
+ * or the catalog, and is idempotent when retried.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream, existsSync, statSync } from 'node:fs';
+import { mkdir, open, rename, rm } from 'node:fs/promises';
+import * as path from 'node:path';
+import { Context, log } from '@temporalio/activity';
+import { z } from 'zod';
+import type { LoadedConfig } from '../config/load';
+import type { KuraPaths } from '../config/paths';
+import type { Catalog, NewBackup } from '../catalog/store';
+import type { Drivers } from '../drivers/types';
+import type { JobTuning } from '../domain/jobs';
+import { jobTuning, policyTargets } from '../config/tuning';
+import { PieceRecordSchema, type BackupRecord, type PieceRecord } from '../domain/catalog';
+import { ChecksumMismatchError, DestinationExistsError, InvalidInputError, NotFoundError } from '../domain/errors';
+import { checkRestoreDestination, findSite, resolveTargetRef } from '../config/targets';
+import { mapFailures, parseInput } from './failures';
+
+export interface ControlDeps {
+  loaded: LoadedConfig;
+  paths: KuraPaths;
+  drivers: Drivers;
+  catalog: Catalog;
+}
+
+export interface ResolvedTarget {
+  site: string;
+  target: string;
+  array: string;
+  volume: string;
+  sizeBytes: number;
+}
+
+const TargetInput = z.object({ site: z.string().min(1), target: z.string().min(1) });
+const TapeAddressInput = z.object({ site: z.string(), library: z.string(), drive: z.string(), tape: z.string() });
+const NewBackupInput = z.object({
+  backupId: z.string(),
+  job: z.string(),
+  site: z.string(),
+  target: z.string(),
+  array: z.string(),
+  volume: z.string(),
+  startedAt: z.string(),
+  dataTime: z.string(),
+  sizeBytes: z.number().int().min(0),
+});
+const CompleteInput = z.object({
+  backupId: z.string(),
+  endedAt: z.string(),
+  sha256: z.string().nullable(),
+  pieces: z.array(PieceRecordSchema),
+});
+const RestorePaths = z.object({ destination: z.string().min(1), job: z.string().min(1) });
+
+/** Creates the control activities bound to one worker's configuration, drivers and catalog. */
+export function createControlActivities(deps: ControlDeps) {
+  const { loaded, drivers, catalog, paths } = deps;
+
+  return {
+    /** Seed 003 step 2: maps what the user named (a VM, or array/volume) to the volume to copy. */
+    async resolveTarget(input: { site: string; target: string }): Promise<ResolvedTarget> {
+      return mapFailures(async () => {
+        const { site: siteName, target } = parseInput(TargetInput, input, 'target');
+        const site = findSite(loaded.config, siteName);
+        const { array, volume } = resolveTargetRef(site, target);
+        const info = await drivers.storage.describeVolume(siteName, array, volume);
+        return { site: siteName, target, array, volume, sizeBytes: info.sizeBytes };
+      });
+    },
+
+    /** Seed 003 Fig. 8: the backup manager mounts a cartridge in a drive; returns the append point. */
+    async loadTape(input: { site: string; library: string; drive: string; tape: string }): Promise<{ endOfData: number; capacityBytes: number }> {
+      return mapFailures(() => drivers.tape.load(parseInput(TapeAddressInput, input, 'tape address')));
+    },
+
+    async unloadTape(input: { site: string; library: string; drive: string; tape: string }): Promise<void> {
+      return mapFailures(() => drivers.tape.unload(parseInput(TapeAddressInput, input, 'tape address')));
+    },
+
+    /** Records a running backup in the catalog (idempotent). */
+    async beginBackup(input: NewBackup): Promise<BackupRecord> {
+      return mapFailures(async () => catalog.beginBackup(parseInput(NewBackupInput, input, 'backup record')));
+    },
+
+    /** Records every piece and marks the backup complete, in one transaction. */
+    async completeBackup(input: { backupId: string; endedAt: string; sha256: string | null; pieces: PieceRecord[] }): Promise<BackupRecord> {
+      return mapFailures(async () => {
+        const c = parseInput(CompleteInput, input, 'completed backup');
+        return catalog.completeBackup(c.backupId, c);
+      });
+    },
+
+    async failBackup(input: { backupId: string; error: string; endedAt: string }): Promise<void> {
+      return mapFailures(async () => catalog.failBackup(input.backupId, input.error, input.endedAt));
+    },
+
+    /** A complete backup and its pieces; NotFound for an unknown id, InvalidInput when not complete. */
+    async findBackup(input: { backupId: string }): Promise<{ backup: BackupRecord; pieces: PieceRecord[] }> {
+      return mapFailures(async () => {
+        const backup = catalog.backup(input.backupId);
+        if (backup.status !== 'complete') {
+          throw new InvalidInputError(`backup ${backup.backupId} is ${backup.status}${backup.error ? ` (${backup.error})` : ''}; only complete backups can be restored — \`kura catalog list --target ${backup.target}\` shows the others`);
+        }
+        return { backup, pieces: catalog.piecesOf(backup.backupId) };
+      });
+    },
+
+    /**
+     * Checks a restore destination before anything is written (see checkRestoreDestination) and
+     * names the partial file the pieces are written to until the restore is verified.
+     */
+    async prepareRestore(input: { destination: string; job: string }): Promise<{ destination: string; partial: string }> {
+      return mapFailures(async () => {
+        const { destination, job } = parseInput(RestorePaths, input, 'restore destination');
+        const abs = checkRestoreDestination(destination, paths.restoreRoots, loaded.file);
+        return { destination: abs, partial: partialPath(abs, job) };
+      });
+    },
+
+    /**
+     * Verifies the restored file (size, and whole-image SHA-256 when the catalog has one), makes it
+     * durable and moves it into place. Idempotent: a retry after the move checks the destination.
+     */
+    async finishRestore(input: { destination: string; partial: string; sizeBytes: number; sha256: string | null }): Promise<{ sha256: string; sizeBytes: number }> {
+      return mapFailures(async () => {
+        const source = existsSync(input.partial) ? input.partial : input.destination;
+        if (!existsSync(source)) throw new NotFoundError(`the restored data at ${input.partial} is gone; run the restore again`);
+        const size = statSync(source).size;
+        if (size !== input.sizeBytes) {
+          throw new ChecksumMismatchError(`restored ${size} bytes but the backup holds ${input.sizeBytes}; the restore is incomplete and was not moved into place`);
+        }
+        const sha256 = await sha256File(source, (bytes) => Context.current().heartbeat({ bytes }));
+        if (input.sha256 && sha256 !== input.sha256) {
+          throw new ChecksumMismatchError(`restored image hashes to ${sha256} but the catalog recorded ${input.sha256}; the restore was not moved into place`);
+        }
+        if (source === input.partial) {
+          if (existsSync(input.destination)) {
+            throw new DestinationExistsError(`restore destination ${input.destination} appeared while restoring; the restored data stays at ${input.partial}`);
+          }
+          const fh = await open(input.partial, 'r+');
+          await fh.sync();
+          await fh.close();
+          await rename(input.partial, input.destination);
+          const dir = await open(path.dirname(input.destination), 'r');
+          await dir.sync().catch(() => undefined);
+          await dir.close();
+        }
+        return { sha256, sizeBytes: size };
+      });
+    },
+
+    /** Removes a partial restore after a failure, so nothing half-done is left behind. */
+    async discardRestore(input: { partial: string }): Promise<void> {
+      await rm(input.partial, { force: true });
+    },
+
+    /** Makes sure the destination's directory exists (inside a restore root, checked before). */
+    async makeRestoreDir(input: { destination: string }): Promise<void> {
+      await mkdir(path.dirname(input.destination), { recursive: true });
+    },
+
+    /** What a fleet run of a policy (or `all`) covers, and the tuning its jobs use. */
+    async fleetSettings(input: { site: string; policy: string }): Promise<{ targets: string[]; concurrency: number; tuning: JobTuning }> {
+      return mapFailures(async () => {
+        const found = policyTargets(loaded.config, input.site, input.policy);
+        if (!found) {
+          const site = loaded.config.sites.find((s) => s.name === input.site);
+          throw new NotFoundError(
+            site
+              ? `no policy "${input.policy}" in site ${input.site}; policies: ${['all', ...site.policies.map((p) => p.name)].join(', ')}`
+              : `no site "${input.site}" in ${loaded.file}`,
+          );
+        }
+        if (found.targets.length === 0) throw new InvalidInputError(`policy "${input.policy}" of site ${input.site} has no targets`);
+        return { ...found, tuning: jobTuning(loaded.config) };
+      });
+    },
+
+    /** Tells people a job failed or needs them: a log line, and a webhook post when configured. */
+    async notify(input: { subject: string; detail: Record<string, unknown> }): Promise<{ delivered: boolean }> {
+      log.warn(`kura: ${input.subject}`, input.detail);
+      const url = loaded.config.notify.webhook;
+      if (!url) return { delivered: false };
+      try {
+        const res = await fetch(url, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ subject: input.subject, ...input.detail }),
+          signal: AbortSignal.timeout(10_000),
+        });
+        return { delivered: res.ok };
+      } catch (err) {
+        log.warn(`kura: webhook ${url} did not take the notification`, { error: String(err) });
+        return { delivered: false };
+      }
+    },
+  };
+}
+
+export type ControlActivities = ReturnType<typeof createControlActivities>;
+
+/** The partial file of one restore job, beside the destination so the final rename is atomic. */
+export function partialPath(destination: string, job: string): string {
+  const tag = createHash('sha256').update(job).digest('hex').slice(0, 12);
+  return `${destination}.kura-partial-${tag}`;
+}
+
+/** SHA-256 of a whole file, reporting progress. */
+export async function sha256File(file: string, onProgress?: (bytes: number) => void): Promise<string> {
+  const hash = createHash('sha256');
+  let bytes = 0;
+  let last = Date.now();
+  for await (const chunk of createReadStream(file, { highWaterMark: 4 * 1024 * 1024 })) {
+    hash.update(chunk as Buffer);
+    bytes += (chunk as Buffer).length;
+    if (onProgress && Date.now() - last > 500) {
+      onProgress(bytes);
+      last = Date.now();
+    }
+  }
+  return hash.digest('hex');
+}

@@ -1,0 +1,45 @@
+/**
+ * Schema migrations of the catalog database, applied in order and tracked by PRAGMA user_version.
+ * Never edit a released migration; add the next one.
+ */
+export const MIGRATIONS: readonly string[] = [
+  // 1: backups and their pieces (seed 004 storage catalog 460, one row per piece).
+  `
+  CREATE TABLE backups (
+    backup_id   TEXT PRIMARY KEY,
+    job         TEXT NOT NULL,
+    site        TEXT NOT NULL,
+    target      TEXT NOT NULL,
+    array_name  TEXT NOT NULL,
+    volume      TEXT NOT NULL,
+    status      TEXT NOT NULL CHECK (status IN ('running', 'complete', 'failed')),
+    started_at  TEXT NOT NULL,
+    ended_at    TEXT,
+    data_time   TEXT NOT NULL,
+    size_bytes  INTEGER NOT NULL,
+    sha256      TEXT,
+    pieces      INTEGER NOT NULL DEFAULT 0,
+    error       TEXT
+  );
+  CREATE INDEX backups_by_target ON backups (site, target, data_time);
+  CREATE TABLE pieces (
+    backup_id   TEXT NOT NULL REFERENCES backups (backup_id),
+    copy        INTEGER NOT NULL,
+    piece       INTEGER NOT NULL,
+    target      TEXT NOT NULL,
+    job         TEXT NOT NULL,
+    stream      INTEGER NOT NULL,
+    started_at  TEXT NOT NULL,
+    ended_at    TEXT NOT NULL,
+    data_time   TEXT NOT NULL,
+    library     TEXT NOT NULL,
+    tape        TEXT NOT NULL,
+    position    INTEGER NOT NULL,
+    offset      INTEGER NOT NULL,
+    size_bytes  INTEGER NOT NULL,
+    sha256      TEXT NOT NULL,
+    PRIMARY KEY (backup_id, copy, piece)
+  );
+  CREATE INDEX pieces_by_tape ON pieces (library, tape, position);
+  `,
+];

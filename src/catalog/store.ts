@@ -1,0 +1,149 @@
+/**
+ * The catalog: which backups exist and where every piece of each lies on tape. A backup is
+ * `complete` only when all its pieces are recorded, in one transaction, so nothing in the catalog
+ * ever claims a backup that cannot be restored. Every write is idempotent, so retried activities
+ * never duplicate a row.
+ */
+import Database from 'better-sqlite3';
+import { mkdirSync } from 'node:fs';
+import * as path from 'node:path';
+import { MIGRATIONS } from './migrations';
+import {
+  BackupRecordSchema,
+  PieceRecordSchema,
+  type BackupRecord,
+  type BackupStatus,
+  type PieceRecord,
+} from '../domain/catalog';
+import { InvalidInputError, NotFoundError } from '../domain/errors';
+
+/** What a backup looks like when it starts: everything but its outcome. */
+export type NewBackup = Omit<BackupRecord, 'status' | 'endedAt' | 'sha256' | 'pieces' | 'error'>;
+
+export interface BackupFilter {
+  site?: string;
+  target?: string;
+  status?: BackupStatus;
+  limit?: number;
+}
+
+export class Catalog {
+  private readonly db: Database.Database;
+
+  /** Opens (creating and migrating when needed) the catalog at `file`. */
+  constructor(readonly file: string) {
+    mkdirSync(path.dirname(file), { recursive: true });
+    this.db = new Database(file);
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('busy_timeout = 10000');
+    this.db.pragma('foreign_keys = ON');
+    this.migrate();
+  }
+
+  private migrate(): void {
+    const version = this.db.pragma('user_version', { simple: true }) as number;
+    for (let v = version; v < MIGRATIONS.length; v++) {
+      this.db.transaction(() => {
+        this.db.exec(MIGRATIONS[v] as string);
+        this.db.pragma(`user_version = ${v + 1}`);
+      }).immediate();
+    }
+  }
+
+  /**
+   * Records that a backup has started. Idempotent: starting a backup that is already recorded
+   * changes nothing (a retried activity), unless it had failed, when it is marked running again.
+   */
+  beginBackup(b: NewBackup): BackupRecord {
+    this.db
+      .prepare(
+        `INSERT INTO backups (backup_id, job, site, target, array_name, volume, status, started_at, data_time, size_bytes)
+         VALUES (@backupId, @job, @site, @target, @array, @volume, 'running', @startedAt, @dataTime, @sizeBytes)
+         ON CONFLICT (backup_id) DO UPDATE SET status = 'running', error = NULL WHERE status = 'failed'`,
+      )
+      .run(b);
+    return this.backup(b.backupId);
+  }
+
+  /**
+   * Records the pieces and marks the backup complete, all in one transaction. Idempotent: the
+   * same pieces recorded again change nothing; a different piece under the same key is refused.
+   */
+  completeBackup(backupId: string, done: { endedAt: string; sha256: string | null; pieces: PieceRecord[] }): BackupRecord {
+    const pieces = done.pieces.map((p) => PieceRecordSchema.parse(p));
+    const insert = this.db.prepare(
+      `INSERT INTO pieces (backup_id, copy, piece, target, job, stream, started_at, ended_at, data_time, library, tape, position, offset, size_bytes, sha256)
+       VALUES (@backupId, @copy, @piece, @target, @job, @stream, @startedAt, @endedAt, @dataTime, @library, @tape, @position, @offset, @sizeBytes, @sha256)
+       ON CONFLICT (backup_id, copy, piece) DO NOTHING`,
+    );
+    this.db.transaction(() => {
+      const current = this.backup(backupId);
+      for (const p of pieces) {
+        if (p.backupId !== backupId) throw new InvalidInputError(`piece ${p.piece} belongs to ${p.backupId}, not ${backupId}`);
+        insert.run(p);
+        const stored = this.piecesOf(backupId).find((q) => q.copy === p.copy && q.piece === p.piece);
+        if (!stored || stored.sha256 !== p.sha256 || stored.position !== p.position || stored.tape !== p.tape) {
+          throw new InvalidInputError(`catalog already holds a different piece ${p.piece} (copy ${p.copy}) of ${backupId}; refusing to overwrite it`);
+        }
+      }
+      const all = this.piecesOf(backupId);
+      const copies = new Set(all.map((p) => p.copy));
+      const size = all.filter((p) => p.copy === Math.min(...copies)).reduce((n, p) => n + p.sizeBytes, 0);
+      if (size !== current.sizeBytes) {
+        throw new InvalidInputError(`pieces of ${backupId} hold ${size} bytes but the volume has ${current.sizeBytes}; the backup is not complete`);
+      }
+      this.db
+        .prepare(`UPDATE backups SET status = 'complete', ended_at = ?, sha256 = ?, pieces = ?, error = NULL WHERE backup_id = ?`)
+        .run(done.endedAt, done.sha256, all.filter((p) => p.copy === Math.min(...copies)).length, backupId);
+    }).immediate();
+    return this.backup(backupId);
+  }
+
+  /** Marks a backup failed with the reason. A complete backup is never downgraded. */
+  failBackup(backupId: string, error: string, endedAt: string): void {
+    this.db
+      .prepare(`UPDATE backups SET status = 'failed', error = ?, ended_at = ? WHERE backup_id = ? AND status != 'complete'`)
+      .run(error, endedAt, backupId);
+  }
+
+  /** One backup; NotFoundError naming the id and how to list the existing ones. */
+  backup(backupId: string): BackupRecord {
+    const row = this.db.prepare(`${SELECT_BACKUP} WHERE backup_id = ?`).get(backupId);
+    if (!row) throw new NotFoundError(`no backup "${backupId}" in the catalog; \`kura catalog list\` shows the backups there are`, { backupId });
+    return BackupRecordSchema.parse(row);
+  }
+
+  /** Backups, newest first. */
+  listBackups(filter: BackupFilter = {}): BackupRecord[] {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    if (filter.site) (where.push('site = ?'), args.push(filter.site));
+    if (filter.target) (where.push('target = ?'), args.push(filter.target));
+    if (filter.status) (where.push('status = ?'), args.push(filter.status));
+    const sql = `${SELECT_BACKUP} ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY data_time DESC, backup_id LIMIT ?`;
+    return this.db
+      .prepare(sql)
+      .all(...args, filter.limit ?? 1_000_000)
+      .map((r) => BackupRecordSchema.parse(r));
+  }
+
+  /** The pieces of a backup, by copy then piece. */
+  piecesOf(backupId: string): PieceRecord[] {
+    return this.db
+      .prepare(
+        `SELECT backup_id AS backupId, copy, piece, target, job, stream, started_at AS startedAt, ended_at AS endedAt,
+                data_time AS dataTime, library, tape, position, offset, size_bytes AS sizeBytes, sha256
+         FROM pieces WHERE backup_id = ? ORDER BY copy, piece`,
+      )
+      .all(backupId)
+      .map((r) => PieceRecordSchema.parse(r));
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}
+
+const SELECT_BACKUP = `SELECT backup_id AS backupId, job, site, target, array_name AS array, volume, status,
+  started_at AS startedAt, ended_at AS endedAt, data_time AS dataTime, size_bytes AS sizeBytes, sha256, pieces, error
+  FROM backups`;

@@ -1,0 +1,57 @@
+/**
+ * What every CLI command shares: the configuration named by --config, Kura's paths, a lazily
+ * opened connection to Temporal, and the --json switch.
+ */
+import type { Command } from 'commander';
+import { Client, Connection } from '@temporalio/client';
+import { configPath, loadConfig, type LoadedConfig } from '../config/load';
+import { kuraPaths, type KuraPaths } from '../config/paths';
+import { temporalConnectionOptions } from '../stack/connection';
+import { Kura } from '../api';
+
+export interface Connected {
+  client: Client;
+  kura: Kura;
+  close(): Promise<void>;
+}
+
+export interface CliContext {
+  json(): boolean;
+  configFile(): string;
+  config(): LoadedConfig;
+  paths(): KuraPaths;
+  connect(): Promise<Connected>;
+}
+
+/** Builds the context from the program's global options (read when a command runs). */
+export function cliContext(program: Command): CliContext {
+  let loaded: LoadedConfig | undefined;
+  let connected: Promise<Connected> | undefined;
+  const ctx: CliContext = {
+    json: () => Boolean(program.opts().json),
+    configFile: () => configPath(program.opts().config as string | undefined),
+    config: () => (loaded ??= loadConfig(ctx.configFile())),
+    paths: () => kuraPaths(ctx.config()),
+    connect: () => (connected ??= connect(ctx.config())),
+  };
+  return ctx;
+}
+
+async function connect(loaded: LoadedConfig): Promise<Connected> {
+  const t = temporalConnectionOptions(loaded);
+  const connection = await Connection.connect({ address: t.address, tls: t.tls, apiKey: t.apiKey, connectTimeout: 5000 });
+  const client = new Client({ connection, namespace: t.namespace });
+  return { client, kura: new Kura(client, loaded), close: () => connection.close() };
+}
+
+/** Prints a result: JSON with --json, else the human text. */
+export function print(ctx: CliContext, value: unknown, human: () => string): void {
+  if (ctx.json()) process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+  else process.stdout.write(`${human()}\n`);
+}
+
+/** The Temporal Web UI page of a workflow, when the UI's address is known. */
+export function uiLink(workflowId: string, namespace = 'default'): string {
+  const base = process.env.KURA_UI_URL ?? 'http://127.0.0.1:8233';
+  return `${base}/namespaces/${namespace}/workflows/${encodeURIComponent(workflowId)}`;
+}

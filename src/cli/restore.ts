@@ -1,0 +1,46 @@
+/** `kura restore <backup-id> --to <path>`: restore a backup into a new file, verified piece by piece. */
+import * as path from 'node:path';
+import type { Command } from 'commander';
+import type { RestoreReport } from '../domain/jobs';
+import { InvalidInputError } from '../domain/errors';
+import { formatBytes } from '../domain/units';
+import { Catalog } from '../catalog/store';
+import { checkRestoreDestination } from '../config/targets';
+import { watchJob } from './progress';
+import { print, uiLink, type CliContext } from './context';
+
+export function registerRestoreCommands(program: Command, ctx: CliContext): void {
+  program
+    .command('restore <backup-id>')
+    .description('restore a backup into a new file below a restore root')
+    .requiredOption('--to <path>', 'the file to create (it must not exist)')
+    .option('--site <name>', 'the site (default: the first in the configuration)')
+    .action(async (backupId: string, o: { to: string; site?: string }) => {
+      if (!o.to.trim()) throw new InvalidInputError('--to needs a path');
+      // Fail fast, before any job starts: unknown backup, forbidden or existing destination.
+      const paths = ctx.paths();
+      const catalog = new Catalog(paths.catalog);
+      try {
+        catalog.backup(backupId);
+      } finally {
+        catalog.close();
+      }
+      const destination = checkRestoreDestination(path.resolve(o.to), paths.restoreRoots, ctx.config().file);
+      const { kura, close } = await ctx.connect();
+      try {
+        const handle = await kura.startRestore(backupId, destination, { site: o.site });
+        const t0 = Date.now();
+        const report = await watchJob<RestoreReport>(handle, { title: `restore ${backupId}`, quiet: ctx.json() });
+        const seconds = (Date.now() - t0) / 1000;
+        print(ctx, { ok: true, ...report }, () =>
+          [
+            `restored ${backupId} to ${report.destination}`,
+            `  ${formatBytes(report.sizeBytes)} from ${report.pieces} piece(s), every checksum verified; sha256 ${report.sha256}`,
+            `  ${seconds.toFixed(1)} s; in the Temporal UI: ${uiLink(report.workflowId)}`,
+          ].join('\n'),
+        );
+      } finally {
+        await close();
+      }
+    });
+}

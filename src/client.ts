@@ -1,0 +1,54 @@
+/**
+ * The `kura` command line: every command group registers itself; failures are printed with their
+ * type and an actionable message (or as JSON with --json) and set the exit code.
+ */
+import { Command } from 'commander';
+import { cliContext } from './cli/context';
+import { reportError } from './cli/errors';
+import { registerBackupCommands } from './cli/backup';
+import { registerRestoreCommands } from './cli/restore';
+import { registerCatalogCommands } from './cli/catalog';
+import { registerScheduleCommands } from './cli/schedule';
+import { registerConfigCommands } from './cli/config';
+import { registerStartCommand } from './cli/start';
+import { registerWorkerCommand } from './cli/worker';
+import { registerLabCommands } from './cli/lab';
+import { registerPoolCommands } from './cli/pool';
+
+/** Builds the program; exported so tests can run commands in-process. */
+export function buildProgram(): Command {
+  const program = new Command('kura')
+    .description('Kura: durable backup and recovery for virtualized and SAN estates, on Temporal')
+    .option('-c, --config <file>', 'configuration file (default: $KURA_CONFIG or ./kura.yaml)')
+    .option('--json', 'print machine-readable JSON only')
+    .showHelpAfterError()
+    .configureOutput({ outputError: (s, write) => write(s) });
+  const ctx = cliContext(program);
+  registerStartCommand(program, ctx);
+  registerBackupCommands(program, ctx);
+  registerRestoreCommands(program, ctx);
+  registerCatalogCommands(program, ctx);
+  registerPoolCommands(program, { connect: () => ctx.connect(), loadConfig: () => ctx.config() });
+  registerScheduleCommands(program, ctx);
+  registerLabCommands(program);
+  registerConfigCommands(program, ctx);
+  registerWorkerCommand(program, ctx);
+  return program;
+}
+
+/** Runs the CLI with these arguments and sets the process's exit code. */
+export async function run(argv: string[]): Promise<void> {
+  process.exitCode = await main(argv);
+}
+
+async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return typeof process.exitCode === 'number' ? process.exitCode : 0;
+  } catch (err) {
+    return reportError(err, argv.includes('--json'));
+  }
+}
+
+if (require.main === module) void run(process.argv);

@@ -1,0 +1,64 @@
+/**
+ * Rules about names in the configuration that both the CLI (to fail fast) and the activities
+ * (authoritatively) apply: what a backup target resolves to, and where a restore may write.
+ */
+import { existsSync, realpathSync } from 'node:fs';
+import * as path from 'node:path';
+import type { Config, Site } from '../domain/inventory';
+import { AccessDeniedError, DestinationExistsError, NotFoundError } from '../domain/errors';
+
+/** The site a command addresses: the named one, or the only/first one. */
+export function findSite(config: Config, name?: string): Site {
+  const site = name ? config.sites.find((s) => s.name === name) : config.sites[0];
+  if (!site) throw new NotFoundError(`no site "${name}" in the configuration; sites: ${config.sites.map((s) => s.name).join(', ')}`, { site: name });
+  return site;
+}
+
+/**
+ * Seed 003 step 2: a target is a VM (its data volume is what changes and is backed up) or a
+ * volume named array/volume. NotFoundError, with examples, for anything else.
+ */
+export function resolveTargetRef(site: Site, target: string): { array: string; volume: string; sizeBytes: number } {
+  const vm = site.vms.find((v) => v.name === target);
+  const [array, volume] = (vm ? vm.dataVolume : target).split('/');
+  const vol = site.arrays.find((a) => a.name === array)?.volumes.find((v) => v.id === volume);
+  if (!array || !volume || !vol) {
+    const examples = [...site.vms.slice(0, 2).map((v) => v.name), site.vms[0]?.dataVolume].filter(Boolean).join(', ');
+    throw new NotFoundError(`unknown target "${target}" in site ${site.name}: name a VM (its data volume is backed up) or a volume as array/volume${examples ? `, e.g. ${examples}` : ''}`, { target, site: site.name });
+  }
+  return { array, volume, sizeBytes: vol.size };
+}
+
+/**
+ * Checks a restore destination: it must lie strictly below one of the restore roots (symlinks of
+ * the existing part resolved, so a link cannot lead out) and must not exist. Returns it absolute.
+ */
+export function checkRestoreDestination(destination: string, roots: string[], configFile: string): string {
+  const abs = path.resolve(destination);
+  const real = realpathOfNearest(abs);
+  const inside = roots.some((root) => {
+    const r = existsSync(root) ? realpathSync(root) : path.resolve(root);
+    const rel = path.relative(r, real);
+    return rel !== '' && !rel.startsWith('..') && !path.isAbsolute(rel);
+  });
+  if (!inside) {
+    throw new AccessDeniedError(`restore destination ${abs} is outside the restore roots (${roots.join(', ')}); choose a path below one of them, or add a root under restoreRoots in ${configFile}`, { destination: abs, roots });
+  }
+  if (existsSync(abs)) {
+    throw new DestinationExistsError(`restore destination ${abs} already exists; Kura never overwrites data — choose a new path or move the file away`, { destination: abs });
+  }
+  return abs;
+}
+
+/** Resolves symlinks of the longest existing prefix of `p`, then appends the rest. */
+function realpathOfNearest(p: string): string {
+  let existing = p;
+  const rest: string[] = [];
+  while (!existsSync(existing)) {
+    rest.unshift(path.basename(existing));
+    const parent = path.dirname(existing);
+    if (parent === existing) break;
+    existing = parent;
+  }
+  return path.join(realpathSync(existing), ...rest);
+}

@@ -1,0 +1,149 @@
+/**
+ * Starts Kura's Temporal Workers: the control worker (every workflow, and the control and pool
+ * activities) on `kura-control`, and one worker per backup server of the inventory on
+ * `kura-server-<name>` for the copies that server performs. In production each backup server host
+ * runs its own worker; the embedded stack runs them all in this one process.
+ */
+import { Client, Connection } from '@temporalio/client';
+import { DefaultLogger, NativeConnection, Runtime, Worker, type LogLevel, type WorkerOptions } from '@temporalio/worker';
+import { loadConfig, configPath, type LoadedConfig } from './config/load';
+import { kuraPaths, type KuraPaths } from './config/paths';
+import { Catalog } from './catalog/store';
+import { LabState } from './lab/state';
+import { labDrivers } from './drivers';
+import { createControlActivities } from './activities/control';
+import { createCopyActivities } from './activities/copy';
+import { createPoolActivities, ensurePool } from './activities/pool';
+import { CONTROL_TASK_QUEUE, serverTaskQueue } from './searchAttributes';
+import { temporalConnectionOptions } from './stack/connection';
+
+export interface KuraWorkersOptions {
+  loaded: LoadedConfig;
+  /** Temporal frontend and namespace; from $TEMPORAL_ADDRESS / kura.yaml when omitted. */
+  address?: string;
+  namespace?: string;
+  /** The control queue ($KURA_TASK_QUEUE, else `kura-control`); server queues sit beside it. */
+  taskQueue?: string;
+  /** A prebuilt workflow bundle (tests); otherwise the workflows are bundled at start-up. */
+  workflowBundle?: { codePath: string };
+  /** Only these backup servers' workers (default: every server of every site). */
+  servers?: string[];
+  /** Skip the control worker (a backup-server-only host). */
+  serversOnly?: boolean;
+}
+
+export interface KuraWorkers {
+  taskQueue: string;
+  paths: KuraPaths;
+  client: Client;
+  /** Resolves when every worker has stopped. */
+  running: Promise<void>;
+  /** Stops every worker (letting running activities finish or be cancelled) and closes resources. */
+  shutdown(): Promise<void>;
+}
+
+let runtimeReady = false;
+
+/** Worker logs at $KURA_LOG_LEVEL (default WARN): state changes of every worker are noise to an operator. */
+function installRuntime(): void {
+  if (runtimeReady) return;
+  runtimeReady = true;
+  const level = (process.env.KURA_LOG_LEVEL ?? 'WARN').toUpperCase() as LogLevel;
+  try {
+    Runtime.install({ logger: new DefaultLogger(level) });
+  } catch {
+    // Already installed by the host process; keep its logger.
+  }
+}
+
+/** Creates and runs the workers for one configuration until `shutdown()`. */
+export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWorkers> {
+  const { loaded } = opts;
+  installRuntime();
+  const conn = temporalConnectionOptions(loaded, { address: opts.address, namespace: opts.namespace });
+  const taskQueue = opts.taskQueue ?? process.env.KURA_TASK_QUEUE ?? CONTROL_TASK_QUEUE;
+  const paths = kuraPaths(loaded);
+  const catalog = new Catalog(paths.catalog);
+  const lab = new LabState(paths.labState);
+  const drivers = labDrivers(loaded, paths, lab);
+
+  const clientConnection = await Connection.connect({ address: conn.address, tls: conn.tls, apiKey: conn.apiKey });
+  const client = new Client({ connection: clientConnection, namespace: conn.namespace });
+  const connection = await NativeConnection.connect({ address: conn.address, tls: conn.tls, apiKey: conn.apiKey });
+
+  const common: Partial<WorkerOptions> = {
+    // Progress of long copies reaches the server (and the CLI's bars) every second.
+    defaultHeartbeatThrottleInterval: '1 second',
+    maxHeartbeatThrottleInterval: '1 second',
+    shutdownGraceTime: '5 seconds',
+  };
+  const workers: Worker[] = [];
+  if (!opts.serversOnly) {
+    workers.push(
+      await Worker.create({
+        ...common,
+        connection,
+        namespace: conn.namespace,
+        taskQueue,
+        ...(opts.workflowBundle ? { workflowBundle: opts.workflowBundle } : { workflowsPath: require.resolve('./workflows') }),
+        activities: {
+          ...createControlActivities({ loaded, paths, drivers, catalog }),
+          ...createPoolActivities({ client, sites: () => loaded.config.sites }),
+        },
+      }),
+    );
+  }
+  const servers = loaded.config.sites.flatMap((s) => s.servers.map((srv) => srv.name)).filter((n) => !opts.servers || opts.servers.includes(n));
+  for (const server of new Set(servers)) {
+    workers.push(
+      await Worker.create({
+        ...common,
+        connection,
+        namespace: conn.namespace,
+        taskQueue: serverTaskQueue(server, taskQueue),
+        activities: createCopyActivities({ drivers }),
+      }),
+    );
+  }
+
+  const running = Promise.all(workers.map((w) => w.run())).then(() => undefined);
+  if (!opts.serversOnly) {
+    for (const site of loaded.config.sites) await ensurePool(client, site, taskQueue);
+  }
+
+  let closed = false;
+  return {
+    taskQueue,
+    paths,
+    client,
+    running,
+    async shutdown() {
+      if (closed) return running;
+      closed = true;
+      for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
+      await running.catch(() => undefined);
+      await connection.close();
+      await clientConnection.close();
+      catalog.close();
+      lab.close();
+    },
+  };
+}
+
+/** `kura worker` / `npm run worker`: run the workers of kura.yaml until SIGINT or SIGTERM. */
+async function main(): Promise<void> {
+  const loaded = loadConfig(configPath());
+  const workers = await startKuraWorkers({ loaded });
+  console.log(`kura: workers running on ${workers.taskQueue} and ${loaded.config.sites.flatMap((s) => s.servers).length} backup server queue(s); Ctrl-C stops them`);
+  const stop = () => void workers.shutdown();
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  await workers.running;
+}
+
+if (require.main === module) {
+  main().catch((err) => {
+    console.error(err instanceof Error ? err.message : err);
+    process.exit(1);
+  });
+}

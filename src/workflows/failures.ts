@@ -1,0 +1,48 @@
+/**
+ * Failure helpers for workflow code: find the typed failure at the root of an activity error and
+ * re-throw it with the job's context, keeping its type and the whole cause chain.
+ */
+import { ApplicationFailure, TemporalFailure, isCancellation } from '@temporalio/workflow';
+import type { ZodType, output } from 'zod';
+
+export interface RootFailure {
+  type: string;
+  message: string;
+}
+
+/** The deepest ApplicationFailure in the cause chain (the activity's own typed error). */
+export function rootFailure(err: unknown): RootFailure {
+  let cur: unknown = err;
+  let found: RootFailure | undefined;
+  for (let depth = 0; cur && depth < 10; depth++) {
+    if (cur instanceof ApplicationFailure) found = { type: cur.type ?? 'Error', message: cur.message };
+    cur = cur instanceof TemporalFailure || cur instanceof Error ? (cur as Error).cause : undefined;
+  }
+  if (found) return found;
+  if (isCancellation(err)) return { type: 'Cancelled', message: 'the job was cancelled' };
+  return { type: 'Error', message: err instanceof Error ? err.message : String(err) };
+}
+
+/**
+ * A non-retryable failure for the whole job that says what failed and why, typed like its root
+ * cause (so `InvalidInput`, `NoResources`, `DeviceFault` … reach the caller intact).
+ */
+export function jobFailure(context: string, err: unknown): ApplicationFailure {
+  const root = rootFailure(err);
+  return ApplicationFailure.create({
+    message: `${context}: ${root.message}`,
+    type: root.type,
+    nonRetryable: true,
+    cause: err instanceof Error ? err : undefined,
+  });
+}
+
+/** Step 1 of every job: parse its input; a malformed request fails with InvalidInput, changing nothing. */
+export function acceptInput<S extends ZodType>(schema: S, input: unknown, what: string): output<S> {
+  const r = schema.safeParse(input);
+  if (!r.success) {
+    const problems = r.error.issues.map((i) => `${i.path.join('.') || '(request)'}: ${i.message}`).join('; ');
+    throw ApplicationFailure.nonRetryable(`invalid ${what}: ${problems}`, 'InvalidInput');
+  }
+  return r.data as output<S>;
+}

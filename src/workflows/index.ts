@@ -1,0 +1,5 @@
+/** Every workflow Kura registers, re-exported by name. */
+export { resourcePool } from './resourcePool';
+export { sanOperation } from './sanOperation';
+export { restore } from './restore';
+export { fleetProtection } from './fleetProtection';

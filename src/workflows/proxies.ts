@@ -1,0 +1,48 @@
+/**
+ * Activity proxies with the timeouts and retry rules every job uses, derived from its tuning:
+ * typed failures that no retry can cure are never retried; device faults are, a bounded number
+ * of times; copies must heartbeat or be considered hung.
+ */
+import { proxyActivities, workflowInfo } from '@temporalio/workflow';
+import type { createControlActivities } from '../activities/control';
+import type { createCopyActivities } from '../activities/copy';
+import type { createPoolActivities } from '../activities/pool';
+import type { JobTuning } from '../domain/jobs';
+import { NON_RETRYABLE_ERROR_TYPES } from '../domain/errors';
+import { serverTaskQueue } from '../searchAttributes';
+
+export type ControlActivities = ReturnType<typeof createControlActivities>;
+export type CopyActivities = ReturnType<typeof createCopyActivities>;
+export type PoolActivities = ReturnType<typeof createPoolActivities>;
+
+const nonRetryableErrorTypes = [...NON_RETRYABLE_ERROR_TYPES];
+
+/** Catalog, library and lookup activities on the control queue. */
+export function controlActivities(t: Pick<JobTuning, 'deviceAttempts'> = { deviceAttempts: 3 }): ControlActivities {
+  return proxyActivities<ControlActivities>({
+    startToCloseTimeout: '5 minutes',
+    heartbeatTimeout: '1 minute',
+    retry: { maximumAttempts: t.deviceAttempts, initialInterval: '500ms', backoffCoefficient: 2, nonRetryableErrorTypes },
+  });
+}
+
+/** Resource pool activities; a reservation may wait in the pool's queue for `reserveWaitMs`. */
+export function poolActivities(t: JobTuning): PoolActivities {
+  return proxyActivities<PoolActivities>({
+    startToCloseTimeout: t.reserveWaitMs + 120_000,
+    heartbeatTimeout: '30 seconds',
+    retry: { maximumAttempts: 5, initialInterval: '500ms', nonRetryableErrorTypes },
+  });
+}
+
+/** Copy activities run on the reserved backup server's own task queue. */
+export function copyActivities(server: string, t: JobTuning): CopyActivities {
+  return proxyActivities<CopyActivities>({
+    // The server's queue sits beside this workflow's own control queue.
+    taskQueue: serverTaskQueue(server, workflowInfo().taskQueue),
+    // Generous bound: the piece at 1 MiB/s plus ten minutes; hangs are caught by the heartbeat.
+    startToCloseTimeout: Math.ceil(t.pieceSize / (1024 * 1024)) * 1000 + 600_000,
+    heartbeatTimeout: t.copyHeartbeatTimeoutMs,
+    retry: { maximumAttempts: t.deviceAttempts, initialInterval: '1s', backoffCoefficient: 2, nonRetryableErrorTypes },
+  });
+}

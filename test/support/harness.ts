@@ -1,0 +1,132 @@
+/**
+ * Test harness: a small lab estate of real files in a temporary directory, Kura's workers on a
+ * task queue of the test's own (so test files sharing the one dev server never take each other's
+ * work), and a client API bound to both.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, mkdtempSync, rmSync, writeFileSync, readdirSync, statSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { inject } from 'vitest';
+import { Client, Connection } from '@temporalio/client';
+import { loadConfig, type LoadedConfig } from '../../src/config/load';
+import { kuraPaths, type KuraPaths } from '../../src/config/paths';
+import { hospitalPreset, renderConfigYaml, type HospitalPresetOptions } from '../../src/lab/preset';
+import { createLabFiles, labVolumePath } from '../../src/lab/files';
+import { startKuraWorkers, type KuraWorkers } from '../../src/worker';
+import { Kura } from '../../src/api';
+import type { ConfigInput } from '../../src/domain/inventory';
+
+export interface TestLab {
+  dir: string;
+  configFile: string;
+  loaded: LoadedConfig;
+  paths: KuraPaths;
+  site: string;
+  /** The control task queue this lab's workers and jobs use. */
+  taskQueue: string;
+  /** Absolute path of a VM's data volume file. */
+  dataVolume(vm: string): string;
+  cleanup(): void;
+}
+
+export interface LabOptions extends HospitalPresetOptions {
+  /** Changes to the generated configuration before it is written. */
+  edit?: (cfg: ConfigInput) => void;
+  pieceSize?: string;
+  copyHeartbeatTimeout?: string;
+  deviceAttempts?: number;
+  reserveWait?: string;
+}
+
+/** A unique, readable suffix for ids of one test. */
+export function uniqueId(): string {
+  return randomBytes(4).toString('hex');
+}
+
+/** Creates a small hospital-like lab (4 VMs of 4 MiB by default) under a fresh temp directory. */
+export async function makeLab(opts: LabOptions = {}): Promise<TestLab> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'kura-lab-'));
+  const site = opts.site ?? `t${uniqueId()}`;
+  const cfg = hospitalPreset({ vms: 4, hosts: 2, dataVolumeSize: 4 * 1024 * 1024, softwareVolumeSize: 1024 * 1024, cartridgesPerLibrary: 4, cartridgeCapacity: 1024 * 1024 * 1024, ...opts, site });
+  cfg.tuning = {
+    pieceSize: opts.pieceSize ?? '1MiB',
+    copyHeartbeatTimeout: opts.copyHeartbeatTimeout ?? '3s',
+    deviceAttempts: opts.deviceAttempts ?? 3,
+    reserveWait: opts.reserveWait ?? '60s',
+  };
+  opts.edit?.(cfg);
+  const configFile = path.join(dir, 'kura.yaml');
+  writeFileSync(configFile, renderConfigYaml(cfg));
+  const loaded = loadConfig(configFile);
+  const paths = kuraPaths(loaded);
+  await createLabFiles(loaded, paths);
+  const vmVolume = (vm: string) => {
+    const s = loaded.config.sites[0];
+    const ref = s?.vms.find((v) => v.name === vm)?.dataVolume ?? '';
+    const [array, volume] = ref.split('/');
+    return labVolumePath(paths, site, array ?? '', volume ?? '');
+  };
+  return {
+    dir,
+    configFile,
+    loaded,
+    paths,
+    site,
+    taskQueue: `t-${uniqueId()}-kura-control`,
+    dataVolume: vmVolume,
+    cleanup: () => rmSync(dir, { recursive: true, force: true }),
+  };
+}
+
+/** Runs Kura's workers for the lab in this process, against the test run's dev server. */
+export async function startWorkers(lab: TestLab): Promise<KuraWorkers> {
+  return startKuraWorkers({
+    loaded: lab.loaded,
+    address: inject('temporalAddress'),
+    namespace: inject('temporalNamespace'),
+    taskQueue: lab.taskQueue,
+    workflowBundle: { codePath: inject('workflowBundlePath') },
+  });
+}
+
+/** A client API bound to the lab's configuration and task queue. */
+export async function connectKura(lab: TestLab): Promise<{ kura: Kura; client: Client; close(): Promise<void> }> {
+  const connection = await Connection.connect({ address: inject('temporalAddress') });
+  const client = new Client({ connection, namespace: inject('temporalNamespace') });
+  return { kura: new Kura(client, lab.loaded, lab.taskQueue), client, close: () => connection.close() };
+}
+
+/** SHA-256 of a whole file. */
+export async function sha256(file: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(file)) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
+
+/** A fingerprint of every file below a directory (path, size, mtime), to prove nothing changed. */
+export function treeFingerprint(dir: string): string {
+  const out: string[] = [];
+  const walk = (d: string) => {
+    for (const name of readdirSync(d).sort()) {
+      const p = path.join(d, name);
+      const st = statSync(p);
+      if (st.isDirectory()) walk(p);
+      else if (!/\.db(-wal|-shm)?$/.test(name)) out.push(`${path.relative(dir, p)} ${st.size} ${st.mtimeMs}`);
+    }
+  };
+  walk(dir);
+  return out.join('\n');
+}
+
+/** The type and message of the typed failure at the root of a failed job (down the cause chain). */
+export function failureOf(err: unknown): { type: string | undefined; message: string } {
+  let cur: unknown = err;
+  let found: { type: string | undefined; message: string } | undefined;
+  for (let i = 0; cur && i < 10; i++) {
+    const c = cur as { name?: string; type?: string; message?: string; cause?: unknown };
+    if (c.name === 'ApplicationFailure' || (typeof c.type === 'string' && c.message !== undefined)) found ??= { type: c.type, message: c.message ?? '' };
+    cur = c.cause;
+  }
+  return found ?? { type: undefined, message: err instanceof Error ? err.message : String(err) };
+}
