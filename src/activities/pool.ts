@@ -1,0 +1,184 @@
+/**
+ * Activities that talk to a site's resource pool workflow: reserve and release streams, mark
+ * devices and read the tables, starting the pool first when it is not running yet.
+ */
+import { Context } from '@temporalio/activity';
+import { WorkflowUpdateFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
+import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
+import { z } from 'zod';
+import { ErrorType, NON_RETRYABLE_ERROR_TYPES } from '../domain/errors';
+import type { Site } from '../domain/inventory';
+import {
+  MarkRequestSchema,
+  ReleaseRequestSchema,
+  ReserveRequestSchema,
+  type Grant,
+  type MarkRequest,
+  type PoolTables,
+  type ReleaseRequest,
+  type ReserveRequest,
+} from '../domain/pool';
+import { markDeviceSignal, releaseUpdate, reserveStreamsUpdate, syncInventorySignal, tablesQuery } from '../messages';
+import { CONTROL_TASK_QUEUE } from '../searchAttributes';
+import type { resourcePool } from '../workflows/resourcePool';
+import { findDevice, tablesFromSite } from '../workflows/pool-tables';
+
+/** The pool workflow's id for a site: one pool per site. */
+export function poolWorkflowId(site: string): string {
+  return `pool/${site}`;
+}
+
+/** What the pool activities need from the worker. */
+export interface PoolActivityDeps {
+  client: Client;
+  /** The sites of the current configuration (read on every call, so a reload is seen). */
+  sites: () => Site[];
+  /**
+   * Task queue the pool workflow runs on. By default the queue this activity runs on: the pool
+   * activities live on the control queue, where the workflows run too.
+   */
+  taskQueue?: string;
+  /** How often a waiting reservation heartbeats. */
+  heartbeatMs?: number;
+}
+
+/**
+ * Starts the site's pool if it is not running and hands it the site's current inventory (new
+ * devices are added, removed free ones dropped). The worker calls this for every site at start-up,
+ * with its control task queue.
+ */
+export async function ensurePool(client: Client, site: Site, taskQueue: string = CONTROL_TASK_QUEUE): Promise<void> {
+  const tables = tablesFromSite(site);
+  await client.workflow.signalWithStart<typeof resourcePool, [PoolTables]>('resourcePool', {
+    workflowId: poolWorkflowId(site.name),
+    taskQueue,
+    args: [{ site: site.name, tables }],
+    signal: syncInventorySignal,
+    signalArgs: [tables],
+    staticSummary: `resource pool of site ${site.name}`,
+  });
+}
+
+/** Creates the pool activities bound to a Temporal client and the configured sites. */
+export function createPoolActivities(deps: PoolActivityDeps) {
+  const heartbeatMs = deps.heartbeatMs ?? 2000;
+
+  /** Starts the pool of the site unless it runs, and returns a handle that follows its runs. */
+  async function pool(siteName: string): Promise<WorkflowHandle<typeof resourcePool>> {
+    const site = deps.sites().find((s) => s.name === siteName);
+    if (!site) {
+      const known = deps.sites().map((s) => s.name);
+      throw ApplicationFailure.nonRetryable(`no site ${siteName} in the configuration; known sites: ${known.join(', ') || '(none)'}`, ErrorType.NotFound);
+    }
+    await deps.client.workflow.start<typeof resourcePool>('resourcePool', {
+      workflowId: poolWorkflowId(siteName),
+      taskQueue: deps.taskQueue ?? Context.current().info.taskQueue,
+      workflowIdConflictPolicy: 'USE_EXISTING',
+      args: [{ site: siteName, tables: tablesFromSite(site) }],
+      staticSummary: `resource pool of site ${siteName}`,
+    });
+    // A handle without a run id: the pool continues as new, and the start above may have returned
+    // a run that is not the first of the chain, which a run-bound handle would reject.
+    return deps.client.workflow.getHandle<typeof resourcePool>(poolWorkflowId(siteName));
+  }
+
+  /**
+   * Runs one pool update while heartbeating, so the activity stays alive while the request waits in
+   * the pool's queue and learns of its cancellation. When the calling workflow cancels (or is gone),
+   * the job's request is withdrawn with a release so it neither stays queued nor holds a late grant.
+   */
+  async function waitForUpdate<T>(job: string, handle: WorkflowHandle<typeof resourcePool>, run: () => Promise<T>): Promise<T> {
+    const ctx = Context.current();
+    ctx.heartbeat();
+    const beat = setInterval(() => ctx.heartbeat(), heartbeatMs);
+    const work = deps.client.withAbortSignal(ctx.cancellationSignal, run);
+    // If cancellation wins the race, the aborted call's rejection must not go unhandled.
+    work.catch(() => undefined);
+    try {
+      return await Promise.race([work, ctx.cancelled]);
+    } catch (err) {
+      if (err instanceof CancelledFailure) {
+        const why = ctx.cancellationDetails;
+        if (why?.cancelRequested || why?.notFound) {
+          await handle
+            .executeUpdate(releaseUpdate, { args: [{ job, tapeUsage: {} }], updateId: `${callKey('withdraw', job)}` })
+            .catch((e: unknown) => ctx.log.warn(`could not withdraw the request of ${job}`, { error: String(e) }));
+        }
+      }
+      throw mapUpdateFailure(err);
+    } finally {
+      clearInterval(beat);
+    }
+  }
+
+  return {
+    /** Reserves disjoint streams for a job (all or nothing), waiting in line up to `waitMs`. */
+    async reserveStreams(site: string, req: ReserveRequest): Promise<Grant> {
+      const parsed = parseRequest(ReserveRequestSchema, req);
+      const handle = await pool(site);
+      // The update id is the same on every attempt of this activity, so a retry after a lost reply
+      // joins the first update instead of queueing twice; a later reservation by the same job is a
+      // new activity and gets a fresh update (the pool answers it from its tables, by job).
+      const updateId = callKey('reserve', parsed.job);
+      return waitForUpdate(parsed.job, handle, () => handle.executeUpdate(reserveStreamsUpdate, { args: [parsed], updateId }));
+    },
+
+    /** Frees everything the job holds and records each cartridge's end of data. */
+    async releaseStreams(site: string, req: ReleaseRequest): Promise<{ released: number }> {
+      const parsed = parseRequest(ReleaseRequestSchema, req);
+      const handle = await pool(site);
+      const updateId = callKey('release', parsed.job);
+      return waitForUpdate(parsed.job, handle, () => handle.executeUpdate(releaseUpdate, { args: [parsed], updateId }));
+    },
+
+    /** Marks a device (un)available; an unknown device fails as NotFound instead of being ignored. */
+    async markDevice(site: string, req: MarkRequest): Promise<void> {
+      const parsed = parseRequest(MarkRequestSchema, req);
+      const handle = await pool(site);
+      const tables = await handle.query(tablesQuery);
+      if (!findDevice(tables, parsed.device)) {
+        throw ApplicationFailure.nonRetryable(`no device ${parsed.device} in the pool of site ${site}`, ErrorType.NotFound);
+      }
+      await handle.signal(markDeviceSignal, parsed);
+    },
+
+    /** The pool's tables, as seed 004 Figs. 3–6 show them. */
+    async poolTables(site: string): Promise<PoolTables> {
+      const handle = await pool(site);
+      return handle.query(tablesQuery);
+    },
+  };
+}
+
+/** The activity functions, for `proxyActivities<PoolActivities>` in workflows. */
+export type PoolActivities = ReturnType<typeof createPoolActivities>;
+
+/**
+ * An update id that is stable across the attempts of one activity and distinct between activities:
+ * the calling run and the activity id, not the attempt number.
+ */
+function callKey(kind: string, job: string): string {
+  const info = Context.current().info;
+  const run = info.workflowExecution?.runId ?? 'standalone';
+  return `${kind}/${job}/${run}/${info.activityId}`;
+}
+
+function parseRequest<S extends z.ZodType>(schema: S, raw: unknown): z.output<S> {
+  const out = schema.safeParse(raw);
+  if (!out.success) throw ApplicationFailure.nonRetryable(`invalid request: ${z.prettifyError(out.error)}`, ErrorType.InvalidInput);
+  return out.data;
+}
+
+/**
+ * A failed or rejected update carries the pool's typed failure as its cause; it is re-thrown with
+ * the same type and message, non-retryable when the type says no retry can help. Anything else
+ * (the server unreachable, a cancellation) passes through unchanged.
+ */
+function mapUpdateFailure(err: unknown): unknown {
+  if (err instanceof WorkflowUpdateFailedError && err.cause instanceof ApplicationFailure) {
+    const { type, message } = err.cause;
+    const fatal = typeof type === 'string' && (NON_RETRYABLE_ERROR_TYPES as readonly string[]).includes(type);
+    return ApplicationFailure.create({ message, type: type ?? undefined, nonRetryable: fatal });
+  }
+  return err;
+}

@@ -1,0 +1,215 @@
+import { describe, expect, it } from 'vitest';
+import { SiteSchema, type Site } from '../../src/domain/inventory';
+import { ReserveRequestSchema, type DeviceRow, type PoolTables, type ReserveRequest } from '../../src/domain/pool';
+import { TABLE_KEYS, allocate, findDevice, grantFor, mark, mergeInventory, release, tablesFromSite } from '../../src/workflows/pool-tables';
+
+/**
+ * Two independent paths: arr-1 — sw-1 — {srv-1, lib-1} and arr-1 — sw-2 — {srv-2, lib-2}.
+ * Each library has two drives and two cartridges.
+ */
+function twoPathSite(opts: { serverCapacity?: number; sw1Capacity?: number; sw2Capacity?: number; lib1TapeSizes?: [string, string] } = {}): Site {
+  const [t1, t2] = opts.lib1TapeSizes ?? ['64MiB', '64MiB'];
+  return SiteSchema.parse({
+    name: 'lab',
+    arrays: [{ name: 'arr-1' }],
+    libraries: [
+      { name: 'lib-1', drives: [{ id: 'lib-1-drv-1' }, { id: 'lib-1-drv-2' }], cartridges: [{ id: 'lib-1-tape-1', capacity: t1 }, { id: 'lib-1-tape-2', capacity: t2 }] },
+      { name: 'lib-2', drives: [{ id: 'lib-2-drv-1' }, { id: 'lib-2-drv-2' }], cartridges: [{ id: 'lib-2-tape-1', capacity: '64MiB' }, { id: 'lib-2-tape-2', capacity: '64MiB' }] },
+    ],
+    switches: [
+      { name: 'sw-1', capacity: opts.sw1Capacity ?? 4 },
+      { name: 'sw-2', capacity: opts.sw2Capacity ?? 4 },
+    ],
+    servers: [
+      { name: 'srv-1', capacity: opts.serverCapacity ?? 1 },
+      { name: 'srv-2', capacity: opts.serverCapacity ?? 1 },
+    ],
+    links: [
+      ['arr-1', 'sw-1'],
+      ['arr-1', 'sw-2'],
+      ['srv-1', 'sw-1'],
+      ['srv-2', 'sw-2'],
+      ['lib-1', 'sw-1'],
+      ['lib-2', 'sw-2'],
+    ],
+  });
+}
+
+const request = (r: Partial<ReserveRequest> & { job: string }) => ReserveRequestSchema.parse({ array: 'arr-1', ...r });
+
+function must(result: ReturnType<typeof allocate>) {
+  if (!result.ok) throw new Error(`expected a grant, got: ${result.missing}`);
+  return result;
+}
+
+function missing(result: ReturnType<typeof allocate>): string {
+  if (result.ok) throw new Error(`expected a refusal, got a grant: ${JSON.stringify(result.grant)}`);
+  return result.missing;
+}
+
+function rows(t: PoolTables): DeviceRow[] {
+  return TABLE_KEYS.flatMap((k) => t[k]);
+}
+
+function marked(t: PoolTables, device: string, reason: string): PoolTables {
+  const out = mark(t, { device, state: 'unavailable', reason });
+  if (!out.ok) throw new Error(out.error);
+  return out.tables;
+}
+
+describe('pool tables', () => {
+  it('numbers the rows of each table from 0 in inventory order', () => {
+    const t = tablesFromSite(twoPathSite());
+    expect(t.drives.map((d) => [d.number, d.name, d.library])).toEqual([
+      [0, 'lib-1-drv-1', 'lib-1'],
+      [1, 'lib-1-drv-2', 'lib-1'],
+      [2, 'lib-2-drv-1', 'lib-2'],
+      [3, 'lib-2-drv-2', 'lib-2'],
+    ]);
+    expect(t.tapes[0]).toMatchObject({ number: 0, name: 'lib-1-tape-1', capacityBytes: 64 * 1024 * 1024, usedBytes: 0 });
+    expect(t.libraries.map((l) => l.capacity)).toEqual([2, 2]);
+  });
+
+  it('grants two disjoint streams when two independent paths exist', () => {
+    const { grant } = must(allocate(tablesFromSite(twoPathSite()), request({ job: 'job-a', streams: 2 })));
+    expect(grant.streams).toEqual([
+      { stream: 0, server: 'srv-1', library: 'lib-1', drive: 'lib-1-drv-1', tape: 'lib-1-tape-1', switches: ['sw-1'] },
+      { stream: 1, server: 'srv-2', library: 'lib-2', drive: 'lib-2-drv-1', tape: 'lib-2-tape-1', switches: ['sw-2'] },
+    ]);
+  });
+
+  it('grants nothing for a third stream on a two-path site and leaves the tables unchanged', () => {
+    const before = tablesFromSite(twoPathSite({ serverCapacity: 4 }));
+    const snapshot = structuredClone(before);
+    const why = missing(allocate(before, request({ job: 'job-a', streams: 3 })));
+    expect(why).toMatch(/^only 2 of 3 streams can be formed: /);
+    expect(before).toEqual(snapshot);
+    expect(rows(before).every((r) => r.holders.length === 0 && r.state === 'available')).toBe(true);
+  });
+
+  it('never grants a device marked unavailable, even when it is free', () => {
+    let t = tablesFromSite(twoPathSite({ serverCapacity: 4 }));
+    t = marked(t, 'lib-1-drv-1', 'head failure');
+    t = marked(t, 'lib-1-drv-2', 'cleaning');
+    const drives: string[] = [];
+    for (let i = 0; i < 10; i++) {
+      const r = allocate(t, request({ job: `job-${i}` }));
+      if (!r.ok) break;
+      t = r.tables;
+      drives.push(...r.grant.streams.map((s) => s.drive));
+    }
+    expect(drives).toEqual(['lib-2-drv-1', 'lib-2-drv-2']);
+    expect(findDevice(t, 'lib-1-drv-1')).toMatchObject({ state: 'unavailable', reason: 'head failure', holders: [] });
+  });
+
+  it('respects server and switch capacities across jobs', () => {
+    // sw-1 carries one stream, sw-2 two: after one stream through sw-1, srv-1 is unreachable.
+    let t = tablesFromSite(twoPathSite({ serverCapacity: 2, sw1Capacity: 1, sw2Capacity: 2 }));
+    const granted: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      const r = allocate(t, request({ job: `job-${i}` }));
+      if (!r.ok) {
+        expect(r.missing).toContain('sw-1 held by job job-0 stream 0');
+        break;
+      }
+      t = r.tables;
+      granted.push(`${r.grant.streams[0]?.server}/${r.grant.streams[0]?.switches.join('+')}`);
+    }
+    expect(granted).toEqual(['srv-1/sw-1', 'srv-2/sw-2', 'srv-2/sw-2']);
+    for (const row of rows(t)) expect(row.holders.length).toBeLessThanOrEqual(row.capacity);
+  });
+
+  it('skips a cartridge without room for the bytes plus overhead', () => {
+    const t = tablesFromSite(twoPathSite({ lib1TapeSizes: ['256KiB', '64MiB'] }));
+    const { grant } = must(allocate(t, request({ job: 'job-a', bytes: 200 * 1024 })));
+    expect(grant.streams[0]?.tape).toBe('lib-1-tape-2');
+    // Only 192 KiB were asked for plus 64 KiB overhead: exactly what the small cartridge holds.
+    const exact = must(allocate(t, request({ job: 'job-b', bytes: 192 * 1024 })));
+    expect(exact.grant.streams[0]?.tape).toBe('lib-1-tape-1');
+  });
+
+  it('names the cartridges without room when no cartridge fits', () => {
+    const t = tablesFromSite(twoPathSite({ lib1TapeSizes: ['256KiB', '256KiB'] }));
+    const why = missing(allocate(t, request({ job: 'job-a', streams: 2, bytes: 1024 * 1024 })));
+    expect(why).toContain('lib-1 has no cartridge with room for 1114112 bytes (lib-1-tape-1 has 262144 bytes free; lib-1-tape-2 has 262144 bytes free)');
+  });
+
+  it('releases every holding of a job and records the end of data of its cartridges', () => {
+    const granted = must(allocate(tablesFromSite(twoPathSite()), request({ job: 'job-a', streams: 2 })));
+    const out = release(granted.tables, 'job-a', { 'lib-1-tape-1': 5000, 'lib-2-tape-1': 7000 });
+    // Per stream: server, library, drive, cartridge and one switch.
+    expect(out.released).toBe(10);
+    expect(rows(out.tables).filter((r) => r.holders.length > 0 || r.state !== 'available')).toEqual([]);
+    expect(findDevice(out.tables, 'lib-1-tape-1')?.usedBytes).toBe(5000);
+    expect(findDevice(out.tables, 'lib-2-tape-1')?.usedBytes).toBe(7000);
+    expect(release(out.tables, 'job-a', {}).released).toBe(0);
+  });
+
+  it('returns the same grant and unchanged tables when the same job reserves again', () => {
+    const first = must(allocate(tablesFromSite(twoPathSite()), request({ job: 'job-a', streams: 2 })));
+    const again = must(allocate(first.tables, request({ job: 'job-a', streams: 1 })));
+    expect(again.grant).toEqual(first.grant);
+    expect(again.tables).toBe(first.tables);
+    expect(grantFor(first.tables, 'job-a')).toEqual(first.grant);
+  });
+
+  it('says which drives are lacking and why when a stream cannot be formed', () => {
+    let t = tablesFromSite(twoPathSite({ serverCapacity: 4 }));
+    t = marked(t, 'lib-2-drv-1', 'head failure');
+    t = must(allocate(t, request({ job: 'op/backup/vm-003/1' }))).tables; // lib-1-drv-1
+    t = must(allocate(t, request({ job: 'op/backup/vm-004/1' }))).tables; // lib-1-drv-2
+    t = must(allocate(t, request({ job: 'op/backup/vm-005/1' }))).tables; // lib-2-drv-2
+    t = release(t, 'op/backup/vm-003/1', {}).tables;
+    const why = missing(allocate(t, request({ job: 'job-d', streams: 2 })));
+    expect(why).toBe(
+      'only 1 of 2 streams can be formed: lib-1 is already in stream 0 of this request; ' +
+        'lib-2 has no free drive (lib-2-drv-1 unavailable: head failure; lib-2-drv-2 held by job op/backup/vm-005/1 stream 0)',
+    );
+  });
+
+  it('says no backup server is free when every server is at capacity', () => {
+    let t = tablesFromSite(twoPathSite());
+    t = must(allocate(t, request({ job: 'job-a', streams: 2 }))).tables;
+    const why = missing(allocate(t, request({ job: 'job-b' })));
+    expect(why).toMatch(/^no stream can be formed: no backup server has a free stream \(srv-1 held by job job-a stream 0; srv-2 held by job job-a stream 1\)/);
+  });
+
+  it('gives a restore the cartridge it names, even a full one, in that cartridge library', () => {
+    let t = tablesFromSite(twoPathSite());
+    t = release(t, 'earlier-backup', { 'lib-2-tape-2': 64 * 1024 * 1024 }).tables;
+    const { grant } = must(allocate(t, request({ job: 'restore-1', tape: 'lib-2-tape-2' })));
+    expect(grant.streams).toEqual([{ stream: 0, server: 'srv-2', library: 'lib-2', drive: 'lib-2-drv-1', tape: 'lib-2-tape-2', switches: ['sw-2'] }]);
+  });
+
+  it('keeps holders, marks and usage when the inventory is synced, and drops only free removed devices', () => {
+    let t = tablesFromSite(twoPathSite());
+    t = marked(t, 'lib-2-drv-2', 'door open');
+    t = must(allocate(t, request({ job: 'job-a' }))).tables; // holds lib-1-drv-1, lib-1-tape-1
+    t = release(t, 'nobody', { 'lib-2-tape-1': 1234 }).tables;
+    const fresh = structuredClone(twoPathSite()) as Site;
+    fresh.libraries[0]!.drives = [{ id: 'lib-1-drv-2' }, { id: 'lib-1-drv-3' }];
+    fresh.libraries[0]!.cartridges = [{ id: 'lib-1-tape-2', capacity: 1024 * 1024 }];
+    const merged = mergeInventory(t, tablesFromSite(fresh));
+    expect(merged.drives.map((d) => d.name)).toEqual(['lib-1-drv-2', 'lib-1-drv-3', 'lib-2-drv-1', 'lib-2-drv-2', 'lib-1-drv-1']);
+    expect(findDevice(merged, 'lib-1-drv-1')).toMatchObject({ state: 'in-use', holders: [{ job: 'job-a', stream: 0 }] });
+    expect(findDevice(merged, 'lib-1-tape-1')?.holders).toEqual([{ job: 'job-a', stream: 0 }]);
+    expect(findDevice(merged, 'lib-2-drv-2')).toMatchObject({ state: 'unavailable', reason: 'door open' });
+    expect(findDevice(merged, 'lib-2-tape-1')?.usedBytes).toBe(1234);
+    expect(findDevice(merged, 'lib-1-tape-2')?.capacityBytes).toBe(1024 * 1024);
+    expect(grantFor(merged, 'job-a')?.streams[0]?.drive).toBe('lib-1-drv-1');
+  });
+
+  it('reports an unknown device as an error value when marking', () => {
+    const t = tablesFromSite(twoPathSite());
+    expect(mark(t, { device: 'lib-9-drv-1', state: 'unavailable' })).toEqual({ ok: false, error: 'no device lib-9-drv-1 in the pool of site lab' });
+  });
+
+  it('keeps holders of a device marked unavailable and clears the reason when it is available again', () => {
+    let t = must(allocate(tablesFromSite(twoPathSite()), request({ job: 'job-a' }))).tables;
+    t = marked(t, 'lib-1-drv-1', 'head failure');
+    expect(findDevice(t, 'lib-1-drv-1')).toMatchObject({ state: 'unavailable', holders: [{ job: 'job-a', stream: 0 }] });
+    const back = mark(t, { device: 'lib-1-drv-1', state: 'available' });
+    if (!back.ok) throw new Error(back.error);
+    expect(back.row).toEqual({ number: 0, name: 'lib-1-drv-1', kind: 'drive', state: 'in-use', capacity: 1, holders: [{ job: 'job-a', stream: 0 }], library: 'lib-1' });
+  });
+});

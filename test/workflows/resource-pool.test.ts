@@ -1,0 +1,226 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { Client, Connection, WorkflowUpdateFailedError, WorkflowUpdateStage, type WorkflowHandle } from '@temporalio/client';
+import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { DefaultLogger, NativeConnection, Worker } from '@temporalio/worker';
+import { SiteSchema, type Site } from '../../src/domain/inventory';
+import { ErrorType } from '../../src/domain/errors';
+import type { DeviceRow, PoolTables } from '../../src/domain/pool';
+import { markDeviceSignal, releaseUpdate, reserveStreamsUpdate, tablesQuery } from '../../src/messages';
+import { KuraKind, KuraSite } from '../../src/searchAttributes';
+import { createPoolActivities, poolWorkflowId } from '../../src/activities/pool';
+import { TABLE_KEYS, findDevice, tablesFromSite } from '../../src/workflows/pool-tables';
+import type { resourcePool } from '../../src/workflows/resourcePool';
+
+const taskQueue = `pool-test-${randomUUID()}`;
+let connection: Connection;
+let client: Client;
+let worker: Worker;
+let running: Promise<void>;
+
+beforeAll(async () => {
+  const address = inject('temporalAddress');
+  const namespace = inject('temporalNamespace');
+  connection = await Connection.connect({ address });
+  client = new Client({ connection, namespace });
+  worker = await Worker.create({
+    connection: await NativeConnection.connect({ address }),
+    namespace,
+    taskQueue,
+    workflowBundle: { codePath: inject('workflowBundlePath') },
+  });
+  running = worker.run();
+});
+
+afterAll(async () => {
+  worker?.shutdown();
+  await running;
+  await connection?.close();
+});
+
+/**
+ * A site with two libraries sharing `drives` (lib-1 gets the odd one), four cartridges each, and
+ * every server and library reachable from arr-1 through sw-1 or sw-1 — sw-2.
+ */
+function site(name: string, spec: { drives: number; servers: { name: string; capacity: number }[] }): Site {
+  const perLibrary = [Math.ceil(spec.drives / 2), Math.floor(spec.drives / 2)];
+  const libs = perLibrary
+    .map((count, l) => ({
+      name: `lib-${l + 1}`,
+      drives: Array.from({ length: count }, (_, d) => ({ id: `lib-${l + 1}-drv-${d + 1}` })),
+      cartridges: Array.from({ length: 4 }, (_, c) => ({ id: `lib-${l + 1}-tape-${c + 1}`, capacity: '64MiB' })),
+    }))
+    .filter((l) => l.drives.length > 0);
+  const switchFor = (i: number) => (i % 2 === 0 ? 'sw-1' : 'sw-2');
+  return SiteSchema.parse({
+    name,
+    arrays: [{ name: 'arr-1' }],
+    libraries: libs,
+    switches: [
+      { name: 'sw-1', capacity: 8 },
+      { name: 'sw-2', capacity: 8 },
+    ],
+    servers: spec.servers,
+    links: [['arr-1', 'sw-1'], ['sw-1', 'sw-2'], ...spec.servers.map((x, i) => [x.name, switchFor(i)]), ...libs.map((l, i) => [l.name, switchFor(i)])],
+  });
+}
+
+async function startPool(s: Site, maxHistoryEvents?: number): Promise<WorkflowHandle<typeof resourcePool>> {
+  return client.workflow.start<typeof resourcePool>('resourcePool', {
+    workflowId: `${poolWorkflowId(s.name)}/${randomUUID()}`,
+    taskQueue,
+    args: [{ site: s.name, tables: tablesFromSite(s), ...(maxHistoryEvents === undefined ? {} : { maxHistoryEvents }) }],
+  });
+}
+
+/** The typed failure behind a failed update, or the activity's own failure. */
+function failureOf(err: unknown): ApplicationFailure {
+  const inner = err instanceof WorkflowUpdateFailedError ? err.cause : err;
+  if (!(inner instanceof ApplicationFailure)) throw new Error(`expected an ApplicationFailure, got ${String(err)}`);
+  return inner;
+}
+
+function rows(t: PoolTables): DeviceRow[] {
+  return TABLE_KEYS.flatMap((k) => t[k]);
+}
+
+/** Runs an activity in a fresh mock context (its own cancellation state), keeping its types. */
+function runActivity<A extends unknown[], R>(fn: (...args: A) => Promise<R>, ...args: A): Promise<R> {
+  return mockEnv().run(fn, ...args) as Promise<R>;
+}
+
+/** Expected refusals are asserted on; the mock's own "Activity failed" warnings are noise here. */
+const mockEnv = () => new MockActivityEnvironment(undefined, { logger: new DefaultLogger('ERROR') });
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('resourcePool workflow', () => {
+  it('grants 20 concurrent requests all or nothing and never beyond any device capacity', async () => {
+    // 4 drives, but the servers carry 1 + 2 streams: exactly 3 jobs can hold a stream at once.
+    const s = site(`burst-${randomUUID().slice(0, 8)}`, { drives: 4, servers: [{ name: 'srv-1', capacity: 1 }, { name: 'srv-2', capacity: 2 }] });
+    const pool = await startPool(s);
+    const jobs = Array.from({ length: 20 }, (_, i) => `job-${i}`);
+    const results = await Promise.allSettled(jobs.map((job) => pool.executeUpdate(reserveStreamsUpdate, { args: [{ job, array: 'arr-1' }] })));
+
+    const granted = results.flatMap((r, i) => (r.status === 'fulfilled' ? [jobs[i] as string] : []));
+    expect(granted).toHaveLength(3);
+    for (const r of results) if (r.status === 'rejected') expect(failureOf(r.reason).type).toBe(ErrorType.NoResources);
+
+    const tables = await pool.query(tablesQuery);
+    for (const row of rows(tables)) expect(row.holders.length, row.name).toBeLessThanOrEqual(row.capacity);
+    const driveHolders = tables.drives.flatMap((d) => d.holders.map((h) => h.job));
+    expect(new Set(driveHolders).size).toBe(driveHolders.length);
+    expect([...driveHolders].sort()).toEqual([...granted].sort());
+    const tapeHolders = tables.tapes.flatMap((t) => t.holders.map((h) => h.job));
+    expect([...tapeHolders].sort()).toEqual([...granted].sort());
+
+    const description = await pool.describe();
+    expect(description.typedSearchAttributes.get(KuraKind)).toBe('pool');
+    expect(description.typedSearchAttributes.get(KuraSite)).toBe(s.name);
+  });
+
+  it('does not grant a device marked unavailable by signal', async () => {
+    const s = site(`mark-${randomUUID().slice(0, 8)}`, { drives: 2, servers: [{ name: 'srv-1', capacity: 4 }] });
+    const pool = await startPool(s);
+    await pool.signal(markDeviceSignal, { device: 'lib-1-drv-1', state: 'unavailable', reason: 'head failure' });
+    const a = await pool.executeUpdate(reserveStreamsUpdate, { args: [{ job: 'job-a', array: 'arr-1' }] });
+    expect(a.streams.map((x) => x.drive)).toEqual(['lib-2-drv-1']);
+    const refused = await pool.executeUpdate(reserveStreamsUpdate, { args: [{ job: 'job-b', array: 'arr-1' }] }).catch((e: unknown) => e);
+    const failure = failureOf(refused);
+    expect(failure.type).toBe(ErrorType.NoResources);
+    expect(failure.message).toContain('lib-1-drv-1 unavailable: head failure');
+    expect(findDevice(await pool.query(tablesQuery), 'lib-1-drv-1')).toMatchObject({ state: 'unavailable', reason: 'head failure', holders: [] });
+  });
+
+  it('grants waiting requests first come, first served as devices are released', async () => {
+    const s = site(`fifo-${randomUUID().slice(0, 8)}`, { drives: 1, servers: [{ name: 'srv-1', capacity: 4 }] });
+    const pool = await startPool(s);
+    await pool.executeUpdate(reserveStreamsUpdate, { args: [{ job: 'job-a', array: 'arr-1' }] });
+
+    const order: string[] = [];
+    const b = await pool.startUpdate(reserveStreamsUpdate, { args: [{ job: 'job-b', array: 'arr-1', waitMs: 60_000 }], waitForStage: WorkflowUpdateStage.ACCEPTED });
+    const c = await pool.startUpdate(reserveStreamsUpdate, { args: [{ job: 'job-c', array: 'arr-1', waitMs: 60_000 }], waitForStage: WorkflowUpdateStage.ACCEPTED });
+    const bDone = b.result().then((g) => (order.push('job-b'), g));
+    const cDone = c.result().then((g) => (order.push('job-c'), g));
+
+    // Nobody may jump the line, not even a request that does not want to wait.
+    const jumper = failureOf(await pool.executeUpdate(reserveStreamsUpdate, { args: [{ job: 'job-d', array: 'arr-1' }] }).catch((e: unknown) => e));
+    expect(jumper.message).toMatch(/^2 earlier requests are waiting for resources \(first: job job-b\)/);
+    // A short wait times out and says how long it waited.
+    const impatient = failureOf(await pool.executeUpdate(reserveStreamsUpdate, { args: [{ job: 'job-e', array: 'arr-1', waitMs: 300 }] }).catch((e: unknown) => e));
+    expect(impatient.type).toBe(ErrorType.NoResources);
+    expect(impatient.message).toMatch(/^waited \d+ ms for resources without success \(still 2 requests ahead in the queue\)/);
+
+    expect(await pool.executeUpdate(releaseUpdate, { args: [{ job: 'job-a' }] })).toEqual({ released: 5 });
+    expect((await bDone).streams[0]?.drive).toBe('lib-1-drv-1');
+    await sleep(300);
+    expect(order).toEqual(['job-b']);
+    await pool.executeUpdate(releaseUpdate, { args: [{ job: 'job-b' }] });
+    expect((await cDone).streams[0]?.drive).toBe('lib-1-drv-1');
+    expect(order).toEqual(['job-b', 'job-c']);
+    expect(findDevice(await pool.query(tablesQuery), 'lib-1-drv-1')?.holders).toEqual([{ job: 'job-c', stream: 0 }]);
+  });
+
+  it('keeps its tables across continue-as-new', async () => {
+    // lib-1 has two drives, lib-2 one (marked unavailable): 'holder' keeps one, the cycles use the other.
+    const s = site(`can-${randomUUID().slice(0, 8)}`, { drives: 3, servers: [{ name: 'srv-1', capacity: 4 }] });
+    const pool = await startPool(s, 30);
+    const first = (await pool.describe()).runId;
+    await pool.signal(markDeviceSignal, { device: 'lib-2-drv-1', state: 'unavailable', reason: 'cleaning' });
+    await pool.executeUpdate(reserveStreamsUpdate, { args: [{ job: 'holder', array: 'arr-1' }] });
+    let cycles = 0;
+    while ((await pool.describe()).runId === first && cycles < 40) {
+      await pool.executeUpdate(reserveStreamsUpdate, { args: [{ job: `cycle-${cycles}`, array: 'arr-1', waitMs: 5000 }] });
+      await pool.executeUpdate(releaseUpdate, { args: [{ job: `cycle-${cycles}`, tapeUsage: { 'lib-1-tape-2': 1000 + cycles } }] });
+      cycles++;
+    }
+    expect((await pool.describe()).runId).not.toBe(first);
+
+    const tables = await pool.query(tablesQuery);
+    expect(findDevice(tables, 'lib-2-drv-1')).toMatchObject({ state: 'unavailable', reason: 'cleaning' });
+    expect(findDevice(tables, 'lib-1-drv-1')?.holders).toEqual([{ job: 'holder', stream: 0 }]);
+    expect(findDevice(tables, 'lib-1-tape-2')?.usedBytes).toBe(1000 + cycles - 1);
+    // The job that held its devices before the new run gets the same grant back.
+    const again = await pool.executeUpdate(reserveStreamsUpdate, { args: [{ job: 'holder', array: 'arr-1' }] });
+    expect(again.streams.map((x) => [x.drive, x.tape])).toEqual([['lib-1-drv-1', 'lib-1-tape-1']]);
+  });
+});
+
+describe('pool activities', () => {
+  it('starts the pool on first use and re-throws a refusal as a non-retryable NoResources failure', async () => {
+    const s = site(`act-${randomUUID().slice(0, 8)}`, { drives: 1, servers: [{ name: 'srv-1', capacity: 2 }] });
+    const acts = createPoolActivities({ client, sites: () => [s], taskQueue, heartbeatMs: 100 });
+    const grant = await runActivity(acts.reserveStreams, s.name, { job: 'job-a', array: 'arr-1' });
+    expect(grant.streams.map((x) => x.drive)).toEqual(['lib-1-drv-1']);
+
+    const refused = await runActivity(acts.reserveStreams, s.name, { job: 'job-b', array: 'arr-1' }).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(ApplicationFailure);
+    expect(refused).toMatchObject({ type: ErrorType.NoResources, nonRetryable: true });
+    expect((refused as Error).message).toContain('lib-1 has no free drive (lib-1-drv-1 held by job job-a stream 0)');
+
+    const unknown = await runActivity(acts.poolTables, 'no-such-site').catch((e: unknown) => e);
+    expect(unknown).toMatchObject({ type: ErrorType.NotFound, nonRetryable: true });
+  });
+
+  it('heartbeats while waiting and withdraws the request when cancelled', async () => {
+    const s = site(`cancel-${randomUUID().slice(0, 8)}`, { drives: 1, servers: [{ name: 'srv-1', capacity: 2 }] });
+    const acts = createPoolActivities({ client, sites: () => [s], taskQueue, heartbeatMs: 100 });
+    await runActivity(acts.reserveStreams, s.name, { job: 'job-a', array: 'arr-1' });
+
+    const env = mockEnv();
+    let beats = 0;
+    env.on('heartbeat', () => beats++);
+    const waiting = (env.run(acts.reserveStreams, s.name, { job: 'job-b', array: 'arr-1', waitMs: 60_000 }) as Promise<unknown>).catch((e: unknown) => e);
+    await sleep(1000);
+    env.cancel();
+    expect(await waiting).toBeInstanceOf(CancelledFailure);
+    expect(beats).toBeGreaterThanOrEqual(3);
+
+    // job-b left the line: once job-a releases, the drive stays free.
+    await runActivity(acts.releaseStreams, s.name, { job: 'job-a' });
+    await sleep(300);
+    const tables = await runActivity(acts.poolTables, s.name);
+    expect(findDevice(tables, 'lib-1-drv-1')).toMatchObject({ state: 'available', holders: [] });
+  });
+});
