@@ -49,8 +49,15 @@ function installRuntime(): void {
   if (runtimeReady) return;
   runtimeReady = true;
   const level = (process.env.KURA_LOG_LEVEL ?? 'WARN').toUpperCase() as LogLevel;
+  const plain = new DefaultLogger(level);
   try {
-    Runtime.install({ logger: new DefaultLogger(level) });
+    Runtime.install({
+      logger: new DefaultLogger(level, (entry) => {
+        // Backup-server workers run activities only; that they poll no workflow tasks is by design.
+        if (entry.message.startsWith('No workflows registered')) return;
+        plain.log(entry.level, entry.message, entry.meta);
+      }),
+    });
   } catch {
     // Already installed by the host process; keep its logger.
   }
@@ -133,7 +140,9 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
 /** `kura worker` / `npm run worker`: run the workers of kura.yaml until SIGINT or SIGTERM. */
 async function main(): Promise<void> {
   const loaded = loadConfig(configPath());
-  const workers = await startKuraWorkers({ loaded });
+  // A prebuilt workflow bundle (bundleWorkflowCode) saves the bundling time at every start.
+  const bundle = process.env.KURA_WORKFLOW_BUNDLE;
+  const workers = await startKuraWorkers({ loaded, workflowBundle: bundle ? { codePath: bundle } : undefined });
   console.log(`kura: workers running on ${workers.taskQueue} and ${loaded.config.sites.flatMap((s) => s.servers).length} backup server queue(s); Ctrl-C stops them`);
   const stop = () => void workers.shutdown();
   process.once('SIGINT', stop);

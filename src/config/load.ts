@@ -41,8 +41,8 @@ export function parseConfigText(text: string, file: string): LoadedConfig {
   const display = path.relative(process.cwd(), file) || file;
   const issues: Issue[] = [];
   for (const err of doc.errors) {
-    const pos = err.linePos?.[0];
-    issues.push({ path: pos ? `line ${pos.line}` : '', message: err.message.split('\n')[0] ?? err.message });
+    const line = lineCounter.linePos(err.pos[0]).line;
+    issues.push({ path: `line ${line}`, message: err.message.split('\n')[0] ?? err.message });
   }
   if (issues.length > 0) throw new ConfigInvalidError(display, issues);
 

@@ -1,0 +1,135 @@
+/**
+ * Chaos: the worker process is killed (SIGKILL) in the middle of a copy and started again. The
+ * backup must complete, resume the interrupted piece instead of starting it over, restore byte for
+ * byte, and leave exactly one catalog row per piece and no device reserved.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as path from 'node:path';
+import { inject } from 'vitest';
+import { defaultPayloadConverter } from '@temporalio/common';
+import { Catalog } from '../../src/catalog/store';
+import { LabState } from '../../src/lab/state';
+import { tablesQuery } from '../../src/messages';
+import type { BackupReport } from '../../src/domain/jobs';
+import { connectKura, makeLab, sha256, type TestLab } from '../support/harness';
+import type { Kura } from '../../src/api';
+import type { Client } from '@temporalio/client';
+
+const ROOT = path.resolve(__dirname, '..', '..');
+const MiB = 1024 * 1024;
+
+let lab: TestLab;
+let kura: Kura;
+let client: Client;
+let close: () => Promise<void>;
+const procs: ChildProcess[] = [];
+
+/** Starts `src/worker.ts` as its own process and waits until it says it is running. */
+async function startWorkerProcess(): Promise<ChildProcess> {
+  const child = spawn(process.execPath, ['--require', 'tsx/cjs', path.join(ROOT, 'src', 'worker.ts')], {
+    cwd: ROOT,
+    env: {
+      ...process.env,
+      KURA_CONFIG: lab.configFile,
+      TEMPORAL_ADDRESS: inject('temporalAddress'),
+      TEMPORAL_NAMESPACE: inject('temporalNamespace'),
+      KURA_TASK_QUEUE: lab.taskQueue,
+      KURA_WORKFLOW_BUNDLE: inject('workflowBundlePath'),
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  procs.push(child);
+  let output = '';
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`worker did not start:\n${output}`)), 60_000);
+    const onData = (d: Buffer) => {
+      output += d.toString();
+      if (output.includes('workers running')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', onData);
+    child.once('exit', (code) => reject(new Error(`worker exited with ${code}:\n${output}`)));
+  });
+  return child;
+}
+
+/** The bytes the running copy has reported, per piece, from its heartbeat. */
+async function copyProgress(workflowId: string): Promise<{ piece: number; bytes: number } | undefined> {
+  const d = await client.workflow.getHandle(workflowId).describe();
+  for (const a of d.raw.pendingActivities ?? []) {
+    if (a.activityType?.name !== 'copyPiece') continue;
+    const input = a.heartbeatDetails?.payloads?.[0];
+    const bytes = input ? (defaultPayloadConverter.fromPayload<{ bytes: number }>(input).bytes ?? 0) : 0;
+    const plan = await client.workflow.getHandle(workflowId).query('plan');
+    const running = (plan as { steps: { id: string; status: string }[] }).steps.find((s) => s.id.startsWith('copy:') && s.status === 'running');
+    return { piece: Number(running?.id.split(':')[1] ?? -1), bytes };
+  }
+  return undefined;
+}
+
+beforeAll(async () => {
+  lab = await makeLab({ vms: 1, dataVolumeSize: 48 * MiB, pieceSize: '16MiB', copyHeartbeatTimeout: '2s' });
+  ({ kura, client, close } = await connectKura(lab));
+});
+
+afterAll(async () => {
+  for (const p of procs) if (p.exitCode === null) p.kill('SIGKILL');
+  await close?.();
+  lab?.cleanup();
+});
+
+describe('the worker killed during a copy', () => {
+  it('completes the backup, resumes the interrupted piece, and restores byte-identical', async () => {
+    const state = new LabState(lab.paths.labState);
+    // Slow both backup servers to 8 MiB/s so the 48 MiB copy takes seconds, not milliseconds.
+    for (const server of ['bks-01', 'bks-02']) state.addFault({ device: server, kind: 'slow', after: { bytes: 0 }, rateBytesPerSec: 8 * MiB, once: false });
+    const source = await sha256(lab.dataVolume('vm-001'));
+
+    const first = await startWorkerProcess();
+    const handle = await kura.startBackup('vm-001');
+
+    // Wait until the second piece is well under way, then kill the worker outright.
+    const deadline = Date.now() + 60_000;
+    let seen: { piece: number; bytes: number } | undefined;
+    while (Date.now() < deadline) {
+      seen = await copyProgress(handle.workflowId);
+      if (seen && seen.piece === 1 && seen.bytes >= 4 * MiB) break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(seen?.piece).toBe(1);
+    const eventsBefore = state.events().length;
+    first.kill('SIGKILL');
+    await new Promise((r) => first.once('exit', r));
+
+    state.clearFaults();
+    await startWorkerProcess();
+    const report: BackupReport = await handle.result();
+
+    // The retried attempt of piece 1 took over the bytes already on tape instead of copying them again.
+    const restarts = state.events({ event: 'copy-start' }).filter((e) => e.seq > eventsBefore);
+    const resumed = restarts.filter((e) => Number(e.detail.resumeBytes) > 0);
+    expect(resumed.length).toBe(1);
+    expect(Number(resumed[0]!.detail.resumeBytes)).toBeGreaterThanOrEqual(4 * MiB);
+
+    // Exactly one row per piece, the backup complete, nothing partial.
+    const catalog = new Catalog(lab.paths.catalog);
+    const pieces = catalog.piecesOf(report.backupId);
+    expect(catalog.backup(report.backupId).status).toBe('complete');
+    catalog.close();
+    expect(pieces.map((p) => [p.copy, p.piece])).toEqual([[0, 0], [0, 1], [0, 2]]);
+    expect(pieces.reduce((n, p) => n + p.sizeBytes, 0)).toBe(48 * MiB);
+
+    const tables = await client.workflow.getHandle(`pool/${lab.site}`).query(tablesQuery);
+    const held = [...tables.servers, ...tables.drives, ...tables.tapes, ...tables.switches].filter((r) => r.holders.length > 0);
+    expect(held).toEqual([]);
+
+    const dest = path.join(lab.dir, 'restores', 'vm-001.img');
+    await (await kura.startRestore(report.backupId, dest)).result();
+    expect(await sha256(dest)).toBe(source);
+    state.close();
+  });
+});

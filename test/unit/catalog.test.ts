@@ -1,0 +1,90 @@
+/** The catalog store: idempotent writes, complete only with every piece, never a partial claim. */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Catalog, type NewBackup } from '../../src/catalog/store';
+import type { PieceRecord } from '../../src/domain/catalog';
+import { backupIdFor, compactTime } from '../../src/domain/catalog';
+import { InvalidInputError, NotFoundError } from '../../src/domain/errors';
+
+let dir: string;
+let catalog: Catalog;
+const at = '2026-11-22T02:00:00.000Z';
+const backup: NewBackup = { backupId: 'vm-001@20261122T020000Z', job: 'op/backup/vm-001/20261122T020000Z', site: 'hospital', target: 'vm-001', array: 'array-01', volume: 'vm-001-data', startedAt: at, dataTime: at, sizeBytes: 300 };
+
+function piece(n: number, over: Partial<PieceRecord> = {}): PieceRecord {
+  return { backupId: backup.backupId, copy: 0, piece: n, target: 'vm-001', job: backup.job, stream: 0, startedAt: at, endedAt: at, dataTime: at, library: 'lib-01', tape: 'L1T001', position: 512 + n * 612, offset: n * 100, sizeBytes: 100, sha256: String(n).repeat(64), ...over };
+}
+
+beforeEach(() => {
+  dir = mkdtempSync(path.join(os.tmpdir(), 'kura-catalog-'));
+  catalog = new Catalog(path.join(dir, 'catalog.db'));
+});
+afterEach(() => {
+  catalog.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('the catalog', () => {
+  it('records a backup as running, then complete with one row per piece', () => {
+    expect(catalog.beginBackup(backup).status).toBe('running');
+    const done = catalog.completeBackup(backup.backupId, { endedAt: at, sha256: null, pieces: [piece(0), piece(1), piece(2)] });
+    expect(done.status).toBe('complete');
+    expect(done.pieces).toBe(3);
+    expect(catalog.piecesOf(backup.backupId).map((p) => [p.piece, p.tape, p.position, p.offset])).toEqual([
+      [0, 'L1T001', 512, 0],
+      [1, 'L1T001', 1124, 100],
+      [2, 'L1T001', 1736, 200],
+    ]);
+  });
+
+  it('changes nothing when the same begin and completion are recorded again (a retried activity)', () => {
+    catalog.beginBackup(backup);
+    catalog.beginBackup(backup);
+    catalog.completeBackup(backup.backupId, { endedAt: at, sha256: null, pieces: [piece(0), piece(1), piece(2)] });
+    catalog.completeBackup(backup.backupId, { endedAt: at, sha256: null, pieces: [piece(0), piece(1), piece(2)] });
+    expect(catalog.listBackups()).toHaveLength(1);
+    expect(catalog.piecesOf(backup.backupId)).toHaveLength(3);
+  });
+
+  it('refuses to mark a backup complete when its pieces do not cover the volume, and records nothing', () => {
+    catalog.beginBackup(backup);
+    expect(() => catalog.completeBackup(backup.backupId, { endedAt: at, sha256: null, pieces: [piece(0), piece(1)] })).toThrow(/hold 200 bytes but the volume has 300/);
+    expect(catalog.backup(backup.backupId).status).toBe('running');
+    expect(catalog.piecesOf(backup.backupId)).toEqual([]);
+  });
+
+  it('refuses a different piece under a key already recorded', () => {
+    catalog.beginBackup(backup);
+    catalog.completeBackup(backup.backupId, { endedAt: at, sha256: null, pieces: [piece(0), piece(1), piece(2)] });
+    expect(() => catalog.completeBackup(backup.backupId, { endedAt: at, sha256: null, pieces: [piece(0, { tape: 'L1T002' }), piece(1), piece(2)] })).toThrow(InvalidInputError);
+    expect(catalog.piecesOf(backup.backupId)[0]?.tape).toBe('L1T001');
+  });
+
+  it('never downgrades a complete backup to failed', () => {
+    catalog.beginBackup(backup);
+    catalog.completeBackup(backup.backupId, { endedAt: at, sha256: null, pieces: [piece(0), piece(1), piece(2)] });
+    catalog.failBackup(backup.backupId, 'late failure', at);
+    expect(catalog.backup(backup.backupId).status).toBe('complete');
+  });
+
+  it('names an unknown backup and how to list the known ones', () => {
+    expect(() => catalog.backup('vm-404@20261122T020000Z')).toThrow(NotFoundError);
+    expect(() => catalog.backup('vm-404@20261122T020000Z')).toThrow(/kura catalog list/);
+  });
+
+  it('survives reopening: migrations run once', () => {
+    catalog.beginBackup(backup);
+    catalog.close();
+    catalog = new Catalog(path.join(dir, 'catalog.db'));
+    expect(catalog.backup(backup.backupId).target).toBe('vm-001');
+  });
+});
+
+describe('backup ids', () => {
+  it('name the target and the instant, to the second', () => {
+    expect(compactTime('2026-11-22T02:00:00.000Z')).toBe('20261122T020000Z');
+    expect(backupIdFor('vm-001', '2026-11-22T02:00:05.250Z')).toBe('vm-001@20261122T020005250Z');
+  });
+});

@@ -1,0 +1,35 @@
+/** Planning (seed 003 step 3): pieces cover the volume exactly; steps run in dependency order. */
+import { describe, expect, it } from 'vitest';
+import { markStep, planBackupSteps, planPieces } from '../../src/workflows/plan';
+
+describe('planPieces', () => {
+  it('covers the volume exactly, in order, with a short last piece', () => {
+    const pieces = planPieces(10 * 1024 + 7, 1024);
+    expect(pieces).toHaveLength(11);
+    expect(pieces.map((p) => p.offset)).toEqual(Array.from({ length: 11 }, (_, i) => i * 1024));
+    expect(pieces.at(-1)).toEqual({ piece: 10, offset: 10 * 1024, length: 7 });
+    expect(pieces.reduce((n, p) => n + p.length, 0)).toBe(10 * 1024 + 7);
+  });
+
+  it('makes one piece of a volume smaller than a piece, and none of an empty one', () => {
+    expect(planPieces(100, 1024)).toEqual([{ piece: 0, offset: 0, length: 100 }]);
+    expect(planPieces(0, 1024)).toEqual([]);
+  });
+});
+
+describe('planBackupSteps', () => {
+  it('orders reserve, load, each copy, unload, record, release, each depending on the one before', () => {
+    const steps = planBackupSteps('vm-001', planPieces(3000, 1024));
+    expect(steps.map((s) => s.id)).toEqual(['reserve', 'load', 'copy:0', 'copy:1', 'copy:2', 'unload', 'record', 'release']);
+    for (let i = 1; i < steps.length; i++) expect(steps[i]!.dependsOn).toEqual([steps[i - 1]!.id]);
+    expect(steps.every((s) => s.status === 'pending')).toBe(true);
+  });
+
+  it('marks a step running and then done with its times', () => {
+    let steps = planBackupSteps('vm-001', planPieces(10, 1024));
+    steps = markStep(steps, 'load', 'running', 't1');
+    steps = markStep(steps, 'load', 'done', 't2', 'L1T001');
+    expect(steps.find((s) => s.id === 'load')).toMatchObject({ status: 'done', startedAt: 't1', endedAt: 't2', detail: 'L1T001' });
+    expect(steps.find((s) => s.id === 'reserve')?.status).toBe('pending');
+  });
+});
