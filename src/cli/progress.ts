@@ -74,6 +74,11 @@ export async function watchJob<T>(handle: WorkflowHandle, opts: { title: string;
   if (bar && started) {
     bar.update(bar.getTotal());
     bar.stop();
+  } else if (!bar) {
+    // A short job may end between two polls: always show where it ended.
+    const p = await handle.query(progressQuery).catch(() => undefined);
+    const line = p ? `${opts.title}: ${p.phase} ${p.phase === 'done' ? 100 : Math.floor((p.bytesDone / Math.max(p.bytesTotal, 1)) * 100)}% — ${p.activity}` : '';
+    if (line && line !== lastLine) process.stderr.write(`${line}\n`);
   }
   return result;
 }

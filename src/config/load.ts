@@ -19,7 +19,7 @@ export interface LoadedConfig {
 
 /** The configuration file to use: the flag, else $KURA_CONFIG, else ./kura.yaml. */
 export function configPath(explicit?: string): string {
-  return path.resolve(explicit ?? process.env.KURA_CONFIG ?? 'kura.yaml');
+  return path.resolve(explicit || process.env.KURA_CONFIG || 'kura.yaml');
 }
 
 /**

@@ -1,0 +1,185 @@
+/**
+ * The `kura` CLI as a person (or a script with --json) runs it: real processes, a real server,
+ * real files. Exit codes: 0 done, 2 the input was refused (nothing changed), 1 the job failed.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
+import { copyFileSync, existsSync } from 'node:fs';
+import * as path from 'node:path';
+import { inject } from 'vitest';
+import { makeLab, sha256, startWorkers, treeFingerprint, type TestLab } from '../support/harness';
+import type { KuraWorkers } from '../../src/worker';
+
+const KURA = path.resolve(__dirname, '..', '..', 'bin', 'kura');
+
+let lab: TestLab;
+let workers: KuraWorkers;
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function kura(args: string[], env: Record<string, string> = {}): Promise<Run> {
+  return new Promise((resolve) => {
+    execFile(
+      KURA,
+      args,
+      {
+        cwd: lab.dir,
+        env: {
+          ...process.env,
+          KURA_CONFIG: lab.configFile,
+          TEMPORAL_ADDRESS: inject('temporalAddress'),
+          TEMPORAL_NAMESPACE: inject('temporalNamespace'),
+          KURA_TASK_QUEUE: lab.taskQueue,
+          ...env,
+        },
+        timeout: 120_000,
+      },
+      (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    );
+  });
+}
+
+function json<T = Record<string, unknown>>(r: Run): T {
+  try {
+    return JSON.parse(r.stdout) as T;
+  } catch {
+    throw new Error(`not JSON (exit ${r.code}):\n${r.stdout}\n${r.stderr}`);
+  }
+}
+
+beforeAll(async () => {
+  lab = await makeLab({ vms: 3, dataVolumeSize: 3 * 1024 * 1024, pieceSize: '1MiB' });
+  workers = await startWorkers(lab);
+});
+
+afterAll(async () => {
+  await workers?.shutdown();
+  lab?.cleanup();
+});
+
+describe('kura backup, catalog and restore', () => {
+  it('backs up a VM, lists it, and restores it byte-identical, all with --json', async () => {
+    const b = await kura(['backup', 'vm-001', '--json']);
+    expect(b.code).toBe(0);
+    const backup = json<{ ok: boolean; backupId: string; pieces: unknown[] }>(b);
+    expect(backup.ok).toBe(true);
+    expect(backup.pieces).toHaveLength(3);
+
+    const list = json<{ backupId: string; status: string }[]>(await kura(['catalog', 'list', '--json']));
+    expect(list.find((r) => r.backupId === backup.backupId)?.status).toBe('complete');
+    const shown = json<{ pieces: { piece: number; tape: string }[] }>(await kura(['catalog', 'show', backup.backupId, '--json']));
+    expect(shown.pieces.map((p) => p.piece)).toEqual([0, 1, 2]);
+
+    const dest = path.join(lab.dir, 'restores', 'vm-001.img');
+    const r = await kura(['restore', backup.backupId, '--to', dest, '--json']);
+    expect(r.code).toBe(0);
+    expect(json<{ destination: string }>(r).destination).toBe(dest);
+    expect(await sha256(dest)).toBe(await sha256(lab.dataVolume('vm-001')));
+  });
+
+  it('shows progress and a summary a person can act on', async () => {
+    const r = await kura(['backup', 'vm-002']);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/backup vm-002: resolve 0% — resolving vm-002/);
+    expect(r.stderr).toMatch(/backup vm-002: done 100% — backed up 3145728 bytes as vm-002@/);
+    expect(r.stdout).toMatch(/backed up vm-002 \(array-01\/vm-002-data\) as vm-002@\d{8}T\d{6}/);
+    expect(r.stdout).toMatch(/restore with: kura restore vm-002@/);
+  });
+});
+
+describe('refused input changes nothing', () => {
+  it('refuses an unknown target with NotFound and exit code 2', async () => {
+    const before = treeFingerprint(lab.paths.lab);
+    const r = await kura(['backup', 'vm-999']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/^kura: NotFound: unknown target "vm-999" in site t\w+: name a VM/);
+    expect(treeFingerprint(lab.paths.lab)).toBe(before);
+  });
+
+  it('refuses an unknown backup id with NotFound', async () => {
+    const r = await kura(['restore', 'vm-001@20200101T000000Z', '--to', path.join(lab.dir, 'restores', 'none.img'), '--json']);
+    expect(r.code).toBe(2);
+    expect(json<{ error: { type: string; message: string } }>(r).error).toMatchObject({ type: 'NotFound', message: expect.stringMatching(/no backup "vm-001@20200101T000000Z"/) });
+    expect(existsSync(path.join(lab.dir, 'restores', 'none.img'))).toBe(false);
+  });
+
+  it('refuses a restore outside the restore roots with AccessDenied', async () => {
+    const list = json<{ backupId: string }[]>(await kura(['catalog', 'list', '--json']));
+    const outside = path.join(lab.dir, 'outside.img');
+    const r = await kura(['restore', list[0]!.backupId, '--to', outside]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/kura: AccessDenied: restore destination .*outside\.img is outside the restore roots/);
+    expect(existsSync(outside)).toBe(false);
+  });
+
+  it('reports every problem of a malformed kura.yaml with its path, and starts nothing', async () => {
+    const broken = path.join(lab.dir, 'broken.yaml');
+    copyFileSync(path.join(__dirname, '..', 'fixtures', 'broken-kura.yaml'), broken);
+    const r = await kura(['--config', broken, 'backup', 'vm-001']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/ConfigInvalid: .*broken\.yaml is not valid \(3 problems\)/);
+    for (const p of ['sites[0].arrays[0].volumes[1].size', 'sites[0].libraries[1].drives[3].id', 'sites[0].policies[0].nightly']) {
+      expect(r.stderr).toContain(p);
+    }
+  });
+
+  it('rejects a bad flag value with InvalidInput', async () => {
+    const r = await kura(['backup', 'vm-001', '--streams', 'many']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/InvalidInput: --streams must be a whole number from 1 to 8, not "many"/);
+  });
+});
+
+describe('kura lab and pool', () => {
+  it('adds, lists and clears an injected fault', async () => {
+    const add = await kura(['lab', 'fault', 'add', 'lib-01-drv-1', '--kind', 'fail', '--after', '50%', '--json']);
+    expect(add.code).toBe(0);
+    const faults = json<{ device: string; kind: string; after: { percent?: number } }[]>(await kura(['lab', 'fault', 'list', '--json']));
+    expect(faults).toEqual([expect.objectContaining({ device: 'lib-01-drv-1', kind: 'fail', after: { percent: 50 } })]);
+    expect((await kura(['lab', 'fault', 'clear'])).code).toBe(0);
+    expect(json<unknown[]>(await kura(['lab', 'fault', 'list', '--json']))).toEqual([]);
+  });
+
+  it('refuses a fault on a device the estate does not have', async () => {
+    const r = await kura(['lab', 'fault', 'add', 'no-such-drive', '--kind', 'fail', '--after', '0']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/NotFound: .*no-such-drive/);
+  });
+
+  it('shows the pool tables with every device available once the jobs are done', async () => {
+    const tables = json<{ servers: { name: string; state: string }[]; drives: { state: string }[] }>(await kura(['pool', 'show', '--json']));
+    expect(tables.servers.map((s) => s.name)).toEqual(['bks-01', 'bks-02']);
+    expect(tables.drives.every((d) => d.state === 'available')).toBe(true);
+  });
+});
+
+describe('kura schedule', () => {
+  it("turns each policy's nightly time into a schedule that a trigger runs", async () => {
+    const applied = json<{ created: string[]; updated: string[] }>(await kura(['schedule', 'apply', '--json']));
+    expect(applied.created).toEqual([`kura/${lab.site}/nightly-data`]);
+    const again = json<{ created: string[]; updated: string[] }>(await kura(['schedule', 'apply', '--json']));
+    expect(again).toMatchObject({ created: [], updated: [`kura/${lab.site}/nightly-data`] });
+
+    const handle = workers.client.schedule.getHandle(`kura/${lab.site}/nightly-data`);
+    const desc = await handle.describe();
+    expect(desc.spec.calendars?.[0]).toMatchObject({ hour: [{ start: 2, end: 2, step: 1 }], minute: [{ start: 0, end: 0, step: 1 }] });
+    expect(desc.policies.overlap).toBe('SKIP');
+
+    expect((await kura(['schedule', 'trigger', 'nightly-data'])).code).toBe(0);
+    // The triggered fleet run backs up all three VMs.
+    const deadline = Date.now() + 60_000;
+    let fleetId: string | undefined;
+    while (!fleetId && Date.now() < deadline) {
+      const d = await handle.describe();
+      fleetId = d.info.recentActions[0]?.action.workflow.workflowId;
+      if (!fleetId) await new Promise((r) => setTimeout(r, 250));
+    }
+    const report = await workers.client.workflow.getHandle(fleetId!).result();
+    expect(report).toMatchObject({ policy: 'nightly-data', succeeded: 3, failed: 0 });
+    await handle.delete();
+  });
+});
