@@ -117,9 +117,11 @@ export class Catalog {
   listBackups(filter: BackupFilter = {}): BackupRecord[] {
     const where: string[] = [];
     const args: unknown[] = [];
-    if (filter.site) (where.push('site = ?'), args.push(filter.site));
-    if (filter.target) (where.push('target = ?'), args.push(filter.target));
-    if (filter.status) (where.push('status = ?'), args.push(filter.status));
+    for (const column of ['site', 'target', 'status'] as const) {
+      if (filter[column] === undefined) continue;
+      where.push(`${column} = ?`);
+      args.push(filter[column]);
+    }
     const sql = `${SELECT_BACKUP} ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY data_time DESC, backup_id LIMIT ?`;
     return this.db
       .prepare(sql)

@@ -5,7 +5,6 @@
 import { SingleBar, Presets } from 'cli-progress';
 import { defaultPayloadConverter } from '@temporalio/common';
 import type { WorkflowHandle } from '@temporalio/client';
-import type { Progress } from '../domain/jobs';
 import type { FleetProgress } from '../domain/fleet';
 import { formatBytes } from '../domain/units';
 import { fleetProgressQuery, progressQuery } from '../messages';

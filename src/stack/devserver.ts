@@ -94,6 +94,10 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
   if (opts.dbFile) {
     mkdirSync(path.dirname(opts.dbFile), { recursive: true });
     args.push('--db-filename', opts.dbFile);
+    // WAL with synchronous=NORMAL survives any process crash and is ~3x faster than the default
+    // rollback journal (docs/adr/005); KURA_TEMPORAL_SYNC=full restores fsync on every commit.
+    const sync = process.env.KURA_TEMPORAL_SYNC === 'full' ? 'full' : 'normal';
+    args.push('--sqlite-pragma', 'journal_mode=wal', '--sqlite-pragma', `synchronous=${sync}`);
   }
   for (const [name, type] of Object.entries(SEARCH_ATTRIBUTES)) args.push('--search-attribute', `${name}=${type}`);
   for (const kv of DYNAMIC_CONFIG) args.push('--dynamic-config-value', kv);
