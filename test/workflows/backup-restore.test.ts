@@ -166,6 +166,38 @@ describe('a device that keeps failing', () => {
   });
 });
 
+describe('a cancelled backup', () => {
+  it('stops the copy, unloads and releases everything, and records the backup failed', async () => {
+    const state = new LabState(lab.paths.labState);
+    for (const server of ['bks-01', 'bks-02']) state.addFault({ device: server, kind: 'slow', after: { bytes: 0 }, rateBytesPerSec: 256 * 1024, once: false });
+    try {
+      const handle = await kura.startBackup('vm-004', { requestedAt: new Date(Date.now() + 3000).toISOString() });
+      // Wait until the copy is running, then cancel the whole job.
+      const { planQuery } = await import('../../src/messages');
+      for (let i = 0; i < 100; i++) {
+        const plan = await handle.query(planQuery).catch(() => undefined);
+        if (plan?.steps.some((s) => s.id.startsWith('copy:') && s.status === 'running')) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const unloadsBefore = state.events({ event: 'unload' }).length;
+      await handle.cancel();
+      const err = await handle.result().catch((e: unknown) => e);
+      expect((err as Error).name).toBe('WorkflowFailedError');
+      expect(((err as { cause?: Error }).cause as Error).name).toBe('CancelledFailure');
+      expect(await poolHolders()).toEqual([]);
+      expect(state.events({ event: 'unload' }).length).toBe(unloadsBefore + 1);
+      const catalog = new Catalog(lab.paths.catalog);
+      const row = catalog.listBackups({ target: 'vm-004' }).find((b) => b.job === handle.workflowId);
+      catalog.close();
+      expect(row?.status).toBe('failed');
+      expect(row?.error).toMatch(/^Cancelled/);
+    } finally {
+      state.clearFaults();
+      state.close();
+    }
+  });
+});
+
 describe('a fleet run', () => {
   it('backs up every VM, at most the window at once, and reports each one', async () => {
     const handle = await kura.startFleet('all', { concurrency: 2 });
