@@ -1,0 +1,20 @@
+/** Chooses the drivers a worker uses to reach a site's hardware; the lab's file-backed set for now. */
+import type { LoadedConfig } from '../config/load';
+import type { KuraPaths } from '../config/paths';
+import type { LabState } from '../lab/state';
+import { LabCopyDevice, type LabCopyOptions } from './lab/copy';
+import { LabStorage } from './lab/storage';
+import { LabTapeLibrary } from './lab/tape';
+import type { Drivers } from './types';
+
+/**
+ * The lab's drivers over one configuration: volumes and cartridges are files under
+ * `paths.lab`, device state and injected faults live in `state`.
+ */
+export function labDrivers(loaded: LoadedConfig, paths: KuraPaths, state: LabState, opts: LabCopyOptions = {}): Drivers {
+  return {
+    storage: new LabStorage(loaded, paths),
+    tape: new LabTapeLibrary(loaded, paths, state),
+    copy: new LabCopyDevice(loaded, paths, state, opts),
+  };
+}

@@ -1,0 +1,71 @@
+/**
+ * The lab's storage arrays: each volume of the inventory is a real file of exactly the volume's
+ * size under the lab directory.
+ */
+import { stat } from 'node:fs/promises';
+import type { LoadedConfig } from '../../config/load';
+import type { KuraPaths } from '../../config/paths';
+import { NotFoundError } from '../../domain/errors';
+import type { Site, Volume } from '../../domain/inventory';
+import { labVolumePath } from '../../lab/files';
+import type { StorageDriver, VolumeInfo } from '../types';
+
+/** A site of the configuration, or NotFoundError naming the sites there are. */
+export function findSite(loaded: LoadedConfig, site: string): Site {
+  const found = loaded.config.sites.find((s) => s.name === site);
+  if (found === undefined) {
+    throw new NotFoundError(`no site "${site}" in ${loaded.file}; sites: ${loaded.config.sites.map((s) => s.name).join(', ')}`, { site });
+  }
+  return found;
+}
+
+/** A volume of the inventory, or NotFoundError naming site/array/volume. */
+export function findVolume(loaded: LoadedConfig, site: string, array: string, volume: string): Volume {
+  const s = findSite(loaded, site);
+  const found = s.arrays.find((a) => a.name === array)?.volumes.find((v) => v.id === volume);
+  if (found === undefined) {
+    throw new NotFoundError(
+      `no volume ${site}/${array}/${volume} in the inventory (${loaded.file}); check the name against the arrays in that file, ` +
+        'or add the volume to the array and run `kura lab init` to create its file',
+      { site, array, volume },
+    );
+  }
+  return found;
+}
+
+/**
+ * Checks that the lab file of a volume exists with the inventory's size, and returns its path.
+ * A missing or resized file means the lab was not (re)initialised after kura.yaml changed.
+ */
+export async function labVolumeFile(loaded: LoadedConfig, paths: KuraPaths, site: string, array: string, volume: string): Promise<{ file: string; sizeBytes: number }> {
+  const v = findVolume(loaded, site, array, volume);
+  const file = labVolumePath(paths, site, array, volume);
+  let size: number | undefined;
+  try {
+    size = (await stat(file)).size;
+  } catch {
+    size = undefined;
+  }
+  if (size !== v.size) {
+    throw new NotFoundError(
+      size === undefined
+        ? `the lab file of volume ${site}/${array}/${volume} (${file}) does not exist; run \`kura lab init\` to create the lab's files`
+        : `the lab file of volume ${site}/${array}/${volume} (${file}) holds ${size} bytes but the inventory says ${v.size}; run \`kura lab init\` to recreate it`,
+      { site, array, volume, file },
+    );
+  }
+  return { file, sizeBytes: v.size };
+}
+
+/** StorageDriver over the lab's volume files. */
+export class LabStorage implements StorageDriver {
+  constructor(
+    private readonly loaded: LoadedConfig,
+    private readonly paths: KuraPaths,
+  ) {}
+
+  async describeVolume(site: string, array: string, volume: string): Promise<VolumeInfo> {
+    const { sizeBytes } = await labVolumeFile(this.loaded, this.paths, site, array, volume);
+    return { site, array, volume, sizeBytes };
+  }
+}

@@ -1,0 +1,159 @@
+/**
+ * Lab presets: generated inventories that `kura lab init` writes as kura.yaml, starting with the
+ * hospital of seed 000 (77 VMs) wired for the two independent backup streams of seed 004.
+ */
+import { Document, isMap, isSeq, visit } from 'yaml';
+import type { ConfigInput } from '../domain/inventory';
+import { InvalidInputError } from '../domain/errors';
+
+export const presetNames = { hospital: 'hospital' } as const;
+export type PresetName = (typeof presetNames)[keyof typeof presetNames];
+
+export interface HospitalPresetOptions {
+  /** VMs, each with a software and a data volume (77). */
+  vms?: number;
+  /** Hypervisor hosts the VMs are spread over (8). */
+  hosts?: number;
+  /** Bytes of each data volume (8 MiB). */
+  dataVolumeSize?: number;
+  /** Bytes of each software volume (4 MiB). */
+  softwareVolumeSize?: number;
+  /** Bytes each cartridge holds (4 GiB). */
+  cartridgeCapacity?: number;
+  /** Cartridges in each of the two libraries (20). */
+  cartridgesPerLibrary?: number;
+  /** The site's name ('hospital'). */
+  site?: string;
+}
+
+const MiB = 1024 * 1024;
+
+/**
+ * The hospital estate: hosts host-01…, VMs vm-001… with a software and a data volume each on
+ * array-01, two backup servers, two libraries of two drives, two FC switches and two copy
+ * devices, cabled as two fully independent paths (…-01 on fcsw-01, …-02 on fcsw-02) so a job
+ * can always secure two streams that share nothing but the array.
+ */
+export function hospitalPreset(opts: HospitalPresetOptions = {}): ConfigInput {
+  const vms = positiveInt(opts.vms ?? 77, 'vms');
+  const hosts = positiveInt(opts.hosts ?? 8, 'hosts');
+  const dataSize = positiveInt(opts.dataVolumeSize ?? 8 * MiB, 'dataVolumeSize');
+  const swSize = positiveInt(opts.softwareVolumeSize ?? 4 * MiB, 'softwareVolumeSize');
+  const capacity = positiveInt(opts.cartridgeCapacity ?? 4 * 1024 * MiB, 'cartridgeCapacity');
+  const perLibrary = positiveInt(opts.cartridgesPerLibrary ?? 20, 'cartridgesPerLibrary');
+  const site = opts.site ?? presetNames.hospital;
+
+  const vmWidth = Math.max(3, String(vms).length);
+  const hostWidth = Math.max(2, String(hosts).length);
+  const tapeWidth = Math.max(3, String(perLibrary).length);
+  const pad = (n: number, w: number) => String(n).padStart(w, '0');
+
+  const serverWwns = ['21:00:00:24:ff:4b:00:01', '21:00:00:24:ff:4b:00:02'];
+  const hostList = Array.from({ length: hosts }, (_, i) => ({ name: `host-${pad(i + 1, hostWidth)}` }));
+  const vmNames = Array.from({ length: vms }, (_, i) => `vm-${pad(i + 1, vmWidth)}`);
+  const volumes = vmNames.flatMap((vm) => [
+    { id: `${vm}-sw`, size: sizeText(swSize) },
+    { id: `${vm}-data`, size: sizeText(dataSize) },
+  ]);
+
+  return {
+    version: 1,
+    home: '.kura',
+    restoreRoots: ['restores'],
+    sites: [
+      {
+        name: site,
+        hosts: hostList,
+        vms: vmNames.map((vm, i) => ({
+          name: vm,
+          host: hostList[i % hosts]?.name ?? 'host-01',
+          softwareVolume: `array-01/${vm}-sw`,
+          dataVolume: `array-01/${vm}-data`,
+        })),
+        arrays: [
+          {
+            name: 'array-01',
+            ports: [
+              { name: 'array-01-p0', wwn: '50:06:0e:80:00:00:00:01' },
+              { name: 'array-01-p1', wwn: '50:06:0e:80:00:00:00:02' },
+            ],
+            volumes,
+            // Seed 003's LUN security: every volume is visible to both backup servers and no one else.
+            lunMasks: volumes.map((v, lun) => ({ volume: v.id, lun, wwns: serverWwns })),
+          },
+        ],
+        libraries: [1, 2].map((l) => ({
+          name: `lib-0${l}`,
+          drives: [{ id: `lib-0${l}-drv-1` }, { id: `lib-0${l}-drv-2` }],
+          cartridges: Array.from({ length: perLibrary }, (_, t) => ({ id: `L${l}T${pad(t + 1, tapeWidth)}`, capacity: sizeText(capacity) })),
+        })),
+        switches: [
+          { name: 'fcsw-01', capacity: 4 },
+          { name: 'fcsw-02', capacity: 4 },
+        ],
+        servers: [
+          { name: 'bks-01', wwn: serverWwns[0], capacity: 2 },
+          { name: 'bks-02', wwn: serverWwns[1], capacity: 2 },
+        ],
+        copyDevices: [{ name: 'cpd-01' }, { name: 'cpd-02' }],
+        links: [
+          ['array-01', 'fcsw-01'],
+          ['array-01', 'fcsw-02'],
+          ['bks-01', 'fcsw-01'],
+          ['bks-02', 'fcsw-02'],
+          ['lib-01', 'fcsw-01'],
+          ['lib-02', 'fcsw-02'],
+          ['cpd-01', 'fcsw-01'],
+          ['cpd-02', 'fcsw-02'],
+        ],
+        policies: [{ name: 'nightly-data', targets: ['*'], nightly: '02:00', concurrency: 4 }],
+      },
+    ],
+  };
+}
+
+/** The preset of that name, or InvalidInputError listing the presets there are. */
+export function presetByName(name: string, opts: HospitalPresetOptions = {}): ConfigInput {
+  if (name === presetNames.hospital) return hospitalPreset(opts);
+  throw new InvalidInputError(`there is no preset "${name}"; choose one of: ${Object.values(presetNames).join(', ')}`);
+}
+
+/**
+ * Renders a configuration as kura.yaml: a header saying what the file is, then the settings,
+ * with short records (volumes, VMs, links, cartridges) on one line each so the file stays readable.
+ */
+export function renderConfigYaml(cfg: ConfigInput): string {
+  // No anchors/aliases: shared arrays (the LUN masks' WWN list) are written out at each use, which
+  // is what a person editing the file expects, and keeps the alias-count guard of readers quiet.
+  const doc = new Document(cfg, { aliasDuplicateObjects: false });
+  const flat = (node: unknown) => !isMap(node) && !isSeq(node);
+  visit(doc, {
+    Map(_key, node, path) {
+      const parent = path[path.length - 1];
+      // A list item made of scalars and short scalar lists is one record: keep it on one line.
+      if (isSeq(parent) && node.items.every((pair) => flat(pair.value) || (isSeq(pair.value) && pair.value.items.every(flat)))) node.flow = true;
+    },
+    Seq(_key, node) {
+      if (node.items.every(flat)) node.flow = true;
+    },
+  });
+  doc.commentBefore = [
+    ' Kura configuration (kura.yaml): the sites Kura protects — hosts, VMs, storage arrays, tape',
+    ' libraries, FC switches, backup servers, copy devices, the cables between them — and the',
+    ' protection policies. Generated by `kura lab init`; edit freely and check it with',
+    ' `kura config check`. Sizes take units (8MiB, 4GiB); paths are relative to this file.',
+  ].join('\n');
+  return doc.toString({ lineWidth: 0, flowCollectionPadding: false });
+}
+
+/** `8MiB` when the size is a whole number of MiB/GiB, else the plain byte count. */
+function sizeText(bytes: number): string | number {
+  if (bytes % (1024 * MiB) === 0) return `${bytes / (1024 * MiB)}GiB`;
+  if (bytes % MiB === 0) return `${bytes / MiB}MiB`;
+  return bytes;
+}
+
+function positiveInt(n: number, what: string): number {
+  if (!Number.isSafeInteger(n) || n < 1) throw new InvalidInputError(`preset option ${what} must be a whole number of at least 1, not ${n}`);
+  return n;
+}

@@ -1,0 +1,246 @@
+/**
+ * The lab's mutable state — injected faults, which cartridge sits in which drive, and an event
+ * log — kept in one SQLite file that the CLI, workers and tests may open at the same time.
+ */
+import { mkdirSync } from 'node:fs';
+import * as path from 'node:path';
+import Database from 'better-sqlite3';
+import { z } from 'zod';
+import { InvalidInputError } from '../domain/errors';
+import { FaultAfterSchema, FaultSchema, FaultSpecSchema, type Fault, type FaultSpecInput } from '../domain/faults';
+
+/** One line of the lab's event log. */
+export const LabEventSchema = z.object({
+  /** Increasing with every event; pass the last one seen as `since` to read only newer ones. */
+  seq: z.number().int().min(1),
+  at: z.iso.datetime(),
+  device: z.string(),
+  event: z.string(),
+  detail: z.record(z.string(), z.unknown()),
+});
+export type LabEvent = z.infer<typeof LabEventSchema>;
+
+export interface EventFilter {
+  device?: string;
+  event?: string;
+  /** Only events with a `seq` greater than this. */
+  since?: number;
+}
+
+/**
+ * Schema versions, applied in order. Each entry moves the file from version `index` to
+ * `index + 1`; never edit a shipped entry, append a new one.
+ */
+const MIGRATIONS: readonly string[] = [
+  `CREATE TABLE faults (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     device TEXT NOT NULL,
+     kind TEXT NOT NULL,
+     after_json TEXT NOT NULL,
+     rate INTEGER,
+     once INTEGER NOT NULL,
+     created_at TEXT NOT NULL,
+     triggered INTEGER NOT NULL DEFAULT 0
+   );
+   CREATE INDEX faults_device ON faults(device);
+   CREATE TABLE events (
+     seq INTEGER PRIMARY KEY AUTOINCREMENT,
+     at TEXT NOT NULL,
+     device TEXT NOT NULL,
+     event TEXT NOT NULL,
+     detail_json TEXT NOT NULL
+   );
+   CREATE INDEX events_device ON events(device, seq);
+   CREATE TABLE drives (
+     site TEXT NOT NULL,
+     drive TEXT NOT NULL,
+     tape TEXT NOT NULL,
+     PRIMARY KEY (site, drive)
+   );`,
+];
+
+interface FaultRow {
+  id: number;
+  device: string;
+  kind: string;
+  after_json: string;
+  rate: number | null;
+  once: number;
+  created_at: string;
+  triggered: number;
+}
+
+interface EventRow {
+  seq: number;
+  at: string;
+  device: string;
+  event: string;
+  detail_json: string;
+}
+
+/** The lab state database. Open one per process; SQLite's WAL lets the processes share it. */
+export class LabState {
+  private readonly db: Database.Database;
+
+  /** Opens (creating if needed) the state file, and brings its schema up to date. */
+  constructor(readonly file: string) {
+    mkdirSync(path.dirname(file), { recursive: true });
+    this.db = new Database(file);
+    // busy_timeout first: switching to WAL and migrating both need a lock another process may hold.
+    this.db.pragma('busy_timeout = 5000');
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = NORMAL');
+    this.migrate();
+  }
+
+  private migrate(): void {
+    // IMMEDIATE takes the write lock before reading user_version, so two processes opening a new
+    // file at once cannot both run the same migration.
+    const run = this.db.transaction(() => {
+      const version = this.db.pragma('user_version', { simple: true }) as number;
+      for (let v = version; v < MIGRATIONS.length; v++) {
+        this.db.exec(MIGRATIONS[v] as string);
+      }
+      if (version < MIGRATIONS.length) this.db.pragma(`user_version = ${MIGRATIONS.length}`);
+    });
+    run.immediate();
+  }
+
+  /** Records a fault to inject and returns it with its id. */
+  addFault(spec: FaultSpecInput): Fault {
+    const parsed = FaultSpecSchema.safeParse(spec);
+    if (!parsed.success) {
+      throw new InvalidInputError(
+        `the fault to add is not valid: ${parsed.error.issues.map((i) => `${i.path.join('.') || 'fault'}: ${i.message}`).join('; ')}`,
+      );
+    }
+    const f = parsed.data;
+    const info = this.db
+      .prepare('INSERT INTO faults (device, kind, after_json, rate, once, created_at, triggered) VALUES (?, ?, ?, ?, ?, ?, 0)')
+      .run(f.device, f.kind, JSON.stringify(f.after), f.rateBytesPerSec ?? null, f.once ? 1 : 0, new Date().toISOString());
+    const row = this.db.prepare('SELECT * FROM faults WHERE id = ?').get(info.lastInsertRowid) as FaultRow;
+    return this.toFault(row);
+  }
+
+  /** Every fault, oldest first. */
+  listFaults(): Fault[] {
+    return (this.db.prepare('SELECT * FROM faults ORDER BY id').all() as FaultRow[]).map((r) => this.toFault(r));
+  }
+
+  /** Removes the faults of one device, or all faults; returns how many were removed. */
+  clearFaults(device?: string): number {
+    const info =
+      device === undefined
+        ? this.db.prepare('DELETE FROM faults').run()
+        : this.db.prepare('DELETE FROM faults WHERE device = ?').run(device);
+    return info.changes;
+  }
+
+  /** The faults that apply to any of these devices, oldest first. */
+  faultsFor(devices: string[]): Fault[] {
+    if (devices.length === 0) return [];
+    const marks = devices.map(() => '?').join(', ');
+    const rows = this.db.prepare(`SELECT * FROM faults WHERE device IN (${marks}) ORDER BY id`).all(...devices) as FaultRow[];
+    return rows.map((r) => this.toFault(r));
+  }
+
+  /**
+   * Counts one firing of a fault; a `once` fault is removed instead, so the next attempt passes.
+   * Returns false when the fault no longer exists (cleared meanwhile, or consumed by another copy).
+   */
+  markTriggered(id: number): boolean {
+    const mark = this.db.transaction((faultId: number) => {
+      const row = this.db.prepare('SELECT once FROM faults WHERE id = ?').get(faultId) as { once: number } | undefined;
+      if (row === undefined) return false;
+      if (row.once) this.db.prepare('DELETE FROM faults WHERE id = ?').run(faultId);
+      else this.db.prepare('UPDATE faults SET triggered = triggered + 1 WHERE id = ?').run(faultId);
+      return true;
+    });
+    return mark.immediate(id);
+  }
+
+  /** Appends an event to the lab's log. */
+  recordEvent(device: string, event: string, detail: Record<string, unknown> = {}): void {
+    this.db
+      .prepare('INSERT INTO events (at, device, event, detail_json) VALUES (?, ?, ?, ?)')
+      .run(new Date().toISOString(), device, event, JSON.stringify(detail));
+  }
+
+  /** Events in the order they happened, optionally only of one device, one kind, or after a seq. */
+  events(filter: EventFilter = {}): LabEvent[] {
+    const where: string[] = [];
+    const args: (string | number)[] = [];
+    if (filter.device !== undefined) {
+      where.push('device = ?');
+      args.push(filter.device);
+    }
+    if (filter.event !== undefined) {
+      where.push('event = ?');
+      args.push(filter.event);
+    }
+    if (filter.since !== undefined) {
+      where.push('seq > ?');
+      args.push(filter.since);
+    }
+    const sql = `SELECT * FROM events ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY seq`;
+    return (this.db.prepare(sql).all(...args) as EventRow[]).map((r) =>
+      this.checked(LabEventSchema, { seq: r.seq, at: r.at, device: r.device, event: r.event, detail: JSON.parse(r.detail_json) as unknown }, `event ${r.seq}`),
+    );
+  }
+
+  /** The cartridge loaded in a drive, or null when the drive is empty. */
+  driveContents(site: string, drive: string): string | null {
+    const row = this.db.prepare('SELECT tape FROM drives WHERE site = ? AND drive = ?').get(site, drive) as { tape: unknown } | undefined;
+    return row === undefined ? null : this.checked(z.string(), row.tape, `drive ${site}/${drive}`);
+  }
+
+  /** Records that a drive now holds a cartridge (or nothing). */
+  setDriveContents(site: string, drive: string, tape: string | null): void {
+    if (tape === null) this.db.prepare('DELETE FROM drives WHERE site = ? AND drive = ?').run(site, drive);
+    else this.db.prepare('INSERT INTO drives (site, drive, tape) VALUES (?, ?, ?) ON CONFLICT (site, drive) DO UPDATE SET tape = excluded.tape').run(site, drive, tape);
+  }
+
+  /** The drive of a site holding a cartridge, or null when the cartridge sits in its slot. */
+  driveHolding(site: string, tape: string): string | null {
+    const row = this.db.prepare('SELECT drive FROM drives WHERE site = ? AND tape = ?').get(site, tape) as { drive: unknown } | undefined;
+    return row === undefined ? null : this.checked(z.string(), row.drive, `tape ${site}/${tape}`);
+  }
+
+  /** Empties every drive of a site (used when the lab's cartridges are created afresh). */
+  clearDrives(site?: string): number {
+    const info = site === undefined ? this.db.prepare('DELETE FROM drives').run() : this.db.prepare('DELETE FROM drives WHERE site = ?').run(site);
+    return info.changes;
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  private toFault(r: FaultRow): Fault {
+    const after = FaultAfterSchema.safeParse(JSON.parse(r.after_json) as unknown);
+    return this.checked(
+      FaultSchema,
+      {
+        id: r.id,
+        device: r.device,
+        kind: r.kind,
+        after: after.success ? after.data : r.after_json,
+        ...(r.rate === null ? {} : { rateBytesPerSec: r.rate }),
+        once: r.once === 1,
+        createdAt: r.created_at,
+        triggered: r.triggered,
+      },
+      `fault ${r.id}`,
+    );
+  }
+
+  /** Validates a value read from the file; a bad row means the file was edited or damaged. */
+  private checked<T>(schema: z.ZodType<T>, value: unknown, what: string): T {
+    const parsed = schema.safeParse(value);
+    if (parsed.success) return parsed.data;
+    throw new InvalidInputError(
+      `the lab state file ${this.file} holds an invalid ${what} (${parsed.error.issues.map((i) => i.message).join('; ')}); ` +
+        'clear it with `kura lab fault clear`, or delete the file to start the lab state afresh',
+    );
+  }
+}
