@@ -3,6 +3,8 @@ import type { LoadedConfig } from '../config/load';
 import type { KuraPaths } from '../config/paths';
 import type { LabState } from '../lab/state';
 import { LabCopyDevice, type LabCopyOptions } from './lab/copy';
+import { LabFabric } from './lab/fabric';
+import { LabHypervisor } from './lab/hypervisor';
 import { LabStorage } from './lab/storage';
 import { LabTapeLibrary } from './lab/tape';
 import type { Drivers } from './types';
@@ -13,7 +15,9 @@ import type { Drivers } from './types';
  */
 export function labDrivers(loaded: LoadedConfig, paths: KuraPaths, state: LabState, opts: LabCopyOptions = {}): Drivers {
   return {
+    hypervisor: new LabHypervisor(loaded, state),
     storage: new LabStorage(loaded, paths),
+    fabric: new LabFabric(loaded, state),
     tape: new LabTapeLibrary(loaded, paths, state),
     copy: new LabCopyDevice(loaded, paths, state, opts),
   };

@@ -96,9 +96,45 @@ export interface CopyDeviceDriver {
   readFromTape(req: ReadFromTapeRequest, onProgress: ProgressFn, signal?: AbortSignal): Promise<{ sha256: string; bytes: number }>;
 }
 
+export interface VmInfo {
+  site: string;
+  vm: string;
+  host: string;
+  state: 'running' | 'stopped';
+  /** array/volume of the software volume (OS, MW, APL) and the data volume. */
+  softwareVolume: string;
+  dataVolume: string;
+}
+
+/** Hypervisors: the VMs of a site, where they run and whether they are up. */
+export interface HypervisorDriver {
+  /** One VM; NotFoundError when the site has no such VM. */
+  describeVm(site: string, vm: string): Promise<VmInfo>;
+  listVms(site: string): Promise<VmInfo[]>;
+}
+
+/** An FC zone: the named ports (servers, arrays, libraries, copy devices, switches) that may see each other. */
+export interface Zone {
+  name: string;
+  members: string[];
+}
+
+/** FC fabric: zoning on the switches, so a transfer neither disturbs nor is disturbed by other traffic. */
+export interface FabricDriver {
+  /** Sets a zone; idempotent (setting the same zone again changes nothing). NotFound for unknown members. */
+  createZone(site: string, zone: Zone): Promise<void>;
+  /** Removes a zone; removing one that is not there is fine. */
+  deleteZone(site: string, name: string): Promise<void>;
+  listZones(site: string): Promise<Zone[]>;
+  /** AccessDeniedError unless one zone holds every one of the members. */
+  checkZoned(site: string, members: string[]): Promise<void>;
+}
+
 /** Everything a worker needs to reach a site's hardware. */
 export interface Drivers {
+  hypervisor: HypervisorDriver;
   storage: StorageDriver;
   tape: TapeLibraryDriver;
+  fabric: FabricDriver;
   copy: CopyDeviceDriver;
 }

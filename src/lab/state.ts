@@ -57,6 +57,19 @@ const MIGRATIONS: readonly string[] = [
      tape TEXT NOT NULL,
      PRIMARY KEY (site, drive)
    );`,
+  // 2: VM power states (absent = running) and the FC zones set on the lab's switches.
+  `CREATE TABLE vms (
+     site TEXT NOT NULL,
+     vm TEXT NOT NULL,
+     state TEXT NOT NULL,
+     PRIMARY KEY (site, vm)
+   );
+   CREATE TABLE zones (
+     site TEXT NOT NULL,
+     name TEXT NOT NULL,
+     members_json TEXT NOT NULL,
+     PRIMARY KEY (site, name)
+   );`,
 ];
 
 interface FaultRow {
@@ -198,6 +211,37 @@ export class LabState {
   setDriveContents(site: string, drive: string, tape: string | null): void {
     if (tape === null) this.db.prepare('DELETE FROM drives WHERE site = ? AND drive = ?').run(site, drive);
     else this.db.prepare('INSERT INTO drives (site, drive, tape) VALUES (?, ?, ?) ON CONFLICT (site, drive) DO UPDATE SET tape = excluded.tape').run(site, drive, tape);
+  }
+
+  /** A VM's power state; a VM never touched is running. */
+  vmState(site: string, vm: string): 'running' | 'stopped' {
+    const row = this.db.prepare('SELECT state FROM vms WHERE site = ? AND vm = ?').get(site, vm) as { state: unknown } | undefined;
+    return row === undefined ? 'running' : this.checked(z.enum(['running', 'stopped']), row.state, `VM ${site}/${vm}`);
+  }
+
+  setVmState(site: string, vm: string, state: 'running' | 'stopped'): void {
+    this.db.prepare('INSERT INTO vms (site, vm, state) VALUES (?, ?, ?) ON CONFLICT (site, vm) DO UPDATE SET state = excluded.state').run(site, vm, state);
+  }
+
+  /** The zones set on a site's switches, by name. */
+  zones(site: string): { name: string; members: string[] }[] {
+    const rows = this.db.prepare('SELECT name, members_json FROM zones WHERE site = ? ORDER BY name').all(site) as { name: unknown; members_json: unknown }[];
+    return rows.map((r) => ({
+      name: this.checked(z.string(), r.name, `zone of ${site}`),
+      members: this.checked(z.array(z.string()), JSON.parse(this.checked(z.string(), r.members_json, `zone of ${site}`)), `zone ${String(r.name)}`),
+    }));
+  }
+
+  /** Sets a zone (replacing one of the same name); idempotent. */
+  setZone(site: string, name: string, members: string[]): void {
+    this.db
+      .prepare('INSERT INTO zones (site, name, members_json) VALUES (?, ?, ?) ON CONFLICT (site, name) DO UPDATE SET members_json = excluded.members_json')
+      .run(site, name, JSON.stringify(members));
+  }
+
+  /** Removes a zone; removing one that is not there is fine. Returns whether it existed. */
+  deleteZone(site: string, name: string): boolean {
+    return this.db.prepare('DELETE FROM zones WHERE site = ? AND name = ?').run(site, name).changes > 0;
   }
 
   /** The drive of a site holding a cartridge, or null when the cartridge sits in its slot. */
