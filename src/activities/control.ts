@@ -11,11 +11,11 @@ import { Context, log } from '@temporalio/activity';
 import { z } from 'zod';
 import type { LoadedConfig } from '../config/load';
 import type { KuraPaths } from '../config/paths';
-import type { Catalog, NewBackup } from '../catalog/store';
+import type { Catalog } from '../catalog/store';
 import type { Drivers } from '../drivers/types';
 import type { JobTuning } from '../domain/jobs';
 import { jobTuning, policyTargets } from '../config/tuning';
-import { PieceRecordSchema, type BackupRecord, type PieceRecord } from '../domain/catalog';
+import { NewBackupSchema, PieceRecordSchema, type BackupRecord, type NewBackup, type PieceRecord } from '../domain/catalog';
 import { ChecksumMismatchError, DestinationExistsError, InvalidInputError, NotFoundError } from '../domain/errors';
 import { checkRestoreDestination, findSite, resolveTargetRef } from '../config/targets';
 import { mapFailures, parseInput } from './failures';
@@ -37,17 +37,6 @@ export interface ResolvedTarget {
 
 const TargetInput = z.object({ site: z.string().min(1), target: z.string().min(1) });
 const TapeAddressInput = z.object({ site: z.string(), library: z.string(), drive: z.string(), tape: z.string() });
-const NewBackupInput = z.object({
-  backupId: z.string(),
-  job: z.string(),
-  site: z.string(),
-  target: z.string(),
-  array: z.string(),
-  volume: z.string(),
-  startedAt: z.string(),
-  dataTime: z.string(),
-  sizeBytes: z.number().int().min(0),
-});
 const CompleteInput = z.object({
   backupId: z.string(),
   endedAt: z.string(),
@@ -83,7 +72,7 @@ export function createControlActivities(deps: ControlDeps) {
 
     /** Records a running backup in the catalog (idempotent). */
     async beginBackup(input: NewBackup): Promise<BackupRecord> {
-      return mapFailures(async () => catalog.beginBackup(parseInput(NewBackupInput, input, 'backup record')));
+      return mapFailures(async () => catalog.beginBackup(parseInput(NewBackupSchema, input, 'backup record')));
     },
 
     /** Records every piece and marks the backup complete, in one transaction. */

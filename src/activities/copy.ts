@@ -7,6 +7,7 @@ import { Context } from '@temporalio/activity';
 import { z } from 'zod';
 import type { CopyResult, Drivers } from '../drivers/types';
 import { ChecksumMismatchError } from '../domain/errors';
+import { PieceHeaderSchema } from '../domain/catalog';
 import { mapFailures, parseInput } from './failures';
 
 const TapeAddress = { site: z.string(), library: z.string(), drive: z.string(), tape: z.string() };
@@ -22,16 +23,7 @@ const CopyPieceInput = z.object({
     volumeSize: z.number().int().min(1),
   }),
   target: z.object({ ...TapeAddress, position: z.number().int().min(0) }),
-  header: z.object({
-    backupId: z.string(),
-    target: z.string(),
-    job: z.string(),
-    copy: z.number().int().min(0),
-    piece: z.number().int().min(0),
-    offset: z.number().int().min(0),
-    sizeBytes: z.number().int().min(0),
-    dataTime: z.string(),
-  }),
+  header: PieceHeaderSchema,
 });
 export type CopyPieceInput = z.input<typeof CopyPieceInput>;
 

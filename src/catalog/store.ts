@@ -13,12 +13,12 @@ import {
   PieceRecordSchema,
   type BackupRecord,
   type BackupStatus,
+  type NewBackup,
   type PieceRecord,
 } from '../domain/catalog';
 import { InvalidInputError, NotFoundError } from '../domain/errors';
 
-/** What a backup looks like when it starts: everything but its outcome. */
-export type NewBackup = Omit<BackupRecord, 'status' | 'endedAt' | 'sha256' | 'pieces' | 'error'>;
+export type { NewBackup };
 
 export interface BackupFilter {
   site?: string;

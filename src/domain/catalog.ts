@@ -50,6 +50,24 @@ export const PieceRecordSchema = z.object({
 });
 export type PieceRecord = z.infer<typeof PieceRecordSchema>;
 
+/** What the header block in front of every piece on tape says, so a cartridge describes itself. */
+export const PieceHeaderSchema = z.object({
+  backupId: z.string(),
+  target: z.string(),
+  job: z.string(),
+  copy: z.number().int().min(0),
+  piece: z.number().int().min(0),
+  /** Offset of the piece within the volume, and its length. */
+  offset: z.number().int().min(0),
+  sizeBytes: z.number().int().min(0),
+  dataTime: z.string(),
+});
+export type PieceHeader = z.infer<typeof PieceHeaderSchema>;
+
+/** A new backup as it is first recorded: everything but its outcome. */
+export const NewBackupSchema = BackupRecordSchema.omit({ status: true, endedAt: true, sha256: true, pieces: true, error: true });
+export type NewBackup = z.infer<typeof NewBackupSchema>;
+
 /** Size in bytes of the header block recorded on tape in front of every piece. */
 export const PIECE_HEADER_BYTES = 512;
 

@@ -3,6 +3,9 @@
  * Drivers know nothing of Temporal; activities call them, report progress and map their errors.
  * Errors thrown are KuraError subclasses (DeviceFaultError, NotFoundError, TapeFullError, …).
  */
+import type { PieceHeader } from '../domain/catalog';
+
+export { PIECE_HEADER_BYTES, type PieceHeader } from '../domain/catalog';
 
 /** Progress of a long transfer: bytes of this transfer done so far, and the total. */
 export type ProgressFn = (p: { bytes: number; total: number }) => void;
@@ -20,20 +23,6 @@ export interface StorageDriver {
   describeVolume(site: string, array: string, volume: string): Promise<VolumeInfo>;
 }
 
-/** The header recorded on tape in front of every piece, so a cartridge describes itself. */
-export interface PieceHeader {
-  backupId: string;
-  target: string;
-  job: string;
-  copy: number;
-  piece: number;
-  /** Offset of the piece within the volume, and its length. */
-  offset: number;
-  sizeBytes: number;
-  dataTime: string;
-}
-
-export { PIECE_HEADER_BYTES } from '../domain/catalog';
 
 export interface TapeAddress {
   site: string;

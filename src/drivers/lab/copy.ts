@@ -12,6 +12,7 @@ import type { LoadedConfig } from '../../config/load';
 import type { KuraPaths } from '../../config/paths';
 import { ChecksumMismatchError, DeviceFaultError, InvalidInputError, KuraError, TapeFullError } from '../../domain/errors';
 import { DEFAULT_SLOW_RATE_BYTES_PER_SEC, faultPoint, type Fault } from '../../domain/faults';
+import { PieceHeaderSchema } from '../../domain/catalog';
 import { LABEL_BYTES, jsonBlock, parseBlock } from '../../lab/files';
 import type { LabState } from '../../lab/state';
 import {
@@ -27,16 +28,8 @@ import { labVolumeFile } from './storage';
 import { cartridgeFile, findCartridge, findDrive } from './tape';
 
 /** The header block as written on the cartridge: the PieceHeader, a kind tag, and the volume size. */
-export const TapePieceHeaderSchema = z.object({
+export const TapePieceHeaderSchema = PieceHeaderSchema.extend({
   kind: z.literal('kura-piece'),
-  backupId: z.string(),
-  target: z.string(),
-  job: z.string(),
-  copy: z.number().int().min(0),
-  piece: z.number().int().min(0),
-  offset: z.number().int().min(0),
-  sizeBytes: z.number().int().min(0),
-  dataTime: z.string(),
   /**
    * Size of the whole volume the piece was cut from. Not part of PieceHeader; recorded so a read
    * can place percentage faults on the same volume bytes as the write did.
