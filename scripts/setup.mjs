@@ -63,7 +63,10 @@ function staleDependencies() {
 async function ensureDependencies() {
   const reason = staleDependencies();
   if (!reason) return 'up to date';
-  const args = fs.existsSync(path.join(root, 'package-lock.json')) ? ['ci'] : ['install'];
+  // `npm install` installs the versions package-lock.json pins. Not `npm ci`: npm 11 writes lock
+  // files without the other platforms' optional packages (e.g. @swc/core-darwin-arm64) and then
+  // its own `npm ci` refuses them as out of sync.
+  const args = ['install', '--no-audit', '--no-fund'];
   console.log(`setup: ${reason}; running npm ${args[0]}`);
   const code = await run(process.platform === 'win32' ? 'npm.cmd' : 'npm', args);
   if (code !== 0) throw new SetupError(`npm ${args[0]} failed with exit code ${code}`);

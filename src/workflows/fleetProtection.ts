@@ -105,6 +105,7 @@ export async function fleetProtection(input: FleetRequest): Promise<FleetReport>
         workflowId: t.workflowId,
         args: [{ kind: 'backup', site: req.site, target: t.target, requestedBy: `fleet:${info.workflowId}`, requestedAt, streams: 1, tuning: settings.tuning }],
         parentClosePolicy: ParentClosePolicy.REQUEST_CANCEL,
+        memo: { requestedBy: `fleet:${info.workflowId}` },
         staticSummary: `backup of ${t.target} (fleet ${req.policy})`,
       });
       const report: BackupReport = await child.result();
