@@ -51,7 +51,9 @@ export function registerStartCommand(program: Command, ctx: CliContext): void {
         },
       });
       if (process.stderr.isTTY) process.stderr.write('\n');
-      say(`kura: lab estate ready under ${paths.lab} (${made.volumes} volumes, ${made.cartridges} cartridges)`);
+      const volumes = loaded.config.sites.reduce((n, s) => n + s.arrays.reduce((m, a) => m + a.volumes.length, 0), 0);
+      const cartridges = loaded.config.sites.reduce((n, s) => n + s.libraries.reduce((m, l) => m + l.cartridges.length, 0), 0);
+      say(`kura: lab estate ready under ${paths.lab}: ${volumes} volumes, ${cartridges} cartridges (${made.volumes + made.cartridges} files created, ${made.skipped} already there)`);
 
       // The Temporal server: the configured one, one already answering, or the embedded dev server.
       const target = temporalConnectionOptions(loaded);
