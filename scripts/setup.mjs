@@ -1,9 +1,9 @@
 // Makes a fresh clone ready to run: installs the npm dependencies when they are missing or stale,
 // and provides the Temporal CLI (which holds the dev server and the Web UI) at .tools/bin/temporal.
 //
-// Why it builds the server: no binary can be downloaded on the machines Kura is developed and
-// tested on, so the CLI is built from source with `go install`, which fetches only through the Go
-// module proxy (docs/adr/001-temporal-server-from-source.md). The first build takes minutes on two
+// Why it builds the server: Kura must set itself up where only package registries are reachable
+// (no release binaries, no container engine), so the CLI is built from source with `go install`,
+// which fetches only through the Go module proxy (docs/adr/001-temporal-server-from-source.md). The first build takes minutes on two
 // cores, so it shows progress; later runs find the binary and skip.
 //
 // This file runs before `npm install`, so it uses nothing but Node's standard library.
