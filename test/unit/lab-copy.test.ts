@@ -275,7 +275,6 @@ describe('LabCopyDevice: injected faults', () => {
   it('a slow fault really throttles the copy to its rate from its point on', async () => {
     const lab = await makeLab();
     lab.state.addFault({ device: 'fcsw-01', kind: 'slow', after: { bytes: 3 * MiB }, rateBytesPerSec: 2 * MiB });
-    const started = Date.now();
     const progress = recorder();
     const r = await lab.copy.copyToTape(toTape({ offset: 0, length: VOLUME, position: LABEL_BYTES }), progress.fn);
     const ended = Date.now();
