@@ -83,6 +83,7 @@ async function main(): Promise<void> {
     for (let i = 0; i < runs; i++) {
       const tape = `L1T${String(i + 1).padStart(3, '0')}`;
       const tapeFile = labCartridgePath(paths, 'hospital', 'lib-01', tape);
+      state.setDriveContents('hospital', 'lib-01-drv-1', tape);
       const cpu = process.cpuUsage();
       t = performance.now();
       const r = await copy.copyToTape(

@@ -37,6 +37,21 @@ const ReadPieceInput = z.object({
 });
 export type ReadPieceInput = z.input<typeof ReadPieceInput>;
 
+const VerifyImageInput = z.object({
+  site: z.string(),
+  source: z.object(TapeAddress),
+  pieces: z
+    .array(
+      z.object({
+        position: z.number().int().min(0),
+        expect: z.object({ backupId: z.string(), piece: z.number().int().min(0), sizeBytes: z.number().int().min(0) }),
+        sha256: z.string().regex(/^[0-9a-f]{64}$/),
+      }),
+    )
+    .min(1),
+});
+export type VerifyImageInput = z.input<typeof VerifyImageInput>;
+
 export interface HeartbeatDetails {
   bytes: number;
   total: number;
@@ -65,6 +80,19 @@ export function createCopyActivities(deps: { drivers: Drivers }) {
           ctx.cancellationSignal,
         );
         return { ...result, startedAt, endedAt: new Date().toISOString() };
+      });
+    },
+
+    /**
+     * Read-after-write verification while the cartridge is still mounted: every piece is read
+     * back and must hash to what was written; returns the whole image's SHA-256. A retry simply
+     * reads again from the start (reading changes nothing).
+     */
+    async verifyImage(input: VerifyImageInput): Promise<{ sha256: string; bytes: number }> {
+      return mapFailures(async () => {
+        const req = parseInput(VerifyImageInput, input, 'verify request');
+        const ctx = Context.current();
+        return drivers.copy.verifyOnTape(req, (p) => ctx.heartbeat({ bytes: p.bytes, total: p.total } satisfies HeartbeatDetails), ctx.cancellationSignal);
       });
     },
 

@@ -99,8 +99,8 @@ export interface BackupReport {
   array: string;
   volume: string;
   sizeBytes: number;
-  /** SHA-256 of the whole image when it is a single piece; each piece has its own. */
-  sha256: string | null;
+  /** SHA-256 of the whole image, from reading it back; each piece has its own too. */
+  sha256: string;
   pieces: { piece: number; library: string; tape: string; position: number; sizeBytes: number; sha256: string }[];
   server: string;
   startedAt: string;

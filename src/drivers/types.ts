@@ -79,8 +79,20 @@ export interface ReadFromTapeRequest {
   resumeBytes: number;
 }
 
+export interface VerifyOnTapeRequest {
+  site: string;
+  source: TapeAddress;
+  /** The pieces of one image on this cartridge, in image order, with what was recorded for each. */
+  pieces: { position: number; expect: Pick<PieceHeader, 'backupId' | 'piece' | 'sizeBytes'>; sha256: string }[];
+}
+
 /** Copy devices: move byte ranges between storage and tape, computing a SHA-256 per piece. */
 export interface CopyDeviceDriver {
+  /**
+   * Reads the pieces back from the mounted cartridge (read-after-write verification): each must
+   * hash to what was written (ChecksumMismatchError otherwise); returns the whole image's SHA-256.
+   */
+  verifyOnTape(req: VerifyOnTapeRequest, onProgress: ProgressFn, signal?: AbortSignal): Promise<{ sha256: string; bytes: number }>;
   copyToTape(req: CopyToTapeRequest, onProgress: ProgressFn, signal?: AbortSignal): Promise<CopyResult>;
   readFromTape(req: ReadFromTapeRequest, onProgress: ProgressFn, signal?: AbortSignal): Promise<{ sha256: string; bytes: number }>;
 }

@@ -28,7 +28,7 @@ export function step(id: string, title: string, actor: string, dependsOn: string
 
 /**
  * The execution schedule of a one-stream backup: reserve a stream, mount a cartridge, copy each
- * piece in order, unmount, record the pieces in the catalog, release the devices.
+ * piece in order, read them back to verify, unmount, record the pieces in the catalog, release.
  */
 export function planBackupSteps(target: string, pieces: PiecePlan[]): PlanStep[] {
   const copies = pieces.map((p, i) =>
@@ -39,7 +39,8 @@ export function planBackupSteps(target: string, pieces: PiecePlan[]): PlanStep[]
     step('reserve', 'reserve a stream: backup server, library, drive, cartridge, switch path', 'resource pool'),
     step('load', 'mount the cartridge in the drive', 'tape library', ['reserve']),
     ...copies,
-    step('unload', 'unmount the cartridge', 'tape library', [lastCopy]),
+    step('verify', 'read every piece back, check its checksum, hash the whole image', 'copy device', [lastCopy]),
+    step('unload', 'unmount the cartridge', 'tape library', ['verify']),
     step('record', 'record every piece in the catalog and mark the backup complete', 'catalog', ['unload']),
     step('release', 'release the stream', 'resource pool', ['record']),
   ];

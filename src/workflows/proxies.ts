@@ -3,7 +3,7 @@
  * typed failures that no retry can cure are never retried; device faults are, a bounded number
  * of times; copies must heartbeat or be considered hung.
  */
-import { proxyActivities, workflowInfo } from '@temporalio/workflow';
+import { ActivityCancellationType, proxyActivities, workflowInfo } from '@temporalio/workflow';
 import type { createControlActivities } from '../activities/control';
 import type { createCopyActivities } from '../activities/copy';
 import type { createPoolActivities } from '../activities/pool';
@@ -35,14 +35,20 @@ export function poolActivities(t: JobTuning): PoolActivities {
   });
 }
 
-/** Copy activities run on the reserved backup server's own task queue. */
-export function copyActivities(server: string, t: JobTuning): CopyActivities {
+/**
+ * Copy activities run on the reserved backup server's own task queue. `longestBytes` is the most
+ * one call moves (a piece; a whole image for verification).
+ */
+export function copyActivities(server: string, t: JobTuning, longestBytes: number = t.pieceSize): CopyActivities {
   return proxyActivities<CopyActivities>({
     // The server's queue sits beside this workflow's own control queue.
     taskQueue: serverTaskQueue(server, workflowInfo().taskQueue),
-    // Generous bound: the piece at 1 MiB/s plus ten minutes; hangs are caught by the heartbeat.
-    startToCloseTimeout: Math.ceil(t.pieceSize / (1024 * 1024)) * 1000 + 600_000,
+    // Generous bound: the bytes at 1 MiB/s plus ten minutes; hangs are caught by the heartbeat.
+    startToCloseTimeout: Math.ceil(longestBytes / (1024 * 1024)) * 1000 + 600_000,
     heartbeatTimeout: t.copyHeartbeatTimeoutMs,
+    // A cancelled job waits until its copy has really stopped before it unloads and releases the
+    // cartridge; otherwise a copy still running would write into the next job's data.
+    cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
     retry: { maximumAttempts: t.deviceAttempts, initialInterval: '1s', backoffCoefficient: 2, nonRetryableErrorTypes },
   });
 }

@@ -98,10 +98,19 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
       op.bytesDone += piece.length;
     }
 
-    op.enter('collect', 'recording the backup');
+    // 5. Collect: read the image back while the cartridge is mounted, then record it.
+    op.enter('collect', `verifying ${stream.tape}`);
+    const verified = await op.step('verify', () =>
+      copyActivities(stream.server, req.tuning, resolved.sizeBytes).verifyImage({
+        site: req.site,
+        source: tapeAddr,
+        pieces: written.map((p) => ({ position: p.position, expect: { backupId, piece: p.piece, sizeBytes: p.sizeBytes }, sha256: p.sha256 })),
+      }),
+    );
+    op.activity = 'recording the backup';
     await op.step('unload', () => control.unloadTape(tapeAddr));
     undo.pop();
-    await op.step('record', () => control.completeBackup({ backupId, endedAt: new Date().toISOString(), sha256: pieces.length === 1 ? (written[0]?.sha256 ?? null) : null, pieces: written }));
+    await op.step('record', () => control.completeBackup({ backupId, endedAt: new Date().toISOString(), sha256: verified.sha256, pieces: written }));
     await op.step('release', () => pool.releaseStreams(req.site, { job: workflowId, tapeUsage: tapeEnd }));
     undo.pop();
 
@@ -115,7 +124,7 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
       array: resolved.array,
       volume: resolved.volume,
       sizeBytes: resolved.sizeBytes,
-      sha256: written.length === 1 ? (written[0] as PieceRecord).sha256 : null,
+      sha256: verified.sha256,
       pieces: written.map((p) => ({ piece: p.piece, library: p.library, tape: p.tape, position: p.position, sizeBytes: p.sizeBytes, sha256: p.sha256 })),
       server: stream.server,
       startedAt,

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -43,6 +43,8 @@ async function makeLab(capacity = 64 * MiB): Promise<Lab> {
   const loaded: LoadedConfig = { config, file: path.join(dir, 'kura.yaml'), dir };
   await createLabFiles(loaded, paths);
   const state = new LabState(paths.labState);
+  // The cartridge the tests write to is mounted, as the tape library's load would leave it.
+  state.setDriveContents('hospital', 'lib-01-drv-1', 'L1T001');
   const lab: Lab = {
     loaded,
     paths,
@@ -168,6 +170,45 @@ describe('LabCopyDevice: writing and reading pieces', () => {
   });
 });
 
+describe('LabCopyDevice: verifying an image read back from tape', () => {
+  /** Writes the volume as three pieces and returns what verification needs. */
+  async function writeThreePieces(lab: Lab) {
+    const cuts = [0, 1_500_001, 3_000_003, VOLUME];
+    let position = LABEL_BYTES;
+    const pieces: { position: number; expect: { backupId: string; piece: number; sizeBytes: number }; sha256: string }[] = [];
+    for (let piece = 0; piece < 3; piece++) {
+      const offset = cuts[piece]!;
+      const length = cuts[piece + 1]! - offset;
+      const r = await lab.copy.copyToTape(toTape({ offset, length, position, piece }), () => undefined);
+      pieces.push({ position, expect: { backupId: BACKUP, piece, sizeBytes: length }, sha256: r.sha256 });
+      position = r.nextPosition;
+    }
+    return { site: 'hospital', source: { site: 'hospital', library: 'lib-01', drive: 'lib-01-drv-1', tape: 'L1T001' }, pieces };
+  }
+
+  it('returns the SHA-256 of the whole image across its pieces', async () => {
+    const lab = await makeLab();
+    const req = await writeThreePieces(lab);
+    const progress = recorder();
+    const r = await lab.copy.verifyOnTape(req, progress.fn);
+    expect(r).toEqual({ sha256: sha(lab.source), bytes: VOLUME });
+    expect(progress.seen.at(-1)).toMatchObject({ bytes: VOLUME, total: VOLUME });
+  });
+
+  it('refuses with ChecksumMismatchError naming the piece when a byte on the cartridge changed', async () => {
+    const lab = await makeLab();
+    const req = await writeThreePieces(lab);
+    const fh = await open(lab.tapeFile, 'r+');
+    const at = req.pieces[1]!.position + PIECE_HEADER_BYTES + 1000;
+    const byte = Buffer.alloc(1);
+    await fh.read(byte, 0, 1, at);
+    await fh.write(Buffer.from([byte[0]! ^ 0xff]), 0, 1, at);
+    await fh.close();
+    const err = await failure(lab.copy.verifyOnTape(req, () => undefined), ChecksumMismatchError);
+    expect(err.message).toMatch(new RegExp(`piece 1 of ${BACKUP} hashes to [0-9a-f]{64} but was written as ${req.pieces[1]!.sha256}`));
+  });
+});
+
 describe('LabCopyDevice: refusals', () => {
   it('refuses positions inside the label and past the end of data with InvalidInputError', async () => {
     const lab = await makeLab();
@@ -204,6 +245,28 @@ describe('LabCopyDevice: refusals', () => {
     );
     expect(err.details).toMatchObject({ library: 'lib-01', tape: 'L1T001', position: 512 });
     await expect(stat(dest)).rejects.toThrow(/ENOENT/);
+  });
+});
+
+describe('LabCopyDevice: only the mounted cartridge is written', () => {
+  it('refuses to write to a cartridge that is not in the drive, and writes nothing', async () => {
+    const lab = await makeLab();
+    lab.state.setDriveContents('hospital', 'lib-01-drv-1', null);
+    const err = await failure(lab.copy.copyToTape(toTape({ offset: 0, length: MiB, position: LABEL_BYTES }), () => undefined), DeviceFaultError);
+    expect(err.message).toBe('cartridge L1T001 is not in drive lib-01-drv-1 (the drive is empty); load it first — nothing was written');
+    expect((await stat(lab.tapeFile)).size).toBe(LABEL_BYTES);
+  });
+
+  it('stops writing when the cartridge leaves the drive in the middle of a copy', async () => {
+    const lab = await makeLab();
+    lab.state.addFault({ device: 'bks-01', kind: 'slow', after: { bytes: 0 }, rateBytesPerSec: 2 * MiB });
+    const progress = recorder();
+    const copying = failure(lab.copy.copyToTape(toTape({ offset: 0, length: VOLUME, position: LABEL_BYTES }), progress.fn), DeviceFaultError);
+    while ((progress.seen.at(-1)?.bytes ?? 0) < 256 * KiB) await new Promise((r) => setTimeout(r, 20));
+    lab.state.setDriveContents('hospital', 'lib-01-drv-1', 'L1T002');
+    const err = await copying;
+    expect(err.message).toBe('cartridge L1T001 left drive lib-01-drv-1 during the copy (L1T002 is in it); no more bytes are written to it');
+    expect((await stat(lab.tapeFile)).size).toBeLessThan(LABEL_BYTES + PIECE_HEADER_BYTES + VOLUME);
   });
 });
 

@@ -18,9 +18,9 @@ describe('planPieces', () => {
 });
 
 describe('planBackupSteps', () => {
-  it('orders reserve, load, each copy, unload, record, release, each depending on the one before', () => {
+  it('orders reserve, load, each copy, verify, unload, record, release, each depending on the one before', () => {
     const steps = planBackupSteps('vm-001', planPieces(3000, 1024));
-    expect(steps.map((s) => s.id)).toEqual(['reserve', 'load', 'copy:0', 'copy:1', 'copy:2', 'unload', 'record', 'release']);
+    expect(steps.map((s) => s.id)).toEqual(['reserve', 'load', 'copy:0', 'copy:1', 'copy:2', 'verify', 'unload', 'record', 'release']);
     for (let i = 1; i < steps.length; i++) expect(steps[i]!.dependsOn).toEqual([steps[i - 1]!.id]);
     expect(steps.every((s) => s.status === 'pending')).toBe(true);
   });

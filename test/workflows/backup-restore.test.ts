@@ -54,6 +54,9 @@ describe('a backup carried from request to restore', () => {
     const pieces = catalog.piecesOf(report.backupId);
     catalog.close();
     expect(backup.status).toBe('complete');
+    // Read back after writing: the whole image's SHA-256 is the volume's.
+    expect(backup.sha256).toBe(source);
+    expect(report.sha256).toBe(source);
     expect(pieces.map((p) => p.piece)).toEqual([0, 1, 2, 3]);
     expect(pieces.map((p) => p.offset)).toEqual([0, 1, 2, 3].map((i) => i * 1024 * 1024));
     // Pieces follow each other on the cartridge: header (512 B) + data.
@@ -74,7 +77,7 @@ describe('a backup carried from request to restore', () => {
     const { planQuery } = await import('../../src/messages');
     const plan = await handle.query(planQuery);
     expect(plan.phase).toBe('done');
-    expect(plan.steps.map((s) => s.id)).toEqual(['reserve', 'load', 'copy:0', 'copy:1', 'copy:2', 'copy:3', 'unload', 'record', 'release']);
+    expect(plan.steps.map((s) => s.id)).toEqual(['reserve', 'load', 'copy:0', 'copy:1', 'copy:2', 'copy:3', 'verify', 'unload', 'record', 'release']);
     expect(plan.steps.every((s) => s.status === 'done')).toBe(true);
   });
 
@@ -202,6 +205,7 @@ describe('a fleet run', () => {
   it('backs up every VM, at most the window at once, and reports each one', async () => {
     const handle = await kura.startFleet('all', { concurrency: 2 });
     const report = await handle.result();
+    expect(report.targets.filter((t) => t.error).map((t) => t.error)).toEqual([]);
     expect(report.succeeded).toBe(4);
     expect(report.failed).toBe(0);
     expect(report.bytes).toBe(4 * 4 * 1024 * 1024);

@@ -23,6 +23,8 @@ import {
   type PieceHeader,
   type ProgressFn,
   type ReadFromTapeRequest,
+  type TapeAddress,
+  type VerifyOnTapeRequest,
 } from '../types';
 import { labVolumeFile } from './storage';
 import { cartridgeFile, findCartridge, findDrive } from './tape';
@@ -127,6 +129,7 @@ export class LabCopyDevice implements CopyDeviceDriver {
       );
     }
     const headerBlock = pieceHeaderBlock(header, source.volumeSize);
+    const mounted = this.mountGuard(site, target.drive, target.tape);
 
     const dataStart = target.position + PIECE_HEADER_BYTES;
     const hash = createHash('sha256');
@@ -156,7 +159,10 @@ export class LabCopyDevice implements CopyDeviceDriver {
         const gate = new FaultGate(this.state, req.devices, source.volumeSize, source.offset, source.offset + source.length, target.drive, signal);
         await pump({
           read: (buf, at) => readFully(src, buf, source.offset + at, source.volume),
-          write: (buf, at) => writeFully(tape, buf, dataStart + at),
+          write: (buf, at) => {
+            mounted();
+            return writeFully(tape, buf, dataStart + at);
+          },
           length: source.length,
           from: resume,
           chunkBytes: this.chunkBytes,
@@ -175,6 +181,75 @@ export class LabCopyDevice implements CopyDeviceDriver {
       }
     } catch (err) {
       throw asDeviceFault(err, target.drive, `writing ${where}`);
+    } finally {
+      await tape.close();
+    }
+  }
+
+  /**
+   * A drive writes only the cartridge mounted in it. Checks now (nothing is written when the
+   * cartridge is not in the drive) and returns a check for the copy to repeat (at most every
+   * 100 ms): a cartridge unloaded mid-copy — its job released it — takes no more bytes.
+   */
+  private mountGuard(site: string, drive: string, tape: string): () => void {
+    let checkedAt = 0;
+    let started = false;
+    const check = () => {
+      const now = Date.now();
+      if (started && now - checkedAt < 100) return;
+      checkedAt = now;
+      const inDrive = this.state.driveContents(site, drive);
+      if (inDrive !== tape) {
+        const there = inDrive ? `${inDrive} is in it` : 'the drive is empty';
+        throw new DeviceFaultError(
+          drive,
+          started
+            ? `cartridge ${tape} left drive ${drive} during the copy (${there}); no more bytes are written to it`
+            : `cartridge ${tape} is not in drive ${drive} (${there}); load it first — nothing was written`,
+        );
+      }
+      started = true;
+    };
+    check();
+    return check;
+  }
+
+  async verifyOnTape(req: VerifyOnTapeRequest, onProgress: ProgressFn, signal?: AbortSignal): Promise<{ sha256: string; bytes: number }> {
+    const { site, source } = req;
+    findDrive(this.loaded, site, source.library, source.drive);
+    findCartridge(this.loaded, site, source.library, source.tape);
+    const { file: tapeFile, endOfData } = await cartridgeFile(this.paths, site, source.library, source.tape);
+    const tape = await openOrFault(tapeFile, 'r', source.tape);
+    try {
+      const image = createHash('sha256');
+      const total = req.pieces.reduce((n, p) => n + p.expect.sizeBytes, 0);
+      const buf = Buffer.allocUnsafe(Math.min(IO_BLOCK_BYTES, Math.max(1, total)));
+      let done = 0;
+      for (const p of req.pieces) {
+        await expectPieceAt(tape, endOfData, { ...source, position: p.position }, p.expect);
+        const piece = createHash('sha256');
+        for (let at = 0; at < p.expect.sizeBytes; ) {
+          if (signal?.aborted) throw new DeviceFaultError(source.drive, `verification of ${source.tape} was stopped: ${String(signal.reason ?? 'cancelled')}`);
+          const len = Math.min(buf.length, p.expect.sizeBytes - at);
+          const block = buf.subarray(0, len);
+          await readFully(tape, block, p.position + PIECE_HEADER_BYTES + at, source.tape);
+          piece.update(block);
+          image.update(block);
+          at += len;
+          done += len;
+          if (done % this.chunkBytes < len || done === total) onProgress({ bytes: done, total });
+        }
+        const got = piece.digest('hex');
+        if (got !== p.sha256) {
+          throw new ChecksumMismatchError(
+            `read back from ${source.library}/${source.tape} at position ${p.position}, piece ${p.expect.piece} of ${p.expect.backupId} hashes to ${got} but was written as ${p.sha256}; the cartridge did not keep what was written — back up again onto another cartridge`,
+            { library: source.library, tape: source.tape, position: p.position },
+          );
+        }
+      }
+      const sha256 = image.digest('hex');
+      this.state.recordEvent(source.drive, 'verify-done', { site, library: source.library, tape: source.tape, pieces: req.pieces.length, bytes: done, sha256 });
+      return { sha256, bytes: done };
     } finally {
       await tape.close();
     }
@@ -200,21 +275,8 @@ export class LabCopyDevice implements CopyDeviceDriver {
 
     const tape = await openOrFault(tapeFile, 'r', source.tape);
     try {
-      const found = source.position + PIECE_HEADER_BYTES <= endOfData ? await readHeaderAt(tape, source.position) : undefined;
-      if (found === undefined || found.backupId !== expect.backupId || found.piece !== expect.piece || found.sizeBytes !== expect.sizeBytes) {
-        throw new ChecksumMismatchError(
-          `${where} holds ${found === undefined ? 'no piece header' : `piece ${found.piece} of ${found.backupId} (${found.sizeBytes} bytes)`} at position ${source.position}, ` +
-            `not piece ${expect.piece} of ${expect.backupId} (${expect.sizeBytes} bytes); the catalog and the cartridge disagree — check the catalog row or read another copy`,
-          { library: source.library, tape: source.tape, position: source.position, found: found ?? null },
-        );
-      }
+      const found = await expectPieceAt(tape, endOfData, source, expect);
       const dataStart = source.position + PIECE_HEADER_BYTES;
-      if (dataStart + found.sizeBytes > endOfData) {
-        throw new ChecksumMismatchError(
-          `piece ${found.piece} of ${found.backupId} at position ${source.position} of ${where} is incomplete: ${Math.max(0, endOfData - dataStart)} of ${found.sizeBytes} bytes are on the tape; read another copy`,
-          { library: source.library, tape: source.tape, position: source.position },
-        );
-      }
       if (req.resumeBytes > found.sizeBytes) {
         throw new InvalidInputError(`resumeBytes ${req.resumeBytes} is more than the piece's ${found.sizeBytes} bytes; pass the bytes of this piece already restored`);
       }
@@ -289,6 +351,35 @@ export function pieceHeaderBlock(header: PieceHeader, volumeSize: number): Buffe
 }
 
 /** The piece header at a position of an open cartridge, or undefined when there is none. */
+/**
+ * The header of the piece at `source.position`, which must be the expected piece and be whole on
+ * the cartridge; ChecksumMismatchError saying what is there instead.
+ */
+async function expectPieceAt(
+  tape: FileHandle,
+  endOfData: number,
+  source: TapeAddress & { position: number },
+  expect: Pick<PieceHeader, 'backupId' | 'piece' | 'sizeBytes'>,
+): Promise<TapePieceHeader> {
+  const where = `tape ${source.tape} of library ${source.library}`;
+  const found = source.position + PIECE_HEADER_BYTES <= endOfData ? await readHeaderAt(tape, source.position) : undefined;
+  if (found === undefined || found.backupId !== expect.backupId || found.piece !== expect.piece || found.sizeBytes !== expect.sizeBytes) {
+    throw new ChecksumMismatchError(
+      `${where} holds ${found === undefined ? 'no piece header' : `piece ${found.piece} of ${found.backupId} (${found.sizeBytes} bytes)`} at position ${source.position}, ` +
+        `not piece ${expect.piece} of ${expect.backupId} (${expect.sizeBytes} bytes); the catalog and the cartridge disagree — check the catalog row or read another copy`,
+      { library: source.library, tape: source.tape, position: source.position, found: found ?? null },
+    );
+  }
+  const dataStart = source.position + PIECE_HEADER_BYTES;
+  if (dataStart + found.sizeBytes > endOfData) {
+    throw new ChecksumMismatchError(
+      `piece ${found.piece} of ${found.backupId} at position ${source.position} of ${where} is incomplete: ${Math.max(0, endOfData - dataStart)} of ${found.sizeBytes} bytes are on the tape; read another copy`,
+      { library: source.library, tape: source.tape, position: source.position },
+    );
+  }
+  return found;
+}
+
 export async function readHeaderAt(fh: FileHandle, position: number): Promise<TapePieceHeader | undefined> {
   const block = Buffer.alloc(PIECE_HEADER_BYTES);
   const { bytesRead } = await fh.read(block, 0, PIECE_HEADER_BYTES, position);
