@@ -79,7 +79,7 @@ async function main(): Promise<void> {
     console.log(`spine benchmark: N=${n} backups of ${size} bytes each, concurrency bound K=${k}, dev server (SQLite) on 127.0.0.1`);
     console.log(`  empty workflows     : ${emptySeconds.toFixed(2)} s, ${emptyRate.toFixed(1)} workflows/s`);
     console.log(`  end-to-end backups  : ${backupSeconds.toFixed(2)} s, ${backupRate.toFixed(1)} backups/s (${((n * size) / backupSeconds / 1024 / 1024).toFixed(1)} MiB/s)`);
-    console.log(`  ratio backups/empty : ${(backupRate / emptyRate).toFixed(3)}  (each backup is ~8 activities and one pool update)`);
+    console.log(`  ratio backups/empty : ${(backupRate / emptyRate).toFixed(3)}  (each backup is 9 activities, two of them pool updates)`);
     console.log(`  fleet run (children): ${fleetSeconds.toFixed(2)} s, ${(n / fleetSeconds).toFixed(1)} backups/s, ${fleet.succeeded} succeeded, ${fleet.failed} failed`);
 
     await connection.close();
