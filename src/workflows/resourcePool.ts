@@ -128,6 +128,18 @@ export async function resourcePool(input: ResourcePoolInput): Promise<never> {
   });
 
   /**
+   * Takes the devices for the request if its streams can be formed now; else says what is lacking.
+   * A declaration, not a const: buffered Updates run as soon as their handler is set, above.
+   */
+  function tryGrant(req: ReserveRequestParsed): { grant: Grant } | { missing: string } {
+    const now = allocate(tables, req);
+    if (!now.ok) return { missing: now.missing };
+    leaveQueue(req.job);
+    commit(now.tables);
+    return { grant: now.grant };
+  }
+
+  /**
    * Steps 1020–1070: grant now if nobody waits ahead and the devices are there; otherwise wait in
    * line (strictly first come, first served, so a large request is not starved by small ones) until
    * this job is at the head and its streams can be formed, or fail with what is lacking (1180).
@@ -137,12 +149,8 @@ export async function resourcePool(input: ResourcePoolInput): Promise<never> {
     if (held) return held;
 
     if (ahead(req.job) === 0) {
-      const now = allocate(tables, req);
-      if (now.ok) {
-        leaveQueue(req.job);
-        commit(now.tables);
-        return now.grant;
-      }
+      const now = tryGrant(req);
+      if ('grant' in now) return now.grant;
       if (req.waitMs === 0) throw noResources(now.missing);
     } else if (req.waitMs === 0) {
       throw noResources(`${queue.length} earlier request${queue.length === 1 ? ' is' : 's are'} waiting for resources (first: job ${queue[0]?.job}); ask with waitMs > 0 to queue behind them`);
@@ -170,12 +178,8 @@ export async function resourcePool(input: ResourcePoolInput): Promise<never> {
         // Re-check after the await: another handler may have taken the devices in between. At the
         // deadline a last attempt is made too, so devices freed at that very moment are not wasted.
         if (ahead(req.job) === 0) {
-          const now = allocate(tables, req);
-          if (now.ok) {
-            leaveQueue(req.job);
-            commit(now.tables);
-            return now.grant;
-          }
+          const now = tryGrant(req);
+          if ('grant' in now) return now.grant;
           if (!woke) throw noResources(`waited ${seconds(Date.now() - startedAt)} for resources without success: ${now.missing}`);
         }
         if (!woke) {
