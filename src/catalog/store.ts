@@ -4,9 +4,7 @@
  * ever claims a backup that cannot be restored. Every write is idempotent, so retried activities
  * never duplicate a row.
  */
-import Database from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
-import * as path from 'node:path';
+import type Database from 'better-sqlite3';
 import { MIGRATIONS } from './migrations';
 import {
   BackupRecordSchema,
@@ -16,6 +14,7 @@ import {
   type NewBackup,
   type PieceRecord,
 } from '../domain/catalog';
+import { openDatabase } from '../stack/sqlite';
 import { InvalidInputError, NotFoundError } from '../domain/errors';
 
 export type { NewBackup };
@@ -32,22 +31,7 @@ export class Catalog {
 
   /** Opens (creating and migrating when needed) the catalog at `file`. */
   constructor(readonly file: string) {
-    mkdirSync(path.dirname(file), { recursive: true });
-    this.db = new Database(file);
-    this.db.pragma('journal_mode = WAL');
-    this.db.pragma('busy_timeout = 10000');
-    this.db.pragma('foreign_keys = ON');
-    this.migrate();
-  }
-
-  private migrate(): void {
-    const version = this.db.pragma('user_version', { simple: true }) as number;
-    for (let v = version; v < MIGRATIONS.length; v++) {
-      this.db.transaction(() => {
-        this.db.exec(MIGRATIONS[v] as string);
-        this.db.pragma(`user_version = ${v + 1}`);
-      }).immediate();
-    }
+    this.db = openDatabase(file, MIGRATIONS, { foreignKeys: true });
   }
 
   /**

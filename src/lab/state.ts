@@ -2,10 +2,9 @@
  * The lab's mutable state — injected faults, which cartridge sits in which drive, and an event
  * log — kept in one SQLite file that the CLI, workers and tests may open at the same time.
  */
-import { mkdirSync } from 'node:fs';
-import * as path from 'node:path';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
 import { z } from 'zod';
+import { openDatabase } from '../stack/sqlite';
 import { InvalidInputError } from '../domain/errors';
 import { FaultAfterSchema, FaultSchema, FaultSpecSchema, type Fault, type FaultSpecInput } from '../domain/faults';
 
@@ -97,26 +96,8 @@ export class LabState {
 
   /** Opens (creating if needed) the state file, and brings its schema up to date. */
   constructor(readonly file: string) {
-    mkdirSync(path.dirname(file), { recursive: true });
-    this.db = new Database(file);
-    // busy_timeout first: switching to WAL and migrating both need a lock another process may hold.
-    this.db.pragma('busy_timeout = 5000');
-    this.db.pragma('journal_mode = WAL');
-    this.db.pragma('synchronous = NORMAL');
-    this.migrate();
-  }
-
-  private migrate(): void {
-    // IMMEDIATE takes the write lock before reading user_version, so two processes opening a new
-    // file at once cannot both run the same migration.
-    const run = this.db.transaction(() => {
-      const version = this.db.pragma('user_version', { simple: true }) as number;
-      for (let v = version; v < MIGRATIONS.length; v++) {
-        this.db.exec(MIGRATIONS[v] as string);
-      }
-      if (version < MIGRATIONS.length) this.db.pragma(`user_version = ${MIGRATIONS.length}`);
-    });
-    run.immediate();
+    // NORMAL: lab state is a simulation's bookkeeping; losing its last commit on power loss is fine.
+    this.db = openDatabase(file, MIGRATIONS, { busyTimeoutMs: 5000, synchronous: 'NORMAL' });
   }
 
   /** Records a fault to inject and returns it with its id. */

@@ -1,5 +1,6 @@
 /** The catalog store: idempotent writes, complete only with every piece, never a partial claim. */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -72,6 +73,27 @@ describe('the catalog', () => {
   it('names an unknown backup and how to list the known ones', () => {
     expect(() => catalog.backup('vm-404@20261122T020000Z')).toThrow(NotFoundError);
     expect(() => catalog.backup('vm-404@20261122T020000Z')).toThrow(/kura catalog list/);
+  });
+
+  it('migrates once when several processes open a new catalog at the same moment', async () => {
+    const file = path.join(dir, 'shared.db');
+    const root = path.resolve(__dirname, '..', '..');
+    // Every child loads the code first, then waits for the same instant to open the file.
+    const at = Date.now() + 4000;
+    const opener = `const { Catalog } = require(${JSON.stringify(path.join(root, 'src', 'catalog', 'store.ts'))}); while (Date.now() < ${at}); new Catalog(${JSON.stringify(file)}).close();`;
+    const codes = await Promise.all(
+      Array.from({ length: 4 }, () =>
+        new Promise<number>((resolve) => {
+          const child = spawn(process.execPath, ['--require', 'tsx/cjs', '-e', opener], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] });
+          child.on('exit', (code) => resolve(code ?? -1));
+        }),
+      ),
+    );
+    expect(codes).toEqual([0, 0, 0, 0]);
+    const shared = new Catalog(file);
+    shared.beginBackup(backup);
+    expect(shared.listBackups().map((b) => b.backupId)).toEqual([backup.backupId]);
+    shared.close();
   });
 
   it('survives reopening: migrations run once', () => {
