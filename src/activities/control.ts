@@ -5,7 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, statSync } from 'node:fs';
-import { mkdir, open, rename, rm } from 'node:fs/promises';
+import { open, rename, rm } from 'node:fs/promises';
 import * as path from 'node:path';
 import { Context, log } from '@temporalio/activity';
 import { z } from 'zod';
@@ -145,11 +145,6 @@ export function createControlActivities(deps: ControlDeps) {
     /** Removes a partial restore after a failure, so nothing half-done is left behind. */
     async discardRestore(input: { partial: string }): Promise<void> {
       await rm(input.partial, { force: true });
-    },
-
-    /** Makes sure the destination's directory exists (inside a restore root, checked before). */
-    async makeRestoreDir(input: { destination: string }): Promise<void> {
-      await mkdir(path.dirname(input.destination), { recursive: true });
     },
 
     /** What a fleet run of a policy (or `all`) covers, and the tuning its jobs use. */

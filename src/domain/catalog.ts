@@ -50,17 +50,19 @@ export const PieceRecordSchema = z.object({
 });
 export type PieceRecord = z.infer<typeof PieceRecordSchema>;
 
-/** What the header block in front of every piece on tape says, so a cartridge describes itself. */
-export const PieceHeaderSchema = z.object({
-  backupId: z.string(),
-  target: z.string(),
-  job: z.string(),
-  copy: z.number().int().min(0),
-  piece: z.number().int().min(0),
-  /** Offset of the piece within the volume, and its length. */
-  offset: z.number().int().min(0),
-  sizeBytes: z.number().int().min(0),
-  dataTime: z.string(),
+/**
+ * What the header block in front of every piece on tape says, so a cartridge describes itself:
+ * the piece's catalog row without where it lies (the position is where the header is).
+ */
+export const PieceHeaderSchema = PieceRecordSchema.pick({
+  backupId: true,
+  target: true,
+  job: true,
+  copy: true,
+  piece: true,
+  offset: true,
+  sizeBytes: true,
+  dataTime: true,
 });
 export type PieceHeader = z.infer<typeof PieceHeaderSchema>;
 

@@ -53,7 +53,6 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
   const startedAt = new Date().toISOString();
   const undo: { name: string; run: () => Promise<unknown> }[] = [{ name: 'discard partial file', run: () => control.discardRestore({ partial: target.partial }) }];
   try {
-    await control.makeRestoreDir({ destination: target.destination });
     for (const [i, m] of mounts.entries()) {
       const job = `${workflowId}#${i}`;
       const grant = await op.step(`reserve:${i}`, () =>
