@@ -3,7 +3,7 @@
  * type and an actionable message (or as JSON with --json) and set the exit code.
  */
 import { Command } from 'commander';
-import { cliContext } from './cli/context';
+import { cliContext, type CliContext } from './cli/context';
 import { reportError } from './cli/errors';
 import { registerBackupCommands } from './cli/backup';
 import { registerRestoreCommands } from './cli/restore';
@@ -15,8 +15,8 @@ import { registerWorkerCommand } from './cli/worker';
 import { registerLabCommands } from './cli/lab';
 import { registerPoolCommands } from './cli/pool';
 
-/** Builds the program; exported so tests can run commands in-process. */
-export function buildProgram(): Command {
+/** Builds the program and the context its commands share. */
+function buildProgram(): { program: Command; ctx: CliContext } {
   const program = new Command('kura')
     .description('Kura: durable backup and recovery for virtualized and SAN estates, on Temporal')
     .option('-c, --config <file>', 'configuration file (default: $KURA_CONFIG or ./kura.yaml)')
@@ -33,7 +33,7 @@ export function buildProgram(): Command {
   registerLabCommands(program);
   registerConfigCommands(program, ctx);
   registerWorkerCommand(program, ctx);
-  return program;
+  return { program, ctx };
 }
 
 /** Runs the CLI with these arguments and sets the process's exit code. */
@@ -42,12 +42,14 @@ export async function run(argv: string[]): Promise<void> {
 }
 
 async function main(argv: string[]): Promise<number> {
-  const program = buildProgram();
+  const { program, ctx } = buildProgram();
   try {
     await program.parseAsync(argv);
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (err) {
     return reportError(err, argv.includes('--json'));
+  } finally {
+    await ctx.close();
   }
 }
 

@@ -16,27 +16,23 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
     .action(async (target: string, o: { site?: string; streams: string; detach?: boolean }) => {
       const streams = Number(o.streams);
       if (!Number.isInteger(streams) || streams < 1 || streams > 8) throw new InvalidInputError(`--streams must be a whole number from 1 to 8, not "${o.streams}"`);
-      const { kura, close } = await ctx.connect();
-      try {
-        const handle = await kura.startBackup(target, { site: o.site, streams });
-        if (o.detach) {
-          print(ctx, { ok: true, workflowId: handle.workflowId }, () => `started ${handle.workflowId}\n  watch: ${uiLink(handle.workflowId)}`);
-          return;
-        }
-        const t0 = Date.now();
-        const report = await watchJob<BackupReport>(handle, { title: `backup ${target}`, quiet: ctx.json() });
-        const seconds = (Date.now() - t0) / 1000;
-        print(ctx, { ok: true, ...report }, () =>
-          [
-            `backed up ${target} (${report.array}/${report.volume}) as ${report.backupId}`,
-            `  ${formatBytes(report.sizeBytes)} in ${report.pieces.length} piece(s) on ${[...new Set(report.pieces.map((p) => `${p.library}/${p.tape}`))].join(', ')} via ${report.server}`,
-            `  ${seconds.toFixed(1)} s, ${formatBytes(report.sizeBytes / Math.max(seconds, 0.001))}/s`,
-            `  restore with: kura restore ${report.backupId} --to <path>`,
-            `  in the Temporal UI: ${uiLink(report.workflowId)}`,
-          ].join('\n'),
-        );
-      } finally {
-        await close();
+      const { kura } = await ctx.connect();
+      const handle = await kura.startBackup(target, { site: o.site, streams });
+      if (o.detach) {
+        print(ctx, { ok: true, workflowId: handle.workflowId }, () => `started ${handle.workflowId}\n  watch: ${uiLink(handle.workflowId)}`);
+        return;
       }
+      const t0 = Date.now();
+      const report = await watchJob<BackupReport>(handle, { title: `backup ${target}`, quiet: ctx.json() });
+      const seconds = (Date.now() - t0) / 1000;
+      print(ctx, { ok: true, ...report }, () =>
+        [
+          `backed up ${target} (${report.array}/${report.volume}) as ${report.backupId}`,
+          `  ${formatBytes(report.sizeBytes)} in ${report.pieces.length} piece(s) on ${[...new Set(report.pieces.map((p) => `${p.library}/${p.tape}`))].join(', ')} via ${report.server}`,
+          `  ${seconds.toFixed(1)} s, ${formatBytes(report.sizeBytes / Math.max(seconds, 0.001))}/s`,
+          `  restore with: kura restore ${report.backupId} --to <path>`,
+          `  in the Temporal UI: ${uiLink(report.workflowId)}`,
+        ].join('\n'),
+      );
     });
 }

@@ -12,7 +12,6 @@ import { Kura } from '../api';
 export interface Connected {
   client: Client;
   kura: Kura;
-  close(): Promise<void>;
 }
 
 export interface CliContext {
@@ -20,28 +19,36 @@ export interface CliContext {
   configFile(): string;
   config(): LoadedConfig;
   paths(): KuraPaths;
+  /** The connection to Temporal, opened on first use and kept for the rest of the command. */
   connect(): Promise<Connected>;
+  /** Closes the connection if a command opened one; the CLI calls it once, after the command. */
+  close(): Promise<void>;
 }
 
 /** Builds the context from the program's global options (read when a command runs). */
 export function cliContext(program: Command): CliContext {
   let loaded: LoadedConfig | undefined;
-  let connected: Promise<Connected> | undefined;
+  let connected: Promise<Connected & { connection: Connection }> | undefined;
   const ctx: CliContext = {
     json: () => Boolean(program.opts().json),
     configFile: () => configPath(program.opts().config as string | undefined),
     config: () => (loaded ??= loadConfig(ctx.configFile())),
     paths: () => kuraPaths(ctx.config()),
     connect: () => (connected ??= connect(ctx.config())),
+    close: async () => {
+      const open = await connected?.catch(() => undefined);
+      connected = undefined;
+      await open?.connection.close();
+    },
   };
   return ctx;
 }
 
-async function connect(loaded: LoadedConfig): Promise<Connected> {
+async function connect(loaded: LoadedConfig): Promise<Connected & { connection: Connection }> {
   const t = temporalConnectionOptions(loaded);
   const connection = await Connection.connect({ address: t.address, tls: t.tls, apiKey: t.apiKey, connectTimeout: 5000 });
   const client = new Client({ connection, namespace: t.namespace });
-  return { client, kura: new Kura(client, loaded), close: () => connection.close() };
+  return { client, kura: new Kura(client, loaded), connection };
 }
 
 /** Prints a result: JSON with --json, else the human text. */

@@ -15,7 +15,8 @@ import { TABLE_KEYS, findDevice, type TableKey } from '../workflows/pool-tables'
 
 /** What the pool commands need from the entry point. */
 export interface PoolCommandDeps {
-  connect: () => Promise<{ client: Client; close(): Promise<void> }>;
+  /** The CLI's connection; the CLI closes it after the command. */
+  connect: () => Promise<{ client: Client }>;
   loadConfig: () => LoadedConfig;
 }
 
@@ -128,12 +129,7 @@ function siteName(loaded: LoadedConfig, wanted: string | undefined): string {
 }
 
 async function withClient<T>(deps: PoolCommandDeps, use: (client: Client) => Promise<T>): Promise<T> {
-  const conn = await deps.connect();
-  try {
-    return await use(conn.client);
-  } finally {
-    await conn.close();
-  }
+  return use((await deps.connect()).client);
 }
 
 /** The running pool's tables; a missing pool or a silent worker becomes an error that says what to start. */

@@ -26,21 +26,17 @@ export function registerRestoreCommands(program: Command, ctx: CliContext): void
         catalog.close();
       }
       const destination = checkRestoreDestination(path.resolve(o.to), paths.restoreRoots, ctx.config().file);
-      const { kura, close } = await ctx.connect();
-      try {
-        const handle = await kura.startRestore(backupId, destination, { site: o.site });
-        const t0 = Date.now();
-        const report = await watchJob<RestoreReport>(handle, { title: `restore ${backupId}`, quiet: ctx.json() });
-        const seconds = (Date.now() - t0) / 1000;
-        print(ctx, { ok: true, ...report }, () =>
-          [
-            `restored ${backupId} to ${report.destination}`,
-            `  ${formatBytes(report.sizeBytes)} from ${report.pieces} piece(s), every checksum verified; sha256 ${report.sha256}`,
-            `  ${seconds.toFixed(1)} s; in the Temporal UI: ${uiLink(report.workflowId)}`,
-          ].join('\n'),
-        );
-      } finally {
-        await close();
-      }
+      const { kura } = await ctx.connect();
+      const handle = await kura.startRestore(backupId, destination, { site: o.site });
+      const t0 = Date.now();
+      const report = await watchJob<RestoreReport>(handle, { title: `restore ${backupId}`, quiet: ctx.json() });
+      const seconds = (Date.now() - t0) / 1000;
+      print(ctx, { ok: true, ...report }, () =>
+        [
+          `restored ${backupId} to ${report.destination}`,
+          `  ${formatBytes(report.sizeBytes)} from ${report.pieces} piece(s), every checksum verified; sha256 ${report.sha256}`,
+          `  ${seconds.toFixed(1)} s; in the Temporal UI: ${uiLink(report.workflowId)}`,
+        ].join('\n'),
+      );
     });
 }

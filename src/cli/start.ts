@@ -18,7 +18,6 @@ import { createLabFiles } from '../lab/files';
 import { DEFAULT_ADDRESS, temporalConnectionOptions } from '../stack/connection';
 import { serverAnswers, startDevServer, type DevServer } from '../stack/devserver';
 import { startKuraWorkers } from '../worker';
-import { Client, Connection } from '@temporalio/client';
 import { Kura } from '../api';
 import { watchFleet } from './progress';
 import { uiLink, type CliContext } from './context';
@@ -91,8 +90,7 @@ export function registerStartCommand(program: Command, ctx: CliContext): void {
 
       let failed = 0;
       try {
-        const connection = await Connection.connect({ address, tls: target.tls, apiKey: target.apiKey });
-        const kura = new Kura(new Client({ connection, namespace: target.namespace }), loaded, workers.taskQueue);
+        const kura = new Kura(workers.client, loaded, workers.taskQueue);
         const site = findSite(loaded.config);
         say(`kura: backing up the data volume of all ${site.vms.length} VMs of site ${site.name}, ${concurrency} at a time`);
         const t0 = Date.now();
@@ -115,7 +113,6 @@ export function registerStartCommand(program: Command, ctx: CliContext): void {
             .filter((l) => l !== '')
             .join('\n'),
         );
-        await connection.close();
       } catch (err) {
         await shutdown();
         throw err;
