@@ -12,7 +12,7 @@ import { availableParallelism, tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import type { LoadedConfig } from '../src/config/load';
-import type { KuraPaths } from '../src/config/paths';
+import { kuraPaths } from '../src/config/paths';
 import { InvalidInputError } from '../src/domain/errors';
 import { ConfigSchema } from '../src/domain/inventory';
 import { formatBytes, parseSize } from '../src/domain/units';
@@ -63,9 +63,8 @@ async function main(): Promise<void> {
     const config = ConfigSchema.parse(
       hospitalPreset({ vms: 1, hosts: 1, dataVolumeSize: size, softwareVolumeSize: MiB, cartridgesPerLibrary: runs, cartridgeCapacity: size + MiB }),
     );
-    const home = path.join(dir, '.kura');
-    const paths: KuraPaths = { home, lab: path.join(home, 'lab'), labState: path.join(home, 'lab', 'state.db'), catalog: path.join(home, 'catalog.db'), restoreRoots: [] };
     const loaded: LoadedConfig = { config, file: path.join(dir, 'kura.yaml'), dir };
+    const paths = kuraPaths(loaded);
     console.log(`datamover bench: ${formatBytes(size)} volume, ${runs} run(s) each, in ${dir}`);
     await createLabFiles(loaded, paths);
     state = new LabState(paths.labState);

@@ -12,7 +12,7 @@ import { Catalog } from '../../src/catalog/store';
 import { LabState } from '../../src/lab/state';
 import { tablesQuery } from '../../src/messages';
 import type { BackupReport } from '../../src/domain/jobs';
-import { connectKura, makeLab, sha256, type TestLab } from '../support/harness';
+import { connectKura, labEnv, makeLab, sha256, type TestLab } from '../support/harness';
 import type { Kura } from '../../src/api';
 import type { Client } from '@temporalio/client';
 
@@ -29,14 +29,7 @@ const procs: ChildProcess[] = [];
 async function startWorkerProcess(): Promise<ChildProcess> {
   const child = spawn(process.execPath, ['--require', 'tsx/cjs', path.join(ROOT, 'src', 'worker.ts')], {
     cwd: ROOT,
-    env: {
-      ...process.env,
-      KURA_CONFIG: lab.configFile,
-      TEMPORAL_ADDRESS: inject('temporalAddress'),
-      TEMPORAL_NAMESPACE: inject('temporalNamespace'),
-      KURA_TASK_QUEUE: lab.taskQueue,
-      KURA_WORKFLOW_BUNDLE: inject('workflowBundlePath'),
-    },
+    env: { ...labEnv(lab), KURA_WORKFLOW_BUNDLE: inject('workflowBundlePath') },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   procs.push(child);

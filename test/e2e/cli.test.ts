@@ -6,8 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { copyFileSync, existsSync } from 'node:fs';
 import * as path from 'node:path';
-import { inject } from 'vitest';
-import { makeLab, sha256, startWorkers, treeFingerprint, type TestLab } from '../support/harness';
+import { labEnv, makeLab, sha256, startWorkers, treeFingerprint, type TestLab } from '../support/harness';
 import type { KuraWorkers } from '../../src/worker';
 
 const KURA = path.resolve(__dirname, '..', '..', 'bin', 'kura');
@@ -28,14 +27,7 @@ function kura(args: string[], env: Record<string, string> = {}): Promise<Run> {
       args,
       {
         cwd: lab.dir,
-        env: {
-          ...process.env,
-          KURA_CONFIG: lab.configFile,
-          TEMPORAL_ADDRESS: inject('temporalAddress'),
-          TEMPORAL_NAMESPACE: inject('temporalNamespace'),
-          KURA_TASK_QUEUE: lab.taskQueue,
-          ...env,
-        },
+        env: { ...labEnv(lab), ...env },
         timeout: 120_000,
       },
       (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),

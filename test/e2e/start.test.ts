@@ -7,9 +7,8 @@ import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { inject } from 'vitest';
 import { Catalog } from '../../src/catalog/store';
-import { uniqueId } from '../support/harness';
+import { serverEnv, uniqueId } from '../support/harness';
 
 const KURA = path.resolve(__dirname, '..', '..', 'bin', 'kura');
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kura-start-'));
@@ -24,7 +23,7 @@ describe('kura start on a fresh directory', () => {
         ['start', '--exit-after', '--vms', '5', '--concurrency', '3'],
         {
           cwd: dir,
-          env: { ...process.env, TEMPORAL_ADDRESS: inject('temporalAddress'), TEMPORAL_NAMESPACE: inject('temporalNamespace'), KURA_TASK_QUEUE: `t-${uniqueId()}-kura-control`, KURA_CONFIG: '' },
+          env: { ...process.env, ...serverEnv(), KURA_TASK_QUEUE: `t-${uniqueId()}-kura-control`, KURA_CONFIG: '' },
           timeout: 180_000,
         },
         (err, _stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stderr }),

@@ -90,6 +90,16 @@ export async function startWorkers(lab: TestLab): Promise<KuraWorkers> {
   });
 }
 
+/** The environment a child process needs to reach this test run's Temporal server. */
+export function serverEnv(): Record<string, string> {
+  return { TEMPORAL_ADDRESS: inject('temporalAddress'), TEMPORAL_NAMESPACE: inject('temporalNamespace') };
+}
+
+/** The environment a child process (the CLI, a worker) needs to act as the lab's installation. */
+export function labEnv(lab: TestLab): NodeJS.ProcessEnv {
+  return { ...process.env, ...serverEnv(), KURA_CONFIG: lab.configFile, KURA_TASK_QUEUE: lab.taskQueue };
+}
+
 /** A client API bound to the lab's configuration and task queue. */
 export async function connectKura(lab: TestLab): Promise<{ kura: Kura; client: Client; close(): Promise<void> }> {
   const connection = await Connection.connect({ address: inject('temporalAddress') });

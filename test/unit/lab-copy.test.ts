@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { LoadedConfig } from '../../src/config/load';
-import type { KuraPaths } from '../../src/config/paths';
+import { kuraPaths, type KuraPaths } from '../../src/config/paths';
 import type { KuraError } from '../../src/domain/errors';
 import { ChecksumMismatchError, DeviceFaultError, InvalidInputError, TapeFullError } from '../../src/domain/errors';
 import { ConfigSchema } from '../../src/domain/inventory';
@@ -38,9 +38,8 @@ async function makeLab(capacity = 64 * MiB): Promise<Lab> {
   const config = ConfigSchema.parse(
     hospitalPreset({ vms: 1, hosts: 1, dataVolumeSize: VOLUME, softwareVolumeSize: 64 * KiB, cartridgesPerLibrary: 2, cartridgeCapacity: capacity }),
   );
-  const home = path.join(dir, '.kura');
-  const paths: KuraPaths = { home, lab: path.join(home, 'lab'), labState: path.join(home, 'lab', 'state.db'), catalog: path.join(home, 'catalog.db'), restoreRoots: [path.join(dir, 'restores')] };
   const loaded: LoadedConfig = { config, file: path.join(dir, 'kura.yaml'), dir };
+  const paths = kuraPaths(loaded);
   await createLabFiles(loaded, paths);
   const state = new LabState(paths.labState);
   // The cartridge the tests write to is mounted, as the tape library's load would leave it.

@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { deflateRawSync } from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { LoadedConfig } from '../../src/config/load';
-import type { KuraPaths } from '../../src/config/paths';
+import { kuraPaths, type KuraPaths } from '../../src/config/paths';
 import { DeviceFaultError, NotFoundError } from '../../src/domain/errors';
 import { ConfigSchema } from '../../src/domain/inventory';
 import { LABEL_BYTES, createLabFiles, labCartridgePath, labVolumePath, readCartridgeLabel } from '../../src/lab/files';
@@ -21,9 +21,8 @@ async function lab(dataVolumeSize = 3 * MiB + 123): Promise<{ loaded: LoadedConf
   const config = ConfigSchema.parse(
     hospitalPreset({ vms: 2, hosts: 1, dataVolumeSize, softwareVolumeSize: 256 * KiB, cartridgesPerLibrary: 2, cartridgeCapacity: 64 * MiB }),
   );
-  const home = path.join(dir, '.kura');
-  const paths: KuraPaths = { home, lab: path.join(home, 'lab'), labState: path.join(home, 'lab', 'state.db'), catalog: path.join(home, 'catalog.db'), restoreRoots: [] };
-  return { loaded: { config, file: path.join(dir, 'kura.yaml'), dir }, paths };
+  const loaded: LoadedConfig = { config, file: path.join(dir, 'kura.yaml'), dir };
+  return { loaded, paths: kuraPaths(loaded) };
 }
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
