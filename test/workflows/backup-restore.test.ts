@@ -149,6 +149,7 @@ describe('a device that keeps failing', () => {
     const state = new LabState(lab.paths.labState);
     const drives = lab.loaded.config.sites[0]!.libraries.flatMap((l) => l.drives.map((d) => d.id));
     for (const d of drives) state.addFault({ device: d, kind: 'fail', after: { percent: 50 }, once: false });
+    const since = state.events().at(-1)?.seq ?? 0;
     try {
       const handle = await kura.startBackup('vm-003', { requestedAt: new Date(Date.now() + 2000).toISOString(), tuning: { deviceAttempts: 2 } });
       const err = await handle.result().catch((e: unknown) => e);
@@ -160,8 +161,11 @@ describe('a device that keeps failing', () => {
       expect(rows.map((r) => r.status)).toEqual(['failed']);
       expect(rows[0]!.pieces).toBe(0);
       expect(await poolHolders()).toEqual([]);
-      // The cartridge was unloaded again.
-      expect(state.events({ event: 'unload' }).length).toBeGreaterThan(0);
+      // The cartridge this job mounted was unloaded again, and no drive holds a cartridge.
+      const mounts = state.events({ since }).filter((e) => e.event === 'load' || e.event === 'unload');
+      expect(mounts.map((e) => e.event)).toEqual(['load', 'unload']);
+      expect(mounts[1]!.detail.tape).toBe(mounts[0]!.detail.tape);
+      expect(drives.map((d) => state.driveContents(lab.site, d))).toEqual(drives.map(() => null));
     } finally {
       state.clearFaults();
       state.close();
