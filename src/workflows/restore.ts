@@ -6,10 +6,9 @@
  */
 import { CancellationScope, isCancellation, log, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import { RestoreRequestSchema, type RestoreReport, type RestoreRequest } from '../domain/jobs';
-import type { PieceRecord } from '../domain/catalog';
 import type { Stream } from '../domain/pool';
 import { KuraKind, KuraSite, KuraTarget, JobKind } from '../searchAttributes';
-import { step } from './plan';
+import { groupByTape, planRestoreSteps } from './plan';
 import { acceptInput } from './failures';
 import { OperationState } from './operation-state';
 import { controlActivities, copyActivities, poolActivities } from './proxies';
@@ -37,15 +36,9 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
 
   // Plan: one mount per run of consecutive pieces on the same cartridge.
   op.enter('plan', 'planning');
-  const mounts = groupByTape(found.pieces.filter((p) => p.copy === 0));
-  op.steps = mounts.flatMap((m, i) => [
-    step(`reserve:${i}`, `reserve ${m.library}/${m.tape} with a drive, server and path`, 'resource pool', i ? [`release:${i - 1}`] : []),
-    step(`load:${i}`, `mount ${m.tape}`, 'tape library', [`reserve:${i}`]),
-    ...m.pieces.map((p, j) => step(`read:${p.piece}`, `read piece ${p.piece} at position ${p.position}`, 'copy device', [j ? `read:${m.pieces[j - 1]?.piece}` : `load:${i}`])),
-    step(`unload:${i}`, `unmount ${m.tape}`, 'tape library', [`read:${m.pieces[m.pieces.length - 1]?.piece}`]),
-    step(`release:${i}`, 'release the stream', 'resource pool', [`unload:${i}`]),
-  ]);
-  op.steps.push(step('finish', `verify the image and move it to ${target.destination}`, 'control', [`release:${mounts.length - 1}`]));
+  const pieces = found.pieces.filter((p) => p.copy === 0);
+  const mounts = groupByTape(pieces);
+  op.steps = planRestoreSteps(mounts, target.destination);
   op.bytesTotal = backup.sizeBytes;
 
   // 2040–2110: for each cartridge, reserve, load, read, unload, release.
@@ -65,7 +58,7 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
       undo.push({ name: `unload ${m.tape}`, run: () => control.unloadTape(addr) });
       const copy = copyActivities(stream.server, req.tuning);
       for (const p of m.pieces) {
-        op.activity = `reading piece ${p.piece + 1} of ${found.pieces.length} from ${p.tape}`;
+        op.activity = `reading piece ${p.piece + 1} of ${pieces.length} from ${p.tape}`;
         await op.step(`read:${p.piece}`, () =>
           copy.readPiece({
             site: backup.site,
@@ -96,7 +89,7 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
       destination: target.destination,
       sizeBytes: verified.sizeBytes,
       sha256: verified.sha256,
-      pieces: found.pieces.filter((p) => p.copy === 0).length,
+      pieces: pieces.length,
       startedAt,
       endedAt: new Date().toISOString(),
     };
@@ -109,22 +102,4 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
     if (isCancellation(err)) throw err;
     return op.fail(`restore of ${req.backupId} failed at ${op.currentStep ?? op.phase}`, err);
   }
-}
-
-
-interface Mount {
-  library: string;
-  tape: string;
-  pieces: PieceRecord[];
-}
-
-/** Consecutive pieces on the same cartridge share one mount, in piece order. */
-function groupByTape(pieces: PieceRecord[]): Mount[] {
-  const mounts: Mount[] = [];
-  for (const p of [...pieces].sort((a, b) => a.piece - b.piece)) {
-    const last = mounts[mounts.length - 1];
-    if (last && last.tape === p.tape && last.library === p.library) last.pieces.push(p);
-    else mounts.push({ library: p.library, tape: p.tape, pieces: [p] });
-  }
-  return mounts;
 }

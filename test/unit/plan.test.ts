@@ -1,6 +1,7 @@
 /** Planning (seed 003 step 3): pieces cover the volume exactly; steps run in dependency order. */
 import { describe, expect, it } from 'vitest';
-import { markStep, planBackupSteps, planPieces } from '../../src/workflows/plan';
+import { groupByTape, markStep, planBackupSteps, planPieces, planRestoreSteps } from '../../src/workflows/plan';
+import type { PieceRecord } from '../../src/domain/catalog';
 
 describe('planPieces', () => {
   it('covers the volume exactly, in order, with a short last piece', () => {
@@ -31,5 +32,25 @@ describe('planBackupSteps', () => {
     steps = markStep(steps, 'load', 'done', 't2', 'L1T001');
     expect(steps.find((s) => s.id === 'load')).toMatchObject({ status: 'done', startedAt: 't1', endedAt: 't2', detail: 'L1T001' });
     expect(steps.find((s) => s.id === 'reserve')?.status).toBe('pending');
+  });
+});
+
+describe('planRestoreSteps', () => {
+  const at = '2026-11-22T02:00:00.000Z';
+  const piece = (n: number, tape: string): PieceRecord => ({ backupId: 'vm-001@20261122T020000Z', copy: 0, piece: n, target: 'vm-001', job: 'j', stream: 0, startedAt: at, endedAt: at, dataTime: at, library: tape.startsWith('L1') ? 'lib-01' : 'lib-02', tape, position: 512 + n, offset: n * 10, sizeBytes: 10, sha256: 'a'.repeat(64) });
+
+  it('mounts each cartridge once per run of consecutive pieces, in piece order', () => {
+    const mounts = groupByTape([piece(2, 'L2T001'), piece(0, 'L1T001'), piece(1, 'L1T001'), piece(3, 'L1T001')]);
+    expect(mounts.map((m) => [m.tape, m.pieces.map((p) => p.piece)])).toEqual([
+      ['L1T001', [0, 1]],
+      ['L2T001', [2]],
+      ['L1T001', [3]],
+    ]);
+  });
+
+  it('reserves, loads, reads, unloads and releases per mount, then finishes, each after the one before', () => {
+    const steps = planRestoreSteps(groupByTape([piece(0, 'L1T001'), piece(1, 'L1T001'), piece(2, 'L2T001')]), '/r/x.img');
+    expect(steps.map((s) => s.id)).toEqual(['reserve:0', 'load:0', 'read:0', 'read:1', 'unload:0', 'release:0', 'reserve:1', 'load:1', 'read:2', 'unload:1', 'release:1', 'finish']);
+    for (let i = 1; i < steps.length; i++) expect(steps[i]!.dependsOn).toEqual([steps[i - 1]!.id]);
   });
 });
