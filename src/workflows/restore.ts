@@ -4,12 +4,13 @@
  * read the pieces in order verifying each checksum, unmount and release; finally verify the whole
  * file and move it into place. A failed restore leaves nothing behind at the destination.
  */
-import { CancellationScope, isCancellation, log, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import { isCancellation, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import { RestoreRequestSchema, type RestoreReport, type RestoreRequest } from '../domain/jobs';
 import type { Stream } from '../domain/pool';
 import { KuraKind, KuraSite, KuraTarget, JobKind } from '../searchAttributes';
 import { groupByTape, planRestoreSteps } from './plan';
 import { acceptInput } from './failures';
+import { Compensations } from './compensations';
 import { OperationState } from './operation-state';
 import { controlActivities, copyActivities, poolActivities } from './proxies';
 
@@ -44,18 +45,19 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
   // 2040–2110: for each cartridge, reserve, load, read, unload, release.
   op.enter('launch', 'restoring');
   const startedAt = new Date().toISOString();
-  const undo: { name: string; run: () => Promise<unknown> }[] = [{ name: 'discard partial file', run: () => control.discardRestore({ partial: target.partial }) }];
+  const undo = new Compensations();
+  undo.add('discard the partial file', () => control.discardRestore({ partial: target.partial }));
   try {
     for (const [i, m] of mounts.entries()) {
       const job = `${workflowId}#${i}`;
       const grant = await op.step(`reserve:${i}`, () =>
         pool.reserveStreams(backup.site, { job, streams: 1, array: backup.array, tape: m.tape, bytes: 0, waitMs: req.tuning.reserveWaitMs }),
       );
-      undo.push({ name: `release ${m.tape}`, run: () => pool.releaseStreams(backup.site, { job }) });
+      undo.add(`release:${i}`, () => pool.releaseStreams(backup.site, { job }));
       const stream = grant.streams[0] as Stream;
       const addr = { site: backup.site, library: stream.library, drive: stream.drive, tape: stream.tape };
       await op.step(`load:${i}`, () => control.loadTape(addr));
-      undo.push({ name: `unload ${m.tape}`, run: () => control.unloadTape(addr) });
+      undo.add(`unload:${i}`, () => control.unloadTape(addr));
       const copy = copyActivities(stream.server, req.tuning);
       for (const p of m.pieces) {
         op.activity = `reading piece ${p.piece + 1} of ${pieces.length} from ${p.tape}`;
@@ -72,9 +74,9 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
         op.bytesDone += p.sizeBytes;
       }
       await op.step(`unload:${i}`, () => control.unloadTape(addr));
-      undo.pop();
+      undo.done(`unload:${i}`);
       await op.step(`release:${i}`, () => pool.releaseStreams(backup.site, { job }));
-      undo.pop();
+      undo.done(`release:${i}`);
     }
 
     op.enter('collect', 'verifying the restored image');
@@ -94,11 +96,7 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
       endedAt: new Date().toISOString(),
     };
   } catch (err) {
-    await CancellationScope.nonCancellable(async () => {
-      for (const u of undo.reverse()) {
-        await u.run().catch((e) => log.error(`compensation "${u.name}" failed`, { error: String(e) }));
-      }
-    });
+    await undo.unwind();
     if (isCancellation(err)) throw err;
     return op.fail(`restore of ${req.backupId} failed at ${op.currentStep ?? op.phase}`, err);
   }

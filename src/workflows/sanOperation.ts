@@ -6,7 +6,6 @@
 import {
   CancellationScope,
   isCancellation,
-  log,
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
@@ -19,6 +18,7 @@ import { KuraKind, KuraSite, KuraTarget, JobKind } from '../searchAttributes';
 import { planBackupSteps, planPieces, type PiecePlan } from './plan';
 import { controlActivities, copyActivities, poolActivities } from './proxies';
 import { acceptInput, rootFailure } from './failures';
+import { Compensations } from './compensations';
 import { OperationState } from './operation-state';
 
 /** Backs up one target to tape: the SAN operation of kind `backup`. */
@@ -50,7 +50,7 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
   // 4. Launch the function software according to the plan; 5. collect each result.
   op.enter('launch', 'reserving a stream');
   const startedAt = new Date().toISOString();
-  const undo: { name: string; run: () => Promise<unknown> }[] = [];
+  const undo = new Compensations();
   let tapeEnd: Record<string, number> = {};
   try {
     const grant = await op.step('reserve', () =>
@@ -62,7 +62,7 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
         waitMs: req.tuning.reserveWaitMs,
       }),
     );
-    undo.push({ name: 'release', run: () => pool.releaseStreams(req.site, { job: workflowId, tapeUsage: tapeEnd }) });
+    undo.add('release', () => pool.releaseStreams(req.site, { job: workflowId, tapeUsage: tapeEnd }));
     const stream = grant.streams[0] as Stream;
     const tapeAddr = { site: req.site, library: stream.library, drive: stream.drive, tape: stream.tape };
     op.note('reserve', `${stream.server} → ${stream.switches.join(' → ') || 'direct'} → ${stream.library}/${stream.drive} with ${stream.tape}`);
@@ -80,7 +80,7 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
     });
 
     const mounted = await op.step('load', () => control.loadTape(tapeAddr));
-    undo.push({ name: 'unload', run: () => control.unloadTape(tapeAddr) });
+    undo.add('unload', () => control.unloadTape(tapeAddr));
     let position = mounted.endOfData;
     tapeEnd = { [stream.tape]: position };
 
@@ -109,10 +109,10 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
     );
     op.activity = 'recording the backup';
     await op.step('unload', () => control.unloadTape(tapeAddr));
-    undo.pop();
+    undo.done('unload');
     await op.step('record', () => control.completeBackup({ backupId, endedAt: new Date().toISOString(), sha256: verified.sha256, pieces: written }));
     await op.step('release', () => pool.releaseStreams(req.site, { job: workflowId, tapeUsage: tapeEnd }));
-    undo.pop();
+    undo.done('release');
 
     // 6. Report the result to the requester.
     op.enter('report', 'done');
@@ -133,11 +133,9 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
     op.enter('done', `backed up ${resolved.sizeBytes} bytes as ${backupId}`);
     return report;
   } catch (err) {
-    // Undo in reverse order, even when the workflow itself is being cancelled.
+    await undo.unwind();
+    // The catalog and the people are told even when the job is being cancelled.
     await CancellationScope.nonCancellable(async () => {
-      for (const u of undo.reverse()) {
-        await u.run().catch((e) => log.error(`compensation ${u.name} failed`, { error: String(e) }));
-      }
       const root = rootFailure(err);
       await control.failBackup({ backupId, error: `${root.type}: ${root.message}`, endedAt: new Date().toISOString() }).catch(() => undefined);
       await control.notify({ subject: `backup of ${req.target} failed`, detail: { workflowId, backupId, type: root.type, error: root.message } }).catch(() => undefined);
