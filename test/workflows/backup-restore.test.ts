@@ -3,7 +3,7 @@
  * catalog → restore, byte for byte; and the refusals that must change nothing.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { existsSync, writeFileSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, writeFileSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { WorkflowFailedError } from '@temporalio/client';
 import { Catalog } from '../../src/catalog/store';
@@ -165,6 +165,29 @@ describe('a device that keeps failing', () => {
       const mounts = state.events({ since }).filter((e) => e.event === 'load' || e.event === 'unload');
       expect(mounts.map((e) => e.event)).toEqual(['load', 'unload']);
       expect(mounts[1]!.detail.tape).toBe(mounts[0]!.detail.tape);
+      expect(drives.map((d) => state.driveContents(lab.site, d))).toEqual(drives.map(() => null));
+    } finally {
+      state.clearFaults();
+      state.close();
+    }
+  });
+});
+
+describe('a restore whose drive fails mid-read', () => {
+  it('fails with DeviceFault, leaves nothing at the destination, and releases every device', async () => {
+    const report: BackupReport = await (await kura.startBackup('vm-001', { requestedAt: new Date(Date.now() + 4000).toISOString() })).result();
+    const state = new LabState(lab.paths.labState);
+    const drives = lab.loaded.config.sites[0]!.libraries.flatMap((l) => l.drives.map((d) => d.id));
+    for (const d of drives) state.addFault({ device: d, kind: 'fail', after: { percent: 60 }, once: false });
+    try {
+      const dest = path.join(lab.dir, 'restores', 'half', 'vm-001.img');
+      const err = await (await kura.startRestore(report.backupId, dest, { tuning: { deviceAttempts: 1 } })).result().catch((e: unknown) => e);
+      expect(failureOf(err)).toMatchObject({ type: 'DeviceFault' });
+      expect(failureOf(err).message).toMatch(/failed at read:2: .*injected failure at volume byte 2516582/);
+      // Pieces 0 and 1 had been written to the partial file; it is gone, and so is the destination.
+      expect(existsSync(dest)).toBe(false);
+      expect(readdirSync(path.dirname(dest)).filter((f) => f.includes('kura-partial'))).toEqual([]);
+      expect(await poolHolders()).toEqual([]);
       expect(drives.map((d) => state.driveContents(lab.site, d))).toEqual(drives.map(() => null));
     } finally {
       state.clearFaults();
