@@ -7,9 +7,9 @@ import * as path from 'node:path';
 import type { Config, Site } from '../domain/inventory';
 import { AccessDeniedError, DestinationExistsError, NotFoundError } from '../domain/errors';
 
-/** The site a command addresses: the named one, or the only/first one. */
+/** The site a command addresses: the named one, or the first one when no name is given. */
 export function findSite(config: Config, name?: string): Site {
-  const site = name ? config.sites.find((s) => s.name === name) : config.sites[0];
+  const site = name === undefined ? config.sites[0] : config.sites.find((s) => s.name === name);
   if (!site) throw new NotFoundError(`no site "${name}" in the configuration; sites: ${config.sites.map((s) => s.name).join(', ')}`, { site: name });
   return site;
 }

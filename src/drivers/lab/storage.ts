@@ -8,15 +8,12 @@ import type { KuraPaths } from '../../config/paths';
 import { NotFoundError } from '../../domain/errors';
 import type { Site, Volume } from '../../domain/inventory';
 import { labVolumePath } from '../../lab/files';
+import { findSite as findConfiguredSite } from '../../config/targets';
 import type { StorageDriver, VolumeInfo } from '../types';
 
-/** A site of the configuration, or NotFoundError naming the sites there are. */
+/** A site of the configuration (named: drivers never fall back to the first site), or NotFoundError. */
 export function findSite(loaded: LoadedConfig, site: string): Site {
-  const found = loaded.config.sites.find((s) => s.name === site);
-  if (found === undefined) {
-    throw new NotFoundError(`no site "${site}" in ${loaded.file}; sites: ${loaded.config.sites.map((s) => s.name).join(', ')}`, { site });
-  }
-  return found;
+  return findConfiguredSite(loaded.config, site);
 }
 
 /** A volume of the inventory, or NotFoundError naming site/array/volume. */
