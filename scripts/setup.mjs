@@ -184,9 +184,53 @@ async function ensureTemporal() {
   );
 }
 
+// Real protocol peers and tools from Debian: qemu-img/qemu-io (qemu-utils), nbdinfo/nbdcopy
+// (libnbd-bin), nbdkit, virsh (libvirt-clients). The tests and benchmarks talk to Kura through them.
+const DEBIAN_TOOLS = [
+  { bin: 'qemu-img', pkg: 'qemu-utils' },
+  { bin: 'qemu-io', pkg: 'qemu-utils' },
+  { bin: 'nbdinfo', pkg: 'libnbd-bin' },
+  { bin: 'nbdcopy', pkg: 'libnbd-bin' },
+  { bin: 'nbdkit', pkg: 'nbdkit' },
+  { bin: 'virsh', pkg: 'libvirt-clients' },
+];
+
+const onPath = (bin) => spawnSync('sh', ['-c', 'command -v "$1"', 'sh', bin], { encoding: 'utf8' }).status === 0;
+
+/**
+ * Installs the Debian packages whose tools are missing, with apt-get (as root, or through sudo
+ * when it needs no password). `npm start` can run without them, so there it only warns; the tests
+ * need them, so `--for-tests` fails with the command to run by hand.
+ */
+async function ensureDebianTools() {
+  const missing = DEBIAN_TOOLS.filter((t) => !onPath(t.bin));
+  if (missing.length === 0) return 'present';
+  const pkgs = [...new Set(missing.map((t) => t.pkg))];
+  const what = `${missing.map((t) => t.bin).join(', ')} (Debian: ${pkgs.join(' ')})`;
+  const isRoot = process.getuid?.() === 0;
+  const sudo = !isRoot && spawnSync('sudo', ['-n', 'true']).status === 0;
+  if (onPath('apt-get') && (isRoot || sudo)) {
+    const apt = (args) => (isRoot ? run('apt-get', args) : run('sudo', ['-n', 'apt-get', ...args]));
+    console.log(`setup: installing ${pkgs.join(' ')} with apt-get`);
+    process.env.DEBIAN_FRONTEND = 'noninteractive';
+    if ((await apt(['update', '-qq'])) !== 0) throw new SetupError('apt-get update failed; see the lines above');
+    if ((await apt(['install', '-y', '-qq', '--no-install-recommends', ...pkgs])) !== 0) {
+      throw new SetupError(`apt-get install ${pkgs.join(' ')} failed; see the lines above`);
+    }
+    const still = DEBIAN_TOOLS.filter((t) => !onPath(t.bin));
+    if (still.length > 0) throw new SetupError(`still missing after apt-get: ${still.map((t) => t.bin).join(', ')}`);
+    return `installed ${pkgs.join(' ')}`;
+  }
+  const hint = `missing ${what}; install them with: sudo apt-get install ${pkgs.join(' ')}`;
+  if (forTests) throw new SetupError(hint);
+  console.log(`setup: warning: ${hint} (online-backup tests and benchmarks need them)`);
+  return 'missing (warned)';
+}
+
 async function main() {
   const started = Date.now();
   await step('npm dependencies', ensureDependencies);
+  await step('Debian tools', ensureDebianTools);
   let temporal;
   await step('Temporal CLI', async () => {
     temporal = await ensureTemporal();
