@@ -116,6 +116,33 @@ export const TuningSchema = z.object({
 });
 export type Tuning = z.infer<typeof TuningSchema>;
 
+/** The `datapath` section of kura.yaml: the online-backup middlebox of seed 002 (src/datapath). */
+export const DatapathConfigSchema = z.object({
+  /** Port of the NBD server on 127.0.0.1 (10809 is NBD's registered port). */
+  nbdPort: z.number().int().min(0).max(65535).default(10809),
+  /** Port of the control API (loopback HTTP) the activities call. */
+  controlPort: z.number().int().min(0).max(65535).default(10819),
+  /** The site whose volumes are served (default: the first site). */
+  site: NameSchema.optional(),
+  /** Volumes served, as array/volume (default: the data volume of every VM of the site). */
+  volumes: z.array(VolumeRefSchema).optional(),
+  /** The host's I/O timeout (iSCSI response or TCP session timeout): the quiesce window must stay below it. */
+  ioTimeout: DurationSchema.default(30_000),
+  /** Finish when the estimated drain time is below ioTimeout × safetyFactor. */
+  safetyFactor: z.number().gt(0).max(1).default(0.5),
+  /** The write rates behind the ETA are measured over this recent window, not the lifetime. */
+  rateWindow: DurationSchema.default(5_000),
+  /** After this many catch-up rounds in which writes outpaced the copy, incoming writes are throttled. */
+  throttleAfterRounds: z.number().int().min(0).default(3),
+  /** After this many such rounds, writes also go to main storage synchronously (active mode). */
+  activeAfterRounds: z.number().int().min(0).default(6),
+  /** Delay added to each write while throttled. */
+  throttleDelay: DurationSchema.default(5),
+  /** Cap on the base copy and catch-up rate in bytes/s (0: as fast as the disks go). */
+  copyRate: SizeSchema.default(0),
+});
+export type DatapathConfig = z.infer<typeof DatapathConfigSchema>;
+
 export const ConfigSchema = z
   .object({
     version: z.literal(1),
@@ -128,6 +155,7 @@ export const ConfigSchema = z
       .default({}),
     notify: NotifySchema.default({}),
     tuning: TuningSchema.default(TuningSchema.parse({})),
+    datapath: DatapathConfigSchema.default(DatapathConfigSchema.parse({})),
     sites: z.array(SiteSchema).min(1, 'the configuration needs at least one site'),
   })
   .superRefine((cfg, ctx) => {

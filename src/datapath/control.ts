@@ -1,0 +1,116 @@
+/**
+ * The datapath's control API: loopback HTTP with JSON bodies, each parsed with its zod schema.
+ * The online-backup activities call it; a bad request is refused with its type and a message and
+ * changes nothing. Routes: GET /v1/volumes, GET /v1/volumes/<export>, and POST
+ * /v1/volumes/<export>/{enter-backup,base-copy,catch-up,finish,abort}.
+ */
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { ZodType } from 'zod';
+import { BackupRefSchema, EnterBackupSchema, FinishSchema } from '../domain/datapath';
+import { ErrorType, InvalidInputError, KuraError, NotFoundError, formatPath } from '../domain/errors';
+import type { Volume } from './volume';
+
+const STATUS_OF: Partial<Record<ErrorType, number>> = {
+  [ErrorType.InvalidInput]: 400,
+  [ErrorType.NotFound]: 404,
+  [ErrorType.AlreadyRunning]: 409,
+};
+
+const MAX_BODY = 64 * 1024;
+
+function parse<T>(schema: ZodType<T>, body: unknown, what: string): T {
+  const r = schema.safeParse(body);
+  if (!r.success) {
+    const issues = r.error.issues.map((i) => ({ path: formatPath(i.path), message: i.message }));
+    throw new InvalidInputError(`invalid ${what}: ${issues.map((i) => `${i.path || '(body)'}: ${i.message}`).join('; ')}`, issues);
+  }
+  return r.data;
+}
+
+async function readBody(req: http.IncomingMessage): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const c of req) {
+    n += (c as Buffer).length;
+    if (n > MAX_BODY) throw new InvalidInputError(`request body over ${MAX_BODY} bytes`);
+    chunks.push(c as Buffer);
+  }
+  if (n === 0) return {};
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  } catch {
+    throw new InvalidInputError('request body is not JSON');
+  }
+}
+
+/** Serves the control API for these volumes. */
+export class ControlServer {
+  private server: http.Server | null = null;
+
+  constructor(private readonly volumes: Map<string, Volume>) {}
+
+  async listen(port: number, host = '127.0.0.1'): Promise<number> {
+    const server = http.createServer((req, res) => void this.route(req, res));
+    this.server = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => resolve());
+    });
+    return (server.address() as AddressInfo).port;
+  }
+
+  async close(): Promise<void> {
+    const s = this.server;
+    if (!s) return;
+    s.closeAllConnections();
+    await new Promise<void>((r) => s.close(() => r()));
+  }
+
+  private volume(name: string): Volume {
+    const v = this.volumes.get(name);
+    if (!v) throw new NotFoundError(`the datapath serves no volume "${name}"; it serves: ${[...this.volumes.keys()].join(', ') || 'none'} (datapath.volumes in kura.yaml)`, { volume: name });
+    return v;
+  }
+
+  private async route(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    try {
+      const url = new URL(req.url ?? '/', 'http://localhost');
+      const parts = url.pathname.split('/').filter(Boolean).map(decodeURIComponent);
+      if (parts[0] !== 'v1' || parts[1] !== 'volumes') throw new NotFoundError(`no route ${req.method} ${url.pathname}`);
+      if (req.method === 'GET' && parts.length === 2) return send(res, 200, { volumes: [...this.volumes.values()].map((v) => v.status()) });
+      const v = this.volume(parts[2] ?? '');
+      if (req.method === 'GET' && parts.length === 3) return send(res, 200, v.status());
+      if (req.method !== 'POST' || parts.length !== 4) throw new NotFoundError(`no route ${req.method} ${url.pathname}`);
+      const body = await readBody(req);
+      switch (parts[3]) {
+        case 'enter-backup': {
+          const b = parse(EnterBackupSchema, body, 'enter-backup request');
+          return send(res, 200, await v.enterBackup(b.backupId, b.image));
+        }
+        case 'base-copy':
+          return send(res, 200, v.startBaseCopy(parse(BackupRefSchema, body, 'base-copy request').backupId));
+        case 'catch-up':
+          return send(res, 200, await v.catchUpRound(parse(BackupRefSchema, body, 'catch-up request').backupId));
+        case 'finish': {
+          const b = parse(FinishSchema, body, 'finish request');
+          return send(res, 200, await v.finish(b.backupId, b.maxEtaMs));
+        }
+        case 'abort':
+          return send(res, 200, await v.abort(parse(BackupRefSchema, body, 'abort request').backupId));
+        default:
+          throw new NotFoundError(`no route POST ${url.pathname}`);
+      }
+    } catch (err) {
+      const type = err instanceof KuraError ? err.type : ErrorType.DeviceFault;
+      const message = err instanceof Error ? err.message : String(err);
+      send(res, STATUS_OF[type] ?? 500, { error: { type, message } });
+    }
+  }
+}
+
+function send(res: http.ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}

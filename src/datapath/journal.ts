@@ -1,0 +1,149 @@
+/**
+ * The journal of seed 002 (111): every host write received in backup mode, appended with its
+ * reception time, its data and a reflected flag, and made durable (fdatasync) before the write is
+ * acknowledged. After a crash the journal is read back in order; a torn record at the tail was
+ * never acknowledged (its fdatasync had not returned) and is cut off.
+ *
+ * Record layout, little-endian, 40-byte header then data:
+ *   0 magic u32 "KJRN" · 4 crc32 u32 (bytes 9..end) · 8 reflected u8 · 9 kind u8 · 10 pad u16 ·
+ *   12 seq u64 · 20 receivedAt f64 (ms since epoch) · 28 offset u64 · 36 length u32 · 40 data
+ * The reflected flag sits outside the checksum so it can be set in place without rewriting.
+ */
+import { open, rm, type FileHandle } from 'node:fs/promises';
+import { crc32 } from 'node:zlib';
+
+const MAGIC = 0x4e524a4b; // "KJRN" read as little-endian
+export const JOURNAL_HEADER_BYTES = 40;
+
+/** What a journal record holds: a write's data, or a zeroing of a range (no data). */
+export const JournalKind = { Write: 1, Zeroes: 2 } as const;
+export type JournalKind = (typeof JournalKind)[keyof typeof JournalKind];
+
+export interface JournalEntry {
+  seq: number;
+  kind: JournalKind;
+  /** Reception time 111a, ms since the epoch. */
+  receivedAt: number;
+  offset: number;
+  length: number;
+  /** Data 111b (writes only). */
+  data: Buffer | null;
+  /** Record flag 111c as last written: 1 once applied to the snapshot. */
+  reflected: boolean;
+  /** Where the record starts in the file. */
+  position: number;
+}
+
+export class Journal {
+  private end: number;
+  private seq: number;
+  private count: number;
+
+  private constructor(
+    readonly file: string,
+    private readonly fh: FileHandle,
+    end: number,
+    lastSeq: number,
+    count: number,
+  ) {
+    this.end = end;
+    this.seq = lastSeq;
+    this.count = count;
+  }
+
+  /**
+   * Opens (creating when missing) a journal and reads every intact record back, in order. A torn
+   * or corrupt tail is truncated away so new records follow the last intact one.
+   */
+  static async open(file: string): Promise<{ journal: Journal; entries: JournalEntry[] }> {
+    const fh = await open(file, 'a+');
+    await fh.close();
+    const rw = await open(file, 'r+');
+    const { size } = await rw.stat();
+    const all = size > 0 ? Buffer.alloc(size) : Buffer.alloc(0);
+    if (size > 0) await rw.read(all, 0, size, 0);
+    const entries: JournalEntry[] = [];
+    let pos = 0;
+    while (pos + JOURNAL_HEADER_BYTES <= size) {
+      const h = all.subarray(pos, pos + JOURNAL_HEADER_BYTES);
+      if (h.readUInt32LE(0) !== MAGIC) break;
+      const kind = h.readUInt8(9) as JournalKind;
+      const length = h.readUInt32LE(36);
+      const dataBytes = kind === JournalKind.Write ? length : 0;
+      if (pos + JOURNAL_HEADER_BYTES + dataBytes > size) break;
+      const covered = all.subarray(pos + 9, pos + JOURNAL_HEADER_BYTES + dataBytes);
+      if (crc32(covered) !== h.readUInt32LE(4)) break;
+      entries.push({
+        seq: Number(h.readBigUInt64LE(12)),
+        kind,
+        receivedAt: h.readDoubleLE(20),
+        offset: Number(h.readBigUInt64LE(28)),
+        length,
+        data: dataBytes ? Buffer.from(all.subarray(pos + JOURNAL_HEADER_BYTES, pos + JOURNAL_HEADER_BYTES + dataBytes)) : null,
+        reflected: h.readUInt8(8) === 1,
+        position: pos,
+      });
+      pos += JOURNAL_HEADER_BYTES + dataBytes;
+    }
+    if (pos < size) {
+      await rw.truncate(pos);
+      await rw.datasync();
+    }
+    const last = entries[entries.length - 1];
+    return { journal: new Journal(file, rw, pos, last?.seq ?? 0, entries.length), entries };
+  }
+
+  /** Records written so far (including those read back at open). */
+  get entries(): number {
+    return this.count;
+  }
+
+  get lastSeq(): number {
+    return this.seq;
+  }
+
+  /**
+   * S302: appends one record with flag 0 and makes it durable. Resolves only after fdatasync, so
+   * the caller may acknowledge the write to the host. Callers serialise appends.
+   */
+  async append(kind: JournalKind, offset: number, length: number, data: Buffer | null, receivedAt: number): Promise<JournalEntry> {
+    const seq = this.seq + 1;
+    const dataBytes = kind === JournalKind.Write ? length : 0;
+    const h = Buffer.alloc(JOURNAL_HEADER_BYTES);
+    h.writeUInt32LE(MAGIC, 0);
+    h.writeUInt8(0, 8);
+    h.writeUInt8(kind, 9);
+    h.writeBigUInt64LE(BigInt(seq), 12);
+    h.writeDoubleLE(receivedAt, 20);
+    h.writeBigUInt64LE(BigInt(offset), 28);
+    h.writeUInt32LE(length, 36);
+    const body = dataBytes && data ? data.subarray(0, dataBytes) : Buffer.alloc(0);
+    h.writeUInt32LE(crc32(body, crc32(h.subarray(9))), 4);
+    const position = this.end;
+    await this.fh.writev([h, body], position);
+    await this.fh.datasync();
+    this.end += h.length + body.length;
+    this.seq = seq;
+    this.count++;
+    return { seq, kind, receivedAt, offset, length, data: dataBytes ? body : null, reflected: false, position };
+  }
+
+  /**
+   * S305: sets a record's flag to 1 "reflected". Not synced on its own: after a crash the snapshot
+   * is rebuilt from every record anyway, so the flag informs, it does not decide.
+   */
+  async markReflected(entry: JournalEntry): Promise<void> {
+    await this.fh.write(Buffer.from([1]), 0, 1, entry.position + 8);
+    entry.reflected = true;
+  }
+
+  async close(): Promise<void> {
+    await this.fh.close().catch(() => undefined);
+  }
+
+  /** Closes and deletes the journal: everything in it is on main storage. */
+  async remove(): Promise<void> {
+    await this.close();
+    await rm(this.file, { force: true });
+  }
+}

@@ -1,0 +1,148 @@
+/**
+ * The NBD wire protocol as the datapath speaks it: constants of the fixed newstyle handshake and
+ * the transmission phase (simple replies only), and encoders for the messages the server sends.
+ * Numbers are from the NBD protocol specification (doc/proto.md of the NBD project).
+ */
+
+/** "NBDMAGIC", the first eight bytes a server sends. */
+export const NBD_MAGIC = 0x4e42444d41474943n;
+/** "IHAVEOPT": the newstyle magic, also in front of every option the client sends. */
+export const IHAVEOPT = 0x49484156454f5054n;
+/** Magic in front of every option reply. */
+export const OPTION_REPLY_MAGIC = 0x0003e889045565a9n;
+export const REQUEST_MAGIC = 0x25609513;
+export const SIMPLE_REPLY_MAGIC = 0x67446698;
+
+/** Handshake flags (server) and client flags. */
+export const FLAG_FIXED_NEWSTYLE = 1 << 0;
+export const FLAG_NO_ZEROES = 1 << 1;
+
+/** Options a client may send during the handshake. */
+export const Opt = {
+  ExportName: 1,
+  Abort: 2,
+  List: 3,
+  StartTls: 5,
+  Info: 6,
+  Go: 7,
+  StructuredReply: 8,
+  ListMetaContext: 9,
+  SetMetaContext: 10,
+  ExtendedHeaders: 11,
+} as const;
+
+/** Option reply types; errors have the high bit set. */
+export const Rep = {
+  Ack: 1,
+  Server: 2,
+  Info: 3,
+  ErrUnsup: 2 ** 31 + 1,
+  ErrPolicy: 2 ** 31 + 2,
+  ErrInvalid: 2 ** 31 + 3,
+  ErrUnknown: 2 ** 31 + 6,
+} as const;
+
+/** Information types in NBD_REP_INFO. */
+export const Info = { Export: 0, Name: 1, Description: 2, BlockSize: 3 } as const;
+
+/** Transmission flags: what the export supports. */
+export const TxFlag = {
+  HasFlags: 1 << 0,
+  ReadOnly: 1 << 1,
+  SendFlush: 1 << 2,
+  SendFua: 1 << 3,
+  SendTrim: 1 << 5,
+  SendWriteZeroes: 1 << 6,
+} as const;
+
+/** Commands of the transmission phase. */
+export const Cmd = { Read: 0, Write: 1, Disc: 2, Flush: 3, Trim: 4, Cache: 5, WriteZeroes: 6, BlockStatus: 7 } as const;
+
+/** Command flags. */
+export const CmdFlag = { Fua: 1 << 0, NoHole: 1 << 1 } as const;
+
+/** Error values of a simple reply (errno numbers, as the specification fixes them). */
+export const NbdErr = { EPERM: 1, EIO: 5, ENOMEM: 12, EINVAL: 22, ENOSPC: 28, EOVERFLOW: 75, ENOTSUP: 95, ESHUTDOWN: 108 } as const;
+
+/** The largest request payload the server accepts (what it advertises as the maximum block size). */
+export const MAX_REQUEST_BYTES = 32 * 1024 * 1024;
+
+/** The flags every Kura export announces: flush, FUA, trim and write-zeroes are supported. */
+export const EXPORT_FLAGS = TxFlag.HasFlags | TxFlag.SendFlush | TxFlag.SendFua | TxFlag.SendTrim | TxFlag.SendWriteZeroes;
+
+/** The server's greeting: NBDMAGIC, IHAVEOPT and the handshake flags. */
+export function greeting(): Buffer {
+  const b = Buffer.alloc(18);
+  b.writeBigUInt64BE(NBD_MAGIC, 0);
+  b.writeBigUInt64BE(IHAVEOPT, 8);
+  b.writeUInt16BE(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES, 16);
+  return b;
+}
+
+/** One option reply: magic, the option it answers, its type and data. */
+export function optionReply(option: number, type: number, data: Buffer = Buffer.alloc(0)): Buffer {
+  const h = Buffer.alloc(20);
+  h.writeBigUInt64BE(OPTION_REPLY_MAGIC, 0);
+  h.writeUInt32BE(option, 8);
+  h.writeUInt32BE(type, 12);
+  h.writeUInt32BE(data.length, 16);
+  return Buffer.concat([h, data]);
+}
+
+/** NBD_INFO_EXPORT: size and transmission flags. */
+export function infoExport(size: number, flags: number): Buffer {
+  const b = Buffer.alloc(12);
+  b.writeUInt16BE(Info.Export, 0);
+  b.writeBigUInt64BE(BigInt(size), 2);
+  b.writeUInt16BE(flags, 10);
+  return b;
+}
+
+/** NBD_INFO_BLOCK_SIZE: any alignment works; 4 KiB is preferred (the snapshot's block). */
+export function infoBlockSize(preferred: number): Buffer {
+  const b = Buffer.alloc(14);
+  b.writeUInt16BE(Info.BlockSize, 0);
+  b.writeUInt32BE(1, 2);
+  b.writeUInt32BE(preferred, 6);
+  b.writeUInt32BE(MAX_REQUEST_BYTES, 10);
+  return b;
+}
+
+/** The reply to NBD_OPT_EXPORT_NAME: size, flags, and 124 zero bytes unless the client said NO_ZEROES. */
+export function exportNameReply(size: number, flags: number, noZeroes: boolean): Buffer {
+  const b = Buffer.alloc(10 + (noZeroes ? 0 : 124));
+  b.writeBigUInt64BE(BigInt(size), 0);
+  b.writeUInt16BE(flags, 8);
+  return b;
+}
+
+/** A request of the transmission phase (its payload, for writes, follows on the wire). */
+export interface NbdRequest {
+  flags: number;
+  type: number;
+  /** The client's opaque cookie, echoed in the reply. */
+  handle: Buffer;
+  offset: number;
+  length: number;
+}
+
+/** Parses the 28-byte request header; null when the magic is wrong (the connection is then closed). */
+export function parseRequest(b: Buffer): NbdRequest | null {
+  if (b.readUInt32BE(0) !== REQUEST_MAGIC) return null;
+  return {
+    flags: b.readUInt16BE(4),
+    type: b.readUInt16BE(6),
+    handle: Buffer.from(b.subarray(8, 16)),
+    offset: Number(b.readBigUInt64BE(16)),
+    length: b.readUInt32BE(24),
+  };
+}
+
+/** A simple reply header; read replies are followed by the data. */
+export function simpleReply(handle: Buffer, error: number): Buffer {
+  const b = Buffer.alloc(16);
+  b.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0);
+  b.writeUInt32BE(error, 4);
+  handle.copy(b, 8);
+  return b;
+}
