@@ -14,6 +14,7 @@ import { registerStartCommand } from './cli/start';
 import { registerWorkerCommand } from './cli/worker';
 import { registerLabCommands } from './cli/lab';
 import { registerPoolCommands } from './cli/pool';
+import { registerDatapathCommand } from './cli/datapath';
 
 /** Builds the program and the context its commands share. */
 function buildProgram(): { program: Command; ctx: CliContext } {
@@ -33,6 +34,7 @@ function buildProgram(): { program: Command; ctx: CliContext } {
   registerLabCommands(program);
   registerConfigCommands(program, ctx);
   registerWorkerCommand(program, ctx);
+  registerDatapathCommand(program, ctx);
   return { program, ctx };
 }
 

@@ -6,6 +6,7 @@ import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 import type { Grant, MarkRequest, PoolTables, ReleaseRequest, ReserveRequest } from './domain/pool';
 import type { PlanView, Progress } from './domain/jobs';
 import type { FleetProgress } from './domain/fleet';
+import type { OnlineProgress } from './domain/datapath';
 
 /** Resource pool: grant N disjoint streams to a job, all or nothing. */
 export const reserveStreamsUpdate = defineUpdate<Grant, [ReserveRequest]>('reserve-streams');
@@ -25,3 +26,9 @@ export const planQuery = defineQuery<PlanView>('plan');
 
 /** Fleet run: per-target states. */
 export const fleetProgressQuery = defineQuery<FleetProgress>('fleet-progress');
+
+/**
+ * Online backup: phase, ETA and convergence path. The same wire name as `progressQuery`, so every
+ * tool that asks a job for its `progress` gets an answer; this constant types the online shape.
+ */
+export const onlineProgressQuery = defineQuery<OnlineProgress>('progress');

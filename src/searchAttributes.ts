@@ -14,6 +14,7 @@ export const JobKind = {
   Backup: 'backup',
   Restore: 'restore',
   Fleet: 'fleet',
+  OnlineBackup: 'online-backup',
 } as const;
 export type JobKind = (typeof JobKind)[keyof typeof JobKind];
 

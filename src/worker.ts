@@ -14,6 +14,7 @@ import { labDrivers } from './drivers';
 import { createControlActivities } from './activities/control';
 import { createCopyActivities } from './activities/copy';
 import { createPoolActivities, ensurePool } from './activities/pool';
+import { createOnlineActivities } from './activities/online';
 import { CONTROL_TASK_QUEUE, serverTaskQueue } from './searchAttributes';
 import { temporalConnectionOptions } from './stack/connection';
 
@@ -96,6 +97,7 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
         activities: {
           ...createControlActivities({ loaded, paths, drivers, catalog }),
           ...createPoolActivities({ client, sites: () => loaded.config.sites }),
+          ...createOnlineActivities({ loaded, paths, catalog }),
         },
       }),
     );

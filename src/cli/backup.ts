@@ -5,6 +5,7 @@ import { InvalidInputError } from '../domain/errors';
 import { formatBytes } from '../domain/units';
 import { watchJob } from './progress';
 import { print, uiLink, type CliContext } from './context';
+import { runOnlineBackup } from './online';
 
 export function registerBackupCommands(program: Command, ctx: CliContext): void {
   program
@@ -13,7 +14,9 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
     .option('--site <name>', 'the site (default: the first in the configuration)')
     .option('--streams <n>', 'independent copy streams to reserve', '1')
     .option('--detach', 'start the backup and return at once, printing its workflow id')
-    .action(async (target: string, o: { site?: string; streams: string; detach?: boolean }) => {
+    .option('--online', 'back up while the host keeps writing, through the datapath (see `kura datapath`); shows phase and ETA')
+    .action(async (target: string, o: { site?: string; streams: string; detach?: boolean; online?: boolean }) => {
+      if (o.online) return runOnlineBackup(ctx, target, o);
       const streams = Number(o.streams);
       if (!Number.isInteger(streams) || streams < 1 || streams > 8) throw new InvalidInputError(`--streams must be a whole number from 1 to 8, not "${o.streams}"`);
       const { kura } = await ctx.connect();

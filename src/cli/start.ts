@@ -18,6 +18,7 @@ import { createLabFiles } from '../lab/files';
 import { DEFAULT_ADDRESS, temporalConnectionOptions } from '../stack/connection';
 import { serverAnswers, startDevServer, type DevServer } from '../stack/devserver';
 import { startKuraWorkers } from '../worker';
+import { startDatapath } from '../datapath/service';
 import { Kura } from '../api';
 import { watchFleet } from './progress';
 import { uiLink, type CliContext } from './context';
@@ -79,9 +80,21 @@ export function registerStartCommand(program: Command, ctx: CliContext): void {
 
       say('kura: starting workers (bundling workflow code)');
       const workers = await startKuraWorkers({ loaded, address });
+      // The online-backup datapath is a service of its own; a busy port costs online backups only.
+      const datapath = await startDatapath(loaded, paths, { log: say }).then(
+        (dp) => {
+          say(`kura: datapath serving ${dp.volumes.size} volume(s) on nbd://127.0.0.1:${dp.nbdPort}/<array>/<volume> (control API ${dp.controlUrl})`);
+          return dp;
+        },
+        (err: unknown) => {
+          say(`kura: datapath not started (${err instanceof Error ? err.message : String(err)}); online backups need \`kura datapath\``);
+          return undefined;
+        },
+      );
       const shutdown = async () => {
         say('kura: shutting down workers');
         await workers.shutdown();
+        await datapath?.close();
         if (server) {
           say('kura: stopping the Temporal dev server');
           await server.stop();

@@ -3,3 +3,4 @@ export { resourcePool } from './resourcePool';
 export { sanOperation } from './sanOperation';
 export { restore } from './restore';
 export { fleetProtection } from './fleetProtection';
+export { onlineBackup } from './onlineBackup';

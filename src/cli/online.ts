@@ -1,0 +1,75 @@
+/**
+ * `kura backup <target> --online`: an online backup through the datapath (seed 002), showing its
+ * phase, the bytes of the base copy, the drain ETA and the convergence path while it runs, and the
+ * measured quiesce window at the end.
+ */
+import { defaultPayloadConverter } from '@temporalio/common';
+import type { WorkflowHandle } from '@temporalio/client';
+import type { OnlineBackupReport, OnlineProgress } from '../domain/datapath';
+import { formatBytes } from '../domain/units';
+import { onlineProgressQuery } from '../messages';
+import { startOnlineBackup } from '../api-online';
+import { print, uiLink, type CliContext } from './context';
+
+const POLL_MS = 500;
+
+/** One line of an online backup's progress. */
+export function onlineProgressLine(target: string, p: OnlineProgress, baseCopied: number): string {
+  const parts = [`online ${target}: ${p.phase}`];
+  if (p.phase === 'base-copy') parts.push(`${formatBytes(baseCopied)} of ${formatBytes(p.bytesTotal)}`);
+  if (p.phase === 'catch-up' || p.phase === 'quiesce') {
+    parts.push(`round ${p.rounds}`, `unreflected ${formatBytes(p.unreflectedBytes)}`, `ETA ${p.etaMs === null ? 'unknown' : `${p.etaMs} ms`}`, `path ${p.path}`);
+  }
+  if (p.quiesceMs !== null) parts.push(`quiesce ${p.quiesceMs.toFixed(1)} ms`);
+  return `${parts.join(' · ')} — ${p.activity}`;
+}
+
+async function baseCopyBytes(handle: WorkflowHandle): Promise<number> {
+  const d = await handle.describe();
+  for (const a of d.raw.pendingActivities ?? []) {
+    const payload = a.heartbeatDetails?.payloads?.[0];
+    if (!payload) continue;
+    const details = defaultPayloadConverter.fromPayload<{ bytes?: number }>(payload);
+    if (typeof details?.bytes === 'number') return details.bytes;
+  }
+  return 0;
+}
+
+/** Runs an online backup from the CLI and prints its report. */
+export async function runOnlineBackup(ctx: CliContext, target: string, o: { site?: string; detach?: boolean }): Promise<void> {
+  const { kura } = await ctx.connect();
+  const handle = await startOnlineBackup(kura, target, { site: o.site });
+  if (o.detach) {
+    print(ctx, { ok: true, workflowId: handle.workflowId }, () => `started ${handle.workflowId}\n  watch: ${uiLink(handle.workflowId)}`);
+    return;
+  }
+  const result = handle.result();
+  if (!ctx.json()) {
+    let settled = false;
+    void result.then(
+      () => (settled = true),
+      () => (settled = true),
+    );
+    let last = '';
+    while (!settled) {
+      try {
+        const p = await handle.query(onlineProgressQuery);
+        const line = onlineProgressLine(target, p, p.phase === 'base-copy' ? await baseCopyBytes(handle) : p.bytesDone);
+        if (line !== last) process.stderr.write(`${line}\n`);
+        last = line;
+      } catch {
+        // The first workflow task may not have run yet; a progress line must never fail the command.
+      }
+      await Promise.race([result.catch(() => undefined), new Promise((r) => setTimeout(r, POLL_MS))]);
+    }
+  }
+  const report: OnlineBackupReport = await result;
+  print(ctx, { ok: true, ...report }, () =>
+    [
+      `backed up ${target} (${report.array}/${report.volume}) online as ${report.backupId}`,
+      `  image of ${report.switchedAt}: ${formatBytes(report.sizeBytes)} at ${report.image}`,
+      `  ${report.rounds} catch-up round(s), path ${report.path}; host commands held ${report.quiesceMs.toFixed(1)} ms (I/O timeout ${report.ioTimeoutMs} ms, ${((report.quiesceMs / report.ioTimeoutMs) * 100).toFixed(2)}%)`,
+      `  in the Temporal UI: ${uiLink(report.workflowId)}`,
+    ].join('\n'),
+  );
+}
