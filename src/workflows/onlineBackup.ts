@@ -29,8 +29,11 @@ export async function onlineBackup(input: OnlineBackupRequest): Promise<OnlineBa
   const seen = (st: VolumeStatus) => {
     progress.etaMs = st.etaMs;
     progress.unreflectedBytes = st.unreflectedBytes;
-    progress.rounds = st.rounds;
-    progress.path = st.path;
+    // After the switch back the datapath keeps no rounds; the job keeps what the backup took.
+    if (st.mode === 'backup') {
+      progress.rounds = st.rounds;
+      progress.path = st.path;
+    }
   };
 
   const req = acceptInput(OnlineBackupRequestSchema, input, 'online backup request');

@@ -1,0 +1,136 @@
+/**
+ * Chaos: the datapath process is killed (SIGKILL) in the middle of an online backup, while the host
+ * is writing through it, and started again. Every write the host had acknowledged must be served
+ * afterwards and reach main storage; the backup must carry on to an image of the switch instant.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { DatapathClient } from '../../src/datapath/client';
+import { startOnlineBackup } from '../../src/api-online';
+import type { OnlineBackupReport } from '../../src/domain/datapath';
+import type { Kura } from '../../src/api';
+import type { KuraWorkers } from '../../src/worker';
+import { connectKura, labEnv, makeLab, startWorkers, type TestLab } from '../support/harness';
+import { PatternWriter, applyWrites, candidatesAt, freePort, nbdUrl, nbdcopy } from '../support/nbd';
+
+const ROOT = path.resolve(__dirname, '..', '..');
+const SIZE = 8 * 1024 * 1024;
+
+let lab: TestLab;
+let workers: KuraWorkers;
+let kura: Kura;
+let close: () => Promise<void>;
+let nbdPort: number;
+let control: DatapathClient;
+const procs: ChildProcess[] = [];
+
+/** Starts `kura datapath` as its own process and waits for its ready line. */
+async function startDatapathProcess(): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'kura'), 'datapath'], { cwd: ROOT, env: labEnv(lab), stdio: ['ignore', 'pipe', 'pipe'] });
+  procs.push(child);
+  let output = '';
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`datapath did not start:\n${output}`)), 60_000);
+    child.stdout!.on('data', (d: Buffer) => {
+      output += d.toString();
+      if (output.includes('"ready":true')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    child.stderr!.on('data', (d: Buffer) => (output += d.toString()));
+    child.once('exit', (code) => reject(new Error(`datapath exited with ${code}:\n${output}`)));
+  });
+  return child;
+}
+
+async function until<T>(probe: () => Promise<T | undefined>): Promise<T> {
+  for (;;) {
+    const v = await probe().catch(() => undefined);
+    if (v !== undefined) return v;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+beforeAll(async () => {
+  nbdPort = await freePort();
+  const controlPort = await freePort();
+  // The base copy is paced at 1 MiB/s: eight seconds in which to kill the datapath mid-backup.
+  lab = await makeLab({ vms: 1, dataVolumeSize: SIZE, edit: (cfg) => void (cfg.datapath = { nbdPort, controlPort, copyRate: '1MiB' }) });
+  control = new DatapathClient(`http://127.0.0.1:${controlPort}`);
+  workers = await startWorkers(lab);
+  ({ kura, close } = await connectKura(lab));
+});
+
+afterAll(async () => {
+  for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+  await close?.();
+  await workers?.shutdown();
+  lab?.cleanup();
+});
+
+describe('kill -9 of the datapath during an online backup', () => {
+  it('loses no acknowledged write: the journal is replayed and the backup completes', async () => {
+    const name = lab.loaded.config.sites[0]!.vms[0]!.dataVolume;
+    const volumeFile = lab.dataVolume('vm-001');
+    const initial = readFileSync(volumeFile);
+    let child = await startDatapathProcess();
+    const writer = new PatternWriter(nbdUrl(nbdPort, name), SIZE, true);
+    writer.start();
+    await until(async () => (writer.acked().length >= 2 ? true : undefined));
+
+    const handle = await startOnlineBackup(kura, 'vm-001', { settings: { ioTimeoutMs: 30_000, safetyFactor: 0.5, pollMs: 50, roundPauseMs: 50 }, deviceAttempts: 10 });
+    const switchedAt = await until(async () => (await control.status(name)).switchedAt ?? undefined);
+    const atSwitch = readFileSync(volumeFile);
+    const switchMs = Date.parse(switchedAt);
+    await until(async () => (writer.acked().filter((w) => w.startedAt > switchMs).length >= 8 ? true : undefined));
+    const before = await control.status(name);
+    expect(before).toMatchObject({ mode: 'backup', phase: 'base-copy' });
+    expect(before.baseCopiedBytes).toBeLessThan(SIZE);
+
+    child.kill('SIGKILL');
+    await new Promise((r) => child.once('exit', r));
+    // The host's next write fails (the device is gone); the writer stops there, so at most one write is in doubt.
+    await writer.stop();
+    const acked = writer.acked();
+    const inDoubt = writer.failed();
+    expect(inDoubt).toHaveLength(1);
+    // Main storage stayed frozen: nothing written in backup mode reached it.
+    expect(readFileSync(volumeFile).equals(atSwitch)).toBe(true);
+
+    child = await startDatapathProcess();
+    const after = await control.status(name);
+    expect(after).toMatchObject({ mode: 'backup', phase: 'base-copy', backupId: before.backupId, switchedAt });
+    const journaledAcked = acked.filter((w) => w.startedAt > switchMs).length;
+    expect(after.replayedEntries).toBeGreaterThanOrEqual(journaledAcked);
+    expect(after.replayedEntries).toBeLessThanOrEqual(journaledAcked + 2);
+
+    // Every acknowledged write is served after the restart (the one in doubt may or may not be).
+    const served = path.join(lab.dir, 'after-restart.img');
+    await nbdcopy(nbdUrl(nbdPort, name), served);
+    const withAcked = applyWrites(initial, acked);
+    const withDoubt = applyWrites(initial, [...acked, ...inDoubt]);
+    const got = readFileSync(served);
+    expect(got.equals(withAcked) || got.equals(withDoubt)).toBe(true);
+
+    // The host carries on; the workflow's activities ride out the restart and finish the backup.
+    const resumedFrom = writer.writes.length;
+    writer.start();
+    const report: OnlineBackupReport = await handle.result();
+    await writer.stop();
+    expect(writer.writes.slice(resumedFrom).filter((w) => w.outcome === 'failed')).toEqual([]);
+    expect(writer.writes.length - resumedFrom).toBeGreaterThan(0);
+
+    // The image is the volume at the switch; main storage ends with every acknowledged write.
+    expect(candidatesAt(initial, acked, switchMs).some((c) => c.equals(atSwitch))).toBe(true);
+    expect(readFileSync(report.image).equals(atSwitch)).toBe(true);
+    const allAcked = writer.acked();
+    const finalCandidates = [applyWrites(initial, allAcked), applyWrites(initial, [...acked, ...inDoubt, ...allAcked.slice(acked.length)])];
+    const main = readFileSync(volumeFile);
+    expect(finalCandidates.some((c) => c.equals(main))).toBe(true);
+    expect((await control.status(name)).mode).toBe('passthrough');
+    child.kill('SIGTERM');
+  });
+});

@@ -1,0 +1,141 @@
+/**
+ * Test helpers for the datapath: free ports, Debian's NBD clients (qemu-io, nbdcopy) run as a host
+ * would run them, and a host that keeps writing known patterns while keeping its own model of
+ * what the volume must hold.
+ */
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import * as net from 'node:net';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+
+/** A port nobody listens on right now (the kernel picks it). */
+export async function freePort(): Promise<number> {
+  const srv = net.createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+  const port = (srv.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => srv.close(() => r()));
+  return port;
+}
+
+export function nbdUrl(port: number, exportName: string): string {
+  return `nbd://127.0.0.1:${port}/${exportName}`;
+}
+
+/** Runs qemu-io with these commands against an NBD URL; rejects on a non-zero exit or a failed check. */
+export async function qemuIo(url: string, commands: string[]): Promise<string> {
+  const { stdout, stderr } = await run('qemu-io', ['-f', 'raw', ...commands.flatMap((c) => ['-c', c]), url], { timeout: 60_000 });
+  const out = `${stdout}${stderr}`;
+  if (/fail|error/i.test(out)) throw new Error(`qemu-io ${commands.join('; ')}: ${out.trim()}`);
+  return out;
+}
+
+/** Copies a whole export to a file with nbdcopy. */
+export async function nbdcopy(url: string, file: string): Promise<void> {
+  await run('nbdcopy', [url, file], { timeout: 120_000 });
+}
+
+export interface HostWrite {
+  n: number;
+  offset: number;
+  length: number;
+  pattern: number;
+  startedAt: number;
+  endedAt: number;
+  /** acked: qemu-io reported success; failed: it did not (the write may or may not have landed). */
+  outcome: 'acked' | 'failed';
+  error?: string;
+}
+
+/**
+ * A host writing known patterns, one qemu-io process (one NBD connection) per write, each write
+ * read back in the same process. Writes are sequential, so the model — the initial bytes with
+ * every acknowledged write applied in order — is exactly what the volume must hold.
+ */
+export class PatternWriter {
+  readonly writes: HostWrite[] = [];
+  private stopping = false;
+  private loop: Promise<void> | null = null;
+  private n = 0;
+
+  constructor(
+    private readonly url: string,
+    private readonly sizeBytes: number,
+    /** Stop at the first failed write (a crash test wants at most one write in doubt). */
+    private readonly stopOnFailure = false,
+  ) {}
+
+  /** The next write: mostly 64 KiB slots, every fourth one unaligned to exercise read-modify-write. */
+  private next(): { offset: number; length: number; pattern: number } {
+    const n = this.n++;
+    const pattern = (n % 250) + 1;
+    const slots = this.sizeBytes / 65536;
+    const slot = (n * 37) % slots;
+    if (n % 4 === 3) return { offset: slot * 65536 + 1000, length: 5000, pattern };
+    return { offset: slot * 65536, length: 65536, pattern };
+  }
+
+  async writeOnce(): Promise<HostWrite> {
+    const w = this.next();
+    const hex = `0x${w.pattern.toString(16)}`;
+    const startedAt = Date.now();
+    try {
+      await qemuIo(this.url, [`write -P ${hex} ${w.offset} ${w.length}`, `read -P ${hex} ${w.offset} ${w.length}`]);
+      const rec: HostWrite = { n: this.writes.length, ...w, startedAt, endedAt: Date.now(), outcome: 'acked' };
+      this.writes.push(rec);
+      return rec;
+    } catch (err) {
+      const rec: HostWrite = { n: this.writes.length, ...w, startedAt, endedAt: Date.now(), outcome: 'failed', error: err instanceof Error ? err.message : String(err) };
+      this.writes.push(rec);
+      return rec;
+    }
+  }
+
+  start(): void {
+    this.stopping = false;
+    this.loop = (async () => {
+      while (!this.stopping) {
+        const w = await this.writeOnce();
+        if (w.outcome === 'failed' && this.stopOnFailure) return;
+      }
+    })();
+  }
+
+  /** Stops after the write in progress. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    await this.loop;
+  }
+
+  acked(): HostWrite[] {
+    return this.writes.filter((w) => w.outcome === 'acked');
+  }
+
+  failed(): HostWrite[] {
+    return this.writes.filter((w) => w.outcome === 'failed');
+  }
+}
+
+/** The initial bytes with these writes applied in order. */
+export function applyWrites(initial: Buffer, writes: HostWrite[]): Buffer {
+  const out = Buffer.from(initial);
+  for (const w of writes) out.fill(w.pattern, w.offset, w.offset + w.length);
+  return out;
+}
+
+/**
+ * What the volume may hold at an instant: every write finished before it is in, every write begun
+ * after it is out, and of the writes in flight across it (sequential, so in order) any prefix.
+ */
+export function candidatesAt(initial: Buffer, writes: HostWrite[], instant: number): Buffer[] {
+  const before = writes.filter((w) => w.endedAt < instant);
+  const across = writes.filter((w) => w.startedAt <= instant && w.endedAt >= instant);
+  const out: Buffer[] = [];
+  for (let k = 0; k <= across.length; k++) out.push(applyWrites(initial, [...before, ...across.slice(0, k)]));
+  return out;
+}
+
+export function readAll(file: string): Buffer {
+  return readFileSync(file);
+}
