@@ -1,0 +1,125 @@
+/**
+ * The journal, the rate window and the rules built on it, without a server: what is read back
+ * after a crash, how the ETA is estimated, when the convergence path escalates.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { appendFileSync, mkdtempSync, rmSync, statSync, truncateSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Journal, JournalKind, JOURNAL_HEADER_BYTES } from '../../src/datapath/journal';
+import { ConvergencePolicy, RateWindow, canFinish, estimateDrainMs } from '../../src/datapath/rate';
+
+const dirs: string[] = [];
+function tmpFile(): string {
+  const d = mkdtempSync(path.join(os.tmpdir(), 'kura-journal-'));
+  dirs.push(d);
+  return path.join(d, 'vol.journal');
+}
+afterEach(() => {
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+describe('the journal', () => {
+  it('reads back every record with its reception time, data and reflected flag, in order', async () => {
+    const file = tmpFile();
+    const { journal } = await Journal.open(file);
+    const a = await journal.append(JournalKind.Write, 4096, 3, Buffer.from('abc'), 1000.5);
+    await journal.append(JournalKind.Zeroes, 0, 8192, null, 2000);
+    await journal.markReflected(a);
+    await journal.close();
+
+    const { journal: again, entries } = await Journal.open(file);
+    expect(entries.map((e) => [e.seq, e.kind, e.receivedAt, e.offset, e.length, e.data?.toString() ?? null, e.reflected])).toEqual([
+      [1, JournalKind.Write, 1000.5, 4096, 3, 'abc', true],
+      [2, JournalKind.Zeroes, 2000, 0, 8192, null, false],
+    ]);
+    expect(again.lastSeq).toBe(2);
+    const next = await again.append(JournalKind.Write, 0, 1, Buffer.from('z'), 3000);
+    expect(next.seq).toBe(3);
+    await again.close();
+  });
+
+  it('cuts off a torn record at the tail (it was never acknowledged) and appends after the last intact one', async () => {
+    const file = tmpFile();
+    const { journal } = await Journal.open(file);
+    await journal.append(JournalKind.Write, 0, 4, Buffer.from('keep'), 1);
+    await journal.append(JournalKind.Write, 4, 4, Buffer.from('torn'), 2);
+    await journal.close();
+    const intact = JOURNAL_HEADER_BYTES + 4;
+    truncateSync(file, intact + JOURNAL_HEADER_BYTES + 2);
+
+    const { journal: again, entries } = await Journal.open(file);
+    expect(entries.map((e) => e.data?.toString())).toEqual(['keep']);
+    expect(statSync(file).size).toBe(intact);
+    await again.append(JournalKind.Write, 8, 3, Buffer.from('new'), 3);
+    await again.close();
+    expect((await Journal.open(file)).entries.map((e) => [e.seq, e.data?.toString()])).toEqual([
+      [1, 'keep'],
+      [2, 'new'],
+    ]);
+  });
+
+  it('stops at a record whose checksum does not match', async () => {
+    const file = tmpFile();
+    const { journal } = await Journal.open(file);
+    await journal.append(JournalKind.Write, 0, 4, Buffer.from('good'), 1);
+    await journal.close();
+    // Garbage that starts like a record but is not one.
+    const bogus = Buffer.alloc(JOURNAL_HEADER_BYTES + 4);
+    bogus.writeUInt32LE(0x4e524a4b, 0);
+    bogus.writeUInt8(JournalKind.Write, 9);
+    bogus.writeUInt32LE(4, 36);
+    appendFileSync(file, bogus);
+    const { journal: again, entries } = await Journal.open(file);
+    await again.close();
+    expect(entries.map((e) => e.data?.toString())).toEqual(['good']);
+  });
+});
+
+describe('the ETA and the finish rule (S601, S701–S702)', () => {
+  it('measures the rate over the recent window only, not the lifetime', () => {
+    const w = new RateWindow(1000);
+    w.record(10_000_000, 0);
+    w.record(1000, 5000);
+    // Only the second sample is inside the window ending at 5 500; the span is at least the window.
+    expect(w.rate(5500)).toBe(1000);
+  });
+
+  it('keeps the last measured rate through a quiet spell instead of forgetting it', () => {
+    const w = new RateWindow(1000);
+    w.record(2000, 0);
+    expect(w.rate(500)).toBe(2000);
+    expect(w.rate(10_000)).toBe(2000);
+  });
+
+  it('estimates unreflected bytes ÷ rate, and is unknown until a rate is measured', () => {
+    expect(estimateDrainMs(1_000_000, 2_000_000)).toBe(500);
+    expect(estimateDrainMs(0, null)).toBe(0);
+    expect(estimateDrainMs(4096, null)).toBeNull();
+  });
+
+  it('finishes only when the estimate is below the I/O timeout times the safety factor', () => {
+    expect(canFinish(14_999, 30_000, 0.5)).toBe(true);
+    expect(canFinish(15_000, 30_000, 0.5)).toBe(false);
+    expect(canFinish(null, 30_000, 0.5)).toBe(false);
+  });
+});
+
+describe('convergence', () => {
+  it('throttles after the configured rounds of writes outpacing the copy, then goes active', () => {
+    const p = new ConvergencePolicy(2, 3);
+    expect(p.afterRound(100)).toBe('normal');
+    expect(p.afterRound(200)).toBe('throttled');
+    expect(p.afterRound(150)).toBe('throttled');
+    expect(p.afterRound(150)).toBe('active');
+    expect(p.afterRound(0)).toBe('active');
+    expect(p.roundsBehind).toBe(3);
+  });
+
+  it('stays on the normal path while each round leaves less behind', () => {
+    const p = new ConvergencePolicy(1, 2);
+    expect([p.afterRound(0), p.afterRound(0), p.afterRound(0)]).toEqual(['normal', 'normal', 'normal']);
+    const q = new ConvergencePolicy(2, 4);
+    expect([q.afterRound(400), q.afterRound(300), q.afterRound(100)]).toEqual(['normal', 'normal', 'normal']);
+  });
+});
