@@ -1,0 +1,36 @@
+/**
+ * Runs the datapath for one file as its own process (so it does not share an event loop with the
+ * benchmark's client): NBD and control API on free ports, printed as one JSON line when ready.
+ *
+ *   tsx bench/support/datapath-server.ts <file> <state-dir> [copyRate]
+ */
+import { ControlServer } from '../../src/datapath/control';
+import { NbdServer } from '../../src/datapath/nbd-server';
+import { Volume } from '../../src/datapath/volume';
+import { DatapathConfigSchema } from '../../src/domain/datapath';
+
+async function main(): Promise<void> {
+  const [file, stateDir, copyRate] = process.argv.slice(2);
+  if (!file || !stateDir) throw new Error('usage: datapath-server.ts <file> <state-dir> [copyRate]');
+  const settings = DatapathConfigSchema.parse({ copyRate: copyRate ?? 0 });
+  const volume = await Volume.open({ name: 'bench/vol', mainFile: file, stateDir, settings });
+  const exports = new Map([['bench/vol', volume]]);
+  const nbd = new NbdServer({ exports });
+  const control = new ControlServer(exports);
+  const nbdPort = await nbd.listen(0);
+  const controlPort = await control.listen(0);
+  process.stdout.write(`${JSON.stringify({ ready: true, nbdPort, controlPort })}\n`);
+  process.once('SIGTERM', () => {
+    void (async () => {
+      await control.close();
+      await nbd.close();
+      await volume.close();
+      process.exit(0);
+    })();
+  });
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});
