@@ -99,8 +99,8 @@ export function createOnlineActivities(deps: OnlineDeps) {
         const i = parseInput(FinishInput, input, 'finish request');
         const dp = client();
         const st = await dp.status(i.volume);
-        // A retry after the switch back already happened: the datapath is in passthrough again.
-        if (st.mode === 'passthrough' && st.lastQuiesceMs !== null) return { switched: true, etaMs: 0, quiesceMs: st.lastQuiesceMs, drainedBytes: 0, status: st };
+        // A retry after this backup's switch back already happened (even across a datapath restart).
+        if (st.mode === 'passthrough' && st.lastFinished?.backupId === i.backupId) return { switched: true, etaMs: 0, quiesceMs: st.lastFinished.quiesceMs, drainedBytes: 0, status: st };
         return dp.finish(i.volume, i.backupId, i.maxEtaMs);
       });
     },

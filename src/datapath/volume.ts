@@ -42,6 +42,8 @@ const StateFileSchema = z.object({
 });
 type StateFile = z.infer<typeof StateFileSchema>;
 
+const LastFileSchema = z.object({ backupId: z.string(), quiesceMs: z.number() });
+
 /** The volume is in backup mode for another backup: a second one must wait. */
 export class VolumeBusyError extends KuraError {
   override name = 'VolumeBusyError';
@@ -86,6 +88,8 @@ export class Volume {
   private idleWaiters: (() => void)[] = [];
   private replayed = 0;
   private lastQuiesceMs: number | null = null;
+  /** The last backup switched back to passthrough, kept on disk so a retried finish after a restart knows it happened. */
+  private lastFinished: { backupId: string; quiesceMs: number } | null = null;
   private served = 0;
   private failed = 0;
 
@@ -98,6 +102,10 @@ export class Volume {
 
   private get stateFile(): string {
     return path.join(this.opts.stateDir, `${path.basename(this.opts.mainFile)}.state.json`);
+  }
+
+  private get lastFile(): string {
+    return path.join(this.opts.stateDir, `${path.basename(this.opts.mainFile)}.last.json`);
   }
 
   private get journalFile(): string {
@@ -113,6 +121,10 @@ export class Volume {
     mkdirSync(opts.stateDir, { recursive: true });
     v.main = await open(opts.mainFile, 'r+');
     v.sizeBytes = (await v.main.stat()).size;
+    if (existsSync(v.lastFile)) {
+      const last = LastFileSchema.safeParse(JSON.parse(await readFile(v.lastFile, 'utf8')));
+      if (last.success) v.lastFinished = last.data;
+    }
     const saved = existsSync(v.stateFile) ? StateFileSchema.safeParse(JSON.parse(await readFile(v.stateFile, 'utf8'))) : null;
     if (saved && !saved.success) throw new InvalidInputError(`${v.stateFile} is not a datapath state file (${saved.error.issues[0]?.message}); move it away only if no backup of ${opts.name} was running`);
     if (!saved) {
@@ -408,6 +420,10 @@ export class Volume {
         unlock();
       }
       this.lastQuiesceMs = performance.now() - t0;
+      if (!discardImage) {
+        this.lastFinished = { backupId: state.backupId, quiesceMs: this.lastQuiesceMs };
+        await writeFile(this.lastFile, JSON.stringify(this.lastFinished));
+      }
       return { quiesceMs: this.lastQuiesceMs, drainedBytes: drained };
     } finally {
       this.quiescing = false;
@@ -441,6 +457,7 @@ export class Volume {
       journalEntries: this.journal?.entries ?? 0,
       replayedEntries: this.replayed,
       lastQuiesceMs: this.lastQuiesceMs,
+      lastFinished: this.lastFinished,
       requests: { served: this.served, failed: this.failed },
       baseCopyError: this.baseCopyError,
     };

@@ -57,6 +57,8 @@ export const VolumeStatusSchema = z.object({
   /** Journal entries replayed when the service last opened this volume. */
   replayedEntries: z.number().int(),
   lastQuiesceMs: z.number().nullable(),
+  /** The last backup that switched back to passthrough, with its quiesce window (survives a restart). */
+  lastFinished: z.object({ backupId: z.string(), quiesceMs: z.number() }).nullable(),
   requests: z.object({ served: z.number().int(), failed: z.number().int() }),
   /** Why the base copy stopped, if it stopped on a failure; starting it again resumes it. */
   baseCopyError: z.string().nullable(),

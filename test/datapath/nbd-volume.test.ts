@@ -11,6 +11,8 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { startDatapath, type DatapathService } from '../../src/datapath/service';
 import { DatapathClient } from '../../src/datapath/client';
+import { createOnlineActivities } from '../../src/activities/online';
+import { Catalog } from '../../src/catalog/store';
 import { makeLab, type TestLab } from '../support/harness';
 import { freePort, nbdUrl, qemuIo } from '../support/nbd';
 
@@ -189,5 +191,25 @@ describe('the active convergence path', () => {
     expect(fin).toMatchObject({ switched: true, drainedBytes: 0 });
     expect(fin.quiesceMs).toBeGreaterThan(0);
     await qemuIo(url, ['read -P 0x31 262144 4096', 'read -P 0x32 393216 4096']);
+
+    // A finish retried after the datapath restarted is answered from the record of the switch back.
+    await dp.close();
+    dp = await startDatapath(lab.loaded, lab.paths);
+    expect(dp.volumes.get(name)!.status().lastFinished).toEqual({ backupId: 'active', quiesceMs: fin.quiesceMs });
+    const catalog = new Catalog(lab.paths.catalog);
+    try {
+      const activities = createOnlineActivities({ loaded: lab.loaded, paths: lab.paths, catalog });
+      const again = await activities.finishOnline({ volume: name, backupId: 'active', maxEtaMs: 10_000 });
+      expect(again).toMatchObject({ switched: true, quiesceMs: fin.quiesceMs });
+      // Another backup id is not taken for this one: the volume is not in backup mode for it.
+      const other = await activities.finishOnline({ volume: name, backupId: 'other', maxEtaMs: 10_000 }).then(
+        () => undefined,
+        (e: { type?: string; message?: string }) => e,
+      );
+      expect(other?.type).toBe('InvalidInput');
+      expect(other?.message).toBe(`${name} is not in backup mode; start with enter-backup`);
+    } finally {
+      catalog.close();
+    }
   });
 });
