@@ -27,8 +27,8 @@ let control: DatapathClient;
 const procs: ChildProcess[] = [];
 
 /** Starts `kura datapath` as its own process and waits for its ready line. */
-async function startDatapathProcess(): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'kura'), 'datapath'], { cwd: ROOT, env: labEnv(lab), stdio: ['ignore', 'pipe', 'pipe'] });
+async function startDatapathProcess(of: TestLab = lab): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'kura'), 'datapath'], { cwd: ROOT, env: labEnv(of), stdio: ['ignore', 'pipe', 'pipe'] });
   procs.push(child);
   let output = '';
   await new Promise<void>((resolve, reject) => {
@@ -132,5 +132,44 @@ describe('kill -9 of the datapath during an online backup', () => {
     expect(finalCandidates.some((c) => c.equals(main))).toBe(true);
     expect((await control.status(name)).mode).toBe('passthrough');
     child.kill('SIGTERM');
+  });
+
+  it('replays the journal when killed during catch-up, before any round reflected the writes', async () => {
+    const [port, ctlPort] = [await freePort(), await freePort()];
+    const lab2 = await makeLab({ vms: 1, dataVolumeSize: SIZE, edit: (cfg) => void (cfg.datapath = { nbdPort: port, controlPort: ctlPort }) });
+    try {
+      const ctl = new DatapathClient(`http://127.0.0.1:${ctlPort}`);
+      const name = lab2.loaded.config.sites[0]!.vms[0]!.dataVolume;
+      const volumeFile = lab2.dataVolume('vm-001');
+      const initial = readFileSync(volumeFile);
+      let child = await startDatapathProcess(lab2);
+      const image = path.join(lab2.paths.home, 'online', 'catch-up.img');
+      await ctl.enterBackup(name, 'b1', image);
+      await ctl.startBaseCopy(name, 'b1');
+      await until(async () => ((await ctl.status(name)).phase === 'catch-up' ? true : undefined));
+      // Writes in the catch-up phase, unaligned ones among them: their edges come from backup storage.
+      const writer = new PatternWriter(nbdUrl(port, name), SIZE);
+      for (let i = 0; i < 12; i++) expect((await writer.writeOnce()).outcome).toBe('acked');
+      child.kill('SIGKILL');
+      await new Promise((r) => child.once('exit', r));
+      expect(readFileSync(volumeFile).equals(initial)).toBe(true);
+
+      child = await startDatapathProcess(lab2);
+      expect(await ctl.status(name)).toMatchObject({ mode: 'backup', phase: 'catch-up', replayedEntries: 12 });
+      const expected = applyWrites(initial, writer.acked());
+      const served = path.join(lab2.dir, 'served.img');
+      await nbdcopy(nbdUrl(port, name), served);
+      expect(readFileSync(served).equals(expected)).toBe(true);
+
+      await ctl.catchUp(name, 'b1');
+      const fin = await ctl.finish(name, 'b1', 60_000);
+      expect(fin.switched).toBe(true);
+      expect(readFileSync(volumeFile).equals(expected)).toBe(true);
+      expect(readFileSync(image).equals(initial)).toBe(true);
+      child.kill('SIGTERM');
+      await new Promise((r) => child.once('exit', r));
+    } finally {
+      lab2.cleanup();
+    }
   });
 });
