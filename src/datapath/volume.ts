@@ -76,6 +76,8 @@ export class Volume {
   private readonly pending = new Map<number, Promise<void>>();
   private readonly writeLock = new Mutex();
   private readonly controlLock = new Mutex();
+  /** The state file is rewritten by the base copy and by control calls; one writer at a time. */
+  private readonly stateLock = new Mutex();
   private writeRate: RateWindow;
   private reflectRate: RateWindow;
   private policy: ConvergencePolicy;
@@ -330,8 +332,9 @@ export class Volume {
       await this.paceCopy(offset - startAt, t0);
     }
     if (offset >= this.sizeBytes && this.state === state) {
+      // Durable first: nobody sees the catch-up phase before a restart would also come back in it.
+      await this.saveState({ ...state, phase: 'catch-up' });
       state.phase = 'catch-up';
-      await this.saveState(state);
     }
   }
 
@@ -407,7 +410,7 @@ export class Volume {
         while (this.dirty.size > 0) drained += await this.reflect([...this.dirty].sort((a, b) => a - b));
         await this.main.datasync();
         // S604: back to passthrough. The state file goes first: once it is gone, main storage is the truth.
-        await rm(this.stateFile, { force: true });
+        await this.stateLock.run(() => rm(this.stateFile, { force: true }));
         await this.journal?.remove();
         await this.image?.close();
         if (discardImage) await rm(state.image, { force: true });
@@ -557,15 +560,18 @@ export class Volume {
   }
 
   private async saveState(state: StateFile): Promise<void> {
-    const tmp = `${this.stateFile}.tmp`;
-    await writeFile(tmp, JSON.stringify(state));
-    const fh = await open(tmp, 'r+');
-    await fh.sync();
-    await fh.close();
-    await rename(tmp, this.stateFile);
-    const dir = await open(this.opts.stateDir, 'r');
-    await dir.sync().catch(() => undefined);
-    await dir.close();
+    const text = JSON.stringify(state);
+    await this.stateLock.run(async () => {
+      const tmp = `${this.stateFile}.tmp`;
+      await writeFile(tmp, text);
+      const fh = await open(tmp, 'r+');
+      await fh.sync();
+      await fh.close();
+      await rename(tmp, this.stateFile);
+      const dir = await open(this.opts.stateDir, 'r');
+      await dir.sync().catch(() => undefined);
+      await dir.close();
+    });
   }
 
   /** Runs one host request once the gate is open; a quiesce waits for every admitted one. */
