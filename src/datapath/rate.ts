@@ -53,10 +53,12 @@ export function canFinish(etaMs: number | null, ioTimeoutMs: number, safetyFacto
 }
 
 /**
- * Convergence: counts the catch-up rounds in which host writes outpaced the copy (the unreflected
- * bytes did not shrink) and escalates — throttle the host's writes, then write synchronously to
- * main storage — once the configured number of such rounds is reached. Never de-escalates within
- * one backup: a path that was needed once is kept until the switch back.
+ * Convergence: counts the catch-up rounds in which host writes outpaced the copy — the round ended
+ * with a drain estimate too long to finish on, and the unreflected bytes did not shrink — and
+ * escalates once the configured number of such rounds is reached: throttle the host's writes,
+ * then write synchronously to main storage. A steady trickle that could be finished on at any
+ * moment never escalates. Never de-escalates within one backup: a path that was needed once is
+ * kept until the switch back.
  */
 export class ConvergencePolicy {
   private behind = 0;
@@ -65,16 +67,16 @@ export class ConvergencePolicy {
 
   constructor(private readonly throttleAfterRounds: number, private readonly activeAfterRounds: number) {}
 
-  /** Feeds the unreflected bytes at the end of a round; returns the path to take from now on. */
-  afterRound(unreflectedBytes: number): ConvergencePath {
-    if (unreflectedBytes > 0 && (this.previous === null || unreflectedBytes >= this.previous)) this.behind++;
+  /** Feeds the end of a round; returns the path to take from now on. */
+  afterRound(unreflectedBytes: number, finishable: boolean): ConvergencePath {
+    if (!finishable && unreflectedBytes > 0 && (this.previous === null || unreflectedBytes >= this.previous)) this.behind++;
     this.previous = unreflectedBytes;
     if (this.behind >= this.activeAfterRounds) this.path = 'active';
     else if (this.behind >= this.throttleAfterRounds && this.path === 'normal') this.path = 'throttled';
     return this.path;
   }
 
-  /** Consecutive-or-not rounds so far in which writes outpaced the copy. */
+  /** Rounds so far in which writes outpaced the copy. */
   get roundsBehind(): number {
     return this.behind;
   }

@@ -11,7 +11,7 @@ import { z } from 'zod';
 import type { ConvergencePath, DatapathConfig, FinishResult, RoundResult, VolumeStatus } from '../domain/datapath';
 import { KuraError, ErrorType, InvalidInputError } from '../domain/errors';
 import { Journal, JournalKind, type JournalEntry } from './journal';
-import { ConvergencePolicy, RateWindow, estimateDrainMs } from './rate';
+import { ConvergencePolicy, RateWindow, canFinish, estimateDrainMs } from './rate';
 import { Mutex, sleep } from './sync';
 
 /** The snapshot's block: the unit of the map, of read-modify-write, and of reflection. */
@@ -362,7 +362,9 @@ export class Volume {
       }
       await this.main.datasync();
       state.rounds++;
-      this.policy.afterRound(this.dirty.size * BLOCK_BYTES);
+      const unreflected = this.dirty.size * BLOCK_BYTES;
+      const { ioTimeout, safetyFactor } = this.opts.settings;
+      this.policy.afterRound(unreflected, canFinish(estimateDrainMs(unreflected, this.reflectRate.rate()), ioTimeout, safetyFactor));
       await this.saveState(state);
       return { round: state.rounds, copiedAt, blocksWritten: Math.ceil(written / BLOCK_BYTES), bytesWritten: written, durationMs: Date.now() - t0, status: this.status() };
     });

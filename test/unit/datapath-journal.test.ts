@@ -108,18 +108,22 @@ describe('the ETA and the finish rule (S601, S701–S702)', () => {
 describe('convergence', () => {
   it('throttles after the configured rounds of writes outpacing the copy, then goes active', () => {
     const p = new ConvergencePolicy(2, 3);
-    expect(p.afterRound(100)).toBe('normal');
-    expect(p.afterRound(200)).toBe('throttled');
-    expect(p.afterRound(150)).toBe('throttled');
-    expect(p.afterRound(150)).toBe('active');
-    expect(p.afterRound(0)).toBe('active');
+    expect(p.afterRound(100, false)).toBe('normal');
+    expect(p.afterRound(200, false)).toBe('throttled');
+    expect(p.afterRound(150, false)).toBe('throttled');
+    expect(p.afterRound(150, false)).toBe('active');
+    expect(p.afterRound(0, true)).toBe('active');
     expect(p.roundsBehind).toBe(3);
   });
 
   it('stays on the normal path while each round leaves less behind', () => {
-    const p = new ConvergencePolicy(1, 2);
-    expect([p.afterRound(0), p.afterRound(0), p.afterRound(0)]).toEqual(['normal', 'normal', 'normal']);
     const q = new ConvergencePolicy(2, 4);
-    expect([q.afterRound(400), q.afterRound(300), q.afterRound(100)]).toEqual(['normal', 'normal', 'normal']);
+    expect([q.afterRound(400, false), q.afterRound(300, false), q.afterRound(100, false)]).toEqual(['normal', 'normal', 'normal']);
+  });
+
+  it('does not escalate on a steady trickle of writes that could be finished on at any round', () => {
+    const p = new ConvergencePolicy(1, 2);
+    expect([p.afterRound(8192, true), p.afterRound(8192, true), p.afterRound(12288, true)]).toEqual(['normal', 'normal', 'normal']);
+    expect(p.roundsBehind).toBe(0);
   });
 });
