@@ -5,7 +5,10 @@
  * rounds running). Prints throughput, latency p50/p99, the ratios b/a and c/b, and the measured
  * quiesce window of the switch back ÷ the host's I/O timeout.
  *
- *   npx tsx bench/datapath.ts [--size 64MiB] [--ops 2000] [--write-ratio 0.5] [--copy-rate 64MiB] [--io-timeout 30s]
+ * Runs alternate (a), (b), (c) so a busy neighbour on a shared machine hits all three alike; the
+ * figures are medians over the runs.
+ *
+ *   npx tsx bench/datapath.ts [--runs 3] [--size 64MiB] [--ops 2000] [--write-ratio 0.5] [--copy-rate 64MiB] [--io-timeout 30s]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -24,6 +27,7 @@ const WARMUP = 50;
 const EXPORT = 'bench/vol';
 
 interface Args {
+  runs: number;
   size: number;
   ops: number;
   writeRatio: number;
@@ -47,7 +51,9 @@ function args(): Args {
   if (copyRate === undefined) throw new InvalidInputError('--copy-rate must be a size per second such as 32MiB (0: unpaced)');
   const ioTimeoutMs = parseDuration(value('--io-timeout', '30s'));
   if (ioTimeoutMs === undefined || ioTimeoutMs <= 0) throw new InvalidInputError('--io-timeout must be a duration such as 30s');
-  return { size, ops, writeRatio, copyRate, ioTimeoutMs };
+  const runs = Number(value('--runs', '3'));
+  if (!Number.isSafeInteger(runs) || runs < 1) throw new InvalidInputError('--runs must be a whole number of at least 1');
+  return { runs, size, ops, writeRatio, copyRate, ioTimeoutMs };
 }
 
 /** A small seeded PRNG (mulberry32), so every server gets the very same sequence of requests. */
@@ -68,6 +74,12 @@ interface Figures {
   p50: number;
   p99: number;
   writeP99: number;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((x, y) => x - y);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 }
 
 function percentile(sorted: number[], p: number): number {
@@ -154,68 +166,84 @@ async function main(): Promise<void> {
     await fh.close();
     console.log(`workload: ${a.ops} requests of 4 KiB at random offsets, ${Math.round(a.writeRatio * 100)}% writes, one at a time, on a ${formatBytes(a.size)} file (${WARMUP} warm-up requests not counted)`);
 
-    // (a) Debian's nbdkit file plugin serving the same file.
     const kitPort = await freePort();
     const kit = spawn('nbdkit', ['-f', '--exit-with-parent', '-i', '127.0.0.1', '-p', String(kitPort), 'file', `file=${file}`], { stdio: 'ignore' });
     procs.push(kit);
     await waitForPort(kitPort);
-    const fa = await workload(kitPort, a);
-    kit.kill('SIGTERM');
-    await new Promise((r) => kit.once('exit', r));
-    console.log(`(a) nbdkit file          ${fmt(fa)}`);
-
-    // (b) Kura's datapath in passthrough, its own process.
     const kura = await startKura(file, path.join(dir, 'state'), a.copyRate);
     procs.push(kura.child);
-    const fb = await workload(kura.nbdPort, a);
-    console.log(`(b) kura passthrough     ${fmt(fb)}`);
-
-    // (c) the same during an online backup: base copy paced at --copy-rate, then catch-up rounds.
     const control = new DatapathClient(`http://127.0.0.1:${kura.controlPort}`);
-    await control.enterBackup(EXPORT, 'bench', path.join(dir, 'image.img'));
-    await control.startBaseCopy(EXPORT, 'bench');
-    let driving = true;
-    let rounds = 0;
-    const driver = (async () => {
-      while (driving) {
-        const st = await control.status(EXPORT);
-        if (st.phase === 'catch-up') {
-          await control.catchUp(EXPORT, 'bench');
-          rounds++;
-        }
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    })();
-    const before = await control.status(EXPORT);
-    const fc = await workload(kura.nbdPort, a);
-    const after = await control.status(EXPORT);
-    driving = false;
-    await driver;
-    console.log(`(c) kura during backup   ${fmt(fc)}`);
-    console.log(`    during (c): base copy ${formatBytes(before.baseCopiedBytes)} → ${formatBytes(after.baseCopiedBytes)} of ${formatBytes(a.size)}, ${rounds} catch-up round(s), ${after.journalEntries} journal entries, path ${after.path}`);
-
-    // The switch back: rounds until the estimate fits ioTimeout × 0.5, then the measured quiesce.
     const maxEtaMs = Math.floor(a.ioTimeoutMs * 0.5);
-    while ((await control.status(EXPORT)).phase === 'base-copy') await new Promise((r) => setTimeout(r, 100));
-    let quiesceMs: number | null = null;
-    let drained = 0;
-    let finishRounds = 0;
-    while (quiesceMs === null) {
-      await control.catchUp(EXPORT, 'bench');
-      finishRounds++;
-      const f = await control.finish(EXPORT, 'bench', maxEtaMs);
-      if (f.switched) {
-        quiesceMs = f.quiesceMs;
-        drained = f.drainedBytes;
-      }
-    }
-    kura.child.kill('SIGTERM');
-    await new Promise((r) => kura.child.once('exit', r));
+    const fa: Figures[] = [];
+    const fb: Figures[] = [];
+    const fc: Figures[] = [];
+    const quiesce: number[] = [];
 
+    for (let run = 1; run <= a.runs; run++) {
+      // (a) Debian's nbdkit file plugin serving the same file.
+      fa.push(await workload(kitPort, a));
+      console.log(`run ${run} (a) nbdkit file          ${fmt(fa[fa.length - 1]!)}`);
+
+      // (b) Kura's datapath in passthrough, its own process.
+      fb.push(await workload(kura.nbdPort, a));
+      console.log(`run ${run} (b) kura passthrough     ${fmt(fb[fb.length - 1]!)}`);
+
+      // (c) the same during an online backup: base copy paced at --copy-rate, then catch-up rounds.
+      const backupId = `bench-${run}`;
+      await control.enterBackup(EXPORT, backupId, path.join(dir, `image-${run}.img`));
+      await control.startBaseCopy(EXPORT, backupId);
+      let driving = true;
+      let rounds = 0;
+      const driver = (async () => {
+        while (driving) {
+          const st = await control.status(EXPORT);
+          if (st.phase === 'catch-up') {
+            await control.catchUp(EXPORT, backupId);
+            rounds++;
+          }
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      })();
+      const before = await control.status(EXPORT);
+      fc.push(await workload(kura.nbdPort, a));
+      const after = await control.status(EXPORT);
+      driving = false;
+      await driver;
+      console.log(`run ${run} (c) kura during backup   ${fmt(fc[fc.length - 1]!)}`);
+      console.log(`        during (c): base copy ${formatBytes(before.baseCopiedBytes)} → ${formatBytes(after.baseCopiedBytes)} of ${formatBytes(a.size)}, ${rounds} catch-up round(s), ${after.journalEntries} journal entries, path ${after.path}`);
+
+      // The switch back: rounds until the estimate fits ioTimeout × 0.5, then the measured quiesce.
+      while ((await control.status(EXPORT)).phase === 'base-copy') await new Promise((r) => setTimeout(r, 100));
+      let q: number | null = null;
+      while (q === null) {
+        await control.catchUp(EXPORT, backupId);
+        const f = await control.finish(EXPORT, backupId, maxEtaMs);
+        if (f.switched) q = f.quiesceMs;
+      }
+      quiesce.push(q);
+      console.log(`        quiesce window ${q.toFixed(2)} ms`);
+    }
+    kit.kill('SIGTERM');
+    kura.child.kill('SIGTERM');
+    await Promise.all([new Promise((r) => kit.once('exit', r)), new Promise((r) => kura.child.once('exit', r))]);
+
+    const med = (xs: Figures[]): Figures => ({
+      opsPerSec: median(xs.map((x) => x.opsPerSec)),
+      mibPerSec: median(xs.map((x) => x.mibPerSec)),
+      p50: median(xs.map((x) => x.p50)),
+      p99: median(xs.map((x) => x.p99)),
+      writeP99: median(xs.map((x) => x.writeP99)),
+    });
+    const [ma, mb, mc] = [med(fa), med(fb), med(fc)];
+    const mq = median(quiesce);
     console.log('');
-    console.log(`ratio b/a (kura passthrough ÷ nbdkit):   throughput ${(fb.opsPerSec / fa.opsPerSec).toFixed(2)}   p50 ${(fb.p50 / fa.p50).toFixed(2)}×   p99 ${(fb.p99 / fa.p99).toFixed(2)}×`);
-    console.log(`ratio c/b (during backup ÷ passthrough): throughput ${(fc.opsPerSec / fb.opsPerSec).toFixed(2)}   p50 ${(fc.p50 / fb.p50).toFixed(2)}×   p99 ${(fc.p99 / fb.p99).toFixed(2)}×`);
-    console.log(`quiesce window ${quiesceMs!.toFixed(2)} ms (drained ${formatBytes(drained)} after ${finishRounds} more round(s)) ÷ I/O timeout ${a.ioTimeoutMs} ms = ${(quiesceMs! / a.ioTimeoutMs).toExponential(2)}`);
+    console.log(`medians of ${a.runs} run(s):`);
+    console.log(`(a) nbdkit file          ${fmt(ma)}`);
+    console.log(`(b) kura passthrough     ${fmt(mb)}`);
+    console.log(`(c) kura during backup   ${fmt(mc)}`);
+    console.log(`ratio b/a (kura passthrough ÷ nbdkit):   throughput ${(mb.opsPerSec / ma.opsPerSec).toFixed(2)}   p50 ${(mb.p50 / ma.p50).toFixed(2)}×   p99 ${(mb.p99 / ma.p99).toFixed(2)}×`);
+    console.log(`ratio c/b (during backup ÷ passthrough): throughput ${(mc.opsPerSec / mb.opsPerSec).toFixed(2)}   p50 ${(mc.p50 / mb.p50).toFixed(2)}×   p99 ${(mc.p99 / mb.p99).toFixed(2)}×`);
+    console.log(`quiesce window ${mq.toFixed(2)} ms ÷ I/O timeout ${a.ioTimeoutMs} ms = ${(mq / a.ioTimeoutMs).toExponential(2)}`);
   } finally {
     for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
     await rm(dir, { recursive: true, force: true });
