@@ -79,6 +79,10 @@ export const PolicySchema = z.object({
   timezone: z.string().default('UTC'),
   /** How many backups of this policy run at once. */
   concurrency: z.number().int().min(1).max(200).default(4),
+  /** Streams, mode and chunks of this policy's backups; `tuning` gives the defaults. */
+  streams: z.number().int().min(1).max(8).optional(),
+  mode: z.enum(['failover', 'parallel']).optional(),
+  chunks: z.number().int().min(1).max(1000).optional(),
 });
 export type Policy = z.infer<typeof PolicySchema>;
 
@@ -113,6 +117,12 @@ export const TuningSchema = z.object({
   deviceAttempts: z.number().int().min(1).max(20).default(3),
   /** How long a job waits in the pool's queue for free devices before it fails with NoResources. */
   reserveWait: DurationSchema.default(30 * 60_000),
+  /** Disjoint streams each backup reserves (seed 004: at least two, so one can fail). */
+  streams: z.number().int().min(1).max(8).default(2),
+  /** `failover` (chunks move to the next stream on a fault) or `parallel` (a copy on every stream). */
+  mode: z.enum(['failover', 'parallel']).default('failover'),
+  /** Chunks a copy is cut into; a failed chunk and the ones after it move to the next stream. */
+  chunks: z.number().int().min(1).max(1000).default(10),
 });
 export type Tuning = z.infer<typeof TuningSchema>;
 

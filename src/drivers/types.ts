@@ -3,7 +3,7 @@
  * Drivers know nothing of Temporal; activities call them, report progress and map their errors.
  * Errors thrown are KuraError subclasses (DeviceFaultError, NotFoundError, TapeFullError, …).
  */
-import type { PieceHeader } from '../domain/catalog';
+import type { PieceHeader, TapeCatalogEntry } from '../domain/catalog';
 
 export { PIECE_HEADER_BYTES, type PieceHeader } from '../domain/catalog';
 
@@ -21,6 +21,11 @@ export interface VolumeInfo {
 export interface StorageDriver {
   /** Describes a volume; NotFoundError when the array or volume does not exist. */
   describeVolume(site: string, array: string, volume: string): Promise<VolumeInfo>;
+  /**
+   * LUN security (seed 003): AccessDeniedError unless the volume's LUN mask lets the backup
+   * server's WWN reach it. A volume without a mask is open to every server.
+   */
+  checkAccess(site: string, array: string, volume: string, server: string): Promise<void>;
 }
 
 
@@ -41,6 +46,19 @@ export interface TapeLibraryDriver {
   load(addr: TapeAddress): Promise<{ endOfData: number; capacityBytes: number }>;
   /** Unloads the drive; idempotent (unloading an empty drive is fine). */
   unload(addr: TapeAddress): Promise<void>;
+  /**
+   * Writes a job's catalog rows onto the mounted cartridge at `position` (seed 004 step 1170),
+   * ending the recorded data after them; returns the new end of data. Idempotent: writing the same
+   * entry at the same position again leaves the same cartridge.
+   */
+  writeCatalog(addr: TapeAddress & { position: number }, entry: TapeCatalogEntry): Promise<{ nextPosition: number }>;
+  /**
+   * Ends the recorded data at `position` of the mounted cartridge, discarding what a failed job
+   * wrote after it, so the next job appends right there. Idempotent.
+   */
+  eraseFrom(addr: TapeAddress & { position: number }): Promise<void>;
+  /** Reads every catalog block on a cartridge, in the order written. */
+  readCatalog(site: string, library: string, tape: string): Promise<TapeCatalogEntry[]>;
 }
 
 export interface CopyToTapeRequest {
@@ -81,9 +99,17 @@ export interface ReadFromTapeRequest {
 
 export interface VerifyOnTapeRequest {
   site: string;
-  source: TapeAddress;
-  /** The pieces of one image on this cartridge, in image order, with what was recorded for each. */
-  pieces: { position: number; expect: Pick<PieceHeader, 'backupId' | 'piece' | 'sizeBytes'>; sha256: string }[];
+  /**
+   * The pieces of one image in image order, each where it was written (a copy cut over several
+   * cartridges by failover names each), with what was recorded for each.
+   */
+  pieces: { source: TapeAddress & { position: number }; expect: Pick<PieceHeader, 'backupId' | 'piece' | 'sizeBytes'>; sha256: string }[];
+}
+
+/** A device of a stream that reports itself unhealthy, and why. */
+export interface DeviceHealth {
+  device: string;
+  reason: string;
 }
 
 /** Copy devices: move byte ranges between storage and tape, computing a SHA-256 per piece. */
@@ -95,6 +121,11 @@ export interface CopyDeviceDriver {
   verifyOnTape(req: VerifyOnTapeRequest, onProgress: ProgressFn, signal?: AbortSignal): Promise<{ sha256: string; bytes: number }>;
   copyToTape(req: CopyToTapeRequest, onProgress: ProgressFn, signal?: AbortSignal): Promise<CopyResult>;
   readFromTape(req: ReadFromTapeRequest, onProgress: ProgressFn, signal?: AbortSignal): Promise<{ sha256: string; bytes: number }>;
+  /**
+   * Asks each device of a stream for its health (a self-test), after a transfer over them stopped
+   * answering: the ones that report a problem, or none.
+   */
+  probe(site: string, devices: string[]): Promise<DeviceHealth[]>;
 }
 
 export interface VmInfo {

@@ -37,6 +37,10 @@ export interface LabOptions extends HospitalPresetOptions {
   copyHeartbeatTimeout?: string;
   deviceAttempts?: number;
   reserveWait?: string;
+  /** Copy settings of kura.yaml's tuning (defaults: 2 streams, failover, 10 chunks). */
+  streams?: number;
+  mode?: 'failover' | 'parallel';
+  chunks?: number;
 }
 
 /** A unique, readable suffix for ids of one test. */
@@ -54,6 +58,9 @@ export async function makeLab(opts: LabOptions = {}): Promise<TestLab> {
     copyHeartbeatTimeout: opts.copyHeartbeatTimeout ?? '3s',
     deviceAttempts: opts.deviceAttempts ?? 3,
     reserveWait: opts.reserveWait ?? '60s',
+    ...(opts.streams === undefined ? {} : { streams: opts.streams }),
+    ...(opts.mode === undefined ? {} : { mode: opts.mode }),
+    ...(opts.chunks === undefined ? {} : { chunks: opts.chunks }),
   };
   opts.edit?.(cfg);
   const configFile = path.join(dir, 'kura.yaml');
