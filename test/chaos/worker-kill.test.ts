@@ -65,7 +65,8 @@ async function copyProgress(workflowId: string): Promise<{ piece: number; bytes:
 }
 
 beforeAll(async () => {
-  lab = await makeLab({ vms: 1, dataVolumeSize: 48 * MiB, pieceSize: '16MiB', copyHeartbeatTimeout: '2s' });
+  // One stream in three chunks: with no stream to fail over to, the chunk's own retry resumes it.
+  lab = await makeLab({ vms: 1, dataVolumeSize: 48 * MiB, pieceSize: '16MiB', copyHeartbeatTimeout: '2s', streams: 1, chunks: 3 });
   ({ kura, client, close } = await connectKura(lab));
 });
 
