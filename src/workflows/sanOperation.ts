@@ -49,7 +49,7 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
   op.bytesTotal = resolved.sizeBytes;
   const backupId = backupIdFor(req.target, req.requestedAt);
   const startedAt = new Date().toISOString();
-  const job: CopyJob = { req, resolved, pieces, backupId, workflowId, dataTime: startedAt, op, control, pool, undo: new Compensations(), tapeEnd: {}, lanes: [] };
+  const job: CopyJob = { req, resolved, pieces, backupId, workflowId, dataTime: startedAt, op, control, pool, undo: new Compensations(), tapeEnd: {}, lanes: [], marks: [] };
   op.streamView = () => job.lanes.map((l) => ({ ...laneView(l), bytesTotal: resolved.sizeBytes }));
 
   // 4. Launch the function software according to the plan; 5. collect each result.
@@ -85,6 +85,8 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
     await prepareLanes(job);
     op.activity = `copying ${pieces.length} chunk${pieces.length === 1 ? '' : 's'} in ${req.mode} mode`;
     const written: PieceRecord[] = req.mode === 'parallel' ? await copyParallel(job) : await copyFailover(job);
+
+    await Promise.all(job.marks);
 
     // 5. Collect: read every copy back while its cartridges are mounted, then record it.
     op.enter('collect', 'verifying what was written');
@@ -145,6 +147,7 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
     op.enter('done', `backed up ${resolved.sizeBytes} bytes as ${backupId} (${kept.copies.length} cop${kept.copies.length === 1 ? 'y' : 'ies'})`);
     return report;
   } catch (err) {
+    await Promise.all(job.marks);
     await job.undo.unwind();
     // The catalog and the people are told even when the job is being cancelled.
     await CancellationScope.nonCancellable(async () => {

@@ -36,6 +36,8 @@ export interface CopyJob {
   /** End of recorded data per cartridge, handed to the pool on release. */
   tapeEnd: Record<string, number>;
   lanes: Lane[];
+  /** Devices being marked unavailable in the pool; the copy does not wait for them, collect does. */
+  marks: Promise<unknown>[];
 }
 
 /** One reserved stream while the job runs. */
@@ -273,7 +275,8 @@ async function laneFailed(job: CopyJob, lane: Lane, err: unknown, when: string):
   }
   if (device !== undefined) {
     const reason = `${why} (job ${job.workflowId}, stream ${lane.stream.stream}, ${when})`.slice(0, 500);
-    await job.pool.markDevice(job.req.site, { device, state: 'unavailable', reason }).catch(() => undefined);
+    // Marked while the copy goes on: the next chunk need not wait for the pool's bookkeeping.
+    job.marks.push(job.pool.markDevice(job.req.site, { device, state: 'unavailable', reason }).catch(() => undefined));
   }
   job.op.activity = `stream ${lane.stream.stream} failed ${when}: ${root.message}`;
 }
