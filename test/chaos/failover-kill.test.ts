@@ -5,18 +5,16 @@
  * device reserved and no zone on the fabric.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
-import { inject } from 'vitest';
 import { Catalog } from '../../src/catalog/store';
 import { LabState } from '../../src/lab/state';
 import { planQuery, tablesQuery } from '../../src/messages';
 import type { BackupReport } from '../../src/domain/jobs';
-import { connectKura, labEnv, makeLab, sha256, type TestLab } from '../support/harness';
+import { connectKura, makeLab, sha256, startWorkerProcess as startWorkerProcessOf, type TestLab } from '../support/harness';
 import type { Kura } from '../../src/api';
 import type { Client } from '@temporalio/client';
 
-const ROOT = path.resolve(__dirname, '..', '..');
 const MiB = 1024 * 1024;
 
 let lab: TestLab;
@@ -25,30 +23,7 @@ let client: Client;
 let close: () => Promise<void>;
 const procs: ChildProcess[] = [];
 
-/** Starts `src/worker.ts` as its own process and waits until it says it is running. */
-async function startWorkerProcess(): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['--require', 'tsx/cjs', path.join(ROOT, 'src', 'worker.ts')], {
-    cwd: ROOT,
-    env: { ...labEnv(lab), KURA_WORKFLOW_BUNDLE: inject('workflowBundlePath') },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  procs.push(child);
-  let output = '';
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`worker did not start:\n${output}`)), 60_000);
-    const onData = (d: Buffer) => {
-      output += d.toString();
-      if (output.includes('workers running')) {
-        clearTimeout(timer);
-        resolve();
-      }
-    };
-    child.stdout!.on('data', onData);
-    child.stderr!.on('data', onData);
-    child.once('exit', (code) => reject(new Error(`worker exited with ${code}:\n${output}`)));
-  });
-  return child;
-}
+const startWorkerProcess = () => startWorkerProcessOf(lab, procs);
 
 beforeAll(async () => {
   lab = await makeLab({ vms: 1, dataVolumeSize: 40 * MiB, copyHeartbeatTimeout: '2s' });
