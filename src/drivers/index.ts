@@ -15,7 +15,7 @@ import type { Drivers } from './types';
  */
 export function labDrivers(loaded: LoadedConfig, paths: KuraPaths, state: LabState, opts: LabCopyOptions = {}): Drivers {
   return {
-    hypervisor: new LabHypervisor(loaded, state),
+    hypervisor: new LabHypervisor(loaded, state, paths),
     storage: new LabStorage(loaded, paths),
     fabric: new LabFabric(loaded, state),
     tape: new LabTapeLibrary(loaded, paths, state),
