@@ -110,7 +110,7 @@ export class LabHypervisor implements HypervisorDriver {
       throw new ChecksumMismatchError(`the volume built from image ${image.imageId} hashes to ${sha}, but the image was recorded as ${image.sha256}; the image is damaged`, { imageId: image.imageId });
     }
     this.state.vmRequestOnce(req.request, site, vm, 'volume-create', () => {
-      this.state.recordEvent(vm, 'volume-create', { site, rung: req.rung, incident: req.incident, request: req.request, image: image.imageId, volume });
+      this.state.recordEvent(vm, 'volume-create', { site, rung: req.rung, incident: req.incident, request: req.request, image: image.imageId, volume, resumedFrom: resumeBytes });
       return { volume };
     });
     return { volume, sizeBytes: image.sizeBytes };
