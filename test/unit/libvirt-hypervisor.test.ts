@@ -13,6 +13,10 @@ import { parseConfigText, type LoadedConfig } from '../../src/config/load';
 import { hospitalPreset, renderConfigYaml } from '../../src/lab/preset';
 import { LibvirtHypervisor, domainXml } from '../../src/drivers/libvirt/hypervisor';
 import { execRunner, type Runner } from '../../src/drivers/libvirt/run';
+import { hypervisorDriver } from '../../src/drivers';
+import { kuraPaths } from '../../src/config/paths';
+import { LabState } from '../../src/lab/state';
+import { LabHypervisor } from '../../src/drivers/lab/hypervisor';
 import { sha256Of } from '../../src/images/copy';
 import { volumeKeystream } from '../../src/lab/files';
 
@@ -126,5 +130,20 @@ describe('the libvirt hypervisor driver', () => {
       type: 'NotFound',
       message: expect.stringContaining('no host "host-99"'),
     });
+  });
+
+  it("is the workers' hypervisor driver when kura.yaml's hypervisor section names libvirt", async () => {
+    const text = renderConfigYaml({ ...hospitalPreset({ vms: 1, hosts: 2, site: 'lv' }), hypervisor: { driver: 'libvirt', uri, healthCheck: 'state' } } as never);
+    const withLibvirt = parseConfigText(text, path.join(dir, 'kura.yaml'));
+    const state = new LabState(path.join(dir, 'state.db'));
+    try {
+      const hv = hypervisorDriver(withLibvirt, kuraPaths(withLibvirt), state);
+      expect(hv).toBeInstanceOf(LibvirtHypervisor);
+      expect(await hv.health('lv', 'vm-001')).toMatchObject({ healthy: true, detail: 'vm-001 is running' });
+      expect(hypervisorDriver(loaded, kuraPaths(loaded), state)).toBeInstanceOf(LabHypervisor);
+      expect(() => parseConfigText(renderConfigYaml({ ...hospitalPreset({ vms: 1 }), hypervisor: { driver: 'libvirt', uri, hostUri: 'qemu+ssh://x/system' } } as never), '/x/kura.yaml')).toThrow(/hypervisor\.hostUri.*must contain \{host\}/);
+    } finally {
+      state.close();
+    }
   });
 });

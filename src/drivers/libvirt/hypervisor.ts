@@ -126,7 +126,7 @@ export class LibvirtHypervisor implements HypervisorDriver {
     return this.rawInfo(vm, dest);
   }
 
-  async createVolumeFromImage(site: string, vm: string, image: ImageRef, req: VmRequest): Promise<{ volume: string; sizeBytes: number }> {
+  async createVolumeFromImage(site: string, vm: string, image: ImageRef, req: VmRequest, _onProgress?: ProgressFn): Promise<{ volume: string; sizeBytes: number }> {
     this.vm(site, vm);
     const volume = path.join(this.opts.stateDir, 'volumes', `${vm}-data-${tag(req.request)}.qcow2`);
     if (existsSync(volume)) {
