@@ -1,6 +1,6 @@
 /**
- * The lab's mutable state — injected faults, which cartridge sits in which drive, and an event
- * log — kept in one SQLite file that the CLI, workers and tests may open at the same time.
+ * The lab's mutable state — injected faults, which cartridge sits in which drive, the VMs' health
+ * (faults and their cure depth, restarts in progress), and an event log — kept in one SQLite file that the CLI, workers and tests may open at the same time.
  */
 import type Database from 'better-sqlite3';
 import { z } from 'zod';
