@@ -46,6 +46,8 @@ export async function vmGuardian(input: GuardianInput): Promise<never> {
   const { notify } = notifyActivities();
   let currentLadder: string | null = null;
   let backupRunning = false;
+  /** A report that arrived while a ladder ran: checked against the VM's health once that ladder ends. */
+  let reportedDuringLadder: FailureReport | undefined;
 
   upsertSearchAttributes([
     { key: KuraKind, value: JobKind.Guardian },
@@ -61,9 +63,11 @@ export async function vmGuardian(input: GuardianInput): Promise<never> {
       log.warn(`failure report for ${vm} ignored: it is not valid`, { issues: report.error.issues.map((i) => i.message) });
       return;
     }
-    // A ladder already running is dealing with the failure; reports during it add nothing.
-    if (currentLadder !== null || state.pendingFailure) return;
-    state.pendingFailure = { reason: report.data.reason, at: report.data.at ?? new Date().toISOString() };
+    const failure = { reason: report.data.reason, at: report.data.at ?? new Date().toISOString() };
+    // A report during a ladder may be about the failure the ladder is curing, or a new one that
+    // arrived as it ended; which, the VM's health tells once the ladder is over.
+    if (currentLadder !== null) reportedDuringLadder ??= failure;
+    else state.pendingFailure ??= failure;
   });
 
   setHandler(requestDataBackupUpdate, async (raw) => runBackup(`request:${DataBackupRequestSchema.parse(raw).requestedBy}`), {
@@ -151,8 +155,9 @@ export async function vmGuardian(input: GuardianInput): Promise<never> {
         parentClosePolicy: ParentClosePolicy.ABANDON,
         staticSummary: `recovery of ${vm}: ${report.reason}`,
       });
-      // After a person dealt with it (resolved, or rebuilt on new hardware) the next failure starts afresh.
-      state.lastRecovery = result.outcome === 'recovered' ? { at: new Date().toISOString(), rung: result.rung, incident } : undefined;
+      // The VM has been healthy since the ladder ended. After a person dealt with it (resolved, or
+      // rebuilt on new hardware) the next failure starts afresh.
+      state.lastRecovery = result.outcome === 'recovered' ? { at: result.endedAt, rung: result.rung, incident } : undefined;
     } catch (err) {
       const root = rootFailure(err);
       log.error(`recovery ladder ${workflowId} of ${vm} failed`, { type: root.type, error: root.message });
@@ -163,6 +168,12 @@ export async function vmGuardian(input: GuardianInput): Promise<never> {
       currentLadder = null;
       upsertSearchAttributes([{ key: KuraRung, value: null }]);
       publish();
+    }
+    const late = reportedDuringLadder;
+    reportedDuringLadder = undefined;
+    if (late) {
+      const h = await acts.checkHealth({ site, vm }).catch(() => undefined);
+      if (h && !h.healthy && h.state !== 'restarting') state.pendingFailure ??= late;
     }
   }
 

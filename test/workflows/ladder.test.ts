@@ -6,11 +6,13 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openSync, writeSync, closeSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
 import type { Client } from '@temporalio/client';
 import { LabState } from '../../src/lab/state';
 import { LabHypervisor } from '../../src/drivers/lab/hypervisor';
 import { CURE_DEPTHS, rungForDepth, type CureDepth, type GuardianView, type LadderResult } from '../../src/domain/ladder';
 import { guardianQuery } from '../../src/messages';
+import { KuraRung, KuraVm } from '../../src/searchAttributes';
 import { KuraVms, guardianWorkflowId } from '../../src/vmClient';
 import { labVolumePath } from '../../src/lab/files';
 import { ImageStore } from '../../src/images/store';
@@ -23,9 +25,22 @@ let workers: KuraWorkers;
 let client: Client;
 let vms: KuraVms;
 let close: () => Promise<void>;
+let webhook: Server;
+const posted: Record<string, unknown>[] = [];
 
 beforeAll(async () => {
-  lab = await makeVmLab({ vms: 10, hosts: 3 });
+  // The hand-over's webhook: a real HTTP server on loopback that records what it is sent.
+  webhook = createServer((req, res) => {
+    let body = '';
+    req.on('data', (d: Buffer) => (body += d.toString()));
+    req.on('end', () => {
+      posted.push(JSON.parse(body) as Record<string, unknown>);
+      res.end('ok');
+    });
+  });
+  await new Promise<void>((r) => webhook.listen(0, '127.0.0.1', r));
+  const port = (webhook.address() as { port: number }).port;
+  lab = await makeVmLab({ vms: 10, hosts: 3, edit: (cfg) => void (cfg.notify = { webhook: `http://127.0.0.1:${port}/kura` }) });
   workers = await startWorkers(lab);
   ({ client, close } = await connectKura(lab));
   vms = new KuraVms(client, lab.loaded, lab.taskQueue);
@@ -34,6 +49,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await workers?.shutdown();
   await close?.();
+  await new Promise((r) => webhook?.close(r));
   lab?.cleanup();
 });
 
@@ -121,6 +137,23 @@ describe('the recovery ladder', () => {
     expect(waiting.status).toBe('waiting-for-human');
     expect(waiting.currentRung).toBe('human');
     expect(actionsOf(lab, vm, since)).toEqual(['apl-restart', 'mw-restart', 'os-reboot', 'data-swap', 'guarantee-swap'].flatMap((r) => RUNG_ACTIONS[r]!));
+    // People were told, by webhook, what was tried and what they can do.
+    const told = await until(async () => posted.find((p) => p.vm === vm), (p) => p !== undefined, 10_000);
+    expect(told).toMatchObject({ subject: expect.stringContaining('needs a person'), workflowId: waiting.workflowId, tried: ['apl-restart', 'mw-restart', 'os-reboot', 'data-swap', 'guarantee-swap'], rebuild: `kura ladder rebuild ${vm} --host <substitute host>` });
+    // The UI can list the VM as in recovery, with its rung.
+    const listed = await until(
+      async () => {
+        const out: { vm: unknown; rung: unknown }[] = [];
+        for await (const w of client.workflow.list({ query: `KuraKind = "ladder" AND KuraVm = "${vm}" AND ExecutionStatus = "Running"` })) {
+          out.push({ vm: w.typedSearchAttributes.get(KuraVm), rung: w.typedSearchAttributes.get(KuraRung) });
+        }
+        return out;
+      },
+      (l) => l.length === 1 && l[0]!.rung === 'human',
+    );
+    expect(listed).toEqual([{ vm, rung: 'human' }]);
+    // No data backup while the VM is being recovered: its images are what it is recovered from.
+    await expect(vms.backupData(vm)).rejects.toMatchObject({ type: 'InRecovery', message: expect.stringContaining('is being recovered') });
 
     // An unknown host is refused before anything is sent; the ladder keeps waiting.
     const fingerprint = treeFingerprint(lab.dir);
