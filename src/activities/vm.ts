@@ -171,9 +171,14 @@ export function createVmActivities(deps: VmActivityDeps) {
           const h = await hv.health(site, vm);
           const waitedMs = Date.now() - t0;
           if (h.healthy || waitedMs >= timeoutMs) return { ...h, waitedMs };
-          heartbeat({ waitedMs, state: h.state });
-          await new Promise((r) => setTimeout(r, Math.min(everyMs, Math.max(1, timeoutMs - waitedMs))));
-          signal.throwIfAborted();
+          // Sleep in slices of at most a second, heartbeating, so a long check interval never
+          // looks like a dead worker to the heartbeat timeout.
+          const until = Date.now() + Math.min(everyMs, Math.max(1, timeoutMs - waitedMs));
+          while (Date.now() < until) {
+            heartbeat({ waitedMs: Date.now() - t0, state: h.state });
+            await new Promise((r) => setTimeout(r, Math.min(1000, until - Date.now())));
+            signal.throwIfAborted();
+          }
         }
       });
     },
