@@ -40,7 +40,7 @@ beforeAll(async () => {
   });
   await new Promise<void>((r) => webhook.listen(0, '127.0.0.1', r));
   const port = (webhook.address() as { port: number }).port;
-  lab = await makeVmLab({ vms: 10, hosts: 3, edit: (cfg) => void (cfg.notify = { webhook: `http://127.0.0.1:${port}/kura` }) });
+  lab = await makeVmLab({ vms: 12, hosts: 3, edit: (cfg) => void (cfg.notify = { webhook: `http://127.0.0.1:${port}/kura` }) });
   workers = await startWorkers(lab);
   ({ client, close } = await connectKura(lab));
   vms = new KuraVms(client, lab.loaded, lab.taskQueue);
@@ -222,6 +222,50 @@ describe('the recovery ladder', () => {
     const again = await reportAndRecover(other, 'later');
     expect(again.rung).toBe('mw-restart');
     expect(actionsOf(lab, other, from)).toEqual([['apl-restart', 'apl-restart'], ['mw-restart', 'mw-restart']]);
+  });
+});
+
+describe('the recovery ladder, per rung and by hand', () => {
+  it("tries a rung the policy's number of times before widening the range", async () => {
+    const vm = lab.vms[10]!;
+    const base = policyOf(lab);
+    await startGuardian(client, lab, vm, { ...base, rungs: { ...base.rungs, 'apl-restart': { attempts: 3, healthWaitMs: 200, backoffMs: 50 } } });
+    const since = lastSeq(lab);
+    injectFault(vm, 'mw');
+    const result = await reportAndRecover(vm, 'needs the middleware');
+    expect(result.rung).toBe('mw-restart');
+    expect(actionsOf(lab, vm, since)).toEqual([
+      ['apl-restart', 'apl-restart'],
+      ['apl-restart', 'apl-restart'],
+      ['apl-restart', 'apl-restart'],
+      ['mw-restart', 'mw-restart'],
+    ]);
+    const apl = result.view.rungs.find((r) => r.rung === 'apl-restart')!;
+    expect(apl.attempts.map((a) => [a.attempt, a.outcome])).toEqual([[1, 'unhealthy'], [2, 'unhealthy'], [3, 'unhealthy']]);
+    // Each retry waited the rung's backoff after the previous attempt's health wait ended.
+    for (let i = 1; i < apl.attempts.length; i++) {
+      expect(Date.parse(apl.attempts[i]!.startedAt) - Date.parse(apl.attempts[i - 1]!.endedAt!)).toBeGreaterThanOrEqual(50);
+    }
+  });
+
+  it('ends a hand-over when a person resolves it, and the next failure starts at the bottom', async () => {
+    const vm = lab.vms[11]!;
+    await startGuardian(client, lab, vm, policyOf(lab, { stabilityWindowMs: 10 * 60_000 }));
+    injectFault(vm, 'none');
+    await vms.reportFailure(vm, 'needs a person');
+    await until(() => vms.ladder(vm), (v) => v.status === 'waiting-for-human');
+    const state = new LabState(lab.paths.labState);
+    state.clearVmFault(lab.site, vm);
+    state.close();
+    const view = await vms.resolve(vm, 'replaced the line card');
+    expect(view.status).toBe('resolved');
+    expect(view.note).toMatch(/: replaced the line card$/);
+    const g = await until(() => guardianView(vm), (v) => v.currentLadder === null);
+    expect(g.state.lastRecovery).toBeUndefined();
+    const since = lastSeq(lab);
+    injectFault(vm, 'apl');
+    expect((await reportAndRecover(vm, 'later')).rung).toBe('apl-restart');
+    expect(actionsOf(lab, vm, since)).toEqual([['apl-restart', 'apl-restart']]);
   });
 });
 
