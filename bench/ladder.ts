@@ -134,9 +134,9 @@ async function main(): Promise<void> {
     console.log(`  ratio five-step / image restore              ${(manualMs / rebuildMs).toFixed(0)}×`);
 
     state.close();
+    await workers.shutdown();
     for (const vm of names) await client.workflow.getHandle(guardianWorkflowId(vm)).terminate('benchmark done').catch(() => undefined);
     await connection.close();
-    await workers.shutdown();
   } finally {
     await server.stop();
     rmSync(dir, { recursive: true, force: true });
