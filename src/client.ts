@@ -14,6 +14,8 @@ import { registerStartCommand } from './cli/start';
 import { registerWorkerCommand } from './cli/worker';
 import { registerLabCommands } from './cli/lab';
 import { registerPoolCommands } from './cli/pool';
+import { registerLadderCommands } from './cli/ladder';
+import { registerLabVmCommands } from './cli/lab-vm';
 
 /** Builds the program and the context its commands share. */
 function buildProgram(): { program: Command; ctx: CliContext } {
@@ -33,6 +35,8 @@ function buildProgram(): { program: Command; ctx: CliContext } {
   registerLabCommands(program);
   registerConfigCommands(program, ctx);
   registerWorkerCommand(program, ctx);
+  registerLadderCommands(program, ctx);
+  registerLabVmCommands(program, ctx);
   return { program, ctx };
 }
 

@@ -6,6 +6,7 @@ import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 import type { Grant, MarkRequest, PoolTables, ReleaseRequest, ReserveRequest } from './domain/pool';
 import type { PlanView, Progress } from './domain/jobs';
 import type { FleetProgress } from './domain/fleet';
+import type { DataBackupRequest, FailureReport, GuardianView, ImageRecord, LadderView, RebuildRequest, ResolveRequest } from './domain/ladder';
 
 /** Resource pool: grant N disjoint streams to a job, all or nothing. */
 export const reserveStreamsUpdate = defineUpdate<Grant, [ReserveRequest]>('reserve-streams');
@@ -25,3 +26,16 @@ export const planQuery = defineQuery<PlanView>('plan');
 
 /** Fleet run: per-target states. */
 export const fleetProgressQuery = defineQuery<FleetProgress>('fleet-progress');
+
+/** VM guardian: the VM asks for an image of its data volume now; answers with the image kept. */
+export const requestDataBackupUpdate = defineUpdate<ImageRecord, [DataBackupRequest]>('request-data-backup');
+/** VM guardian: the VM or a monitor reports a software failure; the guardian runs the ladder. */
+export const failureDetectedSignal = defineSignal<[FailureReport]>('failure-detected');
+/** VM guardian: its state, the ladder running now and the last one. */
+export const guardianQuery = defineQuery<GuardianView>('guardian');
+/** Recovery ladder: the rungs with their attempts, times and outcomes. */
+export const ladderQuery = defineQuery<LadderView>('ladder');
+/** Recovery ladder, handed over to a person: they fixed the VM themselves. */
+export const resolveUpdate = defineUpdate<LadderView, [ResolveRequest]>('resolve');
+/** Recovery ladder, handed over to a person: recreate the VM on a substitute host from its images. */
+export const rebuildUpdate = defineUpdate<LadderView, [RebuildRequest]>('rebuild');

@@ -6,6 +6,8 @@
  */
 import { z } from 'zod';
 import { DurationSchema, SizeSchema } from './units';
+import { LabTimingSchema, LadderConfigSchema } from './ladder-config';
+import { HypervisorConfigSchema } from './hypervisor-config';
 
 export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 export const NameSchema = z
@@ -138,6 +140,12 @@ export const ConfigSchema = z
       .default({}),
     notify: NotifySchema.default({}),
     tuning: TuningSchema.default(TuningSchema.parse({})),
+    /** The restart ladder's policy (seed 001): attempts, waits, stability window, images kept, backup time. */
+    ladder: LadderConfigSchema.default(LadderConfigSchema.parse({})),
+    /** How the lab's simulated VMs behave (restart times). */
+    lab: LabTimingSchema.default(LabTimingSchema.parse({})),
+    /** The hypervisor driver: the lab (default) or libvirt on real hosts. */
+    hypervisor: HypervisorConfigSchema.default({ driver: 'lab' }),
     sites: z.array(SiteSchema).min(1, 'the configuration needs at least one site'),
   })
   .superRefine((cfg, ctx) => {

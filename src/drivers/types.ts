@@ -138,11 +138,65 @@ export interface VmInfo {
   dataVolume: string;
 }
 
+/** What a monitor sees of a VM's software: healthy, or why not. */
+export interface VmHealth {
+  healthy: boolean;
+  state: 'running' | 'stopped' | 'restarting' | 'faulty';
+  detail: string;
+}
+
+/**
+ * One recovery action, named so that carrying it out twice (a retried activity) changes nothing
+ * the second time; `rung` and `incident` say why it was asked for (they go to the event log).
+ */
+export interface VmRequest {
+  request: string;
+  rung: string;
+  incident: string;
+}
+
+/** An image a volume is built from: its file and what it must hash to. */
+export interface ImageRef {
+  imageId: string;
+  kind: 'data' | 'guarantee' | 'software';
+  file: string;
+  sizeBytes: number;
+  sha256: string;
+}
+
 /** Hypervisors: the VMs of a site, where they run and whether they are up. */
 export interface HypervisorDriver {
   /** One VM; NotFoundError when the site has no such VM. */
   describeVm(site: string, vm: string): Promise<VmInfo>;
   listVms(site: string): Promise<VmInfo[]>;
+
+  /** The VM's health as its monitor sees it (seed 001 S12/S17: recovered?). */
+  health(site: string, vm: string): Promise<VmHealth>;
+  /**
+   * Restarts the initialization range `scope` (S11): the application (`apl`) or the middleware
+   * (`mw`) through the guest agent, or the whole OS (`os`, a reboot). Asks and returns; the VM
+   * comes back in its own time, which `health` shows.
+   */
+  restart(site: string, vm: string, scope: 'apl' | 'mw' | 'os', req: VmRequest): Promise<void>;
+  /** Copies the VM's data volume (volume 13) into an image file; returns its size and SHA-256. */
+  snapshotDataVolume(site: string, vm: string, dest: string, onProgress: ProgressFn, signal?: AbortSignal): Promise<{ sizeBytes: number; sha256: string }>;
+  /**
+   * Writes a base image of the VM — its software image, or its startup-guarantee data image —
+   * as the management side created the VM from (seed 001: volume 12 from the software image).
+   */
+  writeBaseImage(site: string, vm: string, kind: 'software' | 'guarantee', dest: string, onProgress: ProgressFn): Promise<{ sizeBytes: number; sha256: string }>;
+  /**
+   * S15: builds a NEW volume for the VM's data from an image and returns where it is. Continues
+   * after `resumeBytes` already written by an earlier attempt of the same request.
+   */
+  createVolumeFromImage(site: string, vm: string, image: ImageRef, req: VmRequest, onProgress: ProgressFn, resumeBytes?: number, signal?: AbortSignal): Promise<{ volume: string; sizeBytes: number }>;
+  /** S16: swaps the VM's data volume for `volume` (built from `image`); the software volume is left alone. */
+  swapDataVolume(site: string, vm: string, volume: string, image: ImageRef, req: VmRequest): Promise<{ retired: string }>;
+  /**
+   * S18's maintenance: recreates the VM on a substitute host from its software image and a data
+   * image, and starts it. NotFoundError for a host the site does not have.
+   */
+  rebuild(site: string, vm: string, host: string, images: { software: ImageRef; data: ImageRef }, req: VmRequest): Promise<void>;
 }
 
 /** An FC zone: the named ports (servers, arrays, libraries, copy devices, switches) that may see each other. */

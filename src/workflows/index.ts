@@ -3,3 +3,5 @@ export { resourcePool } from './resourcePool';
 export { sanOperation } from './sanOperation';
 export { restore } from './restore';
 export { fleetProtection } from './fleetProtection';
+export { vmGuardian } from './vmGuardian';
+export { recoveryLadder } from './recoveryLadder';
