@@ -45,7 +45,8 @@ async function main(): Promise<void> {
   const server = await startDevServer({ headless: true, dbFile: path.join(dir, 'temporal.db') });
   try {
     const cfg = hospitalPreset({ vms: n, dataVolumeSize: size, softwareVolumeSize: 4096, site: 'bench' });
-    cfg.tuning = { pieceSize: '256MiB', reserveWait: '10m' };
+    // One stream, one chunk: this measures orchestration per job, not the stream logic (bench/failover does).
+    cfg.tuning = { pieceSize: '256MiB', reserveWait: '10m', streams: 1, chunks: 1 };
     writeFileSync(path.join(dir, 'kura.yaml'), renderConfigYaml(cfg));
     const loaded = loadConfig(path.join(dir, 'kura.yaml'));
     await createLabFiles(loaded, kuraPaths(loaded));

@@ -13,11 +13,11 @@ import {
 } from '@temporalio/client';
 import { TypedSearchAttributes, type Workflow } from '@temporalio/common';
 import type { LoadedConfig } from './config/load';
-import { jobTuning } from './config/tuning';
+import { copySettings, jobTuning } from './config/tuning';
 import { findSite, resolveTargetRef } from './config/targets';
 import { compactTime, BackupIdSchema } from './domain/catalog';
 import { ErrorType, InvalidInputError, KuraError } from './domain/errors';
-import type { JobTuning } from './domain/jobs';
+import type { CopySettings, JobTuning } from './domain/jobs';
 import { CONTROL_TASK_QUEUE, JobKind, KuraKind, KuraSite, KuraTarget } from './searchAttributes';
 import type { fleetProtection, restore, sanOperation } from './workflows';
 
@@ -44,19 +44,29 @@ export class Kura {
     return { ...jobTuning(this.loaded.config), ...over };
   }
 
-  /** Starts a backup of a VM's data volume (or array/volume); fails fast on an unknown target. */
-  async startBackup(target: string, opts: JobOptions & { streams?: number } = {}): Promise<WorkflowHandle<typeof sanOperation>> {
+  /**
+   * Starts a backup of a VM's data volume (or array/volume); fails fast on an unknown target.
+   * Streams, mode and chunks default to kura.yaml's `tuning` (a policy's, when `policy` is named).
+   */
+  async startBackup(target: string, opts: JobOptions & Partial<CopySettings> & { policy?: string } = {}): Promise<WorkflowHandle<typeof sanOperation>> {
     const site = findSite(this.loaded.config, opts.site);
     resolveTargetRef(site, target);
     const requestedAt = opts.requestedAt ?? new Date().toISOString();
     const workflowId = `op/backup/${target}/${compactTime(requestedAt)}`;
     return this.start<typeof sanOperation>('sanOperation', workflowId, {
-      args: [{ kind: 'backup', site: site.name, target, requestedBy: opts.requestedBy ?? cliUser(), requestedAt, streams: opts.streams ?? 1, tuning: this.tuning(opts.tuning) }],
+      args: [{ kind: 'backup', site: site.name, target, requestedBy: opts.requestedBy ?? cliUser(), requestedAt, ...this.copy(site.name, opts), tuning: this.tuning(opts.tuning) }],
       kind: JobKind.Backup,
       target,
       site: site.name,
       summary: `backup of ${target} (${site.name})`,
     });
+  }
+
+  private copy(site: string, opts: Partial<CopySettings> & { policy?: string }): CopySettings {
+    const base = copySettings(this.loaded.config, site, opts.policy);
+    const out: CopySettings = { streams: opts.streams ?? base.streams, mode: opts.mode ?? base.mode, chunks: opts.chunks ?? base.chunks };
+    if (opts.chunkSize !== undefined) out.chunkSize = opts.chunkSize;
+    return out;
   }
 
   /** Starts a restore of a backup into a new file. */

@@ -15,6 +15,8 @@ import { registerWorkerCommand } from './cli/worker';
 import { registerLabCommands } from './cli/lab';
 import { registerPoolCommands } from './cli/pool';
 import { registerDatapathCommand } from './cli/datapath';
+import { registerLadderCommands } from './cli/ladder';
+import { registerLabVmCommands } from './cli/lab-vm';
 
 /** Builds the program and the context its commands share. */
 function buildProgram(): { program: Command; ctx: CliContext } {
@@ -35,6 +37,8 @@ function buildProgram(): { program: Command; ctx: CliContext } {
   registerConfigCommands(program, ctx);
   registerWorkerCommand(program, ctx);
   registerDatapathCommand(program, ctx);
+  registerLadderCommands(program, ctx);
+  registerLabVmCommands(program, ctx);
   return { program, ctx };
 }
 

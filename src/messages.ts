@@ -7,6 +7,7 @@ import type { Grant, MarkRequest, PoolTables, ReleaseRequest, ReserveRequest } f
 import type { PlanView, Progress } from './domain/jobs';
 import type { FleetProgress } from './domain/fleet';
 import type { OnlineProgress } from './domain/datapath';
+import type { DataBackupRequest, FailureReport, GuardianView, ImageRecord, LadderView, RebuildRequest, ResolveRequest } from './domain/ladder';
 
 /** Resource pool: grant N disjoint streams to a job, all or nothing. */
 export const reserveStreamsUpdate = defineUpdate<Grant, [ReserveRequest]>('reserve-streams');
@@ -32,3 +33,15 @@ export const fleetProgressQuery = defineQuery<FleetProgress>('fleet-progress');
  * tool that asks a job for its `progress` gets an answer; this constant types the online shape.
  */
 export const onlineProgressQuery = defineQuery<OnlineProgress>('progress');
+/** VM guardian: the VM asks for an image of its data volume now; answers with the image kept. */
+export const requestDataBackupUpdate = defineUpdate<ImageRecord, [DataBackupRequest]>('request-data-backup');
+/** VM guardian: the VM or a monitor reports a software failure; the guardian runs the ladder. */
+export const failureDetectedSignal = defineSignal<[FailureReport]>('failure-detected');
+/** VM guardian: its state, the ladder running now and the last one. */
+export const guardianQuery = defineQuery<GuardianView>('guardian');
+/** Recovery ladder: the rungs with their attempts, times and outcomes. */
+export const ladderQuery = defineQuery<LadderView>('ladder');
+/** Recovery ladder, handed over to a person: they fixed the VM themselves. */
+export const resolveUpdate = defineUpdate<LadderView, [ResolveRequest]>('resolve');
+/** Recovery ladder, handed over to a person: recreate the VM on a substitute host from its images. */
+export const rebuildUpdate = defineUpdate<LadderView, [RebuildRequest]>('rebuild');

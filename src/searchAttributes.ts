@@ -7,6 +7,10 @@ import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/commo
 export const KuraKind = defineSearchAttributeKey('KuraKind', SearchAttributeType.KEYWORD);
 export const KuraTarget = defineSearchAttributeKey('KuraTarget', SearchAttributeType.KEYWORD);
 export const KuraSite = defineSearchAttributeKey('KuraSite', SearchAttributeType.KEYWORD);
+/** The VM a guardian or a recovery ladder belongs to. */
+export const KuraVm = defineSearchAttributeKey('KuraVm', SearchAttributeType.KEYWORD);
+/** The rung a recovery is on now (empty when none), so the UI lists every VM in recovery. */
+export const KuraRung = defineSearchAttributeKey('KuraRung', SearchAttributeType.KEYWORD);
 
 /** Values of KuraKind. */
 export const JobKind = {
@@ -15,6 +19,8 @@ export const JobKind = {
   Restore: 'restore',
   Fleet: 'fleet',
   OnlineBackup: 'online-backup',
+  Guardian: 'guardian',
+  Ladder: 'ladder',
 } as const;
 export type JobKind = (typeof JobKind)[keyof typeof JobKind];
 

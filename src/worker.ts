@@ -15,6 +15,9 @@ import { createControlActivities } from './activities/control';
 import { createCopyActivities } from './activities/copy';
 import { createPoolActivities, ensurePool } from './activities/pool';
 import { createOnlineActivities } from './activities/online';
+import { createVmActivities } from './activities/vm';
+import { ImageStore } from './images/store';
+import { ensureGuardians } from './vmClient';
 import { CONTROL_TASK_QUEUE, serverTaskQueue } from './searchAttributes';
 import { temporalConnectionOptions } from './stack/connection';
 
@@ -74,6 +77,7 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
   const catalog = new Catalog(paths.catalog);
   const lab = new LabState(paths.labState);
   const drivers = labDrivers(loaded, paths, lab);
+  const images = new ImageStore(paths.home);
 
   const clientConnection = await Connection.connect({ address: conn.address, tls: conn.tls, apiKey: conn.apiKey });
   const client = new Client({ connection: clientConnection, namespace: conn.namespace });
@@ -98,6 +102,7 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
           ...createControlActivities({ loaded, paths, drivers, catalog }),
           ...createPoolActivities({ client, sites: () => loaded.config.sites }),
           ...createOnlineActivities({ loaded, paths, catalog }),
+          ...createVmActivities({ loaded, drivers, images }),
         },
       }),
     );
@@ -118,6 +123,7 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
   const running = Promise.all(workers.map((w) => w.run())).then(() => undefined);
   if (!opts.serversOnly) {
     for (const site of loaded.config.sites) await ensurePool(client, site, taskQueue);
+    if (loaded.config.ladder.guardVms) await ensureGuardians(client, loaded, taskQueue);
   }
 
   let closed = false;
@@ -135,6 +141,7 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
       await clientConnection.close();
       catalog.close();
       lab.close();
+      images.close();
     },
   };
 }

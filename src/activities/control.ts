@@ -4,7 +4,7 @@
  * or the catalog, and is idempotent when retried.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, statSync } from 'node:fs';
+import { constants as fsConstants, createReadStream, existsSync, statSync } from 'node:fs';
 import { open, rename, rm } from 'node:fs/promises';
 import * as path from 'node:path';
 import { Context, log } from '@temporalio/activity';
@@ -13,9 +13,20 @@ import type { LoadedConfig } from '../config/load';
 import type { KuraPaths } from '../config/paths';
 import type { Catalog } from '../catalog/store';
 import type { Drivers } from '../drivers/types';
-import type { JobTuning } from '../domain/jobs';
-import { jobTuning, policyTargets } from '../config/tuning';
-import { NewBackupSchema, PieceRecordSchema, type BackupRecord, type NewBackup, type PieceRecord } from '../domain/catalog';
+import type { CopySettings, JobTuning } from '../domain/jobs';
+import { copySettings, jobTuning, policyTargets } from '../config/tuning';
+import {
+  NewBackupSchema,
+  PieceRecordSchema,
+  StreamRecordSchema,
+  TapeCatalogEntrySchema,
+  type BackupRecord,
+  type NewBackup,
+  type PieceRecord,
+  type StreamRecord,
+  type TapeCatalogEntry,
+} from '../domain/catalog';
+import type { DeviceHealth } from '../drivers/types';
 import { ChecksumMismatchError, DestinationExistsError, InvalidInputError, NotFoundError } from '../domain/errors';
 import { checkRestoreDestination, findSite, resolveTargetRef } from '../config/targets';
 import { mapFailures, parseInput } from './failures';
@@ -42,7 +53,21 @@ const CompleteInput = z.object({
   endedAt: z.string(),
   sha256: z.string().nullable(),
   pieces: z.array(PieceRecordSchema),
+  streams: z.array(StreamRecordSchema).default([]),
 });
+const FailInput = z.object({ backupId: z.string(), error: z.string(), endedAt: z.string(), streams: z.array(StreamRecordSchema).default([]) });
+const ZoneInput = z.object({ site: z.string().min(1), name: z.string().min(1), members: z.array(z.string().min(1)).min(2) });
+const UnzoneInput = z.object({ site: z.string().min(1), name: z.string().min(1) });
+const TapeAtInput = z.object({ ...TapeAddressInput.shape, position: z.number().int().min(0) });
+const WriteCatalogInput = z.object({ at: TapeAtInput, entry: TapeCatalogEntrySchema });
+const DiskPieceInput = z.object({
+  image: z.string().min(1),
+  position: z.number().int().min(0),
+  sizeBytes: z.number().int().min(0),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  destination: z.object({ path: z.string().min(1), offset: z.number().int().min(0) }),
+});
+const ProbeInput = z.object({ site: z.string().min(1), devices: z.array(z.string().min(1)).min(1) });
 const RestorePaths = z.object({ destination: z.string().min(1), job: z.string().min(1) });
 
 /** Creates the control activities bound to one worker's configuration, drivers and catalog. */
@@ -76,25 +101,102 @@ export function createControlActivities(deps: ControlDeps) {
     },
 
     /** Records every piece and marks the backup complete, in one transaction. */
-    async completeBackup(input: { backupId: string; endedAt: string; sha256: string | null; pieces: PieceRecord[] }): Promise<BackupRecord> {
+    async completeBackup(input: { backupId: string; endedAt: string; sha256: string | null; pieces: PieceRecord[]; streams?: StreamRecord[] }): Promise<BackupRecord> {
       return mapFailures(async () => {
         const c = parseInput(CompleteInput, input, 'completed backup');
         return catalog.completeBackup(c.backupId, c);
       });
     },
 
-    async failBackup(input: { backupId: string; error: string; endedAt: string }): Promise<void> {
-      return mapFailures(async () => catalog.failBackup(input.backupId, input.error, input.endedAt));
+    /** Marks a backup failed with the reason and what became of each of its streams. */
+    async failBackup(input: { backupId: string; error: string; endedAt: string; streams?: StreamRecord[] }): Promise<void> {
+      return mapFailures(async () => {
+        const f = parseInput(FailInput, input, 'failed backup');
+        catalog.failBackup(f.backupId, f.error, f.endedAt, f.streams);
+      });
     },
 
-    /** A complete backup and its pieces; NotFound for an unknown id, InvalidInput when not complete. */
-    async findBackup(input: { backupId: string }): Promise<{ backup: BackupRecord; pieces: PieceRecord[] }> {
+    /** Zones a stream's path on the FC switches (seed 004): idempotent, like the fabric's createZone. */
+    async zoneStream(input: { site: string; name: string; members: string[] }): Promise<void> {
+      return mapFailures(async () => {
+        const z = parseInput(ZoneInput, input, 'zone');
+        await drivers.fabric.createZone(z.site, { name: z.name, members: z.members });
+      });
+    },
+
+    /** Removes a stream's zone; removing one that is gone is fine. */
+    async unzoneStream(input: { site: string; name: string }): Promise<void> {
+      return mapFailures(async () => {
+        const z = parseInput(UnzoneInput, input, 'zone');
+        await drivers.fabric.deleteZone(z.site, z.name);
+      });
+    },
+
+    /** Seed 004 step 1170: writes the job's catalog rows of one cartridge onto it, after its data. */
+    async writeTapeCatalog(input: { at: { site: string; library: string; drive: string; tape: string; position: number }; entry: TapeCatalogEntry }): Promise<{ nextPosition: number }> {
+      return mapFailures(async () => {
+        const w = parseInput(WriteCatalogInput, input, 'tape catalog');
+        return drivers.tape.writeCatalog(w.at, w.entry);
+      });
+    },
+
+    /** Ends a cartridge's recorded data where a failed job began writing, so nothing it left remains. */
+    async eraseTape(input: { site: string; library: string; drive: string; tape: string; position: number }): Promise<void> {
+      return mapFailures(async () => drivers.tape.eraseFrom(parseInput(TapeAtInput, input, 'tape position')));
+    },
+
+    /**
+     * Restores a piece kept on disk backup storage (an online backup's image, library `disk`): copies
+     * it into the restore file and checks its SHA-256. The image path is relative to Kura's home and
+     * must stay inside it. A retry simply copies again.
+     */
+    async readDiskPiece(input: { image: string; position: number; sizeBytes: number; sha256: string; destination: { path: string; offset: number } }): Promise<{ sha256: string; bytes: number }> {
+      return mapFailures(async () => {
+        const r = parseInput(DiskPieceInput, input, 'disk piece');
+        const file = path.resolve(paths.home, r.image);
+        if (path.relative(paths.home, file).startsWith('..')) throw new InvalidInputError(`disk piece ${r.image} lies outside Kura's home ${paths.home}`);
+        if (!existsSync(file)) throw new NotFoundError(`the image ${file} of this backup is gone from disk backup storage`);
+        const src = await open(file, 'r');
+        const dst = await open(r.destination.path, fsConstants.O_RDWR | fsConstants.O_CREAT);
+        const hash = createHash('sha256');
+        try {
+          const buf = Buffer.allocUnsafe(4 * 1024 * 1024);
+          for (let done = 0; done < r.sizeBytes; ) {
+            const want = Math.min(buf.length, r.sizeBytes - done);
+            const { bytesRead } = await src.read(buf, 0, want, r.position + done);
+            if (bytesRead !== want) throw new ChecksumMismatchError(`the image ${file} ends after ${r.position + done + bytesRead} bytes, before the ${r.sizeBytes} the catalog recorded`);
+            hash.update(buf.subarray(0, want));
+            await dst.write(buf, 0, want, r.destination.offset + done);
+            done += want;
+            Context.current().heartbeat({ bytes: done });
+          }
+          await dst.sync();
+        } finally {
+          await src.close();
+          await dst.close();
+        }
+        const sha256 = hash.digest('hex');
+        if (sha256 !== r.sha256) throw new ChecksumMismatchError(`the image ${file} hashes to ${sha256} but the catalog recorded ${r.sha256}; disk backup storage did not keep it`);
+        return { sha256, bytes: r.sizeBytes };
+      });
+    },
+
+    /** Asks a stream's devices which of them is at fault, after a copy over them stopped answering. */
+    async probeStream(input: { site: string; devices: string[] }): Promise<DeviceHealth[]> {
+      return mapFailures(async () => {
+        const p = parseInput(ProbeInput, input, 'devices to probe');
+        return drivers.copy.probe(p.site, p.devices);
+      });
+    },
+
+    /** A complete backup, its pieces and streams; NotFound for an unknown id, InvalidInput when not complete. */
+    async findBackup(input: { backupId: string }): Promise<{ backup: BackupRecord; pieces: PieceRecord[]; streams: StreamRecord[] }> {
       return mapFailures(async () => {
         const backup = catalog.backup(input.backupId);
         if (backup.status !== 'complete') {
           throw new InvalidInputError(`backup ${backup.backupId} is ${backup.status}${backup.error ? ` (${backup.error})` : ''}; only complete backups can be restored — \`kura catalog list --target ${backup.target}\` shows the others`);
         }
-        return { backup, pieces: catalog.piecesOf(backup.backupId) };
+        return { backup, pieces: catalog.piecesOf(backup.backupId), streams: catalog.streamsOf(backup.backupId) };
       });
     },
 
@@ -148,7 +250,7 @@ export function createControlActivities(deps: ControlDeps) {
     },
 
     /** What a fleet run of a policy (or `all`) covers, and the tuning its jobs use. */
-    async fleetSettings(input: { site: string; policy: string }): Promise<{ targets: string[]; concurrency: number; tuning: JobTuning }> {
+    async fleetSettings(input: { site: string; policy: string }): Promise<{ targets: string[]; concurrency: number; tuning: JobTuning; copy: CopySettings }> {
       return mapFailures(async () => {
         const found = policyTargets(loaded.config, input.site, input.policy);
         if (!found) {
@@ -160,7 +262,7 @@ export function createControlActivities(deps: ControlDeps) {
           );
         }
         if (found.targets.length === 0) throw new InvalidInputError(`policy "${input.policy}" of site ${input.site} has no targets`);
-        return { ...found, tuning: jobTuning(loaded.config) };
+        return { ...found, tuning: jobTuning(loaded.config), copy: copySettings(loaded.config, input.site, input.policy) };
       });
     },
 

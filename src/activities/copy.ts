@@ -14,6 +14,8 @@ const TapeAddress = { site: z.string(), library: z.string(), drive: z.string(), 
 
 const CopyPieceInput = z.object({
   site: z.string(),
+  /** The backup server running this copy: its path must be zoned and the LUN mask must admit it. */
+  server: z.string(),
   devices: z.array(z.string()),
   source: z.object({
     array: z.string(),
@@ -29,6 +31,7 @@ export type CopyPieceInput = z.input<typeof CopyPieceInput>;
 
 const ReadPieceInput = z.object({
   site: z.string(),
+  server: z.string(),
   devices: z.array(z.string()),
   source: z.object({ ...TapeAddress, position: z.number().int().min(0) }),
   expect: z.object({ backupId: z.string(), piece: z.number().int().min(0), sizeBytes: z.number().int().min(0) }),
@@ -39,11 +42,10 @@ export type ReadPieceInput = z.input<typeof ReadPieceInput>;
 
 const VerifyImageInput = z.object({
   site: z.string(),
-  source: z.object(TapeAddress),
   pieces: z
     .array(
       z.object({
-        position: z.number().int().min(0),
+        source: z.object({ ...TapeAddress, position: z.number().int().min(0) }),
         expect: z.object({ backupId: z.string(), piece: z.number().int().min(0), sizeBytes: z.number().int().min(0) }),
         sha256: z.string().regex(/^[0-9a-f]{64}$/),
       }),
@@ -71,6 +73,9 @@ export function createCopyActivities(deps: { drivers: Drivers }) {
     async copyPiece(input: CopyPieceInput): Promise<CopyPieceResult> {
       return mapFailures(async () => {
         const req = parseInput(CopyPieceInput, input, 'copy request');
+        // Seed 003: data crosses the SAN only inside a zone, and only to a server the LUN admits.
+        await drivers.fabric.checkZoned(req.site, [req.source.array, req.server, req.target.library]);
+        await drivers.storage.checkAccess(req.site, req.source.array, req.source.volume, req.server);
         const ctx = Context.current();
         const resumeBytes = resumePoint(ctx.info.heartbeatDetails, req.source.length);
         const startedAt = new Date().toISOString();
@@ -103,6 +108,7 @@ export function createCopyActivities(deps: { drivers: Drivers }) {
     async readPiece(input: ReadPieceInput): Promise<{ sha256: string; bytes: number }> {
       return mapFailures(async () => {
         const req = parseInput(ReadPieceInput, input, 'read request');
+        await drivers.fabric.checkZoned(req.site, [req.server, req.source.library]);
         const ctx = Context.current();
         const resumeBytes = resumePoint(ctx.info.heartbeatDetails, req.expect.sizeBytes);
         const out = await drivers.copy.readFromTape(

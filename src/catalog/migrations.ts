@@ -42,4 +42,20 @@ export const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX pieces_by_tape ON pieces (library, tape, position);
   `,
+  // 2: the streams of each backup (seed 004 tables 420–470 per job) and what became of each.
+  `
+  CREATE TABLE streams (
+    backup_id   TEXT NOT NULL REFERENCES backups (backup_id),
+    stream      INTEGER NOT NULL,
+    server      TEXT NOT NULL,
+    library     TEXT NOT NULL,
+    drive       TEXT NOT NULL,
+    tape        TEXT NOT NULL,
+    switches    TEXT NOT NULL,
+    outcome     TEXT NOT NULL CHECK (outcome IN ('complete', 'failed', 'standby')),
+    pieces      INTEGER NOT NULL,
+    error       TEXT,
+    PRIMARY KEY (backup_id, stream)
+  );
+  `,
 ];

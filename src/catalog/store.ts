@@ -13,6 +13,9 @@ import {
   type BackupStatus,
   type NewBackup,
   type PieceRecord,
+  StreamRecordSchema,
+  type StreamRecord,
+  type TapeCatalogEntry,
 } from '../domain/catalog';
 import { openDatabase } from '../stack/sqlite';
 import { InvalidInputError, NotFoundError } from '../domain/errors';
@@ -53,8 +56,9 @@ export class Catalog {
    * Records the pieces and marks the backup complete, all in one transaction. Idempotent: the
    * same pieces recorded again change nothing; a different piece under the same key is refused.
    */
-  completeBackup(backupId: string, done: { endedAt: string; sha256: string | null; pieces: PieceRecord[] }): BackupRecord {
+  completeBackup(backupId: string, done: { endedAt: string; sha256: string | null; pieces: PieceRecord[]; streams?: StreamRecord[] }): BackupRecord {
     const pieces = done.pieces.map((p) => PieceRecordSchema.parse(p));
+    const streams = (done.streams ?? []).map((r) => StreamRecordSchema.parse(r));
     const insert = this.db.prepare(
       `INSERT INTO pieces (backup_id, copy, piece, target, job, stream, started_at, ended_at, data_time, library, tape, position, offset, size_bytes, sha256)
        VALUES (@backupId, @copy, @piece, @target, @job, @stream, @startedAt, @endedAt, @dataTime, @library, @tape, @position, @offset, @sizeBytes, @sha256)
@@ -79,15 +83,80 @@ export class Catalog {
       this.db
         .prepare(`UPDATE backups SET status = 'complete', ended_at = ?, sha256 = ?, pieces = ?, error = NULL WHERE backup_id = ?`)
         .run(done.endedAt, done.sha256, all.filter((p) => p.copy === Math.min(...copies)).length, backupId);
+      this.putStreams(backupId, streams);
     }).immediate();
     return this.backup(backupId);
   }
 
-  /** Marks a backup failed with the reason. A complete backup is never downgraded. */
-  failBackup(backupId: string, error: string, endedAt: string): void {
-    this.db
-      .prepare(`UPDATE backups SET status = 'failed', error = ?, ended_at = ? WHERE backup_id = ? AND status != 'complete'`)
-      .run(error, endedAt, backupId);
+  /**
+   * Marks a backup failed with the reason, and records what became of each stream. A complete
+   * backup is never downgraded.
+   */
+  failBackup(backupId: string, error: string, endedAt: string, streams: StreamRecord[] = []): void {
+    const rows = streams.map((r) => StreamRecordSchema.parse(r));
+    this.db.transaction(() => {
+      const changed = this.db
+        .prepare(`UPDATE backups SET status = 'failed', error = ?, ended_at = ? WHERE backup_id = ? AND status != 'complete'`)
+        .run(error, endedAt, backupId);
+      if (changed.changes > 0) this.putStreams(backupId, rows);
+    }).immediate();
+  }
+
+  /** Replaces the stream rows of a backup (inside the caller's transaction). */
+  private putStreams(backupId: string, streams: StreamRecord[]): void {
+    if (streams.length === 0) return;
+    this.db.prepare('DELETE FROM streams WHERE backup_id = ?').run(backupId);
+    const insert = this.db.prepare(
+      `INSERT INTO streams (backup_id, stream, server, library, drive, tape, switches, outcome, pieces, error)
+       VALUES (@backupId, @stream, @server, @library, @drive, @tape, @switches, @outcome, @pieces, @error)`,
+    );
+    for (const r of streams) {
+      if (r.backupId !== backupId) throw new InvalidInputError(`stream ${r.stream} belongs to ${r.backupId}, not ${backupId}`);
+      insert.run({ ...r, switches: JSON.stringify(r.switches) });
+    }
+  }
+
+  /** The streams a backup reserved and what became of each, by stream number. */
+  streamsOf(backupId: string): StreamRecord[] {
+    return (
+      this.db
+        .prepare(
+          `SELECT backup_id AS backupId, stream, server, library, drive, tape, switches, outcome, pieces, error
+           FROM streams WHERE backup_id = ? ORDER BY stream`,
+        )
+        .all(backupId) as (Omit<StreamRecord, 'switches'> & { switches: string })[]
+    ).map((r) => StreamRecordSchema.parse({ ...r, switches: JSON.parse(r.switches) as unknown }));
+  }
+
+  /**
+   * Puts a complete backup read from cartridges into this catalog: its record, its pieces and its
+   * streams, merged with what other cartridges said of the same backup. Idempotent; refuses an
+   * entry that contradicts what is already recorded.
+   */
+  importEntry(entry: TapeCatalogEntry): void {
+    const b = BackupRecordSchema.parse(entry.backup);
+    const pieces = entry.pieces.map((p) => PieceRecordSchema.parse(p));
+    const streams = entry.streams.map((r) => StreamRecordSchema.parse(r));
+    this.db.transaction(() => {
+      this.db
+        .prepare(
+          `INSERT INTO backups (backup_id, job, site, target, array_name, volume, status, started_at, ended_at, data_time, size_bytes, sha256, pieces, error)
+           VALUES (@backupId, @job, @site, @target, @array, @volume, @status, @startedAt, @endedAt, @dataTime, @sizeBytes, @sha256, @pieces, @error)
+           ON CONFLICT (backup_id) DO NOTHING`,
+        )
+        .run(b);
+      const stored = this.backup(b.backupId);
+      if (JSON.stringify(stored) !== JSON.stringify(b)) {
+        throw new InvalidInputError(`cartridges disagree about backup ${b.backupId}: one says ${JSON.stringify(stored)}, another ${JSON.stringify(b)}`);
+      }
+      const insert = this.db.prepare(
+        `INSERT INTO pieces (backup_id, copy, piece, target, job, stream, started_at, ended_at, data_time, library, tape, position, offset, size_bytes, sha256)
+         VALUES (@backupId, @copy, @piece, @target, @job, @stream, @startedAt, @endedAt, @dataTime, @library, @tape, @position, @offset, @sizeBytes, @sha256)
+         ON CONFLICT (backup_id, copy, piece) DO NOTHING`,
+      );
+      for (const p of pieces) insert.run(p);
+      if (this.streamsOf(b.backupId).length === 0) this.putStreams(b.backupId, streams);
+    }).immediate();
   }
 
   /** One backup; NotFoundError naming the id and how to list the existing ones. */

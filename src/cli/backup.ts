@@ -1,8 +1,8 @@
 /** `kura backup <target>`: back up a VM's data volume (or array/volume) to tape, showing progress. */
 import type { Command } from 'commander';
-import type { BackupReport } from '../domain/jobs';
+import { CopyModeSchema, type BackupReport } from '../domain/jobs';
 import { InvalidInputError } from '../domain/errors';
-import { formatBytes } from '../domain/units';
+import { formatBytes, parseDuration, parseSize } from '../domain/units';
 import { watchJob } from './progress';
 import { print, uiLink, type CliContext } from './context';
 import { runOnlineBackup } from './online';
@@ -12,15 +12,19 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
     .command('backup <target>')
     .description('back up a VM (its data volume) or a volume named array/volume to tape')
     .option('--site <name>', 'the site (default: the first in the configuration)')
-    .option('--streams <n>', 'independent copy streams to reserve', '1')
+    .option('--streams <n>', 'independent copy streams to reserve, all or nothing (default: tuning.streams, 2)')
+    .option('--mode <mode>', 'failover: chunks move to the next stream on a fault; parallel: a whole copy on every stream (default: tuning.mode)')
+    .option('--chunks <n>', 'cut the copy into this many chunks (default: tuning.chunks, 10)')
+    .option('--chunk-size <size>', 'cut the copy into chunks of this size instead, e.g. 64MiB')
+    .option('--wait <duration>', 'wait in the pool\'s first-come queue this long for free devices, e.g. 10m (default: fail at once)')
+    .option('--policy <name>', 'take streams, mode and chunks from this policy of kura.yaml')
     .option('--detach', 'start the backup and return at once, printing its workflow id')
     .option('--online', 'back up while the host keeps writing, through the datapath (see `kura datapath`); shows phase and ETA')
-    .action(async (target: string, o: { site?: string; streams: string; detach?: boolean; online?: boolean }) => {
+    .action(async (target: string, o: BackupFlags & { online?: boolean }) => {
       if (o.online) return runOnlineBackup(ctx, target, o);
-      const streams = Number(o.streams);
-      if (!Number.isInteger(streams) || streams < 1 || streams > 8) throw new InvalidInputError(`--streams must be a whole number from 1 to 8, not "${o.streams}"`);
+      const opts = backupOptions(o);
       const { kura } = await ctx.connect();
-      const handle = await kura.startBackup(target, { site: o.site, streams });
+      const handle = await kura.startBackup(target, { site: o.site, ...opts });
       if (o.detach) {
         print(ctx, { ok: true, workflowId: handle.workflowId }, () => `started ${handle.workflowId}\n  watch: ${uiLink(handle.workflowId)}`);
         return;
@@ -31,11 +35,56 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
       print(ctx, { ok: true, ...report }, () =>
         [
           `backed up ${target} (${report.array}/${report.volume}) as ${report.backupId}`,
-          `  ${formatBytes(report.sizeBytes)} in ${report.pieces.length} piece(s) on ${[...new Set(report.pieces.map((p) => `${p.library}/${p.tape}`))].join(', ')} via ${report.server}`,
+          `  ${formatBytes(report.sizeBytes)} in ${report.pieces.length} piece(s) on ${[...new Set(report.pieces.map((p) => `${p.library}/${p.tape}`))].join(', ')} (${report.mode})`,
+          ...report.streams.map((st) => `  stream ${st.stream}: ${[st.server, ...st.switches, `${st.library}/${st.drive}`].join(' → ')} with ${st.tape}: ${st.outcome}${st.pieces ? `, ${st.pieces} piece(s)` : ''}${st.error ? ` — ${st.error}` : ''}`),
           `  ${seconds.toFixed(1)} s, ${formatBytes(report.sizeBytes / Math.max(seconds, 0.001))}/s`,
           `  restore with: kura restore ${report.backupId} --to <path>`,
           `  in the Temporal UI: ${uiLink(report.workflowId)}`,
         ].join('\n'),
       );
     });
+}
+
+interface BackupFlags {
+  site?: string;
+  streams?: string;
+  mode?: string;
+  chunks?: string;
+  chunkSize?: string;
+  wait?: string;
+  policy?: string;
+  detach?: boolean;
+}
+
+/** Checks the flags; a bad one is refused (exit 2) before anything starts. */
+function backupOptions(o: BackupFlags) {
+  const int = (text: string | undefined, flag: string, min: number, max: number): number | undefined => {
+    if (text === undefined) return undefined;
+    const n = Number(text);
+    if (!Number.isInteger(n) || n < min || n > max) throw new InvalidInputError(`${flag} must be a whole number from ${min} to ${max}, not "${text}"`);
+    return n;
+  };
+  const mode = o.mode === undefined ? undefined : CopyModeSchema.safeParse(o.mode).data;
+  if (o.mode !== undefined && mode === undefined) throw new InvalidInputError(`--mode must be failover or parallel, not "${o.mode}"`);
+  let chunkSize: number | undefined;
+  if (o.chunkSize !== undefined) {
+    chunkSize = parseSize(o.chunkSize);
+    if (chunkSize === undefined || chunkSize < 4096) throw new InvalidInputError(`--chunk-size must be a size of at least 4KiB such as 64MiB, not "${o.chunkSize}"`);
+  }
+  let waitMs = 0;
+  if (o.wait !== undefined) {
+    const ms = parseDuration(o.wait);
+    if (ms === undefined) throw new InvalidInputError(`--wait must be a duration such as 30s, 10m or 2h, not "${o.wait}"`);
+    waitMs = ms;
+  }
+  const streams = int(o.streams, '--streams', 1, 8);
+  const chunks = int(o.chunks, '--chunks', 1, 1000);
+  return {
+    policy: o.policy,
+    tuning: { reserveWaitMs: waitMs },
+    ...(streams === undefined ? {} : { streams }),
+    ...(chunks === undefined ? {} : { chunks }),
+    ...(chunkSize === undefined ? {} : { chunkSize }),
+    ...(mode === undefined ? {} : { mode }),
+  };
 }

@@ -14,7 +14,7 @@ export interface DescribedError {
   exitCode: number;
 }
 
-const INPUT_TYPES: string[] = [ErrorType.InvalidInput, ErrorType.ConfigInvalid, ErrorType.NotFound, ErrorType.AccessDenied, ErrorType.DestinationExists, ErrorType.AlreadyRunning];
+const INPUT_TYPES: string[] = [ErrorType.InvalidInput, ErrorType.ConfigInvalid, ErrorType.NotFound, ErrorType.AccessDenied, ErrorType.DestinationExists, ErrorType.AlreadyRunning, ErrorType.NotWaiting, ErrorType.InRecovery];
 
 /** Reduces any error to what a person (or a script reading --json) needs. */
 export function describeError(err: unknown): DescribedError {

@@ -2,11 +2,11 @@
  * Shows a running job while the CLI waits for it: a progress bar fed by the workflow's `progress`
  * query and the running copy's heartbeat (bytes so far), or plain lines when not on a terminal.
  */
-import { SingleBar, Presets } from 'cli-progress';
+import { MultiBar, SingleBar, Presets, type SingleBar as Bar } from 'cli-progress';
 import { defaultPayloadConverter } from '@temporalio/common';
 import type { WorkflowHandle } from '@temporalio/client';
 import type { FleetProgress } from '../domain/fleet';
-import type { Progress } from '../domain/jobs';
+import type { Progress, StreamProgress } from '../domain/jobs';
 import { formatBytes } from '../domain/units';
 import { fleetProgressQuery, progressQuery } from '../messages';
 
@@ -54,42 +54,64 @@ function progressLine(title: string, p: Progress, done: number, step: number): s
 
 /**
  * Waits for a backup or restore to end while showing its progress; returns its result or throws
- * its failure. With `quiet` (e.g. --json) nothing is drawn.
+ * its failure. A job with several streams gets one bar per stream under the job's own bar. With
+ * `quiet` (e.g. --json) nothing is drawn.
  */
 export async function watchJob<T>(handle: WorkflowHandle, opts: { title: string; quiet?: boolean }): Promise<T> {
   const result = handle.result() as Promise<T>;
   if (opts.quiet) return result;
-  const bar = process.stderr.isTTY
-    ? new SingleBar({ format: `${opts.title} |{bar}| {percentage}% {done}/{size} {rate} {phase}: {activity}`, hideCursor: true, stream: process.stderr, clearOnComplete: false }, Presets.shades_classic)
-    : undefined;
-  let started = false;
+  const tty = process.stderr.isTTY;
+  const multi = tty ? new MultiBar({ hideCursor: true, stream: process.stderr, clearOnComplete: false, format: '{label} |{bar}| {percentage}% {done}/{size} {info}' }, Presets.shades_classic) : undefined;
+  let jobBar: Bar | undefined;
+  const streamBars = new Map<number, Bar>();
+  const streamStates = new Map<number, string>();
   let lastLine = '';
   const say = (line: string) => {
     if (line !== lastLine) process.stderr.write(`${line}\n`);
     lastLine = line;
   };
   const t0 = Date.now();
+  const draw = (p: Progress, inFlight: number) => {
+    const done = Math.min(p.bytesDone + inFlight, p.bytesTotal);
+    const seconds = (Date.now() - t0) / 1000;
+    const rate = seconds > 0 ? `${formatBytes(done / seconds)}/s` : '';
+    if (!multi) {
+      say(progressLine(opts.title, p, done, 10));
+      for (const st of p.streams ?? []) {
+        const line = streamLine(st);
+        if (streamStates.get(st.stream) !== st.state) process.stderr.write(`  ${line}\n`);
+        streamStates.set(st.stream, st.state);
+      }
+      return;
+    }
+    const fields = { label: opts.title, done: formatBytes(done), size: formatBytes(p.bytesTotal), info: `${rate} ${p.phase}: ${p.activity}` };
+    if (!jobBar) jobBar = multi.create(Math.max(p.bytesTotal, 1), done, fields);
+    jobBar.setTotal(Math.max(p.bytesTotal, 1));
+    jobBar.update(done, fields);
+    for (const st of p.streams ?? []) {
+      const extra = st.state === 'copying' && p.streams?.filter((x) => x.state === 'copying').length === 1 ? inFlight : 0;
+      const sDone = Math.min(st.bytesDone + extra, st.bytesTotal);
+      const f = { label: `  stream ${st.stream} ${st.tape}`, done: formatBytes(sDone), size: formatBytes(st.bytesTotal), info: `${st.state}${st.error ? `: ${st.error}` : ''} (${st.path})` };
+      const bar = streamBars.get(st.stream) ?? multi.create(Math.max(st.bytesTotal, 1), sDone, f);
+      streamBars.set(st.stream, bar);
+      bar.setTotal(Math.max(st.bytesTotal, 1));
+      bar.update(sDone, f);
+    }
+  };
   await pollUntilSettled(result, async () => {
     const p = await handle.query(progressQuery);
-    const inFlight = p.phase === 'launch' ? await heartbeatBytes(handle) : 0;
-    const done = Math.min(p.bytesDone + inFlight, p.bytesTotal);
-    if (!bar) return say(progressLine(opts.title, p, done, 10));
-    const seconds = (Date.now() - t0) / 1000;
-    const fields = { done: formatBytes(done), size: formatBytes(p.bytesTotal), rate: seconds > 0 ? `${formatBytes(done / seconds)}/s` : '', phase: p.phase, activity: p.activity };
-    if (!started) bar.start(Math.max(p.bytesTotal, 1), done, fields);
-    else bar.setTotal(Math.max(p.bytesTotal, 1));
-    bar.update(done, fields);
-    started = true;
+    draw(p, p.phase === 'launch' ? await heartbeatBytes(handle) : 0);
   });
-  if (bar && started) {
-    bar.update(bar.getTotal());
-    bar.stop();
-  } else if (!bar) {
-    // A short job may end between two polls: always show where it ended.
-    const p = await handle.query(progressQuery).catch(() => undefined);
-    if (p) say(progressLine(opts.title, p, p.bytesDone, 1));
-  }
+  // A short job may end between two polls: always show where it ended.
+  const last = await handle.query(progressQuery).catch(() => undefined);
+  if (last) draw(last, 0);
+  multi?.stop();
   return result;
+}
+
+/** `stream 1 L2T001 failed: DeviceFault: … (bks-02 → fcsw-02 → lib-02/lib-02-drv-1)` */
+function streamLine(st: StreamProgress): string {
+  return `stream ${st.stream} ${st.tape} ${st.state}${st.error ? `: ${st.error}` : ''} (${st.path})`;
 }
 
 /** Waits for a fleet run while showing how many targets are done, failed and running. */

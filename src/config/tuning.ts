@@ -1,6 +1,6 @@
 /** The job tuning (piece size, timeouts, attempts) that kura.yaml's `tuning` section sets. */
 import type { Config } from '../domain/inventory';
-import type { JobTuning } from '../domain/jobs';
+import type { CopySettings, JobTuning } from '../domain/jobs';
 
 /** The tuning every job started from this configuration runs with. */
 export function jobTuning(config: Config): JobTuning {
@@ -9,6 +9,16 @@ export function jobTuning(config: Config): JobTuning {
     copyHeartbeatTimeoutMs: config.tuning.copyHeartbeatTimeout,
     deviceAttempts: config.tuning.deviceAttempts,
     reserveWaitMs: config.tuning.reserveWait,
+  };
+}
+
+/** The stream settings of backups started from this configuration, for a policy when one is named. */
+export function copySettings(config: Config, siteName?: string, policyName?: string): CopySettings {
+  const policy = config.sites.find((s) => s.name === siteName)?.policies.find((p) => p.name === policyName);
+  return {
+    streams: policy?.streams ?? config.tuning.streams,
+    mode: policy?.mode ?? config.tuning.mode,
+    chunks: policy?.chunks ?? config.tuning.chunks,
   };
 }
 

@@ -66,9 +66,46 @@ export const PieceHeaderSchema = PieceRecordSchema.pick({
 });
 export type PieceHeader = z.infer<typeof PieceHeaderSchema>;
 
+/**
+ * One reserved stream of a backup and what became of it: `complete` (a whole copy, or in failover
+ * mode the chunks it carried, reached tape), `failed` (with the reason), `standby` (never needed).
+ */
+export const StreamRecordSchema = z.object({
+  backupId: z.string(),
+  stream: z.number().int().min(0),
+  server: z.string(),
+  library: z.string(),
+  drive: z.string(),
+  tape: z.string(),
+  switches: z.array(z.string()),
+  outcome: z.enum(['complete', 'failed', 'standby']),
+  /** Chunks of the image this stream holds on its cartridge. */
+  pieces: z.number().int().min(0),
+  error: z.string().nullable(),
+});
+export type StreamRecord = z.infer<typeof StreamRecordSchema>;
+
+/**
+ * What is written onto a cartridge after a job's data (seed 004 step 1170): the backup's record,
+ * its pieces on this cartridge and its streams, so the catalog can be rebuilt from cartridges alone.
+ */
+export const TapeCatalogEntrySchema = z.object({
+  backup: BackupRecordSchema,
+  pieces: z.array(PieceRecordSchema),
+  streams: z.array(StreamRecordSchema),
+});
+export type TapeCatalogEntry = z.infer<typeof TapeCatalogEntrySchema>;
+
 /** A new backup as it is first recorded: everything but its outcome. */
 export const NewBackupSchema = BackupRecordSchema.omit({ status: true, endedAt: true, sha256: true, pieces: true, error: true });
 export type NewBackup = z.infer<typeof NewBackupSchema>;
+
+/**
+ * The library name under which pieces kept on disk backup storage are catalogued (an online
+ * backup's image; seed 004 allows a disk destination): their "tape" is the image's path below
+ * Kura's home and their position a byte offset in it.
+ */
+export const DISK_LIBRARY = 'disk';
 
 /** Size in bytes of the header block recorded on tape in front of every piece. */
 export const PIECE_HEADER_BYTES = 512;

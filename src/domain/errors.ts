@@ -26,6 +26,10 @@ export const ErrorType = {
   AlreadyRunning: 'AlreadyRunning',
   /** The Temporal server or a Kura service does not answer. */
   Unavailable: 'Unavailable',
+  /** The request needs a job in a state it is not in (e.g. resolve when no ladder waits for a person). */
+  NotWaiting: 'NotWaiting',
+  /** The VM is being recovered; what was asked must wait until the ladder ends. */
+  InRecovery: 'InRecovery',
 } as const;
 export type ErrorType = (typeof ErrorType)[keyof typeof ErrorType];
 
@@ -40,6 +44,8 @@ export const NON_RETRYABLE_ERROR_TYPES: readonly ErrorType[] = [
   ErrorType.ChecksumMismatch,
   ErrorType.DestinationExists,
   ErrorType.AlreadyRunning,
+  ErrorType.NotWaiting,
+  ErrorType.InRecovery,
 ];
 
 /** A problem found while validating input, with the path to the offending value. */
@@ -142,6 +148,14 @@ export class DestinationExistsError extends KuraError {
   override name = 'DestinationExistsError';
   constructor(message: string, details: Record<string, unknown> = {}) {
     super(ErrorType.DestinationExists, message, { details });
+  }
+}
+
+/** The job is not in the state the request needs; the message says which state it is in. */
+export class NotWaitingError extends KuraError {
+  override name = 'NotWaitingError';
+  constructor(message: string, details: Record<string, unknown> = {}) {
+    super(ErrorType.NotWaiting, message, { details });
   }
 }
 

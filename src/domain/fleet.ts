@@ -1,7 +1,7 @@
 /** A fleet run: one backup per target of a policy (or of the whole estate), a bounded number at once. */
 import { z } from 'zod';
 import { NameSchema } from './inventory';
-import { IsoTimeSchema, JobTuningSchema } from './jobs';
+import { CopySettingsSchema, IsoTimeSchema, JobTuningSchema } from './jobs';
 
 export const FleetRequestSchema = z.object({
   site: NameSchema,
@@ -15,6 +15,8 @@ export const FleetRequestSchema = z.object({
   /** Names the run's backups; the workflow's start time when omitted (Schedules). */
   requestedAt: IsoTimeSchema.optional(),
   tuning: JobTuningSchema.optional(),
+  /** Streams, mode and chunks of every backup; the policy's when omitted. */
+  copy: CopySettingsSchema.optional(),
   /** Carried across continue-as-new: outcomes so far. */
   done: z.array(z.object({ target: z.string(), state: z.enum(['done', 'failed']), workflowId: z.string().optional(), backupId: z.string().optional(), bytes: z.number().optional(), error: z.string().optional() })).default([]),
   startedAt: IsoTimeSchema.optional(),

@@ -6,6 +6,8 @@
  */
 import { z } from 'zod';
 import { DurationSchema, SizeSchema } from './units';
+import { LabTimingSchema, LadderConfigSchema } from './ladder-config';
+import { HypervisorConfigSchema } from './hypervisor-config';
 
 export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 export const NameSchema = z
@@ -79,6 +81,10 @@ export const PolicySchema = z.object({
   timezone: z.string().default('UTC'),
   /** How many backups of this policy run at once. */
   concurrency: z.number().int().min(1).max(200).default(4),
+  /** Streams, mode and chunks of this policy's backups; `tuning` gives the defaults. */
+  streams: z.number().int().min(1).max(8).optional(),
+  mode: z.enum(['failover', 'parallel']).optional(),
+  chunks: z.number().int().min(1).max(1000).optional(),
 });
 export type Policy = z.infer<typeof PolicySchema>;
 
@@ -113,6 +119,12 @@ export const TuningSchema = z.object({
   deviceAttempts: z.number().int().min(1).max(20).default(3),
   /** How long a job waits in the pool's queue for free devices before it fails with NoResources. */
   reserveWait: DurationSchema.default(30 * 60_000),
+  /** Disjoint streams each backup reserves (seed 004: at least two, so one can fail). */
+  streams: z.number().int().min(1).max(8).default(2),
+  /** `failover` (chunks move to the next stream on a fault) or `parallel` (a copy on every stream). */
+  mode: z.enum(['failover', 'parallel']).default('failover'),
+  /** Chunks a copy is cut into; a failed chunk and the ones after it move to the next stream. */
+  chunks: z.number().int().min(1).max(1000).default(10),
 });
 export type Tuning = z.infer<typeof TuningSchema>;
 
@@ -156,6 +168,12 @@ export const ConfigSchema = z
     notify: NotifySchema.default({}),
     tuning: TuningSchema.default(TuningSchema.parse({})),
     datapath: DatapathConfigSchema.default(DatapathConfigSchema.parse({})),
+    /** The restart ladder's policy (seed 001): attempts, waits, stability window, images kept, backup time. */
+    ladder: LadderConfigSchema.default(LadderConfigSchema.parse({})),
+    /** How the lab's simulated VMs behave (restart times). */
+    lab: LabTimingSchema.default(LabTimingSchema.parse({})),
+    /** The hypervisor driver: the lab (default) or libvirt on real hosts. */
+    hypervisor: HypervisorConfigSchema.default({ driver: 'lab' }),
     sites: z.array(SiteSchema).min(1, 'the configuration needs at least one site'),
   })
   .superRefine((cfg, ctx) => {

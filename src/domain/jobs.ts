@@ -4,7 +4,7 @@
  */
 import { z } from 'zod';
 import { NameSchema } from './inventory';
-import { BackupIdSchema } from './catalog';
+import { BackupIdSchema, type StreamRecord } from './catalog';
 
 /** Timeouts and sizes a job runs with; from kura.yaml's `tuning`, overridable per job (tests use small ones). */
 export const JobTuningSchema = z.object({
@@ -18,6 +18,27 @@ export type JobTuning = z.infer<typeof JobTuningSchema>;
 
 export const IsoTimeSchema = z.iso.datetime({ offset: true });
 
+/**
+ * How a backup uses its streams (seed 004): `failover` (method 2) copies chunk by chunk on one
+ * stream and moves the failed chunk and every chunk after it to the next; `parallel` (method 1)
+ * copies the whole volume on every stream at once and succeeds when at least one finishes.
+ */
+export const CopyMode = { Failover: 'failover', Parallel: 'parallel' } as const;
+export type CopyMode = (typeof CopyMode)[keyof typeof CopyMode];
+export const CopyModeSchema = z.enum([CopyMode.Failover, CopyMode.Parallel]);
+
+/** The stream settings of a backup: how many, how they are used, and how the copy is cut. */
+export const CopySettingsSchema = z.object({
+  /** Disjoint streams reserved, all or nothing (seed 004 reserves at least two). */
+  streams: z.number().int().min(1).max(8).default(2),
+  mode: CopyModeSchema.default(CopyMode.Failover),
+  /** The copy is cut into this many chunks (seed 004: 100 MB as 10 × 10 MB)… */
+  chunks: z.number().int().min(1).max(1000).default(10),
+  /** …unless a chunk size is given, which wins. */
+  chunkSize: z.number().int().min(4096).optional(),
+});
+export type CopySettings = z.infer<typeof CopySettingsSchema>;
+
 export const BackupRequestSchema = z.object({
   kind: z.literal('backup'),
   site: NameSchema,
@@ -27,7 +48,7 @@ export const BackupRequestSchema = z.object({
   requestedBy: z.string().min(1),
   /** The request's instant; it names the backup and the workflow, so one request runs once. */
   requestedAt: IsoTimeSchema,
-  streams: z.number().int().min(1).max(8).default(1),
+  ...CopySettingsSchema.shape,
   tuning: JobTuningSchema,
 });
 export type BackupRequest = z.input<typeof BackupRequestSchema>;
@@ -80,6 +101,19 @@ export interface PlanView {
   steps: PlanStep[];
 }
 
+/** One stream of a job as its progress shows it. */
+export interface StreamProgress {
+  stream: number;
+  /** `server → switches → library/drive` with the cartridge. */
+  path: string;
+  tape: string;
+  /** `standby` (reserved, not copying), `copying`, `done`, `failed`. */
+  state: 'standby' | 'copying' | 'done' | 'failed';
+  bytesDone: number;
+  bytesTotal: number;
+  error?: string;
+}
+
 /** What the `progress` query answers; the CLI adds the running activity's heartbeat to it. */
 export interface Progress {
   phase: Phase;
@@ -89,6 +123,8 @@ export interface Progress {
   bytesTotal: number;
   startedAt: string;
   error?: string;
+  /** The job's streams, when it has reserved them. */
+  streams?: StreamProgress[];
 }
 
 export interface BackupReport {
@@ -101,8 +137,12 @@ export interface BackupReport {
   sizeBytes: number;
   /** SHA-256 of the whole image, from reading it back; each piece has its own too. */
   sha256: string;
-  pieces: { piece: number; library: string; tape: string; position: number; sizeBytes: number; sha256: string }[];
+  pieces: { copy: number; piece: number; stream: number; library: string; tape: string; position: number; sizeBytes: number; sha256: string }[];
+  /** The server of the first complete copy. */
   server: string;
+  mode: CopyMode;
+  /** Every reserved stream and what became of it. */
+  streams: StreamRecord[];
   startedAt: string;
   endedAt: string;
 }
@@ -114,6 +154,9 @@ export interface RestoreReport {
   sizeBytes: number;
   sha256: string;
   pieces: number;
+  /** The copies the pieces were read from, and the cartridges given up on (unavailable or failing). */
+  copiesUsed: number[];
+  skippedTapes: { tape: string; reason: string }[];
   startedAt: string;
   endedAt: string;
 }

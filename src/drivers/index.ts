@@ -1,4 +1,7 @@
-/** Chooses the drivers a worker uses to reach a site's hardware; the lab's file-backed set for now. */
+/**
+ * Chooses the drivers a worker uses to reach a site's hardware: the lab's file-backed set, with the
+ * hypervisor driver kura.yaml names (the lab's, or libvirt on real hosts).
+ */
 import type { LoadedConfig } from '../config/load';
 import type { KuraPaths } from '../config/paths';
 import type { LabState } from '../lab/state';
@@ -7,7 +10,9 @@ import { LabFabric } from './lab/fabric';
 import { LabHypervisor } from './lab/hypervisor';
 import { LabStorage } from './lab/storage';
 import { LabTapeLibrary } from './lab/tape';
-import type { Drivers } from './types';
+import type { Drivers, HypervisorDriver } from './types';
+import * as path from 'node:path';
+import { LibvirtHypervisor } from './libvirt/hypervisor';
 
 /**
  * The lab's drivers over one configuration: volumes and cartridges are files under
@@ -15,10 +20,26 @@ import type { Drivers } from './types';
  */
 export function labDrivers(loaded: LoadedConfig, paths: KuraPaths, state: LabState, opts: LabCopyOptions = {}): Drivers {
   return {
-    hypervisor: new LabHypervisor(loaded, state),
+    hypervisor: hypervisorDriver(loaded, paths, state),
     storage: new LabStorage(loaded, paths),
     fabric: new LabFabric(loaded, state),
     tape: new LabTapeLibrary(loaded, paths, state),
     copy: new LabCopyDevice(loaded, paths, state, opts),
   };
+}
+
+/** The hypervisor driver kura.yaml's `hypervisor` section asks for: the lab's, or libvirt's. */
+export function hypervisorDriver(loaded: LoadedConfig, paths: KuraPaths, state: LabState): HypervisorDriver {
+  const h = loaded.config.hypervisor;
+  if (h.driver === 'lab') return new LabHypervisor(loaded, state, paths);
+  return new LibvirtHypervisor(loaded, {
+    uri: h.uri,
+    hostUri: (host) => h.hostUri.replaceAll('{host}', host),
+    softwareTarget: h.softwareTarget,
+    dataTarget: h.dataTarget,
+    units: h.units,
+    healthCheck: h.healthCheck,
+    stateDir: path.resolve(paths.home, h.stateDir),
+    baseImageDir: path.resolve(paths.home, h.baseImageDir),
+  });
 }

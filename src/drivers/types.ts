@@ -3,7 +3,7 @@
  * Drivers know nothing of Temporal; activities call them, report progress and map their errors.
  * Errors thrown are KuraError subclasses (DeviceFaultError, NotFoundError, TapeFullError, …).
  */
-import type { PieceHeader } from '../domain/catalog';
+import type { PieceHeader, TapeCatalogEntry } from '../domain/catalog';
 
 export { PIECE_HEADER_BYTES, type PieceHeader } from '../domain/catalog';
 
@@ -21,6 +21,11 @@ export interface VolumeInfo {
 export interface StorageDriver {
   /** Describes a volume; NotFoundError when the array or volume does not exist. */
   describeVolume(site: string, array: string, volume: string): Promise<VolumeInfo>;
+  /**
+   * LUN security (seed 003): AccessDeniedError unless the volume's LUN mask lets the backup
+   * server's WWN reach it. A volume without a mask is open to every server.
+   */
+  checkAccess(site: string, array: string, volume: string, server: string): Promise<void>;
 }
 
 
@@ -41,6 +46,19 @@ export interface TapeLibraryDriver {
   load(addr: TapeAddress): Promise<{ endOfData: number; capacityBytes: number }>;
   /** Unloads the drive; idempotent (unloading an empty drive is fine). */
   unload(addr: TapeAddress): Promise<void>;
+  /**
+   * Writes a job's catalog rows onto the mounted cartridge at `position` (seed 004 step 1170),
+   * ending the recorded data after them; returns the new end of data. Idempotent: writing the same
+   * entry at the same position again leaves the same cartridge.
+   */
+  writeCatalog(addr: TapeAddress & { position: number }, entry: TapeCatalogEntry): Promise<{ nextPosition: number }>;
+  /**
+   * Ends the recorded data at `position` of the mounted cartridge, discarding what a failed job
+   * wrote after it, so the next job appends right there. Idempotent.
+   */
+  eraseFrom(addr: TapeAddress & { position: number }): Promise<void>;
+  /** Reads every catalog block on a cartridge, in the order written. */
+  readCatalog(site: string, library: string, tape: string): Promise<TapeCatalogEntry[]>;
 }
 
 export interface CopyToTapeRequest {
@@ -81,9 +99,17 @@ export interface ReadFromTapeRequest {
 
 export interface VerifyOnTapeRequest {
   site: string;
-  source: TapeAddress;
-  /** The pieces of one image on this cartridge, in image order, with what was recorded for each. */
-  pieces: { position: number; expect: Pick<PieceHeader, 'backupId' | 'piece' | 'sizeBytes'>; sha256: string }[];
+  /**
+   * The pieces of one image in image order, each where it was written (a copy cut over several
+   * cartridges by failover names each), with what was recorded for each.
+   */
+  pieces: { source: TapeAddress & { position: number }; expect: Pick<PieceHeader, 'backupId' | 'piece' | 'sizeBytes'>; sha256: string }[];
+}
+
+/** A device of a stream that reports itself unhealthy, and why. */
+export interface DeviceHealth {
+  device: string;
+  reason: string;
 }
 
 /** Copy devices: move byte ranges between storage and tape, computing a SHA-256 per piece. */
@@ -95,6 +121,11 @@ export interface CopyDeviceDriver {
   verifyOnTape(req: VerifyOnTapeRequest, onProgress: ProgressFn, signal?: AbortSignal): Promise<{ sha256: string; bytes: number }>;
   copyToTape(req: CopyToTapeRequest, onProgress: ProgressFn, signal?: AbortSignal): Promise<CopyResult>;
   readFromTape(req: ReadFromTapeRequest, onProgress: ProgressFn, signal?: AbortSignal): Promise<{ sha256: string; bytes: number }>;
+  /**
+   * Asks each device of a stream for its health (a self-test), after a transfer over them stopped
+   * answering: the ones that report a problem, or none.
+   */
+  probe(site: string, devices: string[]): Promise<DeviceHealth[]>;
 }
 
 export interface VmInfo {
@@ -107,11 +138,65 @@ export interface VmInfo {
   dataVolume: string;
 }
 
+/** What a monitor sees of a VM's software: healthy, or why not. */
+export interface VmHealth {
+  healthy: boolean;
+  state: 'running' | 'stopped' | 'restarting' | 'faulty';
+  detail: string;
+}
+
+/**
+ * One recovery action, named so that carrying it out twice (a retried activity) changes nothing
+ * the second time; `rung` and `incident` say why it was asked for (they go to the event log).
+ */
+export interface VmRequest {
+  request: string;
+  rung: string;
+  incident: string;
+}
+
+/** An image a volume is built from: its file and what it must hash to. */
+export interface ImageRef {
+  imageId: string;
+  kind: 'data' | 'guarantee' | 'software';
+  file: string;
+  sizeBytes: number;
+  sha256: string;
+}
+
 /** Hypervisors: the VMs of a site, where they run and whether they are up. */
 export interface HypervisorDriver {
   /** One VM; NotFoundError when the site has no such VM. */
   describeVm(site: string, vm: string): Promise<VmInfo>;
   listVms(site: string): Promise<VmInfo[]>;
+
+  /** The VM's health as its monitor sees it (seed 001 S12/S17: recovered?). */
+  health(site: string, vm: string): Promise<VmHealth>;
+  /**
+   * Restarts the initialization range `scope` (S11): the application (`apl`) or the middleware
+   * (`mw`) through the guest agent, or the whole OS (`os`, a reboot). Asks and returns; the VM
+   * comes back in its own time, which `health` shows.
+   */
+  restart(site: string, vm: string, scope: 'apl' | 'mw' | 'os', req: VmRequest): Promise<void>;
+  /** Copies the VM's data volume (volume 13) into an image file; returns its size and SHA-256. */
+  snapshotDataVolume(site: string, vm: string, dest: string, onProgress: ProgressFn, signal?: AbortSignal): Promise<{ sizeBytes: number; sha256: string }>;
+  /**
+   * Writes a base image of the VM — its software image, or its startup-guarantee data image —
+   * as the management side created the VM from (seed 001: volume 12 from the software image).
+   */
+  writeBaseImage(site: string, vm: string, kind: 'software' | 'guarantee', dest: string, onProgress: ProgressFn): Promise<{ sizeBytes: number; sha256: string }>;
+  /**
+   * S15: builds a NEW volume for the VM's data from an image and returns where it is. Continues
+   * after `resumeBytes` already written by an earlier attempt of the same request.
+   */
+  createVolumeFromImage(site: string, vm: string, image: ImageRef, req: VmRequest, onProgress: ProgressFn, resumeBytes?: number, signal?: AbortSignal): Promise<{ volume: string; sizeBytes: number }>;
+  /** S16: swaps the VM's data volume for `volume` (built from `image`); the software volume is left alone. */
+  swapDataVolume(site: string, vm: string, volume: string, image: ImageRef, req: VmRequest): Promise<{ retired: string }>;
+  /**
+   * S18's maintenance: recreates the VM on a substitute host from its software image and a data
+   * image, and starts it. NotFoundError for a host the site does not have.
+   */
+  rebuild(site: string, vm: string, host: string, images: { software: ImageRef; data: ImageRef }, req: VmRequest): Promise<void>;
 }
 
 /** An FC zone: the named ports (servers, arrays, libraries, copy devices, switches) that may see each other. */

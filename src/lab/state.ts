@@ -1,12 +1,13 @@
 /**
- * The lab's mutable state — injected faults, which cartridge sits in which drive, and an event
- * log — kept in one SQLite file that the CLI, workers and tests may open at the same time.
+ * The lab's mutable state — injected faults, which cartridge sits in which drive, the VMs' health
+ * (faults and their cure depth, restarts in progress), and an event log — kept in one SQLite file that the CLI, workers and tests may open at the same time.
  */
 import type Database from 'better-sqlite3';
 import { z } from 'zod';
 import { openDatabase } from '../stack/sqlite';
 import { InvalidInputError } from '../domain/errors';
 import { FaultAfterSchema, FaultSchema, FaultSpecSchema, type Fault, type FaultSpecInput } from '../domain/faults';
+import { CureDepthSchema, type CureDepth } from '../domain/ladder';
 
 /** One line of the lab's event log. */
 export const LabEventSchema = z.object({
@@ -68,6 +69,31 @@ const MIGRATIONS: readonly string[] = [
      name TEXT NOT NULL,
      members_json TEXT NOT NULL,
      PRIMARY KEY (site, name)
+   );`,
+  // 3: the two-volume VMs' health model: an injected fault and the depth that cures it, when a
+  // restart in progress ends, the host a rebuilt VM moved to, and the requests already carried out
+  // (so a retried restart, swap or rebuild is not performed twice).
+  `CREATE TABLE vm_faults (
+     site TEXT NOT NULL,
+     vm TEXT NOT NULL,
+     cured_by TEXT NOT NULL,
+     injected_at TEXT NOT NULL,
+     PRIMARY KEY (site, vm)
+   );
+   CREATE TABLE vm_runtime (
+     site TEXT NOT NULL,
+     vm TEXT NOT NULL,
+     busy_until TEXT,
+     host TEXT,
+     PRIMARY KEY (site, vm)
+   );
+   CREATE TABLE vm_requests (
+     request TEXT PRIMARY KEY,
+     site TEXT NOT NULL,
+     vm TEXT NOT NULL,
+     action TEXT NOT NULL,
+     at TEXT NOT NULL,
+     result_json TEXT NOT NULL
    );`,
 ];
 
@@ -202,6 +228,63 @@ export class LabState {
 
   setVmState(site: string, vm: string, state: 'running' | 'stopped'): void {
     this.db.prepare('INSERT INTO vms (site, vm, state) VALUES (?, ?, ?) ON CONFLICT (site, vm) DO UPDATE SET state = excluded.state').run(site, vm, state);
+  }
+
+  /** The fault a VM carries and the depth that cures it, or null when it has none. */
+  vmFault(site: string, vm: string): { curedBy: CureDepth; injectedAt: string } | null {
+    const row = this.db.prepare('SELECT cured_by, injected_at FROM vm_faults WHERE site = ? AND vm = ?').get(site, vm) as { cured_by: unknown; injected_at: unknown } | undefined;
+    if (row === undefined) return null;
+    return { curedBy: this.checked(CureDepthSchema, row.cured_by, `VM fault of ${site}/${vm}`), injectedAt: this.checked(z.string(), row.injected_at, `VM fault of ${site}/${vm}`) };
+  }
+
+  /** Gives a VM a fault (replacing any it had) that only an action of depth `curedBy` or wider cures. */
+  setVmFault(site: string, vm: string, curedBy: CureDepth): void {
+    this.db
+      .prepare('INSERT INTO vm_faults (site, vm, cured_by, injected_at) VALUES (?, ?, ?, ?) ON CONFLICT (site, vm) DO UPDATE SET cured_by = excluded.cured_by, injected_at = excluded.injected_at')
+      .run(site, vm, this.checked(CureDepthSchema, curedBy, 'cure depth'), new Date().toISOString());
+  }
+
+  /** Removes a VM's fault; returns whether it had one. */
+  clearVmFault(site: string, vm: string): boolean {
+    return this.db.prepare('DELETE FROM vm_faults WHERE site = ? AND vm = ?').run(site, vm).changes > 0;
+  }
+
+  /** When a VM's restart in progress ends (null when none is), and the host it was moved to by a rebuild. */
+  vmRuntime(site: string, vm: string): { busyUntil: string | null; host: string | null } {
+    const row = this.db.prepare('SELECT busy_until, host FROM vm_runtime WHERE site = ? AND vm = ?').get(site, vm) as { busy_until: unknown; host: unknown } | undefined;
+    if (row === undefined) return { busyUntil: null, host: null };
+    return {
+      busyUntil: this.checked(z.string().nullable(), row.busy_until, `VM runtime of ${site}/${vm}`),
+      host: this.checked(z.string().nullable(), row.host, `VM runtime of ${site}/${vm}`),
+    };
+  }
+
+  /** Changes a VM's runtime record; fields left out keep their value. */
+  setVmRuntime(site: string, vm: string, change: { busyUntil?: string | null; host?: string | null }): void {
+    const cur = this.vmRuntime(site, vm);
+    this.db
+      .prepare('INSERT INTO vm_runtime (site, vm, busy_until, host) VALUES (?, ?, ?, ?) ON CONFLICT (site, vm) DO UPDATE SET busy_until = excluded.busy_until, host = excluded.host')
+      .run(site, vm, change.busyUntil === undefined ? cur.busyUntil : change.busyUntil, change.host === undefined ? cur.host : change.host);
+  }
+
+  /**
+   * Carries out a VM request once: `perform` runs inside one write transaction with the record of
+   * the request, so a retried request (same id) returns the first result and changes nothing.
+   */
+  vmRequestOnce<T>(request: string, site: string, vm: string, action: string, perform: () => T): { result: T; repeated: boolean } {
+    const run = this.db.transaction((): { result: T; repeated: boolean } => {
+      const row = this.db.prepare('SELECT result_json FROM vm_requests WHERE request = ?').get(request) as { result_json: string } | undefined;
+      if (row !== undefined) return { result: JSON.parse(row.result_json) as T, repeated: true };
+      const result = perform();
+      this.db.prepare('INSERT INTO vm_requests (request, site, vm, action, at, result_json) VALUES (?, ?, ?, ?, ?, ?)').run(request, site, vm, action, new Date().toISOString(), JSON.stringify(result ?? null));
+      return { result, repeated: false };
+    });
+    return run.immediate();
+  }
+
+  /** Whether a VM request was already carried out. */
+  vmRequestDone(request: string): boolean {
+    return this.db.prepare('SELECT 1 FROM vm_requests WHERE request = ?').get(request) !== undefined;
   }
 
   /** The zones set on a site's switches, by name. */

@@ -10,7 +10,7 @@ import { Connection } from '@temporalio/client';
 import { KuraError, ErrorType } from '../domain/errors';
 
 /** Search attributes every Kura workflow sets so the Temporal UI can filter runs. */
-export const SEARCH_ATTRIBUTES = { KuraKind: 'Keyword', KuraTarget: 'Keyword', KuraSite: 'Keyword' } as const;
+export const SEARCH_ATTRIBUTES = { KuraKind: 'Keyword', KuraTarget: 'Keyword', KuraSite: 'Keyword', KuraVm: 'Keyword', KuraRung: 'Keyword' } as const;
 
 const DYNAMIC_CONFIG = [
   'frontend.enableUpdateWorkflowExecution=true',

@@ -2,7 +2,7 @@
  * Failure helpers for workflow code: find the typed failure at the root of an activity error and
  * re-throw it with the job's context, keeping its type and the whole cause chain.
  */
-import { ApplicationFailure, TemporalFailure, isCancellation } from '@temporalio/workflow';
+import { ApplicationFailure, TemporalFailure, TimeoutFailure, isCancellation } from '@temporalio/workflow';
 import type { ZodType, output } from 'zod';
 
 export interface RootFailure {
@@ -20,7 +20,27 @@ export function rootFailure(err: unknown): RootFailure {
   }
   if (found) return found;
   if (isCancellation(err)) return { type: 'Cancelled', message: 'the job was cancelled' };
+  if (deviceTrouble(err).timedOut) return { type: 'DeviceFault', message: 'the copy stopped answering (no heartbeat within the copy heartbeat timeout)' };
   return { type: 'Error', message: err instanceof Error ? err.message : String(err) };
+}
+
+/**
+ * What a failed copy says about its devices: the device a typed DeviceFault names, and whether the
+ * copy stopped answering (its heartbeat or start-to-close timeout passed) rather than failing.
+ */
+export function deviceTrouble(err: unknown): { device?: string; timedOut: boolean } {
+  let device: string | undefined;
+  let timedOut = false;
+  let cur: unknown = err;
+  for (let depth = 0; cur && depth < 10; depth++) {
+    if (cur instanceof TimeoutFailure) timedOut = true;
+    if (cur instanceof ApplicationFailure && cur.type === 'DeviceFault') {
+      const d = (cur.details?.[0] as { device?: unknown } | undefined)?.device;
+      if (typeof d === 'string') device = d;
+    }
+    cur = cur instanceof TemporalFailure || cur instanceof Error ? (cur as Error).cause : undefined;
+  }
+  return { device, timedOut };
 }
 
 /**

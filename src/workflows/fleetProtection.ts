@@ -39,11 +39,11 @@ export async function fleetProtection(input: FleetRequest): Promise<FleetReport>
 
   // What to protect, how many at once, and with which tuning: explicit, or from the configuration.
   const settings =
-    req.targets && req.concurrency && req.tuning
-      ? { targets: req.targets, concurrency: req.concurrency, tuning: req.tuning }
+    req.targets && req.concurrency && req.tuning && req.copy
+      ? { targets: req.targets, concurrency: req.concurrency, tuning: req.tuning, copy: req.copy }
       : await controlActivities()
           .fleetSettings({ site: req.site, policy: req.policy })
-          .then((s) => ({ targets: req.targets ?? s.targets, concurrency: req.concurrency ?? s.concurrency, tuning: req.tuning ?? s.tuning }));
+          .then((s) => ({ targets: req.targets ?? s.targets, concurrency: req.concurrency ?? s.concurrency, tuning: req.tuning ?? s.tuning, copy: req.copy ?? s.copy }));
 
   const finished = new Map(req.done.map((d) => [d.target, d]));
   const targets: FleetTarget[] = settings.targets.map((t) => finished.get(t) ?? { target: t, state: 'pending' });
@@ -83,6 +83,7 @@ export async function fleetProtection(input: FleetRequest): Promise<FleetReport>
       targets: settings.targets,
       concurrency: settings.concurrency,
       tuning: settings.tuning,
+      copy: settings.copy,
       done: outcomes.map((o) => ({ target: o.target, state: o.state as 'done' | 'failed', workflowId: o.workflowId, backupId: o.backupId, bytes: o.bytes, error: o.error })),
     });
   }
@@ -103,7 +104,7 @@ export async function fleetProtection(input: FleetRequest): Promise<FleetReport>
     try {
       const child = await startChild(sanOperation, {
         workflowId: t.workflowId,
-        args: [{ kind: 'backup', site: req.site, target: t.target, requestedBy: `fleet:${info.workflowId}`, requestedAt, streams: 1, tuning: settings.tuning }],
+        args: [{ kind: 'backup', site: req.site, target: t.target, requestedBy: `fleet:${info.workflowId}`, requestedAt, ...settings.copy, tuning: settings.tuning }],
         parentClosePolicy: ParentClosePolicy.REQUEST_CANCEL,
         memo: { requestedBy: `fleet:${info.workflowId}` },
         staticSummary: `backup of ${t.target} (fleet ${req.policy})`,

@@ -4,3 +4,5 @@ export { sanOperation } from './sanOperation';
 export { restore } from './restore';
 export { fleetProtection } from './fleetProtection';
 export { onlineBackup } from './onlineBackup';
+export { vmGuardian } from './vmGuardian';
+export { recoveryLadder } from './recoveryLadder';

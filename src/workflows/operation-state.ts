@@ -3,7 +3,7 @@
  * its byte progress — answered by the `plan` and `progress` queries and mirrored in the UI.
  */
 import { setCurrentDetails, setHandler } from '@temporalio/workflow';
-import type { Phase, PlanStep } from '../domain/jobs';
+import type { Phase, PlanStep, StreamProgress } from '../domain/jobs';
 import { planQuery, progressQuery } from '../messages';
 import { markStep } from './plan';
 import { jobFailure, rootFailure } from './failures';
@@ -17,6 +17,8 @@ export class OperationState {
   bytesTotal = 0;
   currentStep: string | undefined;
   error: string | undefined;
+  /** The job's streams as the progress query shows them, once it holds some. */
+  streamView: (() => StreamProgress[]) | undefined;
   private readonly startedAt = new Date().toISOString();
 
   constructor(
@@ -32,6 +34,7 @@ export class OperationState {
       bytesTotal: this.bytesTotal,
       startedAt: this.startedAt,
       error: this.error,
+      streams: this.streamView?.(),
     }));
   }
 

@@ -2,7 +2,7 @@
  * Pure planning of SAN operations (seed 003 step 3): how a volume is cut into pieces and which
  * steps run in which order. Deterministic, so workflows can call it and tests can check it alone.
  */
-import type { PieceRecord } from '../domain/catalog';
+import { DISK_LIBRARY, type PieceRecord } from '../domain/catalog';
 import type { PlanStep, StepStatus } from '../domain/jobs';
 
 export interface PiecePlan {
@@ -22,28 +22,63 @@ export function planPieces(sizeBytes: number, pieceSize: number): PiecePlan[] {
   return pieces;
 }
 
+/**
+ * The chunk size of a copy (seed 004 step 3050: 100 MB as 10 × 10 MB): the one asked for, or the
+ * volume cut into `chunks` equal parts rounded up to 4 KiB.
+ */
+export function chunkSizeFor(sizeBytes: number, chunks: number, chunkSize?: number): number {
+  if (chunkSize !== undefined) return chunkSize;
+  const even = Math.ceil(sizeBytes / Math.max(1, chunks));
+  return Math.max(4096, Math.ceil(even / 4096) * 4096);
+}
+
+/**
+ * The FC zone of one stream of a job: a name the fabric accepts, derived from the job id alone so
+ * a retried step sets (and a compensation removes) the same zone.
+ */
+export function zoneName(job: string, stream: number): string {
+  // Two 32-bit FNV-1a hashes with different offsets: 64 bits, so concurrent jobs never share a name.
+  let a = 0x811c9dc5;
+  let b = 0x050c5d1f;
+  for (let i = 0; i < job.length; i++) {
+    const c = job.charCodeAt(i);
+    a = Math.imul(a ^ c, 0x01000193) >>> 0;
+    b = Math.imul(b ^ c, 0x01000193) >>> 0;
+  }
+  return `kura-${a.toString(16).padStart(8, '0')}${b.toString(16).padStart(8, '0')}-s${stream}`;
+}
+
 /** A step as the plan first shows it: pending, with its dependencies. */
 export function step(id: string, title: string, actor: string, dependsOn: string[] = []): PlanStep {
   return { id, title, actor, dependsOn, status: 'pending' };
 }
 
 /**
- * The execution schedule of a one-stream backup: reserve a stream, mount a cartridge, copy each
- * piece in order, read them back to verify, unmount, record the pieces in the catalog, release.
+ * The execution schedule of a backup over `streams` streams (seed 004 Figs. 7–8 and 11–12):
+ * reserve them all, zone each path and mount each cartridge, copy the chunks — in failover mode
+ * one chain of chunks that moves to the next stream on a fault (`copy:<chunk>`), in parallel mode
+ * one chain per stream (`copy:<stream>:<chunk>`) — read back to verify, record in the catalog,
+ * write the catalog onto each cartridge, unmount, unzone, release.
  */
-export function planBackupSteps(target: string, pieces: PiecePlan[]): PlanStep[] {
-  const copies = pieces.map((p, i) =>
-    step(`copy:${p.piece}`, `copy piece ${p.piece} of ${target} (${p.length} bytes at ${p.offset})`, 'copy device', [i === 0 ? 'load' : `copy:${p.piece - 1}`]),
-  );
-  const lastCopy = copies.length ? (copies[copies.length - 1] as PlanStep).id : 'load';
+export function planBackupSteps(target: string, pieces: PiecePlan[], streams = 1, mode: 'failover' | 'parallel' = 'failover'): PlanStep[] {
+  const all = Array.from({ length: streams }, (_, s) => s);
+  const loads = all.map((s) => step(`load:${s}`, `zone the path of stream ${s} and mount its cartridge`, 'switch, tape library', ['reserve']));
+  const chain = (prefix: string, after: string[], on: string) =>
+    pieces.map((p, i) => step(`${prefix}${p.piece}`, `copy chunk ${p.piece} of ${target} (${p.length} bytes at ${p.offset}) ${on}`, 'copy device', i === 0 ? after : [`${prefix}${p.piece - 1}`]));
+  const copies =
+    mode === 'parallel'
+      ? all.flatMap((s) => chain(`copy:${s}:`, [`load:${s}`], `on stream ${s}`))
+      : chain('copy:', loads.map((l) => l.id), 'on the first healthy stream');
+  const lastCopies = mode === 'parallel' ? all.map((s) => (pieces.length ? `copy:${s}:${pieces.length - 1}` : `load:${s}`)) : [pieces.length ? `copy:${pieces.length - 1}` : 'load:0'];
   return [
-    step('reserve', 'reserve a stream: backup server, library, drive, cartridge, switch path', 'resource pool'),
-    step('load', 'mount the cartridge in the drive', 'tape library', ['reserve']),
+    step('reserve', `reserve ${streams} disjoint stream${streams === 1 ? '' : 's'}: backup server, library, drive, cartridge, switch path`, 'resource pool'),
+    ...loads,
     ...copies,
-    step('verify', 'read every piece back, check its checksum, hash the whole image', 'copy device', [lastCopy]),
-    step('unload', 'unmount the cartridge', 'tape library', ['verify']),
-    step('record', 'record every piece in the catalog and mark the backup complete', 'catalog', ['unload']),
-    step('release', 'release the stream', 'resource pool', ['record']),
+    step('verify', 'read every piece back, check its checksum, hash the whole image', 'copy device', lastCopies),
+    step('record', 'record every piece and stream in the catalog and mark the backup complete', 'catalog', ['verify']),
+    step('tape-catalog', "write each cartridge's catalog rows onto it, after its data", 'tape library', ['record']),
+    step('unload', 'unmount the cartridges and remove the zones', 'tape library, switch', ['tape-catalog']),
+    step('release', 'release the streams', 'resource pool', ['unload']),
   ];
 }
 
@@ -70,18 +105,23 @@ export function groupByTape(pieces: PieceRecord[]): Mount[] {
  * cartridge with a drive, server and path, load it, read its pieces in order, unload, release;
  * then verify the whole image and move it into place.
  */
-export function planRestoreSteps(mounts: Mount[], destination: string): PlanStep[] {
-  const steps = mounts.flatMap((m, i) => {
+export function planRestoreSteps(mounts: Mount[], destination: string, firstIndex = 0): PlanStep[] {
+  const steps = mounts.flatMap((m, k) => {
+    const i = firstIndex + k;
+    if (m.library === DISK_LIBRARY) {
+      // Disk backup storage: nothing to reserve or mount, the pieces are read straight from the image.
+      return m.pieces.map((p, j) => step(`read:${p.piece}`, `read piece ${p.piece} from ${p.tape} on disk`, 'control', j ? [`read:${m.pieces[j - 1]?.piece}`] : k ? [`release:${i - 1}`] : []));
+    }
     const reads = m.pieces.map((p, j) => step(`read:${p.piece}`, `read piece ${p.piece} at position ${p.position}`, 'copy device', [j ? `read:${m.pieces[j - 1]?.piece}` : `load:${i}`]));
     return [
-      step(`reserve:${i}`, `reserve ${m.library}/${m.tape} with a drive, server and path`, 'resource pool', i ? [`release:${i - 1}`] : []),
+      step(`reserve:${i}`, `reserve ${m.library}/${m.tape} with a drive, server and path`, 'resource pool', k ? [`release:${i - 1}`] : []),
       step(`load:${i}`, `mount ${m.tape}`, 'tape library', [`reserve:${i}`]),
       ...reads,
       step(`unload:${i}`, `unmount ${m.tape}`, 'tape library', [reads[reads.length - 1]?.id ?? `load:${i}`]),
       step(`release:${i}`, 'release the stream', 'resource pool', [`unload:${i}`]),
     ];
   });
-  return [...steps, step('finish', `verify the image and move it to ${destination}`, 'control', mounts.length ? [`release:${mounts.length - 1}`] : [])];
+  return [...steps, step('finish', `verify the image and move it to ${destination}`, 'control', mounts.length ? [`release:${firstIndex + mounts.length - 1}`] : [])];
 }
 
 /** Returns a copy of the steps with one step's status (and times) changed. */

@@ -137,6 +137,11 @@ export function allocate(tables: PoolTables, req: ReserveRequestParsed): Allocat
  * helped by waiting, so the pool refuses it at once instead of letting it block the queue.
  */
 export function couldEverAllocate(tables: PoolTables, req: ReserveRequestParsed): AllocateResult {
+  // A cartridge an operator (or a fault) marked unavailable stays so however long one waits.
+  const named = req.tape === undefined ? undefined : tables.tapes.find((t) => t.name === req.tape);
+  if (named?.state === 'unavailable') {
+    return { ok: false, missing: `cartridge ${named.name} is unavailable: ${named.reason ?? 'no reason given'}; mark it available with \`kura pool mark ${named.name} available\` once it is fixed` };
+  }
   const idle = copyTables(tables);
   for (const key of TABLE_KEYS) idle[key] = idle[key].map((r) => ({ ...withoutReason(r), state: 'available', holders: [] }));
   return allocate(idle, req);

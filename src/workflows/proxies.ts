@@ -37,9 +37,10 @@ export function poolActivities(t: JobTuning): PoolActivities {
 
 /**
  * Copy activities run on the reserved backup server's own task queue. `longestBytes` is the most
- * one call moves (a piece; a whole image for verification).
+ * one call moves (a piece; a whole image for verification). In failover mode a chunk gets one
+ * attempt (`attempts` 1): a fault moves it to the next stream instead of retrying the same device.
  */
-export function copyActivities(server: string, t: JobTuning, longestBytes: number = t.pieceSize): CopyActivities {
+export function copyActivities(server: string, t: JobTuning, longestBytes: number = t.pieceSize, attempts: number = t.deviceAttempts): CopyActivities {
   return proxyActivities<CopyActivities>({
     // The server's queue sits beside this workflow's own control queue.
     taskQueue: serverTaskQueue(server, workflowInfo().taskQueue),
@@ -49,6 +50,6 @@ export function copyActivities(server: string, t: JobTuning, longestBytes: numbe
     // A cancelled job waits until its copy has really stopped before it unloads and releases the
     // cartridge; otherwise a copy still running would write into the next job's data.
     cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-    retry: { maximumAttempts: t.deviceAttempts, initialInterval: '1s', backoffCoefficient: 2, nonRetryableErrorTypes },
+    retry: { maximumAttempts: attempts, initialInterval: '1s', backoffCoefficient: 2, nonRetryableErrorTypes },
   });
 }

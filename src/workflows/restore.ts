@@ -1,15 +1,18 @@
 /**
  * Restore (seed 004 Fig. 10, steps 2000–2110): find the backup's pieces in the catalog, check the
- * destination, then for each cartridge in turn reserve library + cartridge + server + path, mount,
- * read the pieces in order verifying each checksum, unmount and release; finally verify the whole
- * file and move it into place. A failed restore leaves nothing behind at the destination.
+ * destination, then for each cartridge in turn reserve library + cartridge + server + path, zone
+ * the path, mount, read the pieces in order verifying each checksum, unmount, unzone and release;
+ * finally verify the whole file and move it into place. When a cartridge cannot be had or read,
+ * the pieces still to restore come from another copy (parallel mode keeps one per stream); without
+ * one the restore fails naming the cartridge. A failed restore leaves nothing at the destination.
  */
-import { isCancellation, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import { ApplicationFailure, isCancellation, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import { RestoreRequestSchema, type RestoreReport, type RestoreRequest } from '../domain/jobs';
+import { DISK_LIBRARY, type PieceRecord } from '../domain/catalog';
 import type { Stream } from '../domain/pool';
 import { KuraKind, KuraSite, KuraTarget, JobKind } from '../searchAttributes';
-import { groupByTape, planRestoreSteps } from './plan';
-import { acceptInput } from './failures';
+import { groupByTape, planRestoreSteps, zoneName, type Mount } from './plan';
+import { acceptInput, rootFailure } from './failures';
 import { Compensations } from './compensations';
 import { OperationState } from './operation-state';
 import { controlActivities, copyActivities, poolActivities } from './proxies';
@@ -35,48 +38,45 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
   ]);
   const target = await control.prepareRestore({ destination: req.destination, job: workflowId }).catch((err) => op.fail(`restore of ${req.backupId} refused`, err));
 
-  // Plan: one mount per run of consecutive pieces on the same cartridge.
+  // Plan: every piece from the lowest-numbered copy whose cartridge is not given up on; one mount
+  // per run of consecutive pieces on the same cartridge.
   op.enter('plan', 'planning');
-  const pieces = found.pieces.filter((p) => p.copy === 0);
-  const mounts = groupByTape(pieces);
-  op.steps = planRestoreSteps(mounts, target.destination);
+  const pieceNumbers = [...new Set(found.pieces.map((p) => p.piece))].sort((a, b) => a - b);
+  const skipped: { tape: string; reason: string }[] = [];
+  const usable = (p: PieceRecord) => !skipped.some((s) => s.tape === p.tape);
+  const choose = (piece: number) => found.pieces.filter((p) => p.piece === piece && usable(p)).sort((a, b) => a.copy - b.copy)[0];
+  const planFrom = (next: number): Mount[] => groupByTape(pieceNumbers.slice(next).map(choose).filter((p): p is PieceRecord => p !== undefined));
+  op.steps = planRestoreSteps(planFrom(0), target.destination);
   op.bytesTotal = backup.sizeBytes;
 
-  // 2040–2110: for each cartridge, reserve, load, read, unload, release.
+  // 2040–2110: for each cartridge, reserve, zone, load, read, unload, unzone, release.
   op.enter('launch', 'restoring');
   const startedAt = new Date().toISOString();
   const undo = new Compensations();
   undo.add('discard the partial file', () => control.discardRestore({ partial: target.partial }));
+  const copiesUsed = new Set<number>();
   try {
-    for (const [i, m] of mounts.entries()) {
-      const job = `${workflowId}#${i}`;
-      const grant = await op.step(`reserve:${i}`, () =>
-        pool.reserveStreams(backup.site, { job, streams: 1, array: backup.array, tape: m.tape, bytes: 0, waitMs: req.tuning.reserveWaitMs }),
-      );
-      undo.add(`release:${i}`, () => pool.releaseStreams(backup.site, { job }));
-      const stream = grant.streams[0] as Stream;
-      const addr = { site: backup.site, library: stream.library, drive: stream.drive, tape: stream.tape };
-      await op.step(`load:${i}`, () => control.loadTape(addr));
-      undo.add(`unload:${i}`, () => control.unloadTape(addr));
-      const copy = copyActivities(stream.server, req.tuning);
-      for (const p of m.pieces) {
-        op.activity = `reading piece ${p.piece + 1} of ${pieces.length} from ${p.tape}`;
-        await op.step(`read:${p.piece}`, () =>
-          copy.readPiece({
-            site: backup.site,
-            devices: [stream.server, ...stream.switches, stream.library, stream.drive, stream.tape],
-            source: { ...addr, position: p.position },
-            expect: { backupId: backup.backupId, piece: p.piece, sizeBytes: p.sizeBytes },
-            destination: { path: target.partial, offset: p.offset },
-            sha256: p.sha256,
-          }),
-        );
-        op.bytesDone += p.sizeBytes;
+    let next = 0;
+    for (let i = 0; next < pieceNumbers.length; i++) {
+      const mount = planFrom(next)[0];
+      const wanted = pieceNumbers[next] as number;
+      if (!mount || mount.pieces[0]?.piece !== wanted) throw noCopyLeft(req.backupId, wanted, found.pieces, skipped);
+      const done = { pieces: 0 };
+      try {
+        await readMount(i, mount, done);
+        next += done.pieces;
+        mount.pieces.forEach((p) => copiesUsed.add(p.copy));
+      } catch (err) {
+        if (isCancellation(err)) throw err;
+        // Pieces already read from this cartridge stay; the rest come from another copy.
+        next += done.pieces;
+        mount.pieces.slice(0, done.pieces).forEach((p) => copiesUsed.add(p.copy));
+        const root = rootFailure(err);
+        skipped.push({ tape: mount.tape, reason: `${root.type}: ${root.message}` });
+        const keep = op.steps.filter((s) => s.status === 'done' || s.status === 'failed' || s.id.startsWith(`reserve:${i}`) || s.id.endsWith(`:${i}`));
+        op.steps = [...keep.filter((s) => s.id !== 'finish'), ...planRestoreSteps(planFrom(next), target.destination, i + 1)];
+        op.activity = `cartridge ${mount.tape} given up (${root.message}); reading the rest from another copy`;
       }
-      await op.step(`unload:${i}`, () => control.unloadTape(addr));
-      undo.done(`unload:${i}`);
-      await op.step(`release:${i}`, () => pool.releaseStreams(backup.site, { job }));
-      undo.done(`release:${i}`);
     }
 
     op.enter('collect', 'verifying the restored image');
@@ -91,7 +91,9 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
       destination: target.destination,
       sizeBytes: verified.sizeBytes,
       sha256: verified.sha256,
-      pieces: pieces.length,
+      pieces: pieceNumbers.length,
+      copiesUsed: [...copiesUsed].sort((a, b) => a - b),
+      skippedTapes: skipped,
       startedAt,
       endedAt: new Date().toISOString(),
     };
@@ -100,4 +102,77 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
     if (isCancellation(err)) throw err;
     return op.fail(`restore of ${req.backupId} failed at ${op.currentStep ?? op.phase}`, err);
   }
+
+  /**
+   * Reads one run of pieces from one cartridge, holding its stream only meanwhile; whatever fails,
+   * the cartridge is unloaded and the zone and devices released before the error goes on.
+   */
+  async function readMount(i: number, m: Mount, done: { pieces: number }): Promise<void> {
+    // Disk backup storage (an online backup's image): no cartridge, drive or path to reserve.
+    if (m.library === DISK_LIBRARY) {
+      for (const p of m.pieces) {
+        await op.step(`read:${p.piece}`, () =>
+          control.readDiskPiece({ image: p.tape, position: p.position, sizeBytes: p.sizeBytes, sha256: p.sha256, destination: { path: target.partial, offset: p.offset } }),
+        );
+        done.pieces += 1;
+        op.bytesDone += p.sizeBytes;
+      }
+      return;
+    }
+    const job = `${workflowId}#${i}`;
+    const held = new Compensations();
+    try {
+      const grant = await op.step(`reserve:${i}`, () =>
+        pool.reserveStreams(backup.site, { job, streams: 1, array: backup.array, tape: m.tape, bytes: 0, waitMs: req.tuning.reserveWaitMs }),
+      );
+      held.add('release', () => pool.releaseStreams(backup.site, { job }));
+      const stream = grant.streams[0] as Stream;
+      const zone = zoneName(job, 0);
+      await control.zoneStream({ site: backup.site, name: zone, members: [...new Set([backup.array, stream.server, ...stream.switches, stream.library])] });
+      held.add('unzone', () => control.unzoneStream({ site: backup.site, name: zone }));
+      const addr = { site: backup.site, library: stream.library, drive: stream.drive, tape: stream.tape };
+      await op.step(`load:${i}`, () => control.loadTape(addr));
+      held.add('unload', () => control.unloadTape(addr));
+      const copy = copyActivities(stream.server, req.tuning);
+      for (const p of m.pieces) {
+        op.activity = `reading piece ${p.piece + 1} of ${pieceNumbers.length} from ${p.tape} (copy ${p.copy})`;
+        await op.step(`read:${p.piece}`, () =>
+          copy.readPiece({
+            site: backup.site,
+            server: stream.server,
+            devices: [stream.server, ...stream.switches, stream.library, stream.drive, stream.tape],
+            source: { ...addr, position: p.position },
+            expect: { backupId: backup.backupId, piece: p.piece, sizeBytes: p.sizeBytes },
+            destination: { path: target.partial, offset: p.offset },
+            sha256: p.sha256,
+          }),
+        );
+        done.pieces += 1;
+        op.bytesDone += p.sizeBytes;
+      }
+      await op.step(`unload:${i}`, () => control.unloadTape(addr));
+      held.done('unload');
+      await control.unzoneStream({ site: backup.site, name: zone });
+      held.done('unzone');
+      await op.step(`release:${i}`, () => pool.releaseStreams(backup.site, { job }));
+      held.done('release');
+    } catch (err) {
+      await held.unwind();
+      throw err;
+    }
+  }
+}
+
+/** No copy of a piece is left to read: name the cartridges that were tried and why each failed. */
+function noCopyLeft(backupId: string, piece: number, pieces: PieceRecord[], skipped: { tape: string; reason: string }[]): ApplicationFailure {
+  const holders = pieces.filter((p) => p.piece === piece);
+  const tried = skipped.filter((s) => holders.some((h) => h.tape === s.tape));
+  const last = tried[tried.length - 1];
+  const type = last?.reason.split(':')[0] ?? 'NotFound';
+  const detail = tried.map((s) => `cartridge ${s.tape}: ${s.reason}`).join('; ');
+  const copies = holders.length === 1 ? 'its only copy' : `all ${holders.length} copies`;
+  return ApplicationFailure.nonRetryable(
+    `piece ${piece} of ${backupId} cannot be read from ${copies} (${detail}); make the cartridge available (\`kura pool mark <device> available\`) and restore again`,
+    type,
+  );
 }

@@ -1,7 +1,10 @@
 /**
  * The six-step SAN management sequence of seed 003 — accept, resolve, plan, launch, collect,
- * report — for a backup of one volume to tape through one reserved stream. Devices are released
- * on every path (success, failure, cancellation) and the catalog never claims a partial backup.
+ * report — for a backup of one volume to tape over several disjoint streams (seed 004): in
+ * failover mode the copy is cut into chunks that move to the next stream when a device fails or
+ * stops answering; in parallel mode every stream writes a whole copy. Devices and zones are
+ * released on every path (success, failure, cancellation) and the catalog never claims a partial
+ * backup.
  */
 import {
   CancellationScope,
@@ -10,16 +13,15 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { ResolvedTarget } from '../activities/control';
-import type { CopyPieceResult } from '../activities/copy';
 import { BackupRequestSchema, type BackupReport, type BackupRequest } from '../domain/jobs';
 import { backupIdFor, PIECE_HEADER_BYTES, type PieceRecord } from '../domain/catalog';
-import type { Stream } from '../domain/pool';
 import { KuraKind, KuraSite, KuraTarget, JobKind } from '../searchAttributes';
-import { planBackupSteps, planPieces, type PiecePlan } from './plan';
-import { controlActivities, copyActivities, poolActivities } from './proxies';
+import { chunkSizeFor, planBackupSteps, planPieces } from './plan';
+import { controlActivities, poolActivities } from './proxies';
 import { acceptInput, rootFailure } from './failures';
 import { Compensations } from './compensations';
 import { OperationState } from './operation-state';
+import { copyFailover, copyParallel, prepareLanes, laneRecord, laneView, newLane, verifyCopies, type CopyJob } from './streams';
 
 /** Backs up one target to tape: the SAN operation of kind `backup`. */
 export async function sanOperation(input: BackupRequest): Promise<BackupReport> {
@@ -38,34 +40,33 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
 
   // 2. Resolve what the processing needs: the volume behind the target, the time, the destination.
   op.enter('resolve', `resolving ${req.target}`);
-  const resolved = await control.resolveTarget({ site: req.site, target: req.target }).catch((err) => op.fail(`backup of ${req.target} refused`, err));
+  const resolved: ResolvedTarget = await control.resolveTarget({ site: req.site, target: req.target }).catch((err) => op.fail(`backup of ${req.target} refused`, err));
 
-  // 3. Plan: the pieces and the order in which storage, library and copy device are launched.
+  // 3. Plan: the chunks, the streams, and the order in which the devices are launched.
   op.enter('plan', 'planning');
-  const pieces = planPieces(resolved.sizeBytes, req.tuning.pieceSize);
-  op.steps = planBackupSteps(req.target, pieces);
+  const pieces = planPieces(resolved.sizeBytes, chunkSizeFor(resolved.sizeBytes, req.chunks, req.chunkSize));
+  op.steps = planBackupSteps(req.target, pieces, req.streams, req.mode);
   op.bytesTotal = resolved.sizeBytes;
   const backupId = backupIdFor(req.target, req.requestedAt);
+  const startedAt = new Date().toISOString();
+  const job: CopyJob = { req, resolved, pieces, backupId, workflowId, dataTime: startedAt, op, control, pool, undo: new Compensations(), tapeEnd: {}, lanes: [], marks: [] };
+  op.streamView = () => job.lanes.map((l) => ({ ...laneView(l), bytesTotal: resolved.sizeBytes }));
 
   // 4. Launch the function software according to the plan; 5. collect each result.
-  op.enter('launch', 'reserving a stream');
-  const startedAt = new Date().toISOString();
-  const undo = new Compensations();
-  let tapeEnd: Record<string, number> = {};
+  op.enter('launch', `reserving ${req.streams} stream${req.streams === 1 ? '' : 's'}`);
   try {
     const grant = await op.step('reserve', () =>
       pool.reserveStreams(req.site, {
         job: workflowId,
-        streams: 1,
+        streams: req.streams,
         array: resolved.array,
+        // In either mode any stream may have to hold the whole image.
         bytes: resolved.sizeBytes + pieces.length * PIECE_HEADER_BYTES,
         waitMs: req.tuning.reserveWaitMs,
       }),
     );
-    undo.add('release', () => pool.releaseStreams(req.site, { job: workflowId, tapeUsage: tapeEnd }));
-    const stream = grant.streams[0] as Stream;
-    const tapeAddr = { site: req.site, library: stream.library, drive: stream.drive, tape: stream.tape };
-    op.note('reserve', `${stream.server} → ${stream.switches.join(' → ') || 'direct'} → ${stream.library}/${stream.drive} with ${stream.tape}`);
+    job.undo.add('release', () => pool.releaseStreams(req.site, { job: workflowId, tapeUsage: job.tapeEnd }));
+    job.lanes = grant.streams.map((s) => newLane(req.site, workflowId, resolved.array, s));
 
     await control.beginBackup({
       backupId,
@@ -79,43 +80,54 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
       sizeBytes: resolved.sizeBytes,
     });
 
-    const mounted = await op.step('load', () => control.loadTape(tapeAddr));
-    undo.add('unload', () => control.unloadTape(tapeAddr));
-    let position = mounted.endOfData;
-    tapeEnd = { [stream.tape]: position };
+    // Seed 004 steps 1020–1080 / 3000–3010: zone every path and mount every cartridge up front,
+    // so a failover finds its stream ready.
+    await prepareLanes(job);
+    op.activity = `copying ${pieces.length} chunk${pieces.length === 1 ? '' : 's'} in ${req.mode} mode`;
+    const written: PieceRecord[] = req.mode === 'parallel' ? await copyParallel(job) : await copyFailover(job);
 
-    const copy = copyActivities(stream.server, req.tuning);
-    const written: PieceRecord[] = [];
-    for (const piece of pieces) {
-      op.activity = `copying piece ${piece.piece + 1} of ${pieces.length} to ${stream.tape}`;
-      tapeEnd = { [stream.tape]: position + PIECE_HEADER_BYTES + piece.length };
-      const result = await op.step(`copy:${piece.piece}`, () =>
-        copy.copyPiece(copyRequest(req.site, stream, resolved, piece, position, { backupId, job: workflowId, dataTime: startedAt })),
-      );
-      written.push(pieceRecord(backupId, req.target, workflowId, stream, piece, result, startedAt));
-      position = result.nextPosition;
-      tapeEnd = { [stream.tape]: position };
-      op.bytesDone += piece.length;
-    }
+    await Promise.all(job.marks);
 
-    // 5. Collect: read the image back while the cartridge is mounted, then record it.
-    op.enter('collect', `verifying ${stream.tape}`);
-    const verified = await op.step('verify', () =>
-      copyActivities(stream.server, req.tuning, resolved.sizeBytes).verifyImage({
-        site: req.site,
-        source: tapeAddr,
-        pieces: written.map((p) => ({ position: p.position, expect: { backupId, piece: p.piece, sizeBytes: p.sizeBytes }, sha256: p.sha256 })),
-      }),
-    );
+    // 5. Collect: read every copy back while its cartridges are mounted, then record it.
+    op.enter('collect', 'verifying what was written');
+    const kept = await op.step('verify', () => verifyCopies(job, written));
     op.activity = 'recording the backup';
-    await op.step('unload', () => control.unloadTape(tapeAddr));
-    undo.done('unload');
-    await op.step('record', () => control.completeBackup({ backupId, endedAt: new Date().toISOString(), sha256: verified.sha256, pieces: written }));
-    await op.step('release', () => pool.releaseStreams(req.site, { job: workflowId, tapeUsage: tapeEnd }));
-    undo.done('release');
+    const endedAt = new Date().toISOString();
+    const record = await op.step('record', () =>
+      control.completeBackup({ backupId, endedAt, sha256: kept.sha256, pieces: kept.pieces, streams: job.lanes.map((l) => laneRecord(backupId, l)) }),
+    );
+    const streams = job.lanes.map((l) => laneRecord(backupId, l));
+
+    // Seed 004 step 1170: each cartridge also carries its own catalog rows, after its data; a
+    // cartridge that ends up holding nothing of this backup is cut back to where the job began.
+    await op.step('tape-catalog', async () => {
+      for (const lane of job.lanes.filter((l) => l.loaded)) {
+        const onTape = kept.pieces.filter((p) => p.tape === lane.stream.tape && p.library === lane.stream.library);
+        if (onTape.length > 0) {
+          const at = { ...lane.addr, position: lane.position };
+          const out = await control.writeTapeCatalog({ at, entry: { backup: record, pieces: onTape, streams } });
+          job.tapeEnd[lane.stream.tape] = out.nextPosition;
+        } else {
+          await control.eraseTape({ ...lane.addr, position: lane.start });
+          job.tapeEnd[lane.stream.tape] = lane.start;
+        }
+        job.undo.done(`erase:${lane.stream.stream}`);
+      }
+    });
+    await op.step('unload', async () => {
+      for (const lane of job.lanes) {
+        if (lane.loaded) await control.unloadTape(lane.addr);
+        job.undo.done(`unload:${lane.stream.stream}`);
+        if (lane.zoned) await control.unzoneStream({ site: req.site, name: lane.zone });
+        job.undo.done(`unzone:${lane.stream.stream}`);
+      }
+    });
+    await op.step('release', () => pool.releaseStreams(req.site, { job: workflowId, tapeUsage: job.tapeEnd }));
+    job.undo.done('release');
 
     // 6. Report the result to the requester.
     op.enter('report', 'done');
+    const firstCopy = kept.pieces.filter((p) => p.copy === kept.copies[0]);
     const report: BackupReport = {
       backupId,
       workflowId,
@@ -124,61 +136,27 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
       array: resolved.array,
       volume: resolved.volume,
       sizeBytes: resolved.sizeBytes,
-      sha256: verified.sha256,
-      pieces: written.map((p) => ({ piece: p.piece, library: p.library, tape: p.tape, position: p.position, sizeBytes: p.sizeBytes, sha256: p.sha256 })),
-      server: stream.server,
+      sha256: kept.sha256,
+      pieces: kept.pieces.map((p) => ({ copy: p.copy, piece: p.piece, stream: p.stream, library: p.library, tape: p.tape, position: p.position, sizeBytes: p.sizeBytes, sha256: p.sha256 })),
+      server: job.lanes.find((l) => l.stream.stream === firstCopy[firstCopy.length - 1]?.stream)?.stream.server ?? '',
+      mode: req.mode,
+      streams,
       startedAt,
-      endedAt: new Date().toISOString(),
+      endedAt,
     };
-    op.enter('done', `backed up ${resolved.sizeBytes} bytes as ${backupId}`);
+    op.enter('done', `backed up ${resolved.sizeBytes} bytes as ${backupId} (${kept.copies.length} cop${kept.copies.length === 1 ? 'y' : 'ies'})`);
     return report;
   } catch (err) {
-    await undo.unwind();
+    await Promise.all(job.marks);
+    await job.undo.unwind();
     // The catalog and the people are told even when the job is being cancelled.
     await CancellationScope.nonCancellable(async () => {
       const root = rootFailure(err);
-      await control.failBackup({ backupId, error: `${root.type}: ${root.message}`, endedAt: new Date().toISOString() }).catch(() => undefined);
+      const streams = job.lanes.map((l) => laneRecord(backupId, l));
+      await control.failBackup({ backupId, error: `${root.type}: ${root.message}`, endedAt: new Date().toISOString(), streams }).catch(() => undefined);
       await control.notify({ subject: `backup of ${req.target} failed`, detail: { workflowId, backupId, type: root.type, error: root.message } }).catch(() => undefined);
     });
     if (isCancellation(err)) throw err;
     return op.fail(`backup of ${req.target} failed at ${op.currentStep ?? op.phase}`, err);
   }
-}
-
-
-function copyRequest(
-  site: string,
-  stream: Stream,
-  resolved: ResolvedTarget,
-  piece: PiecePlan,
-  position: number,
-  job: { backupId: string; job: string; dataTime: string },
-) {
-  return {
-    site,
-    devices: [stream.server, ...stream.switches, stream.library, stream.drive, stream.tape, ...(stream.copyDevice ? [stream.copyDevice] : [])],
-    source: { array: resolved.array, volume: resolved.volume, offset: piece.offset, length: piece.length, volumeSize: resolved.sizeBytes },
-    target: { site, library: stream.library, drive: stream.drive, tape: stream.tape, position },
-    header: { backupId: job.backupId, target: resolved.target, job: job.job, copy: 0, piece: piece.piece, offset: piece.offset, sizeBytes: piece.length, dataTime: job.dataTime },
-  };
-}
-
-function pieceRecord(backupId: string, target: string, job: string, stream: Stream, piece: PiecePlan, r: CopyPieceResult, dataTime: string): PieceRecord {
-  return {
-    backupId,
-    copy: 0,
-    piece: piece.piece,
-    target,
-    job,
-    stream: stream.stream,
-    startedAt: r.startedAt,
-    endedAt: r.endedAt,
-    dataTime,
-    library: stream.library,
-    tape: stream.tape,
-    position: r.position,
-    offset: piece.offset,
-    sizeBytes: r.bytes,
-    sha256: r.sha256,
-  };
 }

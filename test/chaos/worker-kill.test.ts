@@ -4,19 +4,17 @@
  * byte, and leave exactly one catalog row per piece and no device reserved.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
-import { inject } from 'vitest';
 import { defaultPayloadConverter } from '@temporalio/common';
 import { Catalog } from '../../src/catalog/store';
 import { LabState } from '../../src/lab/state';
 import { tablesQuery } from '../../src/messages';
 import type { BackupReport } from '../../src/domain/jobs';
-import { connectKura, labEnv, makeLab, sha256, type TestLab } from '../support/harness';
+import { connectKura, makeLab, sha256, startWorkerProcess as startWorkerProcessOf, type TestLab } from '../support/harness';
 import type { Kura } from '../../src/api';
 import type { Client } from '@temporalio/client';
 
-const ROOT = path.resolve(__dirname, '..', '..');
 const MiB = 1024 * 1024;
 
 let lab: TestLab;
@@ -25,30 +23,7 @@ let client: Client;
 let close: () => Promise<void>;
 const procs: ChildProcess[] = [];
 
-/** Starts `src/worker.ts` as its own process and waits until it says it is running. */
-async function startWorkerProcess(): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['--require', 'tsx/cjs', path.join(ROOT, 'src', 'worker.ts')], {
-    cwd: ROOT,
-    env: { ...labEnv(lab), KURA_WORKFLOW_BUNDLE: inject('workflowBundlePath') },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  procs.push(child);
-  let output = '';
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`worker did not start:\n${output}`)), 60_000);
-    const onData = (d: Buffer) => {
-      output += d.toString();
-      if (output.includes('workers running')) {
-        clearTimeout(timer);
-        resolve();
-      }
-    };
-    child.stdout!.on('data', onData);
-    child.stderr!.on('data', onData);
-    child.once('exit', (code) => reject(new Error(`worker exited with ${code}:\n${output}`)));
-  });
-  return child;
-}
+const startWorkerProcess = () => startWorkerProcessOf(lab, procs);
 
 /** The bytes the running copy has reported, per piece, from its heartbeat. */
 async function copyProgress(workflowId: string): Promise<{ piece: number; bytes: number } | undefined> {
@@ -65,7 +40,8 @@ async function copyProgress(workflowId: string): Promise<{ piece: number; bytes:
 }
 
 beforeAll(async () => {
-  lab = await makeLab({ vms: 1, dataVolumeSize: 48 * MiB, pieceSize: '16MiB', copyHeartbeatTimeout: '2s' });
+  // One stream in three chunks: with no stream to fail over to, the chunk's own retry resumes it.
+  lab = await makeLab({ vms: 1, dataVolumeSize: 48 * MiB, pieceSize: '16MiB', copyHeartbeatTimeout: '2s', streams: 1, chunks: 3 });
   ({ kura, client, close } = await connectKura(lab));
 });
 

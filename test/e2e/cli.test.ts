@@ -55,7 +55,7 @@ afterAll(async () => {
 
 describe('kura backup, catalog and restore', () => {
   it('backs up a VM, lists it, and restores it byte-identical, all with --json', async () => {
-    const b = await kura(['backup', 'vm-001', '--json']);
+    const b = await kura(['backup', 'vm-001', '--chunks', '3', '--json']);
     expect(b.code).toBe(0);
     const backup = json<{ ok: boolean; backupId: string; pieces: unknown[] }>(b);
     expect(backup.ok).toBe(true);
@@ -80,6 +80,28 @@ describe('kura backup, catalog and restore', () => {
     expect(r.stderr).toMatch(/backup vm-002: done 100% — backed up 3145728 bytes as vm-002@/);
     expect(r.stdout).toMatch(/backed up vm-002 \(array-01\/vm-002-data\) as vm-002@\d{8}T\d{6}/);
     expect(r.stdout).toMatch(/restore with: kura restore vm-002@/);
+  });
+
+  it('copies on two streams in parallel mode, showing each stream and what became of it', async () => {
+    const r = await kura(['backup', 'vm-003', '--streams', '2', '--mode', 'parallel', '--chunks', '4']);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/stream 0 L1T\d+ (copying|done) \(bks-01 → fcsw-01 → lib-01\/lib-01-drv-\d\)/);
+    expect(r.stderr).toMatch(/stream 1 L2T\d+ (copying|done) \(bks-02 → fcsw-02 → lib-02\/lib-02-drv-\d\)/);
+    expect(r.stdout).toMatch(/in 8 piece\(s\) on .* \(parallel\)/);
+    expect(r.stdout).toMatch(/stream 0: bks-01 → fcsw-01 → lib-01\/lib-01-drv-\d with L1T\d+: complete, 4 piece\(s\)/);
+    expect(r.stdout).toMatch(/stream 1: bks-02 → fcsw-02 → lib-02\/lib-02-drv-\d with L2T\d+: complete, 4 piece\(s\)/);
+  });
+
+  it('rebuilds the catalog from the cartridges and finds it equal to the catalog', async () => {
+    const out = path.join(lab.dir, 'rebuilt.db');
+    const r = await kura(['catalog', 'rebuild', '--from-tapes', '--out', out, '--json']);
+    expect(r.code).toBe(0);
+    const result = json<{ backups: number; differences: string[] | null }>(r);
+    expect(result.backups).toBeGreaterThanOrEqual(3);
+    expect(result.differences).toEqual([]);
+    const again = await kura(['catalog', 'rebuild', '--from-tapes', '--out', out]);
+    expect(again.code).toBe(2);
+    expect(again.stderr).toMatch(/DestinationExists: .*rebuilt\.db already exists/);
   });
 });
 
@@ -120,6 +142,9 @@ describe('refused input changes nothing', () => {
   });
 
   it('rejects a bad flag value with InvalidInput', async () => {
+    const bad = await kura(['backup', 'vm-001', '--mode', 'sideways']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/InvalidInput: --mode must be failover or parallel, not "sideways"/);
     const r = await kura(['backup', 'vm-001', '--streams', 'many']);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/InvalidInput: --streams must be a whole number from 1 to 8, not "many"/);

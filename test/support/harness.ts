@@ -3,6 +3,7 @@
  * task queue of the test's own (so test files sharing the one dev server never take each other's
  * work), and a client API bound to both.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, mkdtempSync, rmSync, writeFileSync, readdirSync, statSync } from 'node:fs';
 import * as os from 'node:os';
@@ -37,6 +38,10 @@ export interface LabOptions extends HospitalPresetOptions {
   copyHeartbeatTimeout?: string;
   deviceAttempts?: number;
   reserveWait?: string;
+  /** Copy settings of kura.yaml's tuning (defaults: 2 streams, failover, 10 chunks). */
+  streams?: number;
+  mode?: 'failover' | 'parallel';
+  chunks?: number;
 }
 
 /** A unique, readable suffix for ids of one test. */
@@ -54,6 +59,9 @@ export async function makeLab(opts: LabOptions = {}): Promise<TestLab> {
     copyHeartbeatTimeout: opts.copyHeartbeatTimeout ?? '3s',
     deviceAttempts: opts.deviceAttempts ?? 3,
     reserveWait: opts.reserveWait ?? '60s',
+    ...(opts.streams === undefined ? {} : { streams: opts.streams }),
+    ...(opts.mode === undefined ? {} : { mode: opts.mode }),
+    ...(opts.chunks === undefined ? {} : { chunks: opts.chunks }),
   };
   opts.edit?.(cfg);
   const configFile = path.join(dir, 'kura.yaml');
@@ -139,4 +147,34 @@ export function failureOf(err: unknown): { type: string | undefined; message: st
     cur = c.cause;
   }
   return found ?? { type: undefined, message: err instanceof Error ? err.message : String(err) };
+}
+
+const ROOT = path.resolve(__dirname, '..', '..');
+
+/**
+ * Starts `src/worker.ts` as its own process for the lab (so a test can SIGKILL it) and waits until
+ * it says it is running. The caller kills it; `procs` collects every process started.
+ */
+export async function startWorkerProcess(lab: TestLab, procs: ChildProcess[]): Promise<ChildProcess> {
+  const child = spawn(process.execPath, ['--require', 'tsx/cjs', path.join(ROOT, 'src', 'worker.ts')], {
+    cwd: ROOT,
+    env: { ...labEnv(lab), KURA_WORKFLOW_BUNDLE: inject('workflowBundlePath') },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  procs.push(child);
+  let output = '';
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`worker did not start:\n${output}`)), 60_000);
+    const onData = (d: Buffer) => {
+      output += d.toString();
+      if (output.includes('workers running')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', onData);
+    child.once('exit', (code) => reject(new Error(`worker exited with ${code}:\n${output}`)));
+  });
+  return child;
 }

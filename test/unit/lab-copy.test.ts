@@ -9,7 +9,7 @@ import type { KuraError } from '../../src/domain/errors';
 import { ChecksumMismatchError, DeviceFaultError, InvalidInputError, TapeFullError } from '../../src/domain/errors';
 import { ConfigSchema } from '../../src/domain/inventory';
 import { LabCopyDevice } from '../../src/drivers/lab/copy';
-import { PIECE_HEADER_BYTES, type CopyToTapeRequest, type ReadFromTapeRequest } from '../../src/drivers/types';
+import { PIECE_HEADER_BYTES, type CopyToTapeRequest, type ReadFromTapeRequest, type VerifyOnTapeRequest } from '../../src/drivers/types';
 import { LABEL_BYTES, createLabFiles, labCartridgePath, labVolumePath } from '../../src/lab/files';
 import { hospitalPreset } from '../../src/lab/preset';
 import { LabState } from '../../src/lab/state';
@@ -174,15 +174,15 @@ describe('LabCopyDevice: verifying an image read back from tape', () => {
   async function writeThreePieces(lab: Lab) {
     const cuts = [0, 1_500_001, 3_000_003, VOLUME];
     let position = LABEL_BYTES;
-    const pieces: { position: number; expect: { backupId: string; piece: number; sizeBytes: number }; sha256: string }[] = [];
+    const pieces: VerifyOnTapeRequest['pieces'] = [];
     for (let piece = 0; piece < 3; piece++) {
       const offset = cuts[piece]!;
       const length = cuts[piece + 1]! - offset;
       const r = await lab.copy.copyToTape(toTape({ offset, length, position, piece }), () => undefined);
-      pieces.push({ position, expect: { backupId: BACKUP, piece, sizeBytes: length }, sha256: r.sha256 });
+      pieces.push({ source: { ...TAPE_ADDR, position }, expect: { backupId: BACKUP, piece, sizeBytes: length }, sha256: r.sha256 });
       position = r.nextPosition;
     }
-    return { site: 'hospital', source: { site: 'hospital', library: 'lib-01', drive: 'lib-01-drv-1', tape: 'L1T001' }, pieces };
+    return { site: 'hospital', pieces };
   }
 
   it('returns the SHA-256 of the whole image across its pieces', async () => {
@@ -198,7 +198,7 @@ describe('LabCopyDevice: verifying an image read back from tape', () => {
     const lab = await makeLab();
     const req = await writeThreePieces(lab);
     const fh = await open(lab.tapeFile, 'r+');
-    const at = req.pieces[1]!.position + PIECE_HEADER_BYTES + 1000;
+    const at = req.pieces[1]!.source.position + PIECE_HEADER_BYTES + 1000;
     const byte = Buffer.alloc(1);
     await fh.read(byte, 0, 1, at);
     await fh.write(Buffer.from([byte[0]! ^ 0xff]), 0, 1, at);
@@ -207,6 +207,8 @@ describe('LabCopyDevice: verifying an image read back from tape', () => {
     expect(err.message).toMatch(new RegExp(`piece 1 of ${BACKUP} hashes to [0-9a-f]{64} but was written as ${req.pieces[1]!.sha256}`));
   });
 });
+
+const TAPE_ADDR = { site: 'hospital', library: 'lib-01', drive: 'lib-01-drv-1', tape: 'L1T001' };
 
 describe('LabCopyDevice: refusals', () => {
   it('refuses positions inside the label and past the end of data with InvalidInputError', async () => {

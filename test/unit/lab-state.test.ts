@@ -153,7 +153,7 @@ describe('LabState across processes', () => {
     open.splice(open.indexOf(a), 1);
     const raw = new Database(file, { readonly: true });
     expect(raw.pragma('journal_mode', { simple: true })).toBe('wal');
-    expect(raw.pragma('user_version', { simple: true })).toBe(2);
+    expect(raw.pragma('user_version', { simple: true })).toBe(3);
     raw.close();
     expect(openState(file).listFaults()).toHaveLength(1);
   });

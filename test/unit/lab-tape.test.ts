@@ -1,11 +1,11 @@
-import { appendFile, mkdtemp, rm, truncate, unlink } from 'node:fs/promises';
+import { appendFile, mkdtemp, open, rm, truncate, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { LoadedConfig } from '../../src/config/load';
 import { kuraPaths, type KuraPaths } from '../../src/config/paths';
 import type { KuraError } from '../../src/domain/errors';
-import { DeviceFaultError, InvalidInputError, NotFoundError } from '../../src/domain/errors';
+import { AccessDeniedError, DeviceFaultError, InvalidInputError, NotFoundError } from '../../src/domain/errors';
 import { ConfigSchema } from '../../src/domain/inventory';
 import { labDrivers } from '../../src/drivers';
 import type { Drivers, TapeAddress } from '../../src/drivers/types';
@@ -150,5 +150,65 @@ describe('LabTapeLibrary', () => {
     lab.state.addFault({ device: 'L1T001', kind: 'hang', after: { bytes: 0 } });
     expect((await lab.drivers.tape.load(at('lib-01-drv-1', 'L1T001'))).endOfData).toBe(LABEL_BYTES);
     expect(lab.state.listFaults().map((f) => f.triggered)).toEqual([0, 0]);
+  });
+});
+
+describe('LabStorage: LUN security', () => {
+  it('admits a server the mask lists and refuses another with AccessDeniedError naming both', async () => {
+    const lab = await makeLab();
+    await lab.drivers.storage.checkAccess('hospital', 'array-01', 'vm-001-data', 'bks-02');
+    const dir = await mkdtemp(path.join(tmpdir(), 'kura-lun-'));
+    const config = ConfigSchema.parse(hospitalPreset({ vms: 1, hosts: 1, dataVolumeSize: MiB, softwareVolumeSize: MiB / 2 }));
+    config.sites[0]!.arrays[0]!.lunMasks.find((m) => m.volume === 'vm-001-data')!.wwns = ['21:00:00:24:ff:4b:00:02'];
+    const drivers = labDrivers({ config, file: path.join(dir, 'kura.yaml'), dir }, kuraPaths({ config, file: path.join(dir, 'kura.yaml'), dir }), lab.state);
+    const err = await failure(drivers.storage.checkAccess('hospital', 'array-01', 'vm-001-data', 'bks-01'), AccessDeniedError);
+    expect(err.message).toMatch(/the LUN mask of array-01\/vm-001-data \(LUN \d+\) does not include backup server bks-01 \(21:00:00:24:ff:4b:00:01\)/);
+    await rm(dir, { recursive: true, force: true });
+  });
+});
+
+describe('LabTapeLibrary: the catalog on the cartridge', () => {
+  const at2 = { ...at('lib-01-drv-1', 'L1T001') };
+  const t = '2026-11-22T02:00:00.000Z';
+  const entry = (backupId: string) => ({
+    backup: { backupId, job: 'j', site: 'hospital', target: 'vm-001', array: 'array-01', volume: 'vm-001-data', status: 'complete' as const, startedAt: t, endedAt: t, dataTime: t, sizeBytes: 10, sha256: 'a'.repeat(64), pieces: 0, error: null },
+    pieces: [],
+    streams: [],
+  });
+
+  it('writes a catalog block after the data, ends the data there, and reads every block back in order', async () => {
+    const lab = await makeLab();
+    await lab.drivers.tape.load(at2);
+    const file = labCartridgePath(lab.paths, 'hospital', 'lib-01', 'L1T001');
+    await appendFile(file, Buffer.alloc(4096, 7)); // a failed job's leftovers past the append point
+    const first = await lab.drivers.tape.writeCatalog({ ...at2, position: LABEL_BYTES }, entry('vm-001@20261122T020000Z'));
+    expect(first.nextPosition).toBeGreaterThan(LABEL_BYTES + 512);
+    const again = await lab.drivers.tape.writeCatalog({ ...at2, position: LABEL_BYTES }, entry('vm-001@20261122T020000Z'));
+    expect(again).toEqual(first);
+    const second = await lab.drivers.tape.writeCatalog({ ...at2, position: first.nextPosition }, entry('vm-001@20261122T030000Z'));
+    const read = await lab.drivers.tape.readCatalog('hospital', 'lib-01', 'L1T001');
+    expect(read.map((e) => e.backup.backupId)).toEqual(['vm-001@20261122T020000Z', 'vm-001@20261122T030000Z']);
+    await lab.drivers.tape.eraseFrom({ ...at2, position: first.nextPosition });
+    expect((await lab.drivers.tape.readCatalog('hospital', 'lib-01', 'L1T001')).length).toBe(1);
+    expect(second.nextPosition).toBeGreaterThan(first.nextPosition);
+  });
+
+  it('refuses to write a cartridge that is not in the drive, changing nothing', async () => {
+    const lab = await makeLab();
+    const err = await failure(lab.drivers.tape.writeCatalog({ ...at2, position: LABEL_BYTES }, entry('vm-001@20261122T020000Z')), DeviceFaultError);
+    expect(err.message).toMatch(/cartridge L1T001 is not in drive lib-01-drv-1 \(the drive is empty\); load it first — nothing was written/);
+    expect(await lab.drivers.tape.readCatalog('hospital', 'lib-01', 'L1T001')).toEqual([]);
+  });
+
+  it('reports a damaged catalog block as a DeviceFault naming the position', async () => {
+    const lab = await makeLab();
+    await lab.drivers.tape.load(at2);
+    await lab.drivers.tape.writeCatalog({ ...at2, position: LABEL_BYTES }, entry('vm-001@20261122T020000Z'));
+    const file = labCartridgePath(lab.paths, 'hospital', 'lib-01', 'L1T001');
+    const fh = await open(file, 'r+');
+    await fh.write(Buffer.from('X'), 0, 1, LABEL_BYTES + 512 + 5);
+    await fh.close();
+    const err = await failure(lab.drivers.tape.readCatalog('hospital', 'lib-01', 'L1T001'), DeviceFaultError);
+    expect(err.message).toMatch(new RegExp(`the catalog block at position ${LABEL_BYTES} of cartridge L1T001 does not match its checksum`));
   });
 });

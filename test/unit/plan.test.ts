@@ -1,6 +1,6 @@
 /** Planning (seed 003 step 3): pieces cover the volume exactly; steps run in dependency order. */
 import { describe, expect, it } from 'vitest';
-import { groupByTape, markStep, planBackupSteps, planPieces, planRestoreSteps } from '../../src/workflows/plan';
+import { chunkSizeFor, groupByTape, markStep, planBackupSteps, planPieces, planRestoreSteps, zoneName } from '../../src/workflows/plan';
 import type { PieceRecord } from '../../src/domain/catalog';
 
 describe('planPieces', () => {
@@ -19,19 +19,57 @@ describe('planPieces', () => {
 });
 
 describe('planBackupSteps', () => {
-  it('orders reserve, load, each copy, verify, unload, record, release, each depending on the one before', () => {
+  it('orders reserve, load, each copy, verify, record, tape catalog, unload, release, each depending on the one before', () => {
     const steps = planBackupSteps('vm-001', planPieces(3000, 1024));
-    expect(steps.map((s) => s.id)).toEqual(['reserve', 'load', 'copy:0', 'copy:1', 'copy:2', 'verify', 'unload', 'record', 'release']);
+    expect(steps.map((s) => s.id)).toEqual(['reserve', 'load:0', 'copy:0', 'copy:1', 'copy:2', 'verify', 'record', 'tape-catalog', 'unload', 'release']);
     for (let i = 1; i < steps.length; i++) expect(steps[i]!.dependsOn).toEqual([steps[i - 1]!.id]);
     expect(steps.every((s) => s.status === 'pending')).toBe(true);
   });
 
+  it('in failover mode chains the chunks once, after every stream is mounted', () => {
+    const steps = planBackupSteps('vm-001', planPieces(3000, 1024), 3, 'failover');
+    expect(steps.map((s) => s.id)).toEqual(['reserve', 'load:0', 'load:1', 'load:2', 'copy:0', 'copy:1', 'copy:2', 'verify', 'record', 'tape-catalog', 'unload', 'release']);
+    expect(steps.find((s) => s.id === 'copy:0')!.dependsOn).toEqual(['load:0', 'load:1', 'load:2']);
+  });
+
+  it('in parallel mode gives every stream its own chain of chunks, all joined by verify', () => {
+    const steps = planBackupSteps('vm-001', planPieces(2000, 1024), 2, 'parallel');
+    expect(steps.filter((s) => s.id.startsWith('copy:')).map((s) => [s.id, s.dependsOn])).toEqual([
+      ['copy:0:0', ['load:0']],
+      ['copy:0:1', ['copy:0:0']],
+      ['copy:1:0', ['load:1']],
+      ['copy:1:1', ['copy:1:0']],
+    ]);
+    expect(steps.find((s) => s.id === 'verify')!.dependsOn).toEqual(['copy:0:1', 'copy:1:1']);
+  });
+
   it('marks a step running and then done with its times', () => {
     let steps = planBackupSteps('vm-001', planPieces(10, 1024));
-    steps = markStep(steps, 'load', 'running', 't1');
-    steps = markStep(steps, 'load', 'done', 't2', 'L1T001');
-    expect(steps.find((s) => s.id === 'load')).toMatchObject({ status: 'done', startedAt: 't1', endedAt: 't2', detail: 'L1T001' });
+    steps = markStep(steps, 'load:0', 'running', 't1');
+    steps = markStep(steps, 'load:0', 'done', 't2', 'L1T001');
+    expect(steps.find((s) => s.id === 'load:0')).toMatchObject({ status: 'done', startedAt: 't1', endedAt: 't2', detail: 'L1T001' });
     expect(steps.find((s) => s.id === 'reserve')?.status).toBe('pending');
+  });
+});
+
+describe('chunkSizeFor', () => {
+  it('cuts a volume into the asked number of chunks, rounded up to 4 KiB, unless a size is given', () => {
+    expect(chunkSizeFor(100 * 1024 * 1024, 10)).toBe(10 * 1024 * 1024);
+    expect(planPieces(100 * 1024 * 1024, chunkSizeFor(100 * 1024 * 1024, 10))).toHaveLength(10);
+    expect(chunkSizeFor(10_000_000, 10) % 4096).toBe(0);
+    expect(planPieces(10_000_000, chunkSizeFor(10_000_000, 10))).toHaveLength(10);
+    expect(chunkSizeFor(100 * 1024 * 1024, 10, 64 * 1024)).toBe(64 * 1024);
+    expect(chunkSizeFor(1000, 10)).toBe(4096);
+  });
+});
+
+describe('zoneName', () => {
+  it('is stable for a job and stream, differs between jobs and streams, and is a valid zone name', () => {
+    const a = zoneName('op/backup/vm-001/20261122T020000Z', 0);
+    expect(zoneName('op/backup/vm-001/20261122T020000Z', 0)).toBe(a);
+    expect(zoneName('op/backup/vm-001/20261122T020000Z', 1)).not.toBe(a);
+    expect(zoneName('op/backup/vm-002/20261122T020000Z', 0)).not.toBe(a);
+    expect(a).toMatch(/^kura-[0-9a-f]{16}-s0$/);
   });
 });
 

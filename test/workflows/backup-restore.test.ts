@@ -25,7 +25,8 @@ let close: () => Promise<void>;
 
 beforeAll(async () => {
   // 4 MiB data volumes in 1 MiB pieces: every backup spans four pieces on tape.
-  lab = await makeLab({ vms: 4, dataVolumeSize: 4 * 1024 * 1024, pieceSize: '1MiB' });
+  // One stream and four chunks: the single-stream path; the stream tests cover the others.
+  lab = await makeLab({ vms: 4, dataVolumeSize: 4 * 1024 * 1024, pieceSize: '1MiB', streams: 1, chunks: 4 });
   workers = await startWorkers(lab);
   ({ kura, client, close } = await connectKura(lab));
 });
@@ -77,7 +78,7 @@ describe('a backup carried from request to restore', () => {
     const { planQuery } = await import('../../src/messages');
     const plan = await handle.query(planQuery);
     expect(plan.phase).toBe('done');
-    expect(plan.steps.map((s) => s.id)).toEqual(['reserve', 'load', 'copy:0', 'copy:1', 'copy:2', 'copy:3', 'verify', 'unload', 'record', 'release']);
+    expect(plan.steps.map((s) => s.id)).toEqual(['reserve', 'load:0', 'copy:0', 'copy:1', 'copy:2', 'copy:3', 'verify', 'record', 'tape-catalog', 'unload', 'release']);
     expect(plan.steps.every((s) => s.status === 'done')).toBe(true);
   });
 

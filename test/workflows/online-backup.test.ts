@@ -106,6 +106,11 @@ describe('an online backup while the host keeps writing', () => {
     expect(row).toMatchObject({ status: 'complete', dataTime: switchedAt, sha256: report.sha256, sizeBytes: SIZE, target: 'vm-001' });
     expect(pieces.map((p) => [p.library, p.tape, p.sizeBytes])).toEqual([['disk', path.relative(lab.paths.home, report.image), SIZE]]);
 
+    // It restores like any other backup: the restored file is the volume at the switch.
+    const restoredTo = path.join(lab.dir, 'restores', 'online-vm-001.img');
+    await (await kura.startRestore(report.backupId, restoredTo)).result();
+    expect(readFileSync(restoredTo).equals(atSwitch)).toBe(true);
+
     // After the switch back, main storage holds exactly the host's latest data — on disk and through NBD.
     expect(volume.status()).toMatchObject({ mode: 'passthrough', phase: 'passthrough', unreflectedBytes: 0, journalEntries: 0 });
     expect(readFileSync(volumeFile).equals(final)).toBe(true);

@@ -5,7 +5,7 @@
 import { stat } from 'node:fs/promises';
 import type { LoadedConfig } from '../../config/load';
 import type { KuraPaths } from '../../config/paths';
-import { NotFoundError } from '../../domain/errors';
+import { AccessDeniedError, NotFoundError } from '../../domain/errors';
 import type { Site, Volume } from '../../domain/inventory';
 import { labVolumePath } from '../../lab/files';
 import { findSite as findConfiguredSite } from '../../config/targets';
@@ -64,5 +64,21 @@ export class LabStorage implements StorageDriver {
   async describeVolume(site: string, array: string, volume: string): Promise<VolumeInfo> {
     const { sizeBytes } = await labVolumeFile(this.loaded, this.paths, site, array, volume);
     return { site, array, volume, sizeBytes };
+  }
+
+  async checkAccess(site: string, array: string, volume: string, server: string): Promise<void> {
+    findVolume(this.loaded, site, array, volume);
+    const s = findSite(this.loaded, site);
+    const masks = s.arrays.find((a) => a.name === array)?.lunMasks.filter((m) => m.volume === volume) ?? [];
+    if (masks.length === 0) return;
+    const wwn = s.servers.find((x) => x.name === server)?.wwn?.toLowerCase();
+    if (wwn !== undefined && masks.some((m) => m.wwns.some((w) => w.toLowerCase() === wwn))) return;
+    const luns = masks.map((m) => m.lun).join(', ');
+    throw new AccessDeniedError(
+      wwn === undefined
+        ? `backup server ${server} has no WWN in site ${site}, so the LUN mask of ${array}/${volume} (LUN ${luns}) cannot let it in; give the server a wwn in kura.yaml`
+        : `the LUN mask of ${array}/${volume} (LUN ${luns}) does not include backup server ${server} (${wwn}); add its WWN to the mask in kura.yaml or back up through another server`,
+      { site, array, volume, server },
+    );
   }
 }

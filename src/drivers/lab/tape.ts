@@ -2,12 +2,15 @@
  * The lab's tape libraries: cartridges are files, the robot's arm is a row in the lab state
  * saying which cartridge sits in which drive.
  */
-import { stat } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { open, stat } from 'node:fs/promises';
+import { z } from 'zod';
 import type { LoadedConfig } from '../../config/load';
 import type { KuraPaths } from '../../config/paths';
 import { DeviceFaultError, InvalidInputError, NotFoundError } from '../../domain/errors';
+import { PIECE_HEADER_BYTES, TapeCatalogEntrySchema, type TapeCatalogEntry } from '../../domain/catalog';
 import type { Library } from '../../domain/inventory';
-import { LABEL_BYTES, labCartridgePath, readCartridgeLabel } from '../../lab/files';
+import { LABEL_BYTES, jsonBlock, labCartridgePath, parseBlock, readCartridgeLabel } from '../../lab/files';
 import type { LabState } from '../../lab/state';
 import type { TapeAddress, TapeLibraryDriver } from '../types';
 import { findSite } from './storage';
@@ -63,6 +66,11 @@ export async function cartridgeFile(paths: KuraPaths, site: string, library: str
   }
 }
 
+/** The block in front of a catalog written on tape: what follows, and its checksum. */
+const CatalogBlockSchema = z.object({ kind: z.literal('kura-catalog'), bytes: z.number().int().min(0), sha256: z.string() });
+/** Just enough of a piece header to step over the piece while scanning a cartridge. */
+const PieceExtentSchema = z.object({ kind: z.literal('kura-piece'), sizeBytes: z.number().int().min(0) });
+
 /** TapeLibraryDriver over the lab's cartridge files and the lab state's drive table. */
 export class LabTapeLibrary implements TapeLibraryDriver {
   constructor(
@@ -105,6 +113,92 @@ export class LabTapeLibrary implements TapeLibraryDriver {
     if (inDrive === null) return;
     this.state.setDriveContents(site, drive, null);
     this.state.recordEvent(drive, 'unload', { site, library, tape: inDrive });
+  }
+
+  async writeCatalog(addr: TapeAddress & { position: number }, entry: TapeCatalogEntry): Promise<{ nextPosition: number }> {
+    const checked = TapeCatalogEntrySchema.parse(entry);
+    const { file, endOfData } = await this.mountedCartridge(addr, false);
+    const payload = Buffer.from(JSON.stringify(checked), 'utf8');
+    const header = jsonBlock({ kind: 'kura-catalog', bytes: payload.length, sha256: createHash('sha256').update(payload).digest('hex') }, PIECE_HEADER_BYTES);
+    const nextPosition = addr.position + PIECE_HEADER_BYTES + payload.length;
+    const capacity = findCartridge(this.loaded, addr.site, addr.library, addr.tape).capacity;
+    if (nextPosition > capacity) {
+      throw new DeviceFaultError(addr.tape, `cartridge ${addr.tape} has no room for its ${payload.length}-byte catalog at position ${addr.position} (capacity ${capacity})`);
+    }
+    const fh = await open(file, 'r+');
+    try {
+      await fh.write(header, 0, header.length, addr.position);
+      await fh.write(payload, 0, payload.length, addr.position + PIECE_HEADER_BYTES);
+      await fh.truncate(nextPosition);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    this.state.recordEvent(addr.drive, 'catalog-written', { site: addr.site, library: addr.library, tape: addr.tape, position: addr.position, backupId: checked.backup.backupId, pieces: checked.pieces.length, previousEnd: endOfData });
+    return { nextPosition };
+  }
+
+  async eraseFrom(addr: TapeAddress & { position: number }): Promise<void> {
+    const { file, endOfData } = await this.mountedCartridge(addr, true);
+    if (addr.position >= endOfData) return;
+    const fh = await open(file, 'r+');
+    try {
+      await fh.truncate(addr.position);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    this.state.recordEvent(addr.drive, 'erased', { site: addr.site, library: addr.library, tape: addr.tape, from: addr.position, previousEnd: endOfData });
+  }
+
+  async readCatalog(site: string, library: string, tape: string): Promise<TapeCatalogEntry[]> {
+    findCartridge(this.loaded, site, library, tape);
+    const { file, endOfData } = await cartridgeFile(this.paths, site, library, tape);
+    const fh = await open(file, 'r');
+    const entries: TapeCatalogEntry[] = [];
+    try {
+      const block = Buffer.alloc(PIECE_HEADER_BYTES);
+      for (let at = LABEL_BYTES; at < endOfData; ) {
+        const { bytesRead } = await fh.read(block, 0, PIECE_HEADER_BYTES, at);
+        const piece = bytesRead === PIECE_HEADER_BYTES ? parseBlock(block, PieceExtentSchema) : undefined;
+        const cat = piece === undefined && bytesRead === PIECE_HEADER_BYTES ? parseBlock(block, CatalogBlockSchema) : undefined;
+        if (piece !== undefined) {
+          at += PIECE_HEADER_BYTES + piece.sizeBytes;
+          continue;
+        }
+        if (cat === undefined || at + PIECE_HEADER_BYTES + cat.bytes > endOfData) {
+          throw new DeviceFaultError(tape, `cartridge ${tape} of library ${library} holds no readable block at position ${at} (end of data ${endOfData}); the catalog cannot be read past it`);
+        }
+        const payload = Buffer.alloc(cat.bytes);
+        await fh.read(payload, 0, cat.bytes, at + PIECE_HEADER_BYTES);
+        if (createHash('sha256').update(payload).digest('hex') !== cat.sha256) {
+          throw new DeviceFaultError(tape, `the catalog block at position ${at} of cartridge ${tape} does not match its checksum; the cartridge is damaged there`);
+        }
+        entries.push(TapeCatalogEntrySchema.parse(JSON.parse(payload.toString('utf8')) as unknown));
+        at += PIECE_HEADER_BYTES + cat.bytes;
+      }
+    } finally {
+      await fh.close();
+    }
+    return entries;
+  }
+
+  /**
+   * The cartridge file when the cartridge sits in the drive (as a drive only writes what is
+   * mounted), checking that `position` lies within its recorded data.
+   */
+  private async mountedCartridge(addr: TapeAddress & { position: number }, pastEndOk: boolean): Promise<{ file: string; endOfData: number }> {
+    findDrive(this.loaded, addr.site, addr.library, addr.drive);
+    findCartridge(this.loaded, addr.site, addr.library, addr.tape);
+    const inDrive = this.state.driveContents(addr.site, addr.drive);
+    if (inDrive !== addr.tape) {
+      throw new DeviceFaultError(addr.drive, `cartridge ${addr.tape} is not in drive ${addr.drive} (${inDrive ? `${inDrive} is in it` : 'the drive is empty'}); load it first — nothing was written`);
+    }
+    const found = await cartridgeFile(this.paths, addr.site, addr.library, addr.tape);
+    if (!Number.isSafeInteger(addr.position) || addr.position < LABEL_BYTES || (!pastEndOk && addr.position > found.endOfData)) {
+      throw new InvalidInputError(`position ${addr.position} is outside the recorded data of cartridge ${addr.tape} (${LABEL_BYTES}…${found.endOfData}); a tape is written in sequence, append at ${found.endOfData}`);
+    }
+    return found;
   }
 
   /**

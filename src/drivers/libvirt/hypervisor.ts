@@ -1,0 +1,243 @@
+/**
+ * A real hypervisor driver: libvirt through `virsh`, QEMU volumes through `qemu-img`. APL and MW
+ * restarts go through the QEMU guest agent (`guest-exec` of `systemctl restart <unit>`), the OS
+ * reboot through libvirt, the data swap is a detach/attach of the data disk, and a new volume from
+ * an image is a qcow2 overlay whose backing file is the image (created at once, whatever its size).
+ * Every command is an argument array. Which parts libvirt's `test:///` hypervisor can run, and
+ * which need a real host, is said in the README.
+ */
+import { existsSync } from 'node:fs';
+import { appendFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import * as path from 'node:path';
+import type { LoadedConfig } from '../../config/load';
+import { findSite } from '../../config/targets';
+import { ChecksumMismatchError, DeviceFaultError, NotFoundError } from '../../domain/errors';
+import type { Vm } from '../../domain/inventory';
+import { sha256Of } from '../../images/copy';
+import type { HypervisorDriver, ImageRef, ProgressFn, VmHealth, VmInfo, VmRequest } from '../types';
+import { execRunner, runTool, type Runner } from './run';
+
+export interface LibvirtOptions {
+  /** The libvirt connection URI of the VMs' hosts, e.g. `qemu:///system` or `test:///default`. */
+  uri: string;
+  /** The connection URI of a substitute host for a rebuild (default `qemu+ssh://<host>/system`). */
+  hostUri?: (host: string) => string;
+  /** The libvirt domain of a VM (default: the VM's name). */
+  domainOf?: (vm: string) => string;
+  /** Disk targets of the software volume (12) and the data volume (13). */
+  softwareTarget?: string;
+  dataTarget?: string;
+  /** systemd units the guest agent restarts for the APL and MW ranges. */
+  units?: { apl: string; mw: string };
+  /** `agent`: running and the guest agent answers `guest-ping`; `state`: running is enough. */
+  healthCheck?: 'agent' | 'state';
+  /** Where new volumes (overlays) and the journal of requests carried out are kept. */
+  stateDir: string;
+  /** Where each VM's base images lie: `<dir>/<vm>-software.img` and `<dir>/<vm>-guarantee.img`. */
+  baseImageDir: string;
+  virsh?: string;
+  qemuImg?: string;
+  run?: Runner;
+}
+
+/** HypervisorDriver over libvirt and qemu-img. */
+export class LibvirtHypervisor implements HypervisorDriver {
+  private readonly run: Runner;
+  private readonly virshBin: string;
+  private readonly qemuImg: string;
+  private readonly dataTarget: string;
+  private readonly softwareTarget: string;
+
+  constructor(
+    private readonly loaded: LoadedConfig,
+    private readonly opts: LibvirtOptions,
+  ) {
+    this.run = opts.run ?? execRunner;
+    this.virshBin = opts.virsh ?? 'virsh';
+    this.qemuImg = opts.qemuImg ?? 'qemu-img';
+    this.dataTarget = opts.dataTarget ?? 'vdb';
+    this.softwareTarget = opts.softwareTarget ?? 'vda';
+  }
+
+  async describeVm(site: string, vm: string): Promise<VmInfo> {
+    const v = this.vm(site, vm);
+    const state = (await this.virsh(vm, ['domstate', this.domain(vm)], `reading the state of ${vm}`)).stdout.trim();
+    return { site, vm, host: v.host, state: state === 'running' ? 'running' : 'stopped', softwareVolume: v.softwareVolume, dataVolume: v.dataVolume };
+  }
+
+  async listVms(site: string): Promise<VmInfo[]> {
+    return Promise.all(findSite(this.loaded.config, site).vms.map((v) => this.describeVm(site, v.name)));
+  }
+
+  /** The disks of the domain: target → source file. */
+  async disks(vm: string): Promise<Record<string, string>> {
+    const out = (await this.virsh(vm, ['domblklist', this.domain(vm), '--details'], `listing the disks of ${vm}`)).stdout;
+    const disks: Record<string, string> = {};
+    for (const line of out.split('\n')) {
+      const cols = line.trim().split(/\s+/);
+      if (cols.length >= 4 && cols[1] === 'disk') disks[cols[2] as string] = cols.slice(3).join(' ');
+    }
+    return disks;
+  }
+
+  async health(site: string, vm: string): Promise<VmHealth> {
+    this.vm(site, vm);
+    const state = (await this.virsh(vm, ['domstate', this.domain(vm)], `reading the state of ${vm}`)).stdout.trim();
+    if (state !== 'running') return { healthy: false, state: 'stopped', detail: `${vm} is ${state}` };
+    if ((this.opts.healthCheck ?? 'agent') === 'state') return { healthy: true, state: 'running', detail: `${vm} is running` };
+    try {
+      await this.virsh(vm, ['qemu-agent-command', this.domain(vm), JSON.stringify({ execute: 'guest-ping' })], `pinging the guest agent of ${vm}`);
+      return { healthy: true, state: 'running', detail: `${vm} is running and its guest agent answers` };
+    } catch (err) {
+      return { healthy: false, state: 'faulty', detail: err instanceof Error ? err.message : String(err) };
+    }
+  }
+
+  async restart(site: string, vm: string, scope: 'apl' | 'mw' | 'os', req: VmRequest): Promise<void> {
+    this.vm(site, vm);
+    await this.once(req, async () => {
+      if (scope === 'os') {
+        await this.virsh(vm, ['reboot', this.domain(vm)], `rebooting ${vm}`);
+        return;
+      }
+      const unit = (this.opts.units ?? { apl: 'kura-apl.service', mw: 'kura-mw.service' })[scope];
+      const command = { execute: 'guest-exec', arguments: { path: '/usr/bin/systemctl', arg: ['restart', unit], 'capture-output': true } };
+      await this.virsh(vm, ['qemu-agent-command', this.domain(vm), JSON.stringify(command)], `restarting ${unit} in ${vm} through the guest agent (needs a real host with qemu-guest-agent)`);
+    });
+  }
+
+  async snapshotDataVolume(site: string, vm: string, dest: string, _onProgress: ProgressFn): Promise<{ sizeBytes: number; sha256: string }> {
+    this.vm(site, vm);
+    const source = await this.disk(vm, this.dataTarget);
+    await mkdir(path.dirname(dest), { recursive: true });
+    // A raw copy of whatever the disk's format; on a running guest the agent should freeze the
+    // file systems first (guest-fsfreeze-freeze), which needs a real host.
+    await runTool(this.run, vm, this.qemuImg, ['convert', '-O', 'raw', source, dest], `imaging the data volume of ${vm}`);
+    return this.rawInfo(vm, dest);
+  }
+
+  async writeBaseImage(site: string, vm: string, kind: 'software' | 'guarantee', dest: string, _onProgress: ProgressFn): Promise<{ sizeBytes: number; sha256: string }> {
+    this.vm(site, vm);
+    const source = path.join(this.opts.baseImageDir, `${vm}-${kind}.img`);
+    if (!existsSync(source)) throw new NotFoundError(`no ${kind} image of ${vm} at ${source}; place the image the VM was created from there`, { vm, kind, file: source });
+    await mkdir(path.dirname(dest), { recursive: true });
+    await runTool(this.run, vm, this.qemuImg, ['convert', '-O', 'raw', source, dest], `copying the ${kind} image of ${vm}`);
+    return this.rawInfo(vm, dest);
+  }
+
+  async createVolumeFromImage(site: string, vm: string, image: ImageRef, req: VmRequest, _onProgress?: ProgressFn): Promise<{ volume: string; sizeBytes: number }> {
+    this.vm(site, vm);
+    const volume = path.join(this.opts.stateDir, 'volumes', `${vm}-data-${tag(req.request)}.qcow2`);
+    if (existsSync(volume)) {
+      const info = await this.imageInfo(vm, volume);
+      if (info['backing-filename'] === image.file) return { volume, sizeBytes: image.sizeBytes };
+    }
+    if ((await sha256Of(image.file)) !== image.sha256) {
+      throw new ChecksumMismatchError(`image ${image.imageId} at ${image.file} does not hash as recorded; it is not used`, { imageId: image.imageId });
+    }
+    await mkdir(path.dirname(volume), { recursive: true });
+    // The overlay starts empty and reads through to the image: a volume "from the image" at once.
+    await runTool(this.run, vm, this.qemuImg, ['create', '-f', 'qcow2', '-b', image.file, '-F', 'raw', volume], `creating a volume for ${vm} from image ${image.imageId}`);
+    return { volume, sizeBytes: image.sizeBytes };
+  }
+
+  async swapDataVolume(site: string, vm: string, volume: string, _image: ImageRef, req: VmRequest): Promise<{ retired: string }> {
+    this.vm(site, vm);
+    const retired = await this.disk(vm, this.dataTarget).catch(() => '');
+    await this.once(req, async () => {
+      const dom = this.domain(vm);
+      await this.virsh(vm, ['detach-disk', dom, this.dataTarget, '--live', '--config'], `detaching the data volume of ${vm} (needs a real host)`);
+      await this.virsh(vm, ['attach-disk', dom, volume, this.dataTarget, '--driver', 'qemu', '--subdriver', 'qcow2', '--targetbus', 'virtio', '--live', '--config'], `attaching the new data volume of ${vm}`);
+    });
+    return { retired };
+  }
+
+  async rebuild(site: string, vm: string, host: string, images: { software: ImageRef; data: ImageRef }, req: VmRequest): Promise<void> {
+    this.vm(site, vm);
+    const s = findSite(this.loaded.config, site);
+    if (!s.hosts.some((h) => h.name === host)) throw new NotFoundError(`no host "${host}" in site ${site}; substitute hosts are: ${s.hosts.map((h) => h.name).join(', ')}`, { host });
+    const uri = (this.opts.hostUri ?? ((h: string) => `qemu+ssh://${h}/system`))(host);
+    const dir = path.join(this.opts.stateDir, 'rebuilt', vm);
+    await mkdir(dir, { recursive: true });
+    const software = path.join(dir, `${vm}-software-${tag(req.request)}.qcow2`);
+    const data = path.join(dir, `${vm}-data-${tag(req.request)}.qcow2`);
+    await this.once(req, async () => {
+      for (const [img, file] of [[images.software, software], [images.data, data]] as const) {
+        if (!existsSync(file)) await runTool(this.run, vm, this.qemuImg, ['create', '-f', 'qcow2', '-b', img.file, '-F', 'raw', file], `creating a volume for ${vm} from image ${img.imageId}`);
+      }
+      const xmlFile = path.join(dir, `${vm}.xml`);
+      await writeFile(xmlFile, domainXml(this.domain(vm), software, data, { software: this.softwareTarget, data: this.dataTarget }), 'utf8');
+      await runTool(this.run, vm, this.virshBin, ['-c', uri, 'define', xmlFile], `defining ${vm} on ${host}`);
+      await runTool(this.run, vm, this.virshBin, ['-c', uri, 'start', this.domain(vm)], `starting ${vm} on ${host}`);
+    });
+  }
+
+  private async virsh(vm: string, args: string[], what: string) {
+    return runTool(this.run, vm, this.virshBin, ['-c', this.opts.uri, ...args], what);
+  }
+
+  private async disk(vm: string, target: string): Promise<string> {
+    const disks = await this.disks(vm);
+    const source = disks[target];
+    if (!source) throw new DeviceFaultError(vm, `${vm} has no disk ${target} (disks: ${Object.keys(disks).join(', ') || 'none'}); set the driver's dataTarget/softwareTarget`);
+    return source;
+  }
+
+  private async imageInfo(vm: string, file: string): Promise<Record<string, unknown>> {
+    const out = await runTool(this.run, vm, this.qemuImg, ['info', '--output=json', file], `reading ${file}`);
+    return JSON.parse(out.stdout) as Record<string, unknown>;
+  }
+
+  private async rawInfo(vm: string, file: string): Promise<{ sizeBytes: number; sha256: string }> {
+    const info = await this.imageInfo(vm, file);
+    return { sizeBytes: Number(info['virtual-size']), sha256: await sha256Of(file) };
+  }
+
+  /**
+   * Carries out a request once: a journal under `stateDir` lists the requests done, so a retried
+   * activity does not reboot a VM a second time. (An action that succeeded just before its worker
+   * died is repeated; libvirt offers no request ids to close that gap.)
+   */
+  private async once(req: VmRequest, perform: () => Promise<void>): Promise<void> {
+    const journal = path.join(this.opts.stateDir, 'requests.log');
+    const done = await readFile(journal, 'utf8').catch(() => '');
+    if (done.split('\n').includes(req.request)) return;
+    await perform();
+    await mkdir(this.opts.stateDir, { recursive: true });
+    await appendFile(journal, `${req.request}\n`, 'utf8');
+  }
+
+  private domain(vm: string): string {
+    return this.opts.domainOf ? this.opts.domainOf(vm) : vm;
+  }
+
+  private vm(site: string, vm: string): Vm {
+    const v = findSite(this.loaded.config, site).vms.find((x) => x.name === vm);
+    if (!v) throw new NotFoundError(`no VM "${vm}" in site ${site}`, { site, vm });
+    return v;
+  }
+}
+
+/** The domain XML of a VM recreated from its two volumes (software on the first disk, data on the second). */
+export function domainXml(name: string, software: string, data: string, targets: { software: string; data: string }, type = 'kvm'): string {
+  const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/'/g, '&apos;');
+  return [
+    `<domain type='${esc(type)}'>`,
+    `  <name>${esc(name)}</name>`,
+    `  <memory unit='MiB'>2048</memory>`,
+    `  <vcpu>2</vcpu>`,
+    `  <os><type arch='x86_64'>hvm</type><boot dev='hd'/></os>`,
+    `  <devices>`,
+    `    <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='${esc(software)}'/><target dev='${esc(targets.software)}' bus='virtio'/></disk>`,
+    `    <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='${esc(data)}'/><target dev='${esc(targets.data)}' bus='virtio'/></disk>`,
+    `    <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>`,
+    `  </devices>`,
+    `</domain>`,
+    '',
+  ].join('\n');
+}
+
+function tag(request: string): string {
+  return createHash('sha256').update(request).digest('hex').slice(0, 12);
+}

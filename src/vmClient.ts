@@ -1,0 +1,188 @@
+/**
+ * The client side of VM protection: start each VM's guardian (`vm/<vm>`), ask it for a data
+ * backup, report a failure, find and render its ladder, and hand a waiting ladder a person's
+ * decision (resolve, or rebuild on a substitute host). Inputs are checked against kura.yaml first,
+ * so a wrong name is refused before anything is sent.
+ */
+import { WorkflowUpdateFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
+import { ApplicationFailure, TemporalFailure, TypedSearchAttributes, WorkflowNotFoundError } from '@temporalio/common';
+import type { LoadedConfig } from './config/load';
+import { findSite } from './config/targets';
+import { ErrorType, InvalidInputError, KuraError, NotFoundError, NotWaitingError, formatPath } from './domain/errors';
+import type { Site } from './domain/inventory';
+import { RebuildRequestSchema, ResolveRequestSchema, ladderPolicy, type GuardianView, type ImageRecord, type LadderView } from './domain/ladder';
+import { failureDetectedSignal, guardianQuery, ladderQuery, rebuildUpdate, requestDataBackupUpdate, resolveUpdate } from './messages';
+import { CONTROL_TASK_QUEUE, JobKind, KuraKind, KuraSite, KuraTarget, KuraVm } from './searchAttributes';
+import type { vmGuardian } from './workflows';
+
+/** The guardian workflow of a VM. */
+export function guardianWorkflowId(vm: string): string {
+  return `vm/${vm}`;
+}
+
+/**
+ * Starts the guardian of a VM unless it runs already (then returns the running one). The policy is
+ * the `ladder` section of kura.yaml at start; a running guardian keeps the one it started with.
+ */
+export async function ensureGuardian(client: Client, loaded: LoadedConfig, site: Site, vm: string, taskQueue: string = CONTROL_TASK_QUEUE): Promise<WorkflowHandle<typeof vmGuardian>> {
+  if (!site.vms.some((v) => v.name === vm)) {
+    throw new NotFoundError(`no VM "${vm}" in site ${site.name}; VMs include ${site.vms.slice(0, 3).map((v) => v.name).join(', ') || '(none)'}`, { vm, site: site.name });
+  }
+  const policy = ladderPolicy(loaded.config.ladder, loaded.config.tuning.copyHeartbeatTimeout);
+  return client.workflow.start<typeof vmGuardian>('vmGuardian', {
+    workflowId: guardianWorkflowId(vm),
+    taskQueue,
+    args: [{ site: site.name, vm, policy }],
+    workflowIdConflictPolicy: 'USE_EXISTING',
+    typedSearchAttributes: new TypedSearchAttributes([
+      { key: KuraKind, value: JobKind.Guardian },
+      { key: KuraTarget, value: vm },
+      { key: KuraSite, value: site.name },
+      { key: KuraVm, value: vm },
+    ]),
+    staticSummary: `guardian of ${vm} (${site.name})`,
+  });
+}
+
+/** Starts every VM's guardian of every site, a few at a time. */
+export async function ensureGuardians(client: Client, loaded: LoadedConfig, taskQueue: string = CONTROL_TASK_QUEUE): Promise<number> {
+  const all = loaded.config.sites.flatMap((s) => s.vms.map((v) => ({ site: s, vm: v.name })));
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(8, all.length) }, async () => {
+      while (next < all.length) {
+        const { site, vm } = all[next++] as { site: Site; vm: string };
+        await ensureGuardian(client, loaded, site, vm, taskQueue);
+      }
+    }),
+  );
+  return all.length;
+}
+
+/** VM protection as the CLI and other services use it. */
+export class KuraVms {
+  readonly taskQueue: string;
+
+  constructor(
+    readonly client: Client,
+    readonly loaded: LoadedConfig,
+    taskQueue?: string,
+  ) {
+    this.taskQueue = taskQueue ?? process.env.KURA_TASK_QUEUE ?? CONTROL_TASK_QUEUE;
+  }
+
+  /** The VM's site (the named one, or the one that has the VM); NotFound for an unknown VM. */
+  siteOf(vm: string, siteName?: string): Site {
+    const sites = siteName === undefined ? this.loaded.config.sites : [findSite(this.loaded.config, siteName)];
+    const site = sites.find((s) => s.vms.some((v) => v.name === vm));
+    if (!site) {
+      const some = sites.flatMap((s) => s.vms.slice(0, 3).map((v) => v.name));
+      throw new NotFoundError(`no VM "${vm}" in ${this.loaded.file}${some.length ? `; VMs include ${some.join(', ')}` : ''}`, { vm });
+    }
+    return site;
+  }
+
+  /** The VM's guardian, started when it is not running. */
+  async guardian(vm: string, siteName?: string): Promise<WorkflowHandle<typeof vmGuardian>> {
+    return ensureGuardian(this.client, this.loaded, this.siteOf(vm, siteName), vm, this.taskQueue);
+  }
+
+  /** Update `requestDataBackup`: an image of the data volume now, verified and kept (K most recent). */
+  async backupData(vm: string, opts: { site?: string; requestedBy?: string } = {}): Promise<ImageRecord> {
+    const handle = await this.guardian(vm, opts.site);
+    return asKuraError(() => handle.executeUpdate(requestDataBackupUpdate, { args: [{ requestedBy: opts.requestedBy ?? cliUser() }] }));
+  }
+
+  /** Signal `failureDetected`: the VM (or a monitor) reports a failure. */
+  async reportFailure(vm: string, reason: string, opts: { site?: string } = {}): Promise<void> {
+    if (reason.trim() === '') throw new InvalidInputError('a failure report needs a reason');
+    const handle = await this.guardian(vm, opts.site);
+    await handle.signal(failureDetectedSignal, { reason, at: new Date().toISOString() });
+  }
+
+  /** The guardian's state: the ladder running now and the last one. */
+  async guardianView(vm: string, opts: { site?: string } = {}): Promise<GuardianView> {
+    this.siteOf(vm, opts.site);
+    try {
+      return await this.client.workflow.getHandle(guardianWorkflowId(vm)).query(guardianQuery);
+    } catch (err) {
+      if (err instanceof WorkflowNotFoundError) throw new NotFoundError(`${vm} has no guardian yet; it starts with the worker, or with \`kura vm backup-data ${vm}\``, { vm });
+      throw err;
+    }
+  }
+
+  /** The VM's current ladder, or else its last one; NotFound when it never had one. */
+  async ladder(vm: string, opts: { site?: string } = {}): Promise<LadderView> {
+    const g = await this.guardianView(vm, opts);
+    const id = g.currentLadder ?? g.state.lastLadder;
+    if (!id) throw new NotFoundError(`${vm} has had no recovery ladder yet`, { vm });
+    return this.client.workflow.getHandle(id).query(ladderQuery);
+  }
+
+  /** Update `resolve` of the ladder waiting for a person. */
+  async resolve(vm: string, note: string, opts: { site?: string; by?: string } = {}): Promise<LadderView> {
+    const req = parseOrRefuse(ResolveRequestSchema, { note, by: opts.by ?? cliUser() }, 'resolve');
+    const id = await this.waitingLadder(vm, 'resolve', opts.site);
+    return asKuraError(() => this.client.workflow.getHandle(id).executeUpdate(resolveUpdate, { args: [req] }));
+  }
+
+  /** Update `rebuild` of the ladder waiting for a person: the VM recreated on `host` from its images. */
+  async rebuild(vm: string, host: string, opts: { site?: string; by?: string } = {}): Promise<LadderView> {
+    const req = parseOrRefuse(RebuildRequestSchema, { host, by: opts.by ?? cliUser() }, 'rebuild');
+    const site = this.siteOf(vm, opts.site);
+    if (!site.hosts.some((h) => h.name === host)) {
+      throw new NotFoundError(`no host "${host}" in site ${site.name}; substitute hosts are: ${site.hosts.map((h) => h.name).join(', ')}`, { host, site: site.name });
+    }
+    const id = await this.waitingLadder(vm, 'rebuild', opts.site);
+    return asKuraError(() => this.client.workflow.getHandle(id).executeUpdate(rebuildUpdate, { args: [req] }));
+  }
+
+  /** The ladder of a VM that waits for a person; NotWaiting when there is none. */
+  private async waitingLadder(vm: string, what: string, site?: string): Promise<string> {
+    const g = await this.guardianView(vm, { ...(site === undefined ? {} : { site }) }).catch((err: unknown) => {
+      if (err instanceof NotFoundError) throw new NotWaitingError(`cannot ${what} ${vm}: no recovery ladder of it is waiting for a person (it has no guardian)`, { vm });
+      throw err;
+    });
+    if (!g.currentLadder) throw new NotWaitingError(`cannot ${what} ${vm}: no recovery ladder of it is running${g.state.lastLadder ? ` (the last one, ${g.state.lastLadder}, has ended)` : ''}`, { vm });
+    const view = await this.client.workflow.getHandle(g.currentLadder).query(ladderQuery);
+    if (view.status !== 'waiting-for-human') {
+      throw new NotWaitingError(`cannot ${what} ${vm}: its ladder ${view.workflowId} is ${view.status} at ${view.currentRung ?? 'its first rung'}, not waiting for a person`, { vm, ladder: view.workflowId });
+    }
+    return g.currentLadder;
+  }
+}
+
+/** Turns an Update's rejection or failure into the typed error inside it. */
+async function asKuraError<T>(run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (err) {
+    if (err instanceof WorkflowUpdateFailedError) {
+      let cur: unknown = err.cause;
+      let app: ApplicationFailure | undefined;
+      for (let i = 0; cur && i < 10; i++) {
+        if (cur instanceof ApplicationFailure) {
+          app = cur;
+          break;
+        }
+        cur = cur instanceof TemporalFailure ? cur.cause : undefined;
+      }
+      if (app) {
+        const types: readonly string[] = Object.values(ErrorType);
+        if (types.includes(app.type ?? '')) throw new KuraError(app.type as ErrorType, app.message, { cause: err });
+      }
+    }
+    throw err;
+  }
+}
+
+function parseOrRefuse<T>(schema: { safeParse(v: unknown): { success: true; data: T } | { success: false; error: { issues: { path: PropertyKey[]; message: string }[] } } }, value: unknown, what: string): T {
+  const r = schema.safeParse(value);
+  if (r.success) return r.data;
+  const issues = r.error.issues.map((i) => ({ path: formatPath(i.path), message: i.message }));
+  throw new InvalidInputError(`invalid ${what} request: ${issues.map((i) => `${i.path || 'request'}: ${i.message}`).join('; ')}`, issues);
+}
+
+function cliUser(): string {
+  return `cli:${process.env.USER ?? process.env.LOGNAME ?? 'unknown'}`;
+}

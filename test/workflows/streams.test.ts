@@ -1,0 +1,338 @@
+/**
+ * Seed 004 against a real Temporal server and real lab files: backups over several disjoint
+ * streams that survive device faults (failover by chunk, parallel copies), restores from another
+ * copy, and the catalog rebuilt from cartridges. After every job: the restore is byte-identical
+ * where the job succeeded, the catalog is exact, no device stays reserved and no zone is left.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { rmSync, statSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { Client } from '@temporalio/client';
+import { Catalog } from '../../src/catalog/store';
+import { catalogContents, compareContents, rebuildFromTapes } from '../../src/catalog/rebuild';
+import { LabState } from '../../src/lab/state';
+import { LabTapeLibrary } from '../../src/drivers/lab/tape';
+import { labCartridgePath } from '../../src/lab/files';
+import { markDeviceSignal, tablesQuery } from '../../src/messages';
+import type { BackupReport, RestoreReport } from '../../src/domain/jobs';
+import type { PieceRecord } from '../../src/domain/catalog';
+import type { PoolTables } from '../../src/domain/pool';
+import type { FaultSpecInput } from '../../src/domain/faults';
+import { chunkSizeFor } from '../../src/workflows/plan';
+import { connectKura, failureOf, makeLab, sha256, startWorkers, type TestLab } from '../support/harness';
+import type { KuraWorkers } from '../../src/worker';
+import type { Kura } from '../../src/api';
+
+const MiB = 1024 * 1024;
+const VOLUME = 4 * MiB;
+const CHUNK = chunkSizeFor(VOLUME, 10);
+
+let lab: TestLab;
+let workers: KuraWorkers;
+let kura: Kura;
+let client: Client;
+let close: () => Promise<void>;
+let state: LabState;
+let seq = 0;
+
+beforeAll(async () => {
+  // Three fully independent paths (the hospital's two plus bks-03 / fcsw-03 / lib-03), so three
+  // streams can be reserved; two-stream jobs take the first two.
+  lab = await makeLab({
+    vms: 6,
+    dataVolumeSize: VOLUME,
+    copyHeartbeatTimeout: '1500ms',
+    edit: (cfg) => {
+      const site = cfg.sites[0]!;
+      site.servers!.push({ name: 'bks-03', wwn: '21:00:00:24:ff:4b:00:03', capacity: 2 });
+      site.switches!.push({ name: 'fcsw-03', capacity: 4 });
+      site.libraries!.push({ name: 'lib-03', drives: [{ id: 'lib-03-drv-1' }, { id: 'lib-03-drv-2' }], cartridges: [1, 2, 3, 4].map((t) => ({ id: `L3T00${t}`, capacity: '1GiB' })) });
+      site.links!.push(['array-01', 'fcsw-03'], ['bks-03', 'fcsw-03'], ['lib-03', 'fcsw-03']);
+      for (const m of site.arrays![0]!.lunMasks!) m.wwns.push('21:00:00:24:ff:4b:00:03');
+      // vm-006's data volume is masked to bks-02 and bks-03 only: stream 0 (bks-01) is refused.
+      const m6 = site.arrays![0]!.lunMasks!.find((m) => m.volume === 'vm-006-data')!;
+      m6.wwns = ['21:00:00:24:ff:4b:00:02', '21:00:00:24:ff:4b:00:03'];
+    },
+  });
+  workers = await startWorkers(lab);
+  ({ kura, client, close } = await connectKura(lab));
+  state = new LabState(lab.paths.labState);
+});
+
+afterAll(async () => {
+  state?.clearFaults();
+  await close?.();
+  await workers?.shutdown();
+  state?.close();
+  lab?.cleanup();
+});
+
+afterEach(repair);
+
+/** Clears the faults and brings back the devices they put out of service, as an operator would after fixing them. */
+async function repair(): Promise<void> {
+  state.clearFaults();
+  const tables = await pool();
+  const down = [...tables.servers, ...tables.libraries, ...tables.drives, ...tables.tapes, ...tables.switches].filter((r) => r.state === 'unavailable');
+  for (const r of down) await client.workflow.getHandle(`pool/${lab.site}`).signal(markDeviceSignal, { device: r.name, state: 'available' });
+  await until(async () => (await unavailable()).length === 0);
+}
+
+const pool = (): Promise<PoolTables> => client.workflow.getHandle(`pool/${lab.site}`).query(tablesQuery);
+
+async function until(check: () => Promise<boolean>, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error('condition not reached in time');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function fault(spec: FaultSpecInput): void {
+  state.addFault({ once: false, ...spec });
+}
+
+/** A distinct request time per job, so jobs of one VM never share a workflow id. */
+function at(): string {
+  return new Date(Date.UTC(2026, 10, 22, 3, 0, 0, ++seq)).toISOString();
+}
+
+/** Nothing reserved, no zone on the fabric, every drive empty. */
+async function expectClean(): Promise<void> {
+  const tables = await pool();
+  const held = [...tables.servers, ...tables.libraries, ...tables.drives, ...tables.tapes, ...tables.switches].flatMap((r) => r.holders.map((h) => `${r.name}:${h.job}#${h.stream}`));
+  expect(held).toEqual([]);
+  expect(state.zones(lab.site)).toEqual([]);
+  expect(tables.drives.map((d) => state.driveContents(lab.site, d.name))).toEqual(tables.drives.map(() => null));
+}
+
+function catalogOf(backupId: string) {
+  const c = new Catalog(lab.paths.catalog);
+  try {
+    return { backup: c.backup(backupId), pieces: c.piecesOf(backupId), streams: c.streamsOf(backupId) };
+  } finally {
+    c.close();
+  }
+}
+
+/** The pieces cover the volume exactly once per copy, in order, back to back on each cartridge. */
+function expectExactPieces(pieces: PieceRecord[], copy: number): void {
+  const mine = pieces.filter((p) => p.copy === copy);
+  expect(mine.map((p) => p.piece)).toEqual(Array.from({ length: mine.length }, (_, i) => i));
+  expect(mine.map((p) => p.offset)).toEqual(mine.map((p) => p.piece * CHUNK));
+  expect(mine.reduce((n, p) => n + p.sizeBytes, 0)).toBe(VOLUME);
+  for (let i = 1; i < mine.length; i++) {
+    const [a, b] = [mine[i - 1]!, mine[i]!];
+    if (a.tape === b.tape) expect(b.position).toBe(a.position + 512 + a.sizeBytes);
+  }
+}
+
+async function restoreAndCompare(report: BackupReport, vm: string): Promise<RestoreReport> {
+  const dest = path.join(lab.dir, 'restores', `${report.backupId.replace(/[@/]/g, '_')}.img`);
+  const restored: RestoreReport = await (await kura.startRestore(report.backupId, dest)).result();
+  expect(await sha256(dest)).toBe(await sha256(lab.dataVolume(vm)));
+  rmSync(dest);
+  return restored;
+}
+
+async function unavailable(): Promise<{ name: string; reason: string }[]> {
+  const t = await pool();
+  return [...t.servers, ...t.libraries, ...t.drives, ...t.tapes, ...t.switches].filter((r) => r.state === 'unavailable').map((r) => ({ name: r.name, reason: r.reason ?? '' }));
+}
+
+describe('failover by chunk (method 2)', () => {
+  it.each([
+    { where: 'the first chunk', device: 'bks-01', byte: 1000 },
+    { where: 'a middle chunk', device: 'lib-01-drv-1', byte: VOLUME / 2 },
+    { where: 'the last chunk', device: 'fcsw-01', byte: VOLUME - 1000 },
+  ])('a fault at $where moves that chunk and every later one to the other stream', async ({ device, byte }) => {
+    fault({ device, kind: 'fail', after: { bytes: byte } });
+    const handle = await kura.startBackup('vm-001', { requestedAt: at() });
+    const report: BackupReport = await handle.result();
+    const moved = Math.floor(byte / CHUNK);
+
+    const { backup, pieces, streams } = catalogOf(report.backupId);
+    expect(backup.status).toBe('complete');
+    expect(pieces).toHaveLength(10);
+    expectExactPieces(pieces, 0);
+    expect(pieces.map((p) => p.stream)).toEqual(pieces.map((p) => (p.piece < moved ? 0 : 1)));
+    expect(pieces.map((p) => p.tape)).toEqual(pieces.map((p) => streams[p.stream]!.tape));
+    expect(streams.map((s) => [s.stream, s.outcome, s.pieces])).toEqual([
+      [0, 'failed', moved],
+      [1, 'complete', 10 - moved],
+    ]);
+    expect(streams[0]!.error).toMatch(new RegExp(`^DeviceFault: lab fault on ${device}: injected failure`));
+    // The faulty device is out of service, with its reason, until an operator brings it back.
+    const down = await unavailable();
+    expect(down.map((d) => d.name)).toEqual([device]);
+    expect(down[0]!.reason).toContain(handle.workflowId);
+    await expectClean();
+    // The chunks before the fault lie behind the faulty device (a switch may be the only way to
+    // their library): the restore runs once it is repaired.
+    await repair();
+    await restoreAndCompare(report, 'vm-001');
+  });
+
+  it('a device that stops answering (no heartbeat) is found by a probe and its chunks move on', async () => {
+    fault({ device: 'lib-01-drv-1', kind: 'hang', after: { percent: 50 } });
+    const handle = await kura.startBackup('vm-002', { requestedAt: at() });
+    const report: BackupReport = await handle.result();
+    const { backup, pieces, streams } = catalogOf(report.backupId);
+    expect(backup.status).toBe('complete');
+    expectExactPieces(pieces, 0);
+    const moved = Math.floor(VOLUME / 2 / CHUNK);
+    expect(pieces.map((p) => p.stream)).toEqual(pieces.map((p) => (p.piece < moved ? 0 : 1)));
+    expect(streams[0]!.error).toMatch(/stopped answering/);
+    const down = await unavailable();
+    expect(down.map((d) => d.name)).toEqual(['lib-01-drv-1']);
+    expect(down[0]!.reason).toMatch(/stopped answering: stops answering from volume byte 50%/);
+    await expectClean();
+    await restoreAndCompare(report, 'vm-002');
+    // The hung copy wakes when its fault is cleared, but its cartridge is no longer in the drive:
+    // it writes nothing more, so the catalog written on that cartridge is intact.
+    state.clearFaults();
+    await new Promise((r) => setTimeout(r, 600));
+    const onTape = await new LabTapeLibrary(lab.loaded, lab.paths, state).readCatalog(lab.site, streams[0]!.library, streams[0]!.tape);
+    expect(onTape.map((e) => e.backup.backupId)).toContain(report.backupId);
+  });
+
+  it('with faults on both streams the job fails, claims nothing, and leaves the cartridges as they were', async () => {
+    const sizes = ['L1T001', 'L2T001'].map((t) => statSync(labCartridgePath(lab.paths, lab.site, t.startsWith('L1') ? 'lib-01' : 'lib-02', t)).size);
+    fault({ device: 'lib-01-drv-1', kind: 'fail', after: { percent: 30 } });
+    fault({ device: 'lib-02-drv-1', kind: 'fail', after: { percent: 60 } });
+    const handle = await kura.startBackup('vm-003', { requestedAt: at() });
+    const err = await handle.result().catch((e: unknown) => e);
+    expect(failureOf(err).type).toBe('DeviceFault');
+    expect(failureOf(err).message).toMatch(/all 2 streams failed: stream 0 .*lib-01-drv-1.*; stream 1 .*lib-02-drv-1/);
+    const c = new Catalog(lab.paths.catalog);
+    const row = c.listBackups({ target: 'vm-003' })[0]!;
+    expect(row.status).toBe('failed');
+    expect(c.piecesOf(row.backupId)).toEqual([]);
+    expect(c.streamsOf(row.backupId).map((s) => s.outcome)).toEqual(['failed', 'failed']);
+    c.close();
+    expect((await unavailable()).map((d) => d.name).sort()).toEqual(['lib-01-drv-1', 'lib-02-drv-1']);
+    // What the failed job wrote was cut off again: each cartridge ends where the job found it.
+    expect(['L1T001', 'L2T001'].map((t) => statSync(labCartridgePath(lab.paths, lab.site, t.startsWith('L1') ? 'lib-01' : 'lib-02', t)).size)).toEqual(sizes);
+    await expectClean();
+  });
+
+  it('chains over three streams when two of them fail', async () => {
+    fault({ device: 'bks-01', kind: 'fail', after: { percent: 20 } });
+    fault({ device: 'bks-02', kind: 'fail', after: { percent: 60 } });
+    const report: BackupReport = await (await kura.startBackup('vm-004', { requestedAt: at(), streams: 3 })).result();
+    const { pieces, streams } = catalogOf(report.backupId);
+    expectExactPieces(pieces, 0);
+    const [a, b] = [Math.floor((VOLUME * 0.2) / CHUNK), Math.floor((VOLUME * 0.6) / CHUNK)];
+    expect(pieces.map((p) => p.stream)).toEqual(pieces.map((p) => (p.piece < a ? 0 : p.piece < b ? 1 : 2)));
+    expect(streams.map((s) => [s.server, s.outcome])).toEqual([
+      ['bks-01', 'failed'],
+      ['bks-02', 'failed'],
+      ['bks-03', 'complete'],
+    ]);
+    await expectClean();
+    await repair();
+    const restored = await restoreAndCompare(report, 'vm-004');
+    expect(restored.copiesUsed).toEqual([0]);
+  });
+
+  it('a stream whose server the LUN mask does not admit fails AccessDenied and the copy goes on the other', async () => {
+    const report: BackupReport = await (await kura.startBackup('vm-006', { requestedAt: at() })).result();
+    const { pieces, streams } = catalogOf(report.backupId);
+    expect(pieces.every((p) => p.stream === 1)).toBe(true);
+    expect(streams[0]!.error).toMatch(/^AccessDenied: the LUN mask of array-01\/vm-006-data .* does not include backup server bks-01/);
+    // A refusal is not a broken device: nothing is marked unavailable.
+    expect(await unavailable()).toEqual([]);
+    await expectClean();
+    await restoreAndCompare(report, 'vm-006');
+  });
+});
+
+describe('parallel copies (method 1) and restore from any copy', () => {
+  it('writes a whole copy on every stream, and restores from the second when the first cartridge is unavailable', async () => {
+    const report: BackupReport = await (await kura.startBackup('vm-005', { requestedAt: at(), mode: 'parallel' })).result();
+    const { pieces, streams } = catalogOf(report.backupId);
+    expect(streams.map((s) => s.outcome)).toEqual(['complete', 'complete']);
+    expectExactPieces(pieces, 0);
+    expectExactPieces(pieces, 1);
+    expect(new Set(pieces.filter((p) => p.copy === 0).map((p) => p.tape))).toEqual(new Set([streams[0]!.tape]));
+    expect(new Set(pieces.filter((p) => p.copy === 1).map((p) => p.tape))).toEqual(new Set([streams[1]!.tape]));
+    await expectClean();
+
+    await client.workflow.getHandle(`pool/${lab.site}`).signal(markDeviceSignal, { device: streams[0]!.tape, state: 'unavailable', reason: 'sent off site' });
+    await until(async () => (await unavailable()).length === 1);
+    const restored = await restoreAndCompare(report, 'vm-005');
+    expect(restored.copiesUsed).toEqual([1]);
+    expect(restored.skippedTapes.map((s) => s.tape)).toEqual([streams[0]!.tape]);
+    expect(restored.skippedTapes[0]!.reason).toMatch(/^NoResources: .*unavailable: sent off site/);
+    await expectClean();
+  });
+
+  it('succeeds with the streams that finished and records the failed one with its reason', async () => {
+    fault({ device: 'bks-01', kind: 'fail', after: { percent: 40 } });
+    const report: BackupReport = await (await kura.startBackup('vm-005', { requestedAt: at(), mode: 'parallel', tuning: { deviceAttempts: 1 } })).result();
+    const { pieces, streams } = catalogOf(report.backupId);
+    expect(streams.map((s) => [s.outcome, s.pieces])).toEqual([
+      ['failed', 0],
+      ['complete', 10],
+    ]);
+    expect(streams[0]!.error).toMatch(/^DeviceFault: lab fault on bks-01/);
+    expect([...new Set(pieces.map((p) => p.copy))]).toEqual([1]);
+    expectExactPieces(pieces, 1);
+    await expectClean();
+    await restoreAndCompare(report, 'vm-005');
+  });
+
+  it('fails a restore whose only copy is on an unavailable cartridge, naming the cartridge', async () => {
+    const report: BackupReport = await (await kura.startBackup('vm-001', { requestedAt: at(), streams: 1 })).result();
+    const tape = report.pieces[0]!.tape;
+    await client.workflow.getHandle(`pool/${lab.site}`).signal(markDeviceSignal, { device: tape, state: 'unavailable', reason: 'cartridge damaged' });
+    await until(async () => (await unavailable()).length === 1);
+    const dest = path.join(lab.dir, 'restores', 'only-copy.img');
+    const err = await (await kura.startRestore(report.backupId, dest)).result().catch((e: unknown) => e);
+    expect(failureOf(err).type).toBe('NoResources');
+    expect(failureOf(err).message).toMatch(new RegExp(`piece 0 of .* cannot be read from its only copy \\(cartridge ${tape}: NoResources: .*cartridge damaged`));
+    await expectClean();
+  });
+});
+
+describe('reservation', () => {
+  it('fails at once with NoResources naming what is missing when the streams cannot be had, holding nothing', async () => {
+    const err = await (await kura.startBackup('vm-002', { requestedAt: at(), streams: 4 })).result().catch((e: unknown) => e);
+    expect(failureOf(err).type).toBe('NoResources');
+    expect(failureOf(err).message).toMatch(/only 3 of 4 streams can be formed: no backup server has a free stream/);
+    await expectClean();
+  });
+
+  it('lets several jobs compete for the drives: they wait their turn and all complete', async () => {
+    const vms = ['vm-001', 'vm-002', 'vm-003', 'vm-004', 'vm-005'];
+    const handles = await Promise.all(vms.map((vm) => kura.startBackup(vm, { requestedAt: at(), tuning: { reserveWaitMs: 120_000 } })));
+    const reports: BackupReport[] = await Promise.all(handles.map((h) => h.result()));
+    for (const [i, r] of reports.entries()) {
+      const { backup, pieces } = catalogOf(r.backupId);
+      expect(backup.status).toBe('complete');
+      expectExactPieces(pieces, 0);
+      await restoreAndCompare(r, vms[i]!);
+    }
+    await expectClean();
+  });
+});
+
+describe('the catalog on the cartridges', () => {
+  it('rebuilt from the cartridges alone, equals the catalog', async () => {
+    const file = path.join(os.tmpdir(), `kura-rebuilt-${process.pid}-${Date.now()}.db`);
+    const rebuilt = new Catalog(file);
+    const current = new Catalog(lab.paths.catalog);
+    try {
+      const read = await rebuildFromTapes(lab.loaded.config, new LabTapeLibrary(lab.loaded, lab.paths, state), rebuilt);
+      expect(read.entries).toBeGreaterThan(10);
+      const contents = catalogContents(current);
+      expect(contents.backups.length).toBeGreaterThan(8);
+      expect(compareContents(contents, catalogContents(rebuilt))).toEqual([]);
+    } finally {
+      rebuilt.close();
+      current.close();
+      rmSync(file, { force: true });
+    }
+  });
+});
