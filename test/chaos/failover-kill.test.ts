@@ -47,16 +47,20 @@ describe('the worker killed during a failover', () => {
     const first = await startWorkerProcess();
     const handle = await kura.startBackup('vm-001');
 
-    // Wait until chunk 5 runs on stream 1 (after the failover at chunk 2), then kill the worker.
+    // Wait until chunk 5 is being written on stream 1 (after the failover at chunk 2): its step
+    // runs and the drive has begun it. Then kill the worker.
     const deadline = Date.now() + 90_000;
     let running: string | undefined;
+    let begun = false;
     while (Date.now() < deadline) {
       const plan = await handle.query(planQuery).catch(() => undefined);
       running = plan?.steps.find((s) => s.id.startsWith('copy:') && s.status === 'running')?.id;
-      if (running === 'copy:5') break;
+      begun = state.events({ event: 'copy-start' }).some((e) => Number(e.detail.piece) === 5);
+      if (running === 'copy:5' && begun) break;
       await new Promise((r) => setTimeout(r, 100));
     }
     expect(running).toBe('copy:5');
+    expect(begun).toBe(true);
     const killedAt = state.events().at(-1)?.seq ?? 0;
     first.kill('SIGKILL');
     await new Promise((r) => first.once('exit', r));
