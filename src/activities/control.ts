@@ -5,7 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import { constants as fsConstants, createReadStream, existsSync, statSync } from 'node:fs';
-import { open, rename, rm } from 'node:fs/promises';
+import { mkdir, open, rename, rm } from 'node:fs/promises';
 import * as path from 'node:path';
 import { Context, log } from '@temporalio/activity';
 import { z } from 'zod';
@@ -156,7 +156,9 @@ export function createControlActivities(deps: ControlDeps) {
         const file = path.resolve(paths.home, r.image);
         if (path.relative(paths.home, file).startsWith('..')) throw new InvalidInputError(`disk piece ${r.image} lies outside Kura's home ${paths.home}`);
         if (!existsSync(file)) throw new NotFoundError(`the image ${file} of this backup is gone from disk backup storage`);
+        await mkdir(path.dirname(r.destination.path), { recursive: true });
         const src = await open(file, 'r');
+        // O_CREAT without O_TRUNC: other pieces of the same restore may already be in the file.
         const dst = await open(r.destination.path, fsConstants.O_RDWR | fsConstants.O_CREAT);
         const hash = createHash('sha256');
         try {
