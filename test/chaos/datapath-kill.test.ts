@@ -92,11 +92,13 @@ describe('kill -9 of the datapath during an online backup', () => {
 
     child.kill('SIGKILL');
     await new Promise((r) => child.once('exit', r));
-    // The host's next write fails (the device is gone); the writer stops there, so at most one write is in doubt.
+    // The host's next write fails (the device is gone); the writer stops there, so at most one write
+    // is in doubt. None is when the write in flight had its reply on the wire before the kill and
+    // the writer was told to stop before it began another.
     await writer.stop();
     const acked = writer.acked();
     const inDoubt = writer.failed();
-    expect(inDoubt).toHaveLength(1);
+    expect(inDoubt.length).toBeLessThanOrEqual(1);
     // Main storage stayed frozen: nothing written in backup mode reached it.
     expect(readFileSync(volumeFile).equals(atSwitch)).toBe(true);
 
