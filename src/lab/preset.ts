@@ -22,6 +22,8 @@ export interface HospitalPresetOptions {
   cartridgeCapacity?: number;
   /** Cartridges in each of the two libraries (20). */
   cartridgesPerLibrary?: number;
+  /** Drives in each of the two libraries (4: a job takes one in each, so four jobs run at once). */
+  drivesPerLibrary?: number;
   /** The site's name ('hospital'). */
   site?: string;
 }
@@ -30,7 +32,7 @@ const MiB = 1024 * 1024;
 
 /**
  * The hospital estate: hosts host-01…, VMs vm-001… with a software and a data volume each on
- * array-01, two backup servers, two libraries of two drives, two FC switches and two copy
+ * array-01, two backup servers, two libraries of four drives, two FC switches and two copy
  * devices, cabled as two fully independent paths (…-01 on fcsw-01, …-02 on fcsw-02) so a job
  * can always secure two streams that share nothing but the array.
  */
@@ -41,6 +43,7 @@ export function hospitalPreset(opts: HospitalPresetOptions = {}): ConfigInput {
   const swSize = positiveInt(opts.softwareVolumeSize ?? 4 * MiB, 'softwareVolumeSize');
   const capacity = positiveInt(opts.cartridgeCapacity ?? 4 * 1024 * MiB, 'cartridgeCapacity');
   const perLibrary = positiveInt(opts.cartridgesPerLibrary ?? 20, 'cartridgesPerLibrary');
+  const drives = positiveInt(opts.drivesPerLibrary ?? 4, 'drivesPerLibrary');
   const site = opts.site ?? presetNames.hospital;
 
   const vmWidth = Math.max(3, String(vms).length);
@@ -84,7 +87,7 @@ export function hospitalPreset(opts: HospitalPresetOptions = {}): ConfigInput {
         ],
         libraries: [1, 2].map((l) => ({
           name: `lib-0${l}`,
-          drives: [{ id: `lib-0${l}-drv-1` }, { id: `lib-0${l}-drv-2` }],
+          drives: Array.from({ length: drives }, (_, d) => ({ id: `lib-0${l}-drv-${d + 1}` })),
           cartridges: Array.from({ length: perLibrary }, (_, t) => ({ id: `L${l}T${pad(t + 1, tapeWidth)}`, capacity: sizeText(capacity) })),
         })),
         switches: [
@@ -92,8 +95,9 @@ export function hospitalPreset(opts: HospitalPresetOptions = {}): ConfigInput {
           { name: 'fcsw-02', capacity: 4 },
         ],
         servers: [
-          { name: 'bks-01', wwn: serverWwns[0], capacity: 2 },
-          { name: 'bks-02', wwn: serverWwns[1], capacity: 2 },
+          // A server copies one stream per drive of the library behind it.
+          { name: 'bks-01', wwn: serverWwns[0], capacity: drives },
+          { name: 'bks-02', wwn: serverWwns[1], capacity: drives },
         ],
         copyDevices: [{ name: 'cpd-01' }, { name: 'cpd-02' }],
         links: [

@@ -21,7 +21,7 @@ import { controlActivities, poolActivities } from './proxies';
 import { acceptInput, rootFailure } from './failures';
 import { Compensations } from './compensations';
 import { OperationState } from './operation-state';
-import { copyFailover, copyParallel, prepareLanes, laneRecord, laneView, newLane, verifyCopies, type CopyJob } from './streams';
+import { closeCartridge, copyFailover, copyParallel, prepareLanes, laneRecord, laneView, newLane, verifyCopies, type CopyJob } from './streams';
 
 /** Backs up one target to tape: the SAN operation of kind `backup`. */
 export async function sanOperation(input: BackupRequest): Promise<BackupReport> {
@@ -100,28 +100,22 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
 
     // Seed 004 step 1170: each cartridge also carries its own catalog rows, after its data; a
     // cartridge that ends up holding nothing of this backup is cut back to where the job began.
-    await op.step('tape-catalog', async () => {
-      for (const lane of job.lanes.filter((l) => l.loaded)) {
-        const onTape = kept.pieces.filter((p) => p.tape === lane.stream.tape && p.library === lane.stream.library);
-        if (onTape.length > 0) {
-          const at = { ...lane.addr, position: lane.position };
-          const out = await control.writeTapeCatalog({ at, entry: { backup: record, pieces: onTape, streams } });
-          job.tapeEnd[lane.stream.tape] = out.nextPosition;
-        } else {
-          await control.eraseTape({ ...lane.addr, position: lane.start });
-          job.tapeEnd[lane.stream.tape] = lane.start;
-        }
-        job.undo.done(`erase:${lane.stream.stream}`);
-      }
-    });
-    await op.step('unload', async () => {
-      for (const lane of job.lanes) {
-        if (lane.loaded) await control.unloadTape(lane.addr);
-        job.undo.done(`unload:${lane.stream.stream}`);
-        if (lane.zoned) await control.unzoneStream({ site: req.site, name: lane.zone });
-        job.undo.done(`unzone:${lane.stream.stream}`);
-      }
-    });
+    // From here the catalog claims what the kept cartridges hold: no later failure may erase it.
+    for (const lane of job.lanes) {
+      if (kept.pieces.some((p) => p.stream === lane.stream.stream)) job.undo.done(`erase:${lane.stream.stream}`);
+    }
+    await op.step('tape-catalog', () => Promise.all(job.lanes.filter((l) => l.loaded).map((lane) => closeCartridge(job, lane, kept.pieces, record, streams))));
+    // The streams share nothing, so they are unmounted and unzoned at once.
+    await op.step('unload', () =>
+      Promise.all(
+        job.lanes.map(async (lane) => {
+          if (lane.loaded) await control.unloadTape(lane.addr);
+          job.undo.done(`unload:${lane.stream.stream}`);
+          if (lane.zoned) await control.unzoneStream({ site: req.site, name: lane.zone });
+          job.undo.done(`unzone:${lane.stream.stream}`);
+        }),
+      ),
+    );
     await op.step('release', () => pool.releaseStreams(req.site, { job: workflowId, tapeUsage: job.tapeEnd }));
     job.undo.done('release');
 

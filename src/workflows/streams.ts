@@ -10,7 +10,7 @@
 import { ApplicationFailure, isCancellation } from '@temporalio/workflow';
 import type { ResolvedTarget } from '../activities/control';
 import type { CopyPieceResult } from '../activities/copy';
-import type { PieceRecord, StreamRecord } from '../domain/catalog';
+import type { BackupRecord, PieceRecord, StreamRecord } from '../domain/catalog';
 import type { BackupRequestSchema, StreamProgress } from '../domain/jobs';
 import type { Stream } from '../domain/pool';
 import type { z } from 'zod';
@@ -238,6 +238,33 @@ export async function verifyCopies(job: CopyJob, written: PieceRecord[]): Promis
   }
   if (sha256 === undefined) throw allStreamsFailed(job);
   return { pieces: written.filter((p) => kept.includes(p.copy)), copies: kept, sha256 };
+}
+
+/**
+ * Seed 004 step 1170 for one cartridge: write its rows of the recorded backup onto it, after its
+ * data; a cartridge that holds nothing of the backup is cut back to where the job began. The
+ * backup is already complete in the catalog, so a cartridge that cannot take its rows does not
+ * fail the job: people are told that a rebuild from cartridges would miss the backup there.
+ */
+export async function closeCartridge(job: CopyJob, lane: Lane, kept: PieceRecord[], backup: BackupRecord, streams: StreamRecord[]): Promise<void> {
+  const onTape = kept.filter((p) => p.tape === lane.stream.tape && p.library === lane.stream.library);
+  try {
+    if (onTape.length > 0) {
+      const out = await job.control.writeTapeCatalog({ at: { ...lane.addr, position: lane.position }, entry: { backup, pieces: onTape, streams } });
+      job.tapeEnd[lane.stream.tape] = out.nextPosition;
+    } else {
+      await job.control.eraseTape({ ...lane.addr, position: lane.start });
+      job.tapeEnd[lane.stream.tape] = lane.start;
+      job.undo.done(`erase:${lane.stream.stream}`);
+    }
+  } catch (err) {
+    if (isCancellation(err) || onTape.length === 0) throw err;
+    const root = rootFailure(err);
+    job.op.activity = `the catalog rows could not be written onto ${lane.stream.tape}: ${root.message}`;
+    await job.control
+      .notify({ subject: `catalog rows of ${job.backupId} not written onto cartridge ${lane.stream.tape}`, detail: { workflowId: job.workflowId, type: root.type, error: root.message, consequence: 'the backup is complete and restorable; a catalog rebuilt from cartridges will miss it on this cartridge' } })
+      .catch(() => undefined);
+  }
 }
 
 /** The first lane after `after` (by stream number) that has not failed. */

@@ -53,7 +53,7 @@ export function uniqueId(): string {
 export async function makeLab(opts: LabOptions = {}): Promise<TestLab> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'kura-lab-'));
   const site = opts.site ?? `t${uniqueId()}`;
-  const cfg = hospitalPreset({ vms: 4, hosts: 2, dataVolumeSize: 4 * 1024 * 1024, softwareVolumeSize: 1024 * 1024, cartridgesPerLibrary: 4, cartridgeCapacity: 1024 * 1024 * 1024, ...opts, site });
+  const cfg = hospitalPreset({ vms: 4, hosts: 2, dataVolumeSize: 4 * 1024 * 1024, softwareVolumeSize: 1024 * 1024, cartridgesPerLibrary: 4, cartridgeCapacity: 1024 * 1024 * 1024, drivesPerLibrary: 2, ...opts, site });
   cfg.tuning = {
     pieceSize: opts.pieceSize ?? '1MiB',
     copyHeartbeatTimeout: opts.copyHeartbeatTimeout ?? '3s',

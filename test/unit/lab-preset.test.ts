@@ -43,11 +43,11 @@ describe('the hospital preset', () => {
     expect(new Set(array.lunMasks.map((m) => m.lun)).size).toBe(array.lunMasks.length);
   });
 
-  it('has two libraries of two drives and twenty 4 GiB cartridges each', () => {
+  it('has two libraries of four drives and twenty 4 GiB cartridges each', () => {
     expect(site.libraries.map((l) => l.name)).toEqual(['lib-01', 'lib-02']);
     expect(site.libraries.map((l) => l.drives.map((d) => d.id))).toEqual([
-      ['lib-01-drv-1', 'lib-01-drv-2'],
-      ['lib-02-drv-1', 'lib-02-drv-2'],
+      ['lib-01-drv-1', 'lib-01-drv-2', 'lib-01-drv-3', 'lib-01-drv-4'],
+      ['lib-02-drv-1', 'lib-02-drv-2', 'lib-02-drv-3', 'lib-02-drv-4'],
     ]);
     for (const [i, lib] of site.libraries.entries()) {
       expect(lib.cartridges).toHaveLength(20);
@@ -62,7 +62,8 @@ describe('the hospital preset', () => {
     expect(peers('fcsw-01')).toEqual(['array-01', 'bks-01', 'cpd-01', 'lib-01']);
     expect(peers('fcsw-02')).toEqual(['array-01', 'bks-02', 'cpd-02', 'lib-02']);
     expect(site.links).toHaveLength(8);
-    expect(site.servers.map((s) => [s.name, s.capacity])).toEqual([['bks-01', 2], ['bks-02', 2]]);
+    // Four jobs at once, each with one stream through each server.
+    expect(site.servers.map((s) => [s.name, s.capacity])).toEqual([['bks-01', 4], ['bks-02', 4]]);
     expect(site.switches.map((s) => [s.name, s.capacity])).toEqual([['fcsw-01', 4], ['fcsw-02', 4]]);
     expect(site.copyDevices.map((c) => c.name)).toEqual(['cpd-01', 'cpd-02']);
   });

@@ -25,7 +25,7 @@ const labs: Lab[] = [];
 
 async function makeLab(): Promise<Lab> {
   const dir = await mkdtemp(path.join(tmpdir(), 'kura-tape-'));
-  const config = ConfigSchema.parse(hospitalPreset({ vms: 2, hosts: 1, dataVolumeSize: MiB, softwareVolumeSize: MiB / 2, cartridgesPerLibrary: 3, cartridgeCapacity: 32 * MiB }));
+  const config = ConfigSchema.parse(hospitalPreset({ vms: 2, hosts: 1, dataVolumeSize: MiB, softwareVolumeSize: MiB / 2, cartridgesPerLibrary: 3, cartridgeCapacity: 32 * MiB, drivesPerLibrary: 2 }));
   const loaded: LoadedConfig = { config, file: path.join(dir, 'kura.yaml'), dir };
   const paths = kuraPaths(loaded);
   await createLabFiles(loaded, paths);
