@@ -10,7 +10,7 @@
  * --runs runs; the ratios (b)/(a) (target ≤ 1.15) and (c)/(a) are printed. Both backup servers are
  * throttled to --rate, a tape drive's speed, so the page cache does not decide the result.
  *
- *   npx tsx bench/failover.ts [--size 256MiB] [--rate 200MiB] [--runs 3]
+ *   npx tsx bench/failover.ts [--size 512MiB] [--rate 128MiB] [--runs 3]
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
@@ -36,8 +36,8 @@ function arg(name: string, fallback: string): string {
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 
 async function main(): Promise<void> {
-  const size = parseSize(arg('size', '256MiB')) ?? 256 * 1024 * 1024;
-  const rate = parseSize(arg('rate', '200MiB')) ?? 200 * 1024 * 1024;
+  const size = parseSize(arg('size', '512MiB')) ?? 512 * 1024 * 1024;
+  const rate = parseSize(arg('rate', '128MiB')) ?? 128 * 1024 * 1024;
   const runs = Number(arg('runs', '3'));
   const dir = mkdtempSync(path.join(os.tmpdir(), 'kura-bench-failover-'));
   const server = await startDevServer({ headless: true, dbFile: path.join(dir, 'temporal.db') });
