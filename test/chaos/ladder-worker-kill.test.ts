@@ -5,19 +5,16 @@
  * afterwards the data volume equals the image byte for byte.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
-import * as path from 'node:path';
-import { inject } from 'vitest';
+import type { ChildProcess } from 'node:child_process';
 import type { Client } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
 import { LabState } from '../../src/lab/state';
 import { guardianQuery, ladderQuery } from '../../src/messages';
 import type { LadderResult } from '../../src/domain/ladder';
 import { KuraVms, guardianWorkflowId } from '../../src/vmClient';
-import { connectKura, labEnv, sha256, type TestLab } from '../support/harness';
+import { connectKura, sha256, startWorkerProcess as startWorkerProcessOf, type TestLab } from '../support/harness';
 import { RUNG_ACTIONS, actionsOf, lastSeq, makeVmLab, startGuardian, until } from '../support/vm-lab';
 
-const ROOT = path.resolve(__dirname, '..', '..');
 const MiB = 1024 * 1024;
 
 let lab: TestLab & { vms: string[] };
@@ -25,29 +22,7 @@ let client: Client;
 let close: () => Promise<void>;
 const procs: ChildProcess[] = [];
 
-async function startWorkerProcess(): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['--require', 'tsx/cjs', path.join(ROOT, 'src', 'worker.ts')], {
-    cwd: ROOT,
-    env: { ...labEnv(lab), KURA_WORKFLOW_BUNDLE: inject('workflowBundlePath') },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  procs.push(child);
-  let output = '';
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`worker did not start:\n${output}`)), 60_000);
-    const onData = (d: Buffer) => {
-      output += d.toString();
-      if (output.includes('workers running')) {
-        clearTimeout(timer);
-        resolve();
-      }
-    };
-    child.stdout!.on('data', onData);
-    child.stderr!.on('data', onData);
-    child.once('exit', (code) => reject(new Error(`worker exited with ${code}:\n${output}`)));
-  });
-  return child;
-}
+const startWorkerProcess = () => startWorkerProcessOf(lab, procs);
 
 /** Bytes the running volume creation has reported in its heartbeat, if it is running. */
 async function creationProgress(ladderId: string): Promise<number | undefined> {
