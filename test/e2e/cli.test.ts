@@ -3,45 +3,18 @@
  * real files. Exit codes: 0 done, 2 the input was refused (nothing changed), 1 the job failed.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFile } from 'node:child_process';
 import { copyFileSync, existsSync } from 'node:fs';
 import * as path from 'node:path';
-import { labEnv, makeLab, sha256, startWorkers, treeFingerprint, type TestLab } from '../support/harness';
+import { cliJson, runKura, makeLab, sha256, startWorkers, treeFingerprint, type TestLab } from '../support/harness';
 import type { KuraWorkers } from '../../src/worker';
 
-const KURA = path.resolve(__dirname, '..', '..', 'bin', 'kura');
 
 let lab: TestLab;
 let workers: KuraWorkers;
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+const kura = (args: string[], env: Record<string, string> = {}) => runKura(lab, args, env);
 
-function kura(args: string[], env: Record<string, string> = {}): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(
-      KURA,
-      args,
-      {
-        cwd: lab.dir,
-        env: { ...labEnv(lab), ...env },
-        timeout: 120_000,
-      },
-      (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-    );
-  });
-}
-
-function json<T = Record<string, unknown>>(r: Run): T {
-  try {
-    return JSON.parse(r.stdout) as T;
-  } catch {
-    throw new Error(`not JSON (exit ${r.code}):\n${r.stdout}\n${r.stderr}`);
-  }
-}
+const json = cliJson;
 
 beforeAll(async () => {
   lab = await makeLab({ vms: 3, dataVolumeSize: 3 * 1024 * 1024, pieceSize: '1MiB' });

@@ -4,39 +4,18 @@
  * ladder shown rung by rung, a hand-over resolved by a rebuild, and refusals with exit code 2.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFile } from 'node:child_process';
-import * as path from 'node:path';
 import type { LadderView } from '../../src/domain/ladder';
 import type { KuraWorkers } from '../../src/worker';
-import { labEnv, sha256, startWorkers } from '../support/harness';
+import { cliJson, runKura, sha256, startWorkers } from '../support/harness';
 import { makeVmLab, until } from '../support/vm-lab';
 
-const KURA = path.resolve(__dirname, '..', '..', 'bin', 'kura');
 
 let lab: Awaited<ReturnType<typeof makeVmLab>>;
 let workers: KuraWorkers;
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+const kura = (args: string[]) => runKura(lab, args);
 
-function kura(args: string[]): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(KURA, args, { cwd: lab.dir, env: labEnv(lab), timeout: 120_000 }, (err, stdout, stderr) =>
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-    );
-  });
-}
-
-function json<T>(r: Run): T {
-  try {
-    return JSON.parse(r.stdout) as T;
-  } catch {
-    throw new Error(`not JSON (exit ${r.code}):\n${r.stdout}\n${r.stderr}`);
-  }
-}
+const json = cliJson;
 
 beforeAll(async () => {
   // The worker starts the guardians (guardVms), which poll their VM's health every 100 ms.

@@ -3,35 +3,20 @@
  * real dev server, the datapath serving the lab volume while qemu-io keeps writing to it.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import * as path from 'node:path';
 import { startDatapath, type DatapathService } from '../../src/datapath/service';
 import { onlineProgressLine } from '../../src/cli/online';
 import type { OnlineBackupReport } from '../../src/domain/datapath';
 import type { KuraWorkers } from '../../src/worker';
-import { labEnv, makeLab, startWorkers, type TestLab } from '../support/harness';
+import { runKura, makeLab, startWorkers, type TestLab } from '../support/harness';
 import { PatternWriter, freePort, nbdUrl } from '../support/nbd';
 
-const KURA = path.resolve(__dirname, '..', '..', 'bin', 'kura');
 const SIZE = 8 * 1024 * 1024;
 let lab: TestLab;
 let workers: KuraWorkers;
 let dp: DatapathService;
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function kura(args: string[]): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(KURA, args, { cwd: lab.dir, env: labEnv(lab), timeout: 120_000 }, (err, stdout, stderr) =>
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-    );
-  });
-}
+const kura = (args: string[]) => runKura(lab, args);
 
 beforeAll(async () => {
   const [nbdPort, controlPort] = [await freePort(), await freePort()];

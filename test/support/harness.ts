@@ -3,7 +3,7 @@
  * task queue of the test's own (so test files sharing the one dev server never take each other's
  * work), and a client API bound to both.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, mkdtempSync, rmSync, writeFileSync, readdirSync, statSync } from 'node:fs';
 import * as os from 'node:os';
@@ -177,4 +177,29 @@ export async function startWorkerProcess(lab: TestLab, procs: ChildProcess[]): P
     child.once('exit', (code) => reject(new Error(`worker exited with ${code}:\n${output}`)));
   });
   return child;
+}
+
+/** What a run of the `kura` CLI left: its exit code and output. */
+export interface CliRun {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `bin/kura` as a person does, in the lab's directory, as the lab's installation. */
+export function runKura(lab: TestLab, args: string[], env: Record<string, string> = {}): Promise<CliRun> {
+  return new Promise((resolve) => {
+    execFile(path.join(ROOT, 'bin', 'kura'), args, { cwd: lab.dir, env: { ...labEnv(lab), ...env }, timeout: 120_000 }, (err, stdout, stderr) =>
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    );
+  });
+}
+
+/** The JSON a `--json` run printed; fails with the whole output when it is not JSON. */
+export function cliJson<T = Record<string, unknown>>(r: CliRun): T {
+  try {
+    return JSON.parse(r.stdout) as T;
+  } catch {
+    throw new Error(`not JSON (exit ${r.code}):\n${r.stdout}\n${r.stderr}`);
+  }
 }
