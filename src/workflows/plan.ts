@@ -103,25 +103,45 @@ export function groupByTape(pieces: PieceRecord[]): Mount[] {
 /**
  * The execution schedule of a restore (seed 004 steps 2040–2110): per mount, reserve the
  * cartridge with a drive, server and path, load it, read its pieces in order, unload, release;
- * then verify the whole image and move it into place.
+ * then verify the whole image and move it into place. Pieces on disk backup storage are read
+ * straight from the image, with nothing to reserve or mount. Mounts are numbered from
+ * `firstIndex`; the first step depends on `after` (the last step done before, when re-planning).
  */
-export function planRestoreSteps(mounts: Mount[], destination: string, firstIndex = 0): PlanStep[] {
-  const steps = mounts.flatMap((m, k) => {
+export function planRestoreSteps(mounts: Mount[], destination: string, firstIndex = 0, after?: string): PlanStep[] {
+  const steps: PlanStep[] = [];
+  let prev = after;
+  const add = (id: string, title: string, actor: string) => {
+    steps.push(step(id, title, actor, prev === undefined ? [] : [prev]));
+    prev = id;
+  };
+  mounts.forEach((m, k) => {
     const i = firstIndex + k;
     if (m.library === DISK_LIBRARY) {
-      // Disk backup storage: nothing to reserve or mount, the pieces are read straight from the image.
-      return m.pieces.map((p, j) => step(`read:${p.piece}`, `read piece ${p.piece} from ${p.tape} on disk`, 'control', j ? [`read:${m.pieces[j - 1]?.piece}`] : k ? [`release:${i - 1}`] : []));
+      for (const p of m.pieces) add(`read:${p.piece}`, `read piece ${p.piece} from ${p.tape} on disk`, 'control');
+      return;
     }
-    const reads = m.pieces.map((p, j) => step(`read:${p.piece}`, `read piece ${p.piece} at position ${p.position}`, 'copy device', [j ? `read:${m.pieces[j - 1]?.piece}` : `load:${i}`]));
-    return [
-      step(`reserve:${i}`, `reserve ${m.library}/${m.tape} with a drive, server and path`, 'resource pool', k ? [`release:${i - 1}`] : []),
-      step(`load:${i}`, `mount ${m.tape}`, 'tape library', [`reserve:${i}`]),
-      ...reads,
-      step(`unload:${i}`, `unmount ${m.tape}`, 'tape library', [reads[reads.length - 1]?.id ?? `load:${i}`]),
-      step(`release:${i}`, 'release the stream', 'resource pool', [`unload:${i}`]),
-    ];
+    add(`reserve:${i}`, `reserve ${m.library}/${m.tape} with a drive, server and path`, 'resource pool');
+    add(`load:${i}`, `mount ${m.tape}`, 'tape library');
+    for (const p of m.pieces) add(`read:${p.piece}`, `read piece ${p.piece} at position ${p.position}`, 'copy device');
+    add(`unload:${i}`, `unmount ${m.tape}`, 'tape library');
+    add(`release:${i}`, 'release the stream', 'resource pool');
   });
-  return [...steps, step('finish', `verify the image and move it to ${destination}`, 'control', mounts.length ? [`release:${firstIndex + mounts.length - 1}`] : [])];
+  add('finish', `verify the image and move it to ${destination}`, 'control');
+  return steps;
+}
+
+/**
+ * The plan after mount `index` was given up: that mount's steps that did not finish keep their
+ * outcome under a name tagged with the cartridge (`read:5@L1T001`), so the new steps for the same
+ * pieces are told apart from them; then the remaining mounts from `index + 1`, and `finish`.
+ */
+export function replanRestore(steps: PlanStep[], index: number, abandoned: Mount, remaining: Mount[], destination: string): PlanStep[] {
+  const own = new Set([`reserve:${index}`, `load:${index}`, `unload:${index}`, `release:${index}`, ...abandoned.pieces.map((p) => `read:${p.piece}`)]);
+  const kept = steps
+    .filter((s) => s.id !== 'finish' && !(own.has(s.id) && s.status === 'pending'))
+    .map((s) => (own.has(s.id) && s.status !== 'done' ? { ...s, id: `${s.id}@${abandoned.tape}`, status: s.status === 'failed' ? s.status : ('skipped' as const) } : s));
+  const lastDone = [...kept].reverse().find((s) => s.status === 'done')?.id;
+  return [...kept, ...planRestoreSteps(remaining, destination, index + 1, lastDone)];
 }
 
 /** Returns a copy of the steps with one step's status (and times) changed. */

@@ -11,7 +11,7 @@ import { RestoreRequestSchema, type RestoreReport, type RestoreRequest } from '.
 import { DISK_LIBRARY, type PieceRecord } from '../domain/catalog';
 import type { Stream } from '../domain/pool';
 import { KuraKind, KuraSite, KuraTarget, JobKind } from '../searchAttributes';
-import { groupByTape, planRestoreSteps, zoneName, type Mount } from './plan';
+import { groupByTape, planRestoreSteps, replanRestore, zoneName, type Mount } from './plan';
 import { acceptInput, rootFailure } from './failures';
 import { Compensations } from './compensations';
 import { OperationState } from './operation-state';
@@ -42,7 +42,8 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
   // per run of consecutive pieces on the same cartridge.
   op.enter('plan', 'planning');
   const pieceNumbers = [...new Set(found.pieces.map((p) => p.piece))].sort((a, b) => a - b);
-  const skipped: { tape: string; reason: string }[] = [];
+  /** Cartridges given up on, with the typed failure that made the restore give them up. */
+  const skipped: { tape: string; type: string; message: string }[] = [];
   const usable = (p: PieceRecord) => !skipped.some((s) => s.tape === p.tape);
   const choose = (piece: number) => found.pieces.filter((p) => p.piece === piece && usable(p)).sort((a, b) => a.copy - b.copy)[0];
   const planFrom = (next: number): Mount[] => groupByTape(pieceNumbers.slice(next).map(choose).filter((p): p is PieceRecord => p !== undefined));
@@ -72,9 +73,8 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
         next += done.pieces;
         mount.pieces.slice(0, done.pieces).forEach((p) => copiesUsed.add(p.copy));
         const root = rootFailure(err);
-        skipped.push({ tape: mount.tape, reason: `${root.type}: ${root.message}` });
-        const keep = op.steps.filter((s) => s.status === 'done' || s.status === 'failed' || s.id.startsWith(`reserve:${i}`) || s.id.endsWith(`:${i}`));
-        op.steps = [...keep.filter((s) => s.id !== 'finish'), ...planRestoreSteps(planFrom(next), target.destination, i + 1)];
+        skipped.push({ tape: mount.tape, type: root.type, message: root.message });
+        op.steps = replanRestore(op.steps, i, mount, planFrom(next), target.destination);
         op.activity = `cartridge ${mount.tape} given up (${root.message}); reading the rest from another copy`;
       }
     }
@@ -93,7 +93,7 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
       sha256: verified.sha256,
       pieces: pieceNumbers.length,
       copiesUsed: [...copiesUsed].sort((a, b) => a - b),
-      skippedTapes: skipped,
+      skippedTapes: skipped.map((s) => ({ tape: s.tape, reason: `${s.type}: ${s.message}` })),
       startedAt,
       endedAt: new Date().toISOString(),
     };
@@ -164,12 +164,12 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
 }
 
 /** No copy of a piece is left to read: name the cartridges that were tried and why each failed. */
-function noCopyLeft(backupId: string, piece: number, pieces: PieceRecord[], skipped: { tape: string; reason: string }[]): ApplicationFailure {
+function noCopyLeft(backupId: string, piece: number, pieces: PieceRecord[], skipped: { tape: string; type: string; message: string }[]): ApplicationFailure {
   const holders = pieces.filter((p) => p.piece === piece);
   const tried = skipped.filter((s) => holders.some((h) => h.tape === s.tape));
-  const last = tried[tried.length - 1];
-  const type = last?.reason.split(':')[0] ?? 'NotFound';
-  const detail = tried.map((s) => `cartridge ${s.tape}: ${s.reason}`).join('; ');
+  // Typed like the last cartridge's failure (NoResources, DeviceFault, …): that is what to fix.
+  const type = tried[tried.length - 1]?.type ?? 'NotFound';
+  const detail = tried.map((s) => `cartridge ${s.tape}: ${s.type}: ${s.message}`).join('; ');
   const copies = holders.length === 1 ? 'its only copy' : `all ${holders.length} copies`;
   return ApplicationFailure.nonRetryable(
     `piece ${piece} of ${backupId} cannot be read from ${copies} (${detail}); make the cartridge available (\`kura pool mark <device> available\`) and restore again`,

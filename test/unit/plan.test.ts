@@ -1,6 +1,6 @@
 /** Planning (seed 003 step 3): pieces cover the volume exactly; steps run in dependency order. */
 import { describe, expect, it } from 'vitest';
-import { chunkSizeFor, groupByTape, markStep, planBackupSteps, planPieces, planRestoreSteps, zoneName } from '../../src/workflows/plan';
+import { chunkSizeFor, groupByTape, markStep, planBackupSteps, planPieces, planRestoreSteps, replanRestore, zoneName } from '../../src/workflows/plan';
 import type { PieceRecord } from '../../src/domain/catalog';
 
 describe('planPieces', () => {
@@ -90,5 +90,29 @@ describe('planRestoreSteps', () => {
     const steps = planRestoreSteps(groupByTape([piece(0, 'L1T001'), piece(1, 'L1T001'), piece(2, 'L2T001')]), '/r/x.img');
     expect(steps.map((s) => s.id)).toEqual(['reserve:0', 'load:0', 'read:0', 'read:1', 'unload:0', 'release:0', 'reserve:1', 'load:1', 'read:2', 'unload:1', 'release:1', 'finish']);
     for (let i = 1; i < steps.length; i++) expect(steps[i]!.dependsOn).toEqual([steps[i - 1]!.id]);
+  });
+
+  it('after a cartridge is given up, keeps what ran under a tagged name and plans the rest from the next mount', () => {
+    const first = groupByTape([piece(0, 'L1T001'), piece(1, 'L1T001'), piece(2, 'L1T001')]);
+    let steps = planRestoreSteps(first, '/r/x.img');
+    for (const id of ['reserve:0', 'load:0', 'read:0']) steps = markStep(steps, id, 'done', 't');
+    steps = markStep(steps, 'read:1', 'failed', 't', 'checksum mismatch');
+    const rest = groupByTape([piece(1, 'L2T001'), piece(2, 'L2T001')]);
+    const next = replanRestore(steps, 0, first[0]!, rest, '/r/x.img');
+    expect(next.map((s) => [s.id, s.status])).toEqual([
+      ['reserve:0', 'done'],
+      ['load:0', 'done'],
+      ['read:0', 'done'],
+      ['read:1@L1T001', 'failed'],
+      ['reserve:1', 'pending'],
+      ['load:1', 'pending'],
+      ['read:1', 'pending'],
+      ['read:2', 'pending'],
+      ['unload:1', 'pending'],
+      ['release:1', 'pending'],
+      ['finish', 'pending'],
+    ]);
+    expect(next.find((s) => s.id === 'reserve:1')!.dependsOn).toEqual(['read:0']);
+    expect(new Set(next.map((s) => s.id)).size).toBe(next.length);
   });
 });

@@ -14,8 +14,8 @@ import { catalogContents, compareContents, rebuildFromTapes } from '../../src/ca
 import { LabState } from '../../src/lab/state';
 import { LabTapeLibrary } from '../../src/drivers/lab/tape';
 import { labCartridgePath } from '../../src/lab/files';
-import { markDeviceSignal, tablesQuery } from '../../src/messages';
-import type { BackupReport, RestoreReport } from '../../src/domain/jobs';
+import { markDeviceSignal, planQuery, tablesQuery } from '../../src/messages';
+import type { BackupReport, PlanView, RestoreReport } from '../../src/domain/jobs';
 import type { PieceRecord } from '../../src/domain/catalog';
 import type { PoolTables } from '../../src/domain/pool';
 import type { FaultSpecInput } from '../../src/domain/faults';
@@ -128,12 +128,13 @@ function expectExactPieces(pieces: PieceRecord[], copy: number): void {
   }
 }
 
-async function restoreAndCompare(report: BackupReport, vm: string): Promise<RestoreReport> {
+async function restoreAndCompare(report: BackupReport, vm: string): Promise<RestoreReport & { plan: PlanView }> {
   const dest = path.join(lab.dir, 'restores', `${report.backupId.replace(/[@/]/g, '_')}.img`);
-  const restored: RestoreReport = await (await kura.startRestore(report.backupId, dest)).result();
+  const handle = await kura.startRestore(report.backupId, dest);
+  const restored: RestoreReport = await handle.result();
   expect(await sha256(dest)).toBe(await sha256(lab.dataVolume(vm)));
   rmSync(dest);
-  return restored;
+  return { ...restored, plan: await handle.query(planQuery) };
 }
 
 async function unavailable(): Promise<{ name: string; reason: string }[]> {
@@ -265,6 +266,10 @@ describe('parallel copies (method 1) and restore from any copy', () => {
     expect(restored.copiesUsed).toEqual([1]);
     expect(restored.skippedTapes.map((s) => s.tape)).toEqual([streams[0]!.tape]);
     expect(restored.skippedTapes[0]!.reason).toMatch(/^NoResources: .*unavailable: sent off site/);
+    // The plan keeps the given-up reservation under the cartridge's name and every step id once.
+    expect(restored.plan.steps.find((s) => s.id === `reserve:0@${streams[0]!.tape}`)?.status).toBe('failed');
+    expect(restored.plan.steps.every((s) => s.status === 'done' || s.id.includes('@'))).toBe(true);
+    expect(new Set(restored.plan.steps.map((s) => s.id)).size).toBe(restored.plan.steps.length);
     await expectClean();
   });
 
