@@ -21,7 +21,7 @@ import { controlActivities, poolActivities } from './proxies';
 import { acceptInput, rootFailure } from './failures';
 import { Compensations } from './compensations';
 import { OperationState } from './operation-state';
-import { closeCartridge, copyFailover, copyParallel, prepareLanes, laneRecord, laneView, newLane, verifyCopies, type CopyJob } from './streams';
+import { copyFailover, copyParallel, prepareLanes, laneRecord, laneView, newLane, unloadLanes, verifyCopies, writeTapeCatalogs, type CopyJob } from './streams';
 
 /** Backs up one target to tape: the SAN operation of kind `backup`. */
 export async function sanOperation(input: BackupRequest): Promise<BackupReport> {
@@ -85,7 +85,7 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
     await prepareLanes(job);
     op.activity = `copying ${pieces.length} chunk${pieces.length === 1 ? '' : 's'} in ${req.mode} mode`;
     const written: PieceRecord[] = req.mode === 'parallel' ? await copyParallel(job) : await copyFailover(job);
-
+    // The pool knows every faulty device before the job goes on to report.
     await Promise.all(job.marks);
 
     // 5. Collect: read every copy back while its cartridges are mounted, then record it.
@@ -93,29 +93,12 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
     const kept = await op.step('verify', () => verifyCopies(job, written));
     op.activity = 'recording the backup';
     const endedAt = new Date().toISOString();
-    const record = await op.step('record', () =>
-      control.completeBackup({ backupId, endedAt, sha256: kept.sha256, pieces: kept.pieces, streams: job.lanes.map((l) => laneRecord(backupId, l)) }),
-    );
     const streams = job.lanes.map((l) => laneRecord(backupId, l));
+    const record = await op.step('record', () => control.completeBackup({ backupId, endedAt, sha256: kept.sha256, pieces: kept.pieces, streams }));
 
-    // Seed 004 step 1170: each cartridge also carries its own catalog rows, after its data; a
-    // cartridge that ends up holding nothing of this backup is cut back to where the job began.
-    // From here the catalog claims what the kept cartridges hold: no later failure may erase it.
-    for (const lane of job.lanes) {
-      if (kept.pieces.some((p) => p.stream === lane.stream.stream)) job.undo.done(`erase:${lane.stream.stream}`);
-    }
-    await op.step('tape-catalog', () => Promise.all(job.lanes.filter((l) => l.loaded).map((lane) => closeCartridge(job, lane, kept.pieces, record, streams))));
-    // The streams share nothing, so they are unmounted and unzoned at once.
-    await op.step('unload', () =>
-      Promise.all(
-        job.lanes.map(async (lane) => {
-          if (lane.loaded) await control.unloadTape(lane.addr);
-          job.undo.done(`unload:${lane.stream.stream}`);
-          if (lane.zoned) await control.unzoneStream({ site: req.site, name: lane.zone });
-          job.undo.done(`unzone:${lane.stream.stream}`);
-        }),
-      ),
-    );
+    // Seed 004 step 1170: each cartridge also carries its own catalog rows, after its data.
+    await op.step('tape-catalog', () => writeTapeCatalogs(job, kept.pieces, record, streams));
+    await op.step('unload', () => unloadLanes(job));
     await op.step('release', () => pool.releaseStreams(req.site, { job: workflowId, tapeUsage: job.tapeEnd }));
     job.undo.done('release');
 

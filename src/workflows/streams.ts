@@ -162,7 +162,6 @@ export async function copyFailover(job: CopyJob): Promise<PieceRecord[]> {
       }
     }
   }
-  if (lane) lane.state = 'done';
   for (const l of job.lanes) if (l.state === 'copying') l.state = 'done';
   return written;
 }
@@ -241,12 +240,36 @@ export async function verifyCopies(job: CopyJob, written: PieceRecord[]): Promis
 }
 
 /**
+ * Seed 004 step 1170: once the catalog records the backup, each cartridge gets its rows written
+ * after its data. From here the catalog claims what the kept cartridges hold, so no later failure
+ * may erase them; a cartridge that ends up holding nothing of the backup is cut back instead.
+ */
+export async function writeTapeCatalogs(job: CopyJob, kept: PieceRecord[], backup: BackupRecord, streams: StreamRecord[]): Promise<void> {
+  for (const lane of job.lanes) {
+    if (kept.some((p) => p.stream === lane.stream.stream)) job.undo.done(`erase:${lane.stream.stream}`);
+  }
+  await Promise.all(job.lanes.filter((l) => l.loaded).map((lane) => closeCartridge(job, lane, kept, backup, streams)));
+}
+
+/** Unmounts and unzones every stream; the streams share nothing, so all at once. */
+export async function unloadLanes(job: CopyJob): Promise<void> {
+  await Promise.all(
+    job.lanes.map(async (lane) => {
+      if (lane.loaded) await job.control.unloadTape(lane.addr);
+      job.undo.done(`unload:${lane.stream.stream}`);
+      if (lane.zoned) await job.control.unzoneStream({ site: job.req.site, name: lane.zone });
+      job.undo.done(`unzone:${lane.stream.stream}`);
+    }),
+  );
+}
+
+/**
  * Seed 004 step 1170 for one cartridge: write its rows of the recorded backup onto it, after its
  * data; a cartridge that holds nothing of the backup is cut back to where the job began. The
  * backup is already complete in the catalog, so a cartridge that cannot take its rows does not
  * fail the job: people are told that a rebuild from cartridges would miss the backup there.
  */
-export async function closeCartridge(job: CopyJob, lane: Lane, kept: PieceRecord[], backup: BackupRecord, streams: StreamRecord[]): Promise<void> {
+async function closeCartridge(job: CopyJob, lane: Lane, kept: PieceRecord[], backup: BackupRecord, streams: StreamRecord[]): Promise<void> {
   const onTape = kept.filter((p) => p.tape === lane.stream.tape && p.library === lane.stream.library);
   try {
     if (onTape.length > 0) {
