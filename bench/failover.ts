@@ -12,26 +12,12 @@
  *
  *   npx tsx bench/failover.ts [--size 512MiB] [--rate 128MiB] [--runs 3]
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
-import { Client, Connection } from '@temporalio/client';
-import { startDevServer } from '../src/stack/devserver';
-import { hospitalPreset, renderConfigYaml } from '../src/lab/preset';
-import { loadConfig } from '../src/config/load';
-import { kuraPaths } from '../src/config/paths';
-import { createLabFiles } from '../src/lab/files';
+import { hospitalPreset } from '../src/lab/preset';
 import { LabState } from '../src/lab/state';
-import { startKuraWorkers } from '../src/worker';
-import { Kura } from '../src/api';
 import { markDeviceSignal, tablesQuery } from '../src/messages';
 import { formatBytes, parseSize } from '../src/domain/units';
 import type { BackupReport } from '../src/domain/jobs';
-
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] ? (process.argv[i + 1] as string) : fallback;
-}
+import { arg, runBench, withLabStack } from './support/lab-stack';
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 
@@ -39,20 +25,10 @@ async function main(): Promise<void> {
   const size = parseSize(arg('size', '512MiB')) ?? 512 * 1024 * 1024;
   const rate = parseSize(arg('rate', '128MiB')) ?? 128 * 1024 * 1024;
   const runs = Number(arg('runs', '3'));
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'kura-bench-failover-'));
-  const server = await startDevServer({ headless: true, dbFile: path.join(dir, 'temporal.db') });
-  try {
-    const cfg = hospitalPreset({ vms: 1, dataVolumeSize: size, softwareVolumeSize: 4096, cartridgeCapacity: 64 * 1024 * 1024 * 1024, cartridgesPerLibrary: 2, site: 'bench' });
-    cfg.tuning = { pieceSize: '64GiB', reserveWait: '10m', copyHeartbeatTimeout: '10s', streams: 2, mode: 'failover', chunks: 10 };
-    writeFileSync(path.join(dir, 'kura.yaml'), renderConfigYaml(cfg));
-    const loaded = loadConfig(path.join(dir, 'kura.yaml'));
-    const paths = kuraPaths(loaded);
-    await createLabFiles(loaded, paths);
+  const cfg = hospitalPreset({ vms: 1, dataVolumeSize: size, softwareVolumeSize: 4096, cartridgeCapacity: 64 * 1024 * 1024 * 1024, cartridgesPerLibrary: 2, site: 'bench' });
+  cfg.tuning = { pieceSize: '64GiB', reserveWait: '10m', copyHeartbeatTimeout: '10s', streams: 2, mode: 'failover', chunks: 10 };
+  await withLabStack('failover', cfg, async ({ paths, client, kura }) => {
     const state = new LabState(paths.labState);
-    const workers = await startKuraWorkers({ loaded, address: server.address });
-    const connection = await Connection.connect({ address: server.address });
-    const client = new Client({ connection });
-    const kura = new Kura(client, loaded);
     const pool = client.workflow.getHandle('pool/bench');
     let n = 0;
 
@@ -89,15 +65,7 @@ async function main(): Promise<void> {
     console.log(`  ratio restart/clean  (c)/(a)        : ${(c / a).toFixed(3)}`);
 
     state.close();
-    await connection.close();
-    await workers.shutdown();
-  } finally {
-    await server.stop();
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
 }
 
-main().catch((err) => {
-  console.error(err);
-  process.exit(1);
-});
+runBench(main);

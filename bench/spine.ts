@@ -6,24 +6,10 @@
  *
  *   npx tsx bench/spine.ts [--n 77] [--k 4] [--size 1MiB]
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
-import { Client, Connection } from '@temporalio/client';
 import { NativeConnection, Worker } from '@temporalio/worker';
-import { startDevServer } from '../src/stack/devserver';
-import { hospitalPreset, renderConfigYaml } from '../src/lab/preset';
-import { loadConfig } from '../src/config/load';
-import { kuraPaths } from '../src/config/paths';
-import { createLabFiles } from '../src/lab/files';
-import { startKuraWorkers } from '../src/worker';
-import { Kura } from '../src/api';
+import { hospitalPreset } from '../src/lab/preset';
 import { parseSize } from '../src/domain/units';
-
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] ? (process.argv[i + 1] as string) : fallback;
-}
+import { arg, runBench, withLabStack } from './support/lab-stack';
 
 /** Runs `count` jobs with at most `k` in flight; returns the wall time in seconds. */
 async function window(count: number, k: number, job: (i: number) => Promise<unknown>): Promise<number> {
@@ -41,17 +27,10 @@ async function main(): Promise<void> {
   const n = Number(arg('n', '77'));
   const k = Number(arg('k', '4'));
   const size = parseSize(arg('size', '1MiB')) ?? 1024 * 1024;
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'kura-bench-spine-'));
-  const server = await startDevServer({ headless: true, dbFile: path.join(dir, 'temporal.db') });
-  try {
-    const cfg = hospitalPreset({ vms: n, dataVolumeSize: size, softwareVolumeSize: 4096, site: 'bench' });
-    // One stream, one chunk: this measures orchestration per job, not the stream logic (bench/failover does).
-    cfg.tuning = { pieceSize: '256MiB', reserveWait: '10m', streams: 1, chunks: 1 };
-    writeFileSync(path.join(dir, 'kura.yaml'), renderConfigYaml(cfg));
-    const loaded = loadConfig(path.join(dir, 'kura.yaml'));
-    await createLabFiles(loaded, kuraPaths(loaded));
-
-    const workers = await startKuraWorkers({ loaded, address: server.address });
+  const cfg = hospitalPreset({ vms: n, dataVolumeSize: size, softwareVolumeSize: 4096, site: 'bench' });
+  // One stream, one chunk: this measures orchestration per job, not the stream logic (bench/failover does).
+  cfg.tuning = { pieceSize: '256MiB', reserveWait: '10m', streams: 1, chunks: 1 };
+  await withLabStack('spine', cfg, async ({ server, loaded, client, kura }) => {
     const native = await NativeConnection.connect({ address: server.address });
     const baseline = await Worker.create({
       connection: native,
@@ -59,9 +38,6 @@ async function main(): Promise<void> {
       workflowsPath: require.resolve('./support/empty-workflow'),
     });
     const baselineRun = baseline.run();
-    const connection = await Connection.connect({ address: server.address });
-    const client = new Client({ connection });
-    const kura = new Kura(client, loaded);
     const vms = loaded.config.sites[0]!.vms.map((v) => v.name);
 
     // Warm both paths once so bundling and first-task costs are not measured.
@@ -80,21 +56,13 @@ async function main(): Promise<void> {
     console.log(`spine benchmark: N=${n} backups of ${size} bytes each, concurrency bound K=${k}, dev server (SQLite) on 127.0.0.1`);
     console.log(`  empty workflows     : ${emptySeconds.toFixed(2)} s, ${emptyRate.toFixed(1)} workflows/s`);
     console.log(`  end-to-end backups  : ${backupSeconds.toFixed(2)} s, ${backupRate.toFixed(1)} backups/s (${((n * size) / backupSeconds / 1024 / 1024).toFixed(1)} MiB/s)`);
-    console.log(`  ratio backups/empty : ${(backupRate / emptyRate).toFixed(3)}  (each backup is 9 activities, two of them pool updates)`);
+    console.log(`  ratio backups/empty : ${(backupRate / emptyRate).toFixed(3)}  (each backup is 12 activities: resolve, reserve, record start, zone, mount, copy, verify, record, tape catalog, unmount, unzone, release)`);
     console.log(`  fleet run (children): ${fleetSeconds.toFixed(2)} s, ${(n / fleetSeconds).toFixed(1)} backups/s, ${fleet.succeeded} succeeded, ${fleet.failed} failed`);
 
-    await connection.close();
     baseline.shutdown();
     await baselineRun;
     await native.close();
-    await workers.shutdown();
-  } finally {
-    await server.stop();
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
 }
 
-main().catch((err) => {
-  console.error(err);
-  process.exit(1);
-});
+runBench(main);

@@ -1,0 +1,66 @@
+/**
+ * What the orchestration benchmarks share: their flags, and a lab estate of real files with its
+ * own dev server on 127.0.0.1, Kura's workers and a client, all torn down when the run ends.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Client, Connection } from '@temporalio/client';
+import { startDevServer, type DevServer } from '../../src/stack/devserver';
+import { renderConfigYaml } from '../../src/lab/preset';
+import { loadConfig, type LoadedConfig } from '../../src/config/load';
+import { kuraPaths, type KuraPaths } from '../../src/config/paths';
+import { createLabFiles } from '../../src/lab/files';
+import { startKuraWorkers, type KuraWorkers } from '../../src/worker';
+import { Kura } from '../../src/api';
+import type { ConfigInput } from '../../src/domain/inventory';
+
+/** The value of `--name <value>` on the command line, or the fallback. */
+export function arg(name: string, fallback: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] ? (process.argv[i + 1] as string) : fallback;
+}
+
+export interface LabStack {
+  dir: string;
+  server: DevServer;
+  loaded: LoadedConfig;
+  paths: KuraPaths;
+  workers: KuraWorkers;
+  client: Client;
+  kura: Kura;
+}
+
+/**
+ * Writes `cfg` as kura.yaml in a fresh directory, creates the lab's files, starts a dev server and
+ * the workers, runs `run`, then stops everything and removes the directory, whatever happened.
+ */
+export async function withLabStack(name: string, cfg: ConfigInput, run: (s: LabStack) => Promise<void>): Promise<void> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), `kura-bench-${name}-`));
+  const server = await startDevServer({ headless: true, dbFile: path.join(dir, 'temporal.db') });
+  let workers: KuraWorkers | undefined;
+  let connection: Connection | undefined;
+  try {
+    writeFileSync(path.join(dir, 'kura.yaml'), renderConfigYaml(cfg));
+    const loaded = loadConfig(path.join(dir, 'kura.yaml'));
+    const paths = kuraPaths(loaded);
+    await createLabFiles(loaded, paths);
+    workers = await startKuraWorkers({ loaded, address: server.address });
+    connection = await Connection.connect({ address: server.address });
+    const client = new Client({ connection });
+    await run({ dir, server, loaded, paths, workers, client, kura: new Kura(client, loaded) });
+  } finally {
+    await connection?.close();
+    await workers?.shutdown();
+    await server.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Runs a benchmark's main function, printing a failure and exiting non-zero. */
+export function runBench(main: () => Promise<void>): void {
+  main().catch((err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  });
+}
