@@ -5,6 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Catalog, type NewBackup } from '../../src/catalog/store';
+import { catalogContents, compareContents } from '../../src/catalog/rebuild';
 import type { PieceRecord } from '../../src/domain/catalog';
 import { backupIdFor, compactTime } from '../../src/domain/catalog';
 import { InvalidInputError, NotFoundError } from '../../src/domain/errors';
@@ -108,5 +109,34 @@ describe('backup ids', () => {
   it('name the target and the instant, to the second', () => {
     expect(compactTime('2026-11-22T02:00:00.000Z')).toBe('20261122T020000Z');
     expect(backupIdFor('vm-001', '2026-11-22T02:00:05.250Z')).toBe('vm-001@20261122T020005250Z');
+  });
+});
+
+describe('the catalog rebuilt from cartridge entries', () => {
+  const stream = (n: number, tape: string) => ({ backupId: backup.backupId, stream: n, server: `bks-0${n + 1}`, library: `lib-0${n + 1}`, drive: `lib-0${n + 1}-drv-1`, tape, switches: [`fcsw-0${n + 1}`], outcome: 'complete' as const, pieces: n === 0 ? 2 : 1, error: null });
+
+  it('equals the original when every cartridge entry is imported, and names what differs otherwise', () => {
+    catalog.beginBackup(backup);
+    const streams = [stream(0, 'L1T001'), stream(1, 'L2T001')];
+    const pieces = [piece(0), piece(1), piece(2, { stream: 1, library: 'lib-02', tape: 'L2T001', position: 512 })];
+    const record = catalog.completeBackup(backup.backupId, { endedAt: at, sha256: 'f'.repeat(64), pieces, streams });
+
+    const rebuilt = new Catalog(path.join(dir, 'rebuilt.db'));
+    try {
+      // Each cartridge carries the record, its own pieces and every stream.
+      rebuilt.importEntry({ backup: record, pieces: pieces.slice(0, 2), streams });
+      rebuilt.importEntry({ backup: record, pieces: pieces.slice(2), streams });
+      rebuilt.importEntry({ backup: record, pieces: pieces.slice(2), streams });
+      expect(compareContents(catalogContents(catalog), catalogContents(rebuilt))).toEqual([]);
+
+      const partial = new Catalog(path.join(dir, 'partial.db'));
+      partial.importEntry({ backup: record, pieces: pieces.slice(0, 2), streams });
+      expect(compareContents(catalogContents(catalog), catalogContents(partial))).toEqual([`piece ${backup.backupId}#0.2 is in the catalog only`]);
+      partial.close();
+
+      expect(() => rebuilt.importEntry({ backup: { ...record, sha256: 'e'.repeat(64) }, pieces: [], streams })).toThrow(/cartridges disagree about backup vm-001@20261122T020000Z/);
+    } finally {
+      rebuilt.close();
+    }
   });
 });
