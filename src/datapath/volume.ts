@@ -8,7 +8,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { open, readFile, rename, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import * as path from 'node:path';
 import { z } from 'zod';
-import type { ConvergencePath, DatapathConfig, FinishResult, RoundResult, VolumeStatus } from '../domain/datapath';
+import { DatapathPhase, type DatapathConfig, type FinishResult, type RoundResult, type VolumeStatus } from '../domain/datapath';
 import { KuraError, ErrorType, InvalidInputError } from '../domain/errors';
 import { Journal, JournalKind, type JournalEntry } from './journal';
 import { ConvergencePolicy, RateWindow, canFinish, estimateDrainMs } from './rate';
@@ -33,7 +33,7 @@ interface SnapBlock {
 const StateFileSchema = z.object({
   version: z.literal(1),
   mode: z.literal('backup'),
-  phase: z.enum(['base-copy', 'catch-up']),
+  phase: z.enum([DatapathPhase.BaseCopy, DatapathPhase.CatchUp]),
   backupId: z.string(),
   image: z.string(),
   switchedAt: z.string(),
@@ -458,7 +458,7 @@ export class Volume {
       reflectRate: reflectRate ?? 0,
       etaMs: s?.phase === 'catch-up' ? estimateDrainMs(unreflected, reflectRate) : null,
       rounds: s?.rounds ?? 0,
-      path: this.policy.path as ConvergencePath,
+      path: this.policy.path,
       journalEntries: this.journal?.entries ?? 0,
       replayedEntries: this.replayed,
       lastQuiesceMs: this.lastQuiesceMs,

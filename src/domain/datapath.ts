@@ -33,8 +33,8 @@ export const VolumeStatusSchema = z.object({
   /** The NBD export name: array/volume. */
   export: z.string(),
   sizeBytes: z.number().int(),
-  mode: z.enum(['passthrough', 'backup']),
-  phase: z.enum(['passthrough', 'base-copy', 'catch-up', 'quiescing']),
+  mode: z.enum(DatapathMode),
+  phase: z.enum(DatapathPhase),
   backupId: z.string().nullable(),
   image: z.string().nullable(),
   /** ISO time main storage was frozen (the instant the image shows). */
@@ -52,7 +52,7 @@ export const VolumeStatusSchema = z.object({
   /** Unreflected bytes ÷ reflect rate; null while no rate has been measured. */
   etaMs: z.number().nullable(),
   rounds: z.number().int(),
-  path: z.enum(['normal', 'throttled', 'active']),
+  path: z.enum(ConvergencePath),
   journalEntries: z.number().int(),
   /** Journal entries replayed when the service last opened this volume. */
   replayedEntries: z.number().int(),
