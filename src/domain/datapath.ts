@@ -4,8 +4,7 @@
  * the control server, the activities and the CLI all parse with these.
  */
 import { z } from 'zod';
-import { NameSchema } from './inventory';
-import { IsoTimeSchema } from './jobs';
+import { BackupRequestSchema } from './jobs';
 
 export { DatapathConfigSchema, type DatapathConfig } from './inventory';
 
@@ -117,11 +116,8 @@ export const OnlineSettingsSchema = z.object({
 export type OnlineSettings = z.infer<typeof OnlineSettingsSchema>;
 
 export const OnlineBackupRequestSchema = z.object({
-  site: NameSchema,
-  /** A VM name (its data volume) or array/volume. */
-  target: z.string().min(1),
-  requestedBy: z.string().min(1),
-  requestedAt: IsoTimeSchema,
+  // Who asks for what, and when, is said as for a backup to tape.
+  ...BackupRequestSchema.pick({ site: true, target: true, requestedBy: true, requestedAt: true }).shape,
   settings: OnlineSettingsSchema,
   deviceAttempts: z.number().int().min(1).max(20).default(5),
 });
