@@ -485,30 +485,28 @@ export class Volume {
     return this.state;
   }
 
-  /** Writes the current data of these snapshot blocks to main storage (caller holds the write lock). */
+  /**
+   * Writes the current data of these snapshot blocks (ascending) to main storage, skipping those it
+   * already holds; contiguous ones go in one write. The caller holds the write lock.
+   */
   private async reflect(blocks: number[]): Promise<number> {
+    const due = blocks.flatMap((b) => {
+      const blk = this.snapshot.get(b);
+      return blk && blk.mainSeq < blk.seq ? [{ b, blk }] : [];
+    });
     let bytes = 0;
-    let i = 0;
-    while (i < blocks.length) {
-      let j = i;
-      while (j + 1 < blocks.length && blocks[j + 1] === blocks[j]! + 1) j++;
-      const run = blocks.slice(i, j + 1).map((b) => ({ b, blk: this.snapshot.get(b) })).filter((x) => x.blk && x.blk.mainSeq < x.blk.seq);
-      // Contiguous dirty blocks go to main storage in one write.
-      let k = 0;
-      while (k < run.length) {
-        let m = k;
-        while (m + 1 < run.length && run[m + 1]!.b === run[m]!.b + 1) m++;
-        const part = run.slice(k, m + 1);
-        const data = Buffer.concat(part.map((x) => x.blk!.data));
-        await this.main.write(data, 0, data.length, part[0]!.b * BLOCK_BYTES);
-        for (const x of part) {
-          x.blk!.mainSeq = x.blk!.seq;
-          this.dirty.delete(x.b);
-        }
-        bytes += data.length;
-        k = m + 1;
+    for (let k = 0; k < due.length; ) {
+      let m = k;
+      while (m + 1 < due.length && due[m + 1]!.b === due[m]!.b + 1) m++;
+      const run = due.slice(k, m + 1);
+      const data = Buffer.concat(run.map((x) => x.blk.data));
+      await this.main.write(data, 0, data.length, run[0]!.b * BLOCK_BYTES);
+      for (const x of run) {
+        x.blk.mainSeq = x.blk.seq;
+        this.dirty.delete(x.b);
       }
-      i = j + 1;
+      bytes += data.length;
+      k = m + 1;
     }
     if (bytes > 0) this.reflectRate.record(bytes);
     return bytes;
