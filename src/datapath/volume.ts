@@ -69,6 +69,7 @@ export class Volume {
   private image: FileHandle | null = null;
   private journal: Journal | null = null;
   private state: StateFile | null = null;
+  /** S602 to S604: host commands are held at the gate while this is set. */
   private quiescing = false;
   private readonly snapshot = new Map<number, SnapBlock>();
   private readonly dirty = new Set<number>();
@@ -84,7 +85,6 @@ export class Volume {
   private baseCopy: Promise<void> | null = null;
   private baseCopyStop = false;
   private baseCopyError: string | null = null;
-  private gateOpen = true;
   private gateWaiters: (() => void)[] = [];
   private inflight = 0;
   private idleWaiters: (() => void)[] = [];
@@ -140,7 +140,6 @@ export class Volume {
     v.journal = journal;
     for (const e of entries) await v.applyToSnapshot(e);
     v.replayed = entries.length;
-    v.policy = new ConvergencePolicy(opts.settings.throttleAfterRounds, opts.settings.activeAfterRounds);
     return v;
   }
 
@@ -400,7 +399,6 @@ export class Volume {
 
   private async quiesceAndSwitch(state: StateFile, discardImage: boolean): Promise<{ quiesceMs: number; drainedBytes: number }> {
     // S602: hold new host commands; the ones already taken finish first.
-    this.gateOpen = false;
     this.quiescing = true;
     const t0 = performance.now();
     try {
@@ -432,7 +430,6 @@ export class Volume {
       return { quiesceMs: this.lastQuiesceMs, drainedBytes: drained };
     } finally {
       this.quiescing = false;
-      this.gateOpen = true;
       for (const w of this.gateWaiters.splice(0)) w();
     }
   }
@@ -576,7 +573,7 @@ export class Volume {
 
   /** Runs one host request once the gate is open; a quiesce waits for every admitted one. */
   private async admitted<T>(fn: () => Promise<T>): Promise<T> {
-    while (!this.gateOpen) await new Promise<void>((r) => this.gateWaiters.push(r));
+    while (this.quiescing) await new Promise<void>((r) => this.gateWaiters.push(r));
     this.inflight++;
     try {
       return await fn();
