@@ -361,7 +361,7 @@ export class Volume {
       }
       await this.main.datasync();
       state.rounds++;
-      const unreflected = this.dirty.size * BLOCK_BYTES;
+      const unreflected = this.unreflectedBytes;
       const { ioTimeout, safetyFactor } = this.opts.settings;
       this.policy.afterRound(unreflected, canFinish(estimateDrainMs(unreflected, this.reflectRate.rate()), ioTimeout, safetyFactor));
       await this.saveState(state);
@@ -437,7 +437,7 @@ export class Volume {
   /** Where the volume is, with the ETA of S701–S702. */
   status(): VolumeStatus {
     const s = this.state;
-    const unreflected = Math.min(this.dirty.size * BLOCK_BYTES, this.sizeBytes);
+    const unreflected = this.unreflectedBytes;
     const reflectRate = this.reflectRate.rate();
     return {
       export: this.name,
@@ -475,6 +475,11 @@ export class Volume {
   }
 
   // ---- helpers ----------------------------------------------------------------------------------
+
+  /** S702: bytes of the snapshot not yet on main storage (the last block may be short). */
+  private get unreflectedBytes(): number {
+    return Math.min(this.dirty.size * BLOCK_BYTES, this.sizeBytes);
+  }
 
   private requireBackup(backupId: string): StateFile {
     if (!this.state) throw new InvalidInputError(`${this.name} is not in backup mode; start with enter-backup`);
