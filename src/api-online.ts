@@ -2,14 +2,13 @@
  * Starting an online backup (seed 002) from the client side: the workflow id `online/<volume>/<time>`,
  * its search attributes and summary, and the settings taken from kura.yaml's `datapath` section.
  */
-import { WorkflowExecutionAlreadyStartedError, type WorkflowHandle } from '@temporalio/client';
-import { TypedSearchAttributes } from '@temporalio/common';
-import type { Kura } from './api';
+import type { WorkflowHandle } from '@temporalio/client';
+import { cliUser, type Kura } from './api';
 import { findSite, resolveTargetRef } from './config/targets';
 import { compactTime } from './domain/catalog';
 import { OnlineSettingsSchema, type OnlineSettings } from './domain/datapath';
-import { ErrorType, InvalidInputError, KuraError, formatPath } from './domain/errors';
-import { JobKind, KuraKind, KuraSite, KuraTarget } from './searchAttributes';
+import { InvalidInputError, formatPath } from './domain/errors';
+import { JobKind } from './searchAttributes';
 import type { onlineBackup } from './workflows';
 
 export interface OnlineJobOptions {
@@ -29,28 +28,11 @@ export async function startOnlineBackup(kura: Kura, target: string, opts: Online
   const parsed = OnlineSettingsSchema.safeParse({ ioTimeoutMs: config.datapath.ioTimeout, safetyFactor: config.datapath.safetyFactor, ...opts.settings });
   if (!parsed.success) throw new InvalidInputError(`invalid online backup settings: ${parsed.error.issues.map((i) => `${formatPath(i.path)}: ${i.message}`).join('; ')}`);
   const requestedAt = opts.requestedAt ?? new Date().toISOString();
-  const workflowId = `online/${array}/${volume}/${compactTime(requestedAt)}`;
-  try {
-    return await kura.client.workflow.start<typeof onlineBackup>('onlineBackup', {
-      taskQueue: kura.taskQueue,
-      workflowId,
-      args: [{ site: site.name, target, requestedBy: opts.requestedBy ?? cliUser(), requestedAt, settings: parsed.data, deviceAttempts: opts.deviceAttempts ?? 5 }],
-      typedSearchAttributes: new TypedSearchAttributes([
-        { key: KuraKind, value: JobKind.OnlineBackup },
-        { key: KuraTarget, value: target },
-        { key: KuraSite, value: site.name },
-      ]),
-      memo: { requestedBy: opts.requestedBy ?? cliUser() },
-      staticSummary: `online backup of ${target} (${array}/${volume}, ${site.name})`,
-    });
-  } catch (err) {
-    if (err instanceof WorkflowExecutionAlreadyStartedError) {
-      throw new KuraError(ErrorType.AlreadyRunning, `${workflowId} was already started; watch it in the Temporal UI or wait a second and ask again`, { cause: err });
-    }
-    throw err;
-  }
-}
-
-function cliUser(): string {
-  return `cli:${process.env.USER ?? process.env.LOGNAME ?? 'unknown'}`;
+  return kura.start<typeof onlineBackup>('onlineBackup', `online/${array}/${volume}/${compactTime(requestedAt)}`, {
+    args: [{ site: site.name, target, requestedBy: opts.requestedBy ?? cliUser(), requestedAt, settings: parsed.data, deviceAttempts: opts.deviceAttempts ?? 5 }],
+    kind: JobKind.OnlineBackup,
+    target,
+    site: site.name,
+    summary: `online backup of ${target} (${array}/${volume}, ${site.name})`,
+  });
 }

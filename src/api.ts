@@ -100,7 +100,11 @@ export class Kura {
     });
   }
 
-  private async start<W extends Workflow>(
+  /**
+   * Starts a job's workflow with its id, search attributes, memo and summary; a job already started
+   * under that id is `AlreadyRunning`. The start methods here and in `api-online.ts` share it.
+   */
+  async start<W extends Workflow>(
     workflowType: string,
     workflowId: string,
     o: { args: unknown[]; kind: JobKind; target: string; site: string; summary: string },
@@ -180,6 +184,7 @@ export function scheduleIdFor(site: string, policy: string): string {
   return `kura/${site}/${policy}`;
 }
 
-function cliUser(): string {
+/** Who asks when a person runs the CLI: `cli:<user>`. */
+export function cliUser(): string {
   return `cli:${process.env.USER ?? process.env.LOGNAME ?? 'unknown'}`;
 }

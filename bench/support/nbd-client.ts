@@ -4,8 +4,7 @@
  * every server the benchmark compares, so the differences are the servers'.
  */
 import * as net from 'node:net';
-
-const IHAVEOPT = 0x49484156454f5054n;
+import { Cmd, FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES, IHAVEOPT, Info, Opt, REQUEST_MAGIC, Rep } from '../../src/datapath/protocol';
 
 export class BenchNbdClient {
   private chunks: Buffer[] = [];
@@ -47,29 +46,29 @@ export class BenchNbdClient {
     const hello = await this.read(18);
     if (hello.subarray(0, 16).toString('latin1') !== 'NBDMAGICIHAVEOPT') throw new Error('not a newstyle NBD server');
     const flags = Buffer.alloc(4);
-    flags.writeUInt32BE(3, 0);
+    flags.writeUInt32BE(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES, 0);
     const name = Buffer.from(exportName, 'utf8');
     const data = Buffer.alloc(4 + name.length + 2);
     data.writeUInt32BE(name.length, 0);
     name.copy(data, 4);
     const opt = Buffer.alloc(16);
     opt.writeBigUInt64BE(IHAVEOPT, 0);
-    opt.writeUInt32BE(7, 8); // NBD_OPT_GO
+    opt.writeUInt32BE(Opt.Go, 8);
     opt.writeUInt32BE(data.length, 12);
     this.sock.write(Buffer.concat([flags, opt, data]));
     for (;;) {
       const h = await this.read(20);
       const type = h.readUInt32BE(12);
       const body = await this.read(h.readUInt32BE(16));
-      if (type === 1) return;
+      if (type === Rep.Ack) return;
       if (type >= 2 ** 31) throw new Error(`NBD_OPT_GO refused: ${type} ${body.toString()}`);
-      if (type === 3 && body.readUInt16BE(0) === 0) this.size = Number(body.readBigUInt64BE(2));
+      if (type === Rep.Info && body.readUInt16BE(0) === Info.Export) this.size = Number(body.readBigUInt64BE(2));
     }
   }
 
   private async request(type: number, offset: number, length: number, payload?: Buffer): Promise<Buffer | null> {
     const h = Buffer.alloc(28);
-    h.writeUInt32BE(0x25609513, 0);
+    h.writeUInt32BE(REQUEST_MAGIC, 0);
     h.writeUInt16BE(type, 6);
     h.writeBigUInt64BE(1n, 8);
     h.writeBigUInt64BE(BigInt(offset), 16);
@@ -78,25 +77,25 @@ export class BenchNbdClient {
     const r = await this.read(16);
     const err = r.readUInt32BE(4);
     if (err !== 0) throw new Error(`NBD request ${type} at ${offset} failed with error ${err}`);
-    return type === 0 ? this.read(length) : null;
+    return type === Cmd.Read ? this.read(length) : null;
   }
 
   read4k(offset: number, length: number): Promise<Buffer | null> {
-    return this.request(0, offset, length);
+    return this.request(Cmd.Read, offset, length);
   }
 
   write(offset: number, data: Buffer): Promise<Buffer | null> {
-    return this.request(1, offset, data.length, data);
+    return this.request(Cmd.Write, offset, data.length, data);
   }
 
   flush(): Promise<Buffer | null> {
-    return this.request(3, 0, 0);
+    return this.request(Cmd.Flush, 0, 0);
   }
 
   async close(): Promise<void> {
     const h = Buffer.alloc(28);
-    h.writeUInt32BE(0x25609513, 0);
-    h.writeUInt16BE(2, 6);
+    h.writeUInt32BE(REQUEST_MAGIC, 0);
+    h.writeUInt16BE(Cmd.Disc, 6);
     this.sock.end(h);
     await new Promise((r) => this.sock.once('close', r));
   }

@@ -11,7 +11,7 @@ import type { LoadedConfig } from '../config/load';
 import type { KuraPaths } from '../config/paths';
 import type { Catalog } from '../catalog/store';
 import { compactTime } from '../domain/catalog';
-import type { FinishResult, RoundResult, VolumeStatus } from '../domain/datapath';
+import { BackupRefSchema, FinishSchema, type FinishResult, type RoundResult, type VolumeStatus } from '../domain/datapath';
 import { DeviceFaultError } from '../domain/errors';
 import { DatapathClient } from '../datapath/client';
 import { sha256File } from './control';
@@ -23,10 +23,11 @@ export interface OnlineDeps {
   catalog: Catalog;
 }
 
-const VolumeInput = z.object({ volume: z.string().regex(/^[^/]+\/[^/]+$/, 'must be array/volume'), backupId: z.string().min(1) });
+// Each activity takes the control API's body of its call plus the volume it addresses.
+const VolumeInput = BackupRefSchema.extend({ volume: z.string().regex(/^[^/]+\/[^/]+$/, 'must be array/volume') });
 const EnterInput = VolumeInput.extend({ site: z.string().min(1), requestedAt: z.string().min(1) });
 const BaseCopyInput = VolumeInput.extend({ pollMs: z.number().int().min(10) });
-const FinishInput = VolumeInput.extend({ maxEtaMs: z.number().int().min(0) });
+const FinishInput = FinishSchema.extend(VolumeInput.shape);
 const RecordInput = z.object({
   backupId: z.string().min(1),
   job: z.string().min(1),
@@ -49,7 +50,7 @@ export function createOnlineActivities(deps: OnlineDeps) {
 
   return {
     /** S101–S104: the datapath initialises journal and snapshot, then freezes main storage. */
-    async enterBackupMode(input: { volume: string; backupId: string; site: string; requestedAt: string }): Promise<VolumeStatus> {
+    async enterBackupMode(input: z.input<typeof EnterInput>): Promise<VolumeStatus> {
       return mapFailures(async () => {
         const i = parseInput(EnterInput, input, 'enter-backup request');
         return client().enterBackup(i.volume, i.backupId, onlineImagePath(paths, i.site, i.volume, i.requestedAt));
@@ -60,7 +61,7 @@ export function createOnlineActivities(deps: OnlineDeps) {
      * S201–S202: starts (or resumes) the base copy and waits for it, heartbeating the bytes copied.
      * A datapath that restarted resumes from its last durable progress when asked again.
      */
-    async baseCopy(input: { volume: string; backupId: string; pollMs: number }): Promise<VolumeStatus> {
+    async baseCopy(input: z.input<typeof BaseCopyInput>): Promise<VolumeStatus> {
       return mapFailures(async () => {
         const i = parseInput(BaseCopyInput, input, 'base copy request');
         const dp = client();
@@ -81,7 +82,7 @@ export function createOnlineActivities(deps: OnlineDeps) {
     },
 
     /** S501–S505: one catch-up round; its result carries the status with the ETA. */
-    async catchUpRound(input: { volume: string; backupId: string }): Promise<RoundResult> {
+    async catchUpRound(input: z.input<typeof VolumeInput>): Promise<RoundResult> {
       return mapFailures(async () => {
         const i = parseInput(VolumeInput, input, 'catch-up request');
         const timer = setInterval(() => Context.current().heartbeat({ phase: 'catch-up' }), 1000);
@@ -94,7 +95,7 @@ export function createOnlineActivities(deps: OnlineDeps) {
     },
 
     /** S601–S604: quiesce, drain and switch back if the estimate allows; reports the measured window. */
-    async finishOnline(input: { volume: string; backupId: string; maxEtaMs: number }): Promise<FinishResult> {
+    async finishOnline(input: z.input<typeof FinishInput>): Promise<FinishResult> {
       return mapFailures(async () => {
         const i = parseInput(FinishInput, input, 'finish request');
         const dp = client();
@@ -106,7 +107,7 @@ export function createOnlineActivities(deps: OnlineDeps) {
     },
 
     /** Back to passthrough at once (the saga's undo); idempotent. */
-    async abortOnline(input: { volume: string; backupId: string }): Promise<VolumeStatus> {
+    async abortOnline(input: z.input<typeof VolumeInput>): Promise<VolumeStatus> {
       return mapFailures(async () => {
         const i = parseInput(VolumeInput, input, 'abort request');
         return client().abort(i.volume, i.backupId);

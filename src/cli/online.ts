@@ -3,15 +3,12 @@
  * phase, the bytes of the base copy, the drain ETA and the convergence path while it runs, and the
  * measured quiesce window at the end.
  */
-import { defaultPayloadConverter } from '@temporalio/common';
-import type { WorkflowHandle } from '@temporalio/client';
 import type { OnlineBackupReport, OnlineProgress } from '../domain/datapath';
 import { formatBytes } from '../domain/units';
 import { onlineProgressQuery } from '../messages';
 import { startOnlineBackup } from '../api-online';
 import { print, uiLink, type CliContext } from './context';
-
-const POLL_MS = 500;
+import { heartbeatBytes, pollUntilSettled } from './progress';
 
 /** One line of an online backup's progress. */
 export function onlineProgressLine(target: string, p: OnlineProgress, baseCopied: number): string {
@@ -24,17 +21,6 @@ export function onlineProgressLine(target: string, p: OnlineProgress, baseCopied
   return `${parts.join(' · ')} — ${p.activity}`;
 }
 
-async function baseCopyBytes(handle: WorkflowHandle): Promise<number> {
-  const d = await handle.describe();
-  for (const a of d.raw.pendingActivities ?? []) {
-    const payload = a.heartbeatDetails?.payloads?.[0];
-    if (!payload) continue;
-    const details = defaultPayloadConverter.fromPayload<{ bytes?: number }>(payload);
-    if (typeof details?.bytes === 'number') return details.bytes;
-  }
-  return 0;
-}
-
 /** Runs an online backup from the CLI and prints its report. */
 export async function runOnlineBackup(ctx: CliContext, target: string, o: { site?: string; detach?: boolean }): Promise<void> {
   const { kura } = await ctx.connect();
@@ -45,23 +31,13 @@ export async function runOnlineBackup(ctx: CliContext, target: string, o: { site
   }
   const result = handle.result();
   if (!ctx.json()) {
-    let settled = false;
-    void result.then(
-      () => (settled = true),
-      () => (settled = true),
-    );
     let last = '';
-    while (!settled) {
-      try {
-        const p = await handle.query(onlineProgressQuery);
-        const line = onlineProgressLine(target, p, p.phase === 'base-copy' ? await baseCopyBytes(handle) : p.bytesDone);
-        if (line !== last) process.stderr.write(`${line}\n`);
-        last = line;
-      } catch {
-        // The first workflow task may not have run yet; a progress line must never fail the command.
-      }
-      await Promise.race([result.catch(() => undefined), new Promise((r) => setTimeout(r, POLL_MS))]);
-    }
+    await pollUntilSettled(result, async () => {
+      const p = await handle.query(onlineProgressQuery);
+      const line = onlineProgressLine(target, p, p.phase === 'base-copy' ? await heartbeatBytes(handle) : p.bytesDone);
+      if (line !== last) process.stderr.write(`${line}\n`);
+      last = line;
+    });
   }
   const report: OnlineBackupReport = await result;
   print(ctx, { ok: true, ...report }, () =>

@@ -13,7 +13,7 @@ import { fleetProgressQuery, progressQuery } from '../messages';
 const POLL_MS = 500;
 
 /** Bytes reported by the heartbeat of the job's running activity, if any. */
-async function heartbeatBytes(handle: WorkflowHandle): Promise<number> {
+export async function heartbeatBytes(handle: WorkflowHandle): Promise<number> {
   const d = await handle.describe();
   let bytes = 0;
   for (const a of d.raw.pendingActivities ?? []) {
@@ -34,7 +34,7 @@ async function heartbeatBytes(handle: WorkflowHandle): Promise<number> {
  * one: the workflow may not have run its first task yet, and a progress display must never fail
  * the command it decorates.
  */
-async function pollUntilSettled(result: Promise<unknown>, tick: () => Promise<void>): Promise<void> {
+export async function pollUntilSettled(result: Promise<unknown>, tick: () => Promise<void>): Promise<void> {
   let settled = false;
   const done = result.then(
     () => (settled = true),

@@ -10,6 +10,7 @@ import {
   Cmd,
   CmdFlag,
   EXPORT_FLAGS,
+  FLAG_NO_ZEROES,
   IHAVEOPT,
   Info,
   MAX_REQUEST_BYTES,
@@ -128,7 +129,7 @@ export class NbdServer {
     const rd = new SocketReader(sock);
     sock.write(greeting());
     const clientFlags = (await rd.read(4)).readUInt32BE(0);
-    const noZeroes = (clientFlags & 2) !== 0;
+    const noZeroes = (clientFlags & FLAG_NO_ZEROES) !== 0;
     const volume = await this.negotiate(sock, rd, noZeroes);
     if (volume) await this.transmit(sock, rd, volume);
   }

@@ -50,6 +50,14 @@ export function datapathVolumes(loaded: LoadedConfig, paths: KuraPaths): { site:
 export async function startDatapath(loaded: LoadedConfig, paths: KuraPaths, opts: StartDatapathOptions = {}): Promise<DatapathService> {
   const settings = { ...loaded.config.datapath, ...opts.settings };
   const volumes = new Map<string, Volume>();
+  const nbd = new NbdServer({ exports: volumes, log: opts.log });
+  const control = new ControlServer(volumes);
+  // Stops whatever has been started so far; closing a server that never listened does nothing.
+  const close = async () => {
+    await control.close();
+    await nbd.close();
+    for (const v of volumes.values()) await v.close();
+  };
   try {
     for (const v of datapathVolumes(loaded, paths)) {
       const vol = await Volume.open({ name: v.name, mainFile: v.mainFile, stateDir: v.stateDir, settings });
@@ -57,31 +65,11 @@ export async function startDatapath(loaded: LoadedConfig, paths: KuraPaths, opts
       const st = vol.status();
       if (st.mode === 'backup') opts.log?.(`datapath: ${v.name} resumed in backup mode for ${st.backupId} (${st.phase}); replayed ${st.replayedEntries} journal entries`);
     }
+    const nbdPort = await nbd.listen(opts.nbdPort ?? settings.nbdPort);
+    const controlPort = await control.listen(opts.controlPort ?? settings.controlPort);
+    return { nbdPort, controlPort, controlUrl: `http://127.0.0.1:${controlPort}`, volumes, close };
   } catch (err) {
-    for (const v of volumes.values()) await v.close();
+    await close();
     throw err;
   }
-  const nbd = new NbdServer({ exports: volumes, log: opts.log });
-  const control = new ControlServer(volumes);
-  let nbdPort: number;
-  let controlPort: number;
-  try {
-    nbdPort = await nbd.listen(opts.nbdPort ?? settings.nbdPort);
-    controlPort = await control.listen(opts.controlPort ?? settings.controlPort);
-  } catch (err) {
-    await nbd.close();
-    for (const v of volumes.values()) await v.close();
-    throw err;
-  }
-  return {
-    nbdPort,
-    controlPort,
-    controlUrl: `http://127.0.0.1:${controlPort}`,
-    volumes,
-    async close() {
-      await control.close();
-      await nbd.close();
-      for (const v of volumes.values()) await v.close();
-    },
-  };
 }

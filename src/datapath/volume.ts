@@ -8,7 +8,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { open, readFile, rename, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import * as path from 'node:path';
 import { z } from 'zod';
-import type { ConvergencePath, DatapathConfig, FinishResult, RoundResult, VolumeStatus } from '../domain/datapath';
+import { DatapathPhase, type DatapathConfig, type FinishResult, type RoundResult, type VolumeStatus } from '../domain/datapath';
 import { KuraError, ErrorType, InvalidInputError } from '../domain/errors';
 import { Journal, JournalKind, type JournalEntry } from './journal';
 import { ConvergencePolicy, RateWindow, canFinish, estimateDrainMs } from './rate';
@@ -33,7 +33,7 @@ interface SnapBlock {
 const StateFileSchema = z.object({
   version: z.literal(1),
   mode: z.literal('backup'),
-  phase: z.enum(['base-copy', 'catch-up']),
+  phase: z.enum([DatapathPhase.BaseCopy, DatapathPhase.CatchUp]),
   backupId: z.string(),
   image: z.string(),
   switchedAt: z.string(),
@@ -69,6 +69,7 @@ export class Volume {
   private image: FileHandle | null = null;
   private journal: Journal | null = null;
   private state: StateFile | null = null;
+  /** S602 to S604: host commands are held at the gate while this is set. */
   private quiescing = false;
   private readonly snapshot = new Map<number, SnapBlock>();
   private readonly dirty = new Set<number>();
@@ -84,7 +85,6 @@ export class Volume {
   private baseCopy: Promise<void> | null = null;
   private baseCopyStop = false;
   private baseCopyError: string | null = null;
-  private gateOpen = true;
   private gateWaiters: (() => void)[] = [];
   private inflight = 0;
   private idleWaiters: (() => void)[] = [];
@@ -140,7 +140,6 @@ export class Volume {
     v.journal = journal;
     for (const e of entries) await v.applyToSnapshot(e);
     v.replayed = entries.length;
-    v.policy = new ConvergencePolicy(opts.settings.throttleAfterRounds, opts.settings.activeAfterRounds);
     return v;
   }
 
@@ -362,7 +361,7 @@ export class Volume {
       }
       await this.main.datasync();
       state.rounds++;
-      const unreflected = this.dirty.size * BLOCK_BYTES;
+      const unreflected = this.unreflectedBytes;
       const { ioTimeout, safetyFactor } = this.opts.settings;
       this.policy.afterRound(unreflected, canFinish(estimateDrainMs(unreflected, this.reflectRate.rate()), ioTimeout, safetyFactor));
       await this.saveState(state);
@@ -400,7 +399,6 @@ export class Volume {
 
   private async quiesceAndSwitch(state: StateFile, discardImage: boolean): Promise<{ quiesceMs: number; drainedBytes: number }> {
     // S602: hold new host commands; the ones already taken finish first.
-    this.gateOpen = false;
     this.quiescing = true;
     const t0 = performance.now();
     try {
@@ -432,7 +430,6 @@ export class Volume {
       return { quiesceMs: this.lastQuiesceMs, drainedBytes: drained };
     } finally {
       this.quiescing = false;
-      this.gateOpen = true;
       for (const w of this.gateWaiters.splice(0)) w();
     }
   }
@@ -440,7 +437,7 @@ export class Volume {
   /** Where the volume is, with the ETA of S701–S702. */
   status(): VolumeStatus {
     const s = this.state;
-    const unreflected = Math.min(this.dirty.size * BLOCK_BYTES, this.sizeBytes);
+    const unreflected = this.unreflectedBytes;
     const reflectRate = this.reflectRate.rate();
     return {
       export: this.name,
@@ -458,7 +455,7 @@ export class Volume {
       reflectRate: reflectRate ?? 0,
       etaMs: s?.phase === 'catch-up' ? estimateDrainMs(unreflected, reflectRate) : null,
       rounds: s?.rounds ?? 0,
-      path: this.policy.path as ConvergencePath,
+      path: this.policy.path,
       journalEntries: this.journal?.entries ?? 0,
       replayedEntries: this.replayed,
       lastQuiesceMs: this.lastQuiesceMs,
@@ -479,36 +476,39 @@ export class Volume {
 
   // ---- helpers ----------------------------------------------------------------------------------
 
+  /** S702: bytes of the snapshot not yet on main storage (the last block may be short). */
+  private get unreflectedBytes(): number {
+    return Math.min(this.dirty.size * BLOCK_BYTES, this.sizeBytes);
+  }
+
   private requireBackup(backupId: string): StateFile {
     if (!this.state) throw new InvalidInputError(`${this.name} is not in backup mode; start with enter-backup`);
     if (this.state.backupId !== backupId) throw new VolumeBusyError(`${this.name} is in backup mode for ${this.state.backupId}, not ${backupId}`);
     return this.state;
   }
 
-  /** Writes the current data of these snapshot blocks to main storage (caller holds the write lock). */
+  /**
+   * Writes the current data of these snapshot blocks (ascending) to main storage, skipping those it
+   * already holds; contiguous ones go in one write. The caller holds the write lock.
+   */
   private async reflect(blocks: number[]): Promise<number> {
+    const due = blocks.flatMap((b) => {
+      const blk = this.snapshot.get(b);
+      return blk && blk.mainSeq < blk.seq ? [{ b, blk }] : [];
+    });
     let bytes = 0;
-    let i = 0;
-    while (i < blocks.length) {
-      let j = i;
-      while (j + 1 < blocks.length && blocks[j + 1] === blocks[j]! + 1) j++;
-      const run = blocks.slice(i, j + 1).map((b) => ({ b, blk: this.snapshot.get(b) })).filter((x) => x.blk && x.blk.mainSeq < x.blk.seq);
-      // Contiguous dirty blocks go to main storage in one write.
-      let k = 0;
-      while (k < run.length) {
-        let m = k;
-        while (m + 1 < run.length && run[m + 1]!.b === run[m]!.b + 1) m++;
-        const part = run.slice(k, m + 1);
-        const data = Buffer.concat(part.map((x) => x.blk!.data));
-        await this.main.write(data, 0, data.length, part[0]!.b * BLOCK_BYTES);
-        for (const x of part) {
-          x.blk!.mainSeq = x.blk!.seq;
-          this.dirty.delete(x.b);
-        }
-        bytes += data.length;
-        k = m + 1;
+    for (let k = 0; k < due.length; ) {
+      let m = k;
+      while (m + 1 < due.length && due[m + 1]!.b === due[m]!.b + 1) m++;
+      const run = due.slice(k, m + 1);
+      const data = Buffer.concat(run.map((x) => x.blk.data));
+      await this.main.write(data, 0, data.length, run[0]!.b * BLOCK_BYTES);
+      for (const x of run) {
+        x.blk.mainSeq = x.blk.seq;
+        this.dirty.delete(x.b);
       }
-      i = j + 1;
+      bytes += data.length;
+      k = m + 1;
     }
     if (bytes > 0) this.reflectRate.record(bytes);
     return bytes;
@@ -578,7 +578,7 @@ export class Volume {
 
   /** Runs one host request once the gate is open; a quiesce waits for every admitted one. */
   private async admitted<T>(fn: () => Promise<T>): Promise<T> {
-    while (!this.gateOpen) await new Promise<void>((r) => this.gateWaiters.push(r));
+    while (this.quiescing) await new Promise<void>((r) => this.gateWaiters.push(r));
     this.inflight++;
     try {
       return await fn();

@@ -4,8 +4,7 @@
  * the control server, the activities and the CLI all parse with these.
  */
 import { z } from 'zod';
-import { NameSchema } from './inventory';
-import { IsoTimeSchema } from './jobs';
+import { BackupRequestSchema } from './jobs';
 
 export { DatapathConfigSchema, type DatapathConfig } from './inventory';
 
@@ -33,8 +32,8 @@ export const VolumeStatusSchema = z.object({
   /** The NBD export name: array/volume. */
   export: z.string(),
   sizeBytes: z.number().int(),
-  mode: z.enum(['passthrough', 'backup']),
-  phase: z.enum(['passthrough', 'base-copy', 'catch-up', 'quiescing']),
+  mode: z.enum(DatapathMode),
+  phase: z.enum(DatapathPhase),
   backupId: z.string().nullable(),
   image: z.string().nullable(),
   /** ISO time main storage was frozen (the instant the image shows). */
@@ -52,7 +51,7 @@ export const VolumeStatusSchema = z.object({
   /** Unreflected bytes ÷ reflect rate; null while no rate has been measured. */
   etaMs: z.number().nullable(),
   rounds: z.number().int(),
-  path: z.enum(['normal', 'throttled', 'active']),
+  path: z.enum(ConvergencePath),
   journalEntries: z.number().int(),
   /** Journal entries replayed when the service last opened this volume. */
   replayedEntries: z.number().int(),
@@ -117,11 +116,8 @@ export const OnlineSettingsSchema = z.object({
 export type OnlineSettings = z.infer<typeof OnlineSettingsSchema>;
 
 export const OnlineBackupRequestSchema = z.object({
-  site: NameSchema,
-  /** A VM name (its data volume) or array/volume. */
-  target: z.string().min(1),
-  requestedBy: z.string().min(1),
-  requestedAt: IsoTimeSchema,
+  // Who asks for what, and when, is said as for a backup to tape.
+  ...BackupRequestSchema.pick({ site: true, target: true, requestedBy: true, requestedAt: true }).shape,
   settings: OnlineSettingsSchema,
   deviceAttempts: z.number().int().min(1).max(20).default(5),
 });

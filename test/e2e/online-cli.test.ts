@@ -3,12 +3,11 @@
  * real dev server, the datapath serving the lab volume while qemu-io keeps writing to it.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readFileSync } from 'node:fs';
 import { startDatapath, type DatapathService } from '../../src/datapath/service';
 import { onlineProgressLine } from '../../src/cli/online';
 import type { OnlineBackupReport } from '../../src/domain/datapath';
 import type { KuraWorkers } from '../../src/worker';
-import { runKura, makeLab, startWorkers, type TestLab } from '../support/harness';
+import { runKura, makeLab, sha256, startWorkers, type TestLab } from '../support/harness';
 import { PatternWriter, freePort, nbdUrl } from '../support/nbd';
 
 const SIZE = 8 * 1024 * 1024;
@@ -51,8 +50,7 @@ describe('kura backup --online', () => {
     const report = JSON.parse(r.stdout) as OnlineBackupReport & { ok: boolean };
     expect(report).toMatchObject({ ok: true, target: 'vm-002', sizeBytes: SIZE, ioTimeoutMs: 30_000 });
     expect(report.quiesceMs).toBeGreaterThan(0);
-    const { createHash } = await import('node:crypto');
-    expect(createHash('sha256').update(readFileSync(report.image)).digest('hex')).toBe(report.sha256);
+    expect(await sha256(report.image)).toBe(report.sha256);
   });
 
   it('refuses an unknown target with NotFound and exit code 2, starting nothing', async () => {

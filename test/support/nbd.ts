@@ -4,7 +4,6 @@
  * what the volume must hold.
  */
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import * as net from 'node:net';
 import { promisify } from 'node:util';
 
@@ -134,8 +133,4 @@ export function candidatesAt(initial: Buffer, writes: HostWrite[], instant: numb
   const out: Buffer[] = [];
   for (let k = 0; k <= across.length; k++) out.push(applyWrites(initial, [...before, ...across.slice(0, k)]));
   return out;
-}
-
-export function readAll(file: string): Buffer {
-  return readFileSync(file);
 }

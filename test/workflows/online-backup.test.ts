@@ -4,9 +4,10 @@
  * image is the volume at the instant of the switch, and main storage ends with the host's latest data.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import type { Client } from '@temporalio/client';
+import { WorkflowFailedError, type Client } from '@temporalio/client';
+import { CancelledFailure } from '@temporalio/common';
 import { Catalog } from '../../src/catalog/store';
 import { startDatapath, type DatapathService } from '../../src/datapath/service';
 import { startOnlineBackup } from '../../src/api-online';
@@ -16,7 +17,7 @@ import type { OnlineBackupReport } from '../../src/domain/datapath';
 import type { Kura } from '../../src/api';
 import type { KuraWorkers } from '../../src/worker';
 import { connectKura, failureOf, makeLab, sha256, startWorkers, type TestLab } from '../support/harness';
-import { PatternWriter, applyWrites, candidatesAt, freePort, nbdUrl, nbdcopy } from '../support/nbd';
+import { PatternWriter, applyWrites, candidatesAt, freePort, nbdUrl, nbdcopy, qemuIo } from '../support/nbd';
 
 const SIZE = 8 * 1024 * 1024;
 let lab: TestLab;
@@ -129,6 +130,37 @@ describe('an online backup while the host keeps writing', () => {
     const desc = await client.workflow.getHandle(handle.workflowId).describe();
     expect(handle.workflowId).toMatch(new RegExp(`^online/${name}/\\d{8}T\\d{6}`));
     expect(desc.typedSearchAttributes.get(KuraKind)).toBe('online-backup');
+  });
+
+  it('undoes the switch when cancelled during the base copy: passthrough, host writes on main storage, no image, the catalog says failed', async () => {
+    const name = exportOf('vm-001');
+    const volume = dp.volumes.get(name)!;
+    const handle = await startOnlineBackup(kura, 'vm-001', { settings: { ioTimeoutMs: 30_000, safetyFactor: 0.5, pollMs: 50 } });
+    const during = await waitFor(() => {
+      const st = volume.status();
+      return st.phase === 'base-copy' && st.baseCopyRunning ? st : undefined;
+    });
+    // A write in backup mode is journaled, not yet on main storage; the undo must put it there.
+    await qemuIo(nbdUrl(dp.nbdPort, name), ['write -P 0x6c 196608 8192']);
+    expect(readFileSync(lab.dataVolume('vm-001')).subarray(196608, 196608 + 8192).every((b) => b === 0x6c)).toBe(false);
+
+    await handle.cancel();
+    const err = await handle.result().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(WorkflowFailedError);
+    expect((err as WorkflowFailedError).cause).toBeInstanceOf(CancelledFailure);
+
+    expect(volume.status()).toMatchObject({ mode: 'passthrough', phase: 'passthrough', backupId: null, unreflectedBytes: 0, journalEntries: 0 });
+    expect(readFileSync(lab.dataVolume('vm-001')).subarray(196608, 196608 + 8192).every((b) => b === 0x6c)).toBe(true);
+    expect(existsSync(during.image!)).toBe(false);
+    const catalog = new Catalog(lab.paths.catalog);
+    const row = catalog.backup(during.backupId!);
+    catalog.close();
+    expect(row).toMatchObject({ status: 'failed', error: 'Cancelled: the job was cancelled', sha256: null });
+    const progress = await handle.query(onlineProgressQuery);
+    expect(progress).toMatchObject({ phase: 'failed', activity: 'failed in base-copy: the job was cancelled' });
   });
 
   it('refuses a second online backup of a volume that is in backup mode, and leaves the first one untouched', async () => {
