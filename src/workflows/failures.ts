@@ -2,8 +2,10 @@
  * Failure helpers for workflow code: find the typed failure at the root of an activity error and
  * re-throw it with the job's context, keeping its type and the whole cause chain.
  */
-import { ApplicationFailure, TemporalFailure, TimeoutFailure, isCancellation } from '@temporalio/workflow';
+import { ApplicationFailure, CancellationScope, TemporalFailure, TimeoutFailure, isCancellation } from '@temporalio/workflow';
 import type { ZodType, output } from 'zod';
+import type { StreamRecord } from '../domain/catalog';
+import type { ControlActivities } from './proxies';
 
 export interface RootFailure {
   type: string;
@@ -65,4 +67,20 @@ export function acceptInput<S extends ZodType>(schema: S, input: unknown, what: 
     throw ApplicationFailure.nonRetryable(`invalid ${what}: ${problems}`, 'InvalidInput');
   }
   return r.data as output<S>;
+}
+
+/**
+ * A backup failed (or was cancelled): the catalog marks it failed with the root cause (and what
+ * became of each stream), and people are told — both even while the job is being cancelled, and
+ * neither allowed to hide the original failure.
+ */
+export async function reportBackupFailure(
+  control: Pick<ControlActivities, 'failBackup' | 'notify'>,
+  o: { subject: string; workflowId: string; backupId: string; err: unknown; streams?: StreamRecord[] },
+): Promise<void> {
+  const root = rootFailure(o.err);
+  await CancellationScope.nonCancellable(async () => {
+    await control.failBackup({ backupId: o.backupId, error: `${root.type}: ${root.message}`, endedAt: new Date().toISOString(), streams: o.streams }).catch(() => undefined);
+    await control.notify({ subject: o.subject, detail: { workflowId: o.workflowId, backupId: o.backupId, type: root.type, error: root.message } }).catch(() => undefined);
+  });
 }

@@ -5,12 +5,12 @@
  * The host keeps reading and writing throughout; if anything fails the volume is switched back
  * to passthrough with every write on main storage.
  */
-import { ApplicationFailure, CancellationScope, isCancellation, setHandler, sleep, upsertSearchAttributes, workflowInfo, setCurrentDetails } from '@temporalio/workflow';
+import { ApplicationFailure, isCancellation, setHandler, sleep, upsertSearchAttributes, workflowInfo, setCurrentDetails } from '@temporalio/workflow';
 import { OnlineBackupRequestSchema, type OnlineBackupReport, type OnlineBackupRequest, type OnlinePhase, type OnlineProgress, type VolumeStatus } from '../domain/datapath';
 import { backupIdFor } from '../domain/catalog';
 import { onlineProgressQuery } from '../messages';
 import { JobKind, KuraKind, KuraSite, KuraTarget } from '../searchAttributes';
-import { acceptInput, jobFailure, rootFailure } from './failures';
+import { acceptInput, jobFailure, reportBackupFailure, rootFailure } from './failures';
 import { Compensations } from './compensations';
 import { controlActivities } from './proxies';
 import { onlineActivities } from './online-proxies';
@@ -117,10 +117,7 @@ export async function onlineBackup(input: OnlineBackupRequest): Promise<OnlineBa
     const failedIn = progress.phase;
     progress.error = root.message;
     enter('failed', `failed in ${failedIn}: ${root.message}`);
-    await CancellationScope.nonCancellable(async () => {
-      await control.failBackup({ backupId, error: `${root.type}: ${root.message}`, endedAt: new Date().toISOString() }).catch(() => undefined);
-      await control.notify({ subject: `online backup of ${req.target} failed`, detail: { workflowId, backupId, type: root.type, error: root.message } }).catch(() => undefined);
-    });
+    await reportBackupFailure(control, { subject: `online backup of ${req.target} failed`, workflowId, backupId, err });
     if (isCancellation(err)) throw err;
     throw jobFailure(`online backup of ${req.target} failed in ${failedIn}`, err);
   }

@@ -7,7 +7,6 @@
  * backup.
  */
 import {
-  CancellationScope,
   isCancellation,
   upsertSearchAttributes,
   workflowInfo,
@@ -18,7 +17,7 @@ import { backupIdFor, PIECE_HEADER_BYTES, type PieceRecord } from '../domain/cat
 import { KuraKind, KuraSite, KuraTarget, JobKind } from '../searchAttributes';
 import { chunkSizeFor, planBackupSteps, planPieces } from './plan';
 import { controlActivities, poolActivities } from './proxies';
-import { acceptInput, rootFailure } from './failures';
+import { acceptInput, reportBackupFailure } from './failures';
 import { Compensations } from './compensations';
 import { OperationState } from './operation-state';
 import { copyFailover, copyParallel, prepareLanes, laneRecord, laneView, newLane, unloadLanes, verifyCopies, writeTapeCatalogs, type CopyJob } from './streams';
@@ -126,13 +125,7 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
   } catch (err) {
     await Promise.all(job.marks);
     await job.undo.unwind();
-    // The catalog and the people are told even when the job is being cancelled.
-    await CancellationScope.nonCancellable(async () => {
-      const root = rootFailure(err);
-      const streams = job.lanes.map((l) => laneRecord(backupId, l));
-      await control.failBackup({ backupId, error: `${root.type}: ${root.message}`, endedAt: new Date().toISOString(), streams }).catch(() => undefined);
-      await control.notify({ subject: `backup of ${req.target} failed`, detail: { workflowId, backupId, type: root.type, error: root.message } }).catch(() => undefined);
-    });
+    await reportBackupFailure(control, { subject: `backup of ${req.target} failed`, workflowId, backupId, err, streams: job.lanes.map((l) => laneRecord(backupId, l)) });
     if (isCancellation(err)) throw err;
     return op.fail(`backup of ${req.target} failed at ${op.currentStep ?? op.phase}`, err);
   }
