@@ -90,8 +90,7 @@ export async function recoveryLadder(input: LadderInput): Promise<LadderResult> 
     },
     {
       validator: (raw) => {
-        const parsed = ResolveRequestSchema.safeParse(raw);
-        if (!parsed.success) throw ApplicationFailure.nonRetryable(`invalid resolve request: ${parsed.error.issues.map((i) => `${i.path.join('.') || 'request'}: ${i.message}`).join('; ')}`, ErrorType.InvalidInput);
+        acceptInput(ResolveRequestSchema, raw, 'resolve request');
         requireWaiting('resolve');
       },
     },
@@ -128,10 +127,9 @@ export async function recoveryLadder(input: LadderInput): Promise<LadderResult> 
     },
     {
       validator: (raw) => {
-        const parsed = RebuildRequestSchema.safeParse(raw);
-        if (!parsed.success) throw ApplicationFailure.nonRetryable(`invalid rebuild request: ${parsed.error.issues.map((i) => `${i.path.join('.') || 'request'}: ${i.message}`).join('; ')}`, ErrorType.InvalidInput);
-        if (!req.hosts.includes(parsed.data.host)) {
-          throw ApplicationFailure.nonRetryable(`no host "${parsed.data.host}" in site ${site}; substitute hosts are: ${req.hosts.join(', ')}`, ErrorType.NotFound);
+        const { host } = acceptInput(RebuildRequestSchema, raw, 'rebuild request');
+        if (!req.hosts.includes(host)) {
+          throw ApplicationFailure.nonRetryable(`no host "${host}" in site ${site}; substitute hosts are: ${req.hosts.join(', ')}`, ErrorType.NotFound);
         }
         requireWaiting('rebuild');
       },

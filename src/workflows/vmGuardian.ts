@@ -72,8 +72,7 @@ export async function vmGuardian(input: GuardianInput): Promise<never> {
 
   setHandler(requestDataBackupUpdate, async (raw) => runBackup(`request:${DataBackupRequestSchema.parse(raw).requestedBy}`), {
     validator: (raw) => {
-      const parsed = DataBackupRequestSchema.safeParse(raw);
-      if (!parsed.success) throw ApplicationFailure.nonRetryable(`invalid data backup request: ${parsed.error.issues.map((i) => i.message).join('; ')}`, ErrorType.InvalidInput);
+      acceptInput(DataBackupRequestSchema, raw, 'data backup request');
       // A VM being recovered may hold bad data; its images must stay the ones it is recovered from.
       if (currentLadder !== null) throw ApplicationFailure.nonRetryable(`${vm} is being recovered by ${currentLadder}; back its data up once it is healthy`, ErrorType.InRecovery);
     },
