@@ -139,7 +139,7 @@ export class KuraVms {
 
   /** The ladder of a VM that waits for a person; NotWaiting when there is none. */
   private async waitingLadder(vm: string, what: string, site?: string): Promise<string> {
-    const g = await this.guardianView(vm, { ...(site === undefined ? {} : { site }) }).catch((err: unknown) => {
+    const g = await this.guardianView(vm, { site }).catch((err: unknown) => {
       if (err instanceof NotFoundError) throw new NotWaitingError(`cannot ${what} ${vm}: no recovery ladder of it is waiting for a person (it has no guardian)`, { vm });
       throw err;
     });
