@@ -6,6 +6,7 @@
  */
 import { WorkflowUpdateFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { ApplicationFailure, TemporalFailure, TypedSearchAttributes, WorkflowNotFoundError } from '@temporalio/common';
+import { Kura } from './api';
 import type { LoadedConfig } from './config/load';
 import { findSite } from './config/targets';
 import { ErrorType, InvalidInputError, KuraError, NotFoundError, NotWaitingError, formatPath } from './domain/errors';
@@ -59,18 +60,8 @@ export async function ensureGuardians(client: Client, loaded: LoadedConfig, task
   return all.length;
 }
 
-/** VM protection as the CLI and other services use it. */
-export class KuraVms {
-  readonly taskQueue: string;
-
-  constructor(
-    readonly client: Client,
-    readonly loaded: LoadedConfig,
-    taskQueue?: string,
-  ) {
-    this.taskQueue = taskQueue ?? process.env.KURA_TASK_QUEUE ?? CONTROL_TASK_QUEUE;
-  }
-
+/** Kura's client API (the connection, kura.yaml and the task queue) with VM protection, as the CLI and other services use it. */
+export class KuraVms extends Kura {
   /** The VM's site (the named one, or the one that has the VM); NotFound for an unknown VM. */
   siteOf(vm: string, siteName?: string): Site {
     const sites = siteName === undefined ? this.loaded.config.sites : [findSite(this.loaded.config, siteName)];
