@@ -26,9 +26,7 @@ export function guardianWorkflowId(vm: string): string {
  * the `ladder` section of kura.yaml at start; a running guardian keeps the one it started with.
  */
 export async function ensureGuardian(client: Client, loaded: LoadedConfig, site: Site, vm: string, taskQueue: string = CONTROL_TASK_QUEUE): Promise<WorkflowHandle<typeof vmGuardian>> {
-  if (!site.vms.some((v) => v.name === vm)) {
-    throw new NotFoundError(`no VM "${vm}" in site ${site.name}; VMs include ${site.vms.slice(0, 3).map((v) => v.name).join(', ') || '(none)'}`, { vm, site: site.name });
-  }
+  siteOfVm(loaded, vm, site.name);
   const policy = ladderPolicy(loaded.config.ladder, loaded.config.tuning.copyHeartbeatTimeout);
   return client.workflow.start<typeof vmGuardian>('vmGuardian', {
     workflowId: guardianWorkflowId(vm),
@@ -60,17 +58,25 @@ export async function ensureGuardians(client: Client, loaded: LoadedConfig, task
   return all.length;
 }
 
+/**
+ * The site of a VM: the named one, or the one that has the VM. NotFound for an unknown site, or a
+ * VM the site (or no site) has.
+ */
+export function siteOfVm(loaded: LoadedConfig, vm: string, siteName?: string): Site {
+  const sites = siteName === undefined ? loaded.config.sites : [findSite(loaded.config, siteName)];
+  const site = sites.find((s) => s.vms.some((v) => v.name === vm));
+  if (!site) {
+    const some = sites.flatMap((s) => s.vms.slice(0, 3).map((v) => v.name));
+    throw new NotFoundError(`no VM "${vm}"${siteName === undefined ? '' : ` in site ${siteName}`} in ${loaded.file}${some.length ? `; VMs include ${some.join(', ')}` : ''}`, { vm, site: siteName });
+  }
+  return site;
+}
+
 /** Kura's client API (the connection, kura.yaml and the task queue) with VM protection, as the CLI and other services use it. */
 export class KuraVms extends Kura {
   /** The VM's site (the named one, or the one that has the VM); NotFound for an unknown VM. */
   siteOf(vm: string, siteName?: string): Site {
-    const sites = siteName === undefined ? this.loaded.config.sites : [findSite(this.loaded.config, siteName)];
-    const site = sites.find((s) => s.vms.some((v) => v.name === vm));
-    if (!site) {
-      const some = sites.flatMap((s) => s.vms.slice(0, 3).map((v) => v.name));
-      throw new NotFoundError(`no VM "${vm}" in ${this.loaded.file}${some.length ? `; VMs include ${some.join(', ')}` : ''}`, { vm });
-    }
-    return site;
+    return siteOfVm(this.loaded, vm, siteName);
   }
 
   /** The VM's guardian, started when it is not running. */
