@@ -13,7 +13,7 @@ import type { LoadedConfig } from '../config/load';
 import type { Drivers, ImageRef, VmHealth } from '../drivers/types';
 import { findSite } from '../config/targets';
 import { ChecksumMismatchError, NotFoundError } from '../domain/errors';
-import { ImageKind, type ImageRecord } from '../domain/ladder';
+import { ImageKind, RESTART_SCOPES, type ImageRecord, type RestartScope } from '../domain/ladder';
 import type { ImageStore } from '../images/store';
 import { sha256Of } from '../images/copy';
 import { mapFailures, parseInput } from './failures';
@@ -29,7 +29,7 @@ const RequestFields = { request: z.string().min(1), rung: z.string().min(1), inc
 const BackupInput = VmInput.extend({ imageId: z.string().min(1), keep: z.number().int().min(1) });
 const BaseImageInput = VmInput.extend({ kind: z.enum(['software', 'guarantee']) });
 const WaitInput = VmInput.extend({ timeoutMs: z.number().int().min(0), everyMs: z.number().int().min(1) });
-const RestartInput = VmInput.extend({ scope: z.enum(['apl', 'mw', 'os']), ...RequestFields });
+const RestartInput = VmInput.extend({ scope: z.enum(RESTART_SCOPES), ...RequestFields });
 const CreateInput = VmInput.extend({ imageId: z.string().min(1), ...RequestFields });
 const SwapInput = VmInput.extend({ volume: z.string().min(1), imageId: z.string().min(1), ...RequestFields });
 const RebuildInput = VmInput.extend({ host: z.string().min(1), ...RequestFields });
@@ -167,7 +167,7 @@ export function createVmActivities(deps: VmActivityDeps) {
     },
 
     /** S11: restarts the APL, the MW or the OS; carried out once per request id. */
-    async restartVm(input: { site: string; vm: string; scope: 'apl' | 'mw' | 'os'; request: string; rung: string; incident: string }): Promise<{ tookMs: number }> {
+    async restartVm(input: { site: string; vm: string; scope: RestartScope; request: string; rung: string; incident: string }): Promise<{ tookMs: number }> {
       return mapFailures(async () => {
         const r = parseInput(RestartInput, input, 'restart');
         const t0 = Date.now();

@@ -13,7 +13,7 @@ import type { KuraPaths } from '../../config/paths';
 import type { LabState } from '../../lab/state';
 import { ChecksumMismatchError, InvalidInputError, NotFoundError } from '../../domain/errors';
 import type { Vm } from '../../domain/inventory';
-import { cures } from '../../domain/ladder';
+import { cures, type RestartScope } from '../../domain/ladder';
 import { labVolumePath, writeVolume } from '../../lab/files';
 import { copyFileAtomic, copyFileRange, sha256Of } from '../../images/copy';
 import type { HypervisorDriver, ImageRef, ProgressFn, VmHealth, VmInfo, VmRequest } from '../types';
@@ -50,7 +50,7 @@ export class LabHypervisor implements HypervisorDriver {
     return { healthy: true, state: 'running', detail: `${vm} is running and answers` };
   }
 
-  async restart(site: string, vm: string, scope: 'apl' | 'mw' | 'os', req: VmRequest): Promise<void> {
+  async restart(site: string, vm: string, scope: RestartScope, req: VmRequest): Promise<void> {
     this.vm(site, vm);
     const ms = { apl: this.loaded.config.lab.aplRestart, mw: this.loaded.config.lab.mwRestart, os: this.loaded.config.lab.osReboot }[scope];
     this.state.vmRequestOnce(req.request, site, vm, RESTART_EVENTS[scope], () => {
