@@ -137,7 +137,10 @@ describe('the lab VM', () => {
       expect(readFileSync(sw).equals(swBefore)).toBe(true);
       expect((await hv.health('s', 'vm-001')).healthy).toBe(true);
       expect(state.events({ device: 'vm-001', event: 'volume-swap' })).toHaveLength(1);
-      await expect(hv.createVolumeFromImage('s', 'vm-001', { ...image, sha256: 'f'.repeat(64) }, { ...req, request: 'c-2' }, () => undefined)).rejects.toMatchObject({ type: 'ChecksumMismatch' });
+      await expect(hv.createVolumeFromImage('s', 'vm-001', { ...image, sha256: 'f'.repeat(64) }, { ...req, request: 'c-2' }, () => undefined)).rejects.toMatchObject({
+        type: 'ChecksumMismatch',
+        message: `the volume built from image vm-001@guarantee hashes to ${made.sha256}, but the image was recorded as ${'f'.repeat(64)}; the image is damaged`,
+      });
     } finally {
       state.close();
     }
