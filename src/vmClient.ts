@@ -6,6 +6,7 @@
  */
 import { WorkflowUpdateFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { ApplicationFailure, TemporalFailure, TypedSearchAttributes, WorkflowNotFoundError } from '@temporalio/common';
+import type { ZodType, output } from 'zod';
 import { Kura } from './api';
 import type { LoadedConfig } from './config/load';
 import { findSite } from './config/targets';
@@ -173,7 +174,8 @@ async function asKuraError<T>(run: () => Promise<T>): Promise<T> {
   }
 }
 
-function parseOrRefuse<T>(schema: { safeParse(v: unknown): { success: true; data: T } | { success: false; error: { issues: { path: PropertyKey[]; message: string }[] } } }, value: unknown, what: string): T {
+/** Parses a request before it is sent; InvalidInput, naming each problem's path, when it is not valid. */
+function parseOrRefuse<S extends ZodType>(schema: S, value: unknown, what: string): output<S> {
   const r = schema.safeParse(value);
   if (r.success) return r.data;
   const issues = r.error.issues.map((i) => ({ path: formatPath(i.path), message: i.message }));
