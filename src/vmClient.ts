@@ -6,6 +6,8 @@
  */
 import { WorkflowUpdateFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { ApplicationFailure, TemporalFailure, TypedSearchAttributes, WorkflowNotFoundError } from '@temporalio/common';
+import type { ZodType, output } from 'zod';
+import { Kura } from './api';
 import type { LoadedConfig } from './config/load';
 import { findSite } from './config/targets';
 import { ErrorType, InvalidInputError, KuraError, NotFoundError, NotWaitingError, formatPath } from './domain/errors';
@@ -25,9 +27,7 @@ export function guardianWorkflowId(vm: string): string {
  * the `ladder` section of kura.yaml at start; a running guardian keeps the one it started with.
  */
 export async function ensureGuardian(client: Client, loaded: LoadedConfig, site: Site, vm: string, taskQueue: string = CONTROL_TASK_QUEUE): Promise<WorkflowHandle<typeof vmGuardian>> {
-  if (!site.vms.some((v) => v.name === vm)) {
-    throw new NotFoundError(`no VM "${vm}" in site ${site.name}; VMs include ${site.vms.slice(0, 3).map((v) => v.name).join(', ') || '(none)'}`, { vm, site: site.name });
-  }
+  siteOfVm(loaded, vm, site.name);
   const policy = ladderPolicy(loaded.config.ladder, loaded.config.tuning.copyHeartbeatTimeout);
   return client.workflow.start<typeof vmGuardian>('vmGuardian', {
     workflowId: guardianWorkflowId(vm),
@@ -59,27 +59,25 @@ export async function ensureGuardians(client: Client, loaded: LoadedConfig, task
   return all.length;
 }
 
-/** VM protection as the CLI and other services use it. */
-export class KuraVms {
-  readonly taskQueue: string;
-
-  constructor(
-    readonly client: Client,
-    readonly loaded: LoadedConfig,
-    taskQueue?: string,
-  ) {
-    this.taskQueue = taskQueue ?? process.env.KURA_TASK_QUEUE ?? CONTROL_TASK_QUEUE;
+/**
+ * The site of a VM: the named one, or the one that has the VM. NotFound for an unknown site, or a
+ * VM the site (or no site) has.
+ */
+export function siteOfVm(loaded: LoadedConfig, vm: string, siteName?: string): Site {
+  const sites = siteName === undefined ? loaded.config.sites : [findSite(loaded.config, siteName)];
+  const site = sites.find((s) => s.vms.some((v) => v.name === vm));
+  if (!site) {
+    const some = sites.flatMap((s) => s.vms.slice(0, 3).map((v) => v.name));
+    throw new NotFoundError(`no VM "${vm}"${siteName === undefined ? '' : ` in site ${siteName}`} in ${loaded.file}${some.length ? `; VMs include ${some.join(', ')}` : ''}`, { vm, site: siteName });
   }
+  return site;
+}
 
+/** Kura's client API (the connection, kura.yaml and the task queue) with VM protection, as the CLI and other services use it. */
+export class KuraVms extends Kura {
   /** The VM's site (the named one, or the one that has the VM); NotFound for an unknown VM. */
   siteOf(vm: string, siteName?: string): Site {
-    const sites = siteName === undefined ? this.loaded.config.sites : [findSite(this.loaded.config, siteName)];
-    const site = sites.find((s) => s.vms.some((v) => v.name === vm));
-    if (!site) {
-      const some = sites.flatMap((s) => s.vms.slice(0, 3).map((v) => v.name));
-      throw new NotFoundError(`no VM "${vm}" in ${this.loaded.file}${some.length ? `; VMs include ${some.join(', ')}` : ''}`, { vm });
-    }
-    return site;
+    return siteOfVm(this.loaded, vm, siteName);
   }
 
   /** The VM's guardian, started when it is not running. */
@@ -139,7 +137,7 @@ export class KuraVms {
 
   /** The ladder of a VM that waits for a person; NotWaiting when there is none. */
   private async waitingLadder(vm: string, what: string, site?: string): Promise<string> {
-    const g = await this.guardianView(vm, { ...(site === undefined ? {} : { site }) }).catch((err: unknown) => {
+    const g = await this.guardianView(vm, { site }).catch((err: unknown) => {
       if (err instanceof NotFoundError) throw new NotWaitingError(`cannot ${what} ${vm}: no recovery ladder of it is waiting for a person (it has no guardian)`, { vm });
       throw err;
     });
@@ -176,7 +174,8 @@ async function asKuraError<T>(run: () => Promise<T>): Promise<T> {
   }
 }
 
-function parseOrRefuse<T>(schema: { safeParse(v: unknown): { success: true; data: T } | { success: false; error: { issues: { path: PropertyKey[]; message: string }[] } } }, value: unknown, what: string): T {
+/** Parses a request before it is sent; InvalidInput, naming each problem's path, when it is not valid. */
+function parseOrRefuse<S extends ZodType>(schema: S, value: unknown, what: string): output<S> {
   const r = schema.safeParse(value);
   if (r.success) return r.data;
   const issues = r.error.issues.map((i) => ({ path: formatPath(i.path), message: i.message }));

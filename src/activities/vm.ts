@@ -13,7 +13,7 @@ import type { LoadedConfig } from '../config/load';
 import type { Drivers, ImageRef, VmHealth } from '../drivers/types';
 import { findSite } from '../config/targets';
 import { ChecksumMismatchError, NotFoundError } from '../domain/errors';
-import { ImageKind, ladderPolicy, type ImageRecord, type LadderPolicy } from '../domain/ladder';
+import { ImageKind, RESTART_SCOPES, type ImageRecord, type RestartScope } from '../domain/ladder';
 import type { ImageStore } from '../images/store';
 import { sha256Of } from '../images/copy';
 import { mapFailures, parseInput } from './failures';
@@ -29,18 +29,16 @@ const RequestFields = { request: z.string().min(1), rung: z.string().min(1), inc
 const BackupInput = VmInput.extend({ imageId: z.string().min(1), keep: z.number().int().min(1) });
 const BaseImageInput = VmInput.extend({ kind: z.enum(['software', 'guarantee']) });
 const WaitInput = VmInput.extend({ timeoutMs: z.number().int().min(0), everyMs: z.number().int().min(1) });
-const RestartInput = VmInput.extend({ scope: z.enum(['apl', 'mw', 'os']), ...RequestFields });
+const RestartInput = VmInput.extend({ scope: z.enum(RESTART_SCOPES), ...RequestFields });
 const CreateInput = VmInput.extend({ imageId: z.string().min(1), ...RequestFields });
 const SwapInput = VmInput.extend({ volume: z.string().min(1), imageId: z.string().min(1), ...RequestFields });
 const RebuildInput = VmInput.extend({ host: z.string().min(1), ...RequestFields });
 
-/** What a guardian needs to know of its VM: where it runs, the site's hosts, and the policy. */
+/** What a guardian needs to know of its VM: the hosts of its site (a rebuild may pick one of them). */
 export interface VmProfile {
   site: string;
   vm: string;
-  host: string;
   hosts: string[];
-  policy: LadderPolicy;
 }
 
 /** Creates the VM activities bound to one worker's configuration, drivers and image store. */
@@ -48,13 +46,7 @@ export function createVmActivities(deps: VmActivityDeps) {
   const { loaded, drivers, images } = deps;
   const hv = drivers.hypervisor;
 
-  const heartbeat = (details: unknown) => {
-    try {
-      Context.current().heartbeat(details);
-    } catch {
-      // Called outside an activity (tests of the functions themselves): nothing to report to.
-    }
-  };
+  const heartbeat = (details: unknown) => Context.current().heartbeat(details);
 
   /** Verifies an image's file against its recorded checksum. */
   const verify = async (img: ImageRecord): Promise<boolean> => {
@@ -87,13 +79,12 @@ export function createVmActivities(deps: VmActivityDeps) {
   const ref = (img: ImageRecord): ImageRef => ({ imageId: img.imageId, kind: img.kind, file: img.file, sizeBytes: img.sizeBytes, sha256: img.sha256 });
 
   return {
-    /** The VM's host, the site's hosts and the ladder policy of kura.yaml; NotFound for an unknown VM. */
+    /** The hosts of the VM's site; NotFound for a VM the hypervisor does not know. */
     async vmProfile(input: { site: string; vm: string }): Promise<VmProfile> {
       return mapFailures(async () => {
         const { site, vm } = parseInput(VmInput, input, 'VM');
-        const info = await hv.describeVm(site, vm);
-        const s = findSite(loaded.config, site);
-        return { site, vm, host: info.host, hosts: s.hosts.map((h) => h.name), policy: ladderPolicy(loaded.config.ladder, loaded.config.tuning.copyHeartbeatTimeout) };
+        await hv.describeVm(site, vm);
+        return { site, vm, hosts: findSite(loaded.config, site).hosts.map((h) => h.name) };
       });
     },
 
@@ -143,14 +134,6 @@ export function createVmActivities(deps: VmActivityDeps) {
       });
     },
 
-    /** The data images of a VM, newest first (no verification). */
-    async listImages(input: { site: string; vm: string }): Promise<ImageRecord[]> {
-      return mapFailures(async () => {
-        const { site, vm } = parseInput(VmInput, input, 'VM');
-        return [...images.list(site, vm, ImageKind.Data), ...images.list(site, vm, ImageKind.Guarantee), ...images.list(site, vm, ImageKind.Software)];
-      });
-    },
-
     async checkHealth(input: { site: string; vm: string }): Promise<VmHealth> {
       return mapFailures(async () => {
         const { site, vm } = parseInput(VmInput, input, 'VM');
@@ -184,7 +167,7 @@ export function createVmActivities(deps: VmActivityDeps) {
     },
 
     /** S11: restarts the APL, the MW or the OS; carried out once per request id. */
-    async restartVm(input: { site: string; vm: string; scope: 'apl' | 'mw' | 'os'; request: string; rung: string; incident: string }): Promise<{ tookMs: number }> {
+    async restartVm(input: { site: string; vm: string; scope: RestartScope; request: string; rung: string; incident: string }): Promise<{ tookMs: number }> {
       return mapFailures(async () => {
         const r = parseInput(RestartInput, input, 'restart');
         const t0 = Date.now();
@@ -246,5 +229,3 @@ export function createVmActivities(deps: VmActivityDeps) {
     },
   };
 }
-
-export type VmActivities = ReturnType<typeof createVmActivities>;

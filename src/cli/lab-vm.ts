@@ -4,10 +4,10 @@
  * or nothing — or clear it, and optionally report it to the VM's guardian at once.
  */
 import type { Command } from 'commander';
-import { InvalidInputError, NotFoundError } from '../domain/errors';
+import { InvalidInputError } from '../domain/errors';
 import { CURE_DEPTHS, CureDepthSchema } from '../domain/ladder';
 import { LabState } from '../lab/state';
-import { KuraVms } from '../vmClient';
+import { KuraVms, siteOfVm } from '../vmClient';
 import { print, type CliContext } from './context';
 
 /** Adds `vm-fault` to the `lab` command group (registered before this). */
@@ -24,11 +24,7 @@ export function registerLabVmCommands(program: Command, ctx: CliContext): void {
       if (o.clear === true && o.curedBy !== undefined) throw new InvalidInputError('give either --cured-by or --clear, not both');
       if (o.clear !== true && o.curedBy === undefined) throw new InvalidInputError(`--cured-by is required: one of ${CURE_DEPTHS.join(', ')} (or --clear)`);
       const loaded = ctx.config();
-      const site = o.site === undefined ? loaded.config.sites.find((s) => s.vms.some((v) => v.name === vm)) : loaded.config.sites.find((s) => s.name === o.site);
-      if (!site || !site.vms.some((v) => v.name === vm)) {
-        const some = loaded.config.sites.flatMap((s) => s.vms.slice(0, 3).map((v) => v.name));
-        throw new NotFoundError(`no VM "${vm}"${o.site ? ` in site ${o.site}` : ''} in ${loaded.file}; VMs include ${some.join(', ')}`, { vm });
-      }
+      const site = siteOfVm(loaded, vm, o.site);
       let depth: (typeof CURE_DEPTHS)[number] | undefined;
       if (o.curedBy !== undefined) {
         const parsed = CureDepthSchema.safeParse(o.curedBy);

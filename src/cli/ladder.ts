@@ -19,7 +19,7 @@ export function registerLadderCommands(program: Command, ctx: CliContext): void 
     .description('image the data volume (only) now, verify it by checksum, and keep it among the last K')
     .option('--site <name>', 'the site (default: the one that has the VM)')
     .action(async (name: string, o: { site?: string }) => {
-      const image = await (await vms()).backupData(name, { ...(o.site === undefined ? {} : { site: o.site }) });
+      const image = await (await vms()).backupData(name, { site: o.site });
       print(ctx, { ok: true, image }, () => `kept ${image.imageId}: ${formatBytes(image.sizeBytes)} of ${name}'s data volume, sha256 ${image.sha256}\n  ${image.file}`);
     });
   vm.command('report-failure <vm>')
@@ -27,7 +27,7 @@ export function registerLadderCommands(program: Command, ctx: CliContext): void 
     .requiredOption('--reason <text>', 'what failed')
     .option('--site <name>', 'the site (default: the one that has the VM)')
     .action(async (name: string, o: { reason: string; site?: string }) => {
-      await (await vms()).reportFailure(name, o.reason, { ...(o.site === undefined ? {} : { site: o.site }) });
+      await (await vms()).reportFailure(name, o.reason, { site: o.site });
       print(ctx, { ok: true, vm: name }, () => `reported to the guardian of ${name}; follow it with \`kura ladder show ${name}\``);
     });
 
@@ -37,7 +37,7 @@ export function registerLadderCommands(program: Command, ctx: CliContext): void 
     .description("the VM's current (or last) ladder: each rung with its attempts, times and outcomes")
     .option('--site <name>', 'the site (default: the one that has the VM)')
     .action(async (name: string, o: { site?: string }) => {
-      const view = await (await vms()).ladder(name, { ...(o.site === undefined ? {} : { site: o.site }) });
+      const view = await (await vms()).ladder(name, { site: o.site });
       print(ctx, view, () => renderLadder(view));
     });
   ladder
@@ -46,7 +46,7 @@ export function registerLadderCommands(program: Command, ctx: CliContext): void 
     .requiredOption('--note <text>', 'what was done')
     .option('--site <name>', 'the site (default: the one that has the VM)')
     .action(async (name: string, o: { note: string; site?: string }) => {
-      const view = await (await vms()).resolve(name, o.note, { ...(o.site === undefined ? {} : { site: o.site }) });
+      const view = await (await vms()).resolve(name, o.note, { site: o.site });
       print(ctx, view, () => `${view.workflowId}: ${view.status} — ${view.note ?? ''}`);
     });
   ladder
@@ -55,7 +55,7 @@ export function registerLadderCommands(program: Command, ctx: CliContext): void 
     .requiredOption('--host <name>', 'the substitute host')
     .option('--site <name>', 'the site (default: the one that has the VM)')
     .action(async (name: string, o: { host: string; site?: string }) => {
-      const view = await (await vms()).rebuild(name, o.host, { ...(o.site === undefined ? {} : { site: o.site }) });
+      const view = await (await vms()).rebuild(name, o.host, { site: o.site });
       print(ctx, view, () => `${view.workflowId}: ${view.status}${view.note ? ` — ${view.note}` : ''}\n${renderLadder(view)}`);
       if (view.status !== 'rebuilt') process.exitCode = 1;
     });

@@ -89,7 +89,7 @@ export const ImageRecordSchema = z.object({
   imageId: z.string().min(1),
   site: z.string(),
   vm: z.string(),
-  kind: z.enum(['data', 'guarantee', 'software']),
+  kind: z.enum(ImageKind),
   file: z.string(),
   sizeBytes: z.number().int().min(0),
   sha256: z.string().regex(/^[0-9a-f]{64}$/),

@@ -68,7 +68,7 @@ export class ImageStore {
   /** One image; NotFoundError when the index has no such id. */
   get(imageId: string): ImageRecord {
     const row = this.db.prepare('SELECT * FROM images WHERE image_id = ?').get(imageId) as Row | undefined;
-    if (!row) throw new NotFoundError(`no image ${imageId} in the image store (${this.dir}); \`kura ladder show <vm>\` lists a VM's images`, { imageId });
+    if (!row) throw new NotFoundError(`no image ${imageId} in the image store (${this.dir}); a VM's images are the files in ${path.join(this.dir, '<site>', '<vm>')}`, { imageId });
     return this.toRecord(row);
   }
 

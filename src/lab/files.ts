@@ -177,7 +177,11 @@ export function volumeKeystream(seed: string): (length: number) => Buffer {
   };
 }
 
-async function writeVolume(file: string, seed: string, size: number, advance: (n: number) => void): Promise<void> {
+/**
+ * Writes `size` bytes of the seed's volume content to `file`, atomically (see writeAtomically),
+ * calling `advance` with the bytes of each block written.
+ */
+export async function writeVolume(file: string, seed: string, size: number, advance: (n: number) => void): Promise<void> {
   const next = volumeKeystream(seed);
   await writeAtomically(file, async (fh) => {
     for (let at = 0; at < size; ) {

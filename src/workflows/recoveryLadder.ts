@@ -69,7 +69,8 @@ export async function recoveryLadder(input: LadderInput): Promise<LadderResult> 
     { key: KuraSite, value: site },
   ]);
 
-  let handedOver: 'resolved' | 'rebuilt' | undefined;
+  /** The ladder's result once a person has dealt with the VM (resolved it, or had it rebuilt). */
+  let handedOver: LadderResult | undefined;
   let rebuilding = false;
   const requireWaiting = (what: string) => {
     if (view.status !== 'waiting-for-human') {
@@ -84,14 +85,12 @@ export async function recoveryLadder(input: LadderInput): Promise<LadderResult> 
       const r = ResolveRequestSchema.parse(raw);
       record('human').status = 'done';
       view.note = `resolved by ${r.by}: ${r.note}`;
-      handedOver = 'resolved';
-      finish('resolved', 'human');
+      handedOver = finish('resolved', 'human');
       return view;
     },
     {
       validator: (raw) => {
-        const parsed = ResolveRequestSchema.safeParse(raw);
-        if (!parsed.success) throw ApplicationFailure.nonRetryable(`invalid resolve request: ${parsed.error.issues.map((i) => `${i.path.join('.') || 'request'}: ${i.message}`).join('; ')}`, ErrorType.InvalidInput);
+        acceptInput(ResolveRequestSchema, raw, 'resolve request');
         requireWaiting('resolve');
       },
     },
@@ -101,37 +100,32 @@ export async function recoveryLadder(input: LadderInput): Promise<LadderResult> 
     rebuildUpdate,
     async (raw) => {
       const r = RebuildRequestSchema.parse(raw);
+      const human = record('human');
+      const attempt = startAttempt(human);
       rebuilding = true;
       try {
-        const human = record('human');
-        const attempt = startAttempt(human);
-        const base = { site, vm, rung: 'human', incident };
-        try {
-          const built = await acts.rebuildVm({ ...base, host: r.host, request: `${workflowId}/human/rebuild/${attempt.attempt}` });
-          attempt.detail = `rebuilt on ${built.host} from ${built.software} and ${built.data} (by ${r.by})`;
-          const health = await acts.awaitHealthy({ site, vm, timeoutMs: policy.rungs['os-reboot'].healthWaitMs, everyMs: policy.healthCheckEveryMs });
-          endAttempt(attempt, health.healthy ? 'healthy' : 'unhealthy', `${attempt.detail}; ${health.detail}`, { tookMs: built.tookMs, waitedMs: health.waitedMs });
-          if (health.healthy) {
-            human.status = 'done';
-            view.note = attempt.detail;
-            handedOver = 'rebuilt';
-            finish('rebuilt', 'human');
-          }
-        } catch (err) {
-          endAttempt(attempt, 'failed', rootFailure(err).message);
-          throw jobFailure(`rebuild of ${vm} on ${r.host} failed`, err);
+        const built = await acts.rebuildVm({ site, vm, rung: 'human', incident, host: r.host, request: `${workflowId}/human/rebuild/${attempt.attempt}` });
+        attempt.detail = `rebuilt on ${built.host} from ${built.software} and ${built.data} (by ${r.by})`;
+        const health = await acts.awaitHealthy({ site, vm, timeoutMs: policy.rungs['os-reboot'].healthWaitMs, everyMs: policy.healthCheckEveryMs });
+        endAttempt(attempt, health.healthy ? 'healthy' : 'unhealthy', `${attempt.detail}; ${health.detail}`, { tookMs: built.tookMs, waitedMs: health.waitedMs });
+        if (health.healthy) {
+          human.status = 'done';
+          view.note = attempt.detail;
+          handedOver = finish('rebuilt', 'human');
         }
         return view;
+      } catch (err) {
+        endAttempt(attempt, 'failed', rootFailure(err).message);
+        throw jobFailure(`rebuild of ${vm} on ${r.host} failed`, err);
       } finally {
         rebuilding = false;
       }
     },
     {
       validator: (raw) => {
-        const parsed = RebuildRequestSchema.safeParse(raw);
-        if (!parsed.success) throw ApplicationFailure.nonRetryable(`invalid rebuild request: ${parsed.error.issues.map((i) => `${i.path.join('.') || 'request'}: ${i.message}`).join('; ')}`, ErrorType.InvalidInput);
-        if (!req.hosts.includes(parsed.data.host)) {
-          throw ApplicationFailure.nonRetryable(`no host "${parsed.data.host}" in site ${site}; substitute hosts are: ${req.hosts.join(', ')}`, ErrorType.NotFound);
+        const { host } = acceptInput(RebuildRequestSchema, raw, 'rebuild request');
+        if (!req.hosts.includes(host)) {
+          throw ApplicationFailure.nonRetryable(`no host "${host}" in site ${site}; substitute hosts are: ${req.hosts.join(', ')}`, ErrorType.NotFound);
         }
         requireWaiting('rebuild');
       },
@@ -139,7 +133,7 @@ export async function recoveryLadder(input: LadderInput): Promise<LadderResult> 
   );
 
   // S11–S17: widen the initialization range rung by rung until a health check passes.
-  for (const rung of AUTOMATIC_RUNGS.slice(Math.min(startIndex, AUTOMATIC_RUNGS.length))) {
+  for (const rung of AUTOMATIC_RUNGS.slice(startIndex)) {
     if (await climb(rung)) return finish('recovered', rung);
   }
 
@@ -163,7 +157,7 @@ export async function recoveryLadder(input: LadderInput): Promise<LadderResult> 
   setCurrentDetails(`**waiting for a person** — ${vm}: \`kura ladder resolve ${vm} --note …\` or \`kura ladder rebuild ${vm} --host …\``);
   await condition(() => handedOver !== undefined);
   await condition(allHandlersFinished);
-  return { outcome: handedOver ?? 'resolved', rung: 'human', endedAt: view.endedAt ?? new Date().toISOString(), view };
+  return handedOver!;
 
   /** Runs one rung: its attempts with backoff between them; true when the VM came back healthy. */
   async function climb(rung: AutomaticRung): Promise<boolean> {
@@ -198,27 +192,27 @@ export async function recoveryLadder(input: LadderInput): Promise<LadderResult> 
 
   /** The action of one rung (S11 restarts; S14–S16 data replacement). */
   async function act(rung: AutomaticRung, request: string): Promise<{ tookMs: number; detail?: string; skip?: string }> {
-    const base = { site, vm, rung, incident };
+    const base = { site, vm, rung, incident, request };
     switch (rung) {
       case 'apl-restart':
-        return acts.restartVm({ ...base, scope: 'apl', request });
+        return acts.restartVm({ ...base, scope: 'apl' });
       case 'mw-restart':
-        return acts.restartVm({ ...base, scope: 'mw', request });
+        return acts.restartVm({ ...base, scope: 'mw' });
       case 'os-reboot':
-        return acts.restartVm({ ...base, scope: 'os', request });
+        return acts.restartVm({ ...base, scope: 'os' });
       case 'data-swap': {
         const image = await acts.latestDataImage({ site, vm });
         if (!image) return { tookMs: 0, skip: `${vm} has no data image that verifies; nothing to swap in` };
-        return swapIn(image, request);
+        return swapIn(image, rung, request);
       }
       case 'guarantee-swap':
-        return swapIn(await acts.ensureBaseImage({ site, vm, kind: 'guarantee' }), request);
+        return swapIn(await acts.ensureBaseImage({ site, vm, kind: 'guarantee' }), rung, request);
     }
   }
 
   /** S15: volume-creation request from the image; S16: swap volume 13 and restart from the OS. */
-  async function swapIn(image: ImageRecord, request: string): Promise<{ tookMs: number; detail: string }> {
-    const base = { site, vm, rung: view.currentRung ?? 'data-swap', incident };
+  async function swapIn(image: ImageRecord, rung: AutomaticRung, request: string): Promise<{ tookMs: number; detail: string }> {
+    const base = { site, vm, rung, incident };
     const created = await acts.createDataVolume({ ...base, imageId: image.imageId, request: `${request}/create` });
     const swapped = await acts.swapDataVolume({ ...base, volume: created.volume, imageId: image.imageId, request: `${request}/swap` });
     const restarted = await acts.restartVm({ ...base, scope: 'os', request: `${request}/restart` });

@@ -72,8 +72,7 @@ export async function vmGuardian(input: GuardianInput): Promise<never> {
 
   setHandler(requestDataBackupUpdate, async (raw) => runBackup(`request:${DataBackupRequestSchema.parse(raw).requestedBy}`), {
     validator: (raw) => {
-      const parsed = DataBackupRequestSchema.safeParse(raw);
-      if (!parsed.success) throw ApplicationFailure.nonRetryable(`invalid data backup request: ${parsed.error.issues.map((i) => i.message).join('; ')}`, ErrorType.InvalidInput);
+      acceptInput(DataBackupRequestSchema, raw, 'data backup request');
       // A VM being recovered may hold bad data; its images must stay the ones it is recovered from.
       if (currentLadder !== null) throw ApplicationFailure.nonRetryable(`${vm} is being recovered by ${currentLadder}; back its data up once it is healthy`, ErrorType.InRecovery);
     },
@@ -108,9 +107,8 @@ export async function vmGuardian(input: GuardianInput): Promise<never> {
       continue;
     }
     if (!woke && policy.healthPollMs > 0) {
-      const h = await acts.checkHealth({ site, vm }).catch(() => undefined);
-      // A VM that is restarting is on its way back; only a VM that is up and unwell is a failure.
-      if (h && !h.healthy && h.state !== 'restarting') state.pendingFailure = { reason: `health poll: ${h.detail}`, at: new Date().toISOString() };
+      const unwell = await unwellNow();
+      if (unwell) state.pendingFailure = { reason: `health poll: ${unwell.detail}`, at: new Date().toISOString() };
     }
   }
 
@@ -171,10 +169,16 @@ export async function vmGuardian(input: GuardianInput): Promise<never> {
     }
     const late = reportedDuringLadder;
     reportedDuringLadder = undefined;
-    if (late) {
-      const h = await acts.checkHealth({ site, vm }).catch(() => undefined);
-      if (h && !h.healthy && h.state !== 'restarting') state.pendingFailure ??= late;
-    }
+    if (late && (await unwellNow())) state.pendingFailure ??= late;
+  }
+
+  /**
+   * The VM's health when it is up and unwell; undefined when it is healthy, restarting (on its way
+   * back, so not a failure), or its health could not be read.
+   */
+  async function unwellNow(): Promise<{ detail: string } | undefined> {
+    const h = await acts.checkHealth({ site, vm }).catch(() => undefined);
+    return h && !h.healthy && h.state !== 'restarting' ? h : undefined;
   }
 
   function publish(): void {

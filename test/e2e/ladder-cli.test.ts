@@ -77,6 +77,9 @@ describe('kura vm and kura ladder', () => {
     const unknown = await kura(['vm', 'backup-data', 'no-such-vm']);
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toMatch(/NotFound: no VM "no-such-vm"/);
+    const unknownFault = await kura(['lab', 'vm-fault', 'no-such-vm', '--cured-by', 'os']);
+    expect(unknownFault.code).toBe(2);
+    expect(unknownFault.stderr).toMatch(/NotFound: no VM "no-such-vm" in .*kura\.yaml; VMs include /);
   });
 
   it('hands an incurable VM to a person and rebuilds it on a substitute host', async () => {

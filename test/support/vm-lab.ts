@@ -7,7 +7,6 @@ import type { Client } from '@temporalio/client';
 import { TypedSearchAttributes } from '@temporalio/common';
 import { LabState, type LabEvent } from '../../src/lab/state';
 import { ladderPolicy, type LadderPolicy } from '../../src/domain/ladder';
-import { LadderConfigSchema } from '../../src/domain/ladder-config';
 import { guardianWorkflowId } from '../../src/vmClient';
 import { JobKind, KuraKind, KuraVm } from '../../src/searchAttributes';
 import { makeLab, type LabOptions, type TestLab } from './harness';
@@ -47,7 +46,7 @@ export async function makeVmLab(opts: LabOptions & { ladder?: Record<string, unk
 
 /** The lab's policy as a guardian gets it, with changes for one test. */
 export function policyOf(lab: TestLab, change: Partial<LadderPolicy> = {}): LadderPolicy {
-  return { ...ladderPolicy(LadderConfigSchema.parse(lab.loaded.config.ladder), lab.loaded.config.tuning.copyHeartbeatTimeout), ...change };
+  return { ...ladderPolicy(lab.loaded.config.ladder, lab.loaded.config.tuning.copyHeartbeatTimeout), ...change };
 }
 
 /** Starts a VM's guardian with a policy of the test's choosing. */

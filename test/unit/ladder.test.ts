@@ -120,8 +120,12 @@ describe('the lab VM', () => {
       const sw = labVolumePath(paths, 's', 'array-01', 'vm-001-sw');
       const swBefore = readFileSync(sw);
       const imageFile = path.join(dir, 'img');
-      const made = await hv.writeBaseImage('s', 'vm-001', 'guarantee', imageFile, () => undefined);
-      expect(made.sha256).toBe(await sha256Of(data));
+      const progress: { bytes: number; total: number }[] = [];
+      const made = await hv.writeBaseImage('s', 'vm-001', 'guarantee', imageFile, (p) => progress.push(p));
+      // The startup-guarantee image is the data the VM was created with, byte for byte.
+      expect(made).toEqual({ sizeBytes: 65536, sha256: await sha256Of(data) });
+      expect(await sha256Of(imageFile)).toBe(made.sha256);
+      expect(progress.at(-1)).toEqual({ bytes: 65536, total: 65536 });
       writeFileSync(data, Buffer.alloc(65536, 1));
       state.setVmFault('s', 'vm-001', 'guarantee');
       const image = { imageId: 'vm-001@guarantee', kind: 'guarantee' as const, file: imageFile, sizeBytes: made.sizeBytes, sha256: made.sha256 };
@@ -133,7 +137,10 @@ describe('the lab VM', () => {
       expect(readFileSync(sw).equals(swBefore)).toBe(true);
       expect((await hv.health('s', 'vm-001')).healthy).toBe(true);
       expect(state.events({ device: 'vm-001', event: 'volume-swap' })).toHaveLength(1);
-      await expect(hv.createVolumeFromImage('s', 'vm-001', { ...image, sha256: 'f'.repeat(64) }, { ...req, request: 'c-2' }, () => undefined)).rejects.toMatchObject({ type: 'ChecksumMismatch' });
+      await expect(hv.createVolumeFromImage('s', 'vm-001', { ...image, sha256: 'f'.repeat(64) }, { ...req, request: 'c-2' }, () => undefined)).rejects.toMatchObject({
+        type: 'ChecksumMismatch',
+        message: `the volume built from image vm-001@guarantee hashes to ${made.sha256}, but the image was recorded as ${'f'.repeat(64)}; the image is damaged`,
+      });
     } finally {
       state.close();
     }

@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseConfigText, type LoadedConfig } from '../../src/config/load';
@@ -107,7 +107,11 @@ describe('the libvirt hypervisor driver', () => {
     execFileSync('qemu-img', ['convert', '-O', 'raw', volume, flat]);
     expect(await sha256Of(flat)).toBe(sha);
     // A damaged image is refused before any volume is made from it.
-    await expect(driver().createVolumeFromImage('lv', 'vm-001', { ...ref, sha256: '0'.repeat(64) }, req('r-create-2'), () => undefined)).rejects.toMatchObject({ type: 'ChecksumMismatch' });
+    await expect(driver().createVolumeFromImage('lv', 'vm-001', { ...ref, sha256: '0'.repeat(64) }, req('r-create-2'), () => undefined)).rejects.toMatchObject({
+      type: 'ChecksumMismatch',
+      message: `image vm-001@x at ${image} does not hash as recorded; it is not used`,
+    });
+    expect(readdirSync(path.dirname(volume))).toEqual([path.basename(volume)]);
   });
 
   it('swaps the data disk by detach and attach, which the test hypervisor refuses', async () => {

@@ -11,13 +11,13 @@ import type { Client } from '@temporalio/client';
 import { LabState } from '../../src/lab/state';
 import { LabHypervisor } from '../../src/drivers/lab/hypervisor';
 import { CURE_DEPTHS, rungForDepth, type CureDepth, type GuardianView, type LadderResult } from '../../src/domain/ladder';
-import { guardianQuery } from '../../src/messages';
+import { guardianQuery, rebuildUpdate, requestDataBackupUpdate, resolveUpdate } from '../../src/messages';
 import { KuraRung, KuraVm } from '../../src/searchAttributes';
 import { KuraVms, guardianWorkflowId } from '../../src/vmClient';
 import { labVolumePath } from '../../src/lab/files';
 import { ImageStore } from '../../src/images/store';
 import type { KuraWorkers } from '../../src/worker';
-import { connectKura, sha256, startWorkers, treeFingerprint, type TestLab } from '../support/harness';
+import { connectKura, failureOf, sha256, startWorkers, treeFingerprint, type TestLab } from '../support/harness';
 import { RUNG_ACTIONS, actionsOf, lastSeq, makeVmLab, policyOf, startGuardian, until } from '../support/vm-lab';
 
 let lab: TestLab & { vms: string[] };
@@ -160,6 +160,10 @@ describe('the recovery ladder', () => {
     const seq = lastSeq(lab);
     await expect(vms.rebuild(vm, 'host-99')).rejects.toMatchObject({ type: 'NotFound', message: expect.stringContaining('no host "host-99"') });
     await expect(vms.resolve(vm, '')).rejects.toMatchObject({ type: 'InvalidInput', message: expect.stringContaining('note') });
+    // The ladder's own validator refuses them too, for a client that skips those checks.
+    const ladder = client.workflow.getHandle(waiting.workflowId);
+    expect(failureOf(await ladder.executeUpdate(resolveUpdate, { args: [{ note: '' }] }).catch((e: unknown) => e))).toEqual({ type: 'InvalidInput', message: expect.stringMatching(/^invalid resolve request: note: say what was done/) });
+    expect(failureOf(await ladder.executeUpdate(rebuildUpdate, { args: [{ host: 'host-99' }] }).catch((e: unknown) => e))).toEqual({ type: 'NotFound', message: expect.stringMatching(/^no host "host-99" in site /) });
     expect(lastSeq(lab)).toBe(seq);
     expect(treeFingerprint(lab.dir)).toBe(fingerprint);
     expect((await vms.ladder(vm)).status).toBe('waiting-for-human');
@@ -189,13 +193,15 @@ describe('the recovery ladder', () => {
     const fingerprint = treeFingerprint(lab.dir);
     const seq = lastSeq(lab);
     await expect(vms.backupData('no-such-vm')).rejects.toMatchObject({ type: 'NotFound', message: expect.stringContaining('no VM "no-such-vm"') });
-    await expect(vms.reportFailure('no-such-vm', 'x')).rejects.toMatchObject({ type: 'NotFound' });
+    await expect(vms.reportFailure('no-such-vm', 'x')).rejects.toMatchObject({ type: 'NotFound', message: expect.stringContaining('no VM "no-such-vm"') });
     await expect(vms.resolve(vm, 'fixed it')).rejects.toMatchObject({ type: 'NotWaiting', message: expect.stringContaining('no recovery ladder of it is running') });
     await expect(vms.rebuild(vm, 'host-01')).rejects.toMatchObject({ type: 'NotWaiting', message: expect.stringContaining('no recovery ladder of it is running') });
     await expect(vms.rebuild(vm, 'host-99')).rejects.toMatchObject({ type: 'NotFound', message: expect.stringContaining('no host "host-99"') });
+    const invalid = await client.workflow.getHandle(guardianWorkflowId(vm)).executeUpdate(requestDataBackupUpdate, { args: [{ requestedBy: '' }] }).catch((e: unknown) => e);
+    expect(failureOf(invalid)).toEqual({ type: 'InvalidInput', message: expect.stringMatching(/^invalid data backup request: requestedBy: /) });
     expect(lastSeq(lab)).toBe(seq);
     expect(treeFingerprint(lab.dir)).toBe(fingerprint);
-    expect((await guardianView(vm)).state.incidents).toBe(0);
+    expect((await guardianView(vm)).state).toMatchObject({ incidents: 0, backups: 0 });
   });
 
   it('continues up the ladder when the VM fails again within the stability window, and starts at the bottom after it', async () => {

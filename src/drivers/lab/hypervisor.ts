@@ -5,7 +5,7 @@
  * the lab's event log once per request.
  */
 import { existsSync, linkSync, renameSync, copyFileSync } from 'node:fs';
-import { mkdir, open, rename } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import * as path from 'node:path';
 import type { LoadedConfig } from '../../config/load';
@@ -13,11 +13,11 @@ import type { KuraPaths } from '../../config/paths';
 import type { LabState } from '../../lab/state';
 import { ChecksumMismatchError, InvalidInputError, NotFoundError } from '../../domain/errors';
 import type { Vm } from '../../domain/inventory';
-import { cures } from '../../domain/ladder';
-import { labVolumePath, volumeKeystream } from '../../lab/files';
+import { cures, type RestartScope } from '../../domain/ladder';
+import { labVolumePath, writeVolume } from '../../lab/files';
 import { copyFileAtomic, copyFileRange, sha256Of } from '../../images/copy';
 import type { HypervisorDriver, ImageRef, ProgressFn, VmHealth, VmInfo, VmRequest } from '../types';
-import { findSite } from './storage';
+import { findSite, findVolume } from './storage';
 
 /** The lab event each restart scope writes. */
 export const RESTART_EVENTS = { apl: 'apl-restart', mw: 'mw-restart', os: 'os-reboot' } as const;
@@ -50,7 +50,7 @@ export class LabHypervisor implements HypervisorDriver {
     return { healthy: true, state: 'running', detail: `${vm} is running and answers` };
   }
 
-  async restart(site: string, vm: string, scope: 'apl' | 'mw' | 'os', req: VmRequest): Promise<void> {
+  async restart(site: string, vm: string, scope: RestartScope, req: VmRequest): Promise<void> {
     this.vm(site, vm);
     const ms = { apl: this.loaded.config.lab.aplRestart, mw: this.loaded.config.lab.mwRestart, os: this.loaded.config.lab.osReboot }[scope];
     this.state.vmRequestOnce(req.request, site, vm, RESTART_EVENTS[scope], () => {
@@ -70,31 +70,13 @@ export class LabHypervisor implements HypervisorDriver {
 
   async writeBaseImage(site: string, vm: string, kind: 'software' | 'guarantee', dest: string, onProgress: ProgressFn): Promise<{ sizeBytes: number; sha256: string }> {
     const v = this.vm(site, vm);
-    const ref = kind === 'software' ? v.softwareVolume : v.dataVolume;
-    const [array, volume] = ref.split('/') as [string, string];
-    const size = findSite(this.loaded, site).arrays.find((a) => a.name === array)?.volumes.find((x) => x.id === volume)?.size;
-    if (size === undefined) throw new NotFoundError(`no volume ${ref} in site ${site} for VM ${vm}`, { site, vm, volume: ref });
+    const [array, volume] = (kind === 'software' ? v.softwareVolume : v.dataVolume).split('/') as [string, string];
+    const { size } = findVolume(this.loaded, site, array, volume);
     // The lab creates each volume from its seed (lab/files.ts); the same seed is the image the
     // management side built the VM from: the software image, and the data that is known to boot.
-    const next = volumeKeystream(`${site}/${array}/${volume}`);
-    await mkdir(path.dirname(dest), { recursive: true });
-    const tmp = `${dest}.partial-${process.pid}`;
-    const fh = await open(tmp, 'w');
-    const hash = createHash('sha256');
-    try {
-      for (let at = 0; at < size; ) {
-        const block = next(Math.min(4 * 1024 * 1024, size - at));
-        await fh.write(block, 0, block.length, at);
-        hash.update(block);
-        at += block.length;
-        onProgress({ bytes: at, total: size });
-      }
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, dest);
-    return { sizeBytes: size, sha256: hash.digest('hex') };
+    let bytes = 0;
+    await writeVolume(dest, `${site}/${array}/${volume}`, size, (n) => onProgress({ bytes: (bytes += n), total: size }));
+    return { sizeBytes: size, sha256: await sha256Of(dest) };
   }
 
   async createVolumeFromImage(site: string, vm: string, image: ImageRef, req: VmRequest, onProgress: ProgressFn, resumeBytes = 0, signal?: AbortSignal): Promise<{ volume: string; sizeBytes: number }> {

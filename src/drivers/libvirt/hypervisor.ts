@@ -14,6 +14,7 @@ import type { LoadedConfig } from '../../config/load';
 import { findSite } from '../../config/targets';
 import { ChecksumMismatchError, DeviceFaultError, NotFoundError } from '../../domain/errors';
 import type { Vm } from '../../domain/inventory';
+import type { RestartScope } from '../../domain/ladder';
 import { sha256Of } from '../../images/copy';
 import type { HypervisorDriver, ImageRef, ProgressFn, VmHealth, VmInfo, VmRequest } from '../types';
 import { execRunner, runTool, type Runner } from './run';
@@ -94,7 +95,7 @@ export class LibvirtHypervisor implements HypervisorDriver {
     }
   }
 
-  async restart(site: string, vm: string, scope: 'apl' | 'mw' | 'os', req: VmRequest): Promise<void> {
+  async restart(site: string, vm: string, scope: RestartScope, req: VmRequest): Promise<void> {
     this.vm(site, vm);
     await this.once(req, async () => {
       if (scope === 'os') {
