@@ -7,7 +7,7 @@
 import { WorkflowUpdateFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { ApplicationFailure, TemporalFailure, TypedSearchAttributes, WorkflowNotFoundError } from '@temporalio/common';
 import type { ZodType, output } from 'zod';
-import { Kura } from './api';
+import { Kura, cliUser } from './api';
 import type { LoadedConfig } from './config/load';
 import { findSite } from './config/targets';
 import { ErrorType, InvalidInputError, KuraError, NotFoundError, NotWaitingError, formatPath } from './domain/errors';
@@ -180,8 +180,4 @@ function parseOrRefuse<S extends ZodType>(schema: S, value: unknown, what: strin
   if (r.success) return r.data;
   const issues = r.error.issues.map((i) => ({ path: formatPath(i.path), message: i.message }));
   throw new InvalidInputError(`invalid ${what} request: ${issues.map((i) => `${i.path || 'request'}: ${i.message}`).join('; ')}`, issues);
-}
-
-function cliUser(): string {
-  return `cli:${process.env.USER ?? process.env.LOGNAME ?? 'unknown'}`;
 }

@@ -34,12 +34,15 @@ export interface LabStack {
 /**
  * Writes `cfg` as kura.yaml in a fresh directory, creates the lab's files, starts a dev server and
  * the workers, runs `run`, then stops everything and removes the directory, whatever happened.
+ * `afterWorkers` runs once the workers are stopped, before the connection closes (e.g. to end
+ * long-lived workflows the run started, with nobody left to complete their tasks).
  */
-export async function withLabStack(name: string, cfg: ConfigInput, run: (s: LabStack) => Promise<void>): Promise<void> {
+export async function withLabStack(name: string, cfg: ConfigInput, run: (s: LabStack) => Promise<void>, afterWorkers?: (client: Client) => Promise<void>): Promise<void> {
   const dir = mkdtempSync(path.join(os.tmpdir(), `kura-bench-${name}-`));
   const server = await startDevServer({ headless: true, dbFile: path.join(dir, 'temporal.db') });
   let workers: KuraWorkers | undefined;
   let connection: Connection | undefined;
+  let client: Client | undefined;
   try {
     writeFileSync(path.join(dir, 'kura.yaml'), renderConfigYaml(cfg));
     const loaded = loadConfig(path.join(dir, 'kura.yaml'));
@@ -47,11 +50,12 @@ export async function withLabStack(name: string, cfg: ConfigInput, run: (s: LabS
     await createLabFiles(loaded, paths);
     workers = await startKuraWorkers({ loaded, address: server.address });
     connection = await Connection.connect({ address: server.address });
-    const client = new Client({ connection });
+    client = new Client({ connection });
     await run({ dir, server, loaded, paths, workers, client, kura: new Kura(client, loaded) });
   } finally {
-    await connection?.close();
     await workers?.shutdown();
+    if (client && afterWorkers) await afterWorkers(client).catch((err: unknown) => console.error(err));
+    await connection?.close();
     await server.stop();
     rmSync(dir, { recursive: true, force: true });
   }
