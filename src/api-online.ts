@@ -8,7 +8,7 @@ import { findSite, resolveTargetRef } from './config/targets';
 import { compactTime } from './domain/catalog';
 import { OnlineSettingsSchema, type OnlineSettings } from './domain/datapath';
 import { InvalidInputError, formatPath } from './domain/errors';
-import { JobKind } from './searchAttributes';
+import { JobKind } from './search-attributes';
 import type { onlineBackup } from './workflows';
 
 export interface OnlineJobOptions {

@@ -18,7 +18,7 @@ import { findSite, resolveTargetRef } from './config/targets';
 import { compactTime, BackupIdSchema } from './domain/catalog';
 import { ErrorType, InvalidInputError, KuraError } from './domain/errors';
 import type { CopySettings, JobTuning } from './domain/jobs';
-import { CONTROL_TASK_QUEUE, JobKind, KuraKind, KuraSite, KuraTarget } from './searchAttributes';
+import { CONTROL_TASK_QUEUE, JobKind, KuraKind, KuraSite, KuraTarget } from './search-attributes';
 import type { fleetProtection, restore, sanOperation } from './workflows';
 
 export interface JobOptions {

@@ -14,7 +14,7 @@ import { ErrorType, InvalidInputError, KuraError, NotFoundError, NotWaitingError
 import type { Site } from './domain/inventory';
 import { RebuildRequestSchema, ResolveRequestSchema, ladderPolicy, type GuardianView, type ImageRecord, type LadderView } from './domain/ladder';
 import { failureDetectedSignal, guardianQuery, ladderQuery, rebuildUpdate, requestDataBackupUpdate, resolveUpdate } from './messages';
-import { CONTROL_TASK_QUEUE, JobKind, KuraKind, KuraSite, KuraTarget, KuraVm } from './searchAttributes';
+import { CONTROL_TASK_QUEUE, JobKind, KuraKind, KuraSite, KuraTarget, KuraVm } from './search-attributes';
 import type { vmGuardian } from './workflows';
 
 /** The guardian workflow of a VM. */

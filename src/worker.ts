@@ -18,7 +18,7 @@ import { createOnlineActivities } from './activities/online';
 import { createVmActivities } from './activities/vm';
 import { ImageStore } from './images/store';
 import { ensureGuardians } from './vmClient';
-import { CONTROL_TASK_QUEUE, serverTaskQueue } from './searchAttributes';
+import { CONTROL_TASK_QUEUE, serverTaskQueue } from './search-attributes';
 import { temporalConnectionOptions } from './stack/connection';
 
 export interface KuraWorkersOptions {

@@ -19,8 +19,8 @@ import {
   type ReserveRequest,
 } from '../domain/pool';
 import { markDeviceSignal, releaseUpdate, reserveStreamsUpdate, syncInventorySignal, tablesQuery } from '../messages';
-import { CONTROL_TASK_QUEUE } from '../searchAttributes';
-import type { resourcePool } from '../workflows/resourcePool';
+import { CONTROL_TASK_QUEUE } from '../search-attributes';
+import type { resourcePool } from '../workflows/resource-pool';
 import { findDevice, tablesFromSite } from '../workflows/pool-tables';
 
 /** The pool workflow's id for a site: one pool per site. */

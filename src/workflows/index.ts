@@ -1,8 +1,8 @@
 /** Every workflow Kura registers, re-exported by name. */
-export { resourcePool } from './resourcePool';
-export { sanOperation } from './sanOperation';
+export { resourcePool } from './resource-pool';
+export { sanOperation } from './san-operation';
 export { restore } from './restore';
-export { fleetProtection } from './fleetProtection';
-export { onlineBackup } from './onlineBackup';
-export { vmGuardian } from './vmGuardian';
-export { recoveryLadder } from './recoveryLadder';
+export { fleetProtection } from './fleet-protection';
+export { onlineBackup } from './online-backup';
+export { vmGuardian } from './vm-guardian';
+export { recoveryLadder } from './recovery-ladder';

@@ -10,7 +10,7 @@ import { ApplicationFailure, isCancellation, upsertSearchAttributes, workflowInf
 import { RestoreRequestSchema, type RestoreReport, type RestoreRequest } from '../domain/jobs';
 import { DISK_LIBRARY, type PieceRecord } from '../domain/catalog';
 import type { Stream } from '../domain/pool';
-import { KuraKind, KuraSite, KuraTarget, JobKind } from '../searchAttributes';
+import { KuraKind, KuraSite, KuraTarget, JobKind } from '../search-attributes';
 import { groupByTape, planRestoreSteps, replanRestore, zoneName, type Mount } from './plan';
 import { acceptInput, rootFailure } from './failures';
 import { Compensations } from './compensations';

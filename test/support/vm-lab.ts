@@ -8,7 +8,7 @@ import { TypedSearchAttributes } from '@temporalio/common';
 import { LabState, type LabEvent } from '../../src/lab/state';
 import { ladderPolicy, type LadderPolicy } from '../../src/domain/ladder';
 import { guardianWorkflowId } from '../../src/vmClient';
-import { JobKind, KuraKind, KuraVm } from '../../src/searchAttributes';
+import { JobKind, KuraKind, KuraVm } from '../../src/search-attributes';
 import { makeLab, type LabOptions, type TestLab } from './harness';
 
 /** The actions a ladder asks of the lab, as the event log names them. */

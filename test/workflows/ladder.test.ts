@@ -12,7 +12,7 @@ import { LabState } from '../../src/lab/state';
 import { LabHypervisor } from '../../src/drivers/lab/hypervisor';
 import { CURE_DEPTHS, rungForDepth, type CureDepth, type GuardianView, type LadderResult } from '../../src/domain/ladder';
 import { guardianQuery, rebuildUpdate, requestDataBackupUpdate, resolveUpdate } from '../../src/messages';
-import { KuraRung, KuraVm } from '../../src/searchAttributes';
+import { KuraRung, KuraVm } from '../../src/search-attributes';
 import { KuraVms, guardianWorkflowId } from '../../src/vmClient';
 import { labVolumePath } from '../../src/lab/files';
 import { ImageStore } from '../../src/images/store';

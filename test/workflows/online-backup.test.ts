@@ -12,7 +12,7 @@ import { Catalog } from '../../src/catalog/store';
 import { startDatapath, type DatapathService } from '../../src/datapath/service';
 import { startOnlineBackup } from '../../src/api-online';
 import { onlineProgressQuery } from '../../src/messages';
-import { KuraKind } from '../../src/searchAttributes';
+import { KuraKind } from '../../src/search-attributes';
 import type { OnlineBackupReport } from '../../src/domain/datapath';
 import type { Kura } from '../../src/api';
 import type { KuraWorkers } from '../../src/worker';

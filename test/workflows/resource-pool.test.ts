@@ -8,10 +8,10 @@ import { SiteSchema, type Site } from '../../src/domain/inventory';
 import { ErrorType } from '../../src/domain/errors';
 import type { DeviceRow, PoolTables } from '../../src/domain/pool';
 import { markDeviceSignal, releaseUpdate, reserveStreamsUpdate, tablesQuery } from '../../src/messages';
-import { KuraKind, KuraSite } from '../../src/searchAttributes';
+import { KuraKind, KuraSite } from '../../src/search-attributes';
 import { createPoolActivities, poolWorkflowId } from '../../src/activities/pool';
 import { TABLE_KEYS, findDevice, tablesFromSite } from '../../src/workflows/pool-tables';
-import type { resourcePool } from '../../src/workflows/resourcePool';
+import type { resourcePool } from '../../src/workflows/resource-pool';
 
 const taskQueue = `pool-test-${randomUUID()}`;
 let connection: Connection;

@@ -32,9 +32,9 @@ import {
 import { compactTime } from '../domain/catalog';
 import { ErrorType } from '../domain/errors';
 import { failureDetectedSignal, guardianQuery, requestDataBackupUpdate } from '../messages';
-import { JobKind, KuraKind, KuraRung, KuraSite, KuraTarget, KuraVm } from '../searchAttributes';
+import { JobKind, KuraKind, KuraRung, KuraSite, KuraTarget, KuraVm } from '../search-attributes';
 import { acceptInput, rootFailure } from './failures';
-import { recoveryLadder } from './recoveryLadder';
+import { recoveryLadder } from './recovery-ladder';
 import { notifyActivities, vmActivities } from './vm-proxies';
 
 /** Guards one VM until cancelled; never returns (it continues as new). */

@@ -36,7 +36,7 @@ import {
 } from '../domain/ladder';
 import { ErrorType } from '../domain/errors';
 import { ladderQuery, rebuildUpdate, resolveUpdate } from '../messages';
-import { JobKind, KuraKind, KuraRung, KuraSite, KuraTarget, KuraVm } from '../searchAttributes';
+import { JobKind, KuraKind, KuraRung, KuraSite, KuraTarget, KuraVm } from '../search-attributes';
 import { acceptInput, jobFailure, rootFailure } from './failures';
 import { notifyActivities, vmActivities } from './vm-proxies';
 

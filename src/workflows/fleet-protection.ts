@@ -17,10 +17,10 @@ import { FleetRequestSchema, type FleetReport, type FleetRequest, type FleetTarg
 import { compactTime } from '../domain/catalog';
 import type { BackupReport } from '../domain/jobs';
 import { fleetProgressQuery } from '../messages';
-import { KuraKind, KuraSite, KuraTarget, JobKind } from '../searchAttributes';
+import { KuraKind, KuraSite, KuraTarget, JobKind } from '../search-attributes';
 import { acceptInput, rootFailure } from './failures';
 import { controlActivities } from './proxies';
-import { sanOperation } from './sanOperation';
+import { sanOperation } from './san-operation';
 
 /** How many targets one run handles before it continues as new, keeping its history small. */
 const TARGETS_PER_RUN = 2000;

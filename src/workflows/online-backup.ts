@@ -9,7 +9,7 @@ import { ApplicationFailure, isCancellation, setHandler, sleep, upsertSearchAttr
 import { OnlineBackupRequestSchema, type OnlineBackupReport, type OnlineBackupRequest, type OnlinePhase, type OnlineProgress, type VolumeStatus } from '../domain/datapath';
 import { backupIdFor } from '../domain/catalog';
 import { onlineProgressQuery } from '../messages';
-import { JobKind, KuraKind, KuraSite, KuraTarget } from '../searchAttributes';
+import { JobKind, KuraKind, KuraSite, KuraTarget } from '../search-attributes';
 import { acceptInput, jobFailure, reportBackupFailure, rootFailure } from './failures';
 import { Compensations } from './compensations';
 import { controlActivities } from './proxies';

@@ -18,7 +18,7 @@ import { z } from 'zod';
 import { ErrorType } from '../domain/errors';
 import { MarkRequestSchema, PoolTablesSchema, ReleaseRequestSchema, ReserveRequestSchema, type Grant, type PoolTables, type ReserveRequestParsed } from '../domain/pool';
 import { markDeviceSignal, releaseUpdate, reserveStreamsUpdate, syncInventorySignal, tablesQuery } from '../messages';
-import { JobKind, KuraKind, KuraSite } from '../searchAttributes';
+import { JobKind, KuraKind, KuraSite } from '../search-attributes';
 import { allocate, couldEverAllocate, grantFor, mark, mergeInventory, release, summarize } from './pool-tables';
 
 /** Default history length after which the pool continues as new (well below Temporal's 51,200). */

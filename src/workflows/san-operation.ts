@@ -14,7 +14,7 @@ import {
 import type { ResolvedTarget } from '../activities/control';
 import { BackupRequestSchema, type BackupReport, type BackupRequest } from '../domain/jobs';
 import { backupIdFor, PIECE_HEADER_BYTES, type PieceRecord } from '../domain/catalog';
-import { KuraKind, KuraSite, KuraTarget, JobKind } from '../searchAttributes';
+import { KuraKind, KuraSite, KuraTarget, JobKind } from '../search-attributes';
 import { chunkSizeFor, planBackupSteps, planPieces } from './plan';
 import { controlActivities, poolActivities } from './proxies';
 import { acceptInput, reportBackupFailure } from './failures';
