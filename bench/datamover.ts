@@ -34,10 +34,12 @@ function args(): { size: number; runs: number } {
   };
   const sizeText = value('--size') ?? '1GiB';
   const size = parseSize(sizeText);
-  if (size === undefined || size < MiB) throw new InvalidInputError(`--size "${sizeText}" must be a size of at least 1MiB, e.g. 1GiB`);
+  if (size === undefined || size < MiB)
+    throw new InvalidInputError(`--size "${sizeText}" must be a size of at least 1MiB, e.g. 1GiB`);
   const runsText = value('--runs') ?? '3';
   const runs = Number(runsText);
-  if (!Number.isSafeInteger(runs) || runs < 1) throw new InvalidInputError(`--runs "${runsText}" must be a whole number of at least 1`);
+  if (!Number.isSafeInteger(runs) || runs < 1)
+    throw new InvalidInputError(`--runs "${runsText}" must be a whole number of at least 1`);
   return { size, runs };
 }
 
@@ -61,7 +63,14 @@ async function main(): Promise<void> {
   let state: LabState | undefined;
   try {
     const config = ConfigSchema.parse(
-      hospitalPreset({ vms: 1, hosts: 1, dataVolumeSize: size, softwareVolumeSize: MiB, cartridgesPerLibrary: runs, cartridgeCapacity: size + MiB }),
+      hospitalPreset({
+        vms: 1,
+        hosts: 1,
+        dataVolumeSize: size,
+        softwareVolumeSize: MiB,
+        cartridgesPerLibrary: runs,
+        cartridgeCapacity: size + MiB,
+      }),
     );
     const loaded: LoadedConfig = { config, file: path.join(dir, 'kura.yaml'), dir };
     const paths = kuraPaths(loaded);
@@ -91,7 +100,16 @@ async function main(): Promise<void> {
           devices: ['bks-01', 'fcsw-01', 'lib-01', 'lib-01-drv-1', tape, 'cpd-01'],
           source: { array: 'array-01', volume: 'vm-001-data', offset: 0, length: size, volumeSize: size },
           target: { site: 'hospital', library: 'lib-01', drive: 'lib-01-drv-1', tape, position: LABEL_BYTES },
-          header: { backupId: `vm-001@20261122T0200${String(i).padStart(2, '0')}Z`, target: 'vm-001', job: 'bench', copy: 0, piece: 0, offset: 0, sizeBytes: size, dataTime: new Date().toISOString() },
+          header: {
+            backupId: `vm-001@20261122T0200${String(i).padStart(2, '0')}Z`,
+            target: 'vm-001',
+            job: 'bench',
+            copy: 0,
+            piece: 0,
+            offset: 0,
+            sizeBytes: size,
+            dataTime: new Date().toISOString(),
+          },
           resumeBytes: 0,
         },
         () => undefined,
@@ -117,11 +135,17 @@ async function main(): Promise<void> {
     }
     const ratio = median(mover) / median(baseline);
     console.log(`median: datamover ${median(mover).toFixed(0)} MB/s, cp+sync ${median(baseline).toFixed(0)} MB/s`);
-    console.log(`ratio datamover ÷ cp: ${ratio.toFixed(2)} (target ≥ ${TARGET_RATIO}) ${ratio >= TARGET_RATIO ? 'OK' : 'BELOW TARGET'}`);
+    console.log(
+      `ratio datamover ÷ cp: ${ratio.toFixed(2)} (target ≥ ${TARGET_RATIO}) ${ratio >= TARGET_RATIO ? 'OK' : 'BELOW TARGET'}`,
+    );
     // The data mover must read every byte into memory and hash it; cp copies inside the kernel.
     // These two figures show how much of the gap is the SHA-256 itself on this CPU.
-    console.log(`context: one streamed read + SHA-256 pass over the source (no write, no overlap) ran at ${hashOnly.toFixed(0)} MB/s; the data mover used ${median(moverCpu).toFixed(2)} CPU-s per run (median) on ${availableParallelism()} CPU(s)`);
-    console.log(`checksum: SHA-256 returned by every copy ${checksumsOk ? 'equals' : 'DIFFERS FROM'} the source's ${sourceSha}`);
+    console.log(
+      `context: one streamed read + SHA-256 pass over the source (no write, no overlap) ran at ${hashOnly.toFixed(0)} MB/s; the data mover used ${median(moverCpu).toFixed(2)} CPU-s per run (median) on ${availableParallelism()} CPU(s)`,
+    );
+    console.log(
+      `checksum: SHA-256 returned by every copy ${checksumsOk ? 'equals' : 'DIFFERS FROM'} the source's ${sourceSha}`,
+    );
     if (!checksumsOk) process.exitCode = 1;
   } finally {
     state?.close();

@@ -42,17 +42,22 @@ function args(): Args {
     return i === -1 ? dflt : (argv[i + 1] ?? dflt);
   };
   const size = parseSize(value('--size', '64MiB'));
-  if (size === undefined || size < MiB || size % IO !== 0) throw new InvalidInputError('--size must be a size of at least 1MiB, a multiple of 4 KiB');
+  if (size === undefined || size < MiB || size % IO !== 0)
+    throw new InvalidInputError('--size must be a size of at least 1MiB, a multiple of 4 KiB');
   const ops = Number(value('--ops', '2000'));
-  if (!Number.isSafeInteger(ops) || ops < 100) throw new InvalidInputError('--ops must be a whole number of at least 100');
+  if (!Number.isSafeInteger(ops) || ops < 100)
+    throw new InvalidInputError('--ops must be a whole number of at least 100');
   const writeRatio = Number(value('--write-ratio', '0.5'));
   if (!(writeRatio >= 0 && writeRatio <= 1)) throw new InvalidInputError('--write-ratio must be between 0 and 1');
   const copyRate = parseSize(value('--copy-rate', '64MiB'));
-  if (copyRate === undefined) throw new InvalidInputError('--copy-rate must be a size per second such as 32MiB (0: unpaced)');
+  if (copyRate === undefined)
+    throw new InvalidInputError('--copy-rate must be a size per second such as 32MiB (0: unpaced)');
   const ioTimeoutMs = parseDuration(value('--io-timeout', '30s'));
-  if (ioTimeoutMs === undefined || ioTimeoutMs <= 0) throw new InvalidInputError('--io-timeout must be a duration such as 30s');
+  if (ioTimeoutMs === undefined || ioTimeoutMs <= 0)
+    throw new InvalidInputError('--io-timeout must be a duration such as 30s');
   const runs = Number(value('--runs', '3'));
-  if (!Number.isSafeInteger(runs) || runs < 1) throw new InvalidInputError('--runs must be a whole number of at least 1');
+  if (!Number.isSafeInteger(runs) || runs < 1)
+    throw new InvalidInputError('--runs must be a whole number of at least 1');
   return { runs, size, ops, writeRatio, copyRate, ioTimeoutMs };
 }
 
@@ -114,7 +119,13 @@ async function workload(port: number, a: Args): Promise<Figures> {
   await c.close();
   all.sort((x, y) => x - y);
   writes.sort((x, y) => x - y);
-  return { opsPerSec: (a.ops * 1000) / elapsed, mibPerSec: (a.ops * IO) / MiB / (elapsed / 1000), p50: percentile(all, 50), p99: percentile(all, 99), writeP99: percentile(writes, 99) };
+  return {
+    opsPerSec: (a.ops * 1000) / elapsed,
+    mibPerSec: (a.ops * IO) / MiB / (elapsed / 1000),
+    p50: percentile(all, 50),
+    p99: percentile(all, 99),
+    writeP99: percentile(writes, 99),
+  };
 }
 
 async function freePort(): Promise<number> {
@@ -138,8 +149,16 @@ async function waitForPort(port: number): Promise<void> {
   throw new Error(`nothing listens on ${port}`);
 }
 
-async function startKura(file: string, stateDir: string, copyRate: number): Promise<{ child: ChildProcess; nbdPort: number; controlPort: number }> {
-  const child = spawn(process.execPath, ['--require', 'tsx/cjs', path.join(__dirname, 'support', 'datapath-server.ts'), file, stateDir, String(copyRate)], { stdio: ['ignore', 'pipe', 'inherit'] });
+async function startKura(
+  file: string,
+  stateDir: string,
+  copyRate: number,
+): Promise<{ child: ChildProcess; nbdPort: number; controlPort: number }> {
+  const child = spawn(
+    process.execPath,
+    ['--require', 'tsx/cjs', path.join(__dirname, 'support', 'datapath-server.ts'), file, stateDir, String(copyRate)],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
   let out = '';
   const ready = await new Promise<{ nbdPort: number; controlPort: number }>((resolve, reject) => {
     child.stdout!.on('data', (d: Buffer) => {
@@ -152,7 +171,8 @@ async function startKura(file: string, stateDir: string, copyRate: number): Prom
   return { child, ...ready };
 }
 
-const fmt = (f: Figures) => `${f.opsPerSec.toFixed(0).padStart(6)} ops/s ${f.mibPerSec.toFixed(2).padStart(7)} MiB/s   p50 ${f.p50.toFixed(3)} ms   p99 ${f.p99.toFixed(3)} ms   write p99 ${f.writeP99.toFixed(3)} ms`;
+const fmt = (f: Figures) =>
+  `${f.opsPerSec.toFixed(0).padStart(6)} ops/s ${f.mibPerSec.toFixed(2).padStart(7)} MiB/s   p50 ${f.p50.toFixed(3)} ms   p99 ${f.p99.toFixed(3)} ms   write p99 ${f.writeP99.toFixed(3)} ms`;
 
 async function main(): Promise<void> {
   const a = args();
@@ -161,13 +181,20 @@ async function main(): Promise<void> {
   const procs: ChildProcess[] = [];
   try {
     const fh = await open(file, 'w');
-    for (let off = 0; off < a.size; off += MiB) await fh.write(randomBytes(Math.min(MiB, a.size - off)), 0, Math.min(MiB, a.size - off), off);
+    for (let off = 0; off < a.size; off += MiB)
+      await fh.write(randomBytes(Math.min(MiB, a.size - off)), 0, Math.min(MiB, a.size - off), off);
     await fh.sync();
     await fh.close();
-    console.log(`workload: ${a.ops} requests of 4 KiB at random offsets, ${Math.round(a.writeRatio * 100)}% writes, one at a time, on a ${formatBytes(a.size)} file (${WARMUP} warm-up requests not counted)`);
+    console.log(
+      `workload: ${a.ops} requests of 4 KiB at random offsets, ${Math.round(a.writeRatio * 100)}% writes, one at a time, on a ${formatBytes(a.size)} file (${WARMUP} warm-up requests not counted)`,
+    );
 
     const kitPort = await freePort();
-    const kit = spawn('nbdkit', ['-f', '--exit-with-parent', '-i', '127.0.0.1', '-p', String(kitPort), 'file', `file=${file}`], { stdio: 'ignore' });
+    const kit = spawn(
+      'nbdkit',
+      ['-f', '--exit-with-parent', '-i', '127.0.0.1', '-p', String(kitPort), 'file', `file=${file}`],
+      { stdio: 'ignore' },
+    );
     procs.push(kit);
     await waitForPort(kitPort);
     const kura = await startKura(file, path.join(dir, 'state'), a.copyRate);
@@ -210,7 +237,9 @@ async function main(): Promise<void> {
       driving = false;
       await driver;
       console.log(`run ${run} (c) kura during backup   ${fmt(fc[fc.length - 1]!)}`);
-      console.log(`        during (c): base copy ${formatBytes(before.baseCopiedBytes)} → ${formatBytes(after.baseCopiedBytes)} of ${formatBytes(a.size)}, ${rounds} catch-up round(s), ${after.journalEntries} journal entries, path ${after.path}`);
+      console.log(
+        `        during (c): base copy ${formatBytes(before.baseCopiedBytes)} → ${formatBytes(after.baseCopiedBytes)} of ${formatBytes(a.size)}, ${rounds} catch-up round(s), ${after.journalEntries} journal entries, path ${after.path}`,
+      );
 
       // The switch back: rounds until the estimate fits ioTimeout × 0.5, then the measured quiesce.
       while ((await control.status(EXPORT)).phase === 'base-copy') await new Promise((r) => setTimeout(r, 100));
@@ -241,9 +270,15 @@ async function main(): Promise<void> {
     console.log(`(a) nbdkit file          ${fmt(ma)}`);
     console.log(`(b) kura passthrough     ${fmt(mb)}`);
     console.log(`(c) kura during backup   ${fmt(mc)}`);
-    console.log(`ratio b/a (kura passthrough ÷ nbdkit):   throughput ${(mb.opsPerSec / ma.opsPerSec).toFixed(2)}   p50 ${(mb.p50 / ma.p50).toFixed(2)}×   p99 ${(mb.p99 / ma.p99).toFixed(2)}×`);
-    console.log(`ratio c/b (during backup ÷ passthrough): throughput ${(mc.opsPerSec / mb.opsPerSec).toFixed(2)}   p50 ${(mc.p50 / mb.p50).toFixed(2)}×   p99 ${(mc.p99 / mb.p99).toFixed(2)}×`);
-    console.log(`quiesce window ${mq.toFixed(2)} ms ÷ I/O timeout ${a.ioTimeoutMs} ms = ${(mq / a.ioTimeoutMs).toExponential(2)}`);
+    console.log(
+      `ratio b/a (kura passthrough ÷ nbdkit):   throughput ${(mb.opsPerSec / ma.opsPerSec).toFixed(2)}   p50 ${(mb.p50 / ma.p50).toFixed(2)}×   p99 ${(mb.p99 / ma.p99).toFixed(2)}×`,
+    );
+    console.log(
+      `ratio c/b (during backup ÷ passthrough): throughput ${(mc.opsPerSec / mb.opsPerSec).toFixed(2)}   p50 ${(mc.p50 / mb.p50).toFixed(2)}×   p99 ${(mc.p99 / mb.p99).toFixed(2)}×`,
+    );
+    console.log(
+      `quiesce window ${mq.toFixed(2)} ms ÷ I/O timeout ${a.ioTimeoutMs} ms = ${(mq / a.ioTimeoutMs).toExponential(2)}`,
+    );
   } finally {
     for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
     await rm(dir, { recursive: true, force: true });

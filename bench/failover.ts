@@ -25,8 +25,22 @@ async function main(): Promise<void> {
   const size = parseSize(arg('size', '512MiB')) ?? 512 * 1024 * 1024;
   const rate = parseSize(arg('rate', '128MiB')) ?? 128 * 1024 * 1024;
   const runs = Number(arg('runs', '3'));
-  const cfg = hospitalPreset({ vms: 1, dataVolumeSize: size, softwareVolumeSize: 4096, cartridgeCapacity: 64 * 1024 * 1024 * 1024, cartridgesPerLibrary: 2, site: 'bench' });
-  cfg.tuning = { pieceSize: '64GiB', reserveWait: '10m', copyHeartbeatTimeout: '10s', streams: 2, mode: 'failover', chunks: 10 };
+  const cfg = hospitalPreset({
+    vms: 1,
+    dataVolumeSize: size,
+    softwareVolumeSize: 4096,
+    cartridgeCapacity: 64 * 1024 * 1024 * 1024,
+    cartridgesPerLibrary: 2,
+    site: 'bench',
+  });
+  cfg.tuning = {
+    pieceSize: '64GiB',
+    reserveWait: '10m',
+    copyHeartbeatTimeout: '10s',
+    streams: 2,
+    mode: 'failover',
+    chunks: 10,
+  };
   await withLabStack('failover', cfg, async ({ paths, client, kura }) => {
     const state = new LabState(paths.labState);
     const pool = client.workflow.getHandle('pool/bench');
@@ -35,14 +49,18 @@ async function main(): Promise<void> {
     /** One backup; returns its wall time in seconds and where its chunks went. */
     const backup = async (chunks: number, faulty: boolean): Promise<{ seconds: number; report: BackupReport }> => {
       state.clearFaults();
-      for (const s of ['bks-01', 'bks-02']) state.addFault({ device: s, kind: 'slow', after: { bytes: 0 }, rateBytesPerSec: rate, once: false });
+      for (const s of ['bks-01', 'bks-02'])
+        state.addFault({ device: s, kind: 'slow', after: { bytes: 0 }, rateBytesPerSec: rate, once: false });
       if (faulty) state.addFault({ device: 'lib-01-drv-1', kind: 'fail', after: { percent: 50 }, once: false });
       const t0 = performance.now();
-      const report: BackupReport = await (await kura.startBackup('vm-001', { chunks, requestedAt: new Date(Date.UTC(2026, 0, 1) + ++n).toISOString() })).result();
+      const report: BackupReport = await (
+        await kura.startBackup('vm-001', { chunks, requestedAt: new Date(Date.UTC(2026, 0, 1) + ++n).toISOString() })
+      ).result();
       const seconds = (performance.now() - t0) / 1000;
       // Bring the faulted drive back for the next run, as an operator would.
       await pool.signal(markDeviceSignal, { device: 'lib-01-drv-1', state: 'available' });
-      while ((await pool.query(tablesQuery)).drives.some((d) => d.state === 'unavailable')) await new Promise((r) => setTimeout(r, 50));
+      while ((await pool.query(tablesQuery)).drives.some((d) => d.state === 'unavailable'))
+        await new Promise((r) => setTimeout(r, 50));
       return { seconds, report };
     };
 
@@ -57,10 +75,18 @@ async function main(): Promise<void> {
       cases.restart.push((await backup(1, true)).seconds);
     }
     const [a, b, c] = [median(cases.clean), median(cases.failover), median(cases.restart)];
-    console.log(`failover benchmark: one ${formatBytes(size)} volume, 2 streams, servers throttled to ${formatBytes(rate)}/s, dev server on 127.0.0.1, median of ${runs} runs`);
-    console.log(`  (a) no fault, 10 chunks             : ${a.toFixed(2)} s   runs ${cases.clean.map((x) => x.toFixed(2)).join(', ')}`);
-    console.log(`  (b) drive fails at 50%, 10 chunks   : ${b.toFixed(2)} s   runs ${cases.failover.map((x) => x.toFixed(2)).join(', ')}   chunks by stream: ${moved}`);
-    console.log(`  (c) old way: same fault, 1 piece     : ${c.toFixed(2)} s   runs ${cases.restart.map((x) => x.toFixed(2)).join(', ')}`);
+    console.log(
+      `failover benchmark: one ${formatBytes(size)} volume, 2 streams, servers throttled to ${formatBytes(rate)}/s, dev server on 127.0.0.1, median of ${runs} runs`,
+    );
+    console.log(
+      `  (a) no fault, 10 chunks             : ${a.toFixed(2)} s   runs ${cases.clean.map((x) => x.toFixed(2)).join(', ')}`,
+    );
+    console.log(
+      `  (b) drive fails at 50%, 10 chunks   : ${b.toFixed(2)} s   runs ${cases.failover.map((x) => x.toFixed(2)).join(', ')}   chunks by stream: ${moved}`,
+    );
+    console.log(
+      `  (c) old way: same fault, 1 piece     : ${c.toFixed(2)} s   runs ${cases.restart.map((x) => x.toFixed(2)).join(', ')}`,
+    );
     console.log(`  ratio failover/clean (b)/(a)        : ${(b / a).toFixed(3)}   (target <= 1.15)`);
     console.log(`  ratio restart/clean  (c)/(a)        : ${(c / a).toFixed(3)}`);
 

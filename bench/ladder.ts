@@ -26,15 +26,33 @@ async function main(): Promise<void> {
   // The hand-over's notification is logged at WARN; the benchmark's table is what it prints.
   process.env.KURA_LOG_LEVEL ??= 'ERROR';
   const size = parseSize(arg('size', '8MiB')) ?? 8 * 1024 * 1024;
-  const times = { aplRestart: parseDuration(arg('apl', '200ms'))!, mwRestart: parseDuration(arg('mw', '400ms'))!, osReboot: parseDuration(arg('os', '800ms'))! };
+  const times = {
+    aplRestart: parseDuration(arg('apl', '200ms'))!,
+    mwRestart: parseDuration(arg('mw', '400ms'))!,
+    osReboot: parseDuration(arg('os', '800ms'))!,
+  };
   const runs = Number(arg('runs', '1'));
   const depths = CURE_DEPTHS.filter((d) => d !== 'none');
   const vmCount = (depths.length + 1) * runs;
-  const cfg = hospitalPreset({ vms: vmCount, hosts: 2, dataVolumeSize: size, softwareVolumeSize: size / 2, site: 'bench' });
+  const cfg = hospitalPreset({
+    vms: vmCount,
+    hosts: 2,
+    dataVolumeSize: size,
+    softwareVolumeSize: size / 2,
+    site: 'bench',
+  });
   cfg.tuning = { copyHeartbeatTimeout: '30s' };
   Object.assign(cfg, {
     // A health wait a little longer than the slowest restart: a rung that does not cure costs its whole wait.
-    ladder: { attempts: 1, healthWait: `${times.osReboot + 500}ms`, healthCheckEvery: '20ms', backoff: '0ms', stabilityWindow: '0ms', healthPoll: '0ms', guardVms: true },
+    ladder: {
+      attempts: 1,
+      healthWait: `${times.osReboot + 500}ms`,
+      healthCheckEvery: '20ms',
+      backoff: '0ms',
+      stabilityWindow: '0ms',
+      healthPoll: '0ms',
+      guardVms: true,
+    },
     lab: times,
   });
   let names: string[] = [];
@@ -47,7 +65,11 @@ async function main(): Promise<void> {
       const state = new LabState(paths.labState);
 
       /** Reports a failure and waits for the ladder it starts to end; returns the wall time and the result. */
-      const recover = async (vm: string, reason: string, until?: (id: string) => Promise<void>): Promise<{ ms: number; result: LadderResult }> => {
+      const recover = async (
+        vm: string,
+        reason: string,
+        until?: (id: string) => Promise<void>,
+      ): Promise<{ ms: number; result: LadderResult }> => {
         const g0 = await client.workflow.getHandle(guardianWorkflowId(vm)).query(guardianQuery);
         const t0 = performance.now();
         await vms.reportFailure(vm, reason);
@@ -80,16 +102,26 @@ async function main(): Promise<void> {
           state.setVmFault('bench', vm, depth);
           const { ms, result } = await recover(vm, `bench ${depth}`);
           if (result.rung !== rungForDepth(depth)) throw new Error(`${depth} recovered at ${result.rung}`);
-          rows.push({ depth, rung: result.rung, total: ms, lab: labMs(result.view), rungs: result.view.rungs.filter((r) => r.attempts.length > 0).length });
+          rows.push({
+            depth,
+            rung: result.rung,
+            total: ms,
+            lab: labMs(result.view),
+            rungs: result.view.rungs.filter((r) => r.attempts.length > 0).length,
+          });
         }
       }
 
-      console.log(`ladder benchmark: lab restarts apl ${times.aplRestart} ms, mw ${times.mwRestart} ms, os ${times.osReboot} ms; data volume ${size} bytes; ${runs} run(s); dev server (SQLite) on 127.0.0.1`);
+      console.log(
+        `ladder benchmark: lab restarts apl ${times.aplRestart} ms, mw ${times.mwRestart} ms, os ${times.osReboot} ms; data volume ${size} bytes; ${runs} run(s); dev server (SQLite) on 127.0.0.1`,
+      );
       console.log('');
       console.log('  cure depth  cured at         rungs  time to recovery  lab time   orchestration  overhead/rung');
       for (const r of rows) {
         const over = r.total - r.lab;
-        console.log(`  ${r.depth.padEnd(10)}  ${r.rung.padEnd(15)}  ${String(r.rungs).padStart(5)}  ${fmt(r.total).padStart(16)}  ${fmt(r.lab).padStart(8)}  ${fmt(over).padStart(13)}  ${fmt(over / r.rungs).padStart(13)}`);
+        console.log(
+          `  ${r.depth.padEnd(10)}  ${r.rung.padEnd(15)}  ${String(r.rungs).padStart(5)}  ${fmt(r.total).padStart(16)}  ${fmt(r.lab).padStart(8)}  ${fmt(over).padStart(13)}  ${fmt(over / r.rungs).padStart(13)}`,
+        );
       }
 
       // A VM recreated from its two images (S18) vs the five manual steps of seed 000.
@@ -111,15 +143,23 @@ async function main(): Promise<void> {
       const manualMs = steps.installOs + steps.installDb + steps.restoreDb + steps.installPrograms + steps.configure;
       console.log('');
       console.log('  restore of a VM                              time');
-      console.log(`  from its software + data images (measured)   ${fmt(rebuildMs).padStart(10)}   (${result.outcome}, volumes of ${size + size / 2} bytes, incl. health check)`);
-      console.log(`  seed 000 five-step rebuild (kura.yaml)       ${fmt(manualMs).padStart(10)}   (install OS ${steps.installOs / 60_000} m, DB software ${steps.installDb / 60_000} m, restore DB ${steps.restoreDb / 60_000} m, programs ${steps.installPrograms / 60_000} m, configure ${steps.configure / 60_000} m)`);
+      console.log(
+        `  from its software + data images (measured)   ${fmt(rebuildMs).padStart(10)}   (${result.outcome}, volumes of ${size + size / 2} bytes, incl. health check)`,
+      );
+      console.log(
+        `  seed 000 five-step rebuild (kura.yaml)       ${fmt(manualMs).padStart(10)}   (install OS ${steps.installOs / 60_000} m, DB software ${steps.installDb / 60_000} m, restore DB ${steps.restoreDb / 60_000} m, programs ${steps.installPrograms / 60_000} m, configure ${steps.configure / 60_000} m)`,
+      );
       console.log(`  ratio five-step / image restore              ${(manualMs / rebuildMs).toFixed(0)}×`);
 
       state.close();
     },
     // The guardians run forever: end them once no worker is left to complete their tasks.
     async (client) => {
-      for (const vm of names) await client.workflow.getHandle(guardianWorkflowId(vm)).terminate('benchmark done').catch(() => undefined);
+      for (const vm of names)
+        await client.workflow
+          .getHandle(guardianWorkflowId(vm))
+          .terminate('benchmark done')
+          .catch(() => undefined);
     },
   );
 }

@@ -44,20 +44,34 @@ async function main(): Promise<void> {
     await client.workflow.execute('emptyWorkflow', { taskQueue: 'bench-empty', workflowId: 'warm-empty' });
     await (await kura.startBackup(vms[0]!, { requestedAt: new Date(0).toISOString() })).result();
 
-    const emptySeconds = await window(n, k, (i) => client.workflow.execute('emptyWorkflow', { taskQueue: 'bench-empty', workflowId: `empty-${i}` }));
+    const emptySeconds = await window(n, k, (i) =>
+      client.workflow.execute('emptyWorkflow', { taskQueue: 'bench-empty', workflowId: `empty-${i}` }),
+    );
     const at = Date.now();
     const fleetT0 = performance.now();
-    const fleet = await (await kura.startFleet('all', { concurrency: k, requestedAt: new Date(at + n + 1000).toISOString() })).result();
+    const fleet = await (
+      await kura.startFleet('all', { concurrency: k, requestedAt: new Date(at + n + 1000).toISOString() })
+    ).result();
     const fleetSeconds = (performance.now() - fleetT0) / 1000;
-    const backupSeconds = await window(n, k, (i) => kura.startBackup(vms[i]!, { requestedAt: new Date(at + i).toISOString() }).then((h) => h.result()));
+    const backupSeconds = await window(n, k, (i) =>
+      kura.startBackup(vms[i]!, { requestedAt: new Date(at + i).toISOString() }).then((h) => h.result()),
+    );
 
     const emptyRate = n / emptySeconds;
     const backupRate = n / backupSeconds;
-    console.log(`spine benchmark: N=${n} backups of ${size} bytes each, concurrency bound K=${k}, dev server (SQLite) on 127.0.0.1`);
+    console.log(
+      `spine benchmark: N=${n} backups of ${size} bytes each, concurrency bound K=${k}, dev server (SQLite) on 127.0.0.1`,
+    );
     console.log(`  empty workflows     : ${emptySeconds.toFixed(2)} s, ${emptyRate.toFixed(1)} workflows/s`);
-    console.log(`  end-to-end backups  : ${backupSeconds.toFixed(2)} s, ${backupRate.toFixed(1)} backups/s (${((n * size) / backupSeconds / 1024 / 1024).toFixed(1)} MiB/s)`);
-    console.log(`  ratio backups/empty : ${(backupRate / emptyRate).toFixed(3)}  (each backup is 12 activities: resolve, reserve, record start, zone, mount, copy, verify, record, tape catalog, unmount, unzone, release)`);
-    console.log(`  fleet run (children): ${fleetSeconds.toFixed(2)} s, ${(n / fleetSeconds).toFixed(1)} backups/s, ${fleet.succeeded} succeeded, ${fleet.failed} failed`);
+    console.log(
+      `  end-to-end backups  : ${backupSeconds.toFixed(2)} s, ${backupRate.toFixed(1)} backups/s (${((n * size) / backupSeconds / 1024 / 1024).toFixed(1)} MiB/s)`,
+    );
+    console.log(
+      `  ratio backups/empty : ${(backupRate / emptyRate).toFixed(3)}  (each backup is 12 activities: resolve, reserve, record start, zone, mount, copy, verify, record, tape catalog, unmount, unzone, release)`,
+    );
+    console.log(
+      `  fleet run (children): ${fleetSeconds.toFixed(2)} s, ${(n / fleetSeconds).toFixed(1)} backups/s, ${fleet.succeeded} succeeded, ${fleet.failed} failed`,
+    );
 
     baseline.shutdown();
     await baselineRun;

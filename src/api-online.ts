@@ -21,15 +21,35 @@ export interface OnlineJobOptions {
 }
 
 /** Starts an online backup of a VM's data volume (or array/volume); fails fast on an unknown target. */
-export async function startOnlineBackup(kura: Kura, target: string, opts: OnlineJobOptions = {}): Promise<WorkflowHandle<typeof onlineBackup>> {
+export async function startOnlineBackup(
+  kura: Kura,
+  target: string,
+  opts: OnlineJobOptions = {},
+): Promise<WorkflowHandle<typeof onlineBackup>> {
   const { config } = kura.loaded;
   const site = findSite(config, opts.site);
   const { array, volume } = resolveTargetRef(site, target);
-  const parsed = OnlineSettingsSchema.safeParse({ ioTimeoutMs: config.datapath.ioTimeout, safetyFactor: config.datapath.safetyFactor, ...opts.settings });
-  if (!parsed.success) throw new InvalidInputError(`invalid online backup settings: ${parsed.error.issues.map((i) => `${formatPath(i.path)}: ${i.message}`).join('; ')}`);
+  const parsed = OnlineSettingsSchema.safeParse({
+    ioTimeoutMs: config.datapath.ioTimeout,
+    safetyFactor: config.datapath.safetyFactor,
+    ...opts.settings,
+  });
+  if (!parsed.success)
+    throw new InvalidInputError(
+      `invalid online backup settings: ${parsed.error.issues.map((i) => `${formatPath(i.path)}: ${i.message}`).join('; ')}`,
+    );
   const requestedAt = opts.requestedAt ?? new Date().toISOString();
   return kura.start<typeof onlineBackup>('onlineBackup', `online/${array}/${volume}/${compactTime(requestedAt)}`, {
-    args: [{ site: site.name, target, requestedBy: opts.requestedBy ?? cliUser(), requestedAt, settings: parsed.data, deviceAttempts: opts.deviceAttempts ?? 5 }],
+    args: [
+      {
+        site: site.name,
+        target,
+        requestedBy: opts.requestedBy ?? cliUser(),
+        requestedAt,
+        settings: parsed.data,
+        deviceAttempts: opts.deviceAttempts ?? 5,
+      },
+    ],
     kind: JobKind.OnlineBackup,
     target,
     site: site.name,

@@ -48,13 +48,26 @@ export class Kura {
    * Starts a backup of a VM's data volume (or array/volume); fails fast on an unknown target.
    * Streams, mode and chunks default to kura.yaml's `tuning` (a policy's, when `policy` is named).
    */
-  async startBackup(target: string, opts: JobOptions & Partial<CopySettings> & { policy?: string } = {}): Promise<WorkflowHandle<typeof sanOperation>> {
+  async startBackup(
+    target: string,
+    opts: JobOptions & Partial<CopySettings> & { policy?: string } = {},
+  ): Promise<WorkflowHandle<typeof sanOperation>> {
     const site = findSite(this.loaded.config, opts.site);
     resolveTargetRef(site, target);
     const requestedAt = opts.requestedAt ?? new Date().toISOString();
     const workflowId = `op/backup/${target}/${compactTime(requestedAt)}`;
     return this.start<typeof sanOperation>('sanOperation', workflowId, {
-      args: [{ kind: 'backup', site: site.name, target, requestedBy: opts.requestedBy ?? cliUser(), requestedAt, ...this.copy(site.name, opts), tuning: this.tuning(opts.tuning) }],
+      args: [
+        {
+          kind: 'backup',
+          site: site.name,
+          target,
+          requestedBy: opts.requestedBy ?? cliUser(),
+          requestedAt,
+          ...this.copy(site.name, opts),
+          tuning: this.tuning(opts.tuning),
+        },
+      ],
       kind: JobKind.Backup,
       target,
       site: site.name,
@@ -64,13 +77,21 @@ export class Kura {
 
   private copy(site: string, opts: Partial<CopySettings> & { policy?: string }): CopySettings {
     const base = copySettings(this.loaded.config, site, opts.policy);
-    const out: CopySettings = { streams: opts.streams ?? base.streams, mode: opts.mode ?? base.mode, chunks: opts.chunks ?? base.chunks };
+    const out: CopySettings = {
+      streams: opts.streams ?? base.streams,
+      mode: opts.mode ?? base.mode,
+      chunks: opts.chunks ?? base.chunks,
+    };
     if (opts.chunkSize !== undefined) out.chunkSize = opts.chunkSize;
     return out;
   }
 
   /** Starts a restore of a backup into a new file. */
-  async startRestore(backupId: string, destination: string, opts: JobOptions = {}): Promise<WorkflowHandle<typeof restore>> {
+  async startRestore(
+    backupId: string,
+    destination: string,
+    opts: JobOptions = {},
+  ): Promise<WorkflowHandle<typeof restore>> {
     const id = BackupIdSchema.safeParse(backupId);
     if (!id.success) throw new InvalidInputError(`"${backupId}" is not a backup id: ${id.error.issues[0]?.message}`);
     const requestedAt = opts.requestedAt ?? new Date().toISOString();
@@ -78,7 +99,15 @@ export class Kura {
     const target = backupId.slice(0, backupId.lastIndexOf('@'));
     const site = findSite(this.loaded.config, opts.site);
     return this.start<typeof restore>('restore', workflowId, {
-      args: [{ backupId, destination, requestedBy: opts.requestedBy ?? cliUser(), requestedAt, tuning: this.tuning(opts.tuning) }],
+      args: [
+        {
+          backupId,
+          destination,
+          requestedBy: opts.requestedBy ?? cliUser(),
+          requestedAt,
+          tuning: this.tuning(opts.tuning),
+        },
+      ],
       kind: JobKind.Restore,
       target,
       site: site.name,
@@ -87,12 +116,26 @@ export class Kura {
   }
 
   /** Starts a fleet run: every target of a policy (`all`: every VM), `concurrency` at once. */
-  async startFleet(policy: string, opts: JobOptions & { concurrency?: number; targets?: string[] } = {}): Promise<WorkflowHandle<typeof fleetProtection>> {
+  async startFleet(
+    policy: string,
+    opts: JobOptions & { concurrency?: number; targets?: string[] } = {},
+  ): Promise<WorkflowHandle<typeof fleetProtection>> {
     const site = findSite(this.loaded.config, opts.site);
     const requestedAt = opts.requestedAt ?? new Date().toISOString();
     const workflowId = `fleet/${policy}/${compactTime(requestedAt)}`;
     return this.start<typeof fleetProtection>('fleetProtection', workflowId, {
-      args: [{ site: site.name, policy, requestedBy: opts.requestedBy ?? cliUser(), requestedAt, concurrency: opts.concurrency, targets: opts.targets, tuning: opts.tuning ? this.tuning(opts.tuning) : undefined, done: [] }],
+      args: [
+        {
+          site: site.name,
+          policy,
+          requestedBy: opts.requestedBy ?? cliUser(),
+          requestedAt,
+          concurrency: opts.concurrency,
+          targets: opts.targets,
+          tuning: opts.tuning ? this.tuning(opts.tuning) : undefined,
+          done: [],
+        },
+      ],
       kind: JobKind.Fleet,
       target: policy,
       site: site.name,
@@ -124,7 +167,11 @@ export class Kura {
       })) as WorkflowHandle<W>;
     } catch (err) {
       if (err instanceof WorkflowExecutionAlreadyStartedError) {
-        throw new KuraError(ErrorType.AlreadyRunning, `${workflowId} was already started; watch it in the Temporal UI or wait a second and ask again`, { cause: err });
+        throw new KuraError(
+          ErrorType.AlreadyRunning,
+          `${workflowId} was already started; watch it in the Temporal UI or wait a second and ask again`,
+          { cause: err },
+        );
       }
       throw err;
     }
@@ -159,11 +206,21 @@ export class Kura {
         const handle = this.client.schedule.getHandle(scheduleId);
         try {
           await handle.describe();
-          await handle.update((prev) => ({ ...prev, spec, action, policies: { ...prev.policies, overlap: ScheduleOverlapPolicy.SKIP } }));
+          await handle.update((prev) => ({
+            ...prev,
+            spec,
+            action,
+            policies: { ...prev.policies, overlap: ScheduleOverlapPolicy.SKIP },
+          }));
           out.updated.push(scheduleId);
         } catch (err) {
           if (!(err instanceof ScheduleNotFoundError)) throw err;
-          await this.client.schedule.create({ scheduleId, spec, action, policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 hour' } });
+          await this.client.schedule.create({
+            scheduleId,
+            spec,
+            action,
+            policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 hour' },
+          });
           out.created.push(scheduleId);
         }
       }

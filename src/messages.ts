@@ -7,7 +7,15 @@ import type { Grant, MarkRequest, PoolTables, ReleaseRequest, ReserveRequest } f
 import type { PlanView, Progress } from './domain/jobs';
 import type { FleetProgress } from './domain/fleet';
 import type { OnlineProgress } from './domain/datapath';
-import type { DataBackupRequest, FailureReport, GuardianView, ImageRecord, LadderView, RebuildRequest, ResolveRequest } from './domain/ladder';
+import type {
+  DataBackupRequest,
+  FailureReport,
+  GuardianView,
+  ImageRecord,
+  LadderView,
+  RebuildRequest,
+  ResolveRequest,
+} from './domain/ladder';
 
 /** Resource pool: grant N disjoint streams to a job, all or nothing. */
 export const reserveStreamsUpdate = defineUpdate<Grant, [ReserveRequest]>('reserve-streams');

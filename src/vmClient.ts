@@ -12,8 +12,22 @@ import type { LoadedConfig } from './config/load';
 import { findSite } from './config/targets';
 import { ErrorType, InvalidInputError, KuraError, NotFoundError, NotWaitingError, formatPath } from './domain/errors';
 import type { Site } from './domain/inventory';
-import { RebuildRequestSchema, ResolveRequestSchema, ladderPolicy, type GuardianView, type ImageRecord, type LadderView } from './domain/ladder';
-import { failureDetectedSignal, guardianQuery, ladderQuery, rebuildUpdate, requestDataBackupUpdate, resolveUpdate } from './messages';
+import {
+  RebuildRequestSchema,
+  ResolveRequestSchema,
+  ladderPolicy,
+  type GuardianView,
+  type ImageRecord,
+  type LadderView,
+} from './domain/ladder';
+import {
+  failureDetectedSignal,
+  guardianQuery,
+  ladderQuery,
+  rebuildUpdate,
+  requestDataBackupUpdate,
+  resolveUpdate,
+} from './messages';
 import { CONTROL_TASK_QUEUE, JobKind, KuraKind, KuraSite, KuraTarget, KuraVm } from './search-attributes';
 import type { vmGuardian } from './workflows';
 
@@ -26,7 +40,13 @@ export function guardianWorkflowId(vm: string): string {
  * Starts the guardian of a VM unless it runs already (then returns the running one). The policy is
  * the `ladder` section of kura.yaml at start; a running guardian keeps the one it started with.
  */
-export async function ensureGuardian(client: Client, loaded: LoadedConfig, site: Site, vm: string, taskQueue: string = CONTROL_TASK_QUEUE): Promise<WorkflowHandle<typeof vmGuardian>> {
+export async function ensureGuardian(
+  client: Client,
+  loaded: LoadedConfig,
+  site: Site,
+  vm: string,
+  taskQueue: string = CONTROL_TASK_QUEUE,
+): Promise<WorkflowHandle<typeof vmGuardian>> {
   siteOfVm(loaded, vm, site.name);
   const policy = ladderPolicy(loaded.config.ladder, loaded.config.tuning.copyHeartbeatTimeout);
   return client.workflow.start<typeof vmGuardian>('vmGuardian', {
@@ -45,7 +65,11 @@ export async function ensureGuardian(client: Client, loaded: LoadedConfig, site:
 }
 
 /** Starts every VM's guardian of every site, a few at a time. */
-export async function ensureGuardians(client: Client, loaded: LoadedConfig, taskQueue: string = CONTROL_TASK_QUEUE): Promise<number> {
+export async function ensureGuardians(
+  client: Client,
+  loaded: LoadedConfig,
+  taskQueue: string = CONTROL_TASK_QUEUE,
+): Promise<number> {
   const all = loaded.config.sites.flatMap((s) => s.vms.map((v) => ({ site: s, vm: v.name })));
   let next = 0;
   await Promise.all(
@@ -68,7 +92,10 @@ export function siteOfVm(loaded: LoadedConfig, vm: string, siteName?: string): S
   const site = sites.find((s) => s.vms.some((v) => v.name === vm));
   if (!site) {
     const some = sites.flatMap((s) => s.vms.slice(0, 3).map((v) => v.name));
-    throw new NotFoundError(`no VM "${vm}"${siteName === undefined ? '' : ` in site ${siteName}`} in ${loaded.file}${some.length ? `; VMs include ${some.join(', ')}` : ''}`, { vm, site: siteName });
+    throw new NotFoundError(
+      `no VM "${vm}"${siteName === undefined ? '' : ` in site ${siteName}`} in ${loaded.file}${some.length ? `; VMs include ${some.join(', ')}` : ''}`,
+      { vm, site: siteName },
+    );
   }
   return site;
 }
@@ -88,7 +115,9 @@ export class KuraVms extends Kura {
   /** Update `requestDataBackup`: an image of the data volume now, verified and kept (K most recent). */
   async backupData(vm: string, opts: { site?: string; requestedBy?: string } = {}): Promise<ImageRecord> {
     const handle = await this.guardian(vm, opts.site);
-    return asKuraError(() => handle.executeUpdate(requestDataBackupUpdate, { args: [{ requestedBy: opts.requestedBy ?? cliUser() }] }));
+    return asKuraError(() =>
+      handle.executeUpdate(requestDataBackupUpdate, { args: [{ requestedBy: opts.requestedBy ?? cliUser() }] }),
+    );
   }
 
   /** Signal `failureDetected`: the VM (or a monitor) reports a failure. */
@@ -104,7 +133,11 @@ export class KuraVms extends Kura {
     try {
       return await this.client.workflow.getHandle(guardianWorkflowId(vm)).query(guardianQuery);
     } catch (err) {
-      if (err instanceof WorkflowNotFoundError) throw new NotFoundError(`${vm} has no guardian yet; it starts with the worker, or with \`kura vm backup-data ${vm}\``, { vm });
+      if (err instanceof WorkflowNotFoundError)
+        throw new NotFoundError(
+          `${vm} has no guardian yet; it starts with the worker, or with \`kura vm backup-data ${vm}\``,
+          { vm },
+        );
       throw err;
     }
   }
@@ -129,7 +162,10 @@ export class KuraVms extends Kura {
     const req = parseOrRefuse(RebuildRequestSchema, { host, by: opts.by ?? cliUser() }, 'rebuild');
     const site = this.siteOf(vm, opts.site);
     if (!site.hosts.some((h) => h.name === host)) {
-      throw new NotFoundError(`no host "${host}" in site ${site.name}; substitute hosts are: ${site.hosts.map((h) => h.name).join(', ')}`, { host, site: site.name });
+      throw new NotFoundError(
+        `no host "${host}" in site ${site.name}; substitute hosts are: ${site.hosts.map((h) => h.name).join(', ')}`,
+        { host, site: site.name },
+      );
     }
     const id = await this.waitingLadder(vm, 'rebuild', opts.site);
     return asKuraError(() => this.client.workflow.getHandle(id).executeUpdate(rebuildUpdate, { args: [req] }));
@@ -138,13 +174,24 @@ export class KuraVms extends Kura {
   /** The ladder of a VM that waits for a person; NotWaiting when there is none. */
   private async waitingLadder(vm: string, what: string, site?: string): Promise<string> {
     const g = await this.guardianView(vm, { site }).catch((err: unknown) => {
-      if (err instanceof NotFoundError) throw new NotWaitingError(`cannot ${what} ${vm}: no recovery ladder of it is waiting for a person (it has no guardian)`, { vm });
+      if (err instanceof NotFoundError)
+        throw new NotWaitingError(
+          `cannot ${what} ${vm}: no recovery ladder of it is waiting for a person (it has no guardian)`,
+          { vm },
+        );
       throw err;
     });
-    if (!g.currentLadder) throw new NotWaitingError(`cannot ${what} ${vm}: no recovery ladder of it is running${g.state.lastLadder ? ` (the last one, ${g.state.lastLadder}, has ended)` : ''}`, { vm });
+    if (!g.currentLadder)
+      throw new NotWaitingError(
+        `cannot ${what} ${vm}: no recovery ladder of it is running${g.state.lastLadder ? ` (the last one, ${g.state.lastLadder}, has ended)` : ''}`,
+        { vm },
+      );
     const view = await this.client.workflow.getHandle(g.currentLadder).query(ladderQuery);
     if (view.status !== 'waiting-for-human') {
-      throw new NotWaitingError(`cannot ${what} ${vm}: its ladder ${view.workflowId} is ${view.status} at ${view.currentRung ?? 'its first rung'}, not waiting for a person`, { vm, ladder: view.workflowId });
+      throw new NotWaitingError(
+        `cannot ${what} ${vm}: its ladder ${view.workflowId} is ${view.status} at ${view.currentRung ?? 'its first rung'}, not waiting for a person`,
+        { vm, ladder: view.workflowId },
+      );
     }
     return g.currentLadder;
   }
@@ -179,5 +226,8 @@ function parseOrRefuse<S extends ZodType>(schema: S, value: unknown, what: strin
   const r = schema.safeParse(value);
   if (r.success) return r.data;
   const issues = r.error.issues.map((i) => ({ path: formatPath(i.path), message: i.message }));
-  throw new InvalidInputError(`invalid ${what} request: ${issues.map((i) => `${i.path || 'request'}: ${i.message}`).join('; ')}`, issues);
+  throw new InvalidInputError(
+    `invalid ${what} request: ${issues.map((i) => `${i.path || 'request'}: ${i.message}`).join('; ')}`,
+    issues,
+  );
 }

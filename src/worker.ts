@@ -5,7 +5,14 @@
  * runs its own worker; the embedded stack runs them all in this one process.
  */
 import { Client, Connection } from '@temporalio/client';
-import { DefaultLogger, NativeConnection, Runtime, Worker, type LogLevel, type WorkerOptions } from '@temporalio/worker';
+import {
+  DefaultLogger,
+  NativeConnection,
+  Runtime,
+  Worker,
+  type LogLevel,
+  type WorkerOptions,
+} from '@temporalio/worker';
 import { loadConfig, configPath, type LoadedConfig } from './config/load';
 import { kuraPaths, type KuraPaths } from './config/paths';
 import { Catalog } from './catalog/store';
@@ -97,7 +104,9 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
         connection,
         namespace: conn.namespace,
         taskQueue,
-        ...(opts.workflowBundle ? { workflowBundle: opts.workflowBundle } : { workflowsPath: require.resolve('./workflows') }),
+        ...(opts.workflowBundle
+          ? { workflowBundle: opts.workflowBundle }
+          : { workflowsPath: require.resolve('./workflows') }),
         activities: {
           ...createControlActivities({ loaded, paths, drivers, catalog }),
           ...createPoolActivities({ client, sites: () => loaded.config.sites }),
@@ -107,7 +116,9 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
       }),
     );
   }
-  const servers = loaded.config.sites.flatMap((s) => s.servers.map((srv) => srv.name)).filter((n) => !opts.servers || opts.servers.includes(n));
+  const servers = loaded.config.sites
+    .flatMap((s) => s.servers.map((srv) => srv.name))
+    .filter((n) => !opts.servers || opts.servers.includes(n));
   for (const server of new Set(servers)) {
     workers.push(
       await Worker.create({
@@ -152,7 +163,9 @@ async function main(): Promise<void> {
   // A prebuilt workflow bundle (bundleWorkflowCode) saves the bundling time at every start.
   const bundle = process.env.KURA_WORKFLOW_BUNDLE;
   const workers = await startKuraWorkers({ loaded, workflowBundle: bundle ? { codePath: bundle } : undefined });
-  console.log(`kura: workers running on ${workers.taskQueue} and ${loaded.config.sites.flatMap((s) => s.servers).length} backup server queue(s); Ctrl-C stops them`);
+  console.log(
+    `kura: workers running on ${workers.taskQueue} and ${loaded.config.sites.flatMap((s) => s.servers).length} backup server queue(s); Ctrl-C stops them`,
+  );
   const stop = () => void workers.shutdown();
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);

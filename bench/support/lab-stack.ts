@@ -37,7 +37,12 @@ export interface LabStack {
  * `afterWorkers` runs once the workers are stopped, before the connection closes (e.g. to end
  * long-lived workflows the run started, with nobody left to complete their tasks).
  */
-export async function withLabStack(name: string, cfg: ConfigInput, run: (s: LabStack) => Promise<void>, afterWorkers?: (client: Client) => Promise<void>): Promise<void> {
+export async function withLabStack(
+  name: string,
+  cfg: ConfigInput,
+  run: (s: LabStack) => Promise<void>,
+  afterWorkers?: (client: Client) => Promise<void>,
+): Promise<void> {
   const dir = mkdtempSync(path.join(os.tmpdir(), `kura-bench-${name}-`));
   const server = await startDevServer({ headless: true, dbFile: path.join(dir, 'temporal.db') });
   let workers: KuraWorkers | undefined;

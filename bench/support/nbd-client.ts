@@ -4,7 +4,16 @@
  * every server the benchmark compares, so the differences are the servers'.
  */
 import * as net from 'node:net';
-import { Cmd, FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES, IHAVEOPT, Info, Opt, REQUEST_MAGIC, Rep } from '../../src/datapath/protocol';
+import {
+  Cmd,
+  FLAG_FIXED_NEWSTYLE,
+  FLAG_NO_ZEROES,
+  IHAVEOPT,
+  Info,
+  Opt,
+  REQUEST_MAGIC,
+  Rep,
+} from '../../src/datapath/protocol';
 
 export class BenchNbdClient {
   private chunks: Buffer[] = [];

@@ -55,8 +55,17 @@ const CompleteInput = z.object({
   pieces: z.array(PieceRecordSchema),
   streams: z.array(StreamRecordSchema).default([]),
 });
-const FailInput = z.object({ backupId: z.string(), error: z.string(), endedAt: z.string(), streams: z.array(StreamRecordSchema).default([]) });
-const ZoneInput = z.object({ site: z.string().min(1), name: z.string().min(1), members: z.array(z.string().min(1)).min(2) });
+const FailInput = z.object({
+  backupId: z.string(),
+  error: z.string(),
+  endedAt: z.string(),
+  streams: z.array(StreamRecordSchema).default([]),
+});
+const ZoneInput = z.object({
+  site: z.string().min(1),
+  name: z.string().min(1),
+  members: z.array(z.string().min(1)).min(2),
+});
 const UnzoneInput = z.object({ site: z.string().min(1), name: z.string().min(1) });
 const TapeAtInput = z.object({ ...TapeAddressInput.shape, position: z.number().int().min(0) });
 const WriteCatalogInput = z.object({ at: TapeAtInput, entry: TapeCatalogEntrySchema });
@@ -87,7 +96,12 @@ export function createControlActivities(deps: ControlDeps) {
     },
 
     /** Seed 003 Fig. 8: the backup manager mounts a cartridge in a drive; returns the append point. */
-    async loadTape(input: { site: string; library: string; drive: string; tape: string }): Promise<{ endOfData: number; capacityBytes: number }> {
+    async loadTape(input: {
+      site: string;
+      library: string;
+      drive: string;
+      tape: string;
+    }): Promise<{ endOfData: number; capacityBytes: number }> {
       return mapFailures(() => drivers.tape.load(parseInput(TapeAddressInput, input, 'tape address')));
     },
 
@@ -101,7 +115,13 @@ export function createControlActivities(deps: ControlDeps) {
     },
 
     /** Records every piece and marks the backup complete, in one transaction. */
-    async completeBackup(input: { backupId: string; endedAt: string; sha256: string | null; pieces: PieceRecord[]; streams?: StreamRecord[] }): Promise<BackupRecord> {
+    async completeBackup(input: {
+      backupId: string;
+      endedAt: string;
+      sha256: string | null;
+      pieces: PieceRecord[];
+      streams?: StreamRecord[];
+    }): Promise<BackupRecord> {
       return mapFailures(async () => {
         const c = parseInput(CompleteInput, input, 'completed backup');
         return catalog.completeBackup(c.backupId, c);
@@ -109,7 +129,12 @@ export function createControlActivities(deps: ControlDeps) {
     },
 
     /** Marks a backup failed with the reason and what became of each of its streams. */
-    async failBackup(input: { backupId: string; error: string; endedAt: string; streams?: StreamRecord[] }): Promise<void> {
+    async failBackup(input: {
+      backupId: string;
+      error: string;
+      endedAt: string;
+      streams?: StreamRecord[];
+    }): Promise<void> {
       return mapFailures(async () => {
         const f = parseInput(FailInput, input, 'failed backup');
         catalog.failBackup(f.backupId, f.error, f.endedAt, f.streams);
@@ -133,7 +158,10 @@ export function createControlActivities(deps: ControlDeps) {
     },
 
     /** Seed 004 step 1170: writes the job's catalog rows of one cartridge onto it, after its data. */
-    async writeTapeCatalog(input: { at: { site: string; library: string; drive: string; tape: string; position: number }; entry: TapeCatalogEntry }): Promise<{ nextPosition: number }> {
+    async writeTapeCatalog(input: {
+      at: { site: string; library: string; drive: string; tape: string; position: number };
+      entry: TapeCatalogEntry;
+    }): Promise<{ nextPosition: number }> {
       return mapFailures(async () => {
         const w = parseInput(WriteCatalogInput, input, 'tape catalog');
         return drivers.tape.writeCatalog(w.at, w.entry);
@@ -141,7 +169,13 @@ export function createControlActivities(deps: ControlDeps) {
     },
 
     /** Ends a cartridge's recorded data where a failed job began writing, so nothing it left remains. */
-    async eraseTape(input: { site: string; library: string; drive: string; tape: string; position: number }): Promise<void> {
+    async eraseTape(input: {
+      site: string;
+      library: string;
+      drive: string;
+      tape: string;
+      position: number;
+    }): Promise<void> {
       return mapFailures(async () => drivers.tape.eraseFrom(parseInput(TapeAtInput, input, 'tape position')));
     },
 
@@ -150,12 +184,20 @@ export function createControlActivities(deps: ControlDeps) {
      * it into the restore file and checks its SHA-256. The image path is relative to Kura's home and
      * must stay inside it. A retry simply copies again.
      */
-    async readDiskPiece(input: { image: string; position: number; sizeBytes: number; sha256: string; destination: { path: string; offset: number } }): Promise<{ sha256: string; bytes: number }> {
+    async readDiskPiece(input: {
+      image: string;
+      position: number;
+      sizeBytes: number;
+      sha256: string;
+      destination: { path: string; offset: number };
+    }): Promise<{ sha256: string; bytes: number }> {
       return mapFailures(async () => {
         const r = parseInput(DiskPieceInput, input, 'disk piece');
         const file = path.resolve(paths.home, r.image);
-        if (path.relative(paths.home, file).startsWith('..')) throw new InvalidInputError(`disk piece ${r.image} lies outside Kura's home ${paths.home}`);
-        if (!existsSync(file)) throw new NotFoundError(`the image ${file} of this backup is gone from disk backup storage`);
+        if (path.relative(paths.home, file).startsWith('..'))
+          throw new InvalidInputError(`disk piece ${r.image} lies outside Kura's home ${paths.home}`);
+        if (!existsSync(file))
+          throw new NotFoundError(`the image ${file} of this backup is gone from disk backup storage`);
         await mkdir(path.dirname(r.destination.path), { recursive: true });
         const src = await open(file, 'r');
         // O_CREAT without O_TRUNC: other pieces of the same restore may already be in the file.
@@ -163,10 +205,13 @@ export function createControlActivities(deps: ControlDeps) {
         const hash = createHash('sha256');
         try {
           const buf = Buffer.allocUnsafe(4 * 1024 * 1024);
-          for (let done = 0; done < r.sizeBytes; ) {
+          for (let done = 0; done < r.sizeBytes;) {
             const want = Math.min(buf.length, r.sizeBytes - done);
             const { bytesRead } = await src.read(buf, 0, want, r.position + done);
-            if (bytesRead !== want) throw new ChecksumMismatchError(`the image ${file} ends after ${r.position + done + bytesRead} bytes, before the ${r.sizeBytes} the catalog recorded`);
+            if (bytesRead !== want)
+              throw new ChecksumMismatchError(
+                `the image ${file} ends after ${r.position + done + bytesRead} bytes, before the ${r.sizeBytes} the catalog recorded`,
+              );
             hash.update(buf.subarray(0, want));
             await dst.write(buf, 0, want, r.destination.offset + done);
             done += want;
@@ -178,7 +223,10 @@ export function createControlActivities(deps: ControlDeps) {
           await dst.close();
         }
         const sha256 = hash.digest('hex');
-        if (sha256 !== r.sha256) throw new ChecksumMismatchError(`the image ${file} hashes to ${sha256} but the catalog recorded ${r.sha256}; disk backup storage did not keep it`);
+        if (sha256 !== r.sha256)
+          throw new ChecksumMismatchError(
+            `the image ${file} hashes to ${sha256} but the catalog recorded ${r.sha256}; disk backup storage did not keep it`,
+          );
         return { sha256, bytes: r.sizeBytes };
       });
     },
@@ -192,11 +240,15 @@ export function createControlActivities(deps: ControlDeps) {
     },
 
     /** A complete backup, its pieces and streams; NotFound for an unknown id, InvalidInput when not complete. */
-    async findBackup(input: { backupId: string }): Promise<{ backup: BackupRecord; pieces: PieceRecord[]; streams: StreamRecord[] }> {
+    async findBackup(input: {
+      backupId: string;
+    }): Promise<{ backup: BackupRecord; pieces: PieceRecord[]; streams: StreamRecord[] }> {
       return mapFailures(async () => {
         const backup = catalog.backup(input.backupId);
         if (backup.status !== 'complete') {
-          throw new InvalidInputError(`backup ${backup.backupId} is ${backup.status}${backup.error ? ` (${backup.error})` : ''}; only complete backups can be restored — \`kura catalog list --target ${backup.target}\` shows the others`);
+          throw new InvalidInputError(
+            `backup ${backup.backupId} is ${backup.status}${backup.error ? ` (${backup.error})` : ''}; only complete backups can be restored — \`kura catalog list --target ${backup.target}\` shows the others`,
+          );
         }
         return { backup, pieces: catalog.piecesOf(backup.backupId), streams: catalog.streamsOf(backup.backupId) };
       });
@@ -206,7 +258,10 @@ export function createControlActivities(deps: ControlDeps) {
      * Checks a restore destination before anything is written (see checkRestoreDestination) and
      * names the partial file the pieces are written to until the restore is verified.
      */
-    async prepareRestore(input: { destination: string; job: string }): Promise<{ destination: string; partial: string }> {
+    async prepareRestore(input: {
+      destination: string;
+      job: string;
+    }): Promise<{ destination: string; partial: string }> {
       return mapFailures(async () => {
         const { destination, job } = parseInput(RestorePaths, input, 'restore destination');
         const abs = checkRestoreDestination(destination, paths.restoreRoots, loaded.file);
@@ -218,21 +273,33 @@ export function createControlActivities(deps: ControlDeps) {
      * Verifies the restored file (size, and whole-image SHA-256 when the catalog has one), makes it
      * durable and moves it into place. Idempotent: a retry after the move checks the destination.
      */
-    async finishRestore(input: { destination: string; partial: string; sizeBytes: number; sha256: string | null }): Promise<{ sha256: string; sizeBytes: number }> {
+    async finishRestore(input: {
+      destination: string;
+      partial: string;
+      sizeBytes: number;
+      sha256: string | null;
+    }): Promise<{ sha256: string; sizeBytes: number }> {
       return mapFailures(async () => {
         const source = existsSync(input.partial) ? input.partial : input.destination;
-        if (!existsSync(source)) throw new NotFoundError(`the restored data at ${input.partial} is gone; run the restore again`);
+        if (!existsSync(source))
+          throw new NotFoundError(`the restored data at ${input.partial} is gone; run the restore again`);
         const size = statSync(source).size;
         if (size !== input.sizeBytes) {
-          throw new ChecksumMismatchError(`restored ${size} bytes but the backup holds ${input.sizeBytes}; the restore is incomplete and was not moved into place`);
+          throw new ChecksumMismatchError(
+            `restored ${size} bytes but the backup holds ${input.sizeBytes}; the restore is incomplete and was not moved into place`,
+          );
         }
         const sha256 = await sha256File(source, (bytes) => Context.current().heartbeat({ bytes }));
         if (input.sha256 && sha256 !== input.sha256) {
-          throw new ChecksumMismatchError(`restored image hashes to ${sha256} but the catalog recorded ${input.sha256}; the restore was not moved into place`);
+          throw new ChecksumMismatchError(
+            `restored image hashes to ${sha256} but the catalog recorded ${input.sha256}; the restore was not moved into place`,
+          );
         }
         if (source === input.partial) {
           if (existsSync(input.destination)) {
-            throw new DestinationExistsError(`restore destination ${input.destination} appeared while restoring; the restored data stays at ${input.partial}`);
+            throw new DestinationExistsError(
+              `restore destination ${input.destination} appeared while restoring; the restored data stays at ${input.partial}`,
+            );
           }
           const fh = await open(input.partial, 'r+');
           await fh.sync();
@@ -252,7 +319,10 @@ export function createControlActivities(deps: ControlDeps) {
     },
 
     /** What a fleet run of a policy (or `all`) covers, and the tuning its jobs use. */
-    async fleetSettings(input: { site: string; policy: string }): Promise<{ targets: string[]; concurrency: number; tuning: JobTuning; copy: CopySettings }> {
+    async fleetSettings(input: {
+      site: string;
+      policy: string;
+    }): Promise<{ targets: string[]; concurrency: number; tuning: JobTuning; copy: CopySettings }> {
       return mapFailures(async () => {
         const found = policyTargets(loaded.config, input.site, input.policy);
         if (!found) {
@@ -263,8 +333,13 @@ export function createControlActivities(deps: ControlDeps) {
               : `no site "${input.site}" in ${loaded.file}`,
           );
         }
-        if (found.targets.length === 0) throw new InvalidInputError(`policy "${input.policy}" of site ${input.site} has no targets`);
-        return { ...found, tuning: jobTuning(loaded.config), copy: copySettings(loaded.config, input.site, input.policy) };
+        if (found.targets.length === 0)
+          throw new InvalidInputError(`policy "${input.policy}" of site ${input.site} has no targets`);
+        return {
+          ...found,
+          tuning: jobTuning(loaded.config),
+          copy: copySettings(loaded.config, input.site, input.policy),
+        };
       });
     },
 

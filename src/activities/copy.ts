@@ -97,7 +97,11 @@ export function createCopyActivities(deps: { drivers: Drivers }) {
       return mapFailures(async () => {
         const req = parseInput(VerifyImageInput, input, 'verify request');
         const ctx = Context.current();
-        return drivers.copy.verifyOnTape(req, (p) => ctx.heartbeat({ bytes: p.bytes, total: p.total } satisfies HeartbeatDetails), ctx.cancellationSignal);
+        return drivers.copy.verifyOnTape(
+          req,
+          (p) => ctx.heartbeat({ bytes: p.bytes, total: p.total } satisfies HeartbeatDetails),
+          ctx.cancellationSignal,
+        );
       });
     },
 

@@ -11,7 +11,13 @@ import type { LoadedConfig } from '../config/load';
 import type { KuraPaths } from '../config/paths';
 import type { Catalog } from '../catalog/store';
 import { compactTime } from '../domain/catalog';
-import { BackupRefSchema, FinishSchema, type FinishResult, type RoundResult, type VolumeStatus } from '../domain/datapath';
+import {
+  BackupRefSchema,
+  FinishSchema,
+  type FinishResult,
+  type RoundResult,
+  type VolumeStatus,
+} from '../domain/datapath';
 import { DeviceFaultError } from '../domain/errors';
 import { DatapathClient } from '../datapath/client';
 import { sha256File } from './control';
@@ -69,13 +75,18 @@ export function createOnlineActivities(deps: OnlineDeps) {
         while (st.phase === 'base-copy') {
           Context.current().heartbeat({ bytes: st.baseCopiedBytes, phase: st.phase });
           if (!st.baseCopyRunning) {
-            if (st.baseCopyError) throw new DeviceFaultError(i.volume, `base copy of ${i.volume} stopped: ${st.baseCopyError}`);
+            if (st.baseCopyError)
+              throw new DeviceFaultError(i.volume, `base copy of ${i.volume} stopped: ${st.baseCopyError}`);
             st = await dp.startBaseCopy(i.volume, i.backupId);
             continue;
           }
           await sleep(i.pollMs);
           st = await dp.status(i.volume);
-          if (st.backupId !== i.backupId) throw new DeviceFaultError(i.volume, `${i.volume} left backup mode for ${i.backupId} during the base copy (now: ${st.backupId ?? 'passthrough'})`);
+          if (st.backupId !== i.backupId)
+            throw new DeviceFaultError(
+              i.volume,
+              `${i.volume} left backup mode for ${i.backupId} during the base copy (now: ${st.backupId ?? 'passthrough'})`,
+            );
         }
         return st;
       });
@@ -101,7 +112,8 @@ export function createOnlineActivities(deps: OnlineDeps) {
         const dp = client();
         const st = await dp.status(i.volume);
         // A retry after this backup's switch back already happened (even across a datapath restart).
-        if (st.mode === 'passthrough' && st.lastFinished?.backupId === i.backupId) return { switched: true, etaMs: 0, quiesceMs: st.lastFinished.quiesceMs, drainedBytes: 0, status: st };
+        if (st.mode === 'passthrough' && st.lastFinished?.backupId === i.backupId)
+          return { switched: true, etaMs: 0, quiesceMs: st.lastFinished.quiesceMs, drainedBytes: 0, status: st };
         return dp.finish(i.volume, i.backupId, i.maxEtaMs);
       });
     },

@@ -68,7 +68,10 @@ export function createPoolActivities(deps: PoolActivityDeps) {
     const site = deps.sites().find((s) => s.name === siteName);
     if (!site) {
       const known = deps.sites().map((s) => s.name);
-      throw ApplicationFailure.nonRetryable(`no site ${siteName} in the configuration; known sites: ${known.join(', ') || '(none)'}`, ErrorType.NotFound);
+      throw ApplicationFailure.nonRetryable(
+        `no site ${siteName} in the configuration; known sites: ${known.join(', ') || '(none)'}`,
+        ErrorType.NotFound,
+      );
     }
     await deps.client.workflow.start<typeof resourcePool>('resourcePool', {
       workflowId: poolWorkflowId(siteName),
@@ -87,7 +90,11 @@ export function createPoolActivities(deps: PoolActivityDeps) {
    * the pool's queue and learns of its cancellation. When the calling workflow cancels (or is gone),
    * the job's request is withdrawn with a release so it neither stays queued nor holds a late grant.
    */
-  async function waitForUpdate<T>(job: string, handle: WorkflowHandle<typeof resourcePool>, run: () => Promise<T>): Promise<T> {
+  async function waitForUpdate<T>(
+    job: string,
+    handle: WorkflowHandle<typeof resourcePool>,
+    run: () => Promise<T>,
+  ): Promise<T> {
     const ctx = Context.current();
     ctx.heartbeat();
     const beat = setInterval(() => ctx.heartbeat(), heartbeatMs);
@@ -120,7 +127,9 @@ export function createPoolActivities(deps: PoolActivityDeps) {
       // joins the first update instead of queueing twice; a later reservation by the same job is a
       // new activity and gets a fresh update (the pool answers it from its tables, by job).
       const updateId = callKey('reserve', parsed.job);
-      return waitForUpdate(parsed.job, handle, () => handle.executeUpdate(reserveStreamsUpdate, { args: [parsed], updateId }));
+      return waitForUpdate(parsed.job, handle, () =>
+        handle.executeUpdate(reserveStreamsUpdate, { args: [parsed], updateId }),
+      );
     },
 
     /** Frees everything the job holds and records each cartridge's end of data. */
@@ -137,7 +146,10 @@ export function createPoolActivities(deps: PoolActivityDeps) {
       const handle = await pool(site);
       const tables = await handle.query(tablesQuery);
       if (!findDevice(tables, parsed.device)) {
-        throw ApplicationFailure.nonRetryable(`no device ${parsed.device} in the pool of site ${site}`, ErrorType.NotFound);
+        throw ApplicationFailure.nonRetryable(
+          `no device ${parsed.device} in the pool of site ${site}`,
+          ErrorType.NotFound,
+        );
       }
       await handle.signal(markDeviceSignal, parsed);
     },
@@ -165,7 +177,8 @@ function callKey(kind: string, job: string): string {
 
 function parseRequest<S extends z.ZodType>(schema: S, raw: unknown): z.output<S> {
   const out = schema.safeParse(raw);
-  if (!out.success) throw ApplicationFailure.nonRetryable(`invalid request: ${z.prettifyError(out.error)}`, ErrorType.InvalidInput);
+  if (!out.success)
+    throw ApplicationFailure.nonRetryable(`invalid request: ${z.prettifyError(out.error)}`, ErrorType.InvalidInput);
   return out.data;
 }
 

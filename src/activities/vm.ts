@@ -63,7 +63,16 @@ export function createVmActivities(deps: VmActivityDeps) {
     }
     const file = images.fileFor(site, vm, imageId);
     const made = await hv.writeBaseImage(site, vm, kind, file, (p) => heartbeat(p));
-    return images.add({ imageId, site, vm, kind, file, sizeBytes: made.sizeBytes, sha256: made.sha256, createdAt: new Date().toISOString() });
+    return images.add({
+      imageId,
+      site,
+      vm,
+      kind,
+      file,
+      sizeBytes: made.sizeBytes,
+      sha256: made.sha256,
+      createdAt: new Date().toISOString(),
+    });
   };
 
   /** The newest data image whose file still hashes as recorded; damaged ones are skipped and logged. */
@@ -76,7 +85,13 @@ export function createVmActivities(deps: VmActivityDeps) {
     return null;
   };
 
-  const ref = (img: ImageRecord): ImageRef => ({ imageId: img.imageId, kind: img.kind, file: img.file, sizeBytes: img.sizeBytes, sha256: img.sha256 });
+  const ref = (img: ImageRecord): ImageRef => ({
+    imageId: img.imageId,
+    kind: img.kind,
+    file: img.file,
+    sizeBytes: img.sizeBytes,
+    sha256: img.sha256,
+  });
 
   return {
     /** The hosts of the VM's site; NotFound for a VM the hypervisor does not know. */
@@ -93,20 +108,43 @@ export function createVmActivities(deps: VmActivityDeps) {
      * to verify its checksum, records it, and deletes the oldest data images beyond `keep`.
      * Idempotent: an image id already recorded is returned as it is.
      */
-    async backupDataVolume(input: { site: string; vm: string; imageId: string; keep: number }): Promise<{ image: ImageRecord; pruned: string[] }> {
+    async backupDataVolume(input: {
+      site: string;
+      vm: string;
+      imageId: string;
+      keep: number;
+    }): Promise<{ image: ImageRecord; pruned: string[] }> {
       return mapFailures(async () => {
         const { site, vm, imageId, keep } = parseInput(BackupInput, input, 'data backup');
         let image: ImageRecord;
         if (images.has(imageId)) image = images.get(imageId);
         else {
           const file = images.fileFor(site, vm, imageId);
-          const taken = await hv.snapshotDataVolume(site, vm, file, (p) => heartbeat(p), Context.current().cancellationSignal);
+          const taken = await hv.snapshotDataVolume(
+            site,
+            vm,
+            file,
+            (p) => heartbeat(p),
+            Context.current().cancellationSignal,
+          );
           const reread = await sha256Of(file);
           if (reread !== taken.sha256) {
             await rm(file, { force: true });
-            throw new ChecksumMismatchError(`the image of ${vm}'s data volume read back as ${reread} but was written as ${taken.sha256}; it was not kept`, { vm, imageId });
+            throw new ChecksumMismatchError(
+              `the image of ${vm}'s data volume read back as ${reread} but was written as ${taken.sha256}; it was not kept`,
+              { vm, imageId },
+            );
           }
-          image = images.add({ imageId, site, vm, kind: ImageKind.Data, file, sizeBytes: taken.sizeBytes, sha256: taken.sha256, createdAt: new Date().toISOString() });
+          image = images.add({
+            imageId,
+            site,
+            vm,
+            kind: ImageKind.Data,
+            file,
+            sizeBytes: taken.sizeBytes,
+            sha256: taken.sha256,
+            createdAt: new Date().toISOString(),
+          });
         }
         const pruned: string[] = [];
         for (const old of images.list(site, vm, ImageKind.Data).slice(keep)) {
@@ -145,7 +183,12 @@ export function createVmActivities(deps: VmActivityDeps) {
      * S12/S17: waits until the VM reports healthy or `timeoutMs` passes, checking every `everyMs`.
      * Returns the last health seen and how long the VM took.
      */
-    async awaitHealthy(input: { site: string; vm: string; timeoutMs: number; everyMs: number }): Promise<VmHealth & { waitedMs: number }> {
+    async awaitHealthy(input: {
+      site: string;
+      vm: string;
+      timeoutMs: number;
+      everyMs: number;
+    }): Promise<VmHealth & { waitedMs: number }> {
       return mapFailures(async () => {
         const { site, vm, timeoutMs, everyMs } = parseInput(WaitInput, input, 'health wait');
         const t0 = Date.now();
@@ -167,7 +210,14 @@ export function createVmActivities(deps: VmActivityDeps) {
     },
 
     /** S11: restarts the APL, the MW or the OS; carried out once per request id. */
-    async restartVm(input: { site: string; vm: string; scope: RestartScope; request: string; rung: string; incident: string }): Promise<{ tookMs: number }> {
+    async restartVm(input: {
+      site: string;
+      vm: string;
+      scope: RestartScope;
+      request: string;
+      rung: string;
+      incident: string;
+    }): Promise<{ tookMs: number }> {
       return mapFailures(async () => {
         const r = parseInput(RestartInput, input, 'restart');
         const t0 = Date.now();
@@ -180,7 +230,14 @@ export function createVmActivities(deps: VmActivityDeps) {
      * S15: the volume-creation request — a NEW volume from a stored image. Heartbeats its bytes; a
      * retried attempt continues after the bytes its predecessor reported.
      */
-    async createDataVolume(input: { site: string; vm: string; imageId: string; request: string; rung: string; incident: string }): Promise<{ volume: string; sizeBytes: number; tookMs: number }> {
+    async createDataVolume(input: {
+      site: string;
+      vm: string;
+      imageId: string;
+      request: string;
+      rung: string;
+      incident: string;
+    }): Promise<{ volume: string; sizeBytes: number; tookMs: number }> {
       return mapFailures(async () => {
         const r = parseInput(CreateInput, input, 'volume creation');
         const t0 = Date.now();
@@ -200,11 +257,23 @@ export function createVmActivities(deps: VmActivityDeps) {
     },
 
     /** S16: swaps the data volume for the new one; the software volume is not touched. */
-    async swapDataVolume(input: { site: string; vm: string; volume: string; imageId: string; request: string; rung: string; incident: string }): Promise<{ retired: string; tookMs: number }> {
+    async swapDataVolume(input: {
+      site: string;
+      vm: string;
+      volume: string;
+      imageId: string;
+      request: string;
+      rung: string;
+      incident: string;
+    }): Promise<{ retired: string; tookMs: number }> {
       return mapFailures(async () => {
         const r = parseInput(SwapInput, input, 'volume swap');
         const t0 = Date.now();
-        const out = await hv.swapDataVolume(r.site, r.vm, r.volume, ref(images.get(r.imageId)), { request: r.request, rung: r.rung, incident: r.incident });
+        const out = await hv.swapDataVolume(r.site, r.vm, r.volume, ref(images.get(r.imageId)), {
+          request: r.request,
+          rung: r.rung,
+          incident: r.incident,
+        });
         return { ...out, tookMs: Date.now() - t0 };
       });
     },
@@ -213,17 +282,33 @@ export function createVmActivities(deps: VmActivityDeps) {
      * S18's maintenance: recreates the VM on `host` from its software image and its latest good
      * data image (the startup-guarantee image when it has none).
      */
-    async rebuildVm(input: { site: string; vm: string; host: string; request: string; rung: string; incident: string }): Promise<{ software: string; data: string; host: string; tookMs: number }> {
+    async rebuildVm(input: {
+      site: string;
+      vm: string;
+      host: string;
+      request: string;
+      rung: string;
+      incident: string;
+    }): Promise<{ software: string; data: string; host: string; tookMs: number }> {
       return mapFailures(async () => {
         const r = parseInput(RebuildInput, input, 'rebuild');
         const t0 = Date.now();
         const s = findSite(loaded.config, r.site);
         if (!s.hosts.some((h) => h.name === r.host)) {
-          throw new NotFoundError(`no host "${r.host}" in site ${r.site}; substitute hosts are: ${s.hosts.map((h) => h.name).join(', ')}`, { host: r.host });
+          throw new NotFoundError(
+            `no host "${r.host}" in site ${r.site}; substitute hosts are: ${s.hosts.map((h) => h.name).join(', ')}`,
+            { host: r.host },
+          );
         }
         const software = await baseImage(r.site, r.vm, 'software');
         const data = (await latestGoodDataImage(r.site, r.vm)) ?? (await baseImage(r.site, r.vm, 'guarantee'));
-        await hv.rebuild(r.site, r.vm, r.host, { software: ref(software), data: ref(data) }, { request: r.request, rung: r.rung, incident: r.incident });
+        await hv.rebuild(
+          r.site,
+          r.vm,
+          r.host,
+          { software: ref(software), data: ref(data) },
+          { request: r.request, rung: r.rung, incident: r.incident },
+        );
         return { software: software.imageId, data: data.imageId, host: r.host, tookMs: Date.now() - t0 };
       });
     },

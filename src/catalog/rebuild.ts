@@ -25,8 +25,15 @@ export interface CatalogContents {
  * Reads the catalog blocks of every cartridge of every site into `into` (which should be empty).
  * Returns how many cartridges and catalog entries were read.
  */
-export async function rebuildFromTapes(config: Config, tape: TapeLibraryDriver, into: Catalog, onProgress?: (p: RebuildProgress) => void): Promise<RebuildProgress> {
-  const cartridges = config.sites.flatMap((s) => s.libraries.flatMap((l) => l.cartridges.map((c) => ({ site: s.name, library: l.name, tape: c.id }))));
+export async function rebuildFromTapes(
+  config: Config,
+  tape: TapeLibraryDriver,
+  into: Catalog,
+  onProgress?: (p: RebuildProgress) => void,
+): Promise<RebuildProgress> {
+  const cartridges = config.sites.flatMap((s) =>
+    s.libraries.flatMap((l) => l.cartridges.map((c) => ({ site: s.name, library: l.name, tape: c.id }))),
+  );
   const progress: RebuildProgress = { cartridges: 0, cartridgesTotal: cartridges.length, entries: 0 };
   for (const c of cartridges) {
     for (const entry of await tape.readCatalog(c.site, c.library, c.tape)) {
@@ -57,7 +64,11 @@ export function catalogContents(catalog: Catalog): CatalogContents {
 }
 
 /** Differences between two catalogs' contents, in words; empty when they are equal. */
-export function compareContents(a: CatalogContents, b: CatalogContents, names: [string, string] = ['the catalog', 'the cartridges']): string[] {
+export function compareContents(
+  a: CatalogContents,
+  b: CatalogContents,
+  names: [string, string] = ['the catalog', 'the cartridges'],
+): string[] {
   const out: string[] = [];
   const keyed = <T>(rows: T[], key: (r: T) => string) => new Map(rows.map((r) => [key(r), JSON.stringify(r)]));
   const check = <T>(what: string, x: T[], y: T[], key: (r: T) => string) => {

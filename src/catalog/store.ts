@@ -56,7 +56,10 @@ export class Catalog {
    * Records the pieces and marks the backup complete, all in one transaction. Idempotent: the
    * same pieces recorded again change nothing; a different piece under the same key is refused.
    */
-  completeBackup(backupId: string, done: { endedAt: string; sha256: string | null; pieces: PieceRecord[]; streams?: StreamRecord[] }): BackupRecord {
+  completeBackup(
+    backupId: string,
+    done: { endedAt: string; sha256: string | null; pieces: PieceRecord[]; streams?: StreamRecord[] },
+  ): BackupRecord {
     const pieces = done.pieces.map((p) => PieceRecordSchema.parse(p));
     const streams = (done.streams ?? []).map((r) => StreamRecordSchema.parse(r));
     const insert = this.db.prepare(
@@ -64,27 +67,36 @@ export class Catalog {
        VALUES (@backupId, @copy, @piece, @target, @job, @stream, @startedAt, @endedAt, @dataTime, @library, @tape, @position, @offset, @sizeBytes, @sha256)
        ON CONFLICT (backup_id, copy, piece) DO NOTHING`,
     );
-    this.db.transaction(() => {
-      const current = this.backup(backupId);
-      for (const p of pieces) {
-        if (p.backupId !== backupId) throw new InvalidInputError(`piece ${p.piece} belongs to ${p.backupId}, not ${backupId}`);
-        insert.run(p);
-        const stored = this.piecesOf(backupId).find((q) => q.copy === p.copy && q.piece === p.piece);
-        if (!stored || stored.sha256 !== p.sha256 || stored.position !== p.position || stored.tape !== p.tape) {
-          throw new InvalidInputError(`catalog already holds a different piece ${p.piece} (copy ${p.copy}) of ${backupId}; refusing to overwrite it`);
+    this.db
+      .transaction(() => {
+        const current = this.backup(backupId);
+        for (const p of pieces) {
+          if (p.backupId !== backupId)
+            throw new InvalidInputError(`piece ${p.piece} belongs to ${p.backupId}, not ${backupId}`);
+          insert.run(p);
+          const stored = this.piecesOf(backupId).find((q) => q.copy === p.copy && q.piece === p.piece);
+          if (!stored || stored.sha256 !== p.sha256 || stored.position !== p.position || stored.tape !== p.tape) {
+            throw new InvalidInputError(
+              `catalog already holds a different piece ${p.piece} (copy ${p.copy}) of ${backupId}; refusing to overwrite it`,
+            );
+          }
         }
-      }
-      const all = this.piecesOf(backupId);
-      const copies = new Set(all.map((p) => p.copy));
-      const size = all.filter((p) => p.copy === Math.min(...copies)).reduce((n, p) => n + p.sizeBytes, 0);
-      if (size !== current.sizeBytes) {
-        throw new InvalidInputError(`pieces of ${backupId} hold ${size} bytes but the volume has ${current.sizeBytes}; the backup is not complete`);
-      }
-      this.db
-        .prepare(`UPDATE backups SET status = 'complete', ended_at = ?, sha256 = ?, pieces = ?, error = NULL WHERE backup_id = ?`)
-        .run(done.endedAt, done.sha256, all.filter((p) => p.copy === Math.min(...copies)).length, backupId);
-      this.putStreams(backupId, streams);
-    }).immediate();
+        const all = this.piecesOf(backupId);
+        const copies = new Set(all.map((p) => p.copy));
+        const size = all.filter((p) => p.copy === Math.min(...copies)).reduce((n, p) => n + p.sizeBytes, 0);
+        if (size !== current.sizeBytes) {
+          throw new InvalidInputError(
+            `pieces of ${backupId} hold ${size} bytes but the volume has ${current.sizeBytes}; the backup is not complete`,
+          );
+        }
+        this.db
+          .prepare(
+            `UPDATE backups SET status = 'complete', ended_at = ?, sha256 = ?, pieces = ?, error = NULL WHERE backup_id = ?`,
+          )
+          .run(done.endedAt, done.sha256, all.filter((p) => p.copy === Math.min(...copies)).length, backupId);
+        this.putStreams(backupId, streams);
+      })
+      .immediate();
     return this.backup(backupId);
   }
 
@@ -94,12 +106,16 @@ export class Catalog {
    */
   failBackup(backupId: string, error: string, endedAt: string, streams: StreamRecord[] = []): void {
     const rows = streams.map((r) => StreamRecordSchema.parse(r));
-    this.db.transaction(() => {
-      const changed = this.db
-        .prepare(`UPDATE backups SET status = 'failed', error = ?, ended_at = ? WHERE backup_id = ? AND status != 'complete'`)
-        .run(error, endedAt, backupId);
-      if (changed.changes > 0) this.putStreams(backupId, rows);
-    }).immediate();
+    this.db
+      .transaction(() => {
+        const changed = this.db
+          .prepare(
+            `UPDATE backups SET status = 'failed', error = ?, ended_at = ? WHERE backup_id = ? AND status != 'complete'`,
+          )
+          .run(error, endedAt, backupId);
+        if (changed.changes > 0) this.putStreams(backupId, rows);
+      })
+      .immediate();
   }
 
   /** Replaces the stream rows of a backup (inside the caller's transaction). */
@@ -111,7 +127,8 @@ export class Catalog {
        VALUES (@backupId, @stream, @server, @library, @drive, @tape, @switches, @outcome, @pieces, @error)`,
     );
     for (const r of streams) {
-      if (r.backupId !== backupId) throw new InvalidInputError(`stream ${r.stream} belongs to ${r.backupId}, not ${backupId}`);
+      if (r.backupId !== backupId)
+        throw new InvalidInputError(`stream ${r.stream} belongs to ${r.backupId}, not ${backupId}`);
       insert.run({ ...r, switches: JSON.stringify(r.switches) });
     }
   }
@@ -137,32 +154,40 @@ export class Catalog {
     const b = BackupRecordSchema.parse(entry.backup);
     const pieces = entry.pieces.map((p) => PieceRecordSchema.parse(p));
     const streams = entry.streams.map((r) => StreamRecordSchema.parse(r));
-    this.db.transaction(() => {
-      this.db
-        .prepare(
-          `INSERT INTO backups (backup_id, job, site, target, array_name, volume, status, started_at, ended_at, data_time, size_bytes, sha256, pieces, error)
+    this.db
+      .transaction(() => {
+        this.db
+          .prepare(
+            `INSERT INTO backups (backup_id, job, site, target, array_name, volume, status, started_at, ended_at, data_time, size_bytes, sha256, pieces, error)
            VALUES (@backupId, @job, @site, @target, @array, @volume, @status, @startedAt, @endedAt, @dataTime, @sizeBytes, @sha256, @pieces, @error)
            ON CONFLICT (backup_id) DO NOTHING`,
-        )
-        .run(b);
-      const stored = this.backup(b.backupId);
-      if (JSON.stringify(stored) !== JSON.stringify(b)) {
-        throw new InvalidInputError(`cartridges disagree about backup ${b.backupId}: one says ${JSON.stringify(stored)}, another ${JSON.stringify(b)}`);
-      }
-      const insert = this.db.prepare(
-        `INSERT INTO pieces (backup_id, copy, piece, target, job, stream, started_at, ended_at, data_time, library, tape, position, offset, size_bytes, sha256)
+          )
+          .run(b);
+        const stored = this.backup(b.backupId);
+        if (JSON.stringify(stored) !== JSON.stringify(b)) {
+          throw new InvalidInputError(
+            `cartridges disagree about backup ${b.backupId}: one says ${JSON.stringify(stored)}, another ${JSON.stringify(b)}`,
+          );
+        }
+        const insert = this.db.prepare(
+          `INSERT INTO pieces (backup_id, copy, piece, target, job, stream, started_at, ended_at, data_time, library, tape, position, offset, size_bytes, sha256)
          VALUES (@backupId, @copy, @piece, @target, @job, @stream, @startedAt, @endedAt, @dataTime, @library, @tape, @position, @offset, @sizeBytes, @sha256)
          ON CONFLICT (backup_id, copy, piece) DO NOTHING`,
-      );
-      for (const p of pieces) insert.run(p);
-      if (this.streamsOf(b.backupId).length === 0) this.putStreams(b.backupId, streams);
-    }).immediate();
+        );
+        for (const p of pieces) insert.run(p);
+        if (this.streamsOf(b.backupId).length === 0) this.putStreams(b.backupId, streams);
+      })
+      .immediate();
   }
 
   /** One backup; NotFoundError naming the id and how to list the existing ones. */
   backup(backupId: string): BackupRecord {
     const row = this.db.prepare(`${SELECT_BACKUP} WHERE backup_id = ?`).get(backupId);
-    if (!row) throw new NotFoundError(`no backup "${backupId}" in the catalog; \`kura catalog list\` shows the backups there are`, { backupId });
+    if (!row)
+      throw new NotFoundError(
+        `no backup "${backupId}" in the catalog; \`kura catalog list\` shows the backups there are`,
+        { backupId },
+      );
     return BackupRecordSchema.parse(row);
   }
 

@@ -13,20 +13,33 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
     .description('back up a VM (its data volume) or a volume named array/volume to tape')
     .option('--site <name>', 'the site (default: the first in the configuration)')
     .option('--streams <n>', 'independent copy streams to reserve, all or nothing (default: tuning.streams, 2)')
-    .option('--mode <mode>', 'failover: chunks move to the next stream on a fault; parallel: a whole copy on every stream (default: tuning.mode)')
+    .option(
+      '--mode <mode>',
+      'failover: chunks move to the next stream on a fault; parallel: a whole copy on every stream (default: tuning.mode)',
+    )
     .option('--chunks <n>', 'cut the copy into this many chunks (default: tuning.chunks, 10)')
     .option('--chunk-size <size>', 'cut the copy into chunks of this size instead, e.g. 64MiB')
-    .option('--wait <duration>', 'wait in the pool\'s first-come queue this long for free devices, e.g. 10m (default: fail at once)')
+    .option(
+      '--wait <duration>',
+      "wait in the pool's first-come queue this long for free devices, e.g. 10m (default: fail at once)",
+    )
     .option('--policy <name>', 'take streams, mode and chunks from this policy of kura.yaml')
     .option('--detach', 'start the backup and return at once, printing its workflow id')
-    .option('--online', 'back up while the host keeps writing, through the datapath (see `kura datapath`); shows phase and ETA')
+    .option(
+      '--online',
+      'back up while the host keeps writing, through the datapath (see `kura datapath`); shows phase and ETA',
+    )
     .action(async (target: string, o: BackupFlags & { online?: boolean }) => {
       if (o.online) return runOnlineBackup(ctx, target, o);
       const opts = backupOptions(o);
       const { kura } = await ctx.connect();
       const handle = await kura.startBackup(target, { site: o.site, ...opts });
       if (o.detach) {
-        print(ctx, { ok: true, workflowId: handle.workflowId }, () => `started ${handle.workflowId}\n  watch: ${uiLink(handle.workflowId)}`);
+        print(
+          ctx,
+          { ok: true, workflowId: handle.workflowId },
+          () => `started ${handle.workflowId}\n  watch: ${uiLink(handle.workflowId)}`,
+        );
         return;
       }
       const t0 = Date.now();
@@ -36,7 +49,10 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
         [
           `backed up ${target} (${report.array}/${report.volume}) as ${report.backupId}`,
           `  ${formatBytes(report.sizeBytes)} in ${report.pieces.length} piece(s) on ${[...new Set(report.pieces.map((p) => `${p.library}/${p.tape}`))].join(', ')} (${report.mode})`,
-          ...report.streams.map((st) => `  stream ${st.stream}: ${[st.server, ...st.switches, `${st.library}/${st.drive}`].join(' → ')} with ${st.tape}: ${st.outcome}${st.pieces ? `, ${st.pieces} piece(s)` : ''}${st.error ? ` — ${st.error}` : ''}`),
+          ...report.streams.map(
+            (st) =>
+              `  stream ${st.stream}: ${[st.server, ...st.switches, `${st.library}/${st.drive}`].join(' → ')} with ${st.tape}: ${st.outcome}${st.pieces ? `, ${st.pieces} piece(s)` : ''}${st.error ? ` — ${st.error}` : ''}`,
+          ),
           `  ${seconds.toFixed(1)} s, ${formatBytes(report.sizeBytes / Math.max(seconds, 0.001))}/s`,
           `  restore with: kura restore ${report.backupId} --to <path>`,
           `  in the Temporal UI: ${uiLink(report.workflowId)}`,
@@ -61,20 +77,24 @@ function backupOptions(o: BackupFlags) {
   const int = (text: string | undefined, flag: string, min: number, max: number): number | undefined => {
     if (text === undefined) return undefined;
     const n = Number(text);
-    if (!Number.isInteger(n) || n < min || n > max) throw new InvalidInputError(`${flag} must be a whole number from ${min} to ${max}, not "${text}"`);
+    if (!Number.isInteger(n) || n < min || n > max)
+      throw new InvalidInputError(`${flag} must be a whole number from ${min} to ${max}, not "${text}"`);
     return n;
   };
   const mode = o.mode === undefined ? undefined : CopyModeSchema.safeParse(o.mode).data;
-  if (o.mode !== undefined && mode === undefined) throw new InvalidInputError(`--mode must be failover or parallel, not "${o.mode}"`);
+  if (o.mode !== undefined && mode === undefined)
+    throw new InvalidInputError(`--mode must be failover or parallel, not "${o.mode}"`);
   let chunkSize: number | undefined;
   if (o.chunkSize !== undefined) {
     chunkSize = parseSize(o.chunkSize);
-    if (chunkSize === undefined || chunkSize < 4096) throw new InvalidInputError(`--chunk-size must be a size of at least 4KiB such as 64MiB, not "${o.chunkSize}"`);
+    if (chunkSize === undefined || chunkSize < 4096)
+      throw new InvalidInputError(`--chunk-size must be a size of at least 4KiB such as 64MiB, not "${o.chunkSize}"`);
   }
   let waitMs = 0;
   if (o.wait !== undefined) {
     const ms = parseDuration(o.wait);
-    if (ms === undefined) throw new InvalidInputError(`--wait must be a duration such as 30s, 10m or 2h, not "${o.wait}"`);
+    if (ms === undefined)
+      throw new InvalidInputError(`--wait must be a duration such as 30s, 10m or 2h, not "${o.wait}"`);
     waitMs = ms;
   }
   const streams = int(o.streams, '--streams', 1, 8);

@@ -26,16 +26,28 @@ export function registerCatalogCommands(program: Command, ctx: CliContext): void
         throw new InvalidInputError(`--status must be one of ${STATUSES.join(', ')}, not "${o.status}"`);
       }
       const limit = Number(o.limit);
-      if (!Number.isInteger(limit) || limit < 1) throw new InvalidInputError(`--limit must be a positive whole number, not "${o.limit}"`);
+      if (!Number.isInteger(limit) || limit < 1)
+        throw new InvalidInputError(`--limit must be a positive whole number, not "${o.limit}"`);
       const store = new Catalog(ctx.paths().catalog);
       try {
-        const rows = store.listBackups({ target: o.target, status: o.status as (typeof STATUSES)[number] | undefined, limit });
+        const rows = store.listBackups({
+          target: o.target,
+          status: o.status as (typeof STATUSES)[number] | undefined,
+          limit,
+        });
         print(ctx, rows, () =>
           rows.length === 0
             ? 'the catalog holds no backups yet; make one with `kura backup <vm>`'
             : table(
                 ['Backup id', 'Status', 'Data time', 'Size', 'Pieces', 'Error'],
-                rows.map((r) => [r.backupId, r.status, r.dataTime, formatBytes(r.sizeBytes), String(r.pieces), r.error ?? '']),
+                rows.map((r) => [
+                  r.backupId,
+                  r.status,
+                  r.dataTime,
+                  formatBytes(r.sizeBytes),
+                  String(r.pieces),
+                  r.error ?? '',
+                ]),
               ),
         );
       } finally {
@@ -58,14 +70,31 @@ export function registerCatalogCommands(program: Command, ctx: CliContext): void
             ...(backup.error ? [`  error: ${backup.error}`] : []),
             table(
               ['Copy', 'Piece', 'Library', 'Tape', 'Position', 'Offset', 'Size', 'Stream', 'SHA-256'],
-              pieces.map((p) => [String(p.copy), String(p.piece), p.library, p.tape, String(p.position), String(p.offset), formatBytes(p.sizeBytes), String(p.stream), p.sha256]),
+              pieces.map((p) => [
+                String(p.copy),
+                String(p.piece),
+                p.library,
+                p.tape,
+                String(p.position),
+                String(p.offset),
+                formatBytes(p.sizeBytes),
+                String(p.stream),
+                p.sha256,
+              ]),
             ),
             ...(streams.length
               ? [
                   'Streams:',
                   table(
                     ['Stream', 'Path', 'Tape', 'Outcome', 'Pieces', 'Reason'],
-                    streams.map((r) => [String(r.stream), [r.server, ...r.switches, `${r.library}/${r.drive}`].join(' → '), r.tape, r.outcome, String(r.pieces), r.error ?? '']),
+                    streams.map((r) => [
+                      String(r.stream),
+                      [r.server, ...r.switches, `${r.library}/${r.drive}`].join(' → '),
+                      r.tape,
+                      r.outcome,
+                      String(r.pieces),
+                      r.error ?? '',
+                    ]),
                   ),
                 ]
               : []),
@@ -86,14 +115,18 @@ export function registerCatalogCommands(program: Command, ctx: CliContext): void
       const loaded = ctx.config();
       const paths = ctx.paths();
       const out = o.out ?? paths.catalog.replace(/(\.db)?$/, '.rebuilt.db');
-      if (existsSync(out)) throw new DestinationExistsError(`${out} already exists; remove it or name another file with --out`);
+      if (existsSync(out))
+        throw new DestinationExistsError(`${out} already exists; remove it or name another file with --out`);
       const lab = new LabState(paths.labState);
       const rebuilt = new Catalog(out);
       let differences: string[] | undefined;
       let read;
       try {
         read = await rebuildFromTapes(loaded.config, labDrivers(loaded, paths, lab).tape, rebuilt, (p) => {
-          if (!ctx.json() && (p.cartridges % 10 === 0 || p.cartridges === p.cartridgesTotal)) process.stderr.write(`read ${p.cartridges}/${p.cartridgesTotal} cartridges, ${p.entries} catalog entries\n`);
+          if (!ctx.json() && (p.cartridges % 10 === 0 || p.cartridges === p.cartridgesTotal))
+            process.stderr.write(
+              `read ${p.cartridges}/${p.cartridgesTotal} cartridges, ${p.entries} catalog entries\n`,
+            );
         });
         if (existsSync(paths.catalog)) {
           const current = new Catalog(paths.catalog);
@@ -118,15 +151,28 @@ export function registerCatalogCommands(program: Command, ctx: CliContext): void
         renameSync(out, paths.catalog);
         replaced = true;
       }
-      print(ctx, { ok: true, file: replaced ? paths.catalog : out, cartridges: read.cartridges, entries: read.entries, backups, differences: differences ?? null }, () =>
-        [
-          `rebuilt ${backups} complete backup(s) from ${read.entries} catalog entries on ${read.cartridges} cartridges into ${replaced ? `${paths.catalog} (the old one is ${paths.catalog}.bak)` : out}`,
-          differences === undefined
-            ? '  there was no catalog to compare with'
-            : differences.length === 0
-              ? '  it equals the current catalog (every complete backup, piece and stream)'
-              : `  it differs from the current catalog in ${differences.length} place(s):\n${differences.slice(0, 20).map((d) => `    ${d}`).join('\n')}`,
-        ].join('\n'),
+      print(
+        ctx,
+        {
+          ok: true,
+          file: replaced ? paths.catalog : out,
+          cartridges: read.cartridges,
+          entries: read.entries,
+          backups,
+          differences: differences ?? null,
+        },
+        () =>
+          [
+            `rebuilt ${backups} complete backup(s) from ${read.entries} catalog entries on ${read.cartridges} cartridges into ${replaced ? `${paths.catalog} (the old one is ${paths.catalog}.bak)` : out}`,
+            differences === undefined
+              ? '  there was no catalog to compare with'
+              : differences.length === 0
+                ? '  it equals the current catalog (every complete backup, piece and stream)'
+                : `  it differs from the current catalog in ${differences.length} place(s):\n${differences
+                    .slice(0, 20)
+                    .map((d) => `    ${d}`)
+                    .join('\n')}`,
+          ].join('\n'),
       );
     });
 }

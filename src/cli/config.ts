@@ -22,7 +22,13 @@ export function registerConfigCommands(program: Command, ctx: CliContext): void 
         policies: s.policies.map((p) => p.name),
       }));
       print(ctx, { ok: true, file: loaded.file, sites }, () =>
-        [`${loaded.file} is valid`, ...sites.map((s) => `  site ${s.site}: ${s.vms} VMs, ${s.volumes} volumes, ${s.servers} backup servers, ${s.libraries} libraries (${s.drives} drives, ${s.cartridges} cartridges), ${s.switches} FC switches, policies: ${s.policies.join(', ') || '(none)'}`)].join('\n'),
+        [
+          `${loaded.file} is valid`,
+          ...sites.map(
+            (s) =>
+              `  site ${s.site}: ${s.vms} VMs, ${s.volumes} volumes, ${s.servers} backup servers, ${s.libraries} libraries (${s.drives} drives, ${s.cartridges} cartridges), ${s.switches} FC switches, policies: ${s.policies.join(', ') || '(none)'}`,
+          ),
+        ].join('\n'),
       );
     });
 }

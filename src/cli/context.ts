@@ -46,7 +46,12 @@ export function cliContext(program: Command): CliContext {
 
 async function connect(loaded: LoadedConfig): Promise<Connected & { connection: Connection }> {
   const t = temporalConnectionOptions(loaded);
-  const connection = await Connection.connect({ address: t.address, tls: t.tls, apiKey: t.apiKey, connectTimeout: 5000 });
+  const connection = await Connection.connect({
+    address: t.address,
+    tls: t.tls,
+    apiKey: t.apiKey,
+    connectTimeout: 5000,
+  });
   const client = new Client({ connection, namespace: t.namespace });
   return { client, kura: new Kura(client, loaded), connection };
 }

@@ -7,7 +7,8 @@ import type { CliContext } from './context';
 function port(text: string | undefined, flag: string): number | undefined {
   if (text === undefined) return undefined;
   const n = Number(text);
-  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidInputError(`${flag} must be a port number from 0 to 65535, not "${text}"`);
+  if (!Number.isInteger(n) || n < 0 || n > 65535)
+    throw new InvalidInputError(`${flag} must be a port number from 0 to 65535, not "${text}"`);
   return n;
 }
 
@@ -19,10 +20,18 @@ export function registerDatapathCommand(program: Command, ctx: CliContext): void
     .option('--control-port <n>', 'control API port (default: datapath.controlPort of kura.yaml)')
     .action(async (o: { nbdPort?: string; controlPort?: string }) => {
       const say = (s: string) => process.stderr.write(`${s}\n`);
-      const dp = await startDatapath(ctx.config(), ctx.paths(), { nbdPort: port(o.nbdPort, '--nbd-port'), controlPort: port(o.controlPort, '--control-port'), log: say });
-      say(`kura: datapath serving ${[...dp.volumes.keys()].join(', ')} on nbd://127.0.0.1:${dp.nbdPort}/<array>/<volume>; control API ${dp.controlUrl}; Ctrl-C stops it`);
+      const dp = await startDatapath(ctx.config(), ctx.paths(), {
+        nbdPort: port(o.nbdPort, '--nbd-port'),
+        controlPort: port(o.controlPort, '--control-port'),
+        log: say,
+      });
+      say(
+        `kura: datapath serving ${[...dp.volumes.keys()].join(', ')} on nbd://127.0.0.1:${dp.nbdPort}/<array>/<volume>; control API ${dp.controlUrl}; Ctrl-C stops it`,
+      );
       // A line a supervisor (or a test) can wait for.
-      process.stdout.write(`${JSON.stringify({ ready: true, nbdPort: dp.nbdPort, controlPort: dp.controlPort, pid: process.pid })}\n`);
+      process.stdout.write(
+        `${JSON.stringify({ ready: true, nbdPort: dp.nbdPort, controlPort: dp.controlPort, pid: process.pid })}\n`,
+      );
       await new Promise<void>((resolve) => {
         process.once('SIGINT', () => resolve());
         process.once('SIGTERM', () => resolve());

@@ -14,7 +14,16 @@ export interface DescribedError {
   exitCode: number;
 }
 
-const INPUT_TYPES: string[] = [ErrorType.InvalidInput, ErrorType.ConfigInvalid, ErrorType.NotFound, ErrorType.AccessDenied, ErrorType.DestinationExists, ErrorType.AlreadyRunning, ErrorType.NotWaiting, ErrorType.InRecovery];
+const INPUT_TYPES: string[] = [
+  ErrorType.InvalidInput,
+  ErrorType.ConfigInvalid,
+  ErrorType.NotFound,
+  ErrorType.AccessDenied,
+  ErrorType.DestinationExists,
+  ErrorType.AlreadyRunning,
+  ErrorType.NotWaiting,
+  ErrorType.InRecovery,
+];
 
 /** Reduces any error to what a person (or a script reading --json) needs. */
 export function describeError(err: unknown): DescribedError {
@@ -26,7 +35,11 @@ export function describeError(err: unknown): DescribedError {
   }
   if (err instanceof ApplicationFailure) return make(err.type ?? 'Error', err.message, []);
   if (err instanceof ServiceError || isConnectionRefused(err)) {
-    return make(ErrorType.Unavailable, `cannot reach the Temporal server (${(err as Error).message}); start the stack with \`npm start\`, or set TEMPORAL_ADDRESS to a running server`, []);
+    return make(
+      ErrorType.Unavailable,
+      `cannot reach the Temporal server (${(err as Error).message}); start the stack with \`npm start\`, or set TEMPORAL_ADDRESS to a running server`,
+      [],
+    );
   }
   return make('Error', err instanceof Error ? err.message : String(err), []);
 }
@@ -54,7 +67,9 @@ function isConnectionRefused(err: unknown): boolean {
 export function reportError(err: unknown, json: boolean): number {
   const d = describeError(err);
   if (json) {
-    process.stdout.write(`${JSON.stringify({ ok: false, error: { type: d.type, message: d.message, issues: d.issues } }, null, 2)}\n`);
+    process.stdout.write(
+      `${JSON.stringify({ ok: false, error: { type: d.type, message: d.message, issues: d.issues } }, null, 2)}\n`,
+    );
   } else {
     process.stderr.write(`kura: ${d.type}: ${d.message}\n`);
     const listed = d.message.includes('\n');

@@ -32,62 +32,81 @@ export function registerLabCommands(program: Command): void {
     .option('--preset <name>', `preset to generate (${Object.values(presetNames).join(', ')})`, presetNames.hospital)
     .option('--vms <n>', 'number of VMs (hospital: 77)')
     .option('--volume-size <size>', 'size of each data volume, e.g. 8MiB; software volumes get half (hospital: 8MiB)')
-    .option('--force', 'overwrite an existing configuration and recreate every lab file (erases what the cartridges hold)')
+    .option(
+      '--force',
+      'overwrite an existing configuration and recreate every lab file (erases what the cartridges hold)',
+    )
     .option('--json', 'print the result as JSON only')
-    .action(async (opts: { preset: string; vms?: string; volumeSize?: string; force?: boolean; json?: boolean }, cmd: Command) => {
-      const g = globals(cmd);
-      const json = opts.json === true || g.json === true;
-      const file = configPath(g.config);
-      if (existsSync(file) && opts.force !== true) {
-        throw new InvalidInputError(`${file} already exists; \`kura lab init\` does not overwrite it without --force (which also recreates the lab's files, erasing the cartridges)`);
-      }
-      const vms = opts.vms === undefined ? undefined : wholeNumber(opts.vms, '--vms');
-      const dataSize = opts.volumeSize === undefined ? undefined : size(opts.volumeSize, '--volume-size');
-      const cfg = presetByName(opts.preset, {
-        ...(vms === undefined ? {} : { vms }),
-        ...(dataSize === undefined ? {} : { dataVolumeSize: dataSize, softwareVolumeSize: Math.max(MiB, Math.floor(dataSize / 2)) }),
-      });
-      const text = renderConfigYaml(cfg);
-      // Validate before writing, so a bad option never leaves a broken kura.yaml behind.
-      const loaded = parseConfigText(text, file);
-      await mkdir(path.dirname(file), { recursive: true });
-      await writeFile(file, text, 'utf8');
+    .action(
+      async (
+        opts: { preset: string; vms?: string; volumeSize?: string; force?: boolean; json?: boolean },
+        cmd: Command,
+      ) => {
+        const g = globals(cmd);
+        const json = opts.json === true || g.json === true;
+        const file = configPath(g.config);
+        if (existsSync(file) && opts.force !== true) {
+          throw new InvalidInputError(
+            `${file} already exists; \`kura lab init\` does not overwrite it without --force (which also recreates the lab's files, erasing the cartridges)`,
+          );
+        }
+        const vms = opts.vms === undefined ? undefined : wholeNumber(opts.vms, '--vms');
+        const dataSize = opts.volumeSize === undefined ? undefined : size(opts.volumeSize, '--volume-size');
+        const cfg = presetByName(opts.preset, {
+          ...(vms === undefined ? {} : { vms }),
+          ...(dataSize === undefined
+            ? {}
+            : { dataVolumeSize: dataSize, softwareVolumeSize: Math.max(MiB, Math.floor(dataSize / 2)) }),
+        });
+        const text = renderConfigYaml(cfg);
+        // Validate before writing, so a bad option never leaves a broken kura.yaml behind.
+        const loaded = parseConfigText(text, file);
+        await mkdir(path.dirname(file), { recursive: true });
+        await writeFile(file, text, 'utf8');
 
-      const paths = kuraPaths(loaded);
-      const progress = json ? undefined : progressLine('creating lab files');
-      const made = await createLabFiles(loaded, paths, { force: opts.force === true, ...(progress ? { onProgress: progress.update } : {}) });
-      progress?.end();
-      const state = new LabState(paths.labState);
-      try {
-        if (opts.force === true) state.clearDrives();
-        state.recordEvent('lab', 'init', { preset: opts.preset, config: file, ...made });
-      } finally {
-        state.close();
-      }
+        const paths = kuraPaths(loaded);
+        const progress = json ? undefined : progressLine('creating lab files');
+        const made = await createLabFiles(loaded, paths, {
+          force: opts.force === true,
+          ...(progress ? { onProgress: progress.update } : {}),
+        });
+        progress?.end();
+        const state = new LabState(paths.labState);
+        try {
+          if (opts.force === true) state.clearDrives();
+          state.recordEvent('lab', 'init', { preset: opts.preset, config: file, ...made });
+        } finally {
+          state.close();
+        }
 
-      const site = loaded.config.sites[0];
-      const summary = {
-        config: file,
-        lab: paths.lab,
-        site: site?.name,
-        vms: site?.vms.length ?? 0,
-        volumesCreated: made.volumes,
-        cartridgesCreated: made.cartridges,
-        bytesWritten: made.bytes,
-        filesKept: made.skipped,
-      };
-      if (json) {
-        console.log(JSON.stringify(summary, null, 2));
-        return;
-      }
-      const volumes = site?.arrays.reduce((n, a) => n + a.volumes.length, 0) ?? 0;
-      const cartridges = site?.libraries.reduce((n, l) => n + l.cartridges.length, 0) ?? 0;
-      const drives = site?.libraries.reduce((n, l) => n + l.drives.length, 0) ?? 0;
-      console.log(`wrote ${file}: site ${site?.name}, ${summary.vms} VMs on ${site?.hosts.length ?? 0} hosts, ${volumes} volumes, ` +
-        `${site?.libraries.length ?? 0} libraries with ${drives} drives and ${cartridges} cartridges, ${site?.servers.length ?? 0} backup servers`);
-      console.log(`created ${made.volumes} volume files and ${made.cartridges} cartridges (${formatBytes(made.bytes)}) under ${paths.lab}` +
-        (made.skipped > 0 ? `; kept ${made.skipped} existing files` : ''));
-    });
+        const site = loaded.config.sites[0];
+        const summary = {
+          config: file,
+          lab: paths.lab,
+          site: site?.name,
+          vms: site?.vms.length ?? 0,
+          volumesCreated: made.volumes,
+          cartridgesCreated: made.cartridges,
+          bytesWritten: made.bytes,
+          filesKept: made.skipped,
+        };
+        if (json) {
+          console.log(JSON.stringify(summary, null, 2));
+          return;
+        }
+        const volumes = site?.arrays.reduce((n, a) => n + a.volumes.length, 0) ?? 0;
+        const cartridges = site?.libraries.reduce((n, l) => n + l.cartridges.length, 0) ?? 0;
+        const drives = site?.libraries.reduce((n, l) => n + l.drives.length, 0) ?? 0;
+        console.log(
+          `wrote ${file}: site ${site?.name}, ${summary.vms} VMs on ${site?.hosts.length ?? 0} hosts, ${volumes} volumes, ` +
+            `${site?.libraries.length ?? 0} libraries with ${drives} drives and ${cartridges} cartridges, ${site?.servers.length ?? 0} backup servers`,
+        );
+        console.log(
+          `created ${made.volumes} volume files and ${made.cartridges} cartridges (${formatBytes(made.bytes)}) under ${paths.lab}` +
+            (made.skipped > 0 ? `; kept ${made.skipped} existing files` : ''),
+        );
+      },
+    );
 
   const fault = lab.command('fault').description('inject device faults into the lab');
 
@@ -99,34 +118,42 @@ export function registerLabCommands(program: Command): void {
     .option('--rate <size>', 'throughput per second of a slow fault, e.g. 1MiB (default 1MiB)')
     .option('--once', 'the fault is consumed by the first transfer it hits')
     .option('--json', 'print the fault as JSON only')
-    .action(async (device: string, opts: { kind: string; after: string; rate?: string; once?: boolean; json?: boolean }, cmd: Command) => {
-      const g = globals(cmd);
-      const loaded = loadConfig(configPath(g.config));
-      requireDevice(loaded, device);
-      const kinds: readonly string[] = Object.values(FaultKind);
-      if (!kinds.includes(opts.kind)) {
-        throw new InvalidInputError(`--kind "${opts.kind}" is not a fault kind; choose one of: ${kinds.join(', ')}`);
-      }
-      if (opts.rate !== undefined && opts.kind !== FaultKind.Slow) {
-        throw new InvalidInputError(`--rate only applies to --kind slow, not ${opts.kind}; drop --rate or use --kind slow`);
-      }
-      const rate = opts.rate === undefined ? undefined : size(opts.rate, '--rate');
-      if (rate === 0) throw new InvalidInputError('--rate must be more than 0 bytes per second, e.g. 1MiB');
-      const state = new LabState(kuraPaths(loaded).labState);
-      try {
-        const added = state.addFault({
-          device,
-          kind: opts.kind as FaultKind,
-          after: parseAfter(opts.after),
-          ...(rate === undefined ? {} : { rateBytesPerSec: rate }),
-          once: opts.once === true,
-        });
-        if (opts.json === true || g.json === true) console.log(JSON.stringify(added, null, 2));
-        else console.log(`added fault ${added.id}: ${describeFault(added)}`);
-      } finally {
-        state.close();
-      }
-    });
+    .action(
+      async (
+        device: string,
+        opts: { kind: string; after: string; rate?: string; once?: boolean; json?: boolean },
+        cmd: Command,
+      ) => {
+        const g = globals(cmd);
+        const loaded = loadConfig(configPath(g.config));
+        requireDevice(loaded, device);
+        const kinds: readonly string[] = Object.values(FaultKind);
+        if (!kinds.includes(opts.kind)) {
+          throw new InvalidInputError(`--kind "${opts.kind}" is not a fault kind; choose one of: ${kinds.join(', ')}`);
+        }
+        if (opts.rate !== undefined && opts.kind !== FaultKind.Slow) {
+          throw new InvalidInputError(
+            `--rate only applies to --kind slow, not ${opts.kind}; drop --rate or use --kind slow`,
+          );
+        }
+        const rate = opts.rate === undefined ? undefined : size(opts.rate, '--rate');
+        if (rate === 0) throw new InvalidInputError('--rate must be more than 0 bytes per second, e.g. 1MiB');
+        const state = new LabState(kuraPaths(loaded).labState);
+        try {
+          const added = state.addFault({
+            device,
+            kind: opts.kind as FaultKind,
+            after: parseAfter(opts.after),
+            ...(rate === undefined ? {} : { rateBytesPerSec: rate }),
+            once: opts.once === true,
+          });
+          if (opts.json === true || g.json === true) console.log(JSON.stringify(added, null, 2));
+          else console.log(`added fault ${added.id}: ${describeFault(added)}`);
+        } finally {
+          state.close();
+        }
+      },
+    );
 
   fault
     .command('list')
@@ -138,7 +165,11 @@ export function registerLabCommands(program: Command): void {
         const faults = state.listFaults();
         if (opts.json === true || g.json === true) console.log(JSON.stringify(faults, null, 2));
         else if (faults.length === 0) console.log('no faults injected');
-        else for (const f of faults) console.log(`${String(f.id).padStart(4)}  ${describeFault(f)}  (fired ${f.triggered}×, added ${f.createdAt})`);
+        else
+          for (const f of faults)
+            console.log(
+              `${String(f.id).padStart(4)}  ${describeFault(f)}  (fired ${f.triggered}×, added ${f.createdAt})`,
+            );
       });
     });
 
@@ -151,7 +182,10 @@ export function registerLabCommands(program: Command): void {
       await withState(g, (state) => {
         const cleared = state.clearFaults(device);
         if (opts.json === true || g.json === true) console.log(JSON.stringify({ cleared, device: device ?? null }));
-        else console.log(`cleared ${cleared} fault${cleared === 1 ? '' : 's'}${device === undefined ? '' : ` on ${device}`}`);
+        else
+          console.log(
+            `cleared ${cleared} fault${cleared === 1 ? '' : 's'}${device === undefined ? '' : ` on ${device}`}`,
+          );
       });
     });
 
@@ -176,7 +210,10 @@ export function registerLabCommands(program: Command): void {
           return;
         }
         if (events.length === 0) console.log('no events');
-        for (const e of events) console.log(`${String(e.seq).padStart(6)}  ${e.at}  ${e.device.padEnd(14)} ${e.event.padEnd(18)} ${JSON.stringify(e.detail)}`);
+        for (const e of events)
+          console.log(
+            `${String(e.seq).padStart(6)}  ${e.at}  ${e.device.padEnd(14)} ${e.event.padEnd(18)} ${JSON.stringify(e.detail)}`,
+          );
       });
     });
 }
@@ -212,7 +249,15 @@ function requireDevice(loaded: LoadedConfig, device: string): void {
   if (names.includes(device)) return;
   const first = loaded.config.sites[0];
   const examples = first
-    ? [first.servers[0]?.name, first.libraries[0]?.name, first.libraries[0]?.drives[0]?.id, first.libraries[0]?.cartridges[0]?.id, first.switches[0]?.name, first.copyDevices[0]?.name, first.arrays[0]?.name]
+    ? [
+        first.servers[0]?.name,
+        first.libraries[0]?.name,
+        first.libraries[0]?.drives[0]?.id,
+        first.libraries[0]?.cartridges[0]?.id,
+        first.switches[0]?.name,
+        first.copyDevices[0]?.name,
+        first.arrays[0]?.name,
+      ]
     : [];
   throw new NotFoundError(
     `no device "${device}" in ${loaded.file}; faults go on a backup server, library, drive, tape, FC switch, copy device or array, e.g. ${examples.filter((x) => x !== undefined).join(', ')}`,
@@ -236,7 +281,10 @@ function wholeNumber(text: string, flag: string, min = 1): number {
 
 function size(text: string, flag: string): number {
   const n = parseSize(text);
-  if (n === undefined) throw new InvalidInputError(`${flag} "${text}" is not a size; write bytes or a number with a unit, e.g. 8MiB or 1GB`);
+  if (n === undefined)
+    throw new InvalidInputError(
+      `${flag} "${text}" is not a size; write bytes or a number with a unit, e.g. 8MiB or 1GB`,
+    );
   return n;
 }
 

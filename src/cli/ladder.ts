@@ -20,7 +20,12 @@ export function registerLadderCommands(program: Command, ctx: CliContext): void 
     .option('--site <name>', 'the site (default: the one that has the VM)')
     .action(async (name: string, o: { site?: string }) => {
       const image = await (await vms()).backupData(name, { site: o.site });
-      print(ctx, { ok: true, image }, () => `kept ${image.imageId}: ${formatBytes(image.sizeBytes)} of ${name}'s data volume, sha256 ${image.sha256}\n  ${image.file}`);
+      print(
+        ctx,
+        { ok: true, image },
+        () =>
+          `kept ${image.imageId}: ${formatBytes(image.sizeBytes)} of ${name}'s data volume, sha256 ${image.sha256}\n  ${image.file}`,
+      );
     });
   vm.command('report-failure <vm>')
     .description("report a failure of the VM's software: its guardian runs the recovery ladder")
@@ -28,10 +33,16 @@ export function registerLadderCommands(program: Command, ctx: CliContext): void 
     .option('--site <name>', 'the site (default: the one that has the VM)')
     .action(async (name: string, o: { reason: string; site?: string }) => {
       await (await vms()).reportFailure(name, o.reason, { site: o.site });
-      print(ctx, { ok: true, vm: name }, () => `reported to the guardian of ${name}; follow it with \`kura ladder show ${name}\``);
+      print(
+        ctx,
+        { ok: true, vm: name },
+        () => `reported to the guardian of ${name}; follow it with \`kura ladder show ${name}\``,
+      );
     });
 
-  const ladder = program.command('ladder').description("a VM's escalating restart ladder: APL → MW → OS → data swap → startup image → a person");
+  const ladder = program
+    .command('ladder')
+    .description("a VM's escalating restart ladder: APL → MW → OS → data swap → startup image → a person");
   ladder
     .command('show <vm>')
     .description("the VM's current (or last) ladder: each rung with its attempts, times and outcomes")
@@ -51,12 +62,18 @@ export function registerLadderCommands(program: Command, ctx: CliContext): void 
     });
   ladder
     .command('rebuild <vm>')
-    .description('recreate the VM on a substitute host from its software image and latest data image, then check its health')
+    .description(
+      'recreate the VM on a substitute host from its software image and latest data image, then check its health',
+    )
     .requiredOption('--host <name>', 'the substitute host')
     .option('--site <name>', 'the site (default: the one that has the VM)')
     .action(async (name: string, o: { host: string; site?: string }) => {
       const view = await (await vms()).rebuild(name, o.host, { site: o.site });
-      print(ctx, view, () => `${view.workflowId}: ${view.status}${view.note ? ` — ${view.note}` : ''}\n${renderLadder(view)}`);
+      print(
+        ctx,
+        view,
+        () => `${view.workflowId}: ${view.status}${view.note ? ` — ${view.note}` : ''}\n${renderLadder(view)}`,
+      );
       if (view.status !== 'rebuilt') process.exitCode = 1;
     });
 }

@@ -15,18 +15,31 @@ export function onlineProgressLine(target: string, p: OnlineProgress, baseCopied
   const parts = [`online ${target}: ${p.phase}`];
   if (p.phase === 'base-copy') parts.push(`${formatBytes(baseCopied)} of ${formatBytes(p.bytesTotal)}`);
   if (p.phase === 'catch-up' || p.phase === 'quiesce') {
-    parts.push(`round ${p.rounds}`, `unreflected ${formatBytes(p.unreflectedBytes)}`, `ETA ${p.etaMs === null ? 'unknown' : `${p.etaMs} ms`}`, `path ${p.path}`);
+    parts.push(
+      `round ${p.rounds}`,
+      `unreflected ${formatBytes(p.unreflectedBytes)}`,
+      `ETA ${p.etaMs === null ? 'unknown' : `${p.etaMs} ms`}`,
+      `path ${p.path}`,
+    );
   }
   if (p.quiesceMs !== null) parts.push(`quiesce ${p.quiesceMs.toFixed(1)} ms`);
   return `${parts.join(' · ')} — ${p.activity}`;
 }
 
 /** Runs an online backup from the CLI and prints its report. */
-export async function runOnlineBackup(ctx: CliContext, target: string, o: { site?: string; detach?: boolean }): Promise<void> {
+export async function runOnlineBackup(
+  ctx: CliContext,
+  target: string,
+  o: { site?: string; detach?: boolean },
+): Promise<void> {
   const { kura } = await ctx.connect();
   const handle = await startOnlineBackup(kura, target, { site: o.site });
   if (o.detach) {
-    print(ctx, { ok: true, workflowId: handle.workflowId }, () => `started ${handle.workflowId}\n  watch: ${uiLink(handle.workflowId)}`);
+    print(
+      ctx,
+      { ok: true, workflowId: handle.workflowId },
+      () => `started ${handle.workflowId}\n  watch: ${uiLink(handle.workflowId)}`,
+    );
     return;
   }
   const result = handle.result();

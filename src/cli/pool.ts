@@ -35,7 +35,9 @@ const READ_BACK_MS = 5000;
 
 /** Adds the `pool` command group to the `kura` program. */
 export function registerPoolCommands(program: Command, deps: PoolCommandDeps): void {
-  const pool = program.command('pool').description("a site's resource pool: backup servers, libraries, drives, tapes, switches, copy devices");
+  const pool = program
+    .command('pool')
+    .description("a site's resource pool: backup servers, libraries, drives, tapes, switches, copy devices");
 
   pool
     .command('show')
@@ -51,44 +53,72 @@ export function registerPoolCommands(program: Command, deps: PoolCommandDeps): v
 
   pool
     .command('mark')
-    .description('mark a device available or unavailable; unavailable devices are never granted, their holders keep them')
+    .description(
+      'mark a device available or unavailable; unavailable devices are never granted, their holders keep them',
+    )
     .argument('<device>', 'device name, e.g. lib-01-drv-2')
     .argument('<state>', 'available or unavailable')
     .option('--reason <text>', 'why the device is unavailable (shown in `kura pool show`)')
     .option('--site <name>', 'site of the configuration (default: the first)')
     .option('--json', 'print the changed row as JSON')
-    .action(async (device: string, state: string, opts: { reason?: string; site?: string; json?: boolean }, cmd: Command) => {
-      const json = opts.json === true || cmd.optsWithGlobals<{ json?: boolean }>().json === true;
-      const parsed = MarkRequestSchema.safeParse({ device, state, ...(opts.reason === undefined ? {} : { reason: opts.reason }) });
-      if (!parsed.success) {
-        const issues = parsed.error.issues.map((i) => ({ path: formatPath(i.path), message: i.message }));
-        throw new InvalidInputError(`cannot mark ${device}: ${issues.map((i) => `${i.path || 'request'}: ${i.message}`).join('; ')}`, issues);
-      }
-      const req = parsed.data;
-      const site = siteName(deps.loadConfig(), opts.site);
-      const row = await withClient(deps, async (client) => {
-        const before = await readTables(client, site);
-        if (!findDevice(before, req.device)) {
-          throw new NotFoundError(`no device ${req.device} in the pool of site ${site}; valid names are ${validNames(before)}`, { device: req.device, site });
+    .action(
+      async (device: string, state: string, opts: { reason?: string; site?: string; json?: boolean }, cmd: Command) => {
+        const json = opts.json === true || cmd.optsWithGlobals<{ json?: boolean }>().json === true;
+        const parsed = MarkRequestSchema.safeParse({
+          device,
+          state,
+          ...(opts.reason === undefined ? {} : { reason: opts.reason }),
+        });
+        if (!parsed.success) {
+          const issues = parsed.error.issues.map((i) => ({ path: formatPath(i.path), message: i.message }));
+          throw new InvalidInputError(
+            `cannot mark ${device}: ${issues.map((i) => `${i.path || 'request'}: ${i.message}`).join('; ')}`,
+            issues,
+          );
         }
-        const handle = client.workflow.getHandle(poolWorkflowId(site));
-        await handle.signal(markDeviceSignal, req);
-        return readBack(client, site, req.device, req.state);
-      });
-      if (json) console.log(JSON.stringify(row, null, 2));
-      else console.log(renderTable(titleOf(row), row.kind === 'tape', row.kind === 'drive' || row.kind === 'tape', [row]));
-    });
+        const req = parsed.data;
+        const site = siteName(deps.loadConfig(), opts.site);
+        const row = await withClient(deps, async (client) => {
+          const before = await readTables(client, site);
+          if (!findDevice(before, req.device)) {
+            throw new NotFoundError(
+              `no device ${req.device} in the pool of site ${site}; valid names are ${validNames(before)}`,
+              { device: req.device, site },
+            );
+          }
+          const handle = client.workflow.getHandle(poolWorkflowId(site));
+          await handle.signal(markDeviceSignal, req);
+          return readBack(client, site, req.device, req.state);
+        });
+        if (json) console.log(JSON.stringify(row, null, 2));
+        else
+          console.log(
+            renderTable(titleOf(row), row.kind === 'tape', row.kind === 'drive' || row.kind === 'tape', [row]),
+          );
+      },
+    );
 }
 
 /** Renders every table as seed 004 Figs. 3–6 do: one section per table. */
 export function renderTables(tables: PoolTables): string {
-  const sections = TABLE_KEYS.map((key) => renderTable(TITLES[key], key === 'tapes', key === 'drives' || key === 'tapes', tables[key]));
+  const sections = TABLE_KEYS.map((key) =>
+    renderTable(TITLES[key], key === 'tapes', key === 'drives' || key === 'tapes', tables[key]),
+  );
   return [`Resource pool of site ${tables.site}`, '', sections.join('\n\n')].join('\n');
 }
 
 function renderTable(title: string, withUsage: boolean, withLibrary: boolean, rows: DeviceRow[]): string {
   if (rows.length === 0) return `${title}\n  (none)`;
-  const header = ['No.', 'Name', 'State', 'Job', 'Stream', ...(withLibrary ? ['Library'] : []), ...(withUsage ? ['Used'] : []), 'Reason'];
+  const header = [
+    'No.',
+    'Name',
+    'State',
+    'Job',
+    'Stream',
+    ...(withLibrary ? ['Library'] : []),
+    ...(withUsage ? ['Used'] : []),
+    'Reason',
+  ];
   const lines: string[][] = [];
   for (const row of rows) {
     // One line per holder: a server or switch may carry several jobs' streams at once.
@@ -102,18 +132,34 @@ function renderTable(title: string, withUsage: boolean, withLibrary: boolean, ro
         h?.job ?? '-',
         h === undefined ? '-' : String(h.stream),
         ...(withLibrary ? [first ? (row.library ?? '-') : ''] : []),
-        ...(withUsage ? [first ? `${formatBytes(row.usedBytes ?? 0)} of ${formatBytes(row.capacityBytes ?? 0)}` : ''] : []),
+        ...(withUsage
+          ? [first ? `${formatBytes(row.usedBytes ?? 0)} of ${formatBytes(row.capacityBytes ?? 0)}` : '']
+          : []),
         first ? (row.reason ?? '') : '',
       ]);
     });
   }
   const widths = header.map((h, c) => Math.max(h.length, ...lines.map((l) => (l[c] ?? '').length)));
-  const fmt = (cells: string[]) => '  ' + cells.map((cell, c) => cell.padEnd(widths[c] ?? 0)).join('  ').trimEnd();
+  const fmt = (cells: string[]) =>
+    '  ' +
+    cells
+      .map((cell, c) => cell.padEnd(widths[c] ?? 0))
+      .join('  ')
+      .trimEnd();
   return [title, fmt(header), ...lines.map(fmt)].join('\n');
 }
 
 function titleOf(row: DeviceRow): string {
-  const key: TableKey = ({ server: 'servers', library: 'libraries', drive: 'drives', tape: 'tapes', switch: 'switches', 'copy-device': 'copyDevices' } as const)[row.kind];
+  const key: TableKey = (
+    {
+      server: 'servers',
+      library: 'libraries',
+      drive: 'drives',
+      tape: 'tapes',
+      switch: 'switches',
+      'copy-device': 'copyDevices',
+    } as const
+  )[row.kind];
   return TITLES[key];
 }
 
@@ -124,7 +170,8 @@ function siteName(loaded: LoadedConfig, wanted: string | undefined): string {
     if (first === undefined) throw new NotFoundError(`${loaded.file} defines no site`);
     return first;
   }
-  if (!sites.includes(wanted)) throw new NotFoundError(`no site ${wanted} in ${loaded.file}; known sites: ${sites.join(', ')}`, { site: wanted });
+  if (!sites.includes(wanted))
+    throw new NotFoundError(`no site ${wanted} in ${loaded.file}; known sites: ${sites.join(', ')}`, { site: wanted });
   return wanted;
 }
 
@@ -139,9 +186,16 @@ async function readTables(client: Client, site: string): Promise<PoolTables> {
   } catch (err) {
     if (err instanceof KuraError) throw err;
     if (err instanceof WorkflowNotFoundError) {
-      throw new NotFoundError(`no resource pool is running for site ${site}; start the worker (\`npm run worker\`), which starts one pool per site`, { site });
+      throw new NotFoundError(
+        `no resource pool is running for site ${site}; start the worker (\`npm run worker\`), which starts one pool per site`,
+        { site },
+      );
     }
-    throw new KuraError(ErrorType.Unavailable, `the resource pool of site ${site} did not answer (${err instanceof Error ? err.message : String(err)}); is a worker running on the control task queue?`, { cause: err });
+    throw new KuraError(
+      ErrorType.Unavailable,
+      `the resource pool of site ${site} did not answer (${err instanceof Error ? err.message : String(err)}); is a worker running on the control task queue?`,
+      { cause: err },
+    );
   }
 }
 
@@ -149,11 +203,20 @@ async function readTables(client: Client, site: string): Promise<PoolTables> {
  * A signal is applied when the pool's next workflow task runs, so the row is read until it shows
  * the new state (or the time is up, and the last reading is shown).
  */
-async function readBack(client: Client, site: string, device: string, state: 'available' | 'unavailable'): Promise<DeviceRow> {
+async function readBack(
+  client: Client,
+  site: string,
+  device: string,
+  state: 'available' | 'unavailable',
+): Promise<DeviceRow> {
   const deadline = Date.now() + READ_BACK_MS;
   for (;;) {
     const row = findDevice(await readTables(client, site), device);
-    if (!row) throw new NotFoundError(`device ${device} left the pool of site ${site} while it was being marked`, { device, site });
+    if (!row)
+      throw new NotFoundError(`device ${device} left the pool of site ${site} while it was being marked`, {
+        device,
+        site,
+      });
     const applied = state === 'unavailable' ? row.state === 'unavailable' : row.state !== 'unavailable';
     if (applied || Date.now() > deadline) return row;
     await new Promise((r) => setTimeout(r, 200));

@@ -61,7 +61,17 @@ export async function watchJob<T>(handle: WorkflowHandle, opts: { title: string;
   const result = handle.result() as Promise<T>;
   if (opts.quiet) return result;
   const tty = process.stderr.isTTY;
-  const multi = tty ? new MultiBar({ hideCursor: true, stream: process.stderr, clearOnComplete: false, format: '{label} |{bar}| {percentage}% {done}/{size} {info}' }, Presets.shades_classic) : undefined;
+  const multi = tty
+    ? new MultiBar(
+        {
+          hideCursor: true,
+          stream: process.stderr,
+          clearOnComplete: false,
+          format: '{label} |{bar}| {percentage}% {done}/{size} {info}',
+        },
+        Presets.shades_classic,
+      )
+    : undefined;
   let jobBar: Bar | undefined;
   const streamBars = new Map<number, Bar>();
   const streamStates = new Map<number, string>();
@@ -84,14 +94,25 @@ export async function watchJob<T>(handle: WorkflowHandle, opts: { title: string;
       }
       return;
     }
-    const fields = { label: opts.title, done: formatBytes(done), size: formatBytes(p.bytesTotal), info: `${rate} ${p.phase}: ${p.activity}` };
+    const fields = {
+      label: opts.title,
+      done: formatBytes(done),
+      size: formatBytes(p.bytesTotal),
+      info: `${rate} ${p.phase}: ${p.activity}`,
+    };
     if (!jobBar) jobBar = multi.create(Math.max(p.bytesTotal, 1), done, fields);
     jobBar.setTotal(Math.max(p.bytesTotal, 1));
     jobBar.update(done, fields);
     for (const st of p.streams ?? []) {
-      const extra = st.state === 'copying' && p.streams?.filter((x) => x.state === 'copying').length === 1 ? inFlight : 0;
+      const extra =
+        st.state === 'copying' && p.streams?.filter((x) => x.state === 'copying').length === 1 ? inFlight : 0;
       const sDone = Math.min(st.bytesDone + extra, st.bytesTotal);
-      const f = { label: `  stream ${st.stream} ${st.tape}`, done: formatBytes(sDone), size: formatBytes(st.bytesTotal), info: `${st.state}${st.error ? `: ${st.error}` : ''} (${st.path})` };
+      const f = {
+        label: `  stream ${st.stream} ${st.tape}`,
+        done: formatBytes(sDone),
+        size: formatBytes(st.bytesTotal),
+        info: `${st.state}${st.error ? `: ${st.error}` : ''} (${st.path})`,
+      };
       const bar = streamBars.get(st.stream) ?? multi.create(Math.max(st.bytesTotal, 1), sDone, f);
       streamBars.set(st.stream, bar);
       bar.setTotal(Math.max(st.bytesTotal, 1));
@@ -119,7 +140,14 @@ export async function watchFleet<T>(handle: WorkflowHandle, opts: { title: strin
   const result = handle.result() as Promise<T>;
   if (opts.quiet) return result;
   const bar = process.stderr.isTTY
-    ? new SingleBar({ format: `${opts.title} |{bar}| {value}/{total} targets, {failed} failed, {running} running, {bytes} ({rate})`, hideCursor: true, stream: process.stderr }, Presets.shades_classic)
+    ? new SingleBar(
+        {
+          format: `${opts.title} |{bar}| {value}/{total} targets, {failed} failed, {running} running, {bytes} ({rate})`,
+          hideCursor: true,
+          stream: process.stderr,
+        },
+        Presets.shades_classic,
+      )
     : undefined;
   let started = false;
   let lastReported = -1;
@@ -139,8 +167,13 @@ export async function watchFleet<T>(handle: WorkflowHandle, opts: { title: strin
       if (!started) bar.start(p.targets.length, done, fields);
       bar.update(done, fields);
       started = true;
-    } else if (done !== lastReported && (done === p.targets.length || done - lastReported >= Math.max(1, Math.floor(p.targets.length / 10)))) {
-      process.stderr.write(`${opts.title}: ${done}/${p.targets.length} targets, ${fields.failed} failed, ${fields.running} running, ${fields.bytes}\n`);
+    } else if (
+      done !== lastReported &&
+      (done === p.targets.length || done - lastReported >= Math.max(1, Math.floor(p.targets.length / 10)))
+    ) {
+      process.stderr.write(
+        `${opts.title}: ${done}/${p.targets.length} targets, ${fields.failed} failed, ${fields.running} running, ${fields.bytes}\n`,
+      );
       lastReported = done;
     }
   });

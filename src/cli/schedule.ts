@@ -40,7 +40,14 @@ export function registerScheduleCommands(program: Command, ctx: CliContext): voi
           recent: s.info.recentActions.at(-1)?.takenAt.toISOString() ?? '',
         });
       }
-      print(ctx, rows, () => (rows.length ? table(['Schedule', 'Next run', 'Paused', 'Last run'], rows.map((r) => [r.scheduleId, r.next, String(r.paused), r.recent])) : 'no schedules; create them with `kura schedule apply`'));
+      print(ctx, rows, () =>
+        rows.length
+          ? table(
+              ['Schedule', 'Next run', 'Paused', 'Last run'],
+              rows.map((r) => [r.scheduleId, r.next, String(r.paused), r.recent]),
+            )
+          : 'no schedules; create them with `kura schedule apply`',
+      );
     });
 
   schedule
@@ -49,10 +56,17 @@ export function registerScheduleCommands(program: Command, ctx: CliContext): voi
     .option('--site <name>', 'the site (default: the first in the configuration)')
     .action(async (policy: string, o: { site?: string }) => {
       const site = findSite(ctx.config().config, o.site);
-      if (!site.policies.some((p) => p.name === policy)) throw new NotFoundError(`no policy "${policy}" in site ${site.name}; policies: ${site.policies.map((p) => p.name).join(', ') || '(none)'}`);
+      if (!site.policies.some((p) => p.name === policy))
+        throw new NotFoundError(
+          `no policy "${policy}" in site ${site.name}; policies: ${site.policies.map((p) => p.name).join(', ') || '(none)'}`,
+        );
       const { client } = await ctx.connect();
       const id = scheduleIdFor(site.name, policy);
       await client.schedule.getHandle(id).trigger();
-      print(ctx, { ok: true, scheduleId: id }, () => `triggered ${id}; the run appears in the Temporal UI as fleet/${policy}-<time>`);
+      print(
+        ctx,
+        { ok: true, scheduleId: id },
+        () => `triggered ${id}; the run appears in the Temporal UI as fleet/${policy}-<time>`,
+      );
     });
 }

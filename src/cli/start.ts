@@ -32,16 +32,20 @@ export function registerStartCommand(program: Command, ctx: CliContext): void {
     .option('--vms <n>', 'VMs of the lab estate when it is created', '77')
     .action(async (o: { exitAfter?: boolean; concurrency: string; vms: string }) => {
       const concurrency = Number(o.concurrency);
-      if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 200) throw new InvalidInputError(`--concurrency must be a whole number from 1 to 200, not "${o.concurrency}"`);
+      if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 200)
+        throw new InvalidInputError(`--concurrency must be a whole number from 1 to 200, not "${o.concurrency}"`);
       const say = (s: string) => process.stderr.write(`${s}\n`);
 
       // The estate: the configuration, or the hospital lab preset when there is none yet.
       const file = ctx.configFile();
       if (!existsSync(file)) {
         const vms = Number(o.vms);
-        if (!Number.isInteger(vms) || vms < 1 || vms > 10_000) throw new InvalidInputError(`--vms must be a whole number from 1 to 10000, not "${o.vms}"`);
+        if (!Number.isInteger(vms) || vms < 1 || vms > 10_000)
+          throw new InvalidInputError(`--vms must be a whole number from 1 to 10000, not "${o.vms}"`);
         writeFileSync(file, renderConfigYaml(hospitalPreset({ vms })));
-        say(`kura: no configuration found; created ${path.relative(process.cwd(), file) || file} from the hospital lab preset (${vms} VMs)`);
+        say(
+          `kura: no configuration found; created ${path.relative(process.cwd(), file) || file} from the hospital lab preset (${vms} VMs)`,
+        );
       }
       const loaded = loadConfig(file);
       const paths = kuraPaths(loaded);
@@ -52,8 +56,13 @@ export function registerStartCommand(program: Command, ctx: CliContext): void {
       });
       if (process.stderr.isTTY) process.stderr.write('\n');
       const volumes = loaded.config.sites.reduce((n, s) => n + s.arrays.reduce((m, a) => m + a.volumes.length, 0), 0);
-      const cartridges = loaded.config.sites.reduce((n, s) => n + s.libraries.reduce((m, l) => m + l.cartridges.length, 0), 0);
-      say(`kura: lab estate ready under ${paths.lab}: ${volumes} volumes, ${cartridges} cartridges (${made.volumes + made.cartridges} files created, ${made.skipped} already there)`);
+      const cartridges = loaded.config.sites.reduce(
+        (n, s) => n + s.libraries.reduce((m, l) => m + l.cartridges.length, 0),
+        0,
+      );
+      say(
+        `kura: lab estate ready under ${paths.lab}: ${volumes} volumes, ${cartridges} cartridges (${made.volumes + made.cartridges} files created, ${made.skipped} already there)`,
+      );
 
       // The Temporal server: the configured one, one already answering, or the embedded dev server.
       const target = temporalConnectionOptions(loaded);
@@ -61,7 +70,10 @@ export function registerStartCommand(program: Command, ctx: CliContext): void {
       let address = target.address;
       if (target.explicit) {
         if (!(await serverAnswers(target.address, target.namespace))) {
-          throw new KuraError(ErrorType.Unavailable, `no Temporal server answers at ${target.address} (from TEMPORAL_ADDRESS or kura.yaml); start it, or unset TEMPORAL_ADDRESS to use the embedded one`);
+          throw new KuraError(
+            ErrorType.Unavailable,
+            `no Temporal server answers at ${target.address} (from TEMPORAL_ADDRESS or kura.yaml); start it, or unset TEMPORAL_ADDRESS to use the embedded one`,
+          );
         }
         say(`kura: using the Temporal server at ${target.address}`);
       } else if (await serverAnswers(DEFAULT_ADDRESS, target.namespace)) {
@@ -83,11 +95,15 @@ export function registerStartCommand(program: Command, ctx: CliContext): void {
       // The online-backup datapath is a service of its own; a busy port costs online backups only.
       const datapath = await startDatapath(loaded, paths, { log: say }).then(
         (dp) => {
-          say(`kura: datapath serving ${dp.volumes.size} volume(s) on nbd://127.0.0.1:${dp.nbdPort}/<array>/<volume> (control API ${dp.controlUrl})`);
+          say(
+            `kura: datapath serving ${dp.volumes.size} volume(s) on nbd://127.0.0.1:${dp.nbdPort}/<array>/<volume> (control API ${dp.controlUrl})`,
+          );
           return dp;
         },
         (err: unknown) => {
-          say(`kura: datapath not started (${err instanceof Error ? err.message : String(err)}); online backups need \`kura datapath\``);
+          say(
+            `kura: datapath not started (${err instanceof Error ? err.message : String(err)}); online backups need \`kura datapath\``,
+          );
           return undefined;
         },
       );
@@ -105,7 +121,9 @@ export function registerStartCommand(program: Command, ctx: CliContext): void {
       try {
         const kura = new Kura(workers.client, loaded, workers.taskQueue);
         const site = findSite(loaded.config);
-        say(`kura: backing up the data volume of all ${site.vms.length} VMs of site ${site.name}, ${concurrency} at a time`);
+        say(
+          `kura: backing up the data volume of all ${site.vms.length} VMs of site ${site.name}, ${concurrency} at a time`,
+        );
         const t0 = Date.now();
         const handle = await kura.startFleet('all', { site: site.name, concurrency, requestedBy: 'npm start' });
         const report = await watchFleet<FleetReport>(handle, { title: 'backup' });

@@ -10,8 +10,14 @@ export function registerWorkerCommand(program: Command, ctx: CliContext): void {
     .option('--servers <names>', 'only these backup servers (comma-separated); with --servers-only, no control worker')
     .option('--servers-only', 'run only backup-server workers (on a backup server host)')
     .action(async (o: { servers?: string; serversOnly?: boolean }) => {
-      const workers = await startKuraWorkers({ loaded: ctx.config(), servers: o.servers?.split(',').map((s) => s.trim()), serversOnly: o.serversOnly });
-      process.stderr.write(`kura: workers running on ${workers.taskQueue} and the backup-server queues; Ctrl-C stops them\n`);
+      const workers = await startKuraWorkers({
+        loaded: ctx.config(),
+        servers: o.servers?.split(',').map((s) => s.trim()),
+        serversOnly: o.serversOnly,
+      });
+      process.stderr.write(
+        `kura: workers running on ${workers.taskQueue} and the backup-server queues; Ctrl-C stops them\n`,
+      );
       const stop = () => void workers.shutdown();
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);

@@ -29,7 +29,10 @@ export function configPath(explicit?: string): string {
 export function loadConfig(file = configPath()): LoadedConfig {
   const abs = path.resolve(file);
   if (!existsSync(abs)) {
-    throw new NotFoundError(`no configuration at ${abs}; create one with \`kura lab init --preset hospital\` or pass --config <file>`, { file: abs });
+    throw new NotFoundError(
+      `no configuration at ${abs}; create one with \`kura lab init --preset hospital\` or pass --config <file>`,
+      { file: abs },
+    );
   }
   return parseConfigText(readFileSync(abs, 'utf8'), abs);
 }

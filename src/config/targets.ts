@@ -10,7 +10,11 @@ import { AccessDeniedError, DestinationExistsError, NotFoundError } from '../dom
 /** The site a command addresses: the named one, or the first one when no name is given. */
 export function findSite(config: Config, name?: string): Site {
   const site = name === undefined ? config.sites[0] : config.sites.find((s) => s.name === name);
-  if (!site) throw new NotFoundError(`no site "${name}" in the configuration; sites: ${config.sites.map((s) => s.name).join(', ')}`, { site: name });
+  if (!site)
+    throw new NotFoundError(
+      `no site "${name}" in the configuration; sites: ${config.sites.map((s) => s.name).join(', ')}`,
+      { site: name },
+    );
   return site;
 }
 
@@ -24,7 +28,10 @@ export function resolveTargetRef(site: Site, target: string): { array: string; v
   const vol = site.arrays.find((a) => a.name === array)?.volumes.find((v) => v.id === volume);
   if (!array || !volume || !vol) {
     const examples = [...site.vms.slice(0, 2).map((v) => v.name), site.vms[0]?.dataVolume].filter(Boolean).join(', ');
-    throw new NotFoundError(`unknown target "${target}" in site ${site.name}: name a VM (its data volume is backed up) or a volume as array/volume${examples ? `, e.g. ${examples}` : ''}`, { target, site: site.name });
+    throw new NotFoundError(
+      `unknown target "${target}" in site ${site.name}: name a VM (its data volume is backed up) or a volume as array/volume${examples ? `, e.g. ${examples}` : ''}`,
+      { target, site: site.name },
+    );
   }
   return { array, volume, sizeBytes: vol.size };
 }
@@ -42,10 +49,16 @@ export function checkRestoreDestination(destination: string, roots: string[], co
     return rel !== '' && !rel.startsWith('..') && !path.isAbsolute(rel);
   });
   if (!inside) {
-    throw new AccessDeniedError(`restore destination ${abs} is outside the restore roots (${roots.join(', ')}); choose a path below one of them, or add a root under restoreRoots in ${configFile}`, { destination: abs, roots });
+    throw new AccessDeniedError(
+      `restore destination ${abs} is outside the restore roots (${roots.join(', ')}); choose a path below one of them, or add a root under restoreRoots in ${configFile}`,
+      { destination: abs, roots },
+    );
   }
   if (existsSync(abs)) {
-    throw new DestinationExistsError(`restore destination ${abs} already exists; Kura never overwrites data — choose a new path or move the file away`, { destination: abs });
+    throw new DestinationExistsError(
+      `restore destination ${abs} already exists; Kura never overwrites data — choose a new path or move the file away`,
+      { destination: abs },
+    );
   }
   return abs;
 }

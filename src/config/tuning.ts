@@ -23,7 +23,11 @@ export function copySettings(config: Config, siteName?: string, policyName?: str
 }
 
 /** The targets a policy protects, with `*` expanded to every VM of the site. */
-export function policyTargets(config: Config, siteName: string, policyName: string): { targets: string[]; concurrency: number } | undefined {
+export function policyTargets(
+  config: Config,
+  siteName: string,
+  policyName: string,
+): { targets: string[]; concurrency: number } | undefined {
   const site = config.sites.find((s) => s.name === siteName);
   if (!site) return undefined;
   if (policyName === 'all') return { targets: site.vms.map((v) => v.name), concurrency: 4 };

@@ -20,7 +20,13 @@ const ERROR_TYPES = new Set<string>(Object.values(ErrorType));
 export class DatapathClient {
   constructor(readonly baseUrl: string) {}
 
-  private async call<T>(schema: ZodType<T>, method: 'GET' | 'POST', route: string, body?: unknown, timeoutMs = 600_000): Promise<T> {
+  private async call<T>(
+    schema: ZodType<T>,
+    method: 'GET' | 'POST',
+    route: string,
+    body?: unknown,
+    timeoutMs = 600_000,
+  ): Promise<T> {
     let res: Response;
     try {
       res = await fetch(`${this.baseUrl}${route}`, {
@@ -30,7 +36,11 @@ export class DatapathClient {
         signal: AbortSignal.timeout(timeoutMs),
       });
     } catch (err) {
-      throw new KuraError(ErrorType.Unavailable, `the datapath does not answer at ${this.baseUrl} (${(err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message}); start it with \`kura datapath\``, { cause: err });
+      throw new KuraError(
+        ErrorType.Unavailable,
+        `the datapath does not answer at ${this.baseUrl} (${(err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message}); start it with \`kura datapath\``,
+        { cause: err },
+      );
     }
     const json: unknown = await res.json().catch(() => null);
     if (!res.ok) {
@@ -39,7 +49,11 @@ export class DatapathClient {
       throw new KuraError(type, e?.message ?? `datapath answered ${res.status} to ${method} ${route}`);
     }
     const parsed = schema.safeParse(json);
-    if (!parsed.success) throw new KuraError(ErrorType.DeviceFault, `the datapath's answer to ${method} ${route} does not match the API: ${parsed.error.issues[0]?.message}`);
+    if (!parsed.success)
+      throw new KuraError(
+        ErrorType.DeviceFault,
+        `the datapath's answer to ${method} ${route} does not match the API: ${parsed.error.issues[0]?.message}`,
+      );
     return parsed.data;
   }
 

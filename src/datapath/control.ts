@@ -23,7 +23,10 @@ function parse<T>(schema: ZodType<T>, body: unknown, what: string): T {
   const r = schema.safeParse(body);
   if (!r.success) {
     const issues = r.error.issues.map((i) => ({ path: formatPath(i.path), message: i.message }));
-    throw new InvalidInputError(`invalid ${what}: ${issues.map((i) => `${i.path || '(body)'}: ${i.message}`).join('; ')}`, issues);
+    throw new InvalidInputError(
+      `invalid ${what}: ${issues.map((i) => `${i.path || '(body)'}: ${i.message}`).join('; ')}`,
+      issues,
+    );
   }
   return r.data;
 }
@@ -69,7 +72,11 @@ export class ControlServer {
 
   private volume(name: string): Volume {
     const v = this.volumes.get(name);
-    if (!v) throw new NotFoundError(`the datapath serves no volume "${name}"; it serves: ${[...this.volumes.keys()].join(', ') || 'none'} (datapath.volumes in kura.yaml)`, { volume: name });
+    if (!v)
+      throw new NotFoundError(
+        `the datapath serves no volume "${name}"; it serves: ${[...this.volumes.keys()].join(', ') || 'none'} (datapath.volumes in kura.yaml)`,
+        { volume: name },
+      );
     return v;
   }
 
@@ -77,11 +84,14 @@ export class ControlServer {
     try {
       const url = new URL(req.url ?? '/', 'http://localhost');
       const parts = url.pathname.split('/').filter(Boolean).map(decodeURIComponent);
-      if (parts[0] !== 'v1' || parts[1] !== 'volumes') throw new NotFoundError(`no route ${req.method} ${url.pathname}`);
-      if (req.method === 'GET' && parts.length === 2) return send(res, 200, { volumes: [...this.volumes.values()].map((v) => v.status()) });
+      if (parts[0] !== 'v1' || parts[1] !== 'volumes')
+        throw new NotFoundError(`no route ${req.method} ${url.pathname}`);
+      if (req.method === 'GET' && parts.length === 2)
+        return send(res, 200, { volumes: [...this.volumes.values()].map((v) => v.status()) });
       const v = this.volume(parts[2] ?? '');
       if (req.method === 'GET' && parts.length === 3) return send(res, 200, v.status());
-      if (req.method !== 'POST' || parts.length !== 4) throw new NotFoundError(`no route ${req.method} ${url.pathname}`);
+      if (req.method !== 'POST' || parts.length !== 4)
+        throw new NotFoundError(`no route ${req.method} ${url.pathname}`);
       const body = await readBody(req);
       switch (parts[3]) {
         case 'enter-backup': {

@@ -79,7 +79,9 @@ export class Journal {
         receivedAt: h.readDoubleLE(20),
         offset: Number(h.readBigUInt64LE(28)),
         length,
-        data: dataBytes ? Buffer.from(all.subarray(pos + JOURNAL_HEADER_BYTES, pos + JOURNAL_HEADER_BYTES + dataBytes)) : null,
+        data: dataBytes
+          ? Buffer.from(all.subarray(pos + JOURNAL_HEADER_BYTES, pos + JOURNAL_HEADER_BYTES + dataBytes))
+          : null,
         reflected: h.readUInt8(8) === 1,
         position: pos,
       });
@@ -106,7 +108,13 @@ export class Journal {
    * S302: appends one record with flag 0 and makes it durable. Resolves only after fdatasync, so
    * the caller may acknowledge the write to the host. Callers serialise appends.
    */
-  async append(kind: JournalKind, offset: number, length: number, data: Buffer | null, receivedAt: number): Promise<JournalEntry> {
+  async append(
+    kind: JournalKind,
+    offset: number,
+    length: number,
+    data: Buffer | null,
+    receivedAt: number,
+  ): Promise<JournalEntry> {
     const seq = this.seq + 1;
     const dataBytes = kind === JournalKind.Write ? length : 0;
     const h = Buffer.alloc(JOURNAL_HEADER_BYTES);

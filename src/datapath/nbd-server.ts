@@ -115,7 +115,8 @@ export class NbdServer {
     sock.on('error', () => undefined);
     sock.on('close', () => this.sockets.delete(sock));
     this.serve(sock).catch((err: unknown) => {
-      if (!(err instanceof ConnectionClosed)) this.opts.log?.(`nbd: connection closed on error: ${err instanceof Error ? err.message : String(err)}`);
+      if (!(err instanceof ConnectionClosed))
+        this.opts.log?.(`nbd: connection closed on error: ${err instanceof Error ? err.message : String(err)}`);
       sock.destroy();
     });
   }
@@ -177,7 +178,13 @@ export class NbdServer {
           for (let i = 0; i < nInfo; i++) asked.add(data.readUInt16BE(6 + nameLen + 2 * i));
           const v = this.lookup(name);
           if (!v) {
-            sock.write(optionReply(opt, Rep.ErrUnknown, Buffer.from(`no export "${name}"; exports: ${[...this.opts.exports.keys()].join(', ')}`)));
+            sock.write(
+              optionReply(
+                opt,
+                Rep.ErrUnknown,
+                Buffer.from(`no export "${name}"; exports: ${[...this.opts.exports.keys()].join(', ')}`),
+              ),
+            );
             break;
           }
           sock.write(optionReply(opt, Rep.Info, infoExport(v.sizeBytes, EXPORT_FLAGS)));
@@ -203,7 +210,8 @@ export class NbdServer {
       if (!req) throw new Error('bad request magic');
       let payload: Buffer | null = null;
       if (req.type === Cmd.Write) {
-        if (req.length > MAX_REQUEST_BYTES) throw new Error(`write of ${req.length} bytes exceeds the advertised maximum`);
+        if (req.length > MAX_REQUEST_BYTES)
+          throw new Error(`write of ${req.length} bytes exceeds the advertised maximum`);
         payload = await rd.read(req.length);
       }
       if (req.type === Cmd.Disc) {
@@ -216,7 +224,8 @@ export class NbdServer {
         .then(
           ({ error, data }) => {
             v.countRequest(error === 0);
-            if (!sock.destroyed) sock.write(data ? Buffer.concat([simpleReply(req.handle, error), data]) : simpleReply(req.handle, error));
+            if (!sock.destroyed)
+              sock.write(data ? Buffer.concat([simpleReply(req.handle, error), data]) : simpleReply(req.handle, error));
           },
           () => undefined,
         )
@@ -260,7 +269,9 @@ export class NbdServer {
           return { error: NbdErr.EINVAL };
       }
     } catch (err) {
-      this.opts.log?.(`nbd: ${v.name}: request ${req.type} at ${req.offset}+${req.length} failed: ${err instanceof Error ? err.message : String(err)}`);
+      this.opts.log?.(
+        `nbd: ${v.name}: request ${req.type} at ${req.offset}+${req.length} failed: ${err instanceof Error ? err.message : String(err)}`,
+      );
       return { error: NbdErr.EIO };
     }
   }

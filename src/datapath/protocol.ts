@@ -62,13 +62,23 @@ export const Cmd = { Read: 0, Write: 1, Disc: 2, Flush: 3, Trim: 4, Cache: 5, Wr
 export const CmdFlag = { Fua: 1 << 0, NoHole: 1 << 1 } as const;
 
 /** Error values of a simple reply (errno numbers, as the specification fixes them). */
-export const NbdErr = { EPERM: 1, EIO: 5, ENOMEM: 12, EINVAL: 22, ENOSPC: 28, EOVERFLOW: 75, ENOTSUP: 95, ESHUTDOWN: 108 } as const;
+export const NbdErr = {
+  EPERM: 1,
+  EIO: 5,
+  ENOMEM: 12,
+  EINVAL: 22,
+  ENOSPC: 28,
+  EOVERFLOW: 75,
+  ENOTSUP: 95,
+  ESHUTDOWN: 108,
+} as const;
 
 /** The largest request payload the server accepts (what it advertises as the maximum block size). */
 export const MAX_REQUEST_BYTES = 32 * 1024 * 1024;
 
 /** The flags every Kura export announces: flush, FUA, trim and write-zeroes are supported. */
-export const EXPORT_FLAGS = TxFlag.HasFlags | TxFlag.SendFlush | TxFlag.SendFua | TxFlag.SendTrim | TxFlag.SendWriteZeroes;
+export const EXPORT_FLAGS =
+  TxFlag.HasFlags | TxFlag.SendFlush | TxFlag.SendFua | TxFlag.SendTrim | TxFlag.SendWriteZeroes;
 
 /** The server's greeting: NBDMAGIC, IHAVEOPT and the handshake flags. */
 export function greeting(): Buffer {

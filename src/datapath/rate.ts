@@ -65,11 +65,15 @@ export class ConvergencePolicy {
   private previous: number | null = null;
   path: ConvergencePath = 'normal';
 
-  constructor(private readonly throttleAfterRounds: number, private readonly activeAfterRounds: number) {}
+  constructor(
+    private readonly throttleAfterRounds: number,
+    private readonly activeAfterRounds: number,
+  ) {}
 
   /** Feeds the end of a round; returns the path to take from now on. */
   afterRound(unreflectedBytes: number, finishable: boolean): ConvergencePath {
-    if (!finishable && unreflectedBytes > 0 && (this.previous === null || unreflectedBytes >= this.previous)) this.behind++;
+    if (!finishable && unreflectedBytes > 0 && (this.previous === null || unreflectedBytes >= this.previous))
+      this.behind++;
     this.previous = unreflectedBytes;
     if (this.behind >= this.activeAfterRounds) this.path = 'active';
     else if (this.behind >= this.throttleAfterRounds && this.path === 'normal') this.path = 'throttled';

@@ -33,21 +33,36 @@ export interface StartDatapathOptions {
 }
 
 /** The volumes the datapath serves: export name (array/volume) → main storage file and state directory. */
-export function datapathVolumes(loaded: LoadedConfig, paths: KuraPaths): { site: string; name: string; mainFile: string; stateDir: string }[] {
+export function datapathVolumes(
+  loaded: LoadedConfig,
+  paths: KuraPaths,
+): { site: string; name: string; mainFile: string; stateDir: string }[] {
   const dp = loaded.config.datapath;
   const site = findSite(loaded.config, dp.site);
   const refs = dp.volumes ?? [...new Set(site.vms.map((v) => v.dataVolume))];
   return refs.map((ref) => {
     const [array = '', volume = ''] = ref.split('/');
     if (!site.arrays.find((a) => a.name === array)?.volumes.some((v) => v.id === volume)) {
-      throw new NotFoundError(`datapath.volumes names "${ref}", which is no volume of site ${site.name} in ${loaded.file}`, { volume: ref });
+      throw new NotFoundError(
+        `datapath.volumes names "${ref}", which is no volume of site ${site.name} in ${loaded.file}`,
+        { volume: ref },
+      );
     }
-    return { site: site.name, name: ref, mainFile: labVolumePath(paths, site.name, array, volume), stateDir: path.join(paths.home, 'datapath', site.name, array) };
+    return {
+      site: site.name,
+      name: ref,
+      mainFile: labVolumePath(paths, site.name, array, volume),
+      stateDir: path.join(paths.home, 'datapath', site.name, array),
+    };
   });
 }
 
 /** Starts the datapath for a configuration. */
-export async function startDatapath(loaded: LoadedConfig, paths: KuraPaths, opts: StartDatapathOptions = {}): Promise<DatapathService> {
+export async function startDatapath(
+  loaded: LoadedConfig,
+  paths: KuraPaths,
+  opts: StartDatapathOptions = {},
+): Promise<DatapathService> {
   const settings = { ...loaded.config.datapath, ...opts.settings };
   const volumes = new Map<string, Volume>();
   const nbd = new NbdServer({ exports: volumes, log: opts.log });
@@ -63,7 +78,10 @@ export async function startDatapath(loaded: LoadedConfig, paths: KuraPaths, opts
       const vol = await Volume.open({ name: v.name, mainFile: v.mainFile, stateDir: v.stateDir, settings });
       volumes.set(v.name, vol);
       const st = vol.status();
-      if (st.mode === 'backup') opts.log?.(`datapath: ${v.name} resumed in backup mode for ${st.backupId} (${st.phase}); replayed ${st.replayedEntries} journal entries`);
+      if (st.mode === 'backup')
+        opts.log?.(
+          `datapath: ${v.name} resumed in backup mode for ${st.backupId} (${st.phase}); replayed ${st.replayedEntries} journal entries`,
+        );
     }
     const nbdPort = await nbd.listen(opts.nbdPort ?? settings.nbdPort);
     const controlPort = await control.listen(opts.controlPort ?? settings.controlPort);

@@ -8,7 +8,13 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { open, readFile, rename, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import * as path from 'node:path';
 import { z } from 'zod';
-import { DatapathPhase, type DatapathConfig, type FinishResult, type RoundResult, type VolumeStatus } from '../domain/datapath';
+import {
+  DatapathPhase,
+  type DatapathConfig,
+  type FinishResult,
+  type RoundResult,
+  type VolumeStatus,
+} from '../domain/datapath';
 import { KuraError, ErrorType, InvalidInputError } from '../domain/errors';
 import { Journal, JournalKind, type JournalEntry } from './journal';
 import { ConvergencePolicy, RateWindow, canFinish, estimateDrainMs } from './rate';
@@ -127,8 +133,13 @@ export class Volume {
       const last = LastFileSchema.safeParse(JSON.parse(await readFile(v.lastFile, 'utf8')));
       if (last.success) v.lastFinished = last.data;
     }
-    const saved = existsSync(v.stateFile) ? StateFileSchema.safeParse(JSON.parse(await readFile(v.stateFile, 'utf8'))) : null;
-    if (saved && !saved.success) throw new InvalidInputError(`${v.stateFile} is not a datapath state file (${saved.error.issues[0]?.message}); move it away only if no backup of ${opts.name} was running`);
+    const saved = existsSync(v.stateFile)
+      ? StateFileSchema.safeParse(JSON.parse(await readFile(v.stateFile, 'utf8')))
+      : null;
+    if (saved && !saved.success)
+      throw new InvalidInputError(
+        `${v.stateFile} is not a datapath state file (${saved.error.issues[0]?.message}); move it away only if no backup of ${opts.name} was running`,
+      );
     if (!saved) {
       // A journal without backup state is left from a switch back that had already reflected everything.
       await rm(v.journalFile, { force: true });
@@ -201,7 +212,13 @@ export class Volume {
     else this.failed++;
   }
 
-  private async modify(kind: JournalKind, offset: number, length: number, data: Buffer | null, fua: boolean): Promise<void> {
+  private async modify(
+    kind: JournalKind,
+    offset: number,
+    length: number,
+    data: Buffer | null,
+    fua: boolean,
+  ): Promise<void> {
     const unlock = await this.writeLock.lock();
     try {
       if (!this.state || !this.journal) {
@@ -259,7 +276,9 @@ export class Volume {
     return this.controlLock.run(async () => {
       if (this.state) {
         if (this.state.backupId === backupId) return this.status();
-        throw new VolumeBusyError(`${this.name} is in backup mode for ${this.state.backupId}; wait for it to finish or abort it (kura backup --online shows it)`);
+        throw new VolumeBusyError(
+          `${this.name} is in backup mode for ${this.state.backupId}; wait for it to finish or abort it (kura backup --online shows it)`,
+        );
       }
       const unlock = await this.writeLock.lock();
       try {
@@ -273,10 +292,22 @@ export class Volume {
         this.dirty.clear();
         this.writeRate = new RateWindow(this.opts.settings.rateWindow);
         this.reflectRate = new RateWindow(this.opts.settings.rateWindow);
-        this.policy = new ConvergencePolicy(this.opts.settings.throttleAfterRounds, this.opts.settings.activeAfterRounds);
+        this.policy = new ConvergencePolicy(
+          this.opts.settings.throttleAfterRounds,
+          this.opts.settings.activeAfterRounds,
+        );
         this.replayed = 0;
         this.baseCopyError = null;
-        const state: StateFile = { version: 1, mode: 'backup', phase: 'base-copy', backupId, image, switchedAt: new Date().toISOString(), baseCopiedBytes: 0, rounds: 0 };
+        const state: StateFile = {
+          version: 1,
+          mode: 'backup',
+          phase: 'base-copy',
+          backupId,
+          image,
+          switchedAt: new Date().toISOString(),
+          baseCopiedBytes: 0,
+          rounds: 0,
+        };
         // The state file is the switch: written last, after the journal and the image exist.
         await this.saveState(state);
         this.journal = journal;
@@ -344,7 +375,10 @@ export class Volume {
   async catchUpRound(backupId: string): Promise<RoundResult> {
     return this.controlLock.run(async () => {
       const state = this.requireBackup(backupId);
-      if (state.phase !== 'catch-up') throw new InvalidInputError(`${this.name} has not finished its base copy (${this.status().baseCopiedBytes} of ${this.sizeBytes} bytes); catch-up starts after it`);
+      if (state.phase !== 'catch-up')
+        throw new InvalidInputError(
+          `${this.name} has not finished its base copy (${this.status().baseCopiedBytes} of ${this.sizeBytes} bytes); catch-up starts after it`,
+        );
       const copiedAt = new Date().toISOString();
       const t0 = Date.now();
       const T = this.journal?.lastSeq ?? 0;
@@ -363,9 +397,19 @@ export class Volume {
       state.rounds++;
       const unreflected = this.unreflectedBytes;
       const { ioTimeout, safetyFactor } = this.opts.settings;
-      this.policy.afterRound(unreflected, canFinish(estimateDrainMs(unreflected, this.reflectRate.rate()), ioTimeout, safetyFactor));
+      this.policy.afterRound(
+        unreflected,
+        canFinish(estimateDrainMs(unreflected, this.reflectRate.rate()), ioTimeout, safetyFactor),
+      );
       await this.saveState(state);
-      return { round: state.rounds, copiedAt, blocksWritten: Math.ceil(written / BLOCK_BYTES), bytesWritten: written, durationMs: Date.now() - t0, status: this.status() };
+      return {
+        round: state.rounds,
+        copiedAt,
+        blocksWritten: Math.ceil(written / BLOCK_BYTES),
+        bytesWritten: written,
+        durationMs: Date.now() - t0,
+        status: this.status(),
+      };
     });
   }
 
@@ -377,9 +421,11 @@ export class Volume {
   async finish(backupId: string, maxEtaMs: number): Promise<FinishResult> {
     return this.controlLock.run(async () => {
       const state = this.requireBackup(backupId);
-      if (state.phase !== 'catch-up') throw new InvalidInputError(`${this.name} has not finished its base copy; it cannot switch back yet`);
+      if (state.phase !== 'catch-up')
+        throw new InvalidInputError(`${this.name} has not finished its base copy; it cannot switch back yet`);
       const etaMs = this.status().etaMs;
-      if (etaMs === null || etaMs >= maxEtaMs) return { switched: false, etaMs, quiesceMs: null, drainedBytes: 0, status: this.status() };
+      if (etaMs === null || etaMs >= maxEtaMs)
+        return { switched: false, etaMs, quiesceMs: null, drainedBytes: 0, status: this.status() };
       const { quiesceMs, drainedBytes } = await this.quiesceAndSwitch(state, false);
       return { switched: true, etaMs, quiesceMs, drainedBytes, status: this.status() };
     });
@@ -397,7 +443,10 @@ export class Volume {
     });
   }
 
-  private async quiesceAndSwitch(state: StateFile, discardImage: boolean): Promise<{ quiesceMs: number; drainedBytes: number }> {
+  private async quiesceAndSwitch(
+    state: StateFile,
+    discardImage: boolean,
+  ): Promise<{ quiesceMs: number; drainedBytes: number }> {
     // S602: hold new host commands; the ones already taken finish first.
     this.quiescing = true;
     const t0 = performance.now();
@@ -483,7 +532,8 @@ export class Volume {
 
   private requireBackup(backupId: string): StateFile {
     if (!this.state) throw new InvalidInputError(`${this.name} is not in backup mode; start with enter-backup`);
-    if (this.state.backupId !== backupId) throw new VolumeBusyError(`${this.name} is in backup mode for ${this.state.backupId}, not ${backupId}`);
+    if (this.state.backupId !== backupId)
+      throw new VolumeBusyError(`${this.name} is in backup mode for ${this.state.backupId}, not ${backupId}`);
     return this.state;
   }
 
@@ -497,7 +547,7 @@ export class Volume {
       return blk && blk.mainSeq < blk.seq ? [{ b, blk }] : [];
     });
     let bytes = 0;
-    for (let k = 0; k < due.length; ) {
+    for (let k = 0; k < due.length;) {
       let m = k;
       while (m + 1 < due.length && due[m + 1]!.b === due[m]!.b + 1) m++;
       const run = due.slice(k, m + 1);

@@ -97,7 +97,13 @@ export const TapeCatalogEntrySchema = z.object({
 export type TapeCatalogEntry = z.infer<typeof TapeCatalogEntrySchema>;
 
 /** A new backup as it is first recorded: everything but its outcome. */
-export const NewBackupSchema = BackupRecordSchema.omit({ status: true, endedAt: true, sha256: true, pieces: true, error: true });
+export const NewBackupSchema = BackupRecordSchema.omit({
+  status: true,
+  endedAt: true,
+  sha256: true,
+  pieces: true,
+  error: true,
+});
 export type NewBackup = z.infer<typeof NewBackupSchema>;
 
 /**
@@ -113,7 +119,10 @@ export const PIECE_HEADER_BYTES = 512;
 /** A backup id names the target and the instant: `<target>@<YYYYMMDDTHHMMSSZ>`. */
 export const BackupIdSchema = z
   .string()
-  .regex(/^[A-Za-z0-9][A-Za-z0-9._/-]*@\d{8}T\d{6}(\d{3})?Z$/, 'must look like vm-001@20261122T020000Z (see `kura catalog list`)');
+  .regex(
+    /^[A-Za-z0-9][A-Za-z0-9._/-]*@\d{8}T\d{6}(\d{3})?Z$/,
+    'must look like vm-001@20261122T020000Z (see `kura catalog list`)',
+  );
 
 /** Builds a backup id from a target and an ISO time. */
 export function backupIdFor(target: string, isoTime: string): string {

@@ -67,7 +67,10 @@ export type VolumeStatus = z.infer<typeof VolumeStatusSchema>;
 export const EnterBackupSchema = z.object({
   backupId: z.string().min(1),
   /** Absolute path of the image file to create on backup storage. */
-  image: z.string().min(1).refine((p) => p.startsWith('/'), 'must be an absolute path'),
+  image: z
+    .string()
+    .min(1)
+    .refine((p) => p.startsWith('/'), 'must be an absolute path'),
 });
 export type EnterBackup = z.infer<typeof EnterBackupSchema>;
 

@@ -61,7 +61,9 @@ export function parseAfter(text: string): FaultAfter {
   if (pct) {
     const percent = Number(pct[1]);
     if (percent > 100) {
-      throw new InvalidInputError(`--after "${text}" is more than 100%; give a percentage from 0% to 100% of the volume`);
+      throw new InvalidInputError(
+        `--after "${text}" is more than 100%; give a percentage from 0% to 100% of the volume`,
+      );
     }
     return { percent };
   }

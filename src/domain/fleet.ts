@@ -18,7 +18,18 @@ export const FleetRequestSchema = z.object({
   /** Streams, mode and chunks of every backup; the policy's when omitted. */
   copy: CopySettingsSchema.optional(),
   /** Carried across continue-as-new: outcomes so far. */
-  done: z.array(z.object({ target: z.string(), state: z.enum(['done', 'failed']), workflowId: z.string().optional(), backupId: z.string().optional(), bytes: z.number().optional(), error: z.string().optional() })).default([]),
+  done: z
+    .array(
+      z.object({
+        target: z.string(),
+        state: z.enum(['done', 'failed']),
+        workflowId: z.string().optional(),
+        backupId: z.string().optional(),
+        bytes: z.number().optional(),
+        error: z.string().optional(),
+      }),
+    )
+    .default([]),
   startedAt: IsoTimeSchema.optional(),
 });
 export type FleetRequest = z.input<typeof FleetRequestSchema>;

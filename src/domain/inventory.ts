@@ -14,9 +14,7 @@ export const NameSchema = z
   .string()
   .regex(NAME_PATTERN, 'must start with a letter or digit and hold only letters, digits, ".", "_" or "-" (at most 63)');
 
-const WwnSchema = z
-  .string()
-  .regex(/^([0-9a-f]{2}:){7}[0-9a-f]{2}$/i, 'must be a WWN such as 50:06:0e:80:00:00:00:01');
+const WwnSchema = z.string().regex(/^([0-9a-f]{2}:){7}[0-9a-f]{2}$/i, 'must be a WWN such as 50:06:0e:80:00:00:00:01');
 
 export const VolumeSchema = z.object({
   id: NameSchema,
@@ -162,9 +160,7 @@ export const ConfigSchema = z
     home: z.string().default('.kura'),
     /** Restores may only write below these directories; relative to this file. */
     restoreRoots: z.array(z.string().min(1)).default(['restores']),
-    temporal: z
-      .object({ address: z.string().optional(), namespace: z.string().optional() })
-      .default({}),
+    temporal: z.object({ address: z.string().optional(), namespace: z.string().optional() }).default({}),
     notify: NotifySchema.default({}),
     tuning: TuningSchema.default(TuningSchema.parse({})),
     datapath: DatapathConfigSchema.default(DatapathConfigSchema.parse({})),
@@ -180,7 +176,12 @@ export const ConfigSchema = z
     const seen = new Map<string, number>();
     cfg.sites.forEach((s, i) => {
       const first = seen.get(s.name);
-      if (first !== undefined) ctx.addIssue({ code: 'custom', path: ['sites', i, 'name'], message: `site "${s.name}" is defined twice (also sites[${first}])` });
+      if (first !== undefined)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['sites', i, 'name'],
+          message: `site "${s.name}" is defined twice (also sites[${first}])`,
+        });
       else seen.set(s.name, i);
     });
   });
@@ -205,7 +206,11 @@ function checkSiteReferences(site: SiteShape, ctx: z.RefinementCtx): void {
   const claim = (name: string, where: (string | number)[]) => {
     const prior = names.get(name);
     if (prior !== undefined) {
-      ctx.addIssue({ code: 'custom', path: where, message: `name "${name}" is already used by ${prior}; names must be unique within a site` });
+      ctx.addIssue({
+        code: 'custom',
+        path: where,
+        message: `name "${name}" is already used by ${prior}; names must be unique within a site`,
+      });
     } else {
       names.set(name, where.join('.'));
     }
@@ -225,25 +230,51 @@ function checkSiteReferences(site: SiteShape, ctx: z.RefinementCtx): void {
   site.arrays.forEach((a, i) => {
     const own = new Set<string>();
     a.volumes.forEach((v, j) => {
-      if (own.has(v.id)) ctx.addIssue({ code: 'custom', path: ['arrays', i, 'volumes', j, 'id'], message: `volume "${v.id}" is defined twice in array "${a.name}"` });
+      if (own.has(v.id))
+        ctx.addIssue({
+          code: 'custom',
+          path: ['arrays', i, 'volumes', j, 'id'],
+          message: `volume "${v.id}" is defined twice in array "${a.name}"`,
+        });
       own.add(v.id);
       volumes.add(`${a.name}/${v.id}`);
     });
     a.lunMasks.forEach((m, j) => {
-      if (!own.has(m.volume)) ctx.addIssue({ code: 'custom', path: ['arrays', i, 'lunMasks', j, 'volume'], message: `no volume "${m.volume}" in array "${a.name}"` });
+      if (!own.has(m.volume))
+        ctx.addIssue({
+          code: 'custom',
+          path: ['arrays', i, 'lunMasks', j, 'volume'],
+          message: `no volume "${m.volume}" in array "${a.name}"`,
+        });
     });
   });
 
   const hosts = new Set(site.hosts.map((h) => h.name));
   const vmNames = new Set<string>();
   site.vms.forEach((vm, i) => {
-    if (vmNames.has(vm.name)) ctx.addIssue({ code: 'custom', path: ['vms', i, 'name'], message: `VM "${vm.name}" is defined twice` });
+    if (vmNames.has(vm.name))
+      ctx.addIssue({ code: 'custom', path: ['vms', i, 'name'], message: `VM "${vm.name}" is defined twice` });
     vmNames.add(vm.name);
-    if (!hosts.has(vm.host)) ctx.addIssue({ code: 'custom', path: ['vms', i, 'host'], message: `no host "${vm.host}" in this site; add it under hosts` });
+    if (!hosts.has(vm.host))
+      ctx.addIssue({
+        code: 'custom',
+        path: ['vms', i, 'host'],
+        message: `no host "${vm.host}" in this site; add it under hosts`,
+      });
     for (const key of ['softwareVolume', 'dataVolume'] as const) {
-      if (!volumes.has(vm[key])) ctx.addIssue({ code: 'custom', path: ['vms', i, key], message: `no volume "${vm[key]}" in this site's arrays` });
+      if (!volumes.has(vm[key]))
+        ctx.addIssue({
+          code: 'custom',
+          path: ['vms', i, key],
+          message: `no volume "${vm[key]}" in this site's arrays`,
+        });
     }
-    if (vm.softwareVolume === vm.dataVolume) ctx.addIssue({ code: 'custom', path: ['vms', i, 'dataVolume'], message: 'the data volume must differ from the software volume' });
+    if (vm.softwareVolume === vm.dataVolume)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['vms', i, 'dataVolume'],
+        message: 'the data volume must differ from the software volume',
+      });
   });
 
   const linkable = new Set([
@@ -255,15 +286,25 @@ function checkSiteReferences(site: SiteShape, ctx: z.RefinementCtx): void {
   ]);
   site.links.forEach((link, i) => {
     link.forEach((end, j) => {
-      if (!linkable.has(end)) ctx.addIssue({ code: 'custom', path: ['links', i, j], message: `"${end}" is not an array, switch, backup server, library or copy device of this site` });
+      if (!linkable.has(end))
+        ctx.addIssue({
+          code: 'custom',
+          path: ['links', i, j],
+          message: `"${end}" is not an array, switch, backup server, library or copy device of this site`,
+        });
     });
-    if (link[0] === link[1]) ctx.addIssue({ code: 'custom', path: ['links', i], message: 'a link must join two different things' });
+    if (link[0] === link[1])
+      ctx.addIssue({ code: 'custom', path: ['links', i], message: 'a link must join two different things' });
   });
 
   site.policies.forEach((p, i) => {
     p.targets.forEach((t, j) => {
       if (t === '*' || vmNames.has(t) || volumes.has(t)) return;
-      ctx.addIssue({ code: 'custom', path: ['policies', i, 'targets', j], message: `"${t}" is neither a VM, an array/volume of this site, nor "*"` });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['policies', i, 'targets', j],
+        message: `"${t}" is neither a VM, an array/volume of this site, nor "*"`,
+      });
     });
   });
 }

@@ -76,7 +76,13 @@ export const Phase = {
 } as const;
 export type Phase = (typeof Phase)[keyof typeof Phase];
 
-export const StepStatus = { Pending: 'pending', Running: 'running', Done: 'done', Failed: 'failed', Skipped: 'skipped' } as const;
+export const StepStatus = {
+  Pending: 'pending',
+  Running: 'running',
+  Done: 'done',
+  Failed: 'failed',
+  Skipped: 'skipped',
+} as const;
 export type StepStatus = (typeof StepStatus)[keyof typeof StepStatus];
 
 export interface PlanStep {
@@ -137,7 +143,16 @@ export interface BackupReport {
   sizeBytes: number;
   /** SHA-256 of the whole image, from reading it back; each piece has its own too. */
   sha256: string;
-  pieces: { copy: number; piece: number; stream: number; library: string; tape: string; position: number; sizeBytes: number; sha256: string }[];
+  pieces: {
+    copy: number;
+    piece: number;
+    stream: number;
+    library: string;
+    tape: string;
+    position: number;
+    sizeBytes: number;
+    sha256: string;
+  }[];
   /** The server of the first complete copy. */
   server: string;
   mode: CopyMode;

@@ -57,7 +57,13 @@ export const LadderConfigSchema = z.object({
       installPrograms: DurationSchema.default(60 * 60_000),
       configure: DurationSchema.default(45 * 60_000),
     })
-    .default({ installOs: 90 * 60_000, installDb: 45 * 60_000, restoreDb: 30 * 60_000, installPrograms: 60 * 60_000, configure: 45 * 60_000 }),
+    .default({
+      installOs: 90 * 60_000,
+      installDb: 45 * 60_000,
+      restoreDb: 30 * 60_000,
+      installPrograms: 60 * 60_000,
+      configure: 45 * 60_000,
+    }),
 });
 export type LadderConfig = z.infer<typeof LadderConfigSchema>;
 
@@ -70,4 +76,3 @@ export const LabTimingSchema = z.object({
   volumeCopyRate: z.number().int().positive().optional(),
 });
 export type LabTiming = z.infer<typeof LabTimingSchema>;
-

@@ -47,7 +47,12 @@ export type RungPolicy = z.infer<typeof RungPolicySchema>;
 
 /** The policy a guardian and its ladders run with, resolved from kura.yaml into milliseconds. */
 export const LadderPolicySchema = z.object({
-  rungs: z.object(Object.fromEntries(AUTOMATIC_RUNGS.map((r) => [r, RungPolicySchema])) as Record<AutomaticRung, typeof RungPolicySchema>),
+  rungs: z.object(
+    Object.fromEntries(AUTOMATIC_RUNGS.map((r) => [r, RungPolicySchema])) as Record<
+      AutomaticRung,
+      typeof RungPolicySchema
+    >,
+  ),
   healthCheckEveryMs: z.number().int().min(1),
   stabilityWindowMs: z.number().int().min(0),
   keepImages: z.number().int().min(1),
@@ -66,7 +71,14 @@ export function ladderPolicy(cfg: LadderConfig, activityHeartbeatMs = 30_000): L
   const rungs = Object.fromEntries(
     AUTOMATIC_RUNGS.map((r) => {
       const o = cfg.rungs[r] ?? {};
-      return [r, { attempts: o.attempts ?? cfg.attempts, healthWaitMs: o.healthWait ?? cfg.healthWait, backoffMs: o.backoff ?? cfg.backoff }];
+      return [
+        r,
+        {
+          attempts: o.attempts ?? cfg.attempts,
+          healthWaitMs: o.healthWait ?? cfg.healthWait,
+          backoffMs: o.backoff ?? cfg.backoff,
+        },
+      ];
     }),
   ) as Record<AutomaticRung, RungPolicy>;
   return {
@@ -158,7 +170,10 @@ export const LadderResultSchema = z.object({
 export type LadderResult = z.infer<typeof LadderResultSchema>;
 
 /** Update `resolve`: a person fixed the VM by hand. */
-export const ResolveRequestSchema = z.object({ note: z.string().min(1, 'say what was done, e.g. --note "replaced the NIC"').max(2000), by: z.string().min(1).default('operator') });
+export const ResolveRequestSchema = z.object({
+  note: z.string().min(1, 'say what was done, e.g. --note "replaced the NIC"').max(2000),
+  by: z.string().min(1).default('operator'),
+});
 export type ResolveRequest = z.input<typeof ResolveRequestSchema>;
 /** Update `rebuild`: recreate the VM on a substitute host from its two images. */
 export const RebuildRequestSchema = z.object({ host: NameSchema, by: z.string().min(1).default('operator') });
@@ -207,7 +222,11 @@ export interface GuardianView {
  * been healthy for longer than the window since its last recovery, else one above the rung that
  * last cured it (a human hand-over when that was already the last automatic rung).
  */
-export function startRungFor(lastRecovery: { at: string; rung: Rung } | undefined, failedAt: string, stabilityWindowMs: number): Rung {
+export function startRungFor(
+  lastRecovery: { at: string; rung: Rung } | undefined,
+  failedAt: string,
+  stabilityWindowMs: number,
+): Rung {
   if (!lastRecovery) return 'apl-restart';
   const healthyFor = Date.parse(failedAt) - Date.parse(lastRecovery.at);
   if (healthyFor > stabilityWindowMs) return 'apl-restart';

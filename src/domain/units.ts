@@ -33,7 +33,10 @@ export const SizeSchema = z.union([z.number().int().nonnegative(), z.string()]).
   if (typeof v === 'number') return v;
   const bytes = parseSize(v);
   if (bytes === undefined) {
-    ctx.addIssue({ code: 'custom', message: `"${v}" is not a size; write bytes or a number with a unit such as 64MiB or 2GB` });
+    ctx.addIssue({
+      code: 'custom',
+      message: `"${v}" is not a size; write bytes or a number with a unit such as 64MiB or 2GB`,
+    });
     return z.NEVER;
   }
   return bytes;

@@ -18,7 +18,12 @@ import { LibvirtHypervisor } from './libvirt/hypervisor';
  * The lab's drivers over one configuration: volumes and cartridges are files under
  * `paths.lab`, device state and injected faults live in `state`.
  */
-export function labDrivers(loaded: LoadedConfig, paths: KuraPaths, state: LabState, opts: LabCopyOptions = {}): Drivers {
+export function labDrivers(
+  loaded: LoadedConfig,
+  paths: KuraPaths,
+  state: LabState,
+  opts: LabCopyOptions = {},
+): Drivers {
   return {
     hypervisor: hypervisorDriver(loaded, paths, state),
     storage: new LabStorage(loaded, paths),

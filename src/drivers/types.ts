@@ -28,7 +28,6 @@ export interface StorageDriver {
   checkAccess(site: string, array: string, volume: string, server: string): Promise<void>;
 }
 
-
 export interface TapeAddress {
   site: string;
   library: string;
@@ -103,7 +102,11 @@ export interface VerifyOnTapeRequest {
    * The pieces of one image in image order, each where it was written (a copy cut over several
    * cartridges by failover names each), with what was recorded for each.
    */
-  pieces: { source: TapeAddress & { position: number }; expect: Pick<PieceHeader, 'backupId' | 'piece' | 'sizeBytes'>; sha256: string }[];
+  pieces: {
+    source: TapeAddress & { position: number };
+    expect: Pick<PieceHeader, 'backupId' | 'piece' | 'sizeBytes'>;
+    sha256: string;
+  }[];
 }
 
 /** A device of a stream that reports itself unhealthy, and why. */
@@ -118,9 +121,17 @@ export interface CopyDeviceDriver {
    * Reads the pieces back from the mounted cartridge (read-after-write verification): each must
    * hash to what was written (ChecksumMismatchError otherwise); returns the whole image's SHA-256.
    */
-  verifyOnTape(req: VerifyOnTapeRequest, onProgress: ProgressFn, signal?: AbortSignal): Promise<{ sha256: string; bytes: number }>;
+  verifyOnTape(
+    req: VerifyOnTapeRequest,
+    onProgress: ProgressFn,
+    signal?: AbortSignal,
+  ): Promise<{ sha256: string; bytes: number }>;
   copyToTape(req: CopyToTapeRequest, onProgress: ProgressFn, signal?: AbortSignal): Promise<CopyResult>;
-  readFromTape(req: ReadFromTapeRequest, onProgress: ProgressFn, signal?: AbortSignal): Promise<{ sha256: string; bytes: number }>;
+  readFromTape(
+    req: ReadFromTapeRequest,
+    onProgress: ProgressFn,
+    signal?: AbortSignal,
+  ): Promise<{ sha256: string; bytes: number }>;
   /**
    * Asks each device of a stream for its health (a self-test), after a transfer over them stopped
    * answering: the ones that report a problem, or none.
@@ -179,24 +190,56 @@ export interface HypervisorDriver {
    */
   restart(site: string, vm: string, scope: 'apl' | 'mw' | 'os', req: VmRequest): Promise<void>;
   /** Copies the VM's data volume (volume 13) into an image file; returns its size and SHA-256. */
-  snapshotDataVolume(site: string, vm: string, dest: string, onProgress: ProgressFn, signal?: AbortSignal): Promise<{ sizeBytes: number; sha256: string }>;
+  snapshotDataVolume(
+    site: string,
+    vm: string,
+    dest: string,
+    onProgress: ProgressFn,
+    signal?: AbortSignal,
+  ): Promise<{ sizeBytes: number; sha256: string }>;
   /**
    * Writes a base image of the VM — its software image, or its startup-guarantee data image —
    * as the management side created the VM from (seed 001: volume 12 from the software image).
    */
-  writeBaseImage(site: string, vm: string, kind: 'software' | 'guarantee', dest: string, onProgress: ProgressFn): Promise<{ sizeBytes: number; sha256: string }>;
+  writeBaseImage(
+    site: string,
+    vm: string,
+    kind: 'software' | 'guarantee',
+    dest: string,
+    onProgress: ProgressFn,
+  ): Promise<{ sizeBytes: number; sha256: string }>;
   /**
    * S15: builds a NEW volume for the VM's data from an image and returns where it is. Continues
    * after `resumeBytes` already written by an earlier attempt of the same request.
    */
-  createVolumeFromImage(site: string, vm: string, image: ImageRef, req: VmRequest, onProgress: ProgressFn, resumeBytes?: number, signal?: AbortSignal): Promise<{ volume: string; sizeBytes: number }>;
+  createVolumeFromImage(
+    site: string,
+    vm: string,
+    image: ImageRef,
+    req: VmRequest,
+    onProgress: ProgressFn,
+    resumeBytes?: number,
+    signal?: AbortSignal,
+  ): Promise<{ volume: string; sizeBytes: number }>;
   /** S16: swaps the VM's data volume for `volume` (built from `image`); the software volume is left alone. */
-  swapDataVolume(site: string, vm: string, volume: string, image: ImageRef, req: VmRequest): Promise<{ retired: string }>;
+  swapDataVolume(
+    site: string,
+    vm: string,
+    volume: string,
+    image: ImageRef,
+    req: VmRequest,
+  ): Promise<{ retired: string }>;
   /**
    * S18's maintenance: recreates the VM on a substitute host from its software image and a data
    * image, and starts it. NotFoundError for a host the site does not have.
    */
-  rebuild(site: string, vm: string, host: string, images: { software: ImageRef; data: ImageRef }, req: VmRequest): Promise<void>;
+  rebuild(
+    site: string,
+    vm: string,
+    host: string,
+    images: { software: ImageRef; data: ImageRef },
+    req: VmRequest,
+  ): Promise<void>;
 }
 
 /** An FC zone: the named ports (servers, arrays, libraries, copy devices, switches) that may see each other. */

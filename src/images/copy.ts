@@ -23,10 +23,17 @@ export interface CopyOptions {
  * Copies `src` to `dest` (created or continued in place) and returns the bytes copied by this
  * call and the whole file's size. `dest` is synced before returning.
  */
-export async function copyFileRange(src: string, dest: string, opts: CopyOptions = {}): Promise<{ sizeBytes: number; copied: number }> {
+export async function copyFileRange(
+  src: string,
+  dest: string,
+  opts: CopyOptions = {},
+): Promise<{ sizeBytes: number; copied: number }> {
   const total = (await stat(src)).size;
   await mkdir(path.dirname(dest), { recursive: true });
-  const have = await stat(dest).then((s) => s.size, () => 0);
+  const have = await stat(dest).then(
+    (s) => s.size,
+    () => 0,
+  );
   const from = Math.min(opts.resumeBytes ?? 0, have, total);
   const input = await open(src, 'r');
   const output = await open(dest, from > 0 ? 'r+' : 'w');
@@ -35,7 +42,7 @@ export async function copyFileRange(src: string, dest: string, opts: CopyOptions
   try {
     await output.truncate(Math.max(from, 0));
     const buf = Buffer.alloc(CHUNK);
-    for (let at = from; at < total; ) {
+    for (let at = from; at < total;) {
       opts.signal?.throwIfAborted();
       const { bytesRead } = await input.read(buf, 0, Math.min(CHUNK, total - at), at);
       if (bytesRead === 0) break;
@@ -58,7 +65,11 @@ export async function copyFileRange(src: string, dest: string, opts: CopyOptions
 }
 
 /** Copies `src` to a temporary name beside `dest`, then renames it into place, so `dest` is never partial. */
-export async function copyFileAtomic(src: string, dest: string, opts: Omit<CopyOptions, 'resumeBytes'> = {}): Promise<{ sizeBytes: number; sha256: string }> {
+export async function copyFileAtomic(
+  src: string,
+  dest: string,
+  opts: Omit<CopyOptions, 'resumeBytes'> = {},
+): Promise<{ sizeBytes: number; sha256: string }> {
   const tmp = `${dest}.partial-${process.pid}`;
   const { sizeBytes } = await copyFileRange(src, tmp, opts);
   const sha256 = await sha256Of(tmp);

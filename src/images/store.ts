@@ -60,7 +60,9 @@ export class ImageStore {
   add(record: ImageRecord): ImageRecord {
     const r = ImageRecordSchema.parse(record);
     this.db
-      .prepare('INSERT INTO images (image_id, site, vm, kind, file, size_bytes, sha256, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (image_id) DO NOTHING')
+      .prepare(
+        'INSERT INTO images (image_id, site, vm, kind, file, size_bytes, sha256, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (image_id) DO NOTHING',
+      )
       .run(r.imageId, r.site, r.vm, r.kind, r.file, r.sizeBytes, r.sha256, r.createdAt);
     return this.get(r.imageId);
   }
@@ -68,7 +70,11 @@ export class ImageStore {
   /** One image; NotFoundError when the index has no such id. */
   get(imageId: string): ImageRecord {
     const row = this.db.prepare('SELECT * FROM images WHERE image_id = ?').get(imageId) as Row | undefined;
-    if (!row) throw new NotFoundError(`no image ${imageId} in the image store (${this.dir}); a VM's images are the files in ${path.join(this.dir, '<site>', '<vm>')}`, { imageId });
+    if (!row)
+      throw new NotFoundError(
+        `no image ${imageId} in the image store (${this.dir}); a VM's images are the files in ${path.join(this.dir, '<site>', '<vm>')}`,
+        { imageId },
+      );
     return this.toRecord(row);
   }
 
@@ -79,7 +85,9 @@ export class ImageStore {
 
   /** A VM's images of one kind, newest first. */
   list(site: string, vm: string, kind: ImageKind): ImageRecord[] {
-    const rows = this.db.prepare('SELECT * FROM images WHERE site = ? AND vm = ? AND kind = ? ORDER BY created_at DESC, image_id DESC').all(site, vm, kind) as Row[];
+    const rows = this.db
+      .prepare('SELECT * FROM images WHERE site = ? AND vm = ? AND kind = ? ORDER BY created_at DESC, image_id DESC')
+      .all(site, vm, kind) as Row[];
     return rows.map((r) => this.toRecord(r));
   }
 
@@ -104,7 +112,9 @@ export class ImageStore {
       createdAt: r.created_at,
     });
     if (!parsed.success) {
-      throw new InvalidInputError(`the image index ${path.join(this.dir, 'index.db')} holds an invalid row for ${r.image_id} (${z.prettifyError(parsed.error)}); remove the row or the index file`);
+      throw new InvalidInputError(
+        `the image index ${path.join(this.dir, 'index.db')} holds an invalid row for ${r.image_id} (${z.prettifyError(parsed.error)}); remove the row or the index file`,
+      );
     }
     return parsed.data;
   }

@@ -56,13 +56,21 @@ export interface CreatedLabFiles {
  * Creates every volume and cartridge of every site of the configuration. Idempotent: a volume
  * file of the right size and a cartridge with the right label are left alone unless `force`.
  */
-export async function createLabFiles(loaded: LoadedConfig, paths: KuraPaths, opts: CreateLabFilesOptions = {}): Promise<CreatedLabFiles> {
+export async function createLabFiles(
+  loaded: LoadedConfig,
+  paths: KuraPaths,
+  opts: CreateLabFilesOptions = {},
+): Promise<CreatedLabFiles> {
   const volumes: { file: string; seed: string; size: number }[] = [];
   const cartridges: { file: string; label: CartridgeLabel }[] = [];
   for (const site of loaded.config.sites) {
     for (const array of site.arrays) {
       for (const v of array.volumes) {
-        volumes.push({ file: labVolumePath(paths, site.name, array.name, v.id), seed: `${site.name}/${array.name}/${v.id}`, size: v.size });
+        volumes.push({
+          file: labVolumePath(paths, site.name, array.name, v.id),
+          seed: `${site.name}/${array.name}/${v.id}`,
+          size: v.size,
+        });
       }
     }
     for (const lib of site.libraries) {
@@ -120,7 +128,8 @@ export async function readCartridgeLabel(file: string): Promise<CartridgeLabel> 
   try {
     fh = await open(file, 'r');
   } catch (err) {
-    if (isErrno(err, 'ENOENT')) throw new NotFoundError(`no cartridge file ${file}; create the lab's files with \`kura lab init\``, { file });
+    if (isErrno(err, 'ENOENT'))
+      throw new NotFoundError(`no cartridge file ${file}; create the lab's files with \`kura lab init\``, { file });
     throw err;
   }
   try {
@@ -128,7 +137,10 @@ export async function readCartridgeLabel(file: string): Promise<CartridgeLabel> 
     const { bytesRead } = await fh.read(block, 0, LABEL_BYTES, 0);
     const label = parseBlock(block.subarray(0, bytesRead), CartridgeLabelSchema);
     if (label === undefined) {
-      throw new DeviceFaultError(path.basename(file, '.tape'), `cartridge file ${file} has no valid Kura label in its first ${LABEL_BYTES} bytes; recreate it with \`kura lab init --force\``);
+      throw new DeviceFaultError(
+        path.basename(file, '.tape'),
+        `cartridge file ${file} has no valid Kura label in its first ${LABEL_BYTES} bytes; recreate it with \`kura lab init --force\``,
+      );
     }
     return label;
   } finally {
@@ -181,10 +193,15 @@ export function volumeKeystream(seed: string): (length: number) => Buffer {
  * Writes `size` bytes of the seed's volume content to `file`, atomically (see writeAtomically),
  * calling `advance` with the bytes of each block written.
  */
-export async function writeVolume(file: string, seed: string, size: number, advance: (n: number) => void): Promise<void> {
+export async function writeVolume(
+  file: string,
+  seed: string,
+  size: number,
+  advance: (n: number) => void,
+): Promise<void> {
   const next = volumeKeystream(seed);
   await writeAtomically(file, async (fh) => {
-    for (let at = 0; at < size; ) {
+    for (let at = 0; at < size;) {
       const block = next(Math.min(FILL_BLOCK_BYTES, size - at));
       let written = 0;
       while (written < block.length) {
@@ -201,7 +218,10 @@ export async function writeVolume(file: string, seed: string, size: number, adva
  * Writes a file under a temporary name and renames it into place, so an interrupted `lab init`
  * never leaves a file that looks complete but is not.
  */
-async function writeAtomically(file: string, fill: (fh: Awaited<ReturnType<typeof open>>) => Promise<void>): Promise<void> {
+async function writeAtomically(
+  file: string,
+  fill: (fh: Awaited<ReturnType<typeof open>>) => Promise<void>,
+): Promise<void> {
   await mkdir(path.dirname(file), { recursive: true });
   const tmp = `${file}.partial-${process.pid}`;
   const fh = await open(tmp, 'w');

@@ -88,7 +88,10 @@ export function hospitalPreset(opts: HospitalPresetOptions = {}): ConfigInput {
         libraries: [1, 2].map((l) => ({
           name: `lib-0${l}`,
           drives: Array.from({ length: drives }, (_, d) => ({ id: `lib-0${l}-drv-${d + 1}` })),
-          cartridges: Array.from({ length: perLibrary }, (_, t) => ({ id: `L${l}T${pad(t + 1, tapeWidth)}`, capacity: sizeText(capacity) })),
+          cartridges: Array.from({ length: perLibrary }, (_, t) => ({
+            id: `L${l}T${pad(t + 1, tapeWidth)}`,
+            capacity: sizeText(capacity),
+          })),
         })),
         switches: [
           { name: 'fcsw-01', capacity: 4 },
@@ -135,7 +138,11 @@ export function renderConfigYaml(cfg: ConfigInput): string {
     Map(_key, node, path) {
       const parent = path[path.length - 1];
       // A list item made of scalars and short scalar lists is one record: keep it on one line.
-      if (isSeq(parent) && node.items.every((pair) => flat(pair.value) || (isSeq(pair.value) && pair.value.items.every(flat)))) node.flow = true;
+      if (
+        isSeq(parent) &&
+        node.items.every((pair) => flat(pair.value) || (isSeq(pair.value) && pair.value.items.every(flat)))
+      )
+        node.flow = true;
     },
     Seq(_key, node) {
       if (node.items.every(flat)) node.flow = true;
@@ -158,6 +165,7 @@ function sizeText(bytes: number): string | number {
 }
 
 function positiveInt(n: number, what: string): number {
-  if (!Number.isSafeInteger(n) || n < 1) throw new InvalidInputError(`preset option ${what} must be a whole number of at least 1, not ${n}`);
+  if (!Number.isSafeInteger(n) || n < 1)
+    throw new InvalidInputError(`preset option ${what} must be a whole number of at least 1, not ${n}`);
   return n;
 }

@@ -136,8 +136,17 @@ export class LabState {
     }
     const f = parsed.data;
     const info = this.db
-      .prepare('INSERT INTO faults (device, kind, after_json, rate, once, created_at, triggered) VALUES (?, ?, ?, ?, ?, ?, 0)')
-      .run(f.device, f.kind, JSON.stringify(f.after), f.rateBytesPerSec ?? null, f.once ? 1 : 0, new Date().toISOString());
+      .prepare(
+        'INSERT INTO faults (device, kind, after_json, rate, once, created_at, triggered) VALUES (?, ?, ?, ?, ?, ?, 0)',
+      )
+      .run(
+        f.device,
+        f.kind,
+        JSON.stringify(f.after),
+        f.rateBytesPerSec ?? null,
+        f.once ? 1 : 0,
+        new Date().toISOString(),
+      );
     const row = this.db.prepare('SELECT * FROM faults WHERE id = ?').get(info.lastInsertRowid) as FaultRow;
     return this.toFault(row);
   }
@@ -160,7 +169,9 @@ export class LabState {
   faultsFor(devices: string[]): Fault[] {
     if (devices.length === 0) return [];
     const marks = devices.map(() => '?').join(', ');
-    const rows = this.db.prepare(`SELECT * FROM faults WHERE device IN (${marks}) ORDER BY id`).all(...devices) as FaultRow[];
+    const rows = this.db
+      .prepare(`SELECT * FROM faults WHERE device IN (${marks}) ORDER BY id`)
+      .all(...devices) as FaultRow[];
     return rows.map((r) => this.toFault(r));
   }
 
@@ -204,43 +215,65 @@ export class LabState {
     }
     const sql = `SELECT * FROM events ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY seq`;
     return (this.db.prepare(sql).all(...args) as EventRow[]).map((r) =>
-      this.checked(LabEventSchema, { seq: r.seq, at: r.at, device: r.device, event: r.event, detail: JSON.parse(r.detail_json) as unknown }, `event ${r.seq}`),
+      this.checked(
+        LabEventSchema,
+        { seq: r.seq, at: r.at, device: r.device, event: r.event, detail: JSON.parse(r.detail_json) as unknown },
+        `event ${r.seq}`,
+      ),
     );
   }
 
   /** The cartridge loaded in a drive, or null when the drive is empty. */
   driveContents(site: string, drive: string): string | null {
-    const row = this.db.prepare('SELECT tape FROM drives WHERE site = ? AND drive = ?').get(site, drive) as { tape: unknown } | undefined;
+    const row = this.db.prepare('SELECT tape FROM drives WHERE site = ? AND drive = ?').get(site, drive) as
+      { tape: unknown } | undefined;
     return row === undefined ? null : this.checked(z.string(), row.tape, `drive ${site}/${drive}`);
   }
 
   /** Records that a drive now holds a cartridge (or nothing). */
   setDriveContents(site: string, drive: string, tape: string | null): void {
     if (tape === null) this.db.prepare('DELETE FROM drives WHERE site = ? AND drive = ?').run(site, drive);
-    else this.db.prepare('INSERT INTO drives (site, drive, tape) VALUES (?, ?, ?) ON CONFLICT (site, drive) DO UPDATE SET tape = excluded.tape').run(site, drive, tape);
+    else
+      this.db
+        .prepare(
+          'INSERT INTO drives (site, drive, tape) VALUES (?, ?, ?) ON CONFLICT (site, drive) DO UPDATE SET tape = excluded.tape',
+        )
+        .run(site, drive, tape);
   }
 
   /** A VM's power state; a VM never touched is running. */
   vmState(site: string, vm: string): 'running' | 'stopped' {
-    const row = this.db.prepare('SELECT state FROM vms WHERE site = ? AND vm = ?').get(site, vm) as { state: unknown } | undefined;
+    const row = this.db.prepare('SELECT state FROM vms WHERE site = ? AND vm = ?').get(site, vm) as
+      { state: unknown } | undefined;
     return row === undefined ? 'running' : this.checked(z.enum(['running', 'stopped']), row.state, `VM ${site}/${vm}`);
   }
 
   setVmState(site: string, vm: string, state: 'running' | 'stopped'): void {
-    this.db.prepare('INSERT INTO vms (site, vm, state) VALUES (?, ?, ?) ON CONFLICT (site, vm) DO UPDATE SET state = excluded.state').run(site, vm, state);
+    this.db
+      .prepare(
+        'INSERT INTO vms (site, vm, state) VALUES (?, ?, ?) ON CONFLICT (site, vm) DO UPDATE SET state = excluded.state',
+      )
+      .run(site, vm, state);
   }
 
   /** The fault a VM carries and the depth that cures it, or null when it has none. */
   vmFault(site: string, vm: string): { curedBy: CureDepth; injectedAt: string } | null {
-    const row = this.db.prepare('SELECT cured_by, injected_at FROM vm_faults WHERE site = ? AND vm = ?').get(site, vm) as { cured_by: unknown; injected_at: unknown } | undefined;
+    const row = this.db
+      .prepare('SELECT cured_by, injected_at FROM vm_faults WHERE site = ? AND vm = ?')
+      .get(site, vm) as { cured_by: unknown; injected_at: unknown } | undefined;
     if (row === undefined) return null;
-    return { curedBy: this.checked(CureDepthSchema, row.cured_by, `VM fault of ${site}/${vm}`), injectedAt: this.checked(z.string(), row.injected_at, `VM fault of ${site}/${vm}`) };
+    return {
+      curedBy: this.checked(CureDepthSchema, row.cured_by, `VM fault of ${site}/${vm}`),
+      injectedAt: this.checked(z.string(), row.injected_at, `VM fault of ${site}/${vm}`),
+    };
   }
 
   /** Gives a VM a fault (replacing any it had) that only an action of depth `curedBy` or wider cures. */
   setVmFault(site: string, vm: string, curedBy: CureDepth): void {
     this.db
-      .prepare('INSERT INTO vm_faults (site, vm, cured_by, injected_at) VALUES (?, ?, ?, ?) ON CONFLICT (site, vm) DO UPDATE SET cured_by = excluded.cured_by, injected_at = excluded.injected_at')
+      .prepare(
+        'INSERT INTO vm_faults (site, vm, cured_by, injected_at) VALUES (?, ?, ?, ?) ON CONFLICT (site, vm) DO UPDATE SET cured_by = excluded.cured_by, injected_at = excluded.injected_at',
+      )
       .run(site, vm, this.checked(CureDepthSchema, curedBy, 'cure depth'), new Date().toISOString());
   }
 
@@ -251,7 +284,8 @@ export class LabState {
 
   /** When a VM's restart in progress ends (null when none is), and the host it was moved to by a rebuild. */
   vmRuntime(site: string, vm: string): { busyUntil: string | null; host: string | null } {
-    const row = this.db.prepare('SELECT busy_until, host FROM vm_runtime WHERE site = ? AND vm = ?').get(site, vm) as { busy_until: unknown; host: unknown } | undefined;
+    const row = this.db.prepare('SELECT busy_until, host FROM vm_runtime WHERE site = ? AND vm = ?').get(site, vm) as
+      { busy_until: unknown; host: unknown } | undefined;
     if (row === undefined) return { busyUntil: null, host: null };
     return {
       busyUntil: this.checked(z.string().nullable(), row.busy_until, `VM runtime of ${site}/${vm}`),
@@ -263,20 +297,36 @@ export class LabState {
   setVmRuntime(site: string, vm: string, change: { busyUntil?: string | null; host?: string | null }): void {
     const cur = this.vmRuntime(site, vm);
     this.db
-      .prepare('INSERT INTO vm_runtime (site, vm, busy_until, host) VALUES (?, ?, ?, ?) ON CONFLICT (site, vm) DO UPDATE SET busy_until = excluded.busy_until, host = excluded.host')
-      .run(site, vm, change.busyUntil === undefined ? cur.busyUntil : change.busyUntil, change.host === undefined ? cur.host : change.host);
+      .prepare(
+        'INSERT INTO vm_runtime (site, vm, busy_until, host) VALUES (?, ?, ?, ?) ON CONFLICT (site, vm) DO UPDATE SET busy_until = excluded.busy_until, host = excluded.host',
+      )
+      .run(
+        site,
+        vm,
+        change.busyUntil === undefined ? cur.busyUntil : change.busyUntil,
+        change.host === undefined ? cur.host : change.host,
+      );
   }
 
   /**
    * Carries out a VM request once: `perform` runs inside one write transaction with the record of
    * the request, so a retried request (same id) returns the first result and changes nothing.
    */
-  vmRequestOnce<T>(request: string, site: string, vm: string, action: string, perform: () => T): { result: T; repeated: boolean } {
+  vmRequestOnce<T>(
+    request: string,
+    site: string,
+    vm: string,
+    action: string,
+    perform: () => T,
+  ): { result: T; repeated: boolean } {
     const run = this.db.transaction((): { result: T; repeated: boolean } => {
-      const row = this.db.prepare('SELECT result_json FROM vm_requests WHERE request = ?').get(request) as { result_json: string } | undefined;
+      const row = this.db.prepare('SELECT result_json FROM vm_requests WHERE request = ?').get(request) as
+        { result_json: string } | undefined;
       if (row !== undefined) return { result: JSON.parse(row.result_json) as T, repeated: true };
       const result = perform();
-      this.db.prepare('INSERT INTO vm_requests (request, site, vm, action, at, result_json) VALUES (?, ?, ?, ?, ?, ?)').run(request, site, vm, action, new Date().toISOString(), JSON.stringify(result ?? null));
+      this.db
+        .prepare('INSERT INTO vm_requests (request, site, vm, action, at, result_json) VALUES (?, ?, ?, ?, ?, ?)')
+        .run(request, site, vm, action, new Date().toISOString(), JSON.stringify(result ?? null));
       return { result, repeated: false };
     });
     return run.immediate();
@@ -289,17 +339,26 @@ export class LabState {
 
   /** The zones set on a site's switches, by name. */
   zones(site: string): { name: string; members: string[] }[] {
-    const rows = this.db.prepare('SELECT name, members_json FROM zones WHERE site = ? ORDER BY name').all(site) as { name: unknown; members_json: unknown }[];
+    const rows = this.db.prepare('SELECT name, members_json FROM zones WHERE site = ? ORDER BY name').all(site) as {
+      name: unknown;
+      members_json: unknown;
+    }[];
     return rows.map((r) => ({
       name: this.checked(z.string(), r.name, `zone of ${site}`),
-      members: this.checked(z.array(z.string()), JSON.parse(this.checked(z.string(), r.members_json, `zone of ${site}`)), `zone ${String(r.name)}`),
+      members: this.checked(
+        z.array(z.string()),
+        JSON.parse(this.checked(z.string(), r.members_json, `zone of ${site}`)),
+        `zone ${String(r.name)}`,
+      ),
     }));
   }
 
   /** Sets a zone (replacing one of the same name); idempotent. */
   setZone(site: string, name: string, members: string[]): void {
     this.db
-      .prepare('INSERT INTO zones (site, name, members_json) VALUES (?, ?, ?) ON CONFLICT (site, name) DO UPDATE SET members_json = excluded.members_json')
+      .prepare(
+        'INSERT INTO zones (site, name, members_json) VALUES (?, ?, ?) ON CONFLICT (site, name) DO UPDATE SET members_json = excluded.members_json',
+      )
       .run(site, name, JSON.stringify(members));
   }
 
@@ -310,13 +369,17 @@ export class LabState {
 
   /** The drive of a site holding a cartridge, or null when the cartridge sits in its slot. */
   driveHolding(site: string, tape: string): string | null {
-    const row = this.db.prepare('SELECT drive FROM drives WHERE site = ? AND tape = ?').get(site, tape) as { drive: unknown } | undefined;
+    const row = this.db.prepare('SELECT drive FROM drives WHERE site = ? AND tape = ?').get(site, tape) as
+      { drive: unknown } | undefined;
     return row === undefined ? null : this.checked(z.string(), row.drive, `tape ${site}/${tape}`);
   }
 
   /** Empties every drive of a site (used when the lab's cartridges are created afresh). */
   clearDrives(site?: string): number {
-    const info = site === undefined ? this.db.prepare('DELETE FROM drives').run() : this.db.prepare('DELETE FROM drives WHERE site = ?').run(site);
+    const info =
+      site === undefined
+        ? this.db.prepare('DELETE FROM drives').run()
+        : this.db.prepare('DELETE FROM drives WHERE site = ?').run(site);
     return info.changes;
   }
 

@@ -19,7 +19,10 @@ export interface TemporalTarget {
 }
 
 /** Resolves the Temporal connection for this process. */
-export function temporalConnectionOptions(loaded: LoadedConfig | undefined, override: { address?: string; namespace?: string } = {}): TemporalTarget {
+export function temporalConnectionOptions(
+  loaded: LoadedConfig | undefined,
+  override: { address?: string; namespace?: string } = {},
+): TemporalTarget {
   let fromEnv: ReturnType<typeof loadClientConnectConfig> | undefined;
   try {
     fromEnv = loadClientConnectConfig();

@@ -10,7 +10,13 @@ import { Connection } from '@temporalio/client';
 import { KuraError, ErrorType } from '../domain/errors';
 
 /** Search attributes every Kura workflow sets so the Temporal UI can filter runs. */
-export const SEARCH_ATTRIBUTES = { KuraKind: 'Keyword', KuraTarget: 'Keyword', KuraSite: 'Keyword', KuraVm: 'Keyword', KuraRung: 'Keyword' } as const;
+export const SEARCH_ATTRIBUTES = {
+  KuraKind: 'Keyword',
+  KuraTarget: 'Keyword',
+  KuraSite: 'Keyword',
+  KuraVm: 'Keyword',
+  KuraRung: 'Keyword',
+} as const;
 
 const DYNAMIC_CONFIG = [
   'frontend.enableUpdateWorkflowExecution=true',
@@ -84,11 +90,25 @@ export async function serverAnswers(address: string, namespace = 'default'): Pro
 export async function startDevServer(opts: DevServerOptions = {}): Promise<DevServer> {
   const binary = temporalBinary();
   if (!existsSync(binary)) {
-    throw new KuraError(ErrorType.Unavailable, `the Temporal CLI is not at ${binary}; run \`npm run setup\` to build it, or set KURA_TEMPORAL_BIN, or point TEMPORAL_ADDRESS at a running server`);
+    throw new KuraError(
+      ErrorType.Unavailable,
+      `the Temporal CLI is not at ${binary}; run \`npm run setup\` to build it, or set KURA_TEMPORAL_BIN, or point TEMPORAL_ADDRESS at a running server`,
+    );
   }
   const port = opts.port ?? (await freePort());
   const namespace = opts.namespace ?? 'default';
-  const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(port), '--namespace', namespace, '--log-level', 'warn'];
+  const args = [
+    'server',
+    'start-dev',
+    '--ip',
+    '127.0.0.1',
+    '--port',
+    String(port),
+    '--namespace',
+    namespace,
+    '--log-level',
+    'warn',
+  ];
   if (opts.headless) args.push('--headless');
   else args.push('--ui-port', String(opts.uiPort ?? port + 1000));
   if (opts.dbFile) {
@@ -121,11 +141,17 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
   const deadline = Date.now() + (opts.readyTimeoutMs ?? 60_000);
   while (!(await serverAnswers(address, namespace))) {
     if (exited !== null) {
-      throw new KuraError(ErrorType.Unavailable, `the Temporal dev server exited with code ${exited} during start-up (is port ${port} taken?)${opts.logFile ? `; see ${opts.logFile}` : ''}`);
+      throw new KuraError(
+        ErrorType.Unavailable,
+        `the Temporal dev server exited with code ${exited} during start-up (is port ${port} taken?)${opts.logFile ? `; see ${opts.logFile}` : ''}`,
+      );
     }
     if (Date.now() > deadline) {
       child.kill('SIGKILL');
-      throw new KuraError(ErrorType.Unavailable, `the Temporal dev server did not answer at ${address} within ${(opts.readyTimeoutMs ?? 60_000) / 1000}s${opts.logFile ? `; see ${opts.logFile}` : ''}`);
+      throw new KuraError(
+        ErrorType.Unavailable,
+        `the Temporal dev server did not answer at ${address} within ${(opts.readyTimeoutMs ?? 60_000) / 1000}s${opts.logFile ? `; see ${opts.logFile}` : ''}`,
+      );
     }
     await new Promise((r) => setTimeout(r, 250));
   }

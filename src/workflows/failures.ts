@@ -2,7 +2,13 @@
  * Failure helpers for workflow code: find the typed failure at the root of an activity error and
  * re-throw it with the job's context, keeping its type and the whole cause chain.
  */
-import { ApplicationFailure, CancellationScope, TemporalFailure, TimeoutFailure, isCancellation } from '@temporalio/workflow';
+import {
+  ApplicationFailure,
+  CancellationScope,
+  TemporalFailure,
+  TimeoutFailure,
+  isCancellation,
+} from '@temporalio/workflow';
 import type { ZodType, output } from 'zod';
 import type { StreamRecord } from '../domain/catalog';
 import type { ControlActivities } from './proxies';
@@ -22,7 +28,11 @@ export function rootFailure(err: unknown): RootFailure {
   }
   if (found) return found;
   if (isCancellation(err)) return { type: 'Cancelled', message: 'the job was cancelled' };
-  if (deviceTrouble(err).timedOut) return { type: 'DeviceFault', message: 'the copy stopped answering (no heartbeat within the copy heartbeat timeout)' };
+  if (deviceTrouble(err).timedOut)
+    return {
+      type: 'DeviceFault',
+      message: 'the copy stopped answering (no heartbeat within the copy heartbeat timeout)',
+    };
   return { type: 'Error', message: err instanceof Error ? err.message : String(err) };
 }
 
@@ -80,7 +90,19 @@ export async function reportBackupFailure(
 ): Promise<void> {
   const root = rootFailure(o.err);
   await CancellationScope.nonCancellable(async () => {
-    await control.failBackup({ backupId: o.backupId, error: `${root.type}: ${root.message}`, endedAt: new Date().toISOString(), streams: o.streams }).catch(() => undefined);
-    await control.notify({ subject: o.subject, detail: { workflowId: o.workflowId, backupId: o.backupId, type: root.type, error: root.message } }).catch(() => undefined);
+    await control
+      .failBackup({
+        backupId: o.backupId,
+        error: `${root.type}: ${root.message}`,
+        endedAt: new Date().toISOString(),
+        streams: o.streams,
+      })
+      .catch(() => undefined);
+    await control
+      .notify({
+        subject: o.subject,
+        detail: { workflowId: o.workflowId, backupId: o.backupId, type: root.type, error: root.message },
+      })
+      .catch(() => undefined);
   });
 }

@@ -43,18 +43,31 @@ export async function fleetProtection(input: FleetRequest): Promise<FleetReport>
       ? { targets: req.targets, concurrency: req.concurrency, tuning: req.tuning, copy: req.copy }
       : await controlActivities()
           .fleetSettings({ site: req.site, policy: req.policy })
-          .then((s) => ({ targets: req.targets ?? s.targets, concurrency: req.concurrency ?? s.concurrency, tuning: req.tuning ?? s.tuning, copy: req.copy ?? s.copy }));
+          .then((s) => ({
+            targets: req.targets ?? s.targets,
+            concurrency: req.concurrency ?? s.concurrency,
+            tuning: req.tuning ?? s.tuning,
+            copy: req.copy ?? s.copy,
+          }));
 
   const finished = new Map(req.done.map((d) => [d.target, d]));
   const targets: FleetTarget[] = settings.targets.map((t) => finished.get(t) ?? { target: t, state: 'pending' });
-  setHandler(fleetProgressQuery, () => ({ site: req.site, policy: req.policy, concurrency: settings.concurrency, startedAt, targets }));
+  setHandler(fleetProgressQuery, () => ({
+    site: req.site,
+    policy: req.policy,
+    concurrency: settings.concurrency,
+    startedAt,
+    targets,
+  }));
 
   let running = 0;
   let startedThisRun = 0;
   const summary = () => {
     const done = targets.filter((t) => t.state === 'done').length;
     const failed = targets.filter((t) => t.state === 'failed').length;
-    setCurrentDetails(`${done + failed} of ${targets.length} targets finished (${failed} failed), ${running} running, window ${settings.concurrency}`);
+    setCurrentDetails(
+      `${done + failed} of ${targets.length} targets finished (${failed} failed), ${running} running, window ${settings.concurrency}`,
+    );
   };
   summary();
 
@@ -84,7 +97,14 @@ export async function fleetProtection(input: FleetRequest): Promise<FleetReport>
       concurrency: settings.concurrency,
       tuning: settings.tuning,
       copy: settings.copy,
-      done: outcomes.map((o) => ({ target: o.target, state: o.state as 'done' | 'failed', workflowId: o.workflowId, backupId: o.backupId, bytes: o.bytes, error: o.error })),
+      done: outcomes.map((o) => ({
+        target: o.target,
+        state: o.state as 'done' | 'failed',
+        workflowId: o.workflowId,
+        backupId: o.backupId,
+        bytes: o.bytes,
+        error: o.error,
+      })),
     });
   }
 
@@ -104,7 +124,17 @@ export async function fleetProtection(input: FleetRequest): Promise<FleetReport>
     try {
       const child = await startChild(sanOperation, {
         workflowId: t.workflowId,
-        args: [{ kind: 'backup', site: req.site, target: t.target, requestedBy: `fleet:${info.workflowId}`, requestedAt, ...settings.copy, tuning: settings.tuning }],
+        args: [
+          {
+            kind: 'backup',
+            site: req.site,
+            target: t.target,
+            requestedBy: `fleet:${info.workflowId}`,
+            requestedAt,
+            ...settings.copy,
+            tuning: settings.tuning,
+          },
+        ],
         parentClosePolicy: ParentClosePolicy.REQUEST_CANCEL,
         memo: { requestedBy: `fleet:${info.workflowId}` },
         staticSummary: `backup of ${t.target} (fleet ${req.policy})`,

@@ -5,8 +5,23 @@
  * The host keeps reading and writing throughout; if anything fails the volume is switched back
  * to passthrough with every write on main storage.
  */
-import { ApplicationFailure, isCancellation, setHandler, sleep, upsertSearchAttributes, workflowInfo, setCurrentDetails } from '@temporalio/workflow';
-import { OnlineBackupRequestSchema, type OnlineBackupReport, type OnlineBackupRequest, type OnlinePhase, type OnlineProgress, type VolumeStatus } from '../domain/datapath';
+import {
+  ApplicationFailure,
+  isCancellation,
+  setHandler,
+  sleep,
+  upsertSearchAttributes,
+  workflowInfo,
+  setCurrentDetails,
+} from '@temporalio/workflow';
+import {
+  OnlineBackupRequestSchema,
+  type OnlineBackupReport,
+  type OnlineBackupRequest,
+  type OnlinePhase,
+  type OnlineProgress,
+  type VolumeStatus,
+} from '../domain/datapath';
 import { backupIdFor } from '../domain/catalog';
 import { onlineProgressQuery } from '../messages';
 import { JobKind, KuraKind, KuraSite, KuraTarget } from '../search-attributes';
@@ -19,7 +34,18 @@ import { onlineActivities } from './online-proxies';
 export async function onlineBackup(input: OnlineBackupRequest): Promise<OnlineBackupReport> {
   const { workflowId } = workflowInfo();
   const startedAt = new Date().toISOString();
-  const progress: OnlineProgress = { phase: 'accept', activity: 'accepting the request', bytesDone: 0, bytesTotal: 0, startedAt, etaMs: null, unreflectedBytes: 0, rounds: 0, path: 'normal', quiesceMs: null };
+  const progress: OnlineProgress = {
+    phase: 'accept',
+    activity: 'accepting the request',
+    bytesDone: 0,
+    bytesTotal: 0,
+    startedAt,
+    etaMs: null,
+    unreflectedBytes: 0,
+    rounds: 0,
+    path: 'normal',
+    quiesceMs: null,
+  };
   setHandler(onlineProgressQuery, () => progress);
   const enter = (phase: OnlinePhase, activity: string) => {
     progress.phase = phase;
@@ -62,7 +88,17 @@ export async function onlineBackup(input: OnlineBackupRequest): Promise<OnlineBa
     undo.add('abort', () => online.abortOnline(ref));
     const image = switched.image ?? '';
     const switchedAt = switched.switchedAt ?? startedAt;
-    await control.beginBackup({ backupId, job: workflowId, site: req.site, target: req.target, array: resolved.array, volume: resolved.volume, startedAt, dataTime: switchedAt, sizeBytes: resolved.sizeBytes });
+    await control.beginBackup({
+      backupId,
+      job: workflowId,
+      site: req.site,
+      target: req.target,
+      array: resolved.array,
+      volume: resolved.volume,
+      startedAt,
+      dataTime: switchedAt,
+      sizeBytes: resolved.sizeBytes,
+    });
 
     // S201–S202: the frozen main storage to backup storage.
     enter('base-copy', `copying ${volume} as of ${switchedAt} to backup storage`);
@@ -85,13 +121,24 @@ export async function onlineBackup(input: OnlineBackupRequest): Promise<OnlineBa
       if (quiesceMs === null) await sleep(settings.roundPauseMs);
     }
     if (quiesceMs === null) {
-      throw ApplicationFailure.nonRetryable(`${volume} did not converge in ${settings.maxRounds} catch-up rounds (last ETA ${progress.etaMs ?? 'unknown'} ms, path ${progress.path}); the host writes faster than main storage takes them`, 'DeviceFault');
+      throw ApplicationFailure.nonRetryable(
+        `${volume} did not converge in ${settings.maxRounds} catch-up rounds (last ETA ${progress.etaMs ?? 'unknown'} ms, path ${progress.path}); the host writes faster than main storage takes them`,
+        'DeviceFault',
+      );
     }
     undo.done('abort');
     progress.quiesceMs = quiesceMs;
 
     enter('record', `recording ${backupId} in the catalog`);
-    const { sha256 } = await online.recordOnlineImage({ backupId, job: workflowId, target: req.target, image, sizeBytes: resolved.sizeBytes, startedAt, dataTime: switchedAt });
+    const { sha256 } = await online.recordOnlineImage({
+      backupId,
+      job: workflowId,
+      target: req.target,
+      image,
+      sizeBytes: resolved.sizeBytes,
+      startedAt,
+      dataTime: switchedAt,
+    });
     enter('done', `backed up ${volume} as ${backupId}; host commands were held ${quiesceMs.toFixed(1)} ms`);
     return {
       backupId,

@@ -26,7 +26,13 @@ export class OperationState {
     private readonly kind: string,
     private readonly target: string,
   ) {
-    setHandler(planQuery, () => ({ workflowId: this.workflowId, kind: this.kind, target: this.target, phase: this.phase, steps: this.steps }));
+    setHandler(planQuery, () => ({
+      workflowId: this.workflowId,
+      kind: this.kind,
+      target: this.target,
+      phase: this.phase,
+      steps: this.steps,
+    }));
     setHandler(progressQuery, () => ({
       phase: this.phase,
       activity: this.activity,

@@ -60,18 +60,43 @@ export function step(id: string, title: string, actor: string, dependsOn: string
  * one chain per stream (`copy:<stream>:<chunk>`) — read back to verify, record in the catalog,
  * write the catalog onto each cartridge, unmount, unzone, release.
  */
-export function planBackupSteps(target: string, pieces: PiecePlan[], streams = 1, mode: 'failover' | 'parallel' = 'failover'): PlanStep[] {
+export function planBackupSteps(
+  target: string,
+  pieces: PiecePlan[],
+  streams = 1,
+  mode: 'failover' | 'parallel' = 'failover',
+): PlanStep[] {
   const all = Array.from({ length: streams }, (_, s) => s);
-  const loads = all.map((s) => step(`load:${s}`, `zone the path of stream ${s} and mount its cartridge`, 'switch, tape library', ['reserve']));
+  const loads = all.map((s) =>
+    step(`load:${s}`, `zone the path of stream ${s} and mount its cartridge`, 'switch, tape library', ['reserve']),
+  );
   const chain = (prefix: string, after: string[], on: string) =>
-    pieces.map((p, i) => step(`${prefix}${p.piece}`, `copy chunk ${p.piece} of ${target} (${p.length} bytes at ${p.offset}) ${on}`, 'copy device', i === 0 ? after : [`${prefix}${p.piece - 1}`]));
+    pieces.map((p, i) =>
+      step(
+        `${prefix}${p.piece}`,
+        `copy chunk ${p.piece} of ${target} (${p.length} bytes at ${p.offset}) ${on}`,
+        'copy device',
+        i === 0 ? after : [`${prefix}${p.piece - 1}`],
+      ),
+    );
   const copies =
     mode === 'parallel'
       ? all.flatMap((s) => chain(`copy:${s}:`, [`load:${s}`], `on stream ${s}`))
-      : chain('copy:', loads.map((l) => l.id), 'on the first healthy stream');
-  const lastCopies = mode === 'parallel' ? all.map((s) => (pieces.length ? `copy:${s}:${pieces.length - 1}` : `load:${s}`)) : [pieces.length ? `copy:${pieces.length - 1}` : 'load:0'];
+      : chain(
+          'copy:',
+          loads.map((l) => l.id),
+          'on the first healthy stream',
+        );
+  const lastCopies =
+    mode === 'parallel'
+      ? all.map((s) => (pieces.length ? `copy:${s}:${pieces.length - 1}` : `load:${s}`))
+      : [pieces.length ? `copy:${pieces.length - 1}` : 'load:0'];
   return [
-    step('reserve', `reserve ${streams} disjoint stream${streams === 1 ? '' : 's'}: backup server, library, drive, cartridge, switch path`, 'resource pool'),
+    step(
+      'reserve',
+      `reserve ${streams} disjoint stream${streams === 1 ? '' : 's'}: backup server, library, drive, cartridge, switch path`,
+      'resource pool',
+    ),
     ...loads,
     ...copies,
     step('verify', 'read every piece back, check its checksum, hash the whole image', 'copy device', lastCopies),
@@ -135,11 +160,27 @@ export function planRestoreSteps(mounts: Mount[], destination: string, firstInde
  * outcome under a name tagged with the cartridge (`read:5@L1T001`), so the new steps for the same
  * pieces are told apart from them; then the remaining mounts from `index + 1`, and `finish`.
  */
-export function replanRestore(steps: PlanStep[], index: number, abandoned: Mount, remaining: Mount[], destination: string): PlanStep[] {
-  const own = new Set([`reserve:${index}`, `load:${index}`, `unload:${index}`, `release:${index}`, ...abandoned.pieces.map((p) => `read:${p.piece}`)]);
+export function replanRestore(
+  steps: PlanStep[],
+  index: number,
+  abandoned: Mount,
+  remaining: Mount[],
+  destination: string,
+): PlanStep[] {
+  const own = new Set([
+    `reserve:${index}`,
+    `load:${index}`,
+    `unload:${index}`,
+    `release:${index}`,
+    ...abandoned.pieces.map((p) => `read:${p.piece}`),
+  ]);
   const kept = steps
     .filter((s) => s.id !== 'finish' && !(own.has(s.id) && s.status === 'pending'))
-    .map((s) => (own.has(s.id) && s.status !== 'done' ? { ...s, id: `${s.id}@${abandoned.tape}`, status: s.status === 'failed' ? s.status : ('skipped' as const) } : s));
+    .map((s) =>
+      own.has(s.id) && s.status !== 'done'
+        ? { ...s, id: `${s.id}@${abandoned.tape}`, status: s.status === 'failed' ? s.status : ('skipped' as const) }
+        : s,
+    );
   const lastDone = [...kept].reverse().find((s) => s.status === 'done')?.id;
   return [...kept, ...planRestoreSteps(remaining, destination, index + 1, lastDone)];
 }

@@ -27,7 +27,13 @@ export type MarkResult = { ok: true; tables: PoolTables; row: DeviceRow } | { ok
 
 /** Builds fresh tables from a site of the inventory; rows are numbered from 0 in inventory order. */
 export function tablesFromSite(site: Site): PoolTables {
-  const row = (number: number, name: string, kind: DeviceRow['kind'], capacity: number, extra: Partial<DeviceRow> = {}): DeviceRow => ({
+  const row = (
+    number: number,
+    name: string,
+    kind: DeviceRow['kind'],
+    capacity: number,
+    extra: Partial<DeviceRow> = {},
+  ): DeviceRow => ({
     number,
     name,
     kind,
@@ -40,7 +46,8 @@ export function tablesFromSite(site: Site): PoolTables {
   const tapes: DeviceRow[] = [];
   for (const lib of site.libraries) {
     for (const d of lib.drives) drives.push(row(drives.length, d.id, 'drive', 1, { library: lib.name }));
-    for (const c of lib.cartridges) tapes.push(row(tapes.length, c.id, 'tape', 1, { library: lib.name, capacityBytes: c.capacity, usedBytes: 0 }));
+    for (const c of lib.cartridges)
+      tapes.push(row(tapes.length, c.id, 'tape', 1, { library: lib.name, capacityBytes: c.capacity, usedBytes: 0 }));
   }
   return {
     site: site.name,
@@ -97,21 +104,28 @@ export function allocate(tables: PoolTables, req: ReserveRequestParsed): Allocat
   if (existing) return { ok: true, grant: existing, tables };
 
   if (req.tape !== undefined && req.streams > 1) {
-    return { ok: false, missing: `cartridge ${req.tape} can be in only one stream, but ${req.streams} streams were asked for; ask for 1 stream when naming a cartridge` };
+    return {
+      ok: false,
+      missing: `cartridge ${req.tape} can be in only one stream, but ${req.streams} streams were asked for; ask for 1 stream when naming a cartridge`,
+    };
   }
   if (req.tape !== undefined && !tables.tapes.some((t) => t.name === req.tape)) {
     return { ok: false, missing: `no cartridge ${req.tape} in the pool of site ${tables.site}` };
   }
   const graph = adjacency(tables.links);
   if (!graph[req.array]) {
-    return { ok: false, missing: `storage array ${req.array} is not cabled to anything in site ${tables.site}; add its links to the inventory` };
+    return {
+      ok: false,
+      missing: `storage array ${req.array} is not cabled to anything in site ${tables.site}; add its links to the inventory`,
+    };
   }
 
   const ctx: SearchContext = { tables, req, graph, budget: SEARCH_BUDGET, best: [] };
   const found = search(ctx, []);
   if (!found) {
     const why = explain(ctx, ctx.best);
-    const prefix = req.streams === 1 ? 'no stream can be formed' : `only ${ctx.best.length} of ${req.streams} streams can be formed`;
+    const prefix =
+      req.streams === 1 ? 'no stream can be formed' : `only ${ctx.best.length} of ${req.streams} streams can be formed`;
     return { ok: false, missing: `${prefix}: ${why}` };
   }
 
@@ -140,10 +154,14 @@ export function couldEverAllocate(tables: PoolTables, req: ReserveRequestParsed)
   // A cartridge an operator (or a fault) marked unavailable stays so however long one waits.
   const named = req.tape === undefined ? undefined : tables.tapes.find((t) => t.name === req.tape);
   if (named?.state === 'unavailable') {
-    return { ok: false, missing: `cartridge ${named.name} is unavailable: ${named.reason ?? 'no reason given'}; mark it available with \`kura pool mark ${named.name} available\` once it is fixed` };
+    return {
+      ok: false,
+      missing: `cartridge ${named.name} is unavailable: ${named.reason ?? 'no reason given'}; mark it available with \`kura pool mark ${named.name} available\` once it is fixed`,
+    };
   }
   const idle = copyTables(tables);
-  for (const key of TABLE_KEYS) idle[key] = idle[key].map((r) => ({ ...withoutReason(r), state: 'available', holders: [] }));
+  for (const key of TABLE_KEYS)
+    idle[key] = idle[key].map((r) => ({ ...withoutReason(r), state: 'available', holders: [] }));
   return allocate(idle, req);
 }
 
@@ -152,7 +170,11 @@ export function couldEverAllocate(tables: PoolTables, req: ReserveRequestParsed)
  * `tapeUsage`, so the room left is known to the next request. `released` counts the holdings freed
  * (one per device per stream); releasing again frees nothing and returns 0.
  */
-export function release(tables: PoolTables, job: string, tapeUsage: Record<string, number>): { tables: PoolTables; released: number } {
+export function release(
+  tables: PoolTables,
+  job: string,
+  tapeUsage: Record<string, number>,
+): { tables: PoolTables; released: number } {
   const next = copyTables(tables);
   let released = 0;
   for (const key of TABLE_KEYS) {
@@ -187,7 +209,9 @@ export function mark(tables: PoolTables, req: MarkRequest): MarkResult {
 
 /** The grant a job holds, rebuilt from the tables' holders; undefined when it holds nothing. */
 export function grantFor(tables: PoolTables, job: string): Grant | undefined {
-  const numbers = [...new Set(tables.drives.flatMap((d) => d.holders.filter((h) => h.job === job).map((h) => h.stream)))].sort((a, b) => a - b);
+  const numbers = [
+    ...new Set(tables.drives.flatMap((d) => d.holders.filter((h) => h.job === job).map((h) => h.stream))),
+  ].sort((a, b) => a - b);
   if (numbers.length === 0) return undefined;
   const holds = (row: DeviceRow, stream: number) => row.holders.some((h) => h.job === job && h.stream === stream);
   const graph = adjacency(tables.links);
@@ -198,9 +222,22 @@ export function grantFor(tables: PoolTables, job: string): Grant | undefined {
     const tape = tables.tapes.find((t) => holds(t, stream));
     const library = drive?.library;
     if (!drive || !server || !tape || library === undefined) continue;
-    const switches = orderSwitches(graph, tables.switches.filter((s) => holds(s, stream)).map((s) => s.name), server.name, library);
+    const switches = orderSwitches(
+      graph,
+      tables.switches.filter((s) => holds(s, stream)).map((s) => s.name),
+      server.name,
+      library,
+    );
     const copyDevice = tables.copyDevices.find((c) => holds(c, stream));
-    streams.push({ stream, server: server.name, library, drive: drive.name, tape: tape.name, switches, ...(copyDevice ? { copyDevice: copyDevice.name } : {}) });
+    streams.push({
+      stream,
+      server: server.name,
+      library,
+      drive: drive.name,
+      tape: tape.name,
+      switches,
+      ...(copyDevice ? { copyDevice: copyDevice.name } : {}),
+    });
   }
   return { job, streams };
 }
@@ -260,7 +297,8 @@ function takenBy(chosen: Candidate[]): Set<string> {
 }
 
 const hasRoom = (row: DeviceRow) => row.capacity - row.holders.length > 0;
-const usable = (row: DeviceRow, taken: Set<string>) => row.state !== 'unavailable' && hasRoom(row) && !taken.has(row.name);
+const usable = (row: DeviceRow, taken: Set<string>) =>
+  row.state !== 'unavailable' && hasRoom(row) && !taken.has(row.name);
 
 /** Every stream that could be added next, shortest path first, then in inventory order. */
 function candidates(ctx: SearchContext, chosen: Candidate[]): Candidate[] {
@@ -289,7 +327,12 @@ function candidates(ctx: SearchContext, chosen: Candidate[]): Candidate[] {
 }
 
 /** The first free drive and cartridge of a library for this request, or undefined. */
-function pickMedia(tables: PoolTables, req: ReserveRequestParsed, lib: DeviceRow, taken: Set<string>): { drive: string; tape: string } | undefined {
+function pickMedia(
+  tables: PoolTables,
+  req: ReserveRequestParsed,
+  lib: DeviceRow,
+  taken: Set<string>,
+): { drive: string; tape: string } | undefined {
   if (!usable(lib, taken)) return undefined;
   const tape = tables.tapes.find((t) => t.library === lib.name && tapeFits(t, req, taken));
   if (!tape) return undefined;
@@ -314,7 +357,12 @@ const roomOf = (t: DeviceRow) => (t.capacityBytes ?? 0) - (t.usedBytes ?? 0);
  * Breadth-first search from `from` to `to` whose intermediate hops are switches accepted by
  * `switchOk` (links are undirected; a direct link needs no switch). Returns the switches crossed.
  */
-function shortestPath(graph: Record<string, string[]>, from: string, to: string, switchOk: (name: string) => boolean): string[] | undefined {
+function shortestPath(
+  graph: Record<string, string[]>,
+  from: string,
+  to: string,
+  switchOk: (name: string) => boolean,
+): string[] | undefined {
   const previous: Record<string, string> = {};
   const seen = new Set([from]);
   let frontier = [from];
@@ -371,7 +419,8 @@ function orderSwitches(graph: Record<string, string[]>, held: string[], server: 
 function explain(ctx: SearchContext, chosen: Candidate[]): string {
   const { tables, req } = ctx;
   const taken = takenBy(chosen);
-  const streamOf = (name: string) => chosen.findIndex((c) => [c.server, c.library, c.drive, c.tape, ...c.switches].includes(name));
+  const streamOf = (name: string) =>
+    chosen.findIndex((c) => [c.server, c.library, c.drive, c.tape, ...c.switches].includes(name));
   const why = (row: DeviceRow): string => {
     if (taken.has(row.name)) return `${row.name} is already in stream ${streamOf(row.name)} of this request`;
     return `${row.name} ${busy(row)}`;
@@ -381,7 +430,10 @@ function explain(ctx: SearchContext, chosen: Candidate[]): string {
   const servers = tables.servers.filter((s) => usable(s, taken));
   if (servers.length === 0) parts.push(`no backup server has a free stream (${tables.servers.map(why).join('; ')})`);
 
-  const libs = req.tape !== undefined ? tables.libraries.filter((l) => l.name === tables.tapes.find((t) => t.name === req.tape)?.library) : tables.libraries;
+  const libs =
+    req.tape !== undefined
+      ? tables.libraries.filter((l) => l.name === tables.tapes.find((t) => t.name === req.tape)?.library)
+      : tables.libraries;
   const libReasons: string[] = [];
   let usableLibs = 0;
   for (const lib of libs) {
@@ -409,7 +461,13 @@ function explain(ctx: SearchContext, chosen: Candidate[]): string {
   return parts.join('; ');
 }
 
-function tapeReason(lib: DeviceRow, tapes: DeviceRow[], req: ReserveRequestParsed, taken: Set<string>, why: (row: DeviceRow) => string): string {
+function tapeReason(
+  lib: DeviceRow,
+  tapes: DeviceRow[],
+  req: ReserveRequestParsed,
+  taken: Set<string>,
+  why: (row: DeviceRow) => string,
+): string {
   if (req.tape !== undefined) {
     const t = tapes.find((x) => x.name === req.tape);
     return t ? `cartridge ${why(t)}` : `no cartridge ${req.tape} in ${lib.name}`;

@@ -22,7 +22,12 @@ export function controlActivities(t: Pick<JobTuning, 'deviceAttempts'> = { devic
   return proxyActivities<ControlActivities>({
     startToCloseTimeout: '5 minutes',
     heartbeatTimeout: '1 minute',
-    retry: { maximumAttempts: t.deviceAttempts, initialInterval: '500ms', backoffCoefficient: 2, nonRetryableErrorTypes },
+    retry: {
+      maximumAttempts: t.deviceAttempts,
+      initialInterval: '500ms',
+      backoffCoefficient: 2,
+      nonRetryableErrorTypes,
+    },
   });
 }
 
@@ -40,7 +45,12 @@ export function poolActivities(t: JobTuning): PoolActivities {
  * one call moves (a piece; a whole image for verification). In failover mode a chunk gets one
  * attempt (`attempts` 1): a fault moves it to the next stream instead of retrying the same device.
  */
-export function copyActivities(server: string, t: JobTuning, longestBytes: number = t.pieceSize, attempts: number = t.deviceAttempts): CopyActivities {
+export function copyActivities(
+  server: string,
+  t: JobTuning,
+  longestBytes: number = t.pieceSize,
+  attempts: number = t.deviceAttempts,
+): CopyActivities {
   return proxyActivities<CopyActivities>({
     // The server's queue sits beside this workflow's own control queue.
     taskQueue: serverTaskQueue(server, workflowInfo().taskQueue),

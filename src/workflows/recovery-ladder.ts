@@ -74,9 +74,16 @@ export async function recoveryLadder(input: LadderInput): Promise<LadderResult> 
   let rebuilding = false;
   const requireWaiting = (what: string) => {
     if (view.status !== 'waiting-for-human') {
-      throw ApplicationFailure.nonRetryable(`cannot ${what} ${vm}: its ladder ${workflowId} is ${view.status}${view.currentRung ? ` at ${view.currentRung}` : ''}, not waiting for a person`, ErrorType.NotWaiting);
+      throw ApplicationFailure.nonRetryable(
+        `cannot ${what} ${vm}: its ladder ${workflowId} is ${view.status}${view.currentRung ? ` at ${view.currentRung}` : ''}, not waiting for a person`,
+        ErrorType.NotWaiting,
+      );
     }
-    if (rebuilding) throw ApplicationFailure.nonRetryable(`cannot ${what} ${vm}: a rebuild is in progress on its ladder ${workflowId}`, ErrorType.NotWaiting);
+    if (rebuilding)
+      throw ApplicationFailure.nonRetryable(
+        `cannot ${what} ${vm}: a rebuild is in progress on its ladder ${workflowId}`,
+        ErrorType.NotWaiting,
+      );
   };
 
   setHandler(
@@ -104,10 +111,25 @@ export async function recoveryLadder(input: LadderInput): Promise<LadderResult> 
       const attempt = startAttempt(human);
       rebuilding = true;
       try {
-        const built = await acts.rebuildVm({ site, vm, rung: 'human', incident, host: r.host, request: `${workflowId}/human/rebuild/${attempt.attempt}` });
+        const built = await acts.rebuildVm({
+          site,
+          vm,
+          rung: 'human',
+          incident,
+          host: r.host,
+          request: `${workflowId}/human/rebuild/${attempt.attempt}`,
+        });
         attempt.detail = `rebuilt on ${built.host} from ${built.software} and ${built.data} (by ${r.by})`;
-        const health = await acts.awaitHealthy({ site, vm, timeoutMs: policy.rungs['os-reboot'].healthWaitMs, everyMs: policy.healthCheckEveryMs });
-        endAttempt(attempt, health.healthy ? 'healthy' : 'unhealthy', `${attempt.detail}; ${health.detail}`, { tookMs: built.tookMs, waitedMs: health.waitedMs });
+        const health = await acts.awaitHealthy({
+          site,
+          vm,
+          timeoutMs: policy.rungs['os-reboot'].healthWaitMs,
+          everyMs: policy.healthCheckEveryMs,
+        });
+        endAttempt(attempt, health.healthy ? 'healthy' : 'unhealthy', `${attempt.detail}; ${health.detail}`, {
+          tookMs: built.tookMs,
+          waitedMs: health.waitedMs,
+        });
         if (health.healthy) {
           human.status = 'done';
           view.note = attempt.detail;
@@ -125,7 +147,10 @@ export async function recoveryLadder(input: LadderInput): Promise<LadderResult> 
       validator: (raw) => {
         const { host } = acceptInput(RebuildRequestSchema, raw, 'rebuild request');
         if (!req.hosts.includes(host)) {
-          throw ApplicationFailure.nonRetryable(`no host "${host}" in site ${site}; substitute hosts are: ${req.hosts.join(', ')}`, ErrorType.NotFound);
+          throw ApplicationFailure.nonRetryable(
+            `no host "${host}" in site ${site}; substitute hosts are: ${req.hosts.join(', ')}`,
+            ErrorType.NotFound,
+          );
         }
         requireWaiting('rebuild');
       },
@@ -154,7 +179,9 @@ export async function recoveryLadder(input: LadderInput): Promise<LadderResult> 
       rebuild: `kura ladder rebuild ${vm} --host <substitute host>`,
     },
   }).catch(() => undefined);
-  setCurrentDetails(`**waiting for a person** — ${vm}: \`kura ladder resolve ${vm} --note …\` or \`kura ladder rebuild ${vm} --host …\``);
+  setCurrentDetails(
+    `**waiting for a person** — ${vm}: \`kura ladder resolve ${vm} --note …\` or \`kura ladder rebuild ${vm} --host …\``,
+  );
   await condition(() => handedOver !== undefined);
   await condition(allHandlersFinished);
   return handedOver!;
@@ -174,8 +201,18 @@ export async function recoveryLadder(input: LadderInput): Promise<LadderResult> 
           rec.status = 'failed';
           return false;
         }
-        const health = await acts.awaitHealthy({ site, vm, timeoutMs: rp.healthWaitMs, everyMs: policy.healthCheckEveryMs });
-        endAttempt(attempt, health.healthy ? 'healthy' : 'unhealthy', [acted.detail, health.detail].filter(Boolean).join('; '), { tookMs: acted.tookMs, waitedMs: health.waitedMs });
+        const health = await acts.awaitHealthy({
+          site,
+          vm,
+          timeoutMs: rp.healthWaitMs,
+          everyMs: policy.healthCheckEveryMs,
+        });
+        endAttempt(
+          attempt,
+          health.healthy ? 'healthy' : 'unhealthy',
+          [acted.detail, health.detail].filter(Boolean).join('; '),
+          { tookMs: acted.tookMs, waitedMs: health.waitedMs },
+        );
         if (health.healthy) {
           rec.status = 'cured';
           return true;
@@ -191,7 +228,10 @@ export async function recoveryLadder(input: LadderInput): Promise<LadderResult> 
   }
 
   /** The action of one rung (S11 restarts; S14–S16 data replacement). */
-  async function act(rung: AutomaticRung, request: string): Promise<{ tookMs: number; detail?: string; skip?: string }> {
+  async function act(
+    rung: AutomaticRung,
+    request: string,
+  ): Promise<{ tookMs: number; detail?: string; skip?: string }> {
     const base = { site, vm, rung, incident, request };
     switch (rung) {
       case 'apl-restart':
@@ -211,12 +251,24 @@ export async function recoveryLadder(input: LadderInput): Promise<LadderResult> 
   }
 
   /** S15: volume-creation request from the image; S16: swap volume 13 and restart from the OS. */
-  async function swapIn(image: ImageRecord, rung: AutomaticRung, request: string): Promise<{ tookMs: number; detail: string }> {
+  async function swapIn(
+    image: ImageRecord,
+    rung: AutomaticRung,
+    request: string,
+  ): Promise<{ tookMs: number; detail: string }> {
     const base = { site, vm, rung, incident };
     const created = await acts.createDataVolume({ ...base, imageId: image.imageId, request: `${request}/create` });
-    const swapped = await acts.swapDataVolume({ ...base, volume: created.volume, imageId: image.imageId, request: `${request}/swap` });
+    const swapped = await acts.swapDataVolume({
+      ...base,
+      volume: created.volume,
+      imageId: image.imageId,
+      request: `${request}/swap`,
+    });
     const restarted = await acts.restartVm({ ...base, scope: 'os', request: `${request}/restart` });
-    return { tookMs: created.tookMs + swapped.tookMs + restarted.tookMs, detail: `data volume replaced by image ${image.imageId}` };
+    return {
+      tookMs: created.tookMs + swapped.tookMs + restarted.tookMs,
+      detail: `data volume replaced by image ${image.imageId}`,
+    };
   }
 
   function enter(rung: Rung): void {
@@ -232,12 +284,21 @@ export async function recoveryLadder(input: LadderInput): Promise<LadderResult> 
   }
 
   function startAttempt(rec: RungRecord): Attempt {
-    const attempt: Attempt = { attempt: rec.attempts.length + 1, startedAt: new Date().toISOString(), outcome: 'running' };
+    const attempt: Attempt = {
+      attempt: rec.attempts.length + 1,
+      startedAt: new Date().toISOString(),
+      outcome: 'running',
+    };
     rec.attempts.push(attempt);
     return attempt;
   }
 
-  function endAttempt(a: Attempt, outcome: Attempt['outcome'], detail?: string, times?: { tookMs: number; waitedMs: number }): void {
+  function endAttempt(
+    a: Attempt,
+    outcome: Attempt['outcome'],
+    detail?: string,
+    times?: { tookMs: number; waitedMs: number },
+  ): void {
     a.outcome = outcome;
     a.endedAt = new Date().toISOString();
     if (detail) a.detail = detail;

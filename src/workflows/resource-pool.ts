@@ -16,7 +16,15 @@ import {
 } from '@temporalio/workflow';
 import { z } from 'zod';
 import { ErrorType } from '../domain/errors';
-import { MarkRequestSchema, PoolTablesSchema, ReleaseRequestSchema, ReserveRequestSchema, type Grant, type PoolTables, type ReserveRequestParsed } from '../domain/pool';
+import {
+  MarkRequestSchema,
+  PoolTablesSchema,
+  ReleaseRequestSchema,
+  ReserveRequestSchema,
+  type Grant,
+  type PoolTables,
+  type ReserveRequestParsed,
+} from '../domain/pool';
 import { markDeviceSignal, releaseUpdate, reserveStreamsUpdate, syncInventorySignal, tablesQuery } from '../messages';
 import { JobKind, KuraKind, KuraSite } from '../search-attributes';
 import { allocate, couldEverAllocate, grantFor, mark, mergeInventory, release, summarize } from './pool-tables';
@@ -50,7 +58,10 @@ export type ResourcePoolInput = z.infer<typeof ResourcePoolInputSchema>;
 export async function resourcePool(input: ResourcePoolInput): Promise<never> {
   const parsed = ResourcePoolInputSchema.safeParse(input);
   if (!parsed.success) {
-    throw ApplicationFailure.nonRetryable(`resource pool input is invalid: ${z.prettifyError(parsed.error)}`, ErrorType.InvalidInput);
+    throw ApplicationFailure.nonRetryable(
+      `resource pool input is invalid: ${z.prettifyError(parsed.error)}`,
+      ErrorType.InvalidInput,
+    );
   }
   const { site } = parsed.data;
   const maxHistoryEvents = parsed.data.maxHistoryEvents ?? DEFAULT_MAX_HISTORY_EVENTS;
@@ -153,17 +164,23 @@ export async function resourcePool(input: ResourcePoolInput): Promise<never> {
       if ('grant' in now) return now.grant;
       if (req.waitMs === 0) throw noResources(now.missing);
     } else if (req.waitMs === 0) {
-      throw noResources(`${queue.length} earlier request${queue.length === 1 ? ' is' : 's are'} waiting for resources (first: job ${queue[0]?.job}); ask with waitMs > 0 to queue behind them`);
+      throw noResources(
+        `${queue.length} earlier request${queue.length === 1 ? ' is' : 's are'} waiting for resources (first: job ${queue[0]?.job}); ask with waitMs > 0 to queue behind them`,
+      );
     }
 
     const ever = couldEverAllocate(tables, req);
-    if (!ever.ok) throw noResources(`waiting cannot help, even with every device of site ${site} free and available: ${ever.missing}`);
+    if (!ever.ok)
+      throw noResources(
+        `waiting cannot help, even with every device of site ${site} free and available: ${ever.missing}`,
+      );
 
     const startedAt = Date.now();
     const deadline = startedAt + req.waitMs;
     const mine = queue.find((e) => e.job === req.job);
     if (mine) mine.until = new Date(Math.max(Date.parse(mine.until), deadline)).toISOString();
-    else queue.push({ job: req.job, since: new Date(startedAt).toISOString(), until: new Date(deadline).toISOString() });
+    else
+      queue.push({ job: req.job, since: new Date(startedAt).toISOString(), until: new Date(deadline).toISOString() });
     waiters[req.job] = (waiters[req.job] ?? 0) + 1;
     publish();
     try {
@@ -171,8 +188,15 @@ export async function resourcePool(input: ResourcePoolInput): Promise<never> {
         const remaining = deadline - Date.now();
         const woke =
           remaining > 0 &&
-          (await condition(() => withdrawn[req.job] === true || grantFor(tables, req.job) !== undefined || (ahead(req.job) === 0 && allocate(tables, req).ok), remaining));
-        if (withdrawn[req.job]) throw noResources(`job ${req.job} released its request while it was waiting; nothing was granted`);
+          (await condition(
+            () =>
+              withdrawn[req.job] === true ||
+              grantFor(tables, req.job) !== undefined ||
+              (ahead(req.job) === 0 && allocate(tables, req).ok),
+            remaining,
+          ));
+        if (withdrawn[req.job])
+          throw noResources(`job ${req.job} released its request while it was waiting; nothing was granted`);
         const already = grantFor(tables, req.job);
         if (already) return already;
         // Re-check after the await: another handler may have taken the devices in between. At the
@@ -180,11 +204,16 @@ export async function resourcePool(input: ResourcePoolInput): Promise<never> {
         if (ahead(req.job) === 0) {
           const now = tryGrant(req);
           if ('grant' in now) return now.grant;
-          if (!woke) throw noResources(`waited ${seconds(Date.now() - startedAt)} for resources without success: ${now.missing}`);
+          if (!woke)
+            throw noResources(
+              `waited ${seconds(Date.now() - startedAt)} for resources without success: ${now.missing}`,
+            );
         }
         if (!woke) {
           const position = ahead(req.job);
-          throw noResources(`waited ${seconds(Date.now() - startedAt)} for resources without success (still ${position} request${position === 1 ? '' : 's'} ahead in the queue)`);
+          throw noResources(
+            `waited ${seconds(Date.now() - startedAt)} for resources without success (still ${position} request${position === 1 ? '' : 's'} ahead in the queue)`,
+          );
         }
       }
     } finally {
@@ -224,7 +253,8 @@ export async function resourcePool(input: ResourcePoolInput): Promise<never> {
  */
 function parseOrReject<S extends z.ZodType>(schema: S, raw: unknown): z.output<S> {
   const out = schema.safeParse(raw);
-  if (!out.success) throw ApplicationFailure.nonRetryable(`invalid request: ${z.prettifyError(out.error)}`, ErrorType.InvalidInput);
+  if (!out.success)
+    throw ApplicationFailure.nonRetryable(`invalid request: ${z.prettifyError(out.error)}`, ErrorType.InvalidInput);
   return out.data;
 }
 

@@ -29,14 +29,18 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
 
   // 2030: find where the pieces lie.
   op.enter('resolve', `looking up ${req.backupId} in the catalog`);
-  const found = await control.findBackup({ backupId: req.backupId }).catch((err) => op.fail(`restore of ${req.backupId} refused`, err));
+  const found = await control
+    .findBackup({ backupId: req.backupId })
+    .catch((err) => op.fail(`restore of ${req.backupId} refused`, err));
   const { backup } = found;
   upsertSearchAttributes([
     { key: KuraKind, value: JobKind.Restore },
     { key: KuraTarget, value: backup.target },
     { key: KuraSite, value: backup.site },
   ]);
-  const target = await control.prepareRestore({ destination: req.destination, job: workflowId }).catch((err) => op.fail(`restore of ${req.backupId} refused`, err));
+  const target = await control
+    .prepareRestore({ destination: req.destination, job: workflowId })
+    .catch((err) => op.fail(`restore of ${req.backupId} refused`, err));
 
   // Plan: every piece from the lowest-numbered copy whose cartridge is not given up on; one mount
   // per run of consecutive pieces on the same cartridge.
@@ -45,8 +49,15 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
   /** Cartridges given up on, with the typed failure that made the restore give them up. */
   const skipped: { tape: string; type: string; message: string }[] = [];
   const usable = (p: PieceRecord) => !skipped.some((s) => s.tape === p.tape);
-  const choose = (piece: number) => found.pieces.filter((p) => p.piece === piece && usable(p)).sort((a, b) => a.copy - b.copy)[0];
-  const planFrom = (next: number): Mount[] => groupByTape(pieceNumbers.slice(next).map(choose).filter((p): p is PieceRecord => p !== undefined));
+  const choose = (piece: number) =>
+    found.pieces.filter((p) => p.piece === piece && usable(p)).sort((a, b) => a.copy - b.copy)[0];
+  const planFrom = (next: number): Mount[] =>
+    groupByTape(
+      pieceNumbers
+        .slice(next)
+        .map(choose)
+        .filter((p): p is PieceRecord => p !== undefined),
+    );
   op.steps = planRestoreSteps(planFrom(0), target.destination);
   op.bytesTotal = backup.sizeBytes;
 
@@ -81,7 +92,12 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
 
     op.enter('collect', 'verifying the restored image');
     const verified = await op.step('finish', () =>
-      control.finishRestore({ destination: target.destination, partial: target.partial, sizeBytes: backup.sizeBytes, sha256: backup.sha256 }),
+      control.finishRestore({
+        destination: target.destination,
+        partial: target.partial,
+        sizeBytes: backup.sizeBytes,
+        sha256: backup.sha256,
+      }),
     );
 
     op.enter('done', `restored ${backup.sizeBytes} bytes to ${target.destination}`);
@@ -112,7 +128,13 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
     if (m.library === DISK_LIBRARY) {
       for (const p of m.pieces) {
         await op.step(`read:${p.piece}`, () =>
-          control.readDiskPiece({ image: p.tape, position: p.position, sizeBytes: p.sizeBytes, sha256: p.sha256, destination: { path: target.partial, offset: p.offset } }),
+          control.readDiskPiece({
+            image: p.tape,
+            position: p.position,
+            sizeBytes: p.sizeBytes,
+            sha256: p.sha256,
+            destination: { path: target.partial, offset: p.offset },
+          }),
         );
         done.pieces += 1;
         op.bytesDone += p.sizeBytes;
@@ -123,12 +145,23 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
     const held = new Compensations();
     try {
       const grant = await op.step(`reserve:${i}`, () =>
-        pool.reserveStreams(backup.site, { job, streams: 1, array: backup.array, tape: m.tape, bytes: 0, waitMs: req.tuning.reserveWaitMs }),
+        pool.reserveStreams(backup.site, {
+          job,
+          streams: 1,
+          array: backup.array,
+          tape: m.tape,
+          bytes: 0,
+          waitMs: req.tuning.reserveWaitMs,
+        }),
       );
       held.add('release', () => pool.releaseStreams(backup.site, { job }));
       const stream = grant.streams[0] as Stream;
       const zone = zoneName(job, 0);
-      await control.zoneStream({ site: backup.site, name: zone, members: [...new Set([backup.array, stream.server, ...stream.switches, stream.library])] });
+      await control.zoneStream({
+        site: backup.site,
+        name: zone,
+        members: [...new Set([backup.array, stream.server, ...stream.switches, stream.library])],
+      });
       held.add('unzone', () => control.unzoneStream({ site: backup.site, name: zone }));
       const addr = { site: backup.site, library: stream.library, drive: stream.drive, tape: stream.tape };
       await op.step(`load:${i}`, () => control.loadTape(addr));
@@ -164,7 +197,12 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
 }
 
 /** No copy of a piece is left to read: name the cartridges that were tried and why each failed. */
-function noCopyLeft(backupId: string, piece: number, pieces: PieceRecord[], skipped: { tape: string; type: string; message: string }[]): ApplicationFailure {
+function noCopyLeft(
+  backupId: string,
+  piece: number,
+  pieces: PieceRecord[],
+  skipped: { tape: string; type: string; message: string }[],
+): ApplicationFailure {
   const holders = pieces.filter((p) => p.piece === piece);
   const tried = skipped.filter((s) => holders.some((h) => h.tape === s.tape));
   // Typed like the last cartridge's failure (NoResources, DeviceFault, …): that is what to fix.

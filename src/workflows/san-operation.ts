@@ -6,11 +6,7 @@
  * released on every path (success, failure, cancellation) and the catalog never claims a partial
  * backup.
  */
-import {
-  isCancellation,
-  upsertSearchAttributes,
-  workflowInfo,
-} from '@temporalio/workflow';
+import { isCancellation, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import type { ResolvedTarget } from '../activities/control';
 import { BackupRequestSchema, type BackupReport, type BackupRequest } from '../domain/jobs';
 import { backupIdFor, PIECE_HEADER_BYTES, type PieceRecord } from '../domain/catalog';
@@ -20,7 +16,18 @@ import { controlActivities, poolActivities } from './proxies';
 import { acceptInput, reportBackupFailure } from './failures';
 import { Compensations } from './compensations';
 import { OperationState } from './operation-state';
-import { copyFailover, copyParallel, prepareLanes, laneRecord, laneView, newLane, unloadLanes, verifyCopies, writeTapeCatalogs, type CopyJob } from './streams';
+import {
+  copyFailover,
+  copyParallel,
+  prepareLanes,
+  laneRecord,
+  laneView,
+  newLane,
+  unloadLanes,
+  verifyCopies,
+  writeTapeCatalogs,
+  type CopyJob,
+} from './streams';
 
 /** Backs up one target to tape: the SAN operation of kind `backup`. */
 export async function sanOperation(input: BackupRequest): Promise<BackupReport> {
@@ -39,7 +46,9 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
 
   // 2. Resolve what the processing needs: the volume behind the target, the time, the destination.
   op.enter('resolve', `resolving ${req.target}`);
-  const resolved: ResolvedTarget = await control.resolveTarget({ site: req.site, target: req.target }).catch((err) => op.fail(`backup of ${req.target} refused`, err));
+  const resolved: ResolvedTarget = await control
+    .resolveTarget({ site: req.site, target: req.target })
+    .catch((err) => op.fail(`backup of ${req.target} refused`, err));
 
   // 3. Plan: the chunks, the streams, and the order in which the devices are launched.
   op.enter('plan', 'planning');
@@ -48,7 +57,21 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
   op.bytesTotal = resolved.sizeBytes;
   const backupId = backupIdFor(req.target, req.requestedAt);
   const startedAt = new Date().toISOString();
-  const job: CopyJob = { req, resolved, pieces, backupId, workflowId, dataTime: startedAt, op, control, pool, undo: new Compensations(), tapeEnd: {}, lanes: [], marks: [] };
+  const job: CopyJob = {
+    req,
+    resolved,
+    pieces,
+    backupId,
+    workflowId,
+    dataTime: startedAt,
+    op,
+    control,
+    pool,
+    undo: new Compensations(),
+    tapeEnd: {},
+    lanes: [],
+    marks: [],
+  };
   op.streamView = () => job.lanes.map((l) => ({ ...laneView(l), bytesTotal: resolved.sizeBytes }));
 
   // 4. Launch the function software according to the plan; 5. collect each result.
@@ -93,7 +116,9 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
     op.activity = 'recording the backup';
     const endedAt = new Date().toISOString();
     const streams = job.lanes.map((l) => laneRecord(backupId, l));
-    const record = await op.step('record', () => control.completeBackup({ backupId, endedAt, sha256: kept.sha256, pieces: kept.pieces, streams }));
+    const record = await op.step('record', () =>
+      control.completeBackup({ backupId, endedAt, sha256: kept.sha256, pieces: kept.pieces, streams }),
+    );
 
     // Seed 004 step 1170: each cartridge also carries its own catalog rows, after its data.
     await op.step('tape-catalog', () => writeTapeCatalogs(job, kept.pieces, record, streams));
@@ -113,19 +138,37 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
       volume: resolved.volume,
       sizeBytes: resolved.sizeBytes,
       sha256: kept.sha256,
-      pieces: kept.pieces.map((p) => ({ copy: p.copy, piece: p.piece, stream: p.stream, library: p.library, tape: p.tape, position: p.position, sizeBytes: p.sizeBytes, sha256: p.sha256 })),
+      pieces: kept.pieces.map((p) => ({
+        copy: p.copy,
+        piece: p.piece,
+        stream: p.stream,
+        library: p.library,
+        tape: p.tape,
+        position: p.position,
+        sizeBytes: p.sizeBytes,
+        sha256: p.sha256,
+      })),
       server: job.lanes.find((l) => l.stream.stream === firstCopy[firstCopy.length - 1]?.stream)?.stream.server ?? '',
       mode: req.mode,
       streams,
       startedAt,
       endedAt,
     };
-    op.enter('done', `backed up ${resolved.sizeBytes} bytes as ${backupId} (${kept.copies.length} cop${kept.copies.length === 1 ? 'y' : 'ies'})`);
+    op.enter(
+      'done',
+      `backed up ${resolved.sizeBytes} bytes as ${backupId} (${kept.copies.length} cop${kept.copies.length === 1 ? 'y' : 'ies'})`,
+    );
     return report;
   } catch (err) {
     await Promise.all(job.marks);
     await job.undo.unwind();
-    await reportBackupFailure(control, { subject: `backup of ${req.target} failed`, workflowId, backupId, err, streams: job.lanes.map((l) => laneRecord(backupId, l)) });
+    await reportBackupFailure(control, {
+      subject: `backup of ${req.target} failed`,
+      workflowId,
+      backupId,
+      err,
+      streams: job.lanes.map((l) => laneRecord(backupId, l)),
+    });
     if (isCancellation(err)) throw err;
     return op.fail(`backup of ${req.target} failed at ${op.currentStep ?? op.phase}`, err);
   }

@@ -81,7 +81,14 @@ export function lanePath(s: Stream): string {
 }
 
 export function laneView(l: Lane): StreamProgress {
-  const view: StreamProgress = { stream: l.stream.stream, path: lanePath(l.stream), tape: l.stream.tape, state: l.state, bytesDone: l.bytesDone, bytesTotal: 0 };
+  const view: StreamProgress = {
+    stream: l.stream.stream,
+    path: lanePath(l.stream),
+    tape: l.stream.tape,
+    state: l.state,
+    bytesDone: l.bytesDone,
+    bytesTotal: 0,
+  };
   if (l.error) view.error = l.error;
   return view;
 }
@@ -90,7 +97,18 @@ export function laneView(l: Lane): StreamProgress {
 export function laneRecord(backupId: string, l: Lane): StreamRecord {
   const s = l.stream;
   const outcome = l.state === 'failed' ? 'failed' : l.pieces > 0 ? 'complete' : 'standby';
-  return { backupId, stream: s.stream, server: s.server, library: s.library, drive: s.drive, tape: s.tape, switches: s.switches, outcome, pieces: l.pieces, error: l.error };
+  return {
+    backupId,
+    stream: s.stream,
+    server: s.server,
+    library: s.library,
+    drive: s.drive,
+    tape: s.tape,
+    switches: s.switches,
+    outcome,
+    pieces: l.pieces,
+    error: l.error,
+  };
 }
 
 /**
@@ -121,7 +139,9 @@ export async function prepareLanes(job: CopyJob): Promise<void> {
       }),
     ),
   );
-  const cancelled = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected' && isCancellation(o.reason));
+  const cancelled = outcomes.find(
+    (o): o is PromiseRejectedResult => o.status === 'rejected' && isCancellation(o.reason),
+  );
   if (cancelled) throw cancelled.reason;
   for (const [i, o] of outcomes.entries()) {
     if (o.status === 'rejected') await laneFailed(job, job.lanes[i] as Lane, o.reason, 'while preparing it');
@@ -145,7 +165,10 @@ export async function copyFailover(job: CopyJob): Promise<PieceRecord[]> {
       const current: Lane = lane;
       current.state = 'copying';
       op.activity = `copying chunk ${piece.piece + 1} of ${pieces.length} on stream ${current.stream.stream} (${current.stream.tape})`;
-      op.note(`copy:${piece.piece}`, `stream ${current.stream.stream}: ${lanePath(current.stream)} with ${current.stream.tape}`);
+      op.note(
+        `copy:${piece.piece}`,
+        `stream ${current.stream.stream}: ${lanePath(current.stream)} with ${current.stream.tape}`,
+      );
       try {
         // One attempt while another stream stands by (the chunk moves there); the last stream left
         // retries its own devices instead, as a single-stream copy would.
@@ -179,7 +202,9 @@ export async function copyParallel(job: CopyJob): Promise<PieceRecord[]> {
     lane.state = 'copying';
     try {
       for (const piece of pieces) {
-        const r = await op.step(`copy:${lane.stream.stream}:${piece.piece}`, () => copy.copyPiece(copyRequest(job, lane, piece, lane.stream.stream)));
+        const r = await op.step(`copy:${lane.stream.stream}:${piece.piece}`, () =>
+          copy.copyPiece(copyRequest(job, lane, piece, lane.stream.stream)),
+        );
         out.push(pieceRecord(job, lane, piece, r, lane.stream.stream));
         landed(job, lane, piece, r);
       }
@@ -208,7 +233,10 @@ export async function copyParallel(job: CopyJob): Promise<PieceRecord[]> {
  * whole image's SHA-256 comes out. In parallel mode a copy that fails its read-back, or differs
  * from the first good one, is dropped and its stream marked failed; with no copy left the job fails.
  */
-export async function verifyCopies(job: CopyJob, written: PieceRecord[]): Promise<{ pieces: PieceRecord[]; copies: number[]; sha256: string }> {
+export async function verifyCopies(
+  job: CopyJob,
+  written: PieceRecord[],
+): Promise<{ pieces: PieceRecord[]; copies: number[]; sha256: string }> {
   const { req, resolved } = job;
   const copies = [...new Set(written.map((p) => p.copy))].sort((a, b) => a - b);
   let sha256: string | undefined;
@@ -221,11 +249,18 @@ export async function verifyCopies(job: CopyJob, written: PieceRecord[]): Promis
         site: req.site,
         pieces: pieces.map((p) => {
           const lane = job.lanes.find((l) => l.stream.stream === p.stream) as Lane;
-          return { source: { ...lane.addr, position: p.position }, expect: { backupId: job.backupId, piece: p.piece, sizeBytes: p.sizeBytes }, sha256: p.sha256 };
+          return {
+            source: { ...lane.addr, position: p.position },
+            expect: { backupId: job.backupId, piece: p.piece, sizeBytes: p.sizeBytes },
+            sha256: p.sha256,
+          };
         }),
       });
       if (sha256 !== undefined && v.sha256 !== sha256) {
-        throw ApplicationFailure.nonRetryable(`copy ${c} reads back as ${v.sha256}, but copy ${kept[0]} as ${sha256}; the volume changed while it was copied`, 'ChecksumMismatch');
+        throw ApplicationFailure.nonRetryable(
+          `copy ${c} reads back as ${v.sha256}, but copy ${kept[0]} as ${sha256}; the volume changed while it was copied`,
+          'ChecksumMismatch',
+        );
       }
       sha256 = v.sha256;
       kept.push(c);
@@ -244,7 +279,12 @@ export async function verifyCopies(job: CopyJob, written: PieceRecord[]): Promis
  * after its data. From here the catalog claims what the kept cartridges hold, so no later failure
  * may erase them; a cartridge that ends up holding nothing of the backup is cut back instead.
  */
-export async function writeTapeCatalogs(job: CopyJob, kept: PieceRecord[], backup: BackupRecord, streams: StreamRecord[]): Promise<void> {
+export async function writeTapeCatalogs(
+  job: CopyJob,
+  kept: PieceRecord[],
+  backup: BackupRecord,
+  streams: StreamRecord[],
+): Promise<void> {
   for (const lane of job.lanes) {
     if (kept.some((p) => p.stream === lane.stream.stream)) job.undo.done(`erase:${lane.stream.stream}`);
   }
@@ -269,11 +309,20 @@ export async function unloadLanes(job: CopyJob): Promise<void> {
  * backup is already complete in the catalog, so a cartridge that cannot take its rows does not
  * fail the job: people are told that a rebuild from cartridges would miss the backup there.
  */
-async function closeCartridge(job: CopyJob, lane: Lane, kept: PieceRecord[], backup: BackupRecord, streams: StreamRecord[]): Promise<void> {
+async function closeCartridge(
+  job: CopyJob,
+  lane: Lane,
+  kept: PieceRecord[],
+  backup: BackupRecord,
+  streams: StreamRecord[],
+): Promise<void> {
   const onTape = kept.filter((p) => p.tape === lane.stream.tape && p.library === lane.stream.library);
   try {
     if (onTape.length > 0) {
-      const out = await job.control.writeTapeCatalog({ at: { ...lane.addr, position: lane.position }, entry: { backup, pieces: onTape, streams } });
+      const out = await job.control.writeTapeCatalog({
+        at: { ...lane.addr, position: lane.position },
+        entry: { backup, pieces: onTape, streams },
+      });
       job.tapeEnd[lane.stream.tape] = out.nextPosition;
     } else {
       await job.control.eraseTape({ ...lane.addr, position: lane.start });
@@ -285,7 +334,16 @@ async function closeCartridge(job: CopyJob, lane: Lane, kept: PieceRecord[], bac
     const root = rootFailure(err);
     job.op.activity = `the catalog rows could not be written onto ${lane.stream.tape}: ${root.message}`;
     await job.control
-      .notify({ subject: `catalog rows of ${job.backupId} not written onto cartridge ${lane.stream.tape}`, detail: { workflowId: job.workflowId, type: root.type, error: root.message, consequence: 'the backup is complete and restorable; a catalog rebuilt from cartridges will miss it on this cartridge' } })
+      .notify({
+        subject: `catalog rows of ${job.backupId} not written onto cartridge ${lane.stream.tape}`,
+        detail: {
+          workflowId: job.workflowId,
+          type: root.type,
+          error: root.message,
+          consequence:
+            'the backup is complete and restorable; a catalog rebuilt from cartridges will miss it on this cartridge',
+        },
+      })
       .catch(() => undefined);
   }
 }
@@ -319,9 +377,22 @@ async function laneFailed(job: CopyJob, lane: Lane, err: unknown, when: string):
   let device = trouble.device;
   let why = root.message;
   if (device === undefined && trouble.timedOut) {
-    const found = await job.control.probeStream({ site: job.req.site, devices: [lane.stream.server, ...lane.stream.switches, lane.stream.library, lane.stream.drive, lane.stream.tape] }).catch(() => []);
+    const found = await job.control
+      .probeStream({
+        site: job.req.site,
+        devices: [
+          lane.stream.server,
+          ...lane.stream.switches,
+          lane.stream.library,
+          lane.stream.drive,
+          lane.stream.tape,
+        ],
+      })
+      .catch(() => []);
     device = found[0]?.device ?? lane.stream.drive;
-    why = found[0] ? `stopped answering: ${found[0].reason}` : 'stopped answering during a copy (no device reported a fault; the drive is assumed)';
+    why = found[0]
+      ? `stopped answering: ${found[0].reason}`
+      : 'stopped answering during a copy (no device reported a fault; the drive is assumed)';
   }
   if (device !== undefined) {
     const reason = `${why} (job ${job.workflowId}, stream ${lane.stream.stream}, ${when})`.slice(0, 500);
@@ -333,7 +404,9 @@ async function laneFailed(job: CopyJob, lane: Lane, err: unknown, when: string):
 
 function allStreamsFailed(job: CopyJob): ApplicationFailure {
   const failed = job.lanes.filter((l) => l.state === 'failed');
-  const why = failed.map((l) => `stream ${l.stream.stream} (${lanePath(l.stream)}, ${l.stream.tape}): ${l.error}`).join('; ');
+  const why = failed
+    .map((l) => `stream ${l.stream.stream} (${lanePath(l.stream)}, ${l.stream.tape}): ${l.error}`)
+    .join('; ');
   return ApplicationFailure.nonRetryable(`all ${job.lanes.length} streams failed: ${why}`, 'DeviceFault');
 }
 
@@ -344,9 +417,24 @@ function copyRequest(job: CopyJob, lane: Lane, piece: PiecePlan, copy: number) {
     site: req.site,
     server: s.server,
     devices: [s.server, ...s.switches, s.library, s.drive, s.tape, ...(s.copyDevice ? [s.copyDevice] : [])],
-    source: { array: resolved.array, volume: resolved.volume, offset: piece.offset, length: piece.length, volumeSize: resolved.sizeBytes },
+    source: {
+      array: resolved.array,
+      volume: resolved.volume,
+      offset: piece.offset,
+      length: piece.length,
+      volumeSize: resolved.sizeBytes,
+    },
     target: { ...lane.addr, position: lane.position },
-    header: { backupId: job.backupId, target: resolved.target, job: job.workflowId, copy, piece: piece.piece, offset: piece.offset, sizeBytes: piece.length, dataTime: job.dataTime },
+    header: {
+      backupId: job.backupId,
+      target: resolved.target,
+      job: job.workflowId,
+      copy,
+      piece: piece.piece,
+      offset: piece.offset,
+      sizeBytes: piece.length,
+      dataTime: job.dataTime,
+    },
   };
 }
 

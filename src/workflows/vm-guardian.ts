@@ -60,7 +60,9 @@ export async function vmGuardian(input: GuardianInput): Promise<never> {
   setHandler(failureDetectedSignal, (raw) => {
     const report = FailureReportSchema.safeParse(raw);
     if (!report.success) {
-      log.warn(`failure report for ${vm} ignored: it is not valid`, { issues: report.error.issues.map((i) => i.message) });
+      log.warn(`failure report for ${vm} ignored: it is not valid`, {
+        issues: report.error.issues.map((i) => i.message),
+      });
       return;
     }
     const failure = { reason: report.data.reason, at: report.data.at ?? new Date().toISOString() };
@@ -70,13 +72,21 @@ export async function vmGuardian(input: GuardianInput): Promise<never> {
     else state.pendingFailure ??= failure;
   });
 
-  setHandler(requestDataBackupUpdate, async (raw) => runBackup(`request:${DataBackupRequestSchema.parse(raw).requestedBy}`), {
-    validator: (raw) => {
-      acceptInput(DataBackupRequestSchema, raw, 'data backup request');
-      // A VM being recovered may hold bad data; its images must stay the ones it is recovered from.
-      if (currentLadder !== null) throw ApplicationFailure.nonRetryable(`${vm} is being recovered by ${currentLadder}; back its data up once it is healthy`, ErrorType.InRecovery);
+  setHandler(
+    requestDataBackupUpdate,
+    async (raw) => runBackup(`request:${DataBackupRequestSchema.parse(raw).requestedBy}`),
+    {
+      validator: (raw) => {
+        acceptInput(DataBackupRequestSchema, raw, 'data backup request');
+        // A VM being recovered may hold bad data; its images must stay the ones it is recovered from.
+        if (currentLadder !== null)
+          throw ApplicationFailure.nonRetryable(
+            `${vm} is being recovered by ${currentLadder}; back its data up once it is healthy`,
+            ErrorType.InRecovery,
+          );
+      },
     },
-  });
+  );
 
   // Fails the guardian with NotFound when the VM is not in the inventory.
   const profile = await acts.vmProfile({ site, vm });
@@ -85,7 +95,12 @@ export async function vmGuardian(input: GuardianInput): Promise<never> {
 
   const shouldRoll = () => {
     const info = workflowInfo();
-    return currentLadder === null && !backupRunning && state.pendingFailure === undefined && (info.continueAsNewSuggested || info.historyLength > policy.maxHistoryEvents);
+    return (
+      currentLadder === null &&
+      !backupRunning &&
+      state.pendingFailure === undefined &&
+      (info.continueAsNewSuggested || info.historyLength > policy.maxHistoryEvents)
+    );
   };
 
   for (;;) {
@@ -101,7 +116,10 @@ export async function vmGuardian(input: GuardianInput): Promise<never> {
       // Daily image acquisition; a failed one is reported and the next day's runs as planned.
       await runBackup('daily').catch(async (err: unknown) => {
         const root = rootFailure(err);
-        await notify({ subject: `daily data backup of ${vm} failed`, detail: { vm, site, type: root.type, error: root.message } }).catch(() => undefined);
+        await notify({
+          subject: `daily data backup of ${vm} failed`,
+          detail: { vm, site, type: root.type, error: root.message },
+        }).catch(() => undefined);
       });
       state.nextBackupAt = new Date(nextBackupAt(Date.now(), policy)).toISOString();
       continue;
@@ -155,11 +173,15 @@ export async function vmGuardian(input: GuardianInput): Promise<never> {
       });
       // The VM has been healthy since the ladder ended. After a person dealt with it (resolved, or
       // rebuilt on new hardware) the next failure starts afresh.
-      state.lastRecovery = result.outcome === 'recovered' ? { at: result.endedAt, rung: result.rung, incident } : undefined;
+      state.lastRecovery =
+        result.outcome === 'recovered' ? { at: result.endedAt, rung: result.rung, incident } : undefined;
     } catch (err) {
       const root = rootFailure(err);
       log.error(`recovery ladder ${workflowId} of ${vm} failed`, { type: root.type, error: root.message });
-      await notify({ subject: `recovery ladder of ${vm} failed`, detail: { workflowId, vm, site, type: root.type, error: root.message } }).catch(() => undefined);
+      await notify({
+        subject: `recovery ladder of ${vm} failed`,
+        detail: { workflowId, vm, site, type: root.type, error: root.message },
+      }).catch(() => undefined);
       state.lastRecovery = undefined;
     } finally {
       state.lastLadder = workflowId;

@@ -21,7 +21,13 @@ export function vmActivities(policy: Pick<LadderPolicy, 'activityHeartbeatMs'>, 
     // A health wait may last its whole timeout; everything else is bounded by the heartbeat.
     startToCloseTimeout: longestWaitMs + 10 * 60_000,
     heartbeatTimeout: policy.activityHeartbeatMs,
-    retry: { maximumAttempts: 5, initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: '10s', nonRetryableErrorTypes },
+    retry: {
+      maximumAttempts: 5,
+      initialInterval: '500ms',
+      backoffCoefficient: 2,
+      maximumInterval: '10s',
+      nonRetryableErrorTypes,
+    },
   });
 }
 

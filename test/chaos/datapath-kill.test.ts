@@ -28,7 +28,11 @@ const procs: ChildProcess[] = [];
 
 /** Starts `kura datapath` as its own process and waits for its ready line. */
 async function startDatapathProcess(of: TestLab = lab): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'kura'), 'datapath'], { cwd: ROOT, env: labEnv(of), stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'kura'), 'datapath'], {
+    cwd: ROOT,
+    env: labEnv(of),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   procs.push(child);
   let output = '';
   await new Promise<void>((resolve, reject) => {
@@ -58,7 +62,11 @@ beforeAll(async () => {
   nbdPort = await freePort();
   const controlPort = await freePort();
   // The base copy is paced at 1 MiB/s: eight seconds in which to kill the datapath mid-backup.
-  lab = await makeLab({ vms: 1, dataVolumeSize: SIZE, edit: (cfg) => void (cfg.datapath = { nbdPort, controlPort, copyRate: '1MiB' }) });
+  lab = await makeLab({
+    vms: 1,
+    dataVolumeSize: SIZE,
+    edit: (cfg) => void (cfg.datapath = { nbdPort, controlPort, copyRate: '1MiB' }),
+  });
   control = new DatapathClient(`http://127.0.0.1:${controlPort}`);
   workers = await startWorkers(lab);
   ({ kura, close } = await connectKura(lab));
@@ -81,7 +89,10 @@ describe('kill -9 of the datapath during an online backup', () => {
     writer.start();
     await until(async () => (writer.acked().length >= 2 ? true : undefined));
 
-    const handle = await startOnlineBackup(kura, 'vm-001', { settings: { ioTimeoutMs: 30_000, safetyFactor: 0.5, pollMs: 50, roundPauseMs: 50 }, deviceAttempts: 10 });
+    const handle = await startOnlineBackup(kura, 'vm-001', {
+      settings: { ioTimeoutMs: 30_000, safetyFactor: 0.5, pollMs: 50, roundPauseMs: 50 },
+      deviceAttempts: 10,
+    });
     const switchedAt = await until(async () => (await control.status(name)).switchedAt ?? undefined);
     const atSwitch = readFileSync(volumeFile);
     const switchMs = Date.parse(switchedAt);
@@ -129,7 +140,10 @@ describe('kill -9 of the datapath during an online backup', () => {
     expect(candidatesAt(initial, acked, switchMs).some((c) => c.equals(atSwitch))).toBe(true);
     expect(readFileSync(report.image).equals(atSwitch)).toBe(true);
     const allAcked = writer.acked();
-    const finalCandidates = [applyWrites(initial, allAcked), applyWrites(initial, [...acked, ...inDoubt, ...allAcked.slice(acked.length)])];
+    const finalCandidates = [
+      applyWrites(initial, allAcked),
+      applyWrites(initial, [...acked, ...inDoubt, ...allAcked.slice(acked.length)]),
+    ];
     const main = readFileSync(volumeFile);
     expect(finalCandidates.some((c) => c.equals(main))).toBe(true);
     expect((await control.status(name)).mode).toBe('passthrough');
@@ -138,7 +152,11 @@ describe('kill -9 of the datapath during an online backup', () => {
 
   it('replays the journal when killed during catch-up, before any round reflected the writes', async () => {
     const [port, ctlPort] = [await freePort(), await freePort()];
-    const lab2 = await makeLab({ vms: 1, dataVolumeSize: SIZE, edit: (cfg) => void (cfg.datapath = { nbdPort: port, controlPort: ctlPort }) });
+    const lab2 = await makeLab({
+      vms: 1,
+      dataVolumeSize: SIZE,
+      edit: (cfg) => void (cfg.datapath = { nbdPort: port, controlPort: ctlPort }),
+    });
     try {
       const ctl = new DatapathClient(`http://127.0.0.1:${ctlPort}`);
       const name = lab2.loaded.config.sites[0]!.vms[0]!.dataVolume;

@@ -11,7 +11,13 @@ import { Catalog } from '../../src/catalog/store';
 import { LabState } from '../../src/lab/state';
 import { planQuery, tablesQuery } from '../../src/messages';
 import type { BackupReport } from '../../src/domain/jobs';
-import { connectKura, makeLab, sha256, startWorkerProcess as startWorkerProcessOf, type TestLab } from '../support/harness';
+import {
+  connectKura,
+  makeLab,
+  sha256,
+  startWorkerProcess as startWorkerProcessOf,
+  type TestLab,
+} from '../support/harness';
 import type { Kura } from '../../src/api';
 import type { Client } from '@temporalio/client';
 
@@ -40,7 +46,8 @@ describe('the worker killed during a failover', () => {
   it('completes on the second stream, copies no finished chunk again, and restores byte-identical', async () => {
     const state = new LabState(lab.paths.labState);
     // 8 MiB/s on both servers so the 40 MiB copy takes seconds; bks-01 fails at 20% (chunk 2).
-    for (const server of ['bks-01', 'bks-02']) state.addFault({ device: server, kind: 'slow', after: { bytes: 0 }, rateBytesPerSec: 8 * MiB, once: false });
+    for (const server of ['bks-01', 'bks-02'])
+      state.addFault({ device: server, kind: 'slow', after: { bytes: 0 }, rateBytesPerSec: 8 * MiB, once: false });
     state.addFault({ device: 'bks-01', kind: 'fail', after: { percent: 20 }, once: false });
     const source = await sha256(lab.dataVolume('vm-001'));
 
@@ -72,26 +79,42 @@ describe('the worker killed during a failover', () => {
     const streams = catalog.streamsOf(report.backupId);
     expect(catalog.backup(report.backupId).status).toBe('complete');
     catalog.close();
-    expect(pieces.map((p) => [p.piece, p.stream])).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9].map((n) => [n, n < 2 ? 0 : 1]));
+    expect(pieces.map((p) => [p.piece, p.stream])).toEqual(
+      [0, 1, 2, 3, 4, 5, 6, 7, 8, 9].map((n) => [n, n < 2 ? 0 : 1]),
+    );
     expect(pieces.reduce((n, p) => n + p.sizeBytes, 0)).toBe(40 * MiB);
     expect(streams.map((s) => s.outcome)).toEqual(['failed', 'complete']);
 
     // After the kill only chunk 5 and the chunks after it were copied, and chunk 5 was written
     // again at the very position its interrupted attempt used (so nothing on tape is doubled).
-    const starts = state.events({ event: 'copy-start' }).filter((e) => e.seq > killedAt && e.detail.backupId === report.backupId);
+    const starts = state
+      .events({ event: 'copy-start' })
+      .filter((e) => e.seq > killedAt && e.detail.backupId === report.backupId);
     expect(starts.map((e) => Number(e.detail.piece))).toEqual([5, 6, 7, 8, 9]);
-    const interrupted = state.events({ event: 'copy-start' }).filter((e) => e.seq <= killedAt && e.detail.backupId === report.backupId && Number(e.detail.piece) === 5);
+    const interrupted = state
+      .events({ event: 'copy-start' })
+      .filter((e) => e.seq <= killedAt && e.detail.backupId === report.backupId && Number(e.detail.piece) === 5);
     expect(interrupted.map((e) => e.detail.position)).toEqual([starts[0]!.detail.position]);
     expect(pieces[5]!.position).toBe(Number(starts[0]!.detail.position));
     // Every chunk before the kill was started exactly once on its final stream.
-    const before = state.events({ event: 'copy-start' }).filter((e) => e.seq <= killedAt && e.detail.backupId === report.backupId && Number(e.detail.piece) < 5);
+    const before = state
+      .events({ event: 'copy-start' })
+      .filter((e) => e.seq <= killedAt && e.detail.backupId === report.backupId && Number(e.detail.piece) < 5);
     const perPiece = new Map<number, number>();
     for (const e of before) perPiece.set(Number(e.detail.piece), (perPiece.get(Number(e.detail.piece)) ?? 0) + 1);
     // Chunk 2 started twice: on stream 0, where it failed, and on stream 1.
-    expect([...perPiece.entries()].sort((a, b) => a[0] - b[0])).toEqual([[0, 1], [1, 1], [2, 2], [3, 1], [4, 1]]);
+    expect([...perPiece.entries()].sort((a, b) => a[0] - b[0])).toEqual([
+      [0, 1],
+      [1, 1],
+      [2, 2],
+      [3, 1],
+      [4, 1],
+    ]);
 
     const tables = await client.workflow.getHandle(`pool/${lab.site}`).query(tablesQuery);
-    expect([...tables.servers, ...tables.drives, ...tables.tapes, ...tables.switches].filter((r) => r.holders.length > 0)).toEqual([]);
+    expect(
+      [...tables.servers, ...tables.drives, ...tables.tapes, ...tables.switches].filter((r) => r.holders.length > 0),
+    ).toEqual([]);
     expect(state.zones(lab.site)).toEqual([]);
 
     state.clearFaults();

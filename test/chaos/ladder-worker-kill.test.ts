@@ -37,7 +37,12 @@ async function creationProgress(ladderId: string): Promise<number | undefined> {
 
 beforeAll(async () => {
   // 16 MiB built at 4 MiB/s: the volume creation takes about four seconds, time enough to kill.
-  lab = await makeVmLab({ vms: 1, dataVolumeSize: 16 * MiB, copyHeartbeatTimeout: '2s', lab: { volumeCopyRate: 4 * MiB } });
+  lab = await makeVmLab({
+    vms: 1,
+    dataVolumeSize: 16 * MiB,
+    copyHeartbeatTimeout: '2s',
+    lab: { volumeCopyRate: 4 * MiB },
+  });
   ({ client, close } = await connectKura(lab));
 });
 
@@ -59,17 +64,25 @@ describe('the worker killed during the data swap', () => {
     const state = new LabState(lab.paths.labState);
     state.setVmFault(lab.site, vm, 'data');
     await vms.reportFailure(vm, 'data corrupted');
-    const g = await until(() => client.workflow.getHandle(guardianWorkflowId(vm)).query(guardianQuery), (v) => v.currentLadder !== null);
+    const g = await until(
+      () => client.workflow.getHandle(guardianWorkflowId(vm)).query(guardianQuery),
+      (v) => v.currentLadder !== null,
+    );
     const ladderId = g.currentLadder!;
 
     // Wait until the new volume is partly written, then kill the worker outright.
-    const bytes = await until(() => creationProgress(ladderId), (b) => b !== undefined && b >= 2 * MiB);
+    const bytes = await until(
+      () => creationProgress(ladderId),
+      (b) => b !== undefined && b >= 2 * MiB,
+    );
     expect(bytes).toBeGreaterThanOrEqual(2 * MiB);
     const view = await client.workflow.getHandle(ladderId).query(ladderQuery);
     expect(view.currentRung).toBe('data-swap');
     first.kill('SIGKILL');
     await new Promise((r) => first.once('exit', r));
-    expect(actionsOf(lab, vm, since)).toEqual(['apl-restart', 'mw-restart', 'os-reboot'].flatMap((r) => RUNG_ACTIONS[r]!));
+    expect(actionsOf(lab, vm, since)).toEqual(
+      ['apl-restart', 'mw-restart', 'os-reboot'].flatMap((r) => RUNG_ACTIONS[r]!),
+    );
 
     await startWorkerProcess();
     const result: LadderResult = await client.workflow.getHandle(ladderId).result();
@@ -77,7 +90,9 @@ describe('the worker killed during the data swap', () => {
     expect(result.rung).toBe('data-swap');
 
     // Every rung's action exactly once, in order: the restarts below the swap were not run again.
-    expect(actionsOf(lab, vm, since)).toEqual(['apl-restart', 'mw-restart', 'os-reboot', 'data-swap'].flatMap((r) => RUNG_ACTIONS[r]!));
+    expect(actionsOf(lab, vm, since)).toEqual(
+      ['apl-restart', 'mw-restart', 'os-reboot', 'data-swap'].flatMap((r) => RUNG_ACTIONS[r]!),
+    );
     // The retried volume creation continued after the bytes its killed predecessor had written.
     const created = state.events({ device: vm, event: 'volume-create', since });
     expect(created).toHaveLength(1);

@@ -11,7 +11,13 @@ import { Catalog } from '../../src/catalog/store';
 import { LabState } from '../../src/lab/state';
 import { tablesQuery } from '../../src/messages';
 import type { BackupReport } from '../../src/domain/jobs';
-import { connectKura, makeLab, sha256, startWorkerProcess as startWorkerProcessOf, type TestLab } from '../support/harness';
+import {
+  connectKura,
+  makeLab,
+  sha256,
+  startWorkerProcess as startWorkerProcessOf,
+  type TestLab,
+} from '../support/harness';
 import type { Kura } from '../../src/api';
 import type { Client } from '@temporalio/client';
 
@@ -33,7 +39,9 @@ async function copyProgress(workflowId: string): Promise<{ piece: number; bytes:
     const input = a.heartbeatDetails?.payloads?.[0];
     const bytes = input ? (defaultPayloadConverter.fromPayload<{ bytes: number }>(input).bytes ?? 0) : 0;
     const plan = await client.workflow.getHandle(workflowId).query('plan');
-    const running = (plan as { steps: { id: string; status: string }[] }).steps.find((s) => s.id.startsWith('copy:') && s.status === 'running');
+    const running = (plan as { steps: { id: string; status: string }[] }).steps.find(
+      (s) => s.id.startsWith('copy:') && s.status === 'running',
+    );
     return { piece: Number(running?.id.split(':')[1] ?? -1), bytes };
   }
   return undefined;
@@ -41,7 +49,14 @@ async function copyProgress(workflowId: string): Promise<{ piece: number; bytes:
 
 beforeAll(async () => {
   // One stream in three chunks: with no stream to fail over to, the chunk's own retry resumes it.
-  lab = await makeLab({ vms: 1, dataVolumeSize: 48 * MiB, pieceSize: '16MiB', copyHeartbeatTimeout: '2s', streams: 1, chunks: 3 });
+  lab = await makeLab({
+    vms: 1,
+    dataVolumeSize: 48 * MiB,
+    pieceSize: '16MiB',
+    copyHeartbeatTimeout: '2s',
+    streams: 1,
+    chunks: 3,
+  });
   ({ kura, client, close } = await connectKura(lab));
 });
 
@@ -55,7 +70,8 @@ describe('the worker killed during a copy', () => {
   it('completes the backup, resumes the interrupted piece, and restores byte-identical', async () => {
     const state = new LabState(lab.paths.labState);
     // Slow both backup servers to 8 MiB/s so the 48 MiB copy takes seconds, not milliseconds.
-    for (const server of ['bks-01', 'bks-02']) state.addFault({ device: server, kind: 'slow', after: { bytes: 0 }, rateBytesPerSec: 8 * MiB, once: false });
+    for (const server of ['bks-01', 'bks-02'])
+      state.addFault({ device: server, kind: 'slow', after: { bytes: 0 }, rateBytesPerSec: 8 * MiB, once: false });
     const source = await sha256(lab.dataVolume('vm-001'));
 
     const first = await startWorkerProcess();
@@ -89,11 +105,17 @@ describe('the worker killed during a copy', () => {
     const pieces = catalog.piecesOf(report.backupId);
     expect(catalog.backup(report.backupId).status).toBe('complete');
     catalog.close();
-    expect(pieces.map((p) => [p.copy, p.piece])).toEqual([[0, 0], [0, 1], [0, 2]]);
+    expect(pieces.map((p) => [p.copy, p.piece])).toEqual([
+      [0, 0],
+      [0, 1],
+      [0, 2],
+    ]);
     expect(pieces.reduce((n, p) => n + p.sizeBytes, 0)).toBe(48 * MiB);
 
     const tables = await client.workflow.getHandle(`pool/${lab.site}`).query(tablesQuery);
-    const held = [...tables.servers, ...tables.drives, ...tables.tapes, ...tables.switches].filter((r) => r.holders.length > 0);
+    const held = [...tables.servers, ...tables.drives, ...tables.tapes, ...tables.switches].filter(
+      (r) => r.holders.length > 0,
+    );
     expect(held).toEqual([]);
 
     const dest = path.join(lab.dir, 'restores', 'vm-001.img');

@@ -44,7 +44,9 @@ describe('the NBD handshake', () => {
   it('lists every served volume to nbdinfo --list, with its size', async () => {
     const { stdout } = await run('nbdinfo', ['--list', '--json', `nbd://127.0.0.1:${dp.nbdPort}`]);
     const listed = (JSON.parse(stdout) as { exports: { 'export-name': string; 'export-size': number }[] }).exports;
-    expect(listed.map((e) => [e['export-name'], e['export-size']]).sort()).toEqual([...dp.volumes.keys()].sort().map((n) => [n, SIZE]));
+    expect(listed.map((e) => [e['export-name'], e['export-size']]).sort()).toEqual(
+      [...dp.volumes.keys()].sort().map((n) => [n, SIZE]),
+    );
   });
 
   it('answers NBD_OPT_GO for an unknown export with an error naming the exports there are', async () => {
@@ -98,7 +100,13 @@ describe('the NBD handshake', () => {
 
 describe('passthrough', () => {
   it('writes, zeroes and reads main storage directly', async () => {
-    await qemuIo(nbdUrl(dp.nbdPort, name), ['write -P 0x5a 65536 8192', 'write -z 0 4096', 'flush', 'read -P 0x5a 65536 8192', 'read -P 0 0 4096']);
+    await qemuIo(nbdUrl(dp.nbdPort, name), [
+      'write -P 0x5a 65536 8192',
+      'write -z 0 4096',
+      'flush',
+      'read -P 0x5a 65536 8192',
+      'read -P 0 0 4096',
+    ]);
     const bytes = readFileSync(volumeFile);
     expect(bytes.subarray(65536, 65536 + 8192).every((b) => b === 0x5a)).toBe(true);
     expect(bytes.subarray(0, 4096).every((b) => b === 0)).toBe(true);
@@ -107,9 +115,14 @@ describe('passthrough', () => {
 
 describe('the control API', () => {
   it('refuses a malformed request with InvalidInput and the field at fault, and changes nothing', async () => {
-    const res = await fetch(`${dp.controlUrl}/v1/volumes/${encodeURIComponent(name)}/enter-backup`, { method: 'POST', body: JSON.stringify({ backupId: 'x', image: 'relative.img' }) });
+    const res = await fetch(`${dp.controlUrl}/v1/volumes/${encodeURIComponent(name)}/enter-backup`, {
+      method: 'POST',
+      body: JSON.stringify({ backupId: 'x', image: 'relative.img' }),
+    });
     expect(res.status).toBe(400);
-    expect(await res.json()).toEqual({ error: { type: 'InvalidInput', message: 'invalid enter-backup request: image: must be an absolute path' } });
+    expect(await res.json()).toEqual({
+      error: { type: 'InvalidInput', message: 'invalid enter-backup request: image: must be an absolute path' },
+    });
     expect(dp.volumes.get(name)!.status()).toMatchObject({ mode: 'passthrough', backupId: null });
     expect(existsSync(path.resolve('relative.img'))).toBe(false);
   });
@@ -136,7 +149,9 @@ describe('the control API', () => {
         (e: { type?: string; message?: string }) => e,
       );
       expect(err?.type).toBe('InvalidInput');
-      expect(err?.message).toBe(`${name} has not finished its base copy (0 of ${SIZE} bytes); catch-up starts after it`);
+      expect(err?.message).toBe(
+        `${name} has not finished its base copy (0 of ${SIZE} bytes); catch-up starts after it`,
+      );
     } finally {
       await client.abort(name, 'early');
     }
@@ -150,7 +165,11 @@ describe('abort', () => {
     await client.enterBackup(name, 'aborted', image);
     await qemuIo(nbdUrl(dp.nbdPort, name), ['write -P 0x77 131072 65536', 'write -P 0x78 131072 1000']);
     // Frozen during the backup…
-    expect(readFileSync(volumeFile).subarray(131072, 131072 + 65536).every((b) => b === 0x77)).toBe(false);
+    expect(
+      readFileSync(volumeFile)
+        .subarray(131072, 131072 + 65536)
+        .every((b) => b === 0x77),
+    ).toBe(false);
     const st = await client.abort(name, 'aborted');
     expect(st).toMatchObject({ mode: 'passthrough', unreflectedBytes: 0 });
     // …and holding the latest data after the abort.
@@ -165,7 +184,11 @@ describe('the active convergence path', () => {
   it('writes synchronously to main storage once escalated, and reports the path in the status', async () => {
     // Escalate from the first round on, so the active path is taken whatever the timing.
     await dp.close();
-    dp = await startDatapath(lab.loaded, lab.paths, { nbdPort: 0, controlPort: 0, settings: { throttleAfterRounds: 0, activeAfterRounds: 0, throttleDelay: 1 } });
+    dp = await startDatapath(lab.loaded, lab.paths, {
+      nbdPort: 0,
+      controlPort: 0,
+      settings: { throttleAfterRounds: 0, activeAfterRounds: 0, throttleDelay: 1 },
+    });
     const client = new DatapathClient(dp.controlUrl);
     const image = path.join(lab.paths.home, 'online', 'active.img');
     const url = nbdUrl(dp.nbdPort, name);
@@ -181,7 +204,11 @@ describe('the active convergence path', () => {
     // Still in backup mode, yet the write is already on main storage and nothing is left unreflected.
     const st = await client.status(name);
     expect(st).toMatchObject({ mode: 'backup', phase: 'catch-up', path: 'active', unreflectedBytes: 0 });
-    expect(readFileSync(volumeFile).subarray(393216, 393216 + 4096).every((b) => b === 0x32)).toBe(true);
+    expect(
+      readFileSync(volumeFile)
+        .subarray(393216, 393216 + 4096)
+        .every((b) => b === 0x32),
+    ).toBe(true);
     // The image keeps the switch instant: neither write is in it.
     const img = readFileSync(image);
     expect(img.subarray(262144, 262144 + 4096).every((b) => b === 0x31)).toBe(false);
@@ -217,7 +244,11 @@ describe('the active convergence path', () => {
 describe('the throttled convergence path', () => {
   it('delays each host write by throttleDelay once escalated, and leaves it for the next round rather than writing main storage', async () => {
     await dp.close();
-    dp = await startDatapath(lab.loaded, lab.paths, { nbdPort: 0, controlPort: 0, settings: { throttleAfterRounds: 0, activeAfterRounds: 1000, throttleDelay: 300 } });
+    dp = await startDatapath(lab.loaded, lab.paths, {
+      nbdPort: 0,
+      controlPort: 0,
+      settings: { throttleAfterRounds: 0, activeAfterRounds: 1000, throttleDelay: 300 },
+    });
     const client = new DatapathClient(dp.controlUrl);
     const volume = dp.volumes.get(name)!;
     const at = 458752;
@@ -232,10 +263,18 @@ describe('the throttled convergence path', () => {
       // Timers may fire a hair early against performance.now(); the delay is still the throttle's.
       expect(performance.now() - t0).toBeGreaterThanOrEqual(295);
       expect(await client.status(name)).toMatchObject({ mode: 'backup', path: 'throttled', unreflectedBytes: 4096 });
-      expect(readFileSync(volumeFile).subarray(at, at + 4096).every((b) => b === 0x42)).toBe(false);
+      expect(
+        readFileSync(volumeFile)
+          .subarray(at, at + 4096)
+          .every((b) => b === 0x42),
+      ).toBe(false);
     } finally {
       await client.abort(name, 'throttled');
     }
-    expect(readFileSync(volumeFile).subarray(at, at + 4096).every((b) => b === 0x42)).toBe(true);
+    expect(
+      readFileSync(volumeFile)
+        .subarray(at, at + 4096)
+        .every((b) => b === 0x42),
+    ).toBe(true);
   });
 });

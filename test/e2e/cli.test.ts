@@ -8,7 +8,6 @@ import * as path from 'node:path';
 import { cliJson, runKura, makeLab, sha256, startWorkers, treeFingerprint, type TestLab } from '../support/harness';
 import type { KuraWorkers } from '../../src/worker';
 
-
 let lab: TestLab;
 let workers: KuraWorkers;
 
@@ -36,7 +35,9 @@ describe('kura backup, catalog and restore', () => {
 
     const list = json<{ backupId: string; status: string }[]>(await kura(['catalog', 'list', '--json']));
     expect(list.find((r) => r.backupId === backup.backupId)?.status).toBe('complete');
-    const shown = json<{ pieces: { piece: number; tape: string }[] }>(await kura(['catalog', 'show', backup.backupId, '--json']));
+    const shown = json<{ pieces: { piece: number; tape: string }[] }>(
+      await kura(['catalog', 'show', backup.backupId, '--json']),
+    );
     expect(shown.pieces.map((p) => p.piece)).toEqual([0, 1, 2]);
 
     const dest = path.join(lab.dir, 'restores', 'vm-001.img');
@@ -88,9 +89,18 @@ describe('refused input changes nothing', () => {
   });
 
   it('refuses an unknown backup id with NotFound', async () => {
-    const r = await kura(['restore', 'vm-001@20200101T000000Z', '--to', path.join(lab.dir, 'restores', 'none.img'), '--json']);
+    const r = await kura([
+      'restore',
+      'vm-001@20200101T000000Z',
+      '--to',
+      path.join(lab.dir, 'restores', 'none.img'),
+      '--json',
+    ]);
     expect(r.code).toBe(2);
-    expect(json<{ error: { type: string; message: string } }>(r).error).toMatchObject({ type: 'NotFound', message: expect.stringMatching(/no backup "vm-001@20200101T000000Z"/) });
+    expect(json<{ error: { type: string; message: string } }>(r).error).toMatchObject({
+      type: 'NotFound',
+      message: expect.stringMatching(/no backup "vm-001@20200101T000000Z"/),
+    });
     expect(existsSync(path.join(lab.dir, 'restores', 'none.img'))).toBe(false);
   });
 
@@ -109,7 +119,11 @@ describe('refused input changes nothing', () => {
     const r = await kura(['--config', broken, 'backup', 'vm-001']);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/ConfigInvalid: .*broken\.yaml is not valid \(3 problems\)/);
-    for (const p of ['sites[0].arrays[0].volumes[1].size', 'sites[0].libraries[1].drives[3].id', 'sites[0].policies[0].nightly']) {
+    for (const p of [
+      'sites[0].arrays[0].volumes[1].size',
+      'sites[0].libraries[1].drives[3].id',
+      'sites[0].policies[0].nightly',
+    ]) {
       expect(r.stderr).toContain(p);
     }
   });
@@ -128,7 +142,9 @@ describe('kura lab and pool', () => {
   it('adds, lists and clears an injected fault', async () => {
     const add = await kura(['lab', 'fault', 'add', 'lib-01-drv-1', '--kind', 'fail', '--after', '50%', '--json']);
     expect(add.code).toBe(0);
-    const faults = json<{ device: string; kind: string; after: { percent?: number } }[]>(await kura(['lab', 'fault', 'list', '--json']));
+    const faults = json<{ device: string; kind: string; after: { percent?: number } }[]>(
+      await kura(['lab', 'fault', 'list', '--json']),
+    );
     expect(faults).toEqual([expect.objectContaining({ device: 'lib-01-drv-1', kind: 'fail', after: { percent: 50 } })]);
     expect((await kura(['lab', 'fault', 'clear'])).code).toBe(0);
     expect(json<unknown[]>(await kura(['lab', 'fault', 'list', '--json']))).toEqual([]);
@@ -141,7 +157,9 @@ describe('kura lab and pool', () => {
   });
 
   it('shows the pool tables with every device available once the jobs are done', async () => {
-    const tables = json<{ servers: { name: string; state: string }[]; drives: { state: string }[] }>(await kura(['pool', 'show', '--json']));
+    const tables = json<{ servers: { name: string; state: string }[]; drives: { state: string }[] }>(
+      await kura(['pool', 'show', '--json']),
+    );
     expect(tables.servers.map((s) => s.name)).toEqual(['bks-01', 'bks-02']);
     expect(tables.drives.every((d) => d.state === 'available')).toBe(true);
   });
@@ -156,7 +174,10 @@ describe('kura schedule', () => {
 
     const handle = workers.client.schedule.getHandle(`kura/${lab.site}/nightly-data`);
     const desc = await handle.describe();
-    expect(desc.spec.calendars?.[0]).toMatchObject({ hour: [{ start: 2, end: 2, step: 1 }], minute: [{ start: 0, end: 0, step: 1 }] });
+    expect(desc.spec.calendars?.[0]).toMatchObject({
+      hour: [{ start: 2, end: 2, step: 1 }],
+      minute: [{ start: 0, end: 0, step: 1 }],
+    });
     expect(desc.policies.overlap).toBe('SKIP');
 
     expect((await kura(['schedule', 'trigger', 'nightly-data'])).code).toBe(0);

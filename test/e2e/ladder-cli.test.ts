@@ -9,7 +9,6 @@ import type { KuraWorkers } from '../../src/worker';
 import { cliJson, runKura, sha256, startWorkers } from '../support/harness';
 import { makeVmLab, until } from '../support/vm-lab';
 
-
 let lab: Awaited<ReturnType<typeof makeVmLab>>;
 let workers: KuraWorkers;
 
@@ -67,10 +66,16 @@ describe('kura vm and kura ladder', () => {
     const vm = lab.vms[0]!;
     const depth = await kura(['lab', 'vm-fault', vm, '--cured-by', 'sometimes', '--json']);
     expect(depth.code).toBe(2);
-    expect(json<{ error: { type: string; message: string } }>(depth).error).toMatchObject({ type: 'InvalidInput', message: expect.stringContaining('apl, mw, os, data, guarantee, none') });
+    expect(json<{ error: { type: string; message: string } }>(depth).error).toMatchObject({
+      type: 'InvalidInput',
+      message: expect.stringContaining('apl, mw, os, data, guarantee, none'),
+    });
     const resolve = await kura(['ladder', 'resolve', vm, '--note', 'fixed', '--json']);
     expect(resolve.code).toBe(2);
-    expect(json<{ error: { type: string; message: string } }>(resolve).error).toMatchObject({ type: 'NotWaiting', message: expect.stringContaining('has ended') });
+    expect(json<{ error: { type: string; message: string } }>(resolve).error).toMatchObject({
+      type: 'NotWaiting',
+      message: expect.stringContaining('has ended'),
+    });
     const host = await kura(['ladder', 'rebuild', vm, '--host', 'host-99']);
     expect(host.code).toBe(2);
     expect(host.stderr).toMatch(/NotFound: no host "host-99"/);

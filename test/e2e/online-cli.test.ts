@@ -19,7 +19,11 @@ const kura = (args: string[]) => runKura(lab, args);
 
 beforeAll(async () => {
   const [nbdPort, controlPort] = [await freePort(), await freePort()];
-  lab = await makeLab({ vms: 2, dataVolumeSize: SIZE, edit: (cfg) => void (cfg.datapath = { nbdPort, controlPort, copyRate: '4MiB' }) });
+  lab = await makeLab({
+    vms: 2,
+    dataVolumeSize: SIZE,
+    edit: (cfg) => void (cfg.datapath = { nbdPort, controlPort, copyRate: '4MiB' }),
+  });
   dp = await startDatapath(lab.loaded, lab.paths);
   workers = await startWorkers(lab);
 });
@@ -39,9 +43,15 @@ describe('kura backup --online', () => {
     await writer.stop();
     expect(r.code, r.stderr).toBe(0);
     expect(writer.failed()).toEqual([]);
-    expect(r.stderr).toMatch(/^online vm-001: base-copy · [\d.]+ (B|KiB|MiB) of 8\.0 MiB — copying array-01\/vm-001-data as of /m);
-    expect(r.stdout).toMatch(new RegExp(`^backed up vm-001 \\(${name}\\) online as vm-001@\\d{8}T\\d{6}\\d{0,3}Z$`, 'm'));
-    expect(r.stdout).toMatch(/catch-up round\(s\), path normal; host commands held [\d.]+ ms \(I\/O timeout 30000 ms, [\d.]+%\)/);
+    expect(r.stderr).toMatch(
+      /^online vm-001: base-copy · [\d.]+ (B|KiB|MiB) of 8\.0 MiB — copying array-01\/vm-001-data as of /m,
+    );
+    expect(r.stdout).toMatch(
+      new RegExp(`^backed up vm-001 \\(${name}\\) online as vm-001@\\d{8}T\\d{6}\\d{0,3}Z$`, 'm'),
+    );
+    expect(r.stdout).toMatch(
+      /catch-up round\(s\), path normal; host commands held [\d.]+ ms \(I\/O timeout 30000 ms, [\d.]+%\)/,
+    );
   });
 
   it('prints the report as JSON with --json, the image matching its SHA-256', async () => {
@@ -71,12 +81,44 @@ describe('kura datapath', () => {
 
 describe('the online progress line', () => {
   it('shows round, unreflected bytes, ETA and path while catching up', () => {
-    const line = onlineProgressLine('vm-001', { phase: 'catch-up', activity: 'catch-up round 3', bytesDone: SIZE, bytesTotal: SIZE, startedAt: '', etaMs: 120, unreflectedBytes: 65536, rounds: 3, path: 'throttled', quiesceMs: null }, 0);
-    expect(line).toBe('online vm-001: catch-up · round 3 · unreflected 64.0 KiB · ETA 120 ms · path throttled — catch-up round 3');
+    const line = onlineProgressLine(
+      'vm-001',
+      {
+        phase: 'catch-up',
+        activity: 'catch-up round 3',
+        bytesDone: SIZE,
+        bytesTotal: SIZE,
+        startedAt: '',
+        etaMs: 120,
+        unreflectedBytes: 65536,
+        rounds: 3,
+        path: 'throttled',
+        quiesceMs: null,
+      },
+      0,
+    );
+    expect(line).toBe(
+      'online vm-001: catch-up · round 3 · unreflected 64.0 KiB · ETA 120 ms · path throttled — catch-up round 3',
+    );
   });
 
   it('says the ETA is unknown before a rate has been measured', () => {
-    const line = onlineProgressLine('vm-001', { phase: 'quiesce', activity: 'x', bytesDone: 0, bytesTotal: SIZE, startedAt: '', etaMs: null, unreflectedBytes: 0, rounds: 1, path: 'normal', quiesceMs: null }, 0);
+    const line = onlineProgressLine(
+      'vm-001',
+      {
+        phase: 'quiesce',
+        activity: 'x',
+        bytesDone: 0,
+        bytesTotal: SIZE,
+        startedAt: '',
+        etaMs: null,
+        unreflectedBytes: 0,
+        rounds: 1,
+        path: 'normal',
+        quiesceMs: null,
+      },
+      0,
+    );
     expect(line).toContain('ETA unknown');
   });
 });

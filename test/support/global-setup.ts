@@ -23,7 +23,12 @@ let dir: string | undefined;
 export async function setup(project: TestProject): Promise<void> {
   dir = mkdtempSync(path.join(os.tmpdir(), 'kura-test-'));
   const [srv, bundle] = await Promise.all([
-    startDevServer({ headless: true, dbFile: path.join(dir, 'temporal.db'), logFile: path.join(dir, 'temporal.log'), readyTimeoutMs: 90_000 }),
+    startDevServer({
+      headless: true,
+      dbFile: path.join(dir, 'temporal.db'),
+      logFile: path.join(dir, 'temporal.log'),
+      readyTimeoutMs: 90_000,
+    }),
     bundleWorkflowCode({ workflowsPath: require.resolve('../../src/workflows/index.ts'), logger: quietLogger }),
   ]);
   server = srv;
@@ -40,4 +45,11 @@ export async function teardown(): Promise<void> {
 }
 
 const noop = () => undefined;
-const quietLogger = { log: noop, trace: noop, debug: noop, info: noop, warn: noop, error: (m: string) => console.error(m) };
+const quietLogger = {
+  log: noop,
+  trace: noop,
+  debug: noop,
+  info: noop,
+  warn: noop,
+  error: (m: string) => console.error(m),
+};

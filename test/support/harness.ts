@@ -53,7 +53,17 @@ export function uniqueId(): string {
 export async function makeLab(opts: LabOptions = {}): Promise<TestLab> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'kura-lab-'));
   const site = opts.site ?? `t${uniqueId()}`;
-  const cfg = hospitalPreset({ vms: 4, hosts: 2, dataVolumeSize: 4 * 1024 * 1024, softwareVolumeSize: 1024 * 1024, cartridgesPerLibrary: 4, cartridgeCapacity: 1024 * 1024 * 1024, drivesPerLibrary: 2, ...opts, site });
+  const cfg = hospitalPreset({
+    vms: 4,
+    hosts: 2,
+    dataVolumeSize: 4 * 1024 * 1024,
+    softwareVolumeSize: 1024 * 1024,
+    cartridgesPerLibrary: 4,
+    cartridgeCapacity: 1024 * 1024 * 1024,
+    drivesPerLibrary: 2,
+    ...opts,
+    site,
+  });
   cfg.tuning = {
     pieceSize: opts.pieceSize ?? '1MiB',
     copyHeartbeatTimeout: opts.copyHeartbeatTimeout ?? '3s',
@@ -143,7 +153,8 @@ export function failureOf(err: unknown): { type: string | undefined; message: st
   let found: { type: string | undefined; message: string } | undefined;
   for (let i = 0; cur && i < 10; i++) {
     const c = cur as { name?: string; type?: string; message?: string; cause?: unknown };
-    if (c.name === 'ApplicationFailure' || (typeof c.type === 'string' && c.message !== undefined)) found ??= { type: c.type, message: c.message ?? '' };
+    if (c.name === 'ApplicationFailure' || (typeof c.type === 'string' && c.message !== undefined))
+      found ??= { type: c.type, message: c.message ?? '' };
     cur = c.cause;
   }
   return found ?? { type: undefined, message: err instanceof Error ? err.message : String(err) };
@@ -189,8 +200,11 @@ export interface CliRun {
 /** Runs `bin/kura` as a person does, in the lab's directory, as the lab's installation. */
 export function runKura(lab: TestLab, args: string[], env: Record<string, string> = {}): Promise<CliRun> {
   return new Promise((resolve) => {
-    execFile(path.join(ROOT, 'bin', 'kura'), args, { cwd: lab.dir, env: { ...labEnv(lab), ...env }, timeout: 120_000 }, (err, stdout, stderr) =>
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    execFile(
+      path.join(ROOT, 'bin', 'kura'),
+      args,
+      { cwd: lab.dir, env: { ...labEnv(lab), ...env }, timeout: 120_000 },
+      (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
     );
   });
 }

@@ -24,7 +24,9 @@ export function nbdUrl(port: number, exportName: string): string {
 
 /** Runs qemu-io with these commands against an NBD URL; rejects on a non-zero exit or a failed check. */
 export async function qemuIo(url: string, commands: string[]): Promise<string> {
-  const { stdout, stderr } = await run('qemu-io', ['-f', 'raw', ...commands.flatMap((c) => ['-c', c]), url], { timeout: 60_000 });
+  const { stdout, stderr } = await run('qemu-io', ['-f', 'raw', ...commands.flatMap((c) => ['-c', c]), url], {
+    timeout: 60_000,
+  });
   const out = `${stdout}${stderr}`;
   if (/fail|error/i.test(out)) throw new Error(`qemu-io ${commands.join('; ')}: ${out.trim()}`);
   return out;
@@ -85,7 +87,14 @@ export class PatternWriter {
       this.writes.push(rec);
       return rec;
     } catch (err) {
-      const rec: HostWrite = { n: this.writes.length, ...w, startedAt, endedAt: Date.now(), outcome: 'failed', error: err instanceof Error ? err.message : String(err) };
+      const rec: HostWrite = {
+        n: this.writes.length,
+        ...w,
+        startedAt,
+        endedAt: Date.now(),
+        outcome: 'failed',
+        error: err instanceof Error ? err.message : String(err),
+      };
       this.writes.push(rec);
       return rec;
     }

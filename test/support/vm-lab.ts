@@ -27,7 +27,9 @@ export const FAST_LADDER = {
 } as const;
 
 /** A lab of `vms` VMs named `<site>-vm-NNN`, with fast restarts and the test ladder policy. */
-export async function makeVmLab(opts: LabOptions & { ladder?: Record<string, unknown>; lab?: Record<string, unknown> } = {}): Promise<TestLab & { vms: string[] }> {
+export async function makeVmLab(
+  opts: LabOptions & { ladder?: Record<string, unknown>; lab?: Record<string, unknown> } = {},
+): Promise<TestLab & { vms: string[] }> {
   const lab = await makeLab({
     vms: 2,
     dataVolumeSize: 1024 * 1024,

@@ -13,10 +13,37 @@ import { InvalidInputError, NotFoundError } from '../../src/domain/errors';
 let dir: string;
 let catalog: Catalog;
 const at = '2026-11-22T02:00:00.000Z';
-const backup: NewBackup = { backupId: 'vm-001@20261122T020000Z', job: 'op/backup/vm-001/20261122T020000Z', site: 'hospital', target: 'vm-001', array: 'array-01', volume: 'vm-001-data', startedAt: at, dataTime: at, sizeBytes: 300 };
+const backup: NewBackup = {
+  backupId: 'vm-001@20261122T020000Z',
+  job: 'op/backup/vm-001/20261122T020000Z',
+  site: 'hospital',
+  target: 'vm-001',
+  array: 'array-01',
+  volume: 'vm-001-data',
+  startedAt: at,
+  dataTime: at,
+  sizeBytes: 300,
+};
 
 function piece(n: number, over: Partial<PieceRecord> = {}): PieceRecord {
-  return { backupId: backup.backupId, copy: 0, piece: n, target: 'vm-001', job: backup.job, stream: 0, startedAt: at, endedAt: at, dataTime: at, library: 'lib-01', tape: 'L1T001', position: 512 + n * 612, offset: n * 100, sizeBytes: 100, sha256: String(n).repeat(64), ...over };
+  return {
+    backupId: backup.backupId,
+    copy: 0,
+    piece: n,
+    target: 'vm-001',
+    job: backup.job,
+    stream: 0,
+    startedAt: at,
+    endedAt: at,
+    dataTime: at,
+    library: 'lib-01',
+    tape: 'L1T001',
+    position: 512 + n * 612,
+    offset: n * 100,
+    sizeBytes: 100,
+    sha256: String(n).repeat(64),
+    ...over,
+  };
 }
 
 beforeEach(() => {
@@ -31,7 +58,11 @@ afterEach(() => {
 describe('the catalog', () => {
   it('records a backup as running, then complete with one row per piece', () => {
     expect(catalog.beginBackup(backup).status).toBe('running');
-    const done = catalog.completeBackup(backup.backupId, { endedAt: at, sha256: null, pieces: [piece(0), piece(1), piece(2)] });
+    const done = catalog.completeBackup(backup.backupId, {
+      endedAt: at,
+      sha256: null,
+      pieces: [piece(0), piece(1), piece(2)],
+    });
     expect(done.status).toBe('complete');
     expect(done.pieces).toBe(3);
     expect(catalog.piecesOf(backup.backupId).map((p) => [p.piece, p.tape, p.position, p.offset])).toEqual([
@@ -52,7 +83,9 @@ describe('the catalog', () => {
 
   it('refuses to mark a backup complete when its pieces do not cover the volume, and records nothing', () => {
     catalog.beginBackup(backup);
-    expect(() => catalog.completeBackup(backup.backupId, { endedAt: at, sha256: null, pieces: [piece(0), piece(1)] })).toThrow(/hold 200 bytes but the volume has 300/);
+    expect(() =>
+      catalog.completeBackup(backup.backupId, { endedAt: at, sha256: null, pieces: [piece(0), piece(1)] }),
+    ).toThrow(/hold 200 bytes but the volume has 300/);
     expect(catalog.backup(backup.backupId).status).toBe('running');
     expect(catalog.piecesOf(backup.backupId)).toEqual([]);
   });
@@ -60,7 +93,13 @@ describe('the catalog', () => {
   it('refuses a different piece under a key already recorded', () => {
     catalog.beginBackup(backup);
     catalog.completeBackup(backup.backupId, { endedAt: at, sha256: null, pieces: [piece(0), piece(1), piece(2)] });
-    expect(() => catalog.completeBackup(backup.backupId, { endedAt: at, sha256: null, pieces: [piece(0, { tape: 'L1T002' }), piece(1), piece(2)] })).toThrow(InvalidInputError);
+    expect(() =>
+      catalog.completeBackup(backup.backupId, {
+        endedAt: at,
+        sha256: null,
+        pieces: [piece(0, { tape: 'L1T002' }), piece(1), piece(2)],
+      }),
+    ).toThrow(InvalidInputError);
     expect(catalog.piecesOf(backup.backupId)[0]?.tape).toBe('L1T001');
   });
 
@@ -83,11 +122,16 @@ describe('the catalog', () => {
     const at = Date.now() + 4000;
     const opener = `const { Catalog } = require(${JSON.stringify(path.join(root, 'src', 'catalog', 'store.ts'))}); while (Date.now() < ${at}); new Catalog(${JSON.stringify(file)}).close();`;
     const codes = await Promise.all(
-      Array.from({ length: 4 }, () =>
-        new Promise<number>((resolve) => {
-          const child = spawn(process.execPath, ['--require', 'tsx/cjs', '-e', opener], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] });
-          child.on('exit', (code) => resolve(code ?? -1));
-        }),
+      Array.from(
+        { length: 4 },
+        () =>
+          new Promise<number>((resolve) => {
+            const child = spawn(process.execPath, ['--require', 'tsx/cjs', '-e', opener], {
+              cwd: root,
+              stdio: ['ignore', 'ignore', 'inherit'],
+            });
+            child.on('exit', (code) => resolve(code ?? -1));
+          }),
       ),
     );
     expect(codes).toEqual([0, 0, 0, 0]);
@@ -113,7 +157,18 @@ describe('backup ids', () => {
 });
 
 describe('the catalog rebuilt from cartridge entries', () => {
-  const stream = (n: number, tape: string) => ({ backupId: backup.backupId, stream: n, server: `bks-0${n + 1}`, library: `lib-0${n + 1}`, drive: `lib-0${n + 1}-drv-1`, tape, switches: [`fcsw-0${n + 1}`], outcome: 'complete' as const, pieces: n === 0 ? 2 : 1, error: null });
+  const stream = (n: number, tape: string) => ({
+    backupId: backup.backupId,
+    stream: n,
+    server: `bks-0${n + 1}`,
+    library: `lib-0${n + 1}`,
+    drive: `lib-0${n + 1}-drv-1`,
+    tape,
+    switches: [`fcsw-0${n + 1}`],
+    outcome: 'complete' as const,
+    pieces: n === 0 ? 2 : 1,
+    error: null,
+  });
 
   it('equals the original when every cartridge entry is imported, and names what differs otherwise', () => {
     catalog.beginBackup(backup);
@@ -131,10 +186,14 @@ describe('the catalog rebuilt from cartridge entries', () => {
 
       const partial = new Catalog(path.join(dir, 'partial.db'));
       partial.importEntry({ backup: record, pieces: pieces.slice(0, 2), streams });
-      expect(compareContents(catalogContents(catalog), catalogContents(partial))).toEqual([`piece ${backup.backupId}#0.2 is in the catalog only`]);
+      expect(compareContents(catalogContents(catalog), catalogContents(partial))).toEqual([
+        `piece ${backup.backupId}#0.2 is in the catalog only`,
+      ]);
       partial.close();
 
-      expect(() => rebuilt.importEntry({ backup: { ...record, sha256: 'e'.repeat(64) }, pieces: [], streams })).toThrow(/cartridges disagree about backup vm-001@20261122T020000Z/);
+      expect(() => rebuilt.importEntry({ backup: { ...record, sha256: 'e'.repeat(64) }, pieces: [], streams })).toThrow(
+        /cartridges disagree about backup vm-001@20261122T020000Z/,
+      );
     } finally {
       rebuilt.close();
     }

@@ -25,10 +25,18 @@ describe('the Temporal connection', () => {
 
   it('takes kura.yaml over the default, and the environment over kura.yaml', () => {
     delete process.env.TEMPORAL_ADDRESS;
-    expect(temporalConnectionOptions(loadedWith({ address: 'yaml.example:7233', namespace: 'kura' }))).toMatchObject({ address: 'yaml.example:7233', namespace: 'kura', explicit: true });
+    expect(temporalConnectionOptions(loadedWith({ address: 'yaml.example:7233', namespace: 'kura' }))).toMatchObject({
+      address: 'yaml.example:7233',
+      namespace: 'kura',
+      explicit: true,
+    });
     process.env.TEMPORAL_ADDRESS = 'env.example:7233';
     process.env.TEMPORAL_NAMESPACE = 'ops';
-    expect(temporalConnectionOptions(loadedWith({ address: 'yaml.example:7233', namespace: 'kura' }))).toMatchObject({ address: 'env.example:7233', namespace: 'ops', explicit: true });
+    expect(temporalConnectionOptions(loadedWith({ address: 'yaml.example:7233', namespace: 'kura' }))).toMatchObject({
+      address: 'env.example:7233',
+      namespace: 'ops',
+      explicit: true,
+    });
   });
 
   it('takes an explicit option over everything', () => {

@@ -29,7 +29,9 @@ describe('the journal', () => {
     await journal.close();
 
     const { journal: again, entries } = await Journal.open(file);
-    expect(entries.map((e) => [e.seq, e.kind, e.receivedAt, e.offset, e.length, e.data?.toString() ?? null, e.reflected])).toEqual([
+    expect(
+      entries.map((e) => [e.seq, e.kind, e.receivedAt, e.offset, e.length, e.data?.toString() ?? null, e.reflected]),
+    ).toEqual([
       [1, JournalKind.Write, 1000.5, 4096, 3, 'abc', true],
       [2, JournalKind.Zeroes, 2000, 0, 8192, null, false],
     ]);
@@ -118,12 +120,20 @@ describe('convergence', () => {
 
   it('stays on the normal path while each round leaves less behind', () => {
     const q = new ConvergencePolicy(2, 4);
-    expect([q.afterRound(400, false), q.afterRound(300, false), q.afterRound(100, false)]).toEqual(['normal', 'normal', 'normal']);
+    expect([q.afterRound(400, false), q.afterRound(300, false), q.afterRound(100, false)]).toEqual([
+      'normal',
+      'normal',
+      'normal',
+    ]);
   });
 
   it('does not escalate on a steady trickle of writes that could be finished on at any round', () => {
     const p = new ConvergencePolicy(1, 2);
-    expect([p.afterRound(8192, true), p.afterRound(8192, true), p.afterRound(12288, true)]).toEqual(['normal', 'normal', 'normal']);
+    expect([p.afterRound(8192, true), p.afterRound(8192, true), p.afterRound(12288, true)]).toEqual([
+      'normal',
+      'normal',
+      'normal',
+    ]);
     expect(p.roundsBehind).toBe(0);
   });
 });

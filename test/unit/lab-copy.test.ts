@@ -9,7 +9,12 @@ import type { KuraError } from '../../src/domain/errors';
 import { ChecksumMismatchError, DeviceFaultError, InvalidInputError, TapeFullError } from '../../src/domain/errors';
 import { ConfigSchema } from '../../src/domain/inventory';
 import { LabCopyDevice } from '../../src/drivers/lab/copy';
-import { PIECE_HEADER_BYTES, type CopyToTapeRequest, type ReadFromTapeRequest, type VerifyOnTapeRequest } from '../../src/drivers/types';
+import {
+  PIECE_HEADER_BYTES,
+  type CopyToTapeRequest,
+  type ReadFromTapeRequest,
+  type VerifyOnTapeRequest,
+} from '../../src/drivers/types';
 import { LABEL_BYTES, createLabFiles, labCartridgePath, labVolumePath } from '../../src/lab/files';
 import { hospitalPreset } from '../../src/lab/preset';
 import { LabState } from '../../src/lab/state';
@@ -36,7 +41,14 @@ const labs: Lab[] = [];
 async function makeLab(capacity = 64 * MiB): Promise<Lab> {
   const dir = await mkdtemp(path.join(tmpdir(), 'kura-copy-'));
   const config = ConfigSchema.parse(
-    hospitalPreset({ vms: 1, hosts: 1, dataVolumeSize: VOLUME, softwareVolumeSize: 64 * KiB, cartridgesPerLibrary: 2, cartridgeCapacity: capacity }),
+    hospitalPreset({
+      vms: 1,
+      hosts: 1,
+      dataVolumeSize: VOLUME,
+      softwareVolumeSize: 64 * KiB,
+      cartridgesPerLibrary: 2,
+      cartridgeCapacity: capacity,
+    }),
   );
   const loaded: LoadedConfig = { config, file: path.join(dir, 'kura.yaml'), dir };
   const paths = kuraPaths(loaded);
@@ -66,18 +78,41 @@ afterEach(async () => {
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
-function toTape(p: { offset: number; length: number; position: number; piece?: number; resumeBytes?: number; job?: string }): CopyToTapeRequest {
+function toTape(p: {
+  offset: number;
+  length: number;
+  position: number;
+  piece?: number;
+  resumeBytes?: number;
+  job?: string;
+}): CopyToTapeRequest {
   return {
     site: 'hospital',
     devices: DEVICES,
     source: { array: 'array-01', volume: 'vm-001-data', offset: p.offset, length: p.length, volumeSize: VOLUME },
     target: { site: 'hospital', library: 'lib-01', drive: 'lib-01-drv-1', tape: 'L1T001', position: p.position },
-    header: { backupId: BACKUP, target: 'vm-001', job: p.job ?? 'job-1', copy: 0, piece: p.piece ?? 0, offset: p.offset, sizeBytes: p.length, dataTime: '2026-11-22T02:00:00.000Z' },
+    header: {
+      backupId: BACKUP,
+      target: 'vm-001',
+      job: p.job ?? 'job-1',
+      copy: 0,
+      piece: p.piece ?? 0,
+      offset: p.offset,
+      sizeBytes: p.length,
+      dataTime: '2026-11-22T02:00:00.000Z',
+    },
     resumeBytes: p.resumeBytes ?? 0,
   };
 }
 
-function fromTape(p: { position: number; piece: number; sizeBytes: number; dest: string; offset: number; resumeBytes?: number }): ReadFromTapeRequest {
+function fromTape(p: {
+  position: number;
+  piece: number;
+  sizeBytes: number;
+  dest: string;
+  offset: number;
+  resumeBytes?: number;
+}): ReadFromTapeRequest {
   return {
     site: 'hospital',
     devices: DEVICES,
@@ -98,7 +133,10 @@ async function failure<T extends KuraError>(promise: Promise<unknown>, type: new
   return err as T;
 }
 
-function recorder(): { seen: { bytes: number; total: number; at: number }[]; fn: (p: { bytes: number; total: number }) => void } {
+function recorder(): {
+  seen: { bytes: number; total: number; at: number }[];
+  fn: (p: { bytes: number; total: number }) => void;
+} {
   const seen: { bytes: number; total: number; at: number }[] = [];
   return { seen, fn: (p) => seen.push({ ...p, at: Date.now() }) };
 }
@@ -113,7 +151,13 @@ describe('LabCopyDevice: writing and reading pieces', () => {
       const offset = cuts[piece]!;
       const length = cuts[piece + 1]! - offset;
       const r = await lab.copy.copyToTape(toTape({ offset, length, position, piece }), () => undefined);
-      expect(r).toEqual({ sha256: sha(lab.source.subarray(offset, offset + length)), bytes: length, position, nextPosition: position + PIECE_HEADER_BYTES + length, resumedBytes: 0 });
+      expect(r).toEqual({
+        sha256: sha(lab.source.subarray(offset, offset + length)),
+        bytes: length,
+        position,
+        nextPosition: position + PIECE_HEADER_BYTES + length,
+        resumedBytes: 0,
+      });
       written.push({ position, offset, length, sha256: r.sha256 });
       position = r.nextPosition;
     }
@@ -121,7 +165,10 @@ describe('LabCopyDevice: writing and reading pieces', () => {
 
     const dest = path.join(lab.dir, 'restores', 'vm-001-data.img');
     for (const [piece, w] of written.entries()) {
-      const r = await lab.copy.readFromTape(fromTape({ position: w.position, piece, sizeBytes: w.length, dest, offset: w.offset }), () => undefined);
+      const r = await lab.copy.readFromTape(
+        fromTape({ position: w.position, piece, sizeBytes: w.length, dest, offset: w.offset }),
+        () => undefined,
+      );
       expect(r).toEqual({ sha256: w.sha256, bytes: w.length, resumedBytes: 0 });
     }
     expect(sha(await readFile(dest))).toBe(sha(lab.source));
@@ -147,11 +194,23 @@ describe('LabCopyDevice: writing and reading pieces', () => {
   it('discards everything after the position it writes at, as a tape does', async () => {
     const lab = await makeLab();
     const first = await lab.copy.copyToTape(toTape({ offset: 0, length: MiB, position: LABEL_BYTES }), () => undefined);
-    await lab.copy.copyToTape(toTape({ offset: MiB, length: MiB, position: first.nextPosition, piece: 1 }), () => undefined);
-    const again = await lab.copy.copyToTape(toTape({ offset: 0, length: 100_000, position: LABEL_BYTES, job: 'job-2' }), () => undefined);
+    await lab.copy.copyToTape(
+      toTape({ offset: MiB, length: MiB, position: first.nextPosition, piece: 1 }),
+      () => undefined,
+    );
+    const again = await lab.copy.copyToTape(
+      toTape({ offset: 0, length: 100_000, position: LABEL_BYTES, job: 'job-2' }),
+      () => undefined,
+    );
     expect((await stat(lab.tapeFile)).size).toBe(again.nextPosition);
     const dest = path.join(lab.dir, 'restores', 'gone.img');
-    const err = await failure(lab.copy.readFromTape(fromTape({ position: first.nextPosition, piece: 1, sizeBytes: MiB, dest, offset: 0 }), () => undefined), ChecksumMismatchError);
+    const err = await failure(
+      lab.copy.readFromTape(
+        fromTape({ position: first.nextPosition, piece: 1, sizeBytes: MiB, dest, offset: 0 }),
+        () => undefined,
+      ),
+      ChecksumMismatchError,
+    );
     expect(err.message).toMatch(/holds no piece header at position/);
   });
 
@@ -161,7 +220,10 @@ describe('LabCopyDevice: writing and reading pieces', () => {
     const dest = path.join(lab.dir, 'restores', 'existing.img');
     await mkdir(path.dirname(dest), { recursive: true });
     await writeFile(dest, Buffer.alloc(3 * MiB, 0xee));
-    await lab.copy.readFromTape(fromTape({ position: LABEL_BYTES, piece: 0, sizeBytes: MiB, dest, offset: MiB }), () => undefined);
+    await lab.copy.readFromTape(
+      fromTape({ position: LABEL_BYTES, piece: 0, sizeBytes: MiB, dest, offset: MiB }),
+      () => undefined,
+    );
     const out = await readFile(dest);
     expect(out.length).toBe(3 * MiB);
     expect(sha(out.subarray(MiB, 2 * MiB))).toBe(r.sha256);
@@ -179,7 +241,11 @@ describe('LabCopyDevice: verifying an image read back from tape', () => {
       const offset = cuts[piece]!;
       const length = cuts[piece + 1]! - offset;
       const r = await lab.copy.copyToTape(toTape({ offset, length, position, piece }), () => undefined);
-      pieces.push({ source: { ...TAPE_ADDR, position }, expect: { backupId: BACKUP, piece, sizeBytes: length }, sha256: r.sha256 });
+      pieces.push({
+        source: { ...TAPE_ADDR, position },
+        expect: { backupId: BACKUP, piece, sizeBytes: length },
+        sha256: r.sha256,
+      });
       position = r.nextPosition;
     }
     return { site: 'hospital', pieces };
@@ -203,8 +269,13 @@ describe('LabCopyDevice: verifying an image read back from tape', () => {
     await fh.read(byte, 0, 1, at);
     await fh.write(Buffer.from([byte[0]! ^ 0xff]), 0, 1, at);
     await fh.close();
-    const err = await failure(lab.copy.verifyOnTape(req, () => undefined), ChecksumMismatchError);
-    expect(err.message).toMatch(new RegExp(`piece 1 of ${BACKUP} hashes to [0-9a-f]{64} but was written as ${req.pieces[1]!.sha256}`));
+    const err = await failure(
+      lab.copy.verifyOnTape(req, () => undefined),
+      ChecksumMismatchError,
+    );
+    expect(err.message).toMatch(
+      new RegExp(`piece 1 of ${BACKUP} hashes to [0-9a-f]{64} but was written as ${req.pieces[1]!.sha256}`),
+    );
   });
 });
 
@@ -213,25 +284,51 @@ const TAPE_ADDR = { site: 'hospital', library: 'lib-01', drive: 'lib-01-drv-1', 
 describe('LabCopyDevice: refusals', () => {
   it('refuses positions inside the label and past the end of data with InvalidInputError', async () => {
     const lab = await makeLab();
-    const inLabel = await failure(lab.copy.copyToTape(toTape({ offset: 0, length: MiB, position: 0 }), () => undefined), InvalidInputError);
-    expect(inLabel.message).toBe('target.position must be a whole number of at least 512 (the first 512 bytes of a cartridge hold its label), not 0');
-    const gap = await failure(lab.copy.copyToTape(toTape({ offset: 0, length: MiB, position: 4096 }), () => undefined), InvalidInputError);
-    expect(gap.message).toBe('position 4096 is past the end of recorded data (512) on tape L1T001 of library lib-01; a tape is written in sequence, append at 512');
+    const inLabel = await failure(
+      lab.copy.copyToTape(toTape({ offset: 0, length: MiB, position: 0 }), () => undefined),
+      InvalidInputError,
+    );
+    expect(inLabel.message).toBe(
+      'target.position must be a whole number of at least 512 (the first 512 bytes of a cartridge hold its label), not 0',
+    );
+    const gap = await failure(
+      lab.copy.copyToTape(toTape({ offset: 0, length: MiB, position: 4096 }), () => undefined),
+      InvalidInputError,
+    );
+    expect(gap.message).toBe(
+      'position 4096 is past the end of recorded data (512) on tape L1T001 of library lib-01; a tape is written in sequence, append at 512',
+    );
   });
 
   it('refuses a range past the end of the volume and an empty range with InvalidInputError', async () => {
     const lab = await makeLab();
-    const past = await failure(lab.copy.copyToTape(toTape({ offset: 3 * MiB, length: 2 * MiB, position: LABEL_BYTES }), () => undefined), InvalidInputError);
-    expect(past.message).toMatch(/runs past the end of volume array-01\/vm-001-data \(4194304 bytes\); ask for at most 1048576 bytes/);
-    await failure(lab.copy.copyToTape(toTape({ offset: 0, length: 0, position: LABEL_BYTES }), () => undefined), InvalidInputError);
+    const past = await failure(
+      lab.copy.copyToTape(toTape({ offset: 3 * MiB, length: 2 * MiB, position: LABEL_BYTES }), () => undefined),
+      InvalidInputError,
+    );
+    expect(past.message).toMatch(
+      /runs past the end of volume array-01\/vm-001-data \(4194304 bytes\); ask for at most 1048576 bytes/,
+    );
+    await failure(
+      lab.copy.copyToTape(toTape({ offset: 0, length: 0, position: LABEL_BYTES }), () => undefined),
+      InvalidInputError,
+    );
     expect((await stat(lab.tapeFile)).size).toBe(LABEL_BYTES);
   });
 
   it('throws TapeFullError naming the cartridge when the piece does not fit, leaving the tape as it was', async () => {
     const lab = await makeLab(5 * MiB);
-    const first = await lab.copy.copyToTape(toTape({ offset: 0, length: VOLUME, position: LABEL_BYTES }), () => undefined);
-    const err = await failure(lab.copy.copyToTape(toTape({ offset: 0, length: MiB, position: first.nextPosition, piece: 1 }), () => undefined), TapeFullError);
-    expect(err.message).toMatch(/^tape L1T001 of library lib-01 has no room for 1048576 bytes at position 4195328: it holds 5242880 bytes and 1047040 are left; use another cartridge$/);
+    const first = await lab.copy.copyToTape(
+      toTape({ offset: 0, length: VOLUME, position: LABEL_BYTES }),
+      () => undefined,
+    );
+    const err = await failure(
+      lab.copy.copyToTape(toTape({ offset: 0, length: MiB, position: first.nextPosition, piece: 1 }), () => undefined),
+      TapeFullError,
+    );
+    expect(err.message).toMatch(
+      /^tape L1T001 of library lib-01 has no room for 1048576 bytes at position 4195328: it holds 5242880 bytes and 1047040 are left; use another cartridge$/,
+    );
     expect(err.details).toMatchObject({ tape: 'L1T001', library: 'lib-01' });
     expect((await stat(lab.tapeFile)).size).toBe(first.nextPosition);
   });
@@ -240,7 +337,13 @@ describe('LabCopyDevice: refusals', () => {
     const lab = await makeLab();
     await lab.copy.copyToTape(toTape({ offset: 0, length: MiB, position: LABEL_BYTES }), () => undefined);
     const dest = path.join(lab.dir, 'restores', 'x.img');
-    const err = await failure(lab.copy.readFromTape(fromTape({ position: LABEL_BYTES, piece: 1, sizeBytes: MiB, dest, offset: 0 }), () => undefined), ChecksumMismatchError);
+    const err = await failure(
+      lab.copy.readFromTape(
+        fromTape({ position: LABEL_BYTES, piece: 1, sizeBytes: MiB, dest, offset: 0 }),
+        () => undefined,
+      ),
+      ChecksumMismatchError,
+    );
     expect(err.message).toMatch(
       /^tape L1T001 of library lib-01 holds piece 0 of vm-001@20261122T020000Z \(1048576 bytes\) at position 512, not piece 1 of vm-001@20261122T020000Z \(1048576 bytes\)/,
     );
@@ -253,8 +356,13 @@ describe('LabCopyDevice: only the mounted cartridge is written', () => {
   it('refuses to write to a cartridge that is not in the drive, and writes nothing', async () => {
     const lab = await makeLab();
     lab.state.setDriveContents('hospital', 'lib-01-drv-1', null);
-    const err = await failure(lab.copy.copyToTape(toTape({ offset: 0, length: MiB, position: LABEL_BYTES }), () => undefined), DeviceFaultError);
-    expect(err.message).toBe('cartridge L1T001 is not in drive lib-01-drv-1 (the drive is empty); load it first — nothing was written');
+    const err = await failure(
+      lab.copy.copyToTape(toTape({ offset: 0, length: MiB, position: LABEL_BYTES }), () => undefined),
+      DeviceFaultError,
+    );
+    expect(err.message).toBe(
+      'cartridge L1T001 is not in drive lib-01-drv-1 (the drive is empty); load it first — nothing was written',
+    );
     expect((await stat(lab.tapeFile)).size).toBe(LABEL_BYTES);
   });
 
@@ -262,11 +370,16 @@ describe('LabCopyDevice: only the mounted cartridge is written', () => {
     const lab = await makeLab();
     lab.state.addFault({ device: 'bks-01', kind: 'slow', after: { bytes: 0 }, rateBytesPerSec: 2 * MiB });
     const progress = recorder();
-    const copying = failure(lab.copy.copyToTape(toTape({ offset: 0, length: VOLUME, position: LABEL_BYTES }), progress.fn), DeviceFaultError);
+    const copying = failure(
+      lab.copy.copyToTape(toTape({ offset: 0, length: VOLUME, position: LABEL_BYTES }), progress.fn),
+      DeviceFaultError,
+    );
     while ((progress.seen.at(-1)?.bytes ?? 0) < 256 * KiB) await new Promise((r) => setTimeout(r, 20));
     lab.state.setDriveContents('hospital', 'lib-01-drv-1', 'L1T002');
     const err = await copying;
-    expect(err.message).toBe('cartridge L1T001 left drive lib-01-drv-1 during the copy (L1T002 is in it); no more bytes are written to it');
+    expect(err.message).toBe(
+      'cartridge L1T001 left drive lib-01-drv-1 during the copy (L1T002 is in it); no more bytes are written to it',
+    );
     expect((await stat(lab.tapeFile)).size).toBeLessThan(LABEL_BYTES + PIECE_HEADER_BYTES + VOLUME);
   });
 });
@@ -276,7 +389,10 @@ describe('LabCopyDevice: injected faults', () => {
     const lab = await makeLab();
     lab.state.addFault({ device: 'lib-01-drv-1', kind: 'fail', after: { percent: 50 } });
     const progress = recorder();
-    const err = await failure(lab.copy.copyToTape(toTape({ offset: 0, length: VOLUME, position: LABEL_BYTES }), progress.fn), DeviceFaultError);
+    const err = await failure(
+      lab.copy.copyToTape(toTape({ offset: 0, length: VOLUME, position: LABEL_BYTES }), progress.fn),
+      DeviceFaultError,
+    );
     expect(err.device).toBe('lib-01-drv-1');
     expect(err.message).toBe('lab fault on lib-01-drv-1: injected failure at volume byte 2097152');
     expect(err.retryable).toBe(true);
@@ -285,16 +401,27 @@ describe('LabCopyDevice: injected faults', () => {
     expect(tape.length).toBe(LABEL_BYTES + PIECE_HEADER_BYTES + VOLUME / 2);
     expect(sha(tape.subarray(LABEL_BYTES + PIECE_HEADER_BYTES))).toBe(sha(lab.source.subarray(0, VOLUME / 2)));
     expect(lab.state.listFaults()[0]?.triggered).toBe(1);
-    expect(lab.state.events({ event: 'fault-fail' }).map((e) => [e.device, e.detail.volumeByte])).toEqual([['lib-01-drv-1', VOLUME / 2]]);
+    expect(lab.state.events({ event: 'fault-fail' }).map((e) => [e.device, e.detail.volumeByte])).toEqual([
+      ['lib-01-drv-1', VOLUME / 2],
+    ]);
   });
 
   it('places the fault in the volume: a piece ending before it passes, a piece starting past it fails at once', async () => {
     const lab = await makeLab();
     lab.state.addFault({ device: 'cpd-01', kind: 'fail', after: { percent: 50 } });
-    const first = await lab.copy.copyToTape(toTape({ offset: 0, length: VOLUME / 2, position: LABEL_BYTES }), () => undefined);
+    const first = await lab.copy.copyToTape(
+      toTape({ offset: 0, length: VOLUME / 2, position: LABEL_BYTES }),
+      () => undefined,
+    );
     expect(first.bytes).toBe(VOLUME / 2);
     const progress = recorder();
-    const err = await failure(lab.copy.copyToTape(toTape({ offset: 3 * MiB, length: MiB, position: first.nextPosition, piece: 1 }), progress.fn), DeviceFaultError);
+    const err = await failure(
+      lab.copy.copyToTape(
+        toTape({ offset: 3 * MiB, length: MiB, position: first.nextPosition, piece: 1 }),
+        progress.fn,
+      ),
+      DeviceFaultError,
+    );
     expect(err.message).toBe('lab fault on cpd-01: injected failure at volume byte 3145728');
     expect(progress.seen).toEqual([]);
   });
@@ -304,13 +431,24 @@ describe('LabCopyDevice: injected faults', () => {
     const whole = sha(lab.source);
     lab.state.addFault({ device: 'L1T001', kind: 'fail', after: { bytes: 1_234_567 }, once: true });
     const progress = recorder();
-    await failure(lab.copy.copyToTape(toTape({ offset: 0, length: VOLUME, position: LABEL_BYTES }), progress.fn), DeviceFaultError);
+    await failure(
+      lab.copy.copyToTape(toTape({ offset: 0, length: VOLUME, position: LABEL_BYTES }), progress.fn),
+      DeviceFaultError,
+    );
     const heartbeat = progress.seen.at(-1)?.bytes ?? 0;
     expect(heartbeat).toBe(1_234_567);
 
     const resumed = recorder();
-    const r = await lab.copy.copyToTape(toTape({ offset: 0, length: VOLUME, position: LABEL_BYTES, resumeBytes: heartbeat }), resumed.fn);
-    expect(r).toMatchObject({ sha256: whole, bytes: VOLUME, resumedBytes: heartbeat, nextPosition: LABEL_BYTES + PIECE_HEADER_BYTES + VOLUME });
+    const r = await lab.copy.copyToTape(
+      toTape({ offset: 0, length: VOLUME, position: LABEL_BYTES, resumeBytes: heartbeat }),
+      resumed.fn,
+    );
+    expect(r).toMatchObject({
+      sha256: whole,
+      bytes: VOLUME,
+      resumedBytes: heartbeat,
+      nextPosition: LABEL_BYTES + PIECE_HEADER_BYTES + VOLUME,
+    });
     expect(resumed.seen[0]?.bytes).toBe(heartbeat);
     const tape = await readFile(lab.tapeFile);
     expect(tape.length).toBe(r.nextPosition);
@@ -320,8 +458,14 @@ describe('LabCopyDevice: injected faults', () => {
 
   it('restarts from zero when the data to resume lies behind a different header', async () => {
     const lab = await makeLab();
-    await lab.copy.copyToTape(toTape({ offset: 0, length: MiB, position: LABEL_BYTES, job: 'other-job' }), () => undefined);
-    const r = await lab.copy.copyToTape(toTape({ offset: 0, length: MiB, position: LABEL_BYTES, resumeBytes: MiB / 2 }), () => undefined);
+    await lab.copy.copyToTape(
+      toTape({ offset: 0, length: MiB, position: LABEL_BYTES, job: 'other-job' }),
+      () => undefined,
+    );
+    const r = await lab.copy.copyToTape(
+      toTape({ offset: 0, length: MiB, position: LABEL_BYTES, resumeBytes: MiB / 2 }),
+      () => undefined,
+    );
     expect(r.resumedBytes).toBe(0);
     expect(r.sha256).toBe(sha(lab.source.subarray(0, MiB)));
   });
@@ -329,7 +473,10 @@ describe('LabCopyDevice: injected faults', () => {
   it('consumes a once fault: the first copy fails, the retry passes and the fault is gone', async () => {
     const lab = await makeLab();
     lab.state.addFault({ device: 'bks-01', kind: 'fail', after: { bytes: 0 }, once: true });
-    const err = await failure(lab.copy.copyToTape(toTape({ offset: 0, length: MiB, position: LABEL_BYTES }), () => undefined), DeviceFaultError);
+    const err = await failure(
+      lab.copy.copyToTape(toTape({ offset: 0, length: MiB, position: LABEL_BYTES }), () => undefined),
+      DeviceFaultError,
+    );
     expect(err.device).toBe('bks-01');
     const r = await lab.copy.copyToTape(toTape({ offset: 0, length: MiB, position: LABEL_BYTES }), () => undefined);
     expect(r.sha256).toBe(sha(lab.source.subarray(0, MiB)));
@@ -357,7 +504,10 @@ describe('LabCopyDevice: injected faults', () => {
     const abort = new AbortController();
     const started = Date.now();
     setTimeout(() => abort.abort(), 700);
-    const err = await failure(lab.copy.copyToTape(toTape({ offset: 0, length: VOLUME, position: LABEL_BYTES }), progress.fn, abort.signal), DeviceFaultError);
+    const err = await failure(
+      lab.copy.copyToTape(toTape({ offset: 0, length: VOLUME, position: LABEL_BYTES }), progress.fn, abort.signal),
+      DeviceFaultError,
+    );
     expect(Date.now() - started).toBeGreaterThanOrEqual(690);
     expect(err.device).toBe('lib-01');
     expect(err.message).toBe('lab fault on lib-01: the transfer hung at volume byte 1048576 and was aborted');
@@ -389,16 +539,21 @@ describe('LabCopyDevice: injected faults', () => {
       other.addFault({ device: 'L1T001', kind: 'fail', after: { percent: 75 } });
       other.close();
     }, 150);
-    const err = await failure(lab.copy.copyToTape(toTape({ offset: 0, length: VOLUME, position: LABEL_BYTES }), () => undefined), DeviceFaultError);
+    const err = await failure(
+      lab.copy.copyToTape(toTape({ offset: 0, length: VOLUME, position: LABEL_BYTES }), () => undefined),
+      DeviceFaultError,
+    );
     expect(err.message).toBe('lab fault on L1T001: injected failure at volume byte 3145728');
   });
 
-  it('an abort without a fault stops the copy with the caller\'s reason', async () => {
+  it("an abort without a fault stops the copy with the caller's reason", async () => {
     const lab = await makeLab();
     lab.state.addFault({ device: 'bks-01', kind: 'slow', after: { bytes: 0 }, rateBytesPerSec: MiB });
     const abort = new AbortController();
     setTimeout(() => abort.abort(new Error('activity cancelled')), 200);
-    await expect(lab.copy.copyToTape(toTape({ offset: 0, length: VOLUME, position: LABEL_BYTES }), () => undefined, abort.signal)).rejects.toThrow('activity cancelled');
+    await expect(
+      lab.copy.copyToTape(toTape({ offset: 0, length: VOLUME, position: LABEL_BYTES }), () => undefined, abort.signal),
+    ).rejects.toThrow('activity cancelled');
   });
 
   it('applies faults and resume to reads too, rebuilding the checksum from the destination', async () => {
@@ -407,10 +562,26 @@ describe('LabCopyDevice: injected faults', () => {
     lab.state.addFault({ device: 'lib-01-drv-1', kind: 'fail', after: { percent: 50 }, once: true });
     const dest = path.join(lab.dir, 'restores', 'r.img');
     const progress = recorder();
-    const err = await failure(lab.copy.readFromTape(fromTape({ position: LABEL_BYTES, piece: 0, sizeBytes: VOLUME, dest, offset: 0 }), progress.fn), DeviceFaultError);
+    const err = await failure(
+      lab.copy.readFromTape(
+        fromTape({ position: LABEL_BYTES, piece: 0, sizeBytes: VOLUME, dest, offset: 0 }),
+        progress.fn,
+      ),
+      DeviceFaultError,
+    );
     expect(err.message).toBe('lab fault on lib-01-drv-1: injected failure at volume byte 2097152');
     expect((await stat(dest)).size).toBe(VOLUME / 2);
-    const r = await lab.copy.readFromTape(fromTape({ position: LABEL_BYTES, piece: 0, sizeBytes: VOLUME, dest, offset: 0, resumeBytes: progress.seen.at(-1)?.bytes ?? 0 }), () => undefined);
+    const r = await lab.copy.readFromTape(
+      fromTape({
+        position: LABEL_BYTES,
+        piece: 0,
+        sizeBytes: VOLUME,
+        dest,
+        offset: 0,
+        resumeBytes: progress.seen.at(-1)?.bytes ?? 0,
+      }),
+      () => undefined,
+    );
     expect(r).toEqual({ sha256: w.sha256, bytes: VOLUME, resumedBytes: VOLUME / 2 });
     expect(sha(await readFile(dest))).toBe(sha(lab.source));
   });

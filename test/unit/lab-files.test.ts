@@ -19,7 +19,14 @@ async function lab(dataVolumeSize = 3 * MiB + 123): Promise<{ loaded: LoadedConf
   const dir = await mkdtemp(path.join(tmpdir(), 'kura-files-'));
   dirs.push(dir);
   const config = ConfigSchema.parse(
-    hospitalPreset({ vms: 2, hosts: 1, dataVolumeSize, softwareVolumeSize: 256 * KiB, cartridgesPerLibrary: 2, cartridgeCapacity: 64 * MiB }),
+    hospitalPreset({
+      vms: 2,
+      hosts: 1,
+      dataVolumeSize,
+      softwareVolumeSize: 256 * KiB,
+      cartridgesPerLibrary: 2,
+      cartridgeCapacity: 64 * MiB,
+    }),
   );
   const loaded: LoadedConfig = { config, file: path.join(dir, 'kura.yaml'), dir };
   return { loaded, paths: kuraPaths(loaded) };
@@ -34,8 +41,12 @@ afterEach(async () => {
 describe('lab file paths', () => {
   it('places volumes under arrays and cartridges under libraries, per site', () => {
     const paths = { lab: '/k/lab' } as KuraPaths;
-    expect(labVolumePath(paths, 'hospital', 'array-01', 'vm-001-data')).toBe('/k/lab/hospital/arrays/array-01/vm-001-data.img');
-    expect(labCartridgePath(paths, 'hospital', 'lib-02', 'L2T007')).toBe('/k/lab/hospital/libraries/lib-02/L2T007.tape');
+    expect(labVolumePath(paths, 'hospital', 'array-01', 'vm-001-data')).toBe(
+      '/k/lab/hospital/arrays/array-01/vm-001-data.img',
+    );
+    expect(labCartridgePath(paths, 'hospital', 'lib-02', 'L2T007')).toBe(
+      '/k/lab/hospital/libraries/lib-02/L2T007.tape',
+    );
   });
 });
 
@@ -43,14 +54,28 @@ describe('createLabFiles', () => {
   it('creates every volume at exactly its inventory size and every cartridge as a 512-byte label', async () => {
     const { loaded, paths } = await lab();
     const made = await createLabFiles(loaded, paths);
-    expect(made).toEqual({ volumes: 4, cartridges: 4, bytes: 2 * (3 * MiB + 123) + 2 * 256 * KiB + 4 * LABEL_BYTES, skipped: 0 });
+    expect(made).toEqual({
+      volumes: 4,
+      cartridges: 4,
+      bytes: 2 * (3 * MiB + 123) + 2 * 256 * KiB + 4 * LABEL_BYTES,
+      skipped: 0,
+    });
     expect((await stat(labVolumePath(paths, 'hospital', 'array-01', 'vm-001-data'))).size).toBe(3 * MiB + 123);
     expect((await stat(labVolumePath(paths, 'hospital', 'array-01', 'vm-002-sw'))).size).toBe(256 * KiB);
     const tape = labCartridgePath(paths, 'hospital', 'lib-02', 'L2T002');
     expect((await stat(tape)).size).toBe(LABEL_BYTES);
-    expect(await readCartridgeLabel(tape)).toEqual({ kind: 'kura-label', site: 'hospital', library: 'lib-02', tape: 'L2T002', capacityBytes: 64 * MiB });
+    expect(await readCartridgeLabel(tape)).toEqual({
+      kind: 'kura-label',
+      site: 'hospital',
+      library: 'lib-02',
+      tape: 'L2T002',
+      capacityBytes: 64 * MiB,
+    });
     const block = await readFile(tape);
-    expect(JSON.parse(block.subarray(0, block.indexOf(0)).toString('utf8'))).toMatchObject({ kind: 'kura-label', tape: 'L2T002' });
+    expect(JSON.parse(block.subarray(0, block.indexOf(0)).toString('utf8'))).toMatchObject({
+      kind: 'kura-label',
+      tape: 'L2T002',
+    });
     expect(block.subarray(block.indexOf(0)).every((b) => b === 0)).toBe(true);
   });
 
@@ -61,7 +86,9 @@ describe('createLabFiles', () => {
     await createLabFiles(b.loaded, b.paths);
     const read = (p: KuraPaths, v: string) => readFile(labVolumePath(p, 'hospital', 'array-01', v));
     expect(sha(await read(a.paths, 'vm-001-data'))).toBe(sha(await read(b.paths, 'vm-001-data')));
-    const hashes = await Promise.all(['vm-001-sw', 'vm-001-data', 'vm-002-sw', 'vm-002-data'].map(async (v) => sha(await read(a.paths, v))));
+    const hashes = await Promise.all(
+      ['vm-001-sw', 'vm-001-data', 'vm-002-sw', 'vm-002-data'].map(async (v) => sha(await read(a.paths, v))),
+    );
     expect(new Set(hashes).size).toBe(4);
   });
 
@@ -125,7 +152,9 @@ describe('readCartridgeLabel', () => {
     const { paths } = await lab();
     const missing = labCartridgePath(paths, 'hospital', 'lib-01', 'L1T001');
     await expect(readCartridgeLabel(missing)).rejects.toThrow(NotFoundError);
-    await expect(readCartridgeLabel(missing)).rejects.toThrow(/no cartridge file .*L1T001\.tape; create the lab's files with `kura lab init`/);
+    await expect(readCartridgeLabel(missing)).rejects.toThrow(
+      /no cartridge file .*L1T001\.tape; create the lab's files with `kura lab init`/,
+    );
   });
 
   it('throws DeviceFaultError when the first block is not a Kura label', async () => {

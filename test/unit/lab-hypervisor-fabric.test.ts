@@ -36,13 +36,19 @@ describe('the lab hypervisor', () => {
       dataVolume: 'array-01/vm-002-data',
     });
     state.setVmState('hospital', 'vm-002', 'stopped');
-    expect((await hv.listVms('hospital')).map((v) => `${v.vm}:${v.state}`)).toEqual(['vm-001:running', 'vm-002:stopped', 'vm-003:running']);
+    expect((await hv.listVms('hospital')).map((v) => `${v.vm}:${v.state}`)).toEqual([
+      'vm-001:running',
+      'vm-002:stopped',
+      'vm-003:running',
+    ]);
   });
 
   it('names an unknown VM and an unknown site', async () => {
     const hv = new LabHypervisor(loaded, state);
     await expect(hv.describeVm('hospital', 'vm-404')).rejects.toThrow(NotFoundError);
-    await expect(hv.describeVm('hospital', 'vm-404')).rejects.toThrow(/no VM "vm-404" in site hospital \(VMs include vm-001/);
+    await expect(hv.describeVm('hospital', 'vm-404')).rejects.toThrow(
+      /no VM "vm-404" in site hospital \(VMs include vm-001/,
+    );
     await expect(hv.listVms('mars')).rejects.toThrow(/no site "mars"/);
   });
 });
@@ -53,7 +59,9 @@ describe('the lab fabric', () => {
     const zone = { name: 'job-1-s0', members: ['bks-01', 'fcsw-01', 'array-01', 'lib-01'] };
     await fab.createZone('hospital', zone);
     await fab.createZone('hospital', zone);
-    expect(await fab.listZones('hospital')).toEqual([{ name: 'job-1-s0', members: ['array-01', 'bks-01', 'fcsw-01', 'lib-01'] }]);
+    expect(await fab.listZones('hospital')).toEqual([
+      { name: 'job-1-s0', members: ['array-01', 'bks-01', 'fcsw-01', 'lib-01'] },
+    ]);
     await fab.checkZoned('hospital', ['bks-01', 'array-01']);
     await fab.deleteZone('hospital', 'job-1-s0');
     await fab.deleteZone('hospital', 'job-1-s0');
@@ -64,13 +72,19 @@ describe('the lab fabric', () => {
     const fab = new LabFabric(loaded, state);
     await fab.createZone('hospital', { name: 'a', members: ['bks-01', 'fcsw-01', 'lib-01'] });
     await expect(fab.checkZoned('hospital', ['bks-01', 'array-01'])).rejects.toThrow(AccessDeniedError);
-    await expect(fab.checkZoned('hospital', ['bks-01', 'array-01'])).rejects.toThrow(/no zone .* holds bks-01, array-01 together/);
+    await expect(fab.checkZoned('hospital', ['bks-01', 'array-01'])).rejects.toThrow(
+      /no zone .* holds bks-01, array-01 together/,
+    );
   });
 
   it('refuses a zone naming something that is not on the fabric, and changes nothing', async () => {
     const fab = new LabFabric(loaded, state);
-    await expect(fab.createZone('hospital', { name: 'z', members: ['bks-01', 'host-01'] })).rejects.toThrow(/names host-01, which is not on the fabric/);
-    await expect(fab.createZone('hospital', { name: 'bad name', members: ['bks-01', 'lib-01'] })).rejects.toThrow(InvalidInputError);
+    await expect(fab.createZone('hospital', { name: 'z', members: ['bks-01', 'host-01'] })).rejects.toThrow(
+      /names host-01, which is not on the fabric/,
+    );
+    await expect(fab.createZone('hospital', { name: 'bad name', members: ['bks-01', 'lib-01'] })).rejects.toThrow(
+      InvalidInputError,
+    );
     expect(await fab.listZones('hospital')).toEqual([]);
   });
 });

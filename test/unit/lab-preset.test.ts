@@ -18,11 +18,20 @@ describe('the hospital preset', () => {
     expect(site.vms).toHaveLength(77);
     expect(site.vms[0]?.name).toBe('vm-001');
     expect(site.vms[76]?.name).toBe('vm-077');
-    expect(site.hosts.map((h) => h.name)).toEqual(['host-01', 'host-02', 'host-03', 'host-04', 'host-05', 'host-06', 'host-07', 'host-08']);
+    expect(site.hosts.map((h) => h.name)).toEqual([
+      'host-01',
+      'host-02',
+      'host-03',
+      'host-04',
+      'host-05',
+      'host-06',
+      'host-07',
+      'host-08',
+    ]);
     expect(new Set(site.vms.map((v) => v.host)).size).toBe(8);
   });
 
-  it("gives every VM a 4 MiB software and an 8 MiB data volume that exist on array-01", () => {
+  it('gives every VM a 4 MiB software and an 8 MiB data volume that exist on array-01', () => {
     const array = site.arrays[0]!;
     const sizes = new Map(array.volumes.map((v) => [`${array.name}/${v.id}`, v.size]));
     for (const vm of site.vms) {
@@ -58,29 +67,54 @@ describe('the hospital preset', () => {
   });
 
   it('cables two independent paths, one per switch, sharing only the array', () => {
-    const peers = (sw: string) => site.links.filter((l) => l.includes(sw)).map((l) => (l[0] === sw ? l[1] : l[0])).sort();
+    const peers = (sw: string) =>
+      site.links
+        .filter((l) => l.includes(sw))
+        .map((l) => (l[0] === sw ? l[1] : l[0]))
+        .sort();
     expect(peers('fcsw-01')).toEqual(['array-01', 'bks-01', 'cpd-01', 'lib-01']);
     expect(peers('fcsw-02')).toEqual(['array-01', 'bks-02', 'cpd-02', 'lib-02']);
     expect(site.links).toHaveLength(8);
     // Four jobs at once, each with one stream through each server.
-    expect(site.servers.map((s) => [s.name, s.capacity])).toEqual([['bks-01', 4], ['bks-02', 4]]);
-    expect(site.switches.map((s) => [s.name, s.capacity])).toEqual([['fcsw-01', 4], ['fcsw-02', 4]]);
+    expect(site.servers.map((s) => [s.name, s.capacity])).toEqual([
+      ['bks-01', 4],
+      ['bks-02', 4],
+    ]);
+    expect(site.switches.map((s) => [s.name, s.capacity])).toEqual([
+      ['fcsw-01', 4],
+      ['fcsw-02', 4],
+    ]);
     expect(site.copyDevices.map((c) => c.name)).toEqual(['cpd-01', 'cpd-02']);
   });
 
   it('protects every VM with the nightly-data policy at 02:00, four at a time', () => {
-    expect(site.policies).toEqual([{ name: 'nightly-data', targets: ['*'], nightly: '02:00', timezone: 'UTC', concurrency: 4 }]);
+    expect(site.policies).toEqual([
+      { name: 'nightly-data', targets: ['*'], nightly: '02:00', timezone: 'UTC', concurrency: 4 },
+    ]);
   });
 
   it('follows its options: VM count, sizes, cartridges and site name', () => {
     const small = ConfigSchema.parse(
-      hospitalPreset({ vms: 3, hosts: 2, dataVolumeSize: 1000, softwareVolumeSize: 500, cartridgeCapacity: 1 << 20, cartridgesPerLibrary: 2, site: 'clinic' }),
+      hospitalPreset({
+        vms: 3,
+        hosts: 2,
+        dataVolumeSize: 1000,
+        softwareVolumeSize: 500,
+        cartridgeCapacity: 1 << 20,
+        cartridgesPerLibrary: 2,
+        site: 'clinic',
+      }),
     );
     const s = small.sites[0]!;
     expect(s.name).toBe('clinic');
     expect(s.vms.map((v) => `${v.name}@${v.host}`)).toEqual(['vm-001@host-01', 'vm-002@host-02', 'vm-003@host-01']);
     expect(s.arrays[0]?.volumes.map((v) => v.size)).toEqual([500, 1000, 500, 1000, 500, 1000]);
-    expect(s.libraries.flatMap((l) => l.cartridges.map((c) => `${c.id}:${c.capacity}`))).toEqual(['L1T001:1048576', 'L1T002:1048576', 'L2T001:1048576', 'L2T002:1048576']);
+    expect(s.libraries.flatMap((l) => l.cartridges.map((c) => `${c.id}:${c.capacity}`))).toEqual([
+      'L1T001:1048576',
+      'L1T002:1048576',
+      'L2T001:1048576',
+      'L2T002:1048576',
+    ]);
   });
 
   it('names VMs with four digits once there are more than 999', () => {

@@ -44,7 +44,9 @@ describe('parseAfter', () => {
 
   it('refuses anything else with InvalidInputError showing the accepted forms', () => {
     expect(() => parseAfter('half')).toThrow(InvalidInputError);
-    expect(() => parseAfter('half')).toThrow('--after "half" is neither a percentage nor a byte position; write e.g. 50% (of the volume), 0, 1048576 or 64MiB');
+    expect(() => parseAfter('half')).toThrow(
+      '--after "half" is neither a percentage nor a byte position; write e.g. 50% (of the volume), 0, 1048576 or 64MiB',
+    );
     expect(() => parseAfter('150%')).toThrow(/more than 100%/);
     expect(() => parseAfter('-5')).toThrow(InvalidInputError);
   });
@@ -54,7 +56,14 @@ describe('LabState faults', () => {
   it('adds a fault with an id, a creation time, no firings and once=false by default', async () => {
     const s = openState(await stateFile());
     const f = s.addFault({ device: 'lib-01-drv-1', kind: 'fail', after: { percent: 50 } });
-    expect(f).toMatchObject({ id: 1, device: 'lib-01-drv-1', kind: 'fail', after: { percent: 50 }, once: false, triggered: 0 });
+    expect(f).toMatchObject({
+      id: 1,
+      device: 'lib-01-drv-1',
+      kind: 'fail',
+      after: { percent: 50 },
+      once: false,
+      triggered: 0,
+    });
     expect(Date.parse(f.createdAt)).toBeGreaterThan(Date.now() - 60_000);
     expect(f.rateBytesPerSec).toBeUndefined();
     const slow = s.addFault({ device: 'cpd-01', kind: 'slow', after: { bytes: 0 }, rateBytesPerSec: 4096, once: true });
@@ -63,9 +72,15 @@ describe('LabState faults', () => {
 
   it('refuses an invalid fault with InvalidInputError naming the field', async () => {
     const s = openState(await stateFile());
-    expect(() => s.addFault({ device: 'cpd-01', kind: 'explode' as 'fail', after: { bytes: 0 } })).toThrow(InvalidInputError);
-    expect(() => s.addFault({ device: 'cpd-01', kind: 'slow', after: { bytes: 0 }, rateBytesPerSec: 0 })).toThrow(/rateBytesPerSec/);
-    expect(() => s.addFault({ device: 'cpd-01', kind: 'fail', after: { percent: 101 } })).toThrow(/the fault to add is not valid/);
+    expect(() => s.addFault({ device: 'cpd-01', kind: 'explode' as 'fail', after: { bytes: 0 } })).toThrow(
+      InvalidInputError,
+    );
+    expect(() => s.addFault({ device: 'cpd-01', kind: 'slow', after: { bytes: 0 }, rateBytesPerSec: 0 })).toThrow(
+      /rateBytesPerSec/,
+    );
+    expect(() => s.addFault({ device: 'cpd-01', kind: 'fail', after: { percent: 101 } })).toThrow(
+      /the fault to add is not valid/,
+    );
     expect(s.listFaults()).toEqual([]);
   });
 

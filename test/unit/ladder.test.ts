@@ -19,7 +19,14 @@ import { sha256Of } from '../../src/images/copy';
 
 describe('cure depths and rungs', () => {
   it('maps each depth to the rung that cures it, and a wider action cures a narrower fault', () => {
-    expect(CURE_DEPTHS.map(rungForDepth)).toEqual(['apl-restart', 'mw-restart', 'os-reboot', 'data-swap', 'guarantee-swap', 'human']);
+    expect(CURE_DEPTHS.map(rungForDepth)).toEqual([
+      'apl-restart',
+      'mw-restart',
+      'os-reboot',
+      'data-swap',
+      'guarantee-swap',
+      'human',
+    ]);
     expect(cures('mw', 'apl')).toBe(true);
     expect(cures('apl', 'mw')).toBe(false);
     expect(cures('os', 'data')).toBe(false);
@@ -55,14 +62,22 @@ describe('nextBackupAt', () => {
 
 describe('the ladder section of kura.yaml', () => {
   it('fills defaults and applies per-rung overrides', () => {
-    const p = ladderPolicy(LadderConfigSchema.parse({ attempts: 2, healthWait: '30s', rungs: { 'os-reboot': { healthWait: '5m', attempts: 1 } } }));
+    const p = ladderPolicy(
+      LadderConfigSchema.parse({
+        attempts: 2,
+        healthWait: '30s',
+        rungs: { 'os-reboot': { healthWait: '5m', attempts: 1 } },
+      }),
+    );
     expect(p.rungs['apl-restart']).toEqual({ attempts: 2, healthWaitMs: 30_000, backoffMs: 10_000 });
     expect(p.rungs['os-reboot']).toEqual({ attempts: 1, healthWaitMs: 300_000, backoffMs: 10_000 });
     expect(p.keepImages).toBe(3);
     expect(p.dailyBackup).toBe('03:00');
   });
   it('reports a bad value with its path and line', () => {
-    const cfg = renderConfigYaml(hospitalPreset({ vms: 1 })) + 'ladder:\n  attempts: 0\n  dailyBackup: "25:00"\n  rungs: { reboot: { attempts: 1 } }\n';
+    const cfg =
+      renderConfigYaml(hospitalPreset({ vms: 1 })) +
+      'ladder:\n  attempts: 0\n  dailyBackup: "25:00"\n  rungs: { reboot: { attempts: 1 } }\n';
     const message = (() => {
       try {
         parseConfigText(cfg, '/x/kura.yaml');
@@ -84,7 +99,10 @@ describe('the lab VM', () => {
 
   async function setup() {
     dir = mkdtempSync(path.join(os.tmpdir(), 'kura-labvm-'));
-    const text = renderConfigYaml({ ...hospitalPreset({ vms: 1, dataVolumeSize: 65536, softwareVolumeSize: 65536, site: 's' }), lab: { aplRestart: 0, mwRestart: 0, osReboot: 0 } } as never);
+    const text = renderConfigYaml({
+      ...hospitalPreset({ vms: 1, dataVolumeSize: 65536, softwareVolumeSize: 65536, site: 's' }),
+      lab: { aplRestart: 0, mwRestart: 0, osReboot: 0 },
+    } as never);
     writeFileSync(path.join(dir, 'kura.yaml'), text);
     const loaded = parseConfigText(text, path.join(dir, 'kura.yaml'));
     const paths = kuraPaths(loaded);
@@ -128,16 +146,36 @@ describe('the lab VM', () => {
       expect(progress.at(-1)).toEqual({ bytes: 65536, total: 65536 });
       writeFileSync(data, Buffer.alloc(65536, 1));
       state.setVmFault('s', 'vm-001', 'guarantee');
-      const image = { imageId: 'vm-001@guarantee', kind: 'guarantee' as const, file: imageFile, sizeBytes: made.sizeBytes, sha256: made.sha256 };
+      const image = {
+        imageId: 'vm-001@guarantee',
+        kind: 'guarantee' as const,
+        file: imageFile,
+        sizeBytes: made.sizeBytes,
+        sha256: made.sha256,
+      };
       const req = { request: 'swap-1', rung: 'guarantee-swap', incident: 'i' };
-      const { volume } = await hv.createVolumeFromImage('s', 'vm-001', image, { ...req, request: 'c-1' }, () => undefined);
+      const { volume } = await hv.createVolumeFromImage(
+        's',
+        'vm-001',
+        image,
+        { ...req, request: 'c-1' },
+        () => undefined,
+      );
       await hv.swapDataVolume('s', 'vm-001', volume, image, req);
       await hv.swapDataVolume('s', 'vm-001', volume, image, req);
       expect(await sha256Of(data)).toBe(made.sha256);
       expect(readFileSync(sw).equals(swBefore)).toBe(true);
       expect((await hv.health('s', 'vm-001')).healthy).toBe(true);
       expect(state.events({ device: 'vm-001', event: 'volume-swap' })).toHaveLength(1);
-      await expect(hv.createVolumeFromImage('s', 'vm-001', { ...image, sha256: 'f'.repeat(64) }, { ...req, request: 'c-2' }, () => undefined)).rejects.toMatchObject({
+      await expect(
+        hv.createVolumeFromImage(
+          's',
+          'vm-001',
+          { ...image, sha256: 'f'.repeat(64) },
+          { ...req, request: 'c-2' },
+          () => undefined,
+        ),
+      ).rejects.toMatchObject({
         type: 'ChecksumMismatch',
         message: `the volume built from image vm-001@guarantee hashes to ${made.sha256}, but the image was recorded as ${'f'.repeat(64)}; the image is damaged`,
       });

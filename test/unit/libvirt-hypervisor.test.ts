@@ -36,7 +36,10 @@ function writeRandom(file: string, size: number, seed: string): void {
 
 beforeAll(() => {
   dir = mkdtempSync(path.join(os.tmpdir(), 'kura-libvirt-'));
-  loaded = parseConfigText(renderConfigYaml(hospitalPreset({ vms: 1, hosts: 2, site: 'lv' })), path.join(dir, 'kura.yaml'));
+  loaded = parseConfigText(
+    renderConfigYaml(hospitalPreset({ vms: 1, hosts: 2, site: 'lv' })),
+    path.join(dir, 'kura.yaml'),
+  );
   writeRandom(path.join(dir, 'sw.img'), 1024 * 1024, 'sw');
   writeRandom(path.join(dir, 'data.img'), 1024 * 1024, 'data');
   // libvirt's test hypervisor, loaded from a node file: one running domain with two real disks.
@@ -51,7 +54,14 @@ beforeAll(() => {
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 function driver(extra: Partial<ConstructorParameters<typeof LibvirtHypervisor>[1]> = {}): LibvirtHypervisor {
-  return new LibvirtHypervisor(loaded, { uri, stateDir: path.join(dir, 'state'), baseImageDir: dir, healthCheck: 'state', run: recording, ...extra });
+  return new LibvirtHypervisor(loaded, {
+    uri,
+    stateDir: path.join(dir, 'state'),
+    baseImageDir: dir,
+    healthCheck: 'state',
+    run: recording,
+    ...extra,
+  });
 }
 
 describe('the libvirt hypervisor driver', () => {
@@ -79,11 +89,19 @@ describe('the libvirt hypervisor driver', () => {
 
   it('restarts APL and MW through the guest agent, and says a real host is needed when there is none', async () => {
     calls.length = 0;
-    const err = await driver({ units: { apl: 'callctl.service', mw: 'sipmw.service' } }).restart('lv', 'vm-001', 'apl', req('r-apl-1')).catch((e: unknown) => e);
-    expect(err).toMatchObject({ type: 'DeviceFault', message: expect.stringMatching(/guest agent \(needs a real host with qemu-guest-agent\) failed: .*not supported/) });
+    const err = await driver({ units: { apl: 'callctl.service', mw: 'sipmw.service' } })
+      .restart('lv', 'vm-001', 'apl', req('r-apl-1'))
+      .catch((e: unknown) => e);
+    expect(err).toMatchObject({
+      type: 'DeviceFault',
+      message: expect.stringMatching(/guest agent \(needs a real host with qemu-guest-agent\) failed: .*not supported/),
+    });
     const sent = calls[0]!;
     expect(sent.slice(0, 5)).toEqual(['virsh', '-c', uri, 'qemu-agent-command', 'vm-001']);
-    expect(JSON.parse(sent[5]!)).toEqual({ execute: 'guest-exec', arguments: { path: '/usr/bin/systemctl', arg: ['restart', 'callctl.service'], 'capture-output': true } });
+    expect(JSON.parse(sent[5]!)).toEqual({
+      execute: 'guest-exec',
+      arguments: { path: '/usr/bin/systemctl', arg: ['restart', 'callctl.service'], 'capture-output': true },
+    });
   });
 
   it('images only the data disk with qemu-img, byte for byte', async () => {
@@ -98,7 +116,9 @@ describe('the libvirt hypervisor driver', () => {
     const sha = await sha256Of(image);
     const ref = { imageId: 'vm-001@x', kind: 'data' as const, file: image, sizeBytes: 4 * 1024 * 1024, sha256: sha };
     const { volume } = await driver().createVolumeFromImage('lv', 'vm-001', ref, req('r-create-1'), () => undefined);
-    const info = JSON.parse(execFileSync('qemu-img', ['info', '--output=json', volume], { encoding: 'utf8' })) as Record<string, unknown>;
+    const info = JSON.parse(
+      execFileSync('qemu-img', ['info', '--output=json', volume], { encoding: 'utf8' }),
+    ) as Record<string, unknown>;
     expect(info.format).toBe('qcow2');
     expect(info['backing-filename']).toBe(image);
     // The overlay holds no data of its own: creating it did not copy the image.
@@ -107,7 +127,15 @@ describe('the libvirt hypervisor driver', () => {
     execFileSync('qemu-img', ['convert', '-O', 'raw', volume, flat]);
     expect(await sha256Of(flat)).toBe(sha);
     // A damaged image is refused before any volume is made from it.
-    await expect(driver().createVolumeFromImage('lv', 'vm-001', { ...ref, sha256: '0'.repeat(64) }, req('r-create-2'), () => undefined)).rejects.toMatchObject({
+    await expect(
+      driver().createVolumeFromImage(
+        'lv',
+        'vm-001',
+        { ...ref, sha256: '0'.repeat(64) },
+        req('r-create-2'),
+        () => undefined,
+      ),
+    ).rejects.toMatchObject({
       type: 'ChecksumMismatch',
       message: `image vm-001@x at ${image} does not hash as recorded; it is not used`,
     });
@@ -116,28 +144,54 @@ describe('the libvirt hypervisor driver', () => {
 
   it('swaps the data disk by detach and attach, which the test hypervisor refuses', async () => {
     calls.length = 0;
-    const err = await driver().swapDataVolume('lv', 'vm-001', '/new.qcow2', { imageId: 'i', kind: 'data', file: '/i', sizeBytes: 1, sha256: '0'.repeat(64) }, req('r-swap-1')).catch((e: unknown) => e);
-    expect(err).toMatchObject({ type: 'DeviceFault', message: expect.stringMatching(/detaching the data volume of vm-001 \(needs a real host\) failed: .*not supported/) });
+    const err = await driver()
+      .swapDataVolume(
+        'lv',
+        'vm-001',
+        '/new.qcow2',
+        { imageId: 'i', kind: 'data', file: '/i', sizeBytes: 1, sha256: '0'.repeat(64) },
+        req('r-swap-1'),
+      )
+      .catch((e: unknown) => e);
+    expect(err).toMatchObject({
+      type: 'DeviceFault',
+      message: expect.stringMatching(
+        /detaching the data volume of vm-001 \(needs a real host\) failed: .*not supported/,
+      ),
+    });
     expect(calls.at(-1)).toEqual(['virsh', '-c', uri, 'detach-disk', 'vm-001', 'vdb', '--live', '--config']);
   });
 
   it('writes domain XML for a rebuild that libvirt accepts', () => {
-    const xml = domainXml('vm-001-rebuilt', path.join(dir, 'sw.img'), path.join(dir, 'data.img'), { software: 'vda', data: 'vdb' }, 'test');
+    const xml = domainXml(
+      'vm-001-rebuilt',
+      path.join(dir, 'sw.img'),
+      path.join(dir, 'data.img'),
+      { software: 'vda', data: 'vdb' },
+      'test',
+    );
     writeFileSync(path.join(dir, 'rebuilt.xml'), xml);
-    const out = execFileSync('virsh', ['-c', 'test:///default', 'define', path.join(dir, 'rebuilt.xml')], { encoding: 'utf8' });
+    const out = execFileSync('virsh', ['-c', 'test:///default', 'define', path.join(dir, 'rebuilt.xml')], {
+      encoding: 'utf8',
+    });
     expect(out).toMatch(/Domain 'vm-001-rebuilt' defined/);
   });
 
   it('refuses a rebuild on a host the site does not have', async () => {
     const img = { imageId: 'i', kind: 'software' as const, file: '/i', sizeBytes: 1, sha256: '0'.repeat(64) };
-    await expect(driver().rebuild('lv', 'vm-001', 'host-99', { software: img, data: { ...img, kind: 'data' } }, req('r-rb'))).rejects.toMatchObject({
+    await expect(
+      driver().rebuild('lv', 'vm-001', 'host-99', { software: img, data: { ...img, kind: 'data' } }, req('r-rb')),
+    ).rejects.toMatchObject({
       type: 'NotFound',
       message: expect.stringContaining('no host "host-99"'),
     });
   });
 
   it("is the workers' hypervisor driver when kura.yaml's hypervisor section names libvirt", async () => {
-    const text = renderConfigYaml({ ...hospitalPreset({ vms: 1, hosts: 2, site: 'lv' }), hypervisor: { driver: 'libvirt', uri, healthCheck: 'state' } } as never);
+    const text = renderConfigYaml({
+      ...hospitalPreset({ vms: 1, hosts: 2, site: 'lv' }),
+      hypervisor: { driver: 'libvirt', uri, healthCheck: 'state' },
+    } as never);
     const withLibvirt = parseConfigText(text, path.join(dir, 'kura.yaml'));
     const state = new LabState(path.join(dir, 'state.db'));
     try {
@@ -145,7 +199,15 @@ describe('the libvirt hypervisor driver', () => {
       expect(hv).toBeInstanceOf(LibvirtHypervisor);
       expect(await hv.health('lv', 'vm-001')).toMatchObject({ healthy: true, detail: 'vm-001 is running' });
       expect(hypervisorDriver(loaded, kuraPaths(loaded), state)).toBeInstanceOf(LabHypervisor);
-      expect(() => parseConfigText(renderConfigYaml({ ...hospitalPreset({ vms: 1 }), hypervisor: { driver: 'libvirt', uri, hostUri: 'qemu+ssh://x/system' } } as never), '/x/kura.yaml')).toThrow(/hypervisor\.hostUri.*must contain \{host\}/);
+      expect(() =>
+        parseConfigText(
+          renderConfigYaml({
+            ...hospitalPreset({ vms: 1 }),
+            hypervisor: { driver: 'libvirt', uri, hostUri: 'qemu+ssh://x/system' },
+          } as never),
+          '/x/kura.yaml',
+        ),
+      ).toThrow(/hypervisor\.hostUri.*must contain \{host\}/);
     } finally {
       state.close();
     }

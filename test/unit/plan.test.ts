@@ -1,6 +1,15 @@
 /** Planning (seed 003 step 3): pieces cover the volume exactly; steps run in dependency order. */
 import { describe, expect, it } from 'vitest';
-import { chunkSizeFor, groupByTape, markStep, planBackupSteps, planPieces, planRestoreSteps, replanRestore, zoneName } from '../../src/workflows/plan';
+import {
+  chunkSizeFor,
+  groupByTape,
+  markStep,
+  planBackupSteps,
+  planPieces,
+  planRestoreSteps,
+  replanRestore,
+  zoneName,
+} from '../../src/workflows/plan';
 import type { PieceRecord } from '../../src/domain/catalog';
 
 describe('planPieces', () => {
@@ -21,14 +30,38 @@ describe('planPieces', () => {
 describe('planBackupSteps', () => {
   it('orders reserve, load, each copy, verify, record, tape catalog, unload, release, each depending on the one before', () => {
     const steps = planBackupSteps('vm-001', planPieces(3000, 1024));
-    expect(steps.map((s) => s.id)).toEqual(['reserve', 'load:0', 'copy:0', 'copy:1', 'copy:2', 'verify', 'record', 'tape-catalog', 'unload', 'release']);
+    expect(steps.map((s) => s.id)).toEqual([
+      'reserve',
+      'load:0',
+      'copy:0',
+      'copy:1',
+      'copy:2',
+      'verify',
+      'record',
+      'tape-catalog',
+      'unload',
+      'release',
+    ]);
     for (let i = 1; i < steps.length; i++) expect(steps[i]!.dependsOn).toEqual([steps[i - 1]!.id]);
     expect(steps.every((s) => s.status === 'pending')).toBe(true);
   });
 
   it('in failover mode chains the chunks once, after every stream is mounted', () => {
     const steps = planBackupSteps('vm-001', planPieces(3000, 1024), 3, 'failover');
-    expect(steps.map((s) => s.id)).toEqual(['reserve', 'load:0', 'load:1', 'load:2', 'copy:0', 'copy:1', 'copy:2', 'verify', 'record', 'tape-catalog', 'unload', 'release']);
+    expect(steps.map((s) => s.id)).toEqual([
+      'reserve',
+      'load:0',
+      'load:1',
+      'load:2',
+      'copy:0',
+      'copy:1',
+      'copy:2',
+      'verify',
+      'record',
+      'tape-catalog',
+      'unload',
+      'release',
+    ]);
     expect(steps.find((s) => s.id === 'copy:0')!.dependsOn).toEqual(['load:0', 'load:1', 'load:2']);
   });
 
@@ -47,7 +80,12 @@ describe('planBackupSteps', () => {
     let steps = planBackupSteps('vm-001', planPieces(10, 1024));
     steps = markStep(steps, 'load:0', 'running', 't1');
     steps = markStep(steps, 'load:0', 'done', 't2', 'L1T001');
-    expect(steps.find((s) => s.id === 'load:0')).toMatchObject({ status: 'done', startedAt: 't1', endedAt: 't2', detail: 'L1T001' });
+    expect(steps.find((s) => s.id === 'load:0')).toMatchObject({
+      status: 'done',
+      startedAt: 't1',
+      endedAt: 't2',
+      detail: 'L1T001',
+    });
     expect(steps.find((s) => s.id === 'reserve')?.status).toBe('pending');
   });
 });
@@ -75,7 +113,23 @@ describe('zoneName', () => {
 
 describe('planRestoreSteps', () => {
   const at = '2026-11-22T02:00:00.000Z';
-  const piece = (n: number, tape: string): PieceRecord => ({ backupId: 'vm-001@20261122T020000Z', copy: 0, piece: n, target: 'vm-001', job: 'j', stream: 0, startedAt: at, endedAt: at, dataTime: at, library: tape.startsWith('L1') ? 'lib-01' : 'lib-02', tape, position: 512 + n, offset: n * 10, sizeBytes: 10, sha256: 'a'.repeat(64) });
+  const piece = (n: number, tape: string): PieceRecord => ({
+    backupId: 'vm-001@20261122T020000Z',
+    copy: 0,
+    piece: n,
+    target: 'vm-001',
+    job: 'j',
+    stream: 0,
+    startedAt: at,
+    endedAt: at,
+    dataTime: at,
+    library: tape.startsWith('L1') ? 'lib-01' : 'lib-02',
+    tape,
+    position: 512 + n,
+    offset: n * 10,
+    sizeBytes: 10,
+    sha256: 'a'.repeat(64),
+  });
 
   it('mounts each cartridge once per run of consecutive pieces, in piece order', () => {
     const mounts = groupByTape([piece(2, 'L2T001'), piece(0, 'L1T001'), piece(1, 'L1T001'), piece(3, 'L1T001')]);
@@ -87,8 +141,24 @@ describe('planRestoreSteps', () => {
   });
 
   it('reserves, loads, reads, unloads and releases per mount, then finishes, each after the one before', () => {
-    const steps = planRestoreSteps(groupByTape([piece(0, 'L1T001'), piece(1, 'L1T001'), piece(2, 'L2T001')]), '/r/x.img');
-    expect(steps.map((s) => s.id)).toEqual(['reserve:0', 'load:0', 'read:0', 'read:1', 'unload:0', 'release:0', 'reserve:1', 'load:1', 'read:2', 'unload:1', 'release:1', 'finish']);
+    const steps = planRestoreSteps(
+      groupByTape([piece(0, 'L1T001'), piece(1, 'L1T001'), piece(2, 'L2T001')]),
+      '/r/x.img',
+    );
+    expect(steps.map((s) => s.id)).toEqual([
+      'reserve:0',
+      'load:0',
+      'read:0',
+      'read:1',
+      'unload:0',
+      'release:0',
+      'reserve:1',
+      'load:1',
+      'read:2',
+      'unload:1',
+      'release:1',
+      'finish',
+    ]);
     for (let i = 1; i < steps.length; i++) expect(steps[i]!.dependsOn).toEqual([steps[i - 1]!.id]);
   });
 

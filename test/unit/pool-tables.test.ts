@@ -1,20 +1,45 @@
 import { describe, expect, it } from 'vitest';
 import { SiteSchema, type Site } from '../../src/domain/inventory';
 import { ReserveRequestSchema, type DeviceRow, type PoolTables, type ReserveRequest } from '../../src/domain/pool';
-import { TABLE_KEYS, allocate, findDevice, grantFor, mark, mergeInventory, release, tablesFromSite } from '../../src/workflows/pool-tables';
+import {
+  TABLE_KEYS,
+  allocate,
+  findDevice,
+  grantFor,
+  mark,
+  mergeInventory,
+  release,
+  tablesFromSite,
+} from '../../src/workflows/pool-tables';
 
 /**
  * Two independent paths: arr-1 — sw-1 — {srv-1, lib-1} and arr-1 — sw-2 — {srv-2, lib-2}.
  * Each library has two drives and two cartridges.
  */
-function twoPathSite(opts: { serverCapacity?: number; sw1Capacity?: number; sw2Capacity?: number; lib1TapeSizes?: [string, string] } = {}): Site {
+function twoPathSite(
+  opts: { serverCapacity?: number; sw1Capacity?: number; sw2Capacity?: number; lib1TapeSizes?: [string, string] } = {},
+): Site {
   const [t1, t2] = opts.lib1TapeSizes ?? ['64MiB', '64MiB'];
   return SiteSchema.parse({
     name: 'lab',
     arrays: [{ name: 'arr-1' }],
     libraries: [
-      { name: 'lib-1', drives: [{ id: 'lib-1-drv-1' }, { id: 'lib-1-drv-2' }], cartridges: [{ id: 'lib-1-tape-1', capacity: t1 }, { id: 'lib-1-tape-2', capacity: t2 }] },
-      { name: 'lib-2', drives: [{ id: 'lib-2-drv-1' }, { id: 'lib-2-drv-2' }], cartridges: [{ id: 'lib-2-tape-1', capacity: '64MiB' }, { id: 'lib-2-tape-2', capacity: '64MiB' }] },
+      {
+        name: 'lib-1',
+        drives: [{ id: 'lib-1-drv-1' }, { id: 'lib-1-drv-2' }],
+        cartridges: [
+          { id: 'lib-1-tape-1', capacity: t1 },
+          { id: 'lib-1-tape-2', capacity: t2 },
+        ],
+      },
+      {
+        name: 'lib-2',
+        drives: [{ id: 'lib-2-drv-1' }, { id: 'lib-2-drv-2' }],
+        cartridges: [
+          { id: 'lib-2-tape-1', capacity: '64MiB' },
+          { id: 'lib-2-tape-2', capacity: '64MiB' },
+        ],
+      },
     ],
     switches: [
       { name: 'sw-1', capacity: opts.sw1Capacity ?? 4 },
@@ -66,7 +91,12 @@ describe('pool tables', () => {
       [2, 'lib-2-drv-1', 'lib-2'],
       [3, 'lib-2-drv-2', 'lib-2'],
     ]);
-    expect(t.tapes[0]).toMatchObject({ number: 0, name: 'lib-1-tape-1', capacityBytes: 64 * 1024 * 1024, usedBytes: 0 });
+    expect(t.tapes[0]).toMatchObject({
+      number: 0,
+      name: 'lib-1-tape-1',
+      capacityBytes: 64 * 1024 * 1024,
+      usedBytes: 0,
+    });
     expect(t.libraries.map((l) => l.capacity)).toEqual([2, 2]);
   });
 
@@ -131,7 +161,9 @@ describe('pool tables', () => {
   it('names the cartridges without room when no cartridge fits', () => {
     const t = tablesFromSite(twoPathSite({ lib1TapeSizes: ['256KiB', '256KiB'] }));
     const why = missing(allocate(t, request({ job: 'job-a', streams: 2, bytes: 1024 * 1024 })));
-    expect(why).toContain('lib-1 has no cartridge with room for 1114112 bytes (lib-1-tape-1 has 262144 bytes free; lib-1-tape-2 has 262144 bytes free)');
+    expect(why).toContain(
+      'lib-1 has no cartridge with room for 1114112 bytes (lib-1-tape-1 has 262144 bytes free; lib-1-tape-2 has 262144 bytes free)',
+    );
   });
 
   it('releases every holding of a job and records the end of data of its cartridges', () => {
@@ -171,14 +203,18 @@ describe('pool tables', () => {
     let t = tablesFromSite(twoPathSite());
     t = must(allocate(t, request({ job: 'job-a', streams: 2 }))).tables;
     const why = missing(allocate(t, request({ job: 'job-b' })));
-    expect(why).toMatch(/^no stream can be formed: no backup server has a free stream \(srv-1 held by job job-a stream 0; srv-2 held by job job-a stream 1\)/);
+    expect(why).toMatch(
+      /^no stream can be formed: no backup server has a free stream \(srv-1 held by job job-a stream 0; srv-2 held by job job-a stream 1\)/,
+    );
   });
 
   it('gives a restore the cartridge it names, even a full one, in that cartridge library', () => {
     let t = tablesFromSite(twoPathSite());
     t = release(t, 'earlier-backup', { 'lib-2-tape-2': 64 * 1024 * 1024 }).tables;
     const { grant } = must(allocate(t, request({ job: 'restore-1', tape: 'lib-2-tape-2' })));
-    expect(grant.streams).toEqual([{ stream: 0, server: 'srv-2', library: 'lib-2', drive: 'lib-2-drv-1', tape: 'lib-2-tape-2', switches: ['sw-2'] }]);
+    expect(grant.streams).toEqual([
+      { stream: 0, server: 'srv-2', library: 'lib-2', drive: 'lib-2-drv-1', tape: 'lib-2-tape-2', switches: ['sw-2'] },
+    ]);
   });
 
   it('keeps holders, marks and usage when the inventory is synced, and drops only free removed devices', () => {
@@ -190,8 +226,17 @@ describe('pool tables', () => {
     fresh.libraries[0]!.drives = [{ id: 'lib-1-drv-2' }, { id: 'lib-1-drv-3' }];
     fresh.libraries[0]!.cartridges = [{ id: 'lib-1-tape-2', capacity: 1024 * 1024 }];
     const merged = mergeInventory(t, tablesFromSite(fresh));
-    expect(merged.drives.map((d) => d.name)).toEqual(['lib-1-drv-2', 'lib-1-drv-3', 'lib-2-drv-1', 'lib-2-drv-2', 'lib-1-drv-1']);
-    expect(findDevice(merged, 'lib-1-drv-1')).toMatchObject({ state: 'in-use', holders: [{ job: 'job-a', stream: 0 }] });
+    expect(merged.drives.map((d) => d.name)).toEqual([
+      'lib-1-drv-2',
+      'lib-1-drv-3',
+      'lib-2-drv-1',
+      'lib-2-drv-2',
+      'lib-1-drv-1',
+    ]);
+    expect(findDevice(merged, 'lib-1-drv-1')).toMatchObject({
+      state: 'in-use',
+      holders: [{ job: 'job-a', stream: 0 }],
+    });
     expect(findDevice(merged, 'lib-1-tape-1')?.holders).toEqual([{ job: 'job-a', stream: 0 }]);
     expect(findDevice(merged, 'lib-2-drv-2')).toMatchObject({ state: 'unavailable', reason: 'door open' });
     expect(findDevice(merged, 'lib-2-tape-1')?.usedBytes).toBe(1234);
@@ -201,15 +246,29 @@ describe('pool tables', () => {
 
   it('reports an unknown device as an error value when marking', () => {
     const t = tablesFromSite(twoPathSite());
-    expect(mark(t, { device: 'lib-9-drv-1', state: 'unavailable' })).toEqual({ ok: false, error: 'no device lib-9-drv-1 in the pool of site lab' });
+    expect(mark(t, { device: 'lib-9-drv-1', state: 'unavailable' })).toEqual({
+      ok: false,
+      error: 'no device lib-9-drv-1 in the pool of site lab',
+    });
   });
 
   it('keeps holders of a device marked unavailable and clears the reason when it is available again', () => {
     let t = must(allocate(tablesFromSite(twoPathSite()), request({ job: 'job-a' }))).tables;
     t = marked(t, 'lib-1-drv-1', 'head failure');
-    expect(findDevice(t, 'lib-1-drv-1')).toMatchObject({ state: 'unavailable', holders: [{ job: 'job-a', stream: 0 }] });
+    expect(findDevice(t, 'lib-1-drv-1')).toMatchObject({
+      state: 'unavailable',
+      holders: [{ job: 'job-a', stream: 0 }],
+    });
     const back = mark(t, { device: 'lib-1-drv-1', state: 'available' });
     if (!back.ok) throw new Error(back.error);
-    expect(back.row).toEqual({ number: 0, name: 'lib-1-drv-1', kind: 'drive', state: 'in-use', capacity: 1, holders: [{ job: 'job-a', stream: 0 }], library: 'lib-1' });
+    expect(back.row).toEqual({
+      number: 0,
+      name: 'lib-1-drv-1',
+      kind: 'drive',
+      state: 'in-use',
+      capacity: 1,
+      holders: [{ job: 'job-a', stream: 0 }],
+      library: 'lib-1',
+    });
   });
 });

@@ -12,7 +12,15 @@ import { tablesQuery } from '../../src/messages';
 import type { BackupReport, RestoreReport } from '../../src/domain/jobs';
 import { compactTime } from '../../src/domain/catalog';
 import { jobTuning } from '../../src/config/tuning';
-import { connectKura, failureOf, makeLab, sha256, startWorkers, treeFingerprint, type TestLab } from '../support/harness';
+import {
+  connectKura,
+  failureOf,
+  makeLab,
+  sha256,
+  startWorkers,
+  treeFingerprint,
+  type TestLab,
+} from '../support/harness';
 import type { KuraWorkers } from '../../src/worker';
 import type { Kura } from '../../src/api';
 import type { Client } from '@temporalio/client';
@@ -39,7 +47,9 @@ afterAll(async () => {
 
 async function poolHolders(): Promise<string[]> {
   const tables = await client.workflow.getHandle(`pool/${lab.site}`).query(tablesQuery);
-  return [...tables.servers, ...tables.drives, ...tables.tapes, ...tables.switches, ...tables.libraries].flatMap((r) => r.holders.map((h) => `${r.name}:${h.job}`));
+  return [...tables.servers, ...tables.drives, ...tables.tapes, ...tables.switches, ...tables.libraries].flatMap((r) =>
+    r.holders.map((h) => `${r.name}:${h.job}`),
+  );
 }
 
 describe('a backup carried from request to restore', () => {
@@ -78,7 +88,19 @@ describe('a backup carried from request to restore', () => {
     const { planQuery } = await import('../../src/messages');
     const plan = await handle.query(planQuery);
     expect(plan.phase).toBe('done');
-    expect(plan.steps.map((s) => s.id)).toEqual(['reserve', 'load:0', 'copy:0', 'copy:1', 'copy:2', 'copy:3', 'verify', 'record', 'tape-catalog', 'unload', 'release']);
+    expect(plan.steps.map((s) => s.id)).toEqual([
+      'reserve',
+      'load:0',
+      'copy:0',
+      'copy:1',
+      'copy:2',
+      'copy:3',
+      'verify',
+      'record',
+      'tape-catalog',
+      'unload',
+      'release',
+    ]);
     expect(plan.steps.every((s) => s.status === 'done')).toBe(true);
   });
 
@@ -100,7 +122,16 @@ describe('refusals change nothing', () => {
       .execute('sanOperation', {
         taskQueue: lab.taskQueue,
         workflowId: `op/backup/vm-999/${compactTime(new Date().toISOString())}`,
-        args: [{ kind: 'backup', site: lab.site, target: 'vm-999', requestedBy: 'test', requestedAt: new Date().toISOString(), tuning: jobTuning(lab.loaded.config) }],
+        args: [
+          {
+            kind: 'backup',
+            site: lab.site,
+            target: 'vm-999',
+            requestedBy: 'test',
+            requestedAt: new Date().toISOString(),
+            tuning: jobTuning(lab.loaded.config),
+          },
+        ],
       })
       .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(WorkflowFailedError);
@@ -136,7 +167,9 @@ describe('refusals change nothing', () => {
   });
 
   it('refuses to overwrite an existing file and leaves it untouched', async () => {
-    const report: BackupReport = await (await kura.startBackup('vm-002', { requestedAt: new Date(Date.now() + 1000).toISOString() })).result();
+    const report: BackupReport = await (
+      await kura.startBackup('vm-002', { requestedAt: new Date(Date.now() + 1000).toISOString() })
+    ).result();
     const dest = path.join(lab.dir, 'restores', 'precious.img');
     writeFileSync(dest, 'do not touch');
     const err = await (await kura.startRestore(report.backupId, dest)).result().catch((e: unknown) => e);
@@ -152,7 +185,10 @@ describe('a device that keeps failing', () => {
     for (const d of drives) state.addFault({ device: d, kind: 'fail', after: { percent: 50 }, once: false });
     const since = state.events().at(-1)?.seq ?? 0;
     try {
-      const handle = await kura.startBackup('vm-003', { requestedAt: new Date(Date.now() + 2000).toISOString(), tuning: { deviceAttempts: 2 } });
+      const handle = await kura.startBackup('vm-003', {
+        requestedAt: new Date(Date.now() + 2000).toISOString(),
+        tuning: { deviceAttempts: 2 },
+      });
       const err = await handle.result().catch((e: unknown) => e);
       expect(failureOf(err)).toMatchObject({ type: 'DeviceFault' });
       expect(failureOf(err).message).toMatch(/failed at copy:2.*injected failure at volume byte 2097152/);
@@ -176,13 +212,19 @@ describe('a device that keeps failing', () => {
 
 describe('a restore whose drive fails mid-read', () => {
   it('fails with DeviceFault, leaves nothing at the destination, and releases every device', async () => {
-    const report: BackupReport = await (await kura.startBackup('vm-001', { requestedAt: new Date(Date.now() + 4000).toISOString() })).result();
+    const report: BackupReport = await (
+      await kura.startBackup('vm-001', { requestedAt: new Date(Date.now() + 4000).toISOString() })
+    ).result();
     const state = new LabState(lab.paths.labState);
     const drives = lab.loaded.config.sites[0]!.libraries.flatMap((l) => l.drives.map((d) => d.id));
     for (const d of drives) state.addFault({ device: d, kind: 'fail', after: { percent: 60 }, once: false });
     try {
       const dest = path.join(lab.dir, 'restores', 'half', 'vm-001.img');
-      const err = await (await kura.startRestore(report.backupId, dest, { tuning: { deviceAttempts: 1 } })).result().catch((e: unknown) => e);
+      const err = await (
+        await kura.startRestore(report.backupId, dest, { tuning: { deviceAttempts: 1 } })
+      )
+        .result()
+        .catch((e: unknown) => e);
       expect(failureOf(err)).toMatchObject({ type: 'DeviceFault' });
       expect(failureOf(err).message).toMatch(/failed at read:2: .*injected failure at volume byte 2516582/);
       // Pieces 0 and 1 had been written to the partial file; it is gone, and so is the destination.
@@ -200,7 +242,8 @@ describe('a restore whose drive fails mid-read', () => {
 describe('a cancelled backup', () => {
   it('stops the copy, unloads and releases everything, and records the backup failed', async () => {
     const state = new LabState(lab.paths.labState);
-    for (const server of ['bks-01', 'bks-02']) state.addFault({ device: server, kind: 'slow', after: { bytes: 0 }, rateBytesPerSec: 256 * 1024, once: false });
+    for (const server of ['bks-01', 'bks-02'])
+      state.addFault({ device: server, kind: 'slow', after: { bytes: 0 }, rateBytesPerSec: 256 * 1024, once: false });
     try {
       const handle = await kura.startBackup('vm-004', { requestedAt: new Date(Date.now() + 3000).toISOString() });
       // Wait until the copy is running, then cancel the whole job.

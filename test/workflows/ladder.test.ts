@@ -10,7 +10,13 @@ import { createServer, type Server } from 'node:http';
 import type { Client } from '@temporalio/client';
 import { LabState } from '../../src/lab/state';
 import { LabHypervisor } from '../../src/drivers/lab/hypervisor';
-import { CURE_DEPTHS, rungForDepth, type CureDepth, type GuardianView, type LadderResult } from '../../src/domain/ladder';
+import {
+  CURE_DEPTHS,
+  rungForDepth,
+  type CureDepth,
+  type GuardianView,
+  type LadderResult,
+} from '../../src/domain/ladder';
 import { guardianQuery, rebuildUpdate, requestDataBackupUpdate, resolveUpdate } from '../../src/messages';
 import { KuraRung, KuraVm } from '../../src/search-attributes';
 import { KuraVms, guardianWorkflowId } from '../../src/vmClient';
@@ -40,7 +46,11 @@ beforeAll(async () => {
   });
   await new Promise<void>((r) => webhook.listen(0, '127.0.0.1', r));
   const port = (webhook.address() as { port: number }).port;
-  lab = await makeVmLab({ vms: 12, hosts: 3, edit: (cfg) => void (cfg.notify = { webhook: `http://127.0.0.1:${port}/kura` }) });
+  lab = await makeVmLab({
+    vms: 12,
+    hosts: 3,
+    edit: (cfg) => void (cfg.notify = { webhook: `http://127.0.0.1:${port}/kura` }),
+  });
   workers = await startWorkers(lab);
   ({ client, close } = await connectKura(lab));
   vms = new KuraVms(client, lab.loaded, lab.taskQueue);
@@ -73,10 +83,16 @@ async function guardianView(vm: string): Promise<GuardianView> {
 async function reportAndRecover(vm: string, reason: string): Promise<LadderResult> {
   const before = (await guardianView(vm)).state.incidents;
   await vms.reportFailure(vm, reason);
-  const g = await until(() => guardianView(vm), (v) => v.state.incidents > before);
+  const g = await until(
+    () => guardianView(vm),
+    (v) => v.state.incidents > before,
+  );
   const id = g.currentLadder ?? g.state.lastLadder!;
   // The guardian names the ladder just before the server has started it.
-  await until(() => client.workflow.getHandle(id).describe(), (d) => d.workflowId === id);
+  await until(
+    () => client.workflow.getHandle(id).describe(),
+    (d) => d.workflowId === id,
+  );
   return client.workflow.getHandle(id).result();
 }
 
@@ -102,8 +118,12 @@ describe('the recovery ladder', () => {
       const order = ['apl-restart', 'mw-restart', 'os-reboot', 'data-swap', 'guarantee-swap'];
       const expected = order.slice(0, order.indexOf(cured) + 1).flatMap((r) => RUNG_ACTIONS[r]!);
       expect(actions, depth).toEqual(expected);
-      const ran = result.view.rungs.filter((r) => r.attempts.length > 0).map((r) => [r.rung, r.status, r.attempts.length]);
-      expect(ran, depth).toEqual(order.slice(0, order.indexOf(cured) + 1).map((r) => [r, r === cured ? 'cured' : 'failed', 1]));
+      const ran = result.view.rungs
+        .filter((r) => r.attempts.length > 0)
+        .map((r) => [r.rung, r.status, r.attempts.length]);
+      expect(ran, depth).toEqual(
+        order.slice(0, order.indexOf(cured) + 1).map((r) => [r, r === cured ? 'cured' : 'failed', 1]),
+      );
     }
   });
 
@@ -133,18 +153,34 @@ describe('the recovery ladder', () => {
     const since = lastSeq(lab);
     injectFault(vm, 'none');
     await vms.reportFailure(vm, 'hardware gone bad');
-    const waiting = await until(() => vms.ladder(vm), (v) => v.status === 'waiting-for-human');
+    const waiting = await until(
+      () => vms.ladder(vm),
+      (v) => v.status === 'waiting-for-human',
+    );
     expect(waiting.status).toBe('waiting-for-human');
     expect(waiting.currentRung).toBe('human');
-    expect(actionsOf(lab, vm, since)).toEqual(['apl-restart', 'mw-restart', 'os-reboot', 'data-swap', 'guarantee-swap'].flatMap((r) => RUNG_ACTIONS[r]!));
+    expect(actionsOf(lab, vm, since)).toEqual(
+      ['apl-restart', 'mw-restart', 'os-reboot', 'data-swap', 'guarantee-swap'].flatMap((r) => RUNG_ACTIONS[r]!),
+    );
     // People were told, by webhook, what was tried and what they can do.
-    const told = await until(async () => posted.find((p) => p.vm === vm), (p) => p !== undefined, 10_000);
-    expect(told).toMatchObject({ subject: expect.stringContaining('needs a person'), workflowId: waiting.workflowId, tried: ['apl-restart', 'mw-restart', 'os-reboot', 'data-swap', 'guarantee-swap'], rebuild: `kura ladder rebuild ${vm} --host <substitute host>` });
+    const told = await until(
+      async () => posted.find((p) => p.vm === vm),
+      (p) => p !== undefined,
+      10_000,
+    );
+    expect(told).toMatchObject({
+      subject: expect.stringContaining('needs a person'),
+      workflowId: waiting.workflowId,
+      tried: ['apl-restart', 'mw-restart', 'os-reboot', 'data-swap', 'guarantee-swap'],
+      rebuild: `kura ladder rebuild ${vm} --host <substitute host>`,
+    });
     // The UI can list the VM as in recovery, with its rung.
     const listed = await until(
       async () => {
         const out: { vm: unknown; rung: unknown }[] = [];
-        for await (const w of client.workflow.list({ query: `KuraKind = "ladder" AND KuraVm = "${vm}" AND ExecutionStatus = "Running"` })) {
+        for await (const w of client.workflow.list({
+          query: `KuraKind = "ladder" AND KuraVm = "${vm}" AND ExecutionStatus = "Running"`,
+        })) {
           out.push({ vm: w.typedSearchAttributes.get(KuraVm), rung: w.typedSearchAttributes.get(KuraRung) });
         }
         return out;
@@ -153,22 +189,40 @@ describe('the recovery ladder', () => {
     );
     expect(listed).toEqual([{ vm, rung: 'human' }]);
     // No data backup while the VM is being recovered: its images are what it is recovered from.
-    await expect(vms.backupData(vm)).rejects.toMatchObject({ type: 'InRecovery', message: expect.stringContaining('is being recovered') });
+    await expect(vms.backupData(vm)).rejects.toMatchObject({
+      type: 'InRecovery',
+      message: expect.stringContaining('is being recovered'),
+    });
 
     // An unknown host is refused before anything is sent; the ladder keeps waiting.
     const fingerprint = treeFingerprint(lab.dir);
     const seq = lastSeq(lab);
-    await expect(vms.rebuild(vm, 'host-99')).rejects.toMatchObject({ type: 'NotFound', message: expect.stringContaining('no host "host-99"') });
-    await expect(vms.resolve(vm, '')).rejects.toMatchObject({ type: 'InvalidInput', message: expect.stringContaining('note') });
+    await expect(vms.rebuild(vm, 'host-99')).rejects.toMatchObject({
+      type: 'NotFound',
+      message: expect.stringContaining('no host "host-99"'),
+    });
+    await expect(vms.resolve(vm, '')).rejects.toMatchObject({
+      type: 'InvalidInput',
+      message: expect.stringContaining('note'),
+    });
     // The ladder's own validator refuses them too, for a client that skips those checks.
     const ladder = client.workflow.getHandle(waiting.workflowId);
-    expect(failureOf(await ladder.executeUpdate(resolveUpdate, { args: [{ note: '' }] }).catch((e: unknown) => e))).toEqual({ type: 'InvalidInput', message: expect.stringMatching(/^invalid resolve request: note: say what was done/) });
-    expect(failureOf(await ladder.executeUpdate(rebuildUpdate, { args: [{ host: 'host-99' }] }).catch((e: unknown) => e))).toEqual({ type: 'NotFound', message: expect.stringMatching(/^no host "host-99" in site /) });
+    expect(
+      failureOf(await ladder.executeUpdate(resolveUpdate, { args: [{ note: '' }] }).catch((e: unknown) => e)),
+    ).toEqual({
+      type: 'InvalidInput',
+      message: expect.stringMatching(/^invalid resolve request: note: say what was done/),
+    });
+    expect(
+      failureOf(await ladder.executeUpdate(rebuildUpdate, { args: [{ host: 'host-99' }] }).catch((e: unknown) => e)),
+    ).toEqual({ type: 'NotFound', message: expect.stringMatching(/^no host "host-99" in site /) });
     expect(lastSeq(lab)).toBe(seq);
     expect(treeFingerprint(lab.dir)).toBe(fingerprint);
     expect((await vms.ladder(vm)).status).toBe('waiting-for-human');
 
-    const substitute = lab.loaded.config.sites[0]!.hosts.find((h) => h.name !== lab.loaded.config.sites[0]!.vms.find((v) => v.name === vm)!.host)!.name;
+    const substitute = lab.loaded.config.sites[0]!.hosts.find(
+      (h) => h.name !== lab.loaded.config.sites[0]!.vms.find((v) => v.name === vm)!.host,
+    )!.name;
     const view = await vms.rebuild(vm, substitute);
     expect(view.status).toBe('rebuilt');
     expect(actionsOf(lab, vm, seq)).toEqual([['vm-rebuild', 'human']]);
@@ -182,23 +236,50 @@ describe('the recovery ladder', () => {
     expect(await sha256(volumeFile(vm, 'softwareVolume'))).toBe(images.get(`${vm}@software`).sha256);
     expect(await sha256(volumeFile(vm, 'dataVolume'))).toBe(images.list(lab.site, vm, 'data')[0]!.sha256);
     images.close();
-    const g = await until(() => guardianView(vm), (v) => v.currentLadder === null);
+    const g = await until(
+      () => guardianView(vm),
+      (v) => v.currentLadder === null,
+    );
     expect(g.currentLadder).toBeNull();
   });
 
   it('refuses an unknown VM, and resolve or rebuild when no ladder waits, changing nothing', async () => {
     const vm = lab.vms[7]!;
     await startGuardian(client, lab, vm);
-    await until(() => guardianView(vm), (v) => v.vm === vm);
+    await until(
+      () => guardianView(vm),
+      (v) => v.vm === vm,
+    );
     const fingerprint = treeFingerprint(lab.dir);
     const seq = lastSeq(lab);
-    await expect(vms.backupData('no-such-vm')).rejects.toMatchObject({ type: 'NotFound', message: expect.stringContaining('no VM "no-such-vm"') });
-    await expect(vms.reportFailure('no-such-vm', 'x')).rejects.toMatchObject({ type: 'NotFound', message: expect.stringContaining('no VM "no-such-vm"') });
-    await expect(vms.resolve(vm, 'fixed it')).rejects.toMatchObject({ type: 'NotWaiting', message: expect.stringContaining('no recovery ladder of it is running') });
-    await expect(vms.rebuild(vm, 'host-01')).rejects.toMatchObject({ type: 'NotWaiting', message: expect.stringContaining('no recovery ladder of it is running') });
-    await expect(vms.rebuild(vm, 'host-99')).rejects.toMatchObject({ type: 'NotFound', message: expect.stringContaining('no host "host-99"') });
-    const invalid = await client.workflow.getHandle(guardianWorkflowId(vm)).executeUpdate(requestDataBackupUpdate, { args: [{ requestedBy: '' }] }).catch((e: unknown) => e);
-    expect(failureOf(invalid)).toEqual({ type: 'InvalidInput', message: expect.stringMatching(/^invalid data backup request: requestedBy: /) });
+    await expect(vms.backupData('no-such-vm')).rejects.toMatchObject({
+      type: 'NotFound',
+      message: expect.stringContaining('no VM "no-such-vm"'),
+    });
+    await expect(vms.reportFailure('no-such-vm', 'x')).rejects.toMatchObject({
+      type: 'NotFound',
+      message: expect.stringContaining('no VM "no-such-vm"'),
+    });
+    await expect(vms.resolve(vm, 'fixed it')).rejects.toMatchObject({
+      type: 'NotWaiting',
+      message: expect.stringContaining('no recovery ladder of it is running'),
+    });
+    await expect(vms.rebuild(vm, 'host-01')).rejects.toMatchObject({
+      type: 'NotWaiting',
+      message: expect.stringContaining('no recovery ladder of it is running'),
+    });
+    await expect(vms.rebuild(vm, 'host-99')).rejects.toMatchObject({
+      type: 'NotFound',
+      message: expect.stringContaining('no host "host-99"'),
+    });
+    const invalid = await client.workflow
+      .getHandle(guardianWorkflowId(vm))
+      .executeUpdate(requestDataBackupUpdate, { args: [{ requestedBy: '' }] })
+      .catch((e: unknown) => e);
+    expect(failureOf(invalid)).toEqual({
+      type: 'InvalidInput',
+      message: expect.stringMatching(/^invalid data backup request: requestedBy: /),
+    });
     expect(lastSeq(lab)).toBe(seq);
     expect(treeFingerprint(lab.dir)).toBe(fingerprint);
     expect((await guardianView(vm)).state).toMatchObject({ incidents: 0, backups: 0 });
@@ -227,7 +308,10 @@ describe('the recovery ladder', () => {
     injectFault(other, 'mw');
     const again = await reportAndRecover(other, 'later');
     expect(again.rung).toBe('mw-restart');
-    expect(actionsOf(lab, other, from)).toEqual([['apl-restart', 'apl-restart'], ['mw-restart', 'mw-restart']]);
+    expect(actionsOf(lab, other, from)).toEqual([
+      ['apl-restart', 'apl-restart'],
+      ['mw-restart', 'mw-restart'],
+    ]);
   });
 });
 
@@ -235,7 +319,10 @@ describe('the recovery ladder, per rung and by hand', () => {
   it("tries a rung the policy's number of times before widening the range", async () => {
     const vm = lab.vms[10]!;
     const base = policyOf(lab);
-    await startGuardian(client, lab, vm, { ...base, rungs: { ...base.rungs, 'apl-restart': { attempts: 3, healthWaitMs: 200, backoffMs: 50 } } });
+    await startGuardian(client, lab, vm, {
+      ...base,
+      rungs: { ...base.rungs, 'apl-restart': { attempts: 3, healthWaitMs: 200, backoffMs: 50 } },
+    });
     const since = lastSeq(lab);
     injectFault(vm, 'mw');
     const result = await reportAndRecover(vm, 'needs the middleware');
@@ -247,10 +334,16 @@ describe('the recovery ladder, per rung and by hand', () => {
       ['mw-restart', 'mw-restart'],
     ]);
     const apl = result.view.rungs.find((r) => r.rung === 'apl-restart')!;
-    expect(apl.attempts.map((a) => [a.attempt, a.outcome])).toEqual([[1, 'unhealthy'], [2, 'unhealthy'], [3, 'unhealthy']]);
+    expect(apl.attempts.map((a) => [a.attempt, a.outcome])).toEqual([
+      [1, 'unhealthy'],
+      [2, 'unhealthy'],
+      [3, 'unhealthy'],
+    ]);
     // Each retry waited the rung's backoff after the previous attempt's health wait ended.
     for (let i = 1; i < apl.attempts.length; i++) {
-      expect(Date.parse(apl.attempts[i]!.startedAt) - Date.parse(apl.attempts[i - 1]!.endedAt!)).toBeGreaterThanOrEqual(50);
+      expect(Date.parse(apl.attempts[i]!.startedAt) - Date.parse(apl.attempts[i - 1]!.endedAt!)).toBeGreaterThanOrEqual(
+        50,
+      );
     }
   });
 
@@ -259,14 +352,20 @@ describe('the recovery ladder, per rung and by hand', () => {
     await startGuardian(client, lab, vm, policyOf(lab, { stabilityWindowMs: 10 * 60_000 }));
     injectFault(vm, 'none');
     await vms.reportFailure(vm, 'needs a person');
-    await until(() => vms.ladder(vm), (v) => v.status === 'waiting-for-human');
+    await until(
+      () => vms.ladder(vm),
+      (v) => v.status === 'waiting-for-human',
+    );
     const state = new LabState(lab.paths.labState);
     state.clearVmFault(lab.site, vm);
     state.close();
     const view = await vms.resolve(vm, 'replaced the line card');
     expect(view.status).toBe('resolved');
     expect(view.note).toMatch(/: replaced the line card$/);
-    const g = await until(() => guardianView(vm), (v) => v.currentLadder === null);
+    const g = await until(
+      () => guardianView(vm),
+      (v) => v.currentLadder === null,
+    );
     expect(g.state.lastRecovery).toBeUndefined();
     const since = lastSeq(lab);
     injectFault(vm, 'apl');
@@ -281,7 +380,12 @@ describe('the VM guardian', () => {
     const w = await startWorkers(local);
     try {
       const vm = local.vms[0]!;
-      const handle = await startGuardian(client, local, vm, policyOf(local, { backupEveryMs: 150, maxHistoryEvents: 60 }));
+      const handle = await startGuardian(
+        client,
+        local,
+        vm,
+        policyOf(local, { backupEveryMs: 150, maxHistoryEvents: 60 }),
+      );
       const firstRun = (await handle.describe()).runId;
       const g = await until(
         () => client.workflow.getHandle(guardianWorkflowId(vm)).query(guardianQuery),

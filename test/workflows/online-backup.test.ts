@@ -33,7 +33,8 @@ beforeAll(async () => {
     vms: 2,
     dataVolumeSize: SIZE,
     // The base copy is paced at 4 MiB/s so the host's writes land in every phase of the backup.
-    edit: (cfg) => void (cfg.datapath = { nbdPort, controlPort, copyRate: '4MiB', ioTimeout: '30s', safetyFactor: 0.5 }),
+    edit: (cfg) =>
+      void (cfg.datapath = { nbdPort, controlPort, copyRate: '4MiB', ioTimeout: '30s', safetyFactor: 0.5 }),
   });
   dp = await startDatapath(lab.loaded, lab.paths);
   workers = await startWorkers(lab);
@@ -69,7 +70,9 @@ describe('an online backup while the host keeps writing', () => {
     // Some writes in passthrough first.
     await waitFor(() => (writer.acked().length >= 3 ? true : undefined));
 
-    const handle = await startOnlineBackup(kura, 'vm-001', { settings: { ioTimeoutMs: 30_000, safetyFactor: 0.5, pollMs: 50, roundPauseMs: 50 } });
+    const handle = await startOnlineBackup(kura, 'vm-001', {
+      settings: { ioTimeoutMs: 30_000, safetyFactor: 0.5, pollMs: 50, roundPauseMs: 50 },
+    });
     const volume = dp.volumes.get(name)!;
     const switchedAt = await waitFor(() => volume.status().switchedAt ?? undefined);
     // Main storage is frozen from the switch on: reading it now gives the volume at that instant.
@@ -104,8 +107,16 @@ describe('an online backup while the host keeps writing', () => {
     const row = catalog.backup(report.backupId);
     const pieces = catalog.piecesOf(report.backupId);
     catalog.close();
-    expect(row).toMatchObject({ status: 'complete', dataTime: switchedAt, sha256: report.sha256, sizeBytes: SIZE, target: 'vm-001' });
-    expect(pieces.map((p) => [p.library, p.tape, p.sizeBytes])).toEqual([['disk', path.relative(lab.paths.home, report.image), SIZE]]);
+    expect(row).toMatchObject({
+      status: 'complete',
+      dataTime: switchedAt,
+      sha256: report.sha256,
+      sizeBytes: SIZE,
+      target: 'vm-001',
+    });
+    expect(pieces.map((p) => [p.library, p.tape, p.sizeBytes])).toEqual([
+      ['disk', path.relative(lab.paths.home, report.image), SIZE],
+    ]);
 
     // It restores like any other backup: the restored file is the volume at the switch.
     const restoredTo = path.join(lab.dir, 'restores', 'online-vm-001.img');
@@ -113,7 +124,12 @@ describe('an online backup while the host keeps writing', () => {
     expect(readFileSync(restoredTo).equals(atSwitch)).toBe(true);
 
     // After the switch back, main storage holds exactly the host's latest data — on disk and through NBD.
-    expect(volume.status()).toMatchObject({ mode: 'passthrough', phase: 'passthrough', unreflectedBytes: 0, journalEntries: 0 });
+    expect(volume.status()).toMatchObject({
+      mode: 'passthrough',
+      phase: 'passthrough',
+      unreflectedBytes: 0,
+      journalEntries: 0,
+    });
     expect(readFileSync(volumeFile).equals(final)).toBe(true);
     const through = path.join(lab.dir, 'through-nbd.img');
     await nbdcopy(nbdUrl(dp.nbdPort, name), through);
@@ -135,14 +151,20 @@ describe('an online backup while the host keeps writing', () => {
   it('undoes the switch when cancelled during the base copy: passthrough, host writes on main storage, no image, the catalog says failed', async () => {
     const name = exportOf('vm-001');
     const volume = dp.volumes.get(name)!;
-    const handle = await startOnlineBackup(kura, 'vm-001', { settings: { ioTimeoutMs: 30_000, safetyFactor: 0.5, pollMs: 50 } });
+    const handle = await startOnlineBackup(kura, 'vm-001', {
+      settings: { ioTimeoutMs: 30_000, safetyFactor: 0.5, pollMs: 50 },
+    });
     const during = await waitFor(() => {
       const st = volume.status();
       return st.phase === 'base-copy' && st.baseCopyRunning ? st : undefined;
     });
     // A write in backup mode is journaled, not yet on main storage; the undo must put it there.
     await qemuIo(nbdUrl(dp.nbdPort, name), ['write -P 0x6c 196608 8192']);
-    expect(readFileSync(lab.dataVolume('vm-001')).subarray(196608, 196608 + 8192).every((b) => b === 0x6c)).toBe(false);
+    expect(
+      readFileSync(lab.dataVolume('vm-001'))
+        .subarray(196608, 196608 + 8192)
+        .every((b) => b === 0x6c),
+    ).toBe(false);
 
     await handle.cancel();
     const err = await handle.result().then(
@@ -152,8 +174,18 @@ describe('an online backup while the host keeps writing', () => {
     expect(err).toBeInstanceOf(WorkflowFailedError);
     expect((err as WorkflowFailedError).cause).toBeInstanceOf(CancelledFailure);
 
-    expect(volume.status()).toMatchObject({ mode: 'passthrough', phase: 'passthrough', backupId: null, unreflectedBytes: 0, journalEntries: 0 });
-    expect(readFileSync(lab.dataVolume('vm-001')).subarray(196608, 196608 + 8192).every((b) => b === 0x6c)).toBe(true);
+    expect(volume.status()).toMatchObject({
+      mode: 'passthrough',
+      phase: 'passthrough',
+      backupId: null,
+      unreflectedBytes: 0,
+      journalEntries: 0,
+    });
+    expect(
+      readFileSync(lab.dataVolume('vm-001'))
+        .subarray(196608, 196608 + 8192)
+        .every((b) => b === 0x6c),
+    ).toBe(true);
     expect(existsSync(during.image!)).toBe(false);
     const catalog = new Catalog(lab.paths.catalog);
     const row = catalog.backup(during.backupId!);
@@ -168,7 +200,9 @@ describe('an online backup while the host keeps writing', () => {
     const volume = dp.volumes.get(name)!;
     await volume.enterBackup('someone-else@20260101T000000Z', path.join(lab.paths.home, 'online', 'other.img'));
     try {
-      const handle = await startOnlineBackup(kura, 'vm-002', { settings: { ioTimeoutMs: 30_000, safetyFactor: 0.5, pollMs: 50 } });
+      const handle = await startOnlineBackup(kura, 'vm-002', {
+        settings: { ioTimeoutMs: 30_000, safetyFactor: 0.5, pollMs: 50 },
+      });
       const err = await handle.result().then(
         () => undefined,
         (e: unknown) => e,

@@ -1,6 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { Client, Connection, WorkflowUpdateFailedError, WorkflowUpdateStage, type WorkflowHandle } from '@temporalio/client';
+import {
+  Client,
+  Connection,
+  WorkflowUpdateFailedError,
+  WorkflowUpdateStage,
+  type WorkflowHandle,
+} from '@temporalio/client';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger, NativeConnection, Worker } from '@temporalio/worker';
@@ -62,7 +68,12 @@ function site(name: string, spec: { drives: number; servers: { name: string; cap
       { name: 'sw-2', capacity: 8 },
     ],
     servers: spec.servers,
-    links: [['arr-1', 'sw-1'], ['sw-1', 'sw-2'], ...spec.servers.map((x, i) => [x.name, switchFor(i)]), ...libs.map((l, i) => [l.name, switchFor(i)])],
+    links: [
+      ['arr-1', 'sw-1'],
+      ['sw-1', 'sw-2'],
+      ...spec.servers.map((x, i) => [x.name, switchFor(i)]),
+      ...libs.map((l, i) => [l.name, switchFor(i)]),
+    ],
   });
 }
 
@@ -70,7 +81,9 @@ async function startPool(s: Site, maxHistoryEvents?: number): Promise<WorkflowHa
   return client.workflow.start<typeof resourcePool>('resourcePool', {
     workflowId: `${poolWorkflowId(s.name)}/${randomUUID()}`,
     taskQueue,
-    args: [{ site: s.name, tables: tablesFromSite(s), ...(maxHistoryEvents === undefined ? {} : { maxHistoryEvents }) }],
+    args: [
+      { site: s.name, tables: tablesFromSite(s), ...(maxHistoryEvents === undefined ? {} : { maxHistoryEvents }) },
+    ],
   });
 }
 
@@ -98,10 +111,18 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 describe('resourcePool workflow', () => {
   it('grants 20 concurrent requests all or nothing and never beyond any device capacity', async () => {
     // 4 drives, but the servers carry 1 + 2 streams: exactly 3 jobs can hold a stream at once.
-    const s = site(`burst-${randomUUID().slice(0, 8)}`, { drives: 4, servers: [{ name: 'srv-1', capacity: 1 }, { name: 'srv-2', capacity: 2 }] });
+    const s = site(`burst-${randomUUID().slice(0, 8)}`, {
+      drives: 4,
+      servers: [
+        { name: 'srv-1', capacity: 1 },
+        { name: 'srv-2', capacity: 2 },
+      ],
+    });
     const pool = await startPool(s);
     const jobs = Array.from({ length: 20 }, (_, i) => `job-${i}`);
-    const results = await Promise.allSettled(jobs.map((job) => pool.executeUpdate(reserveStreamsUpdate, { args: [{ job, array: 'arr-1' }] })));
+    const results = await Promise.allSettled(
+      jobs.map((job) => pool.executeUpdate(reserveStreamsUpdate, { args: [{ job, array: 'arr-1' }] })),
+    );
 
     const granted = results.flatMap((r, i) => (r.status === 'fulfilled' ? [jobs[i] as string] : []));
     expect(granted).toHaveLength(3);
@@ -126,11 +147,17 @@ describe('resourcePool workflow', () => {
     await pool.signal(markDeviceSignal, { device: 'lib-1-drv-1', state: 'unavailable', reason: 'head failure' });
     const a = await pool.executeUpdate(reserveStreamsUpdate, { args: [{ job: 'job-a', array: 'arr-1' }] });
     expect(a.streams.map((x) => x.drive)).toEqual(['lib-2-drv-1']);
-    const refused = await pool.executeUpdate(reserveStreamsUpdate, { args: [{ job: 'job-b', array: 'arr-1' }] }).catch((e: unknown) => e);
+    const refused = await pool
+      .executeUpdate(reserveStreamsUpdate, { args: [{ job: 'job-b', array: 'arr-1' }] })
+      .catch((e: unknown) => e);
     const failure = failureOf(refused);
     expect(failure.type).toBe(ErrorType.NoResources);
     expect(failure.message).toContain('lib-1-drv-1 unavailable: head failure');
-    expect(findDevice(await pool.query(tablesQuery), 'lib-1-drv-1')).toMatchObject({ state: 'unavailable', reason: 'head failure', holders: [] });
+    expect(findDevice(await pool.query(tablesQuery), 'lib-1-drv-1')).toMatchObject({
+      state: 'unavailable',
+      reason: 'head failure',
+      holders: [],
+    });
   });
 
   it('grants waiting requests first come, first served as devices are released', async () => {
@@ -139,19 +166,36 @@ describe('resourcePool workflow', () => {
     await pool.executeUpdate(reserveStreamsUpdate, { args: [{ job: 'job-a', array: 'arr-1' }] });
 
     const order: string[] = [];
-    const b = await pool.startUpdate(reserveStreamsUpdate, { args: [{ job: 'job-b', array: 'arr-1', waitMs: 60_000 }], waitForStage: WorkflowUpdateStage.ACCEPTED });
-    const c = await pool.startUpdate(reserveStreamsUpdate, { args: [{ job: 'job-c', array: 'arr-1', waitMs: 60_000 }], waitForStage: WorkflowUpdateStage.ACCEPTED });
+    const b = await pool.startUpdate(reserveStreamsUpdate, {
+      args: [{ job: 'job-b', array: 'arr-1', waitMs: 60_000 }],
+      waitForStage: WorkflowUpdateStage.ACCEPTED,
+    });
+    const c = await pool.startUpdate(reserveStreamsUpdate, {
+      args: [{ job: 'job-c', array: 'arr-1', waitMs: 60_000 }],
+      waitForStage: WorkflowUpdateStage.ACCEPTED,
+    });
     const bDone = b.result().then((g) => (order.push('job-b'), g));
     const cDone = c.result().then((g) => (order.push('job-c'), g));
 
     // Nobody may jump the line, not even a request that does not want to wait.
-    const jumper = failureOf(await pool.executeUpdate(reserveStreamsUpdate, { args: [{ job: 'job-d', array: 'arr-1' }] }).catch((e: unknown) => e));
+    const jumper = failureOf(
+      await pool
+        .executeUpdate(reserveStreamsUpdate, { args: [{ job: 'job-d', array: 'arr-1' }] })
+        .catch((e: unknown) => e),
+    );
     expect(jumper.message).toMatch(/^2 earlier requests are waiting for resources \(first: job job-b\)/);
     // A short wait times out and says how long it waited.
-    const impatient = failureOf(await pool.executeUpdate(reserveStreamsUpdate, { args: [{ job: 'job-e', array: 'arr-1', waitMs: 300 }] }).catch((e: unknown) => e));
+    const impatient = failureOf(
+      await pool
+        .executeUpdate(reserveStreamsUpdate, { args: [{ job: 'job-e', array: 'arr-1', waitMs: 300 }] })
+        .catch((e: unknown) => e),
+    );
     expect(impatient.type).toBe(ErrorType.NoResources);
     // Timers fire at or after their time (later on a loaded server), so check the wait, not its unit.
-    const waited = /^waited (\d+(?:\.\d+)?) (ms|s) for resources without success \(still 2 requests ahead in the queue\)/.exec(impatient.message);
+    const waited =
+      /^waited (\d+(?:\.\d+)?) (ms|s) for resources without success \(still 2 requests ahead in the queue\)/.exec(
+        impatient.message,
+      );
     expect(waited, impatient.message).not.toBeNull();
     expect(Number(waited![1]) * (waited![2] === 's' ? 1000 : 1)).toBeGreaterThanOrEqual(300);
 
@@ -174,8 +218,12 @@ describe('resourcePool workflow', () => {
     await pool.executeUpdate(reserveStreamsUpdate, { args: [{ job: 'holder', array: 'arr-1' }] });
     let cycles = 0;
     while ((await pool.describe()).runId === first && cycles < 40) {
-      await pool.executeUpdate(reserveStreamsUpdate, { args: [{ job: `cycle-${cycles}`, array: 'arr-1', waitMs: 5000 }] });
-      await pool.executeUpdate(releaseUpdate, { args: [{ job: `cycle-${cycles}`, tapeUsage: { 'lib-1-tape-2': 1000 + cycles } }] });
+      await pool.executeUpdate(reserveStreamsUpdate, {
+        args: [{ job: `cycle-${cycles}`, array: 'arr-1', waitMs: 5000 }],
+      });
+      await pool.executeUpdate(releaseUpdate, {
+        args: [{ job: `cycle-${cycles}`, tapeUsage: { 'lib-1-tape-2': 1000 + cycles } }],
+      });
       cycles++;
     }
     expect((await pool.describe()).runId).not.toBe(first);
@@ -197,7 +245,9 @@ describe('pool activities', () => {
     const grant = await runActivity(acts.reserveStreams, s.name, { job: 'job-a', array: 'arr-1' });
     expect(grant.streams.map((x) => x.drive)).toEqual(['lib-1-drv-1']);
 
-    const refused = await runActivity(acts.reserveStreams, s.name, { job: 'job-b', array: 'arr-1' }).catch((e: unknown) => e);
+    const refused = await runActivity(acts.reserveStreams, s.name, { job: 'job-b', array: 'arr-1' }).catch(
+      (e: unknown) => e,
+    );
     expect(refused).toBeInstanceOf(ApplicationFailure);
     expect(refused).toMatchObject({ type: ErrorType.NoResources, nonRetryable: true });
     expect((refused as Error).message).toContain('lib-1 has no free drive (lib-1-drv-1 held by job job-a stream 0)');
@@ -214,7 +264,9 @@ describe('pool activities', () => {
     const env = mockEnv();
     let beats = 0;
     env.on('heartbeat', () => beats++);
-    const waiting = (env.run(acts.reserveStreams, s.name, { job: 'job-b', array: 'arr-1', waitMs: 60_000 }) as Promise<unknown>).catch((e: unknown) => e);
+    const waiting = (
+      env.run(acts.reserveStreams, s.name, { job: 'job-b', array: 'arr-1', waitMs: 60_000 }) as Promise<unknown>
+    ).catch((e: unknown) => e);
     await sleep(1000);
     env.cancel();
     expect(await waiting).toBeInstanceOf(CancelledFailure);

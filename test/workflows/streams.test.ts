@@ -47,7 +47,11 @@ beforeAll(async () => {
       const site = cfg.sites[0]!;
       site.servers!.push({ name: 'bks-03', wwn: '21:00:00:24:ff:4b:00:03', capacity: 2 });
       site.switches!.push({ name: 'fcsw-03', capacity: 4 });
-      site.libraries!.push({ name: 'lib-03', drives: [{ id: 'lib-03-drv-1' }, { id: 'lib-03-drv-2' }], cartridges: [1, 2, 3, 4].map((t) => ({ id: `L3T00${t}`, capacity: '1GiB' })) });
+      site.libraries!.push({
+        name: 'lib-03',
+        drives: [{ id: 'lib-03-drv-1' }, { id: 'lib-03-drv-2' }],
+        cartridges: [1, 2, 3, 4].map((t) => ({ id: `L3T00${t}`, capacity: '1GiB' })),
+      });
       site.links!.push(['array-01', 'fcsw-03'], ['bks-03', 'fcsw-03'], ['lib-03', 'fcsw-03']);
       for (const m of site.arrays![0]!.lunMasks!) m.wwns.push('21:00:00:24:ff:4b:00:03');
       // vm-006's data volume is masked to bks-02 and bks-03 only: stream 0 (bks-01) is refused.
@@ -74,8 +78,13 @@ afterEach(repair);
 async function repair(): Promise<void> {
   state.clearFaults();
   const tables = await pool();
-  const down = [...tables.servers, ...tables.libraries, ...tables.drives, ...tables.tapes, ...tables.switches].filter((r) => r.state === 'unavailable');
-  for (const r of down) await client.workflow.getHandle(`pool/${lab.site}`).signal(markDeviceSignal, { device: r.name, state: 'available' });
+  const down = [...tables.servers, ...tables.libraries, ...tables.drives, ...tables.tapes, ...tables.switches].filter(
+    (r) => r.state === 'unavailable',
+  );
+  for (const r of down)
+    await client.workflow
+      .getHandle(`pool/${lab.site}`)
+      .signal(markDeviceSignal, { device: r.name, state: 'available' });
   await until(async () => (await unavailable()).length === 0);
 }
 
@@ -101,7 +110,9 @@ function at(): string {
 /** Nothing reserved, no zone on the fabric, every drive empty. */
 async function expectClean(): Promise<void> {
   const tables = await pool();
-  const held = [...tables.servers, ...tables.libraries, ...tables.drives, ...tables.tapes, ...tables.switches].flatMap((r) => r.holders.map((h) => `${r.name}:${h.job}#${h.stream}`));
+  const held = [...tables.servers, ...tables.libraries, ...tables.drives, ...tables.tapes, ...tables.switches].flatMap(
+    (r) => r.holders.map((h) => `${r.name}:${h.job}#${h.stream}`),
+  );
   expect(held).toEqual([]);
   expect(state.zones(lab.site)).toEqual([]);
   expect(tables.drives.map((d) => state.driveContents(lab.site, d.name))).toEqual(tables.drives.map(() => null));
@@ -139,7 +150,9 @@ async function restoreAndCompare(report: BackupReport, vm: string): Promise<Rest
 
 async function unavailable(): Promise<{ name: string; reason: string }[]> {
   const t = await pool();
-  return [...t.servers, ...t.libraries, ...t.drives, ...t.tapes, ...t.switches].filter((r) => r.state === 'unavailable').map((r) => ({ name: r.name, reason: r.reason ?? '' }));
+  return [...t.servers, ...t.libraries, ...t.drives, ...t.tapes, ...t.switches]
+    .filter((r) => r.state === 'unavailable')
+    .map((r) => ({ name: r.name, reason: r.reason ?? '' }));
 }
 
 describe('failover by chunk (method 2)', () => {
@@ -194,12 +207,18 @@ describe('failover by chunk (method 2)', () => {
     // it writes nothing more, so the catalog written on that cartridge is intact.
     state.clearFaults();
     await new Promise((r) => setTimeout(r, 600));
-    const onTape = await new LabTapeLibrary(lab.loaded, lab.paths, state).readCatalog(lab.site, streams[0]!.library, streams[0]!.tape);
+    const onTape = await new LabTapeLibrary(lab.loaded, lab.paths, state).readCatalog(
+      lab.site,
+      streams[0]!.library,
+      streams[0]!.tape,
+    );
     expect(onTape.map((e) => e.backup.backupId)).toContain(report.backupId);
   });
 
   it('with faults on both streams the job fails, claims nothing, and leaves the cartridges as they were', async () => {
-    const sizes = ['L1T001', 'L2T001'].map((t) => statSync(labCartridgePath(lab.paths, lab.site, t.startsWith('L1') ? 'lib-01' : 'lib-02', t)).size);
+    const sizes = ['L1T001', 'L2T001'].map(
+      (t) => statSync(labCartridgePath(lab.paths, lab.site, t.startsWith('L1') ? 'lib-01' : 'lib-02', t)).size,
+    );
     fault({ device: 'lib-01-drv-1', kind: 'fail', after: { percent: 30 } });
     fault({ device: 'lib-02-drv-1', kind: 'fail', after: { percent: 60 } });
     const handle = await kura.startBackup('vm-003', { requestedAt: at() });
@@ -214,7 +233,11 @@ describe('failover by chunk (method 2)', () => {
     c.close();
     expect((await unavailable()).map((d) => d.name).sort()).toEqual(['lib-01-drv-1', 'lib-02-drv-1']);
     // What the failed job wrote was cut off again: each cartridge ends where the job found it.
-    expect(['L1T001', 'L2T001'].map((t) => statSync(labCartridgePath(lab.paths, lab.site, t.startsWith('L1') ? 'lib-01' : 'lib-02', t)).size)).toEqual(sizes);
+    expect(
+      ['L1T001', 'L2T001'].map(
+        (t) => statSync(labCartridgePath(lab.paths, lab.site, t.startsWith('L1') ? 'lib-01' : 'lib-02', t)).size,
+      ),
+    ).toEqual(sizes);
     await expectClean();
   });
 
@@ -241,7 +264,9 @@ describe('failover by chunk (method 2)', () => {
     const report: BackupReport = await (await kura.startBackup('vm-006', { requestedAt: at() })).result();
     const { pieces, streams } = catalogOf(report.backupId);
     expect(pieces.every((p) => p.stream === 1)).toBe(true);
-    expect(streams[0]!.error).toMatch(/^AccessDenied: the LUN mask of array-01\/vm-006-data .* does not include backup server bks-01/);
+    expect(streams[0]!.error).toMatch(
+      /^AccessDenied: the LUN mask of array-01\/vm-006-data .* does not include backup server bks-01/,
+    );
     // A refusal is not a broken device: nothing is marked unavailable.
     expect(await unavailable()).toEqual([]);
     await expectClean();
@@ -251,7 +276,9 @@ describe('failover by chunk (method 2)', () => {
 
 describe('parallel copies (method 1) and restore from any copy', () => {
   it('writes a whole copy on every stream, and restores from the second when the first cartridge is unavailable', async () => {
-    const report: BackupReport = await (await kura.startBackup('vm-005', { requestedAt: at(), mode: 'parallel' })).result();
+    const report: BackupReport = await (
+      await kura.startBackup('vm-005', { requestedAt: at(), mode: 'parallel' })
+    ).result();
     const { pieces, streams } = catalogOf(report.backupId);
     expect(streams.map((s) => s.outcome)).toEqual(['complete', 'complete']);
     expectExactPieces(pieces, 0);
@@ -260,7 +287,9 @@ describe('parallel copies (method 1) and restore from any copy', () => {
     expect(new Set(pieces.filter((p) => p.copy === 1).map((p) => p.tape))).toEqual(new Set([streams[1]!.tape]));
     await expectClean();
 
-    await client.workflow.getHandle(`pool/${lab.site}`).signal(markDeviceSignal, { device: streams[0]!.tape, state: 'unavailable', reason: 'sent off site' });
+    await client.workflow
+      .getHandle(`pool/${lab.site}`)
+      .signal(markDeviceSignal, { device: streams[0]!.tape, state: 'unavailable', reason: 'sent off site' });
     await until(async () => (await unavailable()).length === 1);
     const restored = await restoreAndCompare(report, 'vm-005');
     expect(restored.copiesUsed).toEqual([1]);
@@ -275,7 +304,9 @@ describe('parallel copies (method 1) and restore from any copy', () => {
 
   it('succeeds with the streams that finished and records the failed one with its reason', async () => {
     fault({ device: 'bks-01', kind: 'fail', after: { percent: 40 } });
-    const report: BackupReport = await (await kura.startBackup('vm-005', { requestedAt: at(), mode: 'parallel', tuning: { deviceAttempts: 1 } })).result();
+    const report: BackupReport = await (
+      await kura.startBackup('vm-005', { requestedAt: at(), mode: 'parallel', tuning: { deviceAttempts: 1 } })
+    ).result();
     const { pieces, streams } = catalogOf(report.backupId);
     expect(streams.map((s) => [s.outcome, s.pieces])).toEqual([
       ['failed', 0],
@@ -291,19 +322,29 @@ describe('parallel copies (method 1) and restore from any copy', () => {
   it('fails a restore whose only copy is on an unavailable cartridge, naming the cartridge', async () => {
     const report: BackupReport = await (await kura.startBackup('vm-001', { requestedAt: at(), streams: 1 })).result();
     const tape = report.pieces[0]!.tape;
-    await client.workflow.getHandle(`pool/${lab.site}`).signal(markDeviceSignal, { device: tape, state: 'unavailable', reason: 'cartridge damaged' });
+    await client.workflow
+      .getHandle(`pool/${lab.site}`)
+      .signal(markDeviceSignal, { device: tape, state: 'unavailable', reason: 'cartridge damaged' });
     await until(async () => (await unavailable()).length === 1);
     const dest = path.join(lab.dir, 'restores', 'only-copy.img');
     const err = await (await kura.startRestore(report.backupId, dest)).result().catch((e: unknown) => e);
     expect(failureOf(err).type).toBe('NoResources');
-    expect(failureOf(err).message).toMatch(new RegExp(`piece 0 of .* cannot be read from its only copy \\(cartridge ${tape}: NoResources: .*cartridge damaged`));
+    expect(failureOf(err).message).toMatch(
+      new RegExp(
+        `piece 0 of .* cannot be read from its only copy \\(cartridge ${tape}: NoResources: .*cartridge damaged`,
+      ),
+    );
     await expectClean();
   });
 });
 
 describe('reservation', () => {
   it('fails at once with NoResources naming what is missing when the streams cannot be had, holding nothing', async () => {
-    const err = await (await kura.startBackup('vm-002', { requestedAt: at(), streams: 4 })).result().catch((e: unknown) => e);
+    const err = await (
+      await kura.startBackup('vm-002', { requestedAt: at(), streams: 4 })
+    )
+      .result()
+      .catch((e: unknown) => e);
     expect(failureOf(err).type).toBe('NoResources');
     expect(failureOf(err).message).toMatch(/only 3 of 4 streams can be formed: no backup server has a free stream/);
     await expectClean();
@@ -311,7 +352,9 @@ describe('reservation', () => {
 
   it('lets several jobs compete for the drives: they wait their turn and all complete', async () => {
     const vms = ['vm-001', 'vm-002', 'vm-003', 'vm-004', 'vm-005'];
-    const handles = await Promise.all(vms.map((vm) => kura.startBackup(vm, { requestedAt: at(), tuning: { reserveWaitMs: 120_000 } })));
+    const handles = await Promise.all(
+      vms.map((vm) => kura.startBackup(vm, { requestedAt: at(), tuning: { reserveWaitMs: 120_000 } })),
+    );
     const reports: BackupReport[] = await Promise.all(handles.map((h) => h.result()));
     for (const [i, r] of reports.entries()) {
       const { backup, pieces } = catalogOf(r.backupId);

@@ -10,7 +10,13 @@ import * as path from 'node:path';
 import { z } from 'zod';
 import type { LoadedConfig } from '../../config/load';
 import type { KuraPaths } from '../../config/paths';
-import { ChecksumMismatchError, DeviceFaultError, InvalidInputError, KuraError, TapeFullError } from '../../domain/errors';
+import {
+  ChecksumMismatchError,
+  DeviceFaultError,
+  InvalidInputError,
+  KuraError,
+  TapeFullError,
+} from '../../domain/errors';
 import { DEFAULT_SLOW_RATE_BYTES_PER_SEC, faultPoint, type Fault } from '../../domain/faults';
 import { PieceHeaderSchema } from '../../domain/catalog';
 import { LABEL_BYTES, jsonBlock, parseBlock } from '../../lab/files';
@@ -95,7 +101,12 @@ export class LabCopyDevice implements CopyDeviceDriver {
     requireInt(source.offset, 'source.offset', 0);
     requireInt(source.length, 'source.length', 1);
     requireInt(source.volumeSize, 'source.volumeSize', 1);
-    requireInt(target.position, 'target.position', LABEL_BYTES, `the first ${LABEL_BYTES} bytes of a cartridge hold its label`);
+    requireInt(
+      target.position,
+      'target.position',
+      LABEL_BYTES,
+      `the first ${LABEL_BYTES} bytes of a cartridge hold its label`,
+    );
     requireInt(req.resumeBytes, 'resumeBytes', 0);
     if (source.offset + source.length > source.volumeSize) {
       throw new InvalidInputError(
@@ -108,11 +119,15 @@ export class LabCopyDevice implements CopyDeviceDriver {
       );
     }
     if (req.resumeBytes > source.length) {
-      throw new InvalidInputError(`resumeBytes ${req.resumeBytes} is more than the piece's ${source.length} bytes; pass the bytes of this piece already copied`);
+      throw new InvalidInputError(
+        `resumeBytes ${req.resumeBytes} is more than the piece's ${source.length} bytes; pass the bytes of this piece already copied`,
+      );
     }
     const volume = await labVolumeFile(this.loaded, this.paths, site, source.array, source.volume);
     if (volume.sizeBytes !== source.volumeSize) {
-      throw new InvalidInputError(`source.volumeSize is ${source.volumeSize} but volume ${site}/${source.array}/${source.volume} holds ${volume.sizeBytes} bytes; describe the volume again`);
+      throw new InvalidInputError(
+        `source.volumeSize is ${source.volumeSize} but volume ${site}/${source.array}/${source.volume} holds ${volume.sizeBytes} bytes; describe the volume again`,
+      );
     }
     findDrive(this.loaded, site, target.library, target.drive);
     const cartridge = findCartridge(this.loaded, site, target.library, target.tape);
@@ -142,7 +157,8 @@ export class LabCopyDevice implements CopyDeviceDriver {
         if (req.resumeBytes > 0) {
           const onTape = await readHeaderAt(tape, target.position);
           // Keep only what lies behind the very same header; anything else is restarted from 0.
-          if (onTape !== undefined && sameHeader(onTape, header)) resume = Math.min(req.resumeBytes, Math.max(0, endOfData - dataStart));
+          if (onTape !== undefined && sameHeader(onTape, header))
+            resume = Math.min(req.resumeBytes, Math.max(0, endOfData - dataStart));
         }
         if (resume > 0) {
           await tape.truncate(dataStart + resume);
@@ -152,12 +168,27 @@ export class LabCopyDevice implements CopyDeviceDriver {
           await writeFully(tape, headerBlock, target.position);
         }
         this.state.recordEvent(target.drive, 'copy-start', {
-          site, library: target.library, tape: target.tape, position: target.position, resumeBytes: resume,
-          backupId: header.backupId, piece: header.piece, offset: source.offset, length: source.length,
+          site,
+          library: target.library,
+          tape: target.tape,
+          position: target.position,
+          resumeBytes: resume,
+          backupId: header.backupId,
+          piece: header.piece,
+          offset: source.offset,
+          length: source.length,
         });
         if (resume > 0) onProgress({ bytes: resume, total: source.length });
 
-        const gate = new FaultGate(this.state, req.devices, source.volumeSize, source.offset, source.offset + source.length, target.drive, signal);
+        const gate = new FaultGate(
+          this.state,
+          req.devices,
+          source.volumeSize,
+          source.offset,
+          source.offset + source.length,
+          target.drive,
+          signal,
+        );
         await pump({
           read: (buf, at) => readFully(src, buf, source.offset + at, source.volume),
           write: (buf, at) => {
@@ -175,7 +206,15 @@ export class LabCopyDevice implements CopyDeviceDriver {
         });
         await tape.sync();
         const sha256 = hash.digest('hex');
-        this.state.recordEvent(target.drive, 'copy-done', { site, library: target.library, tape: target.tape, position: target.position, bytes: source.length, sha256, resumedBytes: resume });
+        this.state.recordEvent(target.drive, 'copy-done', {
+          site,
+          library: target.library,
+          tape: target.tape,
+          position: target.position,
+          bytes: source.length,
+          sha256,
+          resumedBytes: resume,
+        });
         return { sha256, bytes: source.length, position: target.position, nextPosition, resumedBytes: resume };
       } finally {
         await src.close();
@@ -215,7 +254,11 @@ export class LabCopyDevice implements CopyDeviceDriver {
     return check;
   }
 
-  async verifyOnTape(req: VerifyOnTapeRequest, onProgress: ProgressFn, signal?: AbortSignal): Promise<{ sha256: string; bytes: number }> {
+  async verifyOnTape(
+    req: VerifyOnTapeRequest,
+    onProgress: ProgressFn,
+    signal?: AbortSignal,
+  ): Promise<{ sha256: string; bytes: number }> {
     const { site } = req;
     const image = createHash('sha256');
     const total = req.pieces.reduce((n, p) => n + p.expect.sizeBytes, 0);
@@ -239,8 +282,12 @@ export class LabCopyDevice implements CopyDeviceDriver {
         }
         await expectPieceAt(open.fh, open.endOfData, source, p.expect);
         const piece = createHash('sha256');
-        for (let at = 0; at < p.expect.sizeBytes; ) {
-          if (signal?.aborted) throw new DeviceFaultError(source.drive, `verification of ${source.tape} was stopped: ${String(signal.reason ?? 'cancelled')}`);
+        for (let at = 0; at < p.expect.sizeBytes;) {
+          if (signal?.aborted)
+            throw new DeviceFaultError(
+              source.drive,
+              `verification of ${source.tape} was stopped: ${String(signal.reason ?? 'cancelled')}`,
+            );
           const len = Math.min(buf.length, p.expect.sizeBytes - at);
           const block = buf.subarray(0, len);
           await readFully(open.fh, block, source.position + PIECE_HEADER_BYTES + at, source.tape);
@@ -263,7 +310,13 @@ export class LabCopyDevice implements CopyDeviceDriver {
     }
     const sha256 = image.digest('hex');
     const first = req.pieces[0]?.source;
-    this.state.recordEvent(first?.drive ?? 'verify', 'verify-done', { site, tapes: [...tapes], pieces: req.pieces.length, bytes: done, sha256 });
+    this.state.recordEvent(first?.drive ?? 'verify', 'verify-done', {
+      site,
+      tapes: [...tapes],
+      pieces: req.pieces.length,
+      bytes: done,
+      sha256,
+    });
     return { sha256, bytes: done };
   }
 
@@ -276,7 +329,10 @@ export class LabCopyDevice implements CopyDeviceDriver {
     return this.state
       .faultsFor(devices)
       .filter((f) => f.kind !== 'slow')
-      .map((f) => ({ device: f.device, reason: `${f.kind === 'hang' ? 'stops answering' : 'fails'} from volume byte ${'bytes' in f.after ? f.after.bytes : `${f.after.percent}%`} (lab fault ${f.id})` }));
+      .map((f) => ({
+        device: f.device,
+        reason: `${f.kind === 'hang' ? 'stops answering' : 'fails'} from volume byte ${'bytes' in f.after ? f.after.bytes : `${f.after.percent}%`} (lab fault ${f.id})`,
+      }));
   }
 
   /**
@@ -284,10 +340,19 @@ export class LabCopyDevice implements CopyDeviceDriver {
    * checking first that the header there is the one expected. The destination is created when
    * missing and never truncated, so the pieces of a backup can be restored into one file.
    */
-  async readFromTape(req: ReadFromTapeRequest, onProgress: ProgressFn, signal?: AbortSignal): Promise<{ sha256: string; bytes: number; resumedBytes: number }> {
+  async readFromTape(
+    req: ReadFromTapeRequest,
+    onProgress: ProgressFn,
+    signal?: AbortSignal,
+  ): Promise<{ sha256: string; bytes: number; resumedBytes: number }> {
     const { site, source, expect, destination } = req;
     const where = `tape ${source.tape} of library ${source.library}`;
-    requireInt(source.position, 'source.position', LABEL_BYTES, `the first ${LABEL_BYTES} bytes of a cartridge hold its label`);
+    requireInt(
+      source.position,
+      'source.position',
+      LABEL_BYTES,
+      `the first ${LABEL_BYTES} bytes of a cartridge hold its label`,
+    );
     requireInt(destination.offset, 'destination.offset', 0);
     requireInt(req.resumeBytes, 'resumeBytes', 0);
     if (!path.isAbsolute(destination.path)) {
@@ -302,7 +367,9 @@ export class LabCopyDevice implements CopyDeviceDriver {
       const found = await expectPieceAt(tape, endOfData, source, expect);
       const dataStart = source.position + PIECE_HEADER_BYTES;
       if (req.resumeBytes > found.sizeBytes) {
-        throw new InvalidInputError(`resumeBytes ${req.resumeBytes} is more than the piece's ${found.sizeBytes} bytes; pass the bytes of this piece already restored`);
+        throw new InvalidInputError(
+          `resumeBytes ${req.resumeBytes} is more than the piece's ${found.sizeBytes} bytes; pass the bytes of this piece already restored`,
+        );
       }
 
       await mkdir(path.dirname(destination.path), { recursive: true });
@@ -317,13 +384,27 @@ export class LabCopyDevice implements CopyDeviceDriver {
           await rehash(dest, destination.offset, resume, hash);
         }
         this.state.recordEvent(source.drive, 'read-start', {
-          site, library: source.library, tape: source.tape, position: source.position, resumeBytes: resume,
-          backupId: found.backupId, piece: found.piece, destination: destination.path,
+          site,
+          library: source.library,
+          tape: source.tape,
+          position: source.position,
+          resumeBytes: resume,
+          backupId: found.backupId,
+          piece: found.piece,
+          destination: destination.path,
         });
         if (resume > 0) onProgress({ bytes: resume, total: found.sizeBytes });
 
         const volumeSize = found.volumeSize ?? found.offset + found.sizeBytes;
-        const gate = new FaultGate(this.state, req.devices, volumeSize, found.offset, found.offset + found.sizeBytes, source.drive, signal);
+        const gate = new FaultGate(
+          this.state,
+          req.devices,
+          volumeSize,
+          found.offset,
+          found.offset + found.sizeBytes,
+          source.drive,
+          signal,
+        );
         await pump({
           read: (buf, at) => readFully(tape, buf, dataStart + at, source.tape),
           write: (buf, at) => writeFully(dest, buf, destination.offset + at),
@@ -338,7 +419,15 @@ export class LabCopyDevice implements CopyDeviceDriver {
         });
         await dest.sync();
         const sha256 = hash.digest('hex');
-        this.state.recordEvent(source.drive, 'read-done', { site, library: source.library, tape: source.tape, position: source.position, bytes: found.sizeBytes, sha256, resumedBytes: resume });
+        this.state.recordEvent(source.drive, 'read-done', {
+          site,
+          library: source.library,
+          tape: source.tape,
+          position: source.position,
+          bytes: found.sizeBytes,
+          sha256,
+          resumedBytes: resume,
+        });
         return { sha256, bytes: found.sizeBytes, resumedBytes: resume };
       } finally {
         await dest.close();
@@ -366,10 +455,15 @@ export function pieceHeaderBlock(header: PieceHeader, volumeSize: number): Buffe
     volumeSize,
   };
   const parsed = TapePieceHeaderSchema.safeParse(value);
-  if (!parsed.success) throw new InvalidInputError(`the piece header is not valid: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  if (!parsed.success)
+    throw new InvalidInputError(
+      `the piece header is not valid: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`,
+    );
   const size = Buffer.byteLength(JSON.stringify(value), 'utf8');
   if (size > PIECE_HEADER_BYTES) {
-    throw new InvalidInputError(`the piece header of ${header.backupId} takes ${size} bytes as JSON, more than the ${PIECE_HEADER_BYTES}-byte header block; shorten the backup id, target or job`);
+    throw new InvalidInputError(
+      `the piece header of ${header.backupId} takes ${size} bytes as JSON, more than the ${PIECE_HEADER_BYTES}-byte header block; shorten the backup id, target or job`,
+    );
   }
   return jsonBlock(value, PIECE_HEADER_BYTES);
 }
@@ -386,8 +480,14 @@ async function expectPieceAt(
   expect: Pick<PieceHeader, 'backupId' | 'piece' | 'sizeBytes'>,
 ): Promise<TapePieceHeader> {
   const where = `tape ${source.tape} of library ${source.library}`;
-  const found = source.position + PIECE_HEADER_BYTES <= endOfData ? await readHeaderAt(tape, source.position) : undefined;
-  if (found === undefined || found.backupId !== expect.backupId || found.piece !== expect.piece || found.sizeBytes !== expect.sizeBytes) {
+  const found =
+    source.position + PIECE_HEADER_BYTES <= endOfData ? await readHeaderAt(tape, source.position) : undefined;
+  if (
+    found === undefined ||
+    found.backupId !== expect.backupId ||
+    found.piece !== expect.piece ||
+    found.sizeBytes !== expect.sizeBytes
+  ) {
     throw new ChecksumMismatchError(
       `${where} holds ${found === undefined ? 'no piece header' : `piece ${found.piece} of ${found.backupId} (${found.sizeBytes} bytes)`} at position ${source.position}, ` +
         `not piece ${expect.piece} of ${expect.backupId} (${expect.sizeBytes} bytes); the catalog and the cartridge disagree — check the catalog row or read another copy`,
@@ -413,8 +513,14 @@ export async function readHeaderAt(fh: FileHandle, position: number): Promise<Ta
 
 function sameHeader(a: TapePieceHeader, b: PieceHeader): boolean {
   return (
-    a.backupId === b.backupId && a.target === b.target && a.job === b.job && a.copy === b.copy &&
-    a.piece === b.piece && a.offset === b.offset && a.sizeBytes === b.sizeBytes && a.dataTime === b.dataTime
+    a.backupId === b.backupId &&
+    a.target === b.target &&
+    a.job === b.job &&
+    a.copy === b.copy &&
+    a.piece === b.piece &&
+    a.offset === b.offset &&
+    a.sizeBytes === b.sizeBytes &&
+    a.dataTime === b.dataTime
   );
 }
 
@@ -446,7 +552,10 @@ interface PumpArgs {
  */
 async function pump(a: PumpArgs): Promise<void> {
   const blockBytes = Math.min(a.chunkBytes, IO_BLOCK_BYTES);
-  const slots = Array.from({ length: PIPELINE_BLOCKS }, () => ({ buf: Buffer.allocUnsafe(blockBytes), free: Promise.resolve() }));
+  const slots = Array.from({ length: PIPELINE_BLOCKS }, () => ({
+    buf: Buffer.allocUnsafe(blockBytes),
+    free: Promise.resolve(),
+  }));
   let nextSlot = 0;
   const reads: { at: number; len: number; slot: (typeof slots)[number]; p: Promise<void> }[] = [];
   let planned = a.from;
@@ -607,7 +716,10 @@ class FaultGate {
       }
       if (f.kind === 'slow') {
         this.state.markTriggered(f.id);
-        const rate = Math.min(f.rateBytesPerSec ?? DEFAULT_SLOW_RATE_BYTES_PER_SEC, this.throttle?.rate ?? Number.POSITIVE_INFINITY);
+        const rate = Math.min(
+          f.rateBytesPerSec ?? DEFAULT_SLOW_RATE_BYTES_PER_SEC,
+          this.throttle?.rate ?? Number.POSITIVE_INFINITY,
+        );
         this.state.recordEvent(f.device, 'fault-slow', { ...detail, rateBytesPerSec: rate });
         this.throttle = { rate, since: Date.now(), bytes: 0 };
       } else {
@@ -631,7 +743,8 @@ class FaultGate {
       const p = this.point(f);
       if (!this.fired.has(f.id) && p > vpos) limit = Math.min(limit, p - vpos);
     }
-    if (this.throttle !== undefined) limit = Math.min(limit, Math.max(64 * 1024, Math.floor(this.throttle.rate / THROTTLED_CHUNKS_PER_SEC)));
+    if (this.throttle !== undefined)
+      limit = Math.min(limit, Math.max(64 * 1024, Math.floor(this.throttle.rate / THROTTLED_CHUNKS_PER_SEC)));
     return limit;
   }
 
@@ -657,7 +770,12 @@ class FaultGate {
       const aborted = this.signal?.aborted === true;
       if (aborted || Date.now() >= deadline) {
         if (f.once) this.state.markTriggered(f.id);
-        this.state.recordEvent(f.device, 'fault-hang-ended', { faultId: f.id, volumeByte: vpos, drive: this.drive, reason: aborted ? 'aborted' : 'hang limit' });
+        this.state.recordEvent(f.device, 'fault-hang-ended', {
+          faultId: f.id,
+          volumeByte: vpos,
+          drive: this.drive,
+          reason: aborted ? 'aborted' : 'hang limit',
+        });
         throw new DeviceFaultError(
           f.device,
           `lab fault on ${f.device}: the transfer hung at volume byte ${vpos} and ${aborted ? 'was aborted' : `gave up after ${MAX_HANG_MS / 60000} minutes`}`,
@@ -689,7 +807,9 @@ class FaultGate {
     if (this.signal?.aborted !== true) return;
     const reason: unknown = this.signal.reason;
     // The caller's reason (e.g. Temporal's cancellation) is re-thrown as is, so it keeps its meaning.
-    throw reason instanceof Error ? reason : new DeviceFaultError(this.drive, `the transfer on drive ${this.drive} was aborted`);
+    throw reason instanceof Error
+      ? reason
+      : new DeviceFaultError(this.drive, `the transfer on drive ${this.drive} was aborted`);
   }
 }
 
@@ -709,7 +829,7 @@ function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
 
 async function rehash(fh: FileHandle, start: number, length: number, hash: Hash): Promise<void> {
   const buf = Buffer.allocUnsafe(Math.min(IO_BLOCK_BYTES, Math.max(1, length)));
-  for (let at = 0; at < length; ) {
+  for (let at = 0; at < length;) {
     const len = Math.min(buf.length, length - at);
     await readFully(fh, buf.subarray(0, len), start + at, 'resume');
     hash.update(buf.subarray(0, len));
@@ -718,15 +838,19 @@ async function rehash(fh: FileHandle, start: number, length: number, hash: Hash)
 }
 
 async function readFully(fh: FileHandle, buf: Buffer, position: number, device: string): Promise<void> {
-  for (let got = 0; got < buf.length; ) {
+  for (let got = 0; got < buf.length;) {
     const { bytesRead } = await fh.read(buf, got, buf.length - got, position + got);
-    if (bytesRead === 0) throw new DeviceFaultError(device, `unexpected end of data on ${device} at byte ${position + got}; the file is shorter than the inventory says`);
+    if (bytesRead === 0)
+      throw new DeviceFaultError(
+        device,
+        `unexpected end of data on ${device} at byte ${position + got}; the file is shorter than the inventory says`,
+      );
     got += bytesRead;
   }
 }
 
 async function writeFully(fh: FileHandle, buf: Buffer, position: number): Promise<void> {
-  for (let put = 0; put < buf.length; ) {
+  for (let put = 0; put < buf.length;) {
     const { bytesWritten } = await fh.write(buf, put, buf.length - put, position + put);
     put += bytesWritten;
   }

@@ -16,11 +16,19 @@ export class LabFabric implements FabricDriver {
   ) {}
 
   async createZone(site: string, zone: Zone): Promise<void> {
-    if (!NAME_PATTERN.test(zone.name)) throw new InvalidInputError(`zone name "${zone.name}" must start with a letter or digit and hold only letters, digits, ".", "_" or "-"`);
-    if (zone.members.length < 2) throw new InvalidInputError(`zone ${zone.name} needs at least two members, not ${zone.members.length}`);
+    if (!NAME_PATTERN.test(zone.name))
+      throw new InvalidInputError(
+        `zone name "${zone.name}" must start with a letter or digit and hold only letters, digits, ".", "_" or "-"`,
+      );
+    if (zone.members.length < 2)
+      throw new InvalidInputError(`zone ${zone.name} needs at least two members, not ${zone.members.length}`);
     const known = this.fabricMembers(site);
     const unknown = zone.members.filter((m) => !known.has(m));
-    if (unknown.length) throw new NotFoundError(`zone ${zone.name} names ${unknown.join(', ')}, which ${unknown.length === 1 ? 'is' : 'are'} not on the fabric of site ${site}`, { zone: zone.name, unknown });
+    if (unknown.length)
+      throw new NotFoundError(
+        `zone ${zone.name} names ${unknown.join(', ')}, which ${unknown.length === 1 ? 'is' : 'are'} not on the fabric of site ${site}`,
+        { zone: zone.name, unknown },
+      );
     this.state.setZone(site, zone.name, [...new Set(zone.members)].sort());
     this.state.recordEvent(zone.name, 'zone-set', { site, members: zone.members });
   }
@@ -38,7 +46,10 @@ export class LabFabric implements FabricDriver {
   async checkZoned(site: string, members: string[]): Promise<void> {
     const zones = await this.listZones(site);
     if (!zones.some((z) => members.every((m) => z.members.includes(m)))) {
-      throw new AccessDeniedError(`no zone on the fabric of site ${site} holds ${members.join(', ')} together; the path must be zoned before data crosses it`, { site, members });
+      throw new AccessDeniedError(
+        `no zone on the fabric of site ${site} holds ${members.join(', ')} together; the path must be zoned before data crosses it`,
+        { site, members },
+      );
     }
   }
 

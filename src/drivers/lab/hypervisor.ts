@@ -32,7 +32,14 @@ export class LabHypervisor implements HypervisorDriver {
   async describeVm(site: string, vm: string): Promise<VmInfo> {
     const v = this.vm(site, vm);
     const host = this.state.vmRuntime(site, vm).host ?? v.host;
-    return { site, vm, host, state: this.state.vmState(site, vm), softwareVolume: v.softwareVolume, dataVolume: v.dataVolume };
+    return {
+      site,
+      vm,
+      host,
+      state: this.state.vmState(site, vm),
+      softwareVolume: v.softwareVolume,
+      dataVolume: v.dataVolume,
+    };
   }
 
   async listVms(site: string): Promise<VmInfo[]> {
@@ -42,9 +49,11 @@ export class LabHypervisor implements HypervisorDriver {
 
   async health(site: string, vm: string): Promise<VmHealth> {
     this.vm(site, vm);
-    if (this.state.vmState(site, vm) === 'stopped') return { healthy: false, state: 'stopped', detail: `${vm} is stopped` };
+    if (this.state.vmState(site, vm) === 'stopped')
+      return { healthy: false, state: 'stopped', detail: `${vm} is stopped` };
     const { busyUntil } = this.state.vmRuntime(site, vm);
-    if (busyUntil !== null && Date.parse(busyUntil) > Date.now()) return { healthy: false, state: 'restarting', detail: `${vm} is restarting until ${busyUntil}` };
+    if (busyUntil !== null && Date.parse(busyUntil) > Date.now())
+      return { healthy: false, state: 'restarting', detail: `${vm} is restarting until ${busyUntil}` };
     const fault = this.state.vmFault(site, vm);
     if (fault) return { healthy: false, state: 'faulty', detail: `${vm} has a fault since ${fault.injectedAt}` };
     return { healthy: true, state: 'running', detail: `${vm} is running and answers` };
@@ -52,57 +61,116 @@ export class LabHypervisor implements HypervisorDriver {
 
   async restart(site: string, vm: string, scope: RestartScope, req: VmRequest): Promise<void> {
     this.vm(site, vm);
-    const ms = { apl: this.loaded.config.lab.aplRestart, mw: this.loaded.config.lab.mwRestart, os: this.loaded.config.lab.osReboot }[scope];
+    const ms = {
+      apl: this.loaded.config.lab.aplRestart,
+      mw: this.loaded.config.lab.mwRestart,
+      os: this.loaded.config.lab.osReboot,
+    }[scope];
     this.state.vmRequestOnce(req.request, site, vm, RESTART_EVENTS[scope], () => {
       const cured = this.cureIf(site, vm, scope);
       this.state.setVmState(site, vm, 'running');
       this.state.setVmRuntime(site, vm, { busyUntil: new Date(Date.now() + ms).toISOString() });
-      this.state.recordEvent(vm, RESTART_EVENTS[scope], { site, rung: req.rung, incident: req.incident, request: req.request, cured, takesMs: ms });
+      this.state.recordEvent(vm, RESTART_EVENTS[scope], {
+        site,
+        rung: req.rung,
+        incident: req.incident,
+        request: req.request,
+        cured,
+        takesMs: ms,
+      });
       return { cured };
     });
   }
 
-  async snapshotDataVolume(site: string, vm: string, dest: string, onProgress: ProgressFn, signal?: AbortSignal): Promise<{ sizeBytes: number; sha256: string }> {
+  async snapshotDataVolume(
+    site: string,
+    vm: string,
+    dest: string,
+    onProgress: ProgressFn,
+    signal?: AbortSignal,
+  ): Promise<{ sizeBytes: number; sha256: string }> {
     const file = this.volumeFile(site, this.vm(site, vm).dataVolume);
     await mkdir(path.dirname(dest), { recursive: true });
     return copyFileAtomic(file, dest, { onProgress, ...(signal ? { signal } : {}) });
   }
 
-  async writeBaseImage(site: string, vm: string, kind: 'software' | 'guarantee', dest: string, onProgress: ProgressFn): Promise<{ sizeBytes: number; sha256: string }> {
+  async writeBaseImage(
+    site: string,
+    vm: string,
+    kind: 'software' | 'guarantee',
+    dest: string,
+    onProgress: ProgressFn,
+  ): Promise<{ sizeBytes: number; sha256: string }> {
     const v = this.vm(site, vm);
     const [array, volume] = (kind === 'software' ? v.softwareVolume : v.dataVolume).split('/') as [string, string];
     const { size } = findVolume(this.loaded, site, array, volume);
     // The lab creates each volume from its seed (lab/files.ts); the same seed is the image the
     // management side built the VM from: the software image, and the data that is known to boot.
     let bytes = 0;
-    await writeVolume(dest, `${site}/${array}/${volume}`, size, (n) => onProgress({ bytes: (bytes += n), total: size }));
+    await writeVolume(dest, `${site}/${array}/${volume}`, size, (n) =>
+      onProgress({ bytes: (bytes += n), total: size }),
+    );
     return { sizeBytes: size, sha256: await sha256Of(dest) };
   }
 
-  async createVolumeFromImage(site: string, vm: string, image: ImageRef, req: VmRequest, onProgress: ProgressFn, resumeBytes = 0, signal?: AbortSignal): Promise<{ volume: string; sizeBytes: number }> {
+  async createVolumeFromImage(
+    site: string,
+    vm: string,
+    image: ImageRef,
+    req: VmRequest,
+    onProgress: ProgressFn,
+    resumeBytes = 0,
+    signal?: AbortSignal,
+  ): Promise<{ volume: string; sizeBytes: number }> {
     const v = this.vm(site, vm);
     const canonical = this.volumeFile(site, v.dataVolume);
     const volume = `${canonical.slice(0, -'.img'.length)}.new-${tag(req.request)}.img`;
     if (this.state.vmRequestDone(req.request)) return { volume, sizeBytes: image.sizeBytes };
-    if (!existsSync(image.file)) throw new NotFoundError(`image ${image.imageId} has no file at ${image.file}; the image store lost it`, { imageId: image.imageId });
+    if (!existsSync(image.file))
+      throw new NotFoundError(`image ${image.imageId} has no file at ${image.file}; the image store lost it`, {
+        imageId: image.imageId,
+      });
     const rate = this.loaded.config.lab.volumeCopyRate;
-    await copyFileRange(image.file, volume, { onProgress, resumeBytes, ...(rate ? { rateBytesPerSec: rate } : {}), ...(signal ? { signal } : {}) });
+    await copyFileRange(image.file, volume, {
+      onProgress,
+      resumeBytes,
+      ...(rate ? { rateBytesPerSec: rate } : {}),
+      ...(signal ? { signal } : {}),
+    });
     const sha = await sha256Of(volume);
     if (sha !== image.sha256) {
-      throw new ChecksumMismatchError(`the volume built from image ${image.imageId} hashes to ${sha}, but the image was recorded as ${image.sha256}; the image is damaged`, { imageId: image.imageId });
+      throw new ChecksumMismatchError(
+        `the volume built from image ${image.imageId} hashes to ${sha}, but the image was recorded as ${image.sha256}; the image is damaged`,
+        { imageId: image.imageId },
+      );
     }
     this.state.vmRequestOnce(req.request, site, vm, 'volume-create', () => {
-      this.state.recordEvent(vm, 'volume-create', { site, rung: req.rung, incident: req.incident, request: req.request, image: image.imageId, volume, resumedFrom: resumeBytes });
+      this.state.recordEvent(vm, 'volume-create', {
+        site,
+        rung: req.rung,
+        incident: req.incident,
+        request: req.request,
+        image: image.imageId,
+        volume,
+        resumedFrom: resumeBytes,
+      });
       return { volume };
     });
     return { volume, sizeBytes: image.sizeBytes };
   }
 
-  async swapDataVolume(site: string, vm: string, volume: string, image: ImageRef, req: VmRequest): Promise<{ retired: string }> {
+  async swapDataVolume(
+    site: string,
+    vm: string,
+    volume: string,
+    image: ImageRef,
+    req: VmRequest,
+  ): Promise<{ retired: string }> {
     const v = this.vm(site, vm);
     const canonical = this.volumeFile(site, v.dataVolume);
     const retired = `${canonical.slice(0, -'.img'.length)}.retired-${tag(req.request)}.img`;
-    if (path.dirname(volume) !== path.dirname(canonical)) throw new InvalidInputError(`volume ${volume} is not a volume of ${vm}'s array`);
+    if (path.dirname(volume) !== path.dirname(canonical))
+      throw new InvalidInputError(`volume ${volume} is not a volume of ${vm}'s array`);
     this.state.vmRequestOnce(req.request, site, vm, 'volume-swap', () => {
       // Detach: keep the old volume under another name (for forensics); attach: the new one takes
       // the data volume's place. A retry after the rename finds the new file gone and the swap done.
@@ -113,20 +181,38 @@ export class LabHypervisor implements HypervisorDriver {
         throw new NotFoundError(`the new volume ${volume} does not exist; create it from an image first`, { volume });
       }
       const cured = this.cureIf(site, vm, image.kind === 'guarantee' ? 'guarantee' : 'data');
-      this.state.recordEvent(vm, 'volume-swap', { site, rung: req.rung, incident: req.incident, request: req.request, image: image.imageId, retired, cured });
+      this.state.recordEvent(vm, 'volume-swap', {
+        site,
+        rung: req.rung,
+        incident: req.incident,
+        request: req.request,
+        image: image.imageId,
+        retired,
+        cured,
+      });
       return { retired };
     });
     return { retired };
   }
 
-  async rebuild(site: string, vm: string, host: string, images: { software: ImageRef; data: ImageRef }, req: VmRequest): Promise<void> {
+  async rebuild(
+    site: string,
+    vm: string,
+    host: string,
+    images: { software: ImageRef; data: ImageRef },
+    req: VmRequest,
+  ): Promise<void> {
     const v = this.vm(site, vm);
     const s = findSite(this.loaded, site);
     if (!s.hosts.some((h) => h.name === host)) {
-      throw new NotFoundError(`no host "${host}" in site ${site}; substitute hosts are: ${s.hosts.map((h) => h.name).join(', ')}`, { site, host });
+      throw new NotFoundError(
+        `no host "${host}" in site ${site}; substitute hosts are: ${s.hosts.map((h) => h.name).join(', ')}`,
+        { site, host },
+      );
     }
     for (const img of [images.software, images.data]) {
-      if (!existsSync(img.file)) throw new NotFoundError(`image ${img.imageId} has no file at ${img.file}`, { imageId: img.imageId });
+      if (!existsSync(img.file))
+        throw new NotFoundError(`image ${img.imageId} has no file at ${img.file}`, { imageId: img.imageId });
     }
     const ms = this.loaded.config.lab.osReboot;
     this.state.vmRequestOnce(req.request, site, vm, 'vm-rebuild', () => {
@@ -136,7 +222,15 @@ export class LabHypervisor implements HypervisorDriver {
       this.state.clearVmFault(site, vm);
       this.state.setVmState(site, vm, 'running');
       this.state.setVmRuntime(site, vm, { host, busyUntil: new Date(Date.now() + ms).toISOString() });
-      this.state.recordEvent(vm, 'vm-rebuild', { site, rung: req.rung, incident: req.incident, request: req.request, host, software: images.software.imageId, data: images.data.imageId });
+      this.state.recordEvent(vm, 'vm-rebuild', {
+        site,
+        rung: req.rung,
+        incident: req.incident,
+        request: req.request,
+        host,
+        software: images.software.imageId,
+        data: images.data.imageId,
+      });
       return { host };
     });
   }
@@ -145,14 +239,18 @@ export class LabHypervisor implements HypervisorDriver {
     const s = findSite(this.loaded, site);
     const v = s.vms.find((x) => x.name === vm);
     if (!v) {
-      const some = s.vms.slice(0, 3).map((x) => x.name).join(', ');
+      const some = s.vms
+        .slice(0, 3)
+        .map((x) => x.name)
+        .join(', ');
       throw new NotFoundError(`no VM "${vm}" in site ${site}${some ? ` (VMs include ${some})` : ''}`, { site, vm });
     }
     return v;
   }
 
   private volumeFile(site: string, ref: string): string {
-    if (!this.paths) throw new InvalidInputError('the lab hypervisor was created without the lab paths; volume operations need them');
+    if (!this.paths)
+      throw new InvalidInputError('the lab hypervisor was created without the lab paths; volume operations need them');
     const [array, volume] = ref.split('/') as [string, string];
     return labVolumePath(this.paths, site, array, volume);
   }

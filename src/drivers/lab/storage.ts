@@ -34,7 +34,13 @@ export function findVolume(loaded: LoadedConfig, site: string, array: string, vo
  * Checks that the lab file of a volume exists with the inventory's size, and returns its path.
  * A missing or resized file means the lab was not (re)initialised after kura.yaml changed.
  */
-export async function labVolumeFile(loaded: LoadedConfig, paths: KuraPaths, site: string, array: string, volume: string): Promise<{ file: string; sizeBytes: number }> {
+export async function labVolumeFile(
+  loaded: LoadedConfig,
+  paths: KuraPaths,
+  site: string,
+  array: string,
+  volume: string,
+): Promise<{ file: string; sizeBytes: number }> {
   const v = findVolume(loaded, site, array, volume);
   const file = labVolumePath(paths, site, array, volume);
   let size: number | undefined;

@@ -20,7 +20,10 @@ export function findLibrary(loaded: LoadedConfig, site: string, library: string)
   const s = findSite(loaded, site);
   const found = s.libraries.find((l) => l.name === library);
   if (found === undefined) {
-    throw new NotFoundError(`no tape library "${library}" in site ${site}; libraries: ${s.libraries.map((l) => l.name).join(', ')}`, { site, library });
+    throw new NotFoundError(
+      `no tape library "${library}" in site ${site}; libraries: ${s.libraries.map((l) => l.name).join(', ')}`,
+      { site, library },
+    );
   }
   return found;
 }
@@ -29,22 +32,35 @@ export function findLibrary(loaded: LoadedConfig, site: string, library: string)
  * A cartridge of a library with its capacity. NotFoundError when the site has no such cartridge;
  * InvalidInputError when it belongs to another library (the robot cannot reach it).
  */
-export function findCartridge(loaded: LoadedConfig, site: string, library: string, tape: string): { id: string; capacity: number } {
+export function findCartridge(
+  loaded: LoadedConfig,
+  site: string,
+  library: string,
+  tape: string,
+): { id: string; capacity: number } {
   const lib = findLibrary(loaded, site, library);
   const found = lib.cartridges.find((c) => c.id === tape);
   if (found !== undefined) return found;
   const owner = findSite(loaded, site).libraries.find((l) => l.cartridges.some((c) => c.id === tape));
   if (owner !== undefined) {
-    throw new InvalidInputError(`tape ${tape} belongs to library ${owner.name}, not ${library}; address it through ${owner.name} (site ${site})`);
+    throw new InvalidInputError(
+      `tape ${tape} belongs to library ${owner.name}, not ${library}; address it through ${owner.name} (site ${site})`,
+    );
   }
-  throw new NotFoundError(`no tape "${tape}" in library ${library} of site ${site}; its cartridges are ${sample(lib.cartridges.map((c) => c.id))}`, { site, library, tape });
+  throw new NotFoundError(
+    `no tape "${tape}" in library ${library} of site ${site}; its cartridges are ${sample(lib.cartridges.map((c) => c.id))}`,
+    { site, library, tape },
+  );
 }
 
 /** Checks that a drive belongs to the library; NotFoundError naming the library's drives otherwise. */
 export function findDrive(loaded: LoadedConfig, site: string, library: string, drive: string): void {
   const lib = findLibrary(loaded, site, library);
   if (!lib.drives.some((d) => d.id === drive)) {
-    throw new NotFoundError(`no drive "${drive}" in library ${library} of site ${site}; its drives are ${lib.drives.map((d) => d.id).join(', ')}`, { site, library, drive });
+    throw new NotFoundError(
+      `no drive "${drive}" in library ${library} of site ${site}; its drives are ${lib.drives.map((d) => d.id).join(', ')}`,
+      { site, library, drive },
+    );
   }
 }
 
@@ -52,22 +68,37 @@ export function findDrive(loaded: LoadedConfig, site: string, library: string, d
  * The cartridge's file and the end of its recorded data (the file's size). NotFoundError when
  * the file is missing: the lab was not initialised.
  */
-export async function cartridgeFile(paths: KuraPaths, site: string, library: string, tape: string): Promise<{ file: string; endOfData: number }> {
+export async function cartridgeFile(
+  paths: KuraPaths,
+  site: string,
+  library: string,
+  tape: string,
+): Promise<{ file: string; endOfData: number }> {
   const file = labCartridgePath(paths, site, library, tape);
   try {
     const size = (await stat(file)).size;
     if (size < LABEL_BYTES) {
-      throw new DeviceFaultError(tape, `cartridge ${tape} of library ${library} (${file}) is shorter than its ${LABEL_BYTES}-byte label; recreate it with \`kura lab init --force\``);
+      throw new DeviceFaultError(
+        tape,
+        `cartridge ${tape} of library ${library} (${file}) is shorter than its ${LABEL_BYTES}-byte label; recreate it with \`kura lab init --force\``,
+      );
     }
     return { file, endOfData: size };
   } catch (err) {
     if (err instanceof DeviceFaultError) throw err;
-    throw new NotFoundError(`the cartridge file of tape ${tape} in library ${library} (${file}) does not exist; run \`kura lab init\` to create the lab's files`, { site, library, tape, file });
+    throw new NotFoundError(
+      `the cartridge file of tape ${tape} in library ${library} (${file}) does not exist; run \`kura lab init\` to create the lab's files`,
+      { site, library, tape, file },
+    );
   }
 }
 
 /** The block in front of a catalog written on tape: what follows, and its checksum. */
-const CatalogBlockSchema = z.object({ kind: z.literal('kura-catalog'), bytes: z.number().int().min(0), sha256: z.string() });
+const CatalogBlockSchema = z.object({
+  kind: z.literal('kura-catalog'),
+  bytes: z.number().int().min(0),
+  sha256: z.string(),
+});
 /** Just enough of a piece header to step over the piece while scanning a cartridge. */
 const PieceExtentSchema = z.object({ kind: z.literal('kura-piece'), sizeBytes: z.number().int().min(0) });
 
@@ -88,16 +119,25 @@ export class LabTapeLibrary implements TapeLibraryDriver {
     const { file, endOfData } = await cartridgeFile(this.paths, site, library, tape);
     const label = await readCartridgeLabel(file);
     if (label.site !== site || label.library !== library || label.tape !== tape) {
-      throw new DeviceFaultError(tape, `cartridge file ${file} is labelled ${label.site}/${label.library}/${label.tape}, not ${site}/${library}/${tape}; recreate it with \`kura lab init --force\``);
+      throw new DeviceFaultError(
+        tape,
+        `cartridge file ${file} is labelled ${label.site}/${label.library}/${label.tape}, not ${site}/${library}/${tape}; recreate it with \`kura lab init --force\``,
+      );
     }
 
     const inDrive = this.state.driveContents(site, drive);
     if (inDrive !== null && inDrive !== tape) {
-      throw new DeviceFaultError(drive, `drive ${drive} of library ${library} already holds tape ${inDrive}; unload it before loading ${tape}`);
+      throw new DeviceFaultError(
+        drive,
+        `drive ${drive} of library ${library} already holds tape ${inDrive}; unload it before loading ${tape}`,
+      );
     }
     const holder = this.state.driveHolding(site, tape);
     if (holder !== null && holder !== drive) {
-      throw new DeviceFaultError(tape, `tape ${tape} is loaded in drive ${holder}, not ${drive}; unload it from ${holder} first`);
+      throw new DeviceFaultError(
+        tape,
+        `tape ${tape} is loaded in drive ${holder}, not ${drive}; unload it from ${holder} first`,
+      );
     }
     if (inDrive === null) {
       this.state.setDriveContents(site, drive, tape);
@@ -115,15 +155,24 @@ export class LabTapeLibrary implements TapeLibraryDriver {
     this.state.recordEvent(drive, 'unload', { site, library, tape: inDrive });
   }
 
-  async writeCatalog(addr: TapeAddress & { position: number }, entry: TapeCatalogEntry): Promise<{ nextPosition: number }> {
+  async writeCatalog(
+    addr: TapeAddress & { position: number },
+    entry: TapeCatalogEntry,
+  ): Promise<{ nextPosition: number }> {
     const checked = TapeCatalogEntrySchema.parse(entry);
     const { file, endOfData } = await this.mountedCartridge(addr, false);
     const payload = Buffer.from(JSON.stringify(checked), 'utf8');
-    const header = jsonBlock({ kind: 'kura-catalog', bytes: payload.length, sha256: createHash('sha256').update(payload).digest('hex') }, PIECE_HEADER_BYTES);
+    const header = jsonBlock(
+      { kind: 'kura-catalog', bytes: payload.length, sha256: createHash('sha256').update(payload).digest('hex') },
+      PIECE_HEADER_BYTES,
+    );
     const nextPosition = addr.position + PIECE_HEADER_BYTES + payload.length;
     const capacity = findCartridge(this.loaded, addr.site, addr.library, addr.tape).capacity;
     if (nextPosition > capacity) {
-      throw new DeviceFaultError(addr.tape, `cartridge ${addr.tape} has no room for its ${payload.length}-byte catalog at position ${addr.position} (capacity ${capacity})`);
+      throw new DeviceFaultError(
+        addr.tape,
+        `cartridge ${addr.tape} has no room for its ${payload.length}-byte catalog at position ${addr.position} (capacity ${capacity})`,
+      );
     }
     const fh = await open(file, 'r+');
     try {
@@ -134,7 +183,15 @@ export class LabTapeLibrary implements TapeLibraryDriver {
     } finally {
       await fh.close();
     }
-    this.state.recordEvent(addr.drive, 'catalog-written', { site: addr.site, library: addr.library, tape: addr.tape, position: addr.position, backupId: checked.backup.backupId, pieces: checked.pieces.length, previousEnd: endOfData });
+    this.state.recordEvent(addr.drive, 'catalog-written', {
+      site: addr.site,
+      library: addr.library,
+      tape: addr.tape,
+      position: addr.position,
+      backupId: checked.backup.backupId,
+      pieces: checked.pieces.length,
+      previousEnd: endOfData,
+    });
     return { nextPosition };
   }
 
@@ -148,7 +205,13 @@ export class LabTapeLibrary implements TapeLibraryDriver {
     } finally {
       await fh.close();
     }
-    this.state.recordEvent(addr.drive, 'erased', { site: addr.site, library: addr.library, tape: addr.tape, from: addr.position, previousEnd: endOfData });
+    this.state.recordEvent(addr.drive, 'erased', {
+      site: addr.site,
+      library: addr.library,
+      tape: addr.tape,
+      from: addr.position,
+      previousEnd: endOfData,
+    });
   }
 
   async readCatalog(site: string, library: string, tape: string): Promise<TapeCatalogEntry[]> {
@@ -158,21 +221,28 @@ export class LabTapeLibrary implements TapeLibraryDriver {
     const entries: TapeCatalogEntry[] = [];
     try {
       const block = Buffer.alloc(PIECE_HEADER_BYTES);
-      for (let at = LABEL_BYTES; at < endOfData; ) {
+      for (let at = LABEL_BYTES; at < endOfData;) {
         const { bytesRead } = await fh.read(block, 0, PIECE_HEADER_BYTES, at);
         const piece = bytesRead === PIECE_HEADER_BYTES ? parseBlock(block, PieceExtentSchema) : undefined;
-        const cat = piece === undefined && bytesRead === PIECE_HEADER_BYTES ? parseBlock(block, CatalogBlockSchema) : undefined;
+        const cat =
+          piece === undefined && bytesRead === PIECE_HEADER_BYTES ? parseBlock(block, CatalogBlockSchema) : undefined;
         if (piece !== undefined) {
           at += PIECE_HEADER_BYTES + piece.sizeBytes;
           continue;
         }
         if (cat === undefined || at + PIECE_HEADER_BYTES + cat.bytes > endOfData) {
-          throw new DeviceFaultError(tape, `cartridge ${tape} of library ${library} holds no readable block at position ${at} (end of data ${endOfData}); the catalog cannot be read past it`);
+          throw new DeviceFaultError(
+            tape,
+            `cartridge ${tape} of library ${library} holds no readable block at position ${at} (end of data ${endOfData}); the catalog cannot be read past it`,
+          );
         }
         const payload = Buffer.alloc(cat.bytes);
         await fh.read(payload, 0, cat.bytes, at + PIECE_HEADER_BYTES);
         if (createHash('sha256').update(payload).digest('hex') !== cat.sha256) {
-          throw new DeviceFaultError(tape, `the catalog block at position ${at} of cartridge ${tape} does not match its checksum; the cartridge is damaged there`);
+          throw new DeviceFaultError(
+            tape,
+            `the catalog block at position ${at} of cartridge ${tape} does not match its checksum; the cartridge is damaged there`,
+          );
         }
         entries.push(TapeCatalogEntrySchema.parse(JSON.parse(payload.toString('utf8')) as unknown));
         at += PIECE_HEADER_BYTES + cat.bytes;
@@ -187,16 +257,28 @@ export class LabTapeLibrary implements TapeLibraryDriver {
    * The cartridge file when the cartridge sits in the drive (as a drive only writes what is
    * mounted), checking that `position` lies within its recorded data.
    */
-  private async mountedCartridge(addr: TapeAddress & { position: number }, pastEndOk: boolean): Promise<{ file: string; endOfData: number }> {
+  private async mountedCartridge(
+    addr: TapeAddress & { position: number },
+    pastEndOk: boolean,
+  ): Promise<{ file: string; endOfData: number }> {
     findDrive(this.loaded, addr.site, addr.library, addr.drive);
     findCartridge(this.loaded, addr.site, addr.library, addr.tape);
     const inDrive = this.state.driveContents(addr.site, addr.drive);
     if (inDrive !== addr.tape) {
-      throw new DeviceFaultError(addr.drive, `cartridge ${addr.tape} is not in drive ${addr.drive} (${inDrive ? `${inDrive} is in it` : 'the drive is empty'}); load it first — nothing was written`);
+      throw new DeviceFaultError(
+        addr.drive,
+        `cartridge ${addr.tape} is not in drive ${addr.drive} (${inDrive ? `${inDrive} is in it` : 'the drive is empty'}); load it first — nothing was written`,
+      );
     }
     const found = await cartridgeFile(this.paths, addr.site, addr.library, addr.tape);
-    if (!Number.isSafeInteger(addr.position) || addr.position < LABEL_BYTES || (!pastEndOk && addr.position > found.endOfData)) {
-      throw new InvalidInputError(`position ${addr.position} is outside the recorded data of cartridge ${addr.tape} (${LABEL_BYTES}…${found.endOfData}); a tape is written in sequence, append at ${found.endOfData}`);
+    if (
+      !Number.isSafeInteger(addr.position) ||
+      addr.position < LABEL_BYTES ||
+      (!pastEndOk && addr.position > found.endOfData)
+    ) {
+      throw new InvalidInputError(
+        `position ${addr.position} is outside the recorded data of cartridge ${addr.tape} (${LABEL_BYTES}…${found.endOfData}); a tape is written in sequence, append at ${found.endOfData}`,
+      );
     }
     return found;
   }
@@ -212,7 +294,10 @@ export class LabTapeLibrary implements TapeLibraryDriver {
       if (f.kind !== 'fail' || !atStart) continue;
       this.state.markTriggered(f.id);
       this.state.recordEvent(f.device, 'fault-fail', { faultId: f.id, operation: 'load', ...addr });
-      throw new DeviceFaultError(f.device, `lab fault on ${f.device}: injected failure while loading tape ${addr.tape} into drive ${addr.drive}`);
+      throw new DeviceFaultError(
+        f.device,
+        `lab fault on ${f.device}: injected failure while loading tape ${addr.tape} into drive ${addr.drive}`,
+      );
     }
   }
 }

@@ -64,7 +64,14 @@ export class LibvirtHypervisor implements HypervisorDriver {
   async describeVm(site: string, vm: string): Promise<VmInfo> {
     const v = this.vm(site, vm);
     const state = (await this.virsh(vm, ['domstate', this.domain(vm)], `reading the state of ${vm}`)).stdout.trim();
-    return { site, vm, host: v.host, state: state === 'running' ? 'running' : 'stopped', softwareVolume: v.softwareVolume, dataVolume: v.dataVolume };
+    return {
+      site,
+      vm,
+      host: v.host,
+      state: state === 'running' ? 'running' : 'stopped',
+      softwareVolume: v.softwareVolume,
+      dataVolume: v.dataVolume,
+    };
   }
 
   async listVms(site: string): Promise<VmInfo[]> {
@@ -73,7 +80,8 @@ export class LibvirtHypervisor implements HypervisorDriver {
 
   /** The disks of the domain: target → source file. */
   async disks(vm: string): Promise<Record<string, string>> {
-    const out = (await this.virsh(vm, ['domblklist', this.domain(vm), '--details'], `listing the disks of ${vm}`)).stdout;
+    const out = (await this.virsh(vm, ['domblklist', this.domain(vm), '--details'], `listing the disks of ${vm}`))
+      .stdout;
     const disks: Record<string, string> = {};
     for (const line of out.split('\n')) {
       const cols = line.trim().split(/\s+/);
@@ -86,9 +94,14 @@ export class LibvirtHypervisor implements HypervisorDriver {
     this.vm(site, vm);
     const state = (await this.virsh(vm, ['domstate', this.domain(vm)], `reading the state of ${vm}`)).stdout.trim();
     if (state !== 'running') return { healthy: false, state: 'stopped', detail: `${vm} is ${state}` };
-    if ((this.opts.healthCheck ?? 'agent') === 'state') return { healthy: true, state: 'running', detail: `${vm} is running` };
+    if ((this.opts.healthCheck ?? 'agent') === 'state')
+      return { healthy: true, state: 'running', detail: `${vm} is running` };
     try {
-      await this.virsh(vm, ['qemu-agent-command', this.domain(vm), JSON.stringify({ execute: 'guest-ping' })], `pinging the guest agent of ${vm}`);
+      await this.virsh(
+        vm,
+        ['qemu-agent-command', this.domain(vm), JSON.stringify({ execute: 'guest-ping' })],
+        `pinging the guest agent of ${vm}`,
+      );
       return { healthy: true, state: 'running', detail: `${vm} is running and its guest agent answers` };
     } catch (err) {
       return { healthy: false, state: 'faulty', detail: err instanceof Error ? err.message : String(err) };
@@ -103,31 +116,72 @@ export class LibvirtHypervisor implements HypervisorDriver {
         return;
       }
       const unit = (this.opts.units ?? { apl: 'kura-apl.service', mw: 'kura-mw.service' })[scope];
-      const command = { execute: 'guest-exec', arguments: { path: '/usr/bin/systemctl', arg: ['restart', unit], 'capture-output': true } };
-      await this.virsh(vm, ['qemu-agent-command', this.domain(vm), JSON.stringify(command)], `restarting ${unit} in ${vm} through the guest agent (needs a real host with qemu-guest-agent)`);
+      const command = {
+        execute: 'guest-exec',
+        arguments: { path: '/usr/bin/systemctl', arg: ['restart', unit], 'capture-output': true },
+      };
+      await this.virsh(
+        vm,
+        ['qemu-agent-command', this.domain(vm), JSON.stringify(command)],
+        `restarting ${unit} in ${vm} through the guest agent (needs a real host with qemu-guest-agent)`,
+      );
     });
   }
 
-  async snapshotDataVolume(site: string, vm: string, dest: string, _onProgress: ProgressFn): Promise<{ sizeBytes: number; sha256: string }> {
+  async snapshotDataVolume(
+    site: string,
+    vm: string,
+    dest: string,
+    _onProgress: ProgressFn,
+  ): Promise<{ sizeBytes: number; sha256: string }> {
     this.vm(site, vm);
     const source = await this.disk(vm, this.dataTarget);
     await mkdir(path.dirname(dest), { recursive: true });
     // A raw copy of whatever the disk's format; on a running guest the agent should freeze the
     // file systems first (guest-fsfreeze-freeze), which needs a real host.
-    await runTool(this.run, vm, this.qemuImg, ['convert', '-O', 'raw', source, dest], `imaging the data volume of ${vm}`);
+    await runTool(
+      this.run,
+      vm,
+      this.qemuImg,
+      ['convert', '-O', 'raw', source, dest],
+      `imaging the data volume of ${vm}`,
+    );
     return this.rawInfo(vm, dest);
   }
 
-  async writeBaseImage(site: string, vm: string, kind: 'software' | 'guarantee', dest: string, _onProgress: ProgressFn): Promise<{ sizeBytes: number; sha256: string }> {
+  async writeBaseImage(
+    site: string,
+    vm: string,
+    kind: 'software' | 'guarantee',
+    dest: string,
+    _onProgress: ProgressFn,
+  ): Promise<{ sizeBytes: number; sha256: string }> {
     this.vm(site, vm);
     const source = path.join(this.opts.baseImageDir, `${vm}-${kind}.img`);
-    if (!existsSync(source)) throw new NotFoundError(`no ${kind} image of ${vm} at ${source}; place the image the VM was created from there`, { vm, kind, file: source });
+    if (!existsSync(source))
+      throw new NotFoundError(`no ${kind} image of ${vm} at ${source}; place the image the VM was created from there`, {
+        vm,
+        kind,
+        file: source,
+      });
     await mkdir(path.dirname(dest), { recursive: true });
-    await runTool(this.run, vm, this.qemuImg, ['convert', '-O', 'raw', source, dest], `copying the ${kind} image of ${vm}`);
+    await runTool(
+      this.run,
+      vm,
+      this.qemuImg,
+      ['convert', '-O', 'raw', source, dest],
+      `copying the ${kind} image of ${vm}`,
+    );
     return this.rawInfo(vm, dest);
   }
 
-  async createVolumeFromImage(site: string, vm: string, image: ImageRef, req: VmRequest, _onProgress?: ProgressFn): Promise<{ volume: string; sizeBytes: number }> {
+  async createVolumeFromImage(
+    site: string,
+    vm: string,
+    image: ImageRef,
+    req: VmRequest,
+    _onProgress?: ProgressFn,
+  ): Promise<{ volume: string; sizeBytes: number }> {
     this.vm(site, vm);
     const volume = path.join(this.opts.stateDir, 'volumes', `${vm}-data-${tag(req.request)}.qcow2`);
     if (existsSync(volume)) {
@@ -135,40 +189,100 @@ export class LibvirtHypervisor implements HypervisorDriver {
       if (info['backing-filename'] === image.file) return { volume, sizeBytes: image.sizeBytes };
     }
     if ((await sha256Of(image.file)) !== image.sha256) {
-      throw new ChecksumMismatchError(`image ${image.imageId} at ${image.file} does not hash as recorded; it is not used`, { imageId: image.imageId });
+      throw new ChecksumMismatchError(
+        `image ${image.imageId} at ${image.file} does not hash as recorded; it is not used`,
+        { imageId: image.imageId },
+      );
     }
     await mkdir(path.dirname(volume), { recursive: true });
     // The overlay starts empty and reads through to the image: a volume "from the image" at once.
-    await runTool(this.run, vm, this.qemuImg, ['create', '-f', 'qcow2', '-b', image.file, '-F', 'raw', volume], `creating a volume for ${vm} from image ${image.imageId}`);
+    await runTool(
+      this.run,
+      vm,
+      this.qemuImg,
+      ['create', '-f', 'qcow2', '-b', image.file, '-F', 'raw', volume],
+      `creating a volume for ${vm} from image ${image.imageId}`,
+    );
     return { volume, sizeBytes: image.sizeBytes };
   }
 
-  async swapDataVolume(site: string, vm: string, volume: string, _image: ImageRef, req: VmRequest): Promise<{ retired: string }> {
+  async swapDataVolume(
+    site: string,
+    vm: string,
+    volume: string,
+    _image: ImageRef,
+    req: VmRequest,
+  ): Promise<{ retired: string }> {
     this.vm(site, vm);
     const retired = await this.disk(vm, this.dataTarget).catch(() => '');
     await this.once(req, async () => {
       const dom = this.domain(vm);
-      await this.virsh(vm, ['detach-disk', dom, this.dataTarget, '--live', '--config'], `detaching the data volume of ${vm} (needs a real host)`);
-      await this.virsh(vm, ['attach-disk', dom, volume, this.dataTarget, '--driver', 'qemu', '--subdriver', 'qcow2', '--targetbus', 'virtio', '--live', '--config'], `attaching the new data volume of ${vm}`);
+      await this.virsh(
+        vm,
+        ['detach-disk', dom, this.dataTarget, '--live', '--config'],
+        `detaching the data volume of ${vm} (needs a real host)`,
+      );
+      await this.virsh(
+        vm,
+        [
+          'attach-disk',
+          dom,
+          volume,
+          this.dataTarget,
+          '--driver',
+          'qemu',
+          '--subdriver',
+          'qcow2',
+          '--targetbus',
+          'virtio',
+          '--live',
+          '--config',
+        ],
+        `attaching the new data volume of ${vm}`,
+      );
     });
     return { retired };
   }
 
-  async rebuild(site: string, vm: string, host: string, images: { software: ImageRef; data: ImageRef }, req: VmRequest): Promise<void> {
+  async rebuild(
+    site: string,
+    vm: string,
+    host: string,
+    images: { software: ImageRef; data: ImageRef },
+    req: VmRequest,
+  ): Promise<void> {
     this.vm(site, vm);
     const s = findSite(this.loaded.config, site);
-    if (!s.hosts.some((h) => h.name === host)) throw new NotFoundError(`no host "${host}" in site ${site}; substitute hosts are: ${s.hosts.map((h) => h.name).join(', ')}`, { host });
+    if (!s.hosts.some((h) => h.name === host))
+      throw new NotFoundError(
+        `no host "${host}" in site ${site}; substitute hosts are: ${s.hosts.map((h) => h.name).join(', ')}`,
+        { host },
+      );
     const uri = (this.opts.hostUri ?? ((h: string) => `qemu+ssh://${h}/system`))(host);
     const dir = path.join(this.opts.stateDir, 'rebuilt', vm);
     await mkdir(dir, { recursive: true });
     const software = path.join(dir, `${vm}-software-${tag(req.request)}.qcow2`);
     const data = path.join(dir, `${vm}-data-${tag(req.request)}.qcow2`);
     await this.once(req, async () => {
-      for (const [img, file] of [[images.software, software], [images.data, data]] as const) {
-        if (!existsSync(file)) await runTool(this.run, vm, this.qemuImg, ['create', '-f', 'qcow2', '-b', img.file, '-F', 'raw', file], `creating a volume for ${vm} from image ${img.imageId}`);
+      for (const [img, file] of [
+        [images.software, software],
+        [images.data, data],
+      ] as const) {
+        if (!existsSync(file))
+          await runTool(
+            this.run,
+            vm,
+            this.qemuImg,
+            ['create', '-f', 'qcow2', '-b', img.file, '-F', 'raw', file],
+            `creating a volume for ${vm} from image ${img.imageId}`,
+          );
       }
       const xmlFile = path.join(dir, `${vm}.xml`);
-      await writeFile(xmlFile, domainXml(this.domain(vm), software, data, { software: this.softwareTarget, data: this.dataTarget }), 'utf8');
+      await writeFile(
+        xmlFile,
+        domainXml(this.domain(vm), software, data, { software: this.softwareTarget, data: this.dataTarget }),
+        'utf8',
+      );
       await runTool(this.run, vm, this.virshBin, ['-c', uri, 'define', xmlFile], `defining ${vm} on ${host}`);
       await runTool(this.run, vm, this.virshBin, ['-c', uri, 'start', this.domain(vm)], `starting ${vm} on ${host}`);
     });
@@ -181,7 +295,11 @@ export class LibvirtHypervisor implements HypervisorDriver {
   private async disk(vm: string, target: string): Promise<string> {
     const disks = await this.disks(vm);
     const source = disks[target];
-    if (!source) throw new DeviceFaultError(vm, `${vm} has no disk ${target} (disks: ${Object.keys(disks).join(', ') || 'none'}); set the driver's dataTarget/softwareTarget`);
+    if (!source)
+      throw new DeviceFaultError(
+        vm,
+        `${vm} has no disk ${target} (disks: ${Object.keys(disks).join(', ') || 'none'}); set the driver's dataTarget/softwareTarget`,
+      );
     return source;
   }
 
@@ -221,8 +339,15 @@ export class LibvirtHypervisor implements HypervisorDriver {
 }
 
 /** The domain XML of a VM recreated from its two volumes (software on the first disk, data on the second). */
-export function domainXml(name: string, software: string, data: string, targets: { software: string; data: string }, type = 'kvm'): string {
-  const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/'/g, '&apos;');
+export function domainXml(
+  name: string,
+  software: string,
+  data: string,
+  targets: { software: string; data: string },
+  type = 'kvm',
+): string {
+  const esc = (s: string) =>
+    s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/'/g, '&apos;');
   return [
     `<domain type='${esc(type)}'>`,
     `  <name>${esc(name)}</name>`,

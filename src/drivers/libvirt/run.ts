@@ -30,13 +30,28 @@ export const execRunner: Runner = (file, args) =>
  * Runs `file args…` for a device; a missing program is NotFound (install it), any other failure a
  * DeviceFault naming the device and quoting the program's first error line.
  */
-export async function runTool(run: Runner, device: string, file: string, args: string[], what: string): Promise<RunResult> {
+export async function runTool(
+  run: Runner,
+  device: string,
+  file: string,
+  args: string[],
+  what: string,
+): Promise<RunResult> {
   try {
     return await run(file, args);
   } catch (err) {
     const e = err as NodeJS.ErrnoException & { stderr?: string };
-    if (e.code === 'ENOENT') throw new NotFoundError(`${file} is not installed; install libvirt-clients and qemu-utils (the setup script does on Debian)`, { file });
-    const said = (e.stderr ?? e.message).split('\n').map((l) => l.trim()).filter(Boolean).join(' ') || e.message;
+    if (e.code === 'ENOENT')
+      throw new NotFoundError(
+        `${file} is not installed; install libvirt-clients and qemu-utils (the setup script does on Debian)`,
+        { file },
+      );
+    const said =
+      (e.stderr ?? e.message)
+        .split('\n')
+        .map((l) => l.trim())
+        .filter(Boolean)
+        .join(' ') || e.message;
     throw new DeviceFaultError(device, `${what} failed: ${said}`, err);
   }
 }
