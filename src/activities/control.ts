@@ -13,7 +13,7 @@ import type { LoadedConfig } from '../config/load';
 import type { KuraPaths } from '../config/paths';
 import type { Catalog } from '../catalog/store';
 import type { Drivers } from '../drivers/types';
-import type { CopySettings, JobTuning } from '../domain/jobs';
+import type { CopySettings, JobTuning, ResolvedTarget } from '../domain/jobs';
 import { copySettings, jobTuning, policyTargets } from '../config/tuning';
 import {
   NewBackupSchema,
@@ -36,14 +36,6 @@ export interface ControlDeps {
   paths: KuraPaths;
   drivers: Drivers;
   catalog: Catalog;
-}
-
-export interface ResolvedTarget {
-  site: string;
-  target: string;
-  array: string;
-  volume: string;
-  sizeBytes: number;
 }
 
 const TargetInput = z.object({ site: z.string().min(1), target: z.string().min(1) });

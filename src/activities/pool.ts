@@ -21,7 +21,7 @@ import {
 import { markDeviceSignal, releaseUpdate, reserveStreamsUpdate, syncInventorySignal, tablesQuery } from '../messages';
 import { CONTROL_TASK_QUEUE } from '../search-attributes';
 import type { resourcePool } from '../workflows/resource-pool';
-import { findDevice, tablesFromSite } from '../workflows/pool-tables';
+import { findDevice, tablesFromSite } from '../domain/pool-tables';
 
 /** The pool workflow's id for a site: one pool per site. */
 export function poolWorkflowId(site: string): string {

@@ -11,7 +11,7 @@ import { MarkRequestSchema, type DeviceRow, type PoolTables } from '../domain/po
 import { formatBytes } from '../domain/units';
 import { markDeviceSignal, tablesQuery } from '../messages';
 import { poolWorkflowId } from '../activities/pool';
-import { TABLE_KEYS, findDevice, type TableKey } from '../workflows/pool-tables';
+import { TABLE_KEYS, findDevice, type TableKey } from '../domain/pool-tables';
 
 /** What the pool commands need from the entry point. */
 export interface PoolCommandDeps {

@@ -39,6 +39,15 @@ export const CopySettingsSchema = z.object({
 });
 export type CopySettings = z.infer<typeof CopySettingsSchema>;
 
+/** Step 2's answer: the array volume a target names, and its size. */
+export interface ResolvedTarget {
+  site: string;
+  target: string;
+  array: string;
+  volume: string;
+  sizeBytes: number;
+}
+
 export const BackupRequestSchema = z.object({
   kind: z.literal('backup'),
   site: NameSchema,

@@ -27,7 +27,7 @@ import {
 } from '../domain/pool';
 import { markDeviceSignal, releaseUpdate, reserveStreamsUpdate, syncInventorySignal, tablesQuery } from '../messages';
 import { JobKind, KuraKind, KuraSite } from '../search-attributes';
-import { allocate, couldEverAllocate, grantFor, mark, mergeInventory, release, summarize } from './pool-tables';
+import { allocate, couldEverAllocate, grantFor, mark, mergeInventory, release, summarize } from '../domain/pool-tables';
 
 /** Default history length after which the pool continues as new (well below Temporal's 51,200). */
 export const DEFAULT_MAX_HISTORY_EVENTS = 2000;

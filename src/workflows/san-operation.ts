@@ -7,8 +7,7 @@
  * backup.
  */
 import { isCancellation, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
-import type { ResolvedTarget } from '../activities/control';
-import { BackupRequestSchema, type BackupReport, type BackupRequest } from '../domain/jobs';
+import { BackupRequestSchema, type BackupReport, type BackupRequest, type ResolvedTarget } from '../domain/jobs';
 import { backupIdFor, PIECE_HEADER_BYTES, type PieceRecord } from '../domain/catalog';
 import { KuraKind, KuraSite, KuraTarget, JobKind } from '../search-attributes';
 import { chunkSizeFor, planBackupSteps, planPieces } from './plan';

@@ -8,10 +8,9 @@
  * cartridges belong to the backup's one saga, which must undo them whatever happens here.
  */
 import { ApplicationFailure, isCancellation } from '@temporalio/workflow';
-import type { ResolvedTarget } from '../activities/control';
 import type { CopyPieceResult } from '../activities/copy';
 import type { BackupRecord, PieceRecord, StreamRecord } from '../domain/catalog';
-import type { BackupRequestSchema, StreamProgress } from '../domain/jobs';
+import type { BackupRequestSchema, ResolvedTarget, StreamProgress } from '../domain/jobs';
 import type { Stream } from '../domain/pool';
 import type { z } from 'zod';
 import type { PiecePlan } from './plan';

@@ -10,7 +10,7 @@ import {
   mergeInventory,
   release,
   tablesFromSite,
-} from '../../src/workflows/pool-tables';
+} from '../../src/domain/pool-tables';
 
 /**
  * Two independent paths: arr-1 — sw-1 — {srv-1, lib-1} and arr-1 — sw-2 — {srv-2, lib-2}.

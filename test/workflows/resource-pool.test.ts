@@ -16,7 +16,7 @@ import type { DeviceRow, PoolTables } from '../../src/domain/pool';
 import { markDeviceSignal, releaseUpdate, reserveStreamsUpdate, tablesQuery } from '../../src/messages';
 import { KuraKind, KuraSite } from '../../src/search-attributes';
 import { createPoolActivities, poolWorkflowId } from '../../src/activities/pool';
-import { TABLE_KEYS, findDevice, tablesFromSite } from '../../src/workflows/pool-tables';
+import { TABLE_KEYS, findDevice, tablesFromSite } from '../../src/domain/pool-tables';
 import type { resourcePool } from '../../src/workflows/resource-pool';
 
 const taskQueue = `pool-test-${randomUUID()}`;

@@ -2,8 +2,8 @@
  * The resource pool's bookkeeping (seed 004, tables 420–470, steps 1020–1070 and 1180–1190) as
  * pure, deterministic functions over plain JSON tables, shared by the pool workflow and its tests.
  */
-import type { Site } from '../domain/inventory';
-import type { DeviceRow, Grant, Holder, MarkRequest, PoolTables, ReserveRequestParsed, Stream } from '../domain/pool';
+import type { Site } from './inventory';
+import type { DeviceRow, Grant, Holder, MarkRequest, PoolTables, ReserveRequestParsed, Stream } from './pool';
 
 /** Room a cartridge needs beyond the data itself: labels, filemarks and the on-tape catalog (step 1170). */
 export const TAPE_OVERHEAD_BYTES = 64 * 1024;
