@@ -7,7 +7,7 @@ import { cliUser, type Kura } from './api';
 import { findSite, resolveTargetRef } from './config/targets';
 import { compactTime } from './domain/catalog';
 import { OnlineSettingsSchema, type OnlineSettings } from './domain/datapath';
-import { InvalidInputError, formatPath } from './domain/errors';
+import { parseWith } from './domain/validate';
 import { JobKind } from './search-attributes';
 import type { onlineBackup } from './workflows';
 
@@ -29,15 +29,15 @@ export async function startOnlineBackup(
   const { config } = kura.loaded;
   const site = findSite(config, opts.site);
   const { array, volume } = resolveTargetRef(site, target);
-  const parsed = OnlineSettingsSchema.safeParse({
-    ioTimeoutMs: config.datapath.ioTimeout,
-    safetyFactor: config.datapath.safetyFactor,
-    ...opts.settings,
-  });
-  if (!parsed.success)
-    throw new InvalidInputError(
-      `invalid online backup settings: ${parsed.error.issues.map((i) => `${formatPath(i.path)}: ${i.message}`).join('; ')}`,
-    );
+  const settings = parseWith(
+    OnlineSettingsSchema,
+    {
+      ioTimeoutMs: config.datapath.ioTimeout,
+      safetyFactor: config.datapath.safetyFactor,
+      ...opts.settings,
+    },
+    'online backup settings',
+  );
   const requestedAt = opts.requestedAt ?? new Date().toISOString();
   return kura.start<typeof onlineBackup>('onlineBackup', `online/${array}/${volume}/${compactTime(requestedAt)}`, {
     args: [
@@ -46,7 +46,7 @@ export async function startOnlineBackup(
         target,
         requestedBy: opts.requestedBy ?? cliUser(),
         requestedAt,
-        settings: parsed.data,
+        settings: settings,
         deviceAttempts: opts.deviceAttempts ?? 5,
       },
     ],

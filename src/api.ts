@@ -16,7 +16,8 @@ import type { LoadedConfig } from './config/load';
 import { copySettings, jobTuning } from './config/tuning';
 import { findSite, resolveTargetRef } from './config/targets';
 import { compactTime, BackupIdSchema } from './domain/catalog';
-import { ErrorType, InvalidInputError, KuraError } from './domain/errors';
+import { ErrorType, KuraError } from './domain/errors';
+import { parseWith } from './domain/validate';
 import type { CopySettings, JobTuning } from './domain/jobs';
 import { CONTROL_TASK_QUEUE, JobKind, KuraKind, KuraSite, KuraTarget } from './search-attributes';
 import type { fleetProtection, restore, sanOperation } from './workflows';
@@ -92,8 +93,7 @@ export class Kura {
     destination: string,
     opts: JobOptions = {},
   ): Promise<WorkflowHandle<typeof restore>> {
-    const id = BackupIdSchema.safeParse(backupId);
-    if (!id.success) throw new InvalidInputError(`"${backupId}" is not a backup id: ${id.error.issues[0]?.message}`);
+    parseWith(BackupIdSchema, backupId, 'backup id');
     const requestedAt = opts.requestedAt ?? new Date().toISOString();
     const workflowId = `restore/${backupId}/${compactTime(requestedAt)}`;
     const target = backupId.slice(0, backupId.lastIndexOf('@'));

@@ -6,11 +6,11 @@
  */
 import { WorkflowUpdateFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { ApplicationFailure, TemporalFailure, TypedSearchAttributes, WorkflowNotFoundError } from '@temporalio/common';
-import type { ZodType, output } from 'zod';
 import { Kura, cliUser } from './api';
 import type { LoadedConfig } from './config/load';
 import { findSite } from './config/targets';
-import { ErrorType, InvalidInputError, KuraError, NotFoundError, NotWaitingError, formatPath } from './domain/errors';
+import { ErrorType, InvalidInputError, KuraError, NotFoundError, NotWaitingError } from './domain/errors';
+import { parseWith } from './domain/validate';
 import type { Site } from './domain/inventory';
 import {
   RebuildRequestSchema,
@@ -152,14 +152,14 @@ export class KuraVms extends Kura {
 
   /** Update `resolve` of the ladder waiting for a person. */
   async resolve(vm: string, note: string, opts: { site?: string; by?: string } = {}): Promise<LadderView> {
-    const req = parseOrRefuse(ResolveRequestSchema, { note, by: opts.by ?? cliUser() }, 'resolve');
+    const req = parseWith(ResolveRequestSchema, { note, by: opts.by ?? cliUser() }, 'resolve request');
     const id = await this.waitingLadder(vm, 'resolve', opts.site);
     return asKuraError(() => this.client.workflow.getHandle(id).executeUpdate(resolveUpdate, { args: [req] }));
   }
 
   /** Update `rebuild` of the ladder waiting for a person: the VM recreated on `host` from its images. */
   async rebuild(vm: string, host: string, opts: { site?: string; by?: string } = {}): Promise<LadderView> {
-    const req = parseOrRefuse(RebuildRequestSchema, { host, by: opts.by ?? cliUser() }, 'rebuild');
+    const req = parseWith(RebuildRequestSchema, { host, by: opts.by ?? cliUser() }, 'rebuild request');
     const site = this.siteOf(vm, opts.site);
     if (!site.hosts.some((h) => h.name === host)) {
       throw new NotFoundError(
@@ -219,15 +219,4 @@ async function asKuraError<T>(run: () => Promise<T>): Promise<T> {
     }
     throw err;
   }
-}
-
-/** Parses a request before it is sent; InvalidInput, naming each problem's path, when it is not valid. */
-function parseOrRefuse<S extends ZodType>(schema: S, value: unknown, what: string): output<S> {
-  const r = schema.safeParse(value);
-  if (r.success) return r.data;
-  const issues = r.error.issues.map((i) => ({ path: formatPath(i.path), message: i.message }));
-  throw new InvalidInputError(
-    `invalid ${what} request: ${issues.map((i) => `${i.path || 'request'}: ${i.message}`).join('; ')}`,
-    issues,
-  );
 }

@@ -29,7 +29,8 @@ import {
 import type { DeviceHealth } from '../drivers/types';
 import { ChecksumMismatchError, DestinationExistsError, InvalidInputError, NotFoundError } from '../domain/errors';
 import { checkRestoreDestination, findSite, resolveTargetRef } from '../config/targets';
-import { mapFailures, parseInput } from './failures';
+import { parseWith } from '../domain/validate';
+import { mapFailures } from './failures';
 
 export interface ControlDeps {
   loaded: LoadedConfig;
@@ -79,7 +80,7 @@ export function createControlActivities(deps: ControlDeps) {
     /** Seed 003 step 2: maps what the user named (a VM, or array/volume) to the volume to copy. */
     async resolveTarget(input: { site: string; target: string }): Promise<ResolvedTarget> {
       return mapFailures(async () => {
-        const { site: siteName, target } = parseInput(TargetInput, input, 'target');
+        const { site: siteName, target } = parseWith(TargetInput, input, 'target');
         const site = findSite(loaded.config, siteName);
         const { array, volume } = resolveTargetRef(site, target);
         const info = await drivers.storage.describeVolume(siteName, array, volume);
@@ -94,16 +95,16 @@ export function createControlActivities(deps: ControlDeps) {
       drive: string;
       tape: string;
     }): Promise<{ endOfData: number; capacityBytes: number }> {
-      return mapFailures(() => drivers.tape.load(parseInput(TapeAddressInput, input, 'tape address')));
+      return mapFailures(() => drivers.tape.load(parseWith(TapeAddressInput, input, 'tape address')));
     },
 
     async unloadTape(input: { site: string; library: string; drive: string; tape: string }): Promise<void> {
-      return mapFailures(() => drivers.tape.unload(parseInput(TapeAddressInput, input, 'tape address')));
+      return mapFailures(() => drivers.tape.unload(parseWith(TapeAddressInput, input, 'tape address')));
     },
 
     /** Records a running backup in the catalog (idempotent). */
     async beginBackup(input: NewBackup): Promise<BackupRecord> {
-      return mapFailures(async () => catalog.beginBackup(parseInput(NewBackupSchema, input, 'backup record')));
+      return mapFailures(async () => catalog.beginBackup(parseWith(NewBackupSchema, input, 'backup record')));
     },
 
     /** Records every piece and marks the backup complete, in one transaction. */
@@ -115,7 +116,7 @@ export function createControlActivities(deps: ControlDeps) {
       streams?: StreamRecord[];
     }): Promise<BackupRecord> {
       return mapFailures(async () => {
-        const c = parseInput(CompleteInput, input, 'completed backup');
+        const c = parseWith(CompleteInput, input, 'completed backup');
         return catalog.completeBackup(c.backupId, c);
       });
     },
@@ -128,7 +129,7 @@ export function createControlActivities(deps: ControlDeps) {
       streams?: StreamRecord[];
     }): Promise<void> {
       return mapFailures(async () => {
-        const f = parseInput(FailInput, input, 'failed backup');
+        const f = parseWith(FailInput, input, 'failed backup');
         catalog.failBackup(f.backupId, f.error, f.endedAt, f.streams);
       });
     },
@@ -136,7 +137,7 @@ export function createControlActivities(deps: ControlDeps) {
     /** Zones a stream's path on the FC switches (seed 004): idempotent, like the fabric's createZone. */
     async zoneStream(input: { site: string; name: string; members: string[] }): Promise<void> {
       return mapFailures(async () => {
-        const z = parseInput(ZoneInput, input, 'zone');
+        const z = parseWith(ZoneInput, input, 'zone');
         await drivers.fabric.createZone(z.site, { name: z.name, members: z.members });
       });
     },
@@ -144,7 +145,7 @@ export function createControlActivities(deps: ControlDeps) {
     /** Removes a stream's zone; removing one that is gone is fine. */
     async unzoneStream(input: { site: string; name: string }): Promise<void> {
       return mapFailures(async () => {
-        const z = parseInput(UnzoneInput, input, 'zone');
+        const z = parseWith(UnzoneInput, input, 'zone');
         await drivers.fabric.deleteZone(z.site, z.name);
       });
     },
@@ -155,7 +156,7 @@ export function createControlActivities(deps: ControlDeps) {
       entry: TapeCatalogEntry;
     }): Promise<{ nextPosition: number }> {
       return mapFailures(async () => {
-        const w = parseInput(WriteCatalogInput, input, 'tape catalog');
+        const w = parseWith(WriteCatalogInput, input, 'tape catalog');
         return drivers.tape.writeCatalog(w.at, w.entry);
       });
     },
@@ -168,7 +169,7 @@ export function createControlActivities(deps: ControlDeps) {
       tape: string;
       position: number;
     }): Promise<void> {
-      return mapFailures(async () => drivers.tape.eraseFrom(parseInput(TapeAtInput, input, 'tape position')));
+      return mapFailures(async () => drivers.tape.eraseFrom(parseWith(TapeAtInput, input, 'tape position')));
     },
 
     /**
@@ -184,7 +185,7 @@ export function createControlActivities(deps: ControlDeps) {
       destination: { path: string; offset: number };
     }): Promise<{ sha256: string; bytes: number }> {
       return mapFailures(async () => {
-        const r = parseInput(DiskPieceInput, input, 'disk piece');
+        const r = parseWith(DiskPieceInput, input, 'disk piece');
         const file = path.resolve(paths.home, r.image);
         if (path.relative(paths.home, file).startsWith('..'))
           throw new InvalidInputError(`disk piece ${r.image} lies outside Kura's home ${paths.home}`);
@@ -226,7 +227,7 @@ export function createControlActivities(deps: ControlDeps) {
     /** Asks a stream's devices which of them is at fault, after a copy over them stopped answering. */
     async probeStream(input: { site: string; devices: string[] }): Promise<DeviceHealth[]> {
       return mapFailures(async () => {
-        const p = parseInput(ProbeInput, input, 'devices to probe');
+        const p = parseWith(ProbeInput, input, 'devices to probe');
         return drivers.copy.probe(p.site, p.devices);
       });
     },
@@ -255,7 +256,7 @@ export function createControlActivities(deps: ControlDeps) {
       job: string;
     }): Promise<{ destination: string; partial: string }> {
       return mapFailures(async () => {
-        const { destination, job } = parseInput(RestorePaths, input, 'restore destination');
+        const { destination, job } = parseWith(RestorePaths, input, 'restore destination');
         const abs = checkRestoreDestination(destination, paths.restoreRoots, loaded.file);
         return { destination: abs, partial: partialPath(abs, job) };
       });

@@ -8,7 +8,8 @@ import { z } from 'zod';
 import type { CopyResult, Drivers } from '../drivers/types';
 import { ChecksumMismatchError } from '../domain/errors';
 import { PieceHeaderSchema } from '../domain/catalog';
-import { mapFailures, parseInput } from './failures';
+import { parseWith } from '../domain/validate';
+import { mapFailures } from './failures';
 
 const TapeAddress = { site: z.string(), library: z.string(), drive: z.string(), tape: z.string() };
 
@@ -72,7 +73,7 @@ export function createCopyActivities(deps: { drivers: Drivers }) {
     /** Copies one piece of a volume onto a cartridge at a fixed position (seed 004 step 3050). */
     async copyPiece(input: CopyPieceInput): Promise<CopyPieceResult> {
       return mapFailures(async () => {
-        const req = parseInput(CopyPieceInput, input, 'copy request');
+        const req = parseWith(CopyPieceInput, input, 'copy request');
         // Seed 003: data crosses the SAN only inside a zone, and only to a server the LUN admits.
         await drivers.fabric.checkZoned(req.site, [req.source.array, req.server, req.target.library]);
         await drivers.storage.checkAccess(req.site, req.source.array, req.source.volume, req.server);
@@ -95,7 +96,7 @@ export function createCopyActivities(deps: { drivers: Drivers }) {
      */
     async verifyImage(input: VerifyImageInput): Promise<{ sha256: string; bytes: number }> {
       return mapFailures(async () => {
-        const req = parseInput(VerifyImageInput, input, 'verify request');
+        const req = parseWith(VerifyImageInput, input, 'verify request');
         const ctx = Context.current();
         return drivers.copy.verifyOnTape(
           req,
@@ -111,7 +112,7 @@ export function createCopyActivities(deps: { drivers: Drivers }) {
      */
     async readPiece(input: ReadPieceInput): Promise<{ sha256: string; bytes: number }> {
       return mapFailures(async () => {
-        const req = parseInput(ReadPieceInput, input, 'read request');
+        const req = parseWith(ReadPieceInput, input, 'read request');
         await drivers.fabric.checkZoned(req.site, [req.server, req.source.library]);
         const ctx = Context.current();
         const resumeBytes = resumePoint(ctx.info.heartbeatDetails, req.expect.sizeBytes);

@@ -3,7 +3,7 @@
  * decision, so a workflow (and the person reading it in the UI) sees why an activity failed.
  */
 import { ApplicationFailure } from '@temporalio/common';
-import { ZodError, type ZodType } from 'zod';
+import { ZodError } from 'zod';
 import { ErrorType, KuraError, formatPath } from '../domain/errors';
 
 /** Maps any thrown value to an ApplicationFailure; KuraErrors keep their type and retryability. */
@@ -29,13 +29,6 @@ export async function mapFailures<T>(fn: () => Promise<T>): Promise<T> {
   } catch (err) {
     throw toFailure(err);
   }
-}
-
-/** Parses activity input with its schema; bad input is a non-retryable InvalidInput failure. */
-export function parseInput<S extends ZodType>(schema: S, input: unknown, what: string): ReturnType<S['parse']> {
-  const r = schema.safeParse(input);
-  if (!r.success) throw invalidInput(what, r.error);
-  return r.data as ReturnType<S['parse']>;
 }
 
 function invalidInput(what: string, err: ZodError): ApplicationFailure {

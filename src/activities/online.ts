@@ -21,7 +21,8 @@ import {
 import { DeviceFaultError } from '../domain/errors';
 import { DatapathClient } from '../datapath/client';
 import { sha256File } from './control';
-import { mapFailures, parseInput } from './failures';
+import { parseWith } from '../domain/validate';
+import { mapFailures } from './failures';
 
 export interface OnlineDeps {
   loaded: LoadedConfig;
@@ -58,7 +59,7 @@ export function createOnlineActivities(deps: OnlineDeps) {
     /** S101–S104: the datapath initialises journal and snapshot, then freezes main storage. */
     async enterBackupMode(input: z.input<typeof EnterInput>): Promise<VolumeStatus> {
       return mapFailures(async () => {
-        const i = parseInput(EnterInput, input, 'enter-backup request');
+        const i = parseWith(EnterInput, input, 'enter-backup request');
         return client().enterBackup(i.volume, i.backupId, onlineImagePath(paths, i.site, i.volume, i.requestedAt));
       });
     },
@@ -69,7 +70,7 @@ export function createOnlineActivities(deps: OnlineDeps) {
      */
     async baseCopy(input: z.input<typeof BaseCopyInput>): Promise<VolumeStatus> {
       return mapFailures(async () => {
-        const i = parseInput(BaseCopyInput, input, 'base copy request');
+        const i = parseWith(BaseCopyInput, input, 'base copy request');
         const dp = client();
         let st = await dp.startBaseCopy(i.volume, i.backupId);
         while (st.phase === 'base-copy') {
@@ -95,7 +96,7 @@ export function createOnlineActivities(deps: OnlineDeps) {
     /** S501–S505: one catch-up round; its result carries the status with the ETA. */
     async catchUpRound(input: z.input<typeof VolumeInput>): Promise<RoundResult> {
       return mapFailures(async () => {
-        const i = parseInput(VolumeInput, input, 'catch-up request');
+        const i = parseWith(VolumeInput, input, 'catch-up request');
         const timer = setInterval(() => Context.current().heartbeat({ phase: 'catch-up' }), 1000);
         try {
           return await client().catchUp(i.volume, i.backupId);
@@ -108,7 +109,7 @@ export function createOnlineActivities(deps: OnlineDeps) {
     /** S601–S604: quiesce, drain and switch back if the estimate allows; reports the measured window. */
     async finishOnline(input: z.input<typeof FinishInput>): Promise<FinishResult> {
       return mapFailures(async () => {
-        const i = parseInput(FinishInput, input, 'finish request');
+        const i = parseWith(FinishInput, input, 'finish request');
         const dp = client();
         const st = await dp.status(i.volume);
         // A retry after this backup's switch back already happened (even across a datapath restart).
@@ -121,7 +122,7 @@ export function createOnlineActivities(deps: OnlineDeps) {
     /** Back to passthrough at once (the saga's undo); idempotent. */
     async abortOnline(input: z.input<typeof VolumeInput>): Promise<VolumeStatus> {
       return mapFailures(async () => {
-        const i = parseInput(VolumeInput, input, 'abort request');
+        const i = parseWith(VolumeInput, input, 'abort request');
         return client().abort(i.volume, i.backupId);
       });
     },
@@ -129,7 +130,7 @@ export function createOnlineActivities(deps: OnlineDeps) {
     /** Hashes the image and records it in the catalog as a complete backup of one piece on disk. */
     async recordOnlineImage(input: z.input<typeof RecordInput>): Promise<{ sha256: string }> {
       return mapFailures(async () => {
-        const i = parseInput(RecordInput, input, 'image record');
+        const i = parseWith(RecordInput, input, 'image record');
         const sha256 = await sha256File(i.image, (bytes) => Context.current().heartbeat({ bytes }));
         const endedAt = new Date().toISOString();
         // A disk destination: the "library" is `disk` and the "tape" is the image's path below Kura's home.

@@ -5,8 +5,9 @@
 import { Context } from '@temporalio/activity';
 import { WorkflowUpdateFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
-import { z } from 'zod';
 import { ErrorType, NON_RETRYABLE_ERROR_TYPES } from '../domain/errors';
+import { parseWith } from '../domain/validate';
+import { mapFailures } from './failures';
 import type { Site } from '../domain/inventory';
 import {
   MarkRequestSchema,
@@ -121,37 +122,45 @@ export function createPoolActivities(deps: PoolActivityDeps) {
   return {
     /** Reserves disjoint streams for a job (all or nothing), waiting in line up to `waitMs`. */
     async reserveStreams(site: string, req: ReserveRequest): Promise<Grant> {
-      const parsed = parseRequest(ReserveRequestSchema, req);
-      const handle = await pool(site);
-      // The update id is the same on every attempt of this activity, so a retry after a lost reply
-      // joins the first update instead of queueing twice; a later reservation by the same job is a
-      // new activity and gets a fresh update (the pool answers it from its tables, by job).
-      const updateId = callKey('reserve', parsed.job);
-      return waitForUpdate(parsed.job, handle, () =>
-        handle.executeUpdate(reserveStreamsUpdate, { args: [parsed], updateId }),
-      );
+      return mapFailures(async () => {
+        const parsed = parseWith(ReserveRequestSchema, req, 'reservation request');
+        const handle = await pool(site);
+        // The update id is the same on every attempt of this activity, so a retry after a lost reply
+        // joins the first update instead of queueing twice; a later reservation by the same job is a
+        // new activity and gets a fresh update (the pool answers it from its tables, by job).
+        const updateId = callKey('reserve', parsed.job);
+        return waitForUpdate(parsed.job, handle, () =>
+          handle.executeUpdate(reserveStreamsUpdate, { args: [parsed], updateId }),
+        );
+      });
     },
 
     /** Frees everything the job holds and records each cartridge's end of data. */
     async releaseStreams(site: string, req: ReleaseRequest): Promise<{ released: number }> {
-      const parsed = parseRequest(ReleaseRequestSchema, req);
-      const handle = await pool(site);
-      const updateId = callKey('release', parsed.job);
-      return waitForUpdate(parsed.job, handle, () => handle.executeUpdate(releaseUpdate, { args: [parsed], updateId }));
+      return mapFailures(async () => {
+        const parsed = parseWith(ReleaseRequestSchema, req, 'release request');
+        const handle = await pool(site);
+        const updateId = callKey('release', parsed.job);
+        return waitForUpdate(parsed.job, handle, () =>
+          handle.executeUpdate(releaseUpdate, { args: [parsed], updateId }),
+        );
+      });
     },
 
     /** Marks a device (un)available; an unknown device fails as NotFound instead of being ignored. */
     async markDevice(site: string, req: MarkRequest): Promise<void> {
-      const parsed = parseRequest(MarkRequestSchema, req);
-      const handle = await pool(site);
-      const tables = await handle.query(tablesQuery);
-      if (!findDevice(tables, parsed.device)) {
-        throw ApplicationFailure.nonRetryable(
-          `no device ${parsed.device} in the pool of site ${site}`,
-          ErrorType.NotFound,
-        );
-      }
-      await handle.signal(markDeviceSignal, parsed);
+      return mapFailures(async () => {
+        const parsed = parseWith(MarkRequestSchema, req, 'mark request');
+        const handle = await pool(site);
+        const tables = await handle.query(tablesQuery);
+        if (!findDevice(tables, parsed.device)) {
+          throw ApplicationFailure.nonRetryable(
+            `no device ${parsed.device} in the pool of site ${site}`,
+            ErrorType.NotFound,
+          );
+        }
+        await handle.signal(markDeviceSignal, parsed);
+      });
     },
 
     /** The pool's tables, as seed 004 Figs. 3–6 show them. */
@@ -173,13 +182,6 @@ function callKey(kind: string, job: string): string {
   const info = Context.current().info;
   const run = info.workflowExecution?.runId ?? 'standalone';
   return `${kind}/${job}/${run}/${info.activityId}`;
-}
-
-function parseRequest<S extends z.ZodType>(schema: S, raw: unknown): z.output<S> {
-  const out = schema.safeParse(raw);
-  if (!out.success)
-    throw ApplicationFailure.nonRetryable(`invalid request: ${z.prettifyError(out.error)}`, ErrorType.InvalidInput);
-  return out.data;
 }
 
 /**

@@ -16,7 +16,8 @@ import { ChecksumMismatchError, NotFoundError } from '../domain/errors';
 import { ImageKind, RESTART_SCOPES, type ImageRecord, type RestartScope } from '../domain/ladder';
 import type { ImageStore } from '../images/store';
 import { sha256Of } from '../images/copy';
-import { mapFailures, parseInput } from './failures';
+import { parseWith } from '../domain/validate';
+import { mapFailures } from './failures';
 
 export interface VmActivityDeps {
   loaded: LoadedConfig;
@@ -97,7 +98,7 @@ export function createVmActivities(deps: VmActivityDeps) {
     /** The hosts of the VM's site; NotFound for a VM the hypervisor does not know. */
     async vmProfile(input: { site: string; vm: string }): Promise<VmProfile> {
       return mapFailures(async () => {
-        const { site, vm } = parseInput(VmInput, input, 'VM');
+        const { site, vm } = parseWith(VmInput, input, 'VM');
         await hv.describeVm(site, vm);
         return { site, vm, hosts: findSite(loaded.config, site).hosts.map((h) => h.name) };
       });
@@ -115,7 +116,7 @@ export function createVmActivities(deps: VmActivityDeps) {
       keep: number;
     }): Promise<{ image: ImageRecord; pruned: string[] }> {
       return mapFailures(async () => {
-        const { site, vm, imageId, keep } = parseInput(BackupInput, input, 'data backup');
+        const { site, vm, imageId, keep } = parseWith(BackupInput, input, 'data backup');
         let image: ImageRecord;
         if (images.has(imageId)) image = images.get(imageId);
         else {
@@ -159,7 +160,7 @@ export function createVmActivities(deps: VmActivityDeps) {
     /** The startup-guarantee or software image of a VM, created (and verified) when missing. */
     async ensureBaseImage(input: { site: string; vm: string; kind: 'software' | 'guarantee' }): Promise<ImageRecord> {
       return mapFailures(async () => {
-        const { site, vm, kind } = parseInput(BaseImageInput, input, 'base image');
+        const { site, vm, kind } = parseWith(BaseImageInput, input, 'base image');
         return baseImage(site, vm, kind);
       });
     },
@@ -167,14 +168,14 @@ export function createVmActivities(deps: VmActivityDeps) {
     /** The newest data image that verifies, or null when the VM has none. */
     async latestDataImage(input: { site: string; vm: string }): Promise<ImageRecord | null> {
       return mapFailures(async () => {
-        const { site, vm } = parseInput(VmInput, input, 'VM');
+        const { site, vm } = parseWith(VmInput, input, 'VM');
         return latestGoodDataImage(site, vm);
       });
     },
 
     async checkHealth(input: { site: string; vm: string }): Promise<VmHealth> {
       return mapFailures(async () => {
-        const { site, vm } = parseInput(VmInput, input, 'VM');
+        const { site, vm } = parseWith(VmInput, input, 'VM');
         return hv.health(site, vm);
       });
     },
@@ -190,7 +191,7 @@ export function createVmActivities(deps: VmActivityDeps) {
       everyMs: number;
     }): Promise<VmHealth & { waitedMs: number }> {
       return mapFailures(async () => {
-        const { site, vm, timeoutMs, everyMs } = parseInput(WaitInput, input, 'health wait');
+        const { site, vm, timeoutMs, everyMs } = parseWith(WaitInput, input, 'health wait');
         const t0 = Date.now();
         const signal = Context.current().cancellationSignal;
         for (;;) {
@@ -219,7 +220,7 @@ export function createVmActivities(deps: VmActivityDeps) {
       incident: string;
     }): Promise<{ tookMs: number }> {
       return mapFailures(async () => {
-        const r = parseInput(RestartInput, input, 'restart');
+        const r = parseWith(RestartInput, input, 'restart');
         const t0 = Date.now();
         await hv.restart(r.site, r.vm, r.scope, { request: r.request, rung: r.rung, incident: r.incident });
         return { tookMs: Date.now() - t0 };
@@ -239,7 +240,7 @@ export function createVmActivities(deps: VmActivityDeps) {
       incident: string;
     }): Promise<{ volume: string; sizeBytes: number; tookMs: number }> {
       return mapFailures(async () => {
-        const r = parseInput(CreateInput, input, 'volume creation');
+        const r = parseWith(CreateInput, input, 'volume creation');
         const t0 = Date.now();
         const img = images.get(r.imageId);
         const prior = Context.current().info.heartbeatDetails as { bytes?: number } | undefined;
@@ -267,7 +268,7 @@ export function createVmActivities(deps: VmActivityDeps) {
       incident: string;
     }): Promise<{ retired: string; tookMs: number }> {
       return mapFailures(async () => {
-        const r = parseInput(SwapInput, input, 'volume swap');
+        const r = parseWith(SwapInput, input, 'volume swap');
         const t0 = Date.now();
         const out = await hv.swapDataVolume(r.site, r.vm, r.volume, ref(images.get(r.imageId)), {
           request: r.request,
@@ -291,7 +292,7 @@ export function createVmActivities(deps: VmActivityDeps) {
       incident: string;
     }): Promise<{ software: string; data: string; host: string; tookMs: number }> {
       return mapFailures(async () => {
-        const r = parseInput(RebuildInput, input, 'rebuild');
+        const r = parseWith(RebuildInput, input, 'rebuild');
         const t0 = Date.now();
         const s = findSite(loaded.config, r.site);
         if (!s.hosts.some((h) => h.name === r.host)) {

@@ -6,9 +6,9 @@
  */
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { ZodType } from 'zod';
 import { BackupRefSchema, EnterBackupSchema, FinishSchema } from '../domain/datapath';
-import { ErrorType, InvalidInputError, KuraError, NotFoundError, formatPath } from '../domain/errors';
+import { ErrorType, InvalidInputError, KuraError, NotFoundError } from '../domain/errors';
+import { parseWith } from '../domain/validate';
 import type { Volume } from './volume';
 
 const STATUS_OF: Partial<Record<ErrorType, number>> = {
@@ -18,18 +18,6 @@ const STATUS_OF: Partial<Record<ErrorType, number>> = {
 };
 
 const MAX_BODY = 64 * 1024;
-
-function parse<T>(schema: ZodType<T>, body: unknown, what: string): T {
-  const r = schema.safeParse(body);
-  if (!r.success) {
-    const issues = r.error.issues.map((i) => ({ path: formatPath(i.path), message: i.message }));
-    throw new InvalidInputError(
-      `invalid ${what}: ${issues.map((i) => `${i.path || '(body)'}: ${i.message}`).join('; ')}`,
-      issues,
-    );
-  }
-  return r.data;
-}
 
 async function readBody(req: http.IncomingMessage): Promise<unknown> {
   const chunks: Buffer[] = [];
@@ -95,19 +83,19 @@ export class ControlServer {
       const body = await readBody(req);
       switch (parts[3]) {
         case 'enter-backup': {
-          const b = parse(EnterBackupSchema, body, 'enter-backup request');
+          const b = parseWith(EnterBackupSchema, body, 'enter-backup request');
           return send(res, 200, await v.enterBackup(b.backupId, b.image));
         }
         case 'base-copy':
-          return send(res, 200, v.startBaseCopy(parse(BackupRefSchema, body, 'base-copy request').backupId));
+          return send(res, 200, v.startBaseCopy(parseWith(BackupRefSchema, body, 'base-copy request').backupId));
         case 'catch-up':
-          return send(res, 200, await v.catchUpRound(parse(BackupRefSchema, body, 'catch-up request').backupId));
+          return send(res, 200, await v.catchUpRound(parseWith(BackupRefSchema, body, 'catch-up request').backupId));
         case 'finish': {
-          const b = parse(FinishSchema, body, 'finish request');
+          const b = parseWith(FinishSchema, body, 'finish request');
           return send(res, 200, await v.finish(b.backupId, b.maxEtaMs));
         }
         case 'abort':
-          return send(res, 200, await v.abort(parse(BackupRefSchema, body, 'abort request').backupId));
+          return send(res, 200, await v.abort(parseWith(BackupRefSchema, body, 'abort request').backupId));
         default:
           throw new NotFoundError(`no route POST ${url.pathname}`);
       }

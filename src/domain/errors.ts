@@ -30,6 +30,8 @@ export const ErrorType = {
   NotWaiting: 'NotWaiting',
   /** The VM is being recovered; what was asked must wait until the ladder ends. */
   InRecovery: 'InRecovery',
+  /** The job was cancelled by a person or by its caller before it finished. */
+  Cancelled: 'Cancelled',
 } as const;
 export type ErrorType = (typeof ErrorType)[keyof typeof ErrorType];
 

@@ -11,6 +11,8 @@ import {
 } from '@temporalio/workflow';
 import type { ZodType, output } from 'zod';
 import type { StreamRecord } from '../domain/catalog';
+import { KuraError, ErrorType } from '../domain/errors';
+import { parseWith } from '../domain/validate';
 import type { ControlActivities } from './proxies';
 
 export interface RootFailure {
@@ -27,10 +29,10 @@ export function rootFailure(err: unknown): RootFailure {
     cur = cur instanceof TemporalFailure || cur instanceof Error ? (cur as Error).cause : undefined;
   }
   if (found) return found;
-  if (isCancellation(err)) return { type: 'Cancelled', message: 'the job was cancelled' };
+  if (isCancellation(err)) return { type: ErrorType.Cancelled, message: 'the job was cancelled' };
   if (deviceTrouble(err).timedOut)
     return {
-      type: 'DeviceFault',
+      type: ErrorType.DeviceFault,
       message: 'the copy stopped answering (no heartbeat within the copy heartbeat timeout)',
     };
   return { type: 'Error', message: err instanceof Error ? err.message : String(err) };
@@ -46,7 +48,7 @@ export function deviceTrouble(err: unknown): { device?: string; timedOut: boolea
   let cur: unknown = err;
   for (let depth = 0; cur && depth < 10; depth++) {
     if (cur instanceof TimeoutFailure) timedOut = true;
-    if (cur instanceof ApplicationFailure && cur.type === 'DeviceFault') {
+    if (cur instanceof ApplicationFailure && cur.type === ErrorType.DeviceFault) {
       const d = (cur.details?.[0] as { device?: unknown } | undefined)?.device;
       if (typeof d === 'string') device = d;
     }
@@ -69,14 +71,18 @@ export function jobFailure(context: string, err: unknown): ApplicationFailure {
   });
 }
 
-/** Step 1 of every job: parse its input; a malformed request fails with InvalidInput, changing nothing. */
+/**
+ * Step 1 of every job, and every update's validator: the input parsed with domain's one
+ * validation helper; its InvalidInputError leaves the workflow as a non-retryable
+ * ApplicationFailure of the same type and message, changing nothing.
+ */
 export function acceptInput<S extends ZodType>(schema: S, input: unknown, what: string): output<S> {
-  const r = schema.safeParse(input);
-  if (!r.success) {
-    const problems = r.error.issues.map((i) => `${i.path.join('.') || '(request)'}: ${i.message}`).join('; ');
-    throw ApplicationFailure.nonRetryable(`invalid ${what}: ${problems}`, 'InvalidInput');
+  try {
+    return parseWith(schema, input, what);
+  } catch (err) {
+    if (err instanceof KuraError) throw ApplicationFailure.nonRetryable(err.message, err.type, { issues: err.issues });
+    throw err;
   }
-  return r.data as output<S>;
 }
 
 /**

@@ -29,6 +29,7 @@ import { acceptInput, jobFailure, reportBackupFailure, rootFailure } from './fai
 import { Compensations } from './compensations';
 import { controlActivities } from './proxies';
 import { onlineActivities } from './online-proxies';
+import { ErrorType } from '../domain/errors';
 
 /** Backs up one volume while its host keeps using it. Workflow id: `online/<volume>/<time>`. */
 export async function onlineBackup(input: OnlineBackupRequest): Promise<OnlineBackupReport> {
@@ -123,7 +124,7 @@ export async function onlineBackup(input: OnlineBackupRequest): Promise<OnlineBa
     if (quiesceMs === null) {
       throw ApplicationFailure.nonRetryable(
         `${volume} did not converge in ${settings.maxRounds} catch-up rounds (last ETA ${progress.etaMs ?? 'unknown'} ms, path ${progress.path}); the host writes faster than main storage takes them`,
-        'DeviceFault',
+        ErrorType.DeviceFault,
       );
     }
     undo.done('abort');

@@ -16,6 +16,7 @@ import {
 } from '@temporalio/workflow';
 import { z } from 'zod';
 import { ErrorType } from '../domain/errors';
+import { acceptInput } from './failures';
 import {
   MarkRequestSchema,
   PoolTablesSchema,
@@ -56,17 +57,11 @@ export type ResourcePoolInput = z.infer<typeof ResourcePoolInputSchema>;
 
 /** The pool of one site; runs forever, continuing as new with its tables when history grows. */
 export async function resourcePool(input: ResourcePoolInput): Promise<never> {
-  const parsed = ResourcePoolInputSchema.safeParse(input);
-  if (!parsed.success) {
-    throw ApplicationFailure.nonRetryable(
-      `resource pool input is invalid: ${z.prettifyError(parsed.error)}`,
-      ErrorType.InvalidInput,
-    );
-  }
-  const { site } = parsed.data;
-  const maxHistoryEvents = parsed.data.maxHistoryEvents ?? DEFAULT_MAX_HISTORY_EVENTS;
-  let tables: PoolTables = parsed.data.tables;
-  const queue: QueuedRequest[] = [...(parsed.data.queue ?? [])];
+  const req = acceptInput(ResourcePoolInputSchema, input, 'resource pool input');
+  const { site } = req;
+  const maxHistoryEvents = req.maxHistoryEvents ?? DEFAULT_MAX_HISTORY_EVENTS;
+  let tables: PoolTables = req.tables;
+  const queue: QueuedRequest[] = [...(req.queue ?? [])];
   /** Live reserve updates per queued job (a retried activity may send a second one for the same job). */
   const waiters: Record<string, number> = {};
   /** Jobs that released while still queued: their waiting updates give up. */
@@ -131,11 +126,11 @@ export async function resourcePool(input: ResourcePoolInput): Promise<never> {
       commit(out.tables);
       return { released: out.released };
     },
-    { validator: (raw) => void parseOrReject(ReleaseRequestSchema, raw) },
+    { validator: (raw) => void acceptInput(ReleaseRequestSchema, raw, 'release request') },
   );
 
   setHandler(reserveStreamsUpdate, (raw) => reserve(ReserveRequestSchema.parse(raw)), {
-    validator: (raw) => void parseOrReject(ReserveRequestSchema, raw),
+    validator: (raw) => void acceptInput(ReserveRequestSchema, raw, 'reservation request'),
   });
 
   /**
@@ -245,17 +240,6 @@ export async function resourcePool(input: ResourcePoolInput): Promise<never> {
   }
   await condition(allHandlersFinished);
   return continueAsNew<typeof resourcePool>({ site, tables, queue, maxHistoryEvents });
-}
-
-/**
- * Update validators must be synchronous and must throw to reject; a typed failure tells the caller
- * its request, not the pool, is at fault.
- */
-function parseOrReject<S extends z.ZodType>(schema: S, raw: unknown): z.output<S> {
-  const out = schema.safeParse(raw);
-  if (!out.success)
-    throw ApplicationFailure.nonRetryable(`invalid request: ${z.prettifyError(out.error)}`, ErrorType.InvalidInput);
-  return out.data;
 }
 
 function noResources(message: string): ApplicationFailure {

@@ -16,6 +16,7 @@ import { acceptInput, rootFailure } from './failures';
 import { Compensations } from './compensations';
 import { OperationState } from './operation-state';
 import { controlActivities, copyActivities, poolActivities } from './proxies';
+import { ErrorType } from '../domain/errors';
 
 /** Restores one backup into a new file under a restore root. */
 export async function restore(input: RestoreRequest): Promise<RestoreReport> {
@@ -206,7 +207,7 @@ function noCopyLeft(
   const holders = pieces.filter((p) => p.piece === piece);
   const tried = skipped.filter((s) => holders.some((h) => h.tape === s.tape));
   // Typed like the last cartridge's failure (NoResources, DeviceFault, …): that is what to fix.
-  const type = tried[tried.length - 1]?.type ?? 'NotFound';
+  const type = tried[tried.length - 1]?.type ?? ErrorType.NotFound;
   const detail = tried.map((s) => `cartridge ${s.tape}: ${s.type}: ${s.message}`).join('; ');
   const copies = holders.length === 1 ? 'its only copy' : `all ${holders.length} copies`;
   return ApplicationFailure.nonRetryable(

@@ -19,6 +19,7 @@ import type { Compensations } from './compensations';
 import type { OperationState } from './operation-state';
 import { copyActivities, type ControlActivities, type PoolActivities } from './proxies';
 import { deviceTrouble, rootFailure } from './failures';
+import { ErrorType } from '../domain/errors';
 
 /** Everything the stream functions share with the backup that runs them. */
 export interface CopyJob {
@@ -258,7 +259,7 @@ export async function verifyCopies(
       if (sha256 !== undefined && v.sha256 !== sha256) {
         throw ApplicationFailure.nonRetryable(
           `copy ${c} reads back as ${v.sha256}, but copy ${kept[0]} as ${sha256}; the volume changed while it was copied`,
-          'ChecksumMismatch',
+          ErrorType.ChecksumMismatch,
         );
       }
       sha256 = v.sha256;
@@ -406,7 +407,7 @@ function allStreamsFailed(job: CopyJob): ApplicationFailure {
   const why = failed
     .map((l) => `stream ${l.stream.stream} (${lanePath(l.stream)}, ${l.stream.tape}): ${l.error}`)
     .join('; ');
-  return ApplicationFailure.nonRetryable(`all ${job.lanes.length} streams failed: ${why}`, 'DeviceFault');
+  return ApplicationFailure.nonRetryable(`all ${job.lanes.length} streams failed: ${why}`, ErrorType.DeviceFault);
 }
 
 function copyRequest(job: CopyJob, lane: Lane, piece: PiecePlan, copy: number) {
