@@ -3,20 +3,20 @@
  * type and an actionable message (or as JSON with --json) and set the exit code.
  */
 import { Command } from 'commander';
-import { cliContext, type CliContext } from './cli/context';
-import { reportError } from './cli/errors';
-import { registerBackupCommands } from './cli/backup';
-import { registerRestoreCommands } from './cli/restore';
-import { registerCatalogCommands } from './cli/catalog';
-import { registerScheduleCommands } from './cli/schedule';
-import { registerConfigCommands } from './cli/config';
-import { registerStartCommand } from './cli/start';
-import { registerWorkerCommand } from './cli/worker';
-import { registerLabCommands } from './cli/lab';
-import { registerPoolCommands } from './cli/pool';
-import { registerDatapathCommand } from './cli/datapath';
-import { registerLadderCommands } from './cli/ladder';
-import { registerLabVmCommands } from './cli/lab-vm';
+import { cliContext, type CliContext } from './context';
+import { reportError } from './errors';
+import { registerBackupCommands } from './backup';
+import { registerRestoreCommands } from './restore';
+import { registerCatalogCommands } from './catalog';
+import { registerScheduleCommands } from './schedule';
+import { registerConfigCommands } from './config';
+import { registerStartCommand } from './start';
+import { registerWorkerCommand } from './worker';
+import { registerLabCommands } from './lab';
+import { registerPoolCommands } from './pool';
+import { registerDatapathCommand } from './datapath';
+import { registerLadderCommands } from './ladder';
+import { registerLabVmCommands } from './lab-vm';
 
 /** Builds the program and the context its commands share. */
 function buildProgram(): { program: Command; ctx: CliContext } {
