@@ -40,7 +40,7 @@ export interface OnlineJobOptions {
   deviceAttempts?: number;
 }
 
-/** Kura's client: every job, schedule, guardian and pool of one installation, as the CLI and other services use them. */
+/** Kura's client: the jobs, schedules, guardians and pools of one installation, as the CLI and services use them. */
 export class Kura {
   /** The control task queue every job of this installation runs on. */
   readonly taskQueue: string;

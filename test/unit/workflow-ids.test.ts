@@ -1,4 +1,4 @@
-/** Workflow ids, schedule ids and task queues: built in one place, the same for every caller, importable by workflows. */
+/** Workflow ids, schedule ids and task queues: built in one place, the same for every caller, usable in workflows. */
 import { describe, expect, it } from 'vitest';
 import { existsSync, readFileSync } from 'node:fs';
 import { builtinModules } from 'node:module';
