@@ -14,7 +14,7 @@
  */
 import { hospitalPreset } from '../src/lab/preset';
 import { LabState } from '../src/lab/state';
-import { markDeviceSignal, tablesQuery } from '../src/messages';
+import { markDeviceSignal, poolWorkflowId, tablesQuery } from '../src/client';
 import { formatBytes, parseSize } from '../src/domain/units';
 import type { BackupReport } from '../src/domain/jobs';
 import { arg, runBench, withLabStack } from './support/lab-stack';
@@ -25,13 +25,14 @@ async function main(): Promise<void> {
   const size = parseSize(arg('size', '512MiB')) ?? 512 * 1024 * 1024;
   const rate = parseSize(arg('rate', '128MiB')) ?? 128 * 1024 * 1024;
   const runs = Number(arg('runs', '3'));
+  const site = 'bench';
   const cfg = hospitalPreset({
     vms: 1,
     dataVolumeSize: size,
     softwareVolumeSize: 4096,
     cartridgeCapacity: 64 * 1024 * 1024 * 1024,
     cartridgesPerLibrary: 2,
-    site: 'bench',
+    site,
   });
   cfg.tuning = {
     pieceSize: '64GiB',
@@ -43,7 +44,7 @@ async function main(): Promise<void> {
   };
   await withLabStack('failover', cfg, async ({ paths, client, kura }) => {
     const state = new LabState(paths.labState);
-    const pool = client.workflow.getHandle('pool/bench');
+    const pool = client.workflow.getHandle(poolWorkflowId(site));
     let n = 0;
 
     /** One backup; returns its wall time in seconds and where its chunks went. */

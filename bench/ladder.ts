@@ -9,8 +9,7 @@
  */
 import { hospitalPreset } from '../src/lab/preset';
 import { LabState } from '../src/lab/state';
-import { KuraVms, guardianWorkflowId } from '../src/vmClient';
-import { guardianQuery } from '../src/messages';
+import { guardianQuery, guardianWorkflowId } from '../src/client';
 import { parseDuration, parseSize } from '../src/domain/units';
 import { CURE_DEPTHS, rungForDepth, type LadderResult, type LadderView } from '../src/domain/ladder';
 import { arg, runBench, withLabStack } from './support/lab-stack';
@@ -59,8 +58,8 @@ async function main(): Promise<void> {
   await withLabStack(
     'ladder',
     cfg,
-    async ({ loaded, paths, client }) => {
-      const vms = new KuraVms(client, loaded);
+    async ({ loaded, paths, client, kura }) => {
+      const { vms } = kura;
       names = loaded.config.sites[0]!.vms.map((v) => v.name);
       const state = new LabState(paths.labState);
 

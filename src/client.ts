@@ -1,62 +1,51 @@
 /**
- * The `kura` command line: every command group registers itself; failures are printed with their
- * type and an actionable message (or as JSON with --json) and set the exit code.
+ * Kura's public client: what the CLI and other services import. The `Kura` facade and its parts
+ * (VM protection, the resource pools), their option types, the builders of every workflow id and
+ * task queue, the search attributes, and the signals, queries and updates of the workflows. The
+ * parts live in `src/api/`; this module only names them.
  */
-import { Command } from 'commander';
-import { cliContext, type CliContext } from './cli/context';
-import { reportError } from './cli/errors';
-import { registerBackupCommands } from './cli/backup';
-import { registerRestoreCommands } from './cli/restore';
-import { registerCatalogCommands } from './cli/catalog';
-import { registerScheduleCommands } from './cli/schedule';
-import { registerConfigCommands } from './cli/config';
-import { registerStartCommand } from './cli/start';
-import { registerWorkerCommand } from './cli/worker';
-import { registerLabCommands } from './cli/lab';
-import { registerPoolCommands } from './cli/pool';
-import { registerDatapathCommand } from './cli/datapath';
-import { registerLadderCommands } from './cli/ladder';
-import { registerLabVmCommands } from './cli/lab-vm';
-
-/** Builds the program and the context its commands share. */
-function buildProgram(): { program: Command; ctx: CliContext } {
-  const program = new Command('kura')
-    .description('Kura: durable backup and recovery for virtualized and SAN estates, on Temporal')
-    .option('-c, --config <file>', 'configuration file (default: $KURA_CONFIG or ./kura.yaml)')
-    .option('--json', 'print machine-readable JSON only')
-    .showHelpAfterError()
-    .configureOutput({ outputError: (s, write) => write(s) });
-  const ctx = cliContext(program);
-  registerStartCommand(program, ctx);
-  registerBackupCommands(program, ctx);
-  registerRestoreCommands(program, ctx);
-  registerCatalogCommands(program, ctx);
-  registerPoolCommands(program, { connect: () => ctx.connect(), loadConfig: () => ctx.config() });
-  registerScheduleCommands(program, ctx);
-  registerLabCommands(program);
-  registerConfigCommands(program, ctx);
-  registerWorkerCommand(program, ctx);
-  registerDatapathCommand(program, ctx);
-  registerLadderCommands(program, ctx);
-  registerLabVmCommands(program, ctx);
-  return { program, ctx };
-}
-
-/** Runs the CLI with these arguments and sets the process's exit code. */
-export async function run(argv: string[]): Promise<void> {
-  process.exitCode = await main(argv);
-}
-
-async function main(argv: string[]): Promise<number> {
-  const { program, ctx } = buildProgram();
-  try {
-    await program.parseAsync(argv);
-    return typeof process.exitCode === 'number' ? process.exitCode : 0;
-  } catch (err) {
-    return reportError(err, argv.includes('--json'));
-  } finally {
-    await ctx.close();
-  }
-}
-
-if (require.main === module) void run(process.argv);
+export { Kura, type JobOptions, type OnlineJobOptions } from './api/kura';
+export { KuraVms, ensureGuardian, ensureGuardians, siteOfVm } from './api/vms';
+export { KuraPool, ensurePool, poolSiteName } from './api/pool';
+export {
+  applySchedules,
+  listSchedules,
+  policyScheduleId,
+  type AppliedSchedules,
+  type ScheduleRow,
+} from './api/schedules';
+export { cliUser, controlTaskQueue } from './api/environment';
+export {
+  backupWorkflowId,
+  fleetWorkflowId,
+  guardianWorkflowId,
+  isKuraScheduleId,
+  ladderWorkflowId,
+  onlineBackupWorkflowId,
+  operationWorkflowId,
+  parseScheduleId,
+  poolWorkflowId,
+  restoreWorkflowId,
+  scheduleIdFor,
+  scheduledFleetWorkflowId,
+  type OperationKind,
+} from './api/workflow-ids';
+export { CONTROL_TASK_QUEUE, serverTaskQueue } from './api/task-queues';
+export { JobKind, KuraKind, KuraRung, KuraSite, KuraTarget, KuraVm } from './search-attributes';
+export {
+  failureDetectedSignal,
+  fleetProgressQuery,
+  guardianQuery,
+  ladderQuery,
+  markDeviceSignal,
+  onlineProgressQuery,
+  planQuery,
+  progressQuery,
+  rebuildUpdate,
+  releaseUpdate,
+  requestDataBackupUpdate,
+  reserveStreamsUpdate,
+  resolveUpdate,
+  syncInventorySignal,
+  tablesQuery,
+} from './messages';

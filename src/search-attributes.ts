@@ -23,15 +23,3 @@ export const JobKind = {
   Ladder: 'ladder',
 } as const;
 export type JobKind = (typeof JobKind)[keyof typeof JobKind];
-
-/** Task queue of the control plane: workflows and control activities ($KURA_TASK_QUEUE overrides). */
-export const CONTROL_TASK_QUEUE = 'kura-control';
-
-/**
- * Task queue of one backup server, where the copy activities that run on that server wait:
- * `kura-server-<name>` beside `kura-control` (a control queue `x-kura-control` gives `x-kura-server-<name>`).
- */
-export function serverTaskQueue(server: string, controlQueue: string = CONTROL_TASK_QUEUE): string {
-  const base = controlQueue.endsWith('control') ? controlQueue.slice(0, -'control'.length) : `${controlQueue}-`;
-  return `${base}server-${server}`;
-}

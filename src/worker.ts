@@ -20,12 +20,11 @@ import { LabState } from './lab/state';
 import { labDrivers } from './drivers';
 import { createControlActivities } from './activities/control';
 import { createCopyActivities } from './activities/copy';
-import { createPoolActivities, ensurePool } from './activities/pool';
+import { createPoolActivities } from './activities/pool';
 import { createOnlineActivities } from './activities/online';
 import { createVmActivities } from './activities/vm';
 import { ImageStore } from './images/store';
-import { ensureGuardians } from './vmClient';
-import { CONTROL_TASK_QUEUE, serverTaskQueue } from './search-attributes';
+import { controlTaskQueue, ensureGuardians, ensurePool, serverTaskQueue } from './client';
 import { temporalConnectionOptions } from './stack/connection';
 
 export interface KuraWorkersOptions {
@@ -79,7 +78,7 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
   const { loaded } = opts;
   installRuntime();
   const conn = temporalConnectionOptions(loaded, { address: opts.address, namespace: opts.namespace });
-  const taskQueue = opts.taskQueue ?? process.env.KURA_TASK_QUEUE ?? CONTROL_TASK_QUEUE;
+  const taskQueue = controlTaskQueue(opts.taskQueue);
   const paths = kuraPaths(loaded);
   const catalog = new Catalog(paths.catalog);
   const lab = new LabState(paths.labState);

@@ -12,7 +12,7 @@ import { loadConfig, type LoadedConfig } from '../../src/config/load';
 import { kuraPaths, type KuraPaths } from '../../src/config/paths';
 import { createLabFiles } from '../../src/lab/files';
 import { startKuraWorkers, type KuraWorkers } from '../../src/worker';
-import { Kura } from '../../src/api';
+import { Kura } from '../../src/client';
 import type { ConfigInput } from '../../src/domain/inventory';
 
 /** The value of `--name <value>` on the command line, or the fallback. */

@@ -1,6 +1,7 @@
 /**
  * Activities that talk to a site's resource pool workflow: reserve and release streams, mark
- * devices and read the tables, starting the pool first when it is not running yet.
+ * devices and read the tables, starting the pool first when it is not running yet. (The worker
+ * starts every site's pool at start-up with `ensurePool` of the client, src/api/pool.ts.)
  */
 import { Context } from '@temporalio/activity';
 import { WorkflowUpdateFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
@@ -19,15 +20,10 @@ import {
   type ReleaseRequest,
   type ReserveRequest,
 } from '../domain/pool';
-import { markDeviceSignal, releaseUpdate, reserveStreamsUpdate, syncInventorySignal, tablesQuery } from '../messages';
-import { CONTROL_TASK_QUEUE } from '../search-attributes';
+import { markDeviceSignal, releaseUpdate, reserveStreamsUpdate, tablesQuery } from '../messages';
+import { poolWorkflowId } from '../api/workflow-ids';
 import type { resourcePool } from '../workflows/resource-pool';
 import { findDevice, tablesFromSite } from '../domain/pool-tables';
-
-/** The pool workflow's id for a site: one pool per site. */
-export function poolWorkflowId(site: string): string {
-  return `pool/${site}`;
-}
 
 /** What the pool activities need from the worker. */
 export interface PoolActivityDeps {
@@ -41,23 +37,6 @@ export interface PoolActivityDeps {
   taskQueue?: string;
   /** How often a waiting reservation heartbeats. */
   heartbeatMs?: number;
-}
-
-/**
- * Starts the site's pool if it is not running and hands it the site's current inventory (new
- * devices are added, removed free ones dropped). The worker calls this for every site at start-up,
- * with its control task queue.
- */
-export async function ensurePool(client: Client, site: Site, taskQueue: string = CONTROL_TASK_QUEUE): Promise<void> {
-  const tables = tablesFromSite(site);
-  await client.workflow.signalWithStart<typeof resourcePool, [PoolTables]>('resourcePool', {
-    workflowId: poolWorkflowId(site.name),
-    taskQueue,
-    args: [{ site: site.name, tables }],
-    signal: syncInventorySignal,
-    signalArgs: [tables],
-    staticSummary: `resource pool of site ${site.name}`,
-  });
 }
 
 /** Creates the pool activities bound to a Temporal client and the configured sites. */

@@ -7,7 +7,7 @@ import { Client, Connection } from '@temporalio/client';
 import { configPath, loadConfig, type LoadedConfig } from '../config/load';
 import { kuraPaths, type KuraPaths } from '../config/paths';
 import { temporalConnectionOptions } from '../stack/connection';
-import { Kura } from '../api';
+import { Kura } from '../client';
 
 export interface Connected {
   client: Client;

@@ -7,7 +7,7 @@ import type { Command } from 'commander';
 import { InvalidInputError } from '../domain/errors';
 import { CURE_DEPTHS, CureDepthSchema } from '../domain/ladder';
 import { LabState } from '../lab/state';
-import { KuraVms, siteOfVm } from '../vmClient';
+import { siteOfVm } from '../client';
 import { print, type CliContext } from './context';
 
 /** Adds `vm-fault` to the `lab` command group (registered before this). */
@@ -48,7 +48,9 @@ export function registerLabVmCommands(program: Command, ctx: CliContext): void {
         state.close();
       }
       if (o.report === true && depth !== undefined) {
-        await new KuraVms((await ctx.connect()).client, loaded).reportFailure(vm, `lab fault cured by ${depth}`, {
+        await (
+          await ctx.connect()
+        ).kura.vms.reportFailure(vm, `lab fault cured by ${depth}`, {
           site: site.name,
         });
       }

@@ -6,13 +6,12 @@
 import type { Command } from 'commander';
 import type { LadderView } from '../domain/ladder';
 import { formatBytes } from '../domain/units';
-import { KuraVms } from '../vmClient';
 import { print, uiLink, type CliContext } from './context';
 import { table } from './table';
 
 /** Adds the `vm` and `ladder` command groups to the `kura` program. */
 export function registerLadderCommands(program: Command, ctx: CliContext): void {
-  const vms = async () => new KuraVms((await ctx.connect()).client, ctx.config());
+  const vms = async () => (await ctx.connect()).kura.vms;
 
   const vm = program.command('vm').description("a VM's guardian: data-volume images and failure reports");
   vm.command('backup-data <vm>')

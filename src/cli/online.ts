@@ -5,8 +5,7 @@
  */
 import type { OnlineBackupReport, OnlineProgress } from '../domain/datapath';
 import { formatBytes } from '../domain/units';
-import { onlineProgressQuery } from '../messages';
-import { startOnlineBackup } from '../api-online';
+import { onlineProgressQuery } from '../client';
 import { print, uiLink, type CliContext } from './context';
 import { heartbeatBytes, pollUntilSettled } from './progress';
 
@@ -33,7 +32,7 @@ export async function runOnlineBackup(
   o: { site?: string; detach?: boolean },
 ): Promise<void> {
   const { kura } = await ctx.connect();
-  const handle = await startOnlineBackup(kura, target, { site: o.site });
+  const handle = await kura.startOnlineBackup(target, { site: o.site });
   if (o.detach) {
     print(
       ctx,

@@ -2,21 +2,18 @@
  * `kura pool …`: show a site's resource pool tables (seed 004 Figs. 3–6) and mark devices
  * available or unavailable.
  */
-import type { Client } from '@temporalio/client';
-import { WorkflowNotFoundError } from '@temporalio/common';
 import type { Command } from 'commander';
 import type { LoadedConfig } from '../config/load';
-import { ErrorType, InvalidInputError, KuraError, NotFoundError, formatPath } from '../domain/errors';
+import { InvalidInputError, formatPath } from '../domain/errors';
 import { MarkRequestSchema, type DeviceRow, type PoolTables } from '../domain/pool';
 import { formatBytes } from '../domain/units';
-import { markDeviceSignal, tablesQuery } from '../messages';
-import { poolWorkflowId } from '../activities/pool';
-import { TABLE_KEYS, findDevice, type TableKey } from '../domain/pool-tables';
+import { TABLE_KEYS, type TableKey } from '../domain/pool-tables';
+import { poolSiteName, type Kura } from '../client';
 
 /** What the pool commands need from the entry point. */
 export interface PoolCommandDeps {
   /** The CLI's connection; the CLI closes it after the command. */
-  connect: () => Promise<{ client: Client }>;
+  connect: () => Promise<{ kura: Kura }>;
   loadConfig: () => LoadedConfig;
 }
 
@@ -29,9 +26,6 @@ const TITLES: Record<TableKey, string> = {
   switches: 'FC switches (table 450)',
   copyDevices: 'Copy devices (table 470)',
 };
-
-/** How long `pool mark` waits to read back the changed row. */
-const READ_BACK_MS = 5000;
 
 /** Adds the `pool` command group to the `kura` program. */
 export function registerPoolCommands(program: Command, deps: PoolCommandDeps): void {
@@ -46,8 +40,9 @@ export function registerPoolCommands(program: Command, deps: PoolCommandDeps): v
     .option('--json', 'print the tables as JSON')
     .action(async (opts: { site?: string; json?: boolean }, cmd: Command) => {
       const json = opts.json === true || cmd.optsWithGlobals<{ json?: boolean }>().json === true;
-      const site = siteName(deps.loadConfig(), opts.site);
-      const tables = await withClient(deps, (client) => readTables(client, site));
+      const site = poolSiteName(deps.loadConfig(), opts.site);
+      const { kura } = await deps.connect();
+      const tables = await kura.pool.tables(site);
       console.log(json ? JSON.stringify(tables, null, 2) : renderTables(tables));
     });
 
@@ -77,19 +72,9 @@ export function registerPoolCommands(program: Command, deps: PoolCommandDeps): v
           );
         }
         const req = parsed.data;
-        const site = siteName(deps.loadConfig(), opts.site);
-        const row = await withClient(deps, async (client) => {
-          const before = await readTables(client, site);
-          if (!findDevice(before, req.device)) {
-            throw new NotFoundError(
-              `no device ${req.device} in the pool of site ${site}; valid names are ${validNames(before)}`,
-              { device: req.device, site },
-            );
-          }
-          const handle = client.workflow.getHandle(poolWorkflowId(site));
-          await handle.signal(markDeviceSignal, req);
-          return readBack(client, site, req.device, req.state);
-        });
+        const site = poolSiteName(deps.loadConfig(), opts.site);
+        const { kura } = await deps.connect();
+        const row = await kura.pool.mark(site, req);
         if (json) console.log(JSON.stringify(row, null, 2));
         else
           console.log(
@@ -161,79 +146,4 @@ function titleOf(row: DeviceRow): string {
     } as const
   )[row.kind];
   return TITLES[key];
-}
-
-function siteName(loaded: LoadedConfig, wanted: string | undefined): string {
-  const sites = loaded.config.sites.map((s) => s.name);
-  if (wanted === undefined) {
-    const first = sites[0];
-    if (first === undefined) throw new NotFoundError(`${loaded.file} defines no site`);
-    return first;
-  }
-  if (!sites.includes(wanted))
-    throw new NotFoundError(`no site ${wanted} in ${loaded.file}; known sites: ${sites.join(', ')}`, { site: wanted });
-  return wanted;
-}
-
-async function withClient<T>(deps: PoolCommandDeps, use: (client: Client) => Promise<T>): Promise<T> {
-  return use((await deps.connect()).client);
-}
-
-/** The running pool's tables; a missing pool or a silent worker becomes an error that says what to start. */
-async function readTables(client: Client, site: string): Promise<PoolTables> {
-  try {
-    return await client.workflow.getHandle(poolWorkflowId(site)).query(tablesQuery);
-  } catch (err) {
-    if (err instanceof KuraError) throw err;
-    if (err instanceof WorkflowNotFoundError) {
-      throw new NotFoundError(
-        `no resource pool is running for site ${site}; start the worker (\`npm run worker\`), which starts one pool per site`,
-        { site },
-      );
-    }
-    throw new KuraError(
-      ErrorType.Unavailable,
-      `the resource pool of site ${site} did not answer (${err instanceof Error ? err.message : String(err)}); is a worker running on the control task queue?`,
-      { cause: err },
-    );
-  }
-}
-
-/**
- * A signal is applied when the pool's next workflow task runs, so the row is read until it shows
- * the new state (or the time is up, and the last reading is shown).
- */
-async function readBack(
-  client: Client,
-  site: string,
-  device: string,
-  state: 'available' | 'unavailable',
-): Promise<DeviceRow> {
-  const deadline = Date.now() + READ_BACK_MS;
-  for (;;) {
-    const row = findDevice(await readTables(client, site), device);
-    if (!row)
-      throw new NotFoundError(`device ${device} left the pool of site ${site} while it was being marked`, {
-        device,
-        site,
-      });
-    const applied = state === 'unavailable' ? row.state === 'unavailable' : row.state !== 'unavailable';
-    if (applied || Date.now() > deadline) return row;
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
-function validNames(tables: PoolTables): string {
-  const kinds: [string, DeviceRow[]][] = [
-    ['servers', tables.servers],
-    ['libraries', tables.libraries],
-    ['drives', tables.drives],
-    ['tapes', tables.tapes],
-    ['switches', tables.switches],
-    ['copy devices', tables.copyDevices],
-  ];
-  return kinds
-    .filter(([, rows]) => rows.length > 0)
-    .map(([kind, rows]) => `${kind}: ${rows.map((r) => r.name).join(', ')}`)
-    .join('; ');
 }

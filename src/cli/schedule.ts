@@ -1,8 +1,6 @@
 /** `kura schedule apply|list|trigger`: each policy's nightly time as a Temporal Schedule. */
 import type { Command } from 'commander';
-import { findSite } from '../config/targets';
-import { NotFoundError } from '../domain/errors';
-import { scheduleIdFor } from '../api';
+import { policyScheduleId, scheduledFleetWorkflowId } from '../client';
 import { print, type CliContext } from './context';
 import { table } from './table';
 
@@ -29,17 +27,8 @@ export function registerScheduleCommands(program: Command, ctx: CliContext): voi
     .command('list')
     .description("list Kura's schedules with their next run")
     .action(async () => {
-      const { client } = await ctx.connect();
-      const rows: { scheduleId: string; next: string; paused: boolean; recent: string }[] = [];
-      for await (const s of client.schedule.list()) {
-        if (!s.scheduleId.startsWith('kura/')) continue;
-        rows.push({
-          scheduleId: s.scheduleId,
-          next: s.info.nextActionTimes[0]?.toISOString() ?? '',
-          paused: s.state.paused,
-          recent: s.info.recentActions.at(-1)?.takenAt.toISOString() ?? '',
-        });
-      }
+      const { kura } = await ctx.connect();
+      const rows = await kura.listSchedules();
       print(ctx, rows, () =>
         rows.length
           ? table(
@@ -55,18 +44,14 @@ export function registerScheduleCommands(program: Command, ctx: CliContext): voi
     .description("run a policy's schedule now")
     .option('--site <name>', 'the site (default: the first in the configuration)')
     .action(async (policy: string, o: { site?: string }) => {
-      const site = findSite(ctx.config().config, o.site);
-      if (!site.policies.some((p) => p.name === policy))
-        throw new NotFoundError(
-          `no policy "${policy}" in site ${site.name}; policies: ${site.policies.map((p) => p.name).join(', ') || '(none)'}`,
-        );
-      const { client } = await ctx.connect();
-      const id = scheduleIdFor(site.name, policy);
-      await client.schedule.getHandle(id).trigger();
+      // Refuse an unknown site or policy before connecting.
+      policyScheduleId(ctx.config(), policy, o.site);
+      const { kura } = await ctx.connect();
+      const id = await kura.triggerSchedule(policy, { site: o.site });
       print(
         ctx,
         { ok: true, scheduleId: id },
-        () => `triggered ${id}; the run appears in the Temporal UI as fleet/${policy}-<time>`,
+        () => `triggered ${id}; the run appears in the Temporal UI as ${scheduledFleetWorkflowId(policy)}-<time>`,
       );
     });
 }

@@ -19,7 +19,7 @@ import { DEFAULT_ADDRESS, temporalConnectionOptions } from '../stack/connection'
 import { serverAnswers, startDevServer, type DevServer } from '../stack/devserver';
 import { startKuraWorkers } from '../worker';
 import { startDatapath } from '../datapath/service';
-import { Kura } from '../api';
+import { Kura } from '../client';
 import { watchFleet } from './progress';
 import { uiLink, type CliContext } from './context';
 

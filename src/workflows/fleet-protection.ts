@@ -14,10 +14,10 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import { FleetRequestSchema, type FleetReport, type FleetRequest, type FleetTarget } from '../domain/fleet';
-import { compactTime } from '../domain/catalog';
 import type { BackupReport } from '../domain/jobs';
 import { fleetProgressQuery } from '../messages';
 import { KuraKind, KuraSite, KuraTarget, JobKind } from '../search-attributes';
+import { backupWorkflowId } from '../api/workflow-ids';
 import { acceptInput, rootFailure } from './failures';
 import { controlActivities } from './proxies';
 import { sanOperation } from './san-operation';
@@ -78,7 +78,7 @@ export async function fleetProtection(input: FleetRequest): Promise<FleetReport>
     running++;
     startedThisRun++;
     t.state = 'running';
-    t.workflowId = `op/backup/${t.target}/${compactTime(requestedAt)}`;
+    t.workflowId = backupWorkflowId(t.target, requestedAt);
     summary();
     void runOne(t).finally(() => {
       running--;

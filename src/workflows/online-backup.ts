@@ -31,7 +31,10 @@ import { controlActivities } from './proxies';
 import { onlineActivities } from './online-proxies';
 import { ErrorType } from '../domain/errors';
 
-/** Backs up one volume while its host keeps using it. Workflow id: `online/<volume>/<time>`. */
+/**
+ * Backs up one volume while its host keeps using it. Workflow id: online/<array>/<volume>/<time>
+ * (`onlineBackupWorkflowId`).
+ */
 export async function onlineBackup(input: OnlineBackupRequest): Promise<OnlineBackupReport> {
   const { workflowId } = workflowInfo();
   const startedAt = new Date().toISOString();

@@ -9,7 +9,7 @@ import type { createCopyActivities } from '../activities/copy';
 import type { createPoolActivities } from '../activities/pool';
 import type { JobTuning } from '../domain/jobs';
 import { NON_RETRYABLE_ERROR_TYPES } from '../domain/errors';
-import { serverTaskQueue } from '../search-attributes';
+import { serverTaskQueue } from '../api/task-queues';
 
 export type ControlActivities = ReturnType<typeof createControlActivities>;
 export type CopyActivities = ReturnType<typeof createCopyActivities>;

@@ -33,6 +33,7 @@ import { compactTime } from '../domain/catalog';
 import { ErrorType } from '../domain/errors';
 import { failureDetectedSignal, guardianQuery, requestDataBackupUpdate } from '../messages';
 import { JobKind, KuraKind, KuraRung, KuraSite, KuraTarget, KuraVm } from '../search-attributes';
+import { ladderWorkflowId } from '../api/workflow-ids';
 import { acceptInput, rootFailure } from './failures';
 import { recoveryLadder } from './recovery-ladder';
 import { notifyActivities, vmActivities } from './vm-proxies';
@@ -157,7 +158,7 @@ export async function vmGuardian(input: GuardianInput): Promise<never> {
     await condition(() => !backupRunning);
     state.incidents += 1;
     const incident = `${compactTime(new Date().toISOString())}-${state.incidents}`;
-    const workflowId = `ladder/${vm}/${incident}`;
+    const workflowId = ladderWorkflowId(vm, incident);
     const startRung = startRungFor(state.lastRecovery, report.at ?? new Date().toISOString(), policy.stabilityWindowMs);
     currentLadder = workflowId;
     state.pendingFailure = undefined;

@@ -8,9 +8,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { DatapathClient } from '../../src/datapath/client';
-import { startOnlineBackup } from '../../src/api-online';
 import type { OnlineBackupReport } from '../../src/domain/datapath';
-import type { Kura } from '../../src/api';
+import type { Kura } from '../../src/client';
 import type { KuraWorkers } from '../../src/worker';
 import { connectKura, labEnv, makeLab, startWorkers, type TestLab } from '../support/harness';
 import { PatternWriter, applyWrites, candidatesAt, freePort, nbdUrl, nbdcopy } from '../support/nbd';
@@ -89,7 +88,7 @@ describe('kill -9 of the datapath during an online backup', () => {
     writer.start();
     await until(async () => (writer.acked().length >= 2 ? true : undefined));
 
-    const handle = await startOnlineBackup(kura, 'vm-001', {
+    const handle = await kura.startOnlineBackup('vm-001', {
       settings: { ioTimeoutMs: 30_000, safetyFactor: 0.5, pollMs: 50, roundPauseMs: 50 },
       deviceAttempts: 10,
     });

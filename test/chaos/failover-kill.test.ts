@@ -9,7 +9,7 @@ import type { ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
 import { Catalog } from '../../src/catalog/store';
 import { LabState } from '../../src/lab/state';
-import { planQuery, tablesQuery } from '../../src/messages';
+import { markDeviceSignal, planQuery, tablesQuery } from '../../src/messages';
 import type { BackupReport } from '../../src/domain/jobs';
 import {
   connectKura,
@@ -18,7 +18,7 @@ import {
   startWorkerProcess as startWorkerProcessOf,
   type TestLab,
 } from '../support/harness';
-import type { Kura } from '../../src/api';
+import { poolWorkflowId, type Kura } from '../../src/client';
 import type { Client } from '@temporalio/client';
 
 const MiB = 1024 * 1024;
@@ -111,14 +111,16 @@ describe('the worker killed during a failover', () => {
       [4, 1],
     ]);
 
-    const tables = await client.workflow.getHandle(`pool/${lab.site}`).query(tablesQuery);
+    const tables = await client.workflow.getHandle(poolWorkflowId(lab.site)).query(tablesQuery);
     expect(
       [...tables.servers, ...tables.drives, ...tables.tapes, ...tables.switches].filter((r) => r.holders.length > 0),
     ).toEqual([]);
     expect(state.zones(lab.site)).toEqual([]);
 
     state.clearFaults();
-    await client.workflow.getHandle(`pool/${lab.site}`).signal('mark-device', { device: 'bks-01', state: 'available' });
+    await client.workflow
+      .getHandle(poolWorkflowId(lab.site))
+      .signal(markDeviceSignal, { device: 'bks-01', state: 'available' });
     const dest = path.join(lab.dir, 'restores', 'vm-001.img');
     await (await kura.startRestore(report.backupId, dest)).result();
     expect(await sha256(dest)).toBe(source);

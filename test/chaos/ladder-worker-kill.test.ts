@@ -11,7 +11,7 @@ import { defaultPayloadConverter } from '@temporalio/common';
 import { LabState } from '../../src/lab/state';
 import { guardianQuery, ladderQuery } from '../../src/messages';
 import type { LadderResult } from '../../src/domain/ladder';
-import { KuraVms, guardianWorkflowId } from '../../src/vmClient';
+import { Kura, guardianWorkflowId } from '../../src/client';
 import { connectKura, sha256, startWorkerProcess as startWorkerProcessOf, type TestLab } from '../support/harness';
 import { RUNG_ACTIONS, actionsOf, lastSeq, makeVmLab, startGuardian, until } from '../support/vm-lab';
 
@@ -55,7 +55,7 @@ afterAll(async () => {
 describe('the worker killed during the data swap', () => {
   it('resumes the ladder at the swap and never runs the APL, MW or OS restarts again', async () => {
     const vm = lab.vms[0]!;
-    const vms = new KuraVms(client, lab.loaded, lab.taskQueue);
+    const vms = new Kura(client, lab.loaded, lab.taskQueue).vms;
     const first = await startWorkerProcess();
     await startGuardian(client, lab, vm);
     const image = await vms.backupData(vm);

@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { defaultPayloadConverter } from '@temporalio/common';
 import { Catalog } from '../../src/catalog/store';
 import { LabState } from '../../src/lab/state';
-import { tablesQuery } from '../../src/messages';
+import { planQuery, tablesQuery } from '../../src/messages';
 import type { BackupReport } from '../../src/domain/jobs';
 import {
   connectKura,
@@ -18,7 +18,7 @@ import {
   startWorkerProcess as startWorkerProcessOf,
   type TestLab,
 } from '../support/harness';
-import type { Kura } from '../../src/api';
+import { poolWorkflowId, type Kura } from '../../src/client';
 import type { Client } from '@temporalio/client';
 
 const MiB = 1024 * 1024;
@@ -38,10 +38,8 @@ async function copyProgress(workflowId: string): Promise<{ piece: number; bytes:
     if (a.activityType?.name !== 'copyPiece') continue;
     const input = a.heartbeatDetails?.payloads?.[0];
     const bytes = input ? (defaultPayloadConverter.fromPayload<{ bytes: number }>(input).bytes ?? 0) : 0;
-    const plan = await client.workflow.getHandle(workflowId).query('plan');
-    const running = (plan as { steps: { id: string; status: string }[] }).steps.find(
-      (s) => s.id.startsWith('copy:') && s.status === 'running',
-    );
+    const plan = await client.workflow.getHandle(workflowId).query(planQuery);
+    const running = plan.steps.find((s) => s.id.startsWith('copy:') && s.status === 'running');
     return { piece: Number(running?.id.split(':')[1] ?? -1), bytes };
   }
   return undefined;
@@ -112,7 +110,7 @@ describe('the worker killed during a copy', () => {
     ]);
     expect(pieces.reduce((n, p) => n + p.sizeBytes, 0)).toBe(48 * MiB);
 
-    const tables = await client.workflow.getHandle(`pool/${lab.site}`).query(tablesQuery);
+    const tables = await client.workflow.getHandle(poolWorkflowId(lab.site)).query(tablesQuery);
     const held = [...tables.servers, ...tables.drives, ...tables.tapes, ...tables.switches].filter(
       (r) => r.holders.length > 0,
     );

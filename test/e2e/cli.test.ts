@@ -7,6 +7,7 @@ import { copyFileSync, existsSync } from 'node:fs';
 import * as path from 'node:path';
 import { cliJson, runKura, makeLab, sha256, startWorkers, treeFingerprint, type TestLab } from '../support/harness';
 import type { KuraWorkers } from '../../src/worker';
+import { scheduleIdFor } from '../../src/client';
 
 let lab: TestLab;
 let workers: KuraWorkers;
@@ -168,11 +169,11 @@ describe('kura lab and pool', () => {
 describe('kura schedule', () => {
   it("turns each policy's nightly time into a schedule that a trigger runs", async () => {
     const applied = json<{ created: string[]; updated: string[] }>(await kura(['schedule', 'apply', '--json']));
-    expect(applied.created).toEqual([`kura/${lab.site}/nightly-data`]);
+    expect(applied.created).toEqual([scheduleIdFor(lab.site, 'nightly-data')]);
     const again = json<{ created: string[]; updated: string[] }>(await kura(['schedule', 'apply', '--json']));
-    expect(again).toMatchObject({ created: [], updated: [`kura/${lab.site}/nightly-data`] });
+    expect(again).toMatchObject({ created: [], updated: [scheduleIdFor(lab.site, 'nightly-data')] });
 
-    const handle = workers.client.schedule.getHandle(`kura/${lab.site}/nightly-data`);
+    const handle = workers.client.schedule.getHandle(scheduleIdFor(lab.site, 'nightly-data'));
     const desc = await handle.describe();
     expect(desc.spec.calendars?.[0]).toMatchObject({
       hour: [{ start: 2, end: 2, step: 1 }],

@@ -15,7 +15,7 @@ import { kuraPaths, type KuraPaths } from '../../src/config/paths';
 import { hospitalPreset, renderConfigYaml, type HospitalPresetOptions } from '../../src/lab/preset';
 import { createLabFiles, labVolumePath } from '../../src/lab/files';
 import { startKuraWorkers, type KuraWorkers } from '../../src/worker';
-import { Kura } from '../../src/api';
+import { Kura } from '../../src/client';
 import type { ConfigInput } from '../../src/domain/inventory';
 
 export interface TestLab {

@@ -1,14 +1,13 @@
 /**
  * Test support for the VM guardian and the recovery ladder: a lab whose VM names are unique to the
- * test (guardian ids `vm/<vm>` are global on the shared dev server), a ladder policy in
+ * test (a guardian's id names only its VM, and is global on the shared dev server), a ladder policy in
  * milliseconds, and readers of the lab's event log per VM.
  */
 import type { Client } from '@temporalio/client';
 import { TypedSearchAttributes } from '@temporalio/common';
 import { LabState, type LabEvent } from '../../src/lab/state';
 import { ladderPolicy, type LadderPolicy } from '../../src/domain/ladder';
-import { guardianWorkflowId } from '../../src/vmClient';
-import { JobKind, KuraKind, KuraVm } from '../../src/search-attributes';
+import { JobKind, KuraKind, KuraVm, guardianWorkflowId } from '../../src/client';
 import { makeLab, type LabOptions, type TestLab } from './harness';
 
 /** The actions a ladder asks of the lab, as the event log names them. */

@@ -9,13 +9,14 @@ import { catalogContents, compareContents } from '../../src/catalog/rebuild';
 import type { PieceRecord } from '../../src/domain/catalog';
 import { backupIdFor, compactTime } from '../../src/domain/catalog';
 import { InvalidInputError, NotFoundError } from '../../src/domain/errors';
+import { backupWorkflowId } from '../../src/api/workflow-ids';
 
 let dir: string;
 let catalog: Catalog;
 const at = '2026-11-22T02:00:00.000Z';
 const backup: NewBackup = {
   backupId: 'vm-001@20261122T020000Z',
-  job: 'op/backup/vm-001/20261122T020000Z',
+  job: backupWorkflowId('vm-001', at),
   site: 'hospital',
   target: 'vm-001',
   array: 'array-01',

@@ -11,6 +11,7 @@ import {
   zoneName,
 } from '../../src/workflows/plan';
 import type { PieceRecord } from '../../src/domain/catalog';
+import { backupWorkflowId } from '../../src/api/workflow-ids';
 
 describe('planPieces', () => {
   it('covers the volume exactly, in order, with a short last piece', () => {
@@ -103,10 +104,11 @@ describe('chunkSizeFor', () => {
 
 describe('zoneName', () => {
   it('is stable for a job and stream, differs between jobs and streams, and is a valid zone name', () => {
-    const a = zoneName('op/backup/vm-001/20261122T020000Z', 0);
-    expect(zoneName('op/backup/vm-001/20261122T020000Z', 0)).toBe(a);
-    expect(zoneName('op/backup/vm-001/20261122T020000Z', 1)).not.toBe(a);
-    expect(zoneName('op/backup/vm-002/20261122T020000Z', 0)).not.toBe(a);
+    const job = backupWorkflowId('vm-001', '2026-11-22T02:00:00.000Z');
+    const a = zoneName(job, 0);
+    expect(zoneName(job, 0)).toBe(a);
+    expect(zoneName(job, 1)).not.toBe(a);
+    expect(zoneName(backupWorkflowId('vm-002', '2026-11-22T02:00:00.000Z'), 0)).not.toBe(a);
     expect(a).toMatch(/^kura-[0-9a-f]{16}-s0$/);
   });
 });

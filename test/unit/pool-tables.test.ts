@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { SiteSchema, type Site } from '../../src/domain/inventory';
 import { ReserveRequestSchema, type DeviceRow, type PoolTables, type ReserveRequest } from '../../src/domain/pool';
+import { backupWorkflowId } from '../../src/api/workflow-ids';
 import {
   TABLE_KEYS,
   allocate,
@@ -188,14 +189,15 @@ describe('pool tables', () => {
   it('says which drives are lacking and why when a stream cannot be formed', () => {
     let t = tablesFromSite(twoPathSite({ serverCapacity: 4 }));
     t = marked(t, 'lib-2-drv-1', 'head failure');
-    t = must(allocate(t, request({ job: 'op/backup/vm-003/1' }))).tables; // lib-1-drv-1
-    t = must(allocate(t, request({ job: 'op/backup/vm-004/1' }))).tables; // lib-1-drv-2
-    t = must(allocate(t, request({ job: 'op/backup/vm-005/1' }))).tables; // lib-2-drv-2
-    t = release(t, 'op/backup/vm-003/1', {}).tables;
+    const job = (vm: string) => backupWorkflowId(vm, '2026-11-22T02:00:00.000Z');
+    t = must(allocate(t, request({ job: job('vm-003') }))).tables; // lib-1-drv-1
+    t = must(allocate(t, request({ job: job('vm-004') }))).tables; // lib-1-drv-2
+    t = must(allocate(t, request({ job: job('vm-005') }))).tables; // lib-2-drv-2
+    t = release(t, job('vm-003'), {}).tables;
     const why = missing(allocate(t, request({ job: 'job-d', streams: 2 })));
     expect(why).toBe(
       'only 1 of 2 streams can be formed: lib-1 is already in stream 0 of this request; ' +
-        'lib-2 has no free drive (lib-2-drv-1 unavailable: head failure; lib-2-drv-2 held by job op/backup/vm-005/1 stream 0)',
+        `lib-2 has no free drive (lib-2-drv-1 unavailable: head failure; lib-2-drv-2 held by job ${job('vm-005')} stream 0)`,
     );
   });
 

@@ -10,7 +10,6 @@ import { Catalog } from '../../src/catalog/store';
 import { LabState } from '../../src/lab/state';
 import { tablesQuery } from '../../src/messages';
 import type { BackupReport, RestoreReport } from '../../src/domain/jobs';
-import { compactTime } from '../../src/domain/catalog';
 import { jobTuning } from '../../src/config/tuning';
 import {
   connectKura,
@@ -22,7 +21,7 @@ import {
   type TestLab,
 } from '../support/harness';
 import type { KuraWorkers } from '../../src/worker';
-import type { Kura } from '../../src/api';
+import { backupWorkflowId, poolWorkflowId, type Kura } from '../../src/client';
 import type { Client } from '@temporalio/client';
 
 let lab: TestLab;
@@ -46,7 +45,7 @@ afterAll(async () => {
 });
 
 async function poolHolders(): Promise<string[]> {
-  const tables = await client.workflow.getHandle(`pool/${lab.site}`).query(tablesQuery);
+  const tables = await client.workflow.getHandle(poolWorkflowId(lab.site)).query(tablesQuery);
   return [...tables.servers, ...tables.drives, ...tables.tapes, ...tables.switches, ...tables.libraries].flatMap((r) =>
     r.holders.map((h) => `${r.name}:${h.job}`),
   );
@@ -121,7 +120,7 @@ describe('refusals change nothing', () => {
     const err = await client.workflow
       .execute('sanOperation', {
         taskQueue: lab.taskQueue,
-        workflowId: `op/backup/vm-999/${compactTime(new Date().toISOString())}`,
+        workflowId: backupWorkflowId('vm-999', new Date().toISOString()),
         args: [
           {
             kind: 'backup',

@@ -19,7 +19,7 @@ import {
 } from '../../src/domain/ladder';
 import { guardianQuery, rebuildUpdate, requestDataBackupUpdate, resolveUpdate } from '../../src/messages';
 import { KuraRung, KuraVm } from '../../src/search-attributes';
-import { KuraVms, guardianWorkflowId } from '../../src/vmClient';
+import { Kura, guardianWorkflowId, type KuraVms } from '../../src/client';
 import { labVolumePath } from '../../src/lab/files';
 import { ImageStore } from '../../src/images/store';
 import type { KuraWorkers } from '../../src/worker';
@@ -53,7 +53,7 @@ beforeAll(async () => {
   });
   workers = await startWorkers(lab);
   ({ client, close } = await connectKura(lab));
-  vms = new KuraVms(client, lab.loaded, lab.taskQueue);
+  vms = new Kura(client, lab.loaded, lab.taskQueue).vms;
 });
 
 afterAll(async () => {

@@ -10,11 +10,10 @@ import { WorkflowFailedError, type Client } from '@temporalio/client';
 import { CancelledFailure } from '@temporalio/common';
 import { Catalog } from '../../src/catalog/store';
 import { startDatapath, type DatapathService } from '../../src/datapath/service';
-import { startOnlineBackup } from '../../src/api-online';
 import { onlineProgressQuery } from '../../src/messages';
 import { KuraKind } from '../../src/search-attributes';
 import type { OnlineBackupReport } from '../../src/domain/datapath';
-import type { Kura } from '../../src/api';
+import { onlineBackupWorkflowId, type Kura } from '../../src/client';
 import type { KuraWorkers } from '../../src/worker';
 import { connectKura, failureOf, makeLab, sha256, startWorkers, type TestLab } from '../support/harness';
 import { PatternWriter, applyWrites, candidatesAt, freePort, nbdUrl, nbdcopy, qemuIo } from '../support/nbd';
@@ -70,7 +69,9 @@ describe('an online backup while the host keeps writing', () => {
     // Some writes in passthrough first.
     await waitFor(() => (writer.acked().length >= 3 ? true : undefined));
 
-    const handle = await startOnlineBackup(kura, 'vm-001', {
+    const requestedAt = new Date().toISOString();
+    const handle = await kura.startOnlineBackup('vm-001', {
+      requestedAt,
       settings: { ioTimeoutMs: 30_000, safetyFactor: 0.5, pollMs: 50, roundPauseMs: 50 },
     });
     const volume = dp.volumes.get(name)!;
@@ -144,14 +145,15 @@ describe('an online backup while the host keeps writing', () => {
     expect(report.rounds).toBeGreaterThanOrEqual(1);
 
     const desc = await client.workflow.getHandle(handle.workflowId).describe();
-    expect(handle.workflowId).toMatch(new RegExp(`^online/${name}/\\d{8}T\\d{6}`));
+    const [array, vol] = name.split('/') as [string, string];
+    expect(handle.workflowId).toBe(onlineBackupWorkflowId(array, vol, requestedAt));
     expect(desc.typedSearchAttributes.get(KuraKind)).toBe('online-backup');
   });
 
   it('undoes the switch when cancelled during the base copy: passthrough, host writes on main storage, no image, the catalog says failed', async () => {
     const name = exportOf('vm-001');
     const volume = dp.volumes.get(name)!;
-    const handle = await startOnlineBackup(kura, 'vm-001', {
+    const handle = await kura.startOnlineBackup('vm-001', {
       settings: { ioTimeoutMs: 30_000, safetyFactor: 0.5, pollMs: 50 },
     });
     const during = await waitFor(() => {
@@ -200,7 +202,7 @@ describe('an online backup while the host keeps writing', () => {
     const volume = dp.volumes.get(name)!;
     await volume.enterBackup('someone-else@20260101T000000Z', path.join(lab.paths.home, 'online', 'other.img'));
     try {
-      const handle = await startOnlineBackup(kura, 'vm-002', {
+      const handle = await kura.startOnlineBackup('vm-002', {
         settings: { ioTimeoutMs: 30_000, safetyFactor: 0.5, pollMs: 50 },
       });
       const err = await handle.result().then(

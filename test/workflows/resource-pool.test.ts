@@ -15,7 +15,8 @@ import { ErrorType } from '../../src/domain/errors';
 import type { DeviceRow, PoolTables } from '../../src/domain/pool';
 import { markDeviceSignal, releaseUpdate, reserveStreamsUpdate, tablesQuery } from '../../src/messages';
 import { KuraKind, KuraSite } from '../../src/search-attributes';
-import { createPoolActivities, poolWorkflowId } from '../../src/activities/pool';
+import { createPoolActivities } from '../../src/activities/pool';
+import { poolWorkflowId } from '../../src/client';
 import { TABLE_KEYS, findDevice, tablesFromSite } from '../../src/domain/pool-tables';
 import type { resourcePool } from '../../src/workflows/resource-pool';
 

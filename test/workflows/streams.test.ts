@@ -22,7 +22,7 @@ import type { FaultSpecInput } from '../../src/domain/faults';
 import { chunkSizeFor } from '../../src/workflows/plan';
 import { connectKura, failureOf, makeLab, sha256, startWorkers, type TestLab } from '../support/harness';
 import type { KuraWorkers } from '../../src/worker';
-import type { Kura } from '../../src/api';
+import { poolWorkflowId, type Kura } from '../../src/client';
 
 const MiB = 1024 * 1024;
 const VOLUME = 4 * MiB;
@@ -83,12 +83,12 @@ async function repair(): Promise<void> {
   );
   for (const r of down)
     await client.workflow
-      .getHandle(`pool/${lab.site}`)
+      .getHandle(poolWorkflowId(lab.site))
       .signal(markDeviceSignal, { device: r.name, state: 'available' });
   await until(async () => (await unavailable()).length === 0);
 }
 
-const pool = (): Promise<PoolTables> => client.workflow.getHandle(`pool/${lab.site}`).query(tablesQuery);
+const pool = (): Promise<PoolTables> => client.workflow.getHandle(poolWorkflowId(lab.site)).query(tablesQuery);
 
 async function until(check: () => Promise<boolean>, ms = 10_000): Promise<void> {
   const end = Date.now() + ms;
@@ -288,7 +288,7 @@ describe('parallel copies (method 1) and restore from any copy', () => {
     await expectClean();
 
     await client.workflow
-      .getHandle(`pool/${lab.site}`)
+      .getHandle(poolWorkflowId(lab.site))
       .signal(markDeviceSignal, { device: streams[0]!.tape, state: 'unavailable', reason: 'sent off site' });
     await until(async () => (await unavailable()).length === 1);
     const restored = await restoreAndCompare(report, 'vm-005');
@@ -323,7 +323,7 @@ describe('parallel copies (method 1) and restore from any copy', () => {
     const report: BackupReport = await (await kura.startBackup('vm-001', { requestedAt: at(), streams: 1 })).result();
     const tape = report.pieces[0]!.tape;
     await client.workflow
-      .getHandle(`pool/${lab.site}`)
+      .getHandle(poolWorkflowId(lab.site))
       .signal(markDeviceSignal, { device: tape, state: 'unavailable', reason: 'cartridge damaged' });
     await until(async () => (await unavailable()).length === 1);
     const dest = path.join(lab.dir, 'restores', 'only-copy.img');

@@ -1,17 +1,16 @@
 /**
- * The client side of VM protection: start each VM's guardian (`vm/<vm>`), ask it for a data
+ * The client side of VM protection: start each VM's guardian (one per VM), ask it for a data
  * backup, report a failure, find and render its ladder, and hand a waiting ladder a person's
  * decision (resolve, or rebuild on a substitute host). Inputs are checked against kura.yaml first,
  * so a wrong name is refused before anything is sent.
  */
 import { WorkflowUpdateFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { ApplicationFailure, TemporalFailure, TypedSearchAttributes, WorkflowNotFoundError } from '@temporalio/common';
-import { Kura, cliUser } from './api';
-import type { LoadedConfig } from './config/load';
-import { findSite } from './config/targets';
-import { ErrorType, InvalidInputError, KuraError, NotFoundError, NotWaitingError } from './domain/errors';
-import { parseWith } from './domain/validate';
-import type { Site } from './domain/inventory';
+import type { LoadedConfig } from '../config/load';
+import { findSite } from '../config/targets';
+import { ErrorType, InvalidInputError, KuraError, NotFoundError, NotWaitingError } from '../domain/errors';
+import { parseWith } from '../domain/validate';
+import type { Site } from '../domain/inventory';
 import {
   RebuildRequestSchema,
   ResolveRequestSchema,
@@ -19,7 +18,7 @@ import {
   type GuardianView,
   type ImageRecord,
   type LadderView,
-} from './domain/ladder';
+} from '../domain/ladder';
 import {
   failureDetectedSignal,
   guardianQuery,
@@ -27,14 +26,12 @@ import {
   rebuildUpdate,
   requestDataBackupUpdate,
   resolveUpdate,
-} from './messages';
-import { CONTROL_TASK_QUEUE, JobKind, KuraKind, KuraSite, KuraTarget, KuraVm } from './search-attributes';
-import type { vmGuardian } from './workflows';
-
-/** The guardian workflow of a VM. */
-export function guardianWorkflowId(vm: string): string {
-  return `vm/${vm}`;
-}
+} from '../messages';
+import { JobKind, KuraKind, KuraSite, KuraTarget, KuraVm } from '../search-attributes';
+import type { vmGuardian } from '../workflows';
+import { cliUser } from './environment';
+import { CONTROL_TASK_QUEUE } from './task-queues';
+import { guardianWorkflowId } from './workflow-ids';
 
 /**
  * Starts the guardian of a VM unless it runs already (then returns the running one). The policy is
@@ -100,8 +97,17 @@ export function siteOfVm(loaded: LoadedConfig, vm: string, siteName?: string): S
   return site;
 }
 
-/** Kura's client API (the connection, kura.yaml and the task queue) with VM protection, as the CLI and other services use it. */
-export class KuraVms extends Kura {
+/**
+ * VM protection as the CLI and other services use it (`kura.vms`): each VM's guardian and its
+ * recovery ladders, on the connection, kura.yaml and control queue of the `Kura` facade.
+ */
+export class KuraVms {
+  constructor(
+    readonly client: Client,
+    readonly loaded: LoadedConfig,
+    readonly taskQueue: string,
+  ) {}
+
   /** The VM's site (the named one, or the one that has the VM); NotFound for an unknown VM. */
   siteOf(vm: string, siteName?: string): Site {
     return siteOfVm(this.loaded, vm, siteName);

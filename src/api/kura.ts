@@ -1,0 +1,252 @@
+/**
+ * The `Kura` facade: one object, bound to a Temporal client, kura.yaml and the control task queue,
+ * that starts backups, restores, online backups and fleet runs with meaningful workflow ids, search
+ * attributes and summaries, keeps each policy's Temporal Schedule in line with kura.yaml, and
+ * exposes VM protection (`kura.vms`) and the resource pools (`kura.pool`). The CLI is a thin layer
+ * over it; other services use it too (or start the workflows of `src/workflows` as children).
+ */
+import { WorkflowExecutionAlreadyStartedError, type Client, type WorkflowHandle } from '@temporalio/client';
+import { TypedSearchAttributes, type Workflow } from '@temporalio/common';
+import type { LoadedConfig } from '../config/load';
+import { copySettings, jobTuning } from '../config/tuning';
+import { findSite, resolveTargetRef } from '../config/targets';
+import { BackupIdSchema } from '../domain/catalog';
+import { OnlineSettingsSchema, type OnlineSettings } from '../domain/datapath';
+import { ErrorType, KuraError } from '../domain/errors';
+import { parseWith } from '../domain/validate';
+import type { CopySettings, JobTuning } from '../domain/jobs';
+import { JobKind, KuraKind, KuraSite, KuraTarget } from '../search-attributes';
+import type { fleetProtection, onlineBackup, restore, sanOperation } from '../workflows';
+import { cliUser, controlTaskQueue } from './environment';
+import { KuraPool } from './pool';
+import { applySchedules, listSchedules, policyScheduleId, type AppliedSchedules, type ScheduleRow } from './schedules';
+import { KuraVms } from './vms';
+import { backupWorkflowId, fleetWorkflowId, onlineBackupWorkflowId, restoreWorkflowId } from './workflow-ids';
+
+export interface JobOptions {
+  site?: string;
+  requestedBy?: string;
+  /** The request's instant (names the job); now when omitted. */
+  requestedAt?: string;
+  tuning?: Partial<JobTuning>;
+}
+
+export interface OnlineJobOptions {
+  site?: string;
+  requestedBy?: string;
+  requestedAt?: string;
+  /** Overrides of the settings kura.yaml gives (tests use milliseconds). */
+  settings?: Partial<OnlineSettings>;
+  deviceAttempts?: number;
+}
+
+/** Kura's client: the jobs, schedules, guardians and pools of one installation, as the CLI and services use them. */
+export class Kura {
+  /** The control task queue every job of this installation runs on. */
+  readonly taskQueue: string;
+  /** VM protection: guardians, data-volume images, recovery ladders. */
+  readonly vms: KuraVms;
+  /** The resource pools of the sites: their tables, devices marked (un)available. */
+  readonly pool: KuraPool;
+
+  /** `taskQueue` defaults to $KURA_TASK_QUEUE, else `kura-control`. */
+  constructor(
+    readonly client: Client,
+    readonly loaded: LoadedConfig,
+    taskQueue?: string,
+  ) {
+    this.taskQueue = controlTaskQueue(taskQueue);
+    this.vms = new KuraVms(client, loaded, this.taskQueue);
+    this.pool = new KuraPool(client, loaded, this.taskQueue);
+  }
+
+  private tuning(over?: Partial<JobTuning>): JobTuning {
+    return { ...jobTuning(this.loaded.config), ...over };
+  }
+
+  /**
+   * Starts a backup of a VM's data volume (or array/volume); fails fast on an unknown target.
+   * Streams, mode and chunks default to kura.yaml's `tuning` (a policy's, when `policy` is named).
+   */
+  async startBackup(
+    target: string,
+    opts: JobOptions & Partial<CopySettings> & { policy?: string } = {},
+  ): Promise<WorkflowHandle<typeof sanOperation>> {
+    const site = findSite(this.loaded.config, opts.site);
+    resolveTargetRef(site, target);
+    const requestedAt = opts.requestedAt ?? new Date().toISOString();
+    return this.start<typeof sanOperation>('sanOperation', backupWorkflowId(target, requestedAt), {
+      args: [
+        {
+          kind: 'backup',
+          site: site.name,
+          target,
+          requestedBy: opts.requestedBy ?? cliUser(),
+          requestedAt,
+          ...this.copy(site.name, opts),
+          tuning: this.tuning(opts.tuning),
+        },
+      ],
+      kind: JobKind.Backup,
+      target,
+      site: site.name,
+      summary: `backup of ${target} (${site.name})`,
+    });
+  }
+
+  private copy(site: string, opts: Partial<CopySettings> & { policy?: string }): CopySettings {
+    const base = copySettings(this.loaded.config, site, opts.policy);
+    const out: CopySettings = {
+      streams: opts.streams ?? base.streams,
+      mode: opts.mode ?? base.mode,
+      chunks: opts.chunks ?? base.chunks,
+    };
+    if (opts.chunkSize !== undefined) out.chunkSize = opts.chunkSize;
+    return out;
+  }
+
+  /** Starts a restore of a backup into a new file. */
+  async startRestore(
+    backupId: string,
+    destination: string,
+    opts: JobOptions = {},
+  ): Promise<WorkflowHandle<typeof restore>> {
+    parseWith(BackupIdSchema, backupId, 'backup id');
+    const requestedAt = opts.requestedAt ?? new Date().toISOString();
+    const target = backupId.slice(0, backupId.lastIndexOf('@'));
+    const site = findSite(this.loaded.config, opts.site);
+    return this.start<typeof restore>('restore', restoreWorkflowId(backupId, requestedAt), {
+      args: [
+        {
+          backupId,
+          destination,
+          requestedBy: opts.requestedBy ?? cliUser(),
+          requestedAt,
+          tuning: this.tuning(opts.tuning),
+        },
+      ],
+      kind: JobKind.Restore,
+      target,
+      site: site.name,
+      summary: `restore of ${backupId} to ${destination}`,
+    });
+  }
+
+  /**
+   * Starts an online backup (seed 002) of a VM's data volume (or array/volume) through the
+   * datapath; fails fast on an unknown target. Its settings come from kura.yaml's `datapath`.
+   */
+  async startOnlineBackup(target: string, opts: OnlineJobOptions = {}): Promise<WorkflowHandle<typeof onlineBackup>> {
+    const { config } = this.loaded;
+    const site = findSite(config, opts.site);
+    const { array, volume } = resolveTargetRef(site, target);
+    const settings = parseWith(
+      OnlineSettingsSchema,
+      {
+        ioTimeoutMs: config.datapath.ioTimeout,
+        safetyFactor: config.datapath.safetyFactor,
+        ...opts.settings,
+      },
+      'online backup settings',
+    );
+    const requestedAt = opts.requestedAt ?? new Date().toISOString();
+    return this.start<typeof onlineBackup>('onlineBackup', onlineBackupWorkflowId(array, volume, requestedAt), {
+      args: [
+        {
+          site: site.name,
+          target,
+          requestedBy: opts.requestedBy ?? cliUser(),
+          requestedAt,
+          settings: settings,
+          deviceAttempts: opts.deviceAttempts ?? 5,
+        },
+      ],
+      kind: JobKind.OnlineBackup,
+      target,
+      site: site.name,
+      summary: `online backup of ${target} (${array}/${volume}, ${site.name})`,
+    });
+  }
+
+  /** Starts a fleet run: every target of a policy (`all`: every VM), `concurrency` at once. */
+  async startFleet(
+    policy: string,
+    opts: JobOptions & { concurrency?: number; targets?: string[] } = {},
+  ): Promise<WorkflowHandle<typeof fleetProtection>> {
+    const site = findSite(this.loaded.config, opts.site);
+    const requestedAt = opts.requestedAt ?? new Date().toISOString();
+    return this.start<typeof fleetProtection>('fleetProtection', fleetWorkflowId(policy, requestedAt), {
+      args: [
+        {
+          site: site.name,
+          policy,
+          requestedBy: opts.requestedBy ?? cliUser(),
+          requestedAt,
+          concurrency: opts.concurrency,
+          targets: opts.targets,
+          tuning: opts.tuning ? this.tuning(opts.tuning) : undefined,
+          done: [],
+        },
+      ],
+      kind: JobKind.Fleet,
+      target: policy,
+      site: site.name,
+      summary: `fleet backup "${policy}" of ${site.name}`,
+    });
+  }
+
+  /**
+   * Makes the Temporal Schedules match the policies of kura.yaml: one schedule per policy
+   * (`kura/<site>/<policy>`) firing a fleet run at its nightly time, overlapping runs skipped;
+   * schedules of removed policies of these sites are deleted.
+   */
+  async applySchedules(): Promise<AppliedSchedules> {
+    return applySchedules(this.client, this.loaded, this.taskQueue);
+  }
+
+  /** Kura's schedules on the namespace, with their next and last runs. */
+  async listSchedules(): Promise<ScheduleRow[]> {
+    return listSchedules(this.client);
+  }
+
+  /** Runs a policy's schedule now (in the named site, default the first); returns the schedule's id. */
+  async triggerSchedule(policy: string, opts: { site?: string } = {}): Promise<string> {
+    const id = policyScheduleId(this.loaded, policy, opts.site);
+    await this.client.schedule.getHandle(id).trigger();
+    return id;
+  }
+
+  /**
+   * Starts a job's workflow with its id, search attributes, memo and summary; a job already started
+   * under that id is `AlreadyRunning`.
+   */
+  private async start<W extends Workflow>(
+    workflowType: string,
+    workflowId: string,
+    o: { args: unknown[]; kind: JobKind; target: string; site: string; summary: string },
+  ): Promise<WorkflowHandle<W>> {
+    try {
+      return (await this.client.workflow.start(workflowType, {
+        taskQueue: this.taskQueue,
+        workflowId,
+        args: o.args,
+        typedSearchAttributes: new TypedSearchAttributes([
+          { key: KuraKind, value: o.kind },
+          { key: KuraTarget, value: o.target },
+          { key: KuraSite, value: o.site },
+        ]),
+        memo: { requestedBy: (o.args[0] as { requestedBy?: string }).requestedBy },
+        staticSummary: o.summary,
+      })) as WorkflowHandle<W>;
+    } catch (err) {
+      if (err instanceof WorkflowExecutionAlreadyStartedError) {
+        throw new KuraError(
+          ErrorType.AlreadyRunning,
+          `${workflowId} was already started; watch it in the Temporal UI or wait a second and ask again`,
+          { cause: err },
+        );
+      }
+      throw err;
+    }
+  }
+}
