@@ -1,4 +1,4 @@
-/** Small concurrency helpers of the datapath: a FIFO mutex and a sleep. */
+/** Small concurrency helpers of the datapath: a FIFO mutex, a sleep, and the pacing of a copy. */
 
 /** A FIFO lock for async code: holders run one at a time, in the order they asked. */
 export class Mutex {
@@ -27,4 +27,15 @@ export class Mutex {
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/**
+ * Keeps a copy at or below `bytesPerSecond` (0: unpaced): waits until `bytes` copied since `t0`
+ * (ms since the epoch) are due at that rate.
+ */
+export async function pace(bytesPerSecond: number, bytes: number, t0: number): Promise<void> {
+  if (!bytesPerSecond) return;
+  const due = t0 + (bytes / bytesPerSecond) * 1000;
+  const wait = due - Date.now();
+  if (wait > 0) await sleep(wait);
 }
