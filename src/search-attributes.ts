@@ -12,6 +12,25 @@ export const KuraVm = defineSearchAttributeKey('KuraVm', SearchAttributeType.KEY
 /** The rung a recovery is on now (empty when none), so the UI lists every VM in recovery. */
 export const KuraRung = defineSearchAttributeKey('KuraRung', SearchAttributeType.KEYWORD);
 
+/** Every search attribute Kura registers: the embedded server, the compose stack and the README name these. */
+export const KURA_SEARCH_ATTRIBUTES = [KuraKind, KuraTarget, KuraSite, KuraVm, KuraRung] as const;
+
+/** The name `temporal operator search-attribute create --type` and the dev server give a key's type. */
+export function searchAttributeTypeName(key: (typeof KURA_SEARCH_ATTRIBUTES)[number]): string {
+  const names: Record<string, string> = {
+    [SearchAttributeType.KEYWORD]: 'Keyword',
+    [SearchAttributeType.TEXT]: 'Text',
+    [SearchAttributeType.INT]: 'Int',
+    [SearchAttributeType.DOUBLE]: 'Double',
+    [SearchAttributeType.BOOL]: 'Bool',
+    [SearchAttributeType.DATETIME]: 'Datetime',
+    [SearchAttributeType.KEYWORD_LIST]: 'KeywordList',
+  };
+  const name = names[key.type];
+  if (name === undefined) throw new Error(`search attribute ${key.name} has a type the server cannot register`);
+  return name;
+}
+
 /** Values of KuraKind. */
 export const JobKind = {
   Pool: 'pool',

@@ -8,15 +8,7 @@ import { existsSync, mkdirSync, openSync, closeSync } from 'node:fs';
 import * as path from 'node:path';
 import { Connection } from '@temporalio/client';
 import { KuraError, ErrorType } from '../domain/errors';
-
-/** Search attributes every Kura workflow sets so the Temporal UI can filter runs. */
-export const SEARCH_ATTRIBUTES = {
-  KuraKind: 'Keyword',
-  KuraTarget: 'Keyword',
-  KuraSite: 'Keyword',
-  KuraVm: 'Keyword',
-  KuraRung: 'Keyword',
-} as const;
+import { KURA_SEARCH_ATTRIBUTES, searchAttributeTypeName } from '../search-attributes';
 
 const DYNAMIC_CONFIG = [
   'frontend.enableUpdateWorkflowExecution=true',
@@ -119,7 +111,8 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
     const sync = process.env.KURA_TEMPORAL_SYNC === 'full' ? 'full' : 'normal';
     args.push('--sqlite-pragma', 'journal_mode=wal', '--sqlite-pragma', `synchronous=${sync}`);
   }
-  for (const [name, type] of Object.entries(SEARCH_ATTRIBUTES)) args.push('--search-attribute', `${name}=${type}`);
+  for (const key of KURA_SEARCH_ATTRIBUTES)
+    args.push('--search-attribute', `${key.name}=${searchAttributeTypeName(key)}`);
   for (const kv of DYNAMIC_CONFIG) args.push('--dynamic-config-value', kv);
 
   let logFd: number | undefined;

@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
+import { KURA_SEARCH_ATTRIBUTES, searchAttributeTypeName } from '../../src/search-attributes';
 
 const repoRoot = path.resolve(__dirname, '..', '..');
 const composeText = fs.readFileSync(path.join(repoRoot, 'docker-compose.yml'), 'utf8');
@@ -110,12 +111,13 @@ describe('docker-compose.yml', () => {
     expect(publishedPorts(service('temporal-ui'))).toContain('8080');
   });
 
-  it('registers the KuraKind, KuraTarget and KuraSite search attributes as Keyword', () => {
-    const script = [service('temporal-admin-tools').command ?? []].flat().join('\n');
-    for (const name of ['KuraKind', 'KuraTarget', 'KuraSite']) {
-      expect(script).toMatch(new RegExp(`search-attribute create [^;]*--name ${name} --type Keyword`));
-    }
-  });
+  it.each(KURA_SEARCH_ATTRIBUTES.map((key) => [key.name, searchAttributeTypeName(key)]))(
+    'registers the search attribute %s as %s, as the code does',
+    (name, type) => {
+      const script = [service('temporal-admin-tools').command ?? []].flat().join('\n');
+      expect(script).toMatch(new RegExp(`search-attribute create [^;]*--name ${name} --type ${type}\\b`));
+    },
+  );
 
   it('gives every variable reference a default, so it runs without a .env file', () => {
     expect(stringsIn(compose).flatMap(referencesWithoutDefault)).toEqual([]);
