@@ -187,6 +187,7 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
       const grant = await op.step(`reserve:${i}`, () => reserveFor(job, m));
       held.add('release', () => pool.releaseStreams(backup.site, { job }));
       const stream = grant.streams[0] as Stream;
+      op.activity = `loading cartridge ${m.tape} into ${stream.drive}`;
       const zone = zoneName(job, 0);
       await control.zoneStream({
         site: backup.site,
