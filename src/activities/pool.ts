@@ -165,14 +165,20 @@ function callKey(kind: string, job: string): string {
 
 /**
  * A failed or rejected update carries the pool's typed failure as its cause; it is re-thrown with
- * the same type and message, non-retryable when the type says no retry can help. Anything else
+ * the same type, message and details, non-retryable when the type says no retry can help. Anything else
  * (the server unreachable, a cancellation) passes through unchanged.
  */
 function mapUpdateFailure(err: unknown): unknown {
   if (err instanceof WorkflowUpdateFailedError && err.cause instanceof ApplicationFailure) {
-    const { type, message } = err.cause;
+    const { type, message, details } = err.cause;
     const fatal = typeof type === 'string' && (NON_RETRYABLE_ERROR_TYPES as readonly string[]).includes(type);
-    return ApplicationFailure.create({ message, type: type ?? undefined, nonRetryable: fatal });
+    // Details travel on: a restore reads from them which devices marked unavailable stand in its way.
+    return ApplicationFailure.create({
+      message,
+      type: type ?? undefined,
+      nonRetryable: fatal,
+      details: details ?? undefined,
+    });
   }
   return err;
 }

@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import type { Command } from 'commander';
 import type { RestoreReport } from '../domain/jobs';
 import { InvalidInputError } from '../domain/errors';
-import { formatBytes } from '../domain/units';
+import { formatBytes, parseDuration } from '../domain/units';
 import { Catalog } from '../catalog/store';
 import { checkRestoreDestination } from '../config/targets';
 import { watchJob } from './progress';
@@ -15,8 +15,15 @@ export function registerRestoreCommands(program: Command, ctx: CliContext): void
     .description('restore a backup into a new file below a restore root')
     .requiredOption('--to <path>', 'the file to create (it must not exist)')
     .option('--site <name>', 'the site (default: the first in the configuration)')
-    .action(async (backupId: string, o: { to: string; site?: string }) => {
+    .option(
+      '--wait <duration>',
+      "wait in the pool's queue this long, also for devices marked unavailable to be brought back, e.g. 30m (default: wait tuning.reserveWait for busy devices, and fail at once when only a device marked unavailable stands in the way)",
+    )
+    .action(async (backupId: string, o: { to: string; site?: string; wait?: string }) => {
       if (!o.to.trim()) throw new InvalidInputError('--to needs a path');
+      const waitMs = o.wait === undefined ? undefined : parseDuration(o.wait);
+      if (o.wait !== undefined && waitMs === undefined)
+        throw new InvalidInputError(`--wait must be a duration such as 30s, 10m or 2h, not "${o.wait}"`);
       // Fail fast, before any job starts: unknown backup, forbidden or existing destination.
       const paths = ctx.paths();
       const catalog = new Catalog(paths.catalog);
@@ -27,7 +34,10 @@ export function registerRestoreCommands(program: Command, ctx: CliContext): void
       }
       const destination = checkRestoreDestination(path.resolve(o.to), paths.restoreRoots, ctx.config().file);
       const { kura } = await ctx.connect();
-      const handle = await kura.startRestore(backupId, destination, { site: o.site });
+      const handle = await kura.startRestore(backupId, destination, {
+        site: o.site,
+        ...(waitMs === undefined ? {} : { tuning: { reserveWaitMs: waitMs, waitForUnavailable: true } }),
+      });
       const t0 = Date.now();
       const report = await watchJob<RestoreReport>(handle, { title: `restore ${backupId}`, quiet: ctx.json() });
       const seconds = (Date.now() - t0) / 1000;

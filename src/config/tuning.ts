@@ -1,5 +1,5 @@
 /** The job tuning (piece size, timeouts, attempts) that kura.yaml's `tuning` section sets. */
-import type { Config } from '../domain/inventory';
+import { ALL_VMS_POLICY, type Config } from '../domain/inventory';
 import type { CopySettings, JobTuning } from '../domain/jobs';
 
 /** The tuning every job started from this configuration runs with. */
@@ -30,7 +30,7 @@ export function policyTargets(
 ): { targets: string[]; concurrency: number } | undefined {
   const site = config.sites.find((s) => s.name === siteName);
   if (!site) return undefined;
-  if (policyName === 'all') return { targets: site.vms.map((v) => v.name), concurrency: 4 };
+  if (policyName === ALL_VMS_POLICY) return { targets: site.vms.map((v) => v.name), concurrency: 4 };
   const policy = site.policies.find((p) => p.name === policyName);
   if (!policy) return undefined;
   const targets = policy.targets.flatMap((t) => (t === '*' ? site.vms.map((v) => v.name) : [t]));

@@ -1,6 +1,8 @@
 /**
  * The NBD server of the datapath: fixed newstyle handshake (NBD_OPT_EXPORT_NAME, NBD_OPT_INFO,
- * NBD_OPT_GO, NBD_OPT_LIST, NBD_OPT_ABORT; everything else answered "unsupported"), then the
+ * NBD_OPT_GO, NBD_OPT_LIST, NBD_OPT_ABORT; everything else answered "unsupported"; a malformed
+ * option answered "invalid", an oversized one "too big" before the connection is closed, unknown
+ * client flags closing it, each with a log line naming the peer), then the
  * transmission phase with simple replies — READ, WRITE, FLUSH, TRIM, WRITE_ZEROES, DISC — on the
  * exports' volumes. Requests of one connection run concurrently (replies may come out of order, as
  * the protocol allows), up to a bound, so a client with a queue depth above one is served in parallel.
@@ -13,6 +15,7 @@ import {
   FLAG_NO_ZEROES,
   IHAVEOPT,
   Info,
+  KNOWN_CLIENT_FLAGS,
   MAX_REQUEST_BYTES,
   NbdErr,
   Opt,
@@ -21,7 +24,9 @@ import {
   greeting,
   infoBlockSize,
   infoExport,
+  optionName,
   optionReply,
+  parseInfoRequest,
   parseRequest,
   simpleReply,
   type NbdRequest,
@@ -114,9 +119,12 @@ export class NbdServer {
     sock.setNoDelay(true);
     sock.on('error', () => undefined);
     sock.on('close', () => this.sockets.delete(sock));
-    this.serve(sock).catch((err: unknown) => {
+    // Taken now: a destroyed socket no longer knows its peer.
+    const peer = `${sock.remoteAddress}:${sock.remotePort}`;
+    const log = (line: string) => this.opts.log?.(`nbd: ${peer}: ${line}`);
+    this.serve(sock, log).catch((err: unknown) => {
       if (!(err instanceof ConnectionClosed))
-        this.opts.log?.(`nbd: connection closed on error: ${err instanceof Error ? err.message : String(err)}`);
+        log(`connection closed on error: ${err instanceof Error ? err.message : String(err)}`);
       sock.destroy();
     });
   }
@@ -126,23 +134,52 @@ export class NbdServer {
     return this.opts.exports.get(name);
   }
 
-  private async serve(sock: net.Socket): Promise<void> {
+  private async serve(sock: net.Socket, log: (line: string) => void): Promise<void> {
     const rd = new SocketReader(sock);
     sock.write(greeting());
     const clientFlags = (await rd.read(4)).readUInt32BE(0);
+    const unknown = clientFlags & ~KNOWN_CLIENT_FLAGS;
+    if (unknown !== 0) {
+      // The specification: the server MUST close the connection on client flags it does not know
+      // (a newer client expecting behaviour this server would not give). There is no reply to send.
+      log(
+        `unknown client flags ${hex(unknown)} (of ${hex(clientFlags)}; known: ${hex(KNOWN_CLIENT_FLAGS)}); closed the connection`,
+      );
+      sock.destroy();
+      return;
+    }
     const noZeroes = (clientFlags & FLAG_NO_ZEROES) !== 0;
-    const volume = await this.negotiate(sock, rd, noZeroes);
+    const volume = await this.negotiate(sock, rd, noZeroes, log);
     if (volume) await this.transmit(sock, rd, volume);
   }
 
-  /** The option haggling phase; returns the chosen export, or null when the client aborted. */
-  private async negotiate(sock: net.Socket, rd: SocketReader, noZeroes: boolean): Promise<Volume | null> {
+  /** The option haggling phase; returns the chosen export, or null when the session ended. */
+  private async negotiate(
+    sock: net.Socket,
+    rd: SocketReader,
+    noZeroes: boolean,
+    log: (line: string) => void,
+  ): Promise<Volume | null> {
+    /** A malformed option is answered, not fatal: the client may go on (the specification's rule). */
+    const invalid = (opt: number, why: string) => {
+      log(`malformed ${optionName(opt)}: ${why}; answered NBD_REP_ERR_INVALID`);
+      sock.write(optionReply(opt, Rep.ErrInvalid, Buffer.from(`${optionName(opt)}: ${why}`)));
+    };
     for (;;) {
       const h = await rd.read(16);
       if (h.readBigUInt64BE(0) !== IHAVEOPT) throw new Error('bad option magic');
       const opt = h.readUInt32BE(8);
       const len = h.readUInt32BE(12);
-      if (len > MAX_OPTION_BYTES) throw new Error(`option ${opt} of ${len} bytes`);
+      if (len > MAX_OPTION_BYTES) {
+        // Reading the data to skip it would let one client make the server take in up to 4 GiB;
+        // the specification allows a hard disconnect against that, after saying why.
+        log(
+          `option ${optionName(opt)} of ${len} bytes, more than the ${MAX_OPTION_BYTES} the server takes; answered NBD_REP_ERR_TOO_BIG and closed the connection`,
+        );
+        const why = `${optionName(opt)}: ${len} bytes of option data; the server takes at most ${MAX_OPTION_BYTES}`;
+        sock.end(optionReply(opt, Rep.ErrTooBig, Buffer.from(why)), () => sock.destroy());
+        return null;
+      }
       const data = await rd.read(len);
       switch (opt) {
         case Opt.ExportName: {
@@ -156,6 +193,10 @@ export class NbdServer {
           sock.end(optionReply(opt, Rep.Ack));
           return null;
         case Opt.List:
+          if (len !== 0) {
+            invalid(opt, `takes no data, but the option has ${len} bytes`);
+            break;
+          }
           for (const name of this.opts.exports.keys()) {
             const n = Buffer.from(name, 'utf8');
             const body = Buffer.alloc(4 + n.length);
@@ -167,15 +208,13 @@ export class NbdServer {
           break;
         case Opt.Info:
         case Opt.Go: {
-          if (len < 6) {
-            sock.write(optionReply(opt, Rep.ErrInvalid, Buffer.from('malformed request')));
+          const parsed = parseInfoRequest(data);
+          if ('malformed' in parsed) {
+            invalid(opt, parsed.malformed);
             break;
           }
-          const nameLen = data.readUInt32BE(0);
-          const name = data.subarray(4, 4 + nameLen).toString('utf8');
-          const nInfo = data.readUInt16BE(4 + nameLen);
-          const asked = new Set<number>();
-          for (let i = 0; i < nInfo; i++) asked.add(data.readUInt16BE(6 + nameLen + 2 * i));
+          const { name } = parsed;
+          const asked = new Set(parsed.requests);
           const v = this.lookup(name);
           if (!v) {
             sock.write(
@@ -275,4 +314,9 @@ export class NbdServer {
       return { error: NbdErr.EIO };
     }
   }
+}
+
+/** `0x80`: flags as the specification writes them. */
+function hex(n: number): string {
+  return `0x${n.toString(16)}`;
 }

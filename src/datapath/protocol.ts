@@ -16,6 +16,14 @@ export const SIMPLE_REPLY_MAGIC = 0x67446698;
 /** Handshake flags (server) and client flags. */
 export const FLAG_FIXED_NEWSTYLE = 1 << 0;
 export const FLAG_NO_ZEROES = 1 << 1;
+/**
+ * Every client flag the server knows (NBD_FLAG_C_FIXED_NEWSTYLE, NBD_FLAG_C_NO_ZEROES). The
+ * specification: the server MUST close the connection if it does not recognise the client's flags.
+ */
+export const KNOWN_CLIENT_FLAGS = FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES;
+
+/** The longest string (an export name, a message) the specification allows. */
+export const MAX_STRING_BYTES = 4096;
 
 /** Options a client may send during the handshake. */
 export const Opt = {
@@ -40,7 +48,60 @@ export const Rep = {
   ErrPolicy: 2 ** 31 + 2,
   ErrInvalid: 2 ** 31 + 3,
   ErrUnknown: 2 ** 31 + 6,
+  /** The request or the reply is too large to process. */
+  ErrTooBig: 2 ** 31 + 9,
 } as const;
+
+const OPTION_NAMES: Record<number, string> = {
+  [Opt.ExportName]: 'NBD_OPT_EXPORT_NAME',
+  [Opt.Abort]: 'NBD_OPT_ABORT',
+  [Opt.List]: 'NBD_OPT_LIST',
+  [Opt.StartTls]: 'NBD_OPT_STARTTLS',
+  [Opt.Info]: 'NBD_OPT_INFO',
+  [Opt.Go]: 'NBD_OPT_GO',
+  [Opt.StructuredReply]: 'NBD_OPT_STRUCTURED_REPLY',
+  [Opt.ListMetaContext]: 'NBD_OPT_LIST_META_CONTEXT',
+  [Opt.SetMetaContext]: 'NBD_OPT_SET_META_CONTEXT',
+  [Opt.ExtendedHeaders]: 'NBD_OPT_EXTENDED_HEADERS',
+};
+
+/** `NBD_OPT_GO` for 7: an option's name as the specification spells it, for messages and logs. */
+export function optionName(opt: number): string {
+  return OPTION_NAMES[opt] ?? `option ${opt}`;
+}
+
+/** The data of NBD_OPT_INFO and NBD_OPT_GO: the export's name and the information types asked for. */
+export interface InfoRequest {
+  name: string;
+  requests: number[];
+}
+
+/**
+ * Parses the data of NBD_OPT_INFO or NBD_OPT_GO (32-bit name length, name, 16-bit count, that
+ * many 16-bit information types), checking every length against the data's size: a client's
+ * numbers never index past what it sent. Returns why it is malformed, for NBD_REP_ERR_INVALID.
+ */
+export function parseInfoRequest(data: Buffer): InfoRequest | { malformed: string } {
+  if (data.length < 6)
+    return { malformed: `${data.length} bytes cannot hold a name length and an information-request count` };
+  const nameLength = data.readUInt32BE(0);
+  if (nameLength > data.length - 6)
+    return { malformed: `the name length ${nameLength} runs past the ${data.length} bytes of the option` };
+  if (nameLength > MAX_STRING_BYTES)
+    return { malformed: `the name is ${nameLength} bytes, more than the ${MAX_STRING_BYTES} a name may have` };
+  const count = data.readUInt16BE(4 + nameLength);
+  const left = data.length - 6 - nameLength;
+  if (2 * count > left)
+    return {
+      malformed: `${count} information request${count === 1 ? '' : 's'} need${count === 1 ? 's' : ''} ${2 * count} bytes after the name, but the option has ${left} left`,
+    };
+  if (2 * count < left)
+    return {
+      malformed: `${left - 2 * count} bytes follow the ${count} information request${count === 1 ? '' : 's'}`,
+    };
+  const requests = Array.from({ length: count }, (_, i) => data.readUInt16BE(6 + nameLength + 2 * i));
+  return { name: data.toString('utf8', 4, 4 + nameLength), requests };
+}
 
 /** Information types in NBD_REP_INFO. */
 export const Info = { Export: 0, Name: 1, Description: 2, BlockSize: 3 } as const;

@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { DurationSchema, SizeSchema } from './units';
 import { LabTimingSchema, LadderConfigSchema } from './ladder-config';
 import { HypervisorConfigSchema } from './hypervisor-config';
+import { formatPath } from './errors';
 
 export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 export const NameSchema = z
@@ -76,7 +77,14 @@ export const PolicySchema = z.object({
   targets: z.array(z.string().min(1)).min(1, 'a policy needs at least one target'),
   /** Local wall-clock time of the nightly run, HH:MM. */
   nightly: z.string().regex(/^([01]\d|2[0-3]):[0-5]\d$/, 'must be a time of day as HH:MM, e.g. 02:00'),
-  timezone: z.string().default('UTC'),
+  /** IANA time zone of `nightly` (Temporal's schedules take IANA names only). */
+  timezone: z
+    .string()
+    .superRefine((zone, ctx) => {
+      const problem = timeZoneProblem(zone);
+      if (problem) ctx.addIssue({ code: 'custom', message: problem });
+    })
+    .default('UTC'),
   /** How many backups of this policy run at once. */
   concurrency: z.number().int().min(1).max(200).default(4),
   /** Streams, mode and chunks of this policy's backups; `tuning` gives the defaults. */
@@ -184,33 +192,40 @@ export const ConfigSchema = z
         });
       else seen.set(s.name, i);
     });
+    checkVmNamesAcrossSites(cfg.sites, ctx);
+    checkDatapathReferences(cfg, ctx);
   });
 export type Config = z.infer<typeof ConfigSchema>;
 export type ConfigInput = z.input<typeof ConfigSchema>;
 
 type SiteShape = {
-  hosts: { name: string }[];
+  hosts: { name: string; wwn?: string }[];
   vms: { name: string; host: string; softwareVolume: string; dataVolume: string }[];
-  arrays: { name: string; volumes: { id: string }[]; lunMasks: { volume: string }[] }[];
+  arrays: {
+    name: string;
+    ports: { name: string; wwn: string }[];
+    volumes: { id: string }[];
+    lunMasks: { volume: string; lun: number; wwns: string[] }[];
+  }[];
   libraries: { name: string; drives: { id: string }[]; cartridges: { id: string }[] }[];
   switches: { name: string }[];
-  servers: { name: string }[];
+  servers: { name: string; wwn?: string }[];
   copyDevices: { name: string }[];
   links: [string, string][];
-  policies: { targets: string[] }[];
+  policies: { name: string; targets: string[] }[];
 };
+
+/** The policy name `kura schedule trigger` and fleet runs take to mean every VM of the site. */
+export const ALL_VMS_POLICY = 'all';
 
 /** Checks that every name is unique within the site and every reference points at something. */
 function checkSiteReferences(site: SiteShape, ctx: z.RefinementCtx): void {
+  const issue = (path: (string | number)[], message: string) => ctx.addIssue({ code: 'custom', path, message });
   const names = new Map<string, string>();
   const claim = (name: string, where: (string | number)[]) => {
     const prior = names.get(name);
     if (prior !== undefined) {
-      ctx.addIssue({
-        code: 'custom',
-        path: where,
-        message: `name "${name}" is already used by ${prior}; names must be unique within a site`,
-      });
+      issue(where, `name "${name}" is already used by ${prior}; names must be unique within a site`);
     } else {
       names.set(name, where.join('.'));
     }
@@ -226,55 +241,89 @@ function checkSiteReferences(site: SiteShape, ctx: z.RefinementCtx): void {
   site.servers.forEach((s, i) => claim(s.name, ['servers', i, 'name']));
   site.copyDevices.forEach((c, i) => claim(c.name, ['copyDevices', i, 'name']));
 
+  // A WWN names one FC port: two things with one WWN would pass each other's LUN masks.
+  const wwns = new Map<string, string>();
+  const claimWwn = (wwn: string | undefined, where: (string | number)[]) => {
+    if (wwn === undefined) return;
+    const prior = wwns.get(wwn.toLowerCase());
+    if (prior !== undefined)
+      issue(where, `WWN ${wwn} is already used by ${prior}; a WWN names one port, and LUN masks admit by WWN`);
+    else wwns.set(wwn.toLowerCase(), formatPath(where));
+  };
+  site.arrays.forEach((a, i) => a.ports.forEach((p, j) => claimWwn(p.wwn, ['arrays', i, 'ports', j, 'wwn'])));
+  site.hosts.forEach((h, i) => claimWwn(h.wwn, ['hosts', i, 'wwn']));
+  site.servers.forEach((s, i) => claimWwn(s.wwn, ['servers', i, 'wwn']));
+  // LUN masks admit initiators: the hosts and backup servers of the site.
+  const initiators = new Set(
+    [...site.hosts, ...site.servers].flatMap((x) => (x.wwn === undefined ? [] : [x.wwn.toLowerCase()])),
+  );
+
   const volumes = new Set<string>();
   site.arrays.forEach((a, i) => {
+    const ports = new Map<string, number>();
+    a.ports.forEach((p, j) => {
+      const first = ports.get(p.name);
+      if (first !== undefined)
+        issue(
+          ['arrays', i, 'ports', j, 'name'],
+          `port "${p.name}" is defined twice in array "${a.name}" (also ports[${first}])`,
+        );
+      else ports.set(p.name, j);
+    });
     const own = new Set<string>();
     a.volumes.forEach((v, j) => {
       if (own.has(v.id))
-        ctx.addIssue({
-          code: 'custom',
-          path: ['arrays', i, 'volumes', j, 'id'],
-          message: `volume "${v.id}" is defined twice in array "${a.name}"`,
-        });
+        issue(['arrays', i, 'volumes', j, 'id'], `volume "${v.id}" is defined twice in array "${a.name}"`);
       own.add(v.id);
       volumes.add(`${a.name}/${v.id}`);
     });
+    const luns = new Map<number, number>();
     a.lunMasks.forEach((m, j) => {
       if (!own.has(m.volume))
-        ctx.addIssue({
-          code: 'custom',
-          path: ['arrays', i, 'lunMasks', j, 'volume'],
-          message: `no volume "${m.volume}" in array "${a.name}"`,
-        });
+        issue(['arrays', i, 'lunMasks', j, 'volume'], `no volume "${m.volume}" in array "${a.name}"`);
+      const first = luns.get(m.lun);
+      // Several masks may present one volume (to different WWNs), but one LUN presents one volume.
+      if (first !== undefined && a.lunMasks[first]?.volume !== m.volume)
+        issue(
+          ['arrays', i, 'lunMasks', j, 'lun'],
+          `LUN ${m.lun} of array ${a.name} already presents volume "${a.lunMasks[first]?.volume}" (lunMasks[${first}])`,
+        );
+      else if (first === undefined) luns.set(m.lun, j);
+      m.wwns.forEach((w, k) => {
+        if (!initiators.has(w.toLowerCase()))
+          issue(
+            ['arrays', i, 'lunMasks', j, 'wwns', k],
+            `no host or backup server of this site has WWN ${w}; give that WWN to the host or server the mask is for (its wwn), or take it out of the mask`,
+          );
+      });
     });
   });
 
   const hosts = new Set(site.hosts.map((h) => h.name));
   const vmNames = new Set<string>();
+  /** Which VM each volume already belongs to: a data swap must not take another VM's disk away. */
+  const owners = new Map<string, { vm: string; where: string; what: string }>();
   site.vms.forEach((vm, i) => {
-    if (vmNames.has(vm.name))
-      ctx.addIssue({ code: 'custom', path: ['vms', i, 'name'], message: `VM "${vm.name}" is defined twice` });
+    if (vmNames.has(vm.name)) issue(['vms', i, 'name'], `VM "${vm.name}" is defined twice`);
     vmNames.add(vm.name);
-    if (!hosts.has(vm.host))
-      ctx.addIssue({
-        code: 'custom',
-        path: ['vms', i, 'host'],
-        message: `no host "${vm.host}" in this site; add it under hosts`,
-      });
+    if (!hosts.has(vm.host)) issue(['vms', i, 'host'], `no host "${vm.host}" in this site; add it under hosts`);
     for (const key of ['softwareVolume', 'dataVolume'] as const) {
-      if (!volumes.has(vm[key]))
-        ctx.addIssue({
-          code: 'custom',
-          path: ['vms', i, key],
-          message: `no volume "${vm[key]}" in this site's arrays`,
+      if (!volumes.has(vm[key])) issue(['vms', i, key], `no volume "${vm[key]}" in this site's arrays`);
+      const owner = owners.get(vm[key]);
+      if (owner && owner.vm !== vm.name)
+        issue(
+          ['vms', i, key],
+          `"${vm[key]}" is already ${owner.what} of VM ${owner.vm} (${owner.where}); each VM needs volumes of its own`,
+        );
+      else if (!owner)
+        owners.set(vm[key], {
+          vm: vm.name,
+          where: `vms[${i}].${key}`,
+          what: key === 'dataVolume' ? 'the data volume' : 'the software volume',
         });
     }
     if (vm.softwareVolume === vm.dataVolume)
-      ctx.addIssue({
-        code: 'custom',
-        path: ['vms', i, 'dataVolume'],
-        message: 'the data volume must differ from the software volume',
-      });
+      issue(['vms', i, 'dataVolume'], 'the data volume must differ from the software volume');
   });
 
   const linkable = new Set([
@@ -284,27 +333,110 @@ function checkSiteReferences(site: SiteShape, ctx: z.RefinementCtx): void {
     ...site.libraries.map((l) => l.name),
     ...site.copyDevices.map((c) => c.name),
   ]);
+  const cables = new Map<string, number>();
   site.links.forEach((link, i) => {
     link.forEach((end, j) => {
       if (!linkable.has(end))
-        ctx.addIssue({
-          code: 'custom',
-          path: ['links', i, j],
-          message: `"${end}" is not an array, switch, backup server, library or copy device of this site`,
-        });
+        issue(['links', i, j], `"${end}" is not an array, switch, backup server, library or copy device of this site`);
     });
-    if (link[0] === link[1])
-      ctx.addIssue({ code: 'custom', path: ['links', i], message: 'a link must join two different things' });
+    if (link[0] === link[1]) issue(['links', i], 'a link must join two different things');
+    // Links are undirected: [a, b] and [b, a] are one cable.
+    const key = [...link].sort().join('\u0000');
+    const first = cables.get(key);
+    if (first !== undefined) {
+      const [a, b] = site.links[first] ?? link;
+      issue(['links', i], `${a} and ${b} are already linked (links[${first}])`);
+    } else cables.set(key, i);
   });
 
+  const policies = new Map<string, number>();
   site.policies.forEach((p, i) => {
+    // Each policy names a schedule (kura/<site>/<policy>) and a fleet run: one name, one policy.
+    const first = policies.get(p.name);
+    if (first !== undefined)
+      issue(['policies', i, 'name'], `policy "${p.name}" is defined twice (also policies[${first}])`);
+    else policies.set(p.name, i);
+    if (p.name === ALL_VMS_POLICY)
+      issue(
+        ['policies', i, 'name'],
+        `"${ALL_VMS_POLICY}" is reserved: it means every VM of the site; choose another policy name (targets: ["*"] protects every VM)`,
+      );
     p.targets.forEach((t, j) => {
       if (t === '*' || vmNames.has(t) || volumes.has(t)) return;
-      ctx.addIssue({
-        code: 'custom',
-        path: ['policies', i, 'targets', j],
-        message: `"${t}" is neither a VM, an array/volume of this site, nor "*"`,
-      });
+      issue(['policies', i, 'targets', j], `"${t}" is neither a VM, an array/volume of this site, nor "*"`);
     });
   });
+}
+
+/** VM names are unique across sites: each VM's guardian is the workflow `vm/<vm>`, whatever its site. */
+function checkVmNamesAcrossSites(sites: { name: string; vms: { name: string }[] }[], ctx: z.RefinementCtx): void {
+  const seen = new Map<string, { site: number; vm: number }>();
+  sites.forEach((s, i) => {
+    s.vms.forEach((vm, j) => {
+      const first = seen.get(vm.name);
+      if (first === undefined) seen.set(vm.name, { site: i, vm: j });
+      else if (first.site !== i)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['sites', i, 'vms', j, 'name'],
+          message: `VM "${vm.name}" is also defined in site ${sites[first.site]?.name} (sites[${first.site}].vms[${first.vm}]); VM names must be unique across sites, since each VM's guardian is the workflow vm/<vm>`,
+        });
+    });
+  });
+}
+
+/** The datapath serves volumes of one site: that site and those volumes must exist, each named once. */
+function checkDatapathReferences(
+  cfg: { datapath: DatapathConfig; sites: (SiteShape & { name: string })[] },
+  ctx: z.RefinementCtx,
+): void {
+  const dp = cfg.datapath;
+  const issue = (path: (string | number)[], message: string) =>
+    ctx.addIssue({ code: 'custom', path: ['datapath', ...path], message });
+  if (dp.nbdPort !== 0 && dp.nbdPort === dp.controlPort)
+    issue(
+      ['controlPort'],
+      `port ${dp.controlPort} is already the NBD port (datapath.nbdPort); give the control API another`,
+    );
+
+  const site = dp.site === undefined ? cfg.sites[0] : cfg.sites.find((s) => s.name === dp.site);
+  if (!site) {
+    if (dp.site !== undefined)
+      issue(['site'], `no site "${dp.site}" in this configuration; sites: ${cfg.sites.map((s) => s.name).join(', ')}`);
+    return;
+  }
+  const volumes = new Set(site.arrays.flatMap((a) => a.volumes.map((v) => `${a.name}/${v.id}`)));
+  const example = site.vms[0]?.dataVolume ?? [...volumes][0];
+  const served = new Map<string, number>();
+  dp.volumes?.forEach((ref, i) => {
+    if (!volumes.has(ref))
+      issue(
+        ['volumes', i],
+        `no volume "${ref}" in site ${site.name} (the datapath's site); name one as array/volume${example ? `, e.g. ${example}` : ''}`,
+      );
+    const first = served.get(ref);
+    if (first !== undefined)
+      issue(['volumes', i], `"${ref}" is already served (datapath.volumes[${first}]); name each volume once`);
+    else served.set(ref, i);
+  });
+}
+
+/**
+ * Why `zone` is no IANA time zone a schedule can use, or undefined when it is one. ICU (behind
+ * Intl) knows the zones and their aliases; what it forgives, the Temporal server does not: a
+ * name in the wrong case, or a UTC offset instead of a zone.
+ */
+function timeZoneProblem(zone: string): string | undefined {
+  const refused = `"${zone}" is not an IANA time zone`;
+  const examples = 'write one such as UTC, Europe/London or Asia/Tokyo';
+  if (/^[+-]/.test(zone)) return `${refused}; ${examples}`;
+  let canonical: string;
+  try {
+    canonical = new Intl.DateTimeFormat('en-US', { timeZone: zone }).resolvedOptions().timeZone;
+  } catch {
+    return `${refused}; ${examples}`;
+  }
+  if (canonical !== zone && canonical.toLowerCase() === zone.toLowerCase())
+    return `${refused}; did you mean ${canonical}?`;
+  return undefined;
 }

@@ -13,6 +13,12 @@ export const JobTuningSchema = z.object({
   deviceAttempts: z.number().int().min(1).max(20),
   /** How long to wait in the pool's queue for free devices. */
   reserveWaitMs: z.number().int().min(0),
+  /**
+   * Whether that wait also covers devices marked unavailable, until an operator marks them
+   * available again (`kura restore --wait`). Unset, a restore does not wait for them: it takes
+   * another copy or fails at once, naming them; a backup waits for them, as the pool's default.
+   */
+  waitForUnavailable: z.boolean().optional(),
 });
 export type JobTuning = z.infer<typeof JobTuningSchema>;
 

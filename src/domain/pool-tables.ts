@@ -3,7 +3,16 @@
  * pure, deterministic functions over plain JSON tables, shared by the pool workflow and its tests.
  */
 import type { Site } from './inventory';
-import type { DeviceRow, Grant, Holder, MarkRequest, PoolTables, ReserveRequestParsed, Stream } from './pool';
+import type {
+  DeviceRow,
+  Grant,
+  Holder,
+  MarkRequest,
+  PoolTables,
+  ReserveRequestParsed,
+  Stream,
+  UnavailableBlock,
+} from './pool';
 
 /** Room a cartridge needs beyond the data itself: labels, filemarks and the on-tape catalog (step 1170). */
 export const TAPE_OVERHEAD_BYTES = 64 * 1024;
@@ -151,9 +160,10 @@ export function allocate(tables: PoolTables, req: ReserveRequestParsed): Allocat
  * helped by waiting, so the pool refuses it at once instead of letting it block the queue.
  */
 export function couldEverAllocate(tables: PoolTables, req: ReserveRequestParsed): AllocateResult {
-  // A cartridge an operator (or a fault) marked unavailable stays so however long one waits.
+  // A cartridge an operator (or a fault) marked unavailable stays so however long one waits,
+  // unless the request asked to wait for it.
   const named = req.tape === undefined ? undefined : tables.tapes.find((t) => t.name === req.tape);
-  if (named?.state === 'unavailable') {
+  if (named?.state === 'unavailable' && req.waitForUnavailable !== true) {
     return {
       ok: false,
       missing: `cartridge ${named.name} is unavailable: ${named.reason ?? 'no reason given'}; mark it available with \`kura pool mark ${named.name} available\` once it is fixed`,
@@ -163,6 +173,63 @@ export function couldEverAllocate(tables: PoolTables, req: ReserveRequestParsed)
   for (const key of TABLE_KEYS)
     idle[key] = idle[key].map((r) => ({ ...withoutReason(r), state: 'available', holders: [] }));
   return allocate(idle, req);
+}
+
+/**
+ * Whether only devices marked unavailable stand between the request and a grant: it cannot be
+ * granted even once every job has released what it holds, but could be with some of those devices
+ * back. Returns the fewest such devices (any one of several, when one alone would do), or
+ * undefined when waiting for busy devices may help, or when nothing would (see couldEverAllocate).
+ */
+export function blockedByUnavailable(tables: PoolTables, req: ReserveRequestParsed): UnavailableBlock | undefined {
+  const down = allRows(tables).filter((r) => r.state === 'unavailable');
+  if (down.length === 0) return undefined;
+  /** Every holder gone; the devices in `back` available again, the other unavailable ones still not. */
+  const fitsWith = (back: Set<string>) => {
+    const idle = copyTables(tables);
+    for (const key of TABLE_KEYS)
+      idle[key] = idle[key].map((r) =>
+        r.state === 'unavailable' && !back.has(r.name)
+          ? { ...r, holders: [] }
+          : { ...withoutReason(r), state: 'available', holders: [] },
+      );
+    return allocate(idle, req).ok;
+  };
+  if (fitsWith(new Set())) return undefined;
+  const all = new Set(down.map((r) => r.name));
+  if (!fitsWith(all)) return undefined;
+  const asDown = (r: DeviceRow) => ({ name: r.name, reason: r.reason ?? 'no reason given' });
+  const alone = down.filter((r) => fitsWith(new Set([r.name])));
+  if (alone.length > 0) return { unavailable: alone.map(asDown), anyOne: alone.length > 1 };
+  // No single device will do: keep only those without which it would not fit.
+  const needed = new Set(all);
+  for (const r of down) {
+    needed.delete(r.name);
+    if (!fitsWith(needed)) needed.add(r.name);
+  }
+  return { unavailable: down.filter((r) => needed.has(r.name)).map(asDown), anyOne: false };
+}
+
+/** "fcsw-01 is unavailable: head failure", for each device, as a person reads it. */
+export function describeUnavailable(block: UnavailableBlock): string {
+  return block.unavailable.map((d) => `${d.name} is unavailable: ${d.reason}`).join('; ');
+}
+
+/** How to bring the devices back: the `kura pool mark … available` command of each. */
+export function bringBackHint(block: UnavailableBlock): string {
+  const commands = block.unavailable.map((d) => `\`kura pool mark ${d.name} available\``);
+  if (commands.length === 1) return `mark it available with ${commands[0]} once it is fixed`;
+  if (block.anyOne) return `mark one of them available (${commands.join(' or ')}) once it is fixed`;
+  return `mark them available (${commands.join(' and ')}) once they are fixed`;
+}
+
+/** Why the request fails at once: what it needs, the unavailable devices, and how to bring them back. */
+export function unavailableMessage(req: ReserveRequestParsed, block: UnavailableBlock): string {
+  const what =
+    req.tape !== undefined
+      ? `cartridge ${req.tape} cannot be had`
+      : `the ${req.streams === 1 ? 'stream' : `${req.streams} streams`} asked for cannot be formed from storage array ${req.array}`;
+  return `${what}: ${describeUnavailable(block)}, and waiting for busy devices would not help; ${bringBackHint(block)}`;
 }
 
 /**

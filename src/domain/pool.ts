@@ -79,6 +79,12 @@ export const ReserveRequestSchema = z.object({
   tape: z.string().optional(),
   /** Wait up to this long (ms) in the pool's first-come queue instead of failing at once. */
   waitMs: z.number().int().min(0).default(0),
+  /**
+   * Whether the wait also covers devices marked unavailable, until an operator marks them available
+   * again. When false, a request that only such devices stand in the way of fails at once, naming
+   * them. Unset: false when a cartridge is named (a restore), true otherwise (a backup).
+   */
+  waitForUnavailable: z.boolean().optional(),
 });
 export type ReserveRequest = z.input<typeof ReserveRequestSchema>;
 export type ReserveRequestParsed = z.output<typeof ReserveRequestSchema>;
@@ -99,3 +105,17 @@ export const MarkRequestSchema = z.object({
   reason: z.string().max(500).optional(),
 });
 export type MarkRequest = z.infer<typeof MarkRequestSchema>;
+
+/** A device marked unavailable, with the reason it was given. */
+export const DownDeviceSchema = z.object({ name: z.string(), reason: z.string() });
+export type DownDevice = z.infer<typeof DownDeviceSchema>;
+
+/**
+ * The details of the NoResources failure of a request that only devices marked unavailable stand
+ * in the way of: the devices, and whether any one of them back would do (else all are needed).
+ */
+export const UnavailableBlockSchema = z.object({
+  unavailable: z.array(DownDeviceSchema).min(1),
+  anyOne: z.boolean(),
+});
+export type UnavailableBlock = z.infer<typeof UnavailableBlockSchema>;

@@ -73,3 +73,11 @@ export function formatBytes(bytes: number): string {
   }
   return i === 0 ? `${bytes} B` : `${v.toFixed(1)} ${units[i]}`;
 }
+
+/** Human-readable duration, e.g. `800 ms`, `45 s`, `30 min`, `2.5 h`. */
+export function formatDuration(ms: number): string {
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  if (ms < 120_000) return `${Math.round(ms / 1000)} s`;
+  if (ms < 120 * 60_000) return `${Math.round(ms / 60_000)} min`;
+  return `${(ms / 3_600_000).toFixed(1)} h`;
+}

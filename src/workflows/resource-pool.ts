@@ -9,6 +9,7 @@ import {
   condition,
   continueAsNew,
   log,
+  patched,
   setCurrentDetails,
   setHandler,
   upsertSearchAttributes,
@@ -28,7 +29,23 @@ import {
 } from '../domain/pool';
 import { markDeviceSignal, releaseUpdate, reserveStreamsUpdate, syncInventorySignal, tablesQuery } from '../messages';
 import { JobKind, KuraKind, KuraSite } from '../search-attributes';
-import { allocate, couldEverAllocate, grantFor, mark, mergeInventory, release, summarize } from '../domain/pool-tables';
+import {
+  allocate,
+  blockedByUnavailable,
+  couldEverAllocate,
+  grantFor,
+  mark,
+  mergeInventory,
+  release,
+  summarize,
+  unavailableMessage,
+} from '../domain/pool-tables';
+
+/**
+ * Marks the runs in which a request that does not wait for unavailable devices fails as soon as only
+ * they stand in its way; earlier runs waited for them, and replay must see them wait.
+ */
+const FAIL_ON_UNAVAILABLE_PATCH = 'fail-on-unavailable';
 
 /** Default history length after which the pool continues as new (well below Temporal's 51,200). */
 export const DEFAULT_MAX_HISTORY_EVENTS = 2000;
@@ -154,14 +171,32 @@ export async function resourcePool(input: ResourcePoolInput): Promise<never> {
     const held = grantFor(tables, req.job);
     if (held) return held;
 
+    // A restore names its cartridge and, unless asked to wait, must not sit in the queue for a
+    // device only an operator can bring back: it fails at once so it can try another copy.
+    const waitsForUnavailable = req.waitForUnavailable ?? req.tape === undefined;
+    const failsOnUnavailable = !waitsForUnavailable && patched(FAIL_ON_UNAVAILABLE_PATCH);
+    const failIfOnlyUnavailableBlock = () => {
+      const block = failsOnUnavailable ? blockedByUnavailable(tables, req) : undefined;
+      if (block)
+        throw ApplicationFailure.create({
+          message: unavailableMessage(req, block),
+          type: ErrorType.NoResources,
+          nonRetryable: true,
+          details: [block],
+        });
+    };
+
     if (ahead(req.job) === 0) {
       const now = tryGrant(req);
       if ('grant' in now) return now.grant;
+      failIfOnlyUnavailableBlock();
       if (req.waitMs === 0) throw noResources(now.missing);
-    } else if (req.waitMs === 0) {
-      throw noResources(
-        `${queue.length} earlier request${queue.length === 1 ? ' is' : 's are'} waiting for resources (first: job ${queue[0]?.job}); ask with waitMs > 0 to queue behind them`,
-      );
+    } else {
+      failIfOnlyUnavailableBlock();
+      if (req.waitMs === 0)
+        throw noResources(
+          `${queue.length} earlier request${queue.length === 1 ? ' is' : 's are'} waiting for resources (first: job ${queue[0]?.job}); ask with waitMs > 0 to queue behind them`,
+        );
     }
 
     const ever = couldEverAllocate(tables, req);
@@ -187,7 +222,9 @@ export async function resourcePool(input: ResourcePoolInput): Promise<never> {
             () =>
               withdrawn[req.job] === true ||
               grantFor(tables, req.job) !== undefined ||
-              (ahead(req.job) === 0 && allocate(tables, req).ok),
+              (ahead(req.job) === 0 && allocate(tables, req).ok) ||
+              // A device marked unavailable while this request waits for busy ones.
+              (failsOnUnavailable && blockedByUnavailable(tables, req) !== undefined),
             remaining,
           ));
         if (withdrawn[req.job])
@@ -199,11 +236,13 @@ export async function resourcePool(input: ResourcePoolInput): Promise<never> {
         if (ahead(req.job) === 0) {
           const now = tryGrant(req);
           if ('grant' in now) return now.grant;
+          failIfOnlyUnavailableBlock();
           if (!woke)
             throw noResources(
               `waited ${seconds(Date.now() - startedAt)} for resources without success: ${now.missing}`,
             );
         }
+        failIfOnlyUnavailableBlock();
         if (!woke) {
           const position = ahead(req.job);
           throw noResources(

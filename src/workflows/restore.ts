@@ -4,12 +4,23 @@
  * the path, mount, read the pieces in order verifying each checksum, unmount, unzone and release;
  * finally verify the whole file and move it into place. When a cartridge cannot be had or read,
  * the pieces still to restore come from another copy (parallel mode keeps one per stream); without
- * one the restore fails naming the cartridge. A failed restore leaves nothing at the destination.
+ * one the restore fails naming the cartridge. A cartridge behind a device marked unavailable is given
+ * up at once, not waited for in the pool's queue, unless the request asks to wait for such devices
+ * (`kura restore --wait`) and no other copy can stand in; the progress then says what it waits for.
+ * A failed restore leaves nothing at the destination.
  */
-import { ApplicationFailure, isCancellation, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import {
+  ApplicationFailure,
+  TemporalFailure,
+  isCancellation,
+  upsertSearchAttributes,
+  workflowInfo,
+} from '@temporalio/workflow';
 import { RestoreRequestSchema, type RestoreReport, type RestoreRequest } from '../domain/jobs';
 import { DISK_LIBRARY, type PieceRecord } from '../domain/catalog';
-import type { Stream } from '../domain/pool';
+import { UnavailableBlockSchema, type Stream, type UnavailableBlock } from '../domain/pool';
+import { bringBackHint, describeUnavailable } from '../domain/pool-tables';
+import { formatDuration } from '../domain/units';
 import { KuraKind, KuraSite, KuraTarget, JobKind } from '../search-attributes';
 import { groupByTape, planRestoreSteps, replanRestore, zoneName, type Mount } from './plan';
 import { acceptInput, rootFailure } from './failures';
@@ -121,6 +132,34 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
   }
 
   /**
+   * Reserves a stream with the mount's cartridge: waiting up to reserveWait for busy devices, but not
+   * for devices marked unavailable, so the restore can turn to another copy at once. Only when none
+   * can stand in and the request asks to wait for such devices does it wait — saying what for.
+   */
+  async function reserveFor(job: string, m: Mount) {
+    const ask = { job, streams: 1, array: backup.array, tape: m.tape, bytes: 0 };
+    const startedAt = Date.now();
+    op.activity = `reserving a drive and a path for cartridge ${m.tape}`;
+    try {
+      return await pool.reserveStreams(backup.site, {
+        ...ask,
+        waitMs: req.tuning.reserveWaitMs,
+        waitForUnavailable: false,
+      });
+    } catch (err) {
+      const block = unavailableBlock(err);
+      // Given up, this cartridge is given up for good: wait unless every piece on it has another copy.
+      const otherCopy = m.pieces.every((p) =>
+        found.pieces.some((q) => q.piece === p.piece && q.tape !== m.tape && usable(q)),
+      );
+      if (!block || !req.tuning.waitForUnavailable || otherCopy) throw err;
+      const left = Math.max(0, req.tuning.reserveWaitMs - (Date.now() - startedAt));
+      op.activity = `waiting up to ${formatDuration(left)} for cartridge ${m.tape} (${m.pieces.length} of ${pieceNumbers.length} pieces): ${describeUnavailable(block)}; ${bringBackHint(block)}`;
+      return await pool.reserveStreams(backup.site, { ...ask, waitMs: left, waitForUnavailable: true });
+    }
+  }
+
+  /**
    * Reads one run of pieces from one cartridge, holding its stream only meanwhile; whatever fails,
    * the cartridge is unloaded and the zone and devices released before the error goes on.
    */
@@ -145,18 +184,10 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
     const job = `${workflowId}#${i}`;
     const held = new Compensations();
     try {
-      const grant = await op.step(`reserve:${i}`, () =>
-        pool.reserveStreams(backup.site, {
-          job,
-          streams: 1,
-          array: backup.array,
-          tape: m.tape,
-          bytes: 0,
-          waitMs: req.tuning.reserveWaitMs,
-        }),
-      );
+      const grant = await op.step(`reserve:${i}`, () => reserveFor(job, m));
       held.add('release', () => pool.releaseStreams(backup.site, { job }));
       const stream = grant.streams[0] as Stream;
+      op.activity = `loading cartridge ${m.tape} into ${stream.drive}`;
       const zone = zoneName(job, 0);
       await control.zoneStream({
         site: backup.site,
@@ -197,6 +228,19 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
   }
 }
 
+/** The devices marked unavailable that a reservation's NoResources failure names, if it names any. */
+function unavailableBlock(err: unknown): UnavailableBlock | undefined {
+  let cur: unknown = err;
+  for (let depth = 0; cur && depth < 10; depth++) {
+    if (cur instanceof ApplicationFailure && cur.type === ErrorType.NoResources) {
+      const block = UnavailableBlockSchema.safeParse(cur.details?.[0]);
+      if (block.success) return block.data;
+    }
+    cur = cur instanceof TemporalFailure || cur instanceof Error ? (cur as Error).cause : undefined;
+  }
+  return undefined;
+}
+
 /** No copy of a piece is left to read: name the cartridges that were tried and why each failed. */
 function noCopyLeft(
   backupId: string,
@@ -210,8 +254,13 @@ function noCopyLeft(
   const type = tried[tried.length - 1]?.type ?? ErrorType.NotFound;
   const detail = tried.map((s) => `cartridge ${s.tape}: ${s.type}: ${s.message}`).join('; ');
   const copies = holders.length === 1 ? 'its only copy' : `all ${holders.length} copies`;
+  // A reservation refused names the devices and the command that brings each back; a read failure does not.
+  const then =
+    type === ErrorType.NoResources
+      ? 'restore again once the cartridge can be had, or restore with `--wait <duration>` to wait for it'
+      : 'make the cartridge available (`kura pool mark <device> available`) and restore again';
   return ApplicationFailure.nonRetryable(
-    `piece ${piece} of ${backupId} cannot be read from ${copies} (${detail}); make the cartridge available (\`kura pool mark <device> available\`) and restore again`,
+    `piece ${piece} of ${backupId} cannot be read from ${copies} (${detail}); ${then}`,
     type,
   );
 }

@@ -84,6 +84,7 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
         // In either mode any stream may have to hold the whole image.
         bytes: resolved.sizeBytes + pieces.length * PIECE_HEADER_BYTES,
         waitMs: req.tuning.reserveWaitMs,
+        waitForUnavailable: req.tuning.waitForUnavailable,
       }),
     );
     job.undo.add('release', () => pool.releaseStreams(req.site, { job: workflowId, tapeUsage: job.tapeEnd }));

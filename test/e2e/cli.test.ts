@@ -137,6 +137,14 @@ describe('refused input changes nothing', () => {
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/InvalidInput: --streams must be a whole number from 1 to 8, not "many"/);
   });
+
+  it('refuses a restore whose --wait is no duration with InvalidInput, creating nothing', async () => {
+    const dest = path.join(lab.dir, 'restores', 'never.img');
+    const r = await kura(['restore', 'vm-001@20200101T000000Z', '--to', dest, '--wait', 'forever']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/InvalidInput: --wait must be a duration such as 30s, 10m or 2h, not "forever"/);
+    expect(existsSync(dest)).toBe(false);
+  });
 });
 
 describe('kura lab and pool', () => {

@@ -5,12 +5,14 @@ import { backupWorkflowId } from '../../src/api/workflow-ids';
 import {
   TABLE_KEYS,
   allocate,
+  blockedByUnavailable,
   findDevice,
   grantFor,
   mark,
   mergeInventory,
   release,
   tablesFromSite,
+  unavailableMessage,
 } from '../../src/domain/pool-tables';
 
 /**
@@ -272,5 +274,80 @@ describe('pool tables', () => {
       holders: [{ job: 'job-a', stream: 0 }],
       library: 'lib-1',
     });
+  });
+});
+
+describe('requests that only devices marked unavailable stand in the way of', () => {
+  const restoreOf = (tape: string) => request({ job: 'restore-1', tape });
+
+  it('names the one device that blocks the only path to a cartridge, and how to bring it back', () => {
+    const t = marked(tablesFromSite(twoPathSite()), 'sw-1', 'stopped answering (hang)');
+    const block = blockedByUnavailable(t, restoreOf('lib-1-tape-1'));
+    expect(block).toEqual({ unavailable: [{ name: 'sw-1', reason: 'stopped answering (hang)' }], anyOne: false });
+    expect(unavailableMessage(restoreOf('lib-1-tape-1'), block!)).toBe(
+      'cartridge lib-1-tape-1 cannot be had: sw-1 is unavailable: stopped answering (hang), and waiting for busy devices would not help; mark it available with `kura pool mark sw-1 available` once it is fixed',
+    );
+  });
+
+  it('says nothing when the devices are only busy: waiting for them helps', () => {
+    // Both backup servers (capacity 1) are held by a running backup.
+    const t = must(allocate(tablesFromSite(twoPathSite()), request({ job: 'backup-1', streams: 2 }))).tables;
+    expect(allocate(t, restoreOf('lib-1-tape-2')).ok).toBe(false);
+    expect(blockedByUnavailable(t, restoreOf('lib-1-tape-2'))).toBeUndefined();
+  });
+
+  it('says nothing when a device is unavailable but another path serves the request', () => {
+    const t = marked(tablesFromSite(twoPathSite()), 'sw-2', 'cabling work');
+    expect(blockedByUnavailable(t, restoreOf('lib-1-tape-1'))).toBeUndefined();
+  });
+
+  it('says nothing when the request could not be granted even with every device back', () => {
+    const t = marked(tablesFromSite(twoPathSite({ serverCapacity: 4 })), 'sw-1', 'cabling work');
+    expect(blockedByUnavailable(t, request({ job: 'backup-1', streams: 3 }))).toBeUndefined();
+  });
+
+  it('offers any one of several devices when one alone would do', () => {
+    let t = tablesFromSite(twoPathSite());
+    t = marked(t, 'lib-1-drv-1', 'head failure');
+    t = marked(t, 'lib-1-drv-2', 'cleaning');
+    const block = blockedByUnavailable(t, restoreOf('lib-1-tape-1'));
+    expect(block).toEqual({
+      unavailable: [
+        { name: 'lib-1-drv-1', reason: 'head failure' },
+        { name: 'lib-1-drv-2', reason: 'cleaning' },
+      ],
+      anyOne: true,
+    });
+    expect(unavailableMessage(restoreOf('lib-1-tape-1'), block!)).toMatch(
+      /; mark one of them available \(`kura pool mark lib-1-drv-1 available` or `kura pool mark lib-1-drv-2 available`\) once it is fixed$/,
+    );
+  });
+
+  it('names every device needed when no one of them would do alone, and only those', () => {
+    let t = tablesFromSite(twoPathSite());
+    t = marked(t, 'lib-1-tape-1', 'sent off site');
+    t = marked(t, 'sw-1', 'stopped answering (hang)');
+    t = marked(t, 'sw-2', 'cabling work');
+    const block = blockedByUnavailable(t, restoreOf('lib-1-tape-1'));
+    expect(block).toEqual({
+      unavailable: [
+        { name: 'lib-1-tape-1', reason: 'sent off site' },
+        { name: 'sw-1', reason: 'stopped answering (hang)' },
+      ],
+      anyOne: false,
+    });
+    expect(unavailableMessage(restoreOf('lib-1-tape-1'), block!)).toMatch(
+      /^cartridge lib-1-tape-1 cannot be had: lib-1-tape-1 is unavailable: sent off site; sw-1 is unavailable: .*; mark them available \(`kura pool mark lib-1-tape-1 available` and `kura pool mark sw-1 available`\) once they are fixed$/,
+    );
+  });
+
+  it('speaks of streams when no cartridge is named', () => {
+    const t = marked(tablesFromSite(twoPathSite()), 'sw-2', 'cabling work');
+    const req = request({ job: 'backup-1', streams: 2 });
+    const block = blockedByUnavailable(t, req);
+    expect(block?.unavailable.map((d) => d.name)).toEqual(['sw-2']);
+    expect(unavailableMessage(req, block!)).toMatch(
+      /^the 2 streams asked for cannot be formed from storage array arr-1: sw-2 is unavailable: cabling work/,
+    );
   });
 });

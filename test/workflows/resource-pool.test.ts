@@ -210,6 +210,50 @@ describe('resourcePool workflow', () => {
     expect(findDevice(await pool.query(tablesQuery), 'lib-1-drv-1')?.holders).toEqual([{ job: 'job-c', stream: 0 }]);
   });
 
+  it('fails a waiting cartridge request at once, naming the device, when its only path is marked unavailable', async () => {
+    const s = site(`down-${randomUUID().slice(0, 8)}`, { drives: 1, servers: [{ name: 'srv-1', capacity: 4 }] });
+    const pool = await startPool(s);
+    await pool.executeUpdate(reserveStreamsUpdate, { args: [{ job: 'backup-a', array: 'arr-1' }] });
+    // A restore waits for the one drive, which is only busy…
+    const restore = await pool.startUpdate(reserveStreamsUpdate, {
+      args: [{ job: 'restore-r', array: 'arr-1', tape: 'lib-1-tape-2', waitMs: 60_000 }],
+      waitForStage: WorkflowUpdateStage.ACCEPTED,
+    });
+    const t0 = Date.now();
+    // …until the switch in front of its library stops answering.
+    await pool.signal(markDeviceSignal, { device: 'sw-1', state: 'unavailable', reason: 'stopped answering' });
+    const refused = failureOf(await restore.result().catch((e: unknown) => e));
+    expect(Date.now() - t0).toBeLessThan(20_000);
+    expect(refused.type).toBe(ErrorType.NoResources);
+    expect(refused.message).toBe(
+      'cartridge lib-1-tape-2 cannot be had: sw-1 is unavailable: stopped answering, and waiting for busy devices would not help; mark it available with `kura pool mark sw-1 available` once it is fixed',
+    );
+    expect(refused.details?.[0]).toEqual({
+      unavailable: [{ name: 'sw-1', reason: 'stopped answering' }],
+      anyOne: false,
+    });
+    // Refused means refused: nothing is held for it.
+    expect(findDevice(await pool.query(tablesQuery), 'lib-1-tape-2')?.holders).toEqual([]);
+  });
+
+  it('lets a cartridge request that asks to wait for unavailable devices wait until one is brought back', async () => {
+    const s = site(`back-${randomUUID().slice(0, 8)}`, { drives: 1, servers: [{ name: 'srv-1', capacity: 4 }] });
+    const pool = await startPool(s);
+    await pool.signal(markDeviceSignal, { device: 'sw-1', state: 'unavailable', reason: 'stopped answering' });
+    const restore = await pool.startUpdate(reserveStreamsUpdate, {
+      args: [{ job: 'restore-w', array: 'arr-1', tape: 'lib-1-tape-3', waitMs: 60_000, waitForUnavailable: true }],
+      waitForStage: WorkflowUpdateStage.ACCEPTED,
+    });
+    let settled = false;
+    const granted = restore.result().finally(() => (settled = true));
+    await sleep(1000);
+    expect(settled).toBe(false);
+    await pool.signal(markDeviceSignal, { device: 'sw-1', state: 'available' });
+    expect((await granted).streams.map((x) => [x.switches, x.drive, x.tape])).toEqual([
+      [['sw-1'], 'lib-1-drv-1', 'lib-1-tape-3'],
+    ]);
+  });
+
   it('keeps its tables across continue-as-new', async () => {
     // lib-1 has two drives, lib-2 one (marked unavailable): 'holder' keeps one, the cycles use the other.
     const s = site(`can-${randomUUID().slice(0, 8)}`, { drives: 3, servers: [{ name: 'srv-1', capacity: 4 }] });

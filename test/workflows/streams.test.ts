@@ -14,7 +14,7 @@ import { catalogContents, compareContents, rebuildFromTapes } from '../../src/ca
 import { LabState } from '../../src/lab/state';
 import { LabTapeLibrary } from '../../src/drivers/lab/tape';
 import { labCartridgePath } from '../../src/lab/files';
-import { markDeviceSignal, planQuery, tablesQuery } from '../../src/messages';
+import { markDeviceSignal, planQuery, progressQuery, tablesQuery } from '../../src/messages';
 import type { BackupReport, PlanView, RestoreReport } from '../../src/domain/jobs';
 import type { PieceRecord } from '../../src/domain/catalog';
 import type { PoolTables } from '../../src/domain/pool';
@@ -334,6 +334,94 @@ describe('parallel copies (method 1) and restore from any copy', () => {
         `piece 0 of .* cannot be read from its only copy \\(cartridge ${tape}: NoResources: .*cartridge damaged`,
       ),
     );
+    await expectClean();
+  });
+});
+
+describe('a restore whose cartridge lies behind a device marked unavailable', () => {
+  /**
+   * A one-stream backup of `vm`, then the switch in front of its cartridge's library marked
+   * unavailable, as a hang marks it: the lab cables each library to one switch, so that switch is
+   * the only path to the cartridge.
+   */
+  async function backupBehindDownSwitch(vm: string): Promise<{ report: BackupReport; tape: string; device: string }> {
+    const report: BackupReport = await (await kura.startBackup(vm, { requestedAt: at(), streams: 1 })).result();
+    const stream = report.streams[0]!;
+    const device = stream.switches[stream.switches.length - 1]!;
+    await client.workflow.getHandle(`pool/${lab.site}`).signal(markDeviceSignal, {
+      device,
+      state: 'unavailable',
+      reason: `${device} stopped answering (hang)`,
+    });
+    await until(async () => (await unavailable()).length === 1);
+    return { report, tape: stream.tape, device };
+  }
+
+  it('fails at once with NoResources, naming the cartridge, the device and how to bring it back', async () => {
+    const { report, tape, device } = await backupBehindDownSwitch('vm-003');
+    const dest = path.join(lab.dir, 'restores', 'behind-down-switch.img');
+    const t0 = Date.now();
+    const err = await (await kura.startRestore(report.backupId, dest)).result().catch((e: unknown) => e);
+    // Not after the lab's reserveWait (60 s) in the pool's queue: at once.
+    expect(Date.now() - t0).toBeLessThan(30_000);
+    const failure = failureOf(err);
+    expect(failure.type).toBe('NoResources');
+    expect(failure.message).toContain(`cartridge ${tape}`);
+    expect(failure.message).toContain(`${device} is unavailable: ${device} stopped answering (hang)`);
+    expect(failure.message).toContain(`\`kura pool mark ${device} available\``);
+    expect(failure.message).toMatch(/--wait <duration>/);
+    expect(statSync(dest, { throwIfNoEntry: false })).toBeUndefined();
+    await expectClean();
+  });
+
+  it('with a wait, says in its progress what it waits for and restores byte-identical once the device is back', async () => {
+    const { report, tape, device } = await backupBehindDownSwitch('vm-004');
+    const dest = path.join(lab.dir, 'restores', 'waited-for-switch.img');
+    const handle = await kura.startRestore(report.backupId, dest, {
+      tuning: { reserveWaitMs: 120_000, waitForUnavailable: true },
+    });
+    let waiting = '';
+    await until(async () => {
+      waiting = (await handle.query(progressQuery)).activity;
+      return waiting.startsWith('waiting');
+    });
+    expect(waiting).toContain(`cartridge ${tape}`);
+    expect(waiting).toContain(`${device} is unavailable`);
+    expect(waiting).toContain(`\`kura pool mark ${device} available\``);
+    // Still waiting a moment later: nothing comes back by itself.
+    await new Promise((r) => setTimeout(r, 1500));
+    expect((await handle.describe()).status.name).toBe('RUNNING');
+
+    await client.workflow.getHandle(`pool/${lab.site}`).signal(markDeviceSignal, { device, state: 'available' });
+    const restored: RestoreReport = await handle.result();
+    expect(restored.copiesUsed).toEqual([0]);
+    expect(restored.skippedTapes).toEqual([]);
+    expect(await sha256(dest)).toBe(await sha256(lab.dataVolume('vm-004')));
+    rmSync(dest);
+    await expectClean();
+  });
+
+  it('with a wait, takes another copy at once rather than waiting for the first', async () => {
+    const report: BackupReport = await (
+      await kura.startBackup('vm-005', { requestedAt: at(), mode: 'parallel' })
+    ).result();
+    const first = report.streams[0]!;
+    const device = first.switches[first.switches.length - 1]!;
+    await client.workflow
+      .getHandle(`pool/${lab.site}`)
+      .signal(markDeviceSignal, { device, state: 'unavailable', reason: 'stopped answering (hang)' });
+    await until(async () => (await unavailable()).length === 1);
+    const dest = path.join(lab.dir, 'restores', 'other-copy.img');
+    const t0 = Date.now();
+    const restored: RestoreReport = await (
+      await kura.startRestore(report.backupId, dest, { tuning: { reserveWaitMs: 120_000, waitForUnavailable: true } })
+    ).result();
+    expect(Date.now() - t0).toBeLessThan(60_000);
+    expect(restored.copiesUsed).toEqual([1]);
+    expect(restored.skippedTapes.map((s) => s.tape)).toEqual([first.tape]);
+    expect(restored.skippedTapes[0]!.reason).toContain(`${device} is unavailable`);
+    expect(await sha256(dest)).toBe(await sha256(lab.dataVolume('vm-005')));
+    rmSync(dest);
     await expectClean();
   });
 });
