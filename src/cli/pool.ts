@@ -10,6 +10,7 @@ import { ErrorType, InvalidInputError, KuraError, NotFoundError, formatPath } fr
 import { MarkRequestSchema, type DeviceRow, type PoolTables } from '../domain/pool';
 import { formatBytes } from '../domain/units';
 import { markDeviceSignal, tablesQuery } from '../messages';
+// eslint-disable-next-line @typescript-eslint/no-restricted-imports -- moves to src/api
 import { poolWorkflowId } from '../activities/pool';
 import { TABLE_KEYS, findDevice, type TableKey } from '../domain/pool-tables';
 
