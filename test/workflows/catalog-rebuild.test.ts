@@ -211,7 +211,7 @@ describe('the catalogRebuild workflow', () => {
       );
     }
     // The first cartridge waited its turn; the library being out, the others did not wait again.
-    expect(report.unread[0]!.message).toMatch(/^waited \d+ ms for resources without success/);
+    expect(report.unread[0]!.message).toMatch(/^waited [\d.]+ m?s for resources without success/);
     expect(report.unread.slice(1).every((u) => u.message.startsWith('no stream can be formed'))).toBe(true);
     expect([report.cartridges, report.cartridgesTotal]).toEqual([4, 8]);
     expect(loadsSince(since).map((l) => l.library)).toEqual(['lib-02', 'lib-02', 'lib-02', 'lib-02']);
