@@ -4,7 +4,7 @@
  * task queue, the search attributes, and the signals, queries and updates of the workflows. The
  * parts live in `src/api/`; this module only names them.
  */
-export { Kura, type JobOptions, type OnlineJobOptions } from './api/kura';
+export { Kura, type CatalogRebuildOptions, type JobOptions, type OnlineJobOptions } from './api/kura';
 export { KuraVms, ensureGuardian, ensureGuardians, siteOfVm } from './api/vms';
 export { KuraPool, ensurePool, poolSiteName } from './api/pool';
 export {
@@ -17,6 +17,7 @@ export {
 export { cliUser, controlTaskQueue } from './api/environment';
 export {
   backupWorkflowId,
+  catalogRebuildWorkflowId,
   fleetWorkflowId,
   guardianWorkflowId,
   isKuraScheduleId,
@@ -33,6 +34,7 @@ export {
 export { CONTROL_TASK_QUEUE, serverTaskQueue } from './api/task-queues';
 export { JobKind, KuraKind, KuraRung, KuraSite, KuraTarget, KuraVm } from './search-attributes';
 export {
+  catalogRebuildProgressQuery,
   failureDetectedSignal,
   fleetProgressQuery,
   guardianQuery,

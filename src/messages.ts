@@ -7,6 +7,7 @@ import type { Grant, MarkRequest, PoolTables, ReleaseRequest, ReserveRequest } f
 import type { PlanView, Progress } from './domain/jobs';
 import type { FleetProgress } from './domain/fleet';
 import type { OnlineProgress } from './domain/datapath';
+import type { CatalogRebuildProgress } from './domain/catalog-rebuild';
 import type {
   DataBackupRequest,
   FailureReport,
@@ -41,6 +42,11 @@ export const fleetProgressQuery = defineQuery<FleetProgress>('fleet-progress');
  * tool that asks a job for its `progress` gets an answer; this constant types the online shape.
  */
 export const onlineProgressQuery = defineQuery<OnlineProgress>('progress');
+/**
+ * Catalog rebuild: cartridges read, given up and in all, and what each library is reading. The
+ * same wire name as `progressQuery`; this constant types the rebuild's shape.
+ */
+export const catalogRebuildProgressQuery = defineQuery<CatalogRebuildProgress>('progress');
 /** VM guardian: the VM asks for an image of its data volume now; answers with the image kept. */
 export const requestDataBackupUpdate = defineUpdate<ImageRecord, [DataBackupRequest]>('request-data-backup');
 /** VM guardian: the VM or a monitor reports a software failure; the guardian runs the ladder. */

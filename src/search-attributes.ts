@@ -40,5 +40,6 @@ export const JobKind = {
   OnlineBackup: 'online-backup',
   Guardian: 'guardian',
   Ladder: 'ladder',
+  CatalogRebuild: 'catalog-rebuild',
 } as const;
 export type JobKind = (typeof JobKind)[keyof typeof JobKind];

@@ -1,8 +1,8 @@
 /**
  * Starts Kura's Temporal Workers: the control worker (every workflow, and the control and pool
  * activities) on `kura-control`, and one worker per backup server of the inventory on
- * `kura-server-<name>` for the copies that server performs. In production each backup server host
- * runs its own worker; the embedded stack runs them all in this one process.
+ * `kura-server-<name>` for the copies and cartridge reads that server performs. In production each
+ * backup server host runs its own worker; the embedded stack runs them all in this one process.
  */
 import { Client, Connection } from '@temporalio/client';
 import {
@@ -20,6 +20,7 @@ import { LabState } from './lab/state';
 import { labDrivers } from './drivers';
 import { createControlActivities } from './activities/control';
 import { createCopyActivities } from './activities/copy';
+import { createCatalogReadActivities, createCatalogRebuildActivities } from './activities/catalog-rebuild';
 import { createPoolActivities } from './activities/pool';
 import { createOnlineActivities } from './activities/online';
 import { createVmActivities } from './activities/vm';
@@ -111,6 +112,7 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
           ...createPoolActivities({ client, sites: () => loaded.config.sites }),
           ...createOnlineActivities({ loaded, paths, catalog }),
           ...createVmActivities({ loaded, drivers, images }),
+          ...createCatalogRebuildActivities({ catalog }),
         },
       }),
     );
@@ -125,7 +127,7 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
         connection,
         namespace: conn.namespace,
         taskQueue: serverTaskQueue(server, taskQueue),
-        activities: createCopyActivities({ drivers }),
+        activities: { ...createCopyActivities({ drivers }), ...createCatalogReadActivities({ drivers }) },
       }),
     );
   }

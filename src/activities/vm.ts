@@ -15,7 +15,7 @@ import { findSite } from '../config/targets';
 import { ChecksumMismatchError, NotFoundError } from '../domain/errors';
 import { ImageKind, RESTART_SCOPES, type ImageRecord, type RestartScope } from '../domain/ladder';
 import type { ImageStore } from '../images/store';
-import { sha256Of } from '../images/copy';
+import { sha256Of } from '../drivers/file-copy';
 import { parseWith } from '../domain/validate';
 import { mapFailures } from './failures';
 

@@ -16,12 +16,18 @@ import { ErrorType, KuraError } from '../domain/errors';
 import { parseWith } from '../domain/validate';
 import type { CopySettings, JobTuning } from '../domain/jobs';
 import { JobKind, KuraKind, KuraSite, KuraTarget } from '../search-attributes';
-import type { fleetProtection, onlineBackup, restore, sanOperation } from '../workflows';
+import type { catalogRebuild, fleetProtection, onlineBackup, restore, sanOperation } from '../workflows';
 import { cliUser, controlTaskQueue } from './environment';
 import { KuraPool } from './pool';
 import { applySchedules, listSchedules, policyScheduleId, type AppliedSchedules, type ScheduleRow } from './schedules';
 import { KuraVms } from './vms';
-import { backupWorkflowId, fleetWorkflowId, onlineBackupWorkflowId, restoreWorkflowId } from './workflow-ids';
+import {
+  backupWorkflowId,
+  catalogRebuildWorkflowId,
+  fleetWorkflowId,
+  onlineBackupWorkflowId,
+  restoreWorkflowId,
+} from './workflow-ids';
 
 export interface JobOptions {
   site?: string;
@@ -41,6 +47,17 @@ export interface OnlineJobOptions {
 }
 
 /** Kura's client: the jobs, schedules, guardians and pools of one installation, as the CLI and services use them. */
+export interface CatalogRebuildOptions {
+  /** The site (default: the first in the configuration). */
+  site?: string;
+  /** Merge the rebuilt catalog into this file on the control worker's host (absolute). */
+  out?: string;
+  requestedBy?: string;
+  /** The request's instant (names the job); now when omitted. */
+  requestedAt?: string;
+  tuning?: Partial<JobTuning>;
+}
+
 export class Kura {
   /** The control task queue every job of this installation runs on. */
   readonly taskQueue: string;
@@ -192,6 +209,30 @@ export class Kura {
       target: policy,
       site: site.name,
       summary: `fleet backup "${policy}" of ${site.name}`,
+    });
+  }
+
+  /**
+   * Starts the `catalogRebuild` workflow of a site: every cartridge read in a drive the pool
+   * grants, compared with the catalog; an unknown site is refused before anything starts.
+   */
+  async startCatalogRebuild(opts: CatalogRebuildOptions = {}): Promise<WorkflowHandle<typeof catalogRebuild>> {
+    const site = findSite(this.loaded.config, opts.site);
+    const requestedAt = opts.requestedAt ?? new Date().toISOString();
+    return this.start<typeof catalogRebuild>('catalogRebuild', catalogRebuildWorkflowId(site.name, requestedAt), {
+      args: [
+        {
+          site: site.name,
+          requestedBy: opts.requestedBy ?? cliUser(),
+          requestedAt,
+          tuning: this.tuning(opts.tuning),
+          ...(opts.out === undefined ? {} : { out: opts.out }),
+        },
+      ],
+      kind: JobKind.CatalogRebuild,
+      target: 'catalog',
+      site: site.name,
+      summary: `catalog rebuild from the cartridges of ${site.name}`,
     });
   }
 

@@ -46,6 +46,11 @@ export function scheduledFleetWorkflowId(policy: string): string {
   return `fleet/${policy}`;
 }
 
+/** A rebuild of a site's catalog from its cartridges: `catalog-rebuild/<site>/<time>`. */
+export function catalogRebuildWorkflowId(site: string, requestedAt: string): string {
+  return `catalog-rebuild/${site}/${compactTime(requestedAt)}`;
+}
+
 /** The guardian of a VM (seed 001), one per VM for its whole life: `vm/<vm>`. */
 export function guardianWorkflowId(vm: string): string {
   return `vm/${vm}`;

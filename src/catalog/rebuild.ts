@@ -1,18 +1,18 @@
 /**
  * Rebuilding the catalog from cartridges alone (seed 004 step 1170's purpose): every cartridge of
- * every library carries, after each job's data, that job's catalog rows for the cartridge; reading
- * them all back gives the catalog of every complete backup.
+ * every library carries, after each job's data, that job's catalog rows for the cartridge; put
+ * together, what the cartridges say is the catalog of every complete backup. Reading them is the
+ * `catalogRebuild` workflow's work (through drives the pool grants); here is what becomes of the
+ * entries read, and how two catalogs compare.
  */
-import type { Config } from '../domain/inventory';
-import { DISK_LIBRARY, type BackupRecord, type PieceRecord, type StreamRecord } from '../domain/catalog';
-import type { TapeLibraryDriver } from '../drivers/types';
-import type { Catalog } from './store';
-
-export interface RebuildProgress {
-  cartridges: number;
-  cartridgesTotal: number;
-  entries: number;
-}
+import {
+  DISK_LIBRARY,
+  type BackupRecord,
+  type PieceRecord,
+  type StreamRecord,
+  type TapeCatalogEntry,
+} from '../domain/catalog';
+import { Catalog } from './store';
 
 /** What a catalog says of its complete backups, in a fixed order, so two catalogs can be compared. */
 export interface CatalogContents {
@@ -22,38 +22,32 @@ export interface CatalogContents {
 }
 
 /**
- * Reads the catalog blocks of every cartridge of every site into `into` (which should be empty).
- * Returns how many cartridges and catalog entries were read.
+ * Merges entries read from cartridges into a catalog (idempotent: an entry already there changes
+ * nothing); refuses, with InvalidInputError, entries that contradict each other or the catalog.
  */
-export async function rebuildFromTapes(
-  config: Config,
-  tape: TapeLibraryDriver,
-  into: Catalog,
-  onProgress?: (p: RebuildProgress) => void,
-): Promise<RebuildProgress> {
-  const cartridges = config.sites.flatMap((s) =>
-    s.libraries.flatMap((l) => l.cartridges.map((c) => ({ site: s.name, library: l.name, tape: c.id }))),
-  );
-  const progress: RebuildProgress = { cartridges: 0, cartridgesTotal: cartridges.length, entries: 0 };
-  for (const c of cartridges) {
-    for (const entry of await tape.readCatalog(c.site, c.library, c.tape)) {
-      into.importEntry(entry);
-      progress.entries += 1;
-    }
-    progress.cartridges += 1;
-    onProgress?.({ ...progress });
+export function importEntries(into: Catalog, entries: TapeCatalogEntry[]): void {
+  for (const entry of entries) into.importEntry(entry);
+}
+
+/** The contents a catalog rebuilt from these entries holds, built in memory and not kept. */
+export function contentsOfEntries(entries: TapeCatalogEntry[]): CatalogContents {
+  const rebuilt = new Catalog(':memory:');
+  try {
+    importEntries(rebuilt, entries);
+    return catalogContents(rebuilt);
+  } finally {
+    rebuilt.close();
   }
-  return progress;
 }
 
 /**
  * The complete backups of a catalog that lie on cartridges, with their pieces and streams, sorted.
  * Backups kept only on disk backup storage (online images) are not on any cartridge, so they are
- * left out of what a rebuild from cartridges can be compared with.
+ * left out of what a rebuild from cartridges can be compared with. With `site`, that site's only.
  */
-export function catalogContents(catalog: Catalog): CatalogContents {
+export function catalogContents(catalog: Catalog, site?: string): CatalogContents {
   const backups = catalog
-    .listBackups({ status: 'complete' })
+    .listBackups({ status: 'complete', site })
     .filter((b) => catalog.piecesOf(b.backupId).some((p) => p.library !== DISK_LIBRARY))
     .sort((a, b) => a.backupId.localeCompare(b.backupId));
   return {

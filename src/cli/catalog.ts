@@ -1,13 +1,16 @@
-/** `kura catalog list|show`: what has been backed up and where each piece lies. */
+/**
+ * `kura catalog list|show|rebuild`: what has been backed up and where each piece lies, and the
+ * catalog rebuilt from the cartridges by the `catalogRebuild` workflow.
+ */
 import type { Command } from 'commander';
 import { existsSync, renameSync, rmSync } from 'node:fs';
+import * as path from 'node:path';
 import { Catalog } from '../catalog/store';
-import { catalogContents, compareContents, rebuildFromTapes } from '../catalog/rebuild';
-import { labDrivers } from '../drivers';
-import { LabState } from '../lab/state';
-import { DestinationExistsError, InvalidInputError } from '../domain/errors';
-import { formatBytes } from '../domain/units';
-import { print, type CliContext } from './context';
+import type { CatalogRebuildReport, UnreadCartridge } from '../domain/catalog-rebuild';
+import { DestinationExistsError, ErrorType, InvalidInputError, KuraError } from '../domain/errors';
+import { formatBytes, parseDuration } from '../domain/units';
+import { print, uiLink, type CliContext } from './context';
+import { watchRebuild } from './progress';
 import { table } from './table';
 
 const STATUSES = ['running', 'complete', 'failed'] as const;
@@ -108,43 +111,60 @@ export function registerCatalogCommands(program: Command, ctx: CliContext): void
   catalog
     .command('rebuild')
     .description('rebuild the catalog from what the cartridges carry (every complete backup, its pieces and streams)')
-    .requiredOption('--from-tapes', 'read the catalog blocks written on every cartridge of every library')
+    .requiredOption(
+      '--from-tapes',
+      'read the catalog blocks written on every cartridge of every library, each in a drive the pool grants',
+    )
+    .option('--site <name>', 'only this site (default: every site of the configuration)')
     .option('--out <file>', 'write the rebuilt catalog here (default: beside the catalog, as catalog.rebuilt.db)')
     .option('--replace', 'then put it in place of the catalog, keeping the old one as .bak')
-    .action(async (o: { fromTapes: boolean; out?: string; replace?: boolean }) => {
+    .option(
+      '--wait <duration>',
+      "wait this long in the pool's queue for each cartridge's drive, e.g. 10m, 0s (default: tuning.reserveWait)",
+    )
+    .action(async (o: { fromTapes: boolean; site?: string; out?: string; replace?: boolean; wait?: string }) => {
+      let reserveWaitMs: number | undefined;
+      if (o.wait !== undefined) {
+        reserveWaitMs = parseDuration(o.wait);
+        if (reserveWaitMs === undefined)
+          throw new InvalidInputError(`--wait must be a duration such as 0s, 30s or 10m, not "${o.wait}"`);
+      }
       const loaded = ctx.config();
       const paths = ctx.paths();
-      const out = o.out ?? paths.catalog.replace(/(\.db)?$/, '.rebuilt.db');
+      // Absolute: the control worker, not this process, writes the file.
+      const out = path.resolve(o.out ?? paths.catalog.replace(/(\.db)?$/, '.rebuilt.db'));
       if (existsSync(out))
         throw new DestinationExistsError(`${out} already exists; remove it or name another file with --out`);
-      const lab = new LabState(paths.labState);
-      const rebuilt = new Catalog(out);
-      let differences: string[] | undefined;
-      let read;
+      const sites = o.site === undefined ? loaded.config.sites.map((s) => s.name) : [o.site];
+      const { kura } = await ctx.connect();
+      const reports: CatalogRebuildReport[] = [];
       try {
-        read = await rebuildFromTapes(loaded.config, labDrivers(loaded, paths, lab).tape, rebuilt, (p) => {
-          if (!ctx.json() && (p.cartridges % 10 === 0 || p.cartridges === p.cartridgesTotal))
-            process.stderr.write(
-              `read ${p.cartridges}/${p.cartridgesTotal} cartridges, ${p.entries} catalog entries\n`,
-            );
-        });
-        if (existsSync(paths.catalog)) {
-          const current = new Catalog(paths.catalog);
-          try {
-            differences = compareContents(catalogContents(current), catalogContents(rebuilt));
-          } finally {
-            current.close();
-          }
+        // One site after another: each site's rebuild holds a drive in every one of its libraries.
+        for (const site of sites) {
+          const handle = await kura.startCatalogRebuild({
+            site,
+            out,
+            ...(reserveWaitMs === undefined ? {} : { tuning: { reserveWaitMs } }),
+          });
+          reports.push(
+            await watchRebuild<CatalogRebuildReport>(handle, { title: `catalog rebuild ${site}`, quiet: ctx.json() }),
+          );
         }
       } catch (err) {
-        rebuilt.close();
         rmSync(out, { force: true });
         throw err;
-      } finally {
-        lab.close();
       }
-      const backups = rebuilt.listBackups({ status: 'complete' }).length;
-      rebuilt.close();
+      const unread = reports.flatMap((r) => r.unread);
+      if (unread.length > 0) {
+        rmSync(out, { force: true });
+        throw notAllRead(unread, reports);
+      }
+      const differences = reports.flatMap((r) => r.differences);
+      const read = {
+        cartridges: reports.reduce((n, r) => n + r.cartridges, 0),
+        entries: reports.reduce((n, r) => n + r.entries.length, 0),
+        backups: reports.reduce((n, r) => n + r.backups, 0),
+      };
       let replaced = false;
       if (o.replace) {
         if (existsSync(paths.catalog)) renameSync(paths.catalog, `${paths.catalog}.bak`);
@@ -156,23 +176,38 @@ export function registerCatalogCommands(program: Command, ctx: CliContext): void
         {
           ok: true,
           file: replaced ? paths.catalog : out,
-          cartridges: read.cartridges,
-          entries: read.entries,
-          backups,
-          differences: differences ?? null,
+          ...read,
+          differences,
+          workflowIds: reports.map((r) => r.workflowId),
         },
         () =>
           [
-            `rebuilt ${backups} complete backup(s) from ${read.entries} catalog entries on ${read.cartridges} cartridges into ${replaced ? `${paths.catalog} (the old one is ${paths.catalog}.bak)` : out}`,
-            differences === undefined
-              ? '  there was no catalog to compare with'
-              : differences.length === 0
-                ? '  it equals the current catalog (every complete backup, piece and stream)'
-                : `  it differs from the current catalog in ${differences.length} place(s):\n${differences
-                    .slice(0, 20)
-                    .map((d) => `    ${d}`)
-                    .join('\n')}`,
+            `rebuilt ${read.backups} complete backup(s) from ${read.entries} catalog entries on ${read.cartridges} cartridges into ${replaced ? `${paths.catalog} (the old one is ${paths.catalog}.bak)` : out}`,
+            differences.length === 0
+              ? '  it equals the current catalog (every complete backup, piece and stream)'
+              : `  it differs from the current catalog in ${differences.length} place(s):\n${differences
+                  .slice(0, 20)
+                  .map((d) => `    ${d}`)
+                  .join('\n')}`,
+            ...reports.map((r) => `  in the Temporal UI: ${uiLink(r.workflowId)}`),
           ].join('\n'),
       );
     });
+}
+
+/**
+ * Cartridges that could not be had or read: no catalog is written, as a rebuild that misses them
+ * would silently lose their backups. Typed like the first one's failure (NoResources, DeviceFault…).
+ */
+function notAllRead(unread: UnreadCartridge[], reports: CatalogRebuildReport[]): KuraError {
+  const total = reports.reduce((n, r) => n + r.cartridgesTotal, 0);
+  const first = unread[0]?.type;
+  const type = (Object.values(ErrorType) as string[]).includes(first ?? '')
+    ? (first as ErrorType)
+    : ErrorType.DeviceFault;
+  const each = unread.map((u) => `${u.library}/${u.tape}: ${u.type}: ${u.message}`);
+  return new KuraError(
+    type,
+    `${unread.length} of ${total} cartridge(s) could not be read, so no catalog was written (${each.join('; ')}); make their devices available (\`kura pool mark <device> available\`) and rebuild again`,
+  );
 }

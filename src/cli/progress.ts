@@ -5,10 +5,11 @@
 import { MultiBar, SingleBar, Presets, type SingleBar as Bar } from 'cli-progress';
 import { defaultPayloadConverter } from '@temporalio/common';
 import type { WorkflowHandle } from '@temporalio/client';
+import type { CatalogRebuildProgress } from '../domain/catalog-rebuild';
 import type { FleetProgress } from '../domain/fleet';
 import type { Progress, StreamProgress } from '../domain/jobs';
 import { formatBytes } from '../domain/units';
-import { fleetProgressQuery, progressQuery } from '../messages';
+import { catalogRebuildProgressQuery, fleetProgressQuery, progressQuery } from '../messages';
 
 const POLL_MS = 500;
 
@@ -177,6 +178,61 @@ export async function watchFleet<T>(handle: WorkflowHandle, opts: { title: strin
       lastReported = done;
     }
   });
+  if (bar && started) bar.stop();
+  return result;
+}
+
+/**
+ * Waits for a catalog rebuild while showing how many cartridges are done and what each library is
+ * reading: a bar on a terminal, else a line every tenth of the cartridges and one per cartridge
+ * given up.
+ */
+export async function watchRebuild<T>(handle: WorkflowHandle, opts: { title: string; quiet?: boolean }): Promise<T> {
+  const result = handle.result() as Promise<T>;
+  if (opts.quiet) return result;
+  const bar = process.stderr.isTTY
+    ? new SingleBar(
+        {
+          format: `${opts.title} |{bar}| {value}/{total} cartridges, {entries} catalog entries, {unread} not read {reading}`,
+          hideCursor: true,
+          stream: process.stderr,
+        },
+        Presets.shades_classic,
+      )
+    : undefined;
+  let started = false;
+  let lastReported = -1;
+  let unreadShown = 0;
+  const draw = (p: CatalogRebuildProgress) => {
+    const done = p.cartridges + p.unread.length;
+    const fields = {
+      entries: p.entries,
+      unread: p.unread.length,
+      reading: p.libraries.flatMap((l) => (l.current ? [l.current] : [])).join('; '),
+    };
+    if (bar) {
+      if (!started) bar.start(Math.max(p.cartridgesTotal, 1), done, fields);
+      bar.setTotal(Math.max(p.cartridgesTotal, 1));
+      bar.update(done, fields);
+      started = true;
+      return;
+    }
+    for (const u of p.unread.slice(unreadShown)) {
+      process.stderr.write(`${opts.title}: cartridge ${u.tape} of ${u.library} not read: ${u.type}: ${u.message}\n`);
+    }
+    unreadShown = Math.max(unreadShown, p.unread.length);
+    const step = Math.max(1, Math.floor(p.cartridgesTotal / 10));
+    if (p.cartridgesTotal > 0 && done !== lastReported && (done === p.cartridgesTotal || done - lastReported >= step)) {
+      process.stderr.write(
+        `${opts.title}: ${done}/${p.cartridgesTotal} cartridges, ${p.entries} catalog entries — ${p.activity}\n`,
+      );
+      lastReported = done;
+    }
+  };
+  await pollUntilSettled(result, async () => draw(await handle.query(catalogRebuildProgressQuery)));
+  // A short rebuild may end between two polls: always show where it ended.
+  const last = await handle.query(catalogRebuildProgressQuery).catch(() => undefined);
+  if (last) draw(last);
   if (bar && started) bar.stop();
   return result;
 }

@@ -105,7 +105,7 @@ export function mergeInventory(current: PoolTables, fresh: PoolTables): PoolTabl
 /**
  * Grants `req.streams` disjoint streams to `req.job`, all or nothing (steps 1020–1070). A stream is
  * a backup server, a library with one free drive and one cartridge with room, and the switches of
- * the shortest paths array → server → library. A job that already holds devices gets its grant
+ * the shortest paths array → server → library (server → library when the request names no array). A job that already holds devices gets its grant
  * back and the tables stay as they are, so a retried request never takes a second set.
  */
 export function allocate(tables: PoolTables, req: ReserveRequestParsed): AllocateResult {
@@ -122,7 +122,7 @@ export function allocate(tables: PoolTables, req: ReserveRequestParsed): Allocat
     return { ok: false, missing: `no cartridge ${req.tape} in the pool of site ${tables.site}` };
   }
   const graph = adjacency(tables.links);
-  if (!graph[req.array]) {
+  if (req.array !== undefined && !graph[req.array]) {
     return {
       ok: false,
       missing: `storage array ${req.array} is not cabled to anything in site ${tables.site}; add its links to the inventory`,
@@ -381,7 +381,8 @@ function candidates(ctx: SearchContext, chosen: Candidate[]): Candidate[] {
     if (!media) continue;
     for (const server of tables.servers) {
       if (!usable(server, taken)) continue;
-      const toServer = shortestPath(graph, req.array, server.name, switchOk);
+      // Without an array the data goes no further than the server: only its leg to the library counts.
+      const toServer = req.array === undefined ? [] : shortestPath(graph, req.array, server.name, switchOk);
       if (!toServer) continue;
       const toLibrary = shortestPath(graph, server.name, lib.name, switchOk);
       if (!toLibrary) continue;
@@ -520,8 +521,9 @@ function explain(ctx: SearchContext, chosen: Candidate[]): string {
 
   if (parts.length === 0) {
     const blocked = tables.switches.filter((s) => !usable(s, taken)).map(why);
+    const from = req.array === undefined ? '' : `storage array ${req.array} to `;
     parts.push(
-      `no path of usable FC switches joins storage array ${req.array} to a free backup server (${servers.map((s) => s.name).join(', ')}) and on to a library with a free drive and cartridge` +
+      `no path of usable FC switches joins ${from}a free backup server (${servers.map((s) => s.name).join(', ')}) and on to a library with a free drive and cartridge` +
         (blocked.length > 0 ? ` (${blocked.join('; ')})` : ''),
     );
   }

@@ -71,8 +71,12 @@ export const ReserveRequestSchema = z.object({
   job: z.string().min(1),
   /** Number of disjoint streams, all or nothing. */
   streams: z.number().int().min(1).max(8).default(1),
-  /** The storage array the data is read from: every stream's path must reach it. */
-  array: NameSchema,
+  /**
+   * The storage array the data is read from: every stream's path must reach it. Omitted by a job
+   * that only reads cartridges into the backup server (a catalog rebuild): its stream's path then
+   * runs from the server to the library alone.
+   */
+  array: NameSchema.optional(),
   /** Bytes each stream writes to its cartridge; cartridges with less room are not chosen. */
   bytes: z.number().int().min(0).default(0),
   /** Restore: the cartridge that must be in the stream (its library follows). */

@@ -56,8 +56,12 @@ export interface TapeLibraryDriver {
    * wrote after it, so the next job appends right there. Idempotent.
    */
   eraseFrom(addr: TapeAddress & { position: number }): Promise<void>;
-  /** Reads every catalog block on a cartridge, in the order written. */
-  readCatalog(site: string, library: string, tape: string): Promise<TapeCatalogEntry[]>;
+  /**
+   * Reads every catalog block on a cartridge, in the order written. With `drive`, the cartridge
+   * must sit in that drive, as a library reads only what is mounted (DeviceFaultError otherwise);
+   * without, the lab reads the cartridge file where it lies, for inspection.
+   */
+  readCatalog(site: string, library: string, tape: string, drive?: string): Promise<TapeCatalogEntry[]>;
 }
 
 export interface CopyToTapeRequest {

@@ -6,3 +6,4 @@ export { fleetProtection } from './fleet-protection';
 export { onlineBackup } from './online-backup';
 export { vmGuardian } from './vm-guardian';
 export { recoveryLadder } from './recovery-ladder';
+export { catalogRebuild } from './catalog-rebuild';

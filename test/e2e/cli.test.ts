@@ -78,6 +78,40 @@ describe('kura backup, catalog and restore', () => {
     expect(again.code).toBe(2);
     expect(again.stderr).toMatch(/DestinationExists: .*rebuilt\.db already exists/);
   });
+
+  it('writes no rebuilt catalog when a cartridge cannot be read, naming each one and why', async () => {
+    const mark = (device: string, state: string) =>
+      kura(['pool', 'mark', device, state, '--reason', 'robot arm jammed', '--json']);
+    for (const d of ['lib-01-drv-1', 'lib-01-drv-2']) expect((await mark(d, 'unavailable')).code).toBe(0);
+    try {
+      const out = path.join(lab.dir, 'rebuilt-partial.db');
+      const r = await kura(['catalog', 'rebuild', '--from-tapes', '--out', out, '--wait', '0s', '--json']);
+      expect(r.code).toBe(1);
+      const { error } = json<{ error: { type: string; message: string } }>(r);
+      expect(error.type).toBe('NoResources');
+      expect(error.message).toMatch(
+        /^4 of 8 cartridge\(s\) could not be read, so no catalog was written \(lib-01\/L1T001: NoResources: no stream can be formed: lib-01 has no free drive \(lib-01-drv-1 unavailable: robot arm jammed; lib-01-drv-2 unavailable: robot arm jammed\); lib-01\/L1T002: /,
+      );
+      expect(error.message).toContain('lib-01/L1T004: NoResources');
+      expect(existsSync(out)).toBe(false);
+
+      const human = await kura(['catalog', 'rebuild', '--from-tapes', '--out', out, '--wait', '0s']);
+      expect(human.code).toBe(1);
+      expect(human.stderr).toMatch(
+        new RegExp(
+          `catalog rebuild ${lab.site}: cartridge L1T001 of lib-01 not read: NoResources: no stream can be formed`,
+        ),
+      );
+      expect(human.stderr).toMatch(new RegExp(`catalog rebuild ${lab.site}: 8/8 cartridges, \\d+ catalog entries`));
+      expect(human.stderr).toMatch(/kura: NoResources: 4 of 8 cartridge\(s\) could not be read/);
+      expect(existsSync(out)).toBe(false);
+      const bad = await kura(['catalog', 'rebuild', '--from-tapes', '--out', out, '--wait', 'soon']);
+      expect(bad.code).toBe(2);
+      expect(bad.stderr).toMatch(/InvalidInput: --wait must be a duration such as 0s, 30s or 10m, not "soon"/);
+    } finally {
+      for (const d of ['lib-01-drv-1', 'lib-01-drv-2']) await mark(d, 'available');
+    }
+  });
 });
 
 describe('refused input changes nothing', () => {

@@ -294,6 +294,28 @@ describe('LabTapeLibrary: the catalog on the cartridge', () => {
     expect(await lab.drivers.tape.readCatalog('hospital', 'lib-01', 'L1T001')).toEqual([]);
   });
 
+  it('reads the catalog through a drive only when the cartridge sits in that drive', async () => {
+    const lab = await makeLab();
+    await lab.drivers.tape.load(at2);
+    await lab.drivers.tape.writeCatalog({ ...at2, position: LABEL_BYTES }, entry('vm-001@20261122T020000Z'));
+    const read = await lab.drivers.tape.readCatalog('hospital', 'lib-01', 'L1T001', 'lib-01-drv-1');
+    expect(read.map((e) => e.backup.backupId)).toEqual(['vm-001@20261122T020000Z']);
+    const other = await failure(
+      lab.drivers.tape.readCatalog('hospital', 'lib-01', 'L1T001', 'lib-01-drv-2'),
+      DeviceFaultError,
+    );
+    expect(other.message).toBe(
+      'cartridge L1T001 is not in drive lib-01-drv-2 (the drive is empty); load it first — nothing was read',
+    );
+    await lab.drivers.tape.unload(at2);
+    const unloaded = await failure(
+      lab.drivers.tape.readCatalog('hospital', 'lib-01', 'L1T001', 'lib-01-drv-1'),
+      DeviceFaultError,
+    );
+    expect(unloaded.message).toMatch(/^cartridge L1T001 is not in drive lib-01-drv-1 \(the drive is empty\)/);
+    await failure(lab.drivers.tape.readCatalog('hospital', 'lib-01', 'L1T001', 'lib-01-drv-9'), NotFoundError);
+  });
+
   it('reports a damaged catalog block as a DeviceFault naming the position', async () => {
     const lab = await makeLab();
     await lab.drivers.tape.load(at2);

@@ -15,7 +15,7 @@ import { kuraPaths } from '../../src/config/paths';
 import { createLabFiles, labVolumePath } from '../../src/lab/files';
 import { LabState } from '../../src/lab/state';
 import { LabHypervisor } from '../../src/drivers/lab/hypervisor';
-import { sha256Of } from '../../src/images/copy';
+import { sha256Of } from '../../src/drivers/file-copy';
 
 describe('cure depths and rungs', () => {
   it('maps each depth to the rung that cures it, and a wider action cures a narrower fault', () => {

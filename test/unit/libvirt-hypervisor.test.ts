@@ -17,7 +17,7 @@ import { hypervisorDriver } from '../../src/drivers';
 import { kuraPaths } from '../../src/config/paths';
 import { LabState } from '../../src/lab/state';
 import { LabHypervisor } from '../../src/drivers/lab/hypervisor';
-import { sha256Of } from '../../src/images/copy';
+import { sha256Of } from '../../src/drivers/file-copy';
 import { volumeKeystream } from '../../src/lab/files';
 
 let dir: string;

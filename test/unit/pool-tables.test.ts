@@ -221,6 +221,34 @@ describe('pool tables', () => {
     ]);
   });
 
+  it('gives a request without an array a stream from a server to the library alone, as a catalog rebuild needs', () => {
+    const t = tablesFromSite(twoPathSite());
+    // arr-1 loses its cable to sw-1: no backup of arr-1 can reach lib-1 through srv-1 any more.
+    t.links = t.links.filter(([a, b]) => !(a === 'arr-1' && b === 'sw-1'));
+    expect(missing(allocate(t, request({ job: 'backup-1', tape: 'lib-1-tape-2' })))).toMatch(
+      /^no stream can be formed: no path of usable FC switches joins storage array arr-1 to a free backup server/,
+    );
+    const { grant, tables } = must(allocate(t, request({ job: 'rebuild-1', tape: 'lib-1-tape-2', array: undefined })));
+    expect(grant.streams).toEqual([
+      { stream: 0, server: 'srv-1', library: 'lib-1', drive: 'lib-1-drv-1', tape: 'lib-1-tape-2', switches: ['sw-1'] },
+    ]);
+    expect(
+      rows(tables)
+        .filter((r) => r.holders.length > 0)
+        .map((r) => r.name),
+    ).toEqual(['srv-1', 'lib-1', 'lib-1-drv-1', 'lib-1-tape-2', 'sw-1']);
+  });
+
+  it('names the drives when a cartridge asked for without an array has no free drive in its library', () => {
+    let t = tablesFromSite(twoPathSite());
+    t = marked(t, 'lib-1-drv-1', 'head failure');
+    t = marked(t, 'lib-1-drv-2', 'cleaning');
+    const why = missing(allocate(t, request({ job: 'rebuild-1', tape: 'lib-1-tape-2', array: undefined })));
+    expect(why).toBe(
+      'no stream can be formed: lib-1 has no free drive (lib-1-drv-1 unavailable: head failure; lib-1-drv-2 unavailable: cleaning)',
+    );
+  });
+
   it('keeps holders, marks and usage when the inventory is synced, and drops only free removed devices', () => {
     let t = tablesFromSite(twoPathSite());
     t = marked(t, 'lib-2-drv-2', 'door open');

@@ -5,6 +5,7 @@ import { builtinModules } from 'node:module';
 import * as path from 'node:path';
 import {
   backupWorkflowId,
+  catalogRebuildWorkflowId,
   fleetWorkflowId,
   guardianWorkflowId,
   isKuraScheduleId,
@@ -57,6 +58,10 @@ describe('workflow ids', () => {
     expect(guardianWorkflowId('vm-001')).toBe('vm/vm-001');
     expect(ladderWorkflowId('vm-001', '20261122T020000Z-3')).toBe('ladder/vm-001/20261122T020000Z-3');
     expect(poolWorkflowId('hospital')).toBe('pool/hospital');
+  });
+
+  it('names a catalog rebuild by its site and the instant of the request', () => {
+    expect(catalogRebuildWorkflowId('hospital', at)).toBe('catalog-rebuild/hospital/20261122T020000Z');
   });
 });
 

@@ -6,11 +6,11 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { rmSync, statSync } from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Client } from '@temporalio/client';
 import { Catalog } from '../../src/catalog/store';
-import { catalogContents, compareContents, rebuildFromTapes } from '../../src/catalog/rebuild';
+import { catalogContents, compareContents, contentsOfEntries } from '../../src/catalog/rebuild';
+import type { CatalogRebuildReport } from '../../src/domain/catalog-rebuild';
 import { LabState } from '../../src/lab/state';
 import { LabTapeLibrary } from '../../src/drivers/lab/tape';
 import { labCartridgePath } from '../../src/lab/files';
@@ -456,19 +456,21 @@ describe('reservation', () => {
 
 describe('the catalog on the cartridges', () => {
   it('rebuilt from the cartridges alone, equals the catalog', async () => {
-    const file = path.join(os.tmpdir(), `kura-rebuilt-${process.pid}-${Date.now()}.db`);
-    const rebuilt = new Catalog(file);
+    const report: CatalogRebuildReport = await (
+      await kura.startCatalogRebuild({ site: lab.site, requestedAt: at() })
+    ).result();
+    expect(report.entries.length).toBeGreaterThan(10);
+    expect(report.unread).toEqual([]);
     const current = new Catalog(lab.paths.catalog);
     try {
-      const read = await rebuildFromTapes(lab.loaded.config, new LabTapeLibrary(lab.loaded, lab.paths, state), rebuilt);
-      expect(read.entries).toBeGreaterThan(10);
       const contents = catalogContents(current);
       expect(contents.backups.length).toBeGreaterThan(8);
-      expect(compareContents(contents, catalogContents(rebuilt))).toEqual([]);
+      expect(compareContents(contents, contentsOfEntries(report.entries))).toEqual([]);
+      expect(report.differences).toEqual([]);
+      expect(report.backups).toBe(contents.backups.length);
     } finally {
-      rebuilt.close();
       current.close();
-      rmSync(file, { force: true });
     }
+    await expectClean();
   });
 });

@@ -15,7 +15,7 @@ import { ChecksumMismatchError, InvalidInputError, NotFoundError } from '../../d
 import type { Vm } from '../../domain/inventory';
 import { cures, type RestartScope } from '../../domain/ladder';
 import { labVolumePath, writeVolume } from '../../lab/files';
-import { copyFileAtomic, copyFileRange, sha256Of } from '../../images/copy';
+import { copyFileAtomic, copyFileRange, sha256Of } from '../file-copy';
 import type { HypervisorDriver, ImageRef, ProgressFn, VmHealth, VmInfo, VmRequest } from '../types';
 import { findSite, findVolume } from './storage';
 

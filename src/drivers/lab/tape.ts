@@ -214,8 +214,18 @@ export class LabTapeLibrary implements TapeLibraryDriver {
     });
   }
 
-  async readCatalog(site: string, library: string, tape: string): Promise<TapeCatalogEntry[]> {
+  async readCatalog(site: string, library: string, tape: string, drive?: string): Promise<TapeCatalogEntry[]> {
     findCartridge(this.loaded, site, library, tape);
+    if (drive !== undefined) {
+      findDrive(this.loaded, site, library, drive);
+      const inDrive = this.state.driveContents(site, drive);
+      if (inDrive !== tape) {
+        throw new DeviceFaultError(
+          drive,
+          `cartridge ${tape} is not in drive ${drive} (${inDrive ? `${inDrive} is in it` : 'the drive is empty'}); load it first — nothing was read`,
+        );
+      }
+    }
     const { file, endOfData } = await cartridgeFile(this.paths, site, library, tape);
     const fh = await open(file, 'r');
     const entries: TapeCatalogEntry[] = [];

@@ -15,7 +15,7 @@ import { findSite } from '../../config/targets';
 import { ChecksumMismatchError, DeviceFaultError, NotFoundError } from '../../domain/errors';
 import type { Vm } from '../../domain/inventory';
 import type { RestartScope } from '../../domain/ladder';
-import { sha256Of } from '../../images/copy';
+import { sha256Of } from '../file-copy';
 import type { HypervisorDriver, ImageRef, ProgressFn, VmHealth, VmInfo, VmRequest } from '../types';
 import { execRunner, runTool, type Runner } from './run';
 

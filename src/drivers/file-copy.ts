@@ -1,12 +1,13 @@
 /**
  * Copying whole volume and image files with progress, an optional rate limit and resumption, and
- * hashing them: the byte-moving part of image backups, volume creation and rebuilds.
+ * hashing them: the byte-moving part of image backups, volume creation and rebuilds. It sits with the
+ * drivers, which use it, so no driver reaches up into the image store.
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, open, rename, stat } from 'node:fs/promises';
 import * as path from 'node:path';
-import type { ProgressFn } from '../drivers/types';
+import type { ProgressFn } from './types';
 
 const CHUNK = 1024 * 1024;
 
