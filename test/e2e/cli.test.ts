@@ -90,7 +90,7 @@ describe('kura backup, catalog and restore', () => {
       const { error } = json<{ error: { type: string; message: string } }>(r);
       expect(error.type).toBe('NoResources');
       expect(error.message).toMatch(
-        /^4 of 8 cartridge\(s\) could not be read, so no catalog was written \(lib-01\/L1T001: NoResources: no stream can be formed: lib-01 has no free drive \(lib-01-drv-1 unavailable: robot arm jammed; lib-01-drv-2 unavailable: robot arm jammed\); lib-01\/L1T002: /,
+        /^4 of 8 cartridge\(s\) could not be read, so no catalog was written \(lib-01\/L1T001: NoResources: cartridge L1T001 cannot be had: lib-01-drv-1 is unavailable: robot arm jammed; lib-01-drv-2 is unavailable: robot arm jammed, .*`kura pool mark lib-01-drv-1 available`.*; lib-01\/L1T002: /,
       );
       expect(error.message).toContain('lib-01/L1T004: NoResources');
       expect(existsSync(out)).toBe(false);
@@ -99,7 +99,7 @@ describe('kura backup, catalog and restore', () => {
       expect(human.code).toBe(1);
       expect(human.stderr).toMatch(
         new RegExp(
-          `catalog rebuild ${lab.site}: cartridge L1T001 of lib-01 not read: NoResources: no stream can be formed`,
+          `catalog rebuild ${lab.site}: cartridge L1T001 of lib-01 not read: NoResources: cartridge L1T001 cannot be had: lib-01-drv-1 is unavailable`,
         ),
       );
       expect(human.stderr).toMatch(new RegExp(`catalog rebuild ${lab.site}: 8/8 cartridges, \\d+ catalog entries`));
