@@ -10,6 +10,6 @@ export function newSha256(): Hash {
 }
 
 /** SHA-256 (hex) of bytes in memory; a string is hashed as UTF-8. */
-export function sha256(data: string | Buffer): string {
+export function sha256Hex(data: string | Buffer): string {
   return newSha256().update(data).digest('hex');
 }
