@@ -245,8 +245,11 @@ async function pump(a: PumpArgs): Promise<void> {
   // Writes run concurrently (positional, so order on the medium is exact); `written` only moves
   // over the completed prefix, so progress and resume points never count a byte not yet written.
   const inflight: { end: number; len: number; cut: boolean; done: boolean; p: Promise<void> }[] = [];
+  // Writes are queued only by the loop that awaits this, so none is added meanwhile. A failed write
+  // stays in the queue (the prefix never moves past it) with its promise settled: waiting on the
+  // promises, not on the queue to empty, is what lets the failure surface instead of spinning.
   const allWritten = async () => {
-    while (inflight.length > 0) await Promise.all(inflight.map((w) => w.p));
+    await Promise.all(inflight.map((w) => w.p));
   };
   const advance = () => {
     while (inflight.length > 0 && (inflight[0] as (typeof inflight)[number]).done) {
