@@ -113,7 +113,8 @@ export interface MoveResult {
  * nothing is left in flight on the ends when it returns or throws.
  */
 export async function moveBytes(req: MoveRequest & { hash: false }): Promise<MoveResult & { sha256: null }>;
-export async function moveBytes(req: MoveRequest): Promise<MoveResult & { sha256: string }>;
+export async function moveBytes(req: MoveRequest & { hash?: true }): Promise<MoveResult & { sha256: string }>;
+export async function moveBytes(req: MoveRequest): Promise<MoveResult>;
 export async function moveBytes(req: MoveRequest): Promise<MoveResult> {
   const from = req.from ?? 0;
   const progressBytes = req.progressBytes ?? DEFAULT_PROGRESS_BYTES;
