@@ -20,7 +20,7 @@ import {
 } from '../domain/datapath';
 import { DeviceFaultError } from '../domain/errors';
 import { DatapathClient } from '../datapath/client';
-import { sha256File } from './control';
+import { sha256File } from '../datamover/files';
 import { parseWith } from '../domain/validate';
 import { mapFailures } from './failures';
 
@@ -131,7 +131,8 @@ export function createOnlineActivities(deps: OnlineDeps) {
     async recordOnlineImage(input: z.input<typeof RecordInput>): Promise<{ sha256: string }> {
       return mapFailures(async () => {
         const i = parseWith(RecordInput, input, 'image record');
-        const sha256 = await sha256File(i.image, (bytes) => Context.current().heartbeat({ bytes }));
+        const ctx = Context.current();
+        const sha256 = await sha256File(i.image, { onProgress: (p) => ctx.heartbeat({ bytes: p.bytes }) });
         const endedAt = new Date().toISOString();
         // A disk destination: the "library" is `disk` and the "tape" is the image's path below Kura's home.
         catalog.completeBackup(i.backupId, {

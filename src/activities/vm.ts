@@ -15,7 +15,7 @@ import { findSite } from '../config/targets';
 import { ChecksumMismatchError, NotFoundError } from '../domain/errors';
 import { ImageKind, RESTART_SCOPES, type ImageRecord, type RestartScope } from '../domain/ladder';
 import type { ImageStore } from '../images/store';
-import { sha256Of } from '../drivers/file-copy';
+import { sha256File } from '../datamover/files';
 import { parseWith } from '../domain/validate';
 import { mapFailures } from './failures';
 
@@ -52,7 +52,7 @@ export function createVmActivities(deps: VmActivityDeps) {
   /** Verifies an image's file against its recorded checksum. */
   const verify = async (img: ImageRecord): Promise<boolean> => {
     if (!existsSync(img.file)) return false;
-    return (await sha256Of(img.file)) === img.sha256;
+    return (await sha256File(img.file)) === img.sha256;
   };
 
   const baseImage = async (site: string, vm: string, kind: 'software' | 'guarantee'): Promise<ImageRecord> => {
@@ -128,7 +128,7 @@ export function createVmActivities(deps: VmActivityDeps) {
             (p) => heartbeat(p),
             Context.current().cancellationSignal,
           );
-          const reread = await sha256Of(file);
+          const reread = await sha256File(file);
           if (reread !== taken.sha256) {
             await rm(file, { force: true });
             throw new ChecksumMismatchError(

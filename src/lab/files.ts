@@ -2,13 +2,14 @@
  * The lab's real files: where each simulated volume and cartridge lives on disk, and how they are
  * created — volumes filled with content unique to each, cartridges holding only their label.
  */
-import { createCipheriv, createHash } from 'node:crypto';
+import { createCipheriv } from 'node:crypto';
 import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import * as path from 'node:path';
 import { z } from 'zod';
 import type { KuraPaths } from '../config/paths';
 import type { LoadedConfig } from '../config/load';
 import { DeviceFaultError, NotFoundError } from '../domain/errors';
+import { newSha256 } from '../datamover/sha256';
 
 /** Size of the label block at the start of every cartridge; pieces are appended after it. */
 export const LABEL_BYTES = 512;
@@ -180,7 +181,7 @@ export function parseBlock<T>(block: Buffer, schema: z.ZodType<T>): T | undefine
  * or deduplicating), differs between volumes, and is generated at several GB/s.
  */
 export function volumeKeystream(seed: string): (length: number) => Buffer {
-  const digest = createHash('sha256').update(seed, 'utf8').digest();
+  const digest = newSha256().update(seed, 'utf8').digest();
   const cipher = createCipheriv('aes-128-ctr', digest.subarray(0, 16), digest.subarray(16, 32));
   let zeros = Buffer.alloc(0);
   return (length: number) => {

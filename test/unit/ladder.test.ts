@@ -15,7 +15,7 @@ import { kuraPaths } from '../../src/config/paths';
 import { createLabFiles, labVolumePath } from '../../src/lab/files';
 import { LabState } from '../../src/lab/state';
 import { LabHypervisor } from '../../src/drivers/lab/hypervisor';
-import { sha256Of } from '../../src/drivers/file-copy';
+import { sha256File } from '../../src/datamover/files';
 
 describe('cure depths and rungs', () => {
   it('maps each depth to the rung that cures it, and a wider action cures a narrower fault', () => {
@@ -141,8 +141,8 @@ describe('the lab VM', () => {
       const progress: { bytes: number; total: number }[] = [];
       const made = await hv.writeBaseImage('s', 'vm-001', 'guarantee', imageFile, (p) => progress.push(p));
       // The startup-guarantee image is the data the VM was created with, byte for byte.
-      expect(made).toEqual({ sizeBytes: 65536, sha256: await sha256Of(data) });
-      expect(await sha256Of(imageFile)).toBe(made.sha256);
+      expect(made).toEqual({ sizeBytes: 65536, sha256: await sha256File(data) });
+      expect(await sha256File(imageFile)).toBe(made.sha256);
       expect(progress.at(-1)).toEqual({ bytes: 65536, total: 65536 });
       writeFileSync(data, Buffer.alloc(65536, 1));
       state.setVmFault('s', 'vm-001', 'guarantee');
@@ -163,7 +163,7 @@ describe('the lab VM', () => {
       );
       await hv.swapDataVolume('s', 'vm-001', volume, image, req);
       await hv.swapDataVolume('s', 'vm-001', volume, image, req);
-      expect(await sha256Of(data)).toBe(made.sha256);
+      expect(await sha256File(data)).toBe(made.sha256);
       expect(readFileSync(sw).equals(swBefore)).toBe(true);
       expect((await hv.health('s', 'vm-001')).healthy).toBe(true);
       expect(state.events({ device: 'vm-001', event: 'volume-swap' })).toHaveLength(1);

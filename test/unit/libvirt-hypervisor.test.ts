@@ -17,7 +17,7 @@ import { hypervisorDriver } from '../../src/drivers';
 import { kuraPaths } from '../../src/config/paths';
 import { LabState } from '../../src/lab/state';
 import { LabHypervisor } from '../../src/drivers/lab/hypervisor';
-import { sha256Of } from '../../src/drivers/file-copy';
+import { sha256File } from '../../src/datamover/files';
 import { volumeKeystream } from '../../src/lab/files';
 
 let dir: string;
@@ -107,13 +107,13 @@ describe('the libvirt hypervisor driver', () => {
   it('images only the data disk with qemu-img, byte for byte', async () => {
     const dest = path.join(dir, 'images', 'vm-001-data.img');
     const out = await driver().snapshotDataVolume('lv', 'vm-001', dest, () => undefined);
-    expect(out).toEqual({ sizeBytes: 1024 * 1024, sha256: await sha256Of(path.join(dir, 'data.img')) });
+    expect(out).toEqual({ sizeBytes: 1024 * 1024, sha256: await sha256File(path.join(dir, 'data.img')) });
   });
 
   it('creates a new volume from an image at once, as a qcow2 overlay that reads as the image', async () => {
     const image = path.join(dir, 'image.img');
     writeRandom(image, 4 * 1024 * 1024, 'image');
-    const sha = await sha256Of(image);
+    const sha = await sha256File(image);
     const ref = { imageId: 'vm-001@x', kind: 'data' as const, file: image, sizeBytes: 4 * 1024 * 1024, sha256: sha };
     const { volume } = await driver().createVolumeFromImage('lv', 'vm-001', ref, req('r-create-1'), () => undefined);
     const info = JSON.parse(
@@ -125,7 +125,7 @@ describe('the libvirt hypervisor driver', () => {
     expect(statSync(volume).size).toBeLessThan(1024 * 1024);
     const flat = path.join(dir, 'flat.img');
     execFileSync('qemu-img', ['convert', '-O', 'raw', volume, flat]);
-    expect(await sha256Of(flat)).toBe(sha);
+    expect(await sha256File(flat)).toBe(sha);
     // A damaged image is refused before any volume is made from it.
     await expect(
       driver().createVolumeFromImage(

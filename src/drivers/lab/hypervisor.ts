@@ -6,7 +6,6 @@
  */
 import { existsSync, linkSync, renameSync, copyFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
-import { createHash } from 'node:crypto';
 import * as path from 'node:path';
 import type { LoadedConfig } from '../../config/load';
 import type { KuraPaths } from '../../config/paths';
@@ -15,7 +14,8 @@ import { ChecksumMismatchError, InvalidInputError, NotFoundError } from '../../d
 import type { Vm } from '../../domain/inventory';
 import { cures, type RestartScope } from '../../domain/ladder';
 import { labVolumePath, writeVolume } from '../../lab/files';
-import { copyFileAtomic, copyFileRange, sha256Of } from '../file-copy';
+import { copyFile, copyFileAtomic, sha256File } from '../../datamover/files';
+import { sha256Hex } from '../../datamover/sha256';
 import type { HypervisorDriver, ImageRef, ProgressFn, VmHealth, VmInfo, VmRequest } from '../types';
 import { findSite, findVolume } from './storage';
 
@@ -110,7 +110,7 @@ export class LabHypervisor implements HypervisorDriver {
     await writeVolume(dest, `${site}/${array}/${volume}`, size, (n) =>
       onProgress({ bytes: (bytes += n), total: size }),
     );
-    return { sizeBytes: size, sha256: await sha256Of(dest) };
+    return { sizeBytes: size, sha256: await sha256File(dest) };
   }
 
   async createVolumeFromImage(
@@ -131,13 +131,13 @@ export class LabHypervisor implements HypervisorDriver {
         imageId: image.imageId,
       });
     const rate = this.loaded.config.lab.volumeCopyRate;
-    await copyFileRange(image.file, volume, {
+    // The digest covers the whole volume: a resumed copy reads back what it had already written.
+    const { sha256: sha } = await copyFile(image.file, volume, {
       onProgress,
       resumeBytes,
       ...(rate ? { rateBytesPerSec: rate } : {}),
       ...(signal ? { signal } : {}),
     });
-    const sha = await sha256Of(volume);
     if (sha !== image.sha256) {
       throw new ChecksumMismatchError(
         `the volume built from image ${image.imageId} hashes to ${sha}, but the image was recorded as ${image.sha256}; the image is damaged`,
@@ -266,5 +266,5 @@ export class LabHypervisor implements HypervisorDriver {
 
 /** A short stable tag of a request id, for file names. */
 function tag(request: string): string {
-  return createHash('sha256').update(request).digest('hex').slice(0, 12);
+  return sha256Hex(request).slice(0, 12);
 }

@@ -2,12 +2,12 @@
  * The lab's tape libraries: cartridges are files, the robot's arm is a row in the lab state
  * saying which cartridge sits in which drive.
  */
-import { createHash } from 'node:crypto';
 import { open, stat } from 'node:fs/promises';
 import { z } from 'zod';
 import type { LoadedConfig } from '../../config/load';
 import type { KuraPaths } from '../../config/paths';
 import { DeviceFaultError, InvalidInputError, NotFoundError } from '../../domain/errors';
+import { sha256Hex } from '../../datamover/sha256';
 import { PIECE_HEADER_BYTES, TapeCatalogEntrySchema, type TapeCatalogEntry } from '../../domain/catalog';
 import type { Library } from '../../domain/inventory';
 import { LABEL_BYTES, jsonBlock, labCartridgePath, parseBlock, readCartridgeLabel } from '../../lab/files';
@@ -163,7 +163,7 @@ export class LabTapeLibrary implements TapeLibraryDriver {
     const { file, endOfData } = await this.mountedCartridge(addr, false);
     const payload = Buffer.from(JSON.stringify(checked), 'utf8');
     const header = jsonBlock(
-      { kind: 'kura-catalog', bytes: payload.length, sha256: createHash('sha256').update(payload).digest('hex') },
+      { kind: 'kura-catalog', bytes: payload.length, sha256: sha256Hex(payload) },
       PIECE_HEADER_BYTES,
     );
     const nextPosition = addr.position + PIECE_HEADER_BYTES + payload.length;
@@ -248,7 +248,7 @@ export class LabTapeLibrary implements TapeLibraryDriver {
         }
         const payload = Buffer.alloc(cat.bytes);
         await fh.read(payload, 0, cat.bytes, at + PIECE_HEADER_BYTES);
-        if (createHash('sha256').update(payload).digest('hex') !== cat.sha256) {
+        if (sha256Hex(payload) !== cat.sha256) {
           throw new DeviceFaultError(
             tape,
             `the catalog block at position ${at} of cartridge ${tape} does not match its checksum; the cartridge is damaged there`,

@@ -8,14 +8,14 @@
  */
 import { existsSync } from 'node:fs';
 import { appendFile, mkdir, readFile, writeFile } from 'node:fs/promises';
-import { createHash } from 'node:crypto';
 import * as path from 'node:path';
 import type { LoadedConfig } from '../../config/load';
 import { findSite } from '../../config/targets';
 import { ChecksumMismatchError, DeviceFaultError, NotFoundError } from '../../domain/errors';
 import type { Vm } from '../../domain/inventory';
 import type { RestartScope } from '../../domain/ladder';
-import { sha256Of } from '../file-copy';
+import { sha256File } from '../../datamover/files';
+import { sha256Hex } from '../../datamover/sha256';
 import type { HypervisorDriver, ImageRef, ProgressFn, VmHealth, VmInfo, VmRequest } from '../types';
 import { execRunner, runTool, type Runner } from './run';
 
@@ -188,7 +188,7 @@ export class LibvirtHypervisor implements HypervisorDriver {
       const info = await this.imageInfo(vm, volume);
       if (info['backing-filename'] === image.file) return { volume, sizeBytes: image.sizeBytes };
     }
-    if ((await sha256Of(image.file)) !== image.sha256) {
+    if ((await sha256File(image.file)) !== image.sha256) {
       throw new ChecksumMismatchError(
         `image ${image.imageId} at ${image.file} does not hash as recorded; it is not used`,
         { imageId: image.imageId },
@@ -310,7 +310,7 @@ export class LibvirtHypervisor implements HypervisorDriver {
 
   private async rawInfo(vm: string, file: string): Promise<{ sizeBytes: number; sha256: string }> {
     const info = await this.imageInfo(vm, file);
-    return { sizeBytes: Number(info['virtual-size']), sha256: await sha256Of(file) };
+    return { sizeBytes: Number(info['virtual-size']), sha256: await sha256File(file) };
   }
 
   /**
@@ -365,5 +365,5 @@ export function domainXml(
 }
 
 function tag(request: string): string {
-  return createHash('sha256').update(request).digest('hex').slice(0, 12);
+  return sha256Hex(request).slice(0, 12);
 }
