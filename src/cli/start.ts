@@ -15,7 +15,7 @@ import type { FleetReport } from '../domain/fleet';
 import { formatBytes } from '../domain/units';
 import { hospitalPreset, renderConfigYaml } from '../lab/preset';
 import { createLabFiles } from '../lab/files';
-import { DEFAULT_ADDRESS, temporalConnectionOptions } from '../stack/connection';
+import { temporalConnectionOptions } from '../stack/connection';
 import { serverAnswers, startDevServer, type DevServer } from '../stack/devserver';
 import { startKuraWorkers } from '../worker';
 import { startDatapath } from '../datapath/service';
@@ -30,10 +30,15 @@ export function registerStartCommand(program: Command, ctx: CliContext): void {
     .option('--exit-after', 'shut down after the main job instead of serving (also KURA_EXIT_AFTER_START=1)')
     .option('--concurrency <n>', 'backups running at once', '4')
     .option('--vms <n>', 'VMs of the lab estate when it is created', '77')
-    .action(async (o: { exitAfter?: boolean; concurrency: string; vms: string }) => {
+    .option('--temporal-port <n>', 'port of the embedded Temporal dev server (its Web UI on n+1000)', '7233')
+    .action(async (o: { exitAfter?: boolean; concurrency: string; vms: string; temporalPort: string }) => {
       const concurrency = Number(o.concurrency);
       if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 200)
         throw new InvalidInputError(`--concurrency must be a whole number from 1 to 200, not "${o.concurrency}"`);
+      const port = Number(o.temporalPort);
+      if (!Number.isInteger(port) || port < 1 || port > 64535)
+        throw new InvalidInputError(`--temporal-port must be a port number from 1 to 64535, not "${o.temporalPort}"`);
+      const localAddress = `127.0.0.1:${port}`;
       const say = (s: string) => process.stderr.write(`${s}\n`);
 
       // The estate: the configuration, or the hospital lab preset when there is none yet.
@@ -76,13 +81,15 @@ export function registerStartCommand(program: Command, ctx: CliContext): void {
           );
         }
         say(`kura: using the Temporal server at ${target.address}`);
-      } else if (await serverAnswers(DEFAULT_ADDRESS, target.namespace)) {
-        say(`kura: a Temporal server already answers at ${DEFAULT_ADDRESS}; using it`);
+      } else if (await serverAnswers(localAddress, target.namespace)) {
+        say(`kura: a Temporal server already answers at ${localAddress}; using it`);
       } else {
-        say('kura: starting the Temporal dev server (SQLite under .kura/temporal, Web UI on http://127.0.0.1:8233)');
+        say(
+          `kura: starting the Temporal dev server (SQLite under .kura/temporal, Web UI on http://127.0.0.1:${port + 1000})`,
+        );
         server = await startDevServer({
-          port: 7233,
-          uiPort: 8233,
+          port,
+          uiPort: port + 1000,
           dbFile: path.join(paths.home, 'temporal', 'temporal.db'),
           logFile: path.join(paths.home, 'temporal', 'server.log'),
           readyTimeoutMs: 90_000,
@@ -91,7 +98,13 @@ export function registerStartCommand(program: Command, ctx: CliContext): void {
       }
 
       say('kura: starting workers (bundling workflow code)');
-      const workers = await startKuraWorkers({ loaded, address });
+      // A prebuilt workflow bundle (KURA_WORKFLOW_BUNDLE, as for `npm run worker`) saves the bundling time.
+      const bundle = process.env.KURA_WORKFLOW_BUNDLE;
+      const workers = await startKuraWorkers({
+        loaded,
+        address,
+        workflowBundle: bundle ? { codePath: bundle } : undefined,
+      });
       // The online-backup datapath is a service of its own; a busy port costs online backups only.
       const datapath = await startDatapath(loaded, paths, { log: say }).then(
         (dp) => {
@@ -121,11 +134,11 @@ export function registerStartCommand(program: Command, ctx: CliContext): void {
       try {
         const kura = new Kura(workers.client, loaded, workers.taskQueue);
         const site = findSite(loaded.config);
-        say(
-          `kura: backing up the data volume of all ${site.vms.length} VMs of site ${site.name}, ${concurrency} at a time`,
-        );
         const t0 = Date.now();
         const handle = await kura.startFleet('all', { site: site.name, concurrency, requestedBy: 'npm start' });
+        say(
+          `kura: backing up the data volume of all ${site.vms.length} VMs of site ${site.name}, ${concurrency} at a time (fleet run ${handle.workflowId})`,
+        );
         const report = await watchFleet<FleetReport>(handle, { title: 'backup' });
         const seconds = (Date.now() - t0) / 1000;
         failed = report.failed;
