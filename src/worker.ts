@@ -202,7 +202,13 @@ async function main(): Promise<void> {
   const loaded = loadConfig(configPath());
   // A prebuilt workflow bundle (bundleWorkflowCode) saves the bundling time at every start.
   const bundle = process.env.KURA_WORKFLOW_BUNDLE;
-  const workers = await startKuraWorkers({ loaded, workflowBundle: bundle ? { codePath: bundle } : undefined });
+  // The handlers below stop the workers in their order (control first); the runtime's own would
+  // stop them all at once.
+  const workers = await startKuraWorkers({
+    loaded,
+    workflowBundle: bundle ? { codePath: bundle } : undefined,
+    hostHandlesSignals: true,
+  });
   console.log(
     `kura: workers running on ${workers.taskQueue} and ${loaded.config.sites.flatMap((s) => s.servers).length} backup server queue(s); Ctrl-C stops them`,
   );
