@@ -41,6 +41,13 @@ export interface KuraWorkersOptions {
   servers?: string[];
   /** Skip the control worker (a backup-server-only host). */
   serversOnly?: boolean;
+  /**
+   * The host stops the workers itself on SIGINT and SIGTERM, in its own order (`kura start`: the
+   * progress display first, the server last). Otherwise the Temporal runtime starts shutting the
+   * workers down by itself at the first signal, while the host still waits on them. Takes effect for
+   * the first workers of the process, which install the runtime.
+   */
+  hostHandlesSignals?: boolean;
 }
 
 export interface KuraWorkers {
@@ -53,16 +60,20 @@ export interface KuraWorkers {
   shutdown(): Promise<void>;
 }
 
+/** At shutdown, how long running activities get to finish before they are cancelled. */
+export const SHUTDOWN_GRACE_SECONDS = 5;
+
 let runtimeReady = false;
 
 /** Worker logs at $KURA_LOG_LEVEL (default WARN): state changes of every worker are noise to an operator. */
-function installRuntime(): void {
+function installRuntime(hostHandlesSignals: boolean): void {
   if (runtimeReady) return;
   runtimeReady = true;
   const level = (process.env.KURA_LOG_LEVEL ?? 'WARN').toUpperCase() as LogLevel;
   const plain = new DefaultLogger(level);
   try {
     Runtime.install({
+      ...(hostHandlesSignals ? { shutdownSignals: [] } : {}),
       logger: new DefaultLogger(level, (entry) => {
         // Backup-server workers run activities only; that they poll no workflow tasks is by design.
         if (entry.message.startsWith('No workflows registered')) return;
@@ -77,7 +88,7 @@ function installRuntime(): void {
 /** Creates and runs the workers for one configuration until `shutdown()`. */
 export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWorkers> {
   const { loaded } = opts;
-  installRuntime();
+  installRuntime(opts.hostHandlesSignals === true);
   const conn = temporalConnectionOptions(loaded, { address: opts.address, namespace: opts.namespace });
   const taskQueue = controlTaskQueue(opts.taskQueue);
   const paths = kuraPaths(loaded);
@@ -86,76 +97,105 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
   const drivers = labDrivers(loaded, paths, lab);
   const images = new ImageStore(paths.home);
 
-  const clientConnection = await Connection.connect({ address: conn.address, tls: conn.tls, apiKey: conn.apiKey });
-  const client = new Client({ connection: clientConnection, namespace: conn.namespace });
-  const connection = await NativeConnection.connect({ address: conn.address, tls: conn.tls, apiKey: conn.apiKey });
-
-  const common: Partial<WorkerOptions> = {
-    // Progress of long copies reaches the server (and the CLI's bars) every second.
-    defaultHeartbeatThrottleInterval: '1 second',
-    maxHeartbeatThrottleInterval: '1 second',
-    shutdownGraceTime: '5 seconds',
-  };
+  let clientConnection: Connection | undefined;
+  let connection: NativeConnection | undefined;
   const workers: Worker[] = [];
-  if (!opts.serversOnly) {
-    workers.push(
-      await Worker.create({
-        ...common,
-        connection,
-        namespace: conn.namespace,
-        taskQueue,
-        ...(opts.workflowBundle
-          ? { workflowBundle: opts.workflowBundle }
-          : { workflowsPath: require.resolve('./workflows') }),
-        activities: {
-          ...createControlActivities({ loaded, paths, drivers, catalog }),
-          ...createPoolActivities({ client, sites: () => loaded.config.sites }),
-          ...createOnlineActivities({ loaded, paths, catalog }),
-          ...createVmActivities({ loaded, drivers, images }),
-          ...createCatalogRebuildActivities({ catalog }),
-        },
-      }),
-    );
-  }
-  const servers = loaded.config.sites
-    .flatMap((s) => s.servers.map((srv) => srv.name))
-    .filter((n) => !opts.servers || opts.servers.includes(n));
-  for (const server of new Set(servers)) {
-    workers.push(
-      await Worker.create({
-        ...common,
-        connection,
-        namespace: conn.namespace,
-        taskQueue: serverTaskQueue(server, taskQueue),
-        activities: { ...createCopyActivities({ drivers }), ...createCatalogReadActivities({ drivers }) },
-      }),
-    );
-  }
-
-  const running = Promise.all(workers.map((w) => w.run())).then(() => undefined);
-  if (!opts.serversOnly) {
-    for (const site of loaded.config.sites) await ensurePool(client, site, taskQueue);
-    if (loaded.config.ladder.guardVms) await ensureGuardians(client, loaded, taskQueue);
-  }
-
-  let closed = false;
-  return {
-    taskQueue,
-    paths,
-    client,
-    running,
-    async shutdown() {
-      if (closed) return running;
-      closed = true;
-      for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
-      await running.catch(() => undefined);
-      await connection.close();
-      await clientConnection.close();
+  const runs: Promise<void>[] = [];
+  let closing: Promise<void> | undefined;
+  /**
+   * Stops what has been started, in order: the control worker first — with its workflows stopped,
+   * nothing schedules a new copy, so no copy task can reach a backup server's worker just as it
+   * stops (a task lost that way would time out at the next start and cost the drive its
+   * availability) — then the backup servers' workers (running copies finish or are cancelled), then
+   * the connections (no activity is left calling Temporal on them), then the stores. Also the way
+   * out of a start that failed half-way, so a failed start leaves nothing open.
+   */
+  const close = (): Promise<void> =>
+    (closing ??= (async () => {
+      const [first, rest] = opts.serversOnly ? [[], workers] : [workers.slice(0, 1), workers.slice(1)];
+      for (const group of [first, rest]) {
+        for (const w of group) if (w.getState() === 'RUNNING') w.shutdown();
+        // Every worker of the group, even when one of them fails its shutdown.
+        await Promise.allSettled(group.map((w) => runs[workers.indexOf(w)]));
+      }
+      await connection?.close().catch(() => undefined);
+      await clientConnection?.close().catch(() => undefined);
       catalog.close();
       lab.close();
       images.close();
-    },
-  };
+    })());
+
+  try {
+    clientConnection = await Connection.connect({ address: conn.address, tls: conn.tls, apiKey: conn.apiKey });
+    const client = new Client({ connection: clientConnection, namespace: conn.namespace });
+    connection = await NativeConnection.connect({ address: conn.address, tls: conn.tls, apiKey: conn.apiKey });
+
+    const common: Partial<WorkerOptions> = {
+      // Progress of long copies reaches the server (and the CLI's bars) every second.
+      defaultHeartbeatThrottleInterval: '1 second',
+      maxHeartbeatThrottleInterval: '1 second',
+      // At shutdown, running activities get this long to finish before they are cancelled (a copy
+      // then stops at its last heartbeat and resumes from it on the next attempt) …
+      shutdownGraceTime: `${SHUTDOWN_GRACE_SECONDS} seconds`,
+      // … and an activity that ignores its cancellation is abandoned this much later, so a stop
+      // never hangs on one.
+      shutdownForceTime: '10 seconds',
+    };
+    if (!opts.serversOnly) {
+      workers.push(
+        await Worker.create({
+          ...common,
+          connection,
+          namespace: conn.namespace,
+          taskQueue,
+          ...(opts.workflowBundle
+            ? { workflowBundle: opts.workflowBundle }
+            : { workflowsPath: require.resolve('./workflows') }),
+          activities: {
+            ...createControlActivities({ loaded, paths, drivers, catalog }),
+            ...createPoolActivities({ client, sites: () => loaded.config.sites }),
+            ...createOnlineActivities({ loaded, paths, catalog }),
+            ...createVmActivities({ loaded, drivers, images }),
+            ...createCatalogRebuildActivities({ catalog }),
+          },
+        }),
+      );
+    }
+    const servers = loaded.config.sites
+      .flatMap((s) => s.servers.map((srv) => srv.name))
+      .filter((n) => !opts.servers || opts.servers.includes(n));
+    for (const server of new Set(servers)) {
+      workers.push(
+        await Worker.create({
+          ...common,
+          connection,
+          namespace: conn.namespace,
+          taskQueue: serverTaskQueue(server, taskQueue),
+          activities: { ...createCopyActivities({ drivers }), ...createCatalogReadActivities({ drivers }) },
+        }),
+      );
+    }
+
+    runs.push(...workers.map((w) => w.run()));
+    const running = Promise.all(runs).then(() => undefined);
+    // Whoever awaits `running` sees a failed worker; shutdown() waits for all of them regardless.
+    running.catch(() => undefined);
+    if (!opts.serversOnly) {
+      for (const site of loaded.config.sites) await ensurePool(client, site, taskQueue);
+      if (loaded.config.ladder.guardVms) await ensureGuardians(client, loaded, taskQueue);
+    }
+
+    return {
+      taskQueue,
+      paths,
+      client,
+      running,
+      shutdown: close,
+    };
+  } catch (err) {
+    await close();
+    throw err;
+  }
 }
 
 /** `kura worker` / `npm run worker`: run the workers of kura.yaml until SIGINT or SIGTERM. */
@@ -163,7 +203,13 @@ async function main(): Promise<void> {
   const loaded = loadConfig(configPath());
   // A prebuilt workflow bundle (bundleWorkflowCode) saves the bundling time at every start.
   const bundle = process.env.KURA_WORKFLOW_BUNDLE;
-  const workers = await startKuraWorkers({ loaded, workflowBundle: bundle ? { codePath: bundle } : undefined });
+  // The handlers below stop the workers in their order (control first); the runtime's own would
+  // stop them all at once.
+  const workers = await startKuraWorkers({
+    loaded,
+    workflowBundle: bundle ? { codePath: bundle } : undefined,
+    hostHandlesSignals: true,
+  });
   console.log(
     `kura: workers running on ${workers.taskQueue} and ${loaded.config.sites.flatMap((s) => s.servers).length} backup server queue(s); Ctrl-C stops them`,
   );

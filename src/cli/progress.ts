@@ -31,19 +31,30 @@ export async function heartbeatBytes(handle: WorkflowHandle): Promise<number> {
 }
 
 /**
- * Calls `tick` every POLL_MS until `result` settles. A failing tick is tried again at the next
- * one: the workflow may not have run its first task yet, and a progress display must never fail
- * the command it decorates.
+ * Calls `tick` every POLL_MS until `result` settles, or `signal` aborts. A failing tick is tried
+ * again at the next one: the workflow may not have run its first task yet, and a progress display
+ * must never fail the command it decorates. Resolves only after the last tick has finished, so no
+ * query is left in flight when the caller closes the connection.
  */
-export async function pollUntilSettled(result: Promise<unknown>, tick: () => Promise<void>): Promise<void> {
+export async function pollUntilSettled(
+  result: Promise<unknown>,
+  tick: () => Promise<void>,
+  signal?: AbortSignal,
+): Promise<void> {
   let settled = false;
   const done = result.then(
     () => (settled = true),
     () => (settled = true),
   );
-  while (!settled) {
+  const aborted = new Promise<void>((resolve) => {
+    if (signal?.aborted) resolve();
+    signal?.addEventListener('abort', () => resolve(), { once: true });
+  });
+  while (!settled && !signal?.aborted) {
     await tick().catch(() => undefined);
-    await Promise.race([done, new Promise((r) => setTimeout(r, POLL_MS))]);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([done, aborted, new Promise((r) => (timer = setTimeout(r, POLL_MS)))]);
+    clearTimeout(timer);
   }
 }
 
@@ -136,10 +147,34 @@ function streamLine(st: StreamProgress): string {
   return `stream ${st.stream} ${st.tape} ${st.state}${st.error ? `: ${st.error}` : ''} (${st.path})`;
 }
 
-/** Waits for a fleet run while showing how many targets are done, failed and running. */
-export async function watchFleet<T>(handle: WorkflowHandle, opts: { title: string; quiet?: boolean }): Promise<T> {
-  const result = handle.result() as Promise<T>;
-  if (opts.quiet) return result;
+/**
+ * Waits for a fleet run while showing how many targets are done, failed and running. When `signal`
+ * aborts, the display stops (no query or wait for the result is left in flight) and the abort's
+ * reason is thrown; the run itself goes on in Temporal.
+ */
+export async function watchFleet<T>(
+  handle: WorkflowHandle,
+  opts: { title: string; quiet?: boolean; signal?: AbortSignal },
+): Promise<T> {
+  const { signal } = opts;
+  // The long poll for the result is cancelled with the display, not left to the connection's close.
+  const result = (
+    signal ? handle.client.withAbortSignal(signal, () => handle.result()) : handle.result()
+  ) as Promise<T>;
+  let finished = false;
+  void result.then(
+    () => (finished = true),
+    () => undefined,
+  );
+  // A run that finished just as the stop came is reported as finished, not as stopped.
+  const stopped = () => {
+    if (signal?.aborted && !finished) throw signal.reason;
+  };
+  if (opts.quiet) {
+    await pollUntilSettled(result, async () => undefined, signal);
+    stopped();
+    return result;
+  }
   const bar = process.stderr.isTTY
     ? new SingleBar(
         {
@@ -153,32 +188,41 @@ export async function watchFleet<T>(handle: WorkflowHandle, opts: { title: strin
   let started = false;
   let lastReported = -1;
   const t0 = Date.now();
-  await pollUntilSettled(result, async () => {
-    const p: FleetProgress = await handle.query(fleetProgressQuery);
-    const done = p.targets.filter((t) => t.state === 'done' || t.state === 'failed').length;
-    const bytes = p.targets.reduce((n, t) => n + (t.bytes ?? 0), 0);
-    const seconds = (Date.now() - t0) / 1000;
-    const fields = {
-      failed: p.targets.filter((t) => t.state === 'failed').length,
-      running: p.targets.filter((t) => t.state === 'running').length,
-      bytes: formatBytes(bytes),
-      rate: `${formatBytes(seconds > 0 ? bytes / seconds : 0)}/s`,
-    };
-    if (bar) {
-      if (!started) bar.start(p.targets.length, done, fields);
-      bar.update(done, fields);
-      started = true;
-    } else if (
-      done !== lastReported &&
-      (done === p.targets.length || done - lastReported >= Math.max(1, Math.floor(p.targets.length / 10)))
-    ) {
-      process.stderr.write(
-        `${opts.title}: ${done}/${p.targets.length} targets, ${fields.failed} failed, ${fields.running} running, ${fields.bytes}\n`,
-      );
-      lastReported = done;
-    }
-  });
-  if (bar && started) bar.stop();
+  try {
+    await pollUntilSettled(
+      result,
+      async () => {
+        const p: FleetProgress = await handle.query(fleetProgressQuery);
+        if (signal?.aborted) return; // stopped while the query was on its way: draw nothing more
+        const done = p.targets.filter((t) => t.state === 'done' || t.state === 'failed').length;
+        const bytes = p.targets.reduce((n, t) => n + (t.bytes ?? 0), 0);
+        const seconds = (Date.now() - t0) / 1000;
+        const fields = {
+          failed: p.targets.filter((t) => t.state === 'failed').length,
+          running: p.targets.filter((t) => t.state === 'running').length,
+          bytes: formatBytes(bytes),
+          rate: `${formatBytes(seconds > 0 ? bytes / seconds : 0)}/s`,
+        };
+        if (bar) {
+          if (!started) bar.start(p.targets.length, done, fields);
+          bar.update(done, fields);
+          started = true;
+        } else if (
+          done !== lastReported &&
+          (done === p.targets.length || done - lastReported >= Math.max(1, Math.floor(p.targets.length / 10)))
+        ) {
+          process.stderr.write(
+            `${opts.title}: ${done}/${p.targets.length} targets, ${fields.failed} failed, ${fields.running} running, ${fields.bytes}\n`,
+          );
+          lastReported = done;
+        }
+      },
+      signal,
+    );
+  } finally {
+    if (bar && started) bar.stop();
+  }
+  stopped();
   return result;
 }
 

@@ -37,6 +37,10 @@ export interface DevServerOptions {
   namespace?: string;
   /** How long to wait for the server to answer. */
   readyTimeoutMs?: number;
+  /** Gives up waiting when aborted: the server is stopped and the abort's reason thrown. */
+  signal?: AbortSignal;
+  /** Called as soon as the process runs, before it answers: from then on the caller can stop it. */
+  onSpawn?: (server: DevServer) => void;
 }
 
 export interface DevServer {
@@ -44,8 +48,12 @@ export interface DevServer {
   namespace: string;
   uiUrl?: string;
   pid: number;
+  /** Stops the server (SIGTERM, then SIGKILL after a few seconds) and resolves once it has exited. */
   stop(): Promise<void>;
 }
+
+/** How long a stopping server gets after SIGTERM before it is killed. */
+const STOP_GRACE_MS = 5000;
 
 /** Asks the OS for a free TCP port on loopback. */
 export async function freePort(): Promise<number> {
@@ -120,19 +128,67 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
     mkdirSync(path.dirname(opts.logFile), { recursive: true });
     logFd = openSync(opts.logFile, 'a');
   }
-  const child: ChildProcess = spawn(binary, args, { stdio: ['ignore', logFd ?? 'ignore', logFd ?? 'ignore'] });
+  // A process group of its own: the terminal's Ctrl-C goes to the foreground group, and the server
+  // must not die before the workers that still talk to it have stopped. Whoever started it stops
+  // it, by pid, on every way out (stop(), the process's exit, an uncaught error).
+  const child: ChildProcess = spawn(binary, args, {
+    stdio: ['ignore', logFd ?? 'ignore', logFd ?? 'ignore'],
+    detached: true,
+  });
   if (logFd !== undefined) closeSync(logFd);
-  const killOnExit = () => child.kill('SIGKILL');
+  const pid = child.pid ?? -1;
+  let exited: number | null = null;
+  const gone = new Promise<void>((resolve) =>
+    child.once('exit', (code) => {
+      exited = code ?? -1;
+      process.removeListener('exit', killOnExit);
+      resolve();
+    }),
+  );
+  // Spawning fails (ENOENT, EACCES) with an 'error' event instead of an exception.
+  child.once('error', () => {
+    exited ??= -1;
+  });
+  const kill = (sig: NodeJS.Signals) => {
+    if (exited !== null || pid < 0) return;
+    try {
+      process.kill(-pid, sig); // the server's whole group
+    } catch {
+      child.kill(sig);
+    }
+  };
+  const killOnExit = () => kill('SIGKILL');
   process.once('exit', killOnExit);
 
-  let exited: number | null = null;
-  child.once('exit', (code) => {
-    exited = code ?? -1;
-  });
+  let stopping: Promise<void> | undefined;
+  const stop = (): Promise<void> =>
+    (stopping ??= (async () => {
+      if (exited !== null) return;
+      kill('SIGTERM');
+      const timer = setTimeout(() => kill('SIGKILL'), STOP_GRACE_MS);
+      await gone;
+      clearTimeout(timer);
+    })());
 
   const address = `127.0.0.1:${port}`;
+  const server: DevServer = {
+    address,
+    namespace,
+    uiUrl: opts.headless ? undefined : `http://127.0.0.1:${opts.uiPort ?? port + 1000}`,
+    pid,
+    stop,
+  };
+  opts.onSpawn?.(server);
+
   const deadline = Date.now() + (opts.readyTimeoutMs ?? 60_000);
+  const aborted = new Promise<void>((resolve) =>
+    opts.signal?.addEventListener('abort', () => resolve(), { once: true }),
+  );
   while (!(await serverAnswers(address, namespace))) {
+    if (opts.signal?.aborted) {
+      await stop();
+      throw opts.signal.reason;
+    }
     if (exited !== null) {
       throw new KuraError(
         ErrorType.Unavailable,
@@ -140,28 +196,15 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
       );
     }
     if (Date.now() > deadline) {
-      child.kill('SIGKILL');
+      await stop();
       throw new KuraError(
         ErrorType.Unavailable,
         `the Temporal dev server did not answer at ${address} within ${(opts.readyTimeoutMs ?? 60_000) / 1000}s${opts.logFile ? `; see ${opts.logFile}` : ''}`,
       );
     }
-    await new Promise((r) => setTimeout(r, 250));
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([aborted, new Promise((r) => (timer = setTimeout(r, 250)))]);
+    clearTimeout(timer);
   }
-
-  return {
-    address,
-    namespace,
-    uiUrl: opts.headless ? undefined : `http://127.0.0.1:${opts.uiPort ?? port + 1000}`,
-    pid: child.pid ?? -1,
-    async stop() {
-      process.removeListener('exit', killOnExit);
-      if (exited !== null) return;
-      const done = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-      await done;
-      clearTimeout(timer);
-    },
-  };
+  return server;
 }

@@ -8,6 +8,7 @@ import { createCatalogRebuildActivities } from '../../src/activities/catalog-reb
 import { catalogContents, compareContents } from '../../src/catalog/rebuild';
 import { Catalog } from '../../src/catalog/store';
 import type { PieceRecord, TapeCatalogEntry } from '../../src/domain/catalog';
+import { backupWorkflowId } from '../../src/api/workflow-ids';
 
 const at = '2026-11-22T02:00:00.000Z';
 
@@ -18,7 +19,7 @@ let activities: ReturnType<typeof createCatalogRebuildActivities>;
 /** Records a complete one-piece backup of `vm` on `tape` in the catalog and returns its entry on that cartridge. */
 function backedUp(vm: string, site: string, tape: string): TapeCatalogEntry {
   const backupId = `${vm}@20261122T020000Z`;
-  const job = `op/backup/${vm}/20261122T020000Z`;
+  const job = backupWorkflowId(vm, '2026-11-22T02:00:00Z');
   catalog.beginBackup({
     backupId,
     job,

@@ -8,6 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { VolumeStateStore, type BackupState } from '../../src/datapath/volume-state';
 import { InvalidInputError } from '../../src/domain/errors';
+import { onlineBackupWorkflowId } from '../../src/api/workflow-ids';
 
 const dirs: string[] = [];
 function store(): VolumeStateStore {
@@ -23,7 +24,7 @@ const STATE: BackupState = {
   version: 1,
   mode: 'backup',
   phase: 'catch-up',
-  backupId: 'online/array-01/vol-1/2025-01-01',
+  backupId: onlineBackupWorkflowId('array-01', 'vol-1', '2025-01-01T00:00:00Z'),
   image: '/home/online/vol-1.img',
   switchedAt: '2025-01-01T00:00:00.000Z',
   baseCopiedBytes: 1048576,

@@ -19,6 +19,7 @@ import { catalogRebuildProgressQuery, markDeviceSignal, tablesQuery } from '../.
 import { connectKura, makeLab, startWorkers, type TestLab } from '../support/harness';
 import type { KuraWorkers } from '../../src/worker';
 import type { Kura } from '../../src/client';
+import { poolWorkflowId } from '../../src/api/workflow-ids';
 
 const MiB = 1024 * 1024;
 
@@ -58,11 +59,11 @@ afterAll(async () => {
 
 afterEach(repair);
 
-const pool = (): Promise<PoolTables> => client.workflow.getHandle(`pool/${lab.site}`).query(tablesQuery);
+const pool = (): Promise<PoolTables> => client.workflow.getHandle(poolWorkflowId(lab.site)).query(tablesQuery);
 
 function markDevice(device: string, up: boolean, reason?: string): Promise<void> {
   return client.workflow
-    .getHandle(`pool/${lab.site}`)
+    .getHandle(poolWorkflowId(lab.site))
     .signal(markDeviceSignal, { device, state: up ? 'available' : 'unavailable', reason });
 }
 

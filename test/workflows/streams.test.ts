@@ -348,7 +348,7 @@ describe('a restore whose cartridge lies behind a device marked unavailable', ()
     const report: BackupReport = await (await kura.startBackup(vm, { requestedAt: at(), streams: 1 })).result();
     const stream = report.streams[0]!;
     const device = stream.switches[stream.switches.length - 1]!;
-    await client.workflow.getHandle(`pool/${lab.site}`).signal(markDeviceSignal, {
+    await client.workflow.getHandle(poolWorkflowId(lab.site)).signal(markDeviceSignal, {
       device,
       state: 'unavailable',
       reason: `${device} stopped answering (hang)`,
@@ -392,7 +392,7 @@ describe('a restore whose cartridge lies behind a device marked unavailable', ()
     await new Promise((r) => setTimeout(r, 1500));
     expect((await handle.describe()).status.name).toBe('RUNNING');
 
-    await client.workflow.getHandle(`pool/${lab.site}`).signal(markDeviceSignal, { device, state: 'available' });
+    await client.workflow.getHandle(poolWorkflowId(lab.site)).signal(markDeviceSignal, { device, state: 'available' });
     const restored: RestoreReport = await handle.result();
     expect(restored.copiesUsed).toEqual([0]);
     expect(restored.skippedTapes).toEqual([]);
@@ -408,7 +408,7 @@ describe('a restore whose cartridge lies behind a device marked unavailable', ()
     const first = report.streams[0]!;
     const device = first.switches[first.switches.length - 1]!;
     await client.workflow
-      .getHandle(`pool/${lab.site}`)
+      .getHandle(poolWorkflowId(lab.site))
       .signal(markDeviceSignal, { device, state: 'unavailable', reason: 'stopped answering (hang)' });
     await until(async () => (await unavailable()).length === 1);
     const dest = path.join(lab.dir, 'restores', 'other-copy.img');
