@@ -10,15 +10,25 @@ export function registerWorkerCommand(program: Command, ctx: CliContext): void {
     .option('--servers <names>', 'only these backup servers (comma-separated); with --servers-only, no control worker')
     .option('--servers-only', 'run only backup-server workers (on a backup server host)')
     .action(async (o: { servers?: string; serversOnly?: boolean }) => {
+      // A prebuilt workflow bundle (KURA_WORKFLOW_BUNDLE, as for `npm run worker`) saves the bundling time.
+      const bundle = process.env.KURA_WORKFLOW_BUNDLE;
       const workers = await startKuraWorkers({
         loaded: ctx.config(),
+        workflowBundle: bundle ? { codePath: bundle } : undefined,
         servers: o.servers?.split(',').map((s) => s.trim()),
         serversOnly: o.serversOnly,
+        // This command takes the signals itself, so the workers stop in order and it says so.
+        hostHandlesSignals: true,
       });
       process.stderr.write(
         `kura: workers running on ${workers.taskQueue} and the backup-server queues; Ctrl-C stops them\n`,
       );
-      const stop = () => void workers.shutdown();
+      const stop = (signal: NodeJS.Signals) => {
+        process.stderr.write(
+          `kura: ${signal} received: stopping the workers (running activities finish or are cancelled)\n`,
+        );
+        void workers.shutdown();
+      };
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
       await workers.running;
