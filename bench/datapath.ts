@@ -1,6 +1,6 @@
 /**
  * The online-backup datapath against Debian's nbdkit: the same client workload (random 4 KiB reads
- * and writes, one request at a time) against (a) `nbdkit file` serving the file, (b) Kura's
+ * and writes, --depth requests at a time, one by default) against (a) `nbdkit file` serving the file, (b) Kura's
  * datapath in passthrough, (c) Kura's datapath during an online backup (base copy and catch-up
  * rounds running). Prints throughput, latency p50/p99, the ratios b/a and c/b, and the measured
  * quiesce window of the switch back ÷ the host's I/O timeout.
@@ -8,11 +8,16 @@
  * Runs alternate (a), (b), (c) so a busy neighbour on a shared machine hits all three alike; the
  * figures are medians over the runs.
  *
- *   npx tsx bench/datapath.ts [--runs 3] [--size 64MiB] [--ops 2000] [--write-ratio 0.5] [--copy-rate 64MiB] [--io-timeout 30s]
+ * Before those, six passthrough cases through `qemu-img bench` (a client Kura does not ship): 4 KiB
+ * reads and writes at depth 1 and 16, 256 KiB reads and writes at depth 16, against Kura and against
+ * nbdkit serving a copy of the volume, alternating; each prints both times, nbdkit's ÷ Kura's and
+ * whether that meets the target.
+ *
+ *   npx tsx bench/datapath.ts [--runs 3] [--qemu-runs 3] [--depth 1] [--size 64MiB] [--ops 2000] [--write-ratio 0.5] [--copy-rate 64MiB] [--io-timeout 30s]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, open, rm } from 'node:fs/promises';
+import { copyFile, mkdtemp, open, rm } from 'node:fs/promises';
 import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
@@ -33,6 +38,8 @@ interface Args {
   writeRatio: number;
   copyRate: number;
   ioTimeoutMs: number;
+  depth: number;
+  qemuRuns: number;
 }
 
 function args(): Args {
@@ -56,9 +63,15 @@ function args(): Args {
   if (ioTimeoutMs === undefined || ioTimeoutMs <= 0)
     throw new InvalidInputError('--io-timeout must be a duration such as 30s');
   const runs = Number(value('--runs', '3'));
-  if (!Number.isSafeInteger(runs) || runs < 1)
-    throw new InvalidInputError('--runs must be a whole number of at least 1');
-  return { runs, size, ops, writeRatio, copyRate, ioTimeoutMs };
+  if (!Number.isSafeInteger(runs) || runs < 0)
+    throw new InvalidInputError('--runs must be a whole number (0: only the qemu-img cases)');
+  const depth = Number(value('--depth', '1'));
+  if (!Number.isSafeInteger(depth) || depth < 1 || depth > 32)
+    throw new InvalidInputError('--depth must be a whole number from 1 to 32');
+  const qemuRuns = Number(value('--qemu-runs', String(runs)));
+  if (!Number.isSafeInteger(qemuRuns) || qemuRuns < 0)
+    throw new InvalidInputError('--qemu-runs must be a whole number (0: skip the qemu-img cases)');
+  return { runs, size, ops, writeRatio, copyRate, ioTimeoutMs, depth, qemuRuns };
 }
 
 /** A small seeded PRNG (mulberry32), so every server gets the very same sequence of requests. */
@@ -96,24 +109,29 @@ async function workload(port: number, a: Args): Promise<Figures> {
   const c = await BenchNbdClient.connect(port, EXPORT);
   const rnd = prng(42);
   const blocks = a.size / IO;
-  const buf = randomBytes(IO);
   const all: number[] = [];
   const writes: number[] = [];
   let t0 = 0;
-  for (let i = 0; i < a.ops + WARMUP; i++) {
-    if (i === WARMUP) t0 = performance.now();
-    const offset = Math.floor(rnd() * blocks) * IO;
-    const isWrite = rnd() < a.writeRatio;
-    buf.writeUInt32LE(i, 0);
-    const s = performance.now();
-    if (isWrite) await c.write(offset, buf);
-    else await c.read4k(offset, IO);
-    const ms = performance.now() - s;
-    if (i >= WARMUP) {
-      all.push(ms);
-      if (isWrite) writes.push(ms);
+  let next = 0;
+  // `depth` lanes take the requests of one seeded sequence in turn, so every server sees the same ones.
+  const lane = async () => {
+    const buf = randomBytes(IO);
+    for (let i = next++; i < a.ops + WARMUP; i = next++) {
+      if (i === WARMUP) t0 = performance.now();
+      const offset = Math.floor(rnd() * blocks) * IO;
+      const isWrite = rnd() < a.writeRatio;
+      buf.writeUInt32LE(i, 0);
+      const s = performance.now();
+      if (isWrite) await c.write(offset, buf);
+      else await c.read4k(offset, IO);
+      const ms = performance.now() - s;
+      if (i >= WARMUP) {
+        all.push(ms);
+        if (isWrite) writes.push(ms);
+      }
     }
-  }
+  };
+  await Promise.all(Array.from({ length: a.depth }, lane));
   const elapsed = performance.now() - t0;
   await c.flush();
   await c.close();
@@ -126,6 +144,40 @@ async function workload(port: number, a: Args): Promise<Figures> {
     p99: percentile(all, 99),
     writeP99: percentile(writes, 99),
   };
+}
+
+/** One `qemu-img bench` case: qemu's own NBD client, which Kura does not ship, against both servers. */
+interface QemuCase {
+  name: string;
+  write: boolean;
+  depth: number;
+  count: number;
+  size: string;
+}
+
+/** The passthrough cases and their target: nbdkit's time ÷ Kura's time at least this. */
+const QEMU_CASES: QemuCase[] = [
+  { name: 'read 4k qd1', write: false, depth: 1, count: 20000, size: '4k' },
+  { name: 'write 4k qd1', write: true, depth: 1, count: 20000, size: '4k' },
+  { name: 'read 4k qd16', write: false, depth: 16, count: 20000, size: '4k' },
+  { name: 'write 4k qd16', write: true, depth: 16, count: 20000, size: '4k' },
+  { name: 'read 256k qd16', write: false, depth: 16, count: 2000, size: '256k' },
+  { name: 'write 256k qd16', write: true, depth: 16, count: 2000, size: '256k' },
+];
+const QEMU_TARGET = 0.8;
+
+/** Runs `qemu-img bench` once; resolves with the run's time in seconds as qemu-img reports it. */
+async function qemuBench(url: string, c: QemuCase): Promise<number> {
+  const argv = ['bench', '-f', 'raw', ...(c.write ? ['-w'] : []), '-d', String(c.depth), '-c', String(c.count)];
+  argv.push('-s', c.size, '-S', c.size, url);
+  const child = spawn('qemu-img', argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  const code = await new Promise<number | null>((r) => child.once('exit', r));
+  const m = /Run completed in ([\d.]+) seconds/.exec(out);
+  if (code !== 0 || !m) throw new Error(`qemu-img ${argv.join(' ')} failed (${code}): ${out}`);
+  return Number(m[1]);
 }
 
 async function freePort(): Promise<number> {
@@ -186,7 +238,7 @@ async function main(): Promise<void> {
     await fh.sync();
     await fh.close();
     console.log(
-      `workload: ${a.ops} requests of 4 KiB at random offsets, ${Math.round(a.writeRatio * 100)}% writes, one at a time, on a ${formatBytes(a.size)} file (${WARMUP} warm-up requests not counted)`,
+      `workload: ${a.ops} requests of 4 KiB at random offsets, ${Math.round(a.writeRatio * 100)}% writes, ${a.depth === 1 ? 'one at a time' : `${a.depth} at a time`}, on a ${formatBytes(a.size)} file (${WARMUP} warm-up requests not counted)`,
     );
 
     const kitPort = await freePort();
@@ -200,6 +252,40 @@ async function main(): Promise<void> {
     const kura = await startKura(file, path.join(dir, 'state'), a.copyRate);
     procs.push(kura.child);
     const control = new DatapathClient(`http://127.0.0.1:${kura.controlPort}`);
+
+    if (a.qemuRuns > 0) {
+      // nbdkit serves a copy, so its writes and Kura's land on files of the same content and layout.
+      const copy = path.join(dir, 'volume-copy.img');
+      await copyFile(file, copy);
+      const kitCopyPort = await freePort();
+      const kitCopy = spawn(
+        'nbdkit',
+        ['-f', '--exit-with-parent', '-i', '127.0.0.1', '-p', String(kitCopyPort), 'file', `file=${copy}`],
+        { stdio: 'ignore' },
+      );
+      procs.push(kitCopy);
+      await waitForPort(kitCopyPort);
+      console.log(
+        `qemu-img bench, nbdkit file on a copy of the volume vs Kura passthrough, alternating, ${a.qemuRuns} run(s) each; ratio = nbdkit's time ÷ Kura's (target ≥ ${QEMU_TARGET})`,
+      );
+      for (const c of QEMU_CASES) {
+        const kit: number[] = [];
+        const ku: number[] = [];
+        for (let run = 0; run < a.qemuRuns; run++) {
+          kit.push(await qemuBench(`nbd://127.0.0.1:${kitCopyPort}/`, c));
+          ku.push(await qemuBench(`nbd://127.0.0.1:${kura.nbdPort}/${EXPORT}`, c));
+        }
+        const [mk, mu] = [median(kit), median(ku)];
+        const ratio = mk / mu;
+        console.log(
+          `  ${c.name.padEnd(16)} (-d ${String(c.depth).padStart(2)} -c ${String(c.count).padStart(5)} -s ${c.size.padEnd(4)}${c.write ? ' -w' : '   '})   nbdkit ${mk.toFixed(3)} s   kura ${mu.toFixed(3)} s   ratio ${ratio.toFixed(2)}   target ${QEMU_TARGET}   ${ratio >= QEMU_TARGET ? 'pass' : 'short'}   (kura runs: ${ku.map((x) => x.toFixed(3)).join(' ')}; nbdkit runs: ${kit.map((x) => x.toFixed(3)).join(' ')})`,
+        );
+      }
+      kitCopy.kill('SIGTERM');
+      await new Promise((r) => kitCopy.once('exit', r));
+      console.log('');
+    }
+    if (a.runs === 0) return;
     const maxEtaMs = Math.floor(a.ioTimeoutMs * 0.5);
     const fa: Figures[] = [];
     const fb: Figures[] = [];

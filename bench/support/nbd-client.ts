@@ -75,18 +75,43 @@ export class BenchNbdClient {
     }
   }
 
-  private async request(type: number, offset: number, length: number, payload?: Buffer): Promise<Buffer | null> {
+  /** Requests sent and not answered yet, by handle: the replies may come back in any order. */
+  private readonly waiting = new Map<
+    bigint,
+    { type: number; length: number; resolve: (b: Buffer | null) => void; reject: (e: Error) => void }
+  >();
+  private nextHandle = 1n;
+  private replies: Promise<void> | null = null;
+
+  /** Reads replies for as long as requests are waiting, handing each to the request it answers. */
+  private async pump(): Promise<void> {
+    while (this.waiting.size > 0) {
+      const r = await this.read(16);
+      const handle = r.readBigUInt64BE(8);
+      const w = this.waiting.get(handle);
+      if (!w) throw new Error(`reply for unknown handle ${handle}`);
+      this.waiting.delete(handle);
+      const err = r.readUInt32BE(4);
+      if (err !== 0) w.reject(new Error(`NBD request ${w.type} failed with error ${err}`));
+      else w.resolve(w.type === Cmd.Read ? await this.read(w.length) : null);
+    }
+    this.replies = null;
+  }
+
+  private request(type: number, offset: number, length: number, payload?: Buffer): Promise<Buffer | null> {
+    const handle = this.nextHandle++;
     const h = Buffer.alloc(28);
     h.writeUInt32BE(REQUEST_MAGIC, 0);
     h.writeUInt16BE(type, 6);
-    h.writeBigUInt64BE(1n, 8);
+    h.writeBigUInt64BE(handle, 8);
     h.writeBigUInt64BE(BigInt(offset), 16);
     h.writeUInt32BE(length, 24);
     this.sock.write(payload ? Buffer.concat([h, payload]) : h);
-    const r = await this.read(16);
-    const err = r.readUInt32BE(4);
-    if (err !== 0) throw new Error(`NBD request ${type} at ${offset} failed with error ${err}`);
-    return type === Cmd.Read ? this.read(length) : null;
+    const done = new Promise<Buffer | null>((resolve, reject) =>
+      this.waiting.set(handle, { type, length, resolve, reject }),
+    );
+    this.replies ??= this.pump();
+    return done;
   }
 
   read4k(offset: number, length: number): Promise<Buffer | null> {

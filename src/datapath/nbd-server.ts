@@ -243,6 +243,11 @@ export class NbdServer {
     let inflight = 0;
     let slot: (() => void) | null = null;
     const running = new Set<Promise<void>>();
+    let corked = false;
+    const uncork = () => {
+      corked = false;
+      sock.uncork();
+    };
     for (;;) {
       while (inflight >= MAX_INFLIGHT) await new Promise<void>((r) => (slot = r));
       const req = parseRequest(await rd.read(28));
@@ -263,8 +268,16 @@ export class NbdServer {
         .then(
           ({ error, data }) => {
             v.countRequest(error === 0);
-            if (!sock.destroyed)
-              sock.write(data ? Buffer.concat([simpleReply(req.handle, error), data]) : simpleReply(req.handle, error));
+            if (sock.destroyed) return;
+            // Replies finishing in one turn of the event loop leave in one writev, and a read's data
+            // follows its header without being copied behind it.
+            if (!corked) {
+              corked = true;
+              sock.cork();
+              process.nextTick(uncork);
+            }
+            sock.write(simpleReply(req.handle, error));
+            if (data) sock.write(data);
           },
           () => undefined,
         )

@@ -1,4 +1,4 @@
-/** Small concurrency helpers of the datapath: a FIFO mutex, a sleep, and the pacing of a copy. */
+/** Small concurrency helpers of the datapath: a FIFO mutex, a range lock, a sleep, and the pacing of a copy. */
 
 /** A FIFO lock for async code: holders run one at a time, in the order they asked. */
 export class Mutex {
@@ -22,6 +22,41 @@ export class Mutex {
     } finally {
       unlock();
     }
+  }
+}
+
+interface RangeHold {
+  first: number;
+  last: number;
+  released: Promise<void>;
+}
+
+/**
+ * A FIFO lock over ranges of blocks: a holder waits only for the earlier holders and waiters whose
+ * range overlaps its own, so host writes to different blocks run side by side while two writes of
+ * one block keep the order they arrived in. `lockAll` overlaps every range (a switch, a reflect).
+ */
+export class RangeLock {
+  private readonly holds = new Set<RangeHold>();
+
+  /** Waits for every earlier overlapping hold on blocks `first`..`last` (inclusive); call the returned function to release. */
+  async lock(first: number, last: number): Promise<() => void> {
+    const before: Promise<void>[] = [];
+    for (const h of this.holds) if (h.first <= last && first <= h.last) before.push(h.released);
+    let release!: () => void;
+    const hold: RangeHold = { first, last, released: new Promise<void>((r) => (release = r)) };
+    this.holds.add(hold);
+    if (before.length === 1) await before[0];
+    else if (before.length > 1) await Promise.all(before);
+    return () => {
+      this.holds.delete(hold);
+      release();
+    };
+  }
+
+  /** Waits for every earlier hold, whatever its range. */
+  lockAll(): Promise<() => void> {
+    return this.lock(0, Number.MAX_SAFE_INTEGER);
   }
 }
 

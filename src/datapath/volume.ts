@@ -15,7 +15,7 @@ import { copyBase } from './base-copy';
 import { BlockStore } from './block-store';
 import { Journal, JournalKind } from './journal';
 import { BLOCK_BYTES, SnapshotMap, blocksOf } from './snapshot-map';
-import { Mutex, pace, sleep } from './sync';
+import { Mutex, RangeLock, pace, sleep } from './sync';
 import { VolumeStateStore, type BackupState, type LastBackup } from './volume-state';
 
 // Exported from here as before the split: the NBD server advertises the snapshot's block size.
@@ -41,7 +41,12 @@ export class Volume {
   private journal: Journal | null = null;
   private readonly snapshot: SnapshotMap;
   private readonly phases: BackupPhases;
-  private readonly writeLock = new Mutex();
+  /**
+   * Orders host writes with each other by block (only writes sharing a block wait for one another,
+   * so independent ones are journaled together and share an fdatasync) and with the switch and the
+   * reflection of the snapshot, which take the whole volume.
+   */
+  private readonly writeLock = new RangeLock();
   private readonly controlLock = new Mutex();
   private baseCopy: Promise<void> | null = null;
   private baseCopyStop: AbortController | null = null;
@@ -130,7 +135,11 @@ export class Volume {
     data: Buffer | null,
     fua: boolean,
   ): Promise<void> {
-    const unlock = await this.writeLock.lock();
+    const first = Math.floor(offset / BLOCK_BYTES);
+    const unlock = await this.writeLock.lock(
+      first,
+      length > 0 ? Math.floor((offset + length - 1) / BLOCK_BYTES) : first,
+    );
     try {
       if (!this.phases.state || !this.journal) {
         if (data) await this.main.write(offset, data);
@@ -166,7 +175,7 @@ export class Volume {
   async enterBackup(backupId: string, image: string): Promise<VolumeStatus> {
     return this.controlLock.run(async () => {
       if (this.phases.admitEnter(backupId)) return this.status();
-      const unlock = await this.writeLock.lock();
+      const unlock = await this.writeLock.lockAll();
       try {
         await this.main.sync();
         mkdirSync(path.dirname(image), { recursive: true });
@@ -242,7 +251,7 @@ export class Volume {
       const copy = this.snapshot.unreflected(this.journal?.lastSeq ?? 0);
       let written = 0;
       for (let i = 0; i < copy.length; i += REFLECT_BATCH) {
-        const unlock = await this.writeLock.lock();
+        const unlock = await this.writeLock.lockAll();
         try {
           written += await this.reflect(copy.slice(i, i + REFLECT_BATCH));
         } finally {
@@ -304,7 +313,7 @@ export class Volume {
       await this.stopBaseCopy();
       // S603: reflect everything; the gate is closed, so nothing can be added meanwhile.
       let drained = 0;
-      const unlock = await this.writeLock.lock();
+      const unlock = await this.writeLock.lockAll();
       try {
         for (let due = this.snapshot.unreflected(); due.length > 0; due = this.snapshot.unreflected())
           drained += await this.reflect(due);

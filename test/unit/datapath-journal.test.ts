@@ -78,6 +78,56 @@ describe('the journal', () => {
   });
 });
 
+describe('group commit', () => {
+  it('makes writes that arrive together durable with one fdatasync, in call order, each with its own position', async () => {
+    const file = tmpFile();
+    const { journal } = await Journal.open(file);
+    const fh = (journal as unknown as { fh: { datasync: () => Promise<void> } }).fh;
+    let syncs = 0;
+    const datasync = fh.datasync.bind(fh);
+    fh.datasync = () => (syncs++, datasync());
+    const first = journal.append(JournalKind.Write, 0, 1, Buffer.from('a'), 1);
+    const rest = ['b', 'c', 'd', 'e'].map((d, i) =>
+      journal.append(JournalKind.Write, 4096 * (i + 1), 1, Buffer.from(d), 2),
+    );
+    const all = await Promise.all([first, ...rest]);
+    // The first write goes alone (nothing was in flight); the four that came while it synced share one.
+    expect(syncs).toBe(2);
+    expect(all.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5]);
+    expect(all.map((e) => e.position)).toEqual([0, 1, 2, 3, 4].map((i) => i * (JOURNAL_HEADER_BYTES + 1)));
+    await journal.markReflected(all[3]!);
+    await journal.close();
+    const { journal: again, entries } = await Journal.open(file);
+    await again.close();
+    expect(entries.map((e) => [e.seq, e.offset, e.data?.toString(), e.reflected])).toEqual([
+      [1, 0, 'a', false],
+      [2, 4096, 'b', false],
+      [3, 8192, 'c', false],
+      [4, 12288, 'd', true],
+      [5, 16384, 'e', false],
+    ]);
+  });
+
+  it('acknowledges no write of a batch whose fdatasync failed, and the next batch takes its place in the file', async () => {
+    const file = tmpFile();
+    const { journal } = await Journal.open(file);
+    const fh = (journal as unknown as { fh: { datasync: () => Promise<void> } }).fh;
+    const datasync = fh.datasync.bind(fh);
+    fh.datasync = () => Promise.reject(new Error('EIO: the disk went away'));
+    await expect(journal.append(JournalKind.Write, 0, 4, Buffer.from('lost'), 1)).rejects.toThrow(
+      'EIO: the disk went away',
+    );
+    fh.datasync = datasync;
+    const kept = await journal.append(JournalKind.Write, 0, 4, Buffer.from('kept'), 2);
+    expect(kept.position).toBe(0);
+    await journal.close();
+    const { journal: again, entries } = await Journal.open(file);
+    await again.close();
+    expect(entries.map((e) => e.data?.toString())).toEqual(['kept']);
+    expect(again.entries).toBe(1);
+  });
+});
+
 describe('the ETA and the finish rule (S601, S701–S702)', () => {
   it('measures the rate over the recent window only, not the lifetime', () => {
     const w = new RateWindow(1000);
