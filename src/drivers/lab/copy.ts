@@ -118,8 +118,7 @@ export class LabCopyDevice implements CopyDeviceDriver {
     const mounted = this.mountGuard(site, target.drive, target.tape);
 
     const dataStart = target.position + PIECE_HEADER_BYTES;
-    const tape = await openOrFault(tapeFile, 'r+', target.tape);
-    try {
+    return withCartridge(tapeFile, 'r+', target, `writing ${where}`, async (tape) => {
       const src = await openOrFault(volume.file, 'r', source.volume);
       try {
         let resume = 0;
@@ -173,11 +172,7 @@ export class LabCopyDevice implements CopyDeviceDriver {
       } finally {
         await src.close();
       }
-    } catch (err) {
-      throw asDeviceFault(err, target.drive, `writing ${where}`);
-    } finally {
-      await tape.close();
-    }
+    });
   }
 
   /**
@@ -351,8 +346,7 @@ export class LabCopyDevice implements CopyDeviceDriver {
     findCartridge(this.loaded, site, source.library, source.tape);
     const { file: tapeFile, endOfData } = await cartridgeFile(this.paths, site, source.library, source.tape);
 
-    const tape = await openOrFault(tapeFile, 'r', source.tape);
-    try {
+    return withCartridge(tapeFile, 'r', source, `reading ${where}`, async (tape) => {
       const found = await expectPieceAt(tape, endOfData, source, expect);
       const dataStart = source.position + PIECE_HEADER_BYTES;
       if (req.resumeBytes > found.sizeBytes) {
@@ -400,11 +394,28 @@ export class LabCopyDevice implements CopyDeviceDriver {
       } finally {
         await dest.close();
       }
-    } catch (err) {
-      throw asDeviceFault(err, source.drive, `reading ${where}`);
-    } finally {
-      await tape.close();
-    }
+    });
+  }
+}
+
+/**
+ * Runs `work` with a cartridge's file open and closes it after; an operating-system error on the
+ * way becomes a retryable fault of the drive, `doing` what it was doing.
+ */
+async function withCartridge<T>(
+  file: string,
+  flags: string,
+  at: { drive: string; tape: string },
+  doing: string,
+  work: (tape: FileHandle) => Promise<T>,
+): Promise<T> {
+  const tape = await openOrFault(file, flags, at.tape);
+  try {
+    return await work(tape);
+  } catch (err) {
+    throw asDeviceFault(err, at.drive, doing);
+  } finally {
+    await tape.close();
   }
 }
 
