@@ -5,7 +5,7 @@
  */
 import { Context } from '@temporalio/activity';
 import { WorkflowUpdateFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
-import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
+import { ApplicationFailure, CancelledFailure, type UpdateDefinition } from '@temporalio/common';
 import { ErrorType, NON_RETRYABLE_ERROR_TYPES } from '../domain/errors';
 import { parseWith } from '../domain/validate';
 import { mapFailures } from './failures';
@@ -66,6 +66,23 @@ export function createPoolActivities(deps: PoolActivityDeps) {
   }
 
   /**
+   * Sends a job's update to the pool of `site` and waits for the answer. The update id is the same
+   * on every attempt of this activity, so a retry after a lost reply joins the first update instead
+   * of queueing twice; a later call by the same job is a new activity and gets a fresh update (the
+   * pool answers it from its tables, by job).
+   */
+  async function poolUpdate<Ret, Arg extends { job: string }>(
+    site: string,
+    kind: string,
+    update: UpdateDefinition<Ret, [Arg]>,
+    arg: Arg,
+  ): Promise<Ret> {
+    const handle = await pool(site);
+    const updateId = callKey(kind, arg.job);
+    return waitForUpdate(arg.job, handle, () => handle.executeUpdate(update, { args: [arg], updateId }));
+  }
+
+  /**
    * Runs one pool update while heartbeating, so the activity stays alive while the request waits in
    * the pool's queue and learns of its cancellation. When the calling workflow cancels (or is gone),
    * the job's request is withdrawn with a release so it neither stays queued nor holds a late grant.
@@ -103,14 +120,7 @@ export function createPoolActivities(deps: PoolActivityDeps) {
     async reserveStreams(site: string, req: ReserveRequest): Promise<Grant> {
       return mapFailures(async () => {
         const parsed = parseWith(ReserveRequestSchema, req, 'reservation request');
-        const handle = await pool(site);
-        // The update id is the same on every attempt of this activity, so a retry after a lost reply
-        // joins the first update instead of queueing twice; a later reservation by the same job is a
-        // new activity and gets a fresh update (the pool answers it from its tables, by job).
-        const updateId = callKey('reserve', parsed.job);
-        return waitForUpdate(parsed.job, handle, () =>
-          handle.executeUpdate(reserveStreamsUpdate, { args: [parsed], updateId }),
-        );
+        return poolUpdate(site, 'reserve', reserveStreamsUpdate, parsed);
       });
     },
 
@@ -118,11 +128,7 @@ export function createPoolActivities(deps: PoolActivityDeps) {
     async releaseStreams(site: string, req: ReleaseRequest): Promise<{ released: number }> {
       return mapFailures(async () => {
         const parsed = parseWith(ReleaseRequestSchema, req, 'release request');
-        const handle = await pool(site);
-        const updateId = callKey('release', parsed.job);
-        return waitForUpdate(parsed.job, handle, () =>
-          handle.executeUpdate(releaseUpdate, { args: [parsed], updateId }),
-        );
+        return poolUpdate(site, 'release', releaseUpdate, parsed);
       });
     },
 

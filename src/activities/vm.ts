@@ -11,8 +11,8 @@ import { Context, log } from '@temporalio/activity';
 import { z } from 'zod';
 import type { LoadedConfig } from '../config/load';
 import type { Drivers, ImageRef, VmHealth } from '../drivers/types';
-import { findSite } from '../config/targets';
-import { ChecksumMismatchError, NotFoundError } from '../domain/errors';
+import { findSite, requireHost } from '../config/targets';
+import { ChecksumMismatchError } from '../domain/errors';
 import { ImageKind, RESTART_SCOPES, type ImageRecord, type RestartScope } from '../domain/ladder';
 import type { ImageStore } from '../images/store';
 import { sha256File } from '../datamover/files';
@@ -294,13 +294,7 @@ export function createVmActivities(deps: VmActivityDeps) {
       return mapFailures(async () => {
         const r = parseWith(RebuildInput, input, 'rebuild');
         const t0 = Date.now();
-        const s = findSite(loaded.config, r.site);
-        if (!s.hosts.some((h) => h.name === r.host)) {
-          throw new NotFoundError(
-            `no host "${r.host}" in site ${r.site}; substitute hosts are: ${s.hosts.map((h) => h.name).join(', ')}`,
-            { host: r.host },
-          );
-        }
+        requireHost(findSite(loaded.config, r.site), r.host);
         const software = await baseImage(r.site, r.vm, 'software');
         const data = (await latestGoodDataImage(r.site, r.vm)) ?? (await baseImage(r.site, r.vm, 'guarantee'));
         await hv.rebuild(

@@ -7,7 +7,7 @@
 import { WorkflowUpdateFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { ApplicationFailure, TemporalFailure, TypedSearchAttributes, WorkflowNotFoundError } from '@temporalio/common';
 import type { LoadedConfig } from '../config/load';
-import { findSite } from '../config/targets';
+import { findSite, requireHost } from '../config/targets';
 import { ErrorType, InvalidInputError, KuraError, NotFoundError, NotWaitingError } from '../domain/errors';
 import { parseWith } from '../domain/validate';
 import type { Site } from '../domain/inventory';
@@ -166,13 +166,7 @@ export class KuraVms {
   /** Update `rebuild` of the ladder waiting for a person: the VM recreated on `host` from its images. */
   async rebuild(vm: string, host: string, opts: { site?: string; by?: string } = {}): Promise<LadderView> {
     const req = parseWith(RebuildRequestSchema, { host, by: opts.by ?? cliUser() }, 'rebuild request');
-    const site = this.siteOf(vm, opts.site);
-    if (!site.hosts.some((h) => h.name === host)) {
-      throw new NotFoundError(
-        `no host "${host}" in site ${site.name}; substitute hosts are: ${site.hosts.map((h) => h.name).join(', ')}`,
-        { host, site: site.name },
-      );
-    }
+    requireHost(this.siteOf(vm, opts.site), host);
     const id = await this.waitingLadder(vm, 'rebuild', opts.site);
     return asKuraError(() => this.client.workflow.getHandle(id).executeUpdate(rebuildUpdate, { args: [req] }));
   }

@@ -4,7 +4,7 @@ import { CopyModeSchema, type BackupReport } from '../domain/jobs';
 import { InvalidInputError } from '../domain/errors';
 import { formatBytes, parseDuration, parseSize } from '../domain/units';
 import { watchJob } from './progress';
-import { print, uiLink, type CliContext } from './context';
+import { print, printStarted, uiLink, type CliContext } from './context';
 import { runOnlineBackup } from './online';
 
 export function registerBackupCommands(program: Command, ctx: CliContext): void {
@@ -35,11 +35,7 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
       const { kura } = await ctx.connect();
       const handle = await kura.startBackup(target, { site: o.site, ...opts });
       if (o.detach) {
-        print(
-          ctx,
-          { ok: true, workflowId: handle.workflowId },
-          () => `started ${handle.workflowId}\n  watch: ${uiLink(handle.workflowId)}`,
-        );
+        printStarted(ctx, handle.workflowId);
         return;
       }
       const t0 = Date.now();

@@ -62,6 +62,11 @@ export function print(ctx: CliContext, value: unknown, human: () => string): voi
   else process.stdout.write(`${human()}\n`);
 }
 
+/** Reports a job started with `--detach`: its workflow id, and where to watch it. */
+export function printStarted(ctx: CliContext, workflowId: string): void {
+  print(ctx, { ok: true, workflowId }, () => `started ${workflowId}\n  watch: ${uiLink(workflowId)}`);
+}
+
 /** The Temporal Web UI page of a workflow, when the UI's address is known. */
 export function uiLink(workflowId: string, namespace = 'default'): string {
   const base = process.env.KURA_UI_URL ?? 'http://127.0.0.1:8233';

@@ -6,7 +6,7 @@
 import type { OnlineBackupReport, OnlineProgress } from '../domain/datapath';
 import { formatBytes } from '../domain/units';
 import { onlineProgressQuery } from '../client';
-import { print, uiLink, type CliContext } from './context';
+import { print, printStarted, uiLink, type CliContext } from './context';
 import { heartbeatBytes, pollUntilSettled } from './progress';
 
 /** One line of an online backup's progress. */
@@ -34,11 +34,7 @@ export async function runOnlineBackup(
   const { kura } = await ctx.connect();
   const handle = await kura.startOnlineBackup(target, { site: o.site });
   if (o.detach) {
-    print(
-      ctx,
-      { ok: true, workflowId: handle.workflowId },
-      () => `started ${handle.workflowId}\n  watch: ${uiLink(handle.workflowId)}`,
-    );
+    printStarted(ctx, handle.workflowId);
     return;
   }
   const result = handle.result();

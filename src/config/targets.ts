@@ -18,6 +18,15 @@ export function findSite(config: Config, name?: string): Site {
   return site;
 }
 
+/** Checks that `host` is a host of the site, where a VM may be rebuilt; NotFoundError listing the hosts. */
+export function requireHost(site: Site, host: string): void {
+  if (!site.hosts.some((h) => h.name === host))
+    throw new NotFoundError(
+      `no host "${host}" in site ${site.name}; substitute hosts are: ${site.hosts.map((h) => h.name).join(', ')}`,
+      { host, site: site.name },
+    );
+}
+
 /**
  * Seed 003 step 2: a target is a VM (its data volume is what changes and is backed up) or a
  * volume named array/volume. NotFoundError, with examples, for anything else.

@@ -3,6 +3,7 @@
  * 460, Fig. 9) with its checksum and piece index. A backup split across tapes has several rows.
  */
 import { z } from 'zod';
+import { StreamSchema } from './pool';
 
 export const BackupStatus = { Running: 'running', Complete: 'complete', Failed: 'failed' } as const;
 export type BackupStatus = (typeof BackupStatus)[keyof typeof BackupStatus];
@@ -72,12 +73,8 @@ export type PieceHeader = z.infer<typeof PieceHeaderSchema>;
  */
 export const StreamRecordSchema = z.object({
   backupId: z.string(),
-  stream: z.number().int().min(0),
-  server: z.string(),
-  library: z.string(),
-  drive: z.string(),
-  tape: z.string(),
-  switches: z.array(z.string()),
+  // The stream's path as the pool granted it.
+  ...StreamSchema.omit({ copyDevice: true }).shape,
   outcome: z.enum(['complete', 'failed', 'standby']),
   /** Chunks of the image this stream holds on its cartridge. */
   pieces: z.number().int().min(0),

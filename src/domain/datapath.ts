@@ -4,7 +4,7 @@
  * the control server, the activities and the CLI all parse with these.
  */
 import { z } from 'zod';
-import { BackupRequestSchema } from './jobs';
+import { BackupRequestSchema, type ResolvedTarget } from './jobs';
 
 export { DatapathConfigSchema, type DatapathConfig } from './inventory';
 
@@ -155,15 +155,11 @@ export interface OnlineProgress {
   error?: string;
 }
 
-export interface OnlineBackupReport {
+/** An online backup's report: the target as resolved, the image on backup storage, and how it converged. */
+export interface OnlineBackupReport extends ResolvedTarget {
   backupId: string;
   workflowId: string;
-  site: string;
-  target: string;
-  array: string;
-  volume: string;
   image: string;
-  sizeBytes: number;
   sha256: string;
   switchedAt: string;
   rounds: number;

@@ -77,6 +77,19 @@ export class KuraError extends Error {
   }
 }
 
+/**
+ * The base of a Kura error that carries only a message and details naming what it is about: each
+ * such error below is declared in one line, with its name and its type side by side.
+ */
+function detailedError(errorName: string, type: ErrorType) {
+  return class extends KuraError {
+    override name = errorName;
+    constructor(message: string, details: Record<string, unknown> = {}) {
+      super(type, message, { details });
+    }
+  };
+}
+
 export class InvalidInputError extends KuraError {
   override name = 'InvalidInputError';
   constructor(message: string, issues: Issue[] = [], cause?: unknown) {
@@ -99,26 +112,14 @@ export class ConfigInvalidError extends KuraError {
   }
 }
 
-export class NotFoundError extends KuraError {
-  override name = 'NotFoundError';
-  constructor(message: string, details: Record<string, unknown> = {}) {
-    super(ErrorType.NotFound, message, { details });
-  }
-}
+/** A named thing (target, backup, device, VM) does not exist. */
+export class NotFoundError extends detailedError('NotFoundError', ErrorType.NotFound) {}
 
-export class AccessDeniedError extends KuraError {
-  override name = 'AccessDeniedError';
-  constructor(message: string, details: Record<string, unknown> = {}) {
-    super(ErrorType.AccessDenied, message, { details });
-  }
-}
+/** A path is not zoned or a LUN is not masked for the host, or a destination is forbidden. */
+export class AccessDeniedError extends detailedError('AccessDeniedError', ErrorType.AccessDenied) {}
 
-export class NoResourcesError extends KuraError {
-  override name = 'NoResourcesError';
-  constructor(message: string, details: Record<string, unknown> = {}) {
-    super(ErrorType.NoResources, message, { details });
-  }
-}
+/** The pool cannot grant the resources asked for. */
+export class NoResourcesError extends detailedError('NoResourcesError', ErrorType.NoResources) {}
 
 /** A device (drive, tape, switch, server, copy device) failed; the device is named. */
 export class DeviceFaultError extends KuraError {
@@ -132,34 +133,17 @@ export class DeviceFaultError extends KuraError {
   }
 }
 
-export class TapeFullError extends KuraError {
-  override name = 'TapeFullError';
-  constructor(message: string, details: Record<string, unknown> = {}) {
-    super(ErrorType.TapeFull, message, { details });
-  }
-}
+/** A cartridge has no room left for the data. */
+export class TapeFullError extends detailedError('TapeFullError', ErrorType.TapeFull) {}
 
-export class ChecksumMismatchError extends KuraError {
-  override name = 'ChecksumMismatchError';
-  constructor(message: string, details: Record<string, unknown> = {}) {
-    super(ErrorType.ChecksumMismatch, message, { details });
-  }
-}
+/** Data read back does not match the checksum recorded when it was written. */
+export class ChecksumMismatchError extends detailedError('ChecksumMismatchError', ErrorType.ChecksumMismatch) {}
 
-export class DestinationExistsError extends KuraError {
-  override name = 'DestinationExistsError';
-  constructor(message: string, details: Record<string, unknown> = {}) {
-    super(ErrorType.DestinationExists, message, { details });
-  }
-}
+/** The restore destination already exists; Kura never overwrites data silently. */
+export class DestinationExistsError extends detailedError('DestinationExistsError', ErrorType.DestinationExists) {}
 
 /** The job is not in the state the request needs; the message says which state it is in. */
-export class NotWaitingError extends KuraError {
-  override name = 'NotWaitingError';
-  constructor(message: string, details: Record<string, unknown> = {}) {
-    super(ErrorType.NotWaiting, message, { details });
-  }
-}
+export class NotWaitingError extends detailedError('NotWaitingError', ErrorType.NotWaiting) {}
 
 /** Renders zod-style issue paths (`['sites', 0, 'vms', 3, 'name']`) as `sites[0].vms[3].name`. */
 export function formatPath(path: readonly PropertyKey[]): string {

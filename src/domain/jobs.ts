@@ -148,14 +148,10 @@ export interface Progress {
   streams?: StreamProgress[];
 }
 
-export interface BackupReport {
+/** A backup's report: the target as resolved, and where each piece and stream went. */
+export interface BackupReport extends ResolvedTarget {
   backupId: string;
   workflowId: string;
-  site: string;
-  target: string;
-  array: string;
-  volume: string;
-  sizeBytes: number;
   /** SHA-256 of the whole image, from reading it back; each piece has its own too. */
   sha256: string;
   pieces: {

@@ -24,9 +24,9 @@ export type Holder = z.infer<typeof HolderSchema>;
 export const DeviceRowSchema = z.object({
   number: z.number().int().min(0),
   name: z.string(),
-  kind: z.enum(['server', 'library', 'drive', 'tape', 'switch', 'copy-device']),
+  kind: z.enum(DeviceKind),
   /** `unavailable` is set by an operator or after a fault, and wins over holders. */
-  state: z.enum(['available', 'in-use', 'unavailable']),
+  state: z.enum(DeviceState),
   /** Streams the device can carry at once (drives and tapes: 1). */
   capacity: z.number().int().min(1),
   holders: z.array(HolderSchema),

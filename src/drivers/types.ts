@@ -179,6 +179,12 @@ export interface ImageRef {
   sha256: string;
 }
 
+/** What a VM is rebuilt from: its software image and a data image. */
+export interface RebuildImages {
+  software: ImageRef;
+  data: ImageRef;
+}
+
 /** Hypervisors: the VMs of a site, where they run and whether they are up. */
 export interface HypervisorDriver {
   /** One VM; NotFoundError when the site has no such VM. */
@@ -237,13 +243,7 @@ export interface HypervisorDriver {
    * S18's maintenance: recreates the VM on a substitute host from its software image and a data
    * image, and starts it. NotFoundError for a host the site does not have.
    */
-  rebuild(
-    site: string,
-    vm: string,
-    host: string,
-    images: { software: ImageRef; data: ImageRef },
-    req: VmRequest,
-  ): Promise<void>;
+  rebuild(site: string, vm: string, host: string, images: RebuildImages, req: VmRequest): Promise<void>;
 }
 
 /** An FC zone: the named ports (servers, arrays, libraries, copy devices, switches) that may see each other. */

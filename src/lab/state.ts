@@ -374,13 +374,9 @@ export class LabState {
     return row === undefined ? null : this.checked(z.string(), row.drive, `tape ${site}/${tape}`);
   }
 
-  /** Empties every drive of a site (used when the lab's cartridges are created afresh). */
-  clearDrives(site?: string): number {
-    const info =
-      site === undefined
-        ? this.db.prepare('DELETE FROM drives').run()
-        : this.db.prepare('DELETE FROM drives WHERE site = ?').run(site);
-    return info.changes;
+  /** Empties every drive of every site (used when the lab's cartridges are created afresh). */
+  clearDrives(): number {
+    return this.db.prepare('DELETE FROM drives').run().changes;
   }
 
   close(): void {

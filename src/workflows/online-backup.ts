@@ -92,17 +92,7 @@ export async function onlineBackup(input: OnlineBackupRequest): Promise<OnlineBa
     undo.add('abort', () => online.abortOnline(ref));
     const image = switched.image ?? '';
     const switchedAt = switched.switchedAt ?? startedAt;
-    await control.beginBackup({
-      backupId,
-      job: workflowId,
-      site: req.site,
-      target: req.target,
-      array: resolved.array,
-      volume: resolved.volume,
-      startedAt,
-      dataTime: switchedAt,
-      sizeBytes: resolved.sizeBytes,
-    });
+    await control.beginBackup({ ...resolved, backupId, job: workflowId, startedAt, dataTime: switchedAt });
 
     // S201–S202: the frozen main storage to backup storage.
     enter('base-copy', `copying ${volume} as of ${switchedAt} to backup storage`);
@@ -147,12 +137,8 @@ export async function onlineBackup(input: OnlineBackupRequest): Promise<OnlineBa
     return {
       backupId,
       workflowId,
-      site: req.site,
-      target: req.target,
-      array: resolved.array,
-      volume: resolved.volume,
+      ...resolved,
       image,
-      sizeBytes: resolved.sizeBytes,
       sha256,
       switchedAt,
       rounds: progress.rounds,

@@ -90,17 +90,7 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
     job.undo.add('release', () => pool.releaseStreams(req.site, { job: workflowId, tapeUsage: job.tapeEnd }));
     job.lanes = grant.streams.map((s) => newLane(req.site, workflowId, resolved.array, s));
 
-    await control.beginBackup({
-      backupId,
-      job: workflowId,
-      site: req.site,
-      target: req.target,
-      array: resolved.array,
-      volume: resolved.volume,
-      startedAt,
-      dataTime: startedAt,
-      sizeBytes: resolved.sizeBytes,
-    });
+    await control.beginBackup({ ...resolved, backupId, job: workflowId, startedAt, dataTime: startedAt });
 
     // Seed 004 steps 1020–1080 / 3000–3010: zone every path and mount every cartridge up front,
     // so a failover finds its stream ready.
@@ -132,11 +122,7 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
     const report: BackupReport = {
       backupId,
       workflowId,
-      site: req.site,
-      target: req.target,
-      array: resolved.array,
-      volume: resolved.volume,
-      sizeBytes: resolved.sizeBytes,
+      ...resolved,
       sha256: kept.sha256,
       pieces: kept.pieces.map((p) => ({
         copy: p.copy,

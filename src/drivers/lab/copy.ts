@@ -17,7 +17,7 @@ import {
   TapeFullError,
 } from '../../domain/errors';
 import { fileRange } from '../../datamover/file-range';
-import { moveBytes } from '../../datamover/mover';
+import { moveBytes, type MoveRequest } from '../../datamover/mover';
 import { newSha256 } from '../../datamover/sha256';
 import { FaultGate } from '../../lab/fault-gate';
 import { LABEL_BYTES } from '../../lab/files';
@@ -30,6 +30,7 @@ import {
   type DeviceHealth,
   type ProgressFn,
   type ReadFromTapeRequest,
+  type TapeAddress,
   type VerifyOnTapeRequest,
 } from '../types';
 import { expectPieceAt, pieceHeaderBlock, readHeaderAt, sameHeader } from './piece-format';
@@ -75,12 +76,7 @@ export class LabCopyDevice implements CopyDeviceDriver {
     requireInt(source.offset, 'source.offset', 0);
     requireInt(source.length, 'source.length', 1);
     requireInt(source.volumeSize, 'source.volumeSize', 1);
-    requireInt(
-      target.position,
-      'target.position',
-      LABEL_BYTES,
-      `the first ${LABEL_BYTES} bytes of a cartridge hold its label`,
-    );
+    requirePosition(target.position, 'target.position');
     requireInt(req.resumeBytes, 'resumeBytes', 0);
     if (source.offset + source.length > source.volumeSize) {
       throw new InvalidInputError(
@@ -122,8 +118,7 @@ export class LabCopyDevice implements CopyDeviceDriver {
     const mounted = this.mountGuard(site, target.drive, target.tape);
 
     const dataStart = target.position + PIECE_HEADER_BYTES;
-    const tape = await openOrFault(tapeFile, 'r+', target.tape);
-    try {
+    return withCartridge(tapeFile, 'r+', target, `writing ${where}`, async (tape) => {
       const src = await openOrFault(volume.file, 'r', source.volume);
       try {
         let resume = 0;
@@ -152,52 +147,74 @@ export class LabCopyDevice implements CopyDeviceDriver {
           length: source.length,
         });
 
-        const gate = new FaultGate(this.state, {
-          devices: req.devices,
-          volumeSize: source.volumeSize,
-          pieceStart: source.offset,
-          pieceEnd: source.offset + source.length,
-          drive: target.drive,
-          signal,
-        });
         // A resumed copy's checksum is rebuilt from the bytes already on the cartridge.
-        const { sha256 } = await moveBytes({
-          source: fileRange(src, source.offset, { name: source.volume }),
-          sink: {
-            read: onCartridge.read,
-            write: (buf, at) => {
-              mounted();
-              return onCartridge.write(buf, at);
+        const sha256 = await this.movePiece(
+          'copy-done',
+          { ...target, site, devices: req.devices, volumeSize: source.volumeSize, pieceStart: source.offset },
+          {
+            source: fileRange(src, source.offset, { name: source.volume }),
+            sink: {
+              read: onCartridge.read,
+              write: (buf, at) => {
+                mounted();
+                return onCartridge.write(buf, at);
+              },
+              flush: onCartridge.flush,
             },
-            flush: onCartridge.flush,
+            length: source.length,
+            from: resume,
           },
-          length: source.length,
-          from: resume,
-          progressBytes: this.chunkBytes,
+          tape,
           onProgress,
-          gate,
           signal,
-          abortError: (reason) => gate.abortError(reason),
-        });
-        await tape.sync();
-        this.state.recordEvent(target.drive, 'copy-done', {
-          site,
-          library: target.library,
-          tape: target.tape,
-          position: target.position,
-          bytes: source.length,
-          sha256,
-          resumedBytes: resume,
-        });
+        );
         return { sha256, bytes: source.length, position: target.position, nextPosition, resumedBytes: resume };
       } finally {
         await src.close();
       }
-    } catch (err) {
-      throw asDeviceFault(err, target.drive, `writing ${where}`);
-    } finally {
-      await tape.close();
-    }
+    });
+  }
+
+  /**
+   * Moves one piece between a cartridge and a file through the faults injected on its devices,
+   * makes it durable in `durable` (the file written), records `event` and returns the piece's
+   * SHA-256. A resumed move (`move.from`) rebuilds the checksum from the bytes already at the sink.
+   */
+  private async movePiece(
+    event: 'copy-done' | 'read-done',
+    piece: TapeAddress & { position: number; devices: string[]; volumeSize: number; pieceStart: number },
+    move: Pick<MoveRequest, 'source' | 'sink' | 'length'> & { from: number },
+    durable: FileHandle,
+    onProgress: ProgressFn,
+    signal: AbortSignal | undefined,
+  ): Promise<string> {
+    const gate = new FaultGate(this.state, {
+      devices: piece.devices,
+      volumeSize: piece.volumeSize,
+      pieceStart: piece.pieceStart,
+      pieceEnd: piece.pieceStart + move.length,
+      drive: piece.drive,
+      signal,
+    });
+    const { sha256 } = await moveBytes({
+      ...move,
+      progressBytes: this.chunkBytes,
+      onProgress,
+      gate,
+      signal,
+      abortError: (reason) => gate.abortError(reason),
+    });
+    await durable.sync();
+    this.state.recordEvent(piece.drive, event, {
+      site: piece.site,
+      library: piece.library,
+      tape: piece.tape,
+      position: piece.position,
+      bytes: move.length,
+      sha256,
+      resumedBytes: move.from,
+    });
+    return sha256;
   }
 
   /**
@@ -319,12 +336,7 @@ export class LabCopyDevice implements CopyDeviceDriver {
   ): Promise<{ sha256: string; bytes: number; resumedBytes: number }> {
     const { site, source, expect, destination } = req;
     const where = `tape ${source.tape} of library ${source.library}`;
-    requireInt(
-      source.position,
-      'source.position',
-      LABEL_BYTES,
-      `the first ${LABEL_BYTES} bytes of a cartridge hold its label`,
-    );
+    requirePosition(source.position, 'source.position');
     requireInt(destination.offset, 'destination.offset', 0);
     requireInt(req.resumeBytes, 'resumeBytes', 0);
     if (!path.isAbsolute(destination.path)) {
@@ -334,8 +346,7 @@ export class LabCopyDevice implements CopyDeviceDriver {
     findCartridge(this.loaded, site, source.library, source.tape);
     const { file: tapeFile, endOfData } = await cartridgeFile(this.paths, site, source.library, source.tape);
 
-    const tape = await openOrFault(tapeFile, 'r', source.tape);
-    try {
+    return withCartridge(tapeFile, 'r', source, `reading ${where}`, async (tape) => {
       const found = await expectPieceAt(tape, endOfData, source, expect);
       const dataStart = source.position + PIECE_HEADER_BYTES;
       if (req.resumeBytes > found.sizeBytes) {
@@ -365,45 +376,46 @@ export class LabCopyDevice implements CopyDeviceDriver {
         });
 
         const volumeSize = found.volumeSize ?? found.offset + found.sizeBytes;
-        const gate = new FaultGate(this.state, {
-          devices: req.devices,
-          volumeSize,
-          pieceStart: found.offset,
-          pieceEnd: found.offset + found.sizeBytes,
-          drive: source.drive,
-          signal,
-        });
         // A resumed read's checksum is rebuilt from the bytes already in the destination.
-        const { sha256 } = await moveBytes({
-          source: fileRange(tape, dataStart, { name: source.tape }),
-          sink: fileRange(dest, destination.offset, { name: destination.path }),
-          length: found.sizeBytes,
-          from: resume,
-          progressBytes: this.chunkBytes,
+        const sha256 = await this.movePiece(
+          'read-done',
+          { ...source, site, devices: req.devices, volumeSize, pieceStart: found.offset },
+          {
+            source: fileRange(tape, dataStart, { name: source.tape }),
+            sink: fileRange(dest, destination.offset, { name: destination.path }),
+            length: found.sizeBytes,
+            from: resume,
+          },
+          dest,
           onProgress,
-          gate,
           signal,
-          abortError: (reason) => gate.abortError(reason),
-        });
-        await dest.sync();
-        this.state.recordEvent(source.drive, 'read-done', {
-          site,
-          library: source.library,
-          tape: source.tape,
-          position: source.position,
-          bytes: found.sizeBytes,
-          sha256,
-          resumedBytes: resume,
-        });
+        );
         return { sha256, bytes: found.sizeBytes, resumedBytes: resume };
       } finally {
         await dest.close();
       }
-    } catch (err) {
-      throw asDeviceFault(err, source.drive, `reading ${where}`);
-    } finally {
-      await tape.close();
-    }
+    });
+  }
+}
+
+/**
+ * Runs `work` with a cartridge's file open and closes it after; an operating-system error on the
+ * way becomes a retryable fault of the drive, `doing` what it was doing.
+ */
+async function withCartridge<T>(
+  file: string,
+  flags: string,
+  at: { drive: string; tape: string },
+  doing: string,
+  work: (tape: FileHandle) => Promise<T>,
+): Promise<T> {
+  const tape = await openOrFault(file, flags, at.tape);
+  try {
+    return await work(tape);
+  } catch (err) {
+    throw asDeviceFault(err, at.drive, doing);
+  } finally {
+    await tape.close();
   }
 }
 
@@ -429,4 +441,9 @@ function requireInt(n: number, what: string, min: number, why?: string): void {
   if (!Number.isSafeInteger(n) || n < min) {
     throw new InvalidInputError(`${what} must be a whole number of at least ${min}${why ? ` (${why})` : ''}, not ${n}`);
   }
+}
+
+/** A piece's position on a cartridge: a whole number of bytes past the cartridge's label. */
+function requirePosition(position: number, what: string): void {
+  requireInt(position, what, LABEL_BYTES, `the first ${LABEL_BYTES} bytes of a cartridge hold its label`);
 }

@@ -8,6 +8,7 @@ import { existsSync, linkSync, renameSync, copyFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import * as path from 'node:path';
 import type { LoadedConfig } from '../../config/load';
+import { requireHost } from '../../config/targets';
 import type { KuraPaths } from '../../config/paths';
 import type { LabState } from '../../lab/state';
 import { ChecksumMismatchError, InvalidInputError, NotFoundError } from '../../domain/errors';
@@ -16,7 +17,7 @@ import { cures, type RestartScope } from '../../domain/ladder';
 import { labVolumePath, writeVolume } from '../../lab/files';
 import { copyFile, copyFileAtomic, sha256File } from '../../datamover/files';
 import { sha256Hex } from '../../datamover/sha256';
-import type { HypervisorDriver, ImageRef, ProgressFn, VmHealth, VmInfo, VmRequest } from '../types';
+import type { HypervisorDriver, ImageRef, ProgressFn, RebuildImages, VmHealth, VmInfo, VmRequest } from '../types';
 import { findSite, findVolume } from './storage';
 
 /** The lab event each restart scope writes. */
@@ -195,21 +196,9 @@ export class LabHypervisor implements HypervisorDriver {
     return { retired };
   }
 
-  async rebuild(
-    site: string,
-    vm: string,
-    host: string,
-    images: { software: ImageRef; data: ImageRef },
-    req: VmRequest,
-  ): Promise<void> {
+  async rebuild(site: string, vm: string, host: string, images: RebuildImages, req: VmRequest): Promise<void> {
     const v = this.vm(site, vm);
-    const s = findSite(this.loaded, site);
-    if (!s.hosts.some((h) => h.name === host)) {
-      throw new NotFoundError(
-        `no host "${host}" in site ${site}; substitute hosts are: ${s.hosts.map((h) => h.name).join(', ')}`,
-        { site, host },
-      );
-    }
+    requireHost(findSite(this.loaded, site), host);
     for (const img of [images.software, images.data]) {
       if (!existsSync(img.file))
         throw new NotFoundError(`image ${img.imageId} has no file at ${img.file}`, { imageId: img.imageId });

@@ -174,15 +174,10 @@ export class LabTapeLibrary implements TapeLibraryDriver {
         `cartridge ${addr.tape} has no room for its ${payload.length}-byte catalog at position ${addr.position} (capacity ${capacity})`,
       );
     }
-    const fh = await open(file, 'r+');
-    try {
-      await fh.write(header, 0, header.length, addr.position);
-      await fh.write(payload, 0, payload.length, addr.position + PIECE_HEADER_BYTES);
-      await fh.truncate(nextPosition);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
+    await writeAndCut(file, nextPosition, [
+      { at: addr.position, bytes: header },
+      { at: addr.position + PIECE_HEADER_BYTES, bytes: payload },
+    ]);
     this.state.recordEvent(addr.drive, 'catalog-written', {
       site: addr.site,
       library: addr.library,
@@ -198,13 +193,7 @@ export class LabTapeLibrary implements TapeLibraryDriver {
   async eraseFrom(addr: TapeAddress & { position: number }): Promise<void> {
     const { file, endOfData } = await this.mountedCartridge(addr, true);
     if (addr.position >= endOfData) return;
-    const fh = await open(file, 'r+');
-    try {
-      await fh.truncate(addr.position);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
+    await writeAndCut(file, addr.position);
     this.state.recordEvent(addr.drive, 'erased', {
       site: addr.site,
       library: addr.library,
@@ -314,4 +303,19 @@ export class LabTapeLibrary implements TapeLibraryDriver {
 
 function sample(names: string[]): string {
   return names.length <= 6 ? names.join(', ') : `${names.slice(0, 5).join(', ')}, … (${names.length} in all)`;
+}
+
+/**
+ * Writes `blocks` into a cartridge file and cuts it at `end`, durably: as on a tape, what is
+ * written discards whatever followed it.
+ */
+async function writeAndCut(file: string, end: number, blocks: { at: number; bytes: Buffer }[] = []): Promise<void> {
+  const fh = await open(file, 'r+');
+  try {
+    for (const b of blocks) await fh.write(b.bytes, 0, b.bytes.length, b.at);
+    await fh.truncate(end);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
 }

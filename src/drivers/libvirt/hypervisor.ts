@@ -10,13 +10,13 @@ import { existsSync } from 'node:fs';
 import { appendFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import type { LoadedConfig } from '../../config/load';
-import { findSite } from '../../config/targets';
+import { findSite, requireHost } from '../../config/targets';
 import { ChecksumMismatchError, DeviceFaultError, NotFoundError } from '../../domain/errors';
 import type { Vm } from '../../domain/inventory';
 import type { RestartScope } from '../../domain/ladder';
 import { sha256File } from '../../datamover/files';
 import { sha256Hex } from '../../datamover/sha256';
-import type { HypervisorDriver, ImageRef, ProgressFn, VmHealth, VmInfo, VmRequest } from '../types';
+import type { HypervisorDriver, ImageRef, ProgressFn, RebuildImages, VmHealth, VmInfo, VmRequest } from '../types';
 import { execRunner, runTool, type Runner } from './run';
 
 export interface LibvirtOptions {
@@ -136,17 +136,9 @@ export class LibvirtHypervisor implements HypervisorDriver {
   ): Promise<{ sizeBytes: number; sha256: string }> {
     this.vm(site, vm);
     const source = await this.disk(vm, this.dataTarget);
-    await mkdir(path.dirname(dest), { recursive: true });
-    // A raw copy of whatever the disk's format; on a running guest the agent should freeze the
-    // file systems first (guest-fsfreeze-freeze), which needs a real host.
-    await runTool(
-      this.run,
-      vm,
-      this.qemuImg,
-      ['convert', '-O', 'raw', source, dest],
-      `imaging the data volume of ${vm}`,
-    );
-    return this.rawInfo(vm, dest);
+    // On a running guest the agent should freeze the file systems first (guest-fsfreeze-freeze),
+    // which needs a real host.
+    return this.rawCopy(vm, source, dest, `imaging the data volume of ${vm}`);
   }
 
   async writeBaseImage(
@@ -164,14 +156,29 @@ export class LibvirtHypervisor implements HypervisorDriver {
         kind,
         file: source,
       });
-    await mkdir(path.dirname(dest), { recursive: true });
+    return this.rawCopy(vm, source, dest, `copying the ${kind} image of ${vm}`);
+  }
+
+  /** A qcow2 overlay at `file` that starts empty and reads through to the image: a volume "from the image" at once. */
+  private async overlay(vm: string, image: ImageRef, file: string): Promise<void> {
     await runTool(
       this.run,
       vm,
       this.qemuImg,
-      ['convert', '-O', 'raw', source, dest],
-      `copying the ${kind} image of ${vm}`,
+      ['create', '-f', 'qcow2', '-b', image.file, '-F', 'raw', file],
+      `creating a volume for ${vm} from image ${image.imageId}`,
     );
+  }
+
+  /** A raw copy of `source`, whatever the disk's format, at `dest`; returns its size and SHA-256. */
+  private async rawCopy(
+    vm: string,
+    source: string,
+    dest: string,
+    doing: string,
+  ): Promise<{ sizeBytes: number; sha256: string }> {
+    await mkdir(path.dirname(dest), { recursive: true });
+    await runTool(this.run, vm, this.qemuImg, ['convert', '-O', 'raw', source, dest], doing);
     return this.rawInfo(vm, dest);
   }
 
@@ -195,14 +202,7 @@ export class LibvirtHypervisor implements HypervisorDriver {
       );
     }
     await mkdir(path.dirname(volume), { recursive: true });
-    // The overlay starts empty and reads through to the image: a volume "from the image" at once.
-    await runTool(
-      this.run,
-      vm,
-      this.qemuImg,
-      ['create', '-f', 'qcow2', '-b', image.file, '-F', 'raw', volume],
-      `creating a volume for ${vm} from image ${image.imageId}`,
-    );
+    await this.overlay(vm, image, volume);
     return { volume, sizeBytes: image.sizeBytes };
   }
 
@@ -244,20 +244,9 @@ export class LibvirtHypervisor implements HypervisorDriver {
     return { retired };
   }
 
-  async rebuild(
-    site: string,
-    vm: string,
-    host: string,
-    images: { software: ImageRef; data: ImageRef },
-    req: VmRequest,
-  ): Promise<void> {
+  async rebuild(site: string, vm: string, host: string, images: RebuildImages, req: VmRequest): Promise<void> {
     this.vm(site, vm);
-    const s = findSite(this.loaded.config, site);
-    if (!s.hosts.some((h) => h.name === host))
-      throw new NotFoundError(
-        `no host "${host}" in site ${site}; substitute hosts are: ${s.hosts.map((h) => h.name).join(', ')}`,
-        { host },
-      );
+    requireHost(findSite(this.loaded.config, site), host);
     const uri = (this.opts.hostUri ?? ((h: string) => `qemu+ssh://${h}/system`))(host);
     const dir = path.join(this.opts.stateDir, 'rebuilt', vm);
     await mkdir(dir, { recursive: true });
@@ -268,14 +257,7 @@ export class LibvirtHypervisor implements HypervisorDriver {
         [images.software, software],
         [images.data, data],
       ] as const) {
-        if (!existsSync(file))
-          await runTool(
-            this.run,
-            vm,
-            this.qemuImg,
-            ['create', '-f', 'qcow2', '-b', img.file, '-F', 'raw', file],
-            `creating a volume for ${vm} from image ${img.imageId}`,
-          );
+        if (!existsSync(file)) await this.overlay(vm, img, file);
       }
       const xmlFile = path.join(dir, `${vm}.xml`);
       await writeFile(
