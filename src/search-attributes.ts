@@ -15,20 +15,15 @@ export const KuraRung = defineSearchAttributeKey('KuraRung', SearchAttributeType
 /** Every search attribute Kura registers: the embedded server, the compose stack and the README name these. */
 export const KURA_SEARCH_ATTRIBUTES = [KuraKind, KuraTarget, KuraSite, KuraVm, KuraRung] as const;
 
-/** The name `temporal operator search-attribute create --type` and the dev server give a key's type. */
+/**
+ * The name `temporal operator search-attribute create --type` and the dev server give a key's type:
+ * the SDK's `KEYWORD_LIST` is `KeywordList`, `KEYWORD` is `Keyword`, and so on.
+ */
 export function searchAttributeTypeName(key: (typeof KURA_SEARCH_ATTRIBUTES)[number]): string {
-  const names: Record<string, string> = {
-    [SearchAttributeType.KEYWORD]: 'Keyword',
-    [SearchAttributeType.TEXT]: 'Text',
-    [SearchAttributeType.INT]: 'Int',
-    [SearchAttributeType.DOUBLE]: 'Double',
-    [SearchAttributeType.BOOL]: 'Bool',
-    [SearchAttributeType.DATETIME]: 'Datetime',
-    [SearchAttributeType.KEYWORD_LIST]: 'KeywordList',
-  };
-  const name = names[key.type];
-  if (name === undefined) throw new Error(`search attribute ${key.name} has a type the server cannot register`);
-  return name;
+  return key.type
+    .split('_')
+    .map((word) => word.charAt(0) + word.slice(1).toLowerCase())
+    .join('');
 }
 
 /** Values of KuraKind. */

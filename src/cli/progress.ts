@@ -175,16 +175,9 @@ export async function watchFleet<T>(
     stopped();
     return result;
   }
-  const bar = process.stderr.isTTY
-    ? new SingleBar(
-        {
-          format: `${opts.title} |{bar}| {value}/{total} targets, {failed} failed, {running} running, {bytes} ({rate})`,
-          hideCursor: true,
-          stream: process.stderr,
-        },
-        Presets.shades_classic,
-      )
-    : undefined;
+  const bar = terminalBar(
+    `${opts.title} |{bar}| {value}/{total} targets, {failed} failed, {running} running, {bytes} ({rate})`,
+  );
   let started = false;
   let lastReported = -1;
   const t0 = Date.now();
@@ -234,16 +227,9 @@ export async function watchFleet<T>(
 export async function watchRebuild<T>(handle: WorkflowHandle, opts: { title: string; quiet?: boolean }): Promise<T> {
   const result = handle.result() as Promise<T>;
   if (opts.quiet) return result;
-  const bar = process.stderr.isTTY
-    ? new SingleBar(
-        {
-          format: `${opts.title} |{bar}| {value}/{total} cartridges, {entries} catalog entries, {unread} not read {reading}`,
-          hideCursor: true,
-          stream: process.stderr,
-        },
-        Presets.shades_classic,
-      )
-    : undefined;
+  const bar = terminalBar(
+    `${opts.title} |{bar}| {value}/{total} cartridges, {entries} catalog entries, {unread} not read {reading}`,
+  );
   let started = false;
   let lastReported = -1;
   let unreadShown = 0;
@@ -279,4 +265,11 @@ export async function watchRebuild<T>(handle: WorkflowHandle, opts: { title: str
   if (last) draw(last);
   if (bar && started) bar.stop();
   return result;
+}
+
+/** A one-line progress bar on a terminal; none when stderr is not one (lines are printed instead). */
+function terminalBar(format: string): SingleBar | undefined {
+  return process.stderr.isTTY
+    ? new SingleBar({ format, hideCursor: true, stream: process.stderr }, Presets.shades_classic)
+    : undefined;
 }

@@ -238,7 +238,8 @@ async function writeAtomically(
   await rename(tmp, file);
 }
 
-async function sizeOf(file: string): Promise<number | undefined> {
+/** A lab file's size in bytes; undefined when it does not exist (any other failure is thrown). */
+export async function sizeOf(file: string): Promise<number | undefined> {
   try {
     return (await stat(file)).size;
   } catch (err) {

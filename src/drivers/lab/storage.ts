@@ -2,12 +2,11 @@
  * The lab's storage arrays: each volume of the inventory is a real file of exactly the volume's
  * size under the lab directory.
  */
-import { stat } from 'node:fs/promises';
 import type { LoadedConfig } from '../../config/load';
 import type { KuraPaths } from '../../config/paths';
 import { AccessDeniedError, NotFoundError } from '../../domain/errors';
 import type { Site, Volume } from '../../domain/inventory';
-import { labVolumePath } from '../../lab/files';
+import { labVolumePath, sizeOf } from '../../lab/files';
 import { findSite as findConfiguredSite } from '../../config/targets';
 import type { StorageDriver, VolumeInfo } from '../types';
 
@@ -43,12 +42,7 @@ export async function labVolumeFile(
 ): Promise<{ file: string; sizeBytes: number }> {
   const v = findVolume(loaded, site, array, volume);
   const file = labVolumePath(paths, site, array, volume);
-  let size: number | undefined;
-  try {
-    size = (await stat(file)).size;
-  } catch {
-    size = undefined;
-  }
+  const size = await sizeOf(file);
   if (size !== v.size) {
     throw new NotFoundError(
       size === undefined

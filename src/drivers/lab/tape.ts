@@ -2,7 +2,7 @@
  * The lab's tape libraries: cartridges are files, the robot's arm is a row in the lab state
  * saying which cartridge sits in which drive.
  */
-import { open, stat } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import { z } from 'zod';
 import type { LoadedConfig } from '../../config/load';
 import type { KuraPaths } from '../../config/paths';
@@ -10,7 +10,7 @@ import { DeviceFaultError, InvalidInputError, NotFoundError } from '../../domain
 import { sha256Hex } from '../../datamover/sha256';
 import { PIECE_HEADER_BYTES, TapeCatalogEntrySchema, type TapeCatalogEntry } from '../../domain/catalog';
 import type { Library } from '../../domain/inventory';
-import { LABEL_BYTES, jsonBlock, labCartridgePath, parseBlock, readCartridgeLabel } from '../../lab/files';
+import { LABEL_BYTES, jsonBlock, labCartridgePath, parseBlock, readCartridgeLabel, sizeOf } from '../../lab/files';
 import type { LabState } from '../../lab/state';
 import type { TapeAddress, TapeLibraryDriver } from '../types';
 import { findSite } from './storage';
@@ -75,22 +75,20 @@ export async function cartridgeFile(
   tape: string,
 ): Promise<{ file: string; endOfData: number }> {
   const file = labCartridgePath(paths, site, library, tape);
-  try {
-    const size = (await stat(file)).size;
-    if (size < LABEL_BYTES) {
-      throw new DeviceFaultError(
-        tape,
-        `cartridge ${tape} of library ${library} (${file}) is shorter than its ${LABEL_BYTES}-byte label; recreate it with \`kura lab init --force\``,
-      );
-    }
-    return { file, endOfData: size };
-  } catch (err) {
-    if (err instanceof DeviceFaultError) throw err;
+  const size = await sizeOf(file);
+  if (size === undefined) {
     throw new NotFoundError(
       `the cartridge file of tape ${tape} in library ${library} (${file}) does not exist; run \`kura lab init\` to create the lab's files`,
       { site, library, tape, file },
     );
   }
+  if (size < LABEL_BYTES) {
+    throw new DeviceFaultError(
+      tape,
+      `cartridge ${tape} of library ${library} (${file}) is shorter than its ${LABEL_BYTES}-byte label; recreate it with \`kura lab init --force\``,
+    );
+  }
+  return { file, endOfData: size };
 }
 
 /** The block in front of a catalog written on tape: what follows, and its checksum. */
