@@ -20,9 +20,6 @@ export function registerWorkerCommand(program: Command, ctx: CliContext): void {
         // This command takes the signals itself, so the workers stop in order and it says so.
         hostHandlesSignals: true,
       });
-      process.stderr.write(
-        `kura: workers running on ${workers.taskQueue} and the backup-server queues; Ctrl-C stops them\n`,
-      );
       const stop = (signal: NodeJS.Signals) => {
         process.stderr.write(
           `kura: ${signal} received: stopping the workers (running activities finish or are cancelled)\n`,
@@ -31,6 +28,10 @@ export function registerWorkerCommand(program: Command, ctx: CliContext): void {
       };
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
+      // Said only once the handlers are in place, so a signal sent on seeing it is taken.
+      process.stderr.write(
+        `kura: workers running on ${workers.taskQueue} and the backup-server queues; Ctrl-C stops them\n`,
+      );
       await workers.running;
     });
 }

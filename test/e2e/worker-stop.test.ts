@@ -41,7 +41,7 @@ async function stopWorker(signal: NodeJS.Signals): Promise<{ code: number | null
 describe('kura worker', () => {
   it.each(['SIGTERM', 'SIGINT'] as const)('stops its workers in order on %s and exits 0, saying so', async (signal) => {
     const r = await stopWorker(signal);
-    expect(r.output).toContain(`kura: ${signal} received: stopping the workers`);
+    expect(r.output, `exit ${r.code} ${r.by}`).toContain(`kura: ${signal} received: stopping the workers`);
     expect([r.code, r.by]).toEqual([0, null]);
   });
 });
