@@ -81,7 +81,7 @@ async function main(): Promise<void> {
     state = new LabState(paths.labState);
     const copy = new LabCopyDevice(loaded, paths, state);
     const source = labVolumePath(paths, 'hospital', 'array-01', 'vm-001-data');
-    let t = performance.now();
+    const t = performance.now();
     const sourceSha = await sha256File(source);
     const hashOnly = mbps(size, performance.now() - t);
     console.log('page cache: nothing is dropped; the source volume is likely cached for both contenders alike');
