@@ -1,6 +1,6 @@
 /**
  * The data mover: the one routine that moves bytes in Kura — read, SHA-256, write, progress,
- * resume at an offset, abort — as a pipeline of small buffers (ADR 007). Pure Node: it knows
+ * resume at an offset, abort — as a pipeline of small buffers (ADR 007) whose SHA-256 runs on a worker thread (ADR 016). Pure Node: it knows
  * nothing of Temporal, drivers or devices; callers hand it the two ends and, optionally, a gate
  * that may throttle, stall or fail the transfer.
  */
@@ -226,11 +226,13 @@ interface PumpArgs {
 
 /**
  * Moves the bytes through a ring of small buffers so that reading, hashing and writing overlap:
- * reads run ahead into free buffers, this thread hashes each block in order and queues its
- * write, and a buffer is refilled only once its write has finished. Hashing is the one step that
- * cannot be split, so the ring is sized to keep it busy: several blocks are read ahead and
- * written behind, which hides the round trips to the I/O threads, and blocks stay small enough to
- * still be in the CPU's cache when they are hashed and written.
+ * reads run ahead into free buffers, each block in order is queued for its write and handed to
+ * the hashing worker, and a buffer is refilled only once its write and its hash are both done.
+ * This thread only schedules, so on two cores the hash has one to itself while the kernel's
+ * copies run on the other. Hashing is the one step that cannot be split, so the ring is sized to
+ * keep it busy: several blocks are read ahead and written behind, which hides the round trips to
+ * the I/O threads, and blocks stay small enough to still be in the CPU's cache when they are
+ * hashed and written.
  */
 async function pump(a: PumpArgs): Promise<void> {
   const sink = a.sink;
