@@ -1,6 +1,8 @@
 /**
- * Data mover throughput: the lab copy device writing a whole volume to a cartridge, against `cp`
- * of the same file followed by `sync` of the copy — the machine's own limit for a durable copy.
+ * Data mover throughput: the lab copy device writing a whole volume to a cartridge, against the
+ * slower of the two things it must do at once — copy the file durably (`cp` + `sync` of the copy)
+ * and hash it at the machine's best (`openssl dgst -sha256`, with the CPU's SHA instructions) —
+ * all measured in the same run, alternating.
  *
  *   npx tsx bench/datamover.ts [--size 1GiB] [--runs 3]
  */
@@ -23,7 +25,7 @@ import { LabState } from '../src/lab/state';
 
 const run = promisify(execFile);
 const MiB = 1024 * 1024;
-/** Throughput the data mover should reach, as a fraction of `cp` + `sync`. */
+/** Throughput the data mover should reach, as a fraction of the slower of `cp` + `sync` and `openssl dgst`. */
 const TARGET_RATIO = 0.9;
 
 function args(): { size: number; runs: number } {
@@ -79,21 +81,22 @@ async function main(): Promise<void> {
     state = new LabState(paths.labState);
     const copy = new LabCopyDevice(loaded, paths, state);
     const source = labVolumePath(paths, 'hospital', 'array-01', 'vm-001-data');
-    let t = performance.now();
+    const t = performance.now();
     const sourceSha = await sha256File(source);
     const hashOnly = mbps(size, performance.now() - t);
     console.log('page cache: nothing is dropped; the source volume is likely cached for both contenders alike');
 
     const mover: number[] = [];
     const moverCpu: number[] = [];
-    const baseline: number[] = [];
+    const cpSync: number[] = [];
+    const openssl: number[] = [];
     let checksumsOk = true;
-    for (let i = 0; i < runs; i++) {
+    const moverRun = async (i: number): Promise<number> => {
       const tape = `L1T${String(i + 1).padStart(3, '0')}`;
       const tapeFile = labCartridgePath(paths, 'hospital', 'lib-01', tape);
-      state.setDriveContents('hospital', 'lib-01-drv-1', tape);
+      state?.setDriveContents('hospital', 'lib-01-drv-1', tape);
       const cpu = process.cpuUsage();
-      t = performance.now();
+      const t0 = performance.now();
       const r = await copy.copyToTape(
         {
           site: 'hospital',
@@ -114,37 +117,59 @@ async function main(): Promise<void> {
         },
         () => undefined,
       );
-      const moverMs = performance.now() - t;
+      const ms = performance.now() - t0;
       const used = process.cpuUsage(cpu);
       moverCpu.push((used.user + used.system) / 1e6);
       checksumsOk &&= r.sha256 === sourceSha;
       await rm(tapeFile, { force: true });
-
+      return ms;
+    };
+    const cpRun = async (i: number): Promise<number> => {
       const copyFile = path.join(dir, `cp-${i}.img`);
-      t = performance.now();
+      const t0 = performance.now();
       await run('cp', [source, copyFile]);
       await run('sync', [copyFile]);
-      const cpMs = performance.now() - t;
+      const ms = performance.now() - t0;
       await rm(copyFile, { force: true });
-
-      mover.push(mbps(size, moverMs));
-      baseline.push(mbps(size, cpMs));
+      return ms;
+    };
+    const opensslRun = async (): Promise<number> => {
+      const t0 = performance.now();
+      const { stdout } = await run('openssl', ['dgst', '-sha256', '-r', source]);
+      const ms = performance.now() - t0;
+      checksumsOk &&= stdout.split(' ')[0] === sourceSha;
+      return ms;
+    };
+    for (let i = 0; i < runs; i++) {
+      // The order rotates from run to run, so none of the three always follows the same neighbour
+      // (whose dirty pages or cache state it would inherit).
+      const steps = [
+        async () => mover.push(mbps(size, await moverRun(i))),
+        async () => cpSync.push(mbps(size, await cpRun(i))),
+        async () => openssl.push(mbps(size, await opensslRun())),
+      ];
+      for (let k = 0; k < steps.length; k++) await (steps[(i + k) % steps.length] as () => Promise<number>)();
       console.log(
-        `run ${i + 1}: datamover ${mover[i]?.toFixed(0)} MB/s (${(moverMs / 1000).toFixed(2)} s, ${moverCpu[i]?.toFixed(2)} CPU-s)   cp+sync ${baseline[i]?.toFixed(0)} MB/s (${(cpMs / 1000).toFixed(2)} s)`,
+        `run ${i + 1}: datamover ${mover[i]?.toFixed(0)} MB/s (${moverCpu[i]?.toFixed(2)} CPU-s)   cp+sync ${cpSync[i]?.toFixed(0)} MB/s   openssl dgst -sha256 ${openssl[i]?.toFixed(0)} MB/s`,
       );
     }
-    const ratio = median(mover) / median(baseline);
-    console.log(`median: datamover ${median(mover).toFixed(0)} MB/s, cp+sync ${median(baseline).toFixed(0)} MB/s`);
+    const baseline = Math.min(median(cpSync), median(openssl));
+    const target = TARGET_RATIO * baseline;
+    const ratio = median(mover) / baseline;
     console.log(
-      `ratio datamover ÷ cp: ${ratio.toFixed(2)} (target ≥ ${TARGET_RATIO}) ${ratio >= TARGET_RATIO ? 'OK' : 'BELOW TARGET'}`,
-    );
-    // The data mover must read every byte into memory and hash it; cp copies inside the kernel.
-    // These two figures show how much of the gap is the SHA-256 itself on this CPU.
-    console.log(
-      `context: one streamed read + SHA-256 pass over the source (no write, no overlap) ran at ${hashOnly.toFixed(0)} MB/s; the data mover used ${median(moverCpu).toFixed(2)} CPU-s per run (median) on ${availableParallelism()} CPU(s)`,
+      `median: datamover ${median(mover).toFixed(0)} MB/s, cp+sync ${median(cpSync).toFixed(0)} MB/s, openssl dgst -sha256 ${median(openssl).toFixed(0)} MB/s`,
     );
     console.log(
-      `checksum: SHA-256 returned by every copy ${checksumsOk ? 'equals' : 'DIFFERS FROM'} the source's ${sourceSha}`,
+      `baseline min(cp+sync, openssl) ${baseline.toFixed(0)} MB/s; target ${TARGET_RATIO} × baseline = ${target.toFixed(0)} MB/s`,
+    );
+    console.log(
+      `ratio datamover ÷ baseline: ${ratio.toFixed(2)} (target ≥ ${TARGET_RATIO}): ${ratio >= TARGET_RATIO ? `pass, ${(median(mover) - target).toFixed(0)} MB/s above target` : `short by ${(target - median(mover)).toFixed(0)} MB/s (${((1 - median(mover) / target) * 100).toFixed(0)}% below target)`}`,
+    );
+    console.log(
+      `context: one streamed read + SHA-256 pass in this process (no write, no overlap) ran at ${hashOnly.toFixed(0)} MB/s; the data mover used ${median(moverCpu).toFixed(2)} CPU-s per run (median) on ${availableParallelism()} CPU(s)`,
+    );
+    console.log(
+      `checksum: SHA-256 of every copy and of openssl ${checksumsOk ? 'equals' : 'DIFFERS FROM'} the source's ${sourceSha}`,
     );
     if (!checksumsOk) process.exitCode = 1;
   } finally {

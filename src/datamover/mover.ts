@@ -1,12 +1,11 @@
 /**
  * The data mover: the one routine that moves bytes in Kura — read, SHA-256, write, progress,
- * resume at an offset, abort — as a pipeline of small buffers (ADR 007). Pure Node: it knows
+ * resume at an offset, abort — as a pipeline of small buffers (ADR 007) whose SHA-256 runs on a worker thread (ADR 016). Pure Node: it knows
  * nothing of Temporal, drivers or devices; callers hand it the two ends and, optionally, a gate
  * that may throttle, stall or fail the transfer.
  */
-import type { Hash } from 'node:crypto';
 import { ErrorType, InvalidInputError, KuraError } from '../domain/errors';
-import { newSha256 } from './sha256';
+import { allocBlock, inlineHasher, workerHasher, type BlockHasher } from './hash-worker';
 
 /**
  * Size of each read and write. Measured on a 2-vCPU VM over 1 GiB: 512 KiB blocks hash about 1.5×
@@ -17,6 +16,11 @@ export const IO_BLOCK_BYTES = 512 * 1024;
 const PIPELINE_BLOCKS = 8;
 /** Written bytes after which a background flush of the sink is started (one at a time). */
 const FLUSH_EVERY_BYTES = 64 * 1024 * 1024;
+/**
+ * Ranges from this size on are hashed on the worker thread (ADR 016); below it a message to the
+ * worker and back costs more than the hash itself.
+ */
+const WORKER_HASH_MIN_BYTES = 1024 * 1024;
 /** Progress is reported at least this often unless the caller asks otherwise. */
 export const DEFAULT_PROGRESS_BYTES = 8 * 1024 * 1024;
 
@@ -126,49 +130,54 @@ export async function moveBytes(req: MoveRequest): Promise<MoveResult> {
     throw new InvalidInputError(`cannot resume after ${from} bytes of a ${req.length}-byte range; resume inside it`);
   if (req.rateBytesPerSec !== undefined && !(req.rateBytesPerSec >= 0))
     throw new InvalidInputError(`rateBytesPerSec must be 0 (unlimited) or more, not ${req.rateBytesPerSec}`);
-  const hash = req.hash === false ? undefined : newSha256();
+  const hash = req.hash === false ? undefined : req.length >= WORKER_HASH_MIN_BYTES ? workerHasher() : inlineHasher();
   const blockBytes = Math.max(1, Math.min(req.blockBytes ?? IO_BLOCK_BYTES, progressBytes, req.length));
   const abort = () => abortError(req);
 
-  if (from > 0 && (hash !== undefined || req.observe !== undefined)) {
-    const readBack = req.sink?.read?.bind(req.sink);
-    if (readBack === undefined)
-      throw new InvalidInputError('a resumed move rebuilds its checksum from the sink, and this sink cannot be read');
+  try {
+    if (from > 0 && (hash !== undefined || req.observe !== undefined)) {
+      const readBack = req.sink?.read?.bind(req.sink);
+      if (readBack === undefined)
+        throw new InvalidInputError('a resumed move rebuilds its checksum from the sink, and this sink cannot be read');
+      await pump({
+        source: { read: readBack },
+        length: from,
+        from: 0,
+        blockBytes,
+        progressBytes: Number.POSITIVE_INFINITY,
+        hash,
+        observe: req.observe,
+        signal: req.signal,
+        abort,
+      });
+    }
+    if (from > 0) req.onProgress?.({ bytes: from, total: req.length });
     await pump({
-      source: { read: readBack },
-      length: from,
-      from: 0,
+      source: req.source,
+      sink: req.sink,
+      length: req.length,
+      from,
       blockBytes,
-      progressBytes: Number.POSITIVE_INFINITY,
+      progressBytes,
       hash,
       observe: req.observe,
+      onProgress: req.onProgress,
+      onDurable: req.onDurable,
+      rateBytesPerSec: req.rateBytesPerSec || undefined,
+      gate: req.gate,
       signal: req.signal,
       abort,
     });
+    return {
+      bytes: req.length,
+      moved: req.length - from,
+      resumedBytes: from,
+      sha256: hash === undefined ? null : await hash.digest(),
+    };
+  } catch (err) {
+    hash?.discard();
+    throw err;
   }
-  if (from > 0) req.onProgress?.({ bytes: from, total: req.length });
-  await pump({
-    source: req.source,
-    sink: req.sink,
-    length: req.length,
-    from,
-    blockBytes,
-    progressBytes,
-    hash,
-    observe: req.observe,
-    onProgress: req.onProgress,
-    onDurable: req.onDurable,
-    rateBytesPerSec: req.rateBytesPerSec || undefined,
-    gate: req.gate,
-    signal: req.signal,
-    abort,
-  });
-  return {
-    bytes: req.length,
-    moved: req.length - from,
-    resumedBytes: from,
-    sha256: hash === undefined ? null : hash.digest('hex'),
-  };
 }
 
 /** Waits `ms`, or less when the signal aborts (the caller checks the signal afterwards). */
@@ -205,7 +214,7 @@ interface PumpArgs {
   from: number;
   blockBytes: number;
   progressBytes: number;
-  hash: Hash | undefined;
+  hash: BlockHasher | undefined;
   observe?: ((block: Buffer) => void) | undefined;
   onProgress?: MoveProgressFn | undefined;
   onDurable?: ((bytes: number) => Promise<void>) | undefined;
@@ -217,17 +226,19 @@ interface PumpArgs {
 
 /**
  * Moves the bytes through a ring of small buffers so that reading, hashing and writing overlap:
- * reads run ahead into free buffers, this thread hashes each block in order and queues its
- * write, and a buffer is refilled only once its write has finished. Hashing is the one step that
- * cannot be split, so the ring is sized to keep it busy: several blocks are read ahead and
- * written behind, which hides the round trips to the I/O threads, and blocks stay small enough to
- * still be in the CPU's cache when they are hashed and written.
+ * reads run ahead into free buffers, each block in order is queued for its write and handed to
+ * the hashing worker, and a buffer is refilled only once its write and its hash are both done.
+ * This thread only schedules, so on two cores the hash has one to itself while the kernel's
+ * copies run on the other. Hashing is the one step that cannot be split, so the ring is sized to
+ * keep it busy: several blocks are read ahead and written behind, which hides the round trips to
+ * the I/O threads, and blocks stay small enough to still be in the CPU's cache when they are
+ * hashed and written.
  */
 async function pump(a: PumpArgs): Promise<void> {
   const sink = a.sink;
   const gate = a.gate;
   const slots = Array.from({ length: PIPELINE_BLOCKS }, () => ({
-    buf: Buffer.allocUnsafe(a.blockBytes),
+    buf: allocBlock(a.blockBytes, a.hash?.shared ?? false),
     free: Promise.resolve(),
   }));
   let nextSlot = 0;
@@ -269,6 +280,16 @@ async function pump(a: PumpArgs): Promise<void> {
   let unflushed = 0;
   const flush = sink?.flush?.bind(sink);
 
+  // The hash runs on its own thread: a block is handed over here and its buffer freed once hashed.
+  // A failure of the hash surfaces like a failed write.
+  const hashBlock = (block: Buffer): Promise<void> => {
+    const hashed = a.hash?.update(block);
+    return hashed === undefined
+      ? Promise.resolve()
+      : hashed.catch((err: unknown) => {
+          failure ??= { err };
+        });
+  };
   const report = () => {
     reported = written;
     a.onProgress?.({ bytes: written, total: a.length });
@@ -345,9 +366,10 @@ async function pump(a: PumpArgs): Promise<void> {
       if (sink !== undefined) {
         // The write is queued first so the I/O thread copies the block while this thread hashes it.
         const write = failure === undefined ? sink.write(block, at) : Promise.resolve();
-        a.hash?.update(block);
+        const hashed = hashBlock(block);
         a.observe?.(block);
-        r.slot.free = write.catch(() => undefined);
+        // The buffer is refilled only once both its write and its hash are done with it.
+        r.slot.free = Promise.all([write.catch(() => undefined), hashed]).then(() => undefined);
         const entry = { end, len, cut, done: false, p: Promise.resolve() };
         entry.p = write.then(
           () => {
@@ -360,7 +382,7 @@ async function pump(a: PumpArgs): Promise<void> {
         );
         inflight.push(entry);
       } else {
-        a.hash?.update(block);
+        r.slot.free = hashBlock(block);
         a.observe?.(block);
         written = end;
         if (written - reported >= a.progressBytes || written === a.length || cut) report();

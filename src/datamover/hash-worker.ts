@@ -1,0 +1,150 @@
+/**
+ * The data mover's running SHA-256 on a thread of its own (ADR 016): Node's hash is synchronous,
+ * so on the main thread it stalls the scheduling of reads and writes; on a worker it runs beside
+ * them, over the mover's shared buffers, without copying a byte.
+ */
+import type { Hash } from 'node:crypto';
+import { Worker } from 'node:worker_threads';
+import { newSha256 } from './sha256';
+
+/** A running SHA-256 fed block by block, in order. */
+export interface BlockHasher {
+  /**
+   * Hashes `block` after the blocks before it. Returns undefined when the block is already hashed,
+   * else a promise that settles once it is: the block's buffer must not change before then.
+   */
+  update(block: Buffer): Promise<void> | undefined;
+  /** The digest (hex) of every block, once all are hashed; the hasher is finished afterwards. */
+  digest(): Promise<string>;
+  /** Gives up the hash (a failed or aborted move); its pending blocks are no longer awaited. */
+  discard(): void;
+  /** Whether blocks must be in memory the hashing thread shares (see `allocBlock`). */
+  readonly shared: boolean;
+}
+
+/** A hasher on this thread: for small ranges, where a message to the worker costs more than the hash. */
+export function inlineHasher(): BlockHasher {
+  const hash: Hash = newSha256();
+  return {
+    shared: false,
+    update: (block) => {
+      hash.update(block);
+      return undefined;
+    },
+    digest: () => Promise.resolve(hash.digest('hex')),
+    discard: () => undefined,
+  };
+}
+
+/** A buffer the hashing thread can read in place: memory shared with the worker when `shared`. */
+export function allocBlock(bytes: number, shared: boolean): Buffer {
+  return shared ? Buffer.from(new SharedArrayBuffer(bytes)) : Buffer.allocUnsafe(bytes);
+}
+
+// Plain JavaScript evaluated by the worker, so it runs the same under tsx, vitest and the build.
+const WORKER_SOURCE = `
+const { parentPort } = require('node:worker_threads');
+const { createHash } = require('node:crypto');
+const hashes = new Map();
+parentPort.on('message', (m) => {
+  try {
+    if (m.op === 'update') {
+      let h = hashes.get(m.id);
+      if (h === undefined) hashes.set(m.id, (h = createHash('sha256')));
+      h.update(new Uint8Array(m.buffer, m.offset, m.length));
+      parentPort.postMessage({ id: m.id });
+    } else if (m.op === 'digest') {
+      const h = hashes.get(m.id) ?? createHash('sha256');
+      hashes.delete(m.id);
+      parentPort.postMessage({ id: m.id, hex: h.digest('hex') });
+    } else {
+      hashes.delete(m.id);
+    }
+  } catch (err) {
+    parentPort.postMessage({ id: m.id, error: String((err && err.message) || err) });
+  }
+});
+`;
+
+interface Pending {
+  resolve: (hex: string | undefined) => void;
+  reject: (err: Error) => void;
+}
+
+/** The one hashing worker of the process, shared by every move in flight (each its own hash). */
+class HashWorker {
+  private readonly worker: Worker;
+  private readonly sessions = new Map<number, Pending[]>();
+  private nextId = 1;
+  private dead: Error | undefined;
+
+  constructor(private readonly onDeath: () => void) {
+    this.worker = new Worker(WORKER_SOURCE, { eval: true });
+    // Kept alive only while a move waits on it, so an idle worker never holds the process open.
+    this.worker.unref();
+    this.worker.on('message', (m: { id: number; hex?: string; error?: string }) => {
+      const pending = this.sessions.get(m.id)?.shift();
+      if (pending === undefined) return; // a discarded session's late answer
+      if (m.error !== undefined) pending.reject(new Error(`SHA-256 worker: ${m.error}`));
+      else pending.resolve(m.hex);
+      if (m.hex !== undefined) this.end(m.id);
+    });
+    const die = (err: Error) => {
+      if (this.dead !== undefined) return;
+      this.dead = err;
+      this.onDeath();
+      for (const queue of this.sessions.values()) for (const p of queue) p.reject(err);
+      this.sessions.clear();
+    };
+    this.worker.on('error', die);
+    this.worker.on('exit', (code) => die(new Error(`SHA-256 worker exited with code ${code}`)));
+  }
+
+  open(): BlockHasher {
+    if (this.dead !== undefined) throw this.dead;
+    const id = this.nextId++;
+    if (this.sessions.size === 0) this.worker.ref();
+    this.sessions.set(id, []);
+    const ask = (msg: object): Promise<string | undefined> => {
+      const queue = this.sessions.get(id);
+      if (queue === undefined) return Promise.reject(this.dead ?? new Error('internal: SHA-256 used after digest'));
+      return new Promise((resolve, reject) => {
+        queue.push({ resolve, reject });
+        this.worker.postMessage({ id, ...msg });
+      });
+    };
+    return {
+      shared: true,
+      update: (block) => {
+        if (!(block.buffer instanceof SharedArrayBuffer))
+          throw new Error('internal: a block hashed on the worker must be in shared memory (allocBlock)');
+        return ask({ op: 'update', buffer: block.buffer, offset: block.byteOffset, length: block.length }).then(
+          () => undefined,
+        );
+      },
+      digest: async () => (await ask({ op: 'digest' })) as string,
+      discard: () => {
+        const queue = this.sessions.get(id);
+        if (queue === undefined) return;
+        this.end(id);
+        for (const p of queue) p.reject(new Error('the SHA-256 was discarded'));
+        if (this.dead === undefined) this.worker.postMessage({ id, op: 'drop' });
+      },
+    };
+  }
+
+  private end(id: number): void {
+    this.sessions.delete(id);
+    if (this.sessions.size === 0 && this.dead === undefined) this.worker.unref();
+  }
+}
+
+let shared: HashWorker | undefined;
+
+/** A SHA-256 computed on the process's hashing worker (started on first use, restarted if it dies). */
+export function workerHasher(): BlockHasher {
+  const w = (shared ??= new HashWorker(() => {
+    if (shared === w) shared = undefined;
+  }));
+  return w.open();
+}
