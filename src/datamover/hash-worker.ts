@@ -1,5 +1,5 @@
 /**
- * The data mover's running SHA-256 on a thread of its own (ADR 016): Node's hash is synchronous,
+ * The data mover's running SHA-256 on a thread of its own (ADR 017): Node's hash is synchronous,
  * so on the main thread it stalls the scheduling of reads and writes; on a worker it runs beside
  * them, over the mover's shared buffers, without copying a byte.
  */

@@ -1,6 +1,6 @@
 /**
  * The data mover: the one routine that moves bytes in Kura — read, SHA-256, write, progress,
- * resume at an offset, abort — as a pipeline of small buffers (ADR 007) whose SHA-256 runs on a worker thread (ADR 016). Pure Node: it knows
+ * resume at an offset, abort — as a pipeline of small buffers (ADR 007) whose SHA-256 runs on a worker thread (ADR 017). Pure Node: it knows
  * nothing of Temporal, drivers or devices; callers hand it the two ends and, optionally, a gate
  * that may throttle, stall or fail the transfer.
  */
@@ -17,7 +17,7 @@ const PIPELINE_BLOCKS = 8;
 /** Written bytes after which a background flush of the sink is started (one at a time). */
 const FLUSH_EVERY_BYTES = 64 * 1024 * 1024;
 /**
- * Ranges from this size on are hashed on the worker thread (ADR 016); below it a message to the
+ * Ranges from this size on are hashed on the worker thread (ADR 017); below it a message to the
  * worker and back costs more than the hash itself.
  */
 const WORKER_HASH_MIN_BYTES = 1024 * 1024;
