@@ -17,6 +17,8 @@ import { createLabFiles, labVolumePath } from '../../src/lab/files';
 import { startKuraWorkers, type KuraWorkers } from '../../src/worker';
 import { Kura } from '../../src/client';
 import type { ConfigInput } from '../../src/domain/inventory';
+import type { PoolTables } from '../../src/domain/pool';
+import type { LabState } from '../../src/lab/state';
 
 export interface TestLab {
   dir: string;
@@ -216,4 +218,32 @@ export function cliJson<T = Record<string, unknown>>(r: CliRun): T {
   } catch {
     throw new Error(`not JSON (exit ${r.code}):\n${r.stdout}\n${r.stderr}`);
   }
+}
+
+/** The devices a pool holds out of service, with their reasons, every table of it. */
+export function unavailableDevices(t: PoolTables): { name: string; reason: string }[] {
+  return [...t.servers, ...t.libraries, ...t.drives, ...t.tapes, ...t.switches, ...t.copyDevices]
+    .filter((r) => r.state === 'unavailable')
+    .map((r) => ({ name: r.name, reason: r.reason ?? '' }));
+}
+
+/** Polls `check` every 100 ms until it holds; throws when it does not within `ms`. */
+export async function eventually(check: () => Promise<boolean>, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error('condition not reached in time');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/**
+ * Clears the lab's faults and brings every device the pool holds out of service back, as an
+ * operator would after fixing them (`kura pool mark … available`, which waits for the pool to show it).
+ */
+export async function repairLab(kura: Kura, site: string, state: LabState): Promise<void> {
+  state.clearFaults();
+  for (const d of unavailableDevices(await kura.pool.tables(site))) {
+    await kura.pool.mark(site, { device: d.name, state: 'available' });
+  }
+  await eventually(async () => unavailableDevices(await kura.pool.tables(site)).length === 0);
 }

@@ -7,7 +7,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
 import * as path from 'node:path';
-import type { Client } from '@temporalio/client';
 import { Catalog } from '../../src/catalog/store';
 import { catalogContents, compareContents, contentsOfEntries } from '../../src/catalog/rebuild';
 import { catalogRebuildWorkflowId } from '../../src/api/workflow-ids';
@@ -15,18 +14,24 @@ import type { CatalogRebuildReport } from '../../src/domain/catalog-rebuild';
 import type { BackupReport } from '../../src/domain/jobs';
 import type { PoolTables } from '../../src/domain/pool';
 import { LabState } from '../../src/lab/state';
-import { catalogRebuildProgressQuery, markDeviceSignal, tablesQuery } from '../../src/messages';
-import { connectKura, makeLab, startWorkers, type TestLab } from '../support/harness';
+import { catalogRebuildProgressQuery } from '../../src/messages';
+import {
+  connectKura,
+  eventually,
+  makeLab,
+  repairLab,
+  startWorkers,
+  unavailableDevices,
+  type TestLab,
+} from '../support/harness';
 import type { KuraWorkers } from '../../src/worker';
 import type { Kura } from '../../src/client';
-import { poolWorkflowId } from '../../src/api/workflow-ids';
 
 const MiB = 1024 * 1024;
 
 let lab: TestLab;
 let workers: KuraWorkers;
 let kura: Kura;
-let client: Client;
 let close: () => Promise<void>;
 let state: LabState;
 let seq = 0;
@@ -35,7 +40,7 @@ beforeAll(async () => {
   // Two libraries (lib-01 behind bks-01, lib-02 behind bks-02), each with two drives and four cartridges.
   lab = await makeLab({ vms: 3, dataVolumeSize: 2 * MiB, pieceSize: '512KiB' });
   workers = await startWorkers(lab);
-  ({ kura, client, close } = await connectKura(lab));
+  ({ kura, close } = await connectKura(lab));
   state = new LabState(lab.paths.labState);
   // Copies on both libraries (parallel), one on lib-01 alone, and one cut over both by a failover.
   const backups: Promise<BackupReport>[] = [
@@ -59,34 +64,19 @@ afterAll(async () => {
 
 afterEach(repair);
 
-const pool = (): Promise<PoolTables> => client.workflow.getHandle(poolWorkflowId(lab.site)).query(tablesQuery);
+const pool = (): Promise<PoolTables> => kura.pool.tables(lab.site);
 
-function markDevice(device: string, up: boolean, reason?: string): Promise<void> {
-  return client.workflow
-    .getHandle(poolWorkflowId(lab.site))
-    .signal(markDeviceSignal, { device, state: up ? 'available' : 'unavailable', reason });
+function markDevice(device: string, up: boolean, reason?: string): Promise<unknown> {
+  return kura.pool.mark(lab.site, { device, state: up ? 'available' : 'unavailable', reason });
 }
 
 /** Clears the faults and brings every device back into service. */
-async function repair(): Promise<void> {
-  state.clearFaults();
-  for (const r of unavailable(await pool())) await markDevice(r, true);
-  await until(async () => unavailable(await pool()).length === 0);
+function repair(): Promise<void> {
+  return repairLab(kura, lab.site, state);
 }
 
-function unavailable(t: PoolTables): string[] {
-  return [...t.servers, ...t.libraries, ...t.drives, ...t.tapes, ...t.switches]
-    .filter((r) => r.state === 'unavailable')
-    .map((r) => r.name);
-}
-
-async function until(check: () => Promise<boolean>, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error('condition not reached in time');
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+const unavailable = (t: PoolTables): string[] => unavailableDevices(t).map((d) => d.name);
+const until = eventually;
 
 /** A distinct request time per job, so no two jobs share a workflow id. */
 function at(): string {

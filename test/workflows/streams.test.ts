@@ -7,22 +7,31 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { rmSync, statSync } from 'node:fs';
 import * as path from 'node:path';
-import type { Client } from '@temporalio/client';
 import { Catalog } from '../../src/catalog/store';
 import { catalogContents, compareContents, contentsOfEntries } from '../../src/catalog/rebuild';
 import type { CatalogRebuildReport } from '../../src/domain/catalog-rebuild';
 import { LabState } from '../../src/lab/state';
 import { LabTapeLibrary } from '../../src/drivers/lab/tape';
 import { labCartridgePath } from '../../src/lab/files';
-import { markDeviceSignal, planQuery, progressQuery, tablesQuery } from '../../src/messages';
+import { planQuery, progressQuery } from '../../src/messages';
 import type { BackupReport, PlanView, RestoreReport } from '../../src/domain/jobs';
 import type { PieceRecord } from '../../src/domain/catalog';
 import type { PoolTables } from '../../src/domain/pool';
 import type { FaultSpecInput } from '../../src/domain/faults';
 import { chunkSizeFor } from '../../src/workflows/plan';
-import { connectKura, failureOf, makeLab, sha256, startWorkers, type TestLab } from '../support/harness';
+import {
+  connectKura,
+  eventually,
+  failureOf,
+  makeLab,
+  repairLab,
+  sha256,
+  startWorkers,
+  unavailableDevices,
+  type TestLab,
+} from '../support/harness';
 import type { KuraWorkers } from '../../src/worker';
-import { poolWorkflowId, type Kura } from '../../src/client';
+import type { Kura } from '../../src/client';
 
 const MiB = 1024 * 1024;
 const VOLUME = 4 * MiB;
@@ -31,7 +40,6 @@ const CHUNK = chunkSizeFor(VOLUME, 10);
 let lab: TestLab;
 let workers: KuraWorkers;
 let kura: Kura;
-let client: Client;
 let close: () => Promise<void>;
 let state: LabState;
 let seq = 0;
@@ -60,7 +68,7 @@ beforeAll(async () => {
     },
   });
   workers = await startWorkers(lab);
-  ({ kura, client, close } = await connectKura(lab));
+  ({ kura, close } = await connectKura(lab));
   state = new LabState(lab.paths.labState);
 });
 
@@ -75,28 +83,12 @@ afterAll(async () => {
 afterEach(repair);
 
 /** Clears the faults and brings back the devices they put out of service, as an operator would after fixing them. */
-async function repair(): Promise<void> {
-  state.clearFaults();
-  const tables = await pool();
-  const down = [...tables.servers, ...tables.libraries, ...tables.drives, ...tables.tapes, ...tables.switches].filter(
-    (r) => r.state === 'unavailable',
-  );
-  for (const r of down)
-    await client.workflow
-      .getHandle(poolWorkflowId(lab.site))
-      .signal(markDeviceSignal, { device: r.name, state: 'available' });
-  await until(async () => (await unavailable()).length === 0);
+function repair(): Promise<void> {
+  return repairLab(kura, lab.site, state);
 }
 
-const pool = (): Promise<PoolTables> => client.workflow.getHandle(poolWorkflowId(lab.site)).query(tablesQuery);
-
-async function until(check: () => Promise<boolean>, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error('condition not reached in time');
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+const pool = (): Promise<PoolTables> => kura.pool.tables(lab.site);
+const until = eventually;
 
 function fault(spec: FaultSpecInput): void {
   state.addFault({ once: false, ...spec });
@@ -149,10 +141,7 @@ async function restoreAndCompare(report: BackupReport, vm: string): Promise<Rest
 }
 
 async function unavailable(): Promise<{ name: string; reason: string }[]> {
-  const t = await pool();
-  return [...t.servers, ...t.libraries, ...t.drives, ...t.tapes, ...t.switches]
-    .filter((r) => r.state === 'unavailable')
-    .map((r) => ({ name: r.name, reason: r.reason ?? '' }));
+  return unavailableDevices(await pool());
 }
 
 describe('failover by chunk (method 2)', () => {
@@ -287,9 +276,7 @@ describe('parallel copies (method 1) and restore from any copy', () => {
     expect(new Set(pieces.filter((p) => p.copy === 1).map((p) => p.tape))).toEqual(new Set([streams[1]!.tape]));
     await expectClean();
 
-    await client.workflow
-      .getHandle(poolWorkflowId(lab.site))
-      .signal(markDeviceSignal, { device: streams[0]!.tape, state: 'unavailable', reason: 'sent off site' });
+    await kura.pool.mark(lab.site, { device: streams[0]!.tape, state: 'unavailable', reason: 'sent off site' });
     await until(async () => (await unavailable()).length === 1);
     const restored = await restoreAndCompare(report, 'vm-005');
     expect(restored.copiesUsed).toEqual([1]);
@@ -322,9 +309,7 @@ describe('parallel copies (method 1) and restore from any copy', () => {
   it('fails a restore whose only copy is on an unavailable cartridge, naming the cartridge', async () => {
     const report: BackupReport = await (await kura.startBackup('vm-001', { requestedAt: at(), streams: 1 })).result();
     const tape = report.pieces[0]!.tape;
-    await client.workflow
-      .getHandle(poolWorkflowId(lab.site))
-      .signal(markDeviceSignal, { device: tape, state: 'unavailable', reason: 'cartridge damaged' });
+    await kura.pool.mark(lab.site, { device: tape, state: 'unavailable', reason: 'cartridge damaged' });
     await until(async () => (await unavailable()).length === 1);
     const dest = path.join(lab.dir, 'restores', 'only-copy.img');
     const err = await (await kura.startRestore(report.backupId, dest)).result().catch((e: unknown) => e);
@@ -348,7 +333,7 @@ describe('a restore whose cartridge lies behind a device marked unavailable', ()
     const report: BackupReport = await (await kura.startBackup(vm, { requestedAt: at(), streams: 1 })).result();
     const stream = report.streams[0]!;
     const device = stream.switches[stream.switches.length - 1]!;
-    await client.workflow.getHandle(poolWorkflowId(lab.site)).signal(markDeviceSignal, {
+    await kura.pool.mark(lab.site, {
       device,
       state: 'unavailable',
       reason: `${device} stopped answering (hang)`,
@@ -392,7 +377,7 @@ describe('a restore whose cartridge lies behind a device marked unavailable', ()
     await new Promise((r) => setTimeout(r, 1500));
     expect((await handle.describe()).status.name).toBe('RUNNING');
 
-    await client.workflow.getHandle(poolWorkflowId(lab.site)).signal(markDeviceSignal, { device, state: 'available' });
+    await kura.pool.mark(lab.site, { device, state: 'available' });
     const restored: RestoreReport = await handle.result();
     expect(restored.copiesUsed).toEqual([0]);
     expect(restored.skippedTapes).toEqual([]);
@@ -407,9 +392,7 @@ describe('a restore whose cartridge lies behind a device marked unavailable', ()
     ).result();
     const first = report.streams[0]!;
     const device = first.switches[first.switches.length - 1]!;
-    await client.workflow
-      .getHandle(poolWorkflowId(lab.site))
-      .signal(markDeviceSignal, { device, state: 'unavailable', reason: 'stopped answering (hang)' });
+    await kura.pool.mark(lab.site, { device, state: 'unavailable', reason: 'stopped answering (hang)' });
     await until(async () => (await unavailable()).length === 1);
     const dest = path.join(lab.dir, 'restores', 'other-copy.img');
     const t0 = Date.now();
