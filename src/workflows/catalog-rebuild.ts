@@ -24,7 +24,6 @@ import {
   type CatalogRebuildRequest,
   type LibraryProgress,
 } from '../domain/catalog-rebuild';
-import { ErrorType } from '../domain/errors';
 import type { Stream } from '../domain/pool';
 import { catalogRebuildProgressQuery } from '../messages';
 import { JobKind, KuraKind, KuraSite } from '../search-attributes';
@@ -130,23 +129,19 @@ export async function catalogRebuild(input: CatalogRebuildRequest): Promise<Cata
    * only a cancellation ends the pass early.
    */
   async function readLibrary(pass: LibraryPass, lane: LibraryProgress): Promise<void> {
-    let waitMs = req.tuning.reserveWaitMs;
     for (const tape of pass.tapes) {
       lane.state = 'reading';
       try {
-        const found = await readCartridge(tape, waitMs, lane);
+        const found = await readCartridge(tape, lane);
         read[tape] = found;
         progress.cartridges += 1;
         progress.entries += found.length;
-        waitMs = req.tuning.reserveWaitMs;
       } catch (err) {
         if (isCancellation(err)) throw err;
         const root = rootFailure(err);
+        // A library whose drives are out of service costs no wait: the pool refuses at once when only
+        // a person can bring the devices back, so each cartridge here waits only for busy ones.
         progress.unread.push({ library: pass.library, tape, type: root.type, message: root.message });
-        // A library whose devices could not be had within the wait is not waited for again cartridge
-        // after cartridge (one out of service would cost a whole wait per cartridge): the next ones
-        // ask without waiting, until one gets its devices again.
-        if (root.type === ErrorType.NoResources) waitMs = 0;
       }
       lane.done += 1;
       delete lane.current;
@@ -158,13 +153,13 @@ export async function catalogRebuild(input: CatalogRebuildRequest): Promise<Cata
    * Reads one cartridge in a drive the pool grants; whatever fails, the cartridge is unloaded and
    * the zone and devices released before the error goes on.
    */
-  async function readCartridge(tape: string, waitMs: number, lane: LibraryProgress): Promise<TapeCatalogEntry[]> {
+  async function readCartridge(tape: string, lane: LibraryProgress): Promise<TapeCatalogEntry[]> {
     const job = `${workflowId}#${tape}`;
     const held = new Compensations();
     try {
       lane.current = `${tape}: waiting for a drive of ${lane.library}`;
       // No array: the cartridge's data goes no further than the backup server that reads it.
-      const grant = await pool.reserveStreams(req.site, { job, streams: 1, tape, waitMs });
+      const grant = await pool.reserveStreams(req.site, { job, streams: 1, tape, waitMs: req.tuning.reserveWaitMs });
       held.add('release', () => pool.releaseStreams(req.site, { job }));
       const s = grant.streams[0] as Stream;
       lane.current = `${tape} in ${s.drive}, read by ${s.server}`;
