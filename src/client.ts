@@ -6,7 +6,7 @@
  */
 export { Kura, type CatalogRebuildOptions, type JobOptions, type OnlineJobOptions } from './api/kura';
 export { KuraVms, ensureGuardian, ensureGuardians, siteOfVm } from './api/vms';
-export { KuraPool, ensurePool, poolSiteName } from './api/pool';
+export { KuraPool, ensurePool } from './api/pool';
 export {
   applySchedules,
   listSchedules,

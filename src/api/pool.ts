@@ -6,6 +6,7 @@
 import type { Client, WorkflowHandle } from '@temporalio/client';
 import { WorkflowNotFoundError } from '@temporalio/common';
 import type { LoadedConfig } from '../config/load';
+import { findSite } from '../config/targets';
 import { ErrorType, KuraError, NotFoundError } from '../domain/errors';
 import type { Site } from '../domain/inventory';
 import type { DeviceRow, MarkRequest, PoolTables } from '../domain/pool';
@@ -35,22 +36,6 @@ export async function ensurePool(client: Client, site: Site, taskQueue: string =
   });
 }
 
-/**
- * The site a pool command means: the named one, or the first of the configuration. NotFound for a
- * site kura.yaml does not have (or when it has none).
- */
-export function poolSiteName(loaded: LoadedConfig, wanted: string | undefined): string {
-  const sites = loaded.config.sites.map((s) => s.name);
-  if (wanted === undefined) {
-    const first = sites[0];
-    if (first === undefined) throw new NotFoundError(`${loaded.file} defines no site`);
-    return first;
-  }
-  if (!sites.includes(wanted))
-    throw new NotFoundError(`no site ${wanted} in ${loaded.file}; known sites: ${sites.join(', ')}`, { site: wanted });
-  return wanted;
-}
-
 /** The resource pools of an installation as the CLI and other services use them (`kura.pool`). */
 export class KuraPool {
   constructor(
@@ -64,7 +49,7 @@ export class KuraPool {
    * current inventory, as the worker does at start-up.
    */
   async ensure(site?: string): Promise<void> {
-    const wanted = site === undefined ? undefined : poolSiteName(this.loaded, site);
+    const wanted = site === undefined ? undefined : findSite(this.loaded.config, site).name;
     for (const s of this.loaded.config.sites) {
       if (wanted === undefined || s.name === wanted) await ensurePool(this.client, s, this.taskQueue);
     }

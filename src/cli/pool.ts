@@ -8,7 +8,8 @@ import { InvalidInputError, formatPath } from '../domain/errors';
 import { MarkRequestSchema, type DeviceRow, type PoolTables } from '../domain/pool';
 import { formatBytes } from '../domain/units';
 import { TABLE_KEYS, type TableKey } from '../domain/pool-tables';
-import { poolSiteName, type Kura } from '../client';
+import type { Kura } from '../client';
+import { findSite } from '../config/targets';
 
 /** What the pool commands need from the entry point. */
 export interface PoolCommandDeps {
@@ -40,7 +41,7 @@ export function registerPoolCommands(program: Command, deps: PoolCommandDeps): v
     .option('--json', 'print the tables as JSON')
     .action(async (opts: { site?: string; json?: boolean }, cmd: Command) => {
       const json = opts.json === true || cmd.optsWithGlobals<{ json?: boolean }>().json === true;
-      const site = poolSiteName(deps.loadConfig(), opts.site);
+      const site = findSite(deps.loadConfig().config, opts.site).name;
       const { kura } = await deps.connect();
       const tables = await kura.pool.tables(site);
       console.log(json ? JSON.stringify(tables, null, 2) : renderTables(tables));
@@ -72,7 +73,7 @@ export function registerPoolCommands(program: Command, deps: PoolCommandDeps): v
           );
         }
         const req = parsed.data;
-        const site = poolSiteName(deps.loadConfig(), opts.site);
+        const site = findSite(deps.loadConfig().config, opts.site).name;
         const { kura } = await deps.connect();
         const row = await kura.pool.mark(site, req);
         if (json) console.log(JSON.stringify(row, null, 2));
