@@ -28,6 +28,67 @@ export interface StorageDriver {
   checkAccess(site: string, array: string, volume: string, server: string): Promise<void>;
 }
 
+/** One volume of one array of one site. */
+export interface VolumeRef {
+  site: string;
+  array: string;
+  volume: string;
+}
+
+/**
+ * A pair's state, as the array reports it: `copying` (the initial full copy runs), `in-sync` (every
+ * write reaches both volumes), `split` (the replica holds the image of the split instant while
+ * changes to the primary are tracked), `resyncing` (only the changed blocks are copied back).
+ */
+export type PairState = 'copying' | 'in-sync' | 'split' | 'resyncing';
+
+export interface PairInfo extends VolumeRef {
+  /** The replica volume, allocated from the array's free pool while the pair exists. */
+  replica: string;
+  state: PairState;
+  /** Bytes of the current copy (full or resync) done, and its total. */
+  copiedBytes: number;
+  totalBytes: number;
+  /** When the pair was last split (ISO 8601); set in state `split`. */
+  splitAt?: string;
+  /** A file whose bytes are the replica's image, readable while the pair is split. */
+  readPath: string;
+}
+
+export interface SnapshotInfo extends VolumeRef {
+  name: string;
+  createdAt: string;
+  sizeBytes: number;
+  /** A file whose bytes are the volume's image at `createdAt`, readable while the snapshot exists. */
+  readPath: string;
+}
+
+/**
+ * The function software of a storage array (seed 003, Figs. 5a and 5b): volume pairs that are
+ * split for a consistent copy and resynchronised after it, and copy-before-write snapshots. Every
+ * call is idempotent, so an activity retried after a crash converges on the same state. Errors:
+ * NotFoundError for an unknown array, volume, pair or snapshot; InvalidInputError for a request
+ * the array's state cannot take (a split of a pair still copying, say).
+ */
+export interface ArrayFunctions {
+  /** Pairs the volume with a replica from the array's free pool and starts the full copy; returns the pair as it stands when it exists already. */
+  createPair(ref: VolumeRef): Promise<PairInfo>;
+  /** The volume's pair now; NotFoundError when it has none. */
+  pairStatus(ref: VolumeRef): Promise<PairInfo>;
+  /** Splits an in-sync pair; the replica keeps this instant's image. A split pair is returned as is. */
+  splitPair(ref: VolumeRef): Promise<PairInfo>;
+  /** Brings a split replica up to date by copying only the blocks changed since the split. */
+  resyncPair(ref: VolumeRef): Promise<PairInfo>;
+  /** Ends the pair and returns its replica to the free pool; nothing to do when there is none. */
+  deletePair(ref: VolumeRef): Promise<void>;
+  /** Takes a copy-before-write snapshot of the volume under `name`; returns it when it exists already. */
+  createSnapshot(ref: VolumeRef, name: string): Promise<SnapshotInfo>;
+  /** Deletes the snapshot and its copy-before-write space; nothing to do when it is gone. */
+  deleteSnapshot(ref: VolumeRef, name: string): Promise<void>;
+  listPairs(site: string, array: string): Promise<PairInfo[]>;
+  listSnapshots(site: string, array: string): Promise<SnapshotInfo[]>;
+}
+
 export interface TapeAddress {
   site: string;
   library: string;
