@@ -151,6 +151,14 @@ describe('the kura package', () => {
     expect(phase).toBe('done');
   }, 180_000);
 
+  it('runs the installed CLI from the built code', async () => {
+    const { stdout } = await run(process.execPath, [path.join(app, 'node_modules', 'kura', 'bin', 'kura'), '--help'], {
+      cwd: app,
+    });
+    expect(stdout).toMatch(/^Usage: kura /);
+    expect(stdout).toContain('start');
+  });
+
   it('refuses imports that reach past the public client into its modules', async () => {
     const err = await run(process.execPath, ['-e', "require('kura/dist/worker')"], { cwd: app }).then(
       () => undefined,
