@@ -132,7 +132,8 @@ export class WorkerMetrics {
   backupCompleted(b: BackupDone): void {
     const labels = { class: b.class, method: b.method };
     this.backupBytes.inc(labels, b.bytes);
-    this.backupDuration.observe(labels, b.seconds);
+    // A duration that cannot be read (a record without its times) would turn the histogram's sum into NaN.
+    if (Number.isFinite(b.seconds) && b.seconds >= 0) this.backupDuration.observe(labels, b.seconds);
     this.backups.inc({ ...labels, outcome: 'complete' });
   }
 

@@ -53,6 +53,16 @@ describe('the activity interceptor', () => {
     expect(e.value('kura_backup_duration_seconds_bucket', { ...labels, le: '60' })).toBe(1);
   });
 
+  it('counts the bytes of a backup whose record lacks its end, without a duration that is not a number', async () => {
+    const m = new WorkerMetrics();
+    const record = { target: 'vm-001', sizeBytes: 100, startedAt: '2026-11-29T02:00:00.000Z', endedAt: null };
+    await run(m, { ...op, type: 'completeBackup', arg: {} }, async () => record);
+    const e = await exposition(m);
+    expect(e.value('kura_backup_bytes_total', { class: 'vm', method: 'backup' })).toBe(100);
+    expect(e.find('kura_backup_duration_seconds_count')).toEqual([]);
+    expect(e.find('kura_backup_duration_seconds_sum')).toEqual([]);
+  });
+
   it('counts an online backup of array/volume under the volume class and the online method', async () => {
     const m = new WorkerMetrics();
     const arg = { target: 'array-01/vol-7', sizeBytes: 4096, startedAt: new Date(Date.now() - 2000).toISOString() };
