@@ -51,3 +51,59 @@ export {
   syncInventorySignal,
   tablesQuery,
 } from './messages';
+
+// The workflows as types, for typed starts and handles (`client.workflow.start<typeof sanOperation>`)
+// and child workflows: type-only, because a workflow's code runs only inside a worker's sandbox.
+export type {
+  catalogRebuild,
+  fleetProtection,
+  onlineBackup,
+  recoveryLadder,
+  resourcePool,
+  restore,
+  sanOperation,
+  vmGuardian,
+} from './workflows';
+// What each workflow, signal, query and update takes and returns.
+export type {
+  BackupReport,
+  BackupRequest,
+  CopyMode,
+  CopySettings,
+  JobTuning,
+  PlanView,
+  Progress,
+  RestoreReport,
+  RestoreRequest,
+} from './domain/jobs';
+export type { FleetProgress, FleetReport, FleetRequest, FleetTarget } from './domain/fleet';
+export type { OnlineBackupReport, OnlineBackupRequest, OnlineProgress, OnlineSettings } from './domain/datapath';
+export type { CatalogRebuildProgress, CatalogRebuildReport, CatalogRebuildRequest } from './domain/catalog-rebuild';
+export type {
+  DataBackupRequest,
+  FailureReport,
+  GuardianInput,
+  GuardianView,
+  ImageRecord,
+  LadderInput,
+  LadderResult,
+  LadderView,
+  RebuildRequest,
+  ResolveRequest,
+  Rung,
+} from './domain/ladder';
+export type { DeviceRow, Grant, MarkRequest, PoolTables, ReleaseRequest, ReserveRequest } from './domain/pool';
+export type { ResourcePoolInput } from './workflows/resource-pool';
+export type { BackupRecord, PieceRecord, StreamRecord } from './domain/catalog';
+// The configuration the facade is bound to, read and validated as the CLI reads it.
+export { configPath, loadConfig, parseConfigText, type LoadedConfig } from './config/load';
+export type { Config, ConfigInput } from './domain/inventory';
+// The failure types a caller may meet, and the errors the client throws before anything starts.
+export {
+  ConfigInvalidError,
+  ErrorType,
+  InvalidInputError,
+  KuraError,
+  NotFoundError,
+  NON_RETRYABLE_ERROR_TYPES,
+} from './domain/errors';

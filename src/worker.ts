@@ -5,6 +5,7 @@
  * backup server host runs its own worker; the embedded stack runs them all in this one process.
  */
 import { Client, Connection } from '@temporalio/client';
+import { IllegalStateError } from '@temporalio/common';
 import {
   DefaultLogger,
   NativeConnection,
@@ -27,6 +28,7 @@ import { createVmActivities } from './activities/vm';
 import { ImageStore } from './images/store';
 import { controlTaskQueue, ensureGuardians, ensurePool, serverTaskQueue } from './client';
 import { temporalConnectionOptions } from './stack/connection';
+import { startWorkerMetrics, type WorkerMetricsEndpoint } from './metrics/worker-endpoint';
 
 export interface KuraWorkersOptions {
   loaded: LoadedConfig;
@@ -56,6 +58,8 @@ export interface KuraWorkers {
   client: Client;
   /** Resolves when every worker has stopped. */
   running: Promise<void>;
+  /** Where Kura's Prometheus metrics of this process are served (kura.yaml `metrics.workerPort`). */
+  metricsUrl?: string;
   /** Stops every worker (letting running activities finish or be cancelled) and closes resources. */
   shutdown(): Promise<void>;
 }
@@ -65,8 +69,11 @@ export const SHUTDOWN_GRACE_SECONDS = 5;
 
 let runtimeReady = false;
 
-/** Worker logs at $KURA_LOG_LEVEL (default WARN): state changes of every worker are noise to an operator. */
-function installRuntime(hostHandlesSignals: boolean): void {
+/**
+ * Worker logs at $KURA_LOG_LEVEL (default WARN): state changes of every worker are noise to an operator.
+ * The SDK serves its own Prometheus metrics on `temporalPort` when one is configured (docs/adr/019).
+ */
+function installRuntime(hostHandlesSignals: boolean, temporalPort: number): void {
   if (runtimeReady) return;
   runtimeReady = true;
   const level = (process.env.KURA_LOG_LEVEL ?? 'WARN').toUpperCase() as LogLevel;
@@ -74,21 +81,29 @@ function installRuntime(hostHandlesSignals: boolean): void {
   try {
     Runtime.install({
       ...(hostHandlesSignals ? { shutdownSignals: [] } : {}),
+      ...(temporalPort
+        ? { telemetryOptions: { metrics: { prometheus: { bindAddress: `127.0.0.1:${temporalPort}` } } } }
+        : {}),
       logger: new DefaultLogger(level, (entry) => {
         // Backup-server workers run activities only; that they poll no workflow tasks is by design.
         if (entry.message.startsWith('No workflows registered')) return;
         plain.log(entry.level, entry.message, entry.meta);
       }),
     });
-  } catch {
-    // Already installed by the host process; keep its logger.
+  } catch (err) {
+    // Already installed by the host process: keep its logger (and its metrics). Anything else, such as
+    // the metrics port being taken, stops the start with the reason.
+    if (!(err instanceof IllegalStateError)) {
+      runtimeReady = false;
+      throw err;
+    }
   }
 }
 
 /** Creates and runs the workers for one configuration until `shutdown()`. */
 export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWorkers> {
   const { loaded } = opts;
-  installRuntime(opts.hostHandlesSignals === true);
+  installRuntime(opts.hostHandlesSignals === true, loaded.config.metrics.temporalPort);
   const conn = temporalConnectionOptions(loaded, { address: opts.address, namespace: opts.namespace });
   const taskQueue = controlTaskQueue(opts.taskQueue);
   const paths = kuraPaths(loaded);
@@ -99,6 +114,7 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
 
   let clientConnection: Connection | undefined;
   let connection: NativeConnection | undefined;
+  let metrics: WorkerMetricsEndpoint | undefined;
   const workers: Worker[] = [];
   const runs: Promise<void>[] = [];
   let closing: Promise<void> | undefined;
@@ -118,6 +134,7 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
         // Every worker of the group, even when one of them fails its shutdown.
         await Promise.allSettled(group.map((w) => runs[workers.indexOf(w)]));
       }
+      await metrics?.close();
       await connection?.close().catch(() => undefined);
       await clientConnection?.close().catch(() => undefined);
       catalog.close();
@@ -129,6 +146,11 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
     clientConnection = await Connection.connect({ address: conn.address, tls: conn.tls, apiKey: conn.apiKey });
     const client = new Client({ connection: clientConnection, namespace: conn.namespace });
     connection = await NativeConnection.connect({ address: conn.address, tls: conn.tls, apiKey: conn.apiKey });
+    metrics = await startWorkerMetrics({
+      port: loaded.config.metrics.workerPort,
+      // The recovery points and the pools are the control host's to report, once per installation.
+      ...(opts.serversOnly ? {} : { catalog, client, sites: loaded.config.sites.map((s) => s.name) }),
+    });
 
     const common: Partial<WorkerOptions> = {
       // Progress of long copies reaches the server (and the CLI's bars) every second.
@@ -140,6 +162,7 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
       // … and an activity that ignores its cancellation is abandoned this much later, so a stop
       // never hangs on one.
       shutdownForceTime: '10 seconds',
+      ...(metrics ? { interceptors: { activity: [metrics.interceptor] } } : {}),
     };
     if (!opts.serversOnly) {
       workers.push(
@@ -190,6 +213,7 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
       paths,
       client,
       running,
+      ...(metrics ? { metricsUrl: metrics.url } : {}),
       shutdown: close,
     };
   } catch (err) {

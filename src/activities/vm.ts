@@ -29,7 +29,12 @@ const VmInput = z.object({ site: z.string().min(1), vm: z.string().min(1) });
 const RequestFields = { request: z.string().min(1), rung: z.string().min(1), incident: z.string().min(1) };
 const BackupInput = VmInput.extend({ imageId: z.string().min(1), keep: z.number().int().min(1) });
 const BaseImageInput = VmInput.extend({ kind: z.enum(['software', 'guarantee']) });
-const WaitInput = VmInput.extend({ timeoutMs: z.number().int().min(0), everyMs: z.number().int().min(1) });
+const WaitInput = VmInput.extend({
+  timeoutMs: z.number().int().min(0),
+  everyMs: z.number().int().min(1),
+  /** The ladder's rung this wait judges; the worker's metrics count the rung that cured. */
+  rung: z.string().min(1).optional(),
+});
 const RestartInput = VmInput.extend({ scope: z.enum(RESTART_SCOPES), ...RequestFields });
 const CreateInput = VmInput.extend({ imageId: z.string().min(1), ...RequestFields });
 const SwapInput = VmInput.extend({ volume: z.string().min(1), imageId: z.string().min(1), ...RequestFields });
@@ -189,6 +194,7 @@ export function createVmActivities(deps: VmActivityDeps) {
       vm: string;
       timeoutMs: number;
       everyMs: number;
+      rung?: string;
     }): Promise<VmHealth & { waitedMs: number }> {
       return mapFailures(async () => {
         const { site, vm, timeoutMs, everyMs } = parseWith(WaitInput, input, 'health wait');

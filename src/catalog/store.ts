@@ -207,6 +207,18 @@ export class Catalog {
       .map((r) => BackupRecordSchema.parse(r));
   }
 
+  /**
+   * Per site and target, the point in time of its newest complete backup: what a restore could
+   * bring back at best, so now minus it is the target's recovery point.
+   */
+  lastGoodBackups(): { site: string; target: string; dataTime: string }[] {
+    return this.db
+      .prepare(
+        `SELECT site, target, MAX(data_time) AS dataTime FROM backups WHERE status = 'complete' GROUP BY site, target ORDER BY site, target`,
+      )
+      .all() as { site: string; target: string; dataTime: string }[];
+  }
+
   /** The pieces of a backup, by copy then piece. */
   piecesOf(backupId: string): PieceRecord[] {
     return this.db

@@ -200,6 +200,7 @@ async function start(o: StartOptions, ctx: CliContext, stop: StopListener): Prom
       workflowBundle: bundle ? { codePath: bundle } : undefined,
       hostHandlesSignals: true,
     });
+    if (workers.metricsUrl) say(`kura: worker metrics on ${workers.metricsUrl}`);
     const started = workers;
     started.running.then(
       () => {
@@ -213,7 +214,7 @@ async function start(o: StartOptions, ctx: CliContext, stop: StopListener): Prom
     datapath = await startDatapath(loaded, paths, { log: say }).then(
       (dp) => {
         say(
-          `kura: datapath serving ${dp.volumes.size} volume(s) on nbd://127.0.0.1:${dp.nbdPort}/<array>/<volume> (control API ${dp.controlUrl})`,
+          `kura: datapath serving ${dp.volumes.size} volume(s) on nbd://127.0.0.1:${dp.nbdPort}/<array>/<volume> (control API ${dp.controlUrl}${dp.metricsUrl ? `, metrics ${dp.metricsUrl}` : ''})`,
         );
         return dp;
       },

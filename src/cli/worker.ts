@@ -29,6 +29,7 @@ export function registerWorkerCommand(program: Command, ctx: CliContext): void {
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
       // Said only once the handlers are in place, so a signal sent on seeing it is taken.
+      if (workers.metricsUrl) process.stderr.write(`kura: metrics on ${workers.metricsUrl}\n`);
       process.stderr.write(
         `kura: workers running on ${workers.taskQueue} and the backup-server queues; Ctrl-C stops them\n`,
       );

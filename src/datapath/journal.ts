@@ -118,6 +118,11 @@ export class Journal {
     return this.seq;
   }
 
+  /** Bytes of durable records in the file (headers and data). */
+  get bytes(): number {
+    return this.end;
+  }
+
   /**
    * S302: appends one record with flag 0 and makes it durable. Resolves only after the fdatasync
    * that covers it, so the caller may acknowledge the write to the host. Appends that arrive while

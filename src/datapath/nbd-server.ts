@@ -85,10 +85,22 @@ class SocketReader {
   }
 }
 
+/** One served request, as the datapath's metrics see it: its command, size, time and outcome. */
+export interface NbdRequestDone {
+  volume: string;
+  /** The NBD command (`Cmd`). */
+  type: number;
+  length: number;
+  seconds: number;
+  ok: boolean;
+}
+
 export interface NbdServerOptions {
   /** Export name → volume. The empty name selects the only export when there is exactly one. */
   exports: Map<string, Volume>;
   log?: (line: string) => void;
+  /** Told of every request when its reply is ready (the I/O latency the host sees, less the network). */
+  onRequest?: (r: NbdRequestDone) => void;
 }
 
 /** Serves the volumes over NBD on one TCP port. */
@@ -264,10 +276,18 @@ export class NbdServer {
         return;
       }
       inflight++;
+      const t0 = performance.now();
       const p = this.handle(v, req, payload)
         .then(
           ({ error, data }) => {
             v.countRequest(error === 0);
+            this.opts.onRequest?.({
+              volume: v.name,
+              type: req.type,
+              length: req.length,
+              seconds: (performance.now() - t0) / 1000,
+              ok: error === 0,
+            });
             if (sock.destroyed) return;
             // Replies finishing in one turn of the event loop leave in one writev, and a read's data
             // follows its header without being copied behind it.

@@ -10,6 +10,8 @@ import { findSite } from '../config/targets';
 import type { DatapathConfig } from '../domain/datapath';
 import { NotFoundError } from '../domain/errors';
 import { labVolumePath } from '../lab/files';
+import { DatapathMetrics } from '../metrics/datapath-metrics';
+import { serveMetrics, type MetricsEndpoint } from '../metrics/http';
 import { ControlServer } from './control';
 import { NbdServer } from './nbd-server';
 import { Volume } from './volume';
@@ -20,6 +22,8 @@ export interface DatapathService {
   /** Base URL of the control API. */
   controlUrl: string;
   volumes: Map<string, Volume>;
+  /** Where its Prometheus metrics are served, when kura.yaml's `metrics.datapathPort` (or the option) asks for them. */
+  metricsUrl?: string;
   close(): Promise<void>;
 }
 
@@ -27,6 +31,8 @@ export interface StartDatapathOptions {
   /** Ports that override kura.yaml (0: any free port). */
   nbdPort?: number;
   controlPort?: number;
+  /** Port of the metrics endpoint, overriding kura.yaml's `metrics.datapathPort` (0: off). */
+  metricsPort?: number;
   /** Settings that override kura.yaml's datapath section. */
   settings?: Partial<DatapathConfig>;
   log?: (line: string) => void;
@@ -65,10 +71,14 @@ export async function startDatapath(
 ): Promise<DatapathService> {
   const settings = { ...loaded.config.datapath, ...opts.settings };
   const volumes = new Map<string, Volume>();
-  const nbd = new NbdServer({ exports: volumes, log: opts.log });
+  const metricsPort = opts.metricsPort ?? loaded.config.metrics.datapathPort;
+  const metrics = metricsPort ? new DatapathMetrics(volumes) : undefined;
+  const nbd = new NbdServer({ exports: volumes, log: opts.log, onRequest: metrics?.onRequest });
   const control = new ControlServer(volumes);
+  let endpoint: MetricsEndpoint | undefined;
   // Stops whatever has been started so far; closing a server that never listened does nothing.
   const close = async () => {
+    await endpoint?.close();
     await control.close();
     await nbd.close();
     for (const v of volumes.values()) await v.close();
@@ -85,7 +95,15 @@ export async function startDatapath(
     }
     const nbdPort = await nbd.listen(opts.nbdPort ?? settings.nbdPort);
     const controlPort = await control.listen(opts.controlPort ?? settings.controlPort);
-    return { nbdPort, controlPort, controlUrl: `http://127.0.0.1:${controlPort}`, volumes, close };
+    if (metrics) endpoint = await serveMetrics(metrics.registry, metricsPort);
+    return {
+      nbdPort,
+      controlPort,
+      controlUrl: `http://127.0.0.1:${controlPort}`,
+      volumes,
+      ...(endpoint ? { metricsUrl: endpoint.url } : {}),
+      close,
+    };
   } catch (err) {
     await close();
     throw err;

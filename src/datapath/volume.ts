@@ -342,6 +342,11 @@ export class Volume {
     }
   }
 
+  /** Bytes in this backup's journal (0 in passthrough, where there is none). */
+  get journalBytes(): number {
+    return this.journal?.bytes ?? 0;
+  }
+
   /** Where the volume is, with the ETA of S701–S702. */
   status(): VolumeStatus {
     const unreflected = this.snapshot.unreflectedBytes;

@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { DurationSchema, SizeSchema } from './units';
 import { LabTimingSchema, LadderConfigSchema } from './ladder-config';
 import { HypervisorConfigSchema } from './hypervisor-config';
+import { MetricsConfigSchema } from './metrics-config';
 import { formatPath } from './errors';
 
 export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
@@ -178,6 +179,8 @@ export const ConfigSchema = z
     lab: LabTimingSchema.default(LabTimingSchema.parse({})),
     /** The hypervisor driver: the lab (default) or libvirt on real hosts. */
     hypervisor: HypervisorConfigSchema.default({ driver: 'lab' }),
+    /** Prometheus endpoints on loopback ports (all off unless set). */
+    metrics: MetricsConfigSchema.default(MetricsConfigSchema.parse({})),
     sites: z.array(SiteSchema).min(1, 'the configuration needs at least one site'),
   })
   .superRefine((cfg, ctx) => {

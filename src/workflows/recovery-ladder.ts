@@ -125,6 +125,7 @@ export async function recoveryLadder(input: LadderInput): Promise<LadderResult> 
           vm,
           timeoutMs: policy.rungs['os-reboot'].healthWaitMs,
           everyMs: policy.healthCheckEveryMs,
+          rung: 'human',
         });
         endAttempt(attempt, health.healthy ? 'healthy' : 'unhealthy', `${attempt.detail}; ${health.detail}`, {
           tookMs: built.tookMs,
@@ -206,6 +207,7 @@ export async function recoveryLadder(input: LadderInput): Promise<LadderResult> 
           vm,
           timeoutMs: rp.healthWaitMs,
           everyMs: policy.healthCheckEveryMs,
+          rung,
         });
         endAttempt(
           attempt,
