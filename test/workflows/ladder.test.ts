@@ -188,6 +188,27 @@ describe('the recovery ladder', () => {
       (l) => l.length === 1 && l[0]!.rung === 'human',
     );
     expect(listed).toEqual([{ vm, rung: 'human' }]);
+    // The operator's page names the ladder as waiting for a person, with what was tried and what to do.
+    const status = new Kura(client, lab.loaded, lab.taskQueue).status;
+    const page = await until(
+      () => status.page(),
+      (p) => (p.waitingForPerson ?? []).some((w) => w.vm === vm),
+    );
+    expect(page.waitingForPerson!.find((w) => w.vm === vm)).toEqual({
+      workflowId: waiting.workflowId,
+      site: lab.site,
+      vm,
+      reason: 'hardware gone bad',
+      since: expect.any(String),
+      tried: ['apl-restart', 'mw-restart', 'os-reboot', 'data-swap', 'guarantee-swap'],
+      resolve: `kura ladder resolve ${vm} --note "<what was done>"`,
+      rebuild: `kura ladder rebuild ${vm} --host <substitute host>`,
+    });
+    expect(page.running!.find((j) => j.workflowId === waiting.workflowId)).toMatchObject({
+      kind: 'ladder',
+      rung: 'human',
+      progress: { phase: 'waiting-for-human' },
+    });
     // No data backup while the VM is being recovered: its images are what it is recovered from.
     await expect(vms.backupData(vm)).rejects.toMatchObject({
       type: 'InRecovery',
