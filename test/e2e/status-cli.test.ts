@@ -126,6 +126,18 @@ describe('kura status', () => {
     }
   });
 
+  it('refuses a window or a refresh that is no duration with InvalidInput and exit code 2', async () => {
+    const since = await kura(['status', '--since', 'yesterday', '--json']);
+    expect(since.code).toBe(2);
+    expect(cliJson<{ error: { type: string; message: string } }>(since).error).toMatchObject({
+      type: 'InvalidInput',
+      message: '--since must be a duration such as 12h or 30m, not "yesterday"',
+    });
+    const watch = await kura(['status', '--watch', '0s']);
+    expect(watch.code).toBe(2);
+    expect(watch.stderr).toMatch(/InvalidInput: --watch must be a duration such as 12h or 30m, not "0s"/);
+  });
+
   it('streams one JSON page per refresh with --watch until Ctrl-C, then exits 0', async () => {
     const child = spawn(path.join(__dirname, '..', '..', 'bin', 'kura'), ['status', '--watch', '300ms', '--json'], {
       cwd: lab.dir,
