@@ -47,7 +47,7 @@ beforeAll(async () => {
   await new Promise<void>((r) => webhook.listen(0, '127.0.0.1', r));
   const port = (webhook.address() as { port: number }).port;
   lab = await makeVmLab({
-    vms: 14,
+    vms: 15,
     hosts: 3,
     edit: (cfg) => void (cfg.notify = { webhook: `http://127.0.0.1:${port}/kura` }),
   });
@@ -436,6 +436,36 @@ describe('the recovery ladder, per rung and by hand', () => {
     // Failing at every check after its 30 ms restart, it still made the checks of the whole wait.
     expect(a!.failedChecks).toBeGreaterThan(2);
     expect(a!.healthWaitMs).toBeGreaterThanOrEqual(300);
+  });
+
+  it('shows a rung in its health wait: how long it has waited and the most it will wait still', async () => {
+    const vm = lab.vms[14]!;
+    const base = policyOf(lab);
+    const patient = { attempts: 1, healthWaitMs: 600_000, backoffMs: 0, failedChecks: 0 };
+    await startGuardian(client, lab, vm, { ...base, rungs: { ...base.rungs, 'apl-restart': patient } });
+    injectFault(vm, 'mw');
+    await vms.reportFailure(vm, 'waits at the APL restart');
+    const view = await until(
+      () => vms.ladder(vm),
+      (v) => v.rungs[0]!.attempts[0]?.healthSince !== undefined,
+    );
+    const status = new Kura(client, lab.loaded, lab.taskQueue).status;
+    const page = await until(
+      () => status.page(),
+      (p) => (p.running ?? []).some((j) => j.workflowId === view.workflowId && j.healthWait !== undefined),
+    );
+    const job = page.running!.find((j) => j.workflowId === view.workflowId)!;
+    expect(job).toMatchObject({ kind: 'ladder', target: vm, rung: 'apl-restart', progress: { phase: 'climbing' } });
+    expect(job.healthWait).toMatchObject({
+      rung: 'apl-restart',
+      attempt: 1,
+      since: view.rungs[0]!.attempts[0]!.healthSince,
+      escalateAfter: 0,
+    });
+    expect(job.healthWait!.waitedMs + job.healthWait!.remainingMs).toBe(600_000);
+    // The VM is left to the test's end: stop its ladder and guardian so nothing waits ten minutes.
+    await client.workflow.getHandle(view.workflowId).terminate('test done');
+    await client.workflow.getHandle(guardianWorkflowId(vm)).terminate('test done');
   });
 
   it('ends a hand-over when a person resolves it, and the next failure starts at the bottom', async () => {
