@@ -3,15 +3,27 @@
  * split into lab time (the lab VM restarting, the new data volume being built — the activities'
  * own time) and orchestration overhead (everything else: workflow tasks, timers, the server);
  * then a VM recreated from its two images (the S18 rebuild) against the five-step manual rebuild
- * of seed 000 with the step times of kura.yaml's `ladder.manualRebuild`.
+ * of seed 000 with the step times of kura.yaml's `ladder.manualRebuild`; then early escalation:
+ * an OS-curable fault under kura.yaml's default ladder and lab times (scaled by `--scale`), before
+ * (`failedChecks: 0`, every lower rung waits its whole healthWait) and after (the default
+ * `failedChecks`: a rung gives up once its VM fails that many checks in a row).
  *
  *   npx tsx bench/ladder.ts [--size 8MiB] [--apl 200ms] [--mw 400ms] [--os 800ms] [--runs 1]
+ *                           [--scale 0.1] [--part all|rungs|escalation]
  */
 import { hospitalPreset } from '../src/lab/preset';
 import { LabState } from '../src/lab/state';
-import { guardianQuery, guardianWorkflowId } from '../src/client';
+import { guardianQuery, guardianWorkflowId, ladderWorkflowId } from '../src/client';
 import { parseDuration, parseSize } from '../src/domain/units';
-import { CURE_DEPTHS, rungForDepth, type LadderResult, type LadderView } from '../src/domain/ladder';
+import {
+  CURE_DEPTHS,
+  ladderPolicy,
+  rungForDepth,
+  type LadderInput,
+  type LadderResult,
+  type LadderView,
+} from '../src/domain/ladder';
+import { LabTimingSchema, LadderConfigSchema } from '../src/domain/ladder-config';
 import { arg, runBench, withLabStack } from './support/lab-stack';
 
 /** Lab time of a ladder: what its actions and health waits took inside the activities. */
@@ -24,6 +36,14 @@ const fmt = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
 async function main(): Promise<void> {
   // The hand-over's notification is logged at WARN; the benchmark's table is what it prints.
   process.env.KURA_LOG_LEVEL ??= 'ERROR';
+  const part = arg('part', 'all');
+  if (part === 'all' || part === 'rungs') await rungs();
+  if (part === 'all') console.log('');
+  if (part === 'all' || part === 'escalation') await escalation();
+}
+
+/** Time to recovery per cure depth, and the image rebuild against the five manual steps. */
+async function rungs(): Promise<void> {
   const size = parseSize(arg('size', '8MiB')) ?? 8 * 1024 * 1024;
   const times = {
     aplRestart: parseDuration(arg('apl', '200ms'))!,
@@ -161,6 +181,110 @@ async function main(): Promise<void> {
           .catch(() => undefined);
     },
   );
+}
+
+/**
+ * Early escalation, before and after, on an OS-curable fault: kura.yaml's default ladder and lab
+ * restart times, all scaled by `--scale`, so "before" is what a new user got — every lower rung
+ * waiting out its whole healthWait on a VM already known to be failing.
+ */
+async function escalation(): Promise<void> {
+  const scale = Number(arg('scale', '0.1'));
+  if (!(scale > 0)) throw new Error(`--scale must be a number above 0, not ${arg('scale', '')}`);
+  const defaults = LadderConfigSchema.parse({});
+  const labDefaults = LabTimingSchema.parse({});
+  const ms = (n: number) => Math.max(1, Math.round(n * scale));
+  const lab = {
+    aplRestart: ms(labDefaults.aplRestart),
+    mwRestart: ms(labDefaults.mwRestart),
+    osReboot: ms(labDefaults.osReboot),
+  };
+  const ladder = {
+    healthWait: ms(defaults.healthWait),
+    healthCheckEvery: ms(defaults.healthCheckEvery),
+    backoff: ms(defaults.backoff),
+    stabilityWindow: '0ms',
+    healthPoll: '0ms',
+    guardVms: false,
+  };
+  const cfg = hospitalPreset({
+    vms: 2,
+    hosts: 2,
+    dataVolumeSize: 1024 * 1024,
+    softwareVolumeSize: 512 * 1024,
+    site: 'bench',
+  });
+  cfg.tuning = { copyHeartbeatTimeout: '30s' };
+  Object.assign(cfg, { ladder, lab });
+
+  const rows: { label: string; toOs: number; total: number; checks: number; view: LadderView }[] = [];
+  await withLabStack('escalation', cfg, async ({ loaded, paths, client, kura }) => {
+    const state = new LabState(paths.labState);
+    const site = loaded.config.sites[0]!;
+    const runs = [
+      { label: 'before (failedChecks 0)', failedChecks: 0 },
+      { label: `after (failedChecks ${defaults.failedChecks})`, failedChecks: defaults.failedChecks },
+    ];
+    for (const [i, run] of runs.entries()) {
+      const vm = site.vms[i]!.name;
+      const base = ladderPolicy({ ...loaded.config.ladder, failedChecks: run.failedChecks });
+      state.setVmFault('bench', vm, 'os');
+      const input: LadderInput = {
+        site: site.name,
+        vm,
+        incident: `escalation-${i}`,
+        reason: 'bench: a fault the OS reboot cures',
+        hosts: site.hosts.map((h) => h.name),
+        policy: base,
+      };
+      const t0 = performance.now();
+      const result = (await client.workflow.execute('recoveryLadder', {
+        taskQueue: kura.taskQueue,
+        workflowId: ladderWorkflowId(vm, input.incident),
+        args: [input],
+      })) as LadderResult;
+      const wall = performance.now() - t0;
+      if (result.rung !== 'os-reboot') throw new Error(`${run.label}: recovered at ${result.rung}, not os-reboot`);
+      const v = result.view;
+      const os = v.rungs.find((r) => r.rung === 'os-reboot')!.attempts[0]!;
+      const below = v.rungs
+        .filter((r) => r.rung === 'apl-restart' || r.rung === 'mw-restart')
+        .flatMap((r) => r.attempts);
+      rows.push({
+        label: run.label,
+        toOs: Date.parse(os.startedAt) - Date.parse(v.startedAt),
+        total: wall,
+        checks: below.reduce((n, a) => n + (a.checks ?? 0), 0),
+        view: v,
+      });
+    }
+    state.close();
+  });
+
+  const [before, after] = rows as [(typeof rows)[0], (typeof rows)[0]];
+  const target = ladder.healthWait / 2;
+  console.log(
+    `early escalation: an OS-curable fault with kura.yaml's default ladder and lab times × ${scale} (healthWait ${fmt(ladder.healthWait)}, a check every ${fmt(ladder.healthCheckEvery)}; lab restarts apl ${fmt(lab.aplRestart)}, mw ${fmt(lab.mwRestart)}, os ${fmt(lab.osReboot)})`,
+  );
+  console.log('');
+  console.log('                              OS reboot reached   recovered   health checks of the rungs below');
+  for (const r of rows) {
+    console.log(
+      `  ${r.label.padEnd(26)}  ${fmt(r.toOs).padStart(17)}  ${fmt(r.total).padStart(10)}  ${String(r.checks).padStart(32)}`,
+    );
+  }
+  console.log(
+    `  ratio before / after        ${`${(before.toOs / after.toOs).toFixed(1)}×`.padStart(17)}  ${`${(before.total / after.total).toFixed(1)}×`.padStart(10)}`,
+  );
+  console.log(
+    `  target: the OS reboot reached in well under one rung's whole healthWait (< ${fmt(target)}, half of it): ${after.toOs < target ? 'met' : 'NOT met'} (${fmt(after.toOs)})`,
+  );
+  for (const r of [before, after]) {
+    const ends = r.view.rungs
+      .filter((x) => x.rung === 'apl-restart' || x.rung === 'mw-restart')
+      .map((x) => `${x.rung} ${x.attempts[0]?.healthEnd ?? '?'} after ${x.attempts[0]?.checks ?? '?'} checks`);
+    console.log(`  ${r.label}: ${ends.join(', ')}`);
+  }
 }
 
 runBench(main);

@@ -7,6 +7,7 @@
 export { Kura, type CatalogRebuildOptions, type JobOptions, type OnlineJobOptions } from './api/kura';
 export { KuraVms, ensureGuardian, ensureGuardians, siteOfVm } from './api/vms';
 export { KuraPool, ensurePool } from './api/pool';
+export { KuraStatus, RUNNING_KINDS, type StatusOptions } from './api/status';
 export {
   applySchedules,
   listSchedules,

@@ -13,7 +13,14 @@ import type { LoadedConfig } from '../config/load';
 import type { Drivers, ImageRef, VmHealth } from '../drivers/types';
 import { findSite, requireHost } from '../config/targets';
 import { ChecksumMismatchError } from '../domain/errors';
-import { ImageKind, RESTART_SCOPES, type ImageRecord, type RestartScope } from '../domain/ladder';
+import {
+  ImageKind,
+  RESTART_SCOPES,
+  isDefiniteFailure,
+  type HealthEnd,
+  type ImageRecord,
+  type RestartScope,
+} from '../domain/ladder';
 import type { ImageStore } from '../images/store';
 import { sha256File } from '../datamover/files';
 import { parseWith } from '../domain/validate';
@@ -34,7 +41,15 @@ const WaitInput = VmInput.extend({
   everyMs: z.number().int().min(1),
   /** The ladder's rung this wait judges; the worker's metrics count the rung that cured. */
   rung: z.string().min(1).optional(),
+  failAfter: z.number().int().min(0).default(0),
 });
+/** What a health wait heartbeats, and a retry of it resumes from. */
+interface WaitBeat {
+  waitedMs: number;
+  state: string;
+  checks: number;
+  failedChecks: number;
+}
 const RestartInput = VmInput.extend({ scope: z.enum(RESTART_SCOPES), ...RequestFields });
 const CreateInput = VmInput.extend({ imageId: z.string().min(1), ...RequestFields });
 const SwapInput = VmInput.extend({ volume: z.string().min(1), imageId: z.string().min(1), ...RequestFields });
@@ -186,8 +201,11 @@ export function createVmActivities(deps: VmActivityDeps) {
     },
 
     /**
-     * S12/S17: waits until the VM reports healthy or `timeoutMs` passes, checking every `everyMs`.
-     * Returns the last health seen and how long the VM took.
+     * S12/S17: waits until the VM reports healthy or `timeoutMs` passes, checking every `everyMs`;
+     * with `failAfter` > 0 it also ends once that many checks in a row report a definite failure
+     * (the VM up and failing, not restarting), so the ladder need not wait out a VM already known
+     * to be failing. Returns the last health seen, how long it waited, how the wait ended and the
+     * checks it made. A retried attempt continues the wait (time and count) its predecessor reported.
      */
     async awaitHealthy(input: {
       site: string;
@@ -195,20 +213,34 @@ export function createVmActivities(deps: VmActivityDeps) {
       timeoutMs: number;
       everyMs: number;
       rung?: string;
-    }): Promise<VmHealth & { waitedMs: number }> {
+      failAfter?: number;
+    }): Promise<VmHealth & { waitedMs: number; end: HealthEnd; checks: number; failedChecks: number }> {
       return mapFailures(async () => {
-        const { site, vm, timeoutMs, everyMs } = parseWith(WaitInput, input, 'health wait');
-        const t0 = Date.now();
+        const { site, vm, timeoutMs, everyMs, failAfter } = parseWith(WaitInput, input, 'health wait');
+        const prior = Context.current().info.heartbeatDetails as Partial<WaitBeat> | undefined;
+        const t0 = Date.now() - (prior?.waitedMs ?? 0);
+        let checks = prior?.checks ?? 0;
+        let failedInRow = prior?.failedChecks ?? 0;
         const signal = Context.current().cancellationSignal;
         for (;;) {
           const h = await hv.health(site, vm);
+          checks++;
+          failedInRow = isDefiniteFailure(h) ? failedInRow + 1 : 0;
           const waitedMs = Date.now() - t0;
-          if (h.healthy || waitedMs >= timeoutMs) return { ...h, waitedMs };
+          const end: HealthEnd | undefined = h.healthy
+            ? 'healthy'
+            : failAfter > 0 && failedInRow >= failAfter
+              ? 'failed-checks'
+              : waitedMs >= timeoutMs
+                ? 'timeout'
+                : undefined;
+          if (end) return { ...h, waitedMs, end, checks, failedChecks: failedInRow };
           // Sleep in slices of at most a second, heartbeating, so a long check interval never
           // looks like a dead worker to the heartbeat timeout.
           const until = Date.now() + Math.min(everyMs, Math.max(1, timeoutMs - waitedMs));
           while (Date.now() < until) {
-            heartbeat({ waitedMs: Date.now() - t0, state: h.state });
+            const beat: WaitBeat = { waitedMs: Date.now() - t0, state: h.state, checks, failedChecks: failedInRow };
+            heartbeat(beat);
             await new Promise((r) => setTimeout(r, Math.min(1000, until - Date.now())));
             signal.throwIfAborted();
           }

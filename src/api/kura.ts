@@ -19,6 +19,7 @@ import { JobKind, KuraKind, KuraSite, KuraTarget } from '../search-attributes';
 import type { catalogRebuild, fleetProtection, onlineBackup, restore, sanOperation } from '../workflows';
 import { cliUser, controlTaskQueue } from './environment';
 import { KuraPool } from './pool';
+import { KuraStatus } from './status';
 import { applySchedules, listSchedules, policyScheduleId, type AppliedSchedules, type ScheduleRow } from './schedules';
 import { KuraVms } from './vms';
 import {
@@ -65,6 +66,8 @@ export class Kura {
   readonly vms: KuraVms;
   /** The resource pools of the sites: their tables, devices marked (un)available. */
   readonly pool: KuraPool;
+  /** The operator's page: what runs, the last night, RPO breaches, devices out, ladders waiting. */
+  readonly status: KuraStatus;
 
   /** `taskQueue` defaults to $KURA_TASK_QUEUE, else `kura-control`. */
   constructor(
@@ -75,6 +78,7 @@ export class Kura {
     this.taskQueue = controlTaskQueue(taskQueue);
     this.vms = new KuraVms(client, loaded, this.taskQueue);
     this.pool = new KuraPool(client, loaded, this.taskQueue);
+    this.status = new KuraStatus(client, loaded, this.taskQueue, this.pool);
   }
 
   private tuning(over?: Partial<JobTuning>): JobTuning {

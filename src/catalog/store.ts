@@ -26,6 +26,8 @@ export interface BackupFilter {
   site?: string;
   target?: string;
   status?: BackupStatus;
+  /** Only backups started at or after this ISO time. */
+  since?: string;
   limit?: number;
 }
 
@@ -199,6 +201,10 @@ export class Catalog {
       if (filter[column] === undefined) continue;
       where.push(`${column} = ?`);
       args.push(filter[column]);
+    }
+    if (filter.since !== undefined) {
+      where.push('started_at >= ?');
+      args.push(filter.since);
     }
     const sql = `${SELECT_BACKUP} ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY data_time DESC, backup_id LIMIT ?`;
     return this.db

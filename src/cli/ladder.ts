@@ -4,8 +4,8 @@
  * resolved by hand, or rebuilt on a substitute host from the VM's two images.
  */
 import type { Command } from 'commander';
-import type { LadderView } from '../domain/ladder';
-import { formatBytes } from '../domain/units';
+import { healthWaitOf, type HealthWait, type LadderView } from '../domain/ladder';
+import { formatBytes, formatDuration } from '../domain/units';
 import { print, uiLink, type CliContext } from './context';
 import { table } from './table';
 
@@ -48,7 +48,9 @@ export function registerLadderCommands(program: Command, ctx: CliContext): void 
     .option('--site <name>', 'the site (default: the one that has the VM)')
     .action(async (name: string, o: { site?: string }) => {
       const view = await (await vms()).ladder(name, { site: o.site });
-      print(ctx, view, () => renderLadder(view));
+      const now = Date.now();
+      const healthWait = healthWaitOf(view, now);
+      print(ctx, healthWait ? { ...view, healthWait } : view, () => renderLadder(view, now));
     });
   ladder
     .command('resolve <vm>')
@@ -77,8 +79,8 @@ export function registerLadderCommands(program: Command, ctx: CliContext): void 
     });
 }
 
-/** The ladder as a table: one line per attempt, rungs in order. */
-export function renderLadder(v: LadderView): string {
+/** The ladder as a table: one line per attempt, rungs in order; a health wait in progress says how long it has left. */
+export function renderLadder(v: LadderView, now = Date.now()): string {
   const rows: string[][] = [];
   for (const r of v.rungs) {
     if (r.attempts.length === 0) {
@@ -102,7 +104,21 @@ export function renderLadder(v: LadderView): string {
     `  reason: ${v.reason}; started ${v.startedAt}${v.endedAt ? `, ended ${v.endedAt}` : ''}${v.note ? `; ${v.note}` : ''}`,
     '',
     table(['rung', 'status', '#', 'started', 'took', 'outcome', 'detail'], rows),
+    ...waitLine(healthWaitOf(v, now)),
     '',
     `in the Temporal UI: ${uiLink(v.workflowId)}`,
   ].join('\n');
+}
+
+/** What a rung in progress waits for: how long it has waited for health and the most it will wait still. */
+export function describeHealthWait(w: HealthWait): string {
+  const early =
+    w.escalateAfter > 0
+      ? ` (less once ${w.escalateAfter} health checks in a row find it failing)`
+      : ' (no early escalation)';
+  return `${w.rung} (attempt ${w.attempt}) has waited ${formatDuration(w.waitedMs)} for health; it waits at most ${formatDuration(w.remainingMs)} more${early}`;
+}
+
+function waitLine(w: HealthWait | undefined): string[] {
+  return w ? ['', describeHealthWait(w)] : [];
 }

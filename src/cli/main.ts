@@ -17,6 +17,7 @@ import { registerPoolCommands } from './pool';
 import { registerDatapathCommand } from './datapath';
 import { registerLadderCommands } from './ladder';
 import { registerLabVmCommands } from './lab-vm';
+import { registerStatusCommand } from './status';
 
 /** Builds the program and the context its commands share. */
 function buildProgram(): { program: Command; ctx: CliContext } {
@@ -39,6 +40,7 @@ function buildProgram(): { program: Command; ctx: CliContext } {
   registerDatapathCommand(program, ctx);
   registerLadderCommands(program, ctx);
   registerLabVmCommands(program, ctx);
+  registerStatusCommand(program, ctx);
   return { program, ctx };
 }
 

@@ -3,32 +3,17 @@
  * query and the running copy's heartbeat (bytes so far), or plain lines when not on a terminal.
  */
 import { MultiBar, SingleBar, Presets, type SingleBar as Bar } from 'cli-progress';
-import { defaultPayloadConverter } from '@temporalio/common';
 import type { WorkflowHandle } from '@temporalio/client';
 import type { CatalogRebuildProgress } from '../domain/catalog-rebuild';
 import type { FleetProgress } from '../domain/fleet';
 import type { Progress, StreamProgress } from '../domain/jobs';
 import { formatBytes } from '../domain/units';
 import { catalogRebuildProgressQuery, fleetProgressQuery, progressQuery } from '../messages';
+import { heartbeatBytes } from '../api/heartbeat';
+
+export { heartbeatBytes };
 
 const POLL_MS = 500;
-
-/** Bytes reported by the heartbeat of the job's running activity, if any. */
-export async function heartbeatBytes(handle: WorkflowHandle): Promise<number> {
-  const d = await handle.describe();
-  let bytes = 0;
-  for (const a of d.raw.pendingActivities ?? []) {
-    const payload = a.heartbeatDetails?.payloads?.[0];
-    if (!payload) continue;
-    try {
-      const details = defaultPayloadConverter.fromPayload<{ bytes?: number }>(payload);
-      if (typeof details?.bytes === 'number') bytes += details.bytes;
-    } catch {
-      // Heartbeats of other activities carry other shapes; they add no bytes.
-    }
-  }
-  return bytes;
-}
 
 /**
  * Calls `tick` every POLL_MS until `result` settles, or `signal` aborts. A failing tick is tried

@@ -72,6 +72,9 @@ export const ServerSchema = z.object({
 
 export const CopyDeviceSchema = z.object({ name: NameSchema, capacity: z.number().int().min(1).default(1) });
 
+/** A nightly policy's default RPO: a day, plus two hours for the night's run to finish. */
+export const DEFAULT_RPO_MS = 26 * 3_600_000;
+
 export const PolicySchema = z.object({
   name: NameSchema,
   /** VM names (their data volume is backed up), `array/volume` refs, or `*` for every VM. */
@@ -92,6 +95,11 @@ export const PolicySchema = z.object({
   streams: z.number().int().min(1).max(8).optional(),
   mode: z.enum(['failover', 'parallel']).optional(),
   chunks: z.number().int().min(1).max(1000).optional(),
+  /**
+   * Recovery point objective: a target's last good backup may be at most this old before
+   * `kura status` reports it. A day and the night's run by default.
+   */
+  rpo: DurationSchema.refine((n) => n > 0, 'must be more than 0').default(DEFAULT_RPO_MS),
 });
 export type Policy = z.infer<typeof PolicySchema>;
 

@@ -17,6 +17,7 @@ const RungOverrideSchema = z.object({
   attempts: z.number().int().min(1).max(10).optional(),
   healthWait: DurationSchema.optional(),
   backoff: DurationSchema.optional(),
+  failedChecks: z.number().int().min(0).max(1000).optional(),
 });
 
 /** The `ladder` section of kura.yaml: the recovery policy every VM guardian runs with. */
@@ -29,6 +30,12 @@ export const LadderConfigSchema = z.object({
   healthCheckEvery: DurationSchema.refine((n) => n > 0, 'must be more than 0').default(2_000),
   /** Pause between two attempts of the same rung. */
   backoff: DurationSchema.default(10_000),
+  /**
+   * A rung whose VM reports a definite failure (it is up and its monitor says it is failing, not
+   * restarting) at this many health checks in a row after the rung's action escalates at once,
+   * instead of waiting out `healthWait`; 0 always waits the whole `healthWait`.
+   */
+  failedChecks: z.number().int().min(0).max(1000).default(3),
   /** Overrides per rung, e.g. `{ os-reboot: { healthWait: 10m } }`. */
   rungs: z.partialRecord(z.enum(AUTOMATIC_RUNGS), RungOverrideSchema).default({}),
   /** Healthy for longer than this and the next failure starts at the bottom rung again. */

@@ -42,6 +42,11 @@ export const RungPolicySchema = z.object({
   attempts: z.number().int().min(1).max(10),
   healthWaitMs: z.number().int().min(0),
   backoffMs: z.number().int().min(0),
+  /**
+   * Health checks in a row that must report a definite failure before the rung gives up early;
+   * absent or 0: the rung waits its whole `healthWaitMs` (policies from before early escalation).
+   */
+  failedChecks: z.number().int().min(0).optional(),
 });
 export type RungPolicy = z.infer<typeof RungPolicySchema>;
 
@@ -77,6 +82,7 @@ export function ladderPolicy(cfg: LadderConfig, activityHeartbeatMs = 30_000): L
           attempts: o.attempts ?? cfg.attempts,
           healthWaitMs: o.healthWait ?? cfg.healthWait,
           backoffMs: o.backoff ?? cfg.backoff,
+          failedChecks: o.failedChecks ?? cfg.failedChecks,
         },
       ];
     }),
@@ -109,6 +115,13 @@ export const ImageRecordSchema = z.object({
 });
 export type ImageRecord = z.infer<typeof ImageRecordSchema>;
 
+/**
+ * How a health wait ends: the VM answered healthy; it reported a definite failure at the policy's
+ * number of checks in a row (the rung escalates early); or the whole wait passed without either.
+ */
+export const HEALTH_ENDS = ['healthy', 'failed-checks', 'timeout'] as const;
+export type HealthEnd = (typeof HEALTH_ENDS)[number];
+
 /** The outcome of one attempt of a rung. */
 export const AttemptSchema = z.object({
   attempt: z.number().int().min(1),
@@ -120,6 +133,18 @@ export const AttemptSchema = z.object({
   /** How long the rung's action took (ms), and how long the VM then took to answer the health check. */
   actionMs: z.number().min(0).optional(),
   healthWaitMs: z.number().min(0).optional(),
+  /**
+   * The health wait after the action: since when, for at most how long, and after how many
+   * definite failures in a row it ends early (0: never) — so a view of a rung in progress can say
+   * how long it has waited and how long it will wait still.
+   */
+  healthSince: z.string().optional(),
+  healthLimitMs: z.number().min(0).optional(),
+  escalateAfter: z.number().int().min(0).optional(),
+  /** How the wait ended, and the health checks it made (in all, and failed in a row at the end). */
+  healthEnd: z.enum(HEALTH_ENDS).optional(),
+  checks: z.number().int().min(0).optional(),
+  failedChecks: z.number().int().min(0).optional(),
 });
 export type Attempt = z.infer<typeof AttemptSchema>;
 
@@ -242,4 +267,43 @@ export function nextBackupAt(nowMs: number, policy: Pick<LadderPolicy, 'dailyBac
   let at = Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate(), h, m);
   if (at <= nowMs) at += 24 * 3_600_000;
   return at;
+}
+
+/**
+ * Whether one health check is a definite failure: the VM is up and its monitor says it is failing.
+ * A VM restarting or stopped may still be on its way back from the rung's action, so such a check
+ * is not one (and ends a run of failed checks).
+ */
+export function isDefiniteFailure(h: { healthy: boolean; state: string }): boolean {
+  return !h.healthy && h.state === 'faulty';
+}
+
+/** The health wait of a rung in progress, as `kura ladder show` and `kura status` report it. */
+export interface HealthWait {
+  rung: Rung;
+  attempt: number;
+  since: string;
+  /** How long it has waited, and the most it will wait still (it ends sooner when the VM answers). */
+  waitedMs: number;
+  remainingMs: number;
+  /** Definite failures in a row that end it early (0: it waits the whole time). */
+  escalateAfter: number;
+}
+
+/** The health wait the ladder is in at `nowMs`, if it is waiting for its VM's health now. */
+export function healthWaitOf(view: LadderView, nowMs: number): HealthWait | undefined {
+  if (view.status !== 'climbing' || view.currentRung === null) return undefined;
+  const rec = view.rungs.find((r) => r.rung === view.currentRung);
+  const a = rec?.attempts.at(-1);
+  if (!rec || !a || a.outcome !== 'running' || a.healthSince === undefined || a.healthLimitMs === undefined)
+    return undefined;
+  const waitedMs = Math.max(0, nowMs - Date.parse(a.healthSince));
+  return {
+    rung: rec.rung,
+    attempt: a.attempt,
+    since: a.healthSince,
+    waitedMs,
+    remainingMs: Math.max(0, a.healthLimitMs - waitedMs),
+    escalateAfter: a.escalateAfter ?? 0,
+  };
 }

@@ -27,6 +27,7 @@ import {
   ResolveRequestSchema,
   type AutomaticRung,
   type Attempt,
+  type HealthEnd,
   type ImageRecord,
   type LadderInput,
   type LadderResult,
@@ -202,17 +203,28 @@ export async function recoveryLadder(input: LadderInput): Promise<LadderResult> 
           rec.status = 'failed';
           return false;
         }
+        // S12: the health wait. A VM that keeps reporting a definite failure after the action
+        // ends it early (the activity counts the checks; its result is in the history, so a
+        // replay takes the same branch), and the ladder widens the range without waiting it out.
+        const escalateAfter = rp.failedChecks ?? 0;
+        attempt.healthSince = new Date().toISOString();
+        attempt.healthLimitMs = rp.healthWaitMs;
+        attempt.escalateAfter = escalateAfter;
         const health = await acts.awaitHealthy({
           site,
           vm,
           timeoutMs: rp.healthWaitMs,
           everyMs: policy.healthCheckEveryMs,
           rung,
+          failAfter: escalateAfter,
         });
+        attempt.healthEnd = health.end;
+        attempt.checks = health.checks;
+        attempt.failedChecks = health.failedChecks;
         endAttempt(
           attempt,
           health.healthy ? 'healthy' : 'unhealthy',
-          [acted.detail, health.detail].filter(Boolean).join('; '),
+          [acted.detail, health.detail, waitEnding(health)].filter(Boolean).join('; '),
           { tookMs: acted.tookMs, waitedMs: health.waitedMs },
         );
         if (health.healthy) {
@@ -279,6 +291,13 @@ export async function recoveryLadder(input: LadderInput): Promise<LadderResult> 
     if (rec.status === 'pending') rec.status = 'running';
     upsertSearchAttributes([{ key: KuraRung, value: rung }]);
     setCurrentDetails(`**${rung}** — recovering ${vm} (${req.reason})`);
+  }
+
+  /** Why an unhealthy wait ended, in words for the attempt's detail. */
+  function waitEnding(h: { end: HealthEnd; checks: number; failedChecks: number }): string | undefined {
+    if (h.end === 'failed-checks') return `escalated after ${h.failedChecks} failed health checks in a row`;
+    if (h.end === 'timeout') return `not healthy within the health wait (${h.checks} checks)`;
+    return undefined;
   }
 
   function record(rung: Rung): RungRecord {

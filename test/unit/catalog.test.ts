@@ -73,6 +73,16 @@ describe('the catalog', () => {
     ]);
   });
 
+  it('lists only the backups started since a given time when asked', () => {
+    const later = '2026-11-23T02:00:00.000Z';
+    catalog.beginBackup(backup);
+    catalog.beginBackup({ ...backup, backupId: backupIdFor('vm-001', later), startedAt: later, dataTime: later });
+    expect(catalog.listBackups({ since: '2026-11-22T12:00:00.000Z' }).map((b) => b.backupId)).toEqual([
+      'vm-001@20261123T020000Z',
+    ]);
+    expect(catalog.listBackups({ since: at })).toHaveLength(2);
+  });
+
   it('changes nothing when the same begin and completion are recorded again (a retried activity)', () => {
     catalog.beginBackup(backup);
     catalog.beginBackup(backup);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { parseConfigText } from '../../src/config/load';
-import { ConfigSchema } from '../../src/domain/inventory';
+import { ConfigSchema, DEFAULT_RPO_MS } from '../../src/domain/inventory';
 import { InvalidInputError } from '../../src/domain/errors';
 import { hospitalPreset, presetByName, presetNames, renderConfigYaml } from '../../src/lab/preset';
 
@@ -87,10 +87,11 @@ describe('the hospital preset', () => {
     expect(site.copyDevices.map((c) => c.name)).toEqual(['cpd-01', 'cpd-02']);
   });
 
-  it('protects every VM with the nightly-data policy at 02:00, four at a time', () => {
+  it('protects every VM with the nightly-data policy at 02:00, four at a time, within the default RPO', () => {
     expect(site.policies).toEqual([
-      { name: 'nightly-data', targets: ['*'], nightly: '02:00', timezone: 'UTC', concurrency: 4 },
+      { name: 'nightly-data', targets: ['*'], nightly: '02:00', timezone: 'UTC', concurrency: 4, rpo: DEFAULT_RPO_MS },
     ]);
+    expect(DEFAULT_RPO_MS).toBe(26 * 3_600_000);
   });
 
   it('follows its options: VM count, sizes, cartridges and site name', () => {

@@ -7,7 +7,18 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { CURE_DEPTHS, cures, ladderPolicy, nextBackupAt, rungForDepth, startRungFor } from '../../src/domain/ladder';
+import {
+  CURE_DEPTHS,
+  RUNGS,
+  cures,
+  healthWaitOf,
+  isDefiniteFailure,
+  ladderPolicy,
+  nextBackupAt,
+  rungForDepth,
+  startRungFor,
+  type LadderView,
+} from '../../src/domain/ladder';
 import { LadderConfigSchema } from '../../src/domain/ladder-config';
 import { parseConfigText } from '../../src/config/load';
 import { hospitalPreset, renderConfigYaml } from '../../src/lab/preset';
@@ -69,10 +80,20 @@ describe('the ladder section of kura.yaml', () => {
         rungs: { 'os-reboot': { healthWait: '5m', attempts: 1 } },
       }),
     );
-    expect(p.rungs['apl-restart']).toEqual({ attempts: 2, healthWaitMs: 30_000, backoffMs: 10_000 });
-    expect(p.rungs['os-reboot']).toEqual({ attempts: 1, healthWaitMs: 300_000, backoffMs: 10_000 });
+    expect(p.rungs['apl-restart']).toEqual({ attempts: 2, healthWaitMs: 30_000, backoffMs: 10_000, failedChecks: 3 });
+    expect(p.rungs['os-reboot']).toEqual({ attempts: 1, healthWaitMs: 300_000, backoffMs: 10_000, failedChecks: 3 });
     expect(p.keepImages).toBe(3);
     expect(p.dailyBackup).toBe('03:00');
+  });
+  it('escalates after 3 failed checks by default, per rung as configured, and 0 waits the whole health wait', () => {
+    const p = ladderPolicy(
+      LadderConfigSchema.parse({ rungs: { 'os-reboot': { failedChecks: 10 }, 'data-swap': { failedChecks: 0 } } }),
+    );
+    expect(p.rungs['apl-restart'].failedChecks).toBe(3);
+    expect(p.rungs['os-reboot'].failedChecks).toBe(10);
+    expect(p.rungs['data-swap'].failedChecks).toBe(0);
+    expect(ladderPolicy(LadderConfigSchema.parse({ failedChecks: 5 })).rungs['mw-restart'].failedChecks).toBe(5);
+    expect(LadderConfigSchema.safeParse({ failedChecks: -1 }).success).toBe(false);
   });
   it('reports a bad value with its path and line', () => {
     const cfg =
@@ -90,6 +111,51 @@ describe('the ladder section of kura.yaml', () => {
     expect(message).toMatch(/ladder\.attempts \(line \d+\): Too small: expected number to be >=1/);
     expect(message).toMatch(/ladder\.dailyBackup \(line \d+\): must be a time of day as HH:MM/);
     expect(message).toMatch(/ladder\.rungs \(line \d+\): Unrecognized key: "reboot"/);
+  });
+});
+
+describe('the health wait of a rung', () => {
+  it('counts only a VM that is up and failing as a definite failure, not one restarting or stopped', () => {
+    expect(isDefiniteFailure({ healthy: false, state: 'faulty' })).toBe(true);
+    expect(isDefiniteFailure({ healthy: false, state: 'restarting' })).toBe(false);
+    expect(isDefiniteFailure({ healthy: false, state: 'stopped' })).toBe(false);
+    expect(isDefiniteFailure({ healthy: true, state: 'running' })).toBe(false);
+  });
+
+  it('says how long a rung in progress has waited for health and how long it will wait still', () => {
+    const view: LadderView = {
+      workflowId: 'ladder/vm-001/i',
+      site: 's',
+      vm: 'vm-001',
+      incident: 'i',
+      reason: 'r',
+      status: 'climbing',
+      currentRung: 'mw-restart',
+      startedAt: '2026-11-29T10:00:00.000Z',
+      rungs: RUNGS.map((rung) => ({ rung, status: 'pending', attempts: [] })),
+    };
+    view.rungs[1]!.status = 'running';
+    view.rungs[1]!.attempts.push({
+      attempt: 1,
+      startedAt: '2026-11-29T10:00:05.000Z',
+      outcome: 'running',
+      healthSince: '2026-11-29T10:00:06.000Z',
+      healthLimitMs: 120_000,
+      escalateAfter: 3,
+    });
+    expect(healthWaitOf(view, Date.parse('2026-11-29T10:00:36.000Z'))).toEqual({
+      rung: 'mw-restart',
+      attempt: 1,
+      since: '2026-11-29T10:00:06.000Z',
+      waitedMs: 30_000,
+      remainingMs: 90_000,
+      escalateAfter: 3,
+    });
+    expect(healthWaitOf(view, Date.parse('2026-11-29T10:05:00.000Z'))?.remainingMs).toBe(0);
+    // While the action runs there is no health wait yet; nor once the ladder waits for a person.
+    delete view.rungs[1]!.attempts[0]!.healthSince;
+    expect(healthWaitOf(view, Date.parse('2026-11-29T10:00:36.000Z'))).toBeUndefined();
+    expect(healthWaitOf({ ...view, status: 'waiting-for-human', currentRung: 'human' }, 0)).toBeUndefined();
   });
 });
 

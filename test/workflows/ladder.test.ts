@@ -47,7 +47,7 @@ beforeAll(async () => {
   await new Promise<void>((r) => webhook.listen(0, '127.0.0.1', r));
   const port = (webhook.address() as { port: number }).port;
   lab = await makeVmLab({
-    vms: 12,
+    vms: 15,
     hosts: 3,
     edit: (cfg) => void (cfg.notify = { webhook: `http://127.0.0.1:${port}/kura` }),
   });
@@ -188,6 +188,27 @@ describe('the recovery ladder', () => {
       (l) => l.length === 1 && l[0]!.rung === 'human',
     );
     expect(listed).toEqual([{ vm, rung: 'human' }]);
+    // The operator's page names the ladder as waiting for a person, with what was tried and what to do.
+    const status = new Kura(client, lab.loaded, lab.taskQueue).status;
+    const page = await until(
+      () => status.page(),
+      (p) => (p.waitingForPerson ?? []).some((w) => w.vm === vm),
+    );
+    expect(page.waitingForPerson!.find((w) => w.vm === vm)).toEqual({
+      workflowId: waiting.workflowId,
+      site: lab.site,
+      vm,
+      reason: 'hardware gone bad',
+      since: expect.any(String),
+      tried: ['apl-restart', 'mw-restart', 'os-reboot', 'data-swap', 'guarantee-swap'],
+      resolve: `kura ladder resolve ${vm} --note "<what was done>"`,
+      rebuild: `kura ladder rebuild ${vm} --host <substitute host>`,
+    });
+    expect(page.running!.find((j) => j.workflowId === waiting.workflowId)).toMatchObject({
+      kind: 'ladder',
+      rung: 'human',
+      progress: { phase: 'waiting-for-human' },
+    });
     // No data backup while the VM is being recovered: its images are what it is recovered from.
     await expect(vms.backupData(vm)).rejects.toMatchObject({
       type: 'InRecovery',
@@ -345,6 +366,106 @@ describe('the recovery ladder, per rung and by hand', () => {
         50,
       );
     }
+  });
+
+  it('escalates a rung after N health checks in a row report a definite failure, without waiting out its health wait', async () => {
+    const vm = lab.vms[12]!;
+    const base = policyOf(lab);
+    // A health wait of ten minutes per rung: only the failed checks can end the lower rungs' waits.
+    const long = { attempts: 1, healthWaitMs: 600_000, backoffMs: 0, failedChecks: 2 };
+    await startGuardian(client, lab, vm, {
+      ...base,
+      rungs: { ...base.rungs, 'apl-restart': long, 'mw-restart': long, 'os-reboot': long },
+    });
+    const since = lastSeq(lab);
+    injectFault(vm, 'os');
+    const result = await reportAndRecover(vm, 'needs an OS reboot');
+    expect(result.rung).toBe('os-reboot');
+    expect(actionsOf(lab, vm, since)).toEqual([
+      ['apl-restart', 'apl-restart'],
+      ['mw-restart', 'mw-restart'],
+      ['os-reboot', 'os-reboot'],
+    ]);
+    const attempt = (rung: string) => result.view.rungs.find((r) => r.rung === rung)!.attempts;
+    for (const rung of ['apl-restart', 'mw-restart']) {
+      const [a, more] = attempt(rung);
+      expect(more, rung).toBeUndefined();
+      expect(a, rung).toMatchObject({
+        outcome: 'unhealthy',
+        healthEnd: 'failed-checks',
+        failedChecks: 2,
+        escalateAfter: 2,
+        healthLimitMs: 600_000,
+      });
+      expect(a!.detail, rung).toMatch(/escalated after 2 failed health checks in a row/);
+      // The checks of a whole wait would be 600 000 / 25 = 24 000; the VM restarting for a few
+      // tens of milliseconds, then failing twice, takes a handful.
+      expect(a!.checks, rung).toBeGreaterThanOrEqual(2);
+      expect(a!.checks, rung).toBeLessThan(100);
+    }
+    expect(attempt('os-reboot')[0]).toMatchObject({ outcome: 'healthy', healthEnd: 'healthy', failedChecks: 0 });
+
+    // The history holds each health wait once, asked to end after 2 failed checks, and what it answered.
+    const history = await client.workflow.getHandle(result.view.workflowId).fetchHistory();
+    const waits = (history.events ?? []).filter(
+      (e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'awaitHealthy',
+    );
+    expect(waits).toHaveLength(3);
+    const completed = (history.events ?? [])
+      .map((e) => e.activityTaskCompletedEventAttributes?.result?.payloads?.[0]?.data)
+      .filter((d): d is Uint8Array => d instanceof Uint8Array)
+      .map((d) => JSON.parse(Buffer.from(d).toString()) as { end?: string; failedChecks?: number })
+      .filter((r) => r.end !== undefined);
+    expect(completed.map((r) => [r.end, r.failedChecks])).toEqual([
+      ['failed-checks', 2],
+      ['failed-checks', 2],
+      ['healthy', 0],
+    ]);
+  });
+
+  it('waits the whole health wait when early escalation is off (failedChecks 0)', async () => {
+    const vm = lab.vms[13]!;
+    const base = policyOf(lab);
+    const off = { attempts: 1, healthWaitMs: 300, backoffMs: 0, failedChecks: 0 };
+    await startGuardian(client, lab, vm, { ...base, rungs: { ...base.rungs, 'apl-restart': off } });
+    injectFault(vm, 'mw');
+    const result = await reportAndRecover(vm, 'needs the middleware');
+    expect(result.rung).toBe('mw-restart');
+    const [a] = result.view.rungs.find((r) => r.rung === 'apl-restart')!.attempts;
+    expect(a).toMatchObject({ outcome: 'unhealthy', healthEnd: 'timeout', escalateAfter: 0 });
+    // Failing at every check after its 30 ms restart, it still made the checks of the whole wait.
+    expect(a!.failedChecks).toBeGreaterThan(2);
+    expect(a!.healthWaitMs).toBeGreaterThanOrEqual(300);
+  });
+
+  it('shows a rung in its health wait: how long it has waited and the most it will wait still', async () => {
+    const vm = lab.vms[14]!;
+    const base = policyOf(lab);
+    const patient = { attempts: 1, healthWaitMs: 600_000, backoffMs: 0, failedChecks: 0 };
+    await startGuardian(client, lab, vm, { ...base, rungs: { ...base.rungs, 'apl-restart': patient } });
+    injectFault(vm, 'mw');
+    await vms.reportFailure(vm, 'waits at the APL restart');
+    const view = await until(
+      () => vms.ladder(vm),
+      (v) => v.rungs[0]!.attempts[0]?.healthSince !== undefined,
+    );
+    const status = new Kura(client, lab.loaded, lab.taskQueue).status;
+    const page = await until(
+      () => status.page(),
+      (p) => (p.running ?? []).some((j) => j.workflowId === view.workflowId && j.healthWait !== undefined),
+    );
+    const job = page.running!.find((j) => j.workflowId === view.workflowId)!;
+    expect(job).toMatchObject({ kind: 'ladder', target: vm, rung: 'apl-restart', progress: { phase: 'climbing' } });
+    expect(job.healthWait).toMatchObject({
+      rung: 'apl-restart',
+      attempt: 1,
+      since: view.rungs[0]!.attempts[0]!.healthSince,
+      escalateAfter: 0,
+    });
+    expect(job.healthWait!.waitedMs + job.healthWait!.remainingMs).toBe(600_000);
+    // The VM is left to the test's end: stop its ladder and guardian so nothing waits ten minutes.
+    await client.workflow.getHandle(view.workflowId).terminate('test done');
+    await client.workflow.getHandle(guardianWorkflowId(vm)).terminate('test done');
   });
 
   it('ends a hand-over when a person resolves it, and the next failure starts at the bottom', async () => {
