@@ -24,8 +24,9 @@ import { createCatalogReadActivities, createCatalogRebuildActivities } from './a
 import { createPoolActivities } from './activities/pool';
 import { createOnlineActivities } from './activities/online';
 import { createVmActivities } from './activities/vm';
+import { createGuardianRequestActivities } from './activities/guardian-requests';
 import { ImageStore } from './images/store';
-import { controlTaskQueue, ensureGuardians, ensurePool, serverTaskQueue } from './client';
+import { Kura, controlTaskQueue, ensureGuardians, ensurePool, serverTaskQueue } from './client';
 import { temporalConnectionOptions } from './stack/connection';
 
 export interface KuraWorkersOptions {
@@ -157,6 +158,7 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
             ...createOnlineActivities({ loaded, paths, catalog }),
             ...createVmActivities({ loaded, drivers, images }),
             ...createCatalogRebuildActivities({ catalog }),
+            ...createGuardianRequestActivities({ vms: new Kura(client, loaded, taskQueue).vms }),
           },
         }),
       );
