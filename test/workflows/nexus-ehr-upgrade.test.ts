@@ -13,14 +13,14 @@ import * as nexus from 'nexus-rpc';
 import { Catalog } from '../../src/catalog/store';
 import { LabState } from '../../src/lab/state';
 import { ensureNexusEndpoint } from '../../src/stack/nexus-endpoint';
-import { backupWorkflowId, type Kura } from '../../src/client';
+import { backupWorkflowId, planQuery, type Kura } from '../../src/client';
 import type { KuraWorkers } from '../../src/worker';
 import { createUpgradeActivities } from '../../examples/ehr-upgrade/activities';
 import type { ehrUpgrade } from '../../examples/ehr-upgrade/workflows';
 import type { callKura } from '../fixtures/nexus-callers';
 import type { KuraNexusService } from '../../src/api/nexus-service';
 import type { BackupReport, RestoreReport } from '../../src/domain/jobs';
-import type { ImageRecord } from '../../src/domain/ladder';
+import type { ImageRecord, LadderResult } from '../../src/domain/ladder';
 import type { PoolTables } from '../../src/domain/pool';
 import { connectKura, eventually, sha256, startWorkers, uniqueId, type TestLab } from '../support/harness';
 import { actionsOf, makeVmLab } from '../support/vm-lab';
@@ -155,20 +155,28 @@ describe('Kura through its Nexus service', () => {
       }, 20_000);
       // The backup the caller waits for is the facade's job, under the facade's id.
       expect(backupId.startsWith(backupWorkflowId(vm, new Date().toISOString()).replace(/[^/]+$/, ''))).toBe(true);
+      const backup = kura.client.workflow.getHandle(backupId);
+      // Cancelled while it copies, as the backup's own cancellation test does.
+      await eventually(async () => {
+        const plan = await backup.query(planQuery).catch(() => undefined);
+        return plan?.steps.some((st) => st.id.startsWith('copy:') && st.status === 'running') === true;
+      }, 20_000);
 
       await handle.cancel();
       const err = await handle.result().catch((e: unknown) => e);
       expect(err).toBeInstanceOf(WorkflowFailedError);
       expect(causes(err).some((c) => c instanceof CancelledFailure)).toBe(true);
       expect((await handle.describe()).status.name).toBe('CANCELLED');
-      await eventually(
-        async () => (await kura.client.workflow.getHandle(backupId).describe()).status.name !== 'RUNNING',
-      );
-      expect((await kura.client.workflow.getHandle(backupId).describe()).status.name).toBe('CANCELLED');
-      await eventually(async () => {
+      // The backup undoes what it did (cartridges cut back and unloaded, zones removed) before it ends.
+      await eventually(async () => (await backup.describe()).status.name !== 'RUNNING', 30_000);
+      expect((await backup.describe()).status.name).toBe('CANCELLED');
+      const inUse = async () => {
         const t = await kura.pool.tables(lab.site);
-        return [...t.drives, ...t.tapes, ...t.servers].every((d) => d.state !== 'in-use');
-      });
+        return [...t.drives, ...t.tapes, ...t.servers].filter((d) => d.state === 'in-use').map((d) => d.name);
+      };
+      await eventually(async () => (await inUse()).length === 0).catch(async () =>
+        expect(await inUse(), 'devices still held after the cancelled backup ended').toEqual([]),
+      );
     } finally {
       state.clearFaults();
       state.close();
@@ -234,5 +242,31 @@ describe('Kura through its Nexus service', () => {
     });
     expect(restored).toMatchObject({ backupId: backup.backupId, destination, sha256: volume });
     expect(await sha256(destination)).toBe(volume);
+  });
+
+  it('answers two reports of one failure with the outcome of the one ladder that cured it', async () => {
+    const vm = lab.vms[2]!;
+    const state = new LabState(lab.paths.labState);
+    try {
+      state.setVmFault(lab.site, vm, 'os');
+    } finally {
+      state.close();
+    }
+    // Two monitors, a millisecond apart: the instant names the report, and one instant is one report.
+    const at = Date.now();
+    const report = (by: string, ms: number) =>
+      call<LadderResult>('reportVmFailure', {
+        vm,
+        reason: `${by} sees ${vm} down`,
+        requestedBy: by,
+        requestedAt: new Date(at + ms).toISOString(),
+      });
+    const [first, second] = await Promise.all([report('monitor-a', 0), report('monitor-b', 1)]);
+    expect(first).toMatchObject({ outcome: 'recovered', rung: 'os-reboot' });
+    expect(second.view.workflowId).toBe(first.view.workflowId);
+    const ladders: string[] = [];
+    for await (const wf of kura.client.workflow.list({ query: `KuraKind = 'ladder' AND KuraVm = '${vm}'` }))
+      ladders.push(wf.workflowId);
+    expect(ladders).toEqual([first.view.workflowId]);
   });
 });
