@@ -7,7 +7,7 @@
  */
 import { Client, Connection } from '@temporalio/client';
 import { msToTs } from '@temporalio/common/lib/time';
-import { NativeConnection, Worker } from '@temporalio/worker';
+import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
 import { configPath, loadConfig } from '../../src/config/load';
 import { CURE_DEPTHS, type CureDepth } from '../../src/domain/ladder';
 import { temporalConnectionOptions } from '../../src/stack/connection';
@@ -20,10 +20,11 @@ const TASK_QUEUE = 'ehr-upgrades';
 
 async function main(argv: string[]): Promise<void> {
   const [vm, version = '2.0'] = argv.filter((a, i) => !a.startsWith('--') && argv[i - 1] !== '--break');
-  const broken = argv[argv.indexOf('--break') + 1];
+  const broken = argv.includes('--break') ? argv[argv.indexOf('--break') + 1] : undefined;
   if (!vm) throw new Error('usage: main.ts <vm> [version] [--break apl|mw|os|data|guarantee|none]');
-  if (argv.includes('--break') && !CURE_DEPTHS.includes(broken as CureDepth))
+  if (broken !== undefined && !CURE_DEPTHS.includes(broken as CureDepth))
     throw new Error(`--break takes one of ${CURE_DEPTHS.join(', ')}`);
+  Runtime.install({ logger: new DefaultLogger('WARN') });
   const loaded = loadConfig(configPath());
   const { address } = temporalConnectionOptions(loaded);
 
