@@ -1,10 +1,28 @@
 /**
  * Kura's public client: what the CLI and other services import. The `Kura` facade and its parts
  * (VM protection, the resource pools), their option types, the builders of every workflow id and
- * task queue, the search attributes, and the signals, queries and updates of the workflows. The
- * parts live in `src/api/`; this module only names them.
+ * task queue, the search attributes, the signals, queries and updates of the workflows, and the
+ * contract of Kura's Nexus service. The parts live in `src/api/`; this module only names them.
  */
-export { Kura, type CatalogRebuildOptions, type JobOptions, type OnlineJobOptions } from './api/kura';
+export { Kura, type CatalogRebuildOptions, type JobOptions, type JobStart, type OnlineJobOptions } from './api/kura';
+export {
+  KURA_NEXUS_ENDPOINT,
+  KURA_NEXUS_SERVICE,
+  NexusBackupInputSchema,
+  NexusDataBackupInputSchema,
+  NexusOnlineBackupInputSchema,
+  NexusPoolTablesInputSchema,
+  NexusRestoreInputSchema,
+  NexusVmFailureInputSchema,
+  kuraNexusService,
+  type KuraNexusService,
+  type NexusBackupInput,
+  type NexusDataBackupInput,
+  type NexusOnlineBackupInput,
+  type NexusPoolTablesInput,
+  type NexusRestoreInput,
+  type NexusVmFailureInput,
+} from './api/nexus-service';
 export { KuraVms, ensureGuardian, ensureGuardians, siteOfVm } from './api/vms';
 export { KuraPool, ensurePool } from './api/pool';
 export { KuraStatus, RUNNING_KINDS, type StatusOptions } from './api/status';
@@ -30,6 +48,8 @@ export {
   restoreWorkflowId,
   scheduleIdFor,
   scheduledFleetWorkflowId,
+  vmDataBackupWorkflowId,
+  vmFailureReportWorkflowId,
   type OperationKind,
 } from './api/workflow-ids';
 export { CONTROL_TASK_QUEUE, serverTaskQueue } from './api/task-queues';
@@ -39,6 +59,7 @@ export {
   failureDetectedSignal,
   fleetProgressQuery,
   guardianQuery,
+  ladderEndedSignal,
   ladderQuery,
   markDeviceSignal,
   onlineProgressQuery,

@@ -13,6 +13,7 @@ import type {
   FailureReport,
   GuardianView,
   ImageRecord,
+  LadderOutcome,
   LadderView,
   RebuildRequest,
   ResolveRequest,
@@ -51,6 +52,8 @@ export const catalogRebuildProgressQuery = defineQuery<CatalogRebuildProgress>('
 export const requestDataBackupUpdate = defineUpdate<ImageRecord, [DataBackupRequest]>('request-data-backup');
 /** VM guardian: the VM or a monitor reports a software failure; the guardian runs the ladder. */
 export const failureDetectedSignal = defineSignal<[FailureReport]>('failure-detected');
+/** VM guardian, to whoever reported a failure with `replyTo`: the ladder it joined or started has ended. */
+export const ladderEndedSignal = defineSignal<[LadderOutcome]>('ladder-ended');
 /** VM guardian: its state, the ladder running now and the last one. */
 export const guardianQuery = defineQuery<GuardianView>('guardian');
 /** Recovery ladder: the rungs with their attempts, times and outcomes. */

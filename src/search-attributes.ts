@@ -36,5 +36,9 @@ export const JobKind = {
   Guardian: 'guardian',
   Ladder: 'ladder',
   CatalogRebuild: 'catalog-rebuild',
+  /** A failure report waiting for its ladder's outcome (a Nexus caller's). */
+  VmReport: 'vm-report',
+  /** A data-volume image asked of a guardian (a Nexus caller's). */
+  VmDataBackup: 'vm-backup',
 } as const;
 export type JobKind = (typeof JobKind)[keyof typeof JobKind];

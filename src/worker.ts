@@ -1,6 +1,6 @@
 /**
- * Starts Kura's Temporal Workers: the control worker (every workflow, and the control and pool
- * activities) on `kura-control`, and one worker per backup server of the inventory on
+ * Starts Kura's Temporal Workers: the control worker (every workflow, the control and pool
+ * activities, and the handler of Kura's Nexus service) on `kura-control`, and one worker per backup server of the inventory on
  * `kura-server-<name>` for the copies and cartridge reads that server performs. In production each
  * backup server host runs its own worker; the embedded stack runs them all in this one process.
  */
@@ -25,8 +25,10 @@ import { createCatalogReadActivities, createCatalogRebuildActivities } from './a
 import { createPoolActivities } from './activities/pool';
 import { createOnlineActivities } from './activities/online';
 import { createVmActivities } from './activities/vm';
+import { createGuardianRequestActivities } from './activities/guardian-requests';
+import { createKuraNexusHandler } from './nexus-handler';
 import { ImageStore } from './images/store';
-import { controlTaskQueue, ensureGuardians, ensurePool, serverTaskQueue } from './client';
+import { Kura, controlTaskQueue, ensureGuardians, ensurePool, serverTaskQueue } from './client';
 import { temporalConnectionOptions } from './stack/connection';
 import { startWorkerMetrics, type WorkerMetricsEndpoint } from './metrics/worker-endpoint';
 
@@ -180,7 +182,10 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
             ...createOnlineActivities({ loaded, paths, catalog }),
             ...createVmActivities({ loaded, drivers, images }),
             ...createCatalogRebuildActivities({ catalog }),
+            ...createGuardianRequestActivities({ vms: new Kura(client, loaded, taskQueue).vms }),
           },
+          // Kura's Nexus service `kura`, for callers in other namespaces (docs/adr/018).
+          nexusServices: [createKuraNexusHandler({ client, loaded, taskQueue })],
         }),
       );
     }

@@ -5,7 +5,12 @@
  * exposes VM protection (`kura.vms`) and the resource pools (`kura.pool`). The CLI is a thin layer
  * over it; other services use it too (or start the workflows of `src/workflows` as children).
  */
-import { WorkflowExecutionAlreadyStartedError, type Client, type WorkflowHandle } from '@temporalio/client';
+import {
+  WorkflowExecutionAlreadyStartedError,
+  type Client,
+  type WorkflowHandle,
+  type WorkflowStartOptions,
+} from '@temporalio/client';
 import { TypedSearchAttributes, type Workflow } from '@temporalio/common';
 import type { LoadedConfig } from '../config/load';
 import { copySettings, jobTuning } from '../config/tuning';
@@ -47,7 +52,6 @@ export interface OnlineJobOptions {
   deviceAttempts?: number;
 }
 
-/** Kura's client: the jobs, schedules, guardians and pools of one installation, as the CLI and services use them. */
 export interface CatalogRebuildOptions {
   /** The site (default: the first in the configuration). */
   site?: string;
@@ -59,6 +63,17 @@ export interface CatalogRebuildOptions {
   tuning?: Partial<JobTuning>;
 }
 
+/**
+ * A job's workflow start as the facade makes it: the workflow type and the client's start options
+ * (id, task queue, input, search attributes, memo, summary). `Kura` starts it with its client; Kura's
+ * Nexus handler starts the same with the Nexus operation's links and callback.
+ */
+export interface JobStart<W extends Workflow = Workflow> {
+  workflowType: string;
+  options: WorkflowStartOptions<W>;
+}
+
+/** Kura's client: the jobs, schedules, guardians and pools of one installation, as the CLI and services use them. */
 export class Kura {
   /** The control task queue every job of this installation runs on. */
   readonly taskQueue: string;
@@ -93,10 +108,18 @@ export class Kura {
     target: string,
     opts: JobOptions & Partial<CopySettings> & { policy?: string } = {},
   ): Promise<WorkflowHandle<typeof sanOperation>> {
+    return this.launch(this.backupJob(target, opts));
+  }
+
+  /** The start of a backup as `startBackup` makes it, without starting it; fails fast on an unknown target. */
+  backupJob(
+    target: string,
+    opts: JobOptions & Partial<CopySettings> & { policy?: string } = {},
+  ): JobStart<typeof sanOperation> {
     const site = findSite(this.loaded.config, opts.site);
     resolveTargetRef(site, target);
     const requestedAt = opts.requestedAt ?? new Date().toISOString();
-    return this.start<typeof sanOperation>('sanOperation', backupWorkflowId(target, requestedAt), {
+    return this.job<typeof sanOperation>('sanOperation', backupWorkflowId(target, requestedAt), {
       args: [
         {
           kind: 'backup',
@@ -132,11 +155,16 @@ export class Kura {
     destination: string,
     opts: JobOptions = {},
   ): Promise<WorkflowHandle<typeof restore>> {
+    return this.launch(this.restoreJob(backupId, destination, opts));
+  }
+
+  /** The start of a restore as `startRestore` makes it, without starting it. */
+  restoreJob(backupId: string, destination: string, opts: JobOptions = {}): JobStart<typeof restore> {
     parseWith(BackupIdSchema, backupId, 'backup id');
     const requestedAt = opts.requestedAt ?? new Date().toISOString();
     const target = backupId.slice(0, backupId.lastIndexOf('@'));
     const site = findSite(this.loaded.config, opts.site);
-    return this.start<typeof restore>('restore', restoreWorkflowId(backupId, requestedAt), {
+    return this.job<typeof restore>('restore', restoreWorkflowId(backupId, requestedAt), {
       args: [
         {
           backupId,
@@ -158,6 +186,11 @@ export class Kura {
    * datapath; fails fast on an unknown target. Its settings come from kura.yaml's `datapath`.
    */
   async startOnlineBackup(target: string, opts: OnlineJobOptions = {}): Promise<WorkflowHandle<typeof onlineBackup>> {
+    return this.launch(this.onlineBackupJob(target, opts));
+  }
+
+  /** The start of an online backup as `startOnlineBackup` makes it, without starting it. */
+  onlineBackupJob(target: string, opts: OnlineJobOptions = {}): JobStart<typeof onlineBackup> {
     const { config } = this.loaded;
     const site = findSite(config, opts.site);
     const { array, volume } = resolveTargetRef(site, target);
@@ -171,7 +204,7 @@ export class Kura {
       'online backup settings',
     );
     const requestedAt = opts.requestedAt ?? new Date().toISOString();
-    return this.start<typeof onlineBackup>('onlineBackup', onlineBackupWorkflowId(array, volume, requestedAt), {
+    return this.job<typeof onlineBackup>('onlineBackup', onlineBackupWorkflowId(array, volume, requestedAt), {
       args: [
         {
           site: site.name,
@@ -261,37 +294,55 @@ export class Kura {
     return id;
   }
 
-  /**
-   * Starts a job's workflow with its id, search attributes, memo and summary; a job already started
-   * under that id is `AlreadyRunning`.
-   */
+  /** A job's workflow start: its id, search attributes, memo and summary, on the control queue. */
+  private job<W extends Workflow>(
+    workflowType: string,
+    workflowId: string,
+    o: { args: unknown[]; kind: JobKind; target: string; site: string; summary: string },
+  ): JobStart<W> {
+    const options = {
+      taskQueue: this.taskQueue,
+      workflowId,
+      args: o.args,
+      typedSearchAttributes: new TypedSearchAttributes([
+        { key: KuraKind, value: o.kind },
+        { key: KuraTarget, value: o.target },
+        { key: KuraSite, value: o.site },
+      ]),
+      memo: { requestedBy: (o.args[0] as { requestedBy?: string }).requestedBy },
+      staticSummary: o.summary,
+    };
+    // The input was typed by the caller of `job`; the client checks it against W no further than before.
+    return { workflowType, options: options as unknown as WorkflowStartOptions<W> };
+  }
+
+  /** Starts a job's workflow with its id, search attributes, memo and summary. */
   private async start<W extends Workflow>(
     workflowType: string,
     workflowId: string,
     o: { args: unknown[]; kind: JobKind; target: string; site: string; summary: string },
   ): Promise<WorkflowHandle<W>> {
+    return this.launch(this.job<W>(workflowType, workflowId, o));
+  }
+
+  /** Starts a job; a job already started under its id is `AlreadyRunning`. */
+  private async launch<W extends Workflow>(job: JobStart<W>): Promise<WorkflowHandle<W>> {
     try {
-      return (await this.client.workflow.start(workflowType, {
-        taskQueue: this.taskQueue,
-        workflowId,
-        args: o.args,
-        typedSearchAttributes: new TypedSearchAttributes([
-          { key: KuraKind, value: o.kind },
-          { key: KuraTarget, value: o.target },
-          { key: KuraSite, value: o.site },
-        ]),
-        memo: { requestedBy: (o.args[0] as { requestedBy?: string }).requestedBy },
-        staticSummary: o.summary,
-      })) as WorkflowHandle<W>;
+      return (await this.client.workflow.start(job.workflowType, job.options)) as WorkflowHandle<W>;
     } catch (err) {
-      if (err instanceof WorkflowExecutionAlreadyStartedError) {
-        throw new KuraError(
-          ErrorType.AlreadyRunning,
-          `${workflowId} was already started; watch it in the Temporal UI or wait a second and ask again`,
-          { cause: err },
-        );
-      }
-      throw err;
+      throw alreadyRunning(err, job.options.workflowId);
     }
   }
+}
+
+/** A start refused because the id is taken becomes `AlreadyRunning`; any other error stays as it is. */
+export function alreadyRunning(err: unknown, workflowId: string): unknown {
+  if (err instanceof WorkflowExecutionAlreadyStartedError) {
+    return new KuraError(
+      ErrorType.AlreadyRunning,
+      `${workflowId} was already started; watch it in the Temporal UI or wait a second and ask again`,
+      { cause: err },
+    );
+  }
+  return err;
 }

@@ -118,11 +118,20 @@ export class KuraVms {
     return ensureGuardian(this.client, this.loaded, this.siteOf(vm, siteName), vm, this.taskQueue);
   }
 
-  /** Update `requestDataBackup`: an image of the data volume now, verified and kept (K most recent). */
-  async backupData(vm: string, opts: { site?: string; requestedBy?: string } = {}): Promise<ImageRecord> {
+  /**
+   * Update `requestDataBackup`: an image of the data volume now, verified and kept (K most recent).
+   * Calls with the same `updateId` get the one image, however often they are retried.
+   */
+  async backupData(
+    vm: string,
+    opts: { site?: string; requestedBy?: string; updateId?: string } = {},
+  ): Promise<ImageRecord> {
     const handle = await this.guardian(vm, opts.site);
     return asKuraError(() =>
-      handle.executeUpdate(requestDataBackupUpdate, { args: [{ requestedBy: opts.requestedBy ?? cliUser() }] }),
+      handle.executeUpdate(requestDataBackupUpdate, {
+        args: [{ requestedBy: opts.requestedBy ?? cliUser() }],
+        ...(opts.updateId === undefined ? {} : { updateId: opts.updateId }),
+      }),
     );
   }
 

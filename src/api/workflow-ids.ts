@@ -61,6 +61,19 @@ export function ladderWorkflowId(vm: string, incident: string): string {
   return `ladder/${vm}/${incident}`;
 }
 
+/**
+ * A failure of a VM reported through Kura's Nexus service, waiting for the outcome of the ladder it
+ * joined or started: `vm-report/<vm>/<time>`.
+ */
+export function vmFailureReportWorkflowId(vm: string, requestedAt: string): string {
+  return `vm-report/${vm}/${compactTime(requestedAt)}`;
+}
+
+/** A data-volume image of a VM requested through Kura's Nexus service: `vm-backup/<vm>/<time>`. */
+export function vmDataBackupWorkflowId(vm: string, requestedAt: string): string {
+  return `vm-backup/${vm}/${compactTime(requestedAt)}`;
+}
+
 /** The resource pool of a site (seed 004), one per site: `pool/<site>`. */
 export function poolWorkflowId(site: string): string {
   return `pool/${site}`;

@@ -205,12 +205,43 @@ export const RebuildRequestSchema = z.object({ host: NameSchema, by: z.string().
 export type RebuildRequest = z.input<typeof RebuildRequestSchema>;
 
 /** Signal `failureDetected`: the VM (or a monitor) reports a failure. */
-export const FailureReportSchema = z.object({ reason: z.string().min(1).max(2000), at: z.string().optional() });
+export const FailureReportSchema = z.object({
+  reason: z.string().min(1).max(2000),
+  at: z.string().optional(),
+  /** A workflow to signal `ladderEnded` to when the ladder this report joined or started has ended. */
+  replyTo: z.string().min(1).optional(),
+});
 export type FailureReport = z.infer<typeof FailureReportSchema>;
+
+/** Signal `ladderEnded`: the outcome of the ladder a report with `replyTo` joined or started. */
+export const LadderOutcomeSchema = z.object({
+  /** The ladder's workflow id. */
+  ladder: z.string().min(1),
+  /** Its result when it recovered the VM or a person dealt with it… */
+  result: LadderResultSchema.optional(),
+  /** …or why it failed. */
+  failure: z.object({ type: z.string(), message: z.string() }).optional(),
+});
+export type LadderOutcome = z.infer<typeof LadderOutcomeSchema>;
 
 /** Update `requestDataBackup`: the VM asks for an image of its data volume now. */
 export const DataBackupRequestSchema = z.object({ requestedBy: z.string().min(1).default('vm') });
 export type DataBackupRequest = z.input<typeof DataBackupRequestSchema>;
+
+/** Workflow `vmFailureReport`: a failure reported on a caller's behalf, who waits for the ladder's outcome. */
+export const VmFailureRequestSchema = z.object({
+  site: NameSchema,
+  vm: NameSchema,
+  reason: FailureReportSchema.shape.reason,
+  requestedBy: z.string().min(1),
+  /** When the failure was seen; it also names the workflow. */
+  requestedAt: z.iso.datetime({ offset: true }),
+});
+export type VmFailureRequest = z.input<typeof VmFailureRequestSchema>;
+
+/** Workflow `vmDataBackup`: a data-volume image asked of the guardian on a caller's behalf. */
+export const VmDataBackupRequestSchema = VmFailureRequestSchema.omit({ reason: true });
+export type VmDataBackupRequest = z.input<typeof VmDataBackupRequestSchema>;
 
 export const GuardianInputSchema = z.object({
   site: NameSchema,

@@ -35,6 +35,8 @@ export interface DevServerOptions {
   /** Where the server's own log goes; discarded when omitted. */
   logFile?: string;
   namespace?: string;
+  /** More namespaces to register at start (a Nexus caller's, say). */
+  extraNamespaces?: string[];
   /** How long to wait for the server to answer. */
   readyTimeoutMs?: number;
   /** Gives up waiting when aborted: the server is stopped and the abort's reason thrown. */
@@ -109,6 +111,7 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
     '--log-level',
     'warn',
   ];
+  for (const ns of opts.extraNamespaces ?? []) args.push('--namespace', ns);
   if (opts.headless) args.push('--headless');
   else args.push('--ui-port', String(opts.uiPort ?? port + 1000));
   if (opts.dbFile) {

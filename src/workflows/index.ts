@@ -7,3 +7,4 @@ export { onlineBackup } from './online-backup';
 export { vmGuardian } from './vm-guardian';
 export { recoveryLadder } from './recovery-ladder';
 export { catalogRebuild } from './catalog-rebuild';
+export { vmDataBackup, vmFailureReport } from './vm-requests';

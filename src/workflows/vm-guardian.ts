@@ -12,6 +12,7 @@ import {
   condition,
   continueAsNew,
   executeChild,
+  getExternalWorkflowHandle,
   log,
   setCurrentDetails,
   setHandler,
@@ -27,11 +28,12 @@ import {
   type FailureReport,
   type GuardianInput,
   type ImageRecord,
+  type LadderOutcome,
   type LadderResult,
 } from '../domain/ladder';
 import { compactTime } from '../domain/catalog';
 import { ErrorType } from '../domain/errors';
-import { failureDetectedSignal, guardianQuery, requestDataBackupUpdate } from '../messages';
+import { failureDetectedSignal, guardianQuery, ladderEndedSignal, requestDataBackupUpdate } from '../messages';
 import { JobKind, KuraKind, KuraRung, KuraSite, KuraTarget, KuraVm } from '../search-attributes';
 import { ladderWorkflowId } from '../api/workflow-ids';
 import { acceptInput, rootFailure } from './failures';
@@ -49,6 +51,13 @@ export async function vmGuardian(input: GuardianInput): Promise<never> {
   let backupRunning = false;
   /** A report that arrived while a ladder ran: checked against the VM's health once that ladder ends. */
   let reportedDuringLadder: FailureReport | undefined;
+  /**
+   * Workflows that reported with `replyTo` and wait for a ladder's outcome: the next ladder's (the
+   * pending failure's), and the running one's. Never carried across continue-as-new: the guardian
+   * only rolls with no failure pending and no ladder running, when both lists are empty.
+   */
+  let nextWaiters: string[] = [];
+  let lateWaiters: string[] = [];
 
   upsertSearchAttributes([
     { key: KuraKind, value: JobKind.Guardian },
@@ -69,8 +78,13 @@ export async function vmGuardian(input: GuardianInput): Promise<never> {
     const failure = { reason: report.data.reason, at: report.data.at ?? new Date().toISOString() };
     // A report during a ladder may be about the failure the ladder is curing, or a new one that
     // arrived as it ended; which, the VM's health tells once the ladder is over.
-    if (currentLadder !== null) reportedDuringLadder ??= failure;
-    else state.pendingFailure ??= failure;
+    if (currentLadder !== null) {
+      reportedDuringLadder ??= failure;
+      if (report.data.replyTo) lateWaiters.push(report.data.replyTo);
+    } else {
+      state.pendingFailure ??= failure;
+      if (report.data.replyTo) nextWaiters.push(report.data.replyTo);
+    }
   });
 
   setHandler(
@@ -162,6 +176,9 @@ export async function vmGuardian(input: GuardianInput): Promise<never> {
     const startRung = startRungFor(state.lastRecovery, report.at ?? new Date().toISOString(), policy.stabilityWindowMs);
     currentLadder = workflowId;
     state.pendingFailure = undefined;
+    const waiters = nextWaiters;
+    nextWaiters = [];
+    let outcome: LadderOutcome;
     upsertSearchAttributes([{ key: KuraRung, value: startRung }]);
     publish();
     try {
@@ -176,8 +193,10 @@ export async function vmGuardian(input: GuardianInput): Promise<never> {
       // rebuilt on new hardware) the next failure starts afresh.
       state.lastRecovery =
         result.outcome === 'recovered' ? { at: result.endedAt, rung: result.rung, incident } : undefined;
+      outcome = { ladder: workflowId, result };
     } catch (err) {
       const root = rootFailure(err);
+      outcome = { ladder: workflowId, failure: root };
       log.error(`recovery ladder ${workflowId} of ${vm} failed`, { type: root.type, error: root.message });
       await notify({
         subject: `recovery ladder of ${vm} failed`,
@@ -191,8 +210,30 @@ export async function vmGuardian(input: GuardianInput): Promise<never> {
       publish();
     }
     const late = reportedDuringLadder;
+    const lateOnes = lateWaiters;
     reportedDuringLadder = undefined;
-    if (late && (await unwellNow())) state.pendingFailure ??= late;
+    lateWaiters = [];
+    if (late && (await unwellNow())) {
+      state.pendingFailure ??= late;
+      nextWaiters.push(...lateOnes);
+    } else {
+      // The VM is well again: the late reports were about the failure this ladder cured.
+      waiters.push(...lateOnes);
+    }
+    await tellWaiters(waiters, outcome);
+  }
+
+  /** Signals each waiting reporter the ladder's outcome; one that has stopped waiting is skipped. */
+  async function tellWaiters(waiters: string[], outcome: LadderOutcome): Promise<void> {
+    await Promise.all(
+      [...new Set(waiters)].map((id) =>
+        getExternalWorkflowHandle(id)
+          .signal(ladderEndedSignal, outcome)
+          .catch((err: unknown) =>
+            log.warn(`could not tell ${id} that ${outcome.ladder} ended`, { error: rootFailure(err).message }),
+          ),
+      ),
+    );
   }
 
   /**

@@ -7,6 +7,7 @@
 import { proxyActivities } from '@temporalio/workflow';
 import type { createControlActivities } from '../activities/control';
 import type { createVmActivities } from '../activities/vm';
+import type { createGuardianRequestActivities } from '../activities/guardian-requests';
 import type { LadderPolicy } from '../domain/ladder';
 import { NON_RETRYABLE_ERROR_TYPES } from '../domain/errors';
 
@@ -36,5 +37,19 @@ export function notifyActivities(): Pick<ControlActivities, 'notify'> {
   return proxyActivities<ControlActivities>({
     startToCloseTimeout: '1 minute',
     retry: { maximumAttempts: 3, initialInterval: '1s', nonRetryableErrorTypes },
+  });
+}
+
+type GuardianRequestActivities = ReturnType<typeof createGuardianRequestActivities>;
+
+/**
+ * Requests to a guardian on a caller's behalf: the activity heartbeats while the guardian works, and
+ * a retry joins the request it sent before (the same update id).
+ */
+export function guardianRequestActivities(): GuardianRequestActivities {
+  return proxyActivities<GuardianRequestActivities>({
+    startToCloseTimeout: '1 hour',
+    heartbeatTimeout: '30 seconds',
+    retry: { maximumAttempts: 5, initialInterval: '1s', nonRetryableErrorTypes },
   });
 }

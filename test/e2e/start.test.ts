@@ -31,6 +31,10 @@ describe('kura start on a fresh directory', () => {
     });
     expect(run.stderr).toMatch(/created kura\.yaml from the hospital lab preset \(5 VMs\)/);
     expect(run.stderr).toMatch(/using the Temporal server at 127\.0\.0\.1:\d+/);
+    // Other namespaces reach this installation's control worker through the Nexus endpoint `kura`.
+    expect(run.stderr).toMatch(
+      /Nexus endpoint kura (created|updated|unchanged): service kura on t-[0-9a-f]+-kura-control/,
+    );
     expect(run.stderr).toMatch(/Protected 5 of 5 targets of hospital: 40\.0 MiB in [\d.]+ s .*0 failed\./);
     expect(run.stderr).toMatch(/shutting down workers/);
     expect(run.code).toBe(0);

@@ -13,9 +13,14 @@ declare module 'vitest' {
   export interface ProvidedContext {
     temporalAddress: string;
     temporalNamespace: string;
+    /** A second namespace, for callers of Kura's Nexus service. */
+    callerNamespace: string;
     workflowBundlePath: string;
   }
 }
+
+/** The namespace Nexus callers run in, beside the one Kura runs in. */
+const CALLER_NAMESPACE = 'kura-callers';
 
 let server: DevServer | undefined;
 let dir: string | undefined;
@@ -28,6 +33,7 @@ export async function setup(project: TestProject): Promise<void> {
       dbFile: path.join(dir, 'temporal.db'),
       logFile: path.join(dir, 'temporal.log'),
       readyTimeoutMs: 90_000,
+      extraNamespaces: [CALLER_NAMESPACE],
     }),
     bundleWorkflowCode({ workflowsPath: require.resolve('../../src/workflows/index.ts'), logger: quietLogger }),
   ]);
@@ -36,6 +42,7 @@ export async function setup(project: TestProject): Promise<void> {
   writeFileSync(bundlePath, bundle.code);
   project.provide('temporalAddress', srv.address);
   project.provide('temporalNamespace', srv.namespace);
+  project.provide('callerNamespace', CALLER_NAMESPACE);
   project.provide('workflowBundlePath', bundlePath);
 }
 

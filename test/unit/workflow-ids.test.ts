@@ -17,12 +17,19 @@ import {
   restoreWorkflowId,
   scheduleIdFor,
   scheduledFleetWorkflowId,
+  vmDataBackupWorkflowId,
+  vmFailureReportWorkflowId,
 } from '../../src/api/workflow-ids';
 import { CONTROL_TASK_QUEUE, serverTaskQueue } from '../../src/api/task-queues';
 
 const at = '2026-11-22T02:00:00.000Z';
 
 describe('workflow ids', () => {
+  it("names a Nexus caller's failure report and data backup of a VM by the VM and the request's instant", () => {
+    expect(vmFailureReportWorkflowId('vm-001', at)).toBe('vm-report/vm-001/20261122T020000Z');
+    expect(vmDataBackupWorkflowId('vm-001', at)).toBe('vm-backup/vm-001/20261122T020000Z');
+  });
+
   it('names a backup by its kind, target and the compact instant of the request', () => {
     expect(operationWorkflowId('backup', 'vm-001', at)).toBe('op/backup/vm-001/20261122T020000Z');
     expect(backupWorkflowId('vm-001', at)).toBe('op/backup/vm-001/20261122T020000Z');
@@ -147,6 +154,12 @@ describe('the builders stay importable by workflow code', () => {
   it('would catch a module that loads the Temporal client: the facade does', () => {
     const { packages } = runtimeImports('src/api/kura.ts');
     expect([...packages].filter(forbidden)).toContain('@temporalio/client');
+  });
+
+  it("the Nexus service's contract loads nothing but pure domain code, zod and nexus-rpc", () => {
+    const { files, packages } = runtimeImports('src/api/nexus-service.ts');
+    expect(files.filter((f) => !f.startsWith('src/domain/') && !f.startsWith('src/api/'))).toEqual([]);
+    expect([...packages].sort()).toEqual(['nexus-rpc', 'zod']);
   });
 
   it('task-queues.ts loads nothing at all', () => {
