@@ -31,6 +31,19 @@ export const ArraySchema = z.object({
   lunMasks: z
     .array(z.object({ volume: NameSchema, lun: z.number().int().min(0).max(16383), wwns: z.array(WwnSchema) }))
     .default([]),
+  /**
+   * The array's free pool (seed 003): room for the replica volumes of pairs and the space of
+   * snapshots, which exist only while needed. Without it the array takes no pair or snapshot.
+   */
+  freePool: z
+    .object({
+      size: SizeSchema,
+      /** At most this many replicas and snapshots at once. */
+      replicas: z.number().int().min(0).default(8),
+      /** How fast the array copies a pair in the background (bytes/s; 0: as fast as the disks go). */
+      copyRate: SizeSchema.default(0),
+    })
+    .optional(),
 });
 export type StorageArray = z.infer<typeof ArraySchema>;
 
@@ -94,6 +107,24 @@ export const PolicySchema = z.object({
 });
 export type Policy = z.infer<typeof PolicySchema>;
 
+/**
+ * An application hook (seed 003's DB coordination scripts): what puts the application on a target
+ * into backup mode before a split or snapshot, and takes it out after. `script` runs argument
+ * arrays, never through a shell; other kinds (a database session held open) come beside it.
+ */
+export const HookSchema = z.object({
+  /** The VM or array/volume whose application the hook coordinates. */
+  target: z.string().min(1),
+  kind: z.literal('script'),
+  /** The command entering backup mode, as an argument array: `['/usr/local/bin/db-begin', '--fast']`. */
+  begin: z.array(z.string().min(1)).min(1),
+  /** The command leaving backup mode. */
+  end: z.array(z.string().min(1)).min(1),
+  /** Backup mode not entered within this long: the operation stops before any split. */
+  timeout: DurationSchema.default(60_000),
+});
+export type Hook = z.infer<typeof HookSchema>;
+
 export const SiteSchema = z
   .object({
     name: NameSchema,
@@ -107,6 +138,7 @@ export const SiteSchema = z
     /** Cables between named things (arrays, switches, servers, libraries, copy devices). */
     links: z.array(z.tuple([NameSchema, NameSchema])).default([]),
     policies: z.array(PolicySchema).default([]),
+    hooks: z.array(HookSchema).default([]),
   })
   .superRefine(checkSiteReferences);
 export type Site = z.infer<typeof SiteSchema>;
@@ -213,6 +245,7 @@ type SiteShape = {
   copyDevices: { name: string }[];
   links: [string, string][];
   policies: { name: string; targets: string[] }[];
+  hooks?: { target: string }[];
 };
 
 /** The policy name `kura schedule trigger` and fleet runs take to mean every VM of the site. */
@@ -365,6 +398,16 @@ function checkSiteReferences(site: SiteShape, ctx: z.RefinementCtx): void {
       if (t === '*' || vmNames.has(t) || volumes.has(t)) return;
       issue(['policies', i, 'targets', j], `"${t}" is neither a VM, an array/volume of this site, nor "*"`);
     });
+  });
+
+  const hooked = new Map<string, number>();
+  site.hooks?.forEach((h, i) => {
+    if (!vmNames.has(h.target) && !volumes.has(h.target))
+      issue(['hooks', i, 'target'], `"${h.target}" is neither a VM nor an array/volume of this site`);
+    const first = hooked.get(h.target);
+    if (first !== undefined)
+      issue(['hooks', i, 'target'], `"${h.target}" already has a hook (hooks[${first}]); give a target one hook`);
+    else hooked.set(h.target, i);
   });
 }
 
