@@ -26,6 +26,7 @@ export {
   operationWorkflowId,
   parseScheduleId,
   poolWorkflowId,
+  replicaRefreshWorkflowId,
   restoreWorkflowId,
   scheduleIdFor,
   scheduledFleetWorkflowId,

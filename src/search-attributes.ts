@@ -36,5 +36,6 @@ export const JobKind = {
   Guardian: 'guardian',
   Ladder: 'ladder',
   CatalogRebuild: 'catalog-rebuild',
+  ReplicaRefresh: 'replica-refresh',
 } as const;
 export type JobKind = (typeof JobKind)[keyof typeof JobKind];

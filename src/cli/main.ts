@@ -17,6 +17,8 @@ import { registerPoolCommands } from './pool';
 import { registerDatapathCommand } from './datapath';
 import { registerLadderCommands } from './ladder';
 import { registerLabVmCommands } from './lab-vm';
+import { registerSanCommands } from './san';
+import { registerPlanCommands } from './plan';
 
 /** Builds the program and the context its commands share. */
 function buildProgram(): { program: Command; ctx: CliContext } {
@@ -39,6 +41,8 @@ function buildProgram(): { program: Command; ctx: CliContext } {
   registerDatapathCommand(program, ctx);
   registerLadderCommands(program, ctx);
   registerLabVmCommands(program, ctx);
+  registerSanCommands(program, ctx);
+  registerPlanCommands(program, ctx);
   return { program, ctx };
 }
 

@@ -63,3 +63,27 @@ export function copyActivities(
     retry: { maximumAttempts: attempts, initialInterval: '1s', backoffCoefficient: 2, nonRetryableErrorTypes },
   });
 }
+
+/**
+ * The wait for a pair in sync: one long activity that heartbeats the array's copy, bounded by the
+ * operation's `pairWaitMs`; it answers "not in sync" itself when the wait is over.
+ */
+export function pairWaitActivities(waitMs: number, t: Pick<JobTuning, 'deviceAttempts'>): ControlActivities {
+  return proxyActivities<ControlActivities>({
+    startToCloseTimeout: waitMs + 120_000,
+    heartbeatTimeout: '30 seconds',
+    retry: { maximumAttempts: t.deviceAttempts, initialInterval: '500ms', nonRetryableErrorTypes },
+  });
+}
+
+/**
+ * An application hook's launch: one attempt, bounded by the hook's own timeout (plus room for the
+ * worker to report it). Backup mode not entered in time is a result the plan answers, not a fault
+ * to retry: the application may be slow because it is busy.
+ */
+export function hookActivities(timeoutMs: number): ControlActivities {
+  return proxyActivities<ControlActivities>({
+    startToCloseTimeout: timeoutMs + 15_000,
+    retry: { maximumAttempts: 1, nonRetryableErrorTypes },
+  });
+}
