@@ -15,7 +15,10 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
       '--method <method>',
       "direct: copy the volume itself; split: split the volume's pair and copy the replica; snapshot: copy a snapshot taken at once (default: direct)",
     )
-    .option('--pair-wait <duration>', 'split: how long to wait for the pair to be in sync before taking a snapshot instead, e.g. 10m')
+    .option(
+      '--pair-wait <duration>',
+      'split: how long to wait for the pair to be in sync before taking a snapshot instead, e.g. 10m',
+    )
     .option('--site <name>', 'the site (default: the first in the configuration)')
     .option('--streams <n>', 'independent copy streams to reserve, all or nothing (default: tuning.streams, 2)')
     .option(
