@@ -10,6 +10,7 @@ import type { LoadedConfig } from '../config/load';
 import type { Drivers, PairInfo, SnapshotInfo } from '../drivers/types';
 import { hookFor } from '../drivers/hooks';
 import { ErrorType, KuraError } from '../domain/errors';
+import { findSite } from '../config/targets';
 import { parseWith } from '../domain/validate';
 import { mapFailures } from './failures';
 
@@ -100,6 +101,21 @@ export function createArrayActivities(deps: { loaded: LoadedConfig; drivers: Pic
       return mapFailures(async () => {
         const { ref, name } = parseWith(SnapshotInput, input, 'snapshot');
         return arrays.deleteSnapshot(ref, name);
+      });
+    },
+
+    /** Every pair and snapshot of every array of a site, as the arrays report them now. */
+    async listArrayFunctions(input: { site: string }): Promise<{ pairs: PairInfo[]; snapshots: SnapshotInfo[] }> {
+      return mapFailures(async () => {
+        const { site } = parseWith(z.object({ site: z.string().min(1) }), input, 'site');
+        const names = findSite(loaded.config, site).arrays.map((a) => a.name);
+        const pairs: PairInfo[] = [];
+        const snapshots: SnapshotInfo[] = [];
+        for (const array of names) {
+          pairs.push(...(await arrays.listPairs(site, array)));
+          snapshots.push(...(await arrays.listSnapshots(site, array)));
+        }
+        return { pairs, snapshots };
       });
     },
 

@@ -23,6 +23,7 @@ import type {
   onlineBackup,
   replicaRefresh,
   restore,
+  sanListing,
   sanOperation,
 } from '../workflows';
 import { cliUser, controlTaskQueue } from './environment';
@@ -33,6 +34,7 @@ import {
   catalogRebuildWorkflowId,
   operationWorkflowId,
   replicaRefreshWorkflowId,
+  sanListingWorkflowId,
   fleetWorkflowId,
   onlineBackupWorkflowId,
   restoreWorkflowId,
@@ -151,6 +153,17 @@ export class Kura {
       target,
       site: site.name,
       summary: `replica-refresh of ${target} (${site.name})`,
+    });
+  }
+
+  /** The pairs and snapshots of a site's arrays (default: the first site), as the arrays report them now. */
+  async sanListing(opts: { site?: string } = {}): Promise<Awaited<ReturnType<typeof sanListing>>> {
+    const site = findSite(this.loaded.config, opts.site);
+    return this.client.workflow.execute<typeof sanListing>('sanListing', {
+      taskQueue: this.taskQueue,
+      workflowId: sanListingWorkflowId(site.name, new Date().toISOString()),
+      args: [{ site: site.name }],
+      staticSummary: `pairs and snapshots of ${site.name}`,
     });
   }
 

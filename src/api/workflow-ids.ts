@@ -28,6 +28,11 @@ export function replicaRefreshWorkflowId(target: string, requestedAt: string): s
   return operationWorkflowId('replica-refresh', target, requestedAt);
 }
 
+/** A listing of a site's pairs and snapshots: `san/<site>/<time>`. */
+export function sanListingWorkflowId(site: string, requestedAt: string): string {
+  return `san/${site}/${compactTime(requestedAt)}`;
+}
+
 /** A restore of one backup, requested at this instant: `restore/<backup>/<time>`. */
 export function restoreWorkflowId(backupId: string, requestedAt: string): string {
   return `restore/${backupId}/${compactTime(requestedAt)}`;

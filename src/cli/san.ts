@@ -3,13 +3,10 @@
  * and copy progress, the snapshots, and a replica-refresh that keeps a point-in-time copy.
  */
 import type { Command } from 'commander';
-import { findSite } from '../config/targets';
-import { LabArrayFunctions } from '../drivers/lab/array-functions';
-import type { PairInfo, SnapshotInfo } from '../drivers/types';
+import type { Kura } from '../client';
 import type { ReplicaReport } from '../domain/jobs';
 import { formatBytes, parseDuration } from '../domain/units';
 import { InvalidInputError } from '../domain/errors';
-import { LabState } from '../lab/state';
 import { print, printStarted, type CliContext } from './context';
 import { watchJob } from './progress';
 import { table } from './table';
@@ -22,9 +19,8 @@ export function registerSanCommands(program: Command, ctx: CliContext): void {
     .description('list the volume pairs of every array of a site: state, copy progress, split time')
     .option('--site <name>', 'the site (default: the first in the configuration)')
     .action(async (o: { site?: string }) => {
-      const pairs = await withArrays(ctx, o.site, async (arrays, site, names) =>
-        (await Promise.all(names.map((a) => arrays.listPairs(site, a)))).flat(),
-      );
+      const { kura } = await ctx.connect();
+      const { pairs } = await kura.sanListing({ site: o.site });
       print(ctx, { ok: true, pairs }, () => renderPairs(pairs));
     });
 
@@ -33,9 +29,8 @@ export function registerSanCommands(program: Command, ctx: CliContext): void {
     .description('list the snapshots of every array of a site')
     .option('--site <name>', 'the site (default: the first in the configuration)')
     .action(async (o: { site?: string }) => {
-      const snapshots = await withArrays(ctx, o.site, async (arrays, site, names) =>
-        (await Promise.all(names.map((a) => arrays.listSnapshots(site, a)))).flat(),
-      );
+      const { kura } = await ctx.connect();
+      const { snapshots } = await kura.sanListing({ site: o.site });
       print(ctx, { ok: true, snapshots }, () => renderSnapshots(snapshots));
     });
 
@@ -67,28 +62,9 @@ export function registerSanCommands(program: Command, ctx: CliContext): void {
     });
 }
 
-/** Runs `use` with the site's array functions (the lab's, over its state file) and array names. */
-async function withArrays<T>(
-  ctx: CliContext,
-  siteName: string | undefined,
-  use: (arrays: LabArrayFunctions, site: string, names: string[]) => Promise<T>,
-): Promise<T> {
-  const loaded = ctx.config();
-  const site = findSite(loaded.config, siteName);
-  const paths = ctx.paths();
-  const state = new LabState(paths.labState);
-  try {
-    return await use(
-      new LabArrayFunctions(loaded, paths, state),
-      site.name,
-      site.arrays.map((a) => a.name),
-    );
-  } finally {
-    state.close();
-  }
-}
+type Listing = Awaited<ReturnType<Kura['sanListing']>>;
 
-function renderPairs(pairs: PairInfo[]): string {
+function renderPairs(pairs: Listing['pairs']): string {
   if (pairs.length === 0) return 'no pairs (a replica-refresh creates one: kura san refresh <target>)';
   return table(
     ['ARRAY', 'VOLUME', 'REPLICA', 'STATE', 'COPIED', 'SPLIT AT'],
@@ -103,7 +79,7 @@ function renderPairs(pairs: PairInfo[]): string {
   );
 }
 
-function renderSnapshots(snaps: SnapshotInfo[]): string {
+function renderSnapshots(snaps: Listing['snapshots']): string {
   if (snaps.length === 0) return 'no snapshots';
   return table(
     ['ARRAY', 'VOLUME', 'NAME', 'TAKEN AT', 'SIZE'],
