@@ -208,7 +208,7 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
       streams,
       startedAt,
       endedAt,
-      kind: op.kind as EngineKind as BackupReport['kind'],
+      kind: image.kind,
       source: { from: image.from, ...(image.name ? { name: image.name } : {}), ...(image.at ? { at: image.at } : {}) },
       changes: op.changes,
     };
@@ -271,6 +271,8 @@ async function resolveOperation(
 
 /** The image the copy to tape reads, and where it came from. */
 interface Image {
+  /** The kind that ran: the one asked for, unless step 5 changed it. */
+  kind: EngineKind;
   from: 'volume' | 'replica' | 'snapshot';
   readPath?: string;
   name?: string;
@@ -283,12 +285,12 @@ interface Image {
  * the other function of the array).
  */
 async function launchImage(l: ArrayLaunch, kind: EngineKind): Promise<Image> {
-  if (kind === 'backup') return { from: 'volume' };
+  if (kind === 'backup') return { kind, from: 'volume' };
   if (kind === 'split-backup') {
     const synced = await syncPair(l);
     if (synced.inSync) {
       const pair = await splitPair(l);
-      return { from: 'replica', readPath: pair.readPath, name: pair.replica, at: pair.splitAt };
+      return { kind, from: 'replica', readPath: pair.readPath, name: pair.replica, at: pair.splitAt };
     }
     const why = `the pair of ${l.ref.array}/${l.ref.volume} was not in sync within ${l.plan.pairWaitMs} ms (${synced.pair.state}, ${synced.pair.copiedBytes} of ${synced.pair.totalBytes} bytes copied)`;
     l.op.replan('pair-sync', replanAsSnapshot(l.op.steps, l.plan, why), 'split-backup became snapshot-backup', why);
@@ -296,7 +298,7 @@ async function launchImage(l: ArrayLaunch, kind: EngineKind): Promise<Image> {
   }
   const name = l.plan.snapshot ?? snapshotNameFor(workflowInfo().workflowId);
   const snap = await takeSnapshot(l, name);
-  return { from: 'snapshot', readPath: snap.readPath, name: snap.name, at: snap.createdAt };
+  return { kind: 'snapshot-backup', from: 'snapshot', readPath: snap.readPath, name: snap.name, at: snap.createdAt };
 }
 
 /**
