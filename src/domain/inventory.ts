@@ -47,7 +47,22 @@ export const ArraySchema = z.object({
 });
 export type StorageArray = z.infer<typeof ArraySchema>;
 
-export const HostSchema = z.object({ name: NameSchema, wwn: WwnSchema.optional() });
+export const HostSchema = z.object({
+  name: NameSchema,
+  wwn: WwnSchema.optional(),
+  /**
+   * Where the host's file systems live (seed 003 step 2: the server knows files, the storage knows
+   * volumes): each mount point on a volume of the site, so `host:/path` names the volume to copy.
+   */
+  mounts: z
+    .array(
+      z.object({
+        path: z.string().regex(/^\/[^\0]*$/, 'must be an absolute path such as /var/lib/pgsql'),
+        volume: z.lazy(() => VolumeRefSchema),
+      }),
+    )
+    .default([]),
+});
 
 /** `array/volume`: a volume of a storage array of the same site. */
 export const VolumeRefSchema = z
@@ -231,7 +246,7 @@ export type Config = z.infer<typeof ConfigSchema>;
 export type ConfigInput = z.input<typeof ConfigSchema>;
 
 type SiteShape = {
-  hosts: { name: string; wwn?: string }[];
+  hosts: { name: string; wwn?: string; mounts?: { path: string; volume: string }[] }[];
   vms: { name: string; host: string; softwareVolume: string; dataVolume: string }[];
   arrays: {
     name: string;
@@ -331,6 +346,13 @@ function checkSiteReferences(site: SiteShape, ctx: z.RefinementCtx): void {
       });
     });
   });
+
+  site.hosts.forEach((h, i) =>
+    h.mounts?.forEach((m, j) => {
+      if (!volumes.has(m.volume))
+        issue(['hosts', i, 'mounts', j, 'volume'], `no volume "${m.volume}" in this site's arrays`);
+    }),
+  );
 
   const hosts = new Set(site.hosts.map((h) => h.name));
   const vmNames = new Set<string>();

@@ -8,7 +8,7 @@ import { execFile } from 'node:child_process';
 import type { Hook } from '../domain/inventory';
 import { DeviceFaultError, HookTimeoutError, NotFoundError } from '../domain/errors';
 import type { LoadedConfig } from '../config/load';
-import { findSite } from '../config/targets';
+import { findSite, resolveTargetRef } from '../config/targets';
 
 /** The application's side of a consistent split: enter backup mode, leave it. */
 export interface ApplicationHook {
@@ -33,9 +33,11 @@ export const NO_HOOK: ApplicationHook = {
 /** The hook kura.yaml gives a target of a site (a VM, or array/volume), or NO_HOOK. */
 export function hookFor(loaded: LoadedConfig, site: string, target: string): ApplicationHook {
   const s = findSite(loaded.config, site);
-  const vm = s.vms.find((v) => v.name === target);
-  // A hook on the VM and a hook on its data volume mean the same application.
-  const hook = s.hooks.find((h) => h.target === target || (vm !== undefined && h.target === vm.dataVolume));
+  const r = resolveTargetRef(s, target);
+  const volume = `${r.array}/${r.volume}`;
+  const vm = s.vms.find((v) => v.dataVolume === volume);
+  // A hook on the VM, on its data volume, or reached by a host's path all mean one application.
+  const hook = s.hooks.find((h) => h.target === target || h.target === volume || h.target === vm?.name);
   return hook === undefined ? NO_HOOK : new ScriptHook(hook);
 }
 

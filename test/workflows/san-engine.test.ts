@@ -52,6 +52,7 @@ beforeAll(async () => {
       const site = cfg.sites[0]!;
       // 1 MiB/s: a 4 MiB pair takes four seconds to copy, long enough to be caught copying.
       site.arrays[0]!.freePool = { size: '64MiB', replicas: 8, copyRate: '1MiB' };
+      site.hosts![0]!.mounts = [{ path: '/srv/app', volume: 'array-01/vm-001-data' }];
       site.hooks = [
         {
           target: 'vm-002',
@@ -212,6 +213,17 @@ describe('step 5 re-plans', () => {
     expect(failureOf(err).type).toBe('HookTimeout');
     expect(await arrays.listSnapshots(lab.site, 'array-01')).toEqual([]);
     expect(state.events({ event: 'snapshot-created' }).filter((e) => e.detail.volume === 'vm-003-data')).toEqual([]);
+  });
+});
+
+describe('step 2 maps a file to its volume', () => {
+  it("backs up host:/path as the volume the host's mount puts it on, restorable byte-identical", async () => {
+    const before = await sha256(lab.dataVolume('vm-001'));
+    const handle = await kura.startBackup('host-01:/srv/app/data');
+    const report = await handle.result();
+    expect(report).toMatchObject({ target: 'host-01:/srv/app/data', array: 'array-01', volume: 'vm-001-data' });
+    expect(report.backupId).toMatch(/^host-01\/srv\/app\/data@\d{8}T\d{6}/);
+    expect(await restoreOf(report, 'host-path.img')).toBe(before);
   });
 });
 
