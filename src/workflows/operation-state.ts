@@ -58,6 +58,8 @@ export class OperationState {
   replan(step: string, steps: PlanStep[], what: string, why: string): void {
     this.steps = steps;
     this.changes = [...this.changes, { at: new Date().toISOString(), step, what, why }];
+    // The Temporal UI shows the current details: the change is what a person watching needs first.
+    setCurrentDetails(`**${this.phase}** — plan changed after ${step}: ${what}, because ${why}`);
   }
 
   note(id: string, detail: string): void {
