@@ -7,6 +7,7 @@
 import { ApplicationFailure, isCancellation } from '@temporalio/workflow';
 import { ErrorType } from '../domain/errors';
 import type { PairInfo, SnapshotInfo, VolumeRef } from '../drivers/types';
+import type { JobTuning } from '../domain/jobs';
 import type { Compensations } from './compensations';
 import type { OperationState } from './operation-state';
 import { replanStopped, type OperationPlanInput } from './operation-plan';
@@ -21,7 +22,7 @@ export interface ArrayLaunch {
   ref: VolumeRef;
   target: string;
   plan: OperationPlanInput;
-  deviceAttempts: number;
+  tuning: Pick<JobTuning, 'deviceAttempts' | 'copyHeartbeatTimeoutMs'>;
 }
 
 /**
@@ -38,7 +39,7 @@ export async function syncPair(l: ArrayLaunch): Promise<{ inSync: boolean; pair:
     } else if (l.plan.pair.state === 'split') {
       await control.resyncPair(ref);
     }
-    return pairWaitActivities(l.plan.pairWaitMs, { deviceAttempts: l.deviceAttempts }).waitPairInSync({
+    return pairWaitActivities(l.plan.pairWaitMs, l.tuning).waitPairInSync({
       ref,
       waitMs: l.plan.pairWaitMs,
     });

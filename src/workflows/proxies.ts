@@ -68,10 +68,14 @@ export function copyActivities(
  * The wait for a pair in sync: one long activity that heartbeats the array's copy, bounded by the
  * operation's `pairWaitMs`; it answers "not in sync" itself when the wait is over.
  */
-export function pairWaitActivities(waitMs: number, t: Pick<JobTuning, 'deviceAttempts'>): ControlActivities {
+export function pairWaitActivities(
+  waitMs: number,
+  t: Pick<JobTuning, 'deviceAttempts' | 'copyHeartbeatTimeoutMs'>,
+): ControlActivities {
   return proxyActivities<ControlActivities>({
     startToCloseTimeout: waitMs + 120_000,
-    heartbeatTimeout: '30 seconds',
+    // The job's own heartbeat timeout: a worker lost mid-wait is noticed as soon as a lost copy is.
+    heartbeatTimeout: t.copyHeartbeatTimeoutMs,
     retry: { maximumAttempts: t.deviceAttempts, initialInterval: '500ms', nonRetryableErrorTypes },
   });
 }

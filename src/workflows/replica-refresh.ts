@@ -65,7 +65,7 @@ export async function replicaRefresh(input: ReplicaRefreshRequest): Promise<Repl
     ref,
     target: req.target,
     plan,
-    deviceAttempts: req.tuning.deviceAttempts,
+    tuning: req.tuning,
   };
 
   // 4. Launch; 5. collect each result.

@@ -122,7 +122,7 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
     ref: { site: req.site, array: resolved.array, volume: resolved.volume },
     target: req.target,
     plan,
-    deviceAttempts: req.tuning.deviceAttempts,
+    tuning: req.tuning,
   };
 
   // 4. Launch the function software according to the plan; 5. collect each result.
