@@ -45,6 +45,7 @@ export {
   operationWorkflowId,
   parseScheduleId,
   poolWorkflowId,
+  replicaRefreshWorkflowId,
   restoreWorkflowId,
   scheduleIdFor,
   scheduledFleetWorkflowId,

@@ -40,5 +40,6 @@ export const JobKind = {
   VmReport: 'vm-report',
   /** A data-volume image asked of a guardian (a Nexus caller's). */
   VmDataBackup: 'vm-backup',
+  ReplicaRefresh: 'replica-refresh',
 } as const;
 export type JobKind = (typeof JobKind)[keyof typeof JobKind];

@@ -7,6 +7,7 @@ import type { LoadedConfig } from '../config/load';
 import type { KuraPaths } from '../config/paths';
 import type { Catalog } from '../catalog/store';
 import type { Drivers } from '../drivers/types';
+import { createArrayActivities } from './array-functions';
 import { createCatalogActivities } from './catalog';
 import { createFabricActivities } from './fabric';
 import { createNotifyActivities } from './notify';
@@ -30,6 +31,7 @@ export function createControlActivities(deps: ControlDeps) {
     ...createFabricActivities(deps),
     ...createRestoreFileActivities(deps),
     ...createNotifyActivities(deps),
+    ...createArrayActivities(deps),
   };
 }
 

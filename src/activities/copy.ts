@@ -24,6 +24,8 @@ const CopyPieceInput = z.object({
     offset: z.number().int().min(0),
     length: z.number().int().min(1),
     volumeSize: z.number().int().min(1),
+    /** A split replica or a snapshot holding the volume's image, read instead of the volume. */
+    readPath: z.string().min(1).optional(),
   }),
   target: z.object({ ...TapeAddress, position: z.number().int().min(0) }),
   header: PieceHeaderSchema,

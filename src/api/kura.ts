@@ -19,17 +19,28 @@ import { BackupIdSchema } from '../domain/catalog';
 import { OnlineSettingsSchema, type OnlineSettings } from '../domain/datapath';
 import { ErrorType, KuraError } from '../domain/errors';
 import { parseWith } from '../domain/validate';
-import type { CopySettings, JobTuning } from '../domain/jobs';
+import { kindOfMethod, type BackupMethod, type CopySettings, type JobTuning, type PlanView } from '../domain/jobs';
+import { planQuery } from '../messages';
 import { JobKind, KuraKind, KuraSite, KuraTarget } from '../search-attributes';
-import type { catalogRebuild, fleetProtection, onlineBackup, restore, sanOperation } from '../workflows';
+import type {
+  catalogRebuild,
+  fleetProtection,
+  onlineBackup,
+  replicaRefresh,
+  restore,
+  sanListing,
+  sanOperation,
+} from '../workflows';
 import { cliUser, controlTaskQueue } from './environment';
 import { KuraPool } from './pool';
 import { KuraStatus } from './status';
 import { applySchedules, listSchedules, policyScheduleId, type AppliedSchedules, type ScheduleRow } from './schedules';
 import { KuraVms } from './vms';
 import {
-  backupWorkflowId,
   catalogRebuildWorkflowId,
+  operationWorkflowId,
+  replicaRefreshWorkflowId,
+  sanListingWorkflowId,
   fleetWorkflowId,
   onlineBackupWorkflowId,
   restoreWorkflowId,
@@ -103,10 +114,12 @@ export class Kura {
   /**
    * Starts a backup of a VM's data volume (or array/volume); fails fast on an unknown target.
    * Streams, mode and chunks default to kura.yaml's `tuning` (a policy's, when `policy` is named).
+   * `method` picks the kind: `direct` (the volume itself), `split` (its pair's replica, split),
+   * `snapshot` (a snapshot taken at once); `pairWaitMs` bounds a split's wait for its pair.
    */
   async startBackup(
     target: string,
-    opts: JobOptions & Partial<CopySettings> & { policy?: string } = {},
+    opts: JobOptions & Partial<CopySettings> & { policy?: string; method?: BackupMethod; pairWaitMs?: number } = {},
   ): Promise<WorkflowHandle<typeof sanOperation>> {
     return this.launch(this.backupJob(target, opts));
   }
@@ -114,28 +127,76 @@ export class Kura {
   /** The start of a backup as `startBackup` makes it, without starting it; fails fast on an unknown target. */
   backupJob(
     target: string,
-    opts: JobOptions & Partial<CopySettings> & { policy?: string } = {},
+    opts: JobOptions & Partial<CopySettings> & { policy?: string; method?: BackupMethod; pairWaitMs?: number } = {},
   ): JobStart<typeof sanOperation> {
     const site = findSite(this.loaded.config, opts.site);
     resolveTargetRef(site, target);
     const requestedAt = opts.requestedAt ?? new Date().toISOString();
-    return this.job<typeof sanOperation>('sanOperation', backupWorkflowId(target, requestedAt), {
+    const kind = kindOfMethod(opts.method ?? 'direct');
+    return this.job<typeof sanOperation>('sanOperation', operationWorkflowId(kind, target, requestedAt), {
       args: [
         {
-          kind: 'backup',
+          kind,
           site: site.name,
           target,
           requestedBy: opts.requestedBy ?? cliUser(),
           requestedAt,
           ...this.copy(site.name, opts),
+          ...(opts.pairWaitMs === undefined ? {} : { pairWaitMs: opts.pairWaitMs }),
           tuning: this.tuning(opts.tuning),
         },
       ],
       kind: JobKind.Backup,
       target,
       site: site.name,
-      summary: `backup of ${target} (${site.name})`,
+      summary: `${kind} of ${target} (${site.name})`,
     });
+  }
+
+  /**
+   * Starts a replica-refresh: the target's replica brought up to date (paired from the array's free
+   * pool when it has none) and split, kept as a point-in-time copy.
+   */
+  async startReplicaRefresh(
+    target: string,
+    opts: JobOptions & { pairWaitMs?: number } = {},
+  ): Promise<WorkflowHandle<typeof replicaRefresh>> {
+    const site = findSite(this.loaded.config, opts.site);
+    resolveTargetRef(site, target);
+    const requestedAt = opts.requestedAt ?? new Date().toISOString();
+    return this.start<typeof replicaRefresh>('replicaRefresh', replicaRefreshWorkflowId(target, requestedAt), {
+      args: [
+        {
+          kind: 'replica-refresh',
+          site: site.name,
+          target,
+          requestedBy: opts.requestedBy ?? cliUser(),
+          requestedAt,
+          ...(opts.pairWaitMs === undefined ? {} : { pairWaitMs: opts.pairWaitMs }),
+          tuning: this.tuning(opts.tuning),
+        },
+      ],
+      kind: JobKind.ReplicaRefresh,
+      target,
+      site: site.name,
+      summary: `replica-refresh of ${target} (${site.name})`,
+    });
+  }
+
+  /** The pairs and snapshots of a site's arrays (default: the first site), as the arrays report them now. */
+  async sanListing(opts: { site?: string } = {}): Promise<Awaited<ReturnType<typeof sanListing>>> {
+    const site = findSite(this.loaded.config, opts.site);
+    return this.client.workflow.execute<typeof sanListing>('sanListing', {
+      taskQueue: this.taskQueue,
+      workflowId: sanListingWorkflowId(site.name, new Date().toISOString()),
+      args: [{ site: site.name }],
+      staticSummary: `pairs and snapshots of ${site.name}`,
+    });
+  }
+
+  /** The plan of an operation (any kind, restores too) as it stands: its steps and every re-plan. */
+  async plan(workflowId: string): Promise<PlanView> {
+    return this.client.workflow.getHandle(workflowId).query(planQuery);
   }
 
   private copy(site: string, opts: Partial<CopySettings> & { policy?: string }): CopySettings {

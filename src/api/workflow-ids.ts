@@ -5,13 +5,13 @@
  * Node built-ins, no Temporal client), so workflow code imports it too.
  */
 import { compactTime } from '../domain/catalog';
-import type { BackupRequest } from '../domain/jobs';
+import type { OperationKind as AnyOperationKind } from '../domain/jobs';
 
 /** Every schedule id of Kura starts so, whatever the installation. */
 const SCHEDULE_PREFIX = 'kura/';
 
-/** The kinds of SAN operation a `sanOperation` workflow runs. */
-export type OperationKind = BackupRequest['kind'];
+/** The kinds of SAN operation a `sanOperation` or `replicaRefresh` workflow runs (a restore has its own id). */
+export type OperationKind = Exclude<AnyOperationKind, 'restore'>;
 
 /** A SAN operation (`sanOperation`): `op/<kind>/<target>/<time>`; the target may be `array/volume`. */
 export function operationWorkflowId(kind: OperationKind, target: string, requestedAt: string): string {
@@ -21,6 +21,16 @@ export function operationWorkflowId(kind: OperationKind, target: string, request
 /** A backup of one target, requested at this instant: `op/backup/<target>/<time>`. */
 export function backupWorkflowId(target: string, requestedAt: string): string {
   return operationWorkflowId('backup', target, requestedAt);
+}
+
+/** A replica-refresh of one target, requested at this instant: `op/replica-refresh/<target>/<time>`. */
+export function replicaRefreshWorkflowId(target: string, requestedAt: string): string {
+  return operationWorkflowId('replica-refresh', target, requestedAt);
+}
+
+/** A listing of a site's pairs and snapshots: `san/<site>/<time>`. */
+export function sanListingWorkflowId(site: string, requestedAt: string): string {
+  return `san/${site}/${compactTime(requestedAt)}`;
 }
 
 /** A restore of one backup, requested at this instant: `restore/<backup>/<time>`. */

@@ -1,6 +1,6 @@
 /** `kura backup <target>`: back up a VM's data volume (or array/volume) to tape, showing progress. */
 import type { Command } from 'commander';
-import { CopyModeSchema, type BackupReport } from '../domain/jobs';
+import { BackupMethodSchema, CopyModeSchema, type BackupReport } from '../domain/jobs';
 import { InvalidInputError } from '../domain/errors';
 import { formatBytes, parseDuration, parseSize } from '../domain/units';
 import { watchJob } from './progress';
@@ -11,6 +11,14 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
   program
     .command('backup <target>')
     .description('back up a VM (its data volume) or a volume named array/volume to tape')
+    .option(
+      '--method <method>',
+      "direct: copy the volume itself; split: split the volume's pair and copy the replica; snapshot: copy a snapshot taken at once (default: direct)",
+    )
+    .option(
+      '--pair-wait <duration>',
+      'split: how long to wait for the pair to be in sync before taking a snapshot instead, e.g. 10m',
+    )
     .option('--site <name>', 'the site (default: the first in the configuration)')
     .option('--streams <n>', 'independent copy streams to reserve, all or nothing (default: tuning.streams, 2)')
     .option(
@@ -43,7 +51,8 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
       const seconds = (Date.now() - t0) / 1000;
       print(ctx, { ok: true, ...report }, () =>
         [
-          `backed up ${target} (${report.array}/${report.volume}) as ${report.backupId}`,
+          `backed up ${target} (${report.array}/${report.volume}) as ${report.backupId}${report.kind && report.kind !== 'backup' ? ` by ${report.kind}${report.source?.at ? ` (image of ${report.source.at})` : ''}` : ''}`,
+          ...(report.changes ?? []).map((c) => `  plan changed after ${c.step}: ${c.what} — ${c.why}`),
           `  ${formatBytes(report.sizeBytes)} in ${report.pieces.length} piece(s) on ${[...new Set(report.pieces.map((p) => `${p.library}/${p.tape}`))].join(', ')} (${report.mode})`,
           ...report.streams.map(
             (st) =>
@@ -66,6 +75,8 @@ interface BackupFlags {
   wait?: string;
   policy?: string;
   detach?: boolean;
+  method?: string;
+  pairWait?: string;
 }
 
 /** Checks the flags; a bad one is refused (exit 2) before anything starts. */
@@ -93,6 +104,12 @@ function backupOptions(o: BackupFlags) {
       throw new InvalidInputError(`--wait must be a duration such as 30s, 10m or 2h, not "${o.wait}"`);
     waitMs = ms;
   }
+  const method = o.method === undefined ? undefined : BackupMethodSchema.safeParse(o.method).data;
+  if (o.method !== undefined && method === undefined)
+    throw new InvalidInputError(`--method must be direct, split or snapshot, not "${o.method}"`);
+  const pairWaitMs = o.pairWait === undefined ? undefined : parseDuration(o.pairWait);
+  if (o.pairWait !== undefined && pairWaitMs === undefined)
+    throw new InvalidInputError(`--pair-wait must be a duration such as 30s or 10m, not "${o.pairWait}"`);
   const streams = int(o.streams, '--streams', 1, 8);
   const chunks = int(o.chunks, '--chunks', 1, 1000);
   return {
@@ -102,5 +119,7 @@ function backupOptions(o: BackupFlags) {
     ...(chunks === undefined ? {} : { chunks }),
     ...(chunkSize === undefined ? {} : { chunkSize }),
     ...(mode === undefined ? {} : { mode }),
+    ...(method === undefined ? {} : { method }),
+    ...(pairWaitMs === undefined ? {} : { pairWaitMs }),
   };
 }

@@ -18,6 +18,8 @@ import { registerDatapathCommand } from './datapath';
 import { registerLadderCommands } from './ladder';
 import { registerLabVmCommands } from './lab-vm';
 import { registerStatusCommand } from './status';
+import { registerSanCommands } from './san';
+import { registerPlanCommands } from './plan';
 
 /** Builds the program and the context its commands share. */
 function buildProgram(): { program: Command; ctx: CliContext } {
@@ -41,6 +43,8 @@ function buildProgram(): { program: Command; ctx: CliContext } {
   registerLadderCommands(program, ctx);
   registerLabVmCommands(program, ctx);
   registerStatusCommand(program, ctx);
+  registerSanCommands(program, ctx);
+  registerPlanCommands(program, ctx);
   return { program, ctx };
 }
 

@@ -28,12 +28,15 @@ export function requireHost(site: Site, host: string): void {
 }
 
 /**
- * Seed 003 step 2: a target is a VM (its data volume is what changes and is backed up) or a
- * volume named array/volume. NotFoundError, with examples, for anything else.
+ * Seed 003 step 2: a target is a VM (its data volume is what changes and is backed up), a volume
+ * named array/volume, or a file or directory of a host named host:/path (the volume its file
+ * system lives on, from the host's mounts). NotFoundError, with examples, for anything else.
  */
 export function resolveTargetRef(site: Site, target: string): { array: string; volume: string; sizeBytes: number } {
   const vm = site.vms.find((v) => v.name === target);
-  const [array, volume] = (vm ? vm.dataVolume : target).split('/');
+  const onHost = /^([^:/]+):(\/.*)$/.exec(target);
+  const ref = vm ? vm.dataVolume : onHost ? volumeOfPath(site, onHost[1] ?? '', onHost[2] ?? '') : target;
+  const [array, volume] = ref.split('/');
   const vol = site.arrays.find((a) => a.name === array)?.volumes.find((v) => v.id === volume);
   if (!array || !volume || !vol) {
     const examples = [...site.vms.slice(0, 2).map((v) => v.name), site.vms[0]?.dataVolume].filter(Boolean).join(', ');
@@ -43,6 +46,27 @@ export function resolveTargetRef(site: Site, target: string): { array: string; v
     );
   }
   return { array, volume, sizeBytes: vol.size };
+}
+
+/** The volume a host's file lives on: the mount with the longest path that holds it. */
+function volumeOfPath(site: Site, hostName: string, file: string): string {
+  const host = site.hosts.find((h) => h.name === hostName);
+  if (!host)
+    throw new NotFoundError(
+      `no host "${hostName}" in site ${site.name}; hosts: ${site.hosts.map((h) => h.name).join(', ')}`,
+      { host: hostName, site: site.name },
+    );
+  const normal = path.posix.normalize(file);
+  const holds = (mount: string) => normal === mount || normal.startsWith(mount.endsWith('/') ? mount : `${mount}/`);
+  const mount = host.mounts
+    .filter((m) => holds(path.posix.normalize(m.path)))
+    .sort((a, b) => b.path.length - a.path.length)[0];
+  if (!mount)
+    throw new NotFoundError(
+      `no mount of host ${hostName} holds ${normal}${host.mounts.length ? `; its mounts: ${host.mounts.map((m) => `${m.path} on ${m.volume}`).join(', ')}` : '; give the host its mounts (path and volume) in the configuration'}`,
+      { host: hostName, path: normal, site: site.name },
+    );
+  return mount.volume;
 }
 
 /**

@@ -121,9 +121,9 @@ export const BackupIdSchema = z
     'must look like vm-001@20261122T020000Z (see `kura catalog list`)',
   );
 
-/** Builds a backup id from a target and an ISO time. */
+/** Builds a backup id from a target and an ISO time; a `host:/path` target is named `host/path`. */
 export function backupIdFor(target: string, isoTime: string): string {
-  return `${target}@${compactTime(isoTime)}`;
+  return `${target.replace(/^([^:/]+):\//, '$1/')}@${compactTime(isoTime)}`;
 }
 
 /** `2026-11-22T02:00:00.000Z` → `20261122T020000Z` (milliseconds kept when not zero). */

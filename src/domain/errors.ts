@@ -32,6 +32,11 @@ export const ErrorType = {
   InRecovery: 'InRecovery',
   /** The job was cancelled by a person or by its caller before it finished. */
   Cancelled: 'Cancelled',
+  /**
+   * An application hook did not answer within its timeout (the database did not enter backup
+   * mode): the operation stopped before any split or snapshot.
+   */
+  HookTimeout: 'HookTimeout',
 } as const;
 export type ErrorType = (typeof ErrorType)[keyof typeof ErrorType];
 
@@ -48,6 +53,7 @@ export const NON_RETRYABLE_ERROR_TYPES: readonly ErrorType[] = [
   ErrorType.AlreadyRunning,
   ErrorType.NotWaiting,
   ErrorType.InRecovery,
+  ErrorType.HookTimeout,
 ];
 
 /** A problem found while validating input, with the path to the offending value. */
@@ -144,6 +150,9 @@ export class DestinationExistsError extends detailedError('DestinationExistsErro
 
 /** The job is not in the state the request needs; the message says which state it is in. */
 export class NotWaitingError extends detailedError('NotWaitingError', ErrorType.NotWaiting) {}
+
+/** An application hook did not answer within its timeout; the hook and the timeout are named. */
+export class HookTimeoutError extends detailedError('HookTimeoutError', ErrorType.HookTimeout) {}
 
 /** Renders zod-style issue paths (`['sites', 0, 'vms', 3, 'name']`) as `sites[0].vms[3].name`. */
 export function formatPath(path: readonly PropertyKey[]): string {

@@ -32,10 +32,38 @@ export const ArraySchema = z.object({
   lunMasks: z
     .array(z.object({ volume: NameSchema, lun: z.number().int().min(0).max(16383), wwns: z.array(WwnSchema) }))
     .default([]),
+  /**
+   * The array's free pool (seed 003): room for the replica volumes of pairs and the space of
+   * snapshots, which exist only while needed. Without it the array takes no pair or snapshot.
+   */
+  freePool: z
+    .object({
+      size: SizeSchema,
+      /** At most this many replicas and snapshots at once. */
+      replicas: z.number().int().min(0).default(8),
+      /** How fast the array copies a pair in the background (bytes/s; 0: as fast as the disks go). */
+      copyRate: SizeSchema.default(0),
+    })
+    .optional(),
 });
 export type StorageArray = z.infer<typeof ArraySchema>;
 
-export const HostSchema = z.object({ name: NameSchema, wwn: WwnSchema.optional() });
+export const HostSchema = z.object({
+  name: NameSchema,
+  wwn: WwnSchema.optional(),
+  /**
+   * Where the host's file systems live (seed 003 step 2: the server knows files, the storage knows
+   * volumes): each mount point on a volume of the site, so `host:/path` names the volume to copy.
+   */
+  mounts: z
+    .array(
+      z.object({
+        path: z.string().regex(/^\/[^\0]*$/, 'must be an absolute path such as /var/lib/pgsql'),
+        volume: z.lazy(() => VolumeRefSchema),
+      }),
+    )
+    .default([]),
+});
 
 /** `array/volume`: a volume of a storage array of the same site. */
 export const VolumeRefSchema = z
@@ -103,6 +131,24 @@ export const PolicySchema = z.object({
 });
 export type Policy = z.infer<typeof PolicySchema>;
 
+/**
+ * An application hook (seed 003's DB coordination scripts): what puts the application on a target
+ * into backup mode before a split or snapshot, and takes it out after. `script` runs argument
+ * arrays, never through a shell; other kinds (a database session held open) come beside it.
+ */
+export const HookSchema = z.object({
+  /** The VM or array/volume whose application the hook coordinates. */
+  target: z.string().min(1),
+  kind: z.literal('script'),
+  /** The command entering backup mode, as an argument array: `['/usr/local/bin/db-begin', '--fast']`. */
+  begin: z.array(z.string().min(1)).min(1),
+  /** The command leaving backup mode. */
+  end: z.array(z.string().min(1)).min(1),
+  /** Backup mode not entered within this long: the operation stops before any split. */
+  timeout: DurationSchema.default(60_000),
+});
+export type Hook = z.infer<typeof HookSchema>;
+
 export const SiteSchema = z
   .object({
     name: NameSchema,
@@ -116,6 +162,7 @@ export const SiteSchema = z
     /** Cables between named things (arrays, switches, servers, libraries, copy devices). */
     links: z.array(z.tuple([NameSchema, NameSchema])).default([]),
     policies: z.array(PolicySchema).default([]),
+    hooks: z.array(HookSchema).default([]),
   })
   .superRefine(checkSiteReferences);
 export type Site = z.infer<typeof SiteSchema>;
@@ -210,7 +257,7 @@ export type Config = z.infer<typeof ConfigSchema>;
 export type ConfigInput = z.input<typeof ConfigSchema>;
 
 type SiteShape = {
-  hosts: { name: string; wwn?: string }[];
+  hosts: { name: string; wwn?: string; mounts?: { path: string; volume: string }[] }[];
   vms: { name: string; host: string; softwareVolume: string; dataVolume: string }[];
   arrays: {
     name: string;
@@ -224,6 +271,7 @@ type SiteShape = {
   copyDevices: { name: string }[];
   links: [string, string][];
   policies: { name: string; targets: string[] }[];
+  hooks?: { target: string }[];
 };
 
 /** The policy name `kura schedule trigger` and fleet runs take to mean every VM of the site. */
@@ -310,6 +358,13 @@ function checkSiteReferences(site: SiteShape, ctx: z.RefinementCtx): void {
     });
   });
 
+  site.hosts.forEach((h, i) =>
+    h.mounts?.forEach((m, j) => {
+      if (!volumes.has(m.volume))
+        issue(['hosts', i, 'mounts', j, 'volume'], `no volume "${m.volume}" in this site's arrays`);
+    }),
+  );
+
   const hosts = new Set(site.hosts.map((h) => h.name));
   const vmNames = new Set<string>();
   /** Which VM each volume already belongs to: a data swap must not take another VM's disk away. */
@@ -376,6 +431,16 @@ function checkSiteReferences(site: SiteShape, ctx: z.RefinementCtx): void {
       if (t === '*' || vmNames.has(t) || volumes.has(t)) return;
       issue(['policies', i, 'targets', j], `"${t}" is neither a VM, an array/volume of this site, nor "*"`);
     });
+  });
+
+  const hooked = new Map<string, number>();
+  site.hooks?.forEach((h, i) => {
+    if (!vmNames.has(h.target) && !volumes.has(h.target))
+      issue(['hooks', i, 'target'], `"${h.target}" is neither a VM nor an array/volume of this site`);
+    const first = hooked.get(h.target);
+    if (first !== undefined)
+      issue(['hooks', i, 'target'], `"${h.target}" already has a hook (hooks[${first}]); give a target one hook`);
+    else hooked.set(h.target, i);
   });
 }
 

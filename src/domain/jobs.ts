@@ -54,8 +54,66 @@ export interface ResolvedTarget {
   sizeBytes: number;
 }
 
+/**
+ * The kinds of SAN operation (seed 003): `backup` copies the volume itself to tape (direct or
+ * LAN-free); `split-backup` splits the volume's pair and copies the replica (Fig. 5a);
+ * `snapshot-backup` copies a snapshot taken at once (Fig. 5b); `replica-refresh` brings the
+ * replica up to date and splits it, keeping it as a point-in-time copy; `restore` reads a backup
+ * back (the `restore` workflow, which runs the same phases and plan state).
+ */
+export const OperationKind = {
+  Backup: 'backup',
+  SplitBackup: 'split-backup',
+  SnapshotBackup: 'snapshot-backup',
+  ReplicaRefresh: 'replica-refresh',
+  Restore: 'restore',
+} as const;
+export type OperationKind = (typeof OperationKind)[keyof typeof OperationKind];
+
+/** How `kura backup --method` names the backup kinds. */
+export const BackupMethod = { Direct: 'direct', Split: 'split', Snapshot: 'snapshot' } as const;
+export type BackupMethod = (typeof BackupMethod)[keyof typeof BackupMethod];
+export const BackupMethodSchema = z.enum([BackupMethod.Direct, BackupMethod.Split, BackupMethod.Snapshot]);
+
+/** The operation kind a backup method runs as. */
+export function kindOfMethod(method: BackupMethod): 'backup' | 'split-backup' | 'snapshot-backup' {
+  if (method === BackupMethod.Split) return OperationKind.SplitBackup;
+  if (method === BackupMethod.Snapshot) return OperationKind.SnapshotBackup;
+  return OperationKind.Backup;
+}
+
+/**
+ * Throughputs (bytes/s) step 3 estimates each launch's duration with: the array's pair copy, a
+ * snapshot, and a copy to tape. Defaults are the lab's order of magnitude; a site can give its own.
+ */
+export const ThroughputSchema = z.object({
+  pairCopy: z
+    .number()
+    .positive()
+    .default(200 * 1024 * 1024),
+  snapshot: z
+    .number()
+    .positive()
+    .default(1024 * 1024 * 1024),
+  tape: z
+    .number()
+    .positive()
+    .default(100 * 1024 * 1024),
+});
+export type Throughput = z.infer<typeof ThroughputSchema>;
+
 export const BackupRequestSchema = z.object({
-  kind: z.literal('backup'),
+  /** Older requests name only `backup`; `method` then picks the kind. */
+  kind: z.enum([OperationKind.Backup, OperationKind.SplitBackup, OperationKind.SnapshotBackup]),
+  /** `direct`, `split` or `snapshot`: the same as kind `backup`, `split-backup`, `snapshot-backup`. */
+  method: BackupMethodSchema.optional(),
+  /** How long a split waits for the pair to be in sync before it falls back to a snapshot. */
+  pairWaitMs: z
+    .number()
+    .int()
+    .min(0)
+    .default(10 * 60_000),
+  throughput: ThroughputSchema.default(ThroughputSchema.parse({})),
   site: NameSchema,
   /** A VM name (its data volume) or array/volume. */
   target: z.string().min(1),
@@ -67,6 +125,23 @@ export const BackupRequestSchema = z.object({
   tuning: JobTuningSchema,
 });
 export type BackupRequest = z.input<typeof BackupRequestSchema>;
+
+/** A replica-refresh: bring the target's replica up to date and split it, keeping it as a point-in-time copy. */
+export const ReplicaRefreshRequestSchema = z.object({
+  kind: z.literal(OperationKind.ReplicaRefresh),
+  site: NameSchema,
+  target: z.string().min(1),
+  requestedBy: z.string().min(1),
+  requestedAt: IsoTimeSchema,
+  pairWaitMs: z
+    .number()
+    .int()
+    .min(0)
+    .default(10 * 60_000),
+  throughput: ThroughputSchema.default(ThroughputSchema.parse({})),
+  tuning: JobTuningSchema,
+});
+export type ReplicaRefreshRequest = z.input<typeof ReplicaRefreshRequestSchema>;
 
 export const RestoreRequestSchema = z.object({
   backupId: BackupIdSchema,
@@ -109,9 +184,22 @@ export interface PlanStep {
   actor: string;
   dependsOn: string[];
   status: StepStatus;
+  /** The device the function runs on (an array, a library), when one is known at planning. */
+  device?: string;
+  /** The expected duration from size ÷ throughput, in milliseconds. */
+  expectedMs?: number;
   startedAt?: string;
   endedAt?: string;
   detail?: string;
+}
+
+/** A change step 5 made to the plan on a result: what changed, and why. */
+export interface PlanChange {
+  at: string;
+  /** The step whose result caused it. */
+  step: string;
+  what: string;
+  why: string;
 }
 
 export interface PlanView {
@@ -120,6 +208,8 @@ export interface PlanView {
   target: string;
   phase: Phase;
   steps: PlanStep[];
+  /** Every re-plan so far, oldest first. */
+  changes?: PlanChange[];
 }
 
 /** One stream of a job as its progress shows it. */
@@ -169,6 +259,26 @@ export interface BackupReport extends ResolvedTarget {
   mode: CopyMode;
   /** Every reserved stream and what became of it. */
   streams: StreamRecord[];
+  startedAt: string;
+  endedAt: string;
+  /** The kind that ran (a split-backup may have become a snapshot-backup); absent in older reports. */
+  kind?: OperationKind;
+  /** The image copied: the volume, a split replica or a snapshot. */
+  source?: { from: 'volume' | 'replica' | 'snapshot'; name?: string; at?: string };
+  /** The re-plans of step 5, with their reasons. */
+  changes?: PlanChange[];
+}
+
+/** A replica-refresh's report: the pair split at `splitAt`, its replica kept as a point-in-time copy. */
+export interface ReplicaReport extends ResolvedTarget {
+  workflowId: string;
+  kind: typeof OperationKind.ReplicaRefresh;
+  replica: string;
+  readPath: string;
+  splitAt: string;
+  /** Bytes the refresh copied: the whole volume for a new pair, the changed chunks for a resync. */
+  copiedBytes: number;
+  changes: PlanChange[];
   startedAt: string;
   endedAt: string;
 }

@@ -5,6 +5,7 @@
 import type { LoadedConfig } from '../config/load';
 import type { KuraPaths } from '../config/paths';
 import type { LabState } from '../lab/state';
+import { LabArrayFunctions } from './lab/array-functions';
 import { LabCopyDevice, type LabCopyOptions } from './lab/copy';
 import { LabFabric } from './lab/fabric';
 import { LabHypervisor } from './lab/hypervisor';
@@ -30,6 +31,7 @@ export function labDrivers(
     fabric: new LabFabric(loaded, state),
     tape: new LabTapeLibrary(loaded, paths, state),
     copy: new LabCopyDevice(loaded, paths, state, opts),
+    arrays: new LabArrayFunctions(loaded, paths, state),
   };
 }
 

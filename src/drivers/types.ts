@@ -129,7 +129,11 @@ export interface CopyToTapeRequest {
   site: string;
   /** The devices the stream crosses (server, switches, library, drive, tape, copy device); faults on any apply. */
   devices: string[];
-  source: { array: string; volume: string; offset: number; length: number; volumeSize: number };
+  /**
+   * `readPath`, when given, names the file the bytes are read from instead of the volume itself: a
+   * split replica or a snapshot of it (PairInfo/SnapshotInfo `readPath`), holding the volume's image.
+   */
+  source: { array: string; volume: string; offset: number; length: number; volumeSize: number; readPath?: string };
   target: TapeAddress & { position: number };
   header: PieceHeader;
   /**
@@ -331,4 +335,5 @@ export interface Drivers {
   tape: TapeLibraryDriver;
   fabric: FabricDriver;
   copy: CopyDeviceDriver;
+  arrays: ArrayFunctions;
 }

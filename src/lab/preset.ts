@@ -83,6 +83,8 @@ export function hospitalPreset(opts: HospitalPresetOptions = {}): ConfigInput {
             volumes,
             // Seed 003's LUN security: every volume is visible to both backup servers and no one else.
             lunMasks: volumes.map((v, lun) => ({ volume: v.id, lun, wwns: serverWwns })),
+            // Room for replicas and snapshots of a few volumes at once (seed 003's free volumes).
+            freePool: { size: sizeText(4 * Math.max(dataSize, swSize)), replicas: 4 },
           },
         ],
         libraries: [1, 2].map((l) => ({

@@ -1,6 +1,7 @@
 /**
  * The lab's mutable state — injected faults, which cartridge sits in which drive, the VMs' health
- * (faults and their cure depth, restarts in progress), and an event log — kept in one SQLite file that the CLI, workers and tests may open at the same time.
+ * (faults and their cure depth, restarts in progress), the arrays' pairs and snapshots, and an
+ * event log — kept in one SQLite file that the CLI, workers and tests may open at the same time.
  */
 import type Database from 'better-sqlite3';
 import { z } from 'zod';
@@ -95,7 +96,90 @@ const MIGRATIONS: readonly string[] = [
      at TEXT NOT NULL,
      result_json TEXT NOT NULL
    );`,
+  // 4: the arrays' function software (seed 003): volume pairs with the progress of their copy and
+  // the digest of every chunk of the replica, and snapshots with the file that holds each.
+  `CREATE TABLE pairs (
+     site TEXT NOT NULL,
+     array TEXT NOT NULL,
+     volume TEXT NOT NULL,
+     replica TEXT NOT NULL,
+     state TEXT NOT NULL,
+     size_bytes INTEGER NOT NULL,
+     copied_bytes INTEGER NOT NULL,
+     total_bytes INTEGER NOT NULL,
+     phase_started_at TEXT NOT NULL,
+     split_at TEXT,
+     todo_json TEXT NOT NULL,
+     digests_json TEXT NOT NULL,
+     PRIMARY KEY (site, array, volume)
+   );
+   CREATE TABLE snapshots (
+     site TEXT NOT NULL,
+     array TEXT NOT NULL,
+     volume TEXT NOT NULL,
+     name TEXT NOT NULL,
+     created_at TEXT NOT NULL,
+     size_bytes INTEGER NOT NULL,
+     file TEXT NOT NULL,
+     PRIMARY KEY (site, array, volume, name)
+   );`,
 ];
+
+/** A pair as the lab keeps it: the copy's progress, the chunks still to copy, each replica chunk's digest. */
+export const LabPairSchema = z.object({
+  site: z.string(),
+  array: z.string(),
+  volume: z.string(),
+  replica: z.string(),
+  state: z.enum(['copying', 'in-sync', 'split', 'resyncing']),
+  sizeBytes: z.number().int().min(0),
+  copiedBytes: z.number().int().min(0),
+  totalBytes: z.number().int().min(0),
+  /** When the current copy (full or resync) began; the background copy's rate counts from here. */
+  phaseStartedAt: z.string(),
+  splitAt: z.string().nullable(),
+  /** Chunk numbers the current copy still has to move, in order. */
+  todo: z.array(z.number().int().min(0)),
+  /** SHA-256 of each replica chunk as last written (empty string: never written). */
+  digests: z.array(z.string()),
+});
+export type LabPair = z.infer<typeof LabPairSchema>;
+
+export const LabSnapshotSchema = z.object({
+  site: z.string(),
+  array: z.string(),
+  volume: z.string(),
+  name: z.string(),
+  createdAt: z.string(),
+  sizeBytes: z.number().int().min(0),
+  file: z.string(),
+});
+export type LabSnapshot = z.infer<typeof LabSnapshotSchema>;
+
+interface PairRow {
+  site: string;
+  array: string;
+  volume: string;
+  replica: string;
+  state: string;
+  size_bytes: number;
+  copied_bytes: number;
+  total_bytes: number;
+  phase_started_at: string;
+  split_at: string | null;
+  todo_json: string;
+  digests_json: string;
+}
+
+interface SnapshotRow {
+  site: string;
+  array: string;
+  volume: string;
+  name: string;
+  created_at: string;
+  size_bytes: number;
+  file: string;
+}
 
 interface FaultRow {
   id: number;
@@ -379,8 +463,138 @@ export class LabState {
     return this.db.prepare('DELETE FROM drives').run().changes;
   }
 
+  /** The pair of a volume, or undefined when it has none. */
+  pair(site: string, array: string, volume: string): LabPair | undefined {
+    const row = this.db
+      .prepare('SELECT * FROM pairs WHERE site = ? AND array = ? AND volume = ?')
+      .get(site, array, volume) as PairRow | undefined;
+    return row === undefined ? undefined : this.toPair(row);
+  }
+
+  /** Every pair of an array (every array of the site when `array` is omitted), by volume. */
+  pairs(site: string, array?: string): LabPair[] {
+    const rows = (
+      array === undefined
+        ? this.db.prepare('SELECT * FROM pairs WHERE site = ? ORDER BY array, volume').all(site)
+        : this.db.prepare('SELECT * FROM pairs WHERE site = ? AND array = ? ORDER BY volume').all(site, array)
+    ) as PairRow[];
+    return rows.map((r) => this.toPair(r));
+  }
+
+  /** Creates or replaces a pair's record. */
+  putPair(p: LabPair): void {
+    const v = this.checked(LabPairSchema, p, `pair ${p.site}/${p.array}/${p.volume}`);
+    this.db
+      .prepare(
+        `INSERT INTO pairs (site, array, volume, replica, state, size_bytes, copied_bytes, total_bytes, phase_started_at, split_at, todo_json, digests_json)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (site, array, volume) DO UPDATE SET replica = excluded.replica, state = excluded.state,
+           size_bytes = excluded.size_bytes, copied_bytes = excluded.copied_bytes, total_bytes = excluded.total_bytes,
+           phase_started_at = excluded.phase_started_at, split_at = excluded.split_at, todo_json = excluded.todo_json,
+           digests_json = excluded.digests_json`,
+      )
+      .run(
+        v.site,
+        v.array,
+        v.volume,
+        v.replica,
+        v.state,
+        v.sizeBytes,
+        v.copiedBytes,
+        v.totalBytes,
+        v.phaseStartedAt,
+        v.splitAt,
+        JSON.stringify(v.todo),
+        JSON.stringify(v.digests),
+      );
+  }
+
+  /** Removes a pair's record; returns whether it existed. */
+  deletePair(site: string, array: string, volume: string): boolean {
+    return (
+      this.db.prepare('DELETE FROM pairs WHERE site = ? AND array = ? AND volume = ?').run(site, array, volume)
+        .changes > 0
+    );
+  }
+
+  /** One snapshot, or undefined. */
+  snapshot(site: string, array: string, volume: string, name: string): LabSnapshot | undefined {
+    const row = this.db
+      .prepare('SELECT * FROM snapshots WHERE site = ? AND array = ? AND volume = ? AND name = ?')
+      .get(site, array, volume, name) as SnapshotRow | undefined;
+    return row === undefined ? undefined : this.toSnapshot(row);
+  }
+
+  /** Every snapshot of an array (every array of the site when `array` is omitted), oldest first. */
+  snapshots(site: string, array?: string): LabSnapshot[] {
+    const rows = (
+      array === undefined
+        ? this.db.prepare('SELECT * FROM snapshots WHERE site = ? ORDER BY created_at, volume, name').all(site)
+        : this.db
+            .prepare('SELECT * FROM snapshots WHERE site = ? AND array = ? ORDER BY created_at, volume, name')
+            .all(site, array)
+    ) as SnapshotRow[];
+    return rows.map((r) => this.toSnapshot(r));
+  }
+
+  putSnapshot(s: LabSnapshot): void {
+    const v = this.checked(LabSnapshotSchema, s, `snapshot ${s.site}/${s.array}/${s.volume}@${s.name}`);
+    this.db
+      .prepare(
+        `INSERT INTO snapshots (site, array, volume, name, created_at, size_bytes, file) VALUES (?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (site, array, volume, name) DO UPDATE SET created_at = excluded.created_at,
+           size_bytes = excluded.size_bytes, file = excluded.file`,
+      )
+      .run(v.site, v.array, v.volume, v.name, v.createdAt, v.sizeBytes, v.file);
+  }
+
+  deleteSnapshot(site: string, array: string, volume: string, name: string): boolean {
+    return (
+      this.db
+        .prepare('DELETE FROM snapshots WHERE site = ? AND array = ? AND volume = ? AND name = ?')
+        .run(site, array, volume, name).changes > 0
+    );
+  }
+
   close(): void {
     this.db.close();
+  }
+
+  private toPair(r: PairRow): LabPair {
+    return this.checked(
+      LabPairSchema,
+      {
+        site: r.site,
+        array: r.array,
+        volume: r.volume,
+        replica: r.replica,
+        state: r.state,
+        sizeBytes: r.size_bytes,
+        copiedBytes: r.copied_bytes,
+        totalBytes: r.total_bytes,
+        phaseStartedAt: r.phase_started_at,
+        splitAt: r.split_at,
+        todo: JSON.parse(r.todo_json) as unknown,
+        digests: JSON.parse(r.digests_json) as unknown,
+      },
+      `pair ${r.site}/${r.array}/${r.volume}`,
+    );
+  }
+
+  private toSnapshot(r: SnapshotRow): LabSnapshot {
+    return this.checked(
+      LabSnapshotSchema,
+      {
+        site: r.site,
+        array: r.array,
+        volume: r.volume,
+        name: r.name,
+        createdAt: r.created_at,
+        sizeBytes: r.size_bytes,
+        file: r.file,
+      },
+      `snapshot ${r.site}/${r.array}/${r.volume}@${r.name}`,
+    );
   }
 
   private toFault(r: FaultRow): Fault {

@@ -1,6 +1,8 @@
 /** Every workflow Kura registers, re-exported by name. */
 export { resourcePool } from './resource-pool';
 export { sanOperation } from './san-operation';
+export { replicaRefresh } from './replica-refresh';
+export { sanListing } from './san-listing';
 export { restore } from './restore';
 export { fleetProtection } from './fleet-protection';
 export { onlineBackup } from './online-backup';

@@ -3,7 +3,7 @@
  * its byte progress — answered by the `plan` and `progress` queries and mirrored in the UI.
  */
 import { setCurrentDetails, setHandler } from '@temporalio/workflow';
-import type { Phase, PlanStep, StreamProgress } from '../domain/jobs';
+import type { Phase, PlanChange, PlanStep, StreamProgress } from '../domain/jobs';
 import { planQuery, progressQuery } from '../messages';
 import { markStep } from './plan';
 import { jobFailure, rootFailure } from './failures';
@@ -13,6 +13,8 @@ export class OperationState {
   phase: Phase = 'accept';
   activity = 'accepting the request';
   steps: PlanStep[] = [];
+  /** The re-plans of step 5, oldest first: what changed and why. */
+  changes: PlanChange[] = [];
   bytesDone = 0;
   bytesTotal = 0;
   currentStep: string | undefined;
@@ -23,7 +25,8 @@ export class OperationState {
 
   constructor(
     private readonly workflowId: string,
-    private readonly kind: string,
+    /** The operation's kind; a re-plan may change it (a split-backup becoming a snapshot-backup). */
+    public kind: string,
     private readonly target: string,
   ) {
     setHandler(planQuery, () => ({
@@ -32,6 +35,7 @@ export class OperationState {
       target: this.target,
       phase: this.phase,
       steps: this.steps,
+      changes: this.changes,
     }));
     setHandler(progressQuery, () => ({
       phase: this.phase,
@@ -48,6 +52,14 @@ export class OperationState {
     this.phase = phase;
     this.activity = activity;
     setCurrentDetails(`**${phase}** — ${activity}`);
+  }
+
+  /** Step 5 changed the plan on the result of `step`: the new steps, and what changed and why. */
+  replan(step: string, steps: PlanStep[], what: string, why: string): void {
+    this.steps = steps;
+    this.changes = [...this.changes, { at: new Date().toISOString(), step, what, why }];
+    // The Temporal UI shows the current details: the change is what a person watching needs first.
+    setCurrentDetails(`**${this.phase}** — plan changed after ${step}: ${what}, because ${why}`);
   }
 
   note(id: string, detail: string): void {

@@ -37,6 +37,14 @@ export function chunkSizeFor(sizeBytes: number, chunks: number, chunkSize?: numb
  * a retried step sets (and a compensation removes) the same zone.
  */
 export function zoneName(job: string, stream: number): string {
+  return `kura-${jobHash(job)}-s${stream}`;
+}
+
+/**
+ * A short name derived from a job id alone (16 hex digits), for things the job creates on devices
+ * — zones, snapshots — so a retried step names the same thing and its compensation finds it.
+ */
+export function jobHash(job: string): string {
   // Two 32-bit FNV-1a hashes with different offsets: 64 bits, so concurrent jobs never share a name.
   let a = 0x811c9dc5;
   let b = 0x050c5d1f;
@@ -45,7 +53,7 @@ export function zoneName(job: string, stream: number): string {
     a = Math.imul(a ^ c, 0x01000193) >>> 0;
     b = Math.imul(b ^ c, 0x01000193) >>> 0;
   }
-  return `kura-${a.toString(16).padStart(8, '0')}${b.toString(16).padStart(8, '0')}-s${stream}`;
+  return `${a.toString(16).padStart(8, '0')}${b.toString(16).padStart(8, '0')}`;
 }
 
 /** A step as the plan first shows it: pending, with its dependencies. */

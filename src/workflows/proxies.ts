@@ -63,3 +63,31 @@ export function copyActivities(
     retry: { maximumAttempts: attempts, initialInterval: '1s', backoffCoefficient: 2, nonRetryableErrorTypes },
   });
 }
+
+/**
+ * The wait for a pair in sync: one long activity that heartbeats the array's copy, bounded by the
+ * operation's `pairWaitMs`; it answers "not in sync" itself when the wait is over.
+ */
+export function pairWaitActivities(
+  waitMs: number,
+  t: Pick<JobTuning, 'deviceAttempts' | 'copyHeartbeatTimeoutMs'>,
+): ControlActivities {
+  return proxyActivities<ControlActivities>({
+    startToCloseTimeout: waitMs + 120_000,
+    // The job's own heartbeat timeout: a worker lost mid-wait is noticed as soon as a lost copy is.
+    heartbeatTimeout: t.copyHeartbeatTimeoutMs,
+    retry: { maximumAttempts: t.deviceAttempts, initialInterval: '500ms', nonRetryableErrorTypes },
+  });
+}
+
+/**
+ * An application hook's launch: one attempt, bounded by the hook's own timeout (plus room for the
+ * worker to report it). Backup mode not entered in time is a result the plan answers, not a fault
+ * to retry: the application may be slow because it is busy.
+ */
+export function hookActivities(timeoutMs: number): ControlActivities {
+  return proxyActivities<ControlActivities>({
+    startToCloseTimeout: timeoutMs + 15_000,
+    retry: { maximumAttempts: 1, nonRetryableErrorTypes },
+  });
+}

@@ -1,23 +1,45 @@
 /**
  * The six-step SAN management sequence of seed 003 — accept, resolve, plan, launch, collect,
- * report — for a backup of one volume to tape over several disjoint streams (seed 004): in
- * failover mode the copy is cut into chunks that move to the next stream when a device fails or
- * stops answering; in parallel mode every stream writes a whole copy. Devices and zones are
- * released on every path (success, failure, cancellation) and the catalog never claims a partial
- * backup.
+ * report — as one engine for every kind of backup: `backup` copies the volume itself to tape,
+ * `split-backup` splits the volume's pair and copies the replica (Fig. 5a), `snapshot-backup`
+ * copies a snapshot (Fig. 5b). Step 3 builds the launches with the pure planner of the kind
+ * (operation-plan.ts); step 5 re-plans on named results: a pair not in sync within its wait falls
+ * back to a snapshot, an application not in backup mode in time stops the operation before any
+ * split, a full cartridge hands the remaining chunks to the next one. The copy to tape runs over
+ * several disjoint streams (seed 004): in failover mode the copy is cut into chunks that move to
+ * the next stream when a device fails or stops answering; in parallel mode every stream writes a
+ * whole copy. Every launch has its compensation, so devices, zones, snapshots and pairs are
+ * released or restored on every path and the catalog never claims a partial backup.
  */
-import { isCancellation, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
-import { BackupRequestSchema, type BackupReport, type BackupRequest, type ResolvedTarget } from '../domain/jobs';
+import { ApplicationFailure, isCancellation, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import {
+  BackupRequestSchema,
+  kindOfMethod,
+  type BackupReport,
+  type BackupRequest,
+  type ResolvedTarget,
+} from '../domain/jobs';
 import { backupIdFor, PIECE_HEADER_BYTES, type PieceRecord } from '../domain/catalog';
+import { ErrorType } from '../domain/errors';
 import { KuraKind, KuraSite, KuraTarget, JobKind } from '../search-attributes';
-import { chunkSizeFor, planBackupSteps, planPieces } from './plan';
-import { controlActivities, poolActivities } from './proxies';
+import { chunkSizeFor, planPieces, type PiecePlan } from './plan';
+import {
+  planOperation,
+  replanAsSnapshot,
+  replanNextCartridge,
+  snapshotNameFor,
+  type EngineKind,
+  type OperationPlanInput,
+} from './operation-plan';
+import { controlActivities, poolActivities, type ControlActivities } from './proxies';
 import { acceptInput, reportBackupFailure } from './failures';
 import { Compensations } from './compensations';
 import { OperationState } from './operation-state';
+import { splitPair, syncPair, takeSnapshot, type ArrayLaunch } from './array-launches';
 import {
   copyFailover,
   copyParallel,
+  prepareLane,
   prepareLanes,
   laneRecord,
   laneView,
@@ -26,15 +48,18 @@ import {
   verifyCopies,
   writeTapeCatalogs,
   type CopyJob,
+  type Lane,
 } from './streams';
 
-/** Backs up one target to tape: the SAN operation of kind `backup`. */
+/** Backs up one target to tape: the SAN operation of kind `backup`, `split-backup` or `snapshot-backup`. */
 export async function sanOperation(input: BackupRequest): Promise<BackupReport> {
   const { workflowId } = workflowInfo();
-  const op = new OperationState(workflowId, 'backup', input.target);
+  const op = new OperationState(workflowId, requestedKind(input), input.target);
 
   // 1. Accept the request (from a person, a schedule or another workflow).
   const req = acceptInput(BackupRequestSchema, input, 'backup request');
+  const kind = acceptKind(req);
+  op.kind = kind;
   upsertSearchAttributes([
     { key: KuraKind, value: JobKind.Backup },
     { key: KuraTarget, value: req.target },
@@ -43,16 +68,32 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
   const control = controlActivities(req.tuning);
   const pool = poolActivities(req.tuning);
 
-  // 2. Resolve what the processing needs: the volume behind the target, the time, the destination.
+  // 2. Resolve what the processing needs: the volume behind the target, its pair and its
+  // application's hook, the time, the destination.
   op.enter('resolve', `resolving ${req.target}`);
-  const resolved: ResolvedTarget = await control
-    .resolveTarget({ site: req.site, target: req.target })
-    .catch((err) => op.fail(`backup of ${req.target} refused`, err));
+  const found = await resolveOperation(control, req, kind).catch((err) =>
+    op.fail(`${kind} of ${req.target} refused`, err),
+  );
+  const { resolved } = found;
 
-  // 3. Plan: the chunks, the streams, and the order in which the devices are launched.
+  // 3. Plan: the launches of the array's functions, the chunks, the streams, and the order in
+  // which the devices are launched, each with its expected duration.
   op.enter('plan', 'planning');
   const pieces = planPieces(resolved.sizeBytes, chunkSizeFor(resolved.sizeBytes, req.chunks, req.chunkSize));
-  op.steps = planBackupSteps(req.target, pieces, req.streams, req.mode);
+  const plan: OperationPlanInput = {
+    kind,
+    target: req.target,
+    array: resolved.array,
+    volume: resolved.volume,
+    sizeBytes: resolved.sizeBytes,
+    pair: found.pair,
+    hook: found.hook,
+    pairWaitMs: req.pairWaitMs,
+    throughput: req.throughput,
+    copy: { pieces, streams: req.streams, mode: req.mode },
+    snapshot: snapshotNameFor(workflowId),
+  };
+  op.steps = planOperation(plan);
   op.bytesTotal = resolved.sizeBytes;
   const backupId = backupIdFor(req.target, req.requestedAt);
   const startedAt = new Date().toISOString();
@@ -72,10 +113,25 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
     marks: [],
   };
   op.streamView = () => job.lanes.map((l) => ({ ...laneView(l), bytesTotal: resolved.sizeBytes }));
+  const extraJobs: string[] = [];
+  job.nextCartridge = (full, piece) => nextCartridge(job, extraJobs, full, piece);
+  const launch: ArrayLaunch = {
+    op,
+    undo: job.undo,
+    control,
+    ref: { site: req.site, array: resolved.array, volume: resolved.volume },
+    target: req.target,
+    plan,
+    tuning: req.tuning,
+  };
 
   // 4. Launch the function software according to the plan; 5. collect each result.
-  op.enter('launch', `reserving ${req.streams} stream${req.streams === 1 ? '' : 's'}`);
+  op.enter('launch', kind === 'backup' ? `reserving ${req.streams} stream${req.streams === 1 ? '' : 's'}` : kind);
   try {
+    const image = await launchImage(launch, kind);
+    if (image.readPath !== undefined) job.readPath = image.readPath;
+    if (image.at !== undefined) job.dataTime = image.at;
+    op.activity = `reserving ${req.streams} stream${req.streams === 1 ? '' : 's'}`;
     const grant = await op.step('reserve', () =>
       pool.reserveStreams(req.site, {
         job: workflowId,
@@ -90,7 +146,7 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
     job.undo.add('release', () => pool.releaseStreams(req.site, { job: workflowId, tapeUsage: job.tapeEnd }));
     job.lanes = grant.streams.map((s) => newLane(req.site, workflowId, resolved.array, s));
 
-    await control.beginBackup({ ...resolved, backupId, job: workflowId, startedAt, dataTime: startedAt });
+    await control.beginBackup({ ...resolved, backupId, job: workflowId, startedAt, dataTime: job.dataTime });
 
     // Seed 004 steps 1020–1080 / 3000–3010: zone every path and mount every cartridge up front,
     // so a failover finds its stream ready.
@@ -113,8 +169,21 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
     // Seed 004 step 1170: each cartridge also carries its own catalog rows, after its data.
     await op.step('tape-catalog', () => writeTapeCatalogs(job, kept.pieces, record, streams));
     await op.step('unload', () => unloadLanes(job));
-    await op.step('release', () => pool.releaseStreams(req.site, { job: workflowId, tapeUsage: job.tapeEnd }));
+    await op.step('release', async () => {
+      await pool.releaseStreams(req.site, { job: workflowId, tapeUsage: job.tapeEnd });
+      for (const extra of extraJobs) await pool.releaseStreams(req.site, { job: extra, tapeUsage: job.tapeEnd });
+    });
     job.undo.done('release');
+    for (const extra of extraJobs) job.undo.done(`release:${extra}`);
+
+    // The image's own end: the pair resynchronised, or the snapshot's space given back.
+    if (image.from === 'replica') {
+      await op.step('resync', () => control.resyncPair(launch.ref));
+      job.undo.done('resync');
+    } else if (image.from === 'snapshot') {
+      await op.step('delete-snapshot', () => control.deleteSnapshot({ ref: launch.ref, name: image.name ?? '' }));
+      job.undo.done('delete-snapshot');
+    }
 
     // 6. Report the result to the requester.
     op.enter('report', 'done');
@@ -139,6 +208,9 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
       streams,
       startedAt,
       endedAt,
+      kind: image.kind,
+      source: { from: image.from, ...(image.name ? { name: image.name } : {}), ...(image.at ? { at: image.at } : {}) },
+      changes: op.changes,
     };
     op.enter(
       'done',
@@ -156,6 +228,122 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
       streams: job.lanes.map((l) => laneRecord(backupId, l)),
     });
     if (isCancellation(err)) throw err;
-    return op.fail(`backup of ${req.target} failed at ${op.currentStep ?? op.phase}`, err);
+    return op.fail(`${op.kind} of ${req.target} failed at ${op.currentStep ?? op.phase}`, err);
   }
+}
+
+/** The kind a request names before it is validated (for the plan query of a refused request). */
+function requestedKind(input: BackupRequest): string {
+  const i = input as Partial<BackupRequest>;
+  return i.method !== undefined ? kindOfMethod(i.method) : (i.kind ?? 'backup');
+}
+
+/** `method` names a kind too; both may be given only when they agree. */
+function acceptKind(req: { kind: EngineKind; method?: BackupRequest['method'] }): EngineKind {
+  if (req.method === undefined) return req.kind;
+  const byMethod = kindOfMethod(req.method) as EngineKind;
+  if (req.kind !== 'backup' && req.kind !== byMethod)
+    throw ApplicationFailure.nonRetryable(
+      `the request asks for kind ${req.kind} but method ${req.method} (${byMethod}); give one of them`,
+      ErrorType.InvalidInput,
+    );
+  return byMethod;
+}
+
+/** Step 2 for every kind: the target's volume; for a split, its pair (refused when it has none); the hook. */
+async function resolveOperation(
+  control: ControlActivities,
+  req: { site: string; target: string },
+  kind: EngineKind,
+): Promise<{ resolved: ResolvedTarget; pair: OperationPlanInput['pair']; hook: OperationPlanInput['hook'] }> {
+  const resolved = await control.resolveTarget({ site: req.site, target: req.target });
+  if (kind === 'backup') return { resolved, pair: null, hook: { kind: 'none', timeoutMs: 0 } };
+  const ref = { site: req.site, array: resolved.array, volume: resolved.volume };
+  const pair = kind === 'snapshot-backup' ? null : await control.pairOf(ref);
+  if (kind === 'split-backup' && pair === null)
+    throw ApplicationFailure.nonRetryable(
+      `volume ${resolved.array}/${resolved.volume} (${req.target}) has no pair, so there is nothing to split; back it up with --method snapshot or direct, or pair it first with \`kura san refresh ${req.target}\``,
+      ErrorType.InvalidInput,
+    );
+  const hook = await control.applicationHook({ site: req.site, target: req.target });
+  return { resolved, pair, hook };
+}
+
+/** The image the copy to tape reads, and where it came from. */
+interface Image {
+  /** The kind that ran: the one asked for, unless step 5 changed it. */
+  kind: EngineKind;
+  from: 'volume' | 'replica' | 'snapshot';
+  readPath?: string;
+  name?: string;
+  at?: string;
+}
+
+/**
+ * Steps 4 and 5 before the copy to tape: the image it reads. A split-backup whose pair does not get
+ * in sync within its wait re-plans as a snapshot-backup (the volume is backed up all the same, by
+ * the other function of the array).
+ */
+async function launchImage(l: ArrayLaunch, kind: EngineKind): Promise<Image> {
+  if (kind === 'backup') return { kind, from: 'volume' };
+  if (kind === 'split-backup') {
+    const synced = await syncPair(l);
+    if (synced.inSync) {
+      const pair = await splitPair(l);
+      return { kind, from: 'replica', readPath: pair.readPath, name: pair.replica, at: pair.splitAt };
+    }
+    const why = `the pair of ${l.ref.array}/${l.ref.volume} was not in sync within ${l.plan.pairWaitMs} ms (${synced.pair.state}, ${synced.pair.copiedBytes} of ${synced.pair.totalBytes} bytes copied)`;
+    l.op.replan('pair-sync', replanAsSnapshot(l.op.steps, l.plan, why), 'split-backup became snapshot-backup', why);
+    l.op.kind = 'snapshot-backup';
+  }
+  const name = l.plan.snapshot ?? snapshotNameFor(workflowInfo().workflowId);
+  const snap = await takeSnapshot(l, name);
+  return { kind: 'snapshot-backup', from: 'snapshot', readPath: snap.readPath, name: snap.name, at: snap.createdAt };
+}
+
+/**
+ * Step 5 on a full cartridge: one more stream is reserved (under its own job key, released with the
+ * others) with a cartridge that has room for the chunks left, zoned and mounted; the copy goes on
+ * there from the chunk that did not fit. The full cartridge keeps the chunks it holds.
+ */
+async function nextCartridge(job: CopyJob, extraJobs: string[], full: Lane, piece: PiecePlan): Promise<Lane> {
+  const { req, resolved, op, pool } = job;
+  const key = `${job.workflowId}+tape${extraJobs.length + 1}`;
+  const left = job.pieces.filter((p) => p.piece >= piece.piece);
+  const stream = Math.max(...job.lanes.map((l) => l.stream.stream)) + 1;
+  const why = `cartridge ${full.stream.tape} in ${full.stream.library}/${full.stream.drive} filled at chunk ${piece.piece} (position ${full.position}); it keeps the ${full.pieces} chunk${full.pieces === 1 ? '' : 's'} written`;
+  op.replan(
+    `copy:${piece.piece}`,
+    replanNextCartridge(
+      op.steps,
+      piece.piece,
+      stream,
+      `reserve a stream with another cartridge and mount it for chunks ${piece.piece}–${job.pieces.length - 1}`,
+    ),
+    `chunks ${piece.piece}–${job.pieces.length - 1} continue on another cartridge`,
+    why,
+  );
+  op.activity = why;
+  return op.step(`load:${stream}`, async () => {
+    const grant = await pool.reserveStreams(req.site, {
+      job: key,
+      streams: 1,
+      array: resolved.array,
+      bytes: left.reduce((n, p) => n + p.length + PIECE_HEADER_BYTES, 0),
+      waitMs: req.tuning.reserveWaitMs,
+      waitForUnavailable: req.tuning.waitForUnavailable,
+    });
+    extraJobs.push(key);
+    job.undo.add(`release:${key}`, () => pool.releaseStreams(req.site, { job: key, tapeUsage: job.tapeEnd }));
+    const granted = grant.streams[0];
+    if (!granted) throw ApplicationFailure.nonRetryable(`the pool granted no stream for ${key}`, ErrorType.NoResources);
+    const lane = newLane(req.site, job.workflowId, resolved.array, { ...granted, stream });
+    job.lanes.push(lane);
+    await prepareLane(job, lane);
+    op.note(
+      `load:${stream}`,
+      `stream ${stream}: ${granted.server} → ${granted.library}/${granted.drive} with ${granted.tape}`,
+    );
+    return lane;
+  });
 }

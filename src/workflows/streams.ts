@@ -38,6 +38,13 @@ export interface CopyJob {
   lanes: Lane[];
   /** Devices being marked unavailable in the pool; the copy does not wait for them, collect does. */
   marks: Promise<unknown>[];
+  /** A split replica or snapshot holding the volume's image, read instead of the volume. */
+  readPath?: string;
+  /**
+   * Step 5's answer to a full cartridge: a new stream whose cartridge takes the chunk that did not
+   * fit and every chunk after it. Without it a full cartridge fails its stream like a fault.
+   */
+  nextCartridge?: (full: Lane, piece: PiecePlan) => Promise<Lane>;
 }
 
 /** One reserved stream while the job runs. */
@@ -117,27 +124,8 @@ export function laneRecord(backupId: string, l: Lane): StreamRecord {
  * when none is left the job fails.
  */
 export async function prepareLanes(job: CopyJob): Promise<void> {
-  const { control, undo, req } = job;
   const outcomes = await Promise.allSettled(
-    job.lanes.map((lane) =>
-      job.op.step(`load:${lane.stream.stream}`, async () => {
-        await control.zoneStream({ site: req.site, name: lane.zone, members: lane.members });
-        lane.zoned = true;
-        undo.add(`unzone:${lane.stream.stream}`, () => control.unzoneStream({ site: req.site, name: lane.zone }));
-        const mounted = await control.loadTape(lane.addr);
-        lane.loaded = true;
-        undo.add(`unload:${lane.stream.stream}`, () => control.unloadTape(lane.addr));
-        lane.start = mounted.endOfData;
-        lane.position = mounted.endOfData;
-        job.tapeEnd[lane.stream.tape] = mounted.endOfData;
-        // Runs before the unload (compensations unwind newest first): a failed job leaves nothing
-        // of itself on the cartridge, so the next job appends where this one began.
-        undo.add(`erase:${lane.stream.stream}`, async () => {
-          await control.eraseTape({ ...lane.addr, position: lane.start });
-          job.tapeEnd[lane.stream.tape] = lane.start;
-        });
-      }),
-    ),
+    job.lanes.map((lane) => job.op.step(`load:${lane.stream.stream}`, () => prepareLane(job, lane))),
   );
   const cancelled = outcomes.find(
     (o): o is PromiseRejectedResult => o.status === 'rejected' && isCancellation(o.reason),
@@ -147,6 +135,26 @@ export async function prepareLanes(job: CopyJob): Promise<void> {
     if (o.status === 'rejected') await laneFailed(job, job.lanes[i] as Lane, o.reason, 'while preparing it');
   }
   if (!job.lanes.some((l) => l.state !== 'failed')) throw allStreamsFailed(job);
+}
+
+/** Zones one stream's path and mounts its cartridge, each undo registered once its step succeeded. */
+export async function prepareLane(job: CopyJob, lane: Lane): Promise<void> {
+  const { control, undo, req } = job;
+  await control.zoneStream({ site: req.site, name: lane.zone, members: lane.members });
+  lane.zoned = true;
+  undo.add(`unzone:${lane.stream.stream}`, () => control.unzoneStream({ site: req.site, name: lane.zone }));
+  const mounted = await control.loadTape(lane.addr);
+  lane.loaded = true;
+  undo.add(`unload:${lane.stream.stream}`, () => control.unloadTape(lane.addr));
+  lane.start = mounted.endOfData;
+  lane.position = mounted.endOfData;
+  job.tapeEnd[lane.stream.tape] = mounted.endOfData;
+  // Runs before the unload (compensations unwind newest first): a failed job leaves nothing
+  // of itself on the cartridge, so the next job appends where this one began.
+  undo.add(`erase:${lane.stream.stream}`, async () => {
+    await control.eraseTape({ ...lane.addr, position: lane.start });
+    job.tapeEnd[lane.stream.tape] = lane.start;
+  });
 }
 
 /**
@@ -180,6 +188,12 @@ export async function copyFailover(job: CopyJob): Promise<PieceRecord[]> {
         break;
       } catch (err) {
         if (isCancellation(err)) throw err;
+        if (job.nextCartridge && rootFailure(err).type === ErrorType.TapeFull) {
+          // The chunks already there stay: the cartridge is full, not faulty.
+          current.state = current.pieces > 0 ? 'done' : 'standby';
+          lane = await job.nextCartridge(current, piece);
+          continue;
+        }
         await laneFailed(job, current, err, `at chunk ${piece.piece}`);
         lane = nextHealthy(job, current.stream.stream);
       }
@@ -423,6 +437,7 @@ function copyRequest(job: CopyJob, lane: Lane, piece: PiecePlan, copy: number) {
       offset: piece.offset,
       length: piece.length,
       volumeSize: resolved.sizeBytes,
+      ...(job.readPath === undefined ? {} : { readPath: job.readPath }),
     },
     target: { ...lane.addr, position: lane.position },
     header: {

@@ -20,7 +20,7 @@ import { fileRange } from '../../datamover/file-range';
 import { moveBytes, type MoveRequest } from '../../datamover/mover';
 import { newSha256 } from '../../datamover/sha256';
 import { FaultGate } from '../../lab/fault-gate';
-import { LABEL_BYTES } from '../../lab/files';
+import { LABEL_BYTES, labVolumePath, sizeOf } from '../../lab/files';
 import type { LabState } from '../../lab/state';
 import {
   PIECE_HEADER_BYTES,
@@ -99,6 +99,7 @@ export class LabCopyDevice implements CopyDeviceDriver {
         `source.volumeSize is ${source.volumeSize} but volume ${site}/${source.array}/${source.volume} holds ${volume.sizeBytes} bytes; describe the volume again`,
       );
     }
+    if (source.readPath !== undefined) volume.file = await this.imageOfVolume(site, source);
     findDrive(this.loaded, site, target.library, target.drive);
     const cartridge = findCartridge(this.loaded, site, target.library, target.tape);
     const { file: tapeFile, endOfData } = await cartridgeFile(this.paths, site, target.library, target.tape);
@@ -173,6 +174,31 @@ export class LabCopyDevice implements CopyDeviceDriver {
         await src.close();
       }
     });
+  }
+
+  /**
+   * The file a split replica or a snapshot of the volume holds its image in: it must lie in the
+   * volume's own array directory of the lab (the copy device reaches that array and nothing else)
+   * and hold exactly the volume's size.
+   */
+  private async imageOfVolume(site: string, source: CopyToTapeRequest['source']): Promise<string> {
+    const file = path.resolve(source.readPath ?? '');
+    const arrayDir = path.dirname(labVolumePath(this.paths, site, source.array, source.volume));
+    const rel = path.relative(arrayDir, file);
+    if (rel === '' || rel.startsWith('..') || path.isAbsolute(rel)) {
+      throw new InvalidInputError(
+        `readPath ${file} is not an image of array ${source.array}; the copy reads only replicas and snapshots under ${arrayDir}`,
+      );
+    }
+    const size = await sizeOf(file);
+    if (size !== source.volumeSize) {
+      throw new InvalidInputError(
+        size === undefined
+          ? `the image ${file} of ${source.array}/${source.volume} does not exist (the replica or snapshot is gone); plan the copy again`
+          : `the image ${file} holds ${size} bytes but volume ${source.array}/${source.volume} holds ${source.volumeSize}`,
+      );
+    }
+    return file;
   }
 
   /**

@@ -1,0 +1,149 @@
+/**
+ * The arrays' function software and the applications' hooks as activities (seed 003 step 4), run
+ * on the `kura-control` queue: pairs created, waited on, split and resynchronised; snapshots taken
+ * and deleted; backup mode entered and left. Each is idempotent — the array calls converge on the
+ * same state when repeated — and the wait for a pair in sync heartbeats the copy's progress.
+ */
+import { Context, sleep } from '@temporalio/activity';
+import { z } from 'zod';
+import type { LoadedConfig } from '../config/load';
+import type { Drivers, PairInfo, SnapshotInfo } from '../drivers/types';
+import { hookFor } from '../drivers/hooks';
+import { ErrorType, KuraError } from '../domain/errors';
+import { findSite } from '../config/targets';
+import { parseWith } from '../domain/validate';
+import { mapFailures } from './failures';
+
+const VolumeRefInput = z.object({ site: z.string().min(1), array: z.string().min(1), volume: z.string().min(1) });
+export type VolumeRefInput = z.infer<typeof VolumeRefInput>;
+
+const WaitInput = z.object({
+  ref: VolumeRefInput,
+  /** Give up waiting (and answer `inSync: false`) after this long. */
+  waitMs: z.number().int().min(0),
+  pollMs: z.number().int().min(10).default(250),
+});
+
+const SnapshotInput = z.object({ ref: VolumeRefInput, name: z.string().min(1) });
+const HookInput = z.object({ site: z.string().min(1), target: z.string().min(1) });
+
+/** Creates the array and hook activities bound to one worker's configuration and drivers. */
+export function createArrayActivities(deps: { loaded: LoadedConfig; drivers: Pick<Drivers, 'arrays'> }) {
+  const { loaded, drivers } = deps;
+  const { arrays } = drivers;
+
+  return {
+    /** The volume's pair, or null when it has none (step 2 asks before it plans a split). */
+    async pairOf(input: VolumeRefInput): Promise<PairInfo | null> {
+      return mapFailures(async () => {
+        const ref = parseWith(VolumeRefInput, input, 'volume');
+        try {
+          return await arrays.pairStatus(ref);
+        } catch (err) {
+          if (err instanceof KuraError && err.type === ErrorType.NotFound) {
+            // An unknown array or volume is still NotFound; only a missing pair is an answer.
+            const listed = await arrays.listPairs(ref.site, ref.array);
+            if (!listed.some((p) => p.volume === ref.volume)) return null;
+          }
+          throw err;
+        }
+      });
+    },
+
+    async createPair(input: VolumeRefInput): Promise<PairInfo> {
+      return mapFailures(async () => arrays.createPair(parseWith(VolumeRefInput, input, 'volume')));
+    },
+
+    /**
+     * Waits until the pair is in sync, heartbeating the copy's progress; answers `inSync: false`
+     * with the pair as it stands when `waitMs` passes first (the workflow re-plans then).
+     */
+    async waitPairInSync(input: z.input<typeof WaitInput>): Promise<{ inSync: boolean; pair: PairInfo }> {
+      return mapFailures(async () => {
+        const { ref, waitMs, pollMs } = parseWith(WaitInput, input, 'pair wait');
+        const ctx = Context.current();
+        const end = Date.now() + waitMs;
+        for (;;) {
+          const pair = await arrays.pairStatus(ref);
+          ctx.heartbeat({ state: pair.state, bytes: pair.copiedBytes, total: pair.totalBytes });
+          if (pair.state === 'in-sync') return { inSync: true, pair };
+          if (pair.state === 'split')
+            throw new KuraError(
+              ErrorType.InvalidInput,
+              `the pair of ${ref.array}/${ref.volume} is split; resynchronise it before waiting for it to be in sync`,
+            );
+          if (Date.now() >= end) return { inSync: false, pair };
+          await sleep(Math.min(pollMs, Math.max(10, end - Date.now())));
+        }
+      });
+    },
+
+    async splitPair(input: VolumeRefInput): Promise<PairInfo> {
+      return mapFailures(async () => arrays.splitPair(parseWith(VolumeRefInput, input, 'volume')));
+    },
+
+    async resyncPair(input: VolumeRefInput): Promise<PairInfo> {
+      return mapFailures(async () => arrays.resyncPair(parseWith(VolumeRefInput, input, 'volume')));
+    },
+
+    async deletePair(input: VolumeRefInput): Promise<void> {
+      return mapFailures(async () => arrays.deletePair(parseWith(VolumeRefInput, input, 'volume')));
+    },
+
+    async createSnapshot(input: z.input<typeof SnapshotInput>): Promise<SnapshotInfo> {
+      return mapFailures(async () => {
+        const { ref, name } = parseWith(SnapshotInput, input, 'snapshot');
+        return arrays.createSnapshot(ref, name);
+      });
+    },
+
+    async deleteSnapshot(input: z.input<typeof SnapshotInput>): Promise<void> {
+      return mapFailures(async () => {
+        const { ref, name } = parseWith(SnapshotInput, input, 'snapshot');
+        return arrays.deleteSnapshot(ref, name);
+      });
+    },
+
+    /** Every pair and snapshot of every array of a site, as the arrays report them now. */
+    async listArrayFunctions(input: { site: string }): Promise<{ pairs: PairInfo[]; snapshots: SnapshotInfo[] }> {
+      return mapFailures(async () => {
+        const { site } = parseWith(z.object({ site: z.string().min(1) }), input, 'site');
+        const names = findSite(loaded.config, site).arrays.map((a) => a.name);
+        const pairs: PairInfo[] = [];
+        const snapshots: SnapshotInfo[] = [];
+        for (const array of names) {
+          pairs.push(...(await arrays.listPairs(site, array)));
+          snapshots.push(...(await arrays.listSnapshots(site, array)));
+        }
+        return { pairs, snapshots };
+      });
+    },
+
+    /** Which hook the target's application has (`none` when kura.yaml gives it none), and its timeout. */
+    async applicationHook(input: z.input<typeof HookInput>): Promise<{ kind: string; timeoutMs: number }> {
+      return mapFailures(async () => {
+        const { site, target } = parseWith(HookInput, input, 'hook');
+        const hook = hookFor(loaded, site, target);
+        return { kind: hook.kind, timeoutMs: hook.timeoutMs };
+      });
+    },
+
+    /** Puts the target's application into backup mode; HookTimeout when it does not in time. */
+    async beginBackupMode(input: z.input<typeof HookInput>): Promise<void> {
+      return mapFailures(async () => {
+        const { site, target } = parseWith(HookInput, input, 'hook');
+        await hookFor(loaded, site, target).beginBackupMode(Context.current().cancellationSignal);
+      });
+    },
+
+    /** Takes the target's application out of backup mode. */
+    async endBackupMode(input: z.input<typeof HookInput>): Promise<void> {
+      return mapFailures(async () => {
+        const { site, target } = parseWith(HookInput, input, 'hook');
+        await hookFor(loaded, site, target).endBackupMode(Context.current().cancellationSignal);
+      });
+    },
+  };
+}
+
+export type ArrayActivities = ReturnType<typeof createArrayActivities>;

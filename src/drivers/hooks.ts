@@ -1,0 +1,88 @@
+/**
+ * Application hooks (seed 003's DB coordination scripts): what puts the application on a target
+ * into backup mode before a split or snapshot and takes it out after. A target without a hook gets
+ * one that does nothing, so every plan has the same launch points. The `script` kind runs argument
+ * arrays with execFile, never through a shell, and kills a command that outlives its timeout.
+ */
+import { execFile } from 'node:child_process';
+import type { Hook } from '../domain/inventory';
+import { DeviceFaultError, HookTimeoutError, NotFoundError } from '../domain/errors';
+import type { LoadedConfig } from '../config/load';
+import { findSite, resolveTargetRef } from '../config/targets';
+
+/** The application's side of a consistent split: enter backup mode, leave it. */
+export interface ApplicationHook {
+  /** What the hook is, for the plan and the report: `script`, or `none`. */
+  readonly kind: string;
+  /** How long entering backup mode may take before the operation stops without splitting. */
+  readonly timeoutMs: number;
+  /** Puts the application into backup mode; HookTimeoutError when it does not within `timeoutMs`. */
+  beginBackupMode(signal?: AbortSignal): Promise<void>;
+  /** Takes the application out of backup mode; idempotent (leaving twice is fine). */
+  endBackupMode(signal?: AbortSignal): Promise<void>;
+}
+
+/** The hook of a target that has none: nothing to coordinate. */
+export const NO_HOOK: ApplicationHook = {
+  kind: 'none',
+  timeoutMs: 0,
+  beginBackupMode: () => Promise.resolve(),
+  endBackupMode: () => Promise.resolve(),
+};
+
+/** The hook kura.yaml gives a target of a site (a VM, or array/volume), or NO_HOOK. */
+export function hookFor(loaded: LoadedConfig, site: string, target: string): ApplicationHook {
+  const s = findSite(loaded.config, site);
+  const r = resolveTargetRef(s, target);
+  const volume = `${r.array}/${r.volume}`;
+  const vm = s.vms.find((v) => v.dataVolume === volume);
+  // A hook on the VM, on its data volume, or reached by a host's path all mean one application.
+  const hook = s.hooks.find((h) => h.target === target || h.target === volume || h.target === vm?.name);
+  return hook === undefined ? NO_HOOK : new ScriptHook(hook);
+}
+
+/** The `script` kind: one command to begin, one to end, each an argument array. */
+export class ScriptHook implements ApplicationHook {
+  readonly kind = 'script';
+  readonly timeoutMs: number;
+
+  constructor(private readonly hook: Hook) {
+    this.timeoutMs = hook.timeout;
+  }
+
+  beginBackupMode(signal?: AbortSignal): Promise<void> {
+    return this.run('begin', this.hook.begin, signal);
+  }
+
+  endBackupMode(signal?: AbortSignal): Promise<void> {
+    return this.run('end', this.hook.end, signal);
+  }
+
+  private run(what: 'begin' | 'end', argv: string[], signal?: AbortSignal): Promise<void> {
+    const [cmd, ...args] = argv;
+    if (cmd === undefined) return Promise.reject(new NotFoundError(`the ${what} command of the hook is empty`));
+    const label = `the ${what}-backup-mode hook of ${this.hook.target} (${argv.join(' ')})`;
+    return new Promise((resolve, reject) => {
+      const started = Date.now();
+      execFile(
+        cmd,
+        args,
+        { timeout: this.timeoutMs, killSignal: 'SIGKILL', signal, maxBuffer: 1024 * 1024 },
+        (err, _stdout, stderr) => {
+          if (!err) return resolve();
+          const e = err as NodeJS.ErrnoException & { killed?: boolean; code?: unknown };
+          if (e.killed && !signal?.aborted && Date.now() - started >= this.timeoutMs - 50) {
+            return reject(
+              new HookTimeoutError(
+                `${label} did not finish within ${this.timeoutMs} ms, so the application is not known to be in backup mode; it was stopped`,
+                { target: this.hook.target, timeoutMs: this.timeoutMs, hook: what },
+              ),
+            );
+          }
+          const why = String(stderr).trim() || e.message;
+          reject(new DeviceFaultError(this.hook.target, `${label} failed: ${why}`, err));
+        },
+      );
+    });
+  }
+}

@@ -1,0 +1,90 @@
+/**
+ * Application hooks: a target without one gets the hook that does nothing; the `script` kind runs
+ * argument arrays without a shell, and a command that outlives its timeout is killed and reported
+ * as HookTimeout.
+ */
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import type { LoadedConfig } from '../../src/config/load';
+import { ConfigSchema, HookSchema } from '../../src/domain/inventory';
+import { hookFor, NO_HOOK, ScriptHook } from '../../src/drivers/hooks';
+import { hospitalPreset } from '../../src/lab/preset';
+
+const dir = mkdtempSync(path.join(tmpdir(), 'kura-hooks-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function loaded(hooks: unknown[]): LoadedConfig {
+  const cfg = hospitalPreset({ vms: 2, hosts: 1 });
+  cfg.sites[0]!.hosts![0]!.mounts = [{ path: '/srv', volume: 'array-01/vm-002-data' }];
+  (cfg.sites[0] as { hooks?: unknown[] }).hooks = hooks;
+  return { config: ConfigSchema.parse(cfg), file: path.join(dir, 'kura.yaml'), dir };
+}
+
+const script = (over: object = {}) =>
+  HookSchema.parse({ target: 'vm-001', kind: 'script', begin: ['true'], end: ['true'], ...over });
+
+describe('hookFor', () => {
+  const l = loaded([
+    { target: 'vm-001', kind: 'script', begin: ['true'], end: ['true'] },
+    { target: 'array-01/vm-002-data', kind: 'script', begin: ['true'], end: ['true'], timeout: '2s' },
+  ]);
+
+  it('gives a target without a hook the one that does nothing', async () => {
+    const none = loaded([]);
+    expect(hookFor(none, 'hospital', 'vm-001')).toBe(NO_HOOK);
+    await expect(NO_HOOK.beginBackupMode()).resolves.toBeUndefined();
+  });
+
+  it("finds a VM's hook by the VM, by its data volume, and through a host's path on it", () => {
+    expect(hookFor(l, 'hospital', 'vm-001')).toMatchObject({ kind: 'script', timeoutMs: 60_000 });
+    expect(hookFor(l, 'hospital', 'array-01/vm-001-data')).toMatchObject({ kind: 'script', timeoutMs: 60_000 });
+    expect(hookFor(l, 'hospital', 'vm-002')).toMatchObject({ timeoutMs: 2000 });
+    expect(hookFor(l, 'hospital', 'host-01:/srv/db')).toMatchObject({ timeoutMs: 2000 });
+  });
+
+  it('refuses a hook on a target the site does not have, and a second hook on one target', () => {
+    const cfg = hospitalPreset({ vms: 1, hosts: 1 });
+    (cfg.sites[0] as { hooks?: unknown[] }).hooks = [
+      { target: 'vm-009', kind: 'script', begin: ['true'], end: ['true'] },
+      { target: 'vm-001', kind: 'script', begin: ['true'], end: ['true'] },
+      { target: 'vm-001', kind: 'script', begin: ['true'], end: ['true'] },
+    ];
+    const issues = ConfigSchema.safeParse(cfg).error?.issues.map((i) => i.message);
+    expect(issues).toEqual([
+      '"vm-009" is neither a VM nor an array/volume of this site',
+      '"vm-001" already has a hook (hooks[1]); give a target one hook',
+    ]);
+  });
+});
+
+describe('script hooks', () => {
+  it('run the argument array as it is: no shell expands anything', async () => {
+    const file = path.join(dir, 'never');
+    await new ScriptHook(script({ begin: ['echo', `$(touch ${file})`, ';', 'touch', file] })).beginBackupMode();
+    expect(existsSync(file)).toBe(false);
+    const made = path.join(dir, 'made');
+    await new ScriptHook(script({ end: ['touch', made] })).endBackupMode();
+    expect(existsSync(made)).toBe(true);
+  });
+
+  it('kill a command that outlives the timeout and report HookTimeout', async () => {
+    const t0 = Date.now();
+    const err = await new ScriptHook(script({ begin: ['sleep', '5'], timeout: '200ms' }))
+      .beginBackupMode()
+      .catch((e: unknown) => e);
+    expect(Date.now() - t0).toBeLessThan(3000);
+    expect(err).toMatchObject({
+      type: 'HookTimeout',
+      message: expect.stringMatching(/begin-backup-mode hook of vm-001 \(sleep 5\) did not finish within 200 ms/),
+    });
+  });
+
+  it('report a command that fails as a device fault with its error output', async () => {
+    const err = await new ScriptHook(script({ begin: ['ls', path.join(dir, 'missing')] }))
+      .beginBackupMode()
+      .catch((e: unknown) => e);
+    expect(err).toMatchObject({ type: 'DeviceFault', message: expect.stringMatching(/failed: .*No such file/) });
+  });
+});
