@@ -46,37 +46,37 @@ export class ByArrayDrivers implements StorageDriver, ArrayFunctions {
     return this.driverOf(site, array) === ArrayDriver.qsd ? this.qsd : this.lab.functions;
   }
 
-  describeVolume(site: string, array: string, volume: string): Promise<VolumeInfo> {
+  async describeVolume(site: string, array: string, volume: string): Promise<VolumeInfo> {
     return this.storage(site, array).describeVolume(site, array, volume);
   }
-  checkAccess(site: string, array: string, volume: string, server: string): Promise<void> {
+  async checkAccess(site: string, array: string, volume: string, server: string): Promise<void> {
     return this.storage(site, array).checkAccess(site, array, volume, server);
   }
-  createPair(ref: VolumeRef): Promise<PairInfo> {
+  async createPair(ref: VolumeRef): Promise<PairInfo> {
     return this.functions(ref.site, ref.array).createPair(ref);
   }
-  pairStatus(ref: VolumeRef): Promise<PairInfo> {
+  async pairStatus(ref: VolumeRef): Promise<PairInfo> {
     return this.functions(ref.site, ref.array).pairStatus(ref);
   }
-  splitPair(ref: VolumeRef): Promise<PairInfo> {
+  async splitPair(ref: VolumeRef): Promise<PairInfo> {
     return this.functions(ref.site, ref.array).splitPair(ref);
   }
-  resyncPair(ref: VolumeRef): Promise<PairInfo> {
+  async resyncPair(ref: VolumeRef): Promise<PairInfo> {
     return this.functions(ref.site, ref.array).resyncPair(ref);
   }
-  deletePair(ref: VolumeRef): Promise<void> {
+  async deletePair(ref: VolumeRef): Promise<void> {
     return this.functions(ref.site, ref.array).deletePair(ref);
   }
-  createSnapshot(ref: VolumeRef, name: string): Promise<SnapshotInfo> {
+  async createSnapshot(ref: VolumeRef, name: string): Promise<SnapshotInfo> {
     return this.functions(ref.site, ref.array).createSnapshot(ref, name);
   }
-  deleteSnapshot(ref: VolumeRef, name: string): Promise<void> {
+  async deleteSnapshot(ref: VolumeRef, name: string): Promise<void> {
     return this.functions(ref.site, ref.array).deleteSnapshot(ref, name);
   }
-  listPairs(site: string, array: string): Promise<PairInfo[]> {
+  async listPairs(site: string, array: string): Promise<PairInfo[]> {
     return this.functions(site, array).listPairs(site, array);
   }
-  listSnapshots(site: string, array: string): Promise<SnapshotInfo[]> {
+  async listSnapshots(site: string, array: string): Promise<SnapshotInfo[]> {
     return this.functions(site, array).listSnapshots(site, array);
   }
 }

@@ -311,10 +311,10 @@ export class QsdArray {
           throw new InvalidInputError(
             `${this.device}/${volume} already has snapshot ${other.name}; an array volume holds one copy-before-write snapshot at a time — delete ${other.name} first`,
           );
-        const pair = s.state.pairs[volume];
-        if (pair && pair.phase !== 'split')
+        const pair = s.state.pairs[volume] ? await this.pairInfo(s, volume) : undefined;
+        if (pair && pair.state !== 'split')
           throw new InvalidInputError(
-            `${this.device}/${volume} is paired (${pair.phase}); a volume whose mirror runs cannot take a copy-before-write snapshot — split the pair (its replica is the split-time image) or delete it first`,
+            `${this.device}/${volume} is paired (${pair.state}); a volume whose mirror runs cannot take a copy-before-write snapshot — split the pair (its replica is the split-time image) or delete it first`,
           );
         this.reserve(s.state, v.size, `a snapshot of ${volume}`);
         s.state.snapshots[key] = { volume, name, createdAt: new Date().toISOString(), sizeBytes: v.size };
@@ -686,7 +686,8 @@ export class QsdArray {
       device: ids.primary(volume),
       target: ids.replica(volume),
       sync,
-      ...(this.copyRate > 0 ? { speed: this.copyRate } : {}),
+      // A capped copy also moves in small buffers: the cap is only enforced between them.
+      ...(this.copyRate > 0 ? { speed: this.copyRate, 'buf-size': 256 * 1024, granularity: SPLIT_GRANULARITY } : {}),
       // Once ready, a write is acknowledged only when it is on both volumes.
       'copy-mode': 'write-blocking',
       // A concluded job stays visible, with its error, until converge or a split dismisses it.

@@ -63,31 +63,31 @@ export class QsdDriver implements StorageDriver, ArrayFunctions {
     await this.masks.checkAccess(site, array, volume, server);
   }
 
-  createPair(ref: VolumeRef): Promise<PairInfo> {
+  async createPair(ref: VolumeRef): Promise<PairInfo> {
     return this.array(ref.site, ref.array).createPair(ref.volume);
   }
-  pairStatus(ref: VolumeRef): Promise<PairInfo> {
+  async pairStatus(ref: VolumeRef): Promise<PairInfo> {
     return this.array(ref.site, ref.array).pairStatus(ref.volume);
   }
-  splitPair(ref: VolumeRef): Promise<PairInfo> {
+  async splitPair(ref: VolumeRef): Promise<PairInfo> {
     return this.array(ref.site, ref.array).splitPair(ref.volume);
   }
-  resyncPair(ref: VolumeRef): Promise<PairInfo> {
+  async resyncPair(ref: VolumeRef): Promise<PairInfo> {
     return this.array(ref.site, ref.array).resyncPair(ref.volume);
   }
-  deletePair(ref: VolumeRef): Promise<void> {
+  async deletePair(ref: VolumeRef): Promise<void> {
     return this.array(ref.site, ref.array).deletePair(ref.volume);
   }
-  createSnapshot(ref: VolumeRef, name: string): Promise<SnapshotInfo> {
+  async createSnapshot(ref: VolumeRef, name: string): Promise<SnapshotInfo> {
     return this.array(ref.site, ref.array).createSnapshot(ref.volume, name);
   }
-  deleteSnapshot(ref: VolumeRef, name: string): Promise<void> {
+  async deleteSnapshot(ref: VolumeRef, name: string): Promise<void> {
     return this.array(ref.site, ref.array).deleteSnapshot(ref.volume, name);
   }
-  listPairs(site: string, array: string): Promise<PairInfo[]> {
+  async listPairs(site: string, array: string): Promise<PairInfo[]> {
     return this.array(site, array).listPairs();
   }
-  listSnapshots(site: string, array: string): Promise<SnapshotInfo[]> {
+  async listSnapshots(site: string, array: string): Promise<SnapshotInfo[]> {
     return this.array(site, array).listSnapshots();
   }
 
