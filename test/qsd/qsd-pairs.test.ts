@@ -57,4 +57,37 @@ describe('a pair on qemu-storage-daemon', () => {
     await expect(fs.stat(resynced.readPath)).rejects.toMatchObject({ code: 'ENOENT' });
     await expect(lab.driver.listPairs('main', 'qa')).resolves.toEqual([]);
   });
+
+  it('ends a resync equal to the primary while a host keeps writing through it', async () => {
+    const a = lab.driver.array('main', 'qa');
+    const uri = a.nbdUri('vol-1');
+    await lab.driver.createPair(ref);
+    await a.waitPair('vol-1', 'in-sync', 20_000);
+    await lab.driver.splitPair(ref);
+    await nbdWrite(uri, 0x21, 0, 512 * 1024);
+
+    // One write after another at moving offsets, racing the resync's rounds and then the mirror.
+    let writing = true;
+    let writes = 0;
+    const writer = (async () => {
+      while (writing) {
+        await nbdWrite(uri, 0x30 + (writes % 64), ((writes * 7) % 60) * 64 * 1024, 64 * 1024);
+        writes += 1;
+      }
+    })();
+    try {
+      await new Promise((r) => setTimeout(r, 100));
+      const resynced = await lab.driver.resyncPair(ref);
+      expect(['in-sync', 'copying']).toContain(resynced.state);
+      await a.waitPair('vol-1', 'in-sync', 20_000);
+      await new Promise((r) => setTimeout(r, 200));
+    } finally {
+      writing = false;
+      await writer;
+    }
+    expect(writes).toBeGreaterThan(2);
+    const pair = await lab.driver.pairStatus(ref);
+    expect(pair.state).toBe('in-sync');
+    expect(await sha256(pair.readPath)).toBe(await sha256(a.imagePath('vol-1')));
+  });
 });

@@ -8,8 +8,10 @@ import { promises as fs } from 'node:fs';
 import { parseConfigText } from '../../src/config/load';
 import { ByArrayDrivers } from '../../src/drivers/by-array';
 import type { ArrayFunctions, PairInfo, StorageDriver } from '../../src/drivers/types';
+import { QmpClient, QmpCommandError, QmpConnectionError } from '../../src/drivers/qsd/qmp';
 import {
   ConfigInvalidError,
+  DeviceFaultError,
   InvalidInputError,
   NoResourcesError,
   NotFoundError,
@@ -188,5 +190,34 @@ describe("kura.yaml's array engine settings", () => {
     const found = issues(text);
     expect(found['sites[0].arrays[1].qsd.socket']).toMatch(/holds at most 107 bytes/);
     expect(found['sites[0].arrays[1].qsd.freePool']).toMatch(/"plenty" is not a size/);
+  });
+});
+
+describe('the QMP client', () => {
+  let lab: QsdLab;
+  beforeEach(() => {
+    lab = qsdLab({ size: 4 * MiB });
+  });
+  afterEach(async () => {
+    await lab.cleanup();
+  });
+
+  it("turns the daemon's refusal into a QmpCommandError with QEMU's class and reason", async () => {
+    const a = lab.driver.array('main', 'qa');
+    const err = await refusal(
+      a.session((s) => s.qmp.execute('blockdev-del', { 'node-name': 'no-such-node' })),
+      QmpCommandError,
+      /main\/qa: qemu-storage-daemon refused blockdev-del: .*no-such-node/,
+    );
+    expect(err).toBeInstanceOf(DeviceFaultError);
+    expect(err).toMatchObject({ command: 'blockdev-del', errorClass: 'GenericError', device: 'main/qa' });
+  });
+
+  it('reports a socket nobody listens on as a QmpConnectionError', async () => {
+    await refusal(
+      QmpClient.connect(`${lab.home}/none.sock`, 'main/qa', 1_000),
+      QmpConnectionError,
+      /main\/qa: cannot reach qemu-storage-daemon's QMP socket .*none\.sock/,
+    );
   });
 });

@@ -457,7 +457,9 @@ export class QsdArray {
     await fs.mkdir(this.paths.snapshotsDir, { recursive: true });
     await fs.mkdir(this.paths.hostsDir, { recursive: true });
 
-    if (started) {
+    const present = new Set((await this.nodes(qmp)).map((n) => n['node-name']));
+    // A daemon without volume nodes is a fresh one, whichever process started it.
+    if (started || !this.array.volumes.some((v) => present.has(ids.primary(v.id)))) {
       // FUSE mounts of the previous daemon answer ENOTCONN until taken down; host attachments
       // lost their NBD server with it.
       for (const volume of Object.keys(state.hosts)) await this.detachHostFiles(volume);

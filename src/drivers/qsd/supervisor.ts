@@ -67,6 +67,15 @@ export async function waitGone(pid: number, timeoutMs: number): Promise<boolean>
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 /** The supervisor of one array's daemon. `device` names the array in errors (`site/array`). */
 export class QsdSupervisor {
   constructor(
@@ -87,7 +96,42 @@ export class QsdSupervisor {
   async ensureRunning(): Promise<{ pid: number; started: boolean }> {
     const pid = await this.pid();
     if (pid !== undefined) return { pid, started: false };
-    return { pid: await this.start(), started: true };
+    // Two workers may find the daemon gone at once; only one may start it, or the second would
+    // take the first one's socket away.
+    const release = await this.lockStart();
+    try {
+      const now = await this.pid();
+      if (now !== undefined) return { pid: now, started: false };
+      return { pid: await this.start(), started: true };
+    } finally {
+      await release();
+    }
+  }
+
+  /** Takes the array's start lock (a file holding the holder's pid; a dead holder's lock is taken over). */
+  private async lockStart(timeoutMs = 30_000): Promise<() => Promise<void>> {
+    const file = path.join(this.paths.dir, 'start.lock');
+    await fs.mkdir(this.paths.dir, { recursive: true });
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        await fs.writeFile(file, String(process.pid), { flag: 'wx' });
+        return () => fs.rm(file, { force: true });
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
+      const holder = Number((await fs.readFile(file, 'utf8').catch(() => '')).trim());
+      if (!Number.isInteger(holder) || holder <= 0 || !isAlive(holder)) {
+        await fs.rm(file, { force: true });
+        continue;
+      }
+      if (Date.now() >= deadline)
+        throw new DeviceFaultError(
+          this.device,
+          `${this.device}: process ${holder} has been starting the daemon for ${timeoutMs} ms (${file})`,
+        );
+      await sleep(100);
+    }
   }
 
   private async start(): Promise<number> {
