@@ -88,4 +88,37 @@ describe('a qemu-storage-daemon killed during a pair copy', () => {
     expect(synced.copiedBytes).toBeGreaterThanOrEqual(4 * MiB);
     expect((await readArrayState(a.paths.stateFile)).pairs['vol-1']?.recovered[0]).toMatch(/split bitmap was lost/);
   });
+
+  it('finishes a split that a worker left half done, and recopies a resync it left half done', async () => {
+    const a = lab.driver.array('main', 'qa');
+    await lab.driver.describeVolume('main', 'qa', 'vol-1');
+    await nbdWrite(a.nbdUri('vol-1'), 0x3c, MiB, MiB);
+    await lab.driver.createPair(vol1);
+    await a.waitPair('vol-1', 'in-sync', 20_000);
+
+    // The worker dies after the split's bitmap and cancel, before it recorded the split.
+    await a.session(async (s) => {
+      await s.qmp.execute('block-dirty-bitmap-add', { node: 'v.vol-1', name: 'kura-split', granularity: 65536 });
+      s.state.pairs['vol-1']!.phase = 'splitting';
+      await s.save();
+      await s.qmp.execute('block-job-cancel', { device: 'pair.vol-1' });
+    });
+    const split = await lab.driver.pairStatus(vol1);
+    expect(split.state).toBe('split');
+    expect(await sha256(split.readPath)).toBe(await sha256(a.imagePath('vol-1')));
+    expect(await nodeNames(lab)).not.toContain('r.vol-1');
+
+    // The worker dies in the middle of a resync: the next call cannot know which blocks were copied.
+    await a.session(async (s) => {
+      s.state.pairs['vol-1']!.phase = 'resyncing';
+      await s.save();
+    });
+    const again = await lab.driver.pairStatus(vol1);
+    expect(again.state).toBe('copying');
+    expect((await readArrayState(a.paths.stateFile)).pairs['vol-1']?.recovered.at(-1)).toMatch(
+      /a resync was interrupted; the full copy restarted/,
+    );
+    const synced = await a.waitPair('vol-1', 'in-sync', 20_000);
+    expect(await sha256(synced.readPath)).toBe(await sha256(a.imagePath('vol-1')));
+  });
 });

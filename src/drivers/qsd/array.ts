@@ -104,7 +104,7 @@ export class QsdArray {
     return this.supervisor.device;
   }
 
-  /** Where a host reaches the volume over NBD. */
+  /** Where a host reaches the volume over NBD; served while the daemon runs (any call starts it). */
   nbdUri(volume: string): string {
     this.volume(volume);
     return `nbd+unix:///${volume}?socket=${this.paths.nbdSocket}`;
