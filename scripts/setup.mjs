@@ -186,6 +186,10 @@ async function ensureTemporal() {
 
 // Real protocol peers and tools from Debian: qemu-img/qemu-io (qemu-utils), nbdinfo/nbdcopy
 // (libnbd-bin), nbdkit, virsh (libvirt-clients). The tests and benchmarks talk to Kura through them.
+// qemu-storage-daemon (qemu-system-common, which pulls libfuse3) is the engine of `driver: qsd`
+// arrays; mkfs.ext4 (e2fsprogs) puts a host's file system on a volume in their tests; PostgreSQL is
+// the application kept consistent around splits and snapshots. Debian keeps PostgreSQL's server
+// programs off PATH, under /usr/lib/postgresql/<version>/bin: `libDir` is looked in as well.
 const DEBIAN_TOOLS = [
   { bin: 'qemu-img', pkg: 'qemu-utils' },
   { bin: 'qemu-io', pkg: 'qemu-utils' },
@@ -193,9 +197,21 @@ const DEBIAN_TOOLS = [
   { bin: 'nbdcopy', pkg: 'libnbd-bin' },
   { bin: 'nbdkit', pkg: 'nbdkit' },
   { bin: 'virsh', pkg: 'libvirt-clients' },
+  { bin: 'qemu-storage-daemon', pkg: 'qemu-system-common' },
+  { bin: 'mkfs.ext4', pkg: 'e2fsprogs', sbin: true },
+  { bin: 'psql', pkg: 'postgresql' },
+  { bin: 'initdb', pkg: 'postgresql', libDir: '/usr/lib/postgresql' },
 ];
 
 const onPath = (bin) => spawnSync('sh', ['-c', 'command -v "$1"', 'sh', bin], { encoding: 'utf8' }).status === 0;
+
+/** Whether a tool is installed: on PATH, in an sbin directory a non-root PATH may lack, or under its libDir. */
+function present(tool) {
+  if (onPath(tool.bin)) return true;
+  if (tool.sbin && ['/usr/sbin', '/sbin'].some((d) => fs.existsSync(path.join(d, tool.bin)))) return true;
+  if (!tool.libDir || !fs.existsSync(tool.libDir)) return false;
+  return fs.readdirSync(tool.libDir).some((version) => fs.existsSync(path.join(tool.libDir, version, 'bin', tool.bin)));
+}
 
 /**
  * Installs the Debian packages whose tools are missing, with apt-get (as root, or through sudo
@@ -203,7 +219,7 @@ const onPath = (bin) => spawnSync('sh', ['-c', 'command -v "$1"', 'sh', bin], { 
  * need them, so `--for-tests` fails with the command to run by hand.
  */
 async function ensureDebianTools() {
-  const missing = DEBIAN_TOOLS.filter((t) => !onPath(t.bin));
+  const missing = DEBIAN_TOOLS.filter((t) => !present(t));
   if (missing.length === 0) return 'present';
   const pkgs = [...new Set(missing.map((t) => t.pkg))];
   const what = `${missing.map((t) => t.bin).join(', ')} (Debian: ${pkgs.join(' ')})`;
@@ -217,13 +233,13 @@ async function ensureDebianTools() {
     if ((await apt(['install', '-y', '-qq', '--no-install-recommends', ...pkgs])) !== 0) {
       throw new SetupError(`apt-get install ${pkgs.join(' ')} failed; see the lines above`);
     }
-    const still = DEBIAN_TOOLS.filter((t) => !onPath(t.bin));
+    const still = DEBIAN_TOOLS.filter((t) => !present(t));
     if (still.length > 0) throw new SetupError(`still missing after apt-get: ${still.map((t) => t.bin).join(', ')}`);
     return `installed ${pkgs.join(' ')}`;
   }
   const hint = `missing ${what}; install them with: sudo apt-get install ${pkgs.join(' ')}`;
   if (forTests) throw new SetupError(hint);
-  console.log(`setup: warning: ${hint} (online-backup tests and benchmarks need them)`);
+  console.log(`setup: warning: ${hint} (online-backup and qsd array tests and benchmarks need them)`);
   return 'missing (warned)';
 }
 

@@ -9,6 +9,7 @@ import { DurationSchema, SizeSchema } from './units';
 import { LabTimingSchema, LadderConfigSchema } from './ladder-config';
 import { HypervisorConfigSchema } from './hypervisor-config';
 import { MetricsConfigSchema } from './metrics-config';
+import { ArrayDriver, QsdArrayConfigSchema } from './array-engine';
 import { formatPath } from './errors';
 
 export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
@@ -24,28 +25,48 @@ export const VolumeSchema = z.object({
 });
 export type Volume = z.infer<typeof VolumeSchema>;
 
-export const ArraySchema = z.object({
-  name: NameSchema,
-  ports: z.array(z.object({ name: NameSchema, wwn: WwnSchema })).default([]),
-  volumes: z.array(VolumeSchema).default([]),
-  /** LUN security: only the listed WWNs may reach the volume through the LUN. */
-  lunMasks: z
-    .array(z.object({ volume: NameSchema, lun: z.number().int().min(0).max(16383), wwns: z.array(WwnSchema) }))
-    .default([]),
-  /**
-   * The array's free pool (seed 003): room for the replica volumes of pairs and the space of
-   * snapshots, which exist only while needed. Without it the array takes no pair or snapshot.
-   */
-  freePool: z
-    .object({
-      size: SizeSchema,
-      /** At most this many replicas and snapshots at once. */
-      replicas: z.number().int().min(0).default(8),
-      /** How fast the array copies a pair in the background (bytes/s; 0: as fast as the disks go). */
-      copyRate: SizeSchema.default(0),
-    })
-    .optional(),
-});
+export const ArraySchema = z
+  .object({
+    name: NameSchema,
+    /** The engine of the array's function software: the lab's files (default) or a qemu-storage-daemon. */
+    driver: z.enum([ArrayDriver.lab, ArrayDriver.qsd]).default(ArrayDriver.lab),
+    /** What the qemu-storage-daemon of a `driver: qsd` array needs. */
+    qsd: QsdArrayConfigSchema.optional(),
+    ports: z.array(z.object({ name: NameSchema, wwn: WwnSchema })).default([]),
+    volumes: z.array(VolumeSchema).default([]),
+    /** LUN security: only the listed WWNs may reach the volume through the LUN. */
+    lunMasks: z
+      .array(z.object({ volume: NameSchema, lun: z.number().int().min(0).max(16383), wwns: z.array(WwnSchema) }))
+      .default([]),
+    /**
+     * The array's free pool (seed 003): room for the replica volumes of pairs and the space of
+     * snapshots, which exist only while needed. Without it a lab array takes no pair or snapshot;
+     * a qsd array's pool is its qsd section's.
+     */
+    freePool: z
+      .object({
+        size: SizeSchema,
+        /** At most this many replicas and snapshots at once. */
+        replicas: z.number().int().min(0).default(8),
+        /** How fast the array copies a pair in the background (bytes/s; 0: as fast as the disks go). */
+        copyRate: SizeSchema.default(0),
+      })
+      .optional(),
+  })
+  .superRefine((a, ctx) => {
+    if (a.driver === ArrayDriver.qsd && a.qsd === undefined)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['qsd'],
+        message: `array "${a.name}" runs on qemu-storage-daemon (driver: qsd) and needs a qsd section with at least the free pool's size, e.g. qsd: { freePool: 256MiB }`,
+      });
+    if (a.driver === ArrayDriver.lab && a.qsd !== undefined)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['qsd'],
+        message: `the qsd section applies only to arrays with driver: qsd; array "${a.name}" runs on the lab's files (driver: lab) — add driver: qsd or remove the section`,
+      });
+  });
 export type StorageArray = z.infer<typeof ArraySchema>;
 
 export const HostSchema = z.object({

@@ -1,0 +1,82 @@
+/**
+ * Routes each storage and array-function call to the engine kura.yaml names for that array
+ * (`arrays[].driver`): the lab's files, or the array's qemu-storage-daemon.
+ */
+import type { LoadedConfig } from '../config/load';
+import type { KuraPaths } from '../config/paths';
+import { findSite } from '../config/targets';
+import { ArrayDriver } from '../domain/array-engine';
+import { NotFoundError } from '../domain/errors';
+import { QsdDriver } from './qsd/driver';
+import type { ArrayFunctions, PairInfo, SnapshotInfo, StorageDriver, VolumeInfo, VolumeRef } from './types';
+
+/** The lab's implementations the dispatcher sends `driver: lab` arrays to. */
+export interface LabArrayDrivers {
+  storage: StorageDriver;
+  functions: ArrayFunctions;
+}
+
+/**
+ * One object that is both the StorageDriver and the ArrayFunctions of a worker, whatever engine
+ * each array runs on. Wire it as both: `const arrays = new ByArrayDrivers(loaded, paths, lab)`.
+ */
+export class ByArrayDrivers implements StorageDriver, ArrayFunctions {
+  readonly qsd: QsdDriver;
+
+  constructor(
+    private readonly loaded: LoadedConfig,
+    paths: KuraPaths,
+    private readonly lab: LabArrayDrivers,
+  ) {
+    this.qsd = new QsdDriver(loaded, paths);
+  }
+
+  /** The engine of one array; NotFoundError for an array the site does not have. */
+  driverOf(site: string, array: string): ArrayDriver {
+    const a = findSite(this.loaded.config, site).arrays.find((x) => x.name === array);
+    if (!a) throw new NotFoundError(`no array ${array} in site ${site} (${this.loaded.file})`, { site, array });
+    return a.driver;
+  }
+
+  private storage(site: string, array: string): StorageDriver {
+    return this.driverOf(site, array) === ArrayDriver.qsd ? this.qsd : this.lab.storage;
+  }
+
+  private functions(site: string, array: string): ArrayFunctions {
+    return this.driverOf(site, array) === ArrayDriver.qsd ? this.qsd : this.lab.functions;
+  }
+
+  async describeVolume(site: string, array: string, volume: string): Promise<VolumeInfo> {
+    return this.storage(site, array).describeVolume(site, array, volume);
+  }
+  async checkAccess(site: string, array: string, volume: string, server: string): Promise<void> {
+    return this.storage(site, array).checkAccess(site, array, volume, server);
+  }
+  async createPair(ref: VolumeRef): Promise<PairInfo> {
+    return this.functions(ref.site, ref.array).createPair(ref);
+  }
+  async pairStatus(ref: VolumeRef): Promise<PairInfo> {
+    return this.functions(ref.site, ref.array).pairStatus(ref);
+  }
+  async splitPair(ref: VolumeRef): Promise<PairInfo> {
+    return this.functions(ref.site, ref.array).splitPair(ref);
+  }
+  async resyncPair(ref: VolumeRef): Promise<PairInfo> {
+    return this.functions(ref.site, ref.array).resyncPair(ref);
+  }
+  async deletePair(ref: VolumeRef): Promise<void> {
+    return this.functions(ref.site, ref.array).deletePair(ref);
+  }
+  async createSnapshot(ref: VolumeRef, name: string): Promise<SnapshotInfo> {
+    return this.functions(ref.site, ref.array).createSnapshot(ref, name);
+  }
+  async deleteSnapshot(ref: VolumeRef, name: string): Promise<void> {
+    return this.functions(ref.site, ref.array).deleteSnapshot(ref, name);
+  }
+  async listPairs(site: string, array: string): Promise<PairInfo[]> {
+    return this.functions(site, array).listPairs(site, array);
+  }
+  async listSnapshots(site: string, array: string): Promise<SnapshotInfo[]> {
+    return this.functions(site, array).listSnapshots(site, array);
+  }
+}
