@@ -10,14 +10,16 @@ import { LabCopyDevice, type LabCopyOptions } from './lab/copy';
 import { LabFabric } from './lab/fabric';
 import { LabHypervisor } from './lab/hypervisor';
 import { LabStorage } from './lab/storage';
+import { ByArrayDrivers } from './by-array';
 import { LabTapeLibrary } from './lab/tape';
 import type { Drivers, HypervisorDriver } from './types';
 import * as path from 'node:path';
 import { LibvirtHypervisor } from './libvirt/hypervisor';
 
 /**
- * The lab's drivers over one configuration: volumes and cartridges are files under
- * `paths.lab`, device state and injected faults live in `state`.
+ * The drivers over one configuration: volumes and cartridges are files under `paths.lab`, device
+ * state and injected faults live in `state`; each array's volumes and function software go to the
+ * engine kura.yaml names for it (the lab's files, or a qemu-storage-daemon).
  */
 export function labDrivers(
   loaded: LoadedConfig,
@@ -25,13 +27,17 @@ export function labDrivers(
   state: LabState,
   opts: LabCopyOptions = {},
 ): Drivers {
+  const arrays = new ByArrayDrivers(loaded, paths, {
+    storage: new LabStorage(loaded, paths),
+    functions: new LabArrayFunctions(loaded, paths, state),
+  });
   return {
     hypervisor: hypervisorDriver(loaded, paths, state),
-    storage: new LabStorage(loaded, paths),
+    storage: arrays,
     fabric: new LabFabric(loaded, state),
     tape: new LabTapeLibrary(loaded, paths, state),
     copy: new LabCopyDevice(loaded, paths, state, opts),
-    arrays: new LabArrayFunctions(loaded, paths, state),
+    arrays,
   };
 }
 
