@@ -159,8 +159,10 @@ export async function catalogRebuild(input: CatalogRebuildRequest): Promise<Cata
     try {
       lane.current = `${tape}: waiting for a drive of ${lane.library}`;
       // No array: the cartridge's data goes no further than the backup server that reads it.
-      const grant = await pool.reserveStreams(req.site, { job, streams: 1, tape, waitMs: req.tuning.reserveWaitMs });
+      // Registered before the reservation: a cancel that lands while the pool grants would otherwise
+      // leave the grant held. Releasing what a job never got is a no-op.
       held.add('release', () => pool.releaseStreams(req.site, { job }));
+      const grant = await pool.reserveStreams(req.site, { job, streams: 1, tape, waitMs: req.tuning.reserveWaitMs });
       const s = grant.streams[0] as Stream;
       lane.current = `${tape} in ${s.drive}, read by ${s.server}`;
       const zone = zoneName(job, 0);

@@ -184,8 +184,10 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
     const job = `${workflowId}#${i}`;
     const held = new Compensations();
     try {
-      const grant = await op.step(`reserve:${i}`, () => reserveFor(job, m));
+      // Registered before the reservation, not after: a cancel that lands while the pool grants would
+      // otherwise leave the grant held by a job that is gone. Releasing what a job never got is a no-op.
       held.add('release', () => pool.releaseStreams(backup.site, { job }));
+      const grant = await op.step(`reserve:${i}`, () => reserveFor(job, m));
       const stream = grant.streams[0] as Stream;
       op.activity = `loading cartridge ${m.tape} into ${stream.drive}`;
       const zone = zoneName(job, 0);

@@ -132,6 +132,9 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
     if (image.readPath !== undefined) job.readPath = image.readPath;
     if (image.at !== undefined) job.dataTime = image.at;
     op.activity = `reserving ${req.streams} stream${req.streams === 1 ? '' : 's'}`;
+    // Registered before the reservation, not after: a cancel that lands while the pool grants would
+    // otherwise leave the grant held by a job that is gone. Releasing what a job never got is a no-op.
+    job.undo.add('release', () => pool.releaseStreams(req.site, { job: workflowId, tapeUsage: job.tapeEnd }));
     const grant = await op.step('reserve', () =>
       pool.reserveStreams(req.site, {
         job: workflowId,
@@ -143,7 +146,6 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
         waitForUnavailable: req.tuning.waitForUnavailable,
       }),
     );
-    job.undo.add('release', () => pool.releaseStreams(req.site, { job: workflowId, tapeUsage: job.tapeEnd }));
     job.lanes = grant.streams.map((s) => newLane(req.site, workflowId, resolved.array, s));
 
     await control.beginBackup({ ...resolved, backupId, job: workflowId, startedAt, dataTime: job.dataTime });
@@ -325,6 +327,7 @@ async function nextCartridge(job: CopyJob, extraJobs: string[], full: Lane, piec
   );
   op.activity = why;
   return op.step(`load:${stream}`, async () => {
+    job.undo.add(`release:${key}`, () => pool.releaseStreams(req.site, { job: key, tapeUsage: job.tapeEnd }));
     const grant = await pool.reserveStreams(req.site, {
       job: key,
       streams: 1,
@@ -334,7 +337,6 @@ async function nextCartridge(job: CopyJob, extraJobs: string[], full: Lane, piec
       waitForUnavailable: req.tuning.waitForUnavailable,
     });
     extraJobs.push(key);
-    job.undo.add(`release:${key}`, () => pool.releaseStreams(req.site, { job: key, tapeUsage: job.tapeEnd }));
     const granted = grant.streams[0];
     if (!granted) throw ApplicationFailure.nonRetryable(`the pool granted no stream for ${key}`, ErrorType.NoResources);
     const lane = newLane(req.site, job.workflowId, resolved.array, { ...granted, stream });
