@@ -44,7 +44,13 @@ beforeAll(async () => {
     () => guardian.query(guardianQuery),
     (v) => v.state.incidents > 0 && (v.currentLadder ?? v.state.lastLadder) !== undefined,
   );
-  ladder = await client.workflow.getHandle((g.currentLadder ?? g.state.lastLadder)!).result();
+  // The guardian names its ladder as it starts it: the child may not exist on the server yet.
+  const ladderHandle = client.workflow.getHandle((g.currentLadder ?? g.state.lastLadder)!);
+  await until(
+    () => ladderHandle.describe(),
+    (d) => d !== undefined,
+  );
+  ladder = await ladderHandle.result();
   expect(workers.metricsUrl).toBe(`http://127.0.0.1:${workerPort}/metrics`);
   metrics = parseExposition((await scrape(workers.metricsUrl!)).text);
 });
