@@ -6,12 +6,12 @@
  * released on every path (success, failure, cancellation) and the catalog never claims a partial
  * backup.
  */
-import { isCancellation, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import { isCancellation, patched, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import { BackupRequestSchema, type BackupReport, type BackupRequest, type ResolvedTarget } from '../domain/jobs';
 import { backupIdFor, PIECE_HEADER_BYTES, type PieceRecord } from '../domain/catalog';
 import { KuraKind, KuraSite, KuraTarget, JobKind } from '../search-attributes';
 import { chunkSizeFor, planBackupSteps, planPieces } from './plan';
-import { controlActivities, poolActivities } from './proxies';
+import { backupPoolActivities, controlActivities, localControlActivities, poolActivities } from './proxies';
 import { acceptInput, reportBackupFailure } from './failures';
 import { Compensations } from './compensations';
 import { OperationState } from './operation-state';
@@ -28,6 +28,12 @@ import {
   type CopyJob,
 } from './streams';
 
+/**
+ * Marks the runs whose control steps and release are local activities (docs/adr/020-fleet-cost.md);
+ * earlier runs scheduled each as an activity of its own, and replay must see them do so.
+ */
+const LOCAL_CONTROL_STEPS_PATCH = 'local-control-steps';
+
 /** Backs up one target to tape: the SAN operation of kind `backup`. */
 export async function sanOperation(input: BackupRequest): Promise<BackupReport> {
   const { workflowId } = workflowInfo();
@@ -40,8 +46,9 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
     { key: KuraTarget, value: req.target },
     { key: KuraSite, value: req.site },
   ]);
-  const control = controlActivities(req.tuning);
-  const pool = poolActivities(req.tuning);
+  const local = patched(LOCAL_CONTROL_STEPS_PATCH);
+  const control = local ? localControlActivities(req.tuning) : controlActivities(req.tuning);
+  const pool = local ? backupPoolActivities(req.tuning) : poolActivities(req.tuning);
 
   // 2. Resolve what the processing needs: the volume behind the target, the time, the destination.
   op.enter('resolve', `resolving ${req.target}`);
