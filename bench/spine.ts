@@ -10,6 +10,10 @@ import { NativeConnection, Worker } from '@temporalio/worker';
 import { hospitalPreset } from '../src/lab/preset';
 import { parseSize } from '../src/domain/units';
 import { arg, runBench, withLabStack } from './support/lab-stack';
+import { printVerdict } from './support/verdict';
+
+/** End-to-end backups ÷ empty workflows, as rates at the same bound (docs/adr/020-fleet-cost.md). */
+const TARGET_RATIO = 0.5;
 
 /** Runs `count` jobs with at most `k` in flight; returns the wall time in seconds. */
 async function window(count: number, k: number, job: (i: number) => Promise<unknown>): Promise<number> {
@@ -67,11 +71,20 @@ async function main(): Promise<void> {
       `  end-to-end backups  : ${backupSeconds.toFixed(2)} s, ${backupRate.toFixed(1)} backups/s (${((n * size) / backupSeconds / 1024 / 1024).toFixed(1)} MiB/s)`,
     );
     console.log(
-      `  ratio backups/empty : ${(backupRate / emptyRate).toFixed(3)}  (each backup is 12 activities: resolve, reserve, record start, zone, mount, copy, verify, record, tape catalog, unmount, unzone, release)`,
+      `  ratio backups/empty : ${(backupRate / emptyRate).toFixed(3)}  (each backup: 3 activities — reserve, copy, verify — and 9 local activities in 4 workflow tasks: resolve, record start, zone, mount, record, tape catalog, unmount, unzone, release)`,
     );
     console.log(
       `  fleet run (children): ${fleetSeconds.toFixed(2)} s, ${(n / fleetSeconds).toFixed(1)} backups/s, ${fleet.succeeded} succeeded, ${fleet.failed} failed`,
     );
+
+    printVerdict({
+      bench: 'spine',
+      metric: 'backups ÷ empty workflows (rate)',
+      now: backupRate / emptyRate,
+      target: TARGET_RATIO,
+      direction: 'atLeast',
+      note: `N=${n}, K=${k}, ${size} bytes per backup, 1 stream, 1 chunk`,
+    });
 
     baseline.shutdown();
     await baselineRun;
