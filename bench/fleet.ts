@@ -8,9 +8,10 @@
  * (target ≤ 1.3), and the curve as an SVG in bench/out/fleet.svg (and docs/bench/fleet.svg when
  * the default sizes ran).
  *
- *   npx tsx bench/fleet.ts [--sizes 77,300,1000] [--k 4] [--size 8MiB] [--limit 20m] [--cpu-prof]
+ *   npx tsx bench/fleet.ts [--sizes 77,300,1000] [--k 4] [--size 8MiB] [--limit 20m] [--guardians on|off] [--cpu-prof]
  *
  * `--limit` bounds each size's fleet run: past it the run is cancelled and reported as over.
+ * `--guardians off` starts no VM guardian (the recovery ladder's per-VM workflows that npm start runs).
  * `--cpu-prof` writes a V8 CPU profile of each worker process to bench/out/worker-cpu/.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -137,7 +138,7 @@ async function profileOf(client: Client, workflowId: string): Promise<HistoryPro
 /** Backs up a fresh estate of `vms` VMs as one fleet run and measures it. */
 async function runSize(
   vms: number,
-  opts: { k: number; size: number; limitMs: number; bundlePath: string },
+  opts: { k: number; size: number; limitMs: number; bundlePath: string; guardians: boolean },
 ): Promise<FleetRun> {
   const dir = mkdtempSync(path.join(os.tmpdir(), `kura-bench-fleet-${vms}-`));
   let server: DevServer | undefined;
@@ -145,6 +146,7 @@ async function runSize(
   let connection: Connection | undefined;
   try {
     const cfg = hospitalPreset({ vms, dataVolumeSize: opts.size, softwareVolumeSize: 4096, site: 'bench' });
+    if (!opts.guardians) cfg.ladder = { guardVms: false };
     writeFileSync(path.join(dir, 'kura.yaml'), renderConfigYaml(cfg));
     const loaded = loadConfig(path.join(dir, 'kura.yaml'));
     const t0 = performance.now();
@@ -231,11 +233,12 @@ async function main(): Promise<void> {
   const k = Number(arg('k', '4'));
   const size = parseSize(arg('size', '8MiB')) ?? 8 * 1024 * 1024;
   const limitMs = parseDuration(arg('limit', '20m')) ?? 20 * 60_000;
+  const guardians = arg('guardians', 'on') !== 'off';
 
   console.log(
     `fleet benchmark: one fleet run per estate size (${sizes.join(', ')} VMs of ${formatBytes(size)}), ${k} at a time, ` +
       `2 streams in failover mode with 10 chunks each (the preset's tuning, as npm start runs it); dev server (SQLite, WAL) and worker ` +
-      `process on 127.0.0.1, ${os.availableParallelism()} CPU(s), load average ${os
+      `process on 127.0.0.1, ${guardians ? 'a guardian per VM (as npm start runs them)' : 'no VM guardians'}, ${os.availableParallelism()} CPU(s), load average ${os
         .loadavg()
         .map((l) => l.toFixed(2))
         .join(' ')} at the start; each run bounded by ${formatDurationMs(limitMs)}`,
@@ -246,7 +249,7 @@ async function main(): Promise<void> {
     const bundle = await bundleWorkflowCode({ workflowsPath: require.resolve('../src/workflows'), logger: quiet });
     const bundlePath = path.join(bundleDir, 'workflows.js');
     writeFileSync(bundlePath, bundle.code);
-    for (const vms of sizes) runs.push(await runSize(vms, { k, size, limitMs, bundlePath }));
+    for (const vms of sizes) runs.push(await runSize(vms, { k, size, limitMs, bundlePath, guardians }));
   } finally {
     rmSync(bundleDir, { recursive: true, force: true });
   }
@@ -268,7 +271,7 @@ async function main(): Promise<void> {
   }
   console.log(growth(runs));
 
-  const svg = fleetSvg(runs, { target: TARGET, k, size, date: new Date().toISOString().slice(0, 10) });
+  const svg = fleetSvg(runs, { target: TARGET, k, size, guardians, date: new Date().toISOString().slice(0, 10) });
   mkdirSync(path.join(ROOT, 'bench', 'out'), { recursive: true });
   writeFileSync(path.join(ROOT, 'bench', 'out', 'fleet.svg'), svg);
   const written = ['bench/out/fleet.svg'];
@@ -287,7 +290,7 @@ async function main(): Promise<void> {
     now: last.overLimit ? Number.POSITIVE_INFINITY : last.perVm / first.perVm,
     target: TARGET,
     direction: 'atMost',
-    note: `${first.perVm.toFixed(3)} s/VM at ${first.vms}, ${last.perVm.toFixed(3)} s/VM at ${last.vms}; ${k} at a time; ${formatBytes(size)} VMs`,
+    note: `${first.perVm.toFixed(3)} s/VM at ${first.vms}, ${last.perVm.toFixed(3)} s/VM at ${last.vms}; ${k} at a time; ${formatBytes(size)} VMs; guardians ${guardians ? 'on' : 'off'}`,
   });
   if (runs.some((r) => r.failed > 0 || r.overLimit)) process.exitCode = 1;
 }

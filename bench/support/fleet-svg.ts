@@ -32,7 +32,7 @@ function niceCeil(v: number): number {
 /** The SVG document of the curve. */
 export function fleetSvg(
   points: CurvePoint[],
-  opts: { target: number; k: number; size: number; date: string },
+  opts: { target: number; k: number; size: number; date: string; guardians: boolean },
 ): string {
   const plotW = W - PAD.left - PAD.right;
   const plotH = H - PAD.top - PAD.bottom;
@@ -47,7 +47,7 @@ export function fleetSvg(
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
     `<rect width="${W}" height="${H}" fill="#ffffff"/>`,
     `<text x="${W / 2}" y="22" text-anchor="middle" font-size="15" font-weight="bold">Fleet backup: time per VM by estate size</text>`,
-    `<text x="${W / 2}" y="40" text-anchor="middle" fill="#555">${esc(`npx tsx bench/fleet.ts, ${opts.date}: ${mib(opts.size)} per VM, ${opts.k} at a time, 2 streams × 10 chunks, dev server on SQLite`)}</text>`,
+    `<text x="${W / 2}" y="40" text-anchor="middle" fill="#555">${esc(`npx tsx bench/fleet.ts, ${opts.date}: ${mib(opts.size)} per VM, ${opts.k} at a time, 2 streams × 10 chunks, ${opts.guardians ? 'a guardian per VM' : 'no VM guardians'}, dev server on SQLite`)}</text>`,
   );
   // Axes and grid.
   for (let i = 0; i <= 5; i++) {
