@@ -29,8 +29,9 @@ import {
 } from './streams';
 
 /**
- * Marks the runs whose control steps and release are local activities (docs/adr/020-fleet-cost.md);
- * earlier runs scheduled each as an activity of its own, and replay must see them do so.
+ * Marks the runs whose control steps after the resolve, and the release, are local activities
+ * (docs/adr/020-fleet-cost.md); earlier runs scheduled each as an activity of its own, and replay
+ * must see them do so.
  */
 const LOCAL_CONTROL_STEPS_PATCH = 'local-control-steps';
 
@@ -47,12 +48,15 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
     { key: KuraSite, value: req.site },
   ]);
   const local = patched(LOCAL_CONTROL_STEPS_PATCH);
-  const control = local ? localControlActivities(req.tuning) : controlActivities(req.tuning);
+  // Resolving stays an activity of its own: it ends the workflow's first task in the `resolve`
+  // phase, which is where a person watching the progress sees the request accepted.
+  const remote = controlActivities(req.tuning);
+  const control = local ? localControlActivities(req.tuning) : remote;
   const pool = local ? backupPoolActivities(req.tuning) : poolActivities(req.tuning);
 
   // 2. Resolve what the processing needs: the volume behind the target, the time, the destination.
   op.enter('resolve', `resolving ${req.target}`);
-  const resolved: ResolvedTarget = await control
+  const resolved: ResolvedTarget = await remote
     .resolveTarget({ site: req.site, target: req.target })
     .catch((err) => op.fail(`backup of ${req.target} refused`, err));
 
