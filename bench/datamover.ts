@@ -22,6 +22,7 @@ import { LabCopyDevice } from '../src/drivers/lab/copy';
 import { LABEL_BYTES, createLabFiles, labCartridgePath, labVolumePath } from '../src/lab/files';
 import { hospitalPreset } from '../src/lab/preset';
 import { LabState } from '../src/lab/state';
+import { printVerdict } from './support/verdict';
 
 const run = promisify(execFile);
 const MiB = 1024 * 1024;
@@ -171,6 +172,14 @@ async function main(): Promise<void> {
     console.log(
       `checksum: SHA-256 of every copy and of openssl ${checksumsOk ? 'equals' : 'DIFFERS FROM'} the source's ${sourceSha}`,
     );
+    printVerdict({
+      bench: 'datamover',
+      metric: 'data mover ÷ min(cp+sync, openssl)',
+      now: ratio,
+      target: TARGET_RATIO,
+      direction: 'atLeast',
+      note: `${formatBytes(size)}, median of ${runs}`,
+    });
     if (!checksumsOk) process.exitCode = 1;
   } finally {
     state?.close();

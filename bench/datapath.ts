@@ -25,6 +25,7 @@ import { DatapathClient } from '../src/datapath/client';
 import { InvalidInputError } from '../src/domain/errors';
 import { formatBytes, parseDuration, parseSize } from '../src/domain/units';
 import { BenchNbdClient } from './support/nbd-client';
+import { printVerdict } from './support/verdict';
 
 const MiB = 1024 * 1024;
 const IO = 4096;
@@ -280,6 +281,14 @@ async function main(): Promise<void> {
         console.log(
           `  ${c.name.padEnd(16)} (-d ${String(c.depth).padStart(2)} -c ${String(c.count).padStart(5)} -s ${c.size.padEnd(4)}${c.write ? ' -w' : '   '})   nbdkit ${mk.toFixed(3)} s   kura ${mu.toFixed(3)} s   ratio ${ratio.toFixed(2)}   target ${QEMU_TARGET}   ${ratio >= QEMU_TARGET ? 'pass' : 'short'}   (kura runs: ${ku.map((x) => x.toFixed(3)).join(' ')}; nbdkit runs: ${kit.map((x) => x.toFixed(3)).join(' ')})`,
         );
+        printVerdict({
+          bench: 'datapath',
+          metric: `qemu-img bench ${c.name}: nbdkit ÷ Kura (time)`,
+          now: ratio,
+          target: QEMU_TARGET,
+          direction: 'atLeast',
+          note: `median of ${a.qemuRuns}`,
+        });
       }
       kitCopy.kill('SIGTERM');
       await new Promise((r) => kitCopy.once('exit', r));

@@ -18,6 +18,7 @@ import { markDeviceSignal, poolWorkflowId, tablesQuery } from '../src/client';
 import { formatBytes, parseSize } from '../src/domain/units';
 import type { BackupReport } from '../src/domain/jobs';
 import { arg, runBench, withLabStack } from './support/lab-stack';
+import { printVerdict } from './support/verdict';
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 
@@ -90,6 +91,14 @@ async function main(): Promise<void> {
     );
     console.log(`  ratio failover/clean (b)/(a)        : ${(b / a).toFixed(3)}   (target <= 1.15)`);
     console.log(`  ratio restart/clean  (c)/(a)        : ${(c / a).toFixed(3)}`);
+    printVerdict({
+      bench: 'failover',
+      metric: 'backup with a fault ÷ without',
+      now: b / a,
+      target: 1.15,
+      direction: 'atMost',
+      note: `${formatBytes(size)} at ${formatBytes(rate)}/s, median of ${runs}`,
+    });
 
     state.close();
   });

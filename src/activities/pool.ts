@@ -93,8 +93,9 @@ export function createPoolActivities(deps: PoolActivityDeps) {
     run: () => Promise<T>,
   ): Promise<T> {
     const ctx = Context.current();
-    ctx.heartbeat();
-    const beat = setInterval(() => ctx.heartbeat(), heartbeatMs);
+    // A local activity (a backup's release, which never waits) has no heartbeat to send: the
+    // workflow task it runs in is kept alive by the worker itself.
+    const beat = ctx.info.isLocal ? undefined : (ctx.heartbeat(), setInterval(() => ctx.heartbeat(), heartbeatMs));
     const work = deps.client.withAbortSignal(ctx.cancellationSignal, run);
     // If cancellation wins the race, the aborted call's rejection must not go unhandled.
     work.catch(() => undefined);

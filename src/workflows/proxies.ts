@@ -3,7 +3,7 @@
  * typed failures that no retry can cure are never retried; device faults are, a bounded number
  * of times; copies must heartbeat or be considered hung.
  */
-import { ActivityCancellationType, proxyActivities, workflowInfo } from '@temporalio/workflow';
+import { ActivityCancellationType, proxyActivities, proxyLocalActivities, workflowInfo } from '@temporalio/workflow';
 import type { createControlActivities } from '../activities/control';
 import type { createCopyActivities } from '../activities/copy';
 import type { createPoolActivities } from '../activities/pool';
@@ -31,6 +31,28 @@ export function controlActivities(t: Pick<JobTuning, 'deviceAttempts'> = { devic
   });
 }
 
+/**
+ * The same control activities as local activities: run by the workflow's own worker inside the
+ * workflow task, with their results recorded as markers. A backup's cheap control steps (resolve,
+ * zone, mount, record, unmount, unzone) cost no task-queue round trip and no workflow task each
+ * (docs/adr/020-fleet-cost.md). They keep the same retry rules and are as idempotent as before; a
+ * worker that dies in one runs it again after the workflow task times out. None of them heartbeats:
+ * they are bounded steps, not copies.
+ */
+export function localControlActivities(
+  t: Pick<JobTuning, 'deviceAttempts'> = { deviceAttempts: 3 },
+): ControlActivities {
+  return proxyLocalActivities<ControlActivities>({
+    startToCloseTimeout: '5 minutes',
+    retry: {
+      maximumAttempts: t.deviceAttempts,
+      initialInterval: '500ms',
+      backoffCoefficient: 2,
+      nonRetryableErrorTypes,
+    },
+  });
+}
+
 /** Resource pool activities; a reservation may wait in the pool's queue for `reserveWaitMs`. */
 export function poolActivities(t: JobTuning): PoolActivities {
   return proxyActivities<PoolActivities>({
@@ -38,6 +60,27 @@ export function poolActivities(t: JobTuning): PoolActivities {
     heartbeatTimeout: '30 seconds',
     retry: { maximumAttempts: 5, initialInterval: '500ms', nonRetryableErrorTypes },
   });
+}
+
+/**
+ * The pool activities of a backup: reserving stays an activity of its own, since it may wait in
+ * the pool's queue for as long as `reserveWaitMs`, heartbeating; releasing never waits (the pool
+ * answers from its tables at once), so it runs as a local activity beside the job's last control
+ * steps. Its update id is stable across the local retries of one call, as it is across an
+ * activity's attempts.
+ */
+export function backupPoolActivities(t: JobTuning): PoolActivities {
+  const remote = poolActivities(t);
+  const local = proxyLocalActivities<PoolActivities>({
+    startToCloseTimeout: '2 minutes',
+    retry: { maximumAttempts: 5, initialInterval: '500ms', nonRetryableErrorTypes },
+  });
+  return {
+    reserveStreams: remote.reserveStreams,
+    releaseStreams: local.releaseStreams,
+    markDevice: remote.markDevice,
+    poolTables: remote.poolTables,
+  };
 }
 
 /**

@@ -11,7 +11,13 @@
  * whole copy. Every launch has its compensation, so devices, zones, snapshots and pairs are
  * released or restored on every path and the catalog never claims a partial backup.
  */
-import { ApplicationFailure, isCancellation, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import {
+  ApplicationFailure,
+  isCancellation,
+  patched,
+  upsertSearchAttributes,
+  workflowInfo,
+} from '@temporalio/workflow';
 import {
   BackupRequestSchema,
   kindOfMethod,
@@ -31,7 +37,13 @@ import {
   type EngineKind,
   type OperationPlanInput,
 } from './operation-plan';
-import { controlActivities, poolActivities, type ControlActivities } from './proxies';
+import {
+  backupPoolActivities,
+  controlActivities,
+  localControlActivities,
+  poolActivities,
+  type ControlActivities,
+} from './proxies';
 import { acceptInput, reportBackupFailure } from './failures';
 import { Compensations } from './compensations';
 import { OperationState } from './operation-state';
@@ -51,6 +63,13 @@ import {
   type Lane,
 } from './streams';
 
+/**
+ * Marks the runs whose control steps after the resolve, and the release, are local activities
+ * (docs/adr/020-fleet-cost.md); earlier runs scheduled each as an activity of its own, and replay
+ * must see them do so.
+ */
+const LOCAL_CONTROL_STEPS_PATCH = 'local-control-steps';
+
 /** Backs up one target to tape: the SAN operation of kind `backup`, `split-backup` or `snapshot-backup`. */
 export async function sanOperation(input: BackupRequest): Promise<BackupReport> {
   const { workflowId } = workflowInfo();
@@ -65,13 +84,17 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
     { key: KuraTarget, value: req.target },
     { key: KuraSite, value: req.site },
   ]);
-  const control = controlActivities(req.tuning);
-  const pool = poolActivities(req.tuning);
+  const local = patched(LOCAL_CONTROL_STEPS_PATCH);
+  // Resolving stays an activity of its own: it ends the workflow's first task in the `resolve`
+  // phase, which is where a person watching the progress sees the request accepted.
+  const remote = controlActivities(req.tuning);
+  const control = local ? localControlActivities(req.tuning) : remote;
+  const pool = local ? backupPoolActivities(req.tuning) : poolActivities(req.tuning);
 
   // 2. Resolve what the processing needs: the volume behind the target, its pair and its
   // application's hook, the time, the destination.
   op.enter('resolve', `resolving ${req.target}`);
-  const found = await resolveOperation(control, req, kind).catch((err) =>
+  const found = await resolveOperation(remote, req, kind).catch((err) =>
     op.fail(`${kind} of ${req.target} refused`, err),
   );
   const { resolved } = found;

@@ -1,0 +1,73 @@
+/**
+ * What a backup costs in Temporal (docs/adr/020-fleet-cost.md): only the resolve (which ends the
+ * first task where the progress shows it) and the steps that wait or move data — the reservation,
+ * each chunk's copy, the read-back — are activities of their own; the other control steps and the
+ * release run as local activities inside the workflow's tasks. The backup
+ * still restores byte for byte, the catalog holds exactly one row per piece and nothing stays held.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import * as path from 'node:path';
+import type { Client } from '@temporalio/client';
+import { Catalog } from '../../src/catalog/store';
+import { tablesQuery } from '../../src/messages';
+import type { BackupReport } from '../../src/domain/jobs';
+import { connectKura, makeLab, sha256, startWorkers, type TestLab } from '../support/harness';
+import type { KuraWorkers } from '../../src/worker';
+import { poolWorkflowId, type Kura } from '../../src/client';
+
+const MiB = 1024 * 1024;
+
+let lab: TestLab;
+let workers: KuraWorkers;
+let kura: Kura;
+let client: Client;
+let close: () => Promise<void>;
+
+beforeAll(async () => {
+  // One stream in two chunks: two copies, one of each control step.
+  lab = await makeLab({ vms: 1, dataVolumeSize: 2 * MiB, streams: 1, chunks: 2 });
+  workers = await startWorkers(lab);
+  ({ kura, client, close } = await connectKura(lab));
+});
+
+afterAll(async () => {
+  await close?.();
+  await workers?.shutdown();
+  lab?.cleanup();
+});
+
+describe('the cost of a backup in its history', () => {
+  it('schedules only the resolve, the reservation, the copies and the read-back as activities, and still restores byte-identical', async () => {
+    const source = await sha256(lab.dataVolume('vm-001'));
+    const handle = await kura.startBackup('vm-001');
+    const report: BackupReport = await handle.result();
+
+    const history = await client.workflow.getHandle(handle.workflowId).fetchHistory();
+    const events = history.events ?? [];
+    const scheduled = events.flatMap((e) => e.activityTaskScheduledEventAttributes?.activityType?.name ?? []);
+    expect(scheduled).toEqual(['resolveTarget', 'reserveStreams', 'copyPiece', 'copyPiece', 'verifyImage']);
+    // record start, zone, mount, record, tape catalog, unmount, unzone, release
+    const local = events.filter((e) => e.markerRecordedEventAttributes?.markerName === 'core_local_activity');
+    expect(local).toHaveLength(8);
+
+    const catalog = new Catalog(lab.paths.catalog);
+    const backup = catalog.backup(report.backupId);
+    const pieces = catalog.piecesOf(report.backupId);
+    catalog.close();
+    expect(backup.status).toBe('complete');
+    expect(pieces.map((p) => [p.copy, p.piece])).toEqual([
+      [0, 0],
+      [0, 1],
+    ]);
+
+    const tables = await client.workflow.getHandle(poolWorkflowId(lab.site)).query(tablesQuery);
+    const held = [...tables.servers, ...tables.drives, ...tables.tapes, ...tables.switches].filter(
+      (r) => r.holders.length > 0,
+    );
+    expect(held).toEqual([]);
+
+    const dest = path.join(lab.dir, 'restores', 'vm-001.img');
+    await (await kura.startRestore(report.backupId, dest)).result();
+    expect(await sha256(dest)).toBe(source);
+  });
+});
