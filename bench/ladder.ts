@@ -25,6 +25,7 @@ import {
 } from '../src/domain/ladder';
 import { LabTimingSchema, LadderConfigSchema } from '../src/domain/ladder-config';
 import { arg, runBench, withLabStack } from './support/lab-stack';
+import { printVerdict } from './support/verdict';
 
 /** Lab time of a ladder: what its actions and health waits took inside the activities. */
 function labMs(view: LadderView): number {
@@ -279,6 +280,14 @@ async function escalation(): Promise<void> {
   console.log(
     `  target: the OS reboot reached in well under one rung's whole healthWait (< ${fmt(target)}, half of it): ${after.toOs < target ? 'met' : 'NOT met'} (${fmt(after.toOs)})`,
   );
+  printVerdict({
+    bench: 'ladder',
+    metric: 'early escalation: OS reboot reached ÷ healthWait',
+    now: after.toOs / ladder.healthWait,
+    target: 0.5,
+    direction: 'atMost',
+    note: `before ${(before.toOs / ladder.healthWait).toFixed(2)}; ladder and lab times × ${scale}`,
+  });
   for (const r of [before, after]) {
     const ends = r.view.rungs
       .filter((x) => x.rung === 'apl-restart' || x.rung === 'mw-restart')
