@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { LoadedConfig } from '../../src/config/load';
-import { ConfigSchema, HookSchema } from '../../src/domain/inventory';
+import { ConfigSchema, ScriptHookSchema } from '../../src/domain/inventory';
 import { hookFor, NO_HOOK, ScriptHook } from '../../src/drivers/hooks';
 import { hospitalPreset } from '../../src/lab/preset';
 
@@ -23,7 +23,7 @@ function loaded(hooks: unknown[]): LoadedConfig {
 }
 
 const script = (over: object = {}) =>
-  HookSchema.parse({ target: 'vm-001', kind: 'script', begin: ['true'], end: ['true'], ...over });
+  ScriptHookSchema.parse({ target: 'vm-001', kind: 'script', begin: ['true'], end: ['true'], ...over });
 
 describe('hookFor', () => {
   const l = loaded([
