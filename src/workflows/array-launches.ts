@@ -149,7 +149,7 @@ async function inHeldBackupMode<T>(
           l,
           launchId,
           false,
-          `the worker holding the session stopped answering before backup mode (${rootFailure(err).message})`,
+          `the worker holding the session of ${l.target} stopped heartbeating before backup mode was entered`,
         );
         continue;
       }
@@ -165,7 +165,10 @@ async function inHeldBackupMode<T>(
     } catch (err) {
       if (isCancellation(err)) throw err;
       undo.done('end-backup-mode');
-      const why = `backup mode was lost before it ended (${rootFailure(err).message}), so the ${launchId === 'split' ? 'split replica' : 'snapshot'} is not known to be consistent`;
+      const lost = deviceTrouble(err).timedOut
+        ? 'the worker holding its session stopped heartbeating, and PostgreSQL aborts a backup with its session'
+        : rootFailure(err).message;
+      const why = `backup mode of ${l.target} was lost before it ended (${lost}), so the ${launchId === 'split' ? 'split replica' : 'snapshot'} is not known to be consistent`;
       if (round >= HOLD_ROUNDS)
         throw ApplicationFailure.nonRetryable(
           `${why}; backup mode was lost ${round} times, so the operation gives up`,

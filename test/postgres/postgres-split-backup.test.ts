@@ -2,7 +2,7 @@
  * A split-backup on the lab array of a VM whose hook is `postgres`, against a real PostgreSQL 15
  * and a real Temporal server: backup mode is entered before the split and left right after it, on
  * one session; the backup label comes back in the report with the time in backup mode, which ends
- * before the copy to tape begins. A hook that cannot log in stops the operation as AccessDenied
+ * before the copy to tape begins (a snapshot-backup likewise). A hook that cannot log in stops the operation as AccessDenied
  * before any split, changing nothing.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -92,6 +92,20 @@ describe('a split-backup of a VM whose hook is postgres', () => {
     expect(plan.steps.every((s) => s.status === 'done')).toBe(true);
     expect(report.changes).toEqual([]);
     // Logged out afterwards.
+    expect(await pg.sessions()).toEqual([]);
+  });
+
+  it('takes a snapshot inside one backup-mode session too, and reports its label', async () => {
+    const handle = await kura.startBackup('vm-001', { method: 'snapshot' });
+    const report = await handle.result();
+    expect(report.source?.from).toBe('snapshot');
+    const mode = report.backupMode!;
+    expect(mode).toMatchObject({ hook: 'postgres', rounds: 1 });
+    expect(mode.label).toContain(`LABEL: ${handle.workflowId} round 1`);
+    const takenAt = Date.parse(report.source!.at!);
+    expect(takenAt).toBeGreaterThanOrEqual(Date.parse(mode.enteredAt));
+    expect(takenAt).toBeLessThanOrEqual(Date.parse(mode.leftAt));
+    expect(await arrays.listSnapshots(lab.site, 'array-01')).toEqual([]);
     expect(await pg.sessions()).toEqual([]);
   });
 
