@@ -1,18 +1,22 @@
 /**
  * The `postgres` hook against a real PostgreSQL 15: one session from pg_backup_start to
- * pg_backup_stop, the backup label returned and the time in backup mode measured; a login refused
+ * pg_backup_stop, the backup label returned and the time in backup mode measured; a copy of the data
+ * directory taken while held starts from that label (with the WAL up to the stop); a login refused
  * as AccessDenied before anything starts; and a holder killed mid-hold leaves PostgreSQL with no
  * session in backup mode (PostgreSQL aborts the backup with the session).
  */
-import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { execFile, spawn } from 'node:child_process';
+import { chownSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { promisify } from 'node:util';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PostgresHookSchema } from '../../src/domain/inventory';
 import { PostgresHook } from '../../src/drivers/postgres-hook';
 import { AccessDeniedError } from '../../src/domain/errors';
 import { eventually } from '../support/harness';
-import { PG_PASSWORD, startPostgres, type TestPostgres } from '../support/postgres';
+import { PG_PASSWORD, startPostgres, startServer, type TestPostgres } from '../support/postgres';
+
+const run = promisify(execFile);
 
 let pg: TestPostgres;
 
@@ -68,6 +72,41 @@ describe('the postgres hook', () => {
     expect(Date.parse(result.leftAt) - Date.parse(result.enteredAt)).toBe(Math.round(result.seconds * 1000));
     // Logged out: no session of the hook is left.
     expect(await pg.sessions()).toEqual([]);
+  });
+
+  it('returns the label with which a copy of the data directory taken in backup mode starts', async () => {
+    await pg.query('CREATE TABLE ledger (id int PRIMARY KEY, note text)');
+    await pg.query("INSERT INTO ledger SELECT g, 'before' FROM generate_series(1, 1000) g");
+    const data = path.join(pg.dir, 'data');
+    const copy = path.join(pg.dir, 'copy');
+    const hook = new PostgresHook(spec(), { KURA_PG_PASSWORD: PG_PASSWORD });
+    const result = await hook.holdBackupMode('copied while held', {
+      entered: async () => {
+        // Written while the copy is taken: only the WAL carries it consistently into the copy.
+        await pg.query("INSERT INTO ledger SELECT g, 'during' FROM generate_series(1001, 2000) g");
+        await run('cp', ['-a', data, copy]);
+      },
+      released: () => Promise.resolve(true),
+      heartbeat: () => undefined,
+    });
+
+    // The copy as a restore leaves it: the label beside the data, the WAL up to the stop, no pid file.
+    rmSync(path.join(copy, 'postmaster.pid'), { force: true });
+    await run('cp', ['-a', `${data}/pg_wal/.`, `${copy}/pg_wal/`]);
+    writeFileSync(path.join(copy, 'backup_label'), result.label);
+    const owner = statSync(copy);
+    chownSync(path.join(copy, 'backup_label'), owner.uid, owner.gid);
+    const restored = await startServer(copy, pg.dir);
+    try {
+      const rows = await restored.query<{ n: number; during: number }>(
+        "SELECT count(*)::int AS n, count(*) FILTER (WHERE note = 'during')::int AS during FROM ledger",
+      );
+      expect(rows).toEqual([{ n: 2000, during: 1000 }]);
+      // It recovered from the backup's start, as the label told it, not from the copy's own control file.
+      expect(readFileSync(restored.logFile, 'utf8')).toContain(`redo starts at ${result.startLsn}`);
+    } finally {
+      await restored.stop();
+    }
   });
 
   it('refuses a login with the wrong password as AccessDenied, before any backup starts', async () => {

@@ -17,15 +17,10 @@ const BIN = '/usr/lib/postgresql/15/bin';
 /** The superuser's password of every test cluster. */
 export const PG_PASSWORD = 'kura-test-secret';
 
-export interface TestPostgres {
+export interface TestPostgres extends TestServer {
+  /** The cluster's temporary directory: data directory `data`, the socket, the logs. */
   dir: string;
-  port: number;
-  /** The server's log (pg_ctl -l). */
-  logFile: string;
-  /** Runs one statement as the superuser and answers its rows. */
-  query<R extends Record<string, unknown>>(sql: string, params?: unknown[]): Promise<R[]>;
-  /** The client backends whose application_name starts with `prefix` (the hook's sessions are `kura …`). */
-  sessions(prefix?: string): Promise<{ pid: number; application_name: string; query: string }[]>;
+  /** Stops the server and removes the directory. */
   stop(): Promise<void>;
 }
 
@@ -65,9 +60,38 @@ export async function startPostgres(): Promise<TestPostgres> {
     '--auth-local=trust',
     '--no-sync',
   ]);
+  const server = await startServer(data, dir);
+  return {
+    ...server,
+    dir,
+    async stop() {
+      await server.stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A running postmaster of a test: its port, log, a superuser query, and its stop by pid. */
+export interface TestServer {
+  port: number;
+  logFile: string;
+  query<R extends Record<string, unknown>>(sql: string, params?: unknown[]): Promise<R[]>;
+  sessions(prefix?: string): Promise<{ pid: number; application_name: string; query: string }[]>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts a postmaster on the data directory `data` (owned by `postgres`) on a free loopback port,
+ * with its socket and log in `dir`; the caller stops it.
+ */
+export async function startServer(data: string, dir: string): Promise<TestServer> {
   const port = await freePort();
-  const logFile = path.join(dir, 'server.log');
-  await as('pg_ctl', [
+  const logFile = path.join(dir, `server-${port}.log`);
+  await run('runuser', [
+    '-u',
+    'postgres',
+    '--',
+    path.join(BIN, 'pg_ctl'),
     '-D',
     data,
     '-l',
@@ -78,7 +102,6 @@ export async function startPostgres(): Promise<TestPostgres> {
     'start',
   ]);
   const pid = Number(readFileSync(path.join(data, 'postmaster.pid'), 'utf8').split('\n')[0]);
-
   const query = async <R extends Record<string, unknown>>(sql: string, params: unknown[] = []): Promise<R[]> => {
     const c = new Client({ host: dir, port, user: 'postgres', database: 'postgres' });
     await c.connect();
@@ -89,7 +112,6 @@ export async function startPostgres(): Promise<TestPostgres> {
     }
   };
   return {
-    dir,
     port,
     logFile,
     query,
@@ -113,7 +135,6 @@ export async function startPostgres(): Promise<TestPostgres> {
         }
         await new Promise((r) => setTimeout(r, 50));
       }
-      rmSync(dir, { recursive: true, force: true });
     },
   };
 }
