@@ -62,3 +62,14 @@ export const ladderQuery = defineQuery<LadderView>('ladder');
 export const resolveUpdate = defineUpdate<LadderView, [ResolveRequest]>('resolve');
 /** Recovery ladder, handed over to a person: recreate the VM on a substitute host from its images. */
 export const rebuildUpdate = defineUpdate<LadderView, [RebuildRequest]>('rebuild');
+/**
+ * SAN operation, from the activity holding an application's session (the `postgres` hook): the
+ * application is in backup mode for hold `round`, so the split or snapshot may go ahead.
+ */
+export const backupModeEnteredSignal =
+  defineSignal<[{ round: number; startLsn: string; pid: number; at: string }]>('backup-mode-entered');
+/**
+ * SAN operation, asked by the activity holding the session: the last hold round whose image is
+ * taken (0: none yet), so that round's hold may leave backup mode.
+ */
+export const backupModeReleasedQuery = defineQuery<number>('backup-mode-released');

@@ -9,6 +9,8 @@ import { z } from 'zod';
 import type { LoadedConfig } from '../config/load';
 import type { Drivers, PairInfo, SnapshotInfo } from '../drivers/types';
 import { hookFor } from '../drivers/hooks';
+import type { HoldResult } from '../drivers/postgres-hook';
+import { backupModeEnteredSignal, backupModeReleasedQuery } from '../messages';
 import { ErrorType, KuraError } from '../domain/errors';
 import { findSite } from '../config/targets';
 import { parseWith } from '../domain/validate';
@@ -26,6 +28,20 @@ const WaitInput = z.object({
 
 const SnapshotInput = z.object({ ref: VolumeRefInput, name: z.string().min(1) });
 const HookInput = z.object({ site: z.string().min(1), target: z.string().min(1) });
+const HoldInput = HookInput.extend({
+  /** Which hold of the operation this is: the engine enters backup mode anew after a lost session. */
+  round: z.number().int().min(1),
+  pollMs: z.number().int().min(10).max(5000).default(200),
+});
+
+/** What `applicationHook` answers: the kind, its begin timeout, and for a held session its heartbeat. */
+export interface HookInfo {
+  kind: string;
+  timeoutMs: number;
+  /** True when one activity holds the application's session from begin to end (`holdBackupMode`). */
+  session?: boolean;
+  heartbeatMs?: number;
+}
 
 /** Creates the array and hook activities bound to one worker's configuration and drivers. */
 export function createArrayActivities(deps: { loaded: LoadedConfig; drivers: Pick<Drivers, 'arrays'> }) {
@@ -120,11 +136,48 @@ export function createArrayActivities(deps: { loaded: LoadedConfig; drivers: Pic
     },
 
     /** Which hook the target's application has (`none` when kura.yaml gives it none), and its timeout. */
-    async applicationHook(input: z.input<typeof HookInput>): Promise<{ kind: string; timeoutMs: number }> {
+    async applicationHook(input: z.input<typeof HookInput>): Promise<HookInfo> {
       return mapFailures(async () => {
         const { site, target } = parseWith(HookInput, input, 'hook');
         const hook = hookFor(loaded, site, target);
-        return { kind: hook.kind, timeoutMs: hook.timeoutMs };
+        // A step hook answers exactly as before, so histories recorded before held sessions replay.
+        if (!hook.session) return { kind: hook.kind, timeoutMs: hook.timeoutMs };
+        return { kind: hook.kind, timeoutMs: hook.timeoutMs, session: true, heartbeatMs: hook.heartbeatMs };
+      });
+    },
+
+    /**
+     * Holds the target's application in backup mode (a `postgres` hook): logs in, starts the
+     * backup, signals the workflow, heartbeats while it polls the workflow for the release of this
+     * round, then stops the backup on the same session and answers what the stop returned. A
+     * worker that dies here takes the session with it, and PostgreSQL aborts the backup.
+     */
+    async holdBackupMode(input: z.input<typeof HoldInput>): Promise<HoldResult> {
+      return mapFailures(async () => {
+        const { site, target, round, pollMs } = parseWith(HoldInput, input, 'backup-mode hold');
+        const hook = hookFor(loaded, site, target);
+        if (!hook.session)
+          throw new KuraError(
+            ErrorType.InvalidInput,
+            `the ${hook.kind} hook of ${target} holds no session; enter and leave its backup mode with beginBackupMode and endBackupMode`,
+          );
+        const ctx = Context.current();
+        const workflowId = ctx.info.workflowExecution?.workflowId;
+        if (workflowId === undefined)
+          throw new KuraError(ErrorType.InvalidInput, 'a backup-mode hold runs only inside the operation it holds for');
+        const handle = ctx.client.workflow.getHandle(workflowId);
+        return hook.holdBackupMode(`${workflowId} round ${round}`, {
+          signal: ctx.cancellationSignal,
+          pollMs,
+          entered: (info) => handle.signal(backupModeEnteredSignal, { round, ...info }),
+          // A query that cannot be answered now (no workflow worker for a moment) is not a release.
+          released: () =>
+            handle.query(backupModeReleasedQuery).then(
+              (r) => r >= round,
+              () => false,
+            ),
+          heartbeat: () => ctx.heartbeat({ round, held: true }),
+        });
       });
     },
 
@@ -132,7 +185,9 @@ export function createArrayActivities(deps: { loaded: LoadedConfig; drivers: Pic
     async beginBackupMode(input: z.input<typeof HookInput>): Promise<void> {
       return mapFailures(async () => {
         const { site, target } = parseWith(HookInput, input, 'hook');
-        await hookFor(loaded, site, target).beginBackupMode(Context.current().cancellationSignal);
+        const hook = hookFor(loaded, site, target);
+        if (hook.session) throw heldSession(hook.kind, target);
+        await hook.beginBackupMode(Context.current().cancellationSignal);
       });
     },
 
@@ -140,10 +195,20 @@ export function createArrayActivities(deps: { loaded: LoadedConfig; drivers: Pic
     async endBackupMode(input: z.input<typeof HookInput>): Promise<void> {
       return mapFailures(async () => {
         const { site, target } = parseWith(HookInput, input, 'hook');
-        await hookFor(loaded, site, target).endBackupMode(Context.current().cancellationSignal);
+        const hook = hookFor(loaded, site, target);
+        if (hook.session) throw heldSession(hook.kind, target);
+        await hook.endBackupMode(Context.current().cancellationSignal);
       });
     },
   };
 }
 
 export type ArrayActivities = ReturnType<typeof createArrayActivities>;
+
+/** A session hook is entered and left only inside its hold: two separate calls could not share the session. */
+function heldSession(kind: string, target: string): KuraError {
+  return new KuraError(
+    ErrorType.InvalidInput,
+    `the ${kind} hook of ${target} holds one session from begin to end; its backup mode is entered and left by holdBackupMode`,
+  );
+}

@@ -155,9 +155,10 @@ export type Policy = z.infer<typeof PolicySchema>;
 /**
  * An application hook (seed 003's DB coordination scripts): what puts the application on a target
  * into backup mode before a split or snapshot, and takes it out after. `script` runs argument
- * arrays, never through a shell; other kinds (a database session held open) come beside it.
+ * arrays, never through a shell; `postgres` holds one database session in backup mode from
+ * `pg_backup_start` to `pg_backup_stop` (ADR 023).
  */
-export const HookSchema = z.object({
+export const ScriptHookSchema = z.object({
   /** The VM or array/volume whose application the hook coordinates. */
   target: z.string().min(1),
   kind: z.literal('script'),
@@ -168,6 +169,35 @@ export const HookSchema = z.object({
   /** Backup mode not entered within this long: the operation stops before any split. */
   timeout: DurationSchema.default(60_000),
 });
+export type ScriptHookSpec = z.infer<typeof ScriptHookSchema>;
+
+export const PostgresHookSchema = z.object({
+  target: z.string().min(1),
+  kind: z.literal('postgres'),
+  /** A host name or address, or the directory of the server's Unix socket. */
+  host: z.string().min(1).default('127.0.0.1'),
+  port: z.number().int().min(1).max(65535).default(5432),
+  /** A role allowed to run pg_backup_start and pg_backup_stop (a superuser, or granted both). */
+  user: z.string().min(1),
+  database: z.string().min(1).default('postgres'),
+  /** The environment variable of the worker that holds the role's password; none: trust or peer login. */
+  passwordEnv: z
+    .string()
+    .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be the name of an environment variable')
+    .optional(),
+  /** Logging in and pg_backup_start (its checkpoint) not done within this long: the operation stops before any split. */
+  timeout: DurationSchema.default(60_000),
+  /**
+   * The hold's heartbeat timeout: a worker holding the session that is silent this long is taken
+   * for dead, its session (and so PostgreSQL's backup) gone, and the engine enters backup mode anew.
+   */
+  heartbeat: DurationSchema.refine((n) => n >= 1000, 'must be at least 1s').default(10_000),
+  /** Whether pg_backup_stop waits until the WAL up to the backup's end is archived (needs archive_mode). */
+  waitForArchive: z.boolean().default(false),
+});
+export type PostgresHookSpec = z.infer<typeof PostgresHookSchema>;
+
+export const HookSchema = z.discriminatedUnion('kind', [ScriptHookSchema, PostgresHookSchema]);
 export type Hook = z.infer<typeof HookSchema>;
 
 export const SiteSchema = z

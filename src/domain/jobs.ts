@@ -267,6 +267,31 @@ export interface BackupReport extends ResolvedTarget {
   source?: { from: 'volume' | 'replica' | 'snapshot'; name?: string; at?: string };
   /** The re-plans of step 5, with their reasons. */
   changes?: PlanChange[];
+  /** The application's time in backup mode around the split or snapshot (absent: no hook). */
+  backupMode?: BackupModeRecord;
+}
+
+/**
+ * The application's time in backup mode around a split or snapshot, as its hook measured it; for
+ * PostgreSQL also what pg_backup_stop returned, which a restored copy needs to start.
+ */
+export interface BackupModeRecord {
+  /** The hook's kind: `script` or `postgres`. */
+  hook: string;
+  enteredAt: string;
+  leftAt: string;
+  /** Seconds from entering backup mode to leaving it: the split's span, not the copy's. */
+  seconds: number;
+  /** How many times backup mode was entered: more than one when a session was lost and the image taken again. */
+  rounds: number;
+  /** The backup_label file pg_backup_stop returned, to be written into a restored data directory. */
+  label?: string;
+  /** The tablespace_map file pg_backup_stop returned (empty when the cluster has no tablespaces). */
+  tablespaceMap?: string;
+  /** The WAL location pg_backup_start returned: recovery of a restored copy starts there. */
+  startLsn?: string;
+  /** The WAL location pg_backup_stop returned: a restored copy needs the WAL up to it. */
+  stopLsn?: string;
 }
 
 /** A replica-refresh's report: the pair split at `splitAt`, its replica kept as a point-in-time copy. */

@@ -2,18 +2,29 @@
  * Application hooks (seed 003's DB coordination scripts): what puts the application on a target
  * into backup mode before a split or snapshot and takes it out after. A target without a hook gets
  * one that does nothing, so every plan has the same launch points. The `script` kind runs argument
- * arrays with execFile, never through a shell, and kills a command that outlives its timeout.
+ * arrays with execFile, never through a shell, and kills a command that outlives its timeout; the
+ * `postgres` kind (postgres-hook.ts) holds one database session from begin to end, so it is held
+ * by one activity instead of two calls.
  */
 import { execFile } from 'node:child_process';
-import type { Hook } from '../domain/inventory';
+import type { ScriptHookSpec } from '../domain/inventory';
 import { DeviceFaultError, HookTimeoutError, NotFoundError } from '../domain/errors';
 import type { LoadedConfig } from '../config/load';
 import { findSite, resolveTargetRef } from '../config/targets';
+import { PostgresHook } from './postgres-hook';
 
-/** The application's side of a consistent split: enter backup mode, leave it. */
-export interface ApplicationHook {
+/**
+ * The application's side of a consistent split: a hook entered and left by two separate calls
+ * (`script`, `none`), or one that holds a session from begin to end (`postgres`).
+ */
+export type ApplicationHook = StepHook | PostgresHook;
+
+/** A hook whose begin and end are separate calls: nothing is held between them. */
+export interface StepHook {
   /** What the hook is, for the plan and the report: `script`, or `none`. */
   readonly kind: string;
+  /** False: begin and end may run in different activities, even on different workers. */
+  readonly session: false;
   /** How long entering backup mode may take before the operation stops without splitting. */
   readonly timeoutMs: number;
   /** Puts the application into backup mode; HookTimeoutError when it does not within `timeoutMs`. */
@@ -23,8 +34,9 @@ export interface ApplicationHook {
 }
 
 /** The hook of a target that has none: nothing to coordinate. */
-export const NO_HOOK: ApplicationHook = {
+export const NO_HOOK: StepHook = {
   kind: 'none',
+  session: false,
   timeoutMs: 0,
   beginBackupMode: () => Promise.resolve(),
   endBackupMode: () => Promise.resolve(),
@@ -38,15 +50,17 @@ export function hookFor(loaded: LoadedConfig, site: string, target: string): App
   const vm = s.vms.find((v) => v.dataVolume === volume);
   // A hook on the VM, on its data volume, or reached by a host's path all mean one application.
   const hook = s.hooks.find((h) => h.target === target || h.target === volume || h.target === vm?.name);
-  return hook === undefined ? NO_HOOK : new ScriptHook(hook);
+  if (hook === undefined) return NO_HOOK;
+  return hook.kind === 'postgres' ? new PostgresHook(hook) : new ScriptHook(hook);
 }
 
 /** The `script` kind: one command to begin, one to end, each an argument array. */
-export class ScriptHook implements ApplicationHook {
+export class ScriptHook implements StepHook {
   readonly kind = 'script';
+  readonly session = false;
   readonly timeoutMs: number;
 
-  constructor(private readonly hook: Hook) {
+  constructor(private readonly hook: ScriptHookSpec) {
     this.timeoutMs = hook.timeout;
   }
 

@@ -20,8 +20,11 @@ export interface OperationPlanInput {
   sizeBytes: number;
   /** The volume's pair as step 2 found it (null: none). */
   pair: { state: PairState; copiedBytes: number; totalBytes: number } | null;
-  /** The application hook of the target (`none` when it has none) and its timeout. */
-  hook: { kind: string; timeoutMs: number };
+  /**
+   * The application hook of the target (`none` when it has none) and its timeout; `session` when
+   * one activity holds the application's session from begin to end, with that hold's heartbeat.
+   */
+  hook: { kind: string; timeoutMs: number; session?: boolean; heartbeatMs?: number };
   /** How long a split waits for the pair to be in sync before the plan changes. */
   pairWaitMs: number;
   throughput: Throughput;

@@ -134,3 +134,19 @@ export function hookActivities(timeoutMs: number): ControlActivities {
     retry: { maximumAttempts: 1, nonRetryableErrorTypes },
   });
 }
+
+/**
+ * The hold of an application's session in backup mode (the `postgres` hook): one attempt, because
+ * a retried hold would be a new session — the workflow decides whether to enter backup mode anew.
+ * The heartbeat timeout is the hook's: a dead holder is noticed that fast. A cancelled hold is
+ * waited for, so the session is closed (and PostgreSQL's backup aborted) before the undo goes on.
+ */
+export function holdActivities(hook: { timeoutMs: number; heartbeatMs?: number }): ControlActivities {
+  return proxyActivities<ControlActivities>({
+    // Login and start within the hook's timeout, then the split or snapshot; a hold never outlives a day.
+    startToCloseTimeout: hook.timeoutMs + 24 * 3600_000,
+    heartbeatTimeout: hook.heartbeatMs ?? 10_000,
+    cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+    retry: { maximumAttempts: 1, nonRetryableErrorTypes },
+  });
+}

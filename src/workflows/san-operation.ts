@@ -236,6 +236,9 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
       kind: image.kind,
       source: { from: image.from, ...(image.name ? { name: image.name } : {}), ...(image.at ? { at: image.at } : {}) },
       changes: op.changes,
+      // Stored with the image: how long the application was in backup mode, and (PostgreSQL) the
+      // backup label a restored copy needs to start.
+      ...(launch.backupMode ? { backupMode: launch.backupMode } : {}),
     };
     op.enter(
       'done',

@@ -8,8 +8,9 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { LoadedConfig } from '../../src/config/load';
-import { ConfigSchema, HookSchema } from '../../src/domain/inventory';
+import { ConfigSchema, ScriptHookSchema } from '../../src/domain/inventory';
 import { hookFor, NO_HOOK, ScriptHook } from '../../src/drivers/hooks';
+import { PostgresHook } from '../../src/drivers/postgres-hook';
 import { hospitalPreset } from '../../src/lab/preset';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'kura-hooks-'));
@@ -23,7 +24,7 @@ function loaded(hooks: unknown[]): LoadedConfig {
 }
 
 const script = (over: object = {}) =>
-  HookSchema.parse({ target: 'vm-001', kind: 'script', begin: ['true'], end: ['true'], ...over });
+  ScriptHookSchema.parse({ target: 'vm-001', kind: 'script', begin: ['true'], end: ['true'], ...over });
 
 describe('hookFor', () => {
   const l = loaded([
@@ -86,5 +87,25 @@ describe('script hooks', () => {
       .beginBackupMode()
       .catch((e: unknown) => e);
     expect(err).toMatchObject({ type: 'DeviceFault', message: expect.stringMatching(/failed: .*No such file/) });
+  });
+});
+
+describe('postgres hooks', () => {
+  it('are read from kura.yaml with their defaults and hold a session', () => {
+    const l = loaded([{ target: 'vm-001', kind: 'postgres', user: 'kura_backup', passwordEnv: 'KURA_PG_PASSWORD' }]);
+    const hook = hookFor(l, 'hospital', 'vm-001');
+    expect(hook).toBeInstanceOf(PostgresHook);
+    expect(hook).toMatchObject({ kind: 'postgres', session: true, timeoutMs: 60_000, heartbeatMs: 10_000 });
+    expect((hook as PostgresHook).where).toBe('kura_backup@127.0.0.1:5432/postgres');
+  });
+
+  it('refuse a hook without a user or with a password variable that is not a name', () => {
+    const cfg = hospitalPreset({ vms: 1, hosts: 1 });
+    (cfg.sites[0] as { hooks?: unknown[] }).hooks = [{ target: 'vm-001', kind: 'postgres', passwordEnv: 'not a name' }];
+    const issues = ConfigSchema.safeParse(cfg).error?.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
+    expect(issues).toEqual([
+      'sites.0.hooks.0.user: Invalid input: expected string, received undefined',
+      'sites.0.hooks.0.passwordEnv: must be the name of an environment variable',
+    ]);
   });
 });
