@@ -9,6 +9,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import Database from 'better-sqlite3';
 import * as path from 'node:path';
 import { LabArrayFunctions } from '../../src/drivers/lab/array-functions';
 import { LabState } from '../../src/lab/state';
@@ -70,13 +71,27 @@ describe('the worker holding backup mode killed', () => {
       const source = await sha256(lab.dataVolume('vm-001'));
 
       const first = await startWorkerProcess(lab, procs);
-      const handle = await kura.startBackup('vm-001', { method: 'split' });
-      // Killed while its session is in backup mode.
-      await eventually(async () => (await pg.sessions()).length === 1, 30_000);
-      const held = (await pg.sessions())[0]!;
-      expect(held.application_name).toBe(`kura ${handle.workflowId} round 1`);
-      first.kill('SIGKILL');
-      await new Promise((r) => first.once('exit', r));
+      // Backup mode lasts only as long as the split, a few hundred milliseconds here: too short to
+      // aim a kill at on a loaded machine. Holding the lab state's write lock keeps the split from
+      // recording itself (reads go on), so the session waits in backup mode for the kill.
+      const lock = new Database(lab.paths.labState);
+      lock.exec('BEGIN IMMEDIATE');
+      let handle: Awaited<ReturnType<Kura['startBackup']>>;
+      try {
+        handle = await kura.startBackup('vm-001', { method: 'split' });
+        // Killed while its session is in backup mode: pg_backup_start has returned and the session idles.
+        await eventually(async () => {
+          const s = await pg.sessions();
+          return s.length === 1 && s[0]!.state === 'idle' && s[0]!.query.includes('pg_backup_start');
+        }, 30_000);
+        const held = (await pg.sessions())[0]!;
+        expect(held.application_name).toBe(`kura ${handle.workflowId} round 1`);
+        first.kill('SIGKILL');
+        await new Promise((r) => first.once('exit', r));
+      } finally {
+        lock.exec('ROLLBACK');
+        lock.close();
+      }
 
       // PostgreSQL ended the session and aborted its backup: nothing is left in backup mode.
       await eventually(async () => (await pg.sessions()).length === 0, 10_000);

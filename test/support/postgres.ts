@@ -76,7 +76,7 @@ export interface TestServer {
   port: number;
   logFile: string;
   query<R extends Record<string, unknown>>(sql: string, params?: unknown[]): Promise<R[]>;
-  sessions(prefix?: string): Promise<{ pid: number; application_name: string; query: string }[]>;
+  sessions(prefix?: string): Promise<{ pid: number; application_name: string; query: string; state: string }[]>;
   stop(): Promise<void>;
 }
 
@@ -116,8 +116,8 @@ export async function startServer(data: string, dir: string): Promise<TestServer
     logFile,
     query,
     sessions: (prefix = 'kura ') =>
-      query<{ pid: number; application_name: string; query: string }>(
-        "SELECT pid, application_name, query FROM pg_stat_activity WHERE backend_type = 'client backend' AND starts_with(application_name, $1)",
+      query<{ pid: number; application_name: string; query: string; state: string }>(
+        "SELECT pid, application_name, query, state FROM pg_stat_activity WHERE backend_type = 'client backend' AND starts_with(application_name, $1)",
         [prefix],
       ),
     async stop() {
