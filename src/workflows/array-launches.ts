@@ -8,13 +8,55 @@
 import { ApplicationFailure, CancellationScope, condition, isCancellation, setHandler } from '@temporalio/workflow';
 import { ErrorType } from '../domain/errors';
 import type { PairInfo, SnapshotInfo, VolumeRef } from '../drivers/types';
-import { StepStatus, type BackupModeRecord, type JobTuning } from '../domain/jobs';
+import { StepStatus, type BackupModeRecord, type JobTuning, type ResolvedTarget } from '../domain/jobs';
 import type { Compensations } from './compensations';
 import type { OperationState } from './operation-state';
-import { replanStopped, type OperationPlanInput } from './operation-plan';
+import { replanStopped, type EngineKind, type OperationPlanInput } from './operation-plan';
 import { holdActivities, hookActivities, pairWaitActivities, type ControlActivities } from './proxies';
 import { deviceTrouble, rootFailure } from './failures';
 import { backupModeEnteredSignal, backupModeReleasedQuery } from '../messages';
+
+/**
+ * Step 2 for every kind: the target's volume; its pair (for a split, refused when it has none; a
+ * snapshot needs none); the application's hook. A plain backup needs neither.
+ */
+export async function resolveOperation(
+  control: ControlActivities,
+  req: { site: string; target: string },
+  kind: EngineKind,
+): Promise<{ resolved: ResolvedTarget; pair: OperationPlanInput['pair']; hook: OperationPlanInput['hook'] }> {
+  const resolved = await control.resolveTarget({ site: req.site, target: req.target });
+  if (kind === 'backup') return { resolved, pair: null, hook: { kind: 'none', timeoutMs: 0 } };
+  const ref = { site: req.site, array: resolved.array, volume: resolved.volume };
+  const pair = kind === 'snapshot-backup' ? null : await control.pairOf(ref);
+  if (kind === 'split-backup' && pair === null)
+    throw ApplicationFailure.nonRetryable(
+      `volume ${resolved.array}/${resolved.volume} (${req.target}) has no pair, so there is nothing to split; back it up with --method snapshot or direct, or pair it first with \`kura san refresh ${req.target}\``,
+      ErrorType.InvalidInput,
+    );
+  const hook = await control.applicationHook({ site: req.site, target: req.target });
+  return { resolved, pair, hook };
+}
+
+/** What step 3 plans from, for every kind: step 2's findings and the request's split settings. */
+export function operationPlanInput(
+  kind: EngineKind,
+  req: { target: string; pairWaitMs: number; throughput: OperationPlanInput['throughput'] },
+  found: { resolved: ResolvedTarget; pair: OperationPlanInput['pair']; hook: OperationPlanInput['hook'] },
+): OperationPlanInput {
+  const { resolved } = found;
+  return {
+    kind,
+    target: req.target,
+    array: resolved.array,
+    volume: resolved.volume,
+    sizeBytes: resolved.sizeBytes,
+    pair: found.pair,
+    hook: found.hook,
+    pairWaitMs: req.pairWaitMs,
+    throughput: req.throughput,
+  };
+}
 
 /** What the launches of one operation share. */
 export interface ArrayLaunch {

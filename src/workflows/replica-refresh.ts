@@ -9,12 +9,12 @@ import { ApplicationFailure, isCancellation, upsertSearchAttributes, workflowInf
 import { ReplicaRefreshRequestSchema, type ReplicaRefreshRequest, type ReplicaReport } from '../domain/jobs';
 import { ErrorType } from '../domain/errors';
 import { KuraKind, KuraSite, KuraTarget, JobKind } from '../search-attributes';
-import { planOperation, type OperationPlanInput } from './operation-plan';
+import { planOperation } from './operation-plan';
 import { controlActivities } from './proxies';
 import { acceptInput } from './failures';
 import { Compensations } from './compensations';
 import { OperationState } from './operation-state';
-import { splitPair, syncPair, type ArrayLaunch } from './array-launches';
+import { operationPlanInput, resolveOperation, splitPair, syncPair, type ArrayLaunch } from './array-launches';
 
 /** Refreshes one target's replica and keeps it split. */
 export async function replicaRefresh(input: ReplicaRefreshRequest): Promise<ReplicaReport> {
@@ -33,28 +33,15 @@ export async function replicaRefresh(input: ReplicaRefreshRequest): Promise<Repl
 
   // 2. Resolve: the volume, its pair as it stands, the application's hook.
   op.enter('resolve', `resolving ${req.target}`);
-  const found = await (async () => {
-    const resolved = await control.resolveTarget({ site: req.site, target: req.target });
-    const ref = { site: req.site, array: resolved.array, volume: resolved.volume };
-    const pair = await control.pairOf(ref);
-    const hook = await control.applicationHook({ site: req.site, target: req.target });
-    return { resolved, ref, pair, hook };
-  })().catch((err) => op.fail(`replica-refresh of ${req.target} refused`, err));
-  const { resolved, ref } = found;
+  const found = await resolveOperation(control, req, 'replica-refresh').catch((err) =>
+    op.fail(`replica-refresh of ${req.target} refused`, err),
+  );
+  const { resolved } = found;
+  const ref = { site: req.site, array: resolved.array, volume: resolved.volume };
 
   // 3. Plan the launches.
   op.enter('plan', 'planning');
-  const plan: OperationPlanInput = {
-    kind: 'replica-refresh',
-    target: req.target,
-    array: resolved.array,
-    volume: resolved.volume,
-    sizeBytes: resolved.sizeBytes,
-    pair: found.pair,
-    hook: found.hook,
-    pairWaitMs: req.pairWaitMs,
-    throughput: req.throughput,
-  };
+  const plan = operationPlanInput('replica-refresh', req, found);
   op.steps = planOperation(plan);
   op.bytesTotal = resolved.sizeBytes;
   const undo = new Compensations();

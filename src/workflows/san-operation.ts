@@ -18,13 +18,7 @@ import {
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
-import {
-  BackupRequestSchema,
-  kindOfMethod,
-  type BackupReport,
-  type BackupRequest,
-  type ResolvedTarget,
-} from '../domain/jobs';
+import { BackupRequestSchema, kindOfMethod, type BackupReport, type BackupRequest } from '../domain/jobs';
 import { backupIdFor, PIECE_HEADER_BYTES, type PieceRecord } from '../domain/catalog';
 import { ErrorType } from '../domain/errors';
 import { KuraKind, KuraSite, KuraTarget, JobKind } from '../search-attributes';
@@ -37,17 +31,18 @@ import {
   type EngineKind,
   type OperationPlanInput,
 } from './operation-plan';
-import {
-  backupPoolActivities,
-  controlActivities,
-  localControlActivities,
-  poolActivities,
-  type ControlActivities,
-} from './proxies';
+import { backupPoolActivities, controlActivities, localControlActivities, poolActivities } from './proxies';
 import { acceptInput, reportBackupFailure } from './failures';
 import { Compensations } from './compensations';
 import { OperationState } from './operation-state';
-import { splitPair, syncPair, takeSnapshot, type ArrayLaunch } from './array-launches';
+import {
+  operationPlanInput,
+  resolveOperation,
+  splitPair,
+  syncPair,
+  takeSnapshot,
+  type ArrayLaunch,
+} from './array-launches';
 import {
   copyFailover,
   copyParallel,
@@ -104,15 +99,7 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
   op.enter('plan', 'planning');
   const pieces = planPieces(resolved.sizeBytes, chunkSizeFor(resolved.sizeBytes, req.chunks, req.chunkSize));
   const plan: OperationPlanInput = {
-    kind,
-    target: req.target,
-    array: resolved.array,
-    volume: resolved.volume,
-    sizeBytes: resolved.sizeBytes,
-    pair: found.pair,
-    hook: found.hook,
-    pairWaitMs: req.pairWaitMs,
-    throughput: req.throughput,
+    ...operationPlanInput(kind, req, found),
     copy: { pieces, streams: req.streams, mode: req.mode },
     snapshot: snapshotNameFor(workflowId),
   };
@@ -276,25 +263,6 @@ function acceptKind(req: { kind: EngineKind; method?: BackupRequest['method'] })
       ErrorType.InvalidInput,
     );
   return byMethod;
-}
-
-/** Step 2 for every kind: the target's volume; for a split, its pair (refused when it has none); the hook. */
-async function resolveOperation(
-  control: ControlActivities,
-  req: { site: string; target: string },
-  kind: EngineKind,
-): Promise<{ resolved: ResolvedTarget; pair: OperationPlanInput['pair']; hook: OperationPlanInput['hook'] }> {
-  const resolved = await control.resolveTarget({ site: req.site, target: req.target });
-  if (kind === 'backup') return { resolved, pair: null, hook: { kind: 'none', timeoutMs: 0 } };
-  const ref = { site: req.site, array: resolved.array, volume: resolved.volume };
-  const pair = kind === 'snapshot-backup' ? null : await control.pairOf(ref);
-  if (kind === 'split-backup' && pair === null)
-    throw ApplicationFailure.nonRetryable(
-      `volume ${resolved.array}/${resolved.volume} (${req.target}) has no pair, so there is nothing to split; back it up with --method snapshot or direct, or pair it first with \`kura san refresh ${req.target}\``,
-      ErrorType.InvalidInput,
-    );
-  const hook = await control.applicationHook({ site: req.site, target: req.target });
-  return { resolved, pair, hook };
 }
 
 /** The image the copy to tape reads, and where it came from. */
