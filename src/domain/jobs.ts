@@ -102,18 +102,23 @@ export const ThroughputSchema = z.object({
 });
 export type Throughput = z.infer<typeof ThroughputSchema>;
 
-export const BackupRequestSchema = z.object({
-  /** Older requests name only `backup`; `method` then picks the kind. */
-  kind: z.enum([OperationKind.Backup, OperationKind.SplitBackup, OperationKind.SnapshotBackup]),
-  /** `direct`, `split` or `snapshot`: the same as kind `backup`, `split-backup`, `snapshot-backup`. */
-  method: BackupMethodSchema.optional(),
-  /** How long a split waits for the pair to be in sync before it falls back to a snapshot. */
+/** What every operation on a pair is planned with: its wait for the pair, and the expected rates. */
+const PairSettingsSchema = z.object({
+  /** How long an operation waits for the pair to be in sync (a split then falls back to a snapshot). */
   pairWaitMs: z
     .number()
     .int()
     .min(0)
     .default(10 * 60_000),
   throughput: ThroughputSchema.default(ThroughputSchema.parse({})),
+});
+
+export const BackupRequestSchema = z.object({
+  /** Older requests name only `backup`; `method` then picks the kind. */
+  kind: z.enum([OperationKind.Backup, OperationKind.SplitBackup, OperationKind.SnapshotBackup]),
+  /** `direct`, `split` or `snapshot`: the same as kind `backup`, `split-backup`, `snapshot-backup`. */
+  method: BackupMethodSchema.optional(),
+  ...PairSettingsSchema.shape,
   site: NameSchema,
   /** A VM name (its data volume) or array/volume. */
   target: z.string().min(1),
@@ -133,12 +138,7 @@ export const ReplicaRefreshRequestSchema = z.object({
   target: z.string().min(1),
   requestedBy: z.string().min(1),
   requestedAt: IsoTimeSchema,
-  pairWaitMs: z
-    .number()
-    .int()
-    .min(0)
-    .default(10 * 60_000),
-  throughput: ThroughputSchema.default(ThroughputSchema.parse({})),
+  ...PairSettingsSchema.shape,
   tuning: JobTuningSchema,
 });
 export type ReplicaRefreshRequest = z.input<typeof ReplicaRefreshRequestSchema>;
