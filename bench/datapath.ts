@@ -26,6 +26,7 @@ import { InvalidInputError } from '../src/domain/errors';
 import { formatBytes, parseDuration, parseSize } from '../src/domain/units';
 import { BenchNbdClient } from './support/nbd-client';
 import { printVerdict } from './support/verdict';
+import { freePort } from '../src/stack/devserver';
 
 const MiB = 1024 * 1024;
 const IO = 4096;
@@ -179,14 +180,6 @@ async function qemuBench(url: string, c: QemuCase): Promise<number> {
   const m = /Run completed in ([\d.]+) seconds/.exec(out);
   if (code !== 0 || !m) throw new Error(`qemu-img ${argv.join(' ')} failed (${code}): ${out}`);
   return Number(m[1]);
-}
-
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-  const port = (srv.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
 }
 
 async function waitForPort(port: number): Promise<void> {

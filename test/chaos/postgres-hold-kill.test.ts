@@ -8,14 +8,13 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import * as path from 'node:path';
 import { LabArrayFunctions } from '../../src/drivers/lab/array-functions';
 import { LabState } from '../../src/lab/state';
 import type { Kura } from '../../src/client';
 import { connectKura, eventually, makeLab, sha256, startWorkerProcess, type TestLab } from '../support/harness';
-import { PG_PASSWORD, startPostgres, type TestPostgres } from '../support/postgres';
+import { loggedBackupAbort, PG_PASSWORD, startPostgres, type TestPostgres } from '../support/postgres';
 
 let pg: TestPostgres;
 let lab: TestLab;
@@ -95,15 +94,7 @@ describe('the worker holding backup mode killed', () => {
 
       // PostgreSQL ended the session and aborted its backup: nothing is left in backup mode.
       await eventually(async () => (await pg.sessions()).length === 0, 10_000);
-      await eventually(
-        () =>
-          Promise.resolve(
-            readFileSync(pg.logFile, 'utf8').includes(
-              'aborting backup due to backend exiting before pg_backup_stop was called',
-            ),
-          ),
-        10_000,
-      );
+      await eventually(() => Promise.resolve(loggedBackupAbort(pg)), 10_000);
 
       await startWorkerProcess(lab, procs);
       const report = await handle.result();

@@ -14,7 +14,7 @@ import { PostgresHookSchema } from '../../src/domain/inventory';
 import { PostgresHook } from '../../src/drivers/postgres-hook';
 import { AccessDeniedError } from '../../src/domain/errors';
 import { eventually } from '../support/harness';
-import { PG_PASSWORD, startPostgres, startServer, type TestPostgres } from '../support/postgres';
+import { loggedBackupAbort, PG_PASSWORD, startPostgres, startServer, type TestPostgres } from '../support/postgres';
 
 const run = promisify(execFile);
 
@@ -158,15 +158,7 @@ describe('the postgres hook', () => {
       child.kill('SIGKILL');
       await eventually(async () => (await pg.sessions()).length === 0, 10_000);
       // PostgreSQL aborted the backup of the session that ended without pg_backup_stop.
-      await eventually(
-        () =>
-          Promise.resolve(
-            readFileSync(pg.logFile, 'utf8').includes(
-              'aborting backup due to backend exiting before pg_backup_stop was called',
-            ),
-          ),
-        10_000,
-      );
+      await eventually(() => Promise.resolve(loggedBackupAbort(pg)), 10_000);
     } finally {
       if (child.exitCode === null) child.kill('SIGKILL');
     }

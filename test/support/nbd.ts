@@ -4,19 +4,12 @@
  * what the volume must hold.
  */
 import { execFile } from 'node:child_process';
-import * as net from 'node:net';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
 
 /** A port nobody listens on right now (the kernel picks it). */
-export async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-  const port = (srv.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
+export { freePort } from '../../src/stack/devserver';
 
 export function nbdUrl(port: number, exportName: string): string {
   return `nbd://127.0.0.1:${port}/${exportName}`;

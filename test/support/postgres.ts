@@ -5,11 +5,11 @@
  */
 import { execFile } from 'node:child_process';
 import { chownSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { Client } from 'pg';
+import { freePort } from '../../src/stack/devserver';
 
 const run = promisify(execFile);
 const BIN = '/usr/lib/postgresql/15/bin';
@@ -24,19 +24,16 @@ export interface TestPostgres extends TestServer {
   stop(): Promise<void>;
 }
 
+/** What PostgreSQL logs when a session ends in backup mode without pg_backup_stop. */
+const BACKUP_ABORTED = 'aborting backup due to backend exiting before pg_backup_stop was called';
+
+/** True once the server has logged that it aborted a backup whose session ended without a stop. */
+export function loggedBackupAbort(server: Pick<TestServer, 'logFile'>): boolean {
+  return readFileSync(server.logFile, 'utf8').includes(BACKUP_ABORTED);
+}
+
 /** Whether PostgreSQL 15 is installed where the tests expect it. */
 export const havePostgres = existsSync(path.join(BIN, 'initdb'));
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 /** Creates and starts a cluster; the caller stops it. */
 export async function startPostgres(): Promise<TestPostgres> {
