@@ -17,6 +17,9 @@ import { sha256Hex } from '../datamover/sha256';
 import { ChecksumMismatchError, DestinationExistsError, InvalidInputError, NotFoundError } from '../domain/errors';
 import { checkRestoreDestination } from '../config/targets';
 import { parseWith } from '../domain/validate';
+import { NameSchema } from '../domain/inventory';
+import { RestoreVolumeSchema } from '../domain/jobs';
+import type { Drivers } from '../drivers/types';
 import { mapFailures } from './failures';
 
 const DiskPieceInput = z.object({
@@ -27,10 +30,19 @@ const DiskPieceInput = z.object({
   destination: z.object({ path: z.string().min(1), offset: z.number().int().min(0) }),
 });
 const RestorePaths = z.object({ destination: z.string().min(1), job: z.string().min(1) });
+const VolumeRestoreInput = RestoreVolumeSchema.extend({ site: NameSchema, job: z.string().min(1) });
+const VolumeAllocation = VolumeRestoreInput.extend({ sizeBytes: z.number().int().positive() });
 
-/** Creates the restore destination activities bound to one configuration's home and restore roots. */
-export function createRestoreFileActivities(deps: { loaded: LoadedConfig; paths: KuraPaths }) {
-  const { loaded, paths } = deps;
+/**
+ * Creates the restore destination activities bound to one configuration's home and restore roots,
+ * and to the arrays that create new volumes for restores.
+ */
+export function createRestoreFileActivities(deps: {
+  loaded: LoadedConfig;
+  paths: KuraPaths;
+  drivers: Pick<Drivers, 'volumes'>;
+}) {
+  const { loaded, paths, drivers } = deps;
 
   return {
     /**
@@ -144,6 +156,39 @@ export function createRestoreFileActivities(deps: { loaded: LoadedConfig; paths:
           await dir.close();
         }
         return { sha256, sizeBytes: size };
+      });
+    },
+
+    /**
+     * Allocates the new volume a restore goes to, on its array, and names the volume's image as the
+     * destination and a partial file beside it, like a restore to a file: the pieces go to the
+     * partial file and only a verified image becomes the volume's. Idempotent for the same job.
+     */
+    async prepareVolumeRestore(
+      input: z.input<typeof VolumeAllocation>,
+    ): Promise<{ destination: string; partial: string }> {
+      return mapFailures(async () => {
+        const { site, array, volume, sizeBytes, job } = parseWith(VolumeAllocation, input, 'restore volume');
+        const { file } = await drivers.volumes.allocateVolume({ site, array, volume }, sizeBytes, job);
+        return { destination: file, partial: partialPath(file, job) };
+      });
+    },
+
+    /** Has the array serve the restored volume once its image is verified; answers where hosts reach it. */
+    async commitVolumeRestore(
+      input: z.input<typeof VolumeRestoreInput>,
+    ): Promise<{ sizeBytes: number; nbdUri: string }> {
+      return mapFailures(async () => {
+        const { site, array, volume, job } = parseWith(VolumeRestoreInput, input, 'restore volume');
+        return drivers.volumes.commitVolume({ site, array, volume }, job);
+      });
+    },
+
+    /** Gives the volume of a failed restore back to its array's free pool. */
+    async releaseVolumeRestore(input: z.input<typeof VolumeRestoreInput>): Promise<void> {
+      return mapFailures(async () => {
+        const { site, array, volume, job } = parseWith(VolumeRestoreInput, input, 'restore volume');
+        await drivers.volumes.releaseVolume({ site, array, volume }, job);
       });
     },
 

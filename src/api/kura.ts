@@ -19,7 +19,15 @@ import { BackupIdSchema } from '../domain/catalog';
 import { OnlineSettingsSchema, type OnlineSettings } from '../domain/datapath';
 import { ErrorType, KuraError } from '../domain/errors';
 import { parseWith } from '../domain/validate';
-import { kindOfMethod, type BackupMethod, type CopySettings, type JobTuning, type PlanView } from '../domain/jobs';
+import {
+  kindOfMethod,
+  RestoreVolumeSchema,
+  type BackupMethod,
+  type CopySettings,
+  type JobTuning,
+  type PlanView,
+  type RestoreVolume,
+} from '../domain/jobs';
 import { planQuery } from '../messages';
 import { JobKind, KuraKind, KuraSite, KuraTarget } from '../search-attributes';
 import type {
@@ -210,17 +218,20 @@ export class Kura {
     return out;
   }
 
-  /** Starts a restore of a backup into a new file. */
+  /**
+   * Starts a restore of a backup into a new file, or into a new volume `{ array, volume }` that the
+   * array (driver: qsd) creates from its free pool and serves to hosts once the image is verified.
+   */
   async startRestore(
     backupId: string,
-    destination: string,
+    destination: string | RestoreVolume,
     opts: JobOptions = {},
   ): Promise<WorkflowHandle<typeof restore>> {
     return this.launch(this.restoreJob(backupId, destination, opts));
   }
 
   /** The start of a restore as `startRestore` makes it, without starting it. */
-  restoreJob(backupId: string, destination: string, opts: JobOptions = {}): JobStart<typeof restore> {
+  restoreJob(backupId: string, destination: string | RestoreVolume, opts: JobOptions = {}): JobStart<typeof restore> {
     parseWith(BackupIdSchema, backupId, 'backup id');
     const requestedAt = opts.requestedAt ?? new Date().toISOString();
     const target = backupId.slice(0, backupId.lastIndexOf('@'));
@@ -229,7 +240,9 @@ export class Kura {
       args: [
         {
           backupId,
-          destination,
+          ...(typeof destination === 'string'
+            ? { destination }
+            : { toVolume: parseWith(RestoreVolumeSchema, destination, 'restore volume') }),
           requestedBy: opts.requestedBy ?? cliUser(),
           requestedAt,
           tuning: this.tuning(opts.tuning),
@@ -238,7 +251,7 @@ export class Kura {
       kind: JobKind.Restore,
       target,
       site: site.name,
-      summary: `restore of ${backupId} to ${destination}`,
+      summary: `restore of ${backupId} to ${typeof destination === 'string' ? destination : `a new volume ${destination.array}/${destination.volume}`}`,
     });
   }
 

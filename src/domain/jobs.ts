@@ -143,14 +143,25 @@ export const ReplicaRefreshRequestSchema = z.object({
 });
 export type ReplicaRefreshRequest = z.input<typeof ReplicaRefreshRequestSchema>;
 
-export const RestoreRequestSchema = z.object({
-  backupId: BackupIdSchema,
-  /** Absolute path of the file to create; it must lie under a configured restore root. */
-  destination: z.string().min(1),
-  requestedBy: z.string().min(1),
-  requestedAt: IsoTimeSchema,
-  tuning: JobTuningSchema,
-});
+/** A new volume a restore creates on an array whose engine can (driver: qsd), in the backup's site. */
+export const RestoreVolumeSchema = z.object({ array: NameSchema, volume: NameSchema });
+export type RestoreVolume = z.infer<typeof RestoreVolumeSchema>;
+
+export const RestoreRequestSchema = z
+  .object({
+    backupId: BackupIdSchema,
+    /** Absolute path of the file to create; it must lie under a configured restore root. */
+    destination: z.string().min(1).optional(),
+    /** Or a new volume to create and restore into, which the array then serves to hosts. */
+    toVolume: RestoreVolumeSchema.optional(),
+    requestedBy: z.string().min(1),
+    requestedAt: IsoTimeSchema,
+    tuning: JobTuningSchema,
+  })
+  .refine((r) => (r.destination === undefined) !== (r.toVolume === undefined), {
+    message: 'a restore goes to a new file (destination) or to a new volume (toVolume): give exactly one of them',
+    path: ['destination'],
+  });
 export type RestoreRequest = z.input<typeof RestoreRequestSchema>;
 
 /** The six steps of seed 003's management sequence. */
@@ -311,7 +322,10 @@ export interface ReplicaReport extends ResolvedTarget {
 export interface RestoreReport {
   backupId: string;
   workflowId: string;
+  /** The restored file: the new volume's image when the restore went to a volume. */
   destination: string;
+  /** The new volume the restore created, and where hosts reach it (absent for a restore to a file). */
+  volume?: RestoreVolume & { nbdUri: string };
   sizeBytes: number;
   sha256: string;
   pieces: number;

@@ -11,6 +11,7 @@ import { InvalidInputError, NotFoundError } from '../domain/errors';
 import type {
   ArrayFunctions,
   PairInfo,
+  RestoreVolumes,
   SnapshotInfo,
   StorageDriver,
   VolumeImages,
@@ -27,11 +28,11 @@ export interface LabArrayDrivers {
 }
 
 /**
- * One object that is the StorageDriver, the ArrayFunctions and the copy device's VolumeImages of a
- * worker, whatever engine each array runs on. Wire it as all three:
+ * One object that is the StorageDriver, the ArrayFunctions, the copy device's VolumeImages and the
+ * restores' RestoreVolumes of a worker, whatever engine each array runs on. Wire it as all four:
  * `const arrays = new ByArrayDrivers(loaded, paths, lab)`.
  */
-export class ByArrayDrivers implements StorageDriver, ArrayFunctions, VolumeImages {
+export class ByArrayDrivers implements StorageDriver, ArrayFunctions, VolumeImages, RestoreVolumes {
   readonly qsd: QsdDriver;
 
   constructor(
@@ -64,6 +65,24 @@ export class ByArrayDrivers implements StorageDriver, ArrayFunctions, VolumeImag
         `no copy device reads the lab array ${ref.site}/${ref.array} through this dispatcher; give it the lab's images`,
       );
     return this.lab.images.imageFile(ref, readPath);
+  }
+
+  async allocateVolume(ref: VolumeRef, sizeBytes: number, job: string): Promise<{ file: string }> {
+    return this.restoreVolumes(ref).allocateVolume(ref, sizeBytes, job);
+  }
+  async commitVolume(ref: VolumeRef, job: string): Promise<{ sizeBytes: number; nbdUri: string }> {
+    return this.restoreVolumes(ref).commitVolume(ref, job);
+  }
+  async releaseVolume(ref: VolumeRef, job: string): Promise<void> {
+    return this.restoreVolumes(ref).releaseVolume(ref, job);
+  }
+
+  /** Only an engine with a block layer of its own creates volumes; the lab's arrays are kura.yaml's files. */
+  private restoreVolumes(ref: VolumeRef): RestoreVolumes {
+    if (this.driverOf(ref.site, ref.array) === ArrayDriver.qsd) return this.qsd;
+    throw new InvalidInputError(
+      `array ${ref.site}/${ref.array} runs on the lab's files, whose volumes are kura.yaml's; restore to a new volume on an array with driver: qsd, or restore to a file`,
+    );
   }
 
   async describeVolume(site: string, array: string, volume: string): Promise<VolumeInfo> {

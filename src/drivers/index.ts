@@ -40,6 +40,7 @@ export function labDrivers(
     // The copy reads each volume's images where its array's engine says they are.
     copy: new LabCopyDevice(loaded, paths, state, opts, arrays),
     arrays,
+    volumes: arrays,
   };
 }
 

@@ -103,6 +103,23 @@ export interface VolumeImages {
   imageFile(ref: VolumeRef, readPath?: string): Promise<{ file: string; sizeBytes: number }>;
 }
 
+/**
+ * New volumes an array creates for a restore (seed 003: a volume allocated from the array's free
+ * space), so a host can mount the restored image. Each call names the restore job that owns the
+ * volume; only that job writes it, commits it or gives it back.
+ */
+export interface RestoreVolumes {
+  /**
+   * Allocates the volume `ref` of `sizeBytes` and returns the file its image is restored into; the
+   * same job asking again gets the same file. DestinationExistsError when the array has the name.
+   */
+  allocateVolume(ref: VolumeRef, sizeBytes: number, job: string): Promise<{ file: string }>;
+  /** Serves the volume once its restored image is verified in `file`; returns where hosts reach it. */
+  commitVolume(ref: VolumeRef, job: string): Promise<{ sizeBytes: number; nbdUri: string }>;
+  /** Gives back a volume whose restore failed; a committed volume is left alone. */
+  releaseVolume(ref: VolumeRef, job: string): Promise<void>;
+}
+
 export interface TapeAddress {
   site: string;
   library: string;
@@ -351,4 +368,6 @@ export interface Drivers {
   fabric: FabricDriver;
   copy: CopyDeviceDriver;
   arrays: ArrayFunctions;
+  /** New volumes for restores, on the arrays whose engine can create them. */
+  volumes: RestoreVolumes;
 }

@@ -7,7 +7,9 @@
  * one the restore fails naming the cartridge. A cartridge behind a device marked unavailable is given
  * up at once, not waited for in the pool's queue, unless the request asks to wait for such devices
  * (`kura restore --wait`) and no other copy can stand in; the progress then says what it waits for.
- * A failed restore leaves nothing at the destination.
+ * A failed restore leaves nothing at the destination. A restore to a new volume (`toVolume`) has the
+ * array allocate it from its free pool, writes its image the same way, and has the array serve it
+ * to hosts once verified; a failed one gives the volume back.
  */
 import {
   ApplicationFailure,
@@ -16,20 +18,20 @@ import {
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
-import { RestoreRequestSchema, type RestoreReport, type RestoreRequest } from '../domain/jobs';
+import { RestoreRequestSchema, type PlanStep, type RestoreReport, type RestoreRequest } from '../domain/jobs';
 import { DISK_LIBRARY, type PieceRecord } from '../domain/catalog';
 import { UnavailableBlockSchema, type Stream, type UnavailableBlock } from '../domain/pool';
 import { bringBackHint, describeUnavailable } from '../domain/pool-tables';
 import { formatDuration } from '../domain/units';
 import { KuraKind, KuraSite, KuraTarget, JobKind } from '../search-attributes';
-import { groupByTape, planRestoreSteps, replanRestore, zoneName, type Mount } from './plan';
+import { groupByTape, planRestoreSteps, replanRestore, step, zoneName, type Mount } from './plan';
 import { acceptInput, rootFailure } from './failures';
 import { Compensations } from './compensations';
 import { OperationState } from './operation-state';
 import { controlActivities, copyActivities, poolActivities } from './proxies';
 import { ErrorType } from '../domain/errors';
 
-/** Restores one backup into a new file under a restore root. */
+/** Restores one backup into a new file under a restore root, or into a new volume of an array. */
 export async function restore(input: RestoreRequest): Promise<RestoreReport> {
   const { workflowId } = workflowInfo();
   const op = new OperationState(workflowId, 'restore', input.backupId);
@@ -50,9 +52,13 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
     { key: KuraTarget, value: backup.target },
     { key: KuraSite, value: backup.site },
   ]);
-  const target = await control
-    .prepareRestore({ destination: req.destination, job: workflowId })
-    .catch((err) => op.fail(`restore of ${req.backupId} refused`, err));
+  // A new volume is allocated on its array (from its free pool) and written like a new file.
+  const toVolume = req.toVolume && { site: backup.site, ...req.toVolume, job: workflowId };
+  const target = await (
+    toVolume
+      ? control.prepareVolumeRestore({ ...toVolume, sizeBytes: backup.sizeBytes })
+      : control.prepareRestore({ destination: req.destination ?? '', job: workflowId })
+  ).catch((err) => op.fail(`restore of ${req.backupId} refused`, err));
 
   // Plan: every piece from the lowest-numbered copy whose cartridge is not given up on; one mount
   // per run of consecutive pieces on the same cartridge.
@@ -70,13 +76,24 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
         .map(choose)
         .filter((p): p is PieceRecord => p !== undefined),
     );
-  op.steps = planRestoreSteps(planFrom(0), target.destination);
+  const withVolume = (steps: PlanStep[]): PlanStep[] =>
+    toVolume
+      ? [
+          ...steps,
+          {
+            ...step('serve-volume', `serve ${toVolume.array}/${toVolume.volume} to hosts`, 'array', ['finish']),
+            device: toVolume.array,
+          },
+        ]
+      : steps;
+  op.steps = withVolume(planRestoreSteps(planFrom(0), target.destination));
   op.bytesTotal = backup.sizeBytes;
 
   // 2040–2110: for each cartridge, reserve, zone, load, read, unload, unzone, release.
   op.enter('launch', 'restoring');
   const startedAt = new Date().toISOString();
   const undo = new Compensations();
+  if (toVolume) undo.add('give the volume back', () => control.releaseVolumeRestore(toVolume));
   undo.add('discard the partial file', () => control.discardRestore({ partial: target.partial }));
   const copiesUsed = new Set<number>();
   try {
@@ -97,7 +114,15 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
         mount.pieces.slice(0, done.pieces).forEach((p) => copiesUsed.add(p.copy));
         const root = rootFailure(err);
         skipped.push({ tape: mount.tape, type: root.type, message: root.message });
-        op.steps = replanRestore(op.steps, i, mount, planFrom(next), target.destination);
+        op.steps = withVolume(
+          replanRestore(
+            op.steps.filter((s) => s.id !== 'serve-volume'),
+            i,
+            mount,
+            planFrom(next),
+            target.destination,
+          ),
+        );
         op.activity = `cartridge ${mount.tape} given up (${root.message}); reading the rest from another copy`;
       }
     }
@@ -112,11 +137,20 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
       }),
     );
 
-    op.enter('done', `restored ${backup.sizeBytes} bytes to ${target.destination}`);
+    // The volume is served only once its image is verified and in place.
+    const served = toVolume && (await op.step('serve-volume', () => control.commitVolumeRestore(toVolume)));
+
+    op.enter(
+      'done',
+      `restored ${backup.sizeBytes} bytes to ${toVolume ? `volume ${toVolume.array}/${toVolume.volume}` : target.destination}`,
+    );
     return {
       backupId: backup.backupId,
       workflowId,
       destination: target.destination,
+      ...(toVolume && served
+        ? { volume: { array: toVolume.array, volume: toVolume.volume, nbdUri: served.nbdUri } }
+        : {}),
       sizeBytes: verified.sizeBytes,
       sha256: verified.sha256,
       pieces: pieceNumbers.length,

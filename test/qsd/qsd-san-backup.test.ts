@@ -2,7 +2,8 @@
  * The SAN engine on a qemu-storage-daemon array, through Kura's workers and a real Temporal server:
  * a split-backup copies the split replica, a snapshot-backup the copy-before-write snapshot and a
  * plain backup the volume's image, each to tape and back byte-identical to the image of its
- * instant; the copy device reads only the images the array's engine names, never another file.
+ * instant; the copy device reads only the images the array's engine names, never another file. A
+ * restore can also go to a new volume the array allocates from its free pool and serves to hosts.
  */
 import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
@@ -13,7 +14,7 @@ import { InvalidInputError } from '../../src/domain/errors';
 import { labDrivers } from '../../src/drivers';
 import { LabState } from '../../src/lab/state';
 import type { KuraWorkers } from '../../src/worker';
-import { connectKura, sha256, startWorkers } from '../support/harness';
+import { connectKura, failureOf, sha256, startWorkers } from '../support/harness';
 import { run } from '../support/qsd';
 import { makeQsdLab, QSD_ARRAY, type QsdTestLab } from '../support/qsd-site';
 
@@ -74,6 +75,42 @@ describe('backups of a volume on a qemu-storage-daemon array', () => {
     // The engine resynchronised the pair after the copy.
     expect((await lab.qsd.pairStatus(lab.ref('vm-001'))).state).toBe('in-sync');
     await lab.qsd.deletePair(lab.ref('vm-001'));
+
+    // Restored to a new volume of the array, which serves it to a host once verified.
+    const restored = await (
+      await kura.startRestore(report.backupId, { array: QSD_ARRAY, volume: 'vm-001-restored' })
+    ).result();
+    expect(restored.volume).toEqual({
+      array: QSD_ARRAY,
+      volume: 'vm-001-restored',
+      nbdUri: a.nbdUri('vm-001-restored'),
+    });
+    expect(restored.destination).toBe(a.imagePath('vm-001-restored'));
+    expect(restored.sha256).toBe(atSplit);
+    const hostFile = await a.attachHost('vm-001-restored');
+    try {
+      expect(await sha256(hostFile)).toBe(atSplit);
+    } finally {
+      await a.detachHost('vm-001-restored');
+    }
+  });
+
+  it('refuses to restore into a volume the array has already, changing nothing', async () => {
+    const a = lab.array();
+    const report = await (await kura.startBackup('vm-002', { method: 'direct' })).result();
+    const before = await fs.readFile(a.paths.stateFile, 'utf8');
+    for (const volume of ['vm-001-data', 'vm-001-restored']) {
+      const err = await (
+        await kura.startRestore(report.backupId, { array: QSD_ARRAY, volume })
+      )
+        .result()
+        .catch((e: unknown) => e);
+      expect(failureOf(err)).toEqual({
+        type: 'DestinationExists',
+        message: `restore of ${report.backupId} refused: ${lab.site}/${QSD_ARRAY} has a volume ${volume} already; Kura never restores over a volume — name a new one`,
+      });
+    }
+    expect(await fs.readFile(a.paths.stateFile, 'utf8')).toBe(before);
   });
 
   it("copies a copy-before-write snapshot to tape, and it restores byte-identical to the volume's image at the snapshot", async () => {

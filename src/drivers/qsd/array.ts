@@ -6,16 +6,23 @@
  */
 import { execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { promises as fs } from 'node:fs';
+import { promises as fs, readFileSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { DeviceFaultError, InvalidInputError, NoResourcesError, NotFoundError } from '../../domain/errors';
+import {
+  DestinationExistsError,
+  DeviceFaultError,
+  InvalidInputError,
+  NoResourcesError,
+  NotFoundError,
+} from '../../domain/errors';
 import type { StorageArray } from '../../domain/inventory';
 import type { PairInfo, SnapshotInfo } from '../types';
 import { mountsUnder, unmountIfMounted } from './mounts';
 import { QmpClient, QmpCommandError, type QmpEvent } from './qmp';
 import {
+  ArrayStateSchema,
   readArrayState,
   snapshotKey,
   writeArrayState,
@@ -131,9 +138,9 @@ export class QsdArray {
     return path.join(this.paths.hostsDir, `${volume}.img`);
   }
 
-  /** The volume of this array, or NotFoundError naming what the array has. */
+  /** The volume of this array (of the inventory, or restored onto it), or NotFoundError naming what the array has. */
   volume(volume: string): { id: string; size: number } {
-    const v = this.array.volumes.find((x) => x.id === volume);
+    const v = this.array.volumes.find((x) => x.id === volume) ?? this.restoredVolume(volume);
     if (!v) {
       throw new NotFoundError(
         `no volume ${this.device}/${volume}; array ${this.array.name} has ${this.array.volumes.map((x) => x.id).join(', ') || 'no volumes'} (kura.yaml)`,
@@ -170,6 +177,157 @@ export class QsdArray {
       }
       return { file, sizeBytes: v.size };
     });
+  }
+
+  // ---------------------------------------------------------------- volumes created by restores
+
+  /**
+   * Allocates a new volume for a restore: its space from the free pool and the file its image is
+   * restored into, not served until {@link commitVolume}. The same job asking again gets the same
+   * volume; a name the array already has is refused, so a restore never writes over a volume.
+   */
+  async allocateVolume(volume: string, sizeBytes: number, job: string): Promise<{ file: string }> {
+    checkVolumeName(volume);
+    return this.session(async (s) => {
+      const known = s.state.restored[volume];
+      const file = this.imagePath(volume);
+      const exists = await fs.stat(file).then(
+        () => true,
+        () => false,
+      );
+      if (
+        this.array.volumes.some((v) => v.id === volume) ||
+        (known && (known.phase === 'ready' || known.job !== job)) ||
+        (!known && exists)
+      )
+        throw new DestinationExistsError(
+          `${this.device} has a volume ${volume} already${known && known.phase === 'restoring' ? ' (another restore is writing it)' : ''}; Kura never restores over a volume — name a new one`,
+          { site: this.site, array: this.array.name, volume },
+        );
+      if (!known) {
+        this.reserve(s.state, sizeBytes, `restored volume ${volume}`);
+        s.state.restored[volume] = { sizeBytes, phase: 'restoring', job, createdAt: new Date().toISOString() };
+        await s.save();
+      }
+      return { file };
+    });
+  }
+
+  /**
+   * Serves a restored volume once its image is verified and in place: a block node and an NBD
+   * export like the inventory's volumes, so a host can attach it. Idempotent.
+   */
+  async commitVolume(volume: string, job: string): Promise<{ sizeBytes: number; nbdUri: string }> {
+    return this.session(async (s) => {
+      const r = s.state.restored[volume];
+      if (!r || r.job !== job)
+        throw new NotFoundError(
+          `${this.device} allocated no volume ${volume} for ${job}; restore into it again from the start`,
+          { site: this.site, array: this.array.name, volume },
+        );
+      const file = this.imagePath(volume);
+      const size = await fs.stat(file).then(
+        (st) => st.size,
+        () => undefined,
+      );
+      if (size !== r.sizeBytes)
+        throw new NotFoundError(
+          `the restored image of ${this.device}/${volume} (${file}) ${size === undefined ? 'is missing' : `holds ${size} bytes`}, not the ${r.sizeBytes} restored; restore into a new volume again`,
+          { file },
+        );
+      if (r.phase !== 'ready') {
+        r.phase = 'ready';
+        await s.save();
+      }
+      await this.serveVolume(s.qmp, volume);
+      return { sizeBytes: r.sizeBytes, nbdUri: `nbd+unix:///${volume}?socket=${this.paths.nbdSocket}` };
+    });
+  }
+
+  /**
+   * Gives a volume allocated by a restore that failed back to the free pool, with its file; a
+   * volume whose restore finished (or another job's) is left alone.
+   */
+  async releaseVolume(volume: string, job: string): Promise<void> {
+    await this.session(async (s) => {
+      const r = s.state.restored[volume];
+      if (!r || r.job !== job || r.phase !== 'restoring') return;
+      await fs.rm(this.imagePath(volume), { force: true });
+      delete s.state.restored[volume];
+      await s.save();
+    });
+  }
+
+  /**
+   * Deletes a volume a restore created: its host's attachment, export, node and image; its space
+   * goes back to the free pool. The inventory's volumes are kura.yaml's and are refused.
+   */
+  async deleteVolume(volume: string): Promise<void> {
+    if (this.array.volumes.some((v) => v.id === volume))
+      throw new InvalidInputError(
+        `${this.device}/${volume} is a volume of the inventory, not one a restore created; remove it from kura.yaml instead`,
+      );
+    await this.session(async (s) => {
+      if (!s.state.restored[volume]) return;
+      if (s.state.pairs[volume] || Object.values(s.state.snapshots).some((x) => x.volume === volume))
+        throw new InvalidInputError(`${this.device}/${volume} has a pair or a snapshot; delete them before the volume`);
+      await this.detachHostFiles(volume);
+      delete s.state.hosts[volume];
+      await this.deleteExport(s.qmp, ids.nbdExport(volume));
+      await this.deleteNode(s.qmp, ids.primary(volume));
+      await fs.rm(this.imagePath(volume), { force: true });
+      delete s.state.restored[volume];
+      await s.save();
+    });
+  }
+
+  /** A restored volume the array serves, from the durable state (read at once: callers check names before a session). */
+  private restoredVolume(volume: string): { id: string; size: number } | undefined {
+    try {
+      const state = ArrayStateSchema.safeParse(JSON.parse(readFileSync(this.paths.stateFile, 'utf8')));
+      const r = state.data?.restored[volume];
+      return r?.phase === 'ready' ? { id: volume, size: r.sizeBytes } : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Every volume the array serves: the inventory's, and the restored ones that are ready. */
+  private servedVolumes(state: ArrayState): { id: string; size: number; restored: boolean }[] {
+    return [
+      ...this.array.volumes.map((v) => ({ id: v.id, size: v.size, restored: false })),
+      ...Object.entries(state.restored)
+        .filter(([, r]) => r.phase === 'ready')
+        .map(([id, r]) => ({ id, size: r.sizeBytes, restored: true })),
+    ];
+  }
+
+  /**
+   * A volume's block node on its image and its writable NBD export; what is there already is kept.
+   * `present` are the daemon's nodes and exports when the caller has just asked for them.
+   */
+  private async serveVolume(
+    qmp: QmpClient,
+    volume: string,
+    present?: { nodes: Set<string>; exports: Set<string> },
+  ): Promise<void> {
+    const nodes = present?.nodes ?? new Set((await this.nodes(qmp)).map((n) => n['node-name']));
+    if (!nodes.has(ids.primary(volume)))
+      await qmp.execute('blockdev-add', {
+        driver: 'file',
+        'node-name': ids.primary(volume),
+        filename: this.imagePath(volume),
+      });
+    const exports =
+      present?.exports ?? new Set((await qmp.execute<{ id: string }[]>('query-block-exports')).map((e) => e.id));
+    if (!exports.has(ids.nbdExport(volume)))
+      await qmp.execute('block-export-add', {
+        type: 'nbd',
+        id: ids.nbdExport(volume),
+        'node-name': ids.primary(volume),
+        name: volume,
+        writable: true,
+      });
   }
 
   // ---------------------------------------------------------------- pairs
@@ -497,28 +655,24 @@ export class QsdArray {
       for (const m of await mountsUnder(this.paths.dir)) await unmountIfMounted(m);
     }
 
-    const nodes = new Set((await this.nodes(qmp)).map((n) => n['node-name']));
-    for (const v of this.array.volumes) {
-      const file = this.imagePath(v.id);
-      await ensureImage(file, v.size, `${this.device}/${v.id}`);
-      if (!nodes.has(ids.primary(v.id)))
-        await qmp.execute('blockdev-add', { driver: 'file', 'node-name': ids.primary(v.id), filename: file });
-    }
     await qmp
       .execute('nbd-server-start', { addr: { type: 'unix', data: { path: this.paths.nbdSocket } } })
       .catch((err: unknown) => {
         if (!(err instanceof QmpCommandError && /already running/i.test(err.desc))) throw err;
       });
-    const exports = new Set((await qmp.execute<{ id: string }[]>('query-block-exports')).map((e) => e.id));
-    for (const v of this.array.volumes) {
-      if (!exports.has(ids.nbdExport(v.id)))
-        await qmp.execute('block-export-add', {
-          type: 'nbd',
-          id: ids.nbdExport(v.id),
-          'node-name': ids.primary(v.id),
-          name: v.id,
-          writable: true,
-        });
+    const served = {
+      nodes: new Set((await this.nodes(qmp)).map((n) => n['node-name'])),
+      exports: new Set((await qmp.execute<{ id: string }[]>('query-block-exports')).map((e) => e.id)),
+    };
+    for (const v of this.servedVolumes(state)) {
+      const file = this.imagePath(v.id);
+      // A restored volume's image is its only copy: never recreate it empty.
+      if (v.restored) {
+        if (!(await fs.stat(file).catch(() => undefined))) continue;
+      } else {
+        await ensureImage(file, v.size, `${this.device}/${v.id}`);
+      }
+      await this.serveVolume(qmp, v.id, served);
     }
 
     const jobs = new Map((await this.jobs(qmp)).map((j) => [j.id, j]));
@@ -583,7 +737,7 @@ export class QsdArray {
   /** Jobs, nodes, pool files, fleecing images and mounts that no record owns. */
   private async removeOrphans(qmp: QmpClient, state: ArrayState): Promise<void> {
     const ownedJobs = new Set<string>();
-    const ownedNodes = new Set(this.array.volumes.map((v) => ids.primary(v.id)));
+    const ownedNodes = new Set(this.servedVolumes(state).map((v) => ids.primary(v.id)));
     const ownedFiles = new Set<string>();
     for (const [volume, pair] of Object.entries(state.pairs)) {
       ownedJobs.add(ids.pairJob(volume));
@@ -599,7 +753,7 @@ export class QsdArray {
     for (const job of await this.jobs(qmp)) if (!ownedJobs.has(job.id)) await this.stopJob(qmp, job.id);
     // Only a split pair's primary keeps a bitmap between calls (resync rounds end within theirs).
     for (const n of await this.nodes(qmp)) {
-      const volume = this.array.volumes.find((v) => ids.primary(v.id) === n['node-name'])?.id;
+      const volume = this.servedVolumes(state).find((v) => ids.primary(v.id) === n['node-name'])?.id;
       if (volume === undefined) continue;
       const keep = state.pairs[volume]?.phase === 'split' ? SPLIT_BITMAP : undefined;
       for (const b of n['dirty-bitmaps'] ?? [])
@@ -688,9 +842,11 @@ export class QsdArray {
 
   /** NoResourcesError unless `bytes` more fit the free pool beside the replicas and snapshots it holds. */
   private reserve(state: ArrayState, bytes: number, what: string): void {
-    const size = (volume: string) => this.array.volumes.find((v) => v.id === volume)?.size ?? 0;
+    const size = (volume: string) =>
+      this.array.volumes.find((v) => v.id === volume)?.size ?? state.restored[volume]?.sizeBytes ?? 0;
     const used =
       Object.keys(state.pairs).reduce((n, v) => n + size(v), 0) +
+      Object.values(state.restored).reduce((n, r) => n + r.sizeBytes, 0) +
       Object.values(state.snapshots).reduce((n, x) => n + x.sizeBytes, 0);
     if (used + bytes > this.freePool)
       throw new NoResourcesError(
@@ -920,6 +1076,14 @@ export class QsdArray {
       await sleep(20);
     }
   }
+}
+
+/** A restored volume's name becomes a file, an export and QEMU names: the inventory's name rules. */
+function checkVolumeName(name: string): void {
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(name))
+    throw new InvalidInputError(
+      `volume name "${name}" must start with a letter or digit and hold only letters, digits, ".", "_" or "-" (at most 63)`,
+    );
 }
 
 /** Snapshot names become file and QEMU names: the inventory's name rules. */

@@ -12,6 +12,7 @@ import { LabStorage } from '../lab/storage';
 import type {
   ArrayFunctions,
   PairInfo,
+  RestoreVolumes,
   SnapshotInfo,
   StorageDriver,
   VolumeImages,
@@ -21,8 +22,8 @@ import type {
 import { QsdArray } from './array';
 import { qsdArrayPaths } from './supervisor';
 
-/** StorageDriver, ArrayFunctions and VolumeImages over the `driver: qsd` arrays of one configuration. */
-export class QsdDriver implements StorageDriver, ArrayFunctions, VolumeImages {
+/** StorageDriver, ArrayFunctions, VolumeImages and RestoreVolumes over the `driver: qsd` arrays of one configuration. */
+export class QsdDriver implements StorageDriver, ArrayFunctions, VolumeImages, RestoreVolumes {
   private readonly arrays = new Map<string, QsdArray>();
   // LUN masks are the inventory's, whichever engine serves the volume.
   private readonly masks: LabStorage;
@@ -73,6 +74,16 @@ export class QsdDriver implements StorageDriver, ArrayFunctions, VolumeImages {
 
   async imageFile(ref: VolumeRef, readPath?: string): Promise<{ file: string; sizeBytes: number }> {
     return this.array(ref.site, ref.array).imageFile(ref.volume, readPath);
+  }
+
+  async allocateVolume(ref: VolumeRef, sizeBytes: number, job: string): Promise<{ file: string }> {
+    return this.array(ref.site, ref.array).allocateVolume(ref.volume, sizeBytes, job);
+  }
+  async commitVolume(ref: VolumeRef, job: string): Promise<{ sizeBytes: number; nbdUri: string }> {
+    return this.array(ref.site, ref.array).commitVolume(ref.volume, job);
+  }
+  async releaseVolume(ref: VolumeRef, job: string): Promise<void> {
+    return this.array(ref.site, ref.array).releaseVolume(ref.volume, job);
   }
 
   async createPair(ref: VolumeRef): Promise<PairInfo> {

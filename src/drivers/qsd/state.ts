@@ -38,6 +38,20 @@ export const SnapshotRecordSchema = z.object({
 });
 export type SnapshotRecord = z.infer<typeof SnapshotRecordSchema>;
 
+/**
+ * A volume the array created for a restore, beside the inventory's: `restoring` while a restore
+ * writes its image (its space taken from the free pool, not yet served), `ready` once the restored
+ * image was verified and the array serves it over NBD like any other volume.
+ */
+export const RestoredVolumeSchema = z.object({
+  sizeBytes: z.number().int().positive(),
+  phase: z.enum(['restoring', 'ready']),
+  /** The restore job that allocated it: only that job writes it, commits it or gives it back. */
+  job: z.string(),
+  createdAt: z.string(),
+});
+export type RestoredVolume = z.infer<typeof RestoredVolumeSchema>;
+
 export const HostAttachmentSchema = z.object({ volume: z.string(), pid: z.number().int().positive() });
 export type HostAttachment = z.infer<typeof HostAttachmentSchema>;
 
@@ -49,6 +63,8 @@ export const ArrayStateSchema = z.object({
   snapshots: z.record(z.string(), SnapshotRecordSchema).default({}),
   /** Snapshots dropped because the daemon restarted and lost their copy-before-write job. */
   lostSnapshots: z.array(z.object({ key: z.string(), at: z.string() })).default([]),
+  /** Volumes created for restores, by name (never a name of the inventory). */
+  restored: z.record(z.string(), RestoredVolumeSchema).default({}),
   /** Host-side FUSE files of volumes, by volume. */
   hosts: z.record(z.string(), HostAttachmentSchema).default({}),
 });
