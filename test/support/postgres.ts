@@ -12,7 +12,8 @@ import { Client } from 'pg';
 import { freePort } from '../../src/stack/devserver';
 
 const run = promisify(execFile);
-const BIN = '/usr/lib/postgresql/15/bin';
+/** Where Debian's PostgreSQL 15 programs are. */
+export const BIN = '/usr/lib/postgresql/15/bin';
 
 /** The superuser's password of every test cluster. */
 export const PG_PASSWORD = 'kura-test-secret';
@@ -77,12 +78,25 @@ export interface TestServer {
   stop(): Promise<void>;
 }
 
+/** How a test server runs beyond the defaults. */
+export interface ServerOptions {
+  /** The port (default: a free one). */
+  port?: number;
+  /**
+   * Whether PostgreSQL flushes to disk (default off, for speed). A server whose volume is split or
+   * snapshotted must flush, or the image lacks what its checkpoint and WAL claim is on disk.
+   */
+  fsync?: boolean;
+  /** More server settings, as `-c name=value` strings. */
+  settings?: string[];
+}
+
 /**
  * Starts a postmaster on the data directory `data` (owned by `postgres`) on a free loopback port,
  * with its socket and log in `dir`; the caller stops it.
  */
-export async function startServer(data: string, dir: string): Promise<TestServer> {
-  const port = await freePort();
+export async function startServer(data: string, dir: string, opts: ServerOptions = {}): Promise<TestServer> {
+  const port = opts.port ?? (await freePort());
   const logFile = path.join(dir, `server-${port}.log`);
   await run('runuser', [
     '-u',
@@ -95,7 +109,10 @@ export async function startServer(data: string, dir: string): Promise<TestServer
     logFile,
     '-w',
     '-o',
-    `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off`,
+    [
+      `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=${opts.fsync ? 'on' : 'off'}`,
+      ...(opts.settings ?? []).map((x) => `-c ${x}`),
+    ].join(' '),
     'start',
   ]);
   const pid = Number(readFileSync(path.join(data, 'postmaster.pid'), 'utf8').split('\n')[0]);
