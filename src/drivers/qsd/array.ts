@@ -92,10 +92,6 @@ export class QsdArray {
     readonly site: string,
     readonly array: StorageArray,
     readonly paths: QsdArrayPaths,
-    /** Bytes of the free pool replicas and fleecing images are allocated from. */
-    readonly freePool: number,
-    /** Cap on a full copy in bytes/s; 0 for none. */
-    readonly copyRate = 0,
   ) {
     this.supervisor = new QsdSupervisor(`${site}/${array.name}`, paths);
   }
@@ -657,15 +653,35 @@ export class QsdArray {
       );
   }
 
-  /** NoResourcesError unless `bytes` more fit the free pool beside the replicas and snapshots it holds. */
+  /** The array's free pool (kura.yaml `freePool`, which a qsd array must have); none: room for nothing. */
+  get freePool(): { size: number; replicas: number; copyRate: number } {
+    return this.array.freePool ?? { size: 0, replicas: 0, copyRate: 0 };
+  }
+
+  /** Cap on a full copy in bytes/s; 0 for none. */
+  get copyRate(): number {
+    return this.freePool.copyRate;
+  }
+
+  /**
+   * NoResourcesError unless one more replica or snapshot of `bytes` fits the free pool beside the
+   * ones it holds: within its size and its count of replicas, as on every engine.
+   */
   private reserve(state: ArrayState, bytes: number, what: string): void {
+    const pool = this.freePool;
     const size = (volume: string) => this.array.volumes.find((v) => v.id === volume)?.size ?? 0;
     const used =
       Object.keys(state.pairs).reduce((n, v) => n + size(v), 0) +
       Object.values(state.snapshots).reduce((n, x) => n + x.sizeBytes, 0);
-    if (used + bytes > this.freePool)
+    const count = Object.keys(state.pairs).length + Object.keys(state.snapshots).length;
+    if (used + bytes > pool.size)
       throw new NoResourcesError(
-        `the free pool of ${this.device} (${this.freePool} bytes) has ${this.freePool - used} bytes left, too few for ${what} (${bytes} bytes); delete a pair or snapshot, or raise qsd.freePool in kura.yaml`,
+        `the free pool of ${this.device} (${pool.size} bytes) has ${pool.size - used} bytes left, too few for ${what} (${bytes} bytes); delete a pair or snapshot, or raise the array's freePool.size in kura.yaml`,
+        { site: this.site, array: this.array.name },
+      );
+    if (count + 1 > pool.replicas)
+      throw new NoResourcesError(
+        `the free pool of ${this.device} holds ${count} of its ${pool.replicas} replicas and snapshots, so it has none left for ${what}; delete a pair or snapshot, or raise the array's freePool.replicas in kura.yaml`,
         { site: this.site, array: this.array.name },
       );
   }
