@@ -6,21 +6,32 @@ import type { LoadedConfig } from '../config/load';
 import type { KuraPaths } from '../config/paths';
 import { findSite } from '../config/targets';
 import { ArrayDriver } from '../domain/array-engine';
-import { NotFoundError } from '../domain/errors';
 import { QsdDriver } from './qsd/driver';
-import type { ArrayFunctions, PairInfo, SnapshotInfo, StorageDriver, VolumeInfo, VolumeRef } from './types';
+import { InvalidInputError, NotFoundError } from '../domain/errors';
+import type {
+  ArrayFunctions,
+  PairInfo,
+  SnapshotInfo,
+  StorageDriver,
+  VolumeImages,
+  VolumeInfo,
+  VolumeRef,
+} from './types';
 
 /** The lab's implementations the dispatcher sends `driver: lab` arrays to. */
 export interface LabArrayDrivers {
   storage: StorageDriver;
   functions: ArrayFunctions;
+  /** Which files hold the lab volumes' images, for the copy device; without it, none may be read through here. */
+  images?: VolumeImages;
 }
 
 /**
- * One object that is both the StorageDriver and the ArrayFunctions of a worker, whatever engine
- * each array runs on. Wire it as both: `const arrays = new ByArrayDrivers(loaded, paths, lab)`.
+ * One object that is the StorageDriver, the ArrayFunctions and the copy device's VolumeImages of a
+ * worker, whatever engine each array runs on. Wire it as all three:
+ * `const arrays = new ByArrayDrivers(loaded, paths, lab)`.
  */
-export class ByArrayDrivers implements StorageDriver, ArrayFunctions {
+export class ByArrayDrivers implements StorageDriver, ArrayFunctions, VolumeImages {
   readonly qsd: QsdDriver;
 
   constructor(
@@ -44,6 +55,15 @@ export class ByArrayDrivers implements StorageDriver, ArrayFunctions {
 
   private functions(site: string, array: string): ArrayFunctions {
     return this.driverOf(site, array) === ArrayDriver.qsd ? this.qsd : this.lab.functions;
+  }
+
+  async imageFile(ref: VolumeRef, readPath?: string): Promise<{ file: string; sizeBytes: number }> {
+    if (this.driverOf(ref.site, ref.array) === ArrayDriver.qsd) return this.qsd.imageFile(ref, readPath);
+    if (!this.lab.images)
+      throw new InvalidInputError(
+        `no copy device reads the lab array ${ref.site}/${ref.array} through this dispatcher; give it the lab's images`,
+      );
+    return this.lab.images.imageFile(ref, readPath);
   }
 
   async describeVolume(site: string, array: string, volume: string): Promise<VolumeInfo> {

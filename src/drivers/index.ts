@@ -6,7 +6,7 @@ import type { LoadedConfig } from '../config/load';
 import type { KuraPaths } from '../config/paths';
 import type { LabState } from '../lab/state';
 import { LabArrayFunctions } from './lab/array-functions';
-import { LabCopyDevice, type LabCopyOptions } from './lab/copy';
+import { LabCopyDevice, LabVolumeImages, type LabCopyOptions } from './lab/copy';
 import { LabFabric } from './lab/fabric';
 import { LabHypervisor } from './lab/hypervisor';
 import { LabStorage } from './lab/storage';
@@ -30,13 +30,15 @@ export function labDrivers(
   const arrays = new ByArrayDrivers(loaded, paths, {
     storage: new LabStorage(loaded, paths),
     functions: new LabArrayFunctions(loaded, paths, state),
+    images: new LabVolumeImages(loaded, paths, state),
   });
   return {
     hypervisor: hypervisorDriver(loaded, paths, state),
     storage: arrays,
     fabric: new LabFabric(loaded, state),
     tape: new LabTapeLibrary(loaded, paths, state),
-    copy: new LabCopyDevice(loaded, paths, state, opts),
+    // The copy reads each volume's images where its array's engine says they are.
+    copy: new LabCopyDevice(loaded, paths, state, opts, arrays),
     arrays,
   };
 }

@@ -89,6 +89,20 @@ export interface ArrayFunctions {
   listSnapshots(site: string, array: string): Promise<SnapshotInfo[]>;
 }
 
+/**
+ * The images of an array's volumes that a copy device may read, as the array's own engine knows
+ * them: the volume itself, or one of its current split replicas or snapshots. The copy to tape asks
+ * this before it opens anything, so a request cannot make the copy device read an arbitrary file.
+ */
+export interface VolumeImages {
+  /**
+   * The file holding the volume's image and the volume's size: without `readPath` the volume's own
+   * image; with it, that path when (and only while) it is a split replica of the volume's pair or a
+   * snapshot of the volume. InvalidInputError for any other path; NotFoundError for an unknown volume.
+   */
+  imageFile(ref: VolumeRef, readPath?: string): Promise<{ file: string; sizeBytes: number }>;
+}
+
 export interface TapeAddress {
   site: string;
   library: string;
@@ -132,6 +146,7 @@ export interface CopyToTapeRequest {
   /**
    * `readPath`, when given, names the file the bytes are read from instead of the volume itself: a
    * split replica or a snapshot of it (PairInfo/SnapshotInfo `readPath`), holding the volume's image.
+   * The volume's array engine must know it as one of its current images ({@link VolumeImages}).
    */
   source: { array: string; volume: string; offset: number; length: number; volumeSize: number; readPath?: string };
   target: TapeAddress & { position: number };

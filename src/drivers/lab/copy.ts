@@ -20,7 +20,7 @@ import { fileRange } from '../../datamover/file-range';
 import { moveBytes, type MoveRequest } from '../../datamover/mover';
 import { newSha256 } from '../../datamover/sha256';
 import { FaultGate } from '../../lab/fault-gate';
-import { LABEL_BYTES, labVolumePath, sizeOf } from '../../lab/files';
+import { LABEL_BYTES, sizeOf } from '../../lab/files';
 import type { LabState } from '../../lab/state';
 import {
   PIECE_HEADER_BYTES,
@@ -32,7 +32,10 @@ import {
   type ReadFromTapeRequest,
   type TapeAddress,
   type VerifyOnTapeRequest,
+  type VolumeImages,
+  type VolumeRef,
 } from '../types';
+import { labReplicaPath } from './array-functions';
 import { expectPieceAt, pieceHeaderBlock, readHeaderAt, sameHeader } from './piece-format';
 import { findSite, labVolumeFile } from './storage';
 import { cartridgeFile, findCartridge, findDrive } from './tape';
@@ -47,16 +50,54 @@ export interface LabCopyOptions {
 
 const DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024;
 
+/**
+ * The images of the lab arrays' volumes: the volume's file, the replica of its split pair, or one
+ * of its snapshots, as the lab state records them now.
+ */
+export class LabVolumeImages implements VolumeImages {
+  constructor(
+    private readonly loaded: LoadedConfig,
+    private readonly paths: KuraPaths,
+    private readonly state: LabState,
+  ) {}
+
+  async imageFile(ref: VolumeRef, readPath?: string): Promise<{ file: string; sizeBytes: number }> {
+    const volume = await labVolumeFile(this.loaded, this.paths, ref.site, ref.array, ref.volume);
+    if (readPath === undefined) return volume;
+    const file = path.resolve(readPath);
+    const pair = this.state.pair(ref.site, ref.array, ref.volume);
+    const replica = pair?.state === 'split' ? labReplicaPath(this.paths, ref.site, ref.array, ref.volume) : undefined;
+    const snapshots = this.state
+      .snapshots(ref.site, ref.array)
+      .filter((s) => s.volume === ref.volume)
+      .map((s) => path.resolve(s.file));
+    if (file !== replica && !snapshots.includes(file)) {
+      const known = [...(replica ? [replica] : []), ...snapshots];
+      throw new InvalidInputError(
+        `readPath ${file} is not an image of ${ref.array}/${ref.volume}: the copy reads only the volume's split replica or its snapshots (${known.join(', ') || 'it has none now'}); plan the copy again`,
+      );
+    }
+    return { file, sizeBytes: volume.sizeBytes };
+  }
+}
+
 /** CopyDeviceDriver over the lab's volume and cartridge files. */
 export class LabCopyDevice implements CopyDeviceDriver {
   private readonly chunkBytes: number;
+  private readonly images: VolumeImages;
 
+  /**
+   * `images` says which files hold a volume's images: the engine of each volume's array (the
+   * worker's ByArrayDrivers), or by default the lab's own arrays only.
+   */
   constructor(
     private readonly loaded: LoadedConfig,
     private readonly paths: KuraPaths,
     private readonly state: LabState,
     opts: LabCopyOptions = {},
+    images?: VolumeImages,
   ) {
+    this.images = images ?? new LabVolumeImages(loaded, paths, state);
     this.chunkBytes = opts.chunkBytes ?? DEFAULT_CHUNK_BYTES;
     if (!Number.isSafeInteger(this.chunkBytes) || this.chunkBytes < 1) {
       throw new InvalidInputError(`chunkBytes must be a whole number of bytes of at least 1, not ${opts.chunkBytes}`);
@@ -93,13 +134,13 @@ export class LabCopyDevice implements CopyDeviceDriver {
         `resumeBytes ${req.resumeBytes} is more than the piece's ${source.length} bytes; pass the bytes of this piece already copied`,
       );
     }
-    const volume = await labVolumeFile(this.loaded, this.paths, site, source.array, source.volume);
+    const volume = await this.images.imageFile({ site, array: source.array, volume: source.volume }, source.readPath);
     if (volume.sizeBytes !== source.volumeSize) {
       throw new InvalidInputError(
         `source.volumeSize is ${source.volumeSize} but volume ${site}/${source.array}/${source.volume} holds ${volume.sizeBytes} bytes; describe the volume again`,
       );
     }
-    if (source.readPath !== undefined) volume.file = await this.imageOfVolume(site, source);
+    if (source.readPath !== undefined) await requireImageSize(volume.file, source);
     findDrive(this.loaded, site, target.library, target.drive);
     const cartridge = findCartridge(this.loaded, site, target.library, target.tape);
     const { file: tapeFile, endOfData } = await cartridgeFile(this.paths, site, target.library, target.tape);
@@ -174,31 +215,6 @@ export class LabCopyDevice implements CopyDeviceDriver {
         await src.close();
       }
     });
-  }
-
-  /**
-   * The file a split replica or a snapshot of the volume holds its image in: it must lie in the
-   * volume's own array directory of the lab (the copy device reaches that array and nothing else)
-   * and hold exactly the volume's size.
-   */
-  private async imageOfVolume(site: string, source: CopyToTapeRequest['source']): Promise<string> {
-    const file = path.resolve(source.readPath ?? '');
-    const arrayDir = path.dirname(labVolumePath(this.paths, site, source.array, source.volume));
-    const rel = path.relative(arrayDir, file);
-    if (rel === '' || rel.startsWith('..') || path.isAbsolute(rel)) {
-      throw new InvalidInputError(
-        `readPath ${file} is not an image of array ${source.array}; the copy reads only replicas and snapshots under ${arrayDir}`,
-      );
-    }
-    const size = await sizeOf(file);
-    if (size !== source.volumeSize) {
-      throw new InvalidInputError(
-        size === undefined
-          ? `the image ${file} of ${source.array}/${source.volume} does not exist (the replica or snapshot is gone); plan the copy again`
-          : `the image ${file} holds ${size} bytes but volume ${source.array}/${source.volume} holds ${source.volumeSize}`,
-      );
-    }
-    return file;
   }
 
   /**
@@ -461,6 +477,18 @@ function asDeviceFault(err: unknown, drive: string, doing: string): unknown {
     return new DeviceFaultError(drive, `I/O error on drive ${drive} while ${doing}: ${(err as Error).message}`, err);
   }
   return err;
+}
+
+/** A replica's or snapshot's file must hold exactly the volume's size: anything else is not its image. */
+async function requireImageSize(file: string, source: CopyToTapeRequest['source']): Promise<void> {
+  const size = await sizeOf(file);
+  if (size !== source.volumeSize) {
+    throw new InvalidInputError(
+      size === undefined
+        ? `the image ${file} of ${source.array}/${source.volume} does not exist (the replica or snapshot is gone); plan the copy again`
+        : `the image ${file} holds ${size} bytes but volume ${source.array}/${source.volume} holds ${source.volumeSize}`,
+    );
+  }
 }
 
 function requireInt(n: number, what: string, min: number, why?: string): void {

@@ -139,6 +139,35 @@ export class QsdArray {
     return v;
   }
 
+  /**
+   * The file the copy to tape reads the volume's image from: the volume's own image, or `readPath`
+   * when the array's state holds it now as the replica of the volume's split pair or as a snapshot
+   * of the volume. Any other path is refused, so the copy device reads nothing else of this array.
+   */
+  async imageFile(volume: string, readPath?: string): Promise<{ file: string; sizeBytes: number }> {
+    const v = this.volume(volume);
+    if (readPath === undefined) {
+      // Asking the array converges it, which creates the image of a volume new to the inventory.
+      await this.session(async () => undefined);
+      return { file: this.imagePath(volume), sizeBytes: v.size };
+    }
+    const file = path.resolve(readPath);
+    return this.session(async (s) => {
+      const pair = s.state.pairs[volume];
+      const replica = pair?.phase === 'split' ? this.replicaPath(pair.replica) : undefined;
+      const snapshots = Object.values(s.state.snapshots)
+        .filter((x) => x.volume === volume)
+        .map((x) => this.snapshotReadPath(volume, x.name));
+      if (file !== replica && !snapshots.includes(file)) {
+        const known = [...(replica ? [replica] : []), ...snapshots];
+        throw new InvalidInputError(
+          `${file} is not an image of ${this.device}/${volume}: the copy reads only the volume's split replica or its snapshots (${known.join(', ') || 'it has none now'}); plan the copy again`,
+        );
+      }
+      return { file, sizeBytes: v.size };
+    });
+  }
+
   // ---------------------------------------------------------------- pairs
 
   async createPair(volume: string): Promise<PairInfo> {

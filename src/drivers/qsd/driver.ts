@@ -9,12 +9,20 @@ import { findSite } from '../../config/targets';
 import { InvalidInputError, NotFoundError } from '../../domain/errors';
 import { ArrayDriver } from '../../domain/array-engine';
 import { LabStorage } from '../lab/storage';
-import type { ArrayFunctions, PairInfo, SnapshotInfo, StorageDriver, VolumeInfo, VolumeRef } from '../types';
+import type {
+  ArrayFunctions,
+  PairInfo,
+  SnapshotInfo,
+  StorageDriver,
+  VolumeImages,
+  VolumeInfo,
+  VolumeRef,
+} from '../types';
 import { QsdArray } from './array';
 import { qsdArrayPaths } from './supervisor';
 
-/** StorageDriver and ArrayFunctions over the `driver: qsd` arrays of one configuration. */
-export class QsdDriver implements StorageDriver, ArrayFunctions {
+/** StorageDriver, ArrayFunctions and VolumeImages over the `driver: qsd` arrays of one configuration. */
+export class QsdDriver implements StorageDriver, ArrayFunctions, VolumeImages {
   private readonly arrays = new Map<string, QsdArray>();
   // LUN masks are the inventory's, whichever engine serves the volume.
   private readonly masks: LabStorage;
@@ -59,6 +67,10 @@ export class QsdDriver implements StorageDriver, ArrayFunctions {
   async checkAccess(site: string, array: string, volume: string, server: string): Promise<void> {
     this.array(site, array).volume(volume);
     await this.masks.checkAccess(site, array, volume, server);
+  }
+
+  async imageFile(ref: VolumeRef, readPath?: string): Promise<{ file: string; sizeBytes: number }> {
+    return this.array(ref.site, ref.array).imageFile(ref.volume, readPath);
   }
 
   async createPair(ref: VolumeRef): Promise<PairInfo> {
