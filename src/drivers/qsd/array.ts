@@ -16,6 +16,7 @@ import type { PairInfo, SnapshotInfo } from '../types';
 import { mountsUnder, unmountIfMounted } from './mounts';
 import { QmpClient, QmpCommandError, type QmpEvent } from './qmp';
 import {
+  copyingAfterLoss,
   readArrayState,
   snapshotKey,
   writeArrayState,
@@ -204,6 +205,12 @@ export class QsdArray {
       const job = (await this.jobs(s.qmp)).find((j) => j.id === ids.pairJob(volume));
       if (pair.phase !== 'mirror' || job?.status !== 'ready') {
         const info = await this.pairInfo(s, volume);
+        // Retryable: the pair was in sync until the array lost its mirror, and will be again.
+        if (copyingAfterLoss(pair))
+          throw new DeviceFaultError(
+            this.device,
+            `the pair of ${this.device}/${volume} lost its mirror (${pair.recovered.at(-1) ?? 'the daemon restarted'}) and is copying again (${info.copiedBytes} of ${info.totalBytes} bytes copied); it can be split once it is back in sync`,
+          );
         throw new InvalidInputError(
           `the pair of ${this.device}/${volume} is ${info.state} (${info.copiedBytes} of ${info.totalBytes} bytes copied); split it once it is in sync (wait for the pair's state in-sync)`,
         );
@@ -240,7 +247,8 @@ export class QsdArray {
       const pair = this.pairOf(s.state, volume);
       if (pair.phase !== 'split') return this.pairInfo(s, volume);
       this.refuseWhileSnapshots(s.state, volume, 'resync');
-      if (!(await this.bitmapCount(s.qmp, volume, SPLIT_BITMAP))) {
+      // Absent, not empty: a bitmap that counts nothing means no host wrote since the split.
+      if ((await this.bitmapCount(s.qmp, volume, SPLIT_BITMAP)) === undefined) {
         pair.recovered.push(
           `${new Date().toISOString()}: the split bitmap was lost with a daemon restart; the resync copies the whole volume`,
         );
