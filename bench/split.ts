@@ -73,8 +73,7 @@ async function main(): Promise<void> {
   });
   const array = cfg.sites[0]!.arrays[0]!;
   array.driver = 'qsd';
-  delete array.freePool;
-  array.qsd = { freePool: 2 * size };
+  array.freePool = { size: 2 * size };
   cfg.sites[0]!.hooks = [
     {
       target: 'vm-001',

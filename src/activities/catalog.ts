@@ -5,9 +5,11 @@
 import { z } from 'zod';
 import type { Catalog } from '../catalog/store';
 import {
+  BackupModeSchema,
   NewBackupSchema,
   PieceRecordSchema,
   StreamRecordSchema,
+  type BackupModeRecord,
   type BackupRecord,
   type NewBackup,
   type PieceRecord,
@@ -23,6 +25,7 @@ const CompleteInput = z.object({
   sha256: z.string().nullable(),
   pieces: z.array(PieceRecordSchema),
   streams: z.array(StreamRecordSchema).default([]),
+  backupMode: BackupModeSchema.optional(),
 });
 const FailInput = z.object({
   backupId: z.string(),
@@ -41,13 +44,17 @@ export function createCatalogActivities(deps: { catalog: Catalog }) {
       return mapFailures(async () => catalog.beginBackup(parseWith(NewBackupSchema, input, 'backup record')));
     },
 
-    /** Records every piece and marks the backup complete, in one transaction. */
+    /**
+     * Records every piece and marks the backup complete, in one transaction, with the backup mode
+     * its image was taken in (a PostgreSQL backup label) when there was one.
+     */
     async completeBackup(input: {
       backupId: string;
       endedAt: string;
       sha256: string | null;
       pieces: PieceRecord[];
       streams?: StreamRecord[];
+      backupMode?: BackupModeRecord;
     }): Promise<BackupRecord> {
       return mapFailures(async () => {
         const c = parseWith(CompleteInput, input, 'completed backup');

@@ -58,4 +58,20 @@ export const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (backup_id, stream)
   );
   `,
+  // 3: the application's backup mode around a backup's image (seed 003; ADR 023): for PostgreSQL
+  // the backup label, tablespace map and WAL positions a restored copy needs to start.
+  `
+  CREATE TABLE backup_modes (
+    backup_id      TEXT PRIMARY KEY REFERENCES backups (backup_id),
+    hook           TEXT NOT NULL,
+    entered_at     TEXT NOT NULL,
+    left_at        TEXT NOT NULL,
+    seconds        REAL NOT NULL,
+    rounds         INTEGER NOT NULL,
+    label          TEXT,
+    tablespace_map TEXT,
+    start_lsn      TEXT,
+    stop_lsn       TEXT
+  );
+  `,
 ];

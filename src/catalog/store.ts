@@ -7,8 +7,10 @@
 import type Database from 'better-sqlite3';
 import { MIGRATIONS } from './migrations';
 import {
+  BackupModeSchema,
   BackupRecordSchema,
   PieceRecordSchema,
+  type BackupModeRecord,
   type BackupRecord,
   type BackupStatus,
   type NewBackup,
@@ -60,10 +62,18 @@ export class Catalog {
    */
   completeBackup(
     backupId: string,
-    done: { endedAt: string; sha256: string | null; pieces: PieceRecord[]; streams?: StreamRecord[] },
+    done: {
+      endedAt: string;
+      sha256: string | null;
+      pieces: PieceRecord[];
+      streams?: StreamRecord[];
+      /** The application's backup mode the image was taken in (its label, for PostgreSQL). */
+      backupMode?: BackupModeRecord;
+    },
   ): BackupRecord {
     const pieces = done.pieces.map((p) => PieceRecordSchema.parse(p));
     const streams = (done.streams ?? []).map((r) => StreamRecordSchema.parse(r));
+    const mode = done.backupMode === undefined ? undefined : BackupModeSchema.parse(done.backupMode);
     const insert = this.db.prepare(
       `INSERT INTO pieces (backup_id, copy, piece, target, job, stream, started_at, ended_at, data_time, library, tape, position, offset, size_bytes, sha256)
        VALUES (@backupId, @copy, @piece, @target, @job, @stream, @startedAt, @endedAt, @dataTime, @library, @tape, @position, @offset, @sizeBytes, @sha256)
@@ -97,6 +107,7 @@ export class Catalog {
           )
           .run(done.endedAt, done.sha256, all.filter((p) => p.copy === Math.min(...copies)).length, backupId);
         this.putStreams(backupId, streams);
+        if (mode) this.putBackupMode(backupId, mode);
       })
       .immediate();
     return this.backup(backupId);
@@ -135,6 +146,32 @@ export class Catalog {
     }
   }
 
+  /**
+   * Records the backup mode of a backup's image (inside the caller's transaction). Idempotent; a
+   * different one for the same backup is refused: the label is what makes the image startable.
+   */
+  private putBackupMode(backupId: string, mode: BackupModeRecord): void {
+    this.db
+      .prepare(
+        `INSERT INTO backup_modes (backup_id, hook, entered_at, left_at, seconds, rounds, label, tablespace_map, start_lsn, stop_lsn)
+         VALUES (@backupId, @hook, @enteredAt, @leftAt, @seconds, @rounds, @label, @tablespaceMap, @startLsn, @stopLsn)
+         ON CONFLICT (backup_id) DO NOTHING`,
+      )
+      .run({
+        backupId,
+        ...mode,
+        label: mode.label ?? null,
+        tablespaceMap: mode.tablespaceMap ?? null,
+        startLsn: mode.startLsn ?? null,
+        stopLsn: mode.stopLsn ?? null,
+      });
+    const stored = this.backup(backupId).backupMode;
+    if (JSON.stringify(stored) !== JSON.stringify(mode))
+      throw new InvalidInputError(
+        `catalog already holds a different backup mode for ${backupId} (${JSON.stringify(stored)}); refusing to overwrite it with ${JSON.stringify(mode)}`,
+      );
+  }
+
   /** The streams a backup reserved and what became of each, by stream number. */
   streamsOf(backupId: string): StreamRecord[] {
     return (
@@ -158,13 +195,15 @@ export class Catalog {
     const streams = entry.streams.map((r) => StreamRecordSchema.parse(r));
     this.db
       .transaction(() => {
-        this.db
+        const { backupMode, ...row } = b;
+        const fresh = this.db
           .prepare(
             `INSERT INTO backups (backup_id, job, site, target, array_name, volume, status, started_at, ended_at, data_time, size_bytes, sha256, pieces, error)
            VALUES (@backupId, @job, @site, @target, @array, @volume, @status, @startedAt, @endedAt, @dataTime, @sizeBytes, @sha256, @pieces, @error)
            ON CONFLICT (backup_id) DO NOTHING`,
           )
-          .run(b);
+          .run(row);
+        if (fresh.changes > 0 && backupMode) this.putBackupMode(b.backupId, backupMode);
         const stored = this.backup(b.backupId);
         if (JSON.stringify(stored) !== JSON.stringify(b)) {
           throw new InvalidInputError(
@@ -184,13 +223,13 @@ export class Catalog {
 
   /** One backup; NotFoundError naming the id and how to list the existing ones. */
   backup(backupId: string): BackupRecord {
-    const row = this.db.prepare(`${SELECT_BACKUP} WHERE backup_id = ?`).get(backupId);
+    const row = this.db.prepare(`${SELECT_BACKUP} WHERE b.backup_id = ?`).get(backupId) as BackupRow | undefined;
     if (!row)
       throw new NotFoundError(
         `no backup "${backupId}" in the catalog; \`kura catalog list\` shows the backups there are`,
         { backupId },
       );
-    return BackupRecordSchema.parse(row);
+    return backupOfRow(row);
   }
 
   /** Backups, newest first. */
@@ -199,18 +238,15 @@ export class Catalog {
     const args: unknown[] = [];
     for (const column of ['site', 'target', 'status'] as const) {
       if (filter[column] === undefined) continue;
-      where.push(`${column} = ?`);
+      where.push(`b.${column} = ?`);
       args.push(filter[column]);
     }
     if (filter.since !== undefined) {
-      where.push('started_at >= ?');
+      where.push('b.started_at >= ?');
       args.push(filter.since);
     }
-    const sql = `${SELECT_BACKUP} ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY data_time DESC, backup_id LIMIT ?`;
-    return this.db
-      .prepare(sql)
-      .all(...args, filter.limit ?? 1_000_000)
-      .map((r) => BackupRecordSchema.parse(r));
+    const sql = `${SELECT_BACKUP} ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY b.data_time DESC, b.backup_id LIMIT ?`;
+    return (this.db.prepare(sql).all(...args, filter.limit ?? 1_000_000) as BackupRow[]).map(backupOfRow);
   }
 
   /**
@@ -242,6 +278,23 @@ export class Catalog {
   }
 }
 
-const SELECT_BACKUP = `SELECT backup_id AS backupId, job, site, target, array_name AS array, volume, status,
-  started_at AS startedAt, ended_at AS endedAt, data_time AS dataTime, size_bytes AS sizeBytes, sha256, pieces, error
-  FROM backups`;
+// A backup's record with its backup mode, when one was recorded (`m_` columns all null otherwise).
+const SELECT_BACKUP = `SELECT b.backup_id AS backupId, b.job, b.site, b.target, b.array_name AS array, b.volume, b.status,
+  b.started_at AS startedAt, b.ended_at AS endedAt, b.data_time AS dataTime, b.size_bytes AS sizeBytes, b.sha256, b.pieces,
+  b.error, m.hook AS m_hook, m.entered_at AS m_enteredAt, m.left_at AS m_leftAt, m.seconds AS m_seconds,
+  m.rounds AS m_rounds, m.label AS m_label, m.tablespace_map AS m_tablespaceMap, m.start_lsn AS m_startLsn,
+  m.stop_lsn AS m_stopLsn
+  FROM backups b LEFT JOIN backup_modes m ON m.backup_id = b.backup_id`;
+
+type BackupRow = Record<string, unknown> & { m_hook: string | null };
+
+/** A row of SELECT_BACKUP as a record; optional fields of the backup mode that were null are left out. */
+function backupOfRow(row: BackupRow): BackupRecord {
+  const plain: Record<string, unknown> = {};
+  const mode: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(row)) {
+    if (!k.startsWith('m_')) plain[k] = v;
+    else if (v !== null) mode[k.slice(2)] = v;
+  }
+  return BackupRecordSchema.parse(row.m_hook === null ? plain : { ...plain, backupMode: mode });
+}

@@ -1,13 +1,15 @@
 /**
- * `kura catalog list|show|rebuild`: what has been backed up and where each piece lies, and the
- * catalog rebuilt from the cartridges by the `catalogRebuild` workflow.
+ * `kura catalog list|show|label|rebuild`: what has been backed up and where each piece lies, the
+ * backup label a restored PostgreSQL copy needs, and the catalog rebuilt from the cartridges by the
+ * `catalogRebuild` workflow.
  */
 import type { Command } from 'commander';
-import { existsSync, renameSync, rmSync } from 'node:fs';
+import { chownSync, existsSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { Catalog } from '../catalog/store';
+import type { BackupModeRecord, BackupRecord } from '../domain/catalog';
 import type { CatalogRebuildReport, UnreadCartridge } from '../domain/catalog-rebuild';
-import { DestinationExistsError, ErrorType, InvalidInputError, KuraError } from '../domain/errors';
+import { DestinationExistsError, ErrorType, InvalidInputError, KuraError, NotFoundError } from '../domain/errors';
 import { formatBytes, parseDuration } from '../domain/units';
 import { print, uiLink, type CliContext } from './context';
 import { watchRebuild } from './progress';
@@ -71,6 +73,7 @@ export function registerCatalogCommands(program: Command, ctx: CliContext): void
           [
             `${backup.backupId}: ${backup.status}, ${formatBytes(backup.sizeBytes)} of ${backup.array}/${backup.volume}, data time ${backup.dataTime}, job ${backup.job}`,
             ...(backup.error ? [`  error: ${backup.error}`] : []),
+            ...(backup.backupMode ? describeBackupMode(backup.backupId, backup.backupMode) : []),
             table(
               ['Copy', 'Piece', 'Library', 'Tape', 'Position', 'Offset', 'Size', 'Stream', 'SHA-256'],
               pieces.map((p) => [
@@ -106,6 +109,37 @@ export function registerCatalogCommands(program: Command, ctx: CliContext): void
       } finally {
         store.close();
       }
+    });
+
+  catalog
+    .command('label <backup-id>')
+    .description(
+      "the backup label (and tablespace map) PostgreSQL returned when the backup's image was taken, which a restored copy needs to start",
+    )
+    .option(
+      '--write <dir>',
+      'write it as backup_label (and a non-empty tablespace_map) into this data directory of the restored copy',
+    )
+    .action((backupId: string, o: { write?: string }) => {
+      const store = new Catalog(ctx.paths().catalog);
+      let backup: BackupRecord;
+      try {
+        backup = store.backup(backupId);
+      } finally {
+        store.close();
+      }
+      const mode = backup.backupMode;
+      if (mode?.label === undefined)
+        throw new NotFoundError(
+          `backup ${backupId} has no backup label in the catalog: ${mode ? `its ${mode.hook} hook returns none` : "it was not taken in an application's backup mode (no postgres hook), or was recorded before labels were kept"}; such a copy starts by crash recovery alone`,
+          { backupId },
+        );
+      if (o.write === undefined) {
+        print(ctx, { backupId, ...mode }, () => mode.label ?? '');
+        return;
+      }
+      const written = writeBackupLabel(path.resolve(o.write), mode as BackupModeRecord & { label: string });
+      print(ctx, { ok: true, backupId, written }, () => `wrote ${written.join(' and ')} for ${backupId}`);
     });
 
   catalog
@@ -193,6 +227,62 @@ export function registerCatalogCommands(program: Command, ctx: CliContext): void
           ].join('\n'),
       );
     });
+}
+
+/** The lines of `kura catalog show` on the backup mode a backup's image was taken in. */
+function describeBackupMode(backupId: string, m: BackupModeRecord): string[] {
+  const wal = m.startLsn && m.stopLsn ? `, WAL ${m.startLsn} to ${m.stopLsn}` : '';
+  return [
+    `  backup mode (${m.hook}): ${m.enteredAt} to ${m.leftAt}, ${m.seconds} s, ${m.rounds} round${m.rounds === 1 ? '' : 's'}${wal}`,
+    ...(m.label === undefined
+      ? []
+      : [
+          `  backup label (write it into the restored data directory with \`kura catalog label ${backupId} --write <dir>\`):`,
+          ...m.label
+            .trimEnd()
+            .split('\n')
+            .map((l) => `    ${l}`),
+          ...(m.tablespaceMap
+            ? [
+                '  tablespace map:',
+                ...m.tablespaceMap
+                  .trimEnd()
+                  .split('\n')
+                  .map((l) => `    ${l}`),
+              ]
+            : []),
+        ]),
+  ];
+}
+
+/**
+ * Writes `backup_label` (and `tablespace_map` when the cluster had tablespaces) into a restored
+ * data directory, owned like the directory so the server running as its owner can read and rename
+ * them. Refuses to overwrite either: a data directory that already has one is not the copy to start.
+ */
+function writeBackupLabel(dir: string, m: BackupModeRecord & { label: string }): string[] {
+  let owner: { uid: number; gid: number };
+  try {
+    const st = statSync(dir);
+    if (!st.isDirectory())
+      throw new InvalidInputError(`${dir} is not a directory; give --write the restored data directory`);
+    owner = st;
+  } catch (err) {
+    if (err instanceof KuraError) throw err;
+    throw new NotFoundError(`no directory ${dir}; mount the restored copy and give --write its data directory`, {
+      path: dir,
+    });
+  }
+  const files: [string, string][] = [[path.join(dir, 'backup_label'), m.label]];
+  if (m.tablespaceMap) files.push([path.join(dir, 'tablespace_map'), m.tablespaceMap]);
+  for (const [file] of files)
+    if (existsSync(file))
+      throw new DestinationExistsError(`${file} already exists; Kura does not overwrite it`, { path: file });
+  for (const [file, text] of files) {
+    writeFileSync(file, text, { mode: 0o600, flag: 'wx' });
+    if (process.getuid?.() === 0) chownSync(file, owner.uid, owner.gid);
+  }
+  return files.map(([file]) => file);
 }
 
 /**

@@ -3,7 +3,6 @@
  * plain files, or one qemu-storage-daemon per array (`qsd`), and what the daemon needs.
  */
 import { z } from 'zod';
-import { SizeSchema } from './units';
 
 /** The engines an array can run on. */
 export const ArrayDriver = { lab: 'lab', qsd: 'qsd' } as const;
@@ -20,6 +19,16 @@ const SocketPathSchema = z
     `a Unix socket path holds at most ${MAX_SOCKET_PATH} bytes; choose a shorter path, e.g. /run/kura/<array>.sock`,
   );
 
+/**
+ * The keys of the `qsd` section that moved to the array itself (its `freePool`, which every engine
+ * reads), with where each went: a file that still names one is refused at that key, not silently
+ * read one way by one engine and another way by the other.
+ */
+export const MOVED_QSD_KEYS = {
+  freePool: 'freePool.size',
+  copyRate: 'freePool.copyRate',
+} as const;
+
 /** The `qsd` section of an array whose `driver` is `qsd`. Relative paths are relative to Kura's home. */
 export const QsdArrayConfigSchema = z.object({
   /** The array's directory: volume images, the free pool's replicas, snapshots, the daemon's state. */
@@ -28,12 +37,8 @@ export const QsdArrayConfigSchema = z.object({
   socket: SocketPathSchema.optional(),
   /** The NBD server's socket through which hosts reach the volumes (default `<imageDir>/nbd.sock`). */
   nbdSocket: SocketPathSchema.optional(),
-  /**
-   * Space of the array's free pool: replicas of pairs and snapshots' copy-before-write images are
-   * allocated from it while an operation needs them (each counts the size of its volume).
-   */
-  freePool: SizeSchema,
-  /** Cap on a pair's full copy in bytes/s (0: as fast as the disks go); writes of hosts are never held back. */
-  copyRate: SizeSchema.default(0),
+  // Accepted only to be refused with where they went (inventory.ts); never read.
+  freePool: z.unknown().optional(),
+  copyRate: z.unknown().optional(),
 });
 export type QsdArrayConfig = z.infer<typeof QsdArrayConfigSchema>;

@@ -8,6 +8,31 @@ import { StreamSchema } from './pool';
 export const BackupStatus = { Running: 'running', Complete: 'complete', Failed: 'failed' } as const;
 export type BackupStatus = (typeof BackupStatus)[keyof typeof BackupStatus];
 
+/**
+ * The application's time in backup mode around a split or snapshot, as its hook measured it; for
+ * PostgreSQL also what pg_backup_stop returned, which a restored copy needs beside its data
+ * directory to start. Kept with the image in the catalog and on its cartridges (ADR 023).
+ */
+export const BackupModeSchema = z.object({
+  /** The hook's kind: `script` or `postgres`. */
+  hook: z.string().min(1),
+  enteredAt: z.string(),
+  leftAt: z.string(),
+  /** Seconds from entering backup mode to leaving it: the split's span, not the copy's. */
+  seconds: z.number().min(0),
+  /** How many times backup mode was entered: more than one when a session was lost and the image taken again. */
+  rounds: z.number().int().min(1),
+  /** The backup_label file pg_backup_stop returned, to be written into a restored data directory. */
+  label: z.string().optional(),
+  /** The tablespace_map file pg_backup_stop returned (empty when the cluster has no tablespaces). */
+  tablespaceMap: z.string().optional(),
+  /** The WAL location pg_backup_start returned: recovery of a restored copy starts there. */
+  startLsn: z.string().optional(),
+  /** The WAL location pg_backup_stop returned: a restored copy needs the WAL up to it. */
+  stopLsn: z.string().optional(),
+});
+export type BackupModeRecord = z.infer<typeof BackupModeSchema>;
+
 export const BackupRecordSchema = z.object({
   backupId: z.string(),
   job: z.string(),
@@ -26,6 +51,11 @@ export const BackupRecordSchema = z.object({
   sha256: z.string().nullable(),
   pieces: z.number().int().min(0),
   error: z.string().nullable(),
+  /**
+   * The application's backup mode around the image (absent: no hook, or a backup recorded before
+   * it was kept here). Written onto the cartridges with the rest of the record.
+   */
+  backupMode: BackupModeSchema.optional(),
 });
 export type BackupRecord = z.infer<typeof BackupRecordSchema>;
 
@@ -100,6 +130,7 @@ export const NewBackupSchema = BackupRecordSchema.omit({
   sha256: true,
   pieces: true,
   error: true,
+  backupMode: true,
 });
 export type NewBackup = z.infer<typeof NewBackupSchema>;
 

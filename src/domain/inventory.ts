@@ -9,7 +9,7 @@ import { DurationSchema, SizeSchema } from './units';
 import { LabTimingSchema, LadderConfigSchema } from './ladder-config';
 import { HypervisorConfigSchema } from './hypervisor-config';
 import { MetricsConfigSchema } from './metrics-config';
-import { ArrayDriver, QsdArrayConfigSchema } from './array-engine';
+import { ArrayDriver, MOVED_QSD_KEYS, QsdArrayConfigSchema } from './array-engine';
 import { formatPath } from './errors';
 
 export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
@@ -40,25 +40,29 @@ export const ArraySchema = z
       .default([]),
     /**
      * The array's free pool (seed 003): room for the replica volumes of pairs and the space of
-     * snapshots, which exist only while needed. Without it a lab array takes no pair or snapshot;
-     * a qsd array's pool is its qsd section's.
+     * snapshots, which exist only while needed. One field for every engine: the lab's files and a
+     * qemu-storage-daemon allocate from it alike. Without it a lab array takes no pair or snapshot;
+     * a qsd array, whose point is those functions, must have one.
      */
     freePool: z
       .object({
         size: SizeSchema,
         /** At most this many replicas and snapshots at once. */
         replicas: z.number().int().min(0).default(8),
-        /** How fast the array copies a pair in the background (bytes/s; 0: as fast as the disks go). */
+        /**
+         * How fast the array copies a pair in the background (bytes/s; 0: as fast as the disks go);
+         * writes of hosts are never held back.
+         */
         copyRate: SizeSchema.default(0),
       })
       .optional(),
   })
   .superRefine((a, ctx) => {
-    if (a.driver === ArrayDriver.qsd && a.qsd === undefined)
+    if (a.driver === ArrayDriver.qsd && a.freePool === undefined && a.qsd?.freePool === undefined)
       ctx.addIssue({
         code: 'custom',
-        path: ['qsd'],
-        message: `array "${a.name}" runs on qemu-storage-daemon (driver: qsd) and needs a qsd section with at least the free pool's size, e.g. qsd: { freePool: 256MiB }`,
+        path: ['freePool'],
+        message: `array "${a.name}" runs on qemu-storage-daemon (driver: qsd) and needs a free pool for its replicas and snapshots, e.g. freePool: { size: 256MiB }`,
       });
     if (a.driver === ArrayDriver.lab && a.qsd !== undefined)
       ctx.addIssue({
@@ -66,6 +70,17 @@ export const ArraySchema = z
         path: ['qsd'],
         message: `the qsd section applies only to arrays with driver: qsd; array "${a.name}" runs on the lab's files (driver: lab) — add driver: qsd or remove the section`,
       });
+    for (const [key, moved] of Object.entries(MOVED_QSD_KEYS)) {
+      if (a.qsd?.[key as keyof typeof MOVED_QSD_KEYS] === undefined) continue;
+      ctx.addIssue({
+        code: 'custom',
+        path: ['qsd', key],
+        message:
+          a.freePool === undefined
+            ? `qsd.${key} has moved to the array's ${moved}, which every engine reads; write freePool: { size: …, replicas: …, copyRate: … } beside driver: qsd instead`
+            : `array "${a.name}" names its free pool twice, as freePool and as qsd.${key}; keep ${moved} and remove qsd.${key}`,
+      });
+    }
   });
 export type StorageArray = z.infer<typeof ArraySchema>;
 

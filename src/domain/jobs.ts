@@ -4,7 +4,9 @@
  */
 import { z } from 'zod';
 import { NameSchema } from './inventory';
-import { BackupIdSchema, type StreamRecord } from './catalog';
+import { BackupIdSchema, type BackupModeRecord, type StreamRecord } from './catalog';
+
+export type { BackupModeRecord };
 
 /** Timeouts and sizes a job runs with; from kura.yaml's `tuning`, overridable per job (tests use small ones). */
 export const JobTuningSchema = z.object({
@@ -282,29 +284,6 @@ export interface BackupReport extends ResolvedTarget {
   backupMode?: BackupModeRecord;
 }
 
-/**
- * The application's time in backup mode around a split or snapshot, as its hook measured it; for
- * PostgreSQL also what pg_backup_stop returned, which a restored copy needs to start.
- */
-export interface BackupModeRecord {
-  /** The hook's kind: `script` or `postgres`. */
-  hook: string;
-  enteredAt: string;
-  leftAt: string;
-  /** Seconds from entering backup mode to leaving it: the split's span, not the copy's. */
-  seconds: number;
-  /** How many times backup mode was entered: more than one when a session was lost and the image taken again. */
-  rounds: number;
-  /** The backup_label file pg_backup_stop returned, to be written into a restored data directory. */
-  label?: string;
-  /** The tablespace_map file pg_backup_stop returned (empty when the cluster has no tablespaces). */
-  tablespaceMap?: string;
-  /** The WAL location pg_backup_start returned: recovery of a restored copy starts there. */
-  startLsn?: string;
-  /** The WAL location pg_backup_stop returned: a restored copy needs the WAL up to it. */
-  stopLsn?: string;
-}
-
 /** A replica-refresh's report: the pair split at `splitAt`, its replica kept as a point-in-time copy. */
 export interface ReplicaReport extends ResolvedTarget {
   workflowId: string;
@@ -334,4 +313,11 @@ export interface RestoreReport {
   skippedTapes: { tape: string; reason: string }[];
   startedAt: string;
   endedAt: string;
+  /**
+   * The application's backup mode the image was taken in, from the catalog (absent: none was
+   * recorded). A restored PostgreSQL copy needs its `label` written as `backup_label` (and a
+   * non-empty `tablespaceMap` as `tablespace_map`) in its data directory before it starts:
+   * `kura catalog label <backup> --write <data directory>` does that.
+   */
+  backupMode?: BackupModeRecord;
 }

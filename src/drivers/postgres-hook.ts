@@ -84,12 +84,21 @@ export class PostgresHook {
       const enteredAt = new Date();
       await control.entered({ startLsn: began.lsn, pid: began.pid, at: enteredAt.toISOString() });
       const pollMs = control.pollMs ?? 200;
+      // One question at a time, and the heartbeat goes on while it is unanswered: the workflow
+      // answers only between its tasks, and a task that runs a long local activity (a split on a
+      // busy array) would otherwise silence the hold until it is taken for dead and backup mode lost.
+      let asking: Promise<boolean> | undefined;
       for (;;) {
         if (control.signal?.aborted) throw control.signal.reason ?? new Error('the hold was cancelled');
         if (lost) throw this.sessionLost(lost);
         control.heartbeat();
-        if (await control.released()) break;
-        await delay(pollMs, control.signal);
+        asking ??= control.released();
+        const answer = await Promise.race([asking, delay(pollMs, control.signal).then(() => undefined)]);
+        if (answer === true) break;
+        if (answer === false) {
+          asking = undefined;
+          await delay(pollMs, control.signal);
+        }
       }
       if (lost) throw this.sessionLost(lost);
       const stop = await client

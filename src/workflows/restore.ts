@@ -158,6 +158,8 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
       skippedTapes: skipped.map((s) => ({ tape: s.tape, reason: `${s.type}: ${s.message}` })),
       startedAt,
       endedAt: new Date().toISOString(),
+      // What a restored application copy needs beside its data to start (a PostgreSQL backup label).
+      ...(backup.backupMode ? { backupMode: backup.backupMode } : {}),
     };
   } catch (err) {
     await undo.unwind();

@@ -174,8 +174,16 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
     op.activity = 'recording the backup';
     const endedAt = new Date().toISOString();
     const streams = job.lanes.map((l) => laneRecord(backupId, l));
+    // The backup label is recorded with the image, so a restore finds it where it finds the pieces.
     const record = await op.step('record', () =>
-      control.completeBackup({ backupId, endedAt, sha256: kept.sha256, pieces: kept.pieces, streams }),
+      control.completeBackup({
+        backupId,
+        endedAt,
+        sha256: kept.sha256,
+        pieces: kept.pieces,
+        streams,
+        ...(launch.backupMode ? { backupMode: launch.backupMode } : {}),
+      }),
     );
 
     // Seed 004 step 1170: each cartridge also carries its own catalog rows, after its data.

@@ -101,6 +101,24 @@ describe('a qsd array refuses bad requests and changes nothing', () => {
     await expect(lab.driver.listSnapshots('main', 'qa')).resolves.toEqual([]);
   });
 
+  it("refuses a replica beyond the free pool's count of replicas, as a lab array does", async () => {
+    const few = qsdLab({ size: 1 * MiB, freePool: 64 * MiB, replicas: 1 });
+    try {
+      await few.driver.createPair(vol1);
+      await refusal(
+        few.driver.createPair(vol2),
+        NoResourcesError,
+        /the free pool of main\/qa holds 1 of its 1 replicas and snapshots, so it has none left for a replica for vol-2; .*raise the array's freePool\.replicas/,
+      );
+      await refusal(few.driver.createSnapshot(vol2, 's2'), NoResourcesError, /holds 1 of its 1 replicas/);
+      const a = few.driver.array('main', 'qa');
+      await expect(fs.readdir(a.paths.poolDir)).resolves.toEqual(['replica-vol-1.img']);
+      await expect(fs.readdir(a.paths.snapshotsDir)).resolves.toEqual([]);
+    } finally {
+      await few.cleanup();
+    }
+  });
+
   it('refuses to run a lab array on the qsd driver', async () => {
     await refusal(lab.driver.listPairs('main', 'la'), InvalidInputError, /array main\/la runs on the lab driver/);
   });
@@ -165,32 +183,74 @@ describe("kura.yaml's array engine settings", () => {
     throw new Error('the configuration was accepted');
   }
 
-  it('defaults an array to the lab engine', () => {
+  it("defaults an array to the lab engine, and reads a qsd array's free pool from the array, as a lab array's", () => {
     const loaded = parseConfigText(qsdConfigText(), '/etc/kura/kura.yaml');
     expect(loaded.config.sites[0]?.arrays.map((a) => a.driver)).toEqual(['lab', 'qsd']);
-    expect(loaded.config.sites[0]?.arrays[1]?.qsd).toEqual({ freePool: 64 * MiB, copyRate: 0 });
+    expect(loaded.config.sites[0]?.arrays[1]?.freePool).toEqual({ size: 64 * MiB, replicas: 8, copyRate: 0 });
+    expect(loaded.config.sites[0]?.arrays[1]?.qsd).toBeUndefined();
   });
 
   it('asks a qsd array for its free pool, and a lab array not to carry qsd settings', () => {
     const text = qsdConfigText()
-      .replace(/ {8}qsd: \{[^}]*\}\n/, '')
-      .replace('      - name: la\n', '      - name: la\n        qsd: { freePool: 1MiB }\n');
+      .replace(/ {8}freePool: \{[^}]*\}\n/, '')
+      .replace('      - name: la\n', '      - name: la\n        qsd: { imageDir: /srv/la }\n');
     const found = issues(text);
-    expect(found['sites[0].arrays[1].qsd']).toMatch(
-      /needs a qsd section with at least the free pool's size, e\.g\. qsd: \{ freePool: 256MiB \}/,
+    expect(found['sites[0].arrays[1].freePool']).toMatch(
+      /array "qa" runs on qemu-storage-daemon \(driver: qsd\) and needs a free pool for its replicas and snapshots, e\.g\. freePool: \{ size: 256MiB \}/,
     );
     expect(found['sites[0].arrays[0].qsd']).toMatch(/applies only to arrays with driver: qsd/);
   });
 
   it('refuses a socket path a Unix socket cannot bind, and a free pool that is no size', () => {
-    const text = qsdConfigText().replace(
-      /qsd: \{ freePool: \d+/,
-      `qsd: { socket: /run/${'x'.repeat(120)}.sock, freePool: plenty`,
-    );
+    const text = qsdConfigText()
+      .replace(/freePool: \{ size: \d+/, 'freePool: { size: plenty')
+      .replace('        driver: qsd\n', `        driver: qsd\n        qsd: { socket: /run/${'x'.repeat(120)}.sock }\n`);
     const found = issues(text);
     expect(found['sites[0].arrays[1].qsd.socket']).toMatch(/holds at most 107 bytes/);
-    expect(found['sites[0].arrays[1].qsd.freePool']).toMatch(/"plenty" is not a size/);
+    expect(found['sites[0].arrays[1].freePool.size']).toMatch(/"plenty" is not a size/);
   });
+
+  it('refuses the free pool in the qsd section, saying where it moved, at its line', () => {
+    const text = qsdConfigText()
+      .replace(/ {8}freePool: \{[^}]*\}\n/, '')
+      .replace('        driver: qsd\n', '        driver: qsd\n        qsd: { freePool: 64MiB, copyRate: 1MiB }\n');
+    const err = configError(text);
+    expect(err.issues.map((i) => i.path)).toEqual([
+      'sites[0].arrays[1].qsd.freePool (line 10)',
+      'sites[0].arrays[1].qsd.copyRate (line 10)',
+    ]);
+    expect(err.issues[0]?.message).toMatch(
+      /qsd\.freePool has moved to the array's freePool\.size, which every engine reads; write freePool: \{ size: …/,
+    );
+    expect(err.issues[1]?.message).toMatch(/qsd\.copyRate has moved to the array's freePool\.copyRate/);
+  });
+
+  it('refuses an array that names its free pool twice, at the second one', () => {
+    const text = qsdConfigText().replace(
+      '        driver: qsd\n',
+      '        driver: qsd\n        qsd:\n          freePool: 1MiB\n',
+    );
+    const err = configError(text);
+    expect(err.issues).toEqual([
+      {
+        path: 'sites[0].arrays[1].qsd.freePool (line 11)',
+        message:
+          'array "qa" names its free pool twice, as freePool and as qsd.freePool; keep freePool.size and remove qsd.freePool',
+      },
+    ]);
+    expect(err.type).toBe('ConfigInvalid');
+    expect(err.message).toMatch(/kura\.yaml: sites\[0\]\.arrays\[1\]\.qsd\.freePool \(line 11\): array "qa" names/);
+  });
+
+  function configError(text: string): ConfigInvalidError {
+    try {
+      parseConfigText(text, '/etc/kura/kura.yaml');
+    } catch (err) {
+      if (err instanceof ConfigInvalidError) return err;
+      throw err;
+    }
+    throw new Error('the configuration was accepted');
+  }
 });
 
 describe('the QMP client', () => {

@@ -34,8 +34,7 @@ export async function makeQsdLab(opts: LabOptions & { freePool?: number } = {}):
     edit: (cfg: ConfigInput) => {
       const array = cfg.sites[0]!.arrays[0]!;
       array.driver = 'qsd';
-      delete array.freePool;
-      array.qsd = { freePool: opts.freePool ?? 4 * dataSize };
+      array.freePool = { size: opts.freePool ?? 4 * dataSize };
       opts.edit?.(cfg);
     },
   });

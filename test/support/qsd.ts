@@ -27,7 +27,7 @@ export interface QsdLab {
 
 /** kura.yaml text with one lab array and one qsd array (`qa`) whose volumes are `vol-1`… of `size` bytes. */
 export function qsdConfigText(
-  opts: { volumes?: number; size?: number; freePool?: number; copyRate?: number } = {},
+  opts: { volumes?: number; size?: number; freePool?: number; replicas?: number; copyRate?: number } = {},
 ): string {
   const n = opts.volumes ?? 2;
   const size = opts.size ?? 4 * MiB;
@@ -41,7 +41,7 @@ sites:
           - { id: lab-1, size: 1MiB }
       - name: qa
         driver: qsd
-        qsd: { freePool: ${opts.freePool ?? 64 * MiB}, copyRate: ${opts.copyRate ?? 0} }
+        freePool: { size: ${opts.freePool ?? 64 * MiB}, replicas: ${opts.replicas ?? 8}, copyRate: ${opts.copyRate ?? 0} }
         volumes:
 ${vols}
     libraries:

@@ -6,7 +6,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Catalog, type NewBackup } from '../../src/catalog/store';
 import { catalogContents, compareContents } from '../../src/catalog/rebuild';
-import type { PieceRecord } from '../../src/domain/catalog';
+import Database from 'better-sqlite3';
+import type { BackupModeRecord, PieceRecord } from '../../src/domain/catalog';
+import { MIGRATIONS } from '../../src/catalog/migrations';
 import { backupIdFor, compactTime } from '../../src/domain/catalog';
 import { InvalidInputError, NotFoundError } from '../../src/domain/errors';
 import { backupWorkflowId } from '../../src/api/workflow-ids';
@@ -157,6 +159,114 @@ describe('the catalog', () => {
     catalog.close();
     catalog = new Catalog(path.join(dir, 'catalog.db'));
     expect(catalog.backup(backup.backupId).target).toBe('vm-001');
+  });
+});
+
+/** What pg_backup_stop answered for a backup taken in PostgreSQL's backup mode. */
+const pgMode: BackupModeRecord = {
+  hook: 'postgres',
+  enteredAt: '2026-11-22T02:00:00.100Z',
+  leftAt: '2026-11-22T02:00:00.350Z',
+  seconds: 0.25,
+  rounds: 2,
+  label:
+    'START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nCHECKPOINT LOCATION: 0/2000060\nLABEL: op/split-backup/vm-001 round 2\n',
+  tablespaceMap: '16385 /srv/ts1\n',
+  startLsn: '0/2000028',
+  stopLsn: '0/2000138',
+};
+
+describe("the catalog's record of the backup mode an image was taken in", () => {
+  it('keeps the label, tablespace map and WAL positions with the backup, in every read of it', () => {
+    catalog.beginBackup(backup);
+    const done = catalog.completeBackup(backup.backupId, {
+      endedAt: at,
+      sha256: null,
+      pieces: [piece(0), piece(1), piece(2)],
+      backupMode: pgMode,
+    });
+    expect(done.backupMode).toEqual(pgMode);
+    catalog.close();
+    catalog = new Catalog(path.join(dir, 'catalog.db'));
+    expect(catalog.backup(backup.backupId).backupMode).toEqual(pgMode);
+    expect(catalog.listBackups({ target: 'vm-001', status: 'complete' })[0]?.backupMode).toEqual(pgMode);
+  });
+
+  it("keeps a script hook's backup mode without a label, and a backup without a hook without one", () => {
+    const script: BackupModeRecord = { hook: 'script', enteredAt: at, leftAt: at, seconds: 0, rounds: 1 };
+    catalog.beginBackup(backup);
+    catalog.completeBackup(backup.backupId, {
+      endedAt: at,
+      sha256: null,
+      pieces: [piece(0), piece(1), piece(2)],
+      backupMode: script,
+    });
+    const plain = { ...backup, backupId: 'vm-002@20261122T020000Z', target: 'vm-002' };
+    catalog.beginBackup(plain);
+    catalog.completeBackup(plain.backupId, {
+      endedAt: at,
+      sha256: null,
+      pieces: [0, 1, 2].map((n) => piece(n, { backupId: plain.backupId })),
+    });
+    expect(catalog.backup(backup.backupId).backupMode).toEqual(script);
+    expect(catalog.backup(plain.backupId)).not.toHaveProperty('backupMode');
+  });
+
+  it('records the same backup mode again as nothing new, and refuses a different one', () => {
+    catalog.beginBackup(backup);
+    const done = { endedAt: at, sha256: null, pieces: [piece(0), piece(1), piece(2)], backupMode: pgMode };
+    catalog.completeBackup(backup.backupId, done);
+    expect(catalog.completeBackup(backup.backupId, done).backupMode).toEqual(pgMode);
+    expect(() =>
+      catalog.completeBackup(backup.backupId, { ...done, backupMode: { ...pgMode, stopLsn: '0/3000000' } }),
+    ).toThrow(InvalidInputError);
+    expect(catalog.backup(backup.backupId).backupMode?.stopLsn).toBe('0/2000138');
+  });
+
+  it('is carried by the entries written on cartridges, so a rebuilt catalog has the label too', () => {
+    catalog.beginBackup(backup);
+    const pieces = [piece(0), piece(1), piece(2)];
+    const record = catalog.completeBackup(backup.backupId, { endedAt: at, sha256: null, pieces, backupMode: pgMode });
+    const rebuilt = new Catalog(':memory:');
+    try {
+      rebuilt.importEntry({ backup: record, pieces, streams: [] });
+      expect(rebuilt.backup(backup.backupId).backupMode).toEqual(pgMode);
+      expect(compareContents(catalogContents(catalog), catalogContents(rebuilt))).toEqual([]);
+      // A cartridge written before labels were kept says nothing of one: the rebuild names the difference.
+      const older = new Catalog(':memory:');
+      const { backupMode: _label, ...withoutLabel } = record;
+      older.importEntry({ backup: withoutLabel, pieces, streams: [] });
+      expect(compareContents(catalogContents(catalog), catalogContents(older))).toEqual([
+        expect.stringMatching(/^backup vm-001@20261122T020000Z differs: the catalog has .*"label":"START WAL LOCATION/),
+      ]);
+      older.close();
+    } finally {
+      rebuilt.close();
+    }
+  });
+
+  it('migrates a catalog written before backup modes were kept, whose backups then have none', () => {
+    catalog.close();
+    const file = path.join(dir, 'old.db');
+    const old = new Database(file);
+    for (const m of MIGRATIONS.slice(0, 2)) old.exec(m);
+    old.pragma('user_version = 2');
+    old
+      .prepare(
+        `INSERT INTO backups (backup_id, job, site, target, array_name, volume, status, started_at, data_time, size_bytes)
+         VALUES ('vm-001@20261122T020000Z', 'j', 'hospital', 'vm-001', 'array-01', 'vm-001-data', 'running', ?, ?, 300)`,
+      )
+      .run(at, at);
+    old.close();
+    catalog = new Catalog(file);
+    expect(catalog.backup(backup.backupId)).not.toHaveProperty('backupMode');
+    catalog.completeBackup(backup.backupId, {
+      endedAt: at,
+      sha256: null,
+      pieces: [piece(0), piece(1), piece(2)],
+      backupMode: pgMode,
+    });
+    expect(catalog.backup(backup.backupId).backupMode?.label).toBe(pgMode.label);
   });
 });
 

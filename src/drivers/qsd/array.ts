@@ -23,6 +23,7 @@ import { mountsUnder, unmountIfMounted } from './mounts';
 import { QmpClient, QmpCommandError, type QmpEvent } from './qmp';
 import {
   ArrayStateSchema,
+  copyingAfterLoss,
   readArrayState,
   snapshotKey,
   writeArrayState,
@@ -99,10 +100,6 @@ export class QsdArray {
     readonly site: string,
     readonly array: StorageArray,
     readonly paths: QsdArrayPaths,
-    /** Bytes of the free pool replicas and fleecing images are allocated from. */
-    readonly freePool: number,
-    /** Cap on a full copy in bytes/s; 0 for none. */
-    readonly copyRate = 0,
   ) {
     this.supervisor = new QsdSupervisor(`${site}/${array.name}`, paths);
   }
@@ -366,6 +363,12 @@ export class QsdArray {
       const job = (await this.jobs(s.qmp)).find((j) => j.id === ids.pairJob(volume));
       if (pair.phase !== 'mirror' || job?.status !== 'ready') {
         const info = await this.pairInfo(s, volume);
+        // Retryable: the pair was in sync until the array lost its mirror, and will be again.
+        if (copyingAfterLoss(pair))
+          throw new DeviceFaultError(
+            this.device,
+            `the pair of ${this.device}/${volume} lost its mirror (${pair.recovered.at(-1) ?? 'the daemon restarted'}) and is copying again (${info.copiedBytes} of ${info.totalBytes} bytes copied); it can be split once it is back in sync`,
+          );
         throw new InvalidInputError(
           `the pair of ${this.device}/${volume} is ${info.state} (${info.copiedBytes} of ${info.totalBytes} bytes copied); split it once it is in sync (wait for the pair's state in-sync)`,
         );
@@ -402,7 +405,8 @@ export class QsdArray {
       const pair = this.pairOf(s.state, volume);
       if (pair.phase !== 'split') return this.pairInfo(s, volume);
       this.refuseWhileSnapshots(s.state, volume, 'resync');
-      if (!(await this.bitmapCount(s.qmp, volume, SPLIT_BITMAP))) {
+      // Absent, not empty: a bitmap that counts nothing means no host wrote since the split.
+      if ((await this.bitmapCount(s.qmp, volume, SPLIT_BITMAP)) === undefined) {
         pair.recovered.push(
           `${new Date().toISOString()}: the split bitmap was lost with a daemon restart; the resync copies the whole volume`,
         );
@@ -840,17 +844,37 @@ export class QsdArray {
       );
   }
 
-  /** NoResourcesError unless `bytes` more fit the free pool beside the replicas and snapshots it holds. */
+  /** The array's free pool (kura.yaml `freePool`, which a qsd array must have); none: room for nothing. */
+  get freePool(): { size: number; replicas: number; copyRate: number } {
+    return this.array.freePool ?? { size: 0, replicas: 0, copyRate: 0 };
+  }
+
+  /** Cap on a full copy in bytes/s; 0 for none. */
+  get copyRate(): number {
+    return this.freePool.copyRate;
+  }
+
+  /**
+   * NoResourcesError unless one more replica or snapshot of `bytes` fits the free pool beside the
+   * ones it holds: within its size and its count of replicas, as on every engine.
+   */
   private reserve(state: ArrayState, bytes: number, what: string): void {
+    const pool = this.freePool;
     const size = (volume: string) =>
       this.array.volumes.find((v) => v.id === volume)?.size ?? state.restored[volume]?.sizeBytes ?? 0;
     const used =
       Object.keys(state.pairs).reduce((n, v) => n + size(v), 0) +
       Object.values(state.restored).reduce((n, r) => n + r.sizeBytes, 0) +
       Object.values(state.snapshots).reduce((n, x) => n + x.sizeBytes, 0);
-    if (used + bytes > this.freePool)
+    const count = Object.keys(state.pairs).length + Object.keys(state.snapshots).length;
+    if (used + bytes > pool.size)
       throw new NoResourcesError(
-        `the free pool of ${this.device} (${this.freePool} bytes) has ${this.freePool - used} bytes left, too few for ${what} (${bytes} bytes); delete a pair or snapshot, or raise qsd.freePool in kura.yaml`,
+        `the free pool of ${this.device} (${pool.size} bytes) has ${pool.size - used} bytes left, too few for ${what} (${bytes} bytes); delete a pair or snapshot, or raise the array's freePool.size in kura.yaml`,
+        { site: this.site, array: this.array.name },
+      );
+    if (count + 1 > pool.replicas)
+      throw new NoResourcesError(
+        `the free pool of ${this.device} holds ${count} of its ${pool.replicas} replicas and snapshots, so it has none left for ${what}; delete a pair or snapshot, or raise the array's freePool.replicas in kura.yaml`,
         { site: this.site, array: this.array.name },
       );
   }

@@ -42,18 +42,16 @@ export class QsdDriver implements StorageDriver, ArrayFunctions, VolumeImages, R
     if (known) return known;
     const a = findSite(this.loaded.config, site).arrays.find((x) => x.name === array);
     if (!a) throw new NotFoundError(`no array ${array} in site ${site} (${this.loaded.file})`, { site, array });
-    if (a.driver !== ArrayDriver.qsd || a.qsd === undefined)
+    if (a.driver !== ArrayDriver.qsd)
       throw new InvalidInputError(
-        `array ${site}/${array} runs on the ${a.driver} driver, not on qemu-storage-daemon; set driver: qsd (and its qsd section) in ${this.loaded.file}`,
+        `array ${site}/${array} runs on the ${a.driver} driver, not on qemu-storage-daemon; set driver: qsd (and its freePool) in ${this.loaded.file}`,
       );
-    const dir = path.resolve(this.paths.home, a.qsd.imageDir ?? path.join('qsd', site, array));
+    const dir = path.resolve(this.paths.home, a.qsd?.imageDir ?? path.join('qsd', site, array));
     const abs = (p: string | undefined) => (p === undefined ? undefined : path.resolve(this.paths.home, p));
     const created = new QsdArray(
       site,
       a,
-      qsdArrayPaths(dir, { socket: abs(a.qsd.socket), nbdSocket: abs(a.qsd.nbdSocket) }),
-      a.qsd.freePool,
-      a.qsd.copyRate,
+      qsdArrayPaths(dir, { socket: abs(a.qsd?.socket), nbdSocket: abs(a.qsd?.nbdSocket) }),
     );
     this.arrays.set(key, created);
     return created;

@@ -30,6 +30,16 @@ export const PairRecordSchema = z.object({
 });
 export type PairRecord = z.infer<typeof PairRecordSchema>;
 
+/**
+ * Whether the pair is copying in full again because the array lost its mirror (the daemon was
+ * killed and restarted, or a resync could not catch up) rather than because it was never in sync:
+ * a split asked of it then meets the array's fault, not a bad request, and a later attempt can
+ * split it once the copy is back in sync.
+ */
+export function copyingAfterLoss(pair: PairRecord): boolean {
+  return pair.phase === 'mirror' && pair.lastCopy === undefined && pair.recovered.length > 0;
+}
+
 export const SnapshotRecordSchema = z.object({
   volume: z.string(),
   name: z.string(),
