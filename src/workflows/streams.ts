@@ -416,7 +416,6 @@ async function driveRun(job: CopyJob, run: Run, attempts: number, verify: boolea
         op.steps = markStep(op.steps, run.step(at), 'failed', new Date().toISOString(), rootFailure(err).message);
         throw err;
       }
-      if (tries === 1 && run.next !== first) begin(job, run, at);
       resumeBytes = beat?.piece === at.piece ? beat.bytes : 0;
       await sleep(1000 * 2 ** (tries - 1));
     }
