@@ -192,6 +192,15 @@ export function createCopyActivities(deps: { drivers: Drivers }) {
         if (!req.verify) return { pieces: landed };
         const last = landed[landed.length - 1] as CopyPieceResult;
         const lastPiece = req.pieces[req.pieces.length - 1]?.piece ?? 0;
+        const reading = () =>
+          ctx.heartbeat({
+            piece: lastPiece,
+            bytes: last.bytes,
+            total: last.bytes,
+            landed: last,
+          } satisfies RunHeartbeat);
+        // Before the first byte is read back: a read-back too short to report progress still says so.
+        reading();
         try {
           const image = await drivers.copy.verifyOnTape(
             {
@@ -202,13 +211,7 @@ export function createCopyActivities(deps: { drivers: Drivers }) {
                 sha256: r.sha256,
               })),
             },
-            () =>
-              ctx.heartbeat({
-                piece: lastPiece,
-                bytes: last.bytes,
-                total: last.bytes,
-                landed: last,
-              } satisfies RunHeartbeat),
+            reading,
             ctx.cancellationSignal,
           );
           return { pieces: landed, image };
