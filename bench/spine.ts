@@ -78,7 +78,7 @@ async function main(): Promise<void> {
       `  end-to-end backups  : ${backupSeconds.toFixed(2)} s, ${backupRate.toFixed(1)} backups/s (${((n * size) / backupSeconds / 1024 / 1024).toFixed(1)} MiB/s)`,
     );
     console.log(
-      `  ratio backups/empty : ${(backupRate / emptyRate).toFixed(3)}  (each backup: 4 activities — resolve, reserve, copy, verify — and 8 local activities in 5 workflow tasks: record start, zone, mount, record, tape catalog, unmount, unzone, release)`,
+      `  ratio backups/empty : ${(backupRate / emptyRate).toFixed(3)}  (each backup: 3 activities — resolve, reserve, and one copy run that reads its copy back — and 8 local activities in 4 workflow tasks: record start, zone, mount, record, tape catalog, unmount, unzone, release)`,
     );
     console.log(
       `  fleet run (children): ${fleetSeconds.toFixed(2)} s, ${(n / fleetSeconds).toFixed(1)} backups/s, ${fleet.succeeded} succeeded, ${fleet.failed} failed`,

@@ -73,3 +73,25 @@ export const backupModeEnteredSignal =
  * taken (0: none yet), so that round's hold may leave backup mode.
  */
 export const backupModeReleasedQuery = defineQuery<number>('backup-mode-released');
+
+/** A chunk on tape, as a stream's copy run reports it: where it was written and what it hashes to. */
+export interface ChunkLanded {
+  /** The run (one copy activity over a stream's chunks) that wrote it, as the workflow named the run. */
+  run: string;
+  piece: number;
+  result: {
+    sha256: string;
+    bytes: number;
+    position: number;
+    nextPosition: number;
+    resumedBytes: number;
+    startedAt: string;
+    endedAt: string;
+  };
+}
+/**
+ * SAN operation, from the activity copying a stream's chunks: a chunk reached tape. Sent before the
+ * next chunk is begun, so the history holds every chunk on tape and a run resumed after a lost
+ * worker starts after it (docs/adr/020-fleet-cost.md).
+ */
+export const chunkLandedSignal = defineSignal<[ChunkLanded]>('chunk-landed');

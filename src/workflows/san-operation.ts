@@ -44,6 +44,7 @@ import {
   type ArrayLaunch,
 } from './array-launches';
 import {
+  copyByStream,
   copyFailover,
   copyParallel,
   prepareLane,
@@ -64,6 +65,13 @@ import {
  * must see them do so.
  */
 const LOCAL_CONTROL_STEPS_PATCH = 'local-control-steps';
+
+/**
+ * Marks the runs that copy with one activity per stream, its chunks signalled as they land
+ * (docs/adr/020-fleet-cost.md); earlier runs scheduled one activity per chunk and a read-back of
+ * their own, and replay must see them do so.
+ */
+const COPY_BY_STREAM_PATCH = 'copy-by-stream';
 
 /** Backs up one target to tape: the SAN operation of kind `backup`, `split-backup` or `snapshot-backup`. */
 export async function sanOperation(input: BackupRequest): Promise<BackupReport> {
@@ -164,7 +172,11 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
     // so a failover finds its stream ready.
     await prepareLanes(job);
     op.activity = `copying ${pieces.length} chunk${pieces.length === 1 ? '' : 's'} in ${req.mode} mode`;
-    const written: PieceRecord[] = req.mode === 'parallel' ? await copyParallel(job) : await copyFailover(job);
+    const written: PieceRecord[] = patched(COPY_BY_STREAM_PATCH)
+      ? await copyByStream(job)
+      : req.mode === 'parallel'
+        ? await copyParallel(job)
+        : await copyFailover(job);
     // The pool knows every faulty device before the job goes on to report.
     await Promise.all(job.marks);
 

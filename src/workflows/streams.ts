@@ -7,19 +7,27 @@
  * It runs inside the backup's own workflow rather than as a child: the devices, zones and
  * cartridges belong to the backup's one saga, which must undo them whatever happens here.
  */
-import { ApplicationFailure, isCancellation } from '@temporalio/workflow';
-import type { CopyPieceResult } from '../activities/copy';
+import {
+  ApplicationFailure,
+  TemporalFailure,
+  TimeoutFailure,
+  isCancellation,
+  setHandler,
+  sleep,
+} from '@temporalio/workflow';
+import type { CopyPieceResult, CopyRunInput, RunHeartbeat } from '../activities/copy';
 import type { BackupRecord, PieceRecord, StreamRecord } from '../domain/catalog';
 import type { BackupRequestSchema, ResolvedTarget, StreamProgress } from '../domain/jobs';
 import type { Stream } from '../domain/pool';
 import type { z } from 'zod';
 import type { PiecePlan } from './plan';
-import { zoneName } from './plan';
+import { markStep, zoneName } from './plan';
 import type { Compensations } from './compensations';
 import type { OperationState } from './operation-state';
 import { copyActivities, type ControlActivities, type PoolActivities } from './proxies';
 import { deviceTrouble, rootFailure } from './failures';
-import { ErrorType } from '../domain/errors';
+import { ErrorType, NON_RETRYABLE_ERROR_TYPES } from '../domain/errors';
+import { chunkLandedSignal } from '../messages';
 
 /** Everything the stream functions share with the backup that runs them. */
 export interface CopyJob {
@@ -45,6 +53,25 @@ export interface CopyJob {
    * fit and every chunk after it. Without it a full cartridge fails its stream like a fault.
    */
   nextCartridge?: (full: Lane, piece: PiecePlan) => Promise<Lane>;
+  /** The copy runs under way by their names, which the chunk-landed signals carry (`copyByStream`). */
+  runs?: Record<string, Run>;
+  /** How many runs were started: each run's name. */
+  runCount?: number;
+  /** The SHA-256 of each copy a run read back whole while it was mounted, by copy number. */
+  verified?: Record<number, string>;
+}
+
+/** One stream's chunks in order as one copy activity writes them, followed by the workflow. */
+export interface Run {
+  lane: Lane;
+  copy: number;
+  pieces: PiecePlan[];
+  /** Index in `pieces` of the first chunk not yet on tape. */
+  next: number;
+  /** Where each chunk that reached tape is recorded, shared with the mode's other runs. */
+  written: PieceRecord[];
+  /** The plan step of a chunk. */
+  step: (p: PiecePlan) => string;
 }
 
 /** One reserved stream while the job runs. */
@@ -243,6 +270,249 @@ export async function copyParallel(job: CopyJob): Promise<PieceRecord[]> {
 }
 
 /**
+ * The copy over the streams with one activity per stream rather than per chunk (docs/adr/020-fleet-cost.md):
+ * the same two methods, chunk failover and parallel copies, with the same outcomes; each chunk that
+ * reaches tape is signalled by the run, so the plan's per-chunk steps, the progress and the pieces
+ * recorded follow the copy as before, and a run that fails or is lost goes on from the chunk after
+ * the last one signalled.
+ */
+export async function copyByStream(job: CopyJob): Promise<PieceRecord[]> {
+  const runs: Record<string, Run> = {};
+  job.runs = runs;
+  job.runCount = 0;
+  job.verified = {};
+  setHandler(chunkLandedSignal, ({ run: name, piece, result }) => {
+    const run = runs[name];
+    // A signal of a run already over (a stalled copy waking up after its timeout) changes nothing.
+    if (run && run.pieces[run.next]?.piece === piece) accept(job, run, result);
+  });
+  return job.req.mode === 'parallel' ? copyParallelByStream(job) : copyFailoverByStream(job);
+}
+
+/**
+ * Method 2 with one run per stream: the chunks left go to the first healthy stream as one run; when
+ * it fails or stops answering, the chunk it was writing and every chunk after it go to the next
+ * stream, and the faulty device is marked unavailable in the pool, as chunk by chunk.
+ */
+async function copyFailoverByStream(job: CopyJob): Promise<PieceRecord[]> {
+  const { req, pieces } = job;
+  const written: PieceRecord[] = [];
+  let at = 0;
+  let lane = nextHealthy(job, -1);
+  while (at < pieces.length) {
+    if (!lane) throw allStreamsFailed(job);
+    const current: Lane = lane;
+    current.state = 'copying';
+    // One attempt while another stream stands by (the chunks move there); the last stream left
+    // retries its own devices instead, as a single-stream copy would.
+    const attempts = nextHealthy(job, current.stream.stream) ? 1 : req.tuning.deviceAttempts;
+    const run: Run = {
+      lane: current,
+      copy: 0,
+      pieces: pieces.slice(at),
+      next: 0,
+      written,
+      step: (p) => `copy:${p.piece}`,
+    };
+    try {
+      await driveRun(job, run, attempts, at === 0);
+      at = pieces.length;
+    } catch (err) {
+      at += run.next;
+      if (isCancellation(err)) throw err;
+      const piece = pieces[at] as PiecePlan;
+      if (job.nextCartridge && rootFailure(err).type === ErrorType.TapeFull) {
+        // The chunks already there stay: the cartridge is full, not faulty.
+        current.state = current.pieces > 0 ? 'done' : 'standby';
+        lane = await job.nextCartridge(current, piece);
+        continue;
+      }
+      await laneFailed(job, current, err, `at chunk ${piece.piece}`);
+      lane = nextHealthy(job, current.stream.stream);
+    }
+  }
+  for (const l of job.lanes) if (l.state === 'copying') l.state = 'done';
+  return written;
+}
+
+/** Method 1 with one run per stream: every stream writes the whole volume as one run, read back at its end. */
+async function copyParallelByStream(job: CopyJob): Promise<PieceRecord[]> {
+  const { req, pieces, op } = job;
+  const runLane = async (lane: Lane): Promise<PieceRecord[]> => {
+    const out: PieceRecord[] = [];
+    const s = lane.stream.stream;
+    lane.state = 'copying';
+    try {
+      await driveRun(
+        job,
+        { lane, copy: s, pieces, next: 0, written: out, step: (p) => `copy:${s}:${p.piece}` },
+        req.tuning.deviceAttempts,
+        true,
+      );
+      lane.state = 'done';
+      return out;
+    } catch (err) {
+      if (isCancellation(err)) throw err;
+      await laneFailed(job, lane, err, `at chunk ${out.length}`);
+      // Chunks of a copy that did not finish are not part of the backup.
+      lane.pieces = 0;
+      return [];
+    }
+  };
+  op.activity = `copying on ${job.lanes.filter((l) => l.state !== 'failed').length} streams at once`;
+  // allSettled, not all: a cancellation must not leave sibling copies running while the saga unloads.
+  const results = await Promise.allSettled(job.lanes.filter((l) => l.state !== 'failed').map(runLane));
+  const rejected = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (rejected) throw rejected.reason;
+  const written = results.flatMap((r) => (r.status === 'fulfilled' ? r.value : []));
+  if (written.length === 0) throw allStreamsFailed(job);
+  return written;
+}
+
+/**
+ * Runs a stream's chunks as copy runs until all are on tape, or throws the failure that ended them
+ * (with `run.next` at the chunk that did not land). A chunk keeps its retry rules: up to `attempts`
+ * tries on this stream with the same backoff, never for a failure no retry can cure, each try
+ * resuming after the bytes the last heartbeat reported. `verify`: a run that starts with the copy's
+ * first chunk reads the whole copy back at its end.
+ */
+async function driveRun(job: CopyJob, run: Run, attempts: number, verify: boolean): Promise<void> {
+  const { req, op } = job;
+  const runs = job.runs as Record<string, Run>;
+  let resumeBytes = 0;
+  let tries = 0;
+  let triedAt = run.next;
+  for (;;) {
+    const first = run.next;
+    const rest = run.pieces.slice(first);
+    const head = rest[0];
+    if (!head) return;
+    const whole = verify && first === 0;
+    const name = `${run.lane.stream.stream}.${(job.runCount = (job.runCount ?? 0) + 1)}`;
+    runs[name] = run;
+    if (tries === 0) begin(job, run, head);
+    const bytes = rest.reduce((n, p) => n + p.length, 0);
+    const copy = copyActivities(run.lane.stream.server, req.tuning, whole ? 2 * bytes : bytes, 1);
+    try {
+      const out = await copy.copyRun(runRequest(job, run, name, rest, resumeBytes, whole));
+      delete runs[name];
+      for (const [i, r] of out.pieces.entries()) if (first + i === run.next) accept(job, run, r);
+      if (whole && out.image) (job.verified as Record<number, string>)[run.copy] = out.image.sha256;
+      return;
+    } catch (err) {
+      delete runs[name];
+      if (isCancellation(err)) throw err;
+      const beat = lastBeat(err);
+      // Lost while reading itself back: its last chunk is on tape too (the workflow reads it back).
+      if (beat?.landed && beat.piece === run.pieces[run.next]?.piece) accept(job, run, beat.landed);
+      const at = run.pieces[run.next];
+      if (!at) return;
+      if (run.next !== triedAt) {
+        tries = 0;
+        triedAt = run.next;
+      }
+      tries += 1;
+      if (tries >= attempts || !retryable(err)) {
+        op.steps = markStep(op.steps, run.step(at), 'failed', new Date().toISOString(), rootFailure(err).message);
+        throw err;
+      }
+      resumeBytes = beat?.piece === at.piece ? beat.bytes : 0;
+      await sleep(1000 * 2 ** (tries - 1));
+    }
+  }
+}
+
+/** A chunk of a run reached tape: recorded, accounted, and the run's next chunk shown as running. */
+function accept(job: CopyJob, run: Run, r: CopyPieceResult): void {
+  const piece = run.pieces[run.next] as PiecePlan;
+  run.written.push(pieceRecord(job, run.lane, piece, r, run.copy));
+  landed(job, run.lane, piece, r);
+  job.op.steps = markStep(job.op.steps, run.step(piece), 'done', new Date().toISOString());
+  job.op.currentStep = undefined;
+  run.next += 1;
+  const next = run.pieces[run.next];
+  if (next) begin(job, run, next);
+}
+
+/** The plan and progress show a run's chunk being written. */
+function begin(job: CopyJob, run: Run, piece: PiecePlan): void {
+  const { op, pieces } = job;
+  const id = run.step(piece);
+  op.currentStep = id;
+  op.steps = markStep(op.steps, id, 'running', new Date().toISOString());
+  if (job.req.mode === 'parallel') return;
+  const s = run.lane.stream;
+  op.activity = `copying chunk ${piece.piece + 1} of ${pieces.length} on stream ${s.stream} (${s.tape})`;
+  op.note(id, `stream ${s.stream}: ${lanePath(s)} with ${s.tape}`);
+}
+
+/** Whether the activity's own retry policy would have tried again after this failure. */
+function retryable(err: unknown): boolean {
+  let cur: unknown = err;
+  for (let depth = 0; cur && depth < 10; depth++) {
+    if (cur instanceof TimeoutFailure) return true;
+    if (cur instanceof ApplicationFailure) {
+      const type = cur.type;
+      return !cur.nonRetryable && !NON_RETRYABLE_ERROR_TYPES.some((t) => t === type);
+    }
+    cur = cur instanceof TemporalFailure || cur instanceof Error ? (cur as Error).cause : undefined;
+  }
+  return true;
+}
+
+/**
+ * What a failed run last reported of its chunk: from the heartbeat the server held when the run
+ * stopped answering, or from the details of the failure it threw.
+ */
+function lastBeat(err: unknown): RunHeartbeat | undefined {
+  let cur: unknown = err;
+  for (let depth = 0; cur && depth < 10; depth++) {
+    let d: unknown;
+    if (cur instanceof TimeoutFailure) d = cur.lastHeartbeatDetails;
+    else if (cur instanceof ApplicationFailure) d = (cur.details?.[0] as { resume?: unknown } | undefined)?.resume;
+    const beat = d as Partial<RunHeartbeat> | undefined;
+    if (beat && Number.isSafeInteger(beat.piece) && Number.isSafeInteger(beat.bytes)) return beat as RunHeartbeat;
+    cur = cur instanceof TemporalFailure || cur instanceof Error ? (cur as Error).cause : undefined;
+  }
+  return undefined;
+}
+
+function runRequest(
+  job: CopyJob,
+  run: Run,
+  name: string,
+  pieces: PiecePlan[],
+  resumeBytes: number,
+  verify: boolean,
+): CopyRunInput {
+  const s = run.lane.stream;
+  const { req, resolved } = job;
+  return {
+    site: req.site,
+    server: s.server,
+    devices: [s.server, ...s.switches, s.library, s.drive, s.tape, ...(s.copyDevice ? [s.copyDevice] : [])],
+    source: {
+      array: resolved.array,
+      volume: resolved.volume,
+      volumeSize: resolved.sizeBytes,
+      ...(job.readPath === undefined ? {} : { readPath: job.readPath }),
+    },
+    target: { ...run.lane.addr, position: run.lane.position },
+    run: name,
+    header: {
+      backupId: job.backupId,
+      target: resolved.target,
+      job: job.workflowId,
+      copy: run.copy,
+      dataTime: job.dataTime,
+    },
+    pieces: pieces.map((p) => ({ piece: p.piece, offset: p.offset, length: p.length })),
+    resumeBytes,
+    verify,
+  };
+}
+
+/**
  * Reads every copy back while its cartridges are mounted: each piece must hash as written, and the
  * whole image's SHA-256 comes out. In parallel mode a copy that fails its read-back, or differs
  * from the first good one, is dropped and its stream marked failed; with no copy left the job fails.
@@ -251,7 +521,7 @@ export async function verifyCopies(
   job: CopyJob,
   written: PieceRecord[],
 ): Promise<{ pieces: PieceRecord[]; copies: number[]; sha256: string }> {
-  const { req, resolved } = job;
+  const { req } = job;
   const copies = [...new Set(written.map((p) => p.copy))].sort((a, b) => a - b);
   let sha256: string | undefined;
   const kept: number[] = [];
@@ -259,17 +529,7 @@ export async function verifyCopies(
     const pieces = written.filter((p) => p.copy === c).sort((a, b) => a.piece - b.piece);
     const lastLane = job.lanes.find((l) => l.stream.stream === pieces[pieces.length - 1]?.stream) as Lane;
     try {
-      const v = await copyActivities(lastLane.stream.server, req.tuning, resolved.sizeBytes).verifyImage({
-        site: req.site,
-        pieces: pieces.map((p) => {
-          const lane = job.lanes.find((l) => l.stream.stream === p.stream) as Lane;
-          return {
-            source: { ...lane.addr, position: p.position },
-            expect: { backupId: job.backupId, piece: p.piece, sizeBytes: p.sizeBytes },
-            sha256: p.sha256,
-          };
-        }),
-      });
+      const v = await readBack(job, c, pieces, lastLane);
       if (sha256 !== undefined && v.sha256 !== sha256) {
         throw ApplicationFailure.nonRetryable(
           `copy ${c} reads back as ${v.sha256}, but copy ${kept[0]} as ${sha256}; the volume changed while it was copied`,
@@ -286,6 +546,29 @@ export async function verifyCopies(
   }
   if (sha256 === undefined) throw allStreamsFailed(job);
   return { pieces: written.filter((p) => kept.includes(p.copy)), copies: kept, sha256 };
+}
+
+/** One copy's read-back: an activity on the server of its last stream, unless its own run read it back whole. */
+async function readBack(
+  job: CopyJob,
+  copy: number,
+  pieces: PieceRecord[],
+  lastLane: Lane,
+): Promise<{ sha256: string }> {
+  const read = job.verified?.[copy];
+  if (read !== undefined) return { sha256: read };
+  const { req, resolved } = job;
+  return copyActivities(lastLane.stream.server, req.tuning, resolved.sizeBytes).verifyImage({
+    site: req.site,
+    pieces: pieces.map((p) => {
+      const lane = job.lanes.find((l) => l.stream.stream === p.stream) as Lane;
+      return {
+        source: { ...lane.addr, position: p.position },
+        expect: { backupId: job.backupId, piece: p.piece, sizeBytes: p.sizeBytes },
+        sha256: p.sha256,
+      };
+    }),
+  });
 }
 
 /**

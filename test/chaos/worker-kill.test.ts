@@ -44,10 +44,14 @@ async function copyProgress(
   if (!started) return undefined;
   const d = await client.workflow.getHandle(workflowId).describe();
   for (const a of d.raw.pendingActivities ?? []) {
-    if (a.activityType?.name !== 'copyPiece') continue;
+    // A copy run (one activity per stream) heartbeats its chunk and that chunk's bytes; until its
+    // first heartbeat of the chunk reaches the server, what it holds is the chunk before.
+    if (a.activityType?.name !== 'copyRun' && a.activityType?.name !== 'copyPiece') continue;
     const input = a.heartbeatDetails?.payloads?.[0];
-    const bytes = input ? (defaultPayloadConverter.fromPayload<{ bytes: number }>(input).bytes ?? 0) : 0;
-    return { piece: Number(started.detail.piece), bytes };
+    const beat = input ? defaultPayloadConverter.fromPayload<{ bytes?: number; piece?: number }>(input) : {};
+    const piece = Number(started.detail.piece);
+    const bytes = beat.piece === undefined || beat.piece === piece ? (beat.bytes ?? 0) : 0;
+    return { piece, bytes };
   }
   return undefined;
 }

@@ -1,7 +1,8 @@
 /**
  * What a backup costs in Temporal (docs/adr/020-fleet-cost.md): only the resolve (which ends the
  * first task where the progress shows it) and the steps that wait or move data — the reservation,
- * each chunk's copy, the read-back — are activities of their own; the other control steps and the
+ * and one copy run per stream that writes its chunks and reads them back — are activities of their
+ * own; the run signals each chunk but its last as it lands; the other control steps and the
  * release run as local activities inside the workflow's tasks. The backup
  * still restores byte for byte, the catalog holds exactly one row per piece and nothing stays held.
  */
@@ -24,7 +25,7 @@ let client: Client;
 let close: () => Promise<void>;
 
 beforeAll(async () => {
-  // One stream in two chunks: two copies, one of each control step.
+  // One stream in two chunks: one copy run signalling its first chunk, one of each control step.
   lab = await makeLab({ vms: 1, dataVolumeSize: 2 * MiB, streams: 1, chunks: 2 });
   workers = await startWorkers(lab);
   ({ kura, client, close } = await connectKura(lab));
@@ -37,7 +38,7 @@ afterAll(async () => {
 });
 
 describe('the cost of a backup in its history', () => {
-  it('schedules only the resolve, the reservation, the copies and the read-back as activities, and still restores byte-identical', async () => {
+  it('schedules only the resolve, the reservation and one copy run per stream as activities, and still restores byte-identical', async () => {
     const source = await sha256(lab.dataVolume('vm-001'));
     const handle = await kura.startBackup('vm-001');
     const report: BackupReport = await handle.result();
@@ -45,7 +46,10 @@ describe('the cost of a backup in its history', () => {
     const history = await client.workflow.getHandle(handle.workflowId).fetchHistory();
     const events = history.events ?? [];
     const scheduled = events.flatMap((e) => e.activityTaskScheduledEventAttributes?.activityType?.name ?? []);
-    expect(scheduled).toEqual(['resolveTarget', 'reserveStreams', 'copyPiece', 'copyPiece', 'verifyImage']);
+    expect(scheduled).toEqual(['resolveTarget', 'reserveStreams', 'copyRun']);
+    // Chunk 0 lands by signal; chunk 1, the run's last, with the run's result.
+    const signals = events.flatMap((e) => e.workflowExecutionSignaledEventAttributes?.signalName ?? []);
+    expect(signals).toEqual(['chunk-landed']);
     // record start, zone, mount, record, tape catalog, unmount, unzone, release
     const local = events.filter((e) => e.markerRecordedEventAttributes?.markerName === 'core_local_activity');
     expect(local).toHaveLength(8);
