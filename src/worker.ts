@@ -31,6 +31,7 @@ import { ImageStore } from './images/store';
 import { Kura, controlTaskQueue, ensureGuardians, ensurePool, serverTaskQueue } from './client';
 import { temporalConnectionOptions } from './stack/connection';
 import { startWorkerMetrics, type WorkerMetricsEndpoint } from './metrics/worker-endpoint';
+import { kuraDataConverter } from './codec/data-converter';
 
 export interface KuraWorkersOptions {
   loaded: LoadedConfig;
@@ -145,8 +146,10 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
     })());
 
   try {
+    // Client and workers encrypt with the same keys; a missing or open key file stops the start here.
+    const dataConverter = kuraDataConverter(loaded);
     clientConnection = await Connection.connect({ address: conn.address, tls: conn.tls, apiKey: conn.apiKey });
-    const client = new Client({ connection: clientConnection, namespace: conn.namespace });
+    const client = new Client({ connection: clientConnection, namespace: conn.namespace, dataConverter });
     connection = await NativeConnection.connect({ address: conn.address, tls: conn.tls, apiKey: conn.apiKey });
     metrics = await startWorkerMetrics({
       port: loaded.config.metrics.workerPort,
@@ -164,6 +167,7 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
       // … and an activity that ignores its cancellation is abandoned this much later, so a stop
       // never hangs on one.
       shutdownForceTime: '10 seconds',
+      dataConverter,
       ...(metrics ? { interceptors: { activity: [metrics.interceptor] } } : {}),
     };
     if (!opts.serversOnly) {

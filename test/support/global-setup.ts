@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import type { TestProject } from 'vitest/node';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import { startDevServer, type DevServer } from '../../src/stack/devserver';
+import { WORKFLOW_BUNDLE_CONVERTERS } from '../../src/codec/data-converter';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -35,7 +36,11 @@ export async function setup(project: TestProject): Promise<void> {
       readyTimeoutMs: 90_000,
       extraNamespaces: [CALLER_NAMESPACE],
     }),
-    bundleWorkflowCode({ workflowsPath: require.resolve('../../src/workflows/index.ts'), logger: quietLogger }),
+    bundleWorkflowCode({
+      workflowsPath: require.resolve('../../src/workflows/index.ts'),
+      ...WORKFLOW_BUNDLE_CONVERTERS,
+      logger: quietLogger,
+    }),
   ]);
   server = srv;
   const bundlePath = path.join(dir, 'workflow-bundle.js');
