@@ -32,6 +32,7 @@ import { Kura, controlTaskQueue, ensureGuardians, ensurePool, serverTaskQueue } 
 import { temporalConnectionOptions } from './stack/connection';
 import { startWorkerMetrics, type WorkerMetricsEndpoint } from './metrics/worker-endpoint';
 import { kuraDataConverter } from './codec/data-converter';
+import { searchAttributeLabels } from './codec/labels';
 
 export interface KuraWorkersOptions {
   loaded: LoadedConfig;
@@ -148,6 +149,7 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
   try {
     // Client and workers encrypt with the same keys; a missing or open key file stops the start here.
     const dataConverter = kuraDataConverter(loaded);
+    const labels = searchAttributeLabels(loaded);
     clientConnection = await Connection.connect({ address: conn.address, tls: conn.tls, apiKey: conn.apiKey });
     const client = new Client({ connection: clientConnection, namespace: conn.namespace, dataConverter });
     connection = await NativeConnection.connect({ address: conn.address, tls: conn.tls, apiKey: conn.apiKey });
@@ -182,7 +184,7 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
             : { workflowsPath: require.resolve('./workflows') }),
           activities: {
             ...createControlActivities({ loaded, paths, drivers, catalog }),
-            ...createPoolActivities({ client, sites: () => loaded.config.sites }),
+            ...createPoolActivities({ client, sites: () => loaded.config.sites, memo: labels.memo }),
             ...createOnlineActivities({ loaded, paths, catalog }),
             ...createVmActivities({ loaded, drivers, images }),
             ...createCatalogRebuildActivities({ catalog }),
@@ -213,7 +215,7 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
     // Whoever awaits `running` sees a failed worker; shutdown() waits for all of them regardless.
     running.catch(() => undefined);
     if (!opts.serversOnly) {
-      for (const site of loaded.config.sites) await ensurePool(client, site, taskQueue);
+      for (const site of loaded.config.sites) await ensurePool(client, site, taskQueue, labels.memo);
       if (loaded.config.ladder.guardVms) await ensureGuardians(client, loaded, taskQueue);
     }
 

@@ -30,6 +30,7 @@ import { startDatapath, type DatapathService } from '../datapath/service';
 import { Kura } from '../client';
 import { ensureKeyFile, keyFileOf } from '../codec/keys';
 import { kuraPayloadCodecs } from '../codec/data-converter';
+import { searchAttributeLabels, type Labels } from '../codec/labels';
 import { startCodecServer, type CodecServer } from '../codec/codec-server';
 import { watchFleet } from './progress';
 import type { CliContext } from './context';
@@ -277,7 +278,7 @@ async function start(o: StartOptions, ctx: CliContext, stop: StopListener): Prom
     // The main job: the fleet run a previous start left running, or a new one.
     const kura = new Kura(workers.client, loaded, workers.taskQueue);
     const t0 = Date.now();
-    const running = await findRunningFleet(workers.client, site.name, workers.taskQueue);
+    const running = await findRunningFleet(workers.client, searchAttributeLabels(loaded), site.name, workers.taskQueue);
     if (running) {
       fleet = running;
       const p = await fleet.query(fleetProgressQuery).catch(() => undefined);
@@ -363,8 +364,14 @@ async function progressOf(fleet: WorkflowHandle): Promise<FleetProgress | undefi
  * The running fleet run of every VM of the site on this task queue (the one a previous start left
  * running, or another start runs now), if any: a second one would back up every VM twice.
  */
-async function findRunningFleet(client: Client, site: string, taskQueue: string): Promise<WorkflowHandle | undefined> {
-  const query = `WorkflowType = 'fleetProtection' AND ExecutionStatus = 'Running' AND KuraSite = '${site}' AND KuraTarget = '${POLICY}'`;
+async function findRunningFleet(
+  client: Client,
+  labels: Labels,
+  site: string,
+  taskQueue: string,
+): Promise<WorkflowHandle | undefined> {
+  // The values as the fleet's start wrote them: names, or their keyed hashes (security.hashSearchAttributes).
+  const query = `WorkflowType = 'fleetProtection' AND ExecutionStatus = 'Running' AND KuraSite = '${labels.value(site)}' AND KuraTarget = '${labels.value(POLICY)}'`;
   for await (const wf of client.workflow.list({ query })) {
     // A handle without a run id follows the run's continue-as-new chain to its end.
     if (wf.taskQueue === taskQueue) return client.workflow.getHandle(wf.workflowId);

@@ -28,6 +28,7 @@ import { Compensations } from './compensations';
 import { OperationState } from './operation-state';
 import { controlActivities, copyActivities, poolActivities } from './proxies';
 import { ErrorType } from '../domain/errors';
+import { label } from './labels';
 
 /** Restores one backup into a new file under a restore root. */
 export async function restore(input: RestoreRequest): Promise<RestoreReport> {
@@ -47,8 +48,8 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
   const { backup } = found;
   upsertSearchAttributes([
     { key: KuraKind, value: JobKind.Restore },
-    { key: KuraTarget, value: backup.target },
-    { key: KuraSite, value: backup.site },
+    { key: KuraTarget, value: label(backup.target) },
+    { key: KuraSite, value: label(backup.site) },
   ]);
   const target = await control
     .prepareRestore({ destination: req.destination, job: workflowId })
