@@ -21,8 +21,8 @@ describe('npm start with encryption on', () => {
   it('creates the key file, and the Web UI it starts decodes payloads through its codec server', async () => {
     home = await makeStartHome({ vms: 2 });
     const run = startKura(home);
-    const [, codecUrl] = await run.waitFor(/codec server for the Web UI on (http:\/\/127\.0\.0\.1:\d+)/, 60_000);
-    await run.waitFor(/serving — the workers and the Temporal server keep running/, 120_000);
+    const [, codecUrl] = await run.waitFor(/codec server for the Web UI on (http:\/\/127\.0\.0\.1:\d+)/, 120_000);
+    await run.waitFor(/serving — the workers and the Temporal server keep running/, 240_000);
     expect(run.text()).toMatch(/created the key file kura-keys\.json: payloads are encrypted/);
     expect(statSync(path.join(home.dir, 'kura-keys.json')).mode & 0o777).toBe(0o600);
 
@@ -66,7 +66,7 @@ describe('npm start with encryption on', () => {
 
     run.signal('SIGINT', 'group');
     expect((await run.exit(60_000)).code).toBe(0);
-  });
+  }, 420_000);
 
   it('lists the keys and rotates to a new one that encrypts, keeping the old', async () => {
     expect(home).toBeDefined();

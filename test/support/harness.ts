@@ -77,6 +77,8 @@ export async function makeLab(opts: LabOptions = {}): Promise<TestLab> {
     ...(opts.mode === undefined ? {} : { mode: opts.mode }),
     ...(opts.chunks === undefined ? {} : { chunks: opts.chunks }),
   };
+  // Encrypted, as the preset is, with the test run's one key file (a lab may name its own in `edit`).
+  cfg.security = { keyFile: inject('keyFilePath') };
   opts.edit?.(cfg);
   const configFile = path.join(dir, 'kura.yaml');
   writeFileSync(configFile, renderConfigYaml(cfg));
