@@ -6,7 +6,8 @@
  */
 import { existsSync, statSync } from 'node:fs';
 import * as path from 'node:path';
-import type { DataConverter, PayloadCodec } from '@temporalio/common';
+import type { DataConverter, LoadedDataConverter, Payload, PayloadCodec } from '@temporalio/common';
+import { decodeFromPayloadsAtIndex } from '@temporalio/common/lib/internal-non-workflow';
 import type { LoadedConfig } from '../config/load';
 import { AesGcmCodec } from './aes-gcm-codec';
 import { keyFileOf, readKeyRing, type KeyRing } from './keys';
@@ -62,4 +63,15 @@ export function kuraPayloadCodecs(source: KeySource): PayloadCodec[] {
  */
 export function kuraDataConverter(source?: KeySource): DataConverter {
   return { failureConverterPath: FAILURE_CONVERTER_PATH, payloadCodecs: kuraPayloadCodecs(source) };
+}
+
+/**
+ * Decodes a payload read from a raw response (a description's pending activities, a history) as the
+ * client that read it decodes its own answers: through its codecs, then its payload converter.
+ */
+export async function decodePayload<T>(
+  client: { options: { loadedDataConverter: LoadedDataConverter } },
+  payload: Payload,
+): Promise<T> {
+  return decodeFromPayloadsAtIndex<T>(client.options.loadedDataConverter, 0, [payload]);
 }

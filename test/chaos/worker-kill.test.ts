@@ -6,7 +6,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
-import { defaultPayloadConverter } from '@temporalio/common';
 import { Catalog } from '../../src/catalog/store';
 import { LabState } from '../../src/lab/state';
 import { tablesQuery } from '../../src/messages';
@@ -20,6 +19,7 @@ import {
 } from '../support/harness';
 import { poolWorkflowId, type Kura } from '../../src/client';
 import type { Client } from '@temporalio/client';
+import { decodePayload } from '../../src/codec/data-converter';
 
 const MiB = 1024 * 1024;
 
@@ -46,7 +46,7 @@ async function copyProgress(
   for (const a of d.raw.pendingActivities ?? []) {
     if (a.activityType?.name !== 'copyPiece') continue;
     const input = a.heartbeatDetails?.payloads?.[0];
-    const bytes = input ? (defaultPayloadConverter.fromPayload<{ bytes: number }>(input).bytes ?? 0) : 0;
+    const bytes = input ? ((await decodePayload<{ bytes: number }>(client, input)).bytes ?? 0) : 0;
     return { piece: Number(started.detail.piece), bytes };
   }
   return undefined;
