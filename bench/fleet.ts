@@ -20,6 +20,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
 import { bundleWorkflowCode } from '@temporalio/worker';
+import { WORKFLOW_BUNDLE_CONVERTERS, kuraDataConverter } from '../src/codec/data-converter';
+import { ensureKeyFile, keyFileOf } from '../src/codec/keys';
 import { startDevServer, type DevServer } from '../src/stack/devserver';
 import { hospitalPreset, renderConfigYaml } from '../src/lab/preset';
 import { loadConfig } from '../src/config/load';
@@ -149,6 +151,8 @@ async function runSize(
     if (!opts.guardians) cfg.ladder = { guardVms: false };
     writeFileSync(path.join(dir, 'kura.yaml'), renderConfigYaml(cfg));
     const loaded = loadConfig(path.join(dir, 'kura.yaml'));
+    const keyFile = keyFileOf(loaded);
+    if (keyFile) ensureKeyFile(keyFile);
     const t0 = performance.now();
     await createLabFiles(loaded, kuraPaths(loaded));
     console.log(`  ${vms} VMs: lab files created in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
@@ -161,7 +165,7 @@ async function runSize(
       KURA_WORKFLOW_BUNDLE: opts.bundlePath,
     });
     connection = await Connection.connect({ address: server.address });
-    const client = new Client({ connection });
+    const client = new Client({ connection, dataConverter: kuraDataConverter(loaded) });
     const kura = new Kura(client, loaded);
 
     const cpu0 = { worker: cpuSeconds(worker.pid!), server: cpuSeconds(server.pid) };
@@ -246,7 +250,11 @@ async function main(): Promise<void> {
   const bundleDir = mkdtempSync(path.join(os.tmpdir(), 'kura-bench-fleet-bundle-'));
   const runs: FleetRun[] = [];
   try {
-    const bundle = await bundleWorkflowCode({ workflowsPath: require.resolve('../src/workflows'), logger: quiet });
+    const bundle = await bundleWorkflowCode({
+      workflowsPath: require.resolve('../src/workflows'),
+      ...WORKFLOW_BUNDLE_CONVERTERS,
+      logger: quiet,
+    });
     const bundlePath = path.join(bundleDir, 'workflows.js');
     writeFileSync(bundlePath, bundle.code);
     for (const vms of sizes) runs.push(await runSize(vms, { k, size, limitMs, bundlePath, guardians }));

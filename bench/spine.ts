@@ -13,6 +13,7 @@
 import { loadavg } from 'node:os';
 import { NativeConnection, Worker } from '@temporalio/worker';
 import { hospitalPreset } from '../src/lab/preset';
+import { kuraDataConverter } from '../src/codec/data-converter';
 import { parseSize } from '../src/domain/units';
 import { arg, runBench, withLabStack } from './support/lab-stack';
 import { printVerdict } from './support/verdict';
@@ -45,6 +46,8 @@ async function main(): Promise<void> {
     const native = await NativeConnection.connect({ address: server.address });
     const baseline = await Worker.create({
       connection: native,
+      // The same encryption as Kura's workers, so the ratio compares orchestration, not the codec.
+      dataConverter: kuraDataConverter(loaded),
       taskQueue: 'bench-empty',
       workflowsPath: require.resolve('./support/empty-workflow'),
     });

@@ -1,6 +1,6 @@
 /**
  * Kura's public client: what the CLI and other services import. The `Kura` facade and its parts
- * (VM protection, the resource pools), their option types, the builders of every workflow id and
+ * (VM protection, the resource pools), the data converter its Temporal clients need, their option types, the builders of every workflow id and
  * task queue, the search attributes, the signals, queries and updates of the workflows, and the
  * contract of Kura's Nexus service. The parts live in `src/api/`; this module only names them.
  */
@@ -121,11 +121,21 @@ export type { BackupRecord, PieceRecord, StreamRecord } from './domain/catalog';
 // The configuration the facade is bound to, read and validated as the CLI reads it.
 export { configPath, loadConfig, parseConfigText, type LoadedConfig } from './config/load';
 export type { Config, ConfigInput } from './domain/inventory';
+// The data converter every Client and Worker talking to Kura needs: payloads are encrypted with the
+// installation's key file (docs/security.md), failures' messages travel encoded.
+export {
+  kuraDataConverter,
+  kuraPayloadCodecs,
+  WORKFLOW_BUNDLE_CONVERTERS,
+  type KeySource,
+} from './codec/data-converter';
 // The failure types a caller may meet, and the errors the client throws before anything starts.
 export {
   ConfigInvalidError,
   ErrorType,
   InvalidInputError,
+  KeyFileInvalidError,
+  KeyUnavailableError,
   KuraError,
   NotFoundError,
   NON_RETRYABLE_ERROR_TYPES,

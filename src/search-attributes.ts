@@ -1,6 +1,9 @@
 /**
  * Typed search attribute keys every Kura workflow sets, so the Temporal UI can list runs by kind,
- * target and site (e.g. `KuraKind = "backup" AND KuraSite = "hospital"`).
+ * target and site (e.g. `KuraKind = "backup" AND KuraSite = "hospital"`). Search attributes are
+ * not encrypted (the server filters on them): KuraKind and KuraRung hold Kura's own vocabulary,
+ * while KuraTarget, KuraSite and KuraVm name things of the estate — with kura.yaml's
+ * `security.hashSearchAttributes` these hold a keyed hash of the name instead (docs/security.md).
  */
 import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
 
@@ -14,6 +17,15 @@ export const KuraRung = defineSearchAttributeKey('KuraRung', SearchAttributeType
 
 /** Every search attribute Kura registers: the embedded server, the compose stack and the README name these. */
 export const KURA_SEARCH_ATTRIBUTES = [KuraKind, KuraTarget, KuraSite, KuraVm, KuraRung] as const;
+
+/** The attributes whose values name things of the estate, and are hashed when kura.yaml asks for it. */
+export const NAMING_ATTRIBUTES = [KuraTarget, KuraSite, KuraVm] as const;
+
+/**
+ * The memo field carrying the key of the search attribute hash (hex) to a workflow, which hashes
+ * the values it sets itself with it. Memos are encrypted payloads; without this field, values stay names.
+ */
+export const LABEL_KEY_MEMO = 'kuraLabelKey';
 
 /**
  * The name `temporal operator search-attribute create --type` and the dev server give a key's type:

@@ -31,6 +31,8 @@ import { ImageStore } from './images/store';
 import { Kura, controlTaskQueue, ensureGuardians, ensurePool, serverTaskQueue } from './client';
 import { temporalConnectionOptions } from './stack/connection';
 import { startWorkerMetrics, type WorkerMetricsEndpoint } from './metrics/worker-endpoint';
+import { kuraDataConverter } from './codec/data-converter';
+import { searchAttributeLabels } from './codec/labels';
 
 export interface KuraWorkersOptions {
   loaded: LoadedConfig;
@@ -145,8 +147,11 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
     })());
 
   try {
+    // Client and workers encrypt with the same keys; a missing or open key file stops the start here.
+    const dataConverter = kuraDataConverter(loaded);
+    const labels = searchAttributeLabels(loaded);
     clientConnection = await Connection.connect({ address: conn.address, tls: conn.tls, apiKey: conn.apiKey });
-    const client = new Client({ connection: clientConnection, namespace: conn.namespace });
+    const client = new Client({ connection: clientConnection, namespace: conn.namespace, dataConverter });
     connection = await NativeConnection.connect({ address: conn.address, tls: conn.tls, apiKey: conn.apiKey });
     metrics = await startWorkerMetrics({
       port: loaded.config.metrics.workerPort,
@@ -164,6 +169,7 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
       // … and an activity that ignores its cancellation is abandoned this much later, so a stop
       // never hangs on one.
       shutdownForceTime: '10 seconds',
+      dataConverter,
       ...(metrics ? { interceptors: { activity: [metrics.interceptor] } } : {}),
     };
     if (!opts.serversOnly) {
@@ -178,7 +184,7 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
             : { workflowsPath: require.resolve('./workflows') }),
           activities: {
             ...createControlActivities({ loaded, paths, drivers, catalog }),
-            ...createPoolActivities({ client, sites: () => loaded.config.sites }),
+            ...createPoolActivities({ client, sites: () => loaded.config.sites, memo: labels.memo }),
             ...createOnlineActivities({ loaded, paths, catalog }),
             ...createVmActivities({ loaded, drivers, images }),
             ...createCatalogRebuildActivities({ catalog }),
@@ -209,7 +215,7 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
     // Whoever awaits `running` sees a failed worker; shutdown() waits for all of them regardless.
     running.catch(() => undefined);
     if (!opts.serversOnly) {
-      for (const site of loaded.config.sites) await ensurePool(client, site, taskQueue);
+      for (const site of loaded.config.sites) await ensurePool(client, site, taskQueue, labels.memo);
       if (loaded.config.ladder.guardVms) await ensureGuardians(client, loaded, taskQueue);
     }
 

@@ -13,6 +13,8 @@ import { kuraPaths, type KuraPaths } from '../../src/config/paths';
 import { createLabFiles } from '../../src/lab/files';
 import { startKuraWorkers, type KuraWorkers } from '../../src/worker';
 import { Kura } from '../../src/client';
+import { kuraDataConverter } from '../../src/codec/data-converter';
+import { ensureKeyFile, keyFileOf } from '../../src/codec/keys';
 import type { ConfigInput } from '../../src/domain/inventory';
 
 /** The value of `--name <value>` on the command line, or the fallback. */
@@ -51,11 +53,13 @@ export async function withLabStack(
   try {
     writeFileSync(path.join(dir, 'kura.yaml'), renderConfigYaml(cfg));
     const loaded = loadConfig(path.join(dir, 'kura.yaml'));
+    const keyFile = keyFileOf(loaded);
+    if (keyFile) ensureKeyFile(keyFile);
     const paths = kuraPaths(loaded);
     await createLabFiles(loaded, paths);
     workers = await startKuraWorkers({ loaded, address: server.address });
     connection = await Connection.connect({ address: server.address });
-    client = new Client({ connection });
+    client = new Client({ connection, dataConverter: kuraDataConverter(loaded) });
     await run({ dir, server, loaded, paths, workers, client, kura: new Kura(client, loaded) });
   } finally {
     await workers?.shutdown();

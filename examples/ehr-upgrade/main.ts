@@ -11,6 +11,7 @@ import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/wo
 import { configPath, loadConfig } from '../../src/config/load';
 import { CURE_DEPTHS, type CureDepth } from '../../src/domain/ladder';
 import { temporalConnectionOptions } from '../../src/stack/connection';
+import { kuraDataConverter } from '../../src/codec/data-converter';
 import { createUpgradeActivities } from './activities';
 import type { ehrUpgrade } from './workflows';
 
@@ -28,12 +29,15 @@ async function main(argv: string[]): Promise<void> {
   const loaded = loadConfig(configPath());
   const { address } = temporalConnectionOptions(loaded);
 
+  // Kura's key file encrypts the team's calls to Kura as it encrypts Kura's own payloads.
+  const dataConverter = kuraDataConverter(loaded);
   const connection = await Connection.connect({ address });
   await ensureNamespace(connection, NAMESPACE);
-  const client = new Client({ connection, namespace: NAMESPACE });
+  const client = new Client({ connection, namespace: NAMESPACE, dataConverter });
   const native = await NativeConnection.connect({ address });
   const worker = await Worker.create({
     connection: native,
+    dataConverter,
     namespace: NAMESPACE,
     taskQueue: TASK_QUEUE,
     workflowsPath: require.resolve('./workflows'),

@@ -37,6 +37,8 @@ export interface PoolActivityDeps {
   taskQueue?: string;
   /** How often a waiting reservation heartbeats. */
   heartbeatMs?: number;
+  /** The memo a pool starts with: the search attribute hash key, when kura.yaml asks for hashing. */
+  memo?: Record<string, string>;
 }
 
 /** Creates the pool activities bound to a Temporal client and the configured sites. */
@@ -58,6 +60,7 @@ export function createPoolActivities(deps: PoolActivityDeps) {
       taskQueue: deps.taskQueue ?? Context.current().info.taskQueue,
       workflowIdConflictPolicy: 'USE_EXISTING',
       args: [{ site: siteName, tables: tablesFromSite(site) }],
+      memo: deps.memo ?? {},
       staticSummary: `resource pool of site ${siteName}`,
     });
     // A handle without a run id: the pool continues as new, and the start above may have returned

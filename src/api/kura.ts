@@ -30,6 +30,7 @@ import {
 } from '../domain/jobs';
 import { planQuery } from '../messages';
 import { JobKind, KuraKind, KuraSite, KuraTarget } from '../search-attributes';
+import { searchAttributeLabels } from '../codec/labels';
 import type {
   catalogRebuild,
   fleetProtection,
@@ -374,16 +375,17 @@ export class Kura {
     workflowId: string,
     o: { args: unknown[]; kind: JobKind; target: string; site: string; summary: string },
   ): JobStart<W> {
+    const labels = searchAttributeLabels(this.loaded);
     const options = {
       taskQueue: this.taskQueue,
       workflowId,
       args: o.args,
       typedSearchAttributes: new TypedSearchAttributes([
         { key: KuraKind, value: o.kind },
-        { key: KuraTarget, value: o.target },
-        { key: KuraSite, value: o.site },
+        { key: KuraTarget, value: labels.value(o.target) },
+        { key: KuraSite, value: labels.value(o.site) },
       ]),
-      memo: { requestedBy: (o.args[0] as { requestedBy?: string }).requestedBy },
+      memo: { requestedBy: (o.args[0] as { requestedBy?: string }).requestedBy, ...labels.memo },
       staticSummary: o.summary,
     };
     // The input was typed by the caller of `job`; the client checks it against W no further than before.

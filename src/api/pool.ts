@@ -24,11 +24,18 @@ const READ_BACK_MS = 5000;
  * devices are added, removed free ones dropped). The worker calls this for every site at start-up,
  * with its control task queue.
  */
-export async function ensurePool(client: Client, site: Site, taskQueue: string = CONTROL_TASK_QUEUE): Promise<void> {
+export async function ensurePool(
+  client: Client,
+  site: Site,
+  taskQueue: string = CONTROL_TASK_QUEUE,
+  /** The memo of `searchAttributeLabels(loaded)`, so the pool hashes its site's name when asked to. */
+  memo: Record<string, string> = {},
+): Promise<void> {
   const tables = tablesFromSite(site);
   await client.workflow.signalWithStart<typeof resourcePool, [PoolTables]>('resourcePool', {
     workflowId: poolWorkflowId(site.name),
     taskQueue,
+    memo,
     args: [{ site: site.name, tables }],
     signal: syncInventorySignal,
     signalArgs: [tables],

@@ -8,6 +8,7 @@ import type { LoadedConfig } from '../config/load';
 import { findSite } from '../config/targets';
 import { NotFoundError } from '../domain/errors';
 import { JobKind, KuraKind, KuraSite, KuraTarget } from '../search-attributes';
+import { searchAttributeLabels } from '../codec/labels';
 import { isKuraScheduleId, parseScheduleId, scheduleIdFor, scheduledFleetWorkflowId } from './workflow-ids';
 
 /** What `applySchedules` changed, by schedule id. */
@@ -36,6 +37,7 @@ export async function applySchedules(
   taskQueue: string,
 ): Promise<AppliedSchedules> {
   const out: AppliedSchedules = { created: [], updated: [], deleted: [] };
+  const labels = searchAttributeLabels(loaded);
   const wanted = new Set<string>();
   for (const site of loaded.config.sites) {
     for (const policy of site.policies) {
@@ -51,9 +53,10 @@ export async function applySchedules(
         args: [{ site: site.name, policy: policy.name, requestedBy: `schedule:${scheduleId}`, done: [] }],
         typedSearchAttributes: new TypedSearchAttributes([
           { key: KuraKind, value: JobKind.Fleet },
-          { key: KuraTarget, value: policy.name },
-          { key: KuraSite, value: site.name },
+          { key: KuraTarget, value: labels.value(policy.name) },
+          { key: KuraSite, value: labels.value(site.name) },
         ]),
+        memo: labels.memo,
       };
       const handle = client.schedule.getHandle(scheduleId);
       try {

@@ -41,6 +41,7 @@ import {
   progressQuery,
 } from '../messages';
 import { JobKind, KuraKind, KuraSite, KuraTarget } from '../search-attributes';
+import { searchAttributeLabels, type Labels } from '../codec/labels';
 import { heartbeatBytes } from './heartbeat';
 import type { KuraPool } from './pool';
 
@@ -75,7 +76,17 @@ export class KuraStatus {
     readonly loaded: LoadedConfig,
     readonly taskQueue: string,
     private readonly pool: KuraPool,
-  ) {}
+  ) {
+    this.labels = searchAttributeLabels(loaded);
+  }
+
+  /** Search attribute values as this installation writes them: names, or their keyed hashes. */
+  private readonly labels: Labels;
+
+  /** The name behind a naming search attribute's value, or null when the run has none. */
+  private nameOf(value: string | undefined): string | null {
+    return value === undefined ? null : this.labels.name(value);
+  }
 
   /** Reads every section now; a section that cannot be read is left out and named in `problems`. */
   async page(opts: StatusOptions = {}): Promise<StatusPage> {
@@ -118,7 +129,9 @@ export class KuraStatus {
   /** This installation's executions in visibility: its sites, on its control queue, and `more`. */
   private async list(more: string): Promise<WorkflowExecutionInfo[]> {
     const query = [
-      `KuraSite IN (${this.sites().map(quote).join(', ')})`,
+      `KuraSite IN (${this.sites()
+        .map((s) => quote(this.labels.value(s)))
+        .join(', ')})`,
       `TaskQueue = ${quote(this.taskQueue)}`,
       more,
     ].join(' AND ');
@@ -142,8 +155,8 @@ export class KuraStatus {
       const job: RunningJob = {
         workflowId: wf.workflowId,
         kind,
-        site: wf.typedSearchAttributes.get(KuraSite) ?? null,
-        target: wf.typedSearchAttributes.get(KuraTarget) ?? null,
+        site: this.nameOf(wf.typedSearchAttributes.get(KuraSite)),
+        target: this.nameOf(wf.typedSearchAttributes.get(KuraTarget)),
         startedAt: wf.startTime.toISOString(),
         progress: null,
       };
@@ -265,8 +278,8 @@ export class KuraStatus {
   private async fleetRun(f: WorkflowExecutionInfo): Promise<FleetRun> {
     const run: FleetRun = {
       workflowId: f.workflowId,
-      policy: f.typedSearchAttributes.get(KuraTarget) ?? '?',
-      site: f.typedSearchAttributes.get(KuraSite) ?? null,
+      policy: this.nameOf(f.typedSearchAttributes.get(KuraTarget)) ?? '?',
+      site: this.nameOf(f.typedSearchAttributes.get(KuraSite)),
       status: f.status.name.toLowerCase().replaceAll('_', '-'),
       startedAt: f.startTime.toISOString(),
       closedAt: f.closeTime?.toISOString() ?? null,

@@ -28,6 +28,7 @@ import {
   resolveUpdate,
 } from '../messages';
 import { JobKind, KuraKind, KuraSite, KuraTarget, KuraVm } from '../search-attributes';
+import { searchAttributeLabels } from '../codec/labels';
 import type { vmGuardian } from '../workflows';
 import { cliUser } from './environment';
 import { CONTROL_TASK_QUEUE } from './task-queues';
@@ -46,6 +47,7 @@ export async function ensureGuardian(
 ): Promise<WorkflowHandle<typeof vmGuardian>> {
   siteOfVm(loaded, vm, site.name);
   const policy = ladderPolicy(loaded.config.ladder, loaded.config.tuning.copyHeartbeatTimeout);
+  const labels = searchAttributeLabels(loaded);
   return client.workflow.start<typeof vmGuardian>('vmGuardian', {
     workflowId: guardianWorkflowId(vm),
     taskQueue,
@@ -53,10 +55,11 @@ export async function ensureGuardian(
     workflowIdConflictPolicy: 'USE_EXISTING',
     typedSearchAttributes: new TypedSearchAttributes([
       { key: KuraKind, value: JobKind.Guardian },
-      { key: KuraTarget, value: vm },
-      { key: KuraSite, value: site.name },
-      { key: KuraVm, value: vm },
+      { key: KuraTarget, value: labels.value(vm) },
+      { key: KuraSite, value: labels.value(site.name) },
+      { key: KuraVm, value: labels.value(vm) },
     ]),
+    memo: labels.memo,
     staticSummary: `guardian of ${vm} (${site.name})`,
   });
 }

@@ -8,6 +8,7 @@ import { configPath, loadConfig, type LoadedConfig } from '../config/load';
 import { kuraPaths, type KuraPaths } from '../config/paths';
 import { temporalConnectionOptions } from '../stack/connection';
 import { Kura } from '../client';
+import { kuraDataConverter } from '../codec/data-converter';
 
 export interface Connected {
   client: Client;
@@ -52,7 +53,7 @@ async function connect(loaded: LoadedConfig): Promise<Connected & { connection: 
     apiKey: t.apiKey,
     connectTimeout: 5000,
   });
-  const client = new Client({ connection, namespace: t.namespace });
+  const client = new Client({ connection, namespace: t.namespace, dataConverter: kuraDataConverter(loaded) });
   return { client, kura: new Kura(client, loaded), connection };
 }
 

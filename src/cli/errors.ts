@@ -23,6 +23,7 @@ const INPUT_TYPES: string[] = [
   ErrorType.AlreadyRunning,
   ErrorType.NotWaiting,
   ErrorType.InRecovery,
+  ErrorType.KeyFileInvalid,
 ];
 
 /** Reduces any error to what a person (or a script reading --json) needs. */

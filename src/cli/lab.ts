@@ -13,6 +13,7 @@ import { FaultKind, parseAfter, type Fault } from '../domain/faults';
 import { formatBytes, parseSize } from '../domain/units';
 import { createLabFiles } from '../lab/files';
 import { presetByName, presetNames, renderConfigYaml } from '../lab/preset';
+import { ensureKeyFile, keyFileOf } from '../codec/keys';
 import { LabState } from '../lab/state';
 
 interface GlobalOptions {
@@ -63,6 +64,9 @@ export function registerLabCommands(program: Command): void {
         const loaded = parseConfigText(text, file);
         await mkdir(path.dirname(file), { recursive: true });
         await writeFile(file, text, 'utf8');
+        // Encryption is on from the start: the preset names a key file; it is made once, never replaced.
+        const keyFile = keyFileOf(loaded);
+        if (keyFile) ensureKeyFile(keyFile);
 
         const paths = kuraPaths(loaded);
         const progress = json ? undefined : progressLine('creating lab files');

@@ -20,6 +20,8 @@ import { registerLabVmCommands } from './lab-vm';
 import { registerStatusCommand } from './status';
 import { registerSanCommands } from './san';
 import { registerPlanCommands } from './plan';
+import { registerKeysCommands } from './keys';
+import { registerCodecServerCommand } from './codec-server';
 
 /** Builds the program and the context its commands share. */
 function buildProgram(): { program: Command; ctx: CliContext } {
@@ -45,6 +47,8 @@ function buildProgram(): { program: Command; ctx: CliContext } {
   registerStatusCommand(program, ctx);
   registerSanCommands(program, ctx);
   registerPlanCommands(program, ctx);
+  registerKeysCommands(program, ctx);
+  registerCodecServerCommand(program, ctx);
   return { program, ctx };
 }
 

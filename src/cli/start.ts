@@ -28,6 +28,10 @@ import { KURA_NEXUS_ENDPOINT } from '../api/nexus-service';
 import { SHUTDOWN_GRACE_SECONDS, startKuraWorkers, type KuraWorkers } from '../worker';
 import { startDatapath, type DatapathService } from '../datapath/service';
 import { Kura } from '../client';
+import { ensureKeyFile, keyFileOf } from '../codec/keys';
+import { kuraPayloadCodecs } from '../codec/data-converter';
+import { searchAttributeLabels, type Labels } from '../codec/labels';
+import { startCodecServer, type CodecServer } from '../codec/codec-server';
 import { watchFleet } from './progress';
 import type { CliContext } from './context';
 
@@ -82,6 +86,7 @@ async function start(o: StartOptions, ctx: CliContext, stop: StopListener): Prom
   let workers: KuraWorkers | undefined;
   let datapath: DatapathService | undefined;
   let server: DevServer | undefined;
+  let codecServer: CodecServer | undefined;
   stop.onFirst((sig) => {
     const parts = [
       watching ? 'the progress display' : '',
@@ -126,6 +131,8 @@ async function start(o: StartOptions, ctx: CliContext, stop: StopListener): Prom
       await server.stop();
       server = undefined;
     }
+    await codecServer?.close();
+    codecServer = undefined;
   };
 
   // The estate: the configuration, or the hospital lab preset when there is none yet.
@@ -140,6 +147,9 @@ async function start(o: StartOptions, ctx: CliContext, stop: StopListener): Prom
     );
   }
   const loaded = loadConfig(file);
+  const keyFile = keyFileOf(loaded);
+  if (keyFile && ensureKeyFile(keyFile))
+    say(`kura: created the key file ${path.relative(process.cwd(), keyFile) || keyFile}: payloads are encrypted`);
   const paths = kuraPaths(loaded);
   const site = findSite(loaded.config);
   const target = temporalConnectionOptions(loaded);
@@ -177,6 +187,28 @@ async function start(o: StartOptions, ctx: CliContext, stop: StopListener): Prom
       address = localAddress;
     } else {
       checkStop();
+      // The UI this start brings up shows decrypted payloads through a codec server on loopback.
+      const codecs = kuraPayloadCodecs(loaded);
+      if (codecs.length > 0) {
+        const c = loaded.config.security.codecServer;
+        const ui = `http://127.0.0.1:${port + 1000}`;
+        codecServer = await startCodecServer({
+          codecs,
+          port: c.port ?? port + 1001,
+          origins: [...new Set([...c.origins, ui, `http://localhost:${port + 1000}`])],
+        }).then(
+          (s) => {
+            say(`kura: codec server for the Web UI on ${s.url}`);
+            return s;
+          },
+          (err: unknown) => {
+            say(
+              `kura: codec server not started (${err instanceof Error ? err.message : String(err)}); the Web UI shows payloads encrypted`,
+            );
+            return undefined;
+          },
+        );
+      }
       say(
         `kura: starting the Temporal dev server (SQLite under .kura/temporal, Web UI on http://127.0.0.1:${port + 1000})`,
       );
@@ -186,6 +218,7 @@ async function start(o: StartOptions, ctx: CliContext, stop: StopListener): Prom
         dbFile: path.join(paths.home, 'temporal', 'temporal.db'),
         logFile: path.join(paths.home, 'temporal', 'server.log'),
         readyTimeoutMs: 90_000,
+        ...(codecServer ? { uiCodecEndpoint: codecServer.url } : {}),
         signal: stop.signal,
         onSpawn: (s) => (server = s),
       });
@@ -245,7 +278,7 @@ async function start(o: StartOptions, ctx: CliContext, stop: StopListener): Prom
     // The main job: the fleet run a previous start left running, or a new one.
     const kura = new Kura(workers.client, loaded, workers.taskQueue);
     const t0 = Date.now();
-    const running = await findRunningFleet(workers.client, site.name, workers.taskQueue);
+    const running = await findRunningFleet(workers.client, searchAttributeLabels(loaded), site.name, workers.taskQueue);
     if (running) {
       fleet = running;
       const p = await fleet.query(fleetProgressQuery).catch(() => undefined);
@@ -331,8 +364,14 @@ async function progressOf(fleet: WorkflowHandle): Promise<FleetProgress | undefi
  * The running fleet run of every VM of the site on this task queue (the one a previous start left
  * running, or another start runs now), if any: a second one would back up every VM twice.
  */
-async function findRunningFleet(client: Client, site: string, taskQueue: string): Promise<WorkflowHandle | undefined> {
-  const query = `WorkflowType = 'fleetProtection' AND ExecutionStatus = 'Running' AND KuraSite = '${site}' AND KuraTarget = '${POLICY}'`;
+async function findRunningFleet(
+  client: Client,
+  labels: Labels,
+  site: string,
+  taskQueue: string,
+): Promise<WorkflowHandle | undefined> {
+  // The values as the fleet's start wrote them: names, or their keyed hashes (security.hashSearchAttributes).
+  const query = `WorkflowType = 'fleetProtection' AND ExecutionStatus = 'Running' AND KuraSite = '${labels.value(site)}' AND KuraTarget = '${labels.value(POLICY)}'`;
   for await (const wf of client.workflow.list({ query })) {
     // A handle without a run id follows the run's continue-as-new chain to its end.
     if (wf.taskQueue === taskQueue) return client.workflow.getHandle(wf.workflowId);

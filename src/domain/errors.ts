@@ -37,6 +37,13 @@ export const ErrorType = {
    * mode): the operation stopped before any split or snapshot.
    */
   HookTimeout: 'HookTimeout',
+  /**
+   * A payload was encrypted under a key this installation's key file does not hold, or the key of
+   * that id does not decrypt it; the key id is named. Adding the key to the key file cures it.
+   */
+  KeyUnavailable: 'KeyUnavailable',
+  /** The key file is missing, unreadable, malformed or readable by others than its owner. */
+  KeyFileInvalid: 'KeyFileInvalid',
 } as const;
 export type ErrorType = (typeof ErrorType)[keyof typeof ErrorType];
 
@@ -54,6 +61,7 @@ export const NON_RETRYABLE_ERROR_TYPES: readonly ErrorType[] = [
   ErrorType.NotWaiting,
   ErrorType.InRecovery,
   ErrorType.HookTimeout,
+  ErrorType.KeyFileInvalid,
 ];
 
 /** A problem found while validating input, with the path to the offending value. */
@@ -153,6 +161,21 @@ export class NotWaitingError extends detailedError('NotWaitingError', ErrorType.
 
 /** An application hook did not answer within its timeout; the hook and the timeout are named. */
 export class HookTimeoutError extends detailedError('HookTimeoutError', ErrorType.HookTimeout) {}
+
+/** A payload's key is not in the key file, or does not decrypt it; `details.keyId` names the key. */
+export class KeyUnavailableError extends KuraError {
+  override name = 'KeyUnavailableError';
+  constructor(
+    readonly keyId: string,
+    message: string,
+    cause?: unknown,
+  ) {
+    super(ErrorType.KeyUnavailable, message, { cause, details: { keyId } });
+  }
+}
+
+/** The key file is missing, malformed or open to others; the file is named with the way to fix it. */
+export class KeyFileInvalidError extends detailedError('KeyFileInvalidError', ErrorType.KeyFileInvalid) {}
 
 /** Renders zod-style issue paths (`['sites', 0, 'vms', 3, 'name']`) as `sites[0].vms[3].name`. */
 export function formatPath(path: readonly PropertyKey[]): string {

@@ -9,6 +9,7 @@ import { DurationSchema, SizeSchema } from './units';
 import { LabTimingSchema, LadderConfigSchema } from './ladder-config';
 import { HypervisorConfigSchema } from './hypervisor-config';
 import { MetricsConfigSchema } from './metrics-config';
+import { SecurityConfigSchema } from './security-config';
 import { ArrayDriver, MOVED_QSD_KEYS, QsdArrayConfigSchema } from './array-engine';
 import { formatPath } from './errors';
 
@@ -302,6 +303,8 @@ export const ConfigSchema = z
     hypervisor: HypervisorConfigSchema.default({ driver: 'lab' }),
     /** Prometheus endpoints on loopback ports (all off unless set). */
     metrics: MetricsConfigSchema.default(MetricsConfigSchema.parse({})),
+    /** Payload encryption, hashed search attributes and the UI's codec server (docs/security.md). */
+    security: SecurityConfigSchema.default(SecurityConfigSchema.parse({})),
     sites: z.array(SiteSchema).min(1, 'the configuration needs at least one site'),
   })
   .superRefine((cfg, ctx) => {
@@ -318,6 +321,12 @@ export const ConfigSchema = z
     });
     checkVmNamesAcrossSites(cfg.sites, ctx);
     checkDatapathReferences(cfg, ctx);
+    if (cfg.security.hashSearchAttributes && cfg.security.keyFile === undefined)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['security', 'hashSearchAttributes'],
+        message: 'hashing search attributes needs a key: set security.keyFile too',
+      });
   });
 export type Config = z.infer<typeof ConfigSchema>;
 export type ConfigInput = z.input<typeof ConfigSchema>;

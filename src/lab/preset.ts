@@ -30,6 +30,9 @@ export interface HospitalPresetOptions {
 
 const MiB = 1024 * 1024;
 
+/** The key file a preset names, beside kura.yaml (docs/adr/024). */
+export const LAB_KEY_FILE = 'kura-keys.json';
+
 /**
  * The hospital estate: hosts host-01…, VMs vm-001… with a software and a data volume each on
  * array-01, two backup servers, two libraries of four drives, two FC switches and two copy
@@ -63,6 +66,8 @@ export function hospitalPreset(opts: HospitalPresetOptions = {}): ConfigInput {
     version: 1,
     home: '.kura',
     restoreRoots: ['restores'],
+    // Encryption is on from the first start: `kura start` and `kura lab init` create this file.
+    security: { keyFile: LAB_KEY_FILE },
     sites: [
       {
         name: site,

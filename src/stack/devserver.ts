@@ -41,6 +41,8 @@ export interface DevServerOptions {
   readyTimeoutMs?: number;
   /** Gives up waiting when aborted: the server is stopped and the abort's reason thrown. */
   signal?: AbortSignal;
+  /** The codec server the Web UI decodes payloads through (`--ui-codec-endpoint`). */
+  uiCodecEndpoint?: string;
   /** Called as soon as the process runs, before it answers: from then on the caller can stop it. */
   onSpawn?: (server: DevServer) => void;
 }
@@ -113,7 +115,10 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
   ];
   for (const ns of opts.extraNamespaces ?? []) args.push('--namespace', ns);
   if (opts.headless) args.push('--headless');
-  else args.push('--ui-port', String(opts.uiPort ?? port + 1000));
+  else {
+    args.push('--ui-port', String(opts.uiPort ?? port + 1000));
+    if (opts.uiCodecEndpoint) args.push('--ui-codec-endpoint', opts.uiCodecEndpoint);
+  }
   if (opts.dbFile) {
     mkdirSync(path.dirname(opts.dbFile), { recursive: true });
     args.push('--db-filename', opts.dbFile);

@@ -32,6 +32,7 @@ import { Compensations } from './compensations';
 import { acceptInput, jobFailure, rootFailure } from './failures';
 import { zoneName } from './plan';
 import { controlActivities, poolActivities } from './proxies';
+import { label } from './labels';
 
 /** One library's cartridges, in the pool's order. */
 interface LibraryPass {
@@ -58,7 +59,7 @@ export async function catalogRebuild(input: CatalogRebuildRequest): Promise<Cata
   const req = acceptInput(CatalogRebuildRequestSchema, input, 'catalog rebuild request');
   upsertSearchAttributes([
     { key: KuraKind, value: JobKind.CatalogRebuild },
-    { key: KuraSite, value: req.site },
+    { key: KuraSite, value: label(req.site) },
   ]);
   const pool = poolActivities(req.tuning);
   const control = controlActivities(req.tuning);

@@ -21,6 +21,7 @@ import { backupWorkflowId } from '../api/workflow-ids';
 import { acceptInput, rootFailure } from './failures';
 import { controlActivities } from './proxies';
 import { sanOperation } from './san-operation';
+import { label, labelMemo } from './labels';
 
 /** How many targets one run handles before it continues as new, keeping its history small. */
 const TARGETS_PER_RUN = 2000;
@@ -33,8 +34,8 @@ export async function fleetProtection(input: FleetRequest): Promise<FleetReport>
   const startedAt = req.startedAt ?? new Date().toISOString();
   upsertSearchAttributes([
     { key: KuraKind, value: JobKind.Fleet },
-    { key: KuraTarget, value: req.policy },
-    { key: KuraSite, value: req.site },
+    { key: KuraTarget, value: label(req.policy) },
+    { key: KuraSite, value: label(req.site) },
   ]);
 
   // What to protect, how many at once, and with which tuning: explicit, or from the configuration.
@@ -136,7 +137,7 @@ export async function fleetProtection(input: FleetRequest): Promise<FleetReport>
           },
         ],
         parentClosePolicy: ParentClosePolicy.REQUEST_CANCEL,
-        memo: { requestedBy: `fleet:${info.workflowId}` },
+        memo: { requestedBy: `fleet:${info.workflowId}`, ...labelMemo() },
         staticSummary: `backup of ${t.target} (fleet ${req.policy})`,
       });
       const report: BackupReport = await child.result();

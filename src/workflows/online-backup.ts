@@ -30,6 +30,7 @@ import { Compensations } from './compensations';
 import { controlActivities } from './proxies';
 import { onlineActivities } from './online-proxies';
 import { ErrorType } from '../domain/errors';
+import { label } from './labels';
 
 /**
  * Backs up one volume while its host keeps using it. Workflow id: online/<array>/<volume>/<time>
@@ -69,8 +70,8 @@ export async function onlineBackup(input: OnlineBackupRequest): Promise<OnlineBa
   const req = acceptInput(OnlineBackupRequestSchema, input, 'online backup request');
   upsertSearchAttributes([
     { key: KuraKind, value: JobKind.OnlineBackup },
-    { key: KuraTarget, value: req.target },
-    { key: KuraSite, value: req.site },
+    { key: KuraTarget, value: label(req.target) },
+    { key: KuraSite, value: label(req.site) },
   ]);
   const { settings } = req;
   const control = controlActivities({ deviceAttempts: req.deviceAttempts });

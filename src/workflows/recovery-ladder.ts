@@ -40,6 +40,7 @@ import { ladderQuery, rebuildUpdate, resolveUpdate } from '../messages';
 import { JobKind, KuraKind, KuraRung, KuraSite, KuraTarget, KuraVm } from '../search-attributes';
 import { acceptInput, jobFailure, rootFailure } from './failures';
 import { notifyActivities, vmActivities } from './vm-proxies';
+import { label } from './labels';
 
 /** Runs the ladder for one incident until the VM is healthy again or a person has dealt with it. */
 export async function recoveryLadder(input: LadderInput): Promise<LadderResult> {
@@ -65,9 +66,9 @@ export async function recoveryLadder(input: LadderInput): Promise<LadderResult> 
   setHandler(ladderQuery, () => view);
   upsertSearchAttributes([
     { key: KuraKind, value: JobKind.Ladder },
-    { key: KuraVm, value: vm },
-    { key: KuraTarget, value: vm },
-    { key: KuraSite, value: site },
+    { key: KuraVm, value: label(vm) },
+    { key: KuraTarget, value: label(vm) },
+    { key: KuraSite, value: label(site) },
   ]);
 
   /** The ladder's result once a person has dealt with the VM (resolved it, or had it rebuilt). */

@@ -15,6 +15,7 @@ import { acceptInput } from './failures';
 import { Compensations } from './compensations';
 import { OperationState } from './operation-state';
 import { operationPlanInput, resolveOperation, splitPair, syncPair, type ArrayLaunch } from './array-launches';
+import { label } from './labels';
 
 /** Refreshes one target's replica and keeps it split. */
 export async function replicaRefresh(input: ReplicaRefreshRequest): Promise<ReplicaReport> {
@@ -25,8 +26,8 @@ export async function replicaRefresh(input: ReplicaRefreshRequest): Promise<Repl
   const req = acceptInput(ReplicaRefreshRequestSchema, input, 'replica-refresh request');
   upsertSearchAttributes([
     { key: KuraKind, value: JobKind.ReplicaRefresh },
-    { key: KuraTarget, value: req.target },
-    { key: KuraSite, value: req.site },
+    { key: KuraTarget, value: label(req.target) },
+    { key: KuraSite, value: label(req.site) },
   ]);
   const control = controlActivities(req.tuning);
   const startedAt = new Date().toISOString();

@@ -40,6 +40,7 @@ import {
   summarize,
   unavailableMessage,
 } from '../domain/pool-tables';
+import { label } from './labels';
 
 /**
  * Marks the runs in which a request that does not wait for unavailable devices fails as soon as only
@@ -86,7 +87,7 @@ export async function resourcePool(input: ResourcePoolInput): Promise<never> {
 
   upsertSearchAttributes([
     { key: KuraKind, value: JobKind.Pool },
-    { key: KuraSite, value: site },
+    { key: KuraSite, value: label(site) },
   ]);
 
   /**

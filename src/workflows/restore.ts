@@ -30,6 +30,7 @@ import { Compensations } from './compensations';
 import { OperationState } from './operation-state';
 import { controlActivities, copyActivities, poolActivities } from './proxies';
 import { ErrorType } from '../domain/errors';
+import { label } from './labels';
 
 /** Restores one backup into a new file under a restore root, or into a new volume of an array. */
 export async function restore(input: RestoreRequest): Promise<RestoreReport> {
@@ -49,8 +50,8 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
   const { backup } = found;
   upsertSearchAttributes([
     { key: KuraKind, value: JobKind.Restore },
-    { key: KuraTarget, value: backup.target },
-    { key: KuraSite, value: backup.site },
+    { key: KuraTarget, value: label(backup.target) },
+    { key: KuraSite, value: label(backup.site) },
   ]);
   // A new volume is allocated on its array (from its free pool) and written like a new file.
   const toVolume = req.toVolume && { site: backup.site, ...req.toVolume, job: workflowId };

@@ -58,6 +58,7 @@ import {
   type CopyJob,
   type Lane,
 } from './streams';
+import { label } from './labels';
 
 /**
  * Marks the runs whose control steps after the resolve, and the release, are local activities
@@ -84,8 +85,8 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
   op.kind = kind;
   upsertSearchAttributes([
     { key: KuraKind, value: JobKind.Backup },
-    { key: KuraTarget, value: req.target },
-    { key: KuraSite, value: req.site },
+    { key: KuraTarget, value: label(req.target) },
+    { key: KuraSite, value: label(req.site) },
   ]);
   const local = patched(LOCAL_CONTROL_STEPS_PATCH);
   // Resolving stays an activity of its own: it ends the workflow's first task in the `resolve`

@@ -39,6 +39,7 @@ import { ladderWorkflowId } from '../api/workflow-ids';
 import { acceptInput, rootFailure } from './failures';
 import { recoveryLadder } from './recovery-ladder';
 import { notifyActivities, vmActivities } from './vm-proxies';
+import { label, labelMemo } from './labels';
 
 /** Guards one VM until cancelled; never returns (it continues as new). */
 export async function vmGuardian(input: GuardianInput): Promise<never> {
@@ -61,9 +62,9 @@ export async function vmGuardian(input: GuardianInput): Promise<never> {
 
   upsertSearchAttributes([
     { key: KuraKind, value: JobKind.Guardian },
-    { key: KuraVm, value: vm },
-    { key: KuraTarget, value: vm },
-    { key: KuraSite, value: site },
+    { key: KuraVm, value: label(vm) },
+    { key: KuraTarget, value: label(vm) },
+    { key: KuraSite, value: label(site) },
   ]);
   setHandler(guardianQuery, () => ({ site, vm, state, currentLadder, backupRunning }));
 
@@ -187,6 +188,7 @@ export async function vmGuardian(input: GuardianInput): Promise<never> {
         args: [{ site, vm, incident, reason: report.reason, startRung, hosts: profile.hosts, policy }],
         // The ladder finishes its rung even if this guardian is terminated; it owns the VM until then.
         parentClosePolicy: ParentClosePolicy.ABANDON,
+        memo: labelMemo(),
         staticSummary: `recovery of ${vm}: ${report.reason}`,
       });
       // The VM has been healthy since the ladder ended. After a person dealt with it (resolved, or

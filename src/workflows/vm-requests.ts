@@ -28,6 +28,7 @@ import { JobKind, KuraKind, KuraSite, KuraTarget, KuraVm } from '../search-attri
 import { guardianWorkflowId } from '../api/workflow-ids';
 import { acceptInput, jobFailure } from './failures';
 import { guardianRequestActivities } from './vm-proxies';
+import { label } from './labels';
 
 /**
  * Reports a failure to the VM's guardian and waits for the ladder that takes it up to end. Cancelled,
@@ -78,8 +79,8 @@ export async function vmDataBackup(input: VmDataBackupRequest): Promise<ImageRec
 function tag(kind: JobKind, site: string, vm: string): void {
   upsertSearchAttributes([
     { key: KuraKind, value: kind },
-    { key: KuraVm, value: vm },
-    { key: KuraTarget, value: vm },
-    { key: KuraSite, value: site },
+    { key: KuraVm, value: label(vm) },
+    { key: KuraTarget, value: label(vm) },
+    { key: KuraSite, value: label(site) },
   ]);
 }

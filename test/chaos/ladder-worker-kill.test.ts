@@ -7,13 +7,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ChildProcess } from 'node:child_process';
 import type { Client } from '@temporalio/client';
-import { defaultPayloadConverter } from '@temporalio/common';
 import { LabState } from '../../src/lab/state';
 import { guardianQuery, ladderQuery } from '../../src/messages';
 import type { LadderResult } from '../../src/domain/ladder';
 import { Kura, guardianWorkflowId } from '../../src/client';
 import { connectKura, sha256, startWorkerProcess as startWorkerProcessOf, type TestLab } from '../support/harness';
 import { RUNG_ACTIONS, actionsOf, lastSeq, makeVmLab, startGuardian, until } from '../support/vm-lab';
+import { decodePayload } from '../../src/codec/data-converter';
 
 const MiB = 1024 * 1024;
 
@@ -30,7 +30,7 @@ async function creationProgress(ladderId: string): Promise<number | undefined> {
   for (const a of d.raw.pendingActivities ?? []) {
     if (a.activityType?.name !== 'createDataVolume') continue;
     const p = a.heartbeatDetails?.payloads?.[0];
-    return p ? (defaultPayloadConverter.fromPayload<{ bytes?: number }>(p).bytes ?? 0) : 0;
+    return p ? ((await decodePayload<{ bytes?: number }>(client, p)).bytes ?? 0) : 0;
   }
   return undefined;
 }

@@ -6,7 +6,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
-import { defaultPayloadConverter } from '@temporalio/common';
 import { Catalog } from '../../src/catalog/store';
 import { LabState } from '../../src/lab/state';
 import { tablesQuery } from '../../src/messages';
@@ -20,6 +19,7 @@ import {
 } from '../support/harness';
 import { poolWorkflowId, type Kura } from '../../src/client';
 import type { Client } from '@temporalio/client';
+import { decodePayload } from '../../src/codec/data-converter';
 
 const MiB = 1024 * 1024;
 
@@ -48,7 +48,7 @@ async function copyProgress(
     // first heartbeat of the chunk reaches the server, what it holds is the chunk before.
     if (a.activityType?.name !== 'copyRun' && a.activityType?.name !== 'copyPiece') continue;
     const input = a.heartbeatDetails?.payloads?.[0];
-    const beat = input ? defaultPayloadConverter.fromPayload<{ bytes?: number; piece?: number }>(input) : {};
+    const beat = input ? await decodePayload<{ bytes?: number; piece?: number }>(client, input) : {};
     const piece = Number(started.detail.piece);
     const bytes = beat.piece === undefined || beat.piece === piece ? (beat.bytes ?? 0) : 0;
     return { piece, bytes };

@@ -29,13 +29,23 @@ let files: string[];
 /** The consumer's code: only `kura` and the Temporal client it is used with. */
 const CONSUMER = `
 import { Client, Connection, type WorkflowHandle } from '@temporalio/client';
-import { Kura, loadConfig, progressQuery, type BackupReport, type Progress, type sanOperation } from 'kura';
+import {
+  Kura,
+  kuraDataConverter,
+  loadConfig,
+  progressQuery,
+  type BackupReport,
+  type Progress,
+  type sanOperation,
+} from 'kura';
 
 async function main(): Promise<void> {
   const connection = await Connection.connect({ address: process.env.TEMPORAL_ADDRESS });
   try {
-    const client = new Client({ connection, namespace: process.env.TEMPORAL_NAMESPACE });
-    const kura = new Kura(client, loadConfig());
+    const loaded = loadConfig();
+    // The installation's key file (kura.yaml's security.keyFile) encrypts what this client sends.
+    const client = new Client({ connection, namespace: process.env.TEMPORAL_NAMESPACE, dataConverter: kuraDataConverter(loaded) });
+    const kura = new Kura(client, loaded);
     const handle: WorkflowHandle<typeof sanOperation> = await kura.startBackup('vm-001', { requestedBy: 'consumer' });
     const report: BackupReport = await handle.result();
     const progress: Progress = await handle.query(progressQuery);

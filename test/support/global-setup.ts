@@ -8,6 +8,8 @@ import * as path from 'node:path';
 import type { TestProject } from 'vitest/node';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import { startDevServer, type DevServer } from '../../src/stack/devserver';
+import { WORKFLOW_BUNDLE_CONVERTERS } from '../../src/codec/data-converter';
+import { ensureKeyFile } from '../../src/codec/keys';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -16,6 +18,11 @@ declare module 'vitest' {
     /** A second namespace, for callers of Kura's Nexus service. */
     callerNamespace: string;
     workflowBundlePath: string;
+    /**
+     * The key file every test lab encrypts with: the labs share one namespace, and some workflow ids
+     * (a guardian's `vm/<vm>`) with it, so they are one installation as far as Temporal can tell.
+     */
+    keyFilePath: string;
   }
 }
 
@@ -35,7 +42,11 @@ export async function setup(project: TestProject): Promise<void> {
       readyTimeoutMs: 90_000,
       extraNamespaces: [CALLER_NAMESPACE],
     }),
-    bundleWorkflowCode({ workflowsPath: require.resolve('../../src/workflows/index.ts'), logger: quietLogger }),
+    bundleWorkflowCode({
+      workflowsPath: require.resolve('../../src/workflows/index.ts'),
+      ...WORKFLOW_BUNDLE_CONVERTERS,
+      logger: quietLogger,
+    }),
   ]);
   server = srv;
   const bundlePath = path.join(dir, 'workflow-bundle.js');
@@ -44,6 +55,9 @@ export async function setup(project: TestProject): Promise<void> {
   project.provide('temporalNamespace', srv.namespace);
   project.provide('callerNamespace', CALLER_NAMESPACE);
   project.provide('workflowBundlePath', bundlePath);
+  const keyFile = path.join(dir, 'kura-keys.json');
+  ensureKeyFile(keyFile);
+  project.provide('keyFilePath', keyFile);
 }
 
 export async function teardown(): Promise<void> {

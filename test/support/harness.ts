@@ -16,6 +16,8 @@ import { hospitalPreset, renderConfigYaml, type HospitalPresetOptions } from '..
 import { createLabFiles, labVolumePath } from '../../src/lab/files';
 import { startKuraWorkers, type KuraWorkers } from '../../src/worker';
 import { Kura } from '../../src/client';
+import { kuraDataConverter } from '../../src/codec/data-converter';
+import { ensureKeyFile, keyFileOf } from '../../src/codec/keys';
 import type { ConfigInput } from '../../src/domain/inventory';
 import type { PoolTables } from '../../src/domain/pool';
 import type { LabState } from '../../src/lab/state';
@@ -75,10 +77,14 @@ export async function makeLab(opts: LabOptions = {}): Promise<TestLab> {
     ...(opts.mode === undefined ? {} : { mode: opts.mode }),
     ...(opts.chunks === undefined ? {} : { chunks: opts.chunks }),
   };
+  // Encrypted, as the preset is, with the test run's one key file (a lab may name its own in `edit`).
+  cfg.security = { keyFile: inject('keyFilePath') };
   opts.edit?.(cfg);
   const configFile = path.join(dir, 'kura.yaml');
   writeFileSync(configFile, renderConfigYaml(cfg));
   const loaded = loadConfig(configFile);
+  const keyFile = keyFileOf(loaded);
+  if (keyFile) ensureKeyFile(keyFile);
   const paths = kuraPaths(loaded);
   await createLabFiles(loaded, paths);
   const vmVolume = (vm: string) => {
@@ -123,7 +129,11 @@ export function labEnv(lab: TestLab): NodeJS.ProcessEnv {
 /** A client API bound to the lab's configuration and task queue. */
 export async function connectKura(lab: TestLab): Promise<{ kura: Kura; client: Client; close(): Promise<void> }> {
   const connection = await Connection.connect({ address: inject('temporalAddress') });
-  const client = new Client({ connection, namespace: inject('temporalNamespace') });
+  const client = new Client({
+    connection,
+    namespace: inject('temporalNamespace'),
+    dataConverter: kuraDataConverter(lab.loaded),
+  });
   return { kura: new Kura(client, lab.loaded, lab.taskQueue), client, close: () => connection.close() };
 }
 

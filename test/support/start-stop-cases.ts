@@ -8,6 +8,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { rmSync } from 'node:fs';
 import * as path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
+import { loadConfig } from '../../src/config/load';
+import { kuraDataConverter } from '../../src/codec/data-converter';
 import { Catalog } from '../../src/catalog/store';
 import { poolWorkflowId } from '../../src/api/workflow-ids';
 import { fleetProgressQuery, tablesQuery } from '../../src/messages';
@@ -102,7 +104,7 @@ function lastLine(run: StartRun): string {
 async function waitForRunningAndQueued(home: StartHome, fleetId: string): Promise<void> {
   const connection = await Connection.connect({ address: `127.0.0.1:${home.port}` });
   try {
-    const client = new Client({ connection });
+    const client = new Client({ connection, dataConverter: homeDataConverter(home) });
     const deadline = Date.now() + 60_000;
     for (;;) {
       const [tables, fleet] = await Promise.all([
@@ -120,11 +122,18 @@ async function waitForRunningAndQueued(home: StartHome, fleetId: string): Promis
   }
 }
 
+/** The data converter of the home's installation: its key file, which `kura start` created. */
+function homeDataConverter(home: StartHome) {
+  return kuraDataConverter(loadConfig(path.join(home.dir, 'kura.yaml')));
+}
+
 /** The devices the site's pool holds unavailable, with the reason. */
 async function unavailableDevices(home: StartHome): Promise<string[]> {
   const connection = await Connection.connect({ address: `127.0.0.1:${home.port}` });
   try {
-    const t = await new Client({ connection }).workflow.getHandle(poolWorkflowId('hospital')).query(tablesQuery);
+    const t = await new Client({ connection, dataConverter: homeDataConverter(home) }).workflow
+      .getHandle(poolWorkflowId('hospital'))
+      .query(tablesQuery);
     return [...t.servers, ...t.libraries, ...t.drives, ...t.tapes, ...t.switches, ...t.copyDevices]
       .filter((d) => d.state === 'unavailable')
       .map((d) => `${d.name}: ${d.reason ?? ''}`);

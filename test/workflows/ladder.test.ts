@@ -25,6 +25,7 @@ import { ImageStore } from '../../src/images/store';
 import type { KuraWorkers } from '../../src/worker';
 import { connectKura, failureOf, sha256, startWorkers, treeFingerprint, type TestLab } from '../support/harness';
 import { RUNG_ACTIONS, actionsOf, lastSeq, makeVmLab, policyOf, startGuardian, until } from '../support/vm-lab';
+import { decodePayload } from '../../src/codec/data-converter';
 
 let lab: TestLab & { vms: string[] };
 let workers: KuraWorkers;
@@ -411,11 +412,13 @@ describe('the recovery ladder, per rung and by hand', () => {
       (e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'awaitHealthy',
     );
     expect(waits).toHaveLength(3);
-    const completed = (history.events ?? [])
-      .map((e) => e.activityTaskCompletedEventAttributes?.result?.payloads?.[0]?.data)
-      .filter((d): d is Uint8Array => d instanceof Uint8Array)
-      .map((d) => JSON.parse(Buffer.from(d).toString()) as { end?: string; failedChecks?: number })
-      .filter((r) => r.end !== undefined);
+    const results = (history.events ?? [])
+      .map((e) => e.activityTaskCompletedEventAttributes?.result?.payloads?.[0])
+      .filter((p) => p !== undefined && p !== null);
+    // Stored encrypted: decoded as the client decodes its own answers.
+    const completed = (
+      await Promise.all(results.map((p) => decodePayload<{ end?: string; failedChecks?: number } | null>(client, p)))
+    ).filter((r): r is { end?: string; failedChecks?: number } => r !== null && r?.end !== undefined);
     expect(completed.map((r) => [r.end, r.failedChecks])).toEqual([
       ['failed-checks', 2],
       ['failed-checks', 2],

@@ -24,6 +24,7 @@ import type { ImageRecord, LadderResult } from '../../src/domain/ladder';
 import type { PoolTables } from '../../src/domain/pool';
 import { connectKura, eventually, sha256, startWorkers, uniqueId, type TestLab } from '../support/harness';
 import { actionsOf, makeVmLab } from '../support/vm-lab';
+import { kuraDataConverter } from '../../src/codec/data-converter';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 /** The version whose installation leaves a fault that only a middleware restart cures. */
@@ -59,11 +60,14 @@ beforeAll(async () => {
 
   const address = inject('temporalAddress');
   callerConnection = await Connection.connect({ address });
-  caller = new Client({ connection: callerConnection, namespace: inject('callerNamespace') });
+  // The callers hold Kura's key file: Nexus inputs and outputs cross namespaces encrypted.
+  const dataConverter = kuraDataConverter(lab.loaded);
+  caller = new Client({ connection: callerConnection, namespace: inject('callerNamespace'), dataConverter });
   callerNative = await NativeConnection.connect({ address });
   callerQueue = `t-${uniqueId()}-ehr`;
   callerWorker = await Worker.create({
     connection: callerNative,
+    dataConverter,
     namespace: inject('callerNamespace'),
     taskQueue: callerQueue,
     workflowsPath: path.join(ROOT, 'test', 'fixtures', 'nexus-callers.ts'),

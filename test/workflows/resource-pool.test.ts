@@ -19,6 +19,7 @@ import { createPoolActivities } from '../../src/activities/pool';
 import { poolWorkflowId } from '../../src/client';
 import { TABLE_KEYS, findDevice, tablesFromSite } from '../../src/domain/pool-tables';
 import type { resourcePool } from '../../src/workflows/resource-pool';
+import { kuraDataConverter } from '../../src/codec/data-converter';
 
 const taskQueue = `pool-test-${randomUUID()}`;
 let connection: Connection;
@@ -30,9 +31,11 @@ beforeAll(async () => {
   const address = inject('temporalAddress');
   const namespace = inject('temporalNamespace');
   connection = await Connection.connect({ address });
-  client = new Client({ connection, namespace });
+  // No key file: payloads in clear, failures encoded as every Kura worker encodes them.
+  client = new Client({ connection, namespace, dataConverter: kuraDataConverter() });
   worker = await Worker.create({
     connection: await NativeConnection.connect({ address }),
+    dataConverter: kuraDataConverter(),
     namespace,
     taskQueue,
     workflowBundle: { codePath: inject('workflowBundlePath') },
