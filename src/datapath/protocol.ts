@@ -209,9 +209,16 @@ export function parseRequest(b: Buffer): NbdRequest | null {
   };
 }
 
+/** Bytes of a simple reply's header. */
+export const SIMPLE_REPLY_BYTES = 16;
+
 /** A simple reply header; read replies are followed by the data. */
 export function simpleReply(handle: Buffer, error: number): Buffer {
-  const b = Buffer.alloc(16);
+  return simpleReplyInto(Buffer.allocUnsafe(SIMPLE_REPLY_BYTES), handle, error);
+}
+
+/** Writes a simple reply header into the first 16 bytes of `b` (a read's reply, its data after it); returns `b`. */
+export function simpleReplyInto(b: Buffer, handle: Buffer, error: number): Buffer {
   b.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0);
   b.writeUInt32BE(error, 4);
   handle.copy(b, 8);
