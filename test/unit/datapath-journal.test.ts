@@ -79,22 +79,24 @@ describe('the journal', () => {
 });
 
 describe('group commit', () => {
-  it('makes writes that arrive together durable with one fdatasync, in call order, each with its own position', async () => {
+  it('makes the writes of one turn durable with one fdatasync, and those arriving during it with the next, in call order, each with its own position', async () => {
     const file = tmpFile();
     const { journal } = await Journal.open(file);
     const fh = (journal as unknown as { fh: { datasync: () => Promise<void> } }).fh;
     let syncs = 0;
     const datasync = fh.datasync.bind(fh);
     fh.datasync = () => (syncs++, datasync());
-    const first = journal.append(JournalKind.Write, 0, 1, Buffer.from('a'), 1);
-    const rest = ['b', 'c', 'd', 'e'].map((d, i) =>
-      journal.append(JournalKind.Write, 4096 * (i + 1), 1, Buffer.from(d), 2),
+    const together = ['a', 'b', 'c', 'd', 'e'].map((d, i) =>
+      journal.append(JournalKind.Write, 4096 * i, 1, Buffer.from(d), 1),
     );
-    const all = await Promise.all([first, ...rest]);
-    // The first write goes alone (nothing was in flight); the four that came while it synced share one.
+    // The batch of the first turn is written by now and its fdatasync is in flight.
+    await new Promise((r) => setImmediate(r));
+    expect(syncs).toBe(1);
+    const during = ['f', 'g'].map((d, i) => journal.append(JournalKind.Write, 4096 * (i + 5), 1, Buffer.from(d), 2));
+    const all = await Promise.all([...together, ...during]);
     expect(syncs).toBe(2);
-    expect(all.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5]);
-    expect(all.map((e) => e.position)).toEqual([0, 1, 2, 3, 4].map((i) => i * (JOURNAL_HEADER_BYTES + 1)));
+    expect(all.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5, 6, 7]);
+    expect(all.map((e) => e.position)).toEqual([0, 1, 2, 3, 4, 5, 6].map((i) => i * (JOURNAL_HEADER_BYTES + 1)));
     await journal.markReflected(all[3]!);
     await journal.close();
     const { journal: again, entries } = await Journal.open(file);
@@ -105,6 +107,8 @@ describe('group commit', () => {
       [3, 8192, 'c', false],
       [4, 12288, 'd', true],
       [5, 16384, 'e', false],
+      [6, 20480, 'f', false],
+      [7, 24576, 'g', false],
     ]);
   });
 
