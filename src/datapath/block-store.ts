@@ -14,10 +14,11 @@ const ZERO_CHUNK = 1024 * 1024;
  * Reads and writes up to this size are done with synchronous pread/pwrite on the event loop: a
  * page-cache copy of a few KiB costs about a microsecond, while a trip through libuv's thread pool
  * costs tens of them (a thread wake-up each way, on a machine whose two cores the client shares).
- * Larger ones, whose copy alone would stall every other connection, still go to the thread pool,
- * as does fdatasync, which waits for the disk.
+ * Larger ones go to the thread pool, where the copy of one overlaps with the event loop taking in
+ * the next request on the other core (and a copy of up to 32 MiB cannot stall every connection);
+ * so does fdatasync, which waits for the disk.
  */
-const SYNC_IO_MAX = 1024 * 1024;
+const SYNC_IO_MAX = 64 * 1024;
 
 export class BlockStore {
   private readonly fd: number;
@@ -72,14 +73,18 @@ export class BlockStore {
   /**
    * Writes `data` at `offset`. It may come in pieces (a request's payload as the socket delivered
    * it), written with one vectored pwrite, so a large write is not first copied into one buffer.
+   * The pieces must stay unchanged until it resolves.
    */
   async write(offset: number, data: Buffer | readonly Buffer[]): Promise<void> {
     if (Buffer.isBuffer(data)) return this.writeOne(offset, data);
     const total = data.reduce((n, b) => n + b.length, 0);
     if (total === 0) return;
-    if (data.length === 1 || data.length > MAX_IOV || total > SYNC_IO_MAX)
+    if (data.length === 1 || data.length > MAX_IOV)
       return this.writeOne(offset, data.length === 1 ? data[0]! : Buffer.concat(data, total));
-    const done = writevSync(this.fd, data as Buffer[], offset);
+    const done =
+      total <= SYNC_IO_MAX
+        ? writevSync(this.fd, data as Buffer[], offset)
+        : (await this.fh.writev(data as Buffer[], offset)).bytesWritten;
     // A short vectored write is all but unheard of for a regular file; the rest goes in one piece.
     if (done < total) await this.writeOne(offset + done, Buffer.concat(data, total).subarray(done));
   }
