@@ -27,29 +27,77 @@ import {
   optionName,
   optionReply,
   parseInfoRequest,
+  SIMPLE_REPLY_BYTES,
   parseRequest,
   simpleReply,
+  simpleReplyInto,
   type NbdRequest,
 } from './protocol';
 import { BLOCK_BYTES, type Volume } from './volume';
 
-/** Requests of one connection handled at once; the socket is not read further until one finishes. */
+/** Requests of one connection handled at once; further ones wait, buffered, until one finishes. */
 const MAX_INFLIGHT = 32;
 /** Bytes buffered from a client before the socket is paused (e.g. while a quiesce holds requests). */
 const MAX_BUFFERED = 64 * 1024 * 1024;
 /** Option payloads larger than this are not a real client's; the connection is closed. */
 const MAX_OPTION_BYTES = 64 * 1024;
 
+const EMPTY = Buffer.alloc(0);
+
+/**
+ * A request's outcome: its NBD error (0: none) and, for a read that succeeded, the whole reply —
+ * 16 bytes for the header, then the data read into it.
+ */
+interface Outcome {
+  error: number;
+  reply?: Buffer;
+}
+
+/** Bytes of read replies kept for reuse, across connections. */
+const SPARE_REPLY_BYTES = 16 * 1024 * 1024;
+
+/**
+ * Read replies, reused once the socket is done with them: a fresh buffer per read (allocated,
+ * then collected) cost more than the read itself. Kept by size, up to SPARE_REPLY_BYTES in all.
+ */
+class ReplyBuffers {
+  private readonly spare = new Map<number, Buffer[]>();
+  private bytes = 0;
+
+  take(size: number): Buffer {
+    const b = this.spare.get(size)?.pop();
+    if (!b) return Buffer.allocUnsafeSlow(size);
+    this.bytes -= size;
+    return b;
+  }
+
+  give(b: Buffer): void {
+    if (this.bytes + b.length > SPARE_REPLY_BYTES) return;
+    let list = this.spare.get(b.length);
+    if (!list) this.spare.set(b.length, (list = []));
+    list.push(b);
+    this.bytes += b.length;
+  }
+}
+
 class ConnectionClosed extends Error {
   override name = 'ConnectionClosed';
 }
 
-/** Reads exact byte counts from a socket, with backpressure. */
+/**
+ * Takes exact byte counts from a socket, with backpressure: awaited during the handshake, taken
+ * synchronously as they arrive during transmission. Bytes lying in one received chunk are handed
+ * out as a view of it, not copied, and nothing beyond what is asked for is ever copied.
+ */
 class SocketReader {
   private chunks: Buffer[] = [];
+  /** Bytes of `chunks[0]` already taken. */
+  private head = 0;
   private buffered = 0;
-  private closed = false;
+  closed = false;
   private wake: (() => void) | null = null;
+  /** Called whenever bytes arrive or the socket closes (the transmission phase's pump). */
+  onChange: (() => void) | null = null;
 
   constructor(private readonly sock: net.Socket) {
     sock.on('data', (c: Buffer) => {
@@ -68,6 +116,58 @@ class SocketReader {
     const w = this.wake;
     this.wake = null;
     w?.();
+    this.onChange?.();
+  }
+
+  /** The next `n` bytes, or null while fewer are buffered. */
+  take(n: number): Buffer | null {
+    if (this.buffered < n) return null;
+    let out: Buffer;
+    const first = this.chunks[0];
+    if (n === 0 || !first) out = EMPTY;
+    else if (first.length - this.head >= n) {
+      out = first.subarray(this.head, this.head + n);
+      this.head += n;
+      if (this.head === first.length) this.drop();
+    } else {
+      out = Buffer.allocUnsafe(n);
+      for (let got = 0; got < n;) {
+        const c = this.chunks[0]!;
+        const k = Math.min(n - got, c.length - this.head);
+        c.copy(out, got, this.head, this.head + k);
+        got += k;
+        this.head += k;
+        if (this.head === c.length) this.drop();
+      }
+    }
+    this.buffered -= n;
+    if (this.buffered <= MAX_BUFFERED && this.sock.isPaused()) this.sock.resume();
+    return out;
+  }
+
+  /**
+   * The next `n` bytes as the views of the received chunks that hold them (none copied), or null
+   * while fewer are buffered.
+   */
+  takeParts(n: number): Buffer[] | null {
+    if (this.buffered < n) return null;
+    const parts: Buffer[] = [];
+    for (let got = 0; got < n;) {
+      const c = this.chunks[0]!;
+      const k = Math.min(n - got, c.length - this.head);
+      parts.push(c.subarray(this.head, this.head + k));
+      got += k;
+      this.head += k;
+      if (this.head === c.length) this.drop();
+    }
+    this.buffered -= n;
+    if (this.buffered <= MAX_BUFFERED && this.sock.isPaused()) this.sock.resume();
+    return parts;
+  }
+
+  private drop(): void {
+    this.chunks.shift();
+    this.head = 0;
   }
 
   async read(n: number): Promise<Buffer> {
@@ -75,13 +175,7 @@ class SocketReader {
       if (this.closed) throw new ConnectionClosed('client went away');
       await new Promise<void>((r) => (this.wake = r));
     }
-    const all = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
-    const out = all.subarray(0, n);
-    const rest = all.subarray(n);
-    this.chunks = rest.length ? [rest] : [];
-    this.buffered = rest.length;
-    if (this.buffered <= MAX_BUFFERED && this.sock.isPaused()) this.sock.resume();
-    return out;
+    return this.take(n)!;
   }
 }
 
@@ -107,6 +201,7 @@ export interface NbdServerOptions {
 export class NbdServer {
   private server: net.Server | null = null;
   private readonly sockets = new Set<net.Socket>();
+  private readonly replies = new ReplyBuffers();
 
   constructor(private readonly opts: NbdServerOptions) {}
 
@@ -251,78 +346,111 @@ export class NbdServer {
     }
   }
 
-  private async transmit(sock: net.Socket, rd: SocketReader, v: Volume): Promise<void> {
-    let inflight = 0;
-    let slot: (() => void) | null = null;
-    const running = new Set<Promise<void>>();
-    let corked = false;
-    const uncork = () => {
-      corked = false;
-      sock.uncork();
-    };
-    for (;;) {
-      while (inflight >= MAX_INFLIGHT) await new Promise<void>((r) => (slot = r));
-      const req = parseRequest(await rd.read(28));
-      if (!req) throw new Error('bad request magic');
-      let payload: Buffer | null = null;
-      if (req.type === Cmd.Write) {
-        if (req.length > MAX_REQUEST_BYTES)
-          throw new Error(`write of ${req.length} bytes exceeds the advertised maximum`);
-        payload = await rd.read(req.length);
-      }
-      if (req.type === Cmd.Disc) {
-        await Promise.all(running);
-        sock.end();
-        return;
-      }
-      inflight++;
-      const t0 = performance.now();
-      const p = this.handle(v, req, payload)
-        .then(
-          ({ error, data }) => {
-            v.countRequest(error === 0);
-            this.opts.onRequest?.({
-              volume: v.name,
-              type: req.type,
-              length: req.length,
-              seconds: (performance.now() - t0) / 1000,
-              ok: error === 0,
-            });
-            if (sock.destroyed) return;
-            // Replies finishing in one turn of the event loop leave in one writev, and a read's data
-            // follows its header without being copied behind it.
-            if (!corked) {
-              corked = true;
-              sock.cork();
-              process.nextTick(uncork);
-            }
-            sock.write(simpleReply(req.handle, error));
-            if (data) sock.write(data);
-          },
-          () => undefined,
-        )
-        .finally(() => {
-          inflight--;
-          running.delete(p);
-          const s = slot;
-          slot = null;
-          s?.();
+  /**
+   * The transmission phase: requests are parsed as their bytes arrive, in the same turn of the
+   * event loop, and each is handed to the volume at once, in arrival order (which is the order the
+   * volume's range lock sees writes in); up to MAX_INFLIGHT run at a time.
+   */
+  private transmit(sock: net.Socket, rd: SocketReader, v: Volume): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      let inflight = 0;
+      /** A write whose header is parsed and whose payload has not fully arrived. */
+      let waiting: NbdRequest | null = null;
+      let disconnecting = false;
+      let over = false;
+      let corked = false;
+      const uncork = () => {
+        corked = false;
+        sock.uncork();
+      };
+      const end = (err?: Error) => {
+        over = true;
+        rd.onChange = null;
+        if (err) reject(err);
+        else resolve();
+      };
+      const reply = (req: NbdRequest, t0: number, { error, reply }: Outcome) => {
+        v.countRequest(error === 0);
+        this.opts.onRequest?.({
+          volume: v.name,
+          type: req.type,
+          length: req.length,
+          seconds: (performance.now() - t0) / 1000,
+          ok: error === 0,
         });
-      running.add(p);
-    }
+        if (sock.destroyed) return;
+        // Replies finishing in one turn of the event loop leave in one writev; a read's data was
+        // read in behind its header, and the buffer is reused once the socket has sent it.
+        if (!corked) {
+          corked = true;
+          sock.cork();
+          process.nextTick(uncork);
+        }
+        if (reply) sock.write(simpleReplyInto(reply, req.handle, error), () => this.replies.give(reply));
+        else sock.write(simpleReply(req.handle, error));
+      };
+      const settled = () => {
+        inflight--;
+        pump();
+      };
+      const pump = () => {
+        if (over) return;
+        try {
+          while (!disconnecting && inflight < MAX_INFLIGHT) {
+            if (!waiting) {
+              const header = rd.take(28);
+              if (!header) break;
+              const req = parseRequest(header);
+              if (!req) throw new Error('bad request magic');
+              if (req.type === Cmd.Write && req.length > MAX_REQUEST_BYTES)
+                throw new Error(`write of ${req.length} bytes exceeds the advertised maximum`);
+              waiting = req;
+            }
+            const req: NbdRequest = waiting;
+            const payload = req.type === Cmd.Write ? rd.takeParts(req.length) : null;
+            if (req.type === Cmd.Write && !payload) break;
+            waiting = null;
+            if (req.type === Cmd.Disc) {
+              disconnecting = true;
+              break;
+            }
+            inflight++;
+            const t0 = performance.now();
+            this.handle(v, req, payload)
+              .then((outcome) => reply(req, t0, outcome))
+              .catch(() => undefined)
+              .finally(settled);
+          }
+        } catch (err) {
+          end(err instanceof Error ? err : new Error(String(err)));
+          return;
+        }
+        if (disconnecting) {
+          if (inflight === 0) {
+            sock.end();
+            end();
+          }
+        } else if (rd.closed) end(new ConnectionClosed('client went away'));
+      };
+      rd.onChange = pump;
+      pump();
+    });
   }
 
-  private async handle(v: Volume, req: NbdRequest, payload: Buffer | null): Promise<{ error: number; data?: Buffer }> {
+  private async handle(v: Volume, req: NbdRequest, payload: Buffer[] | null): Promise<Outcome> {
     const inRange = req.offset + req.length <= v.sizeBytes;
     const fua = (req.flags & CmdFlag.Fua) !== 0;
     try {
       switch (req.type) {
-        case Cmd.Read:
+        case Cmd.Read: {
           if (!inRange || req.length > MAX_REQUEST_BYTES) return { error: NbdErr.EINVAL };
-          return { error: 0, data: await v.read(req.offset, req.length) };
+          const reply = this.replies.take(SIMPLE_REPLY_BYTES + req.length);
+          await v.readInto(reply.subarray(SIMPLE_REPLY_BYTES), req.offset);
+          return { error: 0, reply };
+        }
         case Cmd.Write:
           if (!inRange) return { error: NbdErr.ENOSPC };
-          await v.write(req.offset, payload ?? Buffer.alloc(0), fua);
+          await v.write(req.offset, payload ?? [], fua);
           return { error: 0 };
         case Cmd.WriteZeroes:
           if (!inRange) return { error: NbdErr.ENOSPC };

@@ -114,6 +114,7 @@ export const TxFlag = {
   SendFua: 1 << 3,
   SendTrim: 1 << 5,
   SendWriteZeroes: 1 << 6,
+  CanMultiConn: 1 << 8,
 } as const;
 
 /** Commands of the transmission phase. */
@@ -137,9 +138,15 @@ export const NbdErr = {
 /** The largest request payload the server accepts (what it advertises as the maximum block size). */
 export const MAX_REQUEST_BYTES = 32 * 1024 * 1024;
 
-/** The flags every Kura export announces: flush, FUA, trim and write-zeroes are supported. */
+/**
+ * The flags every Kura export announces: flush, FUA, trim and write-zeroes are supported, and so
+ * are several connections to one export (multi-conn): they share the volume — one file, one
+ * journal, one snapshot — so a read on any connection sees every write acknowledged on any other,
+ * and a FLUSH on one makes every acknowledged write durable (in passthrough its fdatasync covers
+ * the whole file; in backup mode each write was durable before its ack).
+ */
 export const EXPORT_FLAGS =
-  TxFlag.HasFlags | TxFlag.SendFlush | TxFlag.SendFua | TxFlag.SendTrim | TxFlag.SendWriteZeroes;
+  TxFlag.HasFlags | TxFlag.SendFlush | TxFlag.SendFua | TxFlag.SendTrim | TxFlag.SendWriteZeroes | TxFlag.CanMultiConn;
 
 /** The server's greeting: NBDMAGIC, IHAVEOPT and the handshake flags. */
 export function greeting(): Buffer {
@@ -209,9 +216,16 @@ export function parseRequest(b: Buffer): NbdRequest | null {
   };
 }
 
+/** Bytes of a simple reply's header. */
+export const SIMPLE_REPLY_BYTES = 16;
+
 /** A simple reply header; read replies are followed by the data. */
 export function simpleReply(handle: Buffer, error: number): Buffer {
-  const b = Buffer.alloc(16);
+  return simpleReplyInto(Buffer.allocUnsafe(SIMPLE_REPLY_BYTES), handle, error);
+}
+
+/** Writes a simple reply header into the first 16 bytes of `b` (a read's reply, its data after it); returns `b`. */
+export function simpleReplyInto(b: Buffer, handle: Buffer, error: number): Buffer {
   b.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0);
   b.writeUInt32BE(error, 4);
   handle.copy(b, 8);

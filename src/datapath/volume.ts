@@ -100,15 +100,26 @@ export class Volume {
 
   /** S401–S406: snapshot first; else wait for an unreflected write; else main storage (backup storage once copied). */
   async read(offset: number, length: number): Promise<Buffer> {
+    const out = Buffer.allocUnsafe(length);
+    await this.readInto(out, offset);
+    return out;
+  }
+
+  /** As `read`, into the caller's buffer (the NBD server reads into its reply, after the header). */
+  async readInto(out: Buffer, offset: number): Promise<void> {
     return this.admitted(async () => {
-      if (!this.phases.state) return this.main.read(offset, length);
-      return this.snapshot.read(offset, length, this.readBase);
+      if (!this.phases.state) return this.main.readInto(out, offset);
+      (await this.snapshot.read(offset, out.length, this.readBase)).copy(out);
     });
   }
 
-  /** A host write: straight to main storage in passthrough; S301–S305 in backup mode. */
-  async write(offset: number, data: Buffer, fua: boolean): Promise<void> {
-    return this.admitted(() => this.modify(JournalKind.Write, offset, data.length, data, fua));
+  /**
+   * A host write: straight to main storage in passthrough; S301–S305 in backup mode. The data may
+   * come in pieces (as the socket delivered it); the volume keeps none of them after it resolves.
+   */
+  async write(offset: number, data: Buffer | readonly Buffer[], fua: boolean): Promise<void> {
+    const length = Buffer.isBuffer(data) ? data.length : data.reduce((n, b) => n + b.length, 0);
+    return this.admitted(() => this.modify(JournalKind.Write, offset, length, data, fua));
   }
 
   async writeZeroes(offset: number, length: number, fua: boolean): Promise<void> {
@@ -132,7 +143,7 @@ export class Volume {
     kind: JournalKind,
     offset: number,
     length: number,
-    data: Buffer | null,
+    pieces: Buffer | readonly Buffer[] | null,
     fua: boolean,
   ): Promise<void> {
     const first = Math.floor(offset / BLOCK_BYTES);
@@ -142,11 +153,12 @@ export class Volume {
     );
     try {
       if (!this.phases.state || !this.journal) {
-        if (data) await this.main.write(offset, data);
+        if (pieces) await this.main.write(offset, pieces);
         else await this.main.writeZeroes(offset, length);
         if (fua) await this.main.sync();
         return;
       }
+      const data = pieces === null || Buffer.isBuffer(pieces) ? pieces : Buffer.concat(pieces, length);
       const route = this.phases.path;
       if (route !== 'normal') await sleep(this.opts.settings.throttleDelay);
       const blocks = blocksOf(offset, length);

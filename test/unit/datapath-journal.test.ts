@@ -3,7 +3,7 @@
  * after a crash, how the ETA is estimated, when the convergence path escalates.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { appendFileSync, mkdtempSync, rmSync, statSync, truncateSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Journal, JournalKind, JOURNAL_HEADER_BYTES } from '../../src/datapath/journal';
@@ -79,22 +79,24 @@ describe('the journal', () => {
 });
 
 describe('group commit', () => {
-  it('makes writes that arrive together durable with one fdatasync, in call order, each with its own position', async () => {
+  it('makes the writes of one turn durable with one fdatasync, and those arriving during it with the next, in call order, each with its own position', async () => {
     const file = tmpFile();
     const { journal } = await Journal.open(file);
     const fh = (journal as unknown as { fh: { datasync: () => Promise<void> } }).fh;
-    let syncs = 0;
+    // The records already durable when each fdatasync starts: what the batches before it held.
+    const durableAtSync: number[] = [];
     const datasync = fh.datasync.bind(fh);
-    fh.datasync = () => (syncs++, datasync());
-    const first = journal.append(JournalKind.Write, 0, 1, Buffer.from('a'), 1);
-    const rest = ['b', 'c', 'd', 'e'].map((d, i) =>
-      journal.append(JournalKind.Write, 4096 * (i + 1), 1, Buffer.from(d), 2),
+    fh.datasync = () => (durableAtSync.push(journal.entries), datasync());
+    const together = ['a', 'b', 'c', 'd', 'e'].map((d, i) =>
+      journal.append(JournalKind.Write, 4096 * i, 1, Buffer.from(d), 1),
     );
-    const all = await Promise.all([first, ...rest]);
-    // The first write goes alone (nothing was in flight); the four that came while it synced share one.
-    expect(syncs).toBe(2);
-    expect(all.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5]);
-    expect(all.map((e) => e.position)).toEqual([0, 1, 2, 3, 4].map((i) => i * (JOURNAL_HEADER_BYTES + 1)));
+    // The batch of the first turn is on its way to the disk by now.
+    await new Promise((r) => setImmediate(r));
+    const during = ['f', 'g'].map((d, i) => journal.append(JournalKind.Write, 4096 * (i + 5), 1, Buffer.from(d), 2));
+    const all = await Promise.all([...together, ...during]);
+    expect(durableAtSync).toEqual([0, 5]);
+    expect(all.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5, 6, 7]);
+    expect(all.map((e) => e.position)).toEqual([0, 1, 2, 3, 4, 5, 6].map((i) => i * (JOURNAL_HEADER_BYTES + 1)));
     await journal.markReflected(all[3]!);
     await journal.close();
     const { journal: again, entries } = await Journal.open(file);
@@ -105,7 +107,34 @@ describe('group commit', () => {
       [3, 8192, 'c', false],
       [4, 12288, 'd', true],
       [5, 16384, 'e', false],
+      [6, 20480, 'f', false],
+      [7, 24576, 'g', false],
     ]);
+  });
+
+  it('keeps the file written with zeroes ahead of its records, which a reopen cuts off, keeping every record', async () => {
+    const file = tmpFile();
+    const { journal } = await Journal.open(file);
+    const a = await journal.append(JournalKind.Write, 0, 4, Buffer.from('abcd'), 1);
+    const b = await journal.append(JournalKind.Zeroes, 4096, 8192, null, 2);
+    const records = 2 * JOURNAL_HEADER_BYTES + 4;
+    expect(b.position).toBe(JOURNAL_HEADER_BYTES + 4);
+    expect(statSync(file).size).toBe(JOURNAL_HEADER_BYTES + 4 + 1024 * 1024);
+    expect(journal.bytes).toBe(statSync(file).size);
+    expect(
+      readFileSync(file)
+        .subarray(records)
+        .every((x) => x === 0),
+    ).toBe(true);
+    await journal.markReflected(a);
+    await journal.close();
+    const { journal: again, entries } = await Journal.open(file);
+    await again.close();
+    expect(entries.map((e) => [e.seq, e.kind, e.offset, e.length, e.data?.toString() ?? null, e.reflected])).toEqual([
+      [1, JournalKind.Write, 0, 4, 'abcd', true],
+      [2, JournalKind.Zeroes, 4096, 8192, null, false],
+    ]);
+    expect(statSync(file).size).toBe(records);
   });
 
   it('acknowledges no write of a batch whose fdatasync failed, and the next batch takes its place in the file', async () => {
