@@ -21,8 +21,8 @@ import { registerStatusCommand } from './status';
 import { registerSanCommands } from './san';
 import { registerPlanCommands } from './plan';
 
-/** Builds the program and the context its commands share. */
-function buildProgram(): { program: Command; ctx: CliContext } {
+/** Builds the program and the context its commands share (exported so tests can walk every command and option). */
+export function buildProgram(): { program: Command; ctx: CliContext } {
   const program = new Command('kura')
     .description('Kura: durable backup and recovery for virtualized and SAN estates, on Temporal')
     .option('-c, --config <file>', 'configuration file (default: $KURA_CONFIG or ./kura.yaml)')

@@ -3,7 +3,8 @@
  * person would see: the exit code and the output. Spawning node per case costs a second; in-process
  * a case costs milliseconds, so a fuzzer can try thousands. Commander's own exits (usage errors,
  * help) are caught at `process.exit` with their code, and output after that point is dropped, as the
- * real process would be gone by then.
+ * real process would be gone by then; timers the CLI left unref'd are cleared, as the real process
+ * would never run them.
  */
 import { format } from 'node:util';
 import { vi } from 'vitest';
@@ -44,11 +45,21 @@ export async function runCli(args: string[]): Promise<CliOutcome> {
       throw new ExitCalled(exited);
     }),
   ];
+  // A timer the CLI unref'd never fires in the real process, which exits first (`kura start`
+  // arms one that calls process.exit after 5 s); in this process it would fire during a later case.
+  const timers: NodeJS.Timeout[] = [];
+  const realSetTimeout = globalThis.setTimeout;
+  const timerSpy = vi.spyOn(globalThis, 'setTimeout').mockImplementation(((...a: Parameters<typeof setTimeout>) => {
+    const t = realSetTimeout(...a);
+    timers.push(t);
+    return t;
+  }) as typeof setTimeout);
   process.exitCode = undefined;
   try {
     await run(['node', 'kura', ...args]);
   } finally {
-    for (const s of spies) s.mockRestore();
+    for (const s of [...spies, timerSpy]) s.mockRestore();
+    for (const t of timers) if (!t.hasRef()) clearTimeout(t);
   }
   const code = exited ?? Number(process.exitCode ?? 0);
   process.exitCode = undefined;
