@@ -23,8 +23,8 @@ import { registerPlanCommands } from './plan';
 import { registerKeysCommands } from './keys';
 import { registerCodecServerCommand } from './codec-server';
 
-/** Builds the program and the context its commands share. */
-function buildProgram(): { program: Command; ctx: CliContext } {
+/** Builds the program and the context its commands share (exported so tests can walk every command and option). */
+export function buildProgram(): { program: Command; ctx: CliContext } {
   const program = new Command('kura')
     .description('Kura: durable backup and recovery for virtualized and SAN estates, on Temporal')
     .option('-c, --config <file>', 'configuration file (default: $KURA_CONFIG or ./kura.yaml)')

@@ -35,6 +35,24 @@ async function readBody(req: http.IncomingMessage): Promise<unknown> {
   }
 }
 
+/** The request's target as a URL; one that is none is the client's mistake (400), not the server's. */
+function requestUrl(target: string): URL {
+  try {
+    return new URL(target, 'http://localhost');
+  } catch {
+    throw new InvalidInputError(`the request target ${JSON.stringify(target)} is not a path`);
+  }
+}
+
+/** One path segment, percent-decoded; a malformed escape is the client's mistake (400), not the server's. */
+function decodeSegment(segment: string, pathname: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw new InvalidInputError(`the path ${pathname} has a malformed percent-escape in "${segment}"`);
+  }
+}
+
 /** Serves the control API for these volumes. */
 export class ControlServer {
   private server: http.Server | null = null;
@@ -70,8 +88,11 @@ export class ControlServer {
 
   private async route(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     try {
-      const url = new URL(req.url ?? '/', 'http://localhost');
-      const parts = url.pathname.split('/').filter(Boolean).map(decodeURIComponent);
+      const url = requestUrl(req.url ?? '/');
+      const parts = url.pathname
+        .split('/')
+        .filter(Boolean)
+        .map((segment) => decodeSegment(segment, url.pathname));
       if (parts[0] !== 'v1' || parts[1] !== 'volumes')
         throw new NotFoundError(`no route ${req.method} ${url.pathname}`);
       if (req.method === 'GET' && parts.length === 2)
