@@ -26,6 +26,7 @@ import { loadConfig } from '../src/config/load';
 import { kuraPaths } from '../src/config/paths';
 import { createLabFiles } from '../src/lab/files';
 import { Kura, poolWorkflowId } from '../src/client';
+import { WORKFLOW_INTERCEPTOR_MODULES } from '../src/worker';
 import { formatBytes, parseDuration, parseSize } from '../src/domain/units';
 import type { FleetReport } from '../src/domain/fleet';
 import { arg, runBench } from './support/lab-stack';
@@ -246,7 +247,11 @@ async function main(): Promise<void> {
   const bundleDir = mkdtempSync(path.join(os.tmpdir(), 'kura-bench-fleet-bundle-'));
   const runs: FleetRun[] = [];
   try {
-    const bundle = await bundleWorkflowCode({ workflowsPath: require.resolve('../src/workflows'), logger: quiet });
+    const bundle = await bundleWorkflowCode({
+      workflowsPath: require.resolve('../src/workflows'),
+      workflowInterceptorModules: WORKFLOW_INTERCEPTOR_MODULES,
+      logger: quiet,
+    });
     const bundlePath = path.join(bundleDir, 'workflows.js');
     writeFileSync(bundlePath, bundle.code);
     for (const vms of sizes) runs.push(await runSize(vms, { k, size, limitMs, bundlePath, guardians }));

@@ -31,13 +31,18 @@ import { ImageStore } from './images/store';
 import { Kura, controlTaskQueue, ensureGuardians, ensurePool, serverTaskQueue } from './client';
 import { temporalConnectionOptions } from './stack/connection';
 import { startWorkerMetrics, type WorkerMetricsEndpoint } from './metrics/worker-endpoint';
+import { installationClientInterceptors } from './api/installation-interceptors';
+import { installationCheck } from './activities/installation-check';
 
 export interface KuraWorkersOptions {
   loaded: LoadedConfig;
   /** Temporal frontend and namespace; from $TEMPORAL_ADDRESS / kura.yaml when omitted. */
   address?: string;
   namespace?: string;
-  /** The control queue ($KURA_TASK_QUEUE, else `kura-control`); server queues sit beside it. */
+  /**
+   * The control queue ($KURA_TASK_QUEUE, else `kura-control`, either with kura.yaml's installation
+   * in its name); server queues sit beside it.
+   */
   taskQueue?: string;
   /** A prebuilt workflow bundle (tests); otherwise the workflows are bundled at start-up. */
   workflowBundle?: { codePath: string };
@@ -65,6 +70,12 @@ export interface KuraWorkers {
   /** Stops every worker (letting running activities finish or be cancelled) and closes resources. */
   shutdown(): Promise<void>;
 }
+
+/**
+ * The workflow interceptor modules every bundle of Kura's workflows needs: whoever bundles the
+ * workflows ahead of time (`bundleWorkflowCode`) passes them as `workflowInterceptorModules`.
+ */
+export const WORKFLOW_INTERCEPTOR_MODULES = [require.resolve('./workflows/installation')];
 
 /** At shutdown, how long running activities get to finish before they are cancelled. */
 export const SHUTDOWN_GRACE_SECONDS = 5;
@@ -107,7 +118,8 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
   const { loaded } = opts;
   installRuntime(opts.hostHandlesSignals === true, loaded.config.metrics.temporalPort);
   const conn = temporalConnectionOptions(loaded, { address: opts.address, namespace: opts.namespace });
-  const taskQueue = controlTaskQueue(opts.taskQueue);
+  const { installation } = loaded.config;
+  const taskQueue = controlTaskQueue(opts.taskQueue, installation);
   const paths = kuraPaths(loaded);
   const catalog = new Catalog(paths.catalog);
   const lab = new LabState(paths.labState);
@@ -146,12 +158,16 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
 
   try {
     clientConnection = await Connection.connect({ address: conn.address, tls: conn.tls, apiKey: conn.apiKey });
-    const client = new Client({ connection: clientConnection, namespace: conn.namespace });
+    const client = new Client({
+      connection: clientConnection,
+      namespace: conn.namespace,
+      interceptors: installationClientInterceptors(installation),
+    });
     connection = await NativeConnection.connect({ address: conn.address, tls: conn.tls, apiKey: conn.apiKey });
     metrics = await startWorkerMetrics({
       port: loaded.config.metrics.workerPort,
       // The recovery points and the pools are the control host's to report, once per installation.
-      ...(opts.serversOnly ? {} : { catalog, client, sites: loaded.config.sites.map((s) => s.name) }),
+      ...(opts.serversOnly ? {} : { catalog, client, sites: loaded.config.sites.map((s) => s.name), installation }),
     });
 
     const common: Partial<WorkerOptions> = {
@@ -164,7 +180,8 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
       // … and an activity that ignores its cancellation is abandoned this much later, so a stop
       // never hangs on one.
       shutdownForceTime: '10 seconds',
-      ...(metrics ? { interceptors: { activity: [metrics.interceptor] } } : {}),
+      // Work of another installation is refused before any activity code runs (docs/adr/026).
+      interceptors: { activity: [installationCheck(installation), ...(metrics ? [metrics.interceptor] : [])] },
     };
     if (!opts.serversOnly) {
       workers.push(
@@ -175,7 +192,11 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
           taskQueue,
           ...(opts.workflowBundle
             ? { workflowBundle: opts.workflowBundle }
-            : { workflowsPath: require.resolve('./workflows') }),
+            : {
+                workflowsPath: require.resolve('./workflows'),
+                // A prebuilt bundle has these built in (bundleWorkflowCode's workflowInterceptorModules).
+                interceptors: { ...common.interceptors, workflowModules: WORKFLOW_INTERCEPTOR_MODULES },
+              }),
           activities: {
             ...createControlActivities({ loaded, paths, drivers, catalog }),
             ...createPoolActivities({ client, sites: () => loaded.config.sites }),

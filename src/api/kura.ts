@@ -88,6 +88,8 @@ export interface JobStart<W extends Workflow = Workflow> {
 export class Kura {
   /** The control task queue every job of this installation runs on. */
   readonly taskQueue: string;
+  /** kura.yaml's installation: part of the task queue and of every workflow id this client starts. */
+  readonly installation: string;
   /** VM protection: guardians, data-volume images, recovery ladders. */
   readonly vms: KuraVms;
   /** The resource pools of the sites: their tables, devices marked (un)available. */
@@ -95,13 +97,14 @@ export class Kura {
   /** The operator's page: what runs, the last night, RPO breaches, devices out, ladders waiting. */
   readonly status: KuraStatus;
 
-  /** `taskQueue` defaults to $KURA_TASK_QUEUE, else `kura-control`. */
+  /** `taskQueue` defaults to $KURA_TASK_QUEUE, else `kura-control`; either gets kura.yaml's installation. */
   constructor(
     readonly client: Client,
     readonly loaded: LoadedConfig,
     taskQueue?: string,
   ) {
-    this.taskQueue = controlTaskQueue(taskQueue);
+    this.installation = loaded.config.installation;
+    this.taskQueue = controlTaskQueue(taskQueue, this.installation);
     this.vms = new KuraVms(client, loaded, this.taskQueue);
     this.pool = new KuraPool(client, loaded, this.taskQueue);
     this.status = new KuraStatus(client, loaded, this.taskQueue, this.pool);
@@ -133,24 +136,28 @@ export class Kura {
     resolveTargetRef(site, target);
     const requestedAt = opts.requestedAt ?? new Date().toISOString();
     const kind = kindOfMethod(opts.method ?? 'direct');
-    return this.job<typeof sanOperation>('sanOperation', operationWorkflowId(kind, target, requestedAt), {
-      args: [
-        {
-          kind,
-          site: site.name,
-          target,
-          requestedBy: opts.requestedBy ?? cliUser(),
-          requestedAt,
-          ...this.copy(site.name, opts),
-          ...(opts.pairWaitMs === undefined ? {} : { pairWaitMs: opts.pairWaitMs }),
-          tuning: this.tuning(opts.tuning),
-        },
-      ],
-      kind: JobKind.Backup,
-      target,
-      site: site.name,
-      summary: `${kind} of ${target} (${site.name})`,
-    });
+    return this.job<typeof sanOperation>(
+      'sanOperation',
+      operationWorkflowId(kind, target, requestedAt, this.installation),
+      {
+        args: [
+          {
+            kind,
+            site: site.name,
+            target,
+            requestedBy: opts.requestedBy ?? cliUser(),
+            requestedAt,
+            ...this.copy(site.name, opts),
+            ...(opts.pairWaitMs === undefined ? {} : { pairWaitMs: opts.pairWaitMs }),
+            tuning: this.tuning(opts.tuning),
+          },
+        ],
+        kind: JobKind.Backup,
+        target,
+        site: site.name,
+        summary: `${kind} of ${target} (${site.name})`,
+      },
+    );
   }
 
   /**
@@ -164,23 +171,27 @@ export class Kura {
     const site = findSite(this.loaded.config, opts.site);
     resolveTargetRef(site, target);
     const requestedAt = opts.requestedAt ?? new Date().toISOString();
-    return this.start<typeof replicaRefresh>('replicaRefresh', replicaRefreshWorkflowId(target, requestedAt), {
-      args: [
-        {
-          kind: 'replica-refresh',
-          site: site.name,
-          target,
-          requestedBy: opts.requestedBy ?? cliUser(),
-          requestedAt,
-          ...(opts.pairWaitMs === undefined ? {} : { pairWaitMs: opts.pairWaitMs }),
-          tuning: this.tuning(opts.tuning),
-        },
-      ],
-      kind: JobKind.ReplicaRefresh,
-      target,
-      site: site.name,
-      summary: `replica-refresh of ${target} (${site.name})`,
-    });
+    return this.start<typeof replicaRefresh>(
+      'replicaRefresh',
+      replicaRefreshWorkflowId(target, requestedAt, this.installation),
+      {
+        args: [
+          {
+            kind: 'replica-refresh',
+            site: site.name,
+            target,
+            requestedBy: opts.requestedBy ?? cliUser(),
+            requestedAt,
+            ...(opts.pairWaitMs === undefined ? {} : { pairWaitMs: opts.pairWaitMs }),
+            tuning: this.tuning(opts.tuning),
+          },
+        ],
+        kind: JobKind.ReplicaRefresh,
+        target,
+        site: site.name,
+        summary: `replica-refresh of ${target} (${site.name})`,
+      },
+    );
   }
 
   /** The pairs and snapshots of a site's arrays (default: the first site), as the arrays report them now. */
@@ -188,7 +199,7 @@ export class Kura {
     const site = findSite(this.loaded.config, opts.site);
     return this.client.workflow.execute<typeof sanListing>('sanListing', {
       taskQueue: this.taskQueue,
-      workflowId: sanListingWorkflowId(site.name, new Date().toISOString()),
+      workflowId: sanListingWorkflowId(site.name, new Date().toISOString(), this.installation),
       args: [{ site: site.name }],
       staticSummary: `pairs and snapshots of ${site.name}`,
     });
@@ -225,7 +236,7 @@ export class Kura {
     const requestedAt = opts.requestedAt ?? new Date().toISOString();
     const target = backupId.slice(0, backupId.lastIndexOf('@'));
     const site = findSite(this.loaded.config, opts.site);
-    return this.job<typeof restore>('restore', restoreWorkflowId(backupId, requestedAt), {
+    return this.job<typeof restore>('restore', restoreWorkflowId(backupId, requestedAt, this.installation), {
       args: [
         {
           backupId,
@@ -265,22 +276,26 @@ export class Kura {
       'online backup settings',
     );
     const requestedAt = opts.requestedAt ?? new Date().toISOString();
-    return this.job<typeof onlineBackup>('onlineBackup', onlineBackupWorkflowId(array, volume, requestedAt), {
-      args: [
-        {
-          site: site.name,
-          target,
-          requestedBy: opts.requestedBy ?? cliUser(),
-          requestedAt,
-          settings: settings,
-          deviceAttempts: opts.deviceAttempts ?? 5,
-        },
-      ],
-      kind: JobKind.OnlineBackup,
-      target,
-      site: site.name,
-      summary: `online backup of ${target} (${array}/${volume}, ${site.name})`,
-    });
+    return this.job<typeof onlineBackup>(
+      'onlineBackup',
+      onlineBackupWorkflowId(array, volume, requestedAt, this.installation),
+      {
+        args: [
+          {
+            site: site.name,
+            target,
+            requestedBy: opts.requestedBy ?? cliUser(),
+            requestedAt,
+            settings: settings,
+            deviceAttempts: opts.deviceAttempts ?? 5,
+          },
+        ],
+        kind: JobKind.OnlineBackup,
+        target,
+        site: site.name,
+        summary: `online backup of ${target} (${array}/${volume}, ${site.name})`,
+      },
+    );
   }
 
   /** Starts a fleet run: every target of a policy (`all`: every VM), `concurrency` at once. */
@@ -290,24 +305,28 @@ export class Kura {
   ): Promise<WorkflowHandle<typeof fleetProtection>> {
     const site = findSite(this.loaded.config, opts.site);
     const requestedAt = opts.requestedAt ?? new Date().toISOString();
-    return this.start<typeof fleetProtection>('fleetProtection', fleetWorkflowId(policy, requestedAt), {
-      args: [
-        {
-          site: site.name,
-          policy,
-          requestedBy: opts.requestedBy ?? cliUser(),
-          requestedAt,
-          concurrency: opts.concurrency,
-          targets: opts.targets,
-          tuning: opts.tuning ? this.tuning(opts.tuning) : undefined,
-          done: [],
-        },
-      ],
-      kind: JobKind.Fleet,
-      target: policy,
-      site: site.name,
-      summary: `fleet backup "${policy}" of ${site.name}`,
-    });
+    return this.start<typeof fleetProtection>(
+      'fleetProtection',
+      fleetWorkflowId(policy, requestedAt, this.installation),
+      {
+        args: [
+          {
+            site: site.name,
+            policy,
+            requestedBy: opts.requestedBy ?? cliUser(),
+            requestedAt,
+            concurrency: opts.concurrency,
+            targets: opts.targets,
+            tuning: opts.tuning ? this.tuning(opts.tuning) : undefined,
+            done: [],
+          },
+        ],
+        kind: JobKind.Fleet,
+        target: policy,
+        site: site.name,
+        summary: `fleet backup "${policy}" of ${site.name}`,
+      },
+    );
   }
 
   /**
@@ -317,21 +336,25 @@ export class Kura {
   async startCatalogRebuild(opts: CatalogRebuildOptions = {}): Promise<WorkflowHandle<typeof catalogRebuild>> {
     const site = findSite(this.loaded.config, opts.site);
     const requestedAt = opts.requestedAt ?? new Date().toISOString();
-    return this.start<typeof catalogRebuild>('catalogRebuild', catalogRebuildWorkflowId(site.name, requestedAt), {
-      args: [
-        {
-          site: site.name,
-          requestedBy: opts.requestedBy ?? cliUser(),
-          requestedAt,
-          tuning: this.tuning(opts.tuning),
-          ...(opts.out === undefined ? {} : { out: opts.out }),
-        },
-      ],
-      kind: JobKind.CatalogRebuild,
-      target: 'catalog',
-      site: site.name,
-      summary: `catalog rebuild from the cartridges of ${site.name}`,
-    });
+    return this.start<typeof catalogRebuild>(
+      'catalogRebuild',
+      catalogRebuildWorkflowId(site.name, requestedAt, this.installation),
+      {
+        args: [
+          {
+            site: site.name,
+            requestedBy: opts.requestedBy ?? cliUser(),
+            requestedAt,
+            tuning: this.tuning(opts.tuning),
+            ...(opts.out === undefined ? {} : { out: opts.out }),
+          },
+        ],
+        kind: JobKind.CatalogRebuild,
+        target: 'catalog',
+        site: site.name,
+        summary: `catalog rebuild from the cartridges of ${site.name}`,
+      },
+    );
   }
 
   /**
@@ -343,9 +366,9 @@ export class Kura {
     return applySchedules(this.client, this.loaded, this.taskQueue);
   }
 
-  /** Kura's schedules on the namespace, with their next and last runs. */
+  /** This installation's schedules on the namespace, with their next and last runs. */
   async listSchedules(): Promise<ScheduleRow[]> {
-    return listSchedules(this.client);
+    return listSchedules(this.client, this.installation);
   }
 
   /** Runs a policy's schedule now (in the named site, default the first); returns the schedule's id. */

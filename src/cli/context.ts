@@ -7,7 +7,7 @@ import { Client, Connection } from '@temporalio/client';
 import { configPath, loadConfig, type LoadedConfig } from '../config/load';
 import { kuraPaths, type KuraPaths } from '../config/paths';
 import { temporalConnectionOptions } from '../stack/connection';
-import { Kura } from '../client';
+import { Kura, installationClientInterceptors } from '../client';
 
 export interface Connected {
   client: Client;
@@ -52,7 +52,11 @@ async function connect(loaded: LoadedConfig): Promise<Connected & { connection: 
     apiKey: t.apiKey,
     connectTimeout: 5000,
   });
-  const client = new Client({ connection, namespace: t.namespace });
+  const client = new Client({
+    connection,
+    namespace: t.namespace,
+    interceptors: installationClientInterceptors(loaded.config.installation),
+  });
   return { client, kura: new Kura(client, loaded), connection };
 }
 

@@ -37,6 +37,11 @@ export const ErrorType = {
    * mode): the operation stopped before any split or snapshot.
    */
   HookTimeout: 'HookTimeout',
+  /**
+   * Work of one installation reached a worker of another (a task queue or a client set up for the
+   * wrong kura.yaml): the worker refused it before touching any device.
+   */
+  WrongInstallation: 'WrongInstallation',
 } as const;
 export type ErrorType = (typeof ErrorType)[keyof typeof ErrorType];
 
@@ -54,6 +59,7 @@ export const NON_RETRYABLE_ERROR_TYPES: readonly ErrorType[] = [
   ErrorType.NotWaiting,
   ErrorType.InRecovery,
   ErrorType.HookTimeout,
+  ErrorType.WrongInstallation,
 ];
 
 /** A problem found while validating input, with the path to the offending value. */

@@ -35,7 +35,12 @@ export async function setup(project: TestProject): Promise<void> {
       readyTimeoutMs: 90_000,
       extraNamespaces: [CALLER_NAMESPACE],
     }),
-    bundleWorkflowCode({ workflowsPath: require.resolve('../../src/workflows/index.ts'), logger: quietLogger }),
+    bundleWorkflowCode({
+      workflowsPath: require.resolve('../../src/workflows/index.ts'),
+      // What src/worker.ts's WORKFLOW_INTERCEPTOR_MODULES names, spelled with the extension vitest needs.
+      workflowInterceptorModules: [require.resolve('../../src/workflows/installation.ts')],
+      logger: quietLogger,
+    }),
   ]);
   server = srv;
   const bundlePath = path.join(dir, 'workflow-bundle.js');

@@ -15,7 +15,7 @@ import { kuraPaths, type KuraPaths } from '../../src/config/paths';
 import { hospitalPreset, renderConfigYaml, type HospitalPresetOptions } from '../../src/lab/preset';
 import { createLabFiles, labVolumePath } from '../../src/lab/files';
 import { startKuraWorkers, type KuraWorkers } from '../../src/worker';
-import { Kura } from '../../src/client';
+import { Kura, installationClientInterceptors } from '../../src/client';
 import type { ConfigInput } from '../../src/domain/inventory';
 import type { PoolTables } from '../../src/domain/pool';
 import type { LabState } from '../../src/lab/state';
@@ -123,7 +123,11 @@ export function labEnv(lab: TestLab): NodeJS.ProcessEnv {
 /** A client API bound to the lab's configuration and task queue. */
 export async function connectKura(lab: TestLab): Promise<{ kura: Kura; client: Client; close(): Promise<void> }> {
   const connection = await Connection.connect({ address: inject('temporalAddress') });
-  const client = new Client({ connection, namespace: inject('temporalNamespace') });
+  const client = new Client({
+    connection,
+    namespace: inject('temporalNamespace'),
+    interceptors: installationClientInterceptors(lab.loaded.config.installation),
+  });
   return { kura: new Kura(client, lab.loaded, lab.taskQueue), client, close: () => connection.close() };
 }
 
