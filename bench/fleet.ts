@@ -26,7 +26,7 @@ import { loadConfig } from '../src/config/load';
 import { kuraPaths } from '../src/config/paths';
 import { createLabFiles } from '../src/lab/files';
 import { Kura, poolWorkflowId } from '../src/client';
-import { WORKFLOW_INTERCEPTOR_MODULES } from '../src/worker';
+import { workflowInterceptorModules } from '../src/worker';
 import { formatBytes, parseDuration, parseSize } from '../src/domain/units';
 import type { FleetReport } from '../src/domain/fleet';
 import { arg, runBench } from './support/lab-stack';
@@ -249,7 +249,7 @@ async function main(): Promise<void> {
   try {
     const bundle = await bundleWorkflowCode({
       workflowsPath: require.resolve('../src/workflows'),
-      workflowInterceptorModules: WORKFLOW_INTERCEPTOR_MODULES,
+      workflowInterceptorModules: workflowInterceptorModules(),
       logger: quiet,
     });
     const bundlePath = path.join(bundleDir, 'workflows.js');

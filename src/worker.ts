@@ -74,8 +74,11 @@ export interface KuraWorkers {
 /**
  * The workflow interceptor modules every bundle of Kura's workflows needs: whoever bundles the
  * workflows ahead of time (`bundleWorkflowCode`) passes them as `workflowInterceptorModules`.
+ * Resolved when asked, not at load: under vitest a resolve without the extension fails.
  */
-export const WORKFLOW_INTERCEPTOR_MODULES = [require.resolve('./workflows/installation')];
+export function workflowInterceptorModules(): string[] {
+  return [require.resolve('./workflows/installation')];
+}
 
 /** At shutdown, how long running activities get to finish before they are cancelled. */
 export const SHUTDOWN_GRACE_SECONDS = 5;
@@ -195,7 +198,7 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
             : {
                 workflowsPath: require.resolve('./workflows'),
                 // A prebuilt bundle has these built in (bundleWorkflowCode's workflowInterceptorModules).
-                interceptors: { ...common.interceptors, workflowModules: WORKFLOW_INTERCEPTOR_MODULES },
+                interceptors: { ...common.interceptors, workflowModules: workflowInterceptorModules() },
               }),
           activities: {
             ...createControlActivities({ loaded, paths, drivers, catalog }),

@@ -37,7 +37,7 @@ export async function setup(project: TestProject): Promise<void> {
     }),
     bundleWorkflowCode({
       workflowsPath: require.resolve('../../src/workflows/index.ts'),
-      // What src/worker.ts's WORKFLOW_INTERCEPTOR_MODULES names, spelled with the extension vitest needs.
+      // What src/worker.ts's workflowInterceptorModules() names, spelled with the extension vitest needs.
       workflowInterceptorModules: [require.resolve('../../src/workflows/installation.ts')],
       logger: quietLogger,
     }),
