@@ -184,7 +184,11 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
       // never hangs on one.
       shutdownForceTime: '10 seconds',
       // Work of another installation is refused before any activity code runs (docs/adr/026).
-      interceptors: { activity: [installationCheck(installation), ...(metrics ? [metrics.interceptor] : [])] },
+      interceptors: {
+        activity: [installationCheck(installation), ...(metrics ? [metrics.interceptor] : [])],
+        // The client the worker gives its Nexus handler starts workflows with this installation's header.
+        client: installationClientInterceptors(installation),
+      },
     };
     if (!opts.serversOnly) {
       workers.push(
