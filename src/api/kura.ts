@@ -136,28 +136,25 @@ export class Kura {
     resolveTargetRef(site, target);
     const requestedAt = opts.requestedAt ?? new Date().toISOString();
     const kind = kindOfMethod(opts.method ?? 'direct');
-    return this.job<typeof sanOperation>(
-      'sanOperation',
-      operationWorkflowId(kind, target, requestedAt, this.installation),
-      {
-        args: [
-          {
-            kind,
-            site: site.name,
-            target,
-            requestedBy: opts.requestedBy ?? cliUser(),
-            requestedAt,
-            ...this.copy(site.name, opts),
-            ...(opts.pairWaitMs === undefined ? {} : { pairWaitMs: opts.pairWaitMs }),
-            tuning: this.tuning(opts.tuning),
-          },
-        ],
-        kind: JobKind.Backup,
-        target,
-        site: site.name,
-        summary: `${kind} of ${target} (${site.name})`,
-      },
-    );
+    const workflowId = operationWorkflowId(kind, target, requestedAt, this.installation);
+    return this.job<typeof sanOperation>('sanOperation', workflowId, {
+      args: [
+        {
+          kind,
+          site: site.name,
+          target,
+          requestedBy: opts.requestedBy ?? cliUser(),
+          requestedAt,
+          ...this.copy(site.name, opts),
+          ...(opts.pairWaitMs === undefined ? {} : { pairWaitMs: opts.pairWaitMs }),
+          tuning: this.tuning(opts.tuning),
+        },
+      ],
+      kind: JobKind.Backup,
+      target,
+      site: site.name,
+      summary: `${kind} of ${target} (${site.name})`,
+    });
   }
 
   /**
@@ -171,27 +168,24 @@ export class Kura {
     const site = findSite(this.loaded.config, opts.site);
     resolveTargetRef(site, target);
     const requestedAt = opts.requestedAt ?? new Date().toISOString();
-    return this.start<typeof replicaRefresh>(
-      'replicaRefresh',
-      replicaRefreshWorkflowId(target, requestedAt, this.installation),
-      {
-        args: [
-          {
-            kind: 'replica-refresh',
-            site: site.name,
-            target,
-            requestedBy: opts.requestedBy ?? cliUser(),
-            requestedAt,
-            ...(opts.pairWaitMs === undefined ? {} : { pairWaitMs: opts.pairWaitMs }),
-            tuning: this.tuning(opts.tuning),
-          },
-        ],
-        kind: JobKind.ReplicaRefresh,
-        target,
-        site: site.name,
-        summary: `replica-refresh of ${target} (${site.name})`,
-      },
-    );
+    const workflowId = replicaRefreshWorkflowId(target, requestedAt, this.installation);
+    return this.start<typeof replicaRefresh>('replicaRefresh', workflowId, {
+      args: [
+        {
+          kind: 'replica-refresh',
+          site: site.name,
+          target,
+          requestedBy: opts.requestedBy ?? cliUser(),
+          requestedAt,
+          ...(opts.pairWaitMs === undefined ? {} : { pairWaitMs: opts.pairWaitMs }),
+          tuning: this.tuning(opts.tuning),
+        },
+      ],
+      kind: JobKind.ReplicaRefresh,
+      target,
+      site: site.name,
+      summary: `replica-refresh of ${target} (${site.name})`,
+    });
   }
 
   /** The pairs and snapshots of a site's arrays (default: the first site), as the arrays report them now. */
@@ -236,7 +230,8 @@ export class Kura {
     const requestedAt = opts.requestedAt ?? new Date().toISOString();
     const target = backupId.slice(0, backupId.lastIndexOf('@'));
     const site = findSite(this.loaded.config, opts.site);
-    return this.job<typeof restore>('restore', restoreWorkflowId(backupId, requestedAt, this.installation), {
+    const workflowId = restoreWorkflowId(backupId, requestedAt, this.installation);
+    return this.job<typeof restore>('restore', workflowId, {
       args: [
         {
           backupId,
@@ -276,26 +271,23 @@ export class Kura {
       'online backup settings',
     );
     const requestedAt = opts.requestedAt ?? new Date().toISOString();
-    return this.job<typeof onlineBackup>(
-      'onlineBackup',
-      onlineBackupWorkflowId(array, volume, requestedAt, this.installation),
-      {
-        args: [
-          {
-            site: site.name,
-            target,
-            requestedBy: opts.requestedBy ?? cliUser(),
-            requestedAt,
-            settings: settings,
-            deviceAttempts: opts.deviceAttempts ?? 5,
-          },
-        ],
-        kind: JobKind.OnlineBackup,
-        target,
-        site: site.name,
-        summary: `online backup of ${target} (${array}/${volume}, ${site.name})`,
-      },
-    );
+    const workflowId = onlineBackupWorkflowId(array, volume, requestedAt, this.installation);
+    return this.job<typeof onlineBackup>('onlineBackup', workflowId, {
+      args: [
+        {
+          site: site.name,
+          target,
+          requestedBy: opts.requestedBy ?? cliUser(),
+          requestedAt,
+          settings: settings,
+          deviceAttempts: opts.deviceAttempts ?? 5,
+        },
+      ],
+      kind: JobKind.OnlineBackup,
+      target,
+      site: site.name,
+      summary: `online backup of ${target} (${array}/${volume}, ${site.name})`,
+    });
   }
 
   /** Starts a fleet run: every target of a policy (`all`: every VM), `concurrency` at once. */
@@ -305,28 +297,25 @@ export class Kura {
   ): Promise<WorkflowHandle<typeof fleetProtection>> {
     const site = findSite(this.loaded.config, opts.site);
     const requestedAt = opts.requestedAt ?? new Date().toISOString();
-    return this.start<typeof fleetProtection>(
-      'fleetProtection',
-      fleetWorkflowId(policy, requestedAt, this.installation),
-      {
-        args: [
-          {
-            site: site.name,
-            policy,
-            requestedBy: opts.requestedBy ?? cliUser(),
-            requestedAt,
-            concurrency: opts.concurrency,
-            targets: opts.targets,
-            tuning: opts.tuning ? this.tuning(opts.tuning) : undefined,
-            done: [],
-          },
-        ],
-        kind: JobKind.Fleet,
-        target: policy,
-        site: site.name,
-        summary: `fleet backup "${policy}" of ${site.name}`,
-      },
-    );
+    const workflowId = fleetWorkflowId(policy, requestedAt, this.installation);
+    return this.start<typeof fleetProtection>('fleetProtection', workflowId, {
+      args: [
+        {
+          site: site.name,
+          policy,
+          requestedBy: opts.requestedBy ?? cliUser(),
+          requestedAt,
+          concurrency: opts.concurrency,
+          targets: opts.targets,
+          tuning: opts.tuning ? this.tuning(opts.tuning) : undefined,
+          done: [],
+        },
+      ],
+      kind: JobKind.Fleet,
+      target: policy,
+      site: site.name,
+      summary: `fleet backup "${policy}" of ${site.name}`,
+    });
   }
 
   /**
@@ -336,25 +325,22 @@ export class Kura {
   async startCatalogRebuild(opts: CatalogRebuildOptions = {}): Promise<WorkflowHandle<typeof catalogRebuild>> {
     const site = findSite(this.loaded.config, opts.site);
     const requestedAt = opts.requestedAt ?? new Date().toISOString();
-    return this.start<typeof catalogRebuild>(
-      'catalogRebuild',
-      catalogRebuildWorkflowId(site.name, requestedAt, this.installation),
-      {
-        args: [
-          {
-            site: site.name,
-            requestedBy: opts.requestedBy ?? cliUser(),
-            requestedAt,
-            tuning: this.tuning(opts.tuning),
-            ...(opts.out === undefined ? {} : { out: opts.out }),
-          },
-        ],
-        kind: JobKind.CatalogRebuild,
-        target: 'catalog',
-        site: site.name,
-        summary: `catalog rebuild from the cartridges of ${site.name}`,
-      },
-    );
+    const workflowId = catalogRebuildWorkflowId(site.name, requestedAt, this.installation);
+    return this.start<typeof catalogRebuild>('catalogRebuild', workflowId, {
+      args: [
+        {
+          site: site.name,
+          requestedBy: opts.requestedBy ?? cliUser(),
+          requestedAt,
+          tuning: this.tuning(opts.tuning),
+          ...(opts.out === undefined ? {} : { out: opts.out }),
+        },
+      ],
+      kind: JobKind.CatalogRebuild,
+      target: 'catalog',
+      site: site.name,
+      summary: `catalog rebuild from the cartridges of ${site.name}`,
+    });
   }
 
   /**
