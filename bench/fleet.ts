@@ -28,6 +28,7 @@ import { loadConfig } from '../src/config/load';
 import { kuraPaths } from '../src/config/paths';
 import { createLabFiles } from '../src/lab/files';
 import { Kura, poolWorkflowId } from '../src/client';
+import { workflowInterceptorModules } from '../src/worker';
 import { formatBytes, parseDuration, parseSize } from '../src/domain/units';
 import type { FleetReport } from '../src/domain/fleet';
 import { arg, runBench } from './support/lab-stack';
@@ -253,6 +254,7 @@ async function main(): Promise<void> {
     const bundle = await bundleWorkflowCode({
       workflowsPath: require.resolve('../src/workflows'),
       ...WORKFLOW_BUNDLE_CONVERTERS,
+      workflowInterceptorModules: workflowInterceptorModules(),
       logger: quiet,
     });
     const bundlePath = path.join(bundleDir, 'workflows.js');

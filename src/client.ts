@@ -14,6 +14,7 @@ export {
   NexusPoolTablesInputSchema,
   NexusRestoreInputSchema,
   NexusVmFailureInputSchema,
+  kuraNexusEndpoint,
   kuraNexusService,
   type KuraNexusService,
   type NexusBackupInput,
@@ -34,11 +35,15 @@ export {
   type ScheduleRow,
 } from './api/schedules';
 export { cliUser, controlTaskQueue } from './api/environment';
+export { installationClientInterceptors } from './api/installation-interceptors';
+export { INSTALLATION_HEADER } from './api/installation-header';
+export { DEFAULT_INSTALLATION, InstallationSchema } from './domain/installation';
 export {
   backupWorkflowId,
   catalogRebuildWorkflowId,
   fleetWorkflowId,
   guardianWorkflowId,
+  inInstallation,
   isKuraScheduleId,
   ladderWorkflowId,
   onlineBackupWorkflowId,
@@ -53,7 +58,7 @@ export {
   vmFailureReportWorkflowId,
   type OperationKind,
 } from './api/workflow-ids';
-export { CONTROL_TASK_QUEUE, serverTaskQueue } from './api/task-queues';
+export { CONTROL_TASK_QUEUE, installationOfTaskQueue, installationTaskQueue, serverTaskQueue } from './api/task-queues';
 export { JobKind, KuraKind, KuraRung, KuraSite, KuraTarget, KuraVm } from './search-attributes';
 export {
   catalogRebuildProgressQuery,

@@ -80,7 +80,7 @@ export function createKuraNexusHandler(deps: KuraNexusDeps): nexus.ServiceHandle
           workflowType: 'vmFailureReport',
           options: {
             taskQueue: deps.taskQueue,
-            workflowId: vmFailureReportWorkflowId(req.vm, req.requestedAt),
+            workflowId: vmFailureReportWorkflowId(req.vm, req.requestedAt, deps.loaded.config.installation),
             args: [
               { site, vm: req.vm, reason: req.reason, requestedBy: req.requestedBy, requestedAt: req.requestedAt },
             ],
@@ -98,7 +98,7 @@ export function createKuraNexusHandler(deps: KuraNexusDeps): nexus.ServiceHandle
           workflowType: 'vmDataBackup',
           options: {
             taskQueue: deps.taskQueue,
-            workflowId: vmDataBackupWorkflowId(req.vm, req.requestedAt),
+            workflowId: vmDataBackupWorkflowId(req.vm, req.requestedAt, deps.loaded.config.installation),
             args: [{ site, vm: req.vm, requestedBy: req.requestedBy, requestedAt: req.requestedAt }],
             staticSummary: `data backup of ${req.vm} requested by ${req.requestedBy}`,
           },

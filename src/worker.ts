@@ -33,13 +33,18 @@ import { temporalConnectionOptions } from './stack/connection';
 import { startWorkerMetrics, type WorkerMetricsEndpoint } from './metrics/worker-endpoint';
 import { kuraDataConverter } from './codec/data-converter';
 import { searchAttributeLabels } from './codec/labels';
+import { installationClientInterceptors } from './api/installation-interceptors';
+import { installationCheck } from './activities/installation-check';
 
 export interface KuraWorkersOptions {
   loaded: LoadedConfig;
   /** Temporal frontend and namespace; from $TEMPORAL_ADDRESS / kura.yaml when omitted. */
   address?: string;
   namespace?: string;
-  /** The control queue ($KURA_TASK_QUEUE, else `kura-control`); server queues sit beside it. */
+  /**
+   * The control queue ($KURA_TASK_QUEUE, else `kura-control`, either with kura.yaml's installation
+   * in its name); server queues sit beside it.
+   */
   taskQueue?: string;
   /** A prebuilt workflow bundle (tests); otherwise the workflows are bundled at start-up. */
   workflowBundle?: { codePath: string };
@@ -66,6 +71,15 @@ export interface KuraWorkers {
   metricsUrl?: string;
   /** Stops every worker (letting running activities finish or be cancelled) and closes resources. */
   shutdown(): Promise<void>;
+}
+
+/**
+ * The workflow interceptor modules every bundle of Kura's workflows needs: whoever bundles the
+ * workflows ahead of time (`bundleWorkflowCode`) passes them as `workflowInterceptorModules`.
+ * Resolved when asked, not at load: under vitest a resolve without the extension fails.
+ */
+export function workflowInterceptorModules(): string[] {
+  return [require.resolve('./workflows/installation')];
 }
 
 /** At shutdown, how long running activities get to finish before they are cancelled. */
@@ -109,7 +123,8 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
   const { loaded } = opts;
   installRuntime(opts.hostHandlesSignals === true, loaded.config.metrics.temporalPort);
   const conn = temporalConnectionOptions(loaded, { address: opts.address, namespace: opts.namespace });
-  const taskQueue = controlTaskQueue(opts.taskQueue);
+  const { installation } = loaded.config;
+  const taskQueue = controlTaskQueue(opts.taskQueue, installation);
   const paths = kuraPaths(loaded);
   const catalog = new Catalog(paths.catalog);
   const lab = new LabState(paths.labState);
@@ -151,12 +166,17 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
     const dataConverter = kuraDataConverter(loaded);
     const labels = searchAttributeLabels(loaded);
     clientConnection = await Connection.connect({ address: conn.address, tls: conn.tls, apiKey: conn.apiKey });
-    const client = new Client({ connection: clientConnection, namespace: conn.namespace, dataConverter });
+    const client = new Client({
+      connection: clientConnection,
+      namespace: conn.namespace,
+      dataConverter,
+      interceptors: installationClientInterceptors(installation),
+    });
     connection = await NativeConnection.connect({ address: conn.address, tls: conn.tls, apiKey: conn.apiKey });
     metrics = await startWorkerMetrics({
       port: loaded.config.metrics.workerPort,
       // The recovery points and the pools are the control host's to report, once per installation.
-      ...(opts.serversOnly ? {} : { catalog, client, sites: loaded.config.sites.map((s) => s.name) }),
+      ...(opts.serversOnly ? {} : { catalog, client, sites: loaded.config.sites.map((s) => s.name), installation }),
     });
 
     const common: Partial<WorkerOptions> = {
@@ -170,7 +190,12 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
       // never hangs on one.
       shutdownForceTime: '10 seconds',
       dataConverter,
-      ...(metrics ? { interceptors: { activity: [metrics.interceptor] } } : {}),
+      // Work of another installation is refused before any activity code runs (docs/adr/027).
+      interceptors: {
+        activity: [installationCheck(installation), ...(metrics ? [metrics.interceptor] : [])],
+        // The client the worker gives its Nexus handler starts workflows with this installation's header.
+        client: installationClientInterceptors(installation),
+      },
     };
     if (!opts.serversOnly) {
       workers.push(
@@ -181,7 +206,11 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
           taskQueue,
           ...(opts.workflowBundle
             ? { workflowBundle: opts.workflowBundle }
-            : { workflowsPath: require.resolve('./workflows') }),
+            : {
+                workflowsPath: require.resolve('./workflows'),
+                // A prebuilt bundle has these built in (bundleWorkflowCode's workflowInterceptorModules).
+                interceptors: { ...common.interceptors, workflowModules: workflowInterceptorModules() },
+              }),
           activities: {
             ...createControlActivities({ loaded, paths, drivers, catalog }),
             ...createPoolActivities({ client, sites: () => loaded.config.sites, memo: labels.memo }),

@@ -22,6 +22,7 @@ import {
 } from '../domain/pool';
 import { markDeviceSignal, releaseUpdate, reserveStreamsUpdate, tablesQuery } from '../messages';
 import { poolWorkflowId } from '../api/workflow-ids';
+import { installationOfTaskQueue } from '../api/task-queues';
 import type { resourcePool } from '../workflows/resource-pool';
 import { findDevice, tablesFromSite } from '../domain/pool-tables';
 
@@ -55,9 +56,12 @@ export function createPoolActivities(deps: PoolActivityDeps) {
         ErrorType.NotFound,
       );
     }
+    // The pool is of the installation whose queue this runs on (the worker has refused any other's work).
+    const taskQueue = deps.taskQueue ?? Context.current().info.taskQueue;
+    const workflowId = poolWorkflowId(siteName, installationOfTaskQueue(taskQueue));
     await deps.client.workflow.start<typeof resourcePool>('resourcePool', {
-      workflowId: poolWorkflowId(siteName),
-      taskQueue: deps.taskQueue ?? Context.current().info.taskQueue,
+      workflowId,
+      taskQueue,
       workflowIdConflictPolicy: 'USE_EXISTING',
       args: [{ site: siteName, tables: tablesFromSite(site) }],
       memo: deps.memo ?? {},
@@ -65,7 +69,7 @@ export function createPoolActivities(deps: PoolActivityDeps) {
     });
     // A handle without a run id: the pool continues as new, and the start above may have returned
     // a run that is not the first of the chain, which a run-bound handle would reject.
-    return deps.client.workflow.getHandle<typeof resourcePool>(poolWorkflowId(siteName));
+    return deps.client.workflow.getHandle<typeof resourcePool>(workflowId);
   }
 
   /**

@@ -97,6 +97,8 @@ export interface JobStart<W extends Workflow = Workflow> {
 export class Kura {
   /** The control task queue every job of this installation runs on. */
   readonly taskQueue: string;
+  /** kura.yaml's installation: part of the task queue and of every workflow id this client starts. */
+  readonly installation: string;
   /** VM protection: guardians, data-volume images, recovery ladders. */
   readonly vms: KuraVms;
   /** The resource pools of the sites: their tables, devices marked (un)available. */
@@ -104,13 +106,14 @@ export class Kura {
   /** The operator's page: what runs, the last night, RPO breaches, devices out, ladders waiting. */
   readonly status: KuraStatus;
 
-  /** `taskQueue` defaults to $KURA_TASK_QUEUE, else `kura-control`. */
+  /** `taskQueue` defaults to $KURA_TASK_QUEUE, else `kura-control`; either gets kura.yaml's installation. */
   constructor(
     readonly client: Client,
     readonly loaded: LoadedConfig,
     taskQueue?: string,
   ) {
-    this.taskQueue = controlTaskQueue(taskQueue);
+    this.installation = loaded.config.installation;
+    this.taskQueue = controlTaskQueue(taskQueue, this.installation);
     this.vms = new KuraVms(client, loaded, this.taskQueue);
     this.pool = new KuraPool(client, loaded, this.taskQueue);
     this.status = new KuraStatus(client, loaded, this.taskQueue, this.pool);
@@ -142,7 +145,8 @@ export class Kura {
     resolveTargetRef(site, target);
     const requestedAt = opts.requestedAt ?? new Date().toISOString();
     const kind = kindOfMethod(opts.method ?? 'direct');
-    return this.job<typeof sanOperation>('sanOperation', operationWorkflowId(kind, target, requestedAt), {
+    const workflowId = operationWorkflowId(kind, target, requestedAt, this.installation);
+    return this.job<typeof sanOperation>('sanOperation', workflowId, {
       args: [
         {
           kind,
@@ -173,7 +177,8 @@ export class Kura {
     const site = findSite(this.loaded.config, opts.site);
     resolveTargetRef(site, target);
     const requestedAt = opts.requestedAt ?? new Date().toISOString();
-    return this.start<typeof replicaRefresh>('replicaRefresh', replicaRefreshWorkflowId(target, requestedAt), {
+    const workflowId = replicaRefreshWorkflowId(target, requestedAt, this.installation);
+    return this.start<typeof replicaRefresh>('replicaRefresh', workflowId, {
       args: [
         {
           kind: 'replica-refresh',
@@ -197,7 +202,7 @@ export class Kura {
     const site = findSite(this.loaded.config, opts.site);
     return this.client.workflow.execute<typeof sanListing>('sanListing', {
       taskQueue: this.taskQueue,
-      workflowId: sanListingWorkflowId(site.name, new Date().toISOString()),
+      workflowId: sanListingWorkflowId(site.name, new Date().toISOString(), this.installation),
       args: [{ site: site.name }],
       staticSummary: `pairs and snapshots of ${site.name}`,
     });
@@ -237,7 +242,8 @@ export class Kura {
     const requestedAt = opts.requestedAt ?? new Date().toISOString();
     const target = backupId.slice(0, backupId.lastIndexOf('@'));
     const site = findSite(this.loaded.config, opts.site);
-    return this.job<typeof restore>('restore', restoreWorkflowId(backupId, requestedAt), {
+    const workflowId = restoreWorkflowId(backupId, requestedAt, this.installation);
+    return this.job<typeof restore>('restore', workflowId, {
       args: [
         {
           backupId,
@@ -279,7 +285,8 @@ export class Kura {
       'online backup settings',
     );
     const requestedAt = opts.requestedAt ?? new Date().toISOString();
-    return this.job<typeof onlineBackup>('onlineBackup', onlineBackupWorkflowId(array, volume, requestedAt), {
+    const workflowId = onlineBackupWorkflowId(array, volume, requestedAt, this.installation);
+    return this.job<typeof onlineBackup>('onlineBackup', workflowId, {
       args: [
         {
           site: site.name,
@@ -304,7 +311,8 @@ export class Kura {
   ): Promise<WorkflowHandle<typeof fleetProtection>> {
     const site = findSite(this.loaded.config, opts.site);
     const requestedAt = opts.requestedAt ?? new Date().toISOString();
-    return this.start<typeof fleetProtection>('fleetProtection', fleetWorkflowId(policy, requestedAt), {
+    const workflowId = fleetWorkflowId(policy, requestedAt, this.installation);
+    return this.start<typeof fleetProtection>('fleetProtection', workflowId, {
       args: [
         {
           site: site.name,
@@ -331,7 +339,8 @@ export class Kura {
   async startCatalogRebuild(opts: CatalogRebuildOptions = {}): Promise<WorkflowHandle<typeof catalogRebuild>> {
     const site = findSite(this.loaded.config, opts.site);
     const requestedAt = opts.requestedAt ?? new Date().toISOString();
-    return this.start<typeof catalogRebuild>('catalogRebuild', catalogRebuildWorkflowId(site.name, requestedAt), {
+    const workflowId = catalogRebuildWorkflowId(site.name, requestedAt, this.installation);
+    return this.start<typeof catalogRebuild>('catalogRebuild', workflowId, {
       args: [
         {
           site: site.name,
@@ -357,9 +366,9 @@ export class Kura {
     return applySchedules(this.client, this.loaded, this.taskQueue);
   }
 
-  /** Kura's schedules on the namespace, with their next and last runs. */
+  /** This installation's schedules on the namespace, with their next and last runs. */
   async listSchedules(): Promise<ScheduleRow[]> {
-    return listSchedules(this.client);
+    return listSchedules(this.client, this.installation);
   }
 
   /** Runs a policy's schedule now (in the named site, default the first); returns the schedule's id. */

@@ -8,6 +8,7 @@ import * as nexus from 'nexus-rpc';
 import { z } from 'zod';
 import { BackupIdSchema } from '../domain/catalog';
 import { OnlineSettingsSchema, type OnlineBackupReport } from '../domain/datapath';
+import { DEFAULT_INSTALLATION } from '../domain/installation';
 import { NameSchema } from '../domain/inventory';
 import { CopySettingsSchema, IsoTimeSchema, type BackupReport, type RestoreReport } from '../domain/jobs';
 import type { ImageRecord, LadderResult } from '../domain/ladder';
@@ -16,8 +17,19 @@ import type { PoolTables } from '../domain/pool';
 /** The service's name, as callers address it through an endpoint. */
 export const KURA_NEXUS_SERVICE = 'kura';
 
-/** The endpoint `kura start` creates for its installation, routed to its namespace and control queue. */
+/**
+ * The endpoint `kura start` creates for the default installation, routed to its namespace and
+ * control queue; another installation's is {@link kuraNexusEndpoint}.
+ */
 export const KURA_NEXUS_ENDPOINT = 'kura';
+
+/**
+ * The endpoint `kura start` creates for an installation: `kura` for the default one, `kura-<installation>`
+ * for any other, so installations sharing a server each keep an endpoint routed to their own queue.
+ */
+export function kuraNexusEndpoint(installation: string): string {
+  return installation === DEFAULT_INSTALLATION ? KURA_NEXUS_ENDPOINT : `${KURA_NEXUS_ENDPOINT}-${installation}`;
+}
 
 /**
  * Who asks, and when. The instant names the job (its workflow id), so a start the Nexus machinery

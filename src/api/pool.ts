@@ -13,7 +13,7 @@ import type { DeviceRow, MarkRequest, PoolTables } from '../domain/pool';
 import { findDevice, tablesFromSite } from '../domain/pool-tables';
 import { markDeviceSignal, syncInventorySignal, tablesQuery } from '../messages';
 import type { resourcePool } from '../workflows/resource-pool';
-import { CONTROL_TASK_QUEUE } from './task-queues';
+import { CONTROL_TASK_QUEUE, installationOfTaskQueue } from './task-queues';
 import { poolWorkflowId } from './workflow-ids';
 
 /** How long `mark` waits to read back the changed row. */
@@ -22,7 +22,7 @@ const READ_BACK_MS = 5000;
 /**
  * Starts the site's pool if it is not running and hands it the site's current inventory (new
  * devices are added, removed free ones dropped). The worker calls this for every site at start-up,
- * with its control task queue.
+ * with its control task queue, whose installation the pool's id takes.
  */
 export async function ensurePool(
   client: Client,
@@ -33,7 +33,7 @@ export async function ensurePool(
 ): Promise<void> {
   const tables = tablesFromSite(site);
   await client.workflow.signalWithStart<typeof resourcePool, [PoolTables]>('resourcePool', {
-    workflowId: poolWorkflowId(site.name),
+    workflowId: poolWorkflowId(site.name, installationOfTaskQueue(taskQueue)),
     taskQueue,
     memo,
     args: [{ site: site.name, tables }],
@@ -66,7 +66,7 @@ export class KuraPool {
    * The pool of a site. Without a run id, so it follows the pool through its continue-as-new runs.
    */
   handle(site: string): WorkflowHandle<typeof resourcePool> {
-    return this.client.workflow.getHandle<typeof resourcePool>(poolWorkflowId(site));
+    return this.client.workflow.getHandle<typeof resourcePool>(poolWorkflowId(site, this.loaded.config.installation));
   }
 
   /** The running pool's tables; a missing pool or a silent worker becomes an error that says what to start. */

@@ -1,6 +1,7 @@
 /**
- * Each policy's nightly time as a Temporal Schedule (`kura/<site>/<policy>`) that starts a fleet
- * run, kept in line with kura.yaml; overlapping runs are skipped.
+ * Each policy's nightly time as a Temporal Schedule (`kura/<site>/<policy>`, with the installation in
+ * front for any but the default one) that starts a fleet run, kept in line with kura.yaml; overlapping
+ * runs are skipped.
  */
 import { ScheduleNotFoundError, ScheduleOverlapPolicy, type Client } from '@temporalio/client';
 import { TypedSearchAttributes } from '@temporalio/common';
@@ -38,17 +39,18 @@ export async function applySchedules(
 ): Promise<AppliedSchedules> {
   const out: AppliedSchedules = { created: [], updated: [], deleted: [] };
   const labels = searchAttributeLabels(loaded);
+  const { installation } = loaded.config;
   const wanted = new Set<string>();
   for (const site of loaded.config.sites) {
     for (const policy of site.policies) {
-      const scheduleId = scheduleIdFor(site.name, policy.name);
+      const scheduleId = scheduleIdFor(site.name, policy.name, installation);
       wanted.add(scheduleId);
       const [hour, minute] = policy.nightly.split(':').map(Number) as [number, number];
       const spec = { calendars: [{ hour, minute }], timezone: policy.timezone };
       const action = {
         type: 'startWorkflow' as const,
         workflowType: 'fleetProtection',
-        workflowId: scheduledFleetWorkflowId(policy.name),
+        workflowId: scheduledFleetWorkflowId(policy.name, installation),
         taskQueue,
         args: [{ site: site.name, policy: policy.name, requestedBy: `schedule:${scheduleId}`, done: [] }],
         typedSearchAttributes: new TypedSearchAttributes([
@@ -82,8 +84,9 @@ export async function applySchedules(
   }
   const sites = new Set(loaded.config.sites.map((s) => s.name));
   for await (const s of client.schedule.list()) {
-    const site = parseScheduleId(s.scheduleId)?.site;
-    if (site !== undefined && sites.has(site) && !wanted.has(s.scheduleId)) {
+    // Another installation's schedules of a site of the same name are not this one's to delete.
+    const parsed = parseScheduleId(s.scheduleId);
+    if (parsed?.installation === installation && sites.has(parsed.site) && !wanted.has(s.scheduleId)) {
       await client.schedule.getHandle(s.scheduleId).delete();
       out.deleted.push(s.scheduleId);
     }
@@ -91,11 +94,15 @@ export async function applySchedules(
   return out;
 }
 
-/** Kura's schedules on the namespace, with their next and last runs. */
-export async function listSchedules(client: Client): Promise<ScheduleRow[]> {
+/**
+ * Kura's schedules on the namespace, with their next and last runs: those of one installation when
+ * it is named, else those of every installation.
+ */
+export async function listSchedules(client: Client, installation?: string): Promise<ScheduleRow[]> {
   const rows: ScheduleRow[] = [];
   for await (const s of client.schedule.list()) {
     if (!isKuraScheduleId(s.scheduleId)) continue;
+    if (installation !== undefined && parseScheduleId(s.scheduleId)?.installation !== installation) continue;
     rows.push({
       scheduleId: s.scheduleId,
       next: s.info.nextActionTimes[0]?.toISOString() ?? '',
@@ -117,5 +124,5 @@ export function policyScheduleId(loaded: LoadedConfig, policy: string, siteName?
     throw new NotFoundError(
       `no policy "${policy}" in site ${site.name}; policies: ${site.policies.map((p) => p.name).join(', ') || '(none)'}`,
     );
-  return scheduleIdFor(site.name, policy);
+  return scheduleIdFor(site.name, policy, loaded.config.installation);
 }

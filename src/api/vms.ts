@@ -49,7 +49,7 @@ export async function ensureGuardian(
   const policy = ladderPolicy(loaded.config.ladder, loaded.config.tuning.copyHeartbeatTimeout);
   const labels = searchAttributeLabels(loaded);
   return client.workflow.start<typeof vmGuardian>('vmGuardian', {
-    workflowId: guardianWorkflowId(vm),
+    workflowId: guardianWorkflowId(vm, loaded.config.installation),
     taskQueue,
     args: [{ site: site.name, vm, policy }],
     workflowIdConflictPolicy: 'USE_EXISTING',
@@ -149,7 +149,9 @@ export class KuraVms {
   async guardianView(vm: string, opts: { site?: string } = {}): Promise<GuardianView> {
     this.siteOf(vm, opts.site);
     try {
-      return await this.client.workflow.getHandle(guardianWorkflowId(vm)).query(guardianQuery);
+      return await this.client.workflow
+        .getHandle(guardianWorkflowId(vm, this.loaded.config.installation))
+        .query(guardianQuery);
     } catch (err) {
       if (err instanceof WorkflowNotFoundError)
         throw new NotFoundError(

@@ -3,8 +3,13 @@
  * starting the same job twice is rejected by Temporal instead of running twice, so the client, the
  * workflows that start children, the CLI and the tests must all spell them the same way. Pure (no
  * Node built-ins, no Temporal client), so workflow code imports it too.
+ *
+ * Every id is of one installation: `<installation>/<id>` (`3f9c2a71/pool/hospital`), so two estates
+ * on one namespace with the same site and VM names never meet on an id. The default installation's
+ * ids are those of before installations existed (`pool/hospital`), so what runs keeps its ids.
  */
 import { compactTime } from '../domain/catalog';
+import { DEFAULT_INSTALLATION } from '../domain/installation';
 import type { OperationKind as AnyOperationKind } from '../domain/jobs';
 
 /** Every schedule id of Kura starts so, whatever the installation. */
@@ -14,84 +19,131 @@ const SCHEDULE_PREFIX = 'kura/';
 export type OperationKind = Exclude<AnyOperationKind, 'restore'>;
 
 /** A SAN operation (`sanOperation`): `op/<kind>/<target>/<time>`; the target may be `array/volume`. */
-export function operationWorkflowId(kind: OperationKind, target: string, requestedAt: string): string {
-  return `op/${kind}/${target}/${compactTime(requestedAt)}`;
+export function operationWorkflowId(
+  kind: OperationKind,
+  target: string,
+  requestedAt: string,
+  installation: string = DEFAULT_INSTALLATION,
+): string {
+  return inInstallation(`op/${kind}/${target}/${compactTime(requestedAt)}`, installation);
 }
 
 /** A backup of one target, requested at this instant: `op/backup/<target>/<time>`. */
-export function backupWorkflowId(target: string, requestedAt: string): string {
-  return operationWorkflowId('backup', target, requestedAt);
+export function backupWorkflowId(
+  target: string,
+  requestedAt: string,
+  installation: string = DEFAULT_INSTALLATION,
+): string {
+  return operationWorkflowId('backup', target, requestedAt, installation);
 }
 
 /** A replica-refresh of one target, requested at this instant: `op/replica-refresh/<target>/<time>`. */
-export function replicaRefreshWorkflowId(target: string, requestedAt: string): string {
-  return operationWorkflowId('replica-refresh', target, requestedAt);
+export function replicaRefreshWorkflowId(
+  target: string,
+  requestedAt: string,
+  installation: string = DEFAULT_INSTALLATION,
+): string {
+  return operationWorkflowId('replica-refresh', target, requestedAt, installation);
 }
 
 /** A listing of a site's pairs and snapshots: `san/<site>/<time>`. */
-export function sanListingWorkflowId(site: string, requestedAt: string): string {
-  return `san/${site}/${compactTime(requestedAt)}`;
+export function sanListingWorkflowId(
+  site: string,
+  requestedAt: string,
+  installation: string = DEFAULT_INSTALLATION,
+): string {
+  return inInstallation(`san/${site}/${compactTime(requestedAt)}`, installation);
 }
 
 /** A restore of one backup, requested at this instant: `restore/<backup>/<time>`. */
-export function restoreWorkflowId(backupId: string, requestedAt: string): string {
-  return `restore/${backupId}/${compactTime(requestedAt)}`;
+export function restoreWorkflowId(
+  backupId: string,
+  requestedAt: string,
+  installation: string = DEFAULT_INSTALLATION,
+): string {
+  return inInstallation(`restore/${backupId}/${compactTime(requestedAt)}`, installation);
 }
 
 /** An online backup of one volume (seed 002): `online/<array>/<volume>/<time>`. */
-export function onlineBackupWorkflowId(array: string, volume: string, requestedAt: string): string {
-  return `online/${array}/${volume}/${compactTime(requestedAt)}`;
+export function onlineBackupWorkflowId(
+  array: string,
+  volume: string,
+  requestedAt: string,
+  installation: string = DEFAULT_INSTALLATION,
+): string {
+  return inInstallation(`online/${array}/${volume}/${compactTime(requestedAt)}`, installation);
 }
 
 /** A fleet run of a policy started by hand: `fleet/<policy>/<time>`. */
-export function fleetWorkflowId(policy: string, requestedAt: string): string {
-  return `fleet/${policy}/${compactTime(requestedAt)}`;
+export function fleetWorkflowId(
+  policy: string,
+  requestedAt: string,
+  installation: string = DEFAULT_INSTALLATION,
+): string {
+  return inInstallation(`fleet/${policy}/${compactTime(requestedAt)}`, installation);
 }
 
 /**
  * The fleet run a policy's schedule starts: `fleet/<policy>`, to which Temporal appends the
  * scheduled time (`fleet/<policy>-<time>`), so two nights never share an id.
  */
-export function scheduledFleetWorkflowId(policy: string): string {
-  return `fleet/${policy}`;
+export function scheduledFleetWorkflowId(policy: string, installation: string = DEFAULT_INSTALLATION): string {
+  return inInstallation(`fleet/${policy}`, installation);
 }
 
 /** A rebuild of a site's catalog from its cartridges: `catalog-rebuild/<site>/<time>`. */
-export function catalogRebuildWorkflowId(site: string, requestedAt: string): string {
-  return `catalog-rebuild/${site}/${compactTime(requestedAt)}`;
+export function catalogRebuildWorkflowId(
+  site: string,
+  requestedAt: string,
+  installation: string = DEFAULT_INSTALLATION,
+): string {
+  return inInstallation(`catalog-rebuild/${site}/${compactTime(requestedAt)}`, installation);
 }
 
 /** The guardian of a VM (seed 001), one per VM for its whole life: `vm/<vm>`. */
-export function guardianWorkflowId(vm: string): string {
-  return `vm/${vm}`;
+export function guardianWorkflowId(vm: string, installation: string = DEFAULT_INSTALLATION): string {
+  return inInstallation(`vm/${vm}`, installation);
 }
 
 /** The recovery ladder of one incident of a VM: `ladder/<vm>/<incident>`. */
-export function ladderWorkflowId(vm: string, incident: string): string {
-  return `ladder/${vm}/${incident}`;
+export function ladderWorkflowId(vm: string, incident: string, installation: string = DEFAULT_INSTALLATION): string {
+  return inInstallation(`ladder/${vm}/${incident}`, installation);
 }
 
 /**
  * A failure of a VM reported through Kura's Nexus service, waiting for the outcome of the ladder it
  * joined or started: `vm-report/<vm>/<time>`.
  */
-export function vmFailureReportWorkflowId(vm: string, requestedAt: string): string {
-  return `vm-report/${vm}/${compactTime(requestedAt)}`;
+export function vmFailureReportWorkflowId(
+  vm: string,
+  requestedAt: string,
+  installation: string = DEFAULT_INSTALLATION,
+): string {
+  return inInstallation(`vm-report/${vm}/${compactTime(requestedAt)}`, installation);
 }
 
 /** A data-volume image of a VM requested through Kura's Nexus service: `vm-backup/<vm>/<time>`. */
-export function vmDataBackupWorkflowId(vm: string, requestedAt: string): string {
-  return `vm-backup/${vm}/${compactTime(requestedAt)}`;
+export function vmDataBackupWorkflowId(
+  vm: string,
+  requestedAt: string,
+  installation: string = DEFAULT_INSTALLATION,
+): string {
+  return inInstallation(`vm-backup/${vm}/${compactTime(requestedAt)}`, installation);
 }
 
 /** The resource pool of a site (seed 004), one per site: `pool/<site>`. */
-export function poolWorkflowId(site: string): string {
-  return `pool/${site}`;
+export function poolWorkflowId(site: string, installation: string = DEFAULT_INSTALLATION): string {
+  return inInstallation(`pool/${site}`, installation);
 }
 
-/** The Temporal Schedule that runs a policy every night: `kura/<site>/<policy>`. */
-export function scheduleIdFor(site: string, policy: string): string {
-  return `${SCHEDULE_PREFIX}${site}/${policy}`;
+/**
+ * The Temporal Schedule that runs a policy every night: `kura/<site>/<policy>`, and
+ * `kura/<installation>/<site>/<policy>` for an installation other than the default one.
+ */
+export function scheduleIdFor(site: string, policy: string, installation: string = DEFAULT_INSTALLATION): string {
+  return installation === DEFAULT_INSTALLATION
+    ? `${SCHEDULE_PREFIX}${site}/${policy}`
+    : `${SCHEDULE_PREFIX}${installation}/${site}/${policy}`;
 }
 
 /** Whether a schedule is one of Kura's (of any installation on the namespace). */
@@ -100,13 +152,22 @@ export function isKuraScheduleId(scheduleId: string): boolean {
 }
 
 /**
- * The site and policy of one of Kura's schedule ids (the inverse of `scheduleIdFor`); undefined for
- * any other id. Site names hold no `/`, so the site ends at the first one after the prefix.
+ * The installation, site and policy of one of Kura's schedule ids (the inverse of `scheduleIdFor`);
+ * undefined for any other id. Installations, sites and policies hold no `/`, so two parts after the
+ * prefix are the default installation's site and policy, three add the installation in front.
  */
-export function parseScheduleId(scheduleId: string): { site: string; policy: string } | undefined {
+export function parseScheduleId(
+  scheduleId: string,
+): { installation: string; site: string; policy: string } | undefined {
   if (!isKuraScheduleId(scheduleId)) return undefined;
-  const rest = scheduleId.slice(SCHEDULE_PREFIX.length);
-  const slash = rest.indexOf('/');
-  if (slash <= 0) return undefined;
-  return { site: rest.slice(0, slash), policy: rest.slice(slash + 1) };
+  const parts = scheduleId.slice(SCHEDULE_PREFIX.length).split('/');
+  if (parts.some((p) => p === '')) return undefined;
+  if (parts.length === 2) return { installation: DEFAULT_INSTALLATION, site: parts[0]!, policy: parts[1]! };
+  if (parts.length === 3) return { installation: parts[0]!, site: parts[1]!, policy: parts[2]! };
+  return undefined;
+}
+
+/** A workflow id of an installation: `<installation>/<id>`, or the id itself for the default installation. */
+export function inInstallation(id: string, installation: string): string {
+  return installation === DEFAULT_INSTALLATION ? id : `${installation}/${id}`;
 }

@@ -7,7 +7,7 @@ import { Client, Connection } from '@temporalio/client';
 import { configPath, loadConfig, type LoadedConfig } from '../config/load';
 import { kuraPaths, type KuraPaths } from '../config/paths';
 import { temporalConnectionOptions } from '../stack/connection';
-import { Kura } from '../client';
+import { Kura, installationClientInterceptors } from '../client';
 import { kuraDataConverter } from '../codec/data-converter';
 
 export interface Connected {
@@ -53,7 +53,12 @@ async function connect(loaded: LoadedConfig): Promise<Connected & { connection: 
     apiKey: t.apiKey,
     connectTimeout: 5000,
   });
-  const client = new Client({ connection, namespace: t.namespace, dataConverter: kuraDataConverter(loaded) });
+  const client = new Client({
+    connection,
+    namespace: t.namespace,
+    dataConverter: kuraDataConverter(loaded),
+    interceptors: installationClientInterceptors(loaded.config.installation),
+  });
   return { client, kura: new Kura(client, loaded), connection };
 }
 

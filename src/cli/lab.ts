@@ -2,6 +2,7 @@
  * `kura lab …`: create the embedded lab site from a preset, inject and clear device faults, and
  * read the lab's event log.
  */
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
@@ -9,6 +10,7 @@ import type { Command } from 'commander';
 import { configPath, loadConfig, parseConfigText, type LoadedConfig } from '../config/load';
 import { kuraPaths } from '../config/paths';
 import { InvalidInputError, NotFoundError } from '../domain/errors';
+import { DEFAULT_INSTALLATION } from '../domain/installation';
 import { FaultKind, parseAfter, type Fault } from '../domain/faults';
 import { formatBytes, parseSize } from '../domain/units';
 import { createLabFiles } from '../lab/files';
@@ -59,7 +61,11 @@ export function registerLabCommands(program: Command): void {
             ? {}
             : { dataVolumeSize: dataSize, softwareVolumeSize: Math.max(MiB, Math.floor(dataSize / 2)) }),
         });
-        const text = renderConfigYaml(cfg);
+        // Each estate gets its own installation, so two of them can share one Temporal server; a
+        // forced re-init keeps the one it had, and with it the work its server already holds.
+        const installation = (existsSync(file) ? keptInstallation(file) : undefined) ?? newInstallation();
+        const { version, ...rest } = cfg;
+        const text = renderConfigYaml({ version, installation, ...rest });
         // Validate before writing, so a bad option never leaves a broken kura.yaml behind.
         const loaded = parseConfigText(text, file);
         await mkdir(path.dirname(file), { recursive: true });
@@ -86,6 +92,7 @@ export function registerLabCommands(program: Command): void {
         const site = loaded.config.sites[0];
         const summary = {
           config: file,
+          installation,
           lab: paths.lab,
           site: site?.name,
           vms: site?.vms.length ?? 0,
@@ -102,7 +109,7 @@ export function registerLabCommands(program: Command): void {
         const cartridges = site?.libraries.reduce((n, l) => n + l.cartridges.length, 0) ?? 0;
         const drives = site?.libraries.reduce((n, l) => n + l.drives.length, 0) ?? 0;
         console.log(
-          `wrote ${file}: site ${site?.name}, ${summary.vms} VMs on ${site?.hosts.length ?? 0} hosts, ${volumes} volumes, ` +
+          `wrote ${file} (installation ${installation}): site ${site?.name}, ${summary.vms} VMs on ${site?.hosts.length ?? 0} hosts, ${volumes} volumes, ` +
             `${site?.libraries.length ?? 0} libraries with ${drives} drives and ${cartridges} cartridges, ${site?.servers.length ?? 0} backup servers`,
         );
         console.log(
@@ -310,4 +317,19 @@ function progressLine(label: string): { update: (done: number, total: number) =>
       if (shown) process.stderr.write('\n');
     },
   };
+}
+
+/** A new installation id: 8 random hex digits, enough that two estates on one server never draw the same. */
+function newInstallation(): string {
+  return randomBytes(4).toString('hex');
+}
+
+/** The installation of an existing kura.yaml, when it names one and still validates. */
+function keptInstallation(file: string): string | undefined {
+  try {
+    const { installation } = loadConfig(file).config;
+    return installation === DEFAULT_INSTALLATION ? undefined : installation;
+  } catch {
+    return undefined;
+  }
 }

@@ -24,7 +24,7 @@ import { fleetProgressQuery } from '../messages';
 import { temporalConnectionOptions } from '../stack/connection';
 import { serverAnswers, startDevServer, type DevServer } from '../stack/devserver';
 import { ensureNexusEndpoint } from '../stack/nexus-endpoint';
-import { KURA_NEXUS_ENDPOINT } from '../api/nexus-service';
+import { kuraNexusEndpoint } from '../api/nexus-service';
 import { SHUTDOWN_GRACE_SECONDS, startKuraWorkers, type KuraWorkers } from '../worker';
 import { startDatapath, type DatapathService } from '../datapath/service';
 import { Kura } from '../client';
@@ -246,16 +246,15 @@ async function start(o: StartOptions, ctx: CliContext, stop: StopListener): Prom
     );
     // Other namespaces' workflows reach the control worker's Nexus service through this endpoint; a
     // server that refuses it (no operator rights) costs those callers only.
+    const endpoint = kuraNexusEndpoint(loaded.config.installation);
     await ensureNexusEndpoint(workers.client.connection, {
-      name: KURA_NEXUS_ENDPOINT,
+      name: endpoint,
       namespace: target.namespace,
       taskQueue: workers.taskQueue,
     }).then(
-      (change) => say(`kura: Nexus endpoint ${KURA_NEXUS_ENDPOINT} ${change}: service kura on ${workers?.taskQueue}`),
+      (change) => say(`kura: Nexus endpoint ${endpoint} ${change}: service kura on ${workers?.taskQueue}`),
       (err: unknown) =>
-        say(
-          `kura: Nexus endpoint ${KURA_NEXUS_ENDPOINT} not set up (${err instanceof Error ? err.message : String(err)})`,
-        ),
+        say(`kura: Nexus endpoint ${endpoint} not set up (${err instanceof Error ? err.message : String(err)})`),
     );
     checkStop();
     // The online-backup datapath is a service of its own; a busy port costs online backups only.

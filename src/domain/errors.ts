@@ -44,6 +44,11 @@ export const ErrorType = {
   KeyUnavailable: 'KeyUnavailable',
   /** The key file is missing, unreadable, malformed or readable by others than its owner. */
   KeyFileInvalid: 'KeyFileInvalid',
+  /**
+   * Work of one installation reached a worker of another (a task queue or a client set up for the
+   * wrong kura.yaml): the worker refused it before touching any device.
+   */
+  WrongInstallation: 'WrongInstallation',
 } as const;
 export type ErrorType = (typeof ErrorType)[keyof typeof ErrorType];
 
@@ -62,6 +67,7 @@ export const NON_RETRYABLE_ERROR_TYPES: readonly ErrorType[] = [
   ErrorType.InRecovery,
   ErrorType.HookTimeout,
   ErrorType.KeyFileInvalid,
+  ErrorType.WrongInstallation,
 ];
 
 /** A problem found while validating input, with the path to the offending value. */

@@ -12,6 +12,7 @@ import { MetricsConfigSchema } from './metrics-config';
 import { SecurityConfigSchema } from './security-config';
 import { ArrayDriver, MOVED_QSD_KEYS, QsdArrayConfigSchema } from './array-engine';
 import { formatPath } from './errors';
+import { DEFAULT_INSTALLATION, InstallationSchema } from './installation';
 
 export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 export const NameSchema = z
@@ -287,6 +288,12 @@ export type DatapathConfig = z.infer<typeof DatapathConfigSchema>;
 export const ConfigSchema = z
   .object({
     version: z.literal(1),
+    /**
+     * The id of this installation (`kura lab init` generates one): it goes into every task queue and
+     * workflow id, so two installations on one Temporal namespace never take each other's work.
+     * Without it, the installation is `default`, whose queues and ids are those of before (docs/adr/027).
+     */
+    installation: InstallationSchema.default(DEFAULT_INSTALLATION),
     /** Where Kura keeps its state (catalog, lab files); relative to this file. */
     home: z.string().default('.kura'),
     /** Restores may only write below these directories; relative to this file. */

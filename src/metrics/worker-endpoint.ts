@@ -29,6 +29,8 @@ export interface WorkerMetricsOptions {
   /** Given on the control host, with the sites: each site's pool is asked for its devices. */
   client?: Client;
   sites?: string[];
+  /** The installation whose pools those are (default: the default installation). */
+  installation?: string;
 }
 
 /** How long a scrape waits for a pool's answer before leaving that site out. */
@@ -37,22 +39,26 @@ const POOL_QUERY_TIMEOUT_MS = 2000;
 /** Starts the metrics of a worker process, or returns undefined when `port` is 0. Rejects when the port is taken. */
 export async function startWorkerMetrics(o: WorkerMetricsOptions): Promise<WorkerMetricsEndpoint | undefined> {
   if (!o.port) return undefined;
-  const { catalog, client, sites = [] } = o;
+  const { catalog, client, sites = [], installation } = o;
   const metrics = new WorkerMetrics({
     ...(catalog ? { lastGoodBackups: () => catalog.lastGoodBackups() } : {}),
-    ...(client && sites.length > 0 ? { poolDevices: () => poolDevices(client, sites) } : {}),
+    ...(client && sites.length > 0 ? { poolDevices: () => poolDevices(client, sites, installation) } : {}),
   });
   const endpoint = await serveMetrics(metrics.registry, o.port);
   return { url: endpoint.url, interceptor: metricsInterceptor(metrics), metrics, close: endpoint.close };
 }
 
 /** Every device of every site's pool with its kind and state; a pool that does not answer in time is left out. */
-async function poolDevices(client: Client, sites: string[]): Promise<{ site: string; kind: string; state: string }[]> {
+async function poolDevices(
+  client: Client,
+  sites: string[],
+  installation: string | undefined,
+): Promise<{ site: string; kind: string; state: string }[]> {
   const answers = await Promise.all(
     sites.map((site) =>
       client
         .withAbortSignal(AbortSignal.timeout(POOL_QUERY_TIMEOUT_MS), () =>
-          client.workflow.getHandle(poolWorkflowId(site)).query(tablesQuery),
+          client.workflow.getHandle(poolWorkflowId(site, installation)).query(tablesQuery),
         )
         .catch(() => undefined),
     ),

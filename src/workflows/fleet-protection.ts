@@ -22,6 +22,7 @@ import { acceptInput, rootFailure } from './failures';
 import { controlActivities } from './proxies';
 import { sanOperation } from './san-operation';
 import { label, labelMemo } from './labels';
+import { ownInstallation } from './installation';
 
 /** How many targets one run handles before it continues as new, keeping its history small. */
 const TARGETS_PER_RUN = 2000;
@@ -79,7 +80,7 @@ export async function fleetProtection(input: FleetRequest): Promise<FleetReport>
     running++;
     startedThisRun++;
     t.state = 'running';
-    t.workflowId = backupWorkflowId(t.target, requestedAt);
+    t.workflowId = backupWorkflowId(t.target, requestedAt, ownInstallation());
     summary();
     void runOne(t).finally(() => {
       running--;

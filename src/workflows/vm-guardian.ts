@@ -40,6 +40,7 @@ import { acceptInput, rootFailure } from './failures';
 import { recoveryLadder } from './recovery-ladder';
 import { notifyActivities, vmActivities } from './vm-proxies';
 import { label, labelMemo } from './labels';
+import { ownInstallation } from './installation';
 
 /** Guards one VM until cancelled; never returns (it continues as new). */
 export async function vmGuardian(input: GuardianInput): Promise<never> {
@@ -173,7 +174,7 @@ export async function vmGuardian(input: GuardianInput): Promise<never> {
     await condition(() => !backupRunning);
     state.incidents += 1;
     const incident = `${compactTime(new Date().toISOString())}-${state.incidents}`;
-    const workflowId = ladderWorkflowId(vm, incident);
+    const workflowId = ladderWorkflowId(vm, incident, ownInstallation());
     const startRung = startRungFor(state.lastRecovery, report.at ?? new Date().toISOString(), policy.stabilityWindowMs);
     currentLadder = workflowId;
     state.pendingFailure = undefined;

@@ -29,6 +29,7 @@ import { guardianWorkflowId } from '../api/workflow-ids';
 import { acceptInput, jobFailure } from './failures';
 import { guardianRequestActivities } from './vm-proxies';
 import { label } from './labels';
+import { ownInstallation } from './installation';
 
 /**
  * Reports a failure to the VM's guardian and waits for the ladder that takes it up to end. Cancelled,
@@ -43,7 +44,7 @@ export async function vmFailureReport(input: VmFailureRequest): Promise<LadderRe
     if (parsed.success) outcome ??= parsed.data;
   });
 
-  const guardian = guardianWorkflowId(vm);
+  const guardian = guardianWorkflowId(vm, ownInstallation());
   await getExternalWorkflowHandle(guardian)
     .signal(failureDetectedSignal, { reason, at: requestedAt, replyTo: workflowInfo().workflowId })
     .catch((err: unknown) => {

@@ -45,6 +45,8 @@ export async function setup(project: TestProject): Promise<void> {
     bundleWorkflowCode({
       workflowsPath: require.resolve('../../src/workflows/index.ts'),
       ...WORKFLOW_BUNDLE_CONVERTERS,
+      // What src/worker.ts's workflowInterceptorModules() names, spelled with the extension vitest needs.
+      workflowInterceptorModules: [require.resolve('../../src/workflows/installation.ts')],
       logger: quietLogger,
     }),
   ]);

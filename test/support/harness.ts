@@ -15,7 +15,7 @@ import { kuraPaths, type KuraPaths } from '../../src/config/paths';
 import { hospitalPreset, renderConfigYaml, type HospitalPresetOptions } from '../../src/lab/preset';
 import { createLabFiles, labVolumePath } from '../../src/lab/files';
 import { startKuraWorkers, type KuraWorkers } from '../../src/worker';
-import { Kura } from '../../src/client';
+import { Kura, installationClientInterceptors } from '../../src/client';
 import { kuraDataConverter } from '../../src/codec/data-converter';
 import { ensureKeyFile, keyFileOf } from '../../src/codec/keys';
 import type { ConfigInput } from '../../src/domain/inventory';
@@ -133,6 +133,7 @@ export async function connectKura(lab: TestLab): Promise<{ kura: Kura; client: C
     connection,
     namespace: inject('temporalNamespace'),
     dataConverter: kuraDataConverter(lab.loaded),
+    interceptors: installationClientInterceptors(lab.loaded.config.installation),
   });
   return { kura: new Kura(client, lab.loaded, lab.taskQueue), client, close: () => connection.close() };
 }

@@ -85,7 +85,7 @@ describe('schedule ids', () => {
     ] as const) {
       const id = scheduleIdFor(site, policy);
       expect(isKuraScheduleId(id)).toBe(true);
-      expect(parseScheduleId(id)).toEqual({ site, policy });
+      expect(parseScheduleId(id)).toEqual({ installation: 'default', site, policy });
     }
   });
 

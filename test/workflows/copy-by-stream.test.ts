@@ -14,6 +14,7 @@ import type { Client } from '@temporalio/client';
 import { historyFromJSON } from '@temporalio/common/lib/proto-utils';
 import type { temporal } from '@temporalio/proto';
 import { Catalog } from '../../src/catalog/store';
+import { kuraDataConverter } from '../../src/codec/data-converter';
 import { LabState } from '../../src/lab/state';
 import { markDeviceSignal } from '../../src/messages';
 import type { BackupReport } from '../../src/domain/jobs';
@@ -46,7 +47,11 @@ afterAll(async () => {
 });
 
 function replay(history: temporal.api.history.v1.IHistory, workflowId: string): Promise<void> {
-  return Worker.runReplayHistory({ workflowBundle: { codePath: inject('workflowBundlePath') } }, history, workflowId);
+  return Worker.runReplayHistory(
+    { workflowBundle: { codePath: inject('workflowBundlePath') }, dataConverter: kuraDataConverter(lab.loaded) },
+    history,
+    workflowId,
+  );
 }
 
 function scheduled(history: temporal.api.history.v1.IHistory): string[] {
