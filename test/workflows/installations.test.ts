@@ -5,7 +5,7 @@
  * `WrongInstallation` before it touches a device.
  */
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, inject } from 'vitest';
@@ -18,6 +18,8 @@ import { LabState } from '../../src/lab/state';
 import { startKuraWorkers, type KuraWorkers } from '../../src/worker';
 import { INSTALLATION_HEADER, installationOfHeaders } from '../../src/api/installation-header';
 import { Kura, installationClientInterceptors } from '../../src/client';
+import { kuraDataConverter } from '../../src/codec/data-converter';
+import { keyFileOf } from '../../src/codec/keys';
 import { ErrorType } from '../../src/domain/errors';
 import { failureOf, treeFingerprint, uniqueId } from '../support/harness';
 
@@ -47,10 +49,21 @@ function labInit(dir: string): Promise<void> {
 let connection: Connection;
 const estates: Estate[] = [];
 
-async function makeEstate(): Promise<Estate> {
+/**
+ * An estate made by `kura lab init`, its workers started. `keysOf` names another estate's key file
+ * to take instead of its own: installations with keys of their own cannot even read each other's
+ * payloads (the worker fails to decode them, KeyUnavailable), so the installation check is seen
+ * only between installations that share their keys.
+ */
+async function makeEstate(keysOf?: string): Promise<Estate> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'kura-estate-'));
   await labInit(dir);
   const loaded = loadConfig(path.join(dir, 'kura.yaml'));
+  const own = keyFileOf(loaded);
+  if (keysOf !== undefined && own !== undefined) {
+    copyFileSync(keysOf, own);
+    chmodSync(own, 0o600);
+  }
   const workers = await startKuraWorkers({
     loaded,
     address: inject('temporalAddress'),
@@ -60,6 +73,7 @@ async function makeEstate(): Promise<Estate> {
   const client = new Client({
     connection,
     namespace: inject('temporalNamespace'),
+    dataConverter: kuraDataConverter(loaded),
     interceptors: installationClientInterceptors(loaded.config.installation),
   });
   const estate = {
@@ -80,7 +94,8 @@ let b: Estate;
 beforeAll(async () => {
   delete process.env.KURA_TASK_QUEUE;
   connection = await Connection.connect({ address: inject('temporalAddress') });
-  [a, b] = await Promise.all([makeEstate(), makeEstate()]);
+  a = await makeEstate();
+  b = await makeEstate(keyFileOf(a.loaded));
 });
 
 afterAll(async () => {
@@ -148,6 +163,7 @@ describe('two estates made by kura lab init', () => {
       connection: native,
       namespace: inject('temporalNamespace'),
       taskQueue: queue,
+      dataConverter: kuraDataConverter(a.loaded),
       workflowsPath: path.join(ROOT, 'test', 'fixtures', 'foreign-activity.ts'),
       interceptors: { workflowModules: [path.join(ROOT, 'src', 'workflows', 'installation.ts')] },
     });
