@@ -181,7 +181,11 @@ export const ScriptHookSchema = z.object({
   begin: z.array(z.string().min(1)).min(1),
   /** The command leaving backup mode. */
   end: z.array(z.string().min(1)).min(1),
-  /** Backup mode not entered within this long: the operation stops before any split. */
+  /** Run before `begin` (e.g. to open the application's admin session); none by default. */
+  login: z.array(z.string().min(1)).min(1).optional(),
+  /** Run after `end`, and after a `begin` that failed, whenever `login` succeeded or there is none. */
+  logout: z.array(z.string().min(1)).min(1).optional(),
+  /** Each command not done within this long is killed; backup mode not entered in time stops the operation before any split. */
   timeout: DurationSchema.default(60_000),
 });
 export type ScriptHookSpec = z.infer<typeof ScriptHookSchema>;

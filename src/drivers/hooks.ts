@@ -54,7 +54,10 @@ export function hookFor(loaded: LoadedConfig, site: string, target: string): App
   return hook.kind === 'postgres' ? new PostgresHook(hook) : new ScriptHook(hook);
 }
 
-/** The `script` kind: one command to begin, one to end, each an argument array. */
+/**
+ * The `script` kind: one command to begin, one to end, and optionally one to log in before the
+ * begin and one to log out after the end, each an argument array run under the hook's timeout.
+ */
 export class ScriptHook implements StepHook {
   readonly kind = 'script';
   readonly session = false;
@@ -64,18 +67,37 @@ export class ScriptHook implements StepHook {
     this.timeoutMs = hook.timeout;
   }
 
-  beginBackupMode(signal?: AbortSignal): Promise<void> {
-    return this.run('begin', this.hook.begin, signal);
+  async beginBackupMode(signal?: AbortSignal): Promise<void> {
+    if (this.hook.login) await this.run('login', this.hook.login, signal);
+    try {
+      await this.run('begin', this.hook.begin, signal);
+    } catch (err) {
+      // A failed begin leaves no session behind; the begin's own error is what the operation reports.
+      await this.logout(signal).catch(() => undefined);
+      throw err;
+    }
   }
 
-  endBackupMode(signal?: AbortSignal): Promise<void> {
-    return this.run('end', this.hook.end, signal);
+  async endBackupMode(signal?: AbortSignal): Promise<void> {
+    try {
+      await this.run('end', this.hook.end, signal);
+    } catch (err) {
+      // Logged out even when the end failed, so a retried end does not pile up sessions.
+      await this.logout(signal).catch(() => undefined);
+      throw err;
+    }
+    await this.logout(signal);
   }
 
-  private run(what: 'begin' | 'end', argv: string[], signal?: AbortSignal): Promise<void> {
+  private async logout(signal?: AbortSignal): Promise<void> {
+    if (this.hook.logout) await this.run('logout', this.hook.logout, signal);
+  }
+
+  private run(what: 'login' | 'begin' | 'end' | 'logout', argv: string[], signal?: AbortSignal): Promise<void> {
     const [cmd, ...args] = argv;
     if (cmd === undefined) return Promise.reject(new NotFoundError(`the ${what} command of the hook is empty`));
-    const label = `the ${what}-backup-mode hook of ${this.hook.target} (${argv.join(' ')})`;
+    const step = what === 'begin' || what === 'end' ? `${what}-backup-mode` : what;
+    const label = `the ${step} hook of ${this.hook.target} (${argv.join(' ')})`;
     return new Promise((resolve, reject) => {
       const started = Date.now();
       execFile(

@@ -3,7 +3,7 @@
  * argument arrays without a shell, and a command that outlives its timeout is killed and reported
  * as HookTimeout.
  */
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -79,6 +79,62 @@ describe('script hooks', () => {
     expect(err).toMatchObject({
       type: 'HookTimeout',
       message: expect.stringMatching(/begin-backup-mode hook of vm-001 \(sleep 5\) did not finish within 200 ms/),
+    });
+  });
+
+  it('log in before the begin and log out after the end, each command in its turn', async () => {
+    const log = path.join(dir, 'order-ok');
+    const say = (word: string) => ['sh', '-c', `echo ${word} >> "$0"`, log];
+    const hook = new ScriptHook(
+      script({ login: say('login'), begin: say('begin'), end: say('end'), logout: say('logout') }),
+    );
+    await hook.beginBackupMode();
+    expect(readFileSync(log, 'utf8').split('\n').filter(Boolean)).toEqual(['login', 'begin']);
+    await hook.endBackupMode();
+    expect(readFileSync(log, 'utf8').split('\n').filter(Boolean)).toEqual(['login', 'begin', 'end', 'logout']);
+  });
+
+  it('log out after a begin that failed, and report the begin', async () => {
+    const log = path.join(dir, 'order-failed');
+    const say = (word: string, code = 0) => ['sh', '-c', `echo ${word} >> "$0"; exit ${code}`, log];
+    const err = await new ScriptHook(script({ login: say('login'), begin: say('begin', 3), logout: say('logout') }))
+      .beginBackupMode()
+      .catch((e: unknown) => e);
+    expect(err).toMatchObject({
+      type: 'DeviceFault',
+      message: expect.stringMatching(/begin-backup-mode hook of vm-001/),
+    });
+    expect(readFileSync(log, 'utf8').split('\n').filter(Boolean)).toEqual(['login', 'begin', 'logout']);
+  });
+
+  it('kill a login or logout that outlives the timeout and report HookTimeout naming it', async () => {
+    const log = path.join(dir, 'order-slow');
+    const begin = ['sh', '-c', 'echo begin >> "$0"', log];
+    const login = await new ScriptHook(script({ login: ['sleep', '5'], begin, timeout: '200ms' }))
+      .beginBackupMode()
+      .catch((e: unknown) => e);
+    expect(login).toMatchObject({
+      type: 'HookTimeout',
+      message: expect.stringMatching(/login hook of vm-001 \(sleep 5\) did not finish within 200 ms/),
+      details: { hook: 'login', timeoutMs: 200 },
+    });
+    // A login that did not finish is no session: the begin never ran.
+    expect(existsSync(log)).toBe(false);
+    const t0 = Date.now();
+    const logout = await new ScriptHook(script({ logout: ['sleep', '5'], timeout: '200ms' }))
+      .endBackupMode()
+      .catch((e: unknown) => e);
+    expect(Date.now() - t0).toBeLessThan(3000);
+    expect(logout).toMatchObject({
+      type: 'HookTimeout',
+      message: expect.stringMatching(/logout hook of vm-001 \(sleep 5\) did not finish within 200 ms/),
+    });
+  });
+
+  it('read login and logout from kura.yaml as non-empty argument arrays', () => {
+    expect(script({ login: ['db-login', '--admin'] })).toMatchObject({ login: ['db-login', '--admin'] });
+    expect(ScriptHookSchema.safeParse({ ...script(), logout: [] }).error?.issues[0]).toMatchObject({
+      path: ['logout'],
     });
   });
 
