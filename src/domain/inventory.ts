@@ -216,7 +216,21 @@ export const PostgresHookSchema = z.object({
 });
 export type PostgresHookSpec = z.infer<typeof PostgresHookSchema>;
 
-export const HookSchema = z.discriminatedUnion('kind', [ScriptHookSchema, PostgresHookSchema]);
+/**
+ * Freezes the file system mounted at `path` on the worker's machine for the split or snapshot
+ * (`fsfreeze -f`, then `fsfreeze -u`): its image on the volume is clean, and writers block meanwhile.
+ */
+export const FsfreezeHookSchema = z.object({
+  target: z.string().min(1),
+  kind: z.literal('fsfreeze'),
+  /** The mount point of the file system, absolute. */
+  path: z.string().regex(/^\/.*/, 'must be the absolute path of a mount point, e.g. /var/lib/postgresql'),
+  /** Not frozen within this long: the operation stops before any split. */
+  timeout: DurationSchema.default(60_000),
+});
+export type FsfreezeHookSpec = z.infer<typeof FsfreezeHookSchema>;
+
+export const HookSchema = z.discriminatedUnion('kind', [ScriptHookSchema, PostgresHookSchema, FsfreezeHookSchema]);
 export type Hook = z.infer<typeof HookSchema>;
 
 export const SiteSchema = z

@@ -2,12 +2,13 @@
  * Application hooks (seed 003's DB coordination scripts): what puts the application on a target
  * into backup mode before a split or snapshot and takes it out after. A target without a hook gets
  * one that does nothing, so every plan has the same launch points. The `script` kind runs argument
- * arrays with execFile, never through a shell, and kills a command that outlives its timeout; the
+ * arrays with execFile, never through a shell, and kills a command that outlives its timeout (so does
+ * `fsfreeze`, which freezes a mounted file system around the launch); the
  * `postgres` kind (postgres-hook.ts) holds one database session from begin to end, so it is held
  * by one activity instead of two calls.
  */
 import { execFile } from 'node:child_process';
-import type { ScriptHookSpec } from '../domain/inventory';
+import type { FsfreezeHookSpec, ScriptHookSpec } from '../domain/inventory';
 import { DeviceFaultError, HookTimeoutError, NotFoundError } from '../domain/errors';
 import type { LoadedConfig } from '../config/load';
 import { findSite, resolveTargetRef } from '../config/targets';
@@ -21,7 +22,7 @@ export type ApplicationHook = StepHook | PostgresHook;
 
 /** A hook whose begin and end are separate calls: nothing is held between them. */
 export interface StepHook {
-  /** What the hook is, for the plan and the report: `script`, or `none`. */
+  /** What the hook is, for the plan and the report: `script`, `fsfreeze`, or `none`. */
   readonly kind: string;
   /** False: begin and end may run in different activities, even on different workers. */
   readonly session: false;
@@ -51,7 +52,14 @@ export function hookFor(loaded: LoadedConfig, site: string, target: string): App
   // A hook on the VM, on its data volume, or reached by a host's path all mean one application.
   const hook = s.hooks.find((h) => h.target === target || h.target === volume || h.target === vm?.name);
   if (hook === undefined) return NO_HOOK;
-  return hook.kind === 'postgres' ? new PostgresHook(hook) : new ScriptHook(hook);
+  switch (hook.kind) {
+    case 'postgres':
+      return new PostgresHook(hook);
+    case 'fsfreeze':
+      return new FsfreezeHook(hook);
+    case 'script':
+      return new ScriptHook(hook);
+  }
 }
 
 /**
@@ -93,32 +101,78 @@ export class ScriptHook implements StepHook {
     if (this.hook.logout) await this.run('logout', this.hook.logout, signal);
   }
 
-  private run(what: 'login' | 'begin' | 'end' | 'logout', argv: string[], signal?: AbortSignal): Promise<void> {
-    const [cmd, ...args] = argv;
-    if (cmd === undefined) return Promise.reject(new NotFoundError(`the ${what} command of the hook is empty`));
-    const step = what === 'begin' || what === 'end' ? `${what}-backup-mode` : what;
-    const label = `the ${step} hook of ${this.hook.target} (${argv.join(' ')})`;
-    return new Promise((resolve, reject) => {
-      const started = Date.now();
-      execFile(
-        cmd,
-        args,
-        { timeout: this.timeoutMs, killSignal: 'SIGKILL', signal, maxBuffer: 1024 * 1024 },
-        (err, _stdout, stderr) => {
-          if (!err) return resolve();
-          const e = err as NodeJS.ErrnoException & { killed?: boolean; code?: unknown };
-          if (e.killed && !signal?.aborted && Date.now() - started >= this.timeoutMs - 50) {
-            return reject(
-              new HookTimeoutError(
-                `${label} did not finish within ${this.timeoutMs} ms, so the application is not known to be in backup mode; it was stopped`,
-                { target: this.hook.target, timeoutMs: this.timeoutMs, hook: what },
-              ),
-            );
-          }
-          const why = String(stderr).trim() || e.message;
-          reject(new DeviceFaultError(this.hook.target, `${label} failed: ${why}`, err));
-        },
-      );
-    });
+  private run(what: HookCommand, argv: string[], signal?: AbortSignal): Promise<void> {
+    return runHookCommand(this.hook.target, this.timeoutMs, what, argv, signal);
   }
+}
+
+/**
+ * The `fsfreeze` kind: the file system mounted at `path` on the worker's machine is frozen
+ * (`fsfreeze -f`) for the split or snapshot, so its image on the volume is clean, and thawed
+ * (`fsfreeze -u`) after. Writers to it block while it is frozen. The thaw is idempotent: the
+ * engine calls it again from its compensation on every failure path, and a file system that is not
+ * frozen (the kernel's EINVAL) is already what the thaw wants.
+ */
+export class FsfreezeHook implements StepHook {
+  readonly kind = 'fsfreeze';
+  readonly session = false;
+  readonly timeoutMs: number;
+
+  constructor(private readonly hook: FsfreezeHookSpec) {
+    this.timeoutMs = hook.timeout;
+  }
+
+  beginBackupMode(signal?: AbortSignal): Promise<void> {
+    return runHookCommand(this.hook.target, this.timeoutMs, 'begin', ['fsfreeze', '-f', this.hook.path], signal);
+  }
+
+  async endBackupMode(signal?: AbortSignal): Promise<void> {
+    try {
+      await runHookCommand(this.hook.target, this.timeoutMs, 'end', ['fsfreeze', '-u', this.hook.path], signal);
+    } catch (err) {
+      if (err instanceof DeviceFaultError && /Invalid argument/.test(err.message)) return;
+      throw err;
+    }
+  }
+}
+
+type HookCommand = 'login' | 'begin' | 'end' | 'logout';
+
+/**
+ * Runs one command of a hook as an argument array (execFile, no shell), killed when it outlives
+ * `timeoutMs`: HookTimeoutError then, DeviceFaultError with its error output when it fails.
+ */
+function runHookCommand(
+  target: string,
+  timeoutMs: number,
+  what: HookCommand,
+  argv: string[],
+  signal?: AbortSignal,
+): Promise<void> {
+  const [cmd, ...args] = argv;
+  if (cmd === undefined) return Promise.reject(new NotFoundError(`the ${what} command of the hook is empty`));
+  const step = what === 'begin' || what === 'end' ? `${what}-backup-mode` : what;
+  const label = `the ${step} hook of ${target} (${argv.join(' ')})`;
+  return new Promise((resolve, reject) => {
+    const started = Date.now();
+    execFile(
+      cmd,
+      args,
+      { timeout: timeoutMs, killSignal: 'SIGKILL', signal, maxBuffer: 1024 * 1024 },
+      (err, _stdout, stderr) => {
+        if (!err) return resolve();
+        const e = err as NodeJS.ErrnoException & { killed?: boolean; code?: unknown };
+        if (e.killed && !signal?.aborted && Date.now() - started >= timeoutMs - 50) {
+          return reject(
+            new HookTimeoutError(
+              `${label} did not finish within ${timeoutMs} ms, so the application is not known to be in backup mode; it was stopped`,
+              { target, timeoutMs, hook: what },
+            ),
+          );
+        }
+        const why = String(stderr).trim() || e.message;
+        reject(new DeviceFaultError(target, `${label} failed: ${why}`, err));
+      },
+    );
+  });
 }

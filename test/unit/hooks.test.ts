@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { LoadedConfig } from '../../src/config/load';
 import { ConfigSchema, ScriptHookSchema } from '../../src/domain/inventory';
-import { hookFor, NO_HOOK, ScriptHook } from '../../src/drivers/hooks';
+import { FsfreezeHook, hookFor, NO_HOOK, ScriptHook } from '../../src/drivers/hooks';
 import { PostgresHook } from '../../src/drivers/postgres-hook';
 import { hospitalPreset } from '../../src/lab/preset';
 
@@ -143,6 +143,27 @@ describe('script hooks', () => {
       .beginBackupMode()
       .catch((e: unknown) => e);
     expect(err).toMatchObject({ type: 'DeviceFault', message: expect.stringMatching(/failed: .*No such file/) });
+  });
+});
+
+describe('fsfreeze hooks', () => {
+  it('are read from kura.yaml with their mount point and run fsfreeze on it', () => {
+    const l = loaded([{ target: 'vm-001', kind: 'fsfreeze', path: '/srv', timeout: '5s' }]);
+    expect(hookFor(l, 'hospital', 'vm-001')).toBeInstanceOf(FsfreezeHook);
+    expect(hookFor(l, 'hospital', 'vm-001')).toMatchObject({ kind: 'fsfreeze', session: false, timeoutMs: 5000 });
+  });
+
+  it('refuse a mount point that is not an absolute path', () => {
+    const issues = ConfigSchema.safeParse(
+      (() => {
+        const cfg = hospitalPreset({ vms: 1, hosts: 1 });
+        (cfg.sites[0] as { hooks?: unknown[] }).hooks = [{ target: 'vm-001', kind: 'fsfreeze', path: 'srv' }];
+        return cfg;
+      })(),
+    ).error?.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
+    expect(issues).toEqual([
+      'sites.0.hooks.0.path: must be the absolute path of a mount point, e.g. /var/lib/postgresql',
+    ]);
   });
 });
 
