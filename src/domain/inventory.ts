@@ -84,22 +84,33 @@ export const ArraySchema = z
   });
 export type StorageArray = z.infer<typeof ArraySchema>;
 
-export const HostSchema = z.object({
-  name: NameSchema,
-  wwn: WwnSchema.optional(),
-  /**
-   * Where the host's file systems live (seed 003 step 2: the server knows files, the storage knows
-   * volumes): each mount point on a volume of the site, so `host:/path` names the volume to copy.
-   */
-  mounts: z
-    .array(
-      z.object({
-        path: z.string().regex(/^\/[^\0]*$/, 'must be an absolute path such as /var/lib/pgsql'),
-        volume: z.lazy(() => VolumeRefSchema),
-      }),
-    )
-    .default([]),
-});
+export const HostSchema = z
+  .object({
+    name: NameSchema,
+    wwn: WwnSchema.optional(),
+    /**
+     * On a real host, where its file systems live is found, not listed: the worker resolving a
+     * `host:/path` target runs `findmnt` on its own machine (it runs on the host) and asks the
+     * arrays which volume the mount's device is. Instead of `mounts`, never beside them.
+     */
+    discoverMounts: z.boolean().default(false),
+    /**
+     * Where the host's file systems live (seed 003 step 2: the server knows files, the storage knows
+     * volumes): each mount point on a volume of the site, so `host:/path` names the volume to copy.
+     */
+    mounts: z
+      .array(
+        z.object({
+          path: z.string().regex(/^\/[^\0]*$/, 'must be an absolute path such as /var/lib/pgsql'),
+          volume: z.lazy(() => VolumeRefSchema),
+        }),
+      )
+      .default([]),
+  })
+  .refine((h) => !h.discoverMounts || h.mounts.length === 0, {
+    path: ['discoverMounts'],
+    message: 'a host either lists its mounts or discovers them (discoverMounts: true), not both; remove one',
+  });
 
 /** `array/volume`: a volume of a storage array of the same site. */
 export const VolumeRefSchema = z
