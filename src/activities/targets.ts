@@ -9,7 +9,7 @@ import { ByArrayDrivers } from '../drivers/by-array';
 import type { CopySettings, JobTuning, ResolvedTarget } from '../domain/jobs';
 import { copySettings, jobTuning, policyTargets } from '../config/tuning';
 import { InvalidInputError, NotFoundError } from '../domain/errors';
-import { findSite, resolveTargetOnHost } from '../config/targets';
+import { findSite, resolveTargetOnHost, type VolumeOfDevice } from '../config/targets';
 import { parseWith } from '../domain/validate';
 import { mapFailures } from './failures';
 
@@ -26,14 +26,7 @@ export function createTargetActivities(deps: { loaded: LoadedConfig; drivers: Pi
         const { site: siteName, target } = parseWith(TargetInput, input, 'target');
         const site = findSite(loaded.config, siteName);
         // A host that discovers its mounts is asked here, on the worker that runs on it.
-        const { array, volume } = await resolveTargetOnHost(site, target, (file) => {
-          // Only a qemu-storage-daemon array exports its volumes to hosts as files a loop device mounts.
-          const ref =
-            drivers.storage instanceof ByArrayDrivers
-              ? drivers.storage.qsd.volumeOfHostFile(siteName, file)
-              : undefined;
-          return ref && { array: ref.array, volume: ref.volume };
-        });
+        const { array, volume } = await resolveTargetOnHost(site, target, volumeOfDevice(drivers.storage, siteName));
         const info = await drivers.storage.describeVolume(siteName, array, volume);
         return { site: siteName, target, array, volume, sizeBytes: info.sizeBytes };
       });
@@ -63,5 +56,16 @@ export function createTargetActivities(deps: { loaded: LoadedConfig; drivers: Pi
         };
       });
     },
+  };
+}
+
+/**
+ * Which volume a device or a loop device's back-file is, as the site's array engines answer: only a
+ * qemu-storage-daemon array exports its volumes to hosts as files a loop device mounts.
+ */
+export function volumeOfDevice(drivers: unknown, site: string): VolumeOfDevice {
+  return (file) => {
+    const ref = drivers instanceof ByArrayDrivers ? drivers.qsd.volumeOfHostFile(site, file) : undefined;
+    return ref && { array: ref.array, volume: ref.volume };
   };
 }

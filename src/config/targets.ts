@@ -80,6 +80,17 @@ function volumeOfPath(site: Site, hostName: string, file: string): string {
   return mount.volume;
 }
 
+/**
+ * The client's check before it starts an operation on a target: {@link resolveTargetRef}, except
+ * that a path on a host that discovers its mounts is left to the worker on that host, which alone
+ * can see them (the host itself must exist).
+ */
+export function checkTargetRef(site: Site, target: string): void {
+  const onHost = /^([^:/]+):(\/.*)$/.exec(target);
+  if (onHost && site.hosts.find((h) => h.name === onHost[1])?.discoverMounts) return;
+  resolveTargetRef(site, target);
+}
+
 /** Which volume of an array of the site a device or file is (a loop device's back-file): the drivers answer. */
 export type VolumeOfDevice = (file: string) => { array: string; volume: string } | undefined;
 

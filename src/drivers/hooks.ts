@@ -8,10 +8,10 @@
  * by one activity instead of two calls.
  */
 import { execFile } from 'node:child_process';
-import type { FsfreezeHookSpec, ScriptHookSpec } from '../domain/inventory';
+import type { FsfreezeHookSpec, ScriptHookSpec, Site } from '../domain/inventory';
 import { DeviceFaultError, HookTimeoutError, NotFoundError } from '../domain/errors';
 import type { LoadedConfig } from '../config/load';
-import { findSite, resolveTargetRef } from '../config/targets';
+import { findSite, resolveTargetOnHost, resolveTargetRef, type VolumeOfDevice } from '../config/targets';
 import { PostgresHook } from './postgres-hook';
 
 /**
@@ -46,7 +46,24 @@ export const NO_HOOK: StepHook = {
 /** The hook kura.yaml gives a target of a site (a VM, or array/volume), or NO_HOOK. */
 export function hookFor(loaded: LoadedConfig, site: string, target: string): ApplicationHook {
   const s = findSite(loaded.config, site);
-  const r = resolveTargetRef(s, target);
+  return hookOfVolume(s, target, resolveTargetRef(s, target));
+}
+
+/**
+ * {@link hookFor} as the worker asks it: a `host:/path` of a host that discovers its mounts is
+ * resolved on this machine (resolveTargetOnHost), so its volume's hook is found as step 2 found the volume.
+ */
+export async function hookOnHost(
+  loaded: LoadedConfig,
+  site: string,
+  target: string,
+  volumeOfDevice: VolumeOfDevice,
+): Promise<ApplicationHook> {
+  const s = findSite(loaded.config, site);
+  return hookOfVolume(s, target, await resolveTargetOnHost(s, target, volumeOfDevice));
+}
+
+function hookOfVolume(s: Site, target: string, r: { array: string; volume: string }): ApplicationHook {
   const volume = `${r.array}/${r.volume}`;
   const vm = s.vms.find((v) => v.dataVolume === volume);
   // A hook on the VM, on its data volume, or reached by a host's path all mean one application.

@@ -7,6 +7,9 @@
 import { mkdtempSync, promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Client } from '@temporalio/client';
+import { Kura } from '../../src/api/kura';
+import { createArrayActivities } from '../../src/activities/array-functions';
 import { createTargetActivities } from '../../src/activities/targets';
 import { resolveTargetRef } from '../../src/config/targets';
 import { ConfigSchema } from '../../src/domain/inventory';
@@ -30,6 +33,9 @@ beforeAll(async () => {
     dataVolumeSize: 8 * MiB,
     edit: (cfg) => {
       cfg.sites[0]!.hosts![0] = { name: 'host-01', discoverMounts: true };
+      (cfg.sites[0] as { hooks?: unknown[] }).hooks = [
+        { target: 'vm-002', kind: 'script', begin: ['true'], end: ['true'], timeout: '3s' },
+      ];
     },
   });
   state = new LabState(lab.paths.labState);
@@ -68,6 +74,12 @@ describe('a host that discovers its mounts', () => {
       volume: 'vm-002-data',
       sizeBytes: 8 * MiB,
     });
+    // The hook of the volume the path is on is found the same way on the worker.
+    const arrays = createArrayActivities({ loaded: lab.loaded, drivers: labDrivers(lab.loaded, lab.paths, state) });
+    await expect(arrays.applicationHook({ site: lab.site, target: `host-01:${mnt}/15/main` })).resolves.toEqual({
+      kind: 'script',
+      timeoutMs: 3000,
+    });
   });
 
   it('refuses a path on a device no array serves, naming the device and what to do', async () => {
@@ -91,11 +103,15 @@ describe('a host that discovers its mounts', () => {
     });
   });
 
-  it("is resolved only by the worker: kura.yaml's own resolution says so, and a host may not both list and discover mounts", () => {
+  it("is resolved only by the worker: kura.yaml's own resolution says so, the client leaves it to the worker, and a host may not both list and discover mounts", () => {
     const site = lab.loaded.config.sites[0]!;
     expect(() => resolveTargetRef(site, 'host-01:/srv')).toThrow(
       /host host-01 discovers its mounts \(discoverMounts: true\), so host-01:\/srv is resolved only by the worker on that host/,
     );
+    // The client leaves the path to the worker: the operation starts, and step 2 resolves it there.
+    const job = new Kura({} as Client, lab.loaded).backupJob('host-01:/srv/db', { method: 'split' });
+    expect(job.options.args[0]).toMatchObject({ kind: 'split-backup', target: 'host-01:/srv/db' });
+    expect(() => new Kura({} as Client, lab.loaded).backupJob('host-09:/srv/db')).toThrow(/no host "host-09"/);
     const cfg = hospitalPreset({ vms: 1, hosts: 1 });
     cfg.sites[0]!.hosts![0] = {
       name: 'host-01',
