@@ -8,13 +8,14 @@ import { Context, sleep } from '@temporalio/activity';
 import { z } from 'zod';
 import type { LoadedConfig } from '../config/load';
 import type { Drivers, PairInfo, SnapshotInfo } from '../drivers/types';
-import { hookFor } from '../drivers/hooks';
+import { hookOnHost } from '../drivers/hooks';
 import type { HoldResult } from '../drivers/postgres-hook';
 import { backupModeEnteredSignal, backupModeReleasedQuery } from '../messages';
 import { ErrorType, KuraError } from '../domain/errors';
 import { findSite } from '../config/targets';
 import { parseWith } from '../domain/validate';
 import { mapFailures } from './failures';
+import { volumeOfDevice } from './targets';
 
 const VolumeRefInput = z.object({ site: z.string().min(1), array: z.string().min(1), volume: z.string().min(1) });
 export type VolumeRefInput = z.infer<typeof VolumeRefInput>;
@@ -139,7 +140,7 @@ export function createArrayActivities(deps: { loaded: LoadedConfig; drivers: Pic
     async applicationHook(input: z.input<typeof HookInput>): Promise<HookInfo> {
       return mapFailures(async () => {
         const { site, target } = parseWith(HookInput, input, 'hook');
-        const hook = hookFor(loaded, site, target);
+        const hook = await hookOnHost(loaded, site, target, volumeOfDevice(arrays, site));
         // A step hook answers exactly as before, so histories recorded before held sessions replay.
         if (!hook.session) return { kind: hook.kind, timeoutMs: hook.timeoutMs };
         return { kind: hook.kind, timeoutMs: hook.timeoutMs, session: true, heartbeatMs: hook.heartbeatMs };
@@ -155,7 +156,7 @@ export function createArrayActivities(deps: { loaded: LoadedConfig; drivers: Pic
     async holdBackupMode(input: z.input<typeof HoldInput>): Promise<HoldResult> {
       return mapFailures(async () => {
         const { site, target, round, pollMs } = parseWith(HoldInput, input, 'backup-mode hold');
-        const hook = hookFor(loaded, site, target);
+        const hook = await hookOnHost(loaded, site, target, volumeOfDevice(arrays, site));
         if (!hook.session)
           throw new KuraError(
             ErrorType.InvalidInput,
@@ -185,7 +186,7 @@ export function createArrayActivities(deps: { loaded: LoadedConfig; drivers: Pic
     async beginBackupMode(input: z.input<typeof HookInput>): Promise<void> {
       return mapFailures(async () => {
         const { site, target } = parseWith(HookInput, input, 'hook');
-        const hook = hookFor(loaded, site, target);
+        const hook = await hookOnHost(loaded, site, target, volumeOfDevice(arrays, site));
         if (hook.session) throw heldSession(hook.kind, target);
         await hook.beginBackupMode(Context.current().cancellationSignal);
       });
@@ -195,7 +196,7 @@ export function createArrayActivities(deps: { loaded: LoadedConfig; drivers: Pic
     async endBackupMode(input: z.input<typeof HookInput>): Promise<void> {
       return mapFailures(async () => {
         const { site, target } = parseWith(HookInput, input, 'hook');
-        const hook = hookFor(loaded, site, target);
+        const hook = await hookOnHost(loaded, site, target, volumeOfDevice(arrays, site));
         if (hook.session) throw heldSession(hook.kind, target);
         await hook.endBackupMode(Context.current().cancellationSignal);
       });

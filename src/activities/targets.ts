@@ -5,10 +5,11 @@
 import { z } from 'zod';
 import type { LoadedConfig } from '../config/load';
 import type { Drivers } from '../drivers/types';
+import { ByArrayDrivers } from '../drivers/by-array';
 import type { CopySettings, JobTuning, ResolvedTarget } from '../domain/jobs';
 import { copySettings, jobTuning, policyTargets } from '../config/tuning';
 import { InvalidInputError, NotFoundError } from '../domain/errors';
-import { findSite, resolveTargetRef } from '../config/targets';
+import { findSite, resolveTargetOnHost, type VolumeOfDevice } from '../config/targets';
 import { parseWith } from '../domain/validate';
 import { mapFailures } from './failures';
 
@@ -19,12 +20,13 @@ export function createTargetActivities(deps: { loaded: LoadedConfig; drivers: Pi
   const { loaded, drivers } = deps;
 
   return {
-    /** Seed 003 step 2: maps what the user named (a VM, or array/volume) to the volume to copy. */
+    /** Seed 003 step 2: maps what the user named (a VM, array/volume, or host:/path) to the volume to copy. */
     async resolveTarget(input: { site: string; target: string }): Promise<ResolvedTarget> {
       return mapFailures(async () => {
         const { site: siteName, target } = parseWith(TargetInput, input, 'target');
         const site = findSite(loaded.config, siteName);
-        const { array, volume } = resolveTargetRef(site, target);
+        // A host that discovers its mounts is asked here, on the worker that runs on it.
+        const { array, volume } = await resolveTargetOnHost(site, target, volumeOfDevice(drivers.storage, siteName));
         const info = await drivers.storage.describeVolume(siteName, array, volume);
         return { site: siteName, target, array, volume, sizeBytes: info.sizeBytes };
       });
@@ -54,5 +56,16 @@ export function createTargetActivities(deps: { loaded: LoadedConfig; drivers: Pi
         };
       });
     },
+  };
+}
+
+/**
+ * Which volume a device or a loop device's back-file is, as the site's array engines answer: only a
+ * qemu-storage-daemon array exports its volumes to hosts as files a loop device mounts.
+ */
+export function volumeOfDevice(drivers: unknown, site: string): VolumeOfDevice {
+  return (file) => {
+    const ref = drivers instanceof ByArrayDrivers ? drivers.qsd.volumeOfHostFile(site, file) : undefined;
+    return ref && { array: ref.array, volume: ref.volume };
   };
 }

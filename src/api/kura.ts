@@ -14,7 +14,7 @@ import {
 import { TypedSearchAttributes, type Workflow } from '@temporalio/common';
 import type { LoadedConfig } from '../config/load';
 import { copySettings, jobTuning } from '../config/tuning';
-import { findSite, resolveTargetRef } from '../config/targets';
+import { checkTargetRef, findSite, resolveTargetRef } from '../config/targets';
 import { BackupIdSchema } from '../domain/catalog';
 import { OnlineSettingsSchema, type OnlineSettings } from '../domain/datapath';
 import { ErrorType, KuraError } from '../domain/errors';
@@ -142,7 +142,7 @@ export class Kura {
     opts: JobOptions & Partial<CopySettings> & { policy?: string; method?: BackupMethod; pairWaitMs?: number } = {},
   ): JobStart<typeof sanOperation> {
     const site = findSite(this.loaded.config, opts.site);
-    resolveTargetRef(site, target);
+    checkTargetRef(site, target);
     const requestedAt = opts.requestedAt ?? new Date().toISOString();
     const kind = kindOfMethod(opts.method ?? 'direct');
     const workflowId = operationWorkflowId(kind, target, requestedAt, this.installation);
@@ -175,7 +175,7 @@ export class Kura {
     opts: JobOptions & { pairWaitMs?: number } = {},
   ): Promise<WorkflowHandle<typeof replicaRefresh>> {
     const site = findSite(this.loaded.config, opts.site);
-    resolveTargetRef(site, target);
+    checkTargetRef(site, target);
     const requestedAt = opts.requestedAt ?? new Date().toISOString();
     const workflowId = replicaRefreshWorkflowId(target, requestedAt, this.installation);
     return this.start<typeof replicaRefresh>('replicaRefresh', workflowId, {

@@ -86,22 +86,33 @@ export const ArraySchema = z
   });
 export type StorageArray = z.infer<typeof ArraySchema>;
 
-export const HostSchema = z.object({
-  name: NameSchema,
-  wwn: WwnSchema.optional(),
-  /**
-   * Where the host's file systems live (seed 003 step 2: the server knows files, the storage knows
-   * volumes): each mount point on a volume of the site, so `host:/path` names the volume to copy.
-   */
-  mounts: z
-    .array(
-      z.object({
-        path: z.string().regex(/^\/[^\0]*$/, 'must be an absolute path such as /var/lib/pgsql'),
-        volume: z.lazy(() => VolumeRefSchema),
-      }),
-    )
-    .default([]),
-});
+export const HostSchema = z
+  .object({
+    name: NameSchema,
+    wwn: WwnSchema.optional(),
+    /**
+     * On a real host, where its file systems live is found, not listed: the worker resolving a
+     * `host:/path` target runs `findmnt` on its own machine (it runs on the host) and asks the
+     * arrays which volume the mount's device is. Instead of `mounts`, never beside them.
+     */
+    discoverMounts: z.boolean().default(false),
+    /**
+     * Where the host's file systems live (seed 003 step 2: the server knows files, the storage knows
+     * volumes): each mount point on a volume of the site, so `host:/path` names the volume to copy.
+     */
+    mounts: z
+      .array(
+        z.object({
+          path: z.string().regex(/^\/[^\0]*$/, 'must be an absolute path such as /var/lib/pgsql'),
+          volume: z.lazy(() => VolumeRefSchema),
+        }),
+      )
+      .default([]),
+  })
+  .refine((h) => !h.discoverMounts || h.mounts.length === 0, {
+    path: ['discoverMounts'],
+    message: 'a host either lists its mounts or discovers them (discoverMounts: true), not both; remove one',
+  });
 
 /** `array/volume`: a volume of a storage array of the same site. */
 export const VolumeRefSchema = z
@@ -183,7 +194,11 @@ export const ScriptHookSchema = z.object({
   begin: z.array(z.string().min(1)).min(1),
   /** The command leaving backup mode. */
   end: z.array(z.string().min(1)).min(1),
-  /** Backup mode not entered within this long: the operation stops before any split. */
+  /** Run before `begin` (e.g. to open the application's admin session); none by default. */
+  login: z.array(z.string().min(1)).min(1).optional(),
+  /** Run after `end`, and after a `begin` that failed, whenever `login` succeeded or there is none. */
+  logout: z.array(z.string().min(1)).min(1).optional(),
+  /** Each command not done within this long is killed; backup mode not entered in time stops the operation before any split. */
   timeout: DurationSchema.default(60_000),
 });
 export type ScriptHookSpec = z.infer<typeof ScriptHookSchema>;
@@ -214,7 +229,21 @@ export const PostgresHookSchema = z.object({
 });
 export type PostgresHookSpec = z.infer<typeof PostgresHookSchema>;
 
-export const HookSchema = z.discriminatedUnion('kind', [ScriptHookSchema, PostgresHookSchema]);
+/**
+ * Freezes the file system mounted at `path` on the worker's machine for the split or snapshot
+ * (`fsfreeze -f`, then `fsfreeze -u`): its image on the volume is clean, and writers block meanwhile.
+ */
+export const FsfreezeHookSchema = z.object({
+  target: z.string().min(1),
+  kind: z.literal('fsfreeze'),
+  /** The mount point of the file system, absolute. */
+  path: z.string().regex(/^\/.*/, 'must be the absolute path of a mount point, e.g. /var/lib/postgresql'),
+  /** Not frozen within this long: the operation stops before any split. */
+  timeout: DurationSchema.default(60_000),
+});
+export type FsfreezeHookSpec = z.infer<typeof FsfreezeHookSchema>;
+
+export const HookSchema = z.discriminatedUnion('kind', [ScriptHookSchema, PostgresHookSchema, FsfreezeHookSchema]);
 export type Hook = z.infer<typeof HookSchema>;
 
 export const SiteSchema = z

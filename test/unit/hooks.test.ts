@@ -3,13 +3,13 @@
  * argument arrays without a shell, and a command that outlives its timeout is killed and reported
  * as HookTimeout.
  */
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { LoadedConfig } from '../../src/config/load';
 import { ConfigSchema, ScriptHookSchema } from '../../src/domain/inventory';
-import { hookFor, NO_HOOK, ScriptHook } from '../../src/drivers/hooks';
+import { FsfreezeHook, hookFor, NO_HOOK, ScriptHook } from '../../src/drivers/hooks';
 import { PostgresHook } from '../../src/drivers/postgres-hook';
 import { hospitalPreset } from '../../src/lab/preset';
 
@@ -82,11 +82,88 @@ describe('script hooks', () => {
     });
   });
 
+  it('log in before the begin and log out after the end, each command in its turn', async () => {
+    const log = path.join(dir, 'order-ok');
+    const say = (word: string) => ['sh', '-c', `echo ${word} >> "$0"`, log];
+    const hook = new ScriptHook(
+      script({ login: say('login'), begin: say('begin'), end: say('end'), logout: say('logout') }),
+    );
+    await hook.beginBackupMode();
+    expect(readFileSync(log, 'utf8').split('\n').filter(Boolean)).toEqual(['login', 'begin']);
+    await hook.endBackupMode();
+    expect(readFileSync(log, 'utf8').split('\n').filter(Boolean)).toEqual(['login', 'begin', 'end', 'logout']);
+  });
+
+  it('log out after a begin that failed, and report the begin', async () => {
+    const log = path.join(dir, 'order-failed');
+    const say = (word: string, code = 0) => ['sh', '-c', `echo ${word} >> "$0"; exit ${code}`, log];
+    const err = await new ScriptHook(script({ login: say('login'), begin: say('begin', 3), logout: say('logout') }))
+      .beginBackupMode()
+      .catch((e: unknown) => e);
+    expect(err).toMatchObject({
+      type: 'DeviceFault',
+      message: expect.stringMatching(/begin-backup-mode hook of vm-001/),
+    });
+    expect(readFileSync(log, 'utf8').split('\n').filter(Boolean)).toEqual(['login', 'begin', 'logout']);
+  });
+
+  it('kill a login or logout that outlives the timeout and report HookTimeout naming it', async () => {
+    const log = path.join(dir, 'order-slow');
+    const begin = ['sh', '-c', 'echo begin >> "$0"', log];
+    const login = await new ScriptHook(script({ login: ['sleep', '5'], begin, timeout: '200ms' }))
+      .beginBackupMode()
+      .catch((e: unknown) => e);
+    expect(login).toMatchObject({
+      type: 'HookTimeout',
+      message: expect.stringMatching(/login hook of vm-001 \(sleep 5\) did not finish within 200 ms/),
+      details: { hook: 'login', timeoutMs: 200 },
+    });
+    // A login that did not finish is no session: the begin never ran.
+    expect(existsSync(log)).toBe(false);
+    const t0 = Date.now();
+    const logout = await new ScriptHook(script({ logout: ['sleep', '5'], timeout: '200ms' }))
+      .endBackupMode()
+      .catch((e: unknown) => e);
+    expect(Date.now() - t0).toBeLessThan(3000);
+    expect(logout).toMatchObject({
+      type: 'HookTimeout',
+      message: expect.stringMatching(/logout hook of vm-001 \(sleep 5\) did not finish within 200 ms/),
+    });
+  });
+
+  it('read login and logout from kura.yaml as non-empty argument arrays', () => {
+    expect(script({ login: ['db-login', '--admin'] })).toMatchObject({ login: ['db-login', '--admin'] });
+    expect(ScriptHookSchema.safeParse({ ...script(), logout: [] }).error?.issues[0]).toMatchObject({
+      path: ['logout'],
+    });
+  });
+
   it('report a command that fails as a device fault with its error output', async () => {
     const err = await new ScriptHook(script({ begin: ['ls', path.join(dir, 'missing')] }))
       .beginBackupMode()
       .catch((e: unknown) => e);
     expect(err).toMatchObject({ type: 'DeviceFault', message: expect.stringMatching(/failed: .*No such file/) });
+  });
+});
+
+describe('fsfreeze hooks', () => {
+  it('are read from kura.yaml with their mount point and run fsfreeze on it', () => {
+    const l = loaded([{ target: 'vm-001', kind: 'fsfreeze', path: '/srv', timeout: '5s' }]);
+    expect(hookFor(l, 'hospital', 'vm-001')).toBeInstanceOf(FsfreezeHook);
+    expect(hookFor(l, 'hospital', 'vm-001')).toMatchObject({ kind: 'fsfreeze', session: false, timeoutMs: 5000 });
+  });
+
+  it('refuse a mount point that is not an absolute path', () => {
+    const issues = ConfigSchema.safeParse(
+      (() => {
+        const cfg = hospitalPreset({ vms: 1, hosts: 1 });
+        (cfg.sites[0] as { hooks?: unknown[] }).hooks = [{ target: 'vm-001', kind: 'fsfreeze', path: 'srv' }];
+        return cfg;
+      })(),
+    ).error?.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
+    expect(issues).toEqual([
+      'sites.0.hooks.0.path: must be the absolute path of a mount point, e.g. /var/lib/postgresql',
+    ]);
   });
 });
 

@@ -135,6 +135,12 @@ export class QsdArray {
     return path.join(this.paths.hostsDir, `${volume}.img`);
   }
 
+  /** The volume of the inventory whose host attachment is `file` (a loop device's back-file), or undefined. */
+  volumeOfHostFile(file: string): string | undefined {
+    const abs = path.resolve(file);
+    return this.array.volumes.find((v) => this.hostPath(v.id) === abs)?.id;
+  }
+
   /** The volume of this array (of the inventory, or restored onto it), or NotFoundError naming what the array has. */
   volume(volume: string): { id: string; size: number } {
     const v = this.array.volumes.find((x) => x.id === volume) ?? this.restoredVolume(volume);

@@ -57,6 +57,19 @@ export class QsdDriver implements StorageDriver, ArrayFunctions, VolumeImages, R
     return created;
   }
 
+  /**
+   * The volume of a qsd array of the site that `file` is the host attachment of (what a host's loop
+   * device is backed by), or undefined when no qsd array of the site serves it.
+   */
+  volumeOfHostFile(site: string, file: string): VolumeRef | undefined {
+    for (const a of findSite(this.loaded.config, site).arrays) {
+      if (a.driver !== ArrayDriver.qsd) continue;
+      const volume = this.array(site, a.name).volumeOfHostFile(file);
+      if (volume !== undefined) return { site, array: a.name, volume };
+    }
+    return undefined;
+  }
+
   async describeVolume(site: string, array: string, volume: string): Promise<VolumeInfo> {
     const a = this.array(site, array);
     const v = a.volume(volume);
