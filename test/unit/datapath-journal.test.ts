@@ -155,6 +155,30 @@ describe('group commit', () => {
     expect(entries.map((e) => e.data?.toString())).toEqual(['kept']);
     expect(again.entries).toBe(1);
   });
+  it('replays no record of a failed batch left intact beyond the shorter batch that took its place', async () => {
+    const file = tmpFile();
+    const { journal } = await Journal.open(file);
+    // A first batch has the file zeroed ahead, so the batches after it write into the zeroes.
+    await journal.append(JournalKind.Write, 8192, 5, Buffer.from('first'), 0);
+    const fh = (journal as unknown as { fh: { datasync: () => Promise<void> } }).fh;
+    const datasync = fh.datasync.bind(fh);
+    fh.datasync = () => Promise.reject(new Error('EIO: the disk went away'));
+    // One failed batch of two records to block 0: neither is acknowledged, both may have landed.
+    const failed = [
+      journal.append(JournalKind.Write, 0, 4, Buffer.from('old1'), 1),
+      journal.append(JournalKind.Write, 0, 4, Buffer.from('old2'), 2),
+    ];
+    await Promise.all(failed.map((p) => expect(p).rejects.toThrow('EIO: the disk went away')));
+    fh.datasync = datasync;
+    // The next batch, one record as long as the first, overwrites only the first of them.
+    const kept = await journal.append(JournalKind.Write, 0, 4, Buffer.from('kept'), 3);
+    expect(kept.position).toBe(JOURNAL_HEADER_BYTES + 5);
+    await journal.close();
+    const { journal: again, entries } = await Journal.open(file);
+    await again.close();
+    // Replaying 'old2' after 'kept' would put an unacknowledged write over an acknowledged one.
+    expect(entries.map((e) => e.data?.toString())).toEqual(['first', 'kept']);
+  });
 });
 
 describe('the ETA and the finish rule (S601, S701–S702)', () => {
