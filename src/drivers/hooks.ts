@@ -140,12 +140,26 @@ export class FsfreezeHook implements StepHook {
   }
 
   beginBackupMode(signal?: AbortSignal): Promise<void> {
-    return runHookCommand(this.hook.target, this.timeoutMs, 'begin', ['fsfreeze', '-f', this.hook.path], signal);
+    return runHookCommand(
+      this.hook.target,
+      this.timeoutMs,
+      'begin',
+      ['fsfreeze', '-f', this.hook.path],
+      signal,
+      C_LOCALE,
+    );
   }
 
   async endBackupMode(signal?: AbortSignal): Promise<void> {
     try {
-      await runHookCommand(this.hook.target, this.timeoutMs, 'end', ['fsfreeze', '-u', this.hook.path], signal);
+      await runHookCommand(
+        this.hook.target,
+        this.timeoutMs,
+        'end',
+        ['fsfreeze', '-u', this.hook.path],
+        signal,
+        C_LOCALE,
+      );
     } catch (err) {
       if (err instanceof DeviceFaultError && /Invalid argument/.test(err.message)) return;
       throw err;
@@ -154,6 +168,9 @@ export class FsfreezeHook implements StepHook {
 }
 
 type HookCommand = 'login' | 'begin' | 'end' | 'logout';
+
+/** fsfreeze's messages in English whatever the host's locale: a thaw of a thawed file system is told by its text. */
+const C_LOCALE = { ...process.env, LC_ALL: 'C' };
 
 /**
  * Runs one command of a hook as an argument array (execFile, no shell), killed when it outlives
@@ -165,6 +182,7 @@ function runHookCommand(
   what: HookCommand,
   argv: string[],
   signal?: AbortSignal,
+  env?: NodeJS.ProcessEnv,
 ): Promise<void> {
   const [cmd, ...args] = argv;
   if (cmd === undefined) return Promise.reject(new NotFoundError(`the ${what} command of the hook is empty`));
@@ -175,7 +193,7 @@ function runHookCommand(
     execFile(
       cmd,
       args,
-      { timeout: timeoutMs, killSignal: 'SIGKILL', signal, maxBuffer: 1024 * 1024 },
+      { timeout: timeoutMs, killSignal: 'SIGKILL', signal, maxBuffer: 1024 * 1024, ...(env ? { env } : {}) },
       (err, _stdout, stderr) => {
         if (!err) return resolve();
         const e = err as NodeJS.ErrnoException & { killed?: boolean; code?: unknown };
