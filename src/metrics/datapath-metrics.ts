@@ -66,7 +66,7 @@ export class DatapathMetrics {
       });
     perVolume(
       'kura_datapath_journal_bytes',
-      "Bytes in the volume's journal (every write since the switch; 0 in passthrough)",
+      "Bytes of the volume's journal file: every write since the switch, and up to 1 MiB of zeroes written ahead (0 in passthrough)",
       (v) => v.journalBytes,
     );
     perVolume('kura_datapath_journal_entries', 'Records in the journal', (v) => v.status().journalEntries);

@@ -259,14 +259,7 @@ export async function copyParallel(job: CopyJob): Promise<PieceRecord[]> {
       return [];
     }
   };
-  op.activity = `copying on ${job.lanes.filter((l) => l.state !== 'failed').length} streams at once`;
-  // allSettled, not all: a cancellation must not leave sibling copies running while the saga unloads.
-  const results = await Promise.allSettled(job.lanes.filter((l) => l.state !== 'failed').map(runLane));
-  const rejected = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-  if (rejected) throw rejected.reason;
-  const written = results.flatMap((r) => (r.status === 'fulfilled' ? r.value : []));
-  if (written.length === 0) throw allStreamsFailed(job);
-  return written;
+  return everyLane(job, runLane);
 }
 
 /**
@@ -337,7 +330,7 @@ async function copyFailoverByStream(job: CopyJob): Promise<PieceRecord[]> {
 
 /** Method 1 with one run per stream: every stream writes the whole volume as one run, read back at its end. */
 async function copyParallelByStream(job: CopyJob): Promise<PieceRecord[]> {
-  const { req, pieces, op } = job;
+  const { req, pieces } = job;
   const runLane = async (lane: Lane): Promise<PieceRecord[]> => {
     const out: PieceRecord[] = [];
     const s = lane.stream.stream;
@@ -359,14 +352,7 @@ async function copyParallelByStream(job: CopyJob): Promise<PieceRecord[]> {
       return [];
     }
   };
-  op.activity = `copying on ${job.lanes.filter((l) => l.state !== 'failed').length} streams at once`;
-  // allSettled, not all: a cancellation must not leave sibling copies running while the saga unloads.
-  const results = await Promise.allSettled(job.lanes.filter((l) => l.state !== 'failed').map(runLane));
-  const rejected = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-  if (rejected) throw rejected.reason;
-  const written = results.flatMap((r) => (r.status === 'fulfilled' ? r.value : []));
-  if (written.length === 0) throw allStreamsFailed(job);
-  return written;
+  return everyLane(job, runLane);
 }
 
 /**
@@ -646,6 +632,21 @@ async function closeCartridge(
 }
 
 /** The first lane after `after` (by stream number) that has not failed. */
+/**
+ * Runs `runLane` on every stream not failed, at once, and gathers what they wrote; a cancellation
+ * is thrown once all have settled, and no chunk written at all fails the job.
+ */
+async function everyLane(job: CopyJob, runLane: (lane: Lane) => Promise<PieceRecord[]>): Promise<PieceRecord[]> {
+  job.op.activity = `copying on ${job.lanes.filter((l) => l.state !== 'failed').length} streams at once`;
+  // allSettled, not all: a cancellation must not leave sibling copies running while the saga unloads.
+  const results = await Promise.allSettled(job.lanes.filter((l) => l.state !== 'failed').map(runLane));
+  const rejected = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (rejected) throw rejected.reason;
+  const written = results.flatMap((r) => (r.status === 'fulfilled' ? r.value : []));
+  if (written.length === 0) throw allStreamsFailed(job);
+  return written;
+}
+
 function nextHealthy(job: CopyJob, after: number): Lane | undefined {
   return job.lanes.find((l) => l.stream.stream > after && l.state !== 'failed');
 }
