@@ -205,24 +205,14 @@ export async function copyFailover(job: CopyJob): Promise<PieceRecord[]> {
         `stream ${current.stream.stream}: ${lanePath(current.stream)} with ${current.stream.tape}`,
       );
       try {
-        // One attempt while another stream stands by (the chunk moves there); the last stream left
-        // retries its own devices instead, as a single-stream copy would.
-        const attempts = nextHealthy(job, current.stream.stream) ? 1 : req.tuning.deviceAttempts;
-        const copy = copyActivities(current.stream.server, req.tuning, piece.length, attempts);
+        const copy = copyActivities(current.stream.server, req.tuning, piece.length, attemptsOn(job, current));
         const r = await op.step(`copy:${piece.piece}`, () => copy.copyPiece(copyRequest(job, current, piece, 0)));
         written.push(pieceRecord(job, current, piece, r, 0));
         landed(job, current, piece, r);
         break;
       } catch (err) {
         if (isCancellation(err)) throw err;
-        if (job.nextCartridge && rootFailure(err).type === ErrorType.TapeFull) {
-          // The chunks already there stay: the cartridge is full, not faulty.
-          current.state = current.pieces > 0 ? 'done' : 'standby';
-          lane = await job.nextCartridge(current, piece);
-          continue;
-        }
-        await laneFailed(job, current, err, `at chunk ${piece.piece}`);
-        lane = nextHealthy(job, current.stream.stream);
+        lane = await laneAfter(job, current, err, piece);
       }
     }
   }
@@ -288,7 +278,7 @@ export async function copyByStream(job: CopyJob): Promise<PieceRecord[]> {
  * stream, and the faulty device is marked unavailable in the pool, as chunk by chunk.
  */
 async function copyFailoverByStream(job: CopyJob): Promise<PieceRecord[]> {
-  const { req, pieces } = job;
+  const { pieces } = job;
   const written: PieceRecord[] = [];
   let at = 0;
   let lane = nextHealthy(job, -1);
@@ -296,9 +286,7 @@ async function copyFailoverByStream(job: CopyJob): Promise<PieceRecord[]> {
     if (!lane) throw allStreamsFailed(job);
     const current: Lane = lane;
     current.state = 'copying';
-    // One attempt while another stream stands by (the chunks move there); the last stream left
-    // retries its own devices instead, as a single-stream copy would.
-    const attempts = nextHealthy(job, current.stream.stream) ? 1 : req.tuning.deviceAttempts;
+    const attempts = attemptsOn(job, current);
     const run: Run = {
       lane: current,
       copy: 0,
@@ -313,15 +301,7 @@ async function copyFailoverByStream(job: CopyJob): Promise<PieceRecord[]> {
     } catch (err) {
       at += run.next;
       if (isCancellation(err)) throw err;
-      const piece = pieces[at] as PiecePlan;
-      if (job.nextCartridge && rootFailure(err).type === ErrorType.TapeFull) {
-        // The chunks already there stay: the cartridge is full, not faulty.
-        current.state = current.pieces > 0 ? 'done' : 'standby';
-        lane = await job.nextCartridge(current, piece);
-        continue;
-      }
-      await laneFailed(job, current, err, `at chunk ${piece.piece}`);
-      lane = nextHealthy(job, current.stream.stream);
+      lane = await laneAfter(job, current, err, pieces[at] as PiecePlan);
     }
   }
   for (const l of job.lanes) if (l.state === 'copying') l.state = 'done';
@@ -645,6 +625,28 @@ async function everyLane(job: CopyJob, runLane: (lane: Lane) => Promise<PieceRec
   const written = results.flatMap((r) => (r.status === 'fulfilled' ? r.value : []));
   if (written.length === 0) throw allStreamsFailed(job);
   return written;
+}
+
+/**
+ * Method 2's attempts on a stream: one while another stream stands by (the chunks move there); the
+ * last stream left retries its own devices instead, as a single-stream copy would.
+ */
+function attemptsOn(job: CopyJob, lane: Lane): number {
+  return nextHealthy(job, lane.stream.stream) ? 1 : job.req.tuning.deviceAttempts;
+}
+
+/**
+ * Method 2's answer to a copy that failed at `piece`: a full cartridge gives way to the next one on
+ * the same stream (the chunks already there stay: the cartridge is full, not faulty); any other
+ * failure marks the stream failed and moves the chunk and the rest to the next healthy stream.
+ */
+async function laneAfter(job: CopyJob, lane: Lane, err: unknown, piece: PiecePlan): Promise<Lane | undefined> {
+  if (job.nextCartridge && rootFailure(err).type === ErrorType.TapeFull) {
+    lane.state = lane.pieces > 0 ? 'done' : 'standby';
+    return job.nextCartridge(lane, piece);
+  }
+  await laneFailed(job, lane, err, `at chunk ${piece.piece}`);
+  return nextHealthy(job, lane.stream.stream);
 }
 
 function nextHealthy(job: CopyJob, after: number): Lane | undefined {
