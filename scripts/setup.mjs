@@ -190,6 +190,7 @@ async function ensureTemporal() {
 // arrays; mkfs.ext4 (e2fsprogs) puts a host's file system on a volume in their tests; PostgreSQL is
 // the application kept consistent around splits and snapshots. Debian keeps PostgreSQL's server
 // programs off PATH, under /usr/lib/postgresql/<version>/bin: `libDir` is looked in as well.
+// chromium renders the night plan's SVG headless, so its test sees the chart is drawn.
 const DEBIAN_TOOLS = [
   { bin: 'qemu-img', pkg: 'qemu-utils' },
   { bin: 'qemu-io', pkg: 'qemu-utils' },
@@ -201,6 +202,7 @@ const DEBIAN_TOOLS = [
   { bin: 'mkfs.ext4', pkg: 'e2fsprogs', sbin: true },
   { bin: 'psql', pkg: 'postgresql' },
   { bin: 'initdb', pkg: 'postgresql', libDir: '/usr/lib/postgresql' },
+  { bin: 'chromium', pkg: 'chromium' },
 ];
 
 const onPath = (bin) => spawnSync('sh', ['-c', 'command -v "$1"', 'sh', bin], { encoding: 'utf8' }).status === 0;

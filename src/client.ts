@@ -34,6 +34,14 @@ export {
   type AppliedSchedules,
   type ScheduleRow,
 } from './api/schedules';
+export {
+  applyNightSchedules,
+  computeNightPlan,
+  nightPlanRequest,
+  type AppliedNightSchedules,
+  type DriveLeftOut,
+  type NightPlanResult,
+} from './api/night';
 export { cliUser, controlTaskQueue } from './api/environment';
 export { installationClientInterceptors } from './api/installation-interceptors';
 export { INSTALLATION_HEADER } from './api/installation-header';
@@ -46,6 +54,7 @@ export {
   inInstallation,
   isKuraScheduleId,
   ladderWorkflowId,
+  nightJobScheduleId,
   onlineBackupWorkflowId,
   operationWorkflowId,
   parseScheduleId,
@@ -54,6 +63,7 @@ export {
   restoreWorkflowId,
   scheduleIdFor,
   scheduledFleetWorkflowId,
+  scheduledNightJobWorkflowId,
   vmDataBackupWorkflowId,
   vmFailureReportWorkflowId,
   type OperationKind,

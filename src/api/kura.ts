@@ -43,6 +43,7 @@ import type {
 import { cliUser, controlTaskQueue } from './environment';
 import { KuraPool } from './pool';
 import { KuraStatus } from './status';
+import { applyNightSchedules, computeNightPlan, type AppliedNightSchedules, type NightPlanResult } from './night';
 import { applySchedules, listSchedules, policyScheduleId, type AppliedSchedules, type ScheduleRow } from './schedules';
 import { KuraVms } from './vms';
 import {
@@ -364,6 +365,28 @@ export class Kura {
    */
   async applySchedules(): Promise<AppliedSchedules> {
     return applySchedules(this.client, this.loaded, this.taskQueue);
+  }
+
+  /**
+   * The night plan of a site (default the first) for the night opening on `date` (default today in
+   * the window's zone): a start time and drive for every job of its policies, fitted to the window
+   * on the drives the pool has not marked unavailable, and the jobs that do not fit with the reason.
+   */
+  async nightPlan(opts: { site?: string; date?: string } = {}): Promise<NightPlanResult> {
+    return computeNightPlan(this.loaded, opts, this.pool);
+  }
+
+  /**
+   * Plans the night and installs one Temporal Schedule per job at its computed time, in place of
+   * the policies' fixed nightly times; refuses (NoResources) while a job does not fit, unless
+   * `skipUnfit`. Idempotent.
+   */
+  async applyNightPlan(
+    opts: { site?: string; date?: string; skipUnfit?: boolean } = {},
+  ): Promise<NightPlanResult & { applied: AppliedNightSchedules }> {
+    const result = await this.nightPlan(opts);
+    const applied = await applyNightSchedules(this.client, this.loaded, result.site, result.plan, this.taskQueue, opts);
+    return { ...result, applied };
   }
 
   /** This installation's schedules on the namespace, with their next and last runs. */

@@ -146,6 +146,31 @@ export function scheduleIdFor(site: string, policy: string, installation: string
     : `${SCHEDULE_PREFIX}${installation}/${site}/${policy}`;
 }
 
+/**
+ * The Temporal Schedule of one job of the night plan (`kura plan apply`): `kura/<site>/<policy>+<target>`,
+ * the installation in front as for a policy's; the target is URI-encoded, for it may hold `/` or `:`.
+ */
+export function nightJobScheduleId(
+  site: string,
+  policy: string,
+  target: string,
+  installation: string = DEFAULT_INSTALLATION,
+): string {
+  return scheduleIdFor(site, `${policy}+${encodeURIComponent(target)}`, installation);
+}
+
+/**
+ * The fleet run of one target a night-plan schedule starts: `fleet/<policy>/<target>`, to which
+ * Temporal appends the scheduled time.
+ */
+export function scheduledNightJobWorkflowId(
+  policy: string,
+  target: string,
+  installation: string = DEFAULT_INSTALLATION,
+): string {
+  return inInstallation(`fleet/${policy}/${target}`, installation);
+}
+
 /** Whether a schedule is one of Kura's (of any installation on the namespace). */
 export function isKuraScheduleId(scheduleId: string): boolean {
   return scheduleId.startsWith(SCHEDULE_PREFIX);
@@ -158,13 +183,17 @@ export function isKuraScheduleId(scheduleId: string): boolean {
  */
 export function parseScheduleId(
   scheduleId: string,
-): { installation: string; site: string; policy: string } | undefined {
+): { installation: string; site: string; policy: string; target?: string } | undefined {
   if (!isKuraScheduleId(scheduleId)) return undefined;
   const parts = scheduleId.slice(SCHEDULE_PREFIX.length).split('/');
   if (parts.some((p) => p === '')) return undefined;
-  if (parts.length === 2) return { installation: DEFAULT_INSTALLATION, site: parts[0]!, policy: parts[1]! };
-  if (parts.length === 3) return { installation: parts[0]!, site: parts[1]!, policy: parts[2]! };
-  return undefined;
+  if (parts.length !== 2 && parts.length !== 3) return undefined;
+  const [installation, site, last] =
+    parts.length === 2 ? [DEFAULT_INSTALLATION, parts[0]!, parts[1]!] : [parts[0]!, parts[1]!, parts[2]!];
+  // A night-plan job's schedule: `<policy>+<target>` (policy names hold no `+`).
+  const plus = last.indexOf('+');
+  if (plus < 0) return { installation, site, policy: last };
+  return { installation, site, policy: last.slice(0, plus), target: decodeURIComponent(last.slice(plus + 1)) };
 }
 
 /** A workflow id of an installation: `<installation>/<id>`, or the id itself for the default installation. */

@@ -13,6 +13,7 @@ import { SecurityConfigSchema } from './security-config';
 import { ArrayDriver, MOVED_QSD_KEYS, QsdArrayConfigSchema } from './array-engine';
 import { formatPath } from './errors';
 import { DEFAULT_INSTALLATION, InstallationSchema } from './installation';
+import { NightConfigSchema } from './night-config';
 
 export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 export const NameSchema = z
@@ -260,6 +261,8 @@ export const SiteSchema = z
     links: z.array(z.tuple([NameSchema, NameSchema])).default([]),
     policies: z.array(PolicySchema).default([]),
     hooks: z.array(HookSchema).default([]),
+    /** The night planner's window and fallback throughput (`kura plan night`); 00:00–06:00 UTC at 100 MB/s when absent. */
+    night: NightConfigSchema.optional(),
   })
   .superRefine(checkSiteReferences);
 export type Site = z.infer<typeof SiteSchema>;

@@ -13,6 +13,7 @@ import {
   onlineBackupWorkflowId,
   operationWorkflowId,
   parseScheduleId,
+  nightJobScheduleId,
   poolWorkflowId,
   restoreWorkflowId,
   scheduleIdFor,
@@ -87,6 +88,24 @@ describe('schedule ids', () => {
       expect(isKuraScheduleId(id)).toBe(true);
       expect(parseScheduleId(id)).toEqual({ installation: 'default', site, policy });
     }
+  });
+
+  it("parses back a night-plan job's schedule, its target holding / and :", () => {
+    for (const target of ['a-www', 'array1/vol-7', 'web1:/srv/www']) {
+      expect(parseScheduleId(nightJobScheduleId('idc', 'nightly', target))).toEqual({
+        installation: 'default',
+        site: 'idc',
+        policy: 'nightly',
+        target,
+      });
+      expect(parseScheduleId(nightJobScheduleId('idc', 'nightly', target, '3f9c2a71'))).toEqual({
+        installation: '3f9c2a71',
+        site: 'idc',
+        policy: 'nightly',
+        target,
+      });
+    }
+    expect(nightJobScheduleId('idc', 'nightly', 'array1/vol-7')).toBe('kura/idc/nightly+array1%2Fvol-7');
   });
 
   it("tells a site's schedules from those of a site whose name it starts with", () => {
