@@ -22,6 +22,7 @@ import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { DatapathClient } from '../src/datapath/client';
+import { readControlToken } from '../src/datapath/token';
 import { InvalidInputError } from '../src/domain/errors';
 import { formatBytes, parseDuration, parseSize } from '../src/domain/units';
 import { BenchNbdClient } from './support/nbd-client';
@@ -199,18 +200,18 @@ async function startKura(
   file: string,
   stateDir: string,
   copyRate: number,
-): Promise<{ child: ChildProcess; nbdPort: number; controlPort: number }> {
+): Promise<{ child: ChildProcess; nbdPort: number; controlPort: number; tokenFile: string }> {
   const child = spawn(
     process.execPath,
     ['--require', 'tsx/cjs', path.join(__dirname, 'support', 'datapath-server.ts'), file, stateDir, String(copyRate)],
     { stdio: ['ignore', 'pipe', 'inherit'] },
   );
   let out = '';
-  const ready = await new Promise<{ nbdPort: number; controlPort: number }>((resolve, reject) => {
+  const ready = await new Promise<{ nbdPort: number; controlPort: number; tokenFile: string }>((resolve, reject) => {
     child.stdout!.on('data', (d: Buffer) => {
       out += d.toString();
       const line = out.split('\n').find((l) => l.includes('"ready"'));
-      if (line) resolve(JSON.parse(line) as { nbdPort: number; controlPort: number });
+      if (line) resolve(JSON.parse(line) as { nbdPort: number; controlPort: number; tokenFile: string });
     });
     child.once('exit', (code) => reject(new Error(`datapath exited with ${code}`)));
   });
@@ -245,7 +246,7 @@ async function main(): Promise<void> {
     await waitForPort(kitPort);
     const kura = await startKura(file, path.join(dir, 'state'), a.copyRate);
     procs.push(kura.child);
-    const control = new DatapathClient(`http://127.0.0.1:${kura.controlPort}`);
+    const control = new DatapathClient(`http://127.0.0.1:${kura.controlPort}`, readControlToken(kura.tokenFile));
 
     if (a.qemuRuns > 0) {
       // nbdkit serves a copy, so its writes and Kura's land on files of the same content and layout.

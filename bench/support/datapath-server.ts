@@ -4,7 +4,9 @@
  *
  *   tsx bench/support/datapath-server.ts <file> <state-dir> [copyRate]
  */
+import * as path from 'node:path';
 import { ControlServer } from '../../src/datapath/control';
+import { writeControlToken } from '../../src/datapath/token';
 import { NbdServer } from '../../src/datapath/nbd-server';
 import { Volume } from '../../src/datapath/volume';
 import { DatapathConfigSchema } from '../../src/domain/datapath';
@@ -16,10 +18,11 @@ async function main(): Promise<void> {
   const volume = await Volume.open({ name: 'bench/vol', mainFile: file, stateDir, settings });
   const exports = new Map([['bench/vol', volume]]);
   const nbd = new NbdServer({ exports });
-  const control = new ControlServer(exports);
+  const tokenFile = path.join(stateDir, 'control.token');
+  const control = new ControlServer(exports, { token: writeControlToken(tokenFile), tokenFile });
   const nbdPort = await nbd.listen(0);
   const controlPort = await control.listen(0);
-  process.stdout.write(`${JSON.stringify({ ready: true, nbdPort, controlPort })}\n`);
+  process.stdout.write(`${JSON.stringify({ ready: true, nbdPort, controlPort, tokenFile })}\n`);
   process.once('SIGTERM', () => {
     void (async () => {
       await control.close();

@@ -20,6 +20,7 @@ import {
 } from '../domain/datapath';
 import { DeviceFaultError } from '../domain/errors';
 import { DatapathClient } from '../datapath/client';
+import { controlTokenFile, readControlToken } from '../datapath/token';
 import { sha256File } from '../datamover/files';
 import { parseWith } from '../domain/validate';
 import { mapFailures } from './failures';
@@ -53,7 +54,9 @@ export function onlineImagePath(paths: KuraPaths, site: string, volume: string, 
 /** Creates the online-backup activities bound to one configuration and catalog. */
 export function createOnlineActivities(deps: OnlineDeps) {
   const { loaded, paths, catalog } = deps;
-  const client = () => new DatapathClient(`http://127.0.0.1:${loaded.config.datapath.controlPort}`);
+  const tokenFile = controlTokenFile(loaded, paths);
+  const client = () =>
+    new DatapathClient(`http://127.0.0.1:${loaded.config.datapath.controlPort}`, () => readControlToken(tokenFile));
 
   return {
     /** S101–S104: the datapath initialises journal and snapshot, then freezes main storage. */

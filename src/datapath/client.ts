@@ -18,7 +18,14 @@ import { ErrorType, KuraError } from '../domain/errors';
 const ERROR_TYPES = new Set<string>(Object.values(ErrorType));
 
 export class DatapathClient {
-  constructor(readonly baseUrl: string) {}
+  /**
+   * `token` is the control API's token, or a function reading it (from the datapath's token file)
+   * for each request, so a client outlives a restart of the datapath, which writes a new one.
+   */
+  constructor(
+    readonly baseUrl: string,
+    private readonly token: string | (() => string),
+  ) {}
 
   private async call<T>(
     schema: ZodType<T>,
@@ -27,21 +34,12 @@ export class DatapathClient {
     body?: unknown,
     timeoutMs = 600_000,
   ): Promise<T> {
-    let res: Response;
-    try {
-      res = await fetch(`${this.baseUrl}${route}`, {
-        method,
-        headers: body === undefined ? undefined : { 'content-type': 'application/json' },
-        body: body === undefined ? undefined : JSON.stringify(body),
-        signal: AbortSignal.timeout(timeoutMs),
-      });
-    } catch (err) {
-      throw new KuraError(
-        ErrorType.Unavailable,
-        `the datapath does not answer at ${this.baseUrl} (${(err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message}); start it with \`kura datapath\``,
-        { cause: err },
-      );
-    }
+    const res = await this.send(method, route, body, timeoutMs).then(async (first) => {
+      // A datapath that restarted between reading the token and the request wrote a new one:
+      // read it again, once, before taking the refusal for an answer.
+      if (first.status !== 401 || typeof this.token === 'string') return first;
+      return this.send(method, route, body, timeoutMs);
+    });
     const json: unknown = await res.json().catch(() => null);
     if (!res.ok) {
       const e = (json as { error?: { type?: string; message?: string } } | null)?.error;
@@ -55,6 +53,27 @@ export class DatapathClient {
         `the datapath's answer to ${method} ${route} does not match the API: ${parsed.error.issues[0]?.message}`,
       );
     return parsed.data;
+  }
+
+  private async send(method: string, route: string, body: unknown, timeoutMs: number): Promise<Response> {
+    const token = typeof this.token === 'string' ? this.token : this.token();
+    try {
+      return await fetch(`${this.baseUrl}${route}`, {
+        method,
+        headers: {
+          authorization: `Bearer ${token}`,
+          ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+        },
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: AbortSignal.timeout(timeoutMs),
+      });
+    } catch (err) {
+      throw new KuraError(
+        ErrorType.Unavailable,
+        `the datapath does not answer at ${this.baseUrl} (${(err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message}); start it with \`kura datapath\``,
+        { cause: err },
+      );
+    }
   }
 
   private route(volume: string, action?: string): string {

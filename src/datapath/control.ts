@@ -1,17 +1,29 @@
 /**
  * The datapath's control API: loopback HTTP with JSON bodies, each parsed with its zod schema.
  * The online-backup activities call it; a bad request is refused with its type and a message and
- * changes nothing. Routes: GET /v1/volumes, GET /v1/volumes/<export>, and POST
+ * changes nothing. Every request must carry the token of the datapath's 0600 token file as
+ * `Authorization: Bearer <token>`; one without it, or with another, is refused (401), logged, and
+ * changes nothing (ADR 034). Routes: GET /v1/volumes, GET /v1/volumes/<export>, and POST
  * /v1/volumes/<export>/{enter-backup,base-copy,catch-up,finish,abort}.
  */
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { BackupRefSchema, EnterBackupSchema, FinishSchema } from '../domain/datapath';
-import { ErrorType, InvalidInputError, KuraError, NotFoundError } from '../domain/errors';
+import { AccessDeniedError, ErrorType, InvalidInputError, KuraError, NotFoundError } from '../domain/errors';
 import { parseWith } from '../domain/validate';
+import { carriesToken } from './token';
 import type { Volume } from './volume';
 
+/** What the control server needs besides the volumes: the token requests must carry, and where refusals are logged. */
+export interface ControlServerOptions {
+  token: string;
+  /** Named in a refusal, so the caller knows where the token is. */
+  tokenFile: string;
+  log?: (line: string) => void;
+}
+
 const STATUS_OF: Partial<Record<ErrorType, number>> = {
+  [ErrorType.AccessDenied]: 401,
   [ErrorType.InvalidInput]: 400,
   [ErrorType.NotFound]: 404,
   [ErrorType.AlreadyRunning]: 409,
@@ -57,7 +69,10 @@ function decodeSegment(segment: string, pathname: string): string {
 export class ControlServer {
   private server: http.Server | null = null;
 
-  constructor(private readonly volumes: Map<string, Volume>) {}
+  constructor(
+    private readonly volumes: Map<string, Volume>,
+    private readonly opts: ControlServerOptions,
+  ) {}
 
   async listen(port: number, host = '127.0.0.1'): Promise<number> {
     const server = http.createServer((req, res) => void this.route(req, res));
@@ -86,8 +101,22 @@ export class ControlServer {
     return v;
   }
 
+  /** Refuses a request without the token before anything of it is read or routed. */
+  private authorize(req: http.IncomingMessage): void {
+    if (carriesToken(req.headers.authorization, this.opts.token)) return;
+    const why = req.headers.authorization === undefined ? 'no token' : 'a wrong token';
+    this.opts.log?.(
+      `control: refused ${req.method} ${JSON.stringify(req.url)} from ${req.socket.remoteAddress}:${req.socket.remotePort}: ${why}`,
+    );
+    throw new AccessDeniedError(
+      `the datapath's control API needs the token of ${this.opts.tokenFile} as "Authorization: Bearer <token>"; the request had ${why}`,
+      { tokenFile: this.opts.tokenFile },
+    );
+  }
+
   private async route(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     try {
+      this.authorize(req);
       const url = requestUrl(req.url ?? '/');
       const parts = url.pathname
         .split('/')
@@ -130,6 +159,10 @@ export class ControlServer {
 
 function send(res: http.ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.writeHead(status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(text),
+    ...(status === 401 ? { 'www-authenticate': 'Bearer realm="kura-datapath"' } : {}),
+  });
   res.end(text);
 }

@@ -1,6 +1,9 @@
 /**
  * The NBD server of the datapath: fixed newstyle handshake (NBD_OPT_EXPORT_NAME, NBD_OPT_INFO,
- * NBD_OPT_GO, NBD_OPT_LIST, NBD_OPT_ABORT; everything else answered "unsupported"; a malformed
+ * NBD_OPT_GO, NBD_OPT_LIST, NBD_OPT_ABORT, and NBD_OPT_STARTTLS when kura.yaml gives the datapath a
+ * certificate — then, when TLS is required, every other option before it answered
+ * NBD_REP_ERR_TLS_REQD and NBD_OPT_EXPORT_NAME closing the connection (ADR 034); everything else
+ * answered "unsupported"; a malformed
  * option answered "invalid", an oversized one "too big" before the connection is closed, unknown
  * client flags closing it, each with a log line naming the peer), then the
  * transmission phase with simple replies — READ, WRITE, FLUSH, TRIM, WRITE_ZEROES, DISC — on the
@@ -8,6 +11,7 @@
  * the protocol allows), up to a bound, so a client with a queue depth above one is served in parallel.
  */
 import * as net from 'node:net';
+import * as tls from 'node:tls';
 import {
   Cmd,
   CmdFlag,
@@ -99,17 +103,32 @@ class SocketReader {
   /** Called whenever bytes arrive or the socket closes (the transmission phase's pump). */
   onChange: (() => void) | null = null;
 
+  private readonly onData = (c: Buffer) => {
+    this.chunks.push(c);
+    this.buffered += c.length;
+    if (this.buffered > MAX_BUFFERED) this.sock.pause();
+    this.notify();
+  };
+
+  private readonly onClose = () => {
+    this.closed = true;
+    this.notify();
+  };
+
   constructor(private readonly sock: net.Socket) {
-    sock.on('data', (c: Buffer) => {
-      this.chunks.push(c);
-      this.buffered += c.length;
-      if (this.buffered > MAX_BUFFERED) sock.pause();
-      this.notify();
-    });
-    sock.on('close', () => {
-      this.closed = true;
-      this.notify();
-    });
+    sock.on('data', this.onData);
+    sock.on('close', this.onClose);
+  }
+
+  /** Bytes received and not yet taken. */
+  get pending(): number {
+    return this.buffered;
+  }
+
+  /** Stops reading the socket, so TLS can take it over (STARTTLS). */
+  detach(): void {
+    this.sock.off('data', this.onData);
+    this.sock.off('close', this.onClose);
   }
 
   private notify(): void {
@@ -189,9 +208,24 @@ export interface NbdRequestDone {
   ok: boolean;
 }
 
+/** TLS of the exports: the server's certificate and key, and whether a client must start TLS first. */
+export interface NbdTls {
+  context: tls.SecureContext;
+  require: boolean;
+}
+
+/** A connection as the handshake leaves it: its socket (TLS once STARTTLS is done) and reader. */
+interface Conn {
+  sock: net.Socket;
+  rd: SocketReader;
+  secure: boolean;
+}
+
 export interface NbdServerOptions {
   /** Export name → volume. The empty name selects the only export when there is exactly one. */
   exports: Map<string, Volume>;
+  /** When set, NBD_OPT_STARTTLS is offered with this certificate (and required when `require`). */
+  tls?: NbdTls;
   log?: (line: string) => void;
   /** Told of every request when its reply is ready (the I/O latency the host sees, less the network). */
   onRequest?: (r: NbdRequestDone) => void;
@@ -256,23 +290,47 @@ export class NbdServer {
       return;
     }
     const noZeroes = (clientFlags & FLAG_NO_ZEROES) !== 0;
-    const volume = await this.negotiate(sock, rd, noZeroes, log);
-    if (volume) await this.transmit(sock, rd, volume);
+    const conn: Conn = { sock, rd, secure: false };
+    const volume = await this.negotiate(conn, noZeroes, log);
+    if (volume) await this.transmit(conn.sock, conn.rd, volume);
+  }
+
+  /**
+   * NBD_OPT_STARTTLS: acknowledged in the clear, then the same socket is handed to TLS, and the
+   * haggling goes on inside it (the specification's STARTTLS, as qemu and nbdkit do it).
+   */
+  private async startTls(conn: Conn, context: tls.SecureContext, log: (line: string) => void): Promise<void> {
+    // A client must wait for the acknowledgement before its TLS handshake; bytes sent before it
+    // would be read as TLS and are the client's mistake.
+    if (conn.rd.pending > 0) throw new Error('data after NBD_OPT_STARTTLS before its acknowledgement');
+    conn.sock.write(optionReply(Opt.StartTls, Rep.Ack));
+    conn.rd.detach();
+    const secure = new tls.TLSSocket(conn.sock, { isServer: true, secureContext: context });
+    await new Promise<void>((resolve, reject) => {
+      secure.once('secure', () => resolve());
+      secure.once('error', (err) => {
+        log(`TLS handshake failed: ${err.message}; closed the connection`);
+        reject(new ConnectionClosed('TLS handshake failed'));
+      });
+      secure.once('close', () => reject(new ConnectionClosed('client went away during the TLS handshake')));
+    });
+    secure.on('error', () => undefined);
+    log(`TLS started (${secure.getProtocol() ?? 'unknown protocol'})`);
+    conn.sock = secure;
+    conn.rd = new SocketReader(secure);
+    conn.secure = true;
   }
 
   /** The option haggling phase; returns the chosen export, or null when the session ended. */
-  private async negotiate(
-    sock: net.Socket,
-    rd: SocketReader,
-    noZeroes: boolean,
-    log: (line: string) => void,
-  ): Promise<Volume | null> {
+  private async negotiate(conn: Conn, noZeroes: boolean, log: (line: string) => void): Promise<Volume | null> {
     /** A malformed option is answered, not fatal: the client may go on (the specification's rule). */
     const invalid = (opt: number, why: string) => {
       log(`malformed ${optionName(opt)}: ${why}; answered NBD_REP_ERR_INVALID`);
-      sock.write(optionReply(opt, Rep.ErrInvalid, Buffer.from(`${optionName(opt)}: ${why}`)));
+      conn.sock.write(optionReply(opt, Rep.ErrInvalid, Buffer.from(`${optionName(opt)}: ${why}`)));
     };
+    const tlsOpts = this.opts.tls;
     for (;;) {
+      const { sock, rd } = conn;
       const h = await rd.read(16);
       if (h.readBigUInt64BE(0) !== IHAVEOPT) throw new Error('bad option magic');
       const opt = h.readUInt32BE(8);
@@ -288,7 +346,38 @@ export class NbdServer {
         return null;
       }
       const data = await rd.read(len);
+      if (tlsOpts?.require && !conn.secure && opt !== Opt.StartTls && opt !== Opt.Abort) {
+        if (opt === Opt.ExportName) {
+          // EXPORT_NAME has no error reply: a client asking for an export in the clear is cut off.
+          log('NBD_OPT_EXPORT_NAME without TLS, which this server requires; closed the connection');
+          throw new ConnectionClosed('export asked for without TLS');
+        }
+        log(`${optionName(opt)} without TLS, which this server requires; answered NBD_REP_ERR_TLS_REQD`);
+        sock.write(
+          optionReply(
+            opt,
+            Rep.ErrTlsReqd,
+            Buffer.from(`${optionName(opt)}: this server requires TLS; start it with NBD_OPT_STARTTLS first`),
+          ),
+        );
+        continue;
+      }
       switch (opt) {
+        case Opt.StartTls:
+          if (!tlsOpts) {
+            sock.write(optionReply(opt, Rep.ErrUnsup));
+            break;
+          }
+          if (len !== 0) {
+            invalid(opt, `takes no data, but the option has ${len} bytes`);
+            break;
+          }
+          if (conn.secure) {
+            invalid(opt, 'TLS is already started');
+            break;
+          }
+          await this.startTls(conn, tlsOpts.context, log);
+          break;
         case Opt.ExportName: {
           const v = this.lookup(data.toString('utf8'));
           // EXPORT_NAME has no error reply: an unknown name ends the connection.
@@ -340,7 +429,7 @@ export class NbdServer {
           break;
         }
         default:
-          // STARTTLS, structured replies, meta contexts, extended headers: not offered; clients fall back.
+          // Structured replies, meta contexts, extended headers: not offered; clients fall back.
           sock.write(optionReply(opt, Rep.ErrUnsup));
       }
     }

@@ -47,6 +47,8 @@ export const Rep = {
   ErrUnsup: 2 ** 31 + 1,
   ErrPolicy: 2 ** 31 + 2,
   ErrInvalid: 2 ** 31 + 3,
+  /** The server requires TLS before this option (NBD_REP_ERR_TLS_REQD). */
+  ErrTlsReqd: 2 ** 31 + 5,
   ErrUnknown: 2 ** 31 + 6,
   /** The request or the reply is too large to process. */
   ErrTooBig: 2 ** 31 + 9,

@@ -3,24 +3,31 @@
  * backup mode), serves them over NBD on 127.0.0.1, and answers the control API. `kura datapath`
  * runs it on its own; `kura start` runs it beside the workers.
  */
+import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
+import * as tls from 'node:tls';
 import type { LoadedConfig } from '../config/load';
 import type { KuraPaths } from '../config/paths';
 import { findSite } from '../config/targets';
 import type { DatapathConfig } from '../domain/datapath';
-import { NotFoundError } from '../domain/errors';
+import { InvalidInputError, NotFoundError } from '../domain/errors';
+import type { DatapathTls } from '../domain/datapath-tls-config';
 import { labVolumePath } from '../lab/files';
 import { DatapathMetrics } from '../metrics/datapath-metrics';
 import { serveMetrics, type MetricsEndpoint } from '../metrics/http';
 import { ControlServer } from './control';
-import { NbdServer } from './nbd-server';
+import { NbdServer, type NbdTls } from './nbd-server';
 import { Volume } from './volume';
+import { controlTokenFile, writeControlToken } from './token';
 
 export interface DatapathService {
   nbdPort: number;
   controlPort: number;
   /** Base URL of the control API. */
   controlUrl: string;
+  /** The token every control request must carry, and the 0600 file it was written to at this start. */
+  token: string;
+  tokenFile: string;
   volumes: Map<string, Volume>;
   /** Where its Prometheus metrics are served, when kura.yaml's `metrics.datapathPort` (or the option) asks for them. */
   metricsUrl?: string;
@@ -63,6 +70,33 @@ export function datapathVolumes(
   });
 }
 
+/**
+ * The NBD server's TLS from kura.yaml's `datapath.tls`: the certificate and key read (relative to
+ * kura.yaml) into a secure context; InvalidInput naming the key and the file when one cannot be
+ * read or they do not make a certificate and its key.
+ */
+export function nbdTls(loaded: LoadedConfig, cfg: DatapathTls | undefined): NbdTls | undefined {
+  if (!cfg) return undefined;
+  const read = (key: 'cert' | 'key') => {
+    const file = path.resolve(loaded.dir, cfg[key]);
+    try {
+      return readFileSync(file);
+    } catch (err) {
+      throw new InvalidInputError(
+        `datapath.tls.${key} of ${loaded.file}: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); name a PEM file the datapath's user can read`,
+      );
+    }
+  };
+  const [cert, key] = [read('cert'), read('key')];
+  try {
+    return { context: tls.createSecureContext({ cert, key }), require: cfg.require };
+  } catch (err) {
+    throw new InvalidInputError(
+      `datapath.tls of ${loaded.file}: ${cfg.cert} and ${cfg.key} are not a PEM certificate and its private key (${(err as Error).message})`,
+    );
+  }
+}
+
 /** Starts the datapath for a configuration. */
 export async function startDatapath(
   loaded: LoadedConfig,
@@ -73,8 +107,15 @@ export async function startDatapath(
   const volumes = new Map<string, Volume>();
   const metricsPort = opts.metricsPort ?? loaded.config.metrics.datapathPort;
   const metrics = metricsPort ? new DatapathMetrics(volumes) : undefined;
-  const nbd = new NbdServer({ exports: volumes, log: opts.log, onRequest: metrics?.onRequest });
-  const control = new ControlServer(volumes);
+  const nbd = new NbdServer({
+    exports: volumes,
+    log: opts.log,
+    onRequest: metrics?.onRequest,
+    tls: nbdTls(loaded, settings.tls),
+  });
+  const tokenFile = controlTokenFile(loaded, paths);
+  const token = writeControlToken(tokenFile);
+  const control = new ControlServer(volumes, { token, tokenFile, log: opts.log });
   let endpoint: MetricsEndpoint | undefined;
   // Stops whatever has been started so far; closing a server that never listened does nothing.
   const close = async () => {
@@ -100,6 +141,8 @@ export async function startDatapath(
       nbdPort,
       controlPort,
       controlUrl: `http://127.0.0.1:${controlPort}`,
+      token,
+      tokenFile,
       volumes,
       ...(endpoint ? { metricsUrl: endpoint.url } : {}),
       close,

@@ -14,6 +14,7 @@ import { ArrayDriver, MOVED_QSD_KEYS, QsdArrayConfigSchema } from './array-engin
 import { formatPath } from './errors';
 import { DEFAULT_INSTALLATION, InstallationSchema } from './installation';
 import { NightConfigSchema } from './night-config';
+import { DatapathTlsSchema } from './datapath-tls-config';
 
 export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 export const NameSchema = z
@@ -314,6 +315,13 @@ export const DatapathConfigSchema = z.object({
   throttleDelay: DurationSchema.default(5),
   /** Cap on the base copy and catch-up rate in bytes/s (0: as fast as the disks go). */
   copyRate: SizeSchema.default(0),
+  /**
+   * The control API's token file (owner-only, 0600), written anew at each start; relative to this
+   * file. Default: datapath/control.token under Kura's home.
+   */
+  tokenFile: z.string().min(1).optional(),
+  /** TLS of the NBD exports (NBD_OPT_STARTTLS), ADR 034: the server's PEM certificate and key, relative to this file. */
+  tls: DatapathTlsSchema.optional(),
 });
 export type DatapathConfig = z.infer<typeof DatapathConfigSchema>;
 

@@ -8,6 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { DatapathClient } from '../../src/datapath/client';
+import { controlTokenFile, readControlToken } from '../../src/datapath/token';
 import type { OnlineBackupReport } from '../../src/domain/datapath';
 import type { Kura } from '../../src/client';
 import type { KuraWorkers } from '../../src/worker';
@@ -66,7 +67,9 @@ beforeAll(async () => {
     dataVolumeSize: SIZE,
     edit: (cfg) => void (cfg.datapath = { nbdPort, controlPort, copyRate: '1MiB' }),
   });
-  control = new DatapathClient(`http://127.0.0.1:${controlPort}`);
+  control = new DatapathClient(`http://127.0.0.1:${controlPort}`, () =>
+    readControlToken(controlTokenFile(lab.loaded, lab.paths)),
+  );
   workers = await startWorkers(lab);
   ({ kura, close } = await connectKura(lab));
 });
@@ -157,7 +160,9 @@ describe('kill -9 of the datapath during an online backup', () => {
       edit: (cfg) => void (cfg.datapath = { nbdPort: port, controlPort: ctlPort }),
     });
     try {
-      const ctl = new DatapathClient(`http://127.0.0.1:${ctlPort}`);
+      const ctl = new DatapathClient(`http://127.0.0.1:${ctlPort}`, () =>
+        readControlToken(controlTokenFile(lab2.loaded, lab2.paths)),
+      );
       const name = lab2.loaded.config.sites[0]!.vms[0]!.dataVolume;
       const volumeFile = lab2.dataVolume('vm-001');
       const initial = readFileSync(volumeFile);

@@ -69,7 +69,7 @@ describe('the datapath metrics', () => {
   });
 
   it("report a backup's journal as the bytes of its file, and the phase the volume is in", async () => {
-    const client = new DatapathClient(dp.controlUrl);
+    const client = new DatapathClient(dp.controlUrl, dp.token);
     const backupId = 'metrics@20261129T000000Z';
     const image = path.join(lab.dir, 'metrics.img');
     const idle = parseExposition((await scrape(dp.metricsUrl!)).text);

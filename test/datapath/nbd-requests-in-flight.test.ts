@@ -189,7 +189,7 @@ describe('a burst of requests in flight at once', () => {
   });
 
   it('applies them the same way during an online backup: the host reads them back, and main storage holds them after the switch back', async () => {
-    const client = new DatapathClient(dp.controlUrl);
+    const client = new DatapathClient(dp.controlUrl, dp.token);
     const image = path.join(lab.paths.home, 'online', 'burst.img');
     await client.enterBackup(name, 'burst', image);
     const frozen = readFileSync(volumeFile);

@@ -117,6 +117,7 @@ describe('the control API', () => {
   it('refuses a malformed request with InvalidInput and the field at fault, and changes nothing', async () => {
     const res = await fetch(`${dp.controlUrl}/v1/volumes/${encodeURIComponent(name)}/enter-backup`, {
       method: 'POST',
+      headers: { authorization: `Bearer ${dp.token}` },
       body: JSON.stringify({ backupId: 'x', image: 'relative.img' }),
     });
     expect(res.status).toBe(400);
@@ -128,7 +129,7 @@ describe('the control API', () => {
   });
 
   it('answers NotFound for a volume it does not serve, naming the ones it does', async () => {
-    const client = new DatapathClient(dp.controlUrl);
+    const client = new DatapathClient(dp.controlUrl, dp.token);
     const err = await client.status('array-01/nope').then(
       () => undefined,
       (e: { type?: string; message?: string }) => e,
@@ -138,7 +139,7 @@ describe('the control API', () => {
   });
 
   it('refuses a catch-up round before the base copy is done', async () => {
-    const client = new DatapathClient(dp.controlUrl);
+    const client = new DatapathClient(dp.controlUrl, dp.token);
     const image = path.join(lab.paths.home, 'online', 'early.img');
     // The base copy has not even been started when the round is asked for.
     const v = dp.volumes.get(name)!;
@@ -160,7 +161,7 @@ describe('the control API', () => {
 
 describe('abort', () => {
   it('puts every write of the backup on main storage, switches to passthrough and removes the partial image', async () => {
-    const client = new DatapathClient(dp.controlUrl);
+    const client = new DatapathClient(dp.controlUrl, dp.token);
     const image = path.join(lab.paths.home, 'online', 'aborted.img');
     await client.enterBackup(name, 'aborted', image);
     await qemuIo(nbdUrl(dp.nbdPort, name), ['write -P 0x77 131072 65536', 'write -P 0x78 131072 1000']);
@@ -189,7 +190,7 @@ describe('the active convergence path', () => {
       controlPort: 0,
       settings: { throttleAfterRounds: 0, activeAfterRounds: 0, throttleDelay: 1 },
     });
-    const client = new DatapathClient(dp.controlUrl);
+    const client = new DatapathClient(dp.controlUrl, dp.token);
     const image = path.join(lab.paths.home, 'online', 'active.img');
     const url = nbdUrl(dp.nbdPort, name);
     await client.enterBackup(name, 'active', image);
@@ -249,7 +250,7 @@ describe('the throttled convergence path', () => {
       controlPort: 0,
       settings: { throttleAfterRounds: 0, activeAfterRounds: 1000, throttleDelay: 300 },
     });
-    const client = new DatapathClient(dp.controlUrl);
+    const client = new DatapathClient(dp.controlUrl, dp.token);
     const volume = dp.volumes.get(name)!;
     const at = 458752;
     await client.enterBackup(name, 'throttled', path.join(lab.paths.home, 'online', 'throttled.img'));

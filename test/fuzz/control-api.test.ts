@@ -1,9 +1,11 @@
 /**
  * Fuzzing the datapath's control API: random methods, paths (real routes with random exports and
  * actions, raw percent-escapes, random text) and bodies (random JSON, random bytes, objects shaped
- * almost like a request). Every request that is not a valid one is refused with a 4xx status and a
- * JSON error naming its type and a message, and nothing changes: neither the volumes' status (one
- * in passthrough, one in backup mode) nor a file under Kura's home.
+ * almost like a request), most with the datapath's token, some without it or with another. Every
+ * request that is not a valid one is refused with a 4xx status and a JSON error naming its type and
+ * a message — every one without the token with 401 AccessDenied, even one that would otherwise
+ * change something — and nothing changes: neither the volumes' status (one in passthrough, one in
+ * backup mode) nor a file under Kura's home.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as http from 'node:http';
@@ -48,6 +50,31 @@ interface ControlRequest {
   body: Buffer | null;
   /** The body's JSON value when it is JSON, for deciding whether the request is a valid one. */
   json?: unknown;
+  /** How the request authorizes itself: with the datapath's token, or one of the ways of not having it. */
+  auth: Auth;
+}
+
+const AUTHS = ['token', 'none', 'other-token', 'no-scheme', 'basic', 'token-prefix', 'token-and-more'] as const;
+type Auth = (typeof AUTHS)[number];
+
+/** The Authorization header of a way of authorizing (none: no header). */
+function authorization(auth: Auth): string | undefined {
+  switch (auth) {
+    case 'token':
+      return `Bearer ${dp.token}`;
+    case 'none':
+      return undefined;
+    case 'other-token':
+      return `Bearer ${'0'.repeat(dp.token.length)}`;
+    case 'no-scheme':
+      return dp.token;
+    case 'basic':
+      return `Basic ${Buffer.from(`kura:${dp.token}`).toString('base64')}`;
+    case 'token-prefix':
+      return `Bearer ${dp.token.slice(0, -1)}`;
+    case 'token-and-more':
+      return `Bearer ${dp.token}0`;
+  }
 }
 
 /** A path segment: a real export (escaped or not), or anything, escaped or raw. */
@@ -104,8 +131,12 @@ const requestArb: fc.Arbitrary<ControlRequest> = fc
     ),
     target: targetArb,
     body: bodyArb,
+    auth: fc.oneof(
+      { weight: 6, arbitrary: fc.constant<Auth>('token') },
+      { weight: 1, arbitrary: fc.constantFrom(...AUTHS.filter((a) => a !== 'token')) },
+    ),
   })
-  .map(({ method, target, body }) => ({ method, target, ...body }));
+  .map(({ method, target, body, auth }) => ({ method, target, auth, ...body }));
 
 interface Reply {
   status: number;
@@ -115,7 +146,14 @@ interface Reply {
 function send(r: ControlRequest): Promise<Reply> {
   return new Promise((resolve, reject) => {
     const req = http.request(
-      { host: '127.0.0.1', port: dp.controlPort, method: r.method, path: r.target, agent: false },
+      {
+        host: '127.0.0.1',
+        port: dp.controlPort,
+        method: r.method,
+        path: r.target,
+        agent: false,
+        headers: authorization(r.auth) === undefined ? {} : { authorization: authorization(r.auth) },
+      },
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
@@ -144,7 +182,9 @@ function route(target: string): { parts: string[] } | null {
  * in backup mode (an abort is idempotent: it answers with the unchanged status). Those answer 200.
  * Undefined: a valid request that would change something (not generated on purpose; skipped).
  */
-function validity(r: ControlRequest): 'valid' | 'invalid' | 'changes' {
+function validity(r: ControlRequest): 'valid' | 'invalid' | 'changes' | 'unauthorized' {
+  // Without the token nothing is valid, not even a request that would change something.
+  if (r.auth !== 'token') return 'unauthorized';
   const parsed = route(r.target);
   if (!parsed) return 'invalid';
   const { parts } = parsed;
@@ -186,7 +226,7 @@ function snapshot(): string {
 
 describe('the control API under random requests', () => {
   it('refuses every invalid request with a 4xx and a typed message, and changes nothing', async () => {
-    const counts = { valid: 0, invalid: 0 };
+    const counts = { valid: 0, invalid: 0, unauthorized: 0 };
     await fuzz(
       'control-api',
       fc.asyncProperty(requestArb, async (r) => {
@@ -195,7 +235,13 @@ describe('the control API under random requests', () => {
         const before = snapshot();
         const reply = await send(r);
         const where = `${r.method} ${r.target} (${r.body?.length ?? 0} body bytes)`;
-        if (kind === 'valid') {
+        if (kind === 'unauthorized') {
+          counts.unauthorized++;
+          if (reply.status !== 401)
+            throw new Error(`${where} without the token (${r.auth}): answered ${reply.status}, not 401: ${reply.text}`);
+          if (r.method !== 'HEAD' && !reply.text.includes('"type":"AccessDenied"'))
+            throw new Error(`${where} without the token (${r.auth}): the refusal is not AccessDenied: ${reply.text}`);
+        } else if (kind === 'valid') {
           counts.valid++;
           if (reply.status !== 200)
             throw new Error(`${where}: a valid request answered ${reply.status}: ${reply.text}`);
@@ -220,15 +266,18 @@ describe('the control API under random requests', () => {
       }),
       8_000,
     );
-    console.log(`control-api: ${counts.valid} valid requests answered 200, ${counts.invalid} invalid ones refused`);
+    console.log(
+      `control-api: ${counts.valid} valid requests answered 200, ${counts.invalid} invalid ones refused, ${counts.unauthorized} without the token refused 401`,
+    );
     expect(counts.invalid).toBeGreaterThan(0);
+    expect(counts.unauthorized).toBeGreaterThan(0);
   });
 });
 
 describe('requests the fuzzer found answered 500 (now refused as invalid input)', () => {
   /** The refusal of a request: status and the typed error of its body. */
   async function refusal(method: string, target: string): Promise<{ status: number; type: string; message: string }> {
-    const reply = await send({ method, target, body: null });
+    const reply = await send({ method, target, body: null, auth: 'token' });
     const { error } = JSON.parse(reply.text) as { error: { type: string; message: string } };
     return { status: reply.status, ...error };
   }
