@@ -26,7 +26,7 @@ export function registerDatapathCommand(program: Command, ctx: CliContext): void
         log: say,
       });
       say(
-        `kura: datapath serving ${[...dp.volumes.keys()].join(', ')} on nbd://127.0.0.1:${dp.nbdPort}/<array>/<volume>; control API ${dp.controlUrl}${dp.metricsUrl ? `; metrics ${dp.metricsUrl}` : ''}; Ctrl-C stops it`,
+        `kura: datapath serving ${[...dp.volumes.keys()].join(', ')} on nbd://127.0.0.1:${dp.nbdPort}/<array>/<volume>${dp.nbdTls === 'off' ? '' : ` (TLS ${dp.nbdTls})`}; control API ${dp.controlUrl} (token in ${dp.tokenFile})${dp.metricsUrl ? `; metrics ${dp.metricsUrl}` : ''}; Ctrl-C stops it`,
       );
       // A line a supervisor (or a test) can wait for.
       process.stdout.write(

@@ -28,6 +28,8 @@ export interface DatapathService {
   /** The token every control request must carry, and the 0600 file it was written to at this start. */
   token: string;
   tokenFile: string;
+  /** Whether the NBD exports require TLS, offer it, or serve in the clear only (no `datapath.tls`). */
+  nbdTls: 'required' | 'offered' | 'off';
   volumes: Map<string, Volume>;
   /** Where its Prometheus metrics are served, when kura.yaml's `metrics.datapathPort` (or the option) asks for them. */
   metricsUrl?: string;
@@ -107,12 +109,8 @@ export async function startDatapath(
   const volumes = new Map<string, Volume>();
   const metricsPort = opts.metricsPort ?? loaded.config.metrics.datapathPort;
   const metrics = metricsPort ? new DatapathMetrics(volumes) : undefined;
-  const nbd = new NbdServer({
-    exports: volumes,
-    log: opts.log,
-    onRequest: metrics?.onRequest,
-    tls: nbdTls(loaded, settings.tls),
-  });
+  const tls = nbdTls(loaded, settings.tls);
+  const nbd = new NbdServer({ exports: volumes, log: opts.log, onRequest: metrics?.onRequest, tls });
   const tokenFile = controlTokenFile(loaded, paths);
   const token = writeControlToken(tokenFile);
   const control = new ControlServer(volumes, { token, tokenFile, log: opts.log });
@@ -143,6 +141,7 @@ export async function startDatapath(
       controlUrl: `http://127.0.0.1:${controlPort}`,
       token,
       tokenFile,
+      nbdTls: tls ? (tls.require ? 'required' : 'offered') : 'off',
       volumes,
       ...(endpoint ? { metricsUrl: endpoint.url } : {}),
       close,

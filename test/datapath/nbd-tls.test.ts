@@ -114,6 +114,7 @@ describe('NBD over TLS', () => {
     await run('qemu-img', ['convert', '-O', 'raw', ...qemuTls(dp.nbdPort), out]);
     expect(readFileSync(out).equals(main)).toBe(true);
     expect(logs.some((l) => /^nbd: 127\.0\.0\.1:\d+: TLS started \(TLSv1\.[23]\)$/.test(l))).toBe(true);
+    expect(dp.nbdTls).toBe('required');
   });
 
   it('serves nbdinfo with --tls=require semantics (nbds://) and the CA directory', async () => {
@@ -204,6 +205,7 @@ describe('NBD over TLS', () => {
       },
     });
     dp = optional;
+    expect(dp.nbdTls).toBe('offered');
     const plain = await run('nbdinfo', ['--size', `nbd://127.0.0.1:${optional.nbdPort}/${name}`]);
     expect(plain.stdout.trim()).toBe(String(SIZE));
     const secure = await run('nbdinfo', [
