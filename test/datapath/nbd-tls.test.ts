@@ -7,7 +7,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import * as net from 'node:net';
 import * as path from 'node:path';
+import * as tls from 'node:tls';
 import { promisify } from 'node:util';
 import { startDatapath, type DatapathService } from '../../src/datapath/service';
 import { InvalidInputError } from '../../src/domain/errors';
@@ -103,6 +105,137 @@ const qemuTls = (port: number) => [
   '--image-opts',
   `driver=raw,file.driver=nbd,file.host=127.0.0.1,file.port=${port},file.export=${name},file.tls-creds=tls0`,
 ];
+
+/** The NBD handshake spoken byte by byte over a socket that can be upgraded to TLS in the middle. */
+class RawClient {
+  sock: net.Socket;
+  private buffer: Buffer = Buffer.alloc(0);
+  private ended = false;
+
+  constructor(port: number) {
+    this.sock = net.connect(port, '127.0.0.1');
+    this.attach(this.sock);
+  }
+
+  private attach(sock: net.Socket): void {
+    sock.on('data', (c: Buffer) => (this.buffer = Buffer.concat([this.buffer, c])));
+    sock.on('close', () => (this.ended = true));
+    sock.on('error', () => undefined);
+  }
+
+  async read(n: number): Promise<Buffer> {
+    for (const end = Date.now() + 5000; this.buffer.length < n;) {
+      if (this.ended) throw new Error(`the server closed the connection before sending ${n} bytes`);
+      if (Date.now() > end) throw new Error(`no ${n} bytes from the server within 5 s`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    const out = this.buffer.subarray(0, n);
+    this.buffer = this.buffer.subarray(n);
+    return out;
+  }
+
+  async closedByServer(): Promise<boolean> {
+    for (const end = Date.now() + 5000; !this.ended && Date.now() < end;) await new Promise((r) => setTimeout(r, 10));
+    return this.ended;
+  }
+
+  async hello(): Promise<void> {
+    expect((await this.read(18)).subarray(0, 8).toString('latin1')).toBe('NBDMAGIC');
+    this.sock.write(Buffer.from([0, 0, 0, 3]));
+  }
+
+  option(opt: number, data: Buffer = Buffer.alloc(0)): void {
+    const h = Buffer.alloc(16);
+    h.write('IHAVEOPT', 0, 'latin1');
+    h.writeUInt32BE(opt, 8);
+    h.writeUInt32BE(data.length, 12);
+    this.sock.write(Buffer.concat([h, data]));
+  }
+
+  async reply(): Promise<{ option: number; type: number; text: string; data: Buffer }> {
+    const h = await this.read(20);
+    const data = await this.read(h.readUInt32BE(16));
+    return { option: h.readUInt32BE(8), type: h.readUInt32BE(12), text: data.toString('utf8'), data };
+  }
+
+  /** The client's side of STARTTLS once acknowledged: TLS over the same socket, trusting the test CA. */
+  async upgrade(): Promise<string> {
+    this.sock.removeAllListeners('data');
+    const secure = tls.connect({
+      socket: this.sock,
+      ca: readFileSync(path.join(clientDir, 'ca-cert.pem')),
+      servername: 'localhost',
+    });
+    await new Promise<void>((resolve, reject) => {
+      secure.once('secureConnect', resolve);
+      secure.once('error', reject);
+    });
+    this.sock = secure;
+    this.attach(secure);
+    return secure.getProtocol() ?? '';
+  }
+}
+
+const OPT = { ExportName: 1, List: 3, StartTls: 5, Go: 7 } as const;
+const REP = { Ack: 1, Info: 3, ErrUnsup: 2 ** 31 + 1, ErrInvalid: 2 ** 31 + 3, ErrTlsReqd: 2 ** 31 + 5 } as const;
+
+function goData(exportName: string): Buffer {
+  const n = Buffer.from(exportName, 'utf8');
+  const b = Buffer.alloc(4 + n.length + 2);
+  b.writeUInt32BE(n.length, 0);
+  n.copy(b, 4);
+  return b;
+}
+
+describe('the STARTTLS handshake, byte by byte', () => {
+  it('answers options in the clear with NBD_REP_ERR_TLS_REQD, and cuts off NBD_OPT_EXPORT_NAME', async () => {
+    const c = new RawClient(dp.nbdPort);
+    await c.hello();
+    c.option(OPT.List);
+    expect(await c.reply()).toMatchObject({
+      option: OPT.List,
+      type: REP.ErrTlsReqd,
+      text: 'NBD_OPT_LIST: this server requires TLS; start it with NBD_OPT_STARTTLS first',
+    });
+    c.option(OPT.ExportName, Buffer.from(name));
+    expect(await c.closedByServer()).toBe(true);
+    expect(logs).toContainEqual(
+      expect.stringMatching(
+        /^nbd: 127\.0\.0\.1:\d+: NBD_OPT_EXPORT_NAME without TLS, which this server requires; closed the connection$/,
+      ),
+    );
+  });
+
+  it('starts TLS on the same socket, refuses a second STARTTLS inside it, and serves the export over it', async () => {
+    const c = new RawClient(dp.nbdPort);
+    await c.hello();
+    c.option(OPT.StartTls, Buffer.from('x'));
+    expect(await c.reply()).toMatchObject({
+      type: REP.ErrInvalid,
+      text: 'NBD_OPT_STARTTLS: takes no data, but the option has 1 bytes',
+    });
+    c.option(OPT.StartTls);
+    expect(await c.reply()).toMatchObject({ option: OPT.StartTls, type: REP.Ack });
+    expect(await c.upgrade()).toMatch(/^TLSv1\.[23]$/);
+    c.option(OPT.StartTls);
+    expect(await c.reply()).toMatchObject({ type: REP.ErrInvalid, text: 'NBD_OPT_STARTTLS: TLS is already started' });
+    c.option(OPT.Go, goData(name));
+    const info = await c.reply();
+    expect(info.type).toBe(REP.Info);
+    expect(Number(info.data.readBigUInt64BE(2))).toBe(SIZE);
+    expect((await c.reply()).type).toBe(REP.Ack);
+    const req = Buffer.alloc(28);
+    req.writeUInt32BE(0x25609513, 0);
+    req.write('cookie42', 8, 'latin1');
+    req.writeBigUInt64BE(65536n, 16);
+    req.writeUInt32BE(4096, 24);
+    c.sock.write(req);
+    const reply = await c.read(16 + 4096);
+    expect(reply.readUInt32BE(4)).toBe(0);
+    expect(reply.subarray(16).equals(readFileSync(lab.dataVolume('vm-001')).subarray(65536, 65536 + 4096))).toBe(true);
+    c.sock.destroy();
+  });
+});
 
 describe('NBD over TLS', () => {
   it('serves qemu-io and qemu-img over TLS: a write lands in main storage, and the copy read back equals it', async () => {
