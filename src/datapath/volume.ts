@@ -32,6 +32,12 @@ export interface VolumeOptions {
   /** Where this volume's journal and state file live. */
   stateDir: string;
   settings: DatapathConfig;
+  /**
+   * Called with every host write, in the order the volume applies them, before main storage or the
+   * backup journal sees it: a remote-copy group's journal (docs/adr/028). It may refuse the write
+   * by throwing (a group failed over to its remote site); the host then gets an error.
+   */
+  onWrite?: (offset: number, data: Buffer) => void;
 }
 
 export class Volume {
@@ -152,6 +158,11 @@ export class Volume {
       length > 0 ? Math.floor((offset + length - 1) / BLOCK_BYTES) : first,
     );
     try {
+      if (this.opts.onWrite) {
+        const bytes =
+          pieces === null ? Buffer.alloc(length) : Buffer.isBuffer(pieces) ? pieces : Buffer.concat(pieces, length);
+        this.opts.onWrite(offset, bytes);
+      }
       if (!this.phases.state || !this.journal) {
         if (pieces) await this.main.write(offset, pieces);
         else await this.main.writeZeroes(offset, length);
