@@ -171,3 +171,8 @@ export function parseScheduleId(
 export function inInstallation(id: string, installation: string): string {
   return installation === DEFAULT_INSTALLATION ? id : `${installation}/${id}`;
 }
+
+/** The async remote copy of one group (seed 003, Fig. 10), one per group: `remote/<group>`. */
+export function remoteCopyWorkflowId(group: string, installation: string = DEFAULT_INSTALLATION): string {
+  return inInstallation(`remote/${group}`, installation);
+}

@@ -15,6 +15,7 @@ import { serveMetrics, type MetricsEndpoint } from '../metrics/http';
 import { ControlServer } from './control';
 import { NbdServer } from './nbd-server';
 import { Volume } from './volume';
+import { remoteCopyHooks } from './remote-hooks';
 
 export interface DatapathService {
   nbdPort: number;
@@ -76,16 +77,25 @@ export async function startDatapath(
   const nbd = new NbdServer({ exports: volumes, log: opts.log, onRequest: metrics?.onRequest });
   const control = new ControlServer(volumes);
   let endpoint: MetricsEndpoint | undefined;
+  const remote = remoteCopyHooks(loaded, paths, findSite(loaded.config, settings.site).name);
   // Stops whatever has been started so far; closing a server that never listened does nothing.
   const close = async () => {
     await endpoint?.close();
     await control.close();
     await nbd.close();
     for (const v of volumes.values()) await v.close();
+    remote.close();
   };
   try {
     for (const v of datapathVolumes(loaded, paths)) {
-      const vol = await Volume.open({ name: v.name, mainFile: v.mainFile, stateDir: v.stateDir, settings });
+      const onWrite = remote.hookFor(v.name);
+      const vol = await Volume.open({
+        name: v.name,
+        mainFile: v.mainFile,
+        stateDir: v.stateDir,
+        settings,
+        ...(onWrite ? { onWrite } : {}),
+      });
       volumes.set(v.name, vol);
       const st = vol.status();
       if (st.mode === 'backup')

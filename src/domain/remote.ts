@@ -108,6 +108,8 @@ export const RemoteCopyInputSchema = z.object({
   roundsPerRun: z.number().int().min(1).max(10_000).default(200),
   /** Pause between the writes of one applied batch (a lab knob: lets a test kill the applier mid-batch). */
   applyPauseMs: z.number().int().nonnegative().max(10_000).default(0),
+  /** A shipper or applier silent this long is taken for lost, and its round's activity runs again elsewhere. */
+  heartbeatTimeoutMs: z.number().int().min(500).max(600_000).default(10_000),
   /** Carried over continue-as-new. */
   state: z
     .object({
