@@ -19,7 +19,7 @@ const MIGRATIONS = [
      intentFrom INTEGER, intentTo INTEGER, role TEXT NOT NULL, failoverAt REAL);
    INSERT INTO state (id, applied, appliedAt, role) VALUES (1, 0, 0, 'secondary');
    CREATE TABLE inbox (seq INTEGER PRIMARY KEY, at REAL NOT NULL, volume TEXT NOT NULL, offset INTEGER NOT NULL, data BLOB NOT NULL);
-   CREATE TABLE applied_log (seq INTEGER PRIMARY KEY, appliedAt REAL NOT NULL);
+   CREATE TABLE applied_log (seq INTEGER NOT NULL, appliedAt REAL NOT NULL);
    CREATE TABLE changed (volume TEXT NOT NULL, block INTEGER NOT NULL, PRIMARY KEY (volume, block));`,
 ];
 
