@@ -3,7 +3,12 @@
  * status (role, lag), fail it over to the remote site and back. Errors keep their types: a group
  * not in kura.yaml is NotFound, a failover of a group already failed over is NotWaiting.
  */
-import { WorkflowUpdateFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
+import {
+  WorkflowUpdateFailedError,
+  type Client,
+  type WorkflowHandle,
+  type WorkflowHandleWithFirstExecutionRunId,
+} from '@temporalio/client';
 import { TypedSearchAttributes } from '@temporalio/common';
 import type { LoadedConfig } from '../config/load';
 import { NotFoundError, KuraError, ErrorType } from '../domain/errors';
@@ -31,7 +36,7 @@ export class KuraRemote {
   async start(
     group: string,
     opts: Omit<RemoteCopyInput, 'group' | 'state'> = {},
-  ): Promise<WorkflowHandle<typeof remoteCopy>> {
+  ): Promise<WorkflowHandleWithFirstExecutionRunId<typeof remoteCopy>> {
     const g = this.group(group);
     const labels = searchAttributeLabels(this.loaded);
     const workflowId = this.workflowId(group);

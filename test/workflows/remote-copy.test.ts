@@ -33,6 +33,7 @@ let remote: KuraRemote;
 let close: () => Promise<void>;
 let group: ResolvedRemoteGroup;
 let mainHooks: RemoteCopyHooks;
+let firstRunId: string;
 const volumes = new Map<string, Volume>();
 
 /** The datapath's volume of `name` at the main site, journaling into the group. */
@@ -74,7 +75,9 @@ beforeAll(async () => {
   const conn = await connectKura(lab);
   close = conn.close;
   remote = new KuraRemote(conn.client, lab.loaded, lab.taskQueue);
-  await remote.start(GROUP, { roundMs: 1000, heartbeatTimeoutMs: 2000 });
+  // Few rounds per run: the tests go through several continue-as-new, failover and failback included.
+  firstRunId = (await remote.start(GROUP, { roundMs: 1000, heartbeatTimeoutMs: 2000, roundsPerRun: 4 }))
+    .firstExecutionRunId;
 });
 
 afterAll(async () => {
@@ -183,5 +186,9 @@ describe('async remote copy', () => {
     const st = await drained();
     expect(st.role).toBe('shipping');
     expect(st.lag!.appliedSeq).toBe(back.baseSeq + 2);
+    // The copy went on across runs, its rounds carried over.
+    const run = await workers.client.workflow.getHandle(remote.workflowId(GROUP)).describe();
+    expect(run.runId).not.toBe(firstRunId);
+    expect(st.rounds).toBeGreaterThan(4);
   });
 });
