@@ -158,7 +158,8 @@ export function createRemoteActivities(deps: RemoteActivityDeps) {
         const { group } = parseWith(GroupRefSchema, input, 'remote promote input');
         const replica = replicaOf(resolve(group));
         try {
-          const applied = await replica.apply();
+          const ctx = Context.current();
+          const applied = await replica.apply({ onBatch: (seq) => ctx.heartbeat({ applied: seq }) });
           replica.promote();
           return { applied };
         } finally {

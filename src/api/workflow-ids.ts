@@ -176,3 +176,16 @@ export function inInstallation(id: string, installation: string): string {
 export function remoteCopyWorkflowId(group: string, installation: string = DEFAULT_INSTALLATION): string {
   return inInstallation(`remote/${group}`, installation);
 }
+
+/**
+ * A SAN operation on a remote-copy group (set-up, failover, failback), requested at this instant:
+ * `op/<kind>/<group>/<time>`, beside the engine's other operations.
+ */
+export function remoteOperationWorkflowId(
+  kind: 'remote-setup' | 'remote-failover' | 'remote-failback',
+  group: string,
+  requestedAt: string,
+  installation: string = DEFAULT_INSTALLATION,
+): string {
+  return inInstallation(`op/${kind}/${group}/${compactTime(requestedAt)}`, installation);
+}

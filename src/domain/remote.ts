@@ -117,6 +117,7 @@ export const RemoteCopyInputSchema = z.object({
       rounds: z.number().int().nonnegative(),
       lag: z.lazy(() => LagSchema).nullable(),
       failover: z.lazy(() => FailoverReportSchema).nullable(),
+      lastOperation: z.string().nullable().default(null),
     })
     .optional(),
 });
@@ -175,6 +176,8 @@ export const RemoteStatusSchema = z.object({
   lag: LagSchema.nullable(),
   failover: FailoverReportSchema.nullable(),
   step: z.string(),
+  /** The workflow id of the group's last SAN operation (set-up, failover, failback): `kura plan show` draws it. */
+  lastOperation: z.string().nullable(),
 });
 export type RemoteStatus = z.infer<typeof RemoteStatusSchema>;
 

@@ -4,9 +4,10 @@
  * for the link's latency and its serialisation at the link's bandwidth, and the injected faults
  * apply to it: extra delay, reorder (held back so later frames overtake it), drop, and partition
  * (nothing gets through either way until it ends). The faults live in a small JSON file of the lab,
- * re-read as the link runs, so `kura lab wan …` and tests change them under a running copy.
+ * checked at every frame, so `kura lab wan …` and tests change them under a running copy and the
+ * next frame obeys.
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { WanFaultsSchema, type WanFaults, type WanSettings } from '../domain/remote';
@@ -55,9 +56,6 @@ export interface WanCounters {
   partitioned: number;
 }
 
-/** How often a link re-reads the faults file. */
-const FAULTS_POLL_MS = 100;
-
 /**
  * One connection across the lab WAN. `send` never blocks: the frame is delivered later, or lost;
  * the shipper's acknowledgements and resends are what make shipping reliable.
@@ -70,7 +68,8 @@ export class WanLink {
   /** When the link's bandwidth is next free, each way (ms since the epoch). */
   private freeAt = 0;
   private readonly timers = new Set<NodeJS.Timeout>();
-  private readonly poll: NodeJS.Timeout;
+  /** The faults file's identity when last read: a change (a rename over it) is seen at the next frame. */
+  private faultsStamp = '';
   private closed = false;
 
   private constructor(
@@ -81,11 +80,12 @@ export class WanLink {
     onClose: () => void,
   ) {
     this.faults = readWanFaults(faultsFile);
+    this.faultsStamp = stampOf(faultsFile);
     this.seed = this.faults.seed;
     this.random = seededRandom(this.seed);
-    this.poll = setInterval(() => this.reloadFaults(), FAULTS_POLL_MS);
     const reader = new FrameReader((f) => {
       // The way back keeps the latency and the partition; its frames (acks) are small and not diced.
+      this.reloadFaults();
       if (this.partitioned()) return;
       this.later(this.settings.latency, () => {
         if (!this.partitioned()) onFrame(f);
@@ -132,6 +132,7 @@ export class WanLink {
   send(f: Buffer): void {
     if (this.closed) return;
     this.counters.sent++;
+    this.reloadFaults();
     const faults = this.faults;
     if (this.partitioned()) {
       this.counters.partitioned++;
@@ -151,6 +152,7 @@ export class WanLink {
     }
     this.later(delay, () => {
       // A partition that began while the frame was on its way catches it too.
+      this.reloadFaults();
       if (this.partitioned() || this.closed) {
         this.counters.partitioned++;
         return;
@@ -163,7 +165,6 @@ export class WanLink {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    clearInterval(this.poll);
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
     this.socket.destroy();
@@ -184,7 +185,11 @@ export class WanLink {
     this.timers.add(t);
   }
 
+  /** Re-reads the faults when the file changed since the last read (a stat per frame, no more). */
   private reloadFaults(): void {
+    const stamp = stampOf(this.faultsFile);
+    if (stamp === this.faultsStamp) return;
+    this.faultsStamp = stamp;
     try {
       this.faults = readWanFaults(this.faultsFile);
       if (this.faults.seed !== this.seed) {
@@ -194,5 +199,15 @@ export class WanLink {
     } catch {
       // A half-edited file by hand: keep the faults in force until it parses again.
     }
+  }
+}
+
+/** What tells one version of the faults file from the next: its inode, size and change time. */
+function stampOf(file: string): string {
+  try {
+    const st = statSync(file, { bigint: true });
+    return `${st.ino}:${st.size}:${st.ctimeNs}`;
+  } catch {
+    return 'missing';
   }
 }

@@ -2,9 +2,10 @@
  * Async remote copy of one group (seed 003, Fig. 10), `remote/<group>`: set up the remote copy
  * once, then ship forever in rounds — the main site's shipper and the remote site's applier run
  * side by side, each on its own site's queue, and the lag measured at the end of each round is the
- * query, the search attributes and `kura remote status`. Failover and failback are updates that
- * run the engine's six steps (accept, resolve, plan, launch, collect, report) between rounds. The
- * run continues as new after `roundsPerRun` rounds or when Temporal suggests it.
+ * query, the search attributes and `kura remote status`. Set-up, failover and failback are SAN
+ * operations of the engine's six steps (remote-operation.ts), run as child workflows between
+ * rounds; failover and failback are asked for by updates. The run continues as new after
+ * `roundsPerRun` rounds or when Temporal suggests it.
  */
 import {
   ActivityCancellationType,
@@ -12,6 +13,7 @@ import {
   CancellationScope,
   condition,
   continueAsNew,
+  executeChild,
   isCancellation,
   proxyActivities,
   setHandler,
@@ -21,11 +23,11 @@ import {
 } from '@temporalio/workflow';
 import type { RemoteActivities } from '../activities/remote';
 import { siteTaskQueue } from '../api/task-queues';
+import { remoteOperationWorkflowId } from '../api/workflow-ids';
 import { ErrorType, NON_RETRYABLE_ERROR_TYPES } from '../domain/errors';
 import {
   RemoteCopyInputSchema,
   RemoteSwitchSchema,
-  type FailbackReport,
   type FailoverReport,
   type Lag,
   type RemoteCopyInput,
@@ -35,7 +37,9 @@ import {
 import { remoteFailbackUpdate, remoteFailoverUpdate, remoteStatusQuery } from '../messages';
 import { JobKind, KuraKind, KuraLagBytes, KuraLagSeconds, KuraSite, KuraTarget } from '../search-attributes';
 import { acceptInput } from './failures';
-import { label } from './labels';
+import { label, labelMemo } from './labels';
+import { ownInstallation } from './installation';
+import { remoteOperation, RemoteOperationKind } from './remote-operation';
 
 /** The sites of a group are not known to workflow code (it cannot read kura.yaml): they come with the input. */
 export interface RemoteCopyStart extends RemoteCopyInput {
@@ -50,13 +54,13 @@ export async function remoteCopy(input: RemoteCopyStart): Promise<RemoteStatus> 
   const group = req.group;
   const main = siteActivities(mainSite, req);
   const remote = siteActivities(remoteSite, req);
-  const fence = fenceActivities(mainSite);
 
   let role: RemoteStatus['role'] = req.state?.role ?? 'shipping';
   let totalRounds = req.state?.rounds ?? 0;
   let lag: Lag | null = req.state?.lag ?? null;
   let failover: FailoverReport | null = req.state?.failover ?? null;
   let step = req.state ? 'resumed' : 'set-up';
+  let lastOperation: string | null = req.state?.lastOperation ?? null;
   let runRounds = 0;
   let roundScope: CancellationScope | null = null;
   let inRound = false;
@@ -67,7 +71,15 @@ export async function remoteCopy(input: RemoteCopyStart): Promise<RemoteStatus> 
     { key: KuraTarget, value: label(group) },
     { key: KuraSite, value: label(mainSite) },
   ]);
-  setHandler(remoteStatusQuery, () => ({ group, role, rounds: totalRounds, lag, failover, step }));
+  setHandler(remoteStatusQuery, () => ({
+    group,
+    role,
+    rounds: totalRounds,
+    lag,
+    failover,
+    step,
+    lastOperation,
+  }));
 
   /** Stops the round in progress, and keeps the next from starting, while `fn` runs. */
   const between = async <T>(fn: () => Promise<T>): Promise<T> => {
@@ -81,36 +93,30 @@ export async function remoteCopy(input: RemoteCopyStart): Promise<RemoteStatus> 
     }
   };
 
+  /** Runs one of the group's SAN operations (six steps, `op/<kind>/<group>/<time>`) as a child. */
+  const operation = (kind: RemoteOperationKind) => {
+    const workflowId = remoteOperationWorkflowId(kind, group, new Date().toISOString(), ownInstallation());
+    lastOperation = workflowId;
+    return executeChild(remoteOperation, {
+      workflowId,
+      args: [{ kind, group, mainSite, remoteSite, lastLag: lag, heartbeatTimeoutMs: req.heartbeatTimeoutMs }],
+      memo: labelMemo(),
+    });
+  };
+
   setHandler(
     remoteFailoverUpdate,
     (sw) =>
       between(async () => {
-        // 2. Resolve: the group and what the remote holds — 3. plan: fence the main site, then promote.
-        step = 'failover: fencing the main site';
-        const appliedBefore = lag?.appliedSeq ?? 0;
-        // 4. Launch; 5. collect. The main site may be down (that is what a failover is for): its
-        // loss is then the last lag measured.
-        const fenced = await fence.remoteFence({ group, appliedSeq: appliedBefore }).catch(() => null);
-        step = 'failover: promoting the remote copy';
-        const promoted = await remote.remotePromote({ group });
-        const lost = fenced ? await fence.remoteFence({ group, appliedSeq: promoted.applied }).catch(() => null) : null;
-        // 6. Report.
-        const report: FailoverReport = {
-          group,
-          appliedSeq: promoted.applied,
-          mainSeq: lost?.mainSeq ?? null,
-          lostWrites: lost ? lost.lostWrites : (lag?.writes ?? 0),
-          lostBytes: lost ? lost.lostBytes : (lag?.bytes ?? 0),
-          lossFrom: lost ? 'journal' : 'last-lag',
-          at: new Date().toISOString(),
-        };
-        failover = report;
+        step = 'failing over';
+        const r = await operation(RemoteOperationKind.Failover);
+        if (r.kind !== RemoteOperationKind.Failover) throw unexpected(r.kind);
+        failover = r.report;
         role = 'failed-over';
-        step = `failed over${sw.reason ? `: ${sw.reason}` : ''}: ${report.lostWrites} writes (${report.lostBytes} bytes) lost`;
-        return report;
+        step = `failed over${sw.reason ? `: ${sw.reason}` : ''}: ${r.report.lostWrites} writes (${r.report.lostBytes} bytes) lost`;
+        return r.report;
       }),
     {
-      // 1. Accept.
       validator: (sw) => {
         acceptInput(RemoteSwitchSchema, sw, 'failover request');
         if (role !== 'shipping' || switching)
@@ -126,13 +132,14 @@ export async function remoteCopy(input: RemoteCopyStart): Promise<RemoteStatus> 
     remoteFailbackUpdate,
     (sw) =>
       between(async () => {
-        step = 'failback: resynchronising the main site';
-        const report: FailbackReport = await main.remoteFailback({ group });
+        step = 'failing back';
+        const r = await operation(RemoteOperationKind.Failback);
+        if (r.kind !== RemoteOperationKind.Failback) throw unexpected(r.kind);
         role = 'shipping';
         failover = null;
         lag = null;
-        step = `failed back${sw.reason ? `: ${sw.reason}` : ''}: ${report.bytes} of ${report.totalBytes} bytes resynchronised`;
-        return report;
+        step = `failed back${sw.reason ? `: ${sw.reason}` : ''}: ${r.report.bytes} of ${r.report.totalBytes} bytes resynchronised`;
+        return r.report;
       }),
     {
       validator: (sw) => {
@@ -147,7 +154,7 @@ export async function remoteCopy(input: RemoteCopyStart): Promise<RemoteStatus> 
   );
 
   if (!req.state) {
-    await main.remoteSetUp({ group });
+    await operation(RemoteOperationKind.SetUp);
     step = 'shipping';
   }
 
@@ -156,7 +163,7 @@ export async function remoteCopy(input: RemoteCopyStart): Promise<RemoteStatus> 
       await condition(() => !switching && allHandlersFinished());
       return continueAsNew<typeof remoteCopy>({
         ...input,
-        state: { role, rounds: totalRounds, lag, failover },
+        state: { role, rounds: totalRounds, lag, failover, lastOperation },
       });
     }
     if (switching || role !== 'shipping') {
@@ -203,6 +210,10 @@ export async function remoteCopy(input: RemoteCopyStart): Promise<RemoteStatus> 
   }
 }
 
+function unexpected(kind: string): ApplicationFailure {
+  return ApplicationFailure.nonRetryable(`a remote-copy operation answered as ${kind}`, ErrorType.DeviceFault);
+}
+
 function messageOf(err: unknown): string {
   const cause = (err as { cause?: { message?: string } }).cause;
   return cause?.message ?? (err instanceof Error ? err.message : String(err));
@@ -222,14 +233,5 @@ function siteActivities(site: string, req: RemoteCopyRequest): RemoteActivities 
     // A round is over only once its applier has closed its port and its files.
     cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
     retry: { initialInterval: '200ms', backoffCoefficient: 2, maximumInterval: '2s', nonRetryableErrorTypes },
-  });
-}
-
-/** The failover's fence of the main site: tried briefly, since the main site is often the one that is down. */
-function fenceActivities(site: string): RemoteActivities {
-  return proxyActivities<RemoteActivities>({
-    taskQueue: siteTaskQueue(site, workflowInfo().taskQueue),
-    scheduleToCloseTimeout: '15 seconds',
-    retry: { initialInterval: '200ms', maximumAttempts: 3, nonRetryableErrorTypes },
   });
 }

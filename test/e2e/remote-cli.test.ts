@@ -6,13 +6,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cliJson, makeLab, runKura, type TestLab } from '../support/harness';
 import { readWanFaults, wanFaultsFile } from '../../src/lab/wan';
 import { freePort } from '../remote/ledger';
-import { withRemoteSite } from '../remote/lab';
+import { groupName, withRemoteSite } from '../remote/lab';
 
 let lab: TestLab;
+const GROUP = groupName();
 const kura = (args: string[]) => runKura(lab, args);
 
 beforeAll(async () => {
-  lab = await makeLab({ vms: 2, dataVolumeSize: 1024 * 1024, edit: withRemoteSite(await freePort()) });
+  lab = await makeLab({ vms: 2, dataVolumeSize: 1024 * 1024, edit: withRemoteSite(await freePort(), GROUP) });
 });
 
 afterAll(() => lab?.cleanup());
@@ -49,6 +50,6 @@ describe('kura lab wan and kura remote', () => {
     const none = await kura(['remote', 'failover', 'nope']);
     expect(none.code).not.toBe(0);
     expect(none.stderr).toMatch(/NotFound/);
-    expect(none.stderr).toMatch(/no remote-copy group "nope".*groups: db/);
+    expect(none.stderr).toContain(`no remote-copy group "nope" in ${lab.configFile}; groups: ${GROUP}`);
   });
 });

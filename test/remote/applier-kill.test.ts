@@ -19,9 +19,10 @@ import { resolveRemoteGroup, type ResolvedRemoteGroup } from '../../src/config/r
 import { Replica } from '../../src/remote/replica';
 import { DatapathConfigSchema } from '../../src/domain/datapath';
 import { freePort, ledgerSlot, readLedger } from './ledger';
-import { DATA, GROUP, WAL, withRemoteSite } from './lab';
+import { DATA, WAL, groupName, withRemoteSite } from './lab';
 
 const MiB = 1024 * 1024;
+const GROUP = groupName();
 const SLOT = 4096;
 const PAIRS = 120;
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -61,7 +62,7 @@ async function startRemoteSiteWorker(): Promise<ChildProcess> {
 }
 
 beforeAll(async () => {
-  lab = await makeLab({ vms: 2, dataVolumeSize: 1 * MiB, edit: withRemoteSite(await freePort()) });
+  lab = await makeLab({ vms: 2, dataVolumeSize: 1 * MiB, edit: withRemoteSite(await freePort(), GROUP) });
   group = resolveRemoteGroup(lab.loaded, lab.paths, GROUP);
   hooks = remoteCopyHooks(lab.loaded, lab.paths, lab.site);
   // The control worker and the main site's queue here; the remote site's in a child process.

@@ -160,6 +160,7 @@ describe('kura remote status', () => {
         lag: { mainSeq: 120, appliedSeq: 100, writes: 20, bytes: 1024 * 1024, seconds: 3.25, measuredAt: '' },
         failover: null,
         step: 'shipping',
+        lastOperation: null,
       },
     ]);
     expect(out).toMatch(/GROUP\s+ROLE\s+LAG WRITES\s+LAG BYTES\s+LAG SECONDS/);
