@@ -110,6 +110,8 @@ export const RemoteCopyInputSchema = z.object({
   applyPauseMs: z.number().int().nonnegative().max(10_000).default(0),
   /** A shipper or applier silent this long is taken for lost, and its round's activity runs again elsewhere. */
   heartbeatTimeoutMs: z.number().int().min(500).max(600_000).default(10_000),
+  /** A failover waits this long for the main site's fence; past it the main site is taken for down. */
+  fenceTimeoutMs: z.number().int().min(500).max(600_000).default(15_000),
   /** Carried over continue-as-new. */
   state: z
     .object({

@@ -99,7 +99,17 @@ export async function remoteCopy(input: RemoteCopyStart): Promise<RemoteStatus> 
     lastOperation = workflowId;
     return executeChild(remoteOperation, {
       workflowId,
-      args: [{ kind, group, mainSite, remoteSite, lastLag: lag, heartbeatTimeoutMs: req.heartbeatTimeoutMs }],
+      args: [
+        {
+          kind,
+          group,
+          mainSite,
+          remoteSite,
+          lastLag: lag,
+          heartbeatTimeoutMs: req.heartbeatTimeoutMs,
+          fenceTimeoutMs: req.fenceTimeoutMs,
+        },
+      ],
       memo: labelMemo(),
     });
   };

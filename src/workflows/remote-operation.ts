@@ -33,6 +33,7 @@ const RemoteOperationSchema = z.object({
   /** Failover: the lag last measured, the loss when the main site does not answer. */
   lastLag: LagSchema.nullable().default(null),
   heartbeatTimeoutMs: z.number().int().min(500).default(10_000),
+  fenceTimeoutMs: z.number().int().min(500).default(15_000),
 });
 export type RemoteOperationInput = z.input<typeof RemoteOperationSchema>;
 
@@ -60,7 +61,7 @@ export async function remoteOperation(input: RemoteOperationInput): Promise<Remo
   // The fence is tried briefly: at a failover the main site is often the one that is down.
   const fence = proxyActivities<RemoteActivities>({
     taskQueue: siteTaskQueue(req.mainSite, workflowInfo().taskQueue),
-    scheduleToCloseTimeout: '15 seconds',
+    scheduleToCloseTimeout: req.fenceTimeoutMs,
     retry: { initialInterval: '200ms', maximumAttempts: 3, nonRetryableErrorTypes },
   });
 
