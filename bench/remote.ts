@@ -73,7 +73,8 @@ async function main(): Promise<void> {
       mainFile: path.join(dir, 'b.img'),
       stateDir: path.join(dir, 'sb'),
       settings,
-      onWrite: (offset, data) => void journal.append('b/v', offset, data),
+      onWrite: (offset, length, data) =>
+        void (data ? journal.append('b/v', offset, data) : journal.appendZeroes('b/v', offset, length)),
     });
     const fua = await hostWrites(plain, true);
     const withJournal = await hostWrites(journaled, false);

@@ -189,7 +189,7 @@ export function createRemoteActivities(deps: RemoteActivityDeps) {
           };
           for (let after = applied; ;) {
             const writes = journal.read(after, 1000);
-            for (const w of writes) for (const b of blocksOfWrite(w.offset, w.data.length)) add(w.volume, b);
+            for (const w of writes) for (const b of blocksOfWrite(w.offset, w.length)) add(w.volume, b);
             const last = writes[writes.length - 1];
             if (!last) break;
             after = last.seq;

@@ -11,7 +11,8 @@ import { openDatabase } from '../stack/sqlite';
 import { AccessDeniedError } from '../domain/errors';
 
 const MIGRATIONS = [
-  `CREATE TABLE writes (seq INTEGER PRIMARY KEY, at REAL NOT NULL, volume TEXT NOT NULL, offset INTEGER NOT NULL, data BLOB NOT NULL);
+  `CREATE TABLE writes (seq INTEGER PRIMARY KEY, at REAL NOT NULL, volume TEXT NOT NULL, offset INTEGER NOT NULL,
+     length INTEGER NOT NULL, data BLOB);
    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
    INSERT INTO meta (key, value) VALUES ('lastSeq', '0'), ('acked', '0'), ('role', 'primary');`,
 ];
@@ -24,7 +25,9 @@ export interface GroupWrite {
   /** The volume's name within the group (its `array/volume` at the main site). */
   volume: string;
   offset: number;
-  data: Buffer;
+  length: number;
+  /** The bytes written; null for a range written with zeroes (kept as its length, whatever its size). */
+  data: Buffer | null;
 }
 
 /** Whether this site's hosts may write the group's volumes: only the primary's may. */
@@ -32,7 +35,13 @@ export type GroupRole = 'primary' | 'secondary';
 
 export class GroupJournal {
   private readonly db: Database.Database;
-  private readonly appendTx: (volume: string, offset: number, data: Buffer, at: number) => number;
+  private readonly appendTx: (
+    volume: string,
+    offset: number,
+    length: number,
+    data: Buffer | null,
+    at: number,
+  ) => number;
 
   constructor(
     readonly group: string,
@@ -42,26 +51,35 @@ export class GroupJournal {
     const next = this.db.prepare(
       `UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'lastSeq' RETURNING value`,
     );
-    const insert = this.db.prepare('INSERT INTO writes (seq, at, volume, offset, data) VALUES (?, ?, ?, ?, ?)');
+    const insert = this.db.prepare(
+      'INSERT INTO writes (seq, at, volume, offset, length, data) VALUES (?, ?, ?, ?, ?, ?)',
+    );
     const role = this.db.prepare(`SELECT value FROM meta WHERE key = 'role'`).pluck();
     // IMMEDIATE: the seq is taken and the write recorded under one lock, so seq order is commit order
     // even with several processes writing.
-    const tx = this.db.transaction((volume: string, offset: number, data: Buffer, at: number) => {
-      if (role.get() !== 'primary')
-        throw new AccessDeniedError(
-          `remote-copy group ${group} is failed over: its volumes are written at the remote site until \`kura remote failback ${group}\``,
-          { group, volume },
-        );
-      const seq = Number((next.get() as { value: string }).value);
-      insert.run(seq, at, volume, offset, data);
-      return seq;
-    });
-    this.appendTx = (volume, offset, data, at) => tx.immediate(volume, offset, data, at);
+    const tx = this.db.transaction(
+      (volume: string, offset: number, length: number, data: Buffer | null, at: number) => {
+        if (role.get() !== 'primary')
+          throw new AccessDeniedError(
+            `remote-copy group ${group} is failed over: its volumes are written at the remote site until \`kura remote failback ${group}\``,
+            { group, volume },
+          );
+        const seq = Number((next.get() as { value: string }).value);
+        insert.run(seq, at, volume, offset, length, data);
+        return seq;
+      },
+    );
+    this.appendTx = (volume, offset, length, data, at) => tx.immediate(volume, offset, length, data, at);
   }
 
   /** Journals one write durably and returns its seq; refused while the group is failed over. */
   append(volume: string, offset: number, data: Buffer, at = Date.now()): number {
-    return this.appendTx(volume, offset, data, at);
+    return this.appendTx(volume, offset, data.length, data, at);
+  }
+
+  /** Journals a range written with zeroes (its length only) and returns its seq. */
+  appendZeroes(volume: string, offset: number, length: number, at = Date.now()): number {
+    return this.appendTx(volume, offset, length, null, at);
   }
 
   get lastSeq(): number {
@@ -80,14 +98,14 @@ export class GroupJournal {
   /** Up to `limit` writes after `afterSeq`, in seq order. */
   read(afterSeq: number, limit: number): GroupWrite[] {
     return this.db
-      .prepare('SELECT seq, at, volume, offset, data FROM writes WHERE seq > ? ORDER BY seq LIMIT ?')
+      .prepare('SELECT seq, at, volume, offset, length, data FROM writes WHERE seq > ? ORDER BY seq LIMIT ?')
       .all(afterSeq, limit) as GroupWrite[];
   }
 
   /** Writes, bytes and the oldest reception time after `afterSeq`: the lag when that is what the remote holds. */
   pending(afterSeq: number): { writes: number; bytes: number; oldestAt: number | null } {
     const r = this.db
-      .prepare('SELECT COUNT(*) AS n, COALESCE(SUM(LENGTH(data)), 0) AS b, MIN(at) AS t FROM writes WHERE seq > ?')
+      .prepare('SELECT COUNT(*) AS n, COALESCE(SUM(length), 0) AS b, MIN(at) AS t FROM writes WHERE seq > ?')
       .get(afterSeq) as { n: number; b: number; t: number | null };
     return { writes: r.n, bytes: r.b, oldestAt: r.t };
   }

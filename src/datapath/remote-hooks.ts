@@ -12,13 +12,13 @@ import { GroupJournal } from './group-journal';
 
 export interface RemoteCopyHooks {
   /** The hook of one volume the datapath serves at `site` (`array/volume`), if a group holds it. */
-  hookFor(volume: string): ((offset: number, data: Buffer) => void) | undefined;
+  hookFor(volume: string): ((offset: number, length: number, data: Buffer | null) => void) | undefined;
   close(): void;
 }
 
 /** Opens the journals and replicas of the groups with volumes at `site`. */
 export function remoteCopyHooks(loaded: LoadedConfig, paths: KuraPaths, site: string): RemoteCopyHooks {
-  const hooks = new Map<string, (offset: number, data: Buffer) => void>();
+  const hooks = new Map<string, (offset: number, length: number, data: Buffer | null) => void>();
   const closers: (() => void)[] = [];
   for (const g of loaded.config.remoteCopy.groups) {
     if (g.main !== site && g.remote !== site) continue;
@@ -26,7 +26,11 @@ export function remoteCopyHooks(loaded: LoadedConfig, paths: KuraPaths, site: st
     if (g.main === site) {
       const journal = new GroupJournal(g.name, r.journalFile);
       closers.push(() => journal.close());
-      for (const v of r.volumes) hooks.set(v.name, (offset, data) => void journal.append(v.name, offset, data));
+      for (const v of r.volumes)
+        hooks.set(v.name, (offset, length, data) => {
+          if (data) journal.append(v.name, offset, data);
+          else journal.appendZeroes(v.name, offset, length);
+        });
     } else {
       const replica = new Replica(
         g.name,
@@ -36,7 +40,7 @@ export function remoteCopyHooks(loaded: LoadedConfig, paths: KuraPaths, site: st
       closers.push(() => replica.close());
       for (const [i, v] of g.volumes.entries()) {
         const name = r.volumes[i]?.name ?? v.main;
-        hooks.set(v.remote, (offset, data) => replica.trackHostWrite(name, offset, data.length));
+        hooks.set(v.remote, (offset, length) => replica.trackHostWrite(name, offset, length));
       }
     }
   }

@@ -18,7 +18,8 @@ const MIGRATIONS = [
   `CREATE TABLE state (id INTEGER PRIMARY KEY CHECK (id = 1), applied INTEGER NOT NULL, appliedAt REAL NOT NULL,
      intentFrom INTEGER, intentTo INTEGER, role TEXT NOT NULL, failoverAt REAL);
    INSERT INTO state (id, applied, appliedAt, role) VALUES (1, 0, 0, 'secondary');
-   CREATE TABLE inbox (seq INTEGER PRIMARY KEY, at REAL NOT NULL, volume TEXT NOT NULL, offset INTEGER NOT NULL, data BLOB NOT NULL);
+   CREATE TABLE inbox (seq INTEGER PRIMARY KEY, at REAL NOT NULL, volume TEXT NOT NULL, offset INTEGER NOT NULL,
+     length INTEGER NOT NULL, data BLOB);
    CREATE TABLE applied_log (seq INTEGER NOT NULL, appliedAt REAL NOT NULL);
    CREATE TABLE changed (volume TEXT NOT NULL, block INTEGER NOT NULL, PRIMARY KEY (volume, block));`,
 ];
@@ -99,7 +100,7 @@ export class Replica {
    */
   receive(writes: readonly GroupWrite[]): number {
     const insert = this.db.prepare(
-      'INSERT OR IGNORE INTO inbox (seq, at, volume, offset, data) SELECT ?, ?, ?, ?, ? WHERE ? > (SELECT applied FROM state WHERE id = 1)',
+      'INSERT OR IGNORE INTO inbox (seq, at, volume, offset, length, data) SELECT ?, ?, ?, ?, ?, ? WHERE ? > (SELECT applied FROM state WHERE id = 1)',
     );
     this.db.transaction(() => {
       for (const w of writes) {
@@ -108,7 +109,7 @@ export class Replica {
             `remote-copy group ${this.group} has no volume "${w.volume}" (its volumes: ${Object.keys(this.files).join(', ')})`,
             { group: this.group, volume: w.volume },
           );
-        insert.run(w.seq, w.at, w.volume, w.offset, w.data, w.seq);
+        insert.run(w.seq, w.at, w.volume, w.offset, w.length, w.data, w.seq);
       }
     })();
     return this.state().applied;
@@ -141,12 +142,13 @@ export class Replica {
 
   private async runBatch(from: number, to: number, opts: ApplyOptions): Promise<void> {
     const writes = this.db
-      .prepare('SELECT seq, at, volume, offset, data FROM inbox WHERE seq BETWEEN ? AND ? ORDER BY seq')
+      .prepare('SELECT seq, at, volume, offset, length, data FROM inbox WHERE seq BETWEEN ? AND ? ORDER BY seq')
       .all(from, to) as GroupWrite[];
     const touched = new Set<number>();
     for (const [i, w] of writes.entries()) {
       const fd = this.fd(w.volume);
-      writeSync(fd, w.data, 0, w.data.length, w.offset);
+      if (w.data) writeSync(fd, w.data, 0, w.data.length, w.offset);
+      else writeZeroes(fd, w.offset, w.length);
       touched.add(fd);
       if (opts.pauseMs && i < writes.length - 1) await new Promise((r) => setTimeout(r, opts.pauseMs));
     }
@@ -237,5 +239,16 @@ export class Replica {
       this.fds.set(volume, fd);
     }
     return fd;
+  }
+}
+
+const ZEROES = Buffer.alloc(1024 * 1024);
+
+/** Writes `length` zero bytes at `offset`, a MiB at a time. */
+function writeZeroes(fd: number, offset: number, length: number): void {
+  for (let done = 0; done < length;) {
+    const n = Math.min(ZEROES.length, length - done);
+    writeSync(fd, ZEROES, 0, n, offset + done);
+    done += n;
   }
 }

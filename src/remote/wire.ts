@@ -24,6 +24,8 @@ const BatchHeaderSchema = z.object({
         volume: z.string().min(1),
         offset: z.number().int().nonnegative(),
         length: z.number().int().nonnegative(),
+        /** A range written with zeroes: no bytes follow for it. */
+        zero: z.boolean().default(false),
       }),
     )
     .min(1),
@@ -46,12 +48,19 @@ export function batchFrame(group: string, writes: readonly GroupWrite[]): Buffer
   const header = Buffer.from(
     JSON.stringify({
       group,
-      writes: writes.map((w) => ({ seq: w.seq, at: w.at, volume: w.volume, offset: w.offset, length: w.data.length })),
+      writes: writes.map((w) => ({
+        seq: w.seq,
+        at: w.at,
+        volume: w.volume,
+        offset: w.offset,
+        length: w.length,
+        zero: w.data === null,
+      })),
     }),
   );
   const len = Buffer.alloc(4);
   len.writeUInt32LE(header.length, 0);
-  return frame(FrameKind.Batch, [len, header, ...writes.map((w) => w.data)]);
+  return frame(FrameKind.Batch, [len, header, ...writes.flatMap((w) => (w.data ? [w.data] : []))]);
 }
 
 export function ackFrame(ack: Ack): Buffer {
@@ -72,9 +81,10 @@ export function parseBatch(f: Buffer): { group: string; writes: GroupWrite[] } {
   );
   let at = 9 + headerLen;
   const writes = header.writes.map((w) => {
+    if (w.zero) return { seq: w.seq, at: w.at, volume: w.volume, offset: w.offset, length: w.length, data: null };
     const data = Buffer.from(f.subarray(at, at + w.length));
     at += w.length;
-    return { seq: w.seq, at: w.at, volume: w.volume, offset: w.offset, data };
+    return { seq: w.seq, at: w.at, volume: w.volume, offset: w.offset, length: w.length, data };
   });
   if (at !== f.length)
     throw new Error(`remote-copy batch of ${f.length} bytes holds ${at} bytes of header and writes; it is corrupt`);

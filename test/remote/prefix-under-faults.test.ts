@@ -48,7 +48,8 @@ describe('remote copy under reorder and drop', () => {
         mainFile,
         stateDir: file(`state-${name.replace('/', '-')}`),
         settings,
-        onWrite: (offset, data) => void journal.append(name, offset, data),
+        onWrite: (offset, length, bytes) =>
+          void (bytes ? journal.append(name, offset, bytes) : journal.appendZeroes(name, offset, length)),
       });
     const data = await open('array-01/data', file('main-data.img'));
     const wal = await open('array-01/wal', file('main-wal.img'));

@@ -1,7 +1,7 @@
 /**
  * Remote copy's pure and local parts: the groups in kura.yaml and what is wrong with a bad one, a
- * site's task queue, the replica's order of application whatever the order of arrival, and the
- * `kura remote status` line.
+ * site's task queue, the replica's order of application whatever the order of arrival, a zeroed
+ * range carried as its length, and the `kura remote status` line.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -14,6 +14,10 @@ import { ConfigInvalidError, ErrorType, NotFoundError } from '../../src/domain/e
 import { hospitalPreset, renderConfigYaml } from '../../src/lab/preset';
 import { siteTaskQueue } from '../../src/api/task-queues';
 import { Replica } from '../../src/remote/replica';
+import { batchFrame, parseBatch } from '../../src/remote/wire';
+import { GroupJournal } from '../../src/datapath/group-journal';
+import { Volume } from '../../src/datapath/volume';
+import { DatapathConfigSchema } from '../../src/domain/datapath';
 import { renderStatus } from '../../src/cli/remote';
 import type { ConfigInput } from '../../src/domain/inventory';
 
@@ -119,6 +123,7 @@ describe('the replica', () => {
     at: 1000 + seq,
     volume: 'a/v',
     offset,
+    length: 16,
     data: Buffer.alloc(16, fill),
   });
 
@@ -138,6 +143,42 @@ describe('the replica', () => {
     expect(r.appliedLog()).toEqual([1, 2, 3]);
     expect(r.state()).toMatchObject({ applied: 3, appliedAt: 1003, inbox: 0, intent: null });
     r.close();
+  });
+
+  it('takes a range written with zeroes as its length, through the datapath, the journal and the wire', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'kura-zeroes-'));
+    dirs.push(dir);
+    const main = path.join(dir, 'main.img');
+    writeFileSync(main, Buffer.alloc(4 * 1024 * 1024, 0xaa));
+    const journal = new GroupJournal('db', path.join(dir, 'journal.db'));
+    const v = await Volume.open({
+      name: 'a/v',
+      mainFile: main,
+      stateDir: path.join(dir, 'state'),
+      settings: DatapathConfigSchema.parse({}),
+      onWrite: (offset, length, data) =>
+        void (data ? journal.append('a/v', offset, data) : journal.appendZeroes('a/v', offset, length)),
+    });
+    await v.write(0, Buffer.alloc(4096, 1), false);
+    await v.writeZeroes(4096, 3 * 1024 * 1024, false);
+    await v.close();
+    const writes = journal.read(0, 10);
+    expect(writes.map((w) => [w.seq, w.offset, w.length, w.data === null])).toEqual([
+      [1, 0, 4096, false],
+      [2, 4096, 3 * 1024 * 1024, true],
+    ]);
+    expect(journal.pending(0).bytes).toBe(4096 + 3 * 1024 * 1024);
+    // The zeroing crosses the wire as its length only.
+    const frame = batchFrame('db', writes);
+    expect(frame.length).toBeLessThan(4096 + 1024);
+    const remoteFile = path.join(dir, 'remote.img');
+    writeFileSync(remoteFile, Buffer.alloc(4 * 1024 * 1024, 0xaa));
+    const r = new Replica('db', path.join(dir, 'replica.db'), { 'a/v': remoteFile });
+    r.receive(parseBatch(frame).writes);
+    expect(await r.apply()).toBe(2);
+    expect(readFileSync(remoteFile).equals(readFileSync(main))).toBe(true);
+    r.close();
+    journal.close();
   });
 
   it('refuses host writes while it is the secondary, and tracks them by block once promoted', () => {
