@@ -155,3 +155,4 @@ export {
   NotFoundError,
   NON_RETRYABLE_ERROR_TYPES,
 } from './domain/errors';
+export { KuraRemote } from './api/remote';

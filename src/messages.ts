@@ -18,6 +18,7 @@ import type {
   RebuildRequest,
   ResolveRequest,
 } from './domain/ladder';
+import type { FailbackReport, FailoverReport, RemoteStatus, RemoteSwitch } from './domain/remote';
 
 /** Resource pool: grant N disjoint streams to a job, all or nothing. */
 export const reserveStreamsUpdate = defineUpdate<Grant, [ReserveRequest]>('reserve-streams');
@@ -95,3 +96,10 @@ export interface ChunkLanded {
  * worker starts after it (docs/adr/020-fleet-cost.md).
  */
 export const chunkLandedSignal = defineSignal<[ChunkLanded]>('chunk-landed');
+
+/** Remote copy: the group's role, lag and last failover, as the CLI's `kura remote status` renders them. */
+export const remoteStatusQuery = defineQuery<RemoteStatus>('remote-status');
+/** Remote copy: make the remote copy the primary; answers with the data lost (the lag at that instant). */
+export const remoteFailoverUpdate = defineUpdate<FailoverReport, [RemoteSwitch]>('remote-failover');
+/** Remote copy: return to the main site, resynchronising only the blocks that differ. */
+export const remoteFailbackUpdate = defineUpdate<FailbackReport, [RemoteSwitch]>('remote-failback');

@@ -14,9 +14,20 @@ export const KuraSite = defineSearchAttributeKey('KuraSite', SearchAttributeType
 export const KuraVm = defineSearchAttributeKey('KuraVm', SearchAttributeType.KEYWORD);
 /** The rung a recovery is on now (empty when none), so the UI lists every VM in recovery. */
 export const KuraRung = defineSearchAttributeKey('KuraRung', SearchAttributeType.KEYWORD);
+/** A remote-copy group's lag: seconds since the oldest write the remote site has not applied, and its bytes. */
+export const KuraLagSeconds = defineSearchAttributeKey('KuraLagSeconds', SearchAttributeType.DOUBLE);
+export const KuraLagBytes = defineSearchAttributeKey('KuraLagBytes', SearchAttributeType.INT);
 
 /** Every search attribute Kura registers: the embedded server, the compose stack and the README name these. */
-export const KURA_SEARCH_ATTRIBUTES = [KuraKind, KuraTarget, KuraSite, KuraVm, KuraRung] as const;
+export const KURA_SEARCH_ATTRIBUTES = [
+  KuraKind,
+  KuraTarget,
+  KuraSite,
+  KuraVm,
+  KuraRung,
+  KuraLagSeconds,
+  KuraLagBytes,
+] as const;
 
 /** The attributes whose values name things of the estate, and are hashed when kura.yaml asks for it. */
 export const NAMING_ATTRIBUTES = [KuraTarget, KuraSite, KuraVm] as const;
@@ -53,5 +64,6 @@ export const JobKind = {
   /** A data-volume image asked of a guardian (a Nexus caller's). */
   VmDataBackup: 'vm-backup',
   ReplicaRefresh: 'replica-refresh',
+  RemoteCopy: 'remote-copy',
 } as const;
 export type JobKind = (typeof JobKind)[keyof typeof JobKind];

@@ -35,6 +35,8 @@ import { kuraDataConverter } from './codec/data-converter';
 import { searchAttributeLabels } from './codec/labels';
 import { installationClientInterceptors } from './api/installation-interceptors';
 import { installationCheck } from './activities/installation-check';
+import { createRemoteActivities } from './activities/remote';
+import { siteTaskQueue } from './api/task-queues';
 
 export interface KuraWorkersOptions {
   loaded: LoadedConfig;
@@ -52,6 +54,11 @@ export interface KuraWorkersOptions {
   servers?: string[];
   /** Skip the control worker (a backup-server-only host). */
   serversOnly?: boolean;
+  /**
+   * Only these sites' workers, which run the activities that must act at a site (remote copy's
+   * shipper and applier); default every site that has a remote-copy group.
+   */
+  sites?: string[];
   /**
    * The host stops the workers itself on SIGINT and SIGTERM, in its own order (`kura start`: the
    * progress display first, the server last). Otherwise the Temporal runtime starts shutting the
@@ -239,6 +246,22 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
       );
     }
 
+    const groups = loaded.config.remoteCopy.groups;
+    const sites = [...new Set(groups.flatMap((g) => [g.main, g.remote]))].filter(
+      (n) => !opts.sites || opts.sites.includes(n),
+    );
+    for (const site of sites) {
+      workers.push(
+        await Worker.create({
+          ...common,
+          connection,
+          namespace: conn.namespace,
+          taskQueue: siteTaskQueue(site, taskQueue),
+          activities: createRemoteActivities({ loaded, paths }),
+        }),
+      );
+    }
+
     runs.push(...workers.map((w) => w.run()));
     const running = Promise.all(runs).then(() => undefined);
     // Whoever awaits `running` sees a failed worker; shutdown() waits for all of them regardless.
@@ -269,10 +292,13 @@ async function main(): Promise<void> {
   const bundle = process.env.KURA_WORKFLOW_BUNDLE;
   // The handlers below stop the workers in their order (control first); the runtime's own would
   // stop them all at once.
+  // $KURA_SITES: a site's host, running only that site's queues (remote copy's shipper or applier).
+  const sites = process.env.KURA_SITES?.split(',').map((s) => s.trim());
   const workers = await startKuraWorkers({
     loaded,
     workflowBundle: bundle ? { codePath: bundle } : undefined,
     hostHandlesSignals: true,
+    ...(sites ? { sites, serversOnly: true, servers: [] } : {}),
   });
   console.log(
     `kura: workers running on ${workers.taskQueue} and ${loaded.config.sites.flatMap((s) => s.servers).length} backup server queue(s); Ctrl-C stops them`,

@@ -46,3 +46,12 @@ export function serverTaskQueue(server: string, controlQueue: string = CONTROL_T
   const base = name.endsWith('control') ? name.slice(0, -'control'.length) : `${name}-`;
   return installationTaskQueue(`${base}server-${server}`, installationOfTaskQueue(controlQueue));
 }
+
+/**
+ * Task queue of one site, where the activities that must run at that site wait (the remote-copy
+ * shipper at the main site, the applier at the remote site): `kura-site-<name>` beside `kura-control`,
+ * of the control queue's installation, as {@link serverTaskQueue} builds a server's.
+ */
+export function siteTaskQueue(site: string, controlQueue: string = CONTROL_TASK_QUEUE): string {
+  return serverTaskQueue(site, controlQueue).replace(/server-([^@]*)(@|$)/, 'site-$1$2');
+}

@@ -200,3 +200,21 @@ export function parseScheduleId(
 export function inInstallation(id: string, installation: string): string {
   return installation === DEFAULT_INSTALLATION ? id : `${installation}/${id}`;
 }
+
+/** The async remote copy of one group (seed 003, Fig. 10), one per group: `remote/<group>`. */
+export function remoteCopyWorkflowId(group: string, installation: string = DEFAULT_INSTALLATION): string {
+  return inInstallation(`remote/${group}`, installation);
+}
+
+/**
+ * A SAN operation on a remote-copy group (set-up, failover, failback), requested at this instant:
+ * `op/<kind>/<group>/<time>`, beside the engine's other operations.
+ */
+export function remoteOperationWorkflowId(
+  kind: 'remote-setup' | 'remote-failover' | 'remote-failback',
+  group: string,
+  requestedAt: string,
+  installation: string = DEFAULT_INSTALLATION,
+): string {
+  return inInstallation(`op/${kind}/${group}/${compactTime(requestedAt)}`, installation);
+}

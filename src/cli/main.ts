@@ -22,6 +22,8 @@ import { registerSanCommands } from './san';
 import { registerPlanCommands } from './plan';
 import { registerKeysCommands } from './keys';
 import { registerCodecServerCommand } from './codec-server';
+import { registerRemoteCommands } from './remote';
+import { registerLabWanCommands } from './lab-wan';
 
 /** Builds the program and the context its commands share (exported so tests can walk every command and option). */
 export function buildProgram(): { program: Command; ctx: CliContext } {
@@ -49,6 +51,8 @@ export function buildProgram(): { program: Command; ctx: CliContext } {
   registerPlanCommands(program, ctx);
   registerKeysCommands(program, ctx);
   registerCodecServerCommand(program, ctx);
+  registerRemoteCommands(program, ctx);
+  registerLabWanCommands(program);
   return { program, ctx };
 }
 

@@ -9,7 +9,8 @@ export function registerWorkerCommand(program: Command, ctx: CliContext): void {
     .description('run the control worker and the backup-server workers until Ctrl-C')
     .option('--servers <names>', 'only these backup servers (comma-separated); with --servers-only, no control worker')
     .option('--servers-only', 'run only backup-server workers (on a backup server host)')
-    .action(async (o: { servers?: string; serversOnly?: boolean }) => {
+    .option('--sites <names>', "only these sites' queues of remote copy (comma-separated)")
+    .action(async (o: { servers?: string; serversOnly?: boolean; sites?: string }) => {
       // A prebuilt workflow bundle (KURA_WORKFLOW_BUNDLE, as for `npm run worker`) saves the bundling time.
       const bundle = process.env.KURA_WORKFLOW_BUNDLE;
       const workers = await startKuraWorkers({
@@ -17,6 +18,7 @@ export function registerWorkerCommand(program: Command, ctx: CliContext): void {
         workflowBundle: bundle ? { codePath: bundle } : undefined,
         servers: o.servers?.split(',').map((s) => s.trim()),
         serversOnly: o.serversOnly,
+        sites: o.sites?.split(',').map((s) => s.trim()),
         // This command takes the signals itself, so the workers stop in order and it says so.
         hostHandlesSignals: true,
       });

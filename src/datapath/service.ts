@@ -19,6 +19,7 @@ import { ControlServer } from './control';
 import { NbdServer, type NbdTls } from './nbd-server';
 import { Volume } from './volume';
 import { controlTokenFile, writeControlToken } from './token';
+import { remoteCopyHooks } from './remote-hooks';
 
 export interface DatapathService {
   nbdPort: number;
@@ -115,16 +116,25 @@ export async function startDatapath(
   const token = writeControlToken(tokenFile);
   const control = new ControlServer(volumes, { token, tokenFile, log: opts.log });
   let endpoint: MetricsEndpoint | undefined;
+  const remote = remoteCopyHooks(loaded, paths, findSite(loaded.config, settings.site).name);
   // Stops whatever has been started so far; closing a server that never listened does nothing.
   const close = async () => {
     await endpoint?.close();
     await control.close();
     await nbd.close();
     for (const v of volumes.values()) await v.close();
+    remote.close();
   };
   try {
     for (const v of datapathVolumes(loaded, paths)) {
-      const vol = await Volume.open({ name: v.name, mainFile: v.mainFile, stateDir: v.stateDir, settings });
+      const onWrite = remote.hookFor(v.name);
+      const vol = await Volume.open({
+        name: v.name,
+        mainFile: v.mainFile,
+        stateDir: v.stateDir,
+        settings,
+        ...(onWrite ? { onWrite } : {}),
+      });
       volumes.set(v.name, vol);
       const st = vol.status();
       if (st.mode === 'backup')

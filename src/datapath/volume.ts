@@ -32,6 +32,13 @@ export interface VolumeOptions {
   /** Where this volume's journal and state file live. */
   stateDir: string;
   settings: DatapathConfig;
+  /**
+   * Called with every host write, in the order the volume applies them, before main storage or the
+   * backup journal sees it (`data` null: a range written with zeroes): a remote-copy group's
+   * journal (docs/adr/028). It may refuse the write
+   * by throwing (a group failed over to its remote site); the host then gets an error.
+   */
+  onWrite?: (offset: number, length: number, data: Buffer | null) => void;
 }
 
 export class Volume {
@@ -152,6 +159,13 @@ export class Volume {
       length > 0 ? Math.floor((offset + length - 1) / BLOCK_BYTES) : first,
     );
     try {
+      // A zeroing goes as its length: a WRITE_ZEROES may span the whole volume.
+      if (this.opts.onWrite)
+        this.opts.onWrite(
+          offset,
+          length,
+          pieces === null ? null : Buffer.isBuffer(pieces) ? pieces : Buffer.concat(pieces, length),
+        );
       if (!this.phases.state || !this.journal) {
         if (pieces) await this.main.write(offset, pieces);
         else await this.main.writeZeroes(offset, length);

@@ -15,6 +15,7 @@ import { formatPath } from './errors';
 import { DEFAULT_INSTALLATION, InstallationSchema } from './installation';
 import { NightConfigSchema } from './night-config';
 import { DatapathTlsSchema } from './datapath-tls-config';
+import { RemoteCopyConfigSchema } from './remote';
 
 export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 export const NameSchema = z
@@ -353,6 +354,8 @@ export const ConfigSchema = z
     /** Payload encryption, hashed search attributes and the UI's codec server (docs/security.md). */
     security: SecurityConfigSchema.default(SecurityConfigSchema.parse({})),
     sites: z.array(SiteSchema).min(1, 'the configuration needs at least one site'),
+    /** Async remote copy (seed 003, Fig. 10): groups copied to a second site over the lab WAN (docs/adr/028). */
+    remoteCopy: RemoteCopyConfigSchema.default(RemoteCopyConfigSchema.parse({})),
   })
   .superRefine((cfg, ctx) => {
     const seen = new Map<string, number>();

@@ -10,3 +10,5 @@ export { vmGuardian } from './vm-guardian';
 export { recoveryLadder } from './recovery-ladder';
 export { catalogRebuild } from './catalog-rebuild';
 export { vmDataBackup, vmFailureReport } from './vm-requests';
+export { remoteCopy } from './remote-copy';
+export { remoteOperation } from './remote-operation';

@@ -1,0 +1,213 @@
+/**
+ * The lab WAN between the main site and the remote site: a relay inside the shipper's process, in
+ * front of a real TCP connection to the remote site's receiver on 127.0.0.1. Each frame is held
+ * for the link's latency and its serialisation at the link's bandwidth, and the injected faults
+ * apply to it: extra delay, reorder (held back so later frames overtake it), drop, and partition
+ * (nothing gets through either way until it ends). The faults live in a small JSON file of the lab,
+ * checked at every frame, so `kura lab wan …` and tests change them under a running copy and the
+ * next frame obeys.
+ */
+import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { WanFaultsSchema, type WanFaults, type WanSettings } from '../domain/remote';
+import { parseWith } from '../domain/validate';
+import { FrameReader } from '../remote/wire';
+
+/** `<lab>/wan.json`: the faults of the lab WAN. */
+export function wanFaultsFile(labDir: string): string {
+  return path.join(labDir, 'wan.json');
+}
+
+/** The faults in force (none when the file is missing). */
+export function readWanFaults(file: string): WanFaults {
+  if (!existsSync(file)) return WanFaultsSchema.parse({});
+  return parseWith(WanFaultsSchema, JSON.parse(readFileSync(file, 'utf8')) as unknown, `lab WAN faults (${file})`);
+}
+
+/** Replaces the faults, atomically (a link re-reading the file sees the old faults or the new, whole). */
+export function writeWanFaults(file: string, faults: Partial<WanFaults>): WanFaults {
+  const parsed = parseWith(WanFaultsSchema, faults, 'lab WAN faults');
+  mkdirSync(path.dirname(file), { recursive: true });
+  const tmp = `${file}.${process.pid}.tmp`;
+  writeFileSync(tmp, JSON.stringify(parsed, null, 2));
+  renameSync(tmp, file);
+  return parsed;
+}
+
+/** mulberry32: a small seeded generator, so a run's fault dice can be repeated from its seed. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** What a link did to the frames sent through it. */
+export interface WanCounters {
+  sent: number;
+  delivered: number;
+  dropped: number;
+  reordered: number;
+  partitioned: number;
+}
+
+/**
+ * One connection across the lab WAN. `send` never blocks: the frame is delivered later, or lost;
+ * the shipper's acknowledgements and resends are what make shipping reliable.
+ */
+export class WanLink {
+  readonly counters: WanCounters = { sent: 0, delivered: 0, dropped: 0, reordered: 0, partitioned: 0 };
+  private faults: WanFaults;
+  private random: () => number;
+  private seed: number;
+  /** When the link's bandwidth is next free, each way (ms since the epoch). */
+  private freeAt = 0;
+  private readonly timers = new Set<NodeJS.Timeout>();
+  /** The faults file's identity when last read: a change (a rename over it) is seen at the next frame. */
+  private faultsStamp = '';
+  private closed = false;
+
+  private constructor(
+    private readonly socket: net.Socket,
+    private readonly settings: WanSettings,
+    private readonly faultsFile: string,
+    onFrame: (f: Buffer) => void,
+    onClose: () => void,
+  ) {
+    this.faults = readWanFaults(faultsFile);
+    this.faultsStamp = stampOf(faultsFile);
+    this.seed = this.faults.seed;
+    this.random = seededRandom(this.seed);
+    const reader = new FrameReader((f) => {
+      // The way back keeps the latency and the partition; its frames (acks) are small and not diced.
+      this.reloadFaults();
+      if (this.partitioned()) return;
+      this.later(this.settings.latency, () => {
+        if (!this.partitioned()) onFrame(f);
+      });
+    });
+    socket.on('data', (d: Buffer) => {
+      try {
+        reader.push(d);
+      } catch {
+        socket.destroy();
+      }
+    });
+    socket.on('close', () => {
+      this.close();
+      onClose();
+    });
+    socket.on('error', () => undefined);
+  }
+
+  /** Connects to the far end (the receiver's port on 127.0.0.1); rejects when nothing listens there. */
+  static connect(opts: {
+    port: number;
+    settings: WanSettings;
+    faultsFile: string;
+    onFrame: (f: Buffer) => void;
+    onClose?: () => void;
+  }): Promise<WanLink> {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect({ host: '127.0.0.1', port: opts.port });
+      socket.setNoDelay(true);
+      socket.once('error', reject);
+      socket.once('connect', () => {
+        socket.off('error', reject);
+        resolve(new WanLink(socket, opts.settings, opts.faultsFile, opts.onFrame, opts.onClose ?? (() => undefined)));
+      });
+    });
+  }
+
+  get isOpen(): boolean {
+    return !this.closed;
+  }
+
+  /** Sends one frame across the WAN, subject to the link and its faults. */
+  send(f: Buffer): void {
+    if (this.closed) return;
+    this.counters.sent++;
+    this.reloadFaults();
+    const faults = this.faults;
+    if (this.partitioned()) {
+      this.counters.partitioned++;
+      return;
+    }
+    if (faults.drop > 0 && this.random() < faults.drop) {
+      this.counters.dropped++;
+      return;
+    }
+    const now = Date.now();
+    const bw = this.settings.bandwidth;
+    this.freeAt = Math.max(this.freeAt, now) + (bw > 0 ? (f.length / bw) * 1000 : 0);
+    let delay = this.freeAt - now + this.settings.latency + faults.delayMs;
+    if (faults.reorder > 0 && this.random() < faults.reorder) {
+      this.counters.reordered++;
+      delay += Math.floor(this.random() * faults.reorderMs) + 1;
+    }
+    this.later(delay, () => {
+      // A partition that began while the frame was on its way catches it too.
+      this.reloadFaults();
+      if (this.partitioned() || this.closed) {
+        this.counters.partitioned++;
+        return;
+      }
+      this.counters.delivered++;
+      this.socket.write(f);
+    });
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+    this.socket.destroy();
+  }
+
+  private partitioned(): boolean {
+    return Date.now() < this.faults.partitionUntil;
+  }
+
+  private later(ms: number, fn: () => void): void {
+    const t = setTimeout(
+      () => {
+        this.timers.delete(t);
+        fn();
+      },
+      Math.max(0, ms),
+    );
+    this.timers.add(t);
+  }
+
+  /** Re-reads the faults when the file changed since the last read (a stat per frame, no more). */
+  private reloadFaults(): void {
+    const stamp = stampOf(this.faultsFile);
+    if (stamp === this.faultsStamp) return;
+    this.faultsStamp = stamp;
+    try {
+      this.faults = readWanFaults(this.faultsFile);
+      if (this.faults.seed !== this.seed) {
+        this.seed = this.faults.seed;
+        this.random = seededRandom(this.seed);
+      }
+    } catch {
+      // A half-edited file by hand: keep the faults in force until it parses again.
+    }
+  }
+}
+
+/** What tells one version of the faults file from the next: its inode, size and change time. */
+function stampOf(file: string): string {
+  try {
+    const st = statSync(file, { bigint: true });
+    return `${st.ino}:${st.size}:${st.ctimeNs}`;
+  } catch {
+    return 'missing';
+  }
+}
