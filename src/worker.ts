@@ -21,6 +21,8 @@ import { LabState } from './lab/state';
 import { labDrivers } from './drivers';
 import { createControlActivities } from './activities/control';
 import { createCopyActivities } from './activities/copy';
+import { createDirectCopyActivities } from './activities/direct-copy';
+import { copyDeviceTaskQueue } from './api/task-queues';
 import { createCatalogReadActivities, createCatalogRebuildActivities } from './activities/catalog-rebuild';
 import { createPoolActivities } from './activities/pool';
 import { createOnlineActivities } from './activities/online';
@@ -50,6 +52,8 @@ export interface KuraWorkersOptions {
   workflowBundle?: { codePath: string };
   /** Only these backup servers' workers (default: every server of every site). */
   servers?: string[];
+  /** Only these copy devices' workers (default: every copy device able to, unless `servers` is given). */
+  copyDevices?: string[];
   /** Skip the control worker (a backup-server-only host). */
   serversOnly?: boolean;
   /**
@@ -235,6 +239,23 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
           namespace: conn.namespace,
           taskQueue: serverTaskQueue(server, taskQueue),
           activities: { ...createCopyActivities({ drivers }), ...createCatalogReadActivities({ drivers }) },
+        }),
+      );
+    }
+
+    // A copy device's own worker executes its direct copies (docs/adr/029); a host running only some
+    // backup servers' workers runs no copy device's unless asked.
+    const copyDevices = loaded.config.sites
+      .flatMap((s) => s.copyDevices.filter((c) => c.segmentCopy).map((c) => c.name))
+      .filter((n) => (opts.copyDevices ? opts.copyDevices.includes(n) : !opts.servers));
+    for (const device of new Set(copyDevices)) {
+      workers.push(
+        await Worker.create({
+          ...common,
+          connection,
+          namespace: conn.namespace,
+          taskQueue: copyDeviceTaskQueue(device, taskQueue),
+          activities: createDirectCopyActivities({ drivers }),
         }),
       );
     }

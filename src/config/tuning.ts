@@ -19,6 +19,7 @@ export function copySettings(config: Config, siteName?: string, policyName?: str
     streams: policy?.streams ?? config.tuning.streams,
     mode: policy?.mode ?? config.tuning.mode,
     chunks: policy?.chunks ?? config.tuning.chunks,
+    streamKind: policy?.streamKind ?? config.tuning.streamKind,
   };
 }
 
