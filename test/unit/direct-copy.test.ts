@@ -128,7 +128,7 @@ describe('the stream kind in kura.yaml', () => {
     return cfg;
   };
 
-  it('a policy asks for direct streams; tuning.streamKind is the default', () => {
+  it('a policy asks for direct streams; tuning.streamKind is the default, LAN-free unless set', () => {
     const parsed = parseWith(
       ConfigSchema,
       config((cfg) => {
@@ -137,7 +137,15 @@ describe('the stream kind in kura.yaml', () => {
       'kura.yaml',
     );
     expect(copySettings(parsed, 'hospital', 'direct-nightly').streamKind).toBe('direct');
-    expect(copySettings(parsed, 'hospital').streamKind).toBe('lan-free');
+    expect(copySettings(parsed, 'hospital').streamKind).toBeUndefined();
+    const tuned = parseWith(
+      ConfigSchema,
+      config((cfg) => {
+        cfg.tuning = { streamKind: 'direct' };
+      }),
+      'kura.yaml',
+    );
+    expect(copySettings(tuned, 'hospital').streamKind).toBe('direct');
   });
 
   it('refuses a stream kind it does not know, naming the field', () => {
