@@ -4,8 +4,12 @@
  * worker, in the piece format a restore reads back byte-identical; a copy device that fails hands
  * its chunk and the rest to a LAN-free path, and is marked unavailable in the pool.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { rmSync } from 'node:fs';
+import { afterAll, afterEach, beforeAll, describe, expect, it, inject } from 'vitest';
+import { readFileSync, rmSync } from 'node:fs';
+import { Worker } from '@temporalio/worker';
+import { historyFromJSON } from '@temporalio/common/lib/proto-utils';
+import type { temporal } from '@temporalio/proto';
+import { kuraDataConverter } from '../../src/codec/data-converter';
 import * as path from 'node:path';
 import { Catalog } from '../../src/catalog/store';
 import { LabState } from '../../src/lab/state';
@@ -77,6 +81,14 @@ async function scheduled(workflowId: string): Promise<string[]> {
       ? [`${a.activityType.name}@${a.taskQueue?.name}`]
       : [];
   });
+}
+
+function replay(history: temporal.api.history.v1.IHistory, workflowId: string): Promise<void> {
+  return Worker.runReplayHistory(
+    { workflowBundle: { codePath: inject('workflowBundlePath') }, dataConverter: kuraDataConverter(lab.loaded) },
+    history,
+    workflowId,
+  );
 }
 
 async function restoreAndCompare(report: BackupReport, vm: string): Promise<void> {
@@ -160,5 +172,57 @@ describe('direct streams', () => {
     expect(down[0]!.reason).toMatch(/^lab fault on cpd-01: injected failure/);
     expect(down[0]!.reason).toContain(handle.workflowId);
     await restoreAndCompare(report, 'vm-003');
+    // The workflow code is deterministic across the change of kind: its own history replays.
+    const history = await kura.client.workflow.getHandle(handle.workflowId).fetchHistory();
+    await expect(replay(history, handle.workflowId)).resolves.toBeUndefined();
+  });
+
+  it('a drive that fails under a direct stream fails that stream, and the next one takes the rest LAN-free', async () => {
+    state.addFault({ device: 'lib-01-drv-1', kind: 'fail', after: { percent: 30 }, once: false });
+    const handle = await kura.startBackup('vm-002', { requestedAt: at(), streamKind: 'direct' });
+    const report: BackupReport = await handle.result();
+    const moved = Math.floor((VOLUME * 0.3) / CHUNK);
+
+    const written = movers(report.backupId);
+    expect(Array.from({ length: 10 }, (_, i) => written[i]?.at(-1))).toEqual(
+      Array.from({ length: 10 }, (_, i) => (i < moved ? 'cpd-01' : 'server')),
+    );
+    expect(await scheduled(handle.workflowId)).toEqual([
+      `directCopyRun@${copyDeviceTaskQueue('cpd-01', lab.taskQueue)}`,
+      `copyRun@${lab.taskQueue.replace(/control$/, 'server-bks-02')}`,
+    ]);
+    const c = new Catalog(lab.paths.catalog);
+    const streams = c.streamsOf(report.backupId);
+    c.close();
+    expect(streams.map((s) => [s.stream, s.outcome, s.pieces])).toEqual([
+      [0, 'failed', moved],
+      [1, 'complete', 10 - moved],
+    ]);
+    expect(streams[0]!.error).toMatch(/^DeviceFault: lab fault on lib-01-drv-1: injected failure/);
+    // The drive is out of service; the copy devices are not: neither was at fault.
+    expect(unavailableDevices(await kura.pool.tables(lab.site)).map((d) => d.name)).toEqual(['lib-01-drv-1']);
+    const progress: Progress = await handle.query(progressQuery);
+    expect(progress.streams?.map((s) => s.kind)).toEqual(['direct', 'lan-free']);
+    await repairLab(kura, lab.site, state);
+    await restoreAndCompare(report, 'vm-002');
+  });
+});
+
+/**
+ * Recorded from the copy-device-fault test above on a lab without payload encryption, with
+ * `historyToJSON` of its fetched history: later changes to the stream code must replay it.
+ */
+describe('a direct backup recorded before later changes', () => {
+  it('replays as it was scheduled: a direct run, then the LAN-free run its copy device failed over to', async () => {
+    const json: unknown = JSON.parse(
+      readFileSync(path.join(__dirname, 'histories', 'san-operation-direct-failover.json'), 'utf8'),
+    );
+    const history = historyFromJSON(json);
+    const runs = (history.events ?? []).flatMap((e) => {
+      const name = e.activityTaskScheduledEventAttributes?.activityType?.name;
+      return name === 'copyRun' || name === 'directCopyRun' ? [name] : [];
+    });
+    expect(runs).toEqual(['directCopyRun', 'copyRun']);
+    await expect(replay(history, 'replay-direct-failover')).resolves.toBeUndefined();
   });
 });
