@@ -685,10 +685,11 @@ async function laneAfter(job: CopyJob, lane: Lane, err: unknown, piece: PiecePla
 
 /**
  * Chunk failover across kinds (docs/adr/029): a direct stream that failed moves its chunk and the
- * rest to a LAN-free stream. When its copy device is at fault, that copy device is marked
+ * rest to a LAN-free stream. When its copy device reported the fault, that copy device is marked
  * unavailable and the same stream goes on through its backup server (its drive and cartridge are
- * sound, and the chunks already written stay where they are); any other failure fails the stream
- * as on a LAN-free one, and the next stream takes the rest LAN-free.
+ * sound, and the chunks already written stay where they are). Any other failure fails the stream
+ * as on a LAN-free one, and the next stream takes the rest LAN-free — a copy device that stopped
+ * answering too: it may wake and write again, so its cartridge takes no more chunks of this job.
  */
 async function directLaneAfter(job: CopyJob, lane: Lane, err: unknown, piece: PiecePlan): Promise<Lane | undefined> {
   const device = lane.stream.copyDevice as string;
@@ -738,10 +739,7 @@ async function laneFailed(job: CopyJob, lane: Lane, err: unknown, when: string):
     const found = await job.control
       .probeStream({
         site: job.req.site,
-        devices:
-          lane.kind === StreamKind.Direct
-            ? laneDevices(lane)
-            : [lane.stream.server, ...lane.stream.switches, lane.stream.library, lane.stream.drive, lane.stream.tape],
+        devices: laneDevices(lane),
       })
       .catch(() => []);
     device = found[0]?.device ?? lane.stream.drive;

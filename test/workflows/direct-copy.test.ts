@@ -212,6 +212,33 @@ describe('direct streams', () => {
  * Recorded from the copy-device-fault test above on a lab without payload encryption, with
  * `historyToJSON` of its fetched history: later changes to the stream code must replay it.
  */
+describe('a copy device that stops answering', () => {
+  it('fails its stream, is found by a probe and marked, and the next stream takes the rest LAN-free', async () => {
+    state.addFault({ device: 'cpd-01', kind: 'hang', after: { percent: 50 }, once: false });
+    const handle = await kura.startBackup('vm-001', { requestedAt: at(), streamKind: 'direct' });
+    const report: BackupReport = await handle.result();
+    const moved = Math.floor(VOLUME / 2 / CHUNK);
+
+    const c = new Catalog(lab.paths.catalog);
+    const streams = c.streamsOf(report.backupId);
+    c.close();
+    expect(streams.map((s) => [s.stream, s.outcome, s.pieces])).toEqual([
+      [0, 'failed', moved],
+      [1, 'complete', 10 - moved],
+    ]);
+    expect(streams[0]!.error).toMatch(/stopped answering/);
+    const down = unavailableDevices(await kura.pool.tables(lab.site));
+    expect(down.map((d) => d.name)).toEqual(['cpd-01']);
+    expect(down[0]!.reason).toMatch(/^stopped answering: /);
+    expect(await scheduled(handle.workflowId)).toEqual([
+      `directCopyRun@${copyDeviceTaskQueue('cpd-01', lab.taskQueue)}`,
+      `copyRun@${lab.taskQueue.replace(/control$/, 'server-bks-02')}`,
+    ]);
+    await repairLab(kura, lab.site, state);
+    await restoreAndCompare(report, 'vm-001');
+  });
+});
+
 describe('a direct backup recorded before later changes', () => {
   it('replays as it was scheduled: a direct run, then the LAN-free run its copy device failed over to', async () => {
     const json: unknown = JSON.parse(
