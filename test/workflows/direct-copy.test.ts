@@ -130,6 +130,26 @@ describe('direct streams', () => {
     ]);
   });
 
+  it('in parallel mode each copy device writes a whole copy, and the backup restores byte-identical', async () => {
+    const handle = await kura.startBackup('vm-003', { requestedAt: at(), streamKind: 'direct', mode: 'parallel' });
+    const report: BackupReport = await handle.result();
+    expect(await scheduled(handle.workflowId)).toEqual(
+      expect.arrayContaining([
+        `directCopyRun@${copyDeviceTaskQueue('cpd-01', lab.taskQueue)}`,
+        `directCopyRun@${copyDeviceTaskQueue('cpd-02', lab.taskQueue)}`,
+      ]),
+    );
+    const byCopy: Record<string, string[]> = {};
+    for (const e of state.events({ event: 'copy-start' })) {
+      if (e.detail.backupId === report.backupId)
+        (byCopy[e.detail.tape as string] ??= []).push(e.detail.copyDevice as string);
+    }
+    const tapes = Object.keys(byCopy).sort();
+    expect(tapes.map((t) => [...new Set(byCopy[t])])).toEqual([['cpd-01'], ['cpd-02']]);
+    expect(tapes.map((t) => byCopy[t]!.length)).toEqual([10, 10]);
+    await restoreAndCompare(report, 'vm-003');
+  });
+
   it('a backup that does not ask for direct streams moves its chunks through the backup server', async () => {
     const handle = await kura.startBackup('vm-002', { requestedAt: at() });
     const report: BackupReport = await handle.result();
