@@ -1,8 +1,9 @@
 /**
  * Starts Kura's Temporal Workers: the control worker (every workflow, the control and pool
  * activities, and the handler of Kura's Nexus service) on `kura-control`, and one worker per backup server of the inventory on
- * `kura-server-<name>` for the copies and cartridge reads that server performs. In production each
- * backup server host runs its own worker; the embedded stack runs them all in this one process.
+ * `kura-server-<name>` for the copies and cartridge reads that server performs, and one per copy
+ * device on `kura-copy-<name>` for its direct copies (docs/adr/029). In production each backup server
+ * host runs its own worker; the embedded stack runs them all in this one process.
  */
 import { Client, Connection } from '@temporalio/client';
 import { IllegalStateError } from '@temporalio/common';
@@ -283,6 +284,12 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
   }
 }
 
+/** `, 2 copy device queue(s)` when the inventory has copy devices able to carry direct streams. */
+function copyDeviceQueues(loaded: LoadedConfig): string {
+  const n = loaded.config.sites.flatMap((s) => s.copyDevices.filter((c) => c.segmentCopy)).length;
+  return n === 0 ? '' : `, ${n} copy device queue(s)`;
+}
+
 /** `kura worker` / `npm run worker`: run the workers of kura.yaml until SIGINT or SIGTERM. */
 async function main(): Promise<void> {
   const loaded = loadConfig(configPath());
@@ -296,7 +303,7 @@ async function main(): Promise<void> {
     hostHandlesSignals: true,
   });
   console.log(
-    `kura: workers running on ${workers.taskQueue} and ${loaded.config.sites.flatMap((s) => s.servers).length} backup server queue(s); Ctrl-C stops them`,
+    `kura: workers running on ${workers.taskQueue} and ${loaded.config.sites.flatMap((s) => s.servers).length} backup server queue(s)${copyDeviceQueues(loaded)}; Ctrl-C stops them`,
   );
   const stop = () => void workers.shutdown();
   process.once('SIGINT', stop);
