@@ -15,6 +15,7 @@ import { ConfigSchema, SiteSchema, type ConfigInput, type Site } from '../../src
 import { ReserveRequestSchema, type ReserveRequest } from '../../src/domain/pool';
 import { allocate, mark, tablesFromSite } from '../../src/domain/pool-tables';
 import { parseWith } from '../../src/domain/validate';
+import { NexusBackupInputSchema } from '../../src/api/nexus-service';
 import { copyDeviceTaskQueue, installationTaskQueue, serverTaskQueue } from '../../src/api/task-queues';
 import { LabCopyDevice } from '../../src/drivers/lab/copy';
 import type { CopyToTapeRequest, SegmentCommand } from '../../src/drivers/types';
@@ -146,6 +147,14 @@ describe('the stream kind in kura.yaml', () => {
       'kura.yaml',
     );
     expect(copySettings(tuned, 'hospital').streamKind).toBe('direct');
+  });
+
+  it("the Nexus service's backup takes the stream kind too, and refuses one it does not know", () => {
+    const asked = { target: 'vm-001', requestedBy: 'workflow:ehr', requestedAt: '2026-11-29T02:00:00.000Z' };
+    expect(parseWith(NexusBackupInputSchema, { ...asked, streamKind: 'direct' }, 'backup').streamKind).toBe('direct');
+    expect(() => parseWith(NexusBackupInputSchema, { ...asked, streamKind: 'xcopy' }, 'backup')).toThrow(
+      /^invalid backup: streamKind: /,
+    );
   });
 
   it('refuses a stream kind it does not know, naming the field', () => {
