@@ -69,6 +69,7 @@ export {
   type OperationKind,
 } from './api/workflow-ids';
 export { CONTROL_TASK_QUEUE, installationOfTaskQueue, installationTaskQueue, serverTaskQueue } from './api/task-queues';
+export { copyDeviceTaskQueue } from './api/task-queues';
 export { JobKind, KuraKind, KuraRung, KuraSite, KuraTarget, KuraVm } from './search-attributes';
 export {
   catalogRebuildProgressQuery,

@@ -1,8 +1,9 @@
 /**
  * Starts Kura's Temporal Workers: the control worker (every workflow, the control and pool
  * activities, and the handler of Kura's Nexus service) on `kura-control`, and one worker per backup server of the inventory on
- * `kura-server-<name>` for the copies and cartridge reads that server performs. In production each
- * backup server host runs its own worker; the embedded stack runs them all in this one process.
+ * `kura-server-<name>` for the copies and cartridge reads that server performs, and one per copy
+ * device on `kura-copy-<name>` for its direct copies (docs/adr/029). In production each backup server
+ * host runs its own worker; the embedded stack runs them all in this one process.
  */
 import { Client, Connection } from '@temporalio/client';
 import { IllegalStateError } from '@temporalio/common';
@@ -21,6 +22,8 @@ import { LabState } from './lab/state';
 import { labDrivers } from './drivers';
 import { createControlActivities } from './activities/control';
 import { createCopyActivities } from './activities/copy';
+import { createDirectCopyActivities } from './activities/direct-copy';
+import { copyDeviceTaskQueue } from './api/task-queues';
 import { createCatalogReadActivities, createCatalogRebuildActivities } from './activities/catalog-rebuild';
 import { createPoolActivities } from './activities/pool';
 import { createOnlineActivities } from './activities/online';
@@ -52,6 +55,8 @@ export interface KuraWorkersOptions {
   workflowBundle?: { codePath: string };
   /** Only these backup servers' workers (default: every server of every site). */
   servers?: string[];
+  /** Only these copy devices' workers (default: every copy device able to, unless `servers` is given). */
+  copyDevices?: string[];
   /** Skip the control worker (a backup-server-only host). */
   serversOnly?: boolean;
   /**
@@ -262,6 +267,23 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
       );
     }
 
+    // A copy device's own worker executes its direct copies (docs/adr/029); a host running only some
+    // backup servers' workers runs no copy device's unless asked.
+    const copyDevices = loaded.config.sites
+      .flatMap((s) => s.copyDevices.filter((c) => c.segmentCopy).map((c) => c.name))
+      .filter((n) => (opts.copyDevices ? opts.copyDevices.includes(n) : !opts.servers));
+    for (const device of new Set(copyDevices)) {
+      workers.push(
+        await Worker.create({
+          ...common,
+          connection,
+          namespace: conn.namespace,
+          taskQueue: copyDeviceTaskQueue(device, taskQueue),
+          activities: createDirectCopyActivities({ drivers }),
+        }),
+      );
+    }
+
     runs.push(...workers.map((w) => w.run()));
     const running = Promise.all(runs).then(() => undefined);
     // Whoever awaits `running` sees a failed worker; shutdown() waits for all of them regardless.
@@ -285,6 +307,12 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
   }
 }
 
+/** `, 2 copy device queue(s)` when the inventory has copy devices able to carry direct streams. */
+function copyDeviceQueues(loaded: LoadedConfig): string {
+  const n = loaded.config.sites.flatMap((s) => s.copyDevices.filter((c) => c.segmentCopy)).length;
+  return n === 0 ? '' : `, ${n} copy device queue(s)`;
+}
+
 /** `kura worker` / `npm run worker`: run the workers of kura.yaml until SIGINT or SIGTERM. */
 async function main(): Promise<void> {
   const loaded = loadConfig(configPath());
@@ -301,7 +329,7 @@ async function main(): Promise<void> {
     ...(sites ? { sites, serversOnly: true, servers: [] } : {}),
   });
   console.log(
-    `kura: workers running on ${workers.taskQueue} and ${loaded.config.sites.flatMap((s) => s.servers).length} backup server queue(s); Ctrl-C stops them`,
+    `kura: workers running on ${workers.taskQueue} and ${loaded.config.sites.flatMap((s) => s.servers).length} backup server queue(s)${copyDeviceQueues(loaded)}; Ctrl-C stops them`,
   );
   const stop = () => void workers.shutdown();
   process.once('SIGINT', stop);

@@ -6,7 +6,7 @@
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import { z } from 'zod';
-import type { CopyResult, Drivers } from '../drivers/types';
+import type { CopyResult, CopyToTapeRequest, Drivers, ProgressFn } from '../drivers/types';
 import { ChecksumMismatchError, ErrorType, KuraError } from '../domain/errors';
 import { PieceHeaderSchema } from '../domain/catalog';
 import { parseWith } from '../domain/validate';
@@ -34,7 +34,7 @@ const CopyPieceInput = z.object({
 });
 export type CopyPieceInput = z.input<typeof CopyPieceInput>;
 
-const CopyRunInput = z.object({
+export const CopyRunInput = z.object({
   site: z.string(),
   server: z.string(),
   devices: z.array(z.string()),
@@ -144,85 +144,11 @@ export function createCopyActivities(deps: { drivers: Drivers }) {
      * fails leaves the image out of the result, and the workflow reads the copy back itself.
      */
     async copyRun(input: CopyRunInput): Promise<CopyRunResult> {
-      const ctx = Context.current();
-      const at = { piece: -1, bytes: 0 };
-      try {
-        const req = parseWith(CopyRunInput, input, 'copy run');
-        await drivers.fabric.checkZoned(req.site, [req.source.array, req.server, req.target.library]);
-        await drivers.storage.checkAccess(req.site, req.source.array, req.source.volume, req.server);
-        const workflowId = ctx.info.workflowExecution?.workflowId;
-        if (workflowId === undefined)
-          throw new KuraError(ErrorType.InvalidInput, 'a copy run reports its chunks to the operation that runs it');
-        const { position: start, ...tape } = req.target;
-        const landed: CopyPieceResult[] = [];
-        let position = start;
-        for (const [i, p] of req.pieces.entries()) {
-          // A run the workflow gave up on (its heartbeat timed out) must not begin another chunk.
-          ctx.cancellationSignal.throwIfAborted();
-          const resumeBytes = i === 0 ? resumePoint({ bytes: req.resumeBytes }, p.length) : 0;
-          at.piece = p.piece;
-          at.bytes = resumeBytes;
-          const beat = (bytes: number, total: number) => {
-            at.bytes = bytes;
-            ctx.heartbeat({ piece: p.piece, bytes, total } satisfies RunHeartbeat);
-          };
-          beat(resumeBytes, p.length);
-          const startedAt = new Date().toISOString();
-          const r = await drivers.copy.copyToTape(
-            {
-              site: req.site,
-              devices: req.devices,
-              source: { ...req.source, offset: p.offset, length: p.length },
-              target: { ...tape, position },
-              header: { ...req.header, piece: p.piece, offset: p.offset, sizeBytes: p.length },
-              resumeBytes,
-            },
-            (progress) => beat(progress.bytes, progress.total),
-            ctx.cancellationSignal,
-          );
-          const result: CopyPieceResult = { ...r, startedAt, endedAt: new Date().toISOString() };
-          landed.push(result);
-          position = r.nextPosition;
-          if (i < req.pieces.length - 1) {
-            const landing: ChunkLanded = { run: req.run, piece: p.piece, result };
-            await ctx.client.workflow.getHandle(workflowId).signal(chunkLandedSignal, landing);
-          }
-        }
-        at.piece = -1;
-        if (!req.verify) return { pieces: landed };
-        const last = landed[landed.length - 1] as CopyPieceResult;
-        const lastPiece = req.pieces[req.pieces.length - 1]?.piece ?? 0;
-        const reading = () =>
-          ctx.heartbeat({
-            piece: lastPiece,
-            bytes: last.bytes,
-            total: last.bytes,
-            landed: last,
-          } satisfies RunHeartbeat);
-        // Before the first byte is read back: a read-back too short to report progress still says so.
-        reading();
-        try {
-          const image = await drivers.copy.verifyOnTape(
-            {
-              site: req.site,
-              pieces: landed.map((r, i) => ({
-                source: { ...tape, position: r.position },
-                expect: { backupId: req.header.backupId, piece: req.pieces[i]?.piece ?? i, sizeBytes: r.bytes },
-                sha256: r.sha256,
-              })),
-            },
-            reading,
-            ctx.cancellationSignal,
-          );
-          return { pieces: landed, image };
-        } catch (err) {
-          if (ctx.cancellationSignal.aborted) throw err;
-          // The copy is on tape; reading it back is the workflow's own step, which retries and decides.
-          return { pieces: landed };
-        }
-      } catch (err) {
-        throw withResume(toFailure(err), at);
-      }
+      return runChunks(drivers, CopyRunInput, input, {
+        what: 'copy run',
+        zone: (req) => [req.source.array, req.server, req.target.library],
+        copyOne: (piece, _req, onProgress, signal) => drivers.copy.copyToTape(piece, onProgress, signal),
+      });
     },
 
     /**
@@ -270,6 +196,110 @@ export function createCopyActivities(deps: { drivers: Drivers }) {
 }
 
 export type CopyActivities = ReturnType<typeof createCopyActivities>;
+
+/** How a run's chunks reach the cartridge: through a backup server, or a copy device's segment commands. */
+export interface RunMover<R extends z.output<typeof CopyRunInput>> {
+  /** What the input is called in a validation error. */
+  what: string;
+  /** The ports that must share a zone for the bytes to cross the fabric. */
+  zone: (req: R) => string[];
+  copyOne: (piece: CopyToTapeRequest, req: R, onProgress: ProgressFn, signal: AbortSignal) => Promise<CopyResult>;
+}
+
+/**
+ * A copy run's chunks one after another onto the cartridge, for `copyRun` and for the direct copy
+ * of docs/adr/029 alike: each chunk that lands is signalled to the workflow before the next is
+ * begun, heartbeats carry the chunk and its bytes, a failure carries them in its details (`resume`),
+ * and with `verify` the run reads its chunks back at the end.
+ */
+export async function runChunks<S extends z.ZodType<z.output<typeof CopyRunInput>>>(
+  drivers: Drivers,
+  schema: S,
+  input: unknown,
+  mover: RunMover<z.output<S>>,
+): Promise<CopyRunResult> {
+  const ctx = Context.current();
+  const at = { piece: -1, bytes: 0 };
+  try {
+    const req = parseWith(schema, input, mover.what);
+    await drivers.fabric.checkZoned(req.site, mover.zone(req));
+    // A copy device acts on the backup server's behalf: the server's LUN mask admits the read.
+    await drivers.storage.checkAccess(req.site, req.source.array, req.source.volume, req.server);
+    const workflowId = ctx.info.workflowExecution?.workflowId;
+    if (workflowId === undefined)
+      throw new KuraError(ErrorType.InvalidInput, 'a copy run reports its chunks to the operation that runs it');
+    const { position: start, ...tape } = req.target;
+    const landed: CopyPieceResult[] = [];
+    let position = start;
+    for (const [i, p] of req.pieces.entries()) {
+      // A run the workflow gave up on (its heartbeat timed out) must not begin another chunk.
+      ctx.cancellationSignal.throwIfAborted();
+      const resumeBytes = i === 0 ? resumePoint({ bytes: req.resumeBytes }, p.length) : 0;
+      at.piece = p.piece;
+      at.bytes = resumeBytes;
+      const beat = (bytes: number, total: number) => {
+        at.bytes = bytes;
+        ctx.heartbeat({ piece: p.piece, bytes, total } satisfies RunHeartbeat);
+      };
+      beat(resumeBytes, p.length);
+      const startedAt = new Date().toISOString();
+      const r = await mover.copyOne(
+        {
+          site: req.site,
+          devices: req.devices,
+          source: { ...req.source, offset: p.offset, length: p.length },
+          target: { ...tape, position },
+          header: { ...req.header, piece: p.piece, offset: p.offset, sizeBytes: p.length },
+          resumeBytes,
+        },
+        req,
+        (progress) => beat(progress.bytes, progress.total),
+        ctx.cancellationSignal,
+      );
+      const result: CopyPieceResult = { ...r, startedAt, endedAt: new Date().toISOString() };
+      landed.push(result);
+      position = r.nextPosition;
+      if (i < req.pieces.length - 1) {
+        const landing: ChunkLanded = { run: req.run, piece: p.piece, result };
+        await ctx.client.workflow.getHandle(workflowId).signal(chunkLandedSignal, landing);
+      }
+    }
+    at.piece = -1;
+    if (!req.verify) return { pieces: landed };
+    const last = landed[landed.length - 1] as CopyPieceResult;
+    const lastPiece = req.pieces[req.pieces.length - 1]?.piece ?? 0;
+    const reading = () =>
+      ctx.heartbeat({
+        piece: lastPiece,
+        bytes: last.bytes,
+        total: last.bytes,
+        landed: last,
+      } satisfies RunHeartbeat);
+    // Before the first byte is read back: a read-back too short to report progress still says so.
+    reading();
+    try {
+      const image = await drivers.copy.verifyOnTape(
+        {
+          site: req.site,
+          pieces: landed.map((r, i) => ({
+            source: { ...tape, position: r.position },
+            expect: { backupId: req.header.backupId, piece: req.pieces[i]?.piece ?? i, sizeBytes: r.bytes },
+            sha256: r.sha256,
+          })),
+        },
+        reading,
+        ctx.cancellationSignal,
+      );
+      return { pieces: landed, image };
+    } catch (err) {
+      if (ctx.cancellationSignal.aborted) throw err;
+      // The copy is on tape; reading it back is the workflow's own step, which retries and decides.
+      return { pieces: landed };
+    }
+  } catch (err) {
+    throw withResume(toFailure(err), at);
+  }
+}
 
 /** A run's failure, with the chunk it was writing and that chunk's bytes already on tape. */
 function withResume(failure: unknown, at: { piece: number; bytes: number }): unknown {

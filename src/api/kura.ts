@@ -221,6 +221,9 @@ export class Kura {
       mode: opts.mode ?? base.mode,
       chunks: opts.chunks ?? base.chunks,
     };
+    const streamKind = opts.streamKind ?? base.streamKind;
+    // Left out when LAN-free, so a backup's input is what it was before direct streams.
+    if (streamKind !== undefined && streamKind !== 'lan-free') out.streamKind = streamKind;
     if (opts.chunkSize !== undefined) out.chunkSize = opts.chunkSize;
     return out;
   }

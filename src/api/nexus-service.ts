@@ -55,6 +55,8 @@ export const NexusBackupInputSchema = z.object({
   mode: copy.mode.unwrap().optional(),
   chunks: copy.chunks.unwrap().optional(),
   chunkSize: copy.chunkSize,
+  /** `direct`: copy devices move the bytes where they can (docs/adr/029); otherwise the policy's or the tuning's. */
+  streamKind: copy.streamKind,
   ...RequestFields,
 });
 export type NexusBackupInput = z.input<typeof NexusBackupInputSchema>;

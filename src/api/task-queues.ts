@@ -55,3 +55,15 @@ export function serverTaskQueue(server: string, controlQueue: string = CONTROL_T
 export function siteTaskQueue(site: string, controlQueue: string = CONTROL_TASK_QUEUE): string {
   return serverTaskQueue(site, controlQueue).replace(/server-([^@]*)(@|$)/, 'site-$1$2');
 }
+
+/**
+ * Task queue of one copy device, where the direct copies it executes wait: `kura-copy-<name>` beside
+ * `kura-control`, of the control queue's installation, as {@link serverTaskQueue} names a server's.
+ * Server and copy device names share a site's namespace, and the prefixes differ, so no two clash.
+ */
+export function copyDeviceTaskQueue(device: string, controlQueue: string = CONTROL_TASK_QUEUE): string {
+  const at = controlQueue.lastIndexOf(INSTALLATION_SEPARATOR);
+  const name = at < 0 ? controlQueue : controlQueue.slice(0, at);
+  const base = name.endsWith('control') ? name.slice(0, -'control'.length) : `${name}-`;
+  return installationTaskQueue(`${base}copy-${device}`, installationOfTaskQueue(controlQueue));
+}

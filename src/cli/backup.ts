@@ -1,6 +1,6 @@
 /** `kura backup <target>`: back up a VM's data volume (or array/volume) to tape, showing progress. */
 import type { Command } from 'commander';
-import { BackupMethodSchema, CopyModeSchema, type BackupReport } from '../domain/jobs';
+import { BackupMethodSchema, CopyModeSchema, StreamKindSchema, type BackupReport } from '../domain/jobs';
 import { InvalidInputError } from '../domain/errors';
 import { formatBytes, parseDuration, parseSize } from '../domain/units';
 import { watchJob } from './progress';
@@ -26,6 +26,10 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
       'failover: chunks move to the next stream on a fault; parallel: a whole copy on every stream (default: tuning.mode)',
     )
     .option('--chunks <n>', 'cut the copy into this many chunks (default: tuning.chunks, 10)')
+    .option(
+      '--stream-kind <kind>',
+      'lan-free: a backup server moves the bytes; direct: a copy device moves them volume → drive where one can (default: tuning.streamKind)',
+    )
     .option('--chunk-size <size>', 'cut the copy into chunks of this size instead, e.g. 64MiB')
     .option(
       '--wait <duration>',
@@ -77,6 +81,7 @@ interface BackupFlags {
   detach?: boolean;
   method?: string;
   pairWait?: string;
+  streamKind?: string;
 }
 
 /** Checks the flags; a bad one is refused (exit 2) before anything starts. */
@@ -110,6 +115,9 @@ function backupOptions(o: BackupFlags) {
   const pairWaitMs = o.pairWait === undefined ? undefined : parseDuration(o.pairWait);
   if (o.pairWait !== undefined && pairWaitMs === undefined)
     throw new InvalidInputError(`--pair-wait must be a duration such as 30s or 10m, not "${o.pairWait}"`);
+  const streamKind = o.streamKind === undefined ? undefined : StreamKindSchema.safeParse(o.streamKind).data;
+  if (o.streamKind !== undefined && streamKind === undefined)
+    throw new InvalidInputError(`--stream-kind must be lan-free or direct, not "${o.streamKind}"`);
   const streams = int(o.streams, '--streams', 1, 8);
   const chunks = int(o.chunks, '--chunks', 1, 1000);
   return {
@@ -121,5 +129,6 @@ function backupOptions(o: BackupFlags) {
     ...(mode === undefined ? {} : { mode }),
     ...(method === undefined ? {} : { method }),
     ...(pairWaitMs === undefined ? {} : { pairWaitMs }),
+    ...(streamKind === undefined ? {} : { streamKind }),
   };
 }

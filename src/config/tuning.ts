@@ -15,10 +15,13 @@ export function jobTuning(config: Config): JobTuning {
 /** The stream settings of backups started from this configuration, for a policy when one is named. */
 export function copySettings(config: Config, siteName?: string, policyName?: string): CopySettings {
   const policy = config.sites.find((s) => s.name === siteName)?.policies.find((p) => p.name === policyName);
+  const streamKind = policy?.streamKind ?? config.tuning.streamKind;
   return {
     streams: policy?.streams ?? config.tuning.streams,
     mode: policy?.mode ?? config.tuning.mode,
     chunks: policy?.chunks ?? config.tuning.chunks,
+    // Absent means LAN-free, so the settings of a site without direct streams are what they were.
+    ...(streamKind === 'direct' ? { streamKind } : {}),
   };
 }
 

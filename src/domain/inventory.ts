@@ -150,7 +150,15 @@ export const ServerSchema = z.object({
   capacity: z.number().int().min(1).default(1),
 });
 
-export const CopyDeviceSchema = z.object({ name: NameSchema, capacity: z.number().int().min(1).default(1) });
+export const CopyDeviceSchema = z.object({
+  name: NameSchema,
+  capacity: z.number().int().min(1).default(1),
+  /**
+   * Whether the device executes segment commands (volume → drive, like EXTENDED COPY) and so can carry
+   * a direct stream; a device without it is never given to one (docs/adr/029).
+   */
+  segmentCopy: z.boolean().default(true),
+});
 
 /** A nightly policy's default RPO: a day, plus two hours for the night's run to finish. */
 export const DEFAULT_RPO_MS = 26 * 3_600_000;
@@ -180,6 +188,11 @@ export const PolicySchema = z.object({
    * `kura status` reports it. A day and the night's run by default.
    */
   rpo: DurationSchema.refine((n) => n > 0, 'must be more than 0').default(DEFAULT_RPO_MS),
+  /**
+   * `direct`: this policy's streams are moved by copy devices where the site has free ones able to
+   * (else LAN-free); `lan-free`: through the backup servers. `tuning.streamKind` by default.
+   */
+  streamKind: z.enum(['lan-free', 'direct']).optional(),
 });
 export type Policy = z.infer<typeof PolicySchema>;
 
@@ -289,6 +302,8 @@ export const TuningSchema = z.object({
   mode: z.enum(['failover', 'parallel']).default('failover'),
   /** Chunks a copy is cut into; a failed chunk and the ones after it move to the next stream. */
   chunks: z.number().int().min(1).max(1000).default(10),
+  /** `lan-free` (a backup server moves the bytes) or `direct` (a copy device does, where it can). */
+  streamKind: z.enum(['lan-free', 'direct']).default('lan-free'),
 });
 export type Tuning = z.infer<typeof TuningSchema>;
 

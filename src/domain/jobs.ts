@@ -35,6 +35,16 @@ export const CopyMode = { Failover: 'failover', Parallel: 'parallel' } as const;
 export type CopyMode = (typeof CopyMode)[keyof typeof CopyMode];
 export const CopyModeSchema = z.enum([CopyMode.Failover, CopyMode.Parallel]);
 
+/**
+ * How a stream moves the bytes (seed 003 Fig. 9, seed 004 copy devices): `lan-free` — a backup
+ * server reads the volume over the SAN and writes the drive; `direct` — a copy device moves volume →
+ * drive itself by segment commands, and the backup server does not read the data (docs/adr/029).
+ * A backup asks for `direct`; a stream is direct only when the pool could give it a copy device able to.
+ */
+export const StreamKind = { LanFree: 'lan-free', Direct: 'direct' } as const;
+export type StreamKind = (typeof StreamKind)[keyof typeof StreamKind];
+export const StreamKindSchema = z.enum([StreamKind.LanFree, StreamKind.Direct]);
+
 /** The stream settings of a backup: how many, how they are used, and how the copy is cut. */
 export const CopySettingsSchema = z.object({
   /** Disjoint streams reserved, all or nothing (seed 004 reserves at least two). */
@@ -44,6 +54,8 @@ export const CopySettingsSchema = z.object({
   chunks: z.number().int().min(1).max(1000).default(10),
   /** …unless a chunk size is given, which wins. */
   chunkSize: z.number().int().min(4096).optional(),
+  /** The kind of stream asked for; unset: LAN-free, as before copy devices carried streams. */
+  streamKind: StreamKindSchema.optional(),
 });
 export type CopySettings = z.infer<typeof CopySettingsSchema>;
 
@@ -236,6 +248,8 @@ export interface StreamProgress {
   bytesDone: number;
   bytesTotal: number;
   error?: string;
+  /** How the stream moves the bytes now; absent on LAN-free streams of runs before direct copy. */
+  kind?: StreamKind;
 }
 
 /** What the `progress` query answers; the CLI adds the running activity's heartbeat to it. */

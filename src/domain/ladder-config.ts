@@ -81,5 +81,10 @@ export const LabTimingSchema = z.object({
   osReboot: DurationSchema.default(20_000),
   /** Bytes per second at which the lab creates a volume from an image (unlimited when omitted). */
   volumeCopyRate: z.number().int().positive().optional(),
+  /**
+   * Bytes per second a backup server's data path carries in the lab (unlimited when omitted): a copy
+   * through a server (LAN-free) is held to it, one by a copy device (direct) is not (docs/adr/029).
+   */
+  serverCopyRate: z.number().int().positive().optional(),
 });
 export type LabTiming = z.infer<typeof LabTimingSchema>;

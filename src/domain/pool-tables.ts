@@ -66,7 +66,10 @@ export function tablesFromSite(site: Site): PoolTables {
     drives,
     tapes,
     switches: site.switches.map((s, i) => row(i, s.name, 'switch', s.capacity)),
-    copyDevices: site.copyDevices.map((c, i) => row(i, c.name, 'copy-device', c.capacity)),
+    // Only a device unable to carry a direct stream says so: the rows of capable ones stay as they were.
+    copyDevices: site.copyDevices.map((c, i) =>
+      row(i, c.name, 'copy-device', c.capacity, c.segmentCopy ? {} : { segmentCopy: false }),
+    ),
     links: site.links.map(([a, b]) => [a, b] as [string, string]),
   };
 }
@@ -140,9 +143,10 @@ export function allocate(tables: PoolTables, req: ReserveRequestParsed): Allocat
 
   const next = copyTables(tables);
   const rows = byName(allRows(next));
+  assignCopyDevices(ctx, found);
   found.forEach((c, stream) => {
     const holder: Holder = { job: req.job, stream };
-    for (const name of [c.server, c.library, c.drive, c.tape, ...c.switches]) {
+    for (const name of [c.server, c.library, c.drive, c.tape, ...c.switches, ...(c.copyDevice ? [c.copyDevice] : [])]) {
       const row = rows[name];
       if (row) row.holders.push({ ...holder });
     }
@@ -332,6 +336,8 @@ interface Candidate {
   drive: string;
   tape: string;
   switches: string[];
+  /** The copy device of a direct stream, chosen once the streams are found. */
+  copyDevice?: string;
 }
 
 interface SearchContext {
@@ -360,7 +366,48 @@ function search(ctx: SearchContext, chosen: Candidate[]): Candidate[] | undefine
 
 /** Names already used by the streams chosen so far: the streams of one request share nothing. */
 function takenBy(chosen: Candidate[]): Set<string> {
-  return new Set(chosen.flatMap((c) => [c.server, c.library, c.drive, c.tape, ...c.switches]));
+  return new Set(
+    chosen.flatMap((c) => [
+      c.server,
+      c.library,
+      c.drive,
+      c.tape,
+      ...c.switches,
+      ...(c.copyDevice ? [c.copyDevice] : []),
+    ]),
+  );
+}
+
+/**
+ * Gives the first `req.direct` streams a copy device each, where one can carry them: able to run
+ * segment commands, available with room, not in another stream of the request, and cabled to the
+ * array and to the stream's library through switches the stream holds or may take. A stream left
+ * without one stays LAN-free: direct is a preference the devices grant, never a reason to refuse
+ * (docs/adr/029). The switches the copy device's legs cross join the stream.
+ */
+function assignCopyDevices(ctx: SearchContext, found: Candidate[]): void {
+  const { tables, req, graph } = ctx;
+  const wanted = Math.min(req.direct, found.length);
+  if (wanted === 0 || req.array === undefined) return;
+  const array = req.array;
+  for (let i = 0; i < wanted; i++) {
+    const stream = found[i] as Candidate;
+    const others = takenBy(found.filter((_, j) => j !== i));
+    const switchOk = (name: string) => {
+      if (stream.switches.includes(name)) return true;
+      const row = tables.switches.find((s) => s.name === name);
+      return row !== undefined && usable(row, others);
+    };
+    for (const device of tables.copyDevices) {
+      if (device.segmentCopy === false || !usable(device, others)) continue;
+      const fromArray = shortestPath(graph, array, device.name, switchOk);
+      const toLibrary = fromArray && shortestPath(graph, device.name, stream.library, switchOk);
+      if (!fromArray || !toLibrary) continue;
+      stream.copyDevice = device.name;
+      stream.switches = [...new Set([...stream.switches, ...fromArray, ...toLibrary])];
+      break;
+    }
+  }
 }
 
 const hasRoom = (row: DeviceRow) => row.capacity - row.holders.length > 0;

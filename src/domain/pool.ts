@@ -37,6 +37,8 @@ export const DeviceRowSchema = z.object({
   /** Tapes: nominal capacity and the end of recorded data, in bytes. */
   capacityBytes: z.number().int().optional(),
   usedBytes: z.number().int().optional(),
+  /** Copy devices: false when the device cannot run segment commands, so never carries a direct stream. */
+  segmentCopy: z.boolean().optional(),
 });
 export type DeviceRow = z.infer<typeof DeviceRowSchema>;
 
@@ -89,6 +91,11 @@ export const ReserveRequestSchema = z.object({
    * them. Unset: false when a cartridge is named (a restore), true otherwise (a backup).
    */
   waitForUnavailable: z.boolean().optional(),
+  /**
+   * How many of the streams, from the first, should be direct: each gets a copy device able to move
+   * the volume to its drive, where one is free and cabled to both; the others stay LAN-free.
+   */
+  direct: z.number().int().min(0).max(8).default(0),
 });
 export type ReserveRequest = z.input<typeof ReserveRequestSchema>;
 export type ReserveRequestParsed = z.output<typeof ReserveRequestSchema>;

@@ -175,6 +175,29 @@ export interface CopyToTapeRequest {
   resumeBytes: number;
 }
 
+/**
+ * One segment command of a direct copy, as a copy device executes it (like a SCSI EXTENDED COPY
+ * segment descriptor, block device → stream device): read `length` bytes of the source volume from
+ * `sourceAddress` and write them as one piece at `targetAddress` of the cartridge in the drive —
+ * the piece's header block, then the bytes — with the same format, checksum and resume as a copy
+ * through a backup server. The backup server reads none of it (docs/adr/029).
+ */
+export interface SegmentCommand {
+  site: string;
+  /** The copy device executing the command. */
+  copyDevice: string;
+  /** The devices the bytes cross (copy device, switches, library, drive, tape); faults on any apply. */
+  devices: string[];
+  source: { array: string; volume: string; volumeSize: number; readPath?: string };
+  target: TapeAddress;
+  sourceAddress: number;
+  targetAddress: number;
+  length: number;
+  header: PieceHeader;
+  /** Bytes of this piece already on tape from an earlier attempt, as for {@link CopyToTapeRequest}. */
+  resumeBytes: number;
+}
+
 export interface CopyResult {
   /** SHA-256 (hex) of the piece's data. */
   sha256: string;
@@ -228,6 +251,8 @@ export interface CopyDeviceDriver {
     signal?: AbortSignal,
   ): Promise<{ sha256: string; bytes: number }>;
   copyToTape(req: CopyToTapeRequest, onProgress: ProgressFn, signal?: AbortSignal): Promise<CopyResult>;
+  /** A copy device executes one segment command: volume → drive, without a backup server (docs/adr/029). */
+  executeSegment(cmd: SegmentCommand, onProgress: ProgressFn, signal?: AbortSignal): Promise<CopyResult>;
   readFromTape(
     req: ReadFromTapeRequest,
     onProgress: ProgressFn,

@@ -9,11 +9,13 @@ import type { createCopyActivities } from '../activities/copy';
 import type { createPoolActivities } from '../activities/pool';
 import type { JobTuning } from '../domain/jobs';
 import { NON_RETRYABLE_ERROR_TYPES } from '../domain/errors';
-import { serverTaskQueue } from '../api/task-queues';
+import { copyDeviceTaskQueue, serverTaskQueue } from '../api/task-queues';
+import type { createDirectCopyActivities } from '../activities/direct-copy';
 
 export type ControlActivities = ReturnType<typeof createControlActivities>;
 export type CopyActivities = ReturnType<typeof createCopyActivities>;
 export type PoolActivities = ReturnType<typeof createPoolActivities>;
+export type DirectCopyActivities = ReturnType<typeof createDirectCopyActivities>;
 
 const nonRetryableErrorTypes = [...NON_RETRYABLE_ERROR_TYPES];
 
@@ -148,5 +150,24 @@ export function holdActivities(hook: { timeoutMs: number; heartbeatMs?: number }
     heartbeatTimeout: hook.heartbeatMs ?? 10_000,
     cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
     retry: { maximumAttempts: 1, nonRetryableErrorTypes },
+  });
+}
+
+/**
+ * The direct copy of a copy device, on its own task queue (docs/adr/029), with the timeouts and
+ * retry rules of {@link copyActivities}.
+ */
+export function directCopyActivities(
+  copyDevice: string,
+  t: JobTuning,
+  longestBytes: number = t.pieceSize,
+  attempts: number = t.deviceAttempts,
+): DirectCopyActivities {
+  return proxyActivities<DirectCopyActivities>({
+    taskQueue: copyDeviceTaskQueue(copyDevice, workflowInfo().taskQueue),
+    startToCloseTimeout: Math.ceil(longestBytes / (1024 * 1024)) * 1000 + 600_000,
+    heartbeatTimeout: t.copyHeartbeatTimeoutMs,
+    cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+    retry: { maximumAttempts: attempts, initialInterval: '1s', backoffCoefficient: 2, nonRetryableErrorTypes },
   });
 }

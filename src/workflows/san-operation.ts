@@ -163,6 +163,8 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
         bytes: resolved.sizeBytes + pieces.length * PIECE_HEADER_BYTES,
         waitMs: req.tuning.reserveWaitMs,
         waitForUnavailable: req.tuning.waitForUnavailable,
+        // Every stream direct where a copy device can carry it (docs/adr/029); absent before direct copy.
+        ...(req.streamKind === 'direct' ? { direct: req.streams } : {}),
       }),
     );
     job.lanes = grant.streams.map((s) => newLane(req.site, workflowId, resolved.array, s));

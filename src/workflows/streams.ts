@@ -17,14 +17,14 @@ import {
 } from '@temporalio/workflow';
 import type { CopyPieceResult, CopyRunInput, RunHeartbeat } from '../activities/copy';
 import type { BackupRecord, PieceRecord, StreamRecord } from '../domain/catalog';
-import type { BackupRequestSchema, ResolvedTarget, StreamProgress } from '../domain/jobs';
+import { StreamKind, type BackupRequestSchema, type ResolvedTarget, type StreamProgress } from '../domain/jobs';
 import type { Stream } from '../domain/pool';
 import type { z } from 'zod';
 import type { PiecePlan } from './plan';
 import { markStep, zoneName } from './plan';
 import type { Compensations } from './compensations';
 import type { OperationState } from './operation-state';
-import { copyActivities, type ControlActivities, type PoolActivities } from './proxies';
+import { copyActivities, directCopyActivities, type ControlActivities, type PoolActivities } from './proxies';
 import { deviceTrouble, rootFailure } from './failures';
 import { ErrorType, NON_RETRYABLE_ERROR_TYPES } from '../domain/errors';
 import { chunkLandedSignal } from '../messages';
@@ -81,6 +81,11 @@ export interface Lane {
   /** The FC ports the zone joins: array, server, switches, library (and copy device). */
   members: string[];
   addr: { site: string; library: string; drive: string; tape: string };
+  /**
+   * How the stream moves the bytes now: `direct` while its copy device does (docs/adr/029), `lan-free`
+   * through its backup server — from the start, or since its copy device failed.
+   */
+  kind: StreamKind;
   zoned: boolean;
   loaded: boolean;
   /** Where this job began writing on the cartridge, and the next append point. */
@@ -98,6 +103,8 @@ export function newLane(site: string, job: string, array: string, s: Stream): La
     zone: zoneName(job, s.stream),
     members: [...new Set([array, s.server, ...s.switches, s.library, ...(s.copyDevice ? [s.copyDevice] : [])])],
     addr: { site, library: s.library, drive: s.drive, tape: s.tape },
+    // The pool gives a stream a copy device only when the backup asked for direct streams.
+    kind: s.copyDevice === undefined ? StreamKind.LanFree : StreamKind.Direct,
     zoned: false,
     loaded: false,
     start: 0,
@@ -114,16 +121,32 @@ export function lanePath(s: Stream): string {
   return [s.server, ...s.switches, `${s.library}/${s.drive}`].join(' → ');
 }
 
+/** The path the bytes of a lane take now: its server's, or its copy device's when direct. */
+export function laneRoute(l: Lane): string {
+  if (l.kind !== StreamKind.Direct || l.stream.copyDevice === undefined) return lanePath(l.stream);
+  return [l.stream.copyDevice, ...l.stream.switches, `${l.stream.library}/${l.stream.drive}`].join(' → ');
+}
+
+/** The devices a lane's bytes cross now, as the copy's fault injection and the probe see them. */
+function laneDevices(l: Lane): string[] {
+  const s = l.stream;
+  if (l.kind === StreamKind.Direct && s.copyDevice !== undefined)
+    return [s.copyDevice, ...s.switches, s.library, s.drive, s.tape];
+  // Not the copy device: a LAN-free copy does not cross it, so its faults do not touch the copy.
+  return [s.server, ...s.switches, s.library, s.drive, s.tape];
+}
+
 export function laneView(l: Lane): StreamProgress {
   const view: StreamProgress = {
     stream: l.stream.stream,
-    path: lanePath(l.stream),
+    path: laneRoute(l),
     tape: l.stream.tape,
     state: l.state,
     bytesDone: l.bytesDone,
     bytesTotal: 0,
   };
   if (l.error) view.error = l.error;
+  if (l.stream.copyDevice !== undefined) view.kind = l.kind;
   return view;
 }
 
@@ -358,9 +381,17 @@ async function driveRun(job: CopyJob, run: Run, attempts: number, verify: boolea
     runs[name] = run;
     if (tries === 0) begin(job, run, head);
     const bytes = rest.reduce((n, p) => n + p.length, 0);
-    const copy = copyActivities(run.lane.stream.server, req.tuning, whole ? 2 * bytes : bytes, 1);
+    const input = runRequest(job, run, name, rest, resumeBytes, whole);
+    const device = run.lane.kind === StreamKind.Direct ? run.lane.stream.copyDevice : undefined;
     try {
-      const out = await copy.copyRun(runRequest(job, run, name, rest, resumeBytes, whole));
+      // A direct stream's run goes to its copy device's own queue; the backup server moves nothing.
+      const out =
+        device === undefined
+          ? await copyActivities(run.lane.stream.server, req.tuning, whole ? 2 * bytes : bytes, 1).copyRun(input)
+          : await directCopyActivities(device, req.tuning, whole ? 2 * bytes : bytes, 1).directCopyRun({
+              ...input,
+              copyDevice: device,
+            });
       delete runs[name];
       for (const [i, r] of out.pieces.entries()) if (first + i === run.next) accept(job, run, r);
       if (whole && out.image) (job.verified as Record<number, string>)[run.copy] = out.image.sha256;
@@ -456,7 +487,7 @@ function runRequest(
   return {
     site: req.site,
     server: s.server,
-    devices: [s.server, ...s.switches, s.library, s.drive, s.tape, ...(s.copyDevice ? [s.copyDevice] : [])],
+    devices: laneDevices(run.lane),
     source: {
       array: resolved.array,
       volume: resolved.volume,
@@ -632,6 +663,8 @@ async function everyLane(job: CopyJob, runLane: (lane: Lane) => Promise<PieceRec
  * last stream left retries its own devices instead, as a single-stream copy would.
  */
 function attemptsOn(job: CopyJob, lane: Lane): number {
+  // A direct stream has its own LAN-free path to go on with: its copy device gets one attempt.
+  if (lane.kind === StreamKind.Direct) return 1;
   return nextHealthy(job, lane.stream.stream) ? 1 : job.req.tuning.deviceAttempts;
 }
 
@@ -645,8 +678,34 @@ async function laneAfter(job: CopyJob, lane: Lane, err: unknown, piece: PiecePla
     lane.state = lane.pieces > 0 ? 'done' : 'standby';
     return job.nextCartridge(lane, piece);
   }
+  if (lane.kind === StreamKind.Direct) return directLaneAfter(job, lane, err, piece);
   await laneFailed(job, lane, err, `at chunk ${piece.piece}`);
   return nextHealthy(job, lane.stream.stream);
+}
+
+/**
+ * Chunk failover across kinds (docs/adr/029): a direct stream that failed moves its chunk and the
+ * rest to a LAN-free stream. When its copy device reported the fault, that copy device is marked
+ * unavailable and the same stream goes on through its backup server (its drive and cartridge are
+ * sound, and the chunks already written stay where they are). Any other failure fails the stream
+ * as on a LAN-free one, and the next stream takes the rest LAN-free — a copy device that stopped
+ * answering too: it may wake and write again, so its cartridge takes no more chunks of this job.
+ */
+async function directLaneAfter(job: CopyJob, lane: Lane, err: unknown, piece: PiecePlan): Promise<Lane | undefined> {
+  const device = lane.stream.copyDevice as string;
+  const root = rootFailure(err);
+  if (deviceTrouble(err).device === device) {
+    const reason =
+      `${root.message} (job ${job.workflowId}, stream ${lane.stream.stream}, at chunk ${piece.piece})`.slice(0, 500);
+    job.marks.push(job.pool.markDevice(job.req.site, { device, state: 'unavailable', reason }).catch(() => undefined));
+    lane.kind = StreamKind.LanFree;
+    job.op.activity = `copy device ${device} of stream ${lane.stream.stream} failed at chunk ${piece.piece}: ${root.message}; the stream goes on LAN-free through ${lane.stream.server}`;
+    return lane;
+  }
+  await laneFailed(job, lane, err, `at chunk ${piece.piece}`);
+  const next = nextHealthy(job, lane.stream.stream);
+  if (next) next.kind = StreamKind.LanFree;
+  return next;
 }
 
 function nextHealthy(job: CopyJob, after: number): Lane | undefined {
@@ -680,13 +739,7 @@ async function laneFailed(job: CopyJob, lane: Lane, err: unknown, when: string):
     const found = await job.control
       .probeStream({
         site: job.req.site,
-        devices: [
-          lane.stream.server,
-          ...lane.stream.switches,
-          lane.stream.library,
-          lane.stream.drive,
-          lane.stream.tape,
-        ],
+        devices: laneDevices(lane),
       })
       .catch(() => []);
     device = found[0]?.device ?? lane.stream.drive;

@@ -173,6 +173,12 @@ describe('refused input changes nothing', () => {
     expect(r.stderr).toMatch(/InvalidInput: --streams must be a whole number from 1 to 8, not "many"/);
   });
 
+  it('rejects a stream kind it does not know with InvalidInput', async () => {
+    const bad = await kura(['backup', 'vm-001', '--stream-kind', 'serverless']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/InvalidInput: --stream-kind must be lan-free or direct, not "serverless"/);
+  });
+
   it('refuses a restore whose --wait is no duration with InvalidInput, creating nothing', async () => {
     const dest = path.join(lab.dir, 'restores', 'never.img');
     const r = await kura(['restore', 'vm-001@20200101T000000Z', '--to', dest, '--wait', 'forever']);

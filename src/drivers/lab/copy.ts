@@ -30,6 +30,7 @@ import {
   type DeviceHealth,
   type ProgressFn,
   type ReadFromTapeRequest,
+  type SegmentCommand,
   type TapeAddress,
   type VerifyOnTapeRequest,
   type VolumeImages,
@@ -112,6 +113,49 @@ export class LabCopyDevice implements CopyDeviceDriver {
    * rebuild the checksum.
    */
   async copyToTape(req: CopyToTapeRequest, onProgress: ProgressFn, signal?: AbortSignal): Promise<CopyResult> {
+    // A backup server's data path: the lab's copy throttle (lab.serverCopyRate) holds it.
+    return this.writePiece(req, { rate: this.loaded.config.lab.serverCopyRate }, onProgress, signal);
+  }
+
+  /**
+   * A copy device's segment command: the same piece written the same way, from the copy device's
+   * own worker and not held to the backup servers' throttle; its events name the copy device.
+   */
+  async executeSegment(cmd: SegmentCommand, onProgress: ProgressFn, signal?: AbortSignal): Promise<CopyResult> {
+    requireInt(cmd.sourceAddress, 'sourceAddress', 0);
+    requireInt(cmd.length, 'length', 1);
+    if (!cmd.devices.includes(cmd.copyDevice)) {
+      throw new InvalidInputError(
+        `the segment command of copy device ${cmd.copyDevice} lists devices ${cmd.devices.join(', ')}, which do not include it; list the devices the bytes cross, the copy device first`,
+      );
+    }
+    const site = findSite(this.loaded, cmd.site);
+    if (!site.copyDevices.some((c) => c.name === cmd.copyDevice && c.segmentCopy)) {
+      throw new InvalidInputError(
+        `site ${cmd.site} has no copy device ${cmd.copyDevice} able to run segment commands; copy through a backup server (LAN-free) instead`,
+      );
+    }
+    return this.writePiece(
+      {
+        site: cmd.site,
+        devices: cmd.devices,
+        source: { ...cmd.source, offset: cmd.sourceAddress, length: cmd.length },
+        target: { ...cmd.target, position: cmd.targetAddress },
+        header: cmd.header,
+        resumeBytes: cmd.resumeBytes,
+      },
+      { copyDevice: cmd.copyDevice },
+      onProgress,
+      signal,
+    );
+  }
+
+  private async writePiece(
+    req: CopyToTapeRequest,
+    by: { rate?: number | undefined; copyDevice?: string },
+    onProgress: ProgressFn,
+    signal?: AbortSignal,
+  ): Promise<CopyResult> {
     const { site, source, target, header } = req;
     const where = `tape ${target.tape} of library ${target.library}`;
     requireInt(source.offset, 'source.offset', 0);
@@ -187,6 +231,7 @@ export class LabCopyDevice implements CopyDeviceDriver {
           piece: header.piece,
           offset: source.offset,
           length: source.length,
+          ...(by.copyDevice === undefined ? {} : { copyDevice: by.copyDevice }),
         });
 
         // A resumed copy's checksum is rebuilt from the bytes already on the cartridge.
@@ -209,6 +254,7 @@ export class LabCopyDevice implements CopyDeviceDriver {
           tape,
           onProgress,
           signal,
+          by.rate,
         );
         return { sha256, bytes: source.length, position: target.position, nextPosition, resumedBytes: resume };
       } finally {
@@ -229,6 +275,7 @@ export class LabCopyDevice implements CopyDeviceDriver {
     durable: FileHandle,
     onProgress: ProgressFn,
     signal: AbortSignal | undefined,
+    rateBytesPerSec?: number,
   ): Promise<string> {
     const gate = new FaultGate(this.state, {
       devices: piece.devices,
@@ -241,6 +288,7 @@ export class LabCopyDevice implements CopyDeviceDriver {
     const { sha256 } = await moveBytes({
       ...move,
       progressBytes: this.chunkBytes,
+      ...(rateBytesPerSec === undefined ? {} : { rateBytesPerSec }),
       onProgress,
       gate,
       signal,
