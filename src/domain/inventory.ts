@@ -13,6 +13,7 @@ import { SecurityConfigSchema } from './security-config';
 import { ArrayDriver, MOVED_QSD_KEYS, QsdArrayConfigSchema } from './array-engine';
 import { formatPath } from './errors';
 import { DEFAULT_INSTALLATION, InstallationSchema } from './installation';
+import { StoreConfigSchema } from './store';
 
 export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 export const NameSchema = z
@@ -342,6 +343,8 @@ export const ConfigSchema = z
     /** Payload encryption, hashed search attributes and the UI's codec server (docs/security.md). */
     security: SecurityConfigSchema.default(SecurityConfigSchema.parse({})),
     sites: z.array(SiteSchema).min(1, 'the configuration needs at least one site'),
+    /** The deduplicated store and its copy in another building (seed 000; docs/adr/032). */
+    store: StoreConfigSchema.default(StoreConfigSchema.parse({})),
   })
   .superRefine((cfg, ctx) => {
     const seen = new Map<string, number>();

@@ -1,0 +1,89 @@
+/**
+ * The workflows of the deduplicated store (seed 000; docs/adr/032): a backup of a volume into it,
+ * and its operations — verify, prune by retention, garbage collection, and the sync of the copy in
+ * another building. Each is one activity that heartbeats (the work is per chunk, on one disk), run
+ * under a meaningful id `store/<op>/…` so the same operation cannot run twice at once.
+ */
+import { ApplicationFailure, workflowInfo } from '@temporalio/workflow';
+import { z } from 'zod';
+import { backupIdFor } from '../domain/catalog';
+import { ErrorType } from '../domain/errors';
+import { RetentionSchema, StoreBackupRequestSchema, StoreNameSchema, type StoreBackupReport } from '../domain/store';
+import { acceptInput } from './failures';
+import { storeActivities } from './store-proxies';
+
+const VerifyRequestSchema = z.object({
+  backupIds: z.array(z.string().min(1)).min(1, 'name at least one backup to verify'),
+  store: StoreNameSchema.default('primary'),
+});
+const PruneRequestSchema = z.object({
+  site: z.string().min(1),
+  targets: z.array(z.string().min(1)).min(1, 'name at least one target to prune'),
+  retention: RetentionSchema,
+  dryRun: z.boolean().default(false),
+});
+const GcRequestSchema = z.object({
+  store: StoreNameSchema.default('primary'),
+  /** The grace period (ms); kura.yaml's `store.gcGrace` when omitted. */
+  graceMs: z.number().int().min(0).optional(),
+});
+const SyncRequestSchema = z.object({ maxLagMs: z.number().int().min(0).optional() });
+
+/** Backs one volume up into the first store and records it in the catalog. */
+export async function storeBackup(input: z.input<typeof StoreBackupRequestSchema>): Promise<StoreBackupReport> {
+  const req = acceptInput(StoreBackupRequestSchema, input, 'store backup request');
+  const { workflowId, startTime } = workflowInfo();
+  const dataTime = req.dataTime ?? startTime.toISOString();
+  return storeActivities().storeBackupVolume({
+    site: req.site,
+    target: req.target,
+    array: req.array,
+    volume: req.volume,
+    backupId: backupIdFor(req.target, dataTime),
+    job: workflowId,
+    dataTime,
+  });
+}
+
+/**
+ * Verifies store backups: every chunk each references is read and re-hashed; a backup with a missing
+ * or damaged chunk is marked bad in the catalog. Fails, naming them, when any is bad.
+ */
+export async function storeVerify(input: z.input<typeof VerifyRequestSchema>) {
+  const req = acceptInput(VerifyRequestSchema, input, 'store verify request');
+  const store = storeActivities();
+  const results = [];
+  for (const backupId of req.backupIds) results.push(await store.verifyStoreBackup({ backupId, store: req.store }));
+  const bad = results.filter((r) => !r.good);
+  if (bad.length > 0)
+    throw ApplicationFailure.nonRetryable(
+      `${bad.length} of ${results.length} backup(s) in the ${req.store} store are bad: ${bad
+        .map((b) => `${b.backupId} (${b.bad.map((c) => c.reason).join('; ')})`)
+        .join(', ')}; restores of them fall back to the other store — sync it, or back the targets up again`,
+      ErrorType.ChecksumMismatch,
+      results,
+    );
+  return results;
+}
+
+/** Prunes each target's store backups by the retention; the chunks go at the next garbage collection. */
+export async function storePrune(input: z.input<typeof PruneRequestSchema>) {
+  const req = acceptInput(PruneRequestSchema, input, 'store prune request');
+  const store = storeActivities();
+  const out: Record<string, { kept: string[]; removed: string[] }> = {};
+  for (const target of req.targets)
+    out[target] = await store.pruneStore({ site: req.site, target, retention: req.retention, dryRun: req.dryRun });
+  return out;
+}
+
+/** Garbage collection of one store: mark every chunk an index names, then sweep with the grace period. */
+export async function storeGc(input: z.input<typeof GcRequestSchema>) {
+  const req = acceptInput(GcRequestSchema, input, 'store garbage collection request');
+  return storeActivities().gcStore(req);
+}
+
+/** Syncs the copy in another building from the first store; reports (and alerts on) its lag. */
+export async function storeSync(input: z.input<typeof SyncRequestSchema>) {
+  const req = acceptInput(SyncRequestSchema, input, 'store sync request');
+  return storeActivities().syncStore(req);
+}
