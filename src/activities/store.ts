@@ -220,9 +220,7 @@ export function createStoreActivities(deps: {
      * Re-hashes every chunk a backup's index names in one store and records the verdict in the
      * catalog: `bad`, naming the chunks, on any missing or damaged one.
      */
-    async verifyStoreBackup(
-      input: z.input<typeof VerifyInput>,
-    ): Promise<{
+    async verifyStoreBackup(input: z.input<typeof VerifyInput>): Promise<{
       backupId: string;
       good: boolean;
       chunks: number;

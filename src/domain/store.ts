@@ -79,6 +79,8 @@ export const StoreBackupRequestSchema = z.object({
   volume: z.string().min(1),
   /** Data time of the backup (ISO); the workflow's start time when omitted. */
   dataTime: z.string().optional(),
+  /** A worker lost mid-backup is noticed after this long without a heartbeat, and the backup retried. */
+  heartbeatMs: z.number().int().min(1000).default(60_000),
 });
 export type StoreBackupRequest = z.infer<typeof StoreBackupRequestSchema>;
 

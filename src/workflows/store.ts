@@ -34,7 +34,7 @@ export async function storeBackup(input: z.input<typeof StoreBackupRequestSchema
   const req = acceptInput(StoreBackupRequestSchema, input, 'store backup request');
   const { workflowId, startTime } = workflowInfo();
   const dataTime = req.dataTime ?? startTime.toISOString();
-  return storeActivities().storeBackupVolume({
+  return storeActivities(req.heartbeatMs).storeBackupVolume({
     site: req.site,
     target: req.target,
     array: req.array,
