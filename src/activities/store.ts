@@ -28,6 +28,8 @@ import type { VolumeImages } from '../drivers/types';
 import { ChunkStore, writeAtomic, type GcResult } from '../store/chunk-store';
 import { ingestFile } from '../store/ingest';
 import { readBackup } from '../store/read';
+import { ClassNameSchema, classVolumes, insideWindow, type ClassVolume } from '../domain/classes';
+import { clientBusy } from '../lab/churn';
 import { mapFailures } from './failures';
 
 const BackupInput = z.object({
@@ -54,6 +56,7 @@ const PruneInput = z.object({
 });
 const GcInput = z.object({ store: StoreNameSchema.default('primary'), graceMs: z.number().int().min(0).optional() });
 const SyncInput = z.object({ maxLagMs: z.number().int().min(0).optional() });
+const ClassPlanInput = z.object({ className: ClassNameSchema, at: z.string().min(1) });
 
 /** What the copy in another building holds, written by each sync into the copy's root. */
 const SyncStateSchema = z.object({ syncedAt: z.string(), indexes: z.number().int().min(0) });
@@ -152,6 +155,12 @@ export function createStoreActivities(deps: {
             `${r.array}/${r.volume} is ${sizeBytes} bytes but ${index.sizeBytes} were backed up; it changed size during the backup — back it up again`,
           );
         if (index.sha256 === null) throw new InvalidInputError(`index of ${r.backupId} has no whole-volume digest`);
+        // An incremental's changed chunks: digests compared with the target's last index.
+        const previous = catalog
+          .listStoreBackups({ site: r.site, target: r.target })
+          .find((b) => b.backupId !== r.backupId && b.dataTime < r.dataTime);
+        const before = previous && (await stores.primary.readIndex(previous.backupId).catch(() => undefined));
+        const changedChunks = index.chunks.filter((d, i) => before?.chunks[i] !== d).length;
         const endedAt = new Date().toISOString();
         const piece: PieceRecord = {
           backupId: r.backupId,
@@ -191,6 +200,8 @@ export function createStoreActivities(deps: {
           newChunks: done.newChunks,
           storedBytes: done.storedBytes,
           readBytes: done.readBytes,
+          previousBackupId: previous?.backupId ?? null,
+          changedChunks,
         };
       });
     },
@@ -350,6 +361,39 @@ export function createStoreActivities(deps: {
         } finally {
           await to.endWriter('sync');
         }
+      });
+    },
+
+    /**
+     * The volumes a class's backup takes now, and those it skips with the reason: a client outside
+     * its window, or busy at its medical device. NotFound when kura.yaml has no such class.
+     */
+    async planClassBackup(
+      input: z.input<typeof ClassPlanInput>,
+    ): Promise<{ take: ClassVolume[]; skipped: { target: string; reason: string }[] }> {
+      return mapFailures(async () => {
+        const r = parseWith(ClassPlanInput, input, 'class backup');
+        const cls = loaded.config.classes[r.className];
+        if (!cls)
+          throw new NotFoundError(
+            `${loaded.file} has no class "${r.className}" under \`classes\`; add it with its schedule and retention`,
+          );
+        const volumes = classVolumes(loaded.config, r.className);
+        const client = loaded.config.classes.client;
+        if (r.className !== 'client' || !client) return { take: volumes, skipped: [] };
+        const take: ClassVolume[] = [];
+        const skipped: { target: string; reason: string }[] = [];
+        for (const v of volumes) {
+          const busy = clientBusy(paths, v.site, v.target);
+          if (!insideWindow(client.window, r.at, client.timezone))
+            skipped.push({
+              target: v.target,
+              reason: `outside its window ${client.window.from}–${client.window.to} ${client.timezone} (now ${r.at})`,
+            });
+          else if (busy !== null) skipped.push({ target: v.target, reason: `busy: ${busy}` });
+          else take.push(v);
+        }
+        return { take, skipped };
       });
     },
 

@@ -96,6 +96,9 @@ export const StoreBackupReportSchema = z.object({
   storedBytes: z.number().int().min(0),
   /** Bytes read from the volume (less than sizeBytes when a dirty bitmap said what changed). */
   readBytes: z.number().int().min(0),
+  /** The target's previous backup in the store, and how many chunks differ from its index (all, without one). */
+  previousBackupId: z.string().nullable(),
+  changedChunks: z.number().int().min(0),
 });
 export type StoreBackupReport = z.infer<typeof StoreBackupReportSchema>;
 

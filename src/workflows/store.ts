@@ -9,6 +9,7 @@ import { z } from 'zod';
 import { backupIdFor } from '../domain/catalog';
 import { ErrorType } from '../domain/errors';
 import { RetentionSchema, StoreBackupRequestSchema, StoreNameSchema, type StoreBackupReport } from '../domain/store';
+import { ClassNameSchema } from '../domain/classes';
 import { acceptInput } from './failures';
 import { storeActivities } from './store-proxies';
 
@@ -28,6 +29,22 @@ const GcRequestSchema = z.object({
   graceMs: z.number().int().min(0).optional(),
 });
 const SyncRequestSchema = z.object({ maxLagMs: z.number().int().min(0).optional() });
+const ClassBackupRequestSchema = z.object({
+  className: ClassNameSchema,
+  /** Data time of every backup of the run (ISO); the workflow's start time when omitted. */
+  dataTime: z.string().optional(),
+  /** Volumes backed up at once. */
+  concurrency: z.number().int().min(1).max(32).default(4),
+  heartbeatMs: z.number().int().min(1000).default(60_000),
+});
+
+/** What a class's backup run did: each backup, and each target it skipped and why. */
+export interface ClassBackupReport {
+  className: string;
+  dataTime: string;
+  backups: (StoreBackupReport & { target: string })[];
+  skipped: { target: string; reason: string }[];
+}
 
 /** Backs one volume up into the first store and records it in the catalog. */
 export async function storeBackup(input: z.input<typeof StoreBackupRequestSchema>): Promise<StoreBackupReport> {
@@ -86,4 +103,48 @@ export async function storeGc(input: z.input<typeof GcRequestSchema>) {
 export async function storeSync(input: z.input<typeof SyncRequestSchema>) {
   const req = acceptInput(SyncRequestSchema, input, 'store sync request');
   return storeActivities().syncStore(req);
+}
+
+/**
+ * Backs up every volume of one target class into the store, a few at a time, all with one data
+ * time; a client outside its window or busy is skipped and reported, not failed. The run fails
+ * only when a backup fails, naming it, after the others have finished.
+ */
+export async function classBackup(input: z.input<typeof ClassBackupRequestSchema>): Promise<ClassBackupReport> {
+  const req = acceptInput(ClassBackupRequestSchema, input, 'class backup request');
+  const { workflowId, startTime } = workflowInfo();
+  const dataTime = req.dataTime ?? startTime.toISOString();
+  const store = storeActivities(req.heartbeatMs);
+  const plan = await store.planClassBackup({ className: req.className, at: dataTime });
+  const backups: ClassBackupReport['backups'] = [];
+  const failed: string[] = [];
+  let next = 0;
+  const lane = async () => {
+    while (next < plan.take.length) {
+      const v = plan.take[next++]!;
+      try {
+        const r = await store.storeBackupVolume({
+          site: v.site,
+          target: v.target,
+          array: v.array,
+          volume: v.volume,
+          backupId: backupIdFor(v.target, dataTime),
+          job: `${workflowId}#${v.target}`,
+          dataTime,
+        });
+        backups.push({ ...r, target: v.target });
+      } catch (err) {
+        failed.push(`${v.target}: ${(err as Error).message}`);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(req.concurrency, plan.take.length) }, lane));
+  backups.sort((a, b) => (a.target < b.target ? -1 : 1));
+  if (failed.length > 0)
+    throw ApplicationFailure.nonRetryable(
+      `${failed.length} of ${plan.take.length} backup(s) of class ${req.className} failed: ${failed.join('; ')}`,
+      ErrorType.DeviceFault,
+      { backups, skipped: plan.skipped },
+    );
+  return { className: req.className, dataTime, backups, skipped: plan.skipped };
 }
