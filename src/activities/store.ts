@@ -4,7 +4,7 @@
  * backup read back with fallback to the other store, verify, prune, garbage collection, and the
  * sync of the copy in another building. Each is idempotent and heartbeats its progress.
  */
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import * as path from 'node:path';
 import { Context } from '@temporalio/activity';
 import { z } from 'zod';
@@ -28,6 +28,7 @@ import type { VolumeImages } from '../drivers/types';
 import { ChunkStore, writeAtomic, type GcResult } from '../store/chunk-store';
 import { ingestFile } from '../store/ingest';
 import { readBackup } from '../store/read';
+import { storeLag, storeRoots, type StoreLag } from '../store/lag';
 import { ClassNameSchema, classVolumes, insideWindow, type ClassVolume } from '../domain/classes';
 import { clientBusy } from '../lab/churn';
 import { mapFailures } from './failures';
@@ -58,21 +59,6 @@ const GcInput = z.object({ store: StoreNameSchema.default('primary'), graceMs: z
 const SyncInput = z.object({ maxLagMs: z.number().int().min(0).optional() });
 const ClassPlanInput = z.object({ className: ClassNameSchema, at: z.string().min(1) });
 
-/** What the copy in another building holds, written by each sync into the copy's root. */
-const SyncStateSchema = z.object({ syncedAt: z.string(), indexes: z.number().int().min(0) });
-
-/** The copy's lag behind the first store: zero when it holds every backup the first one does. */
-export interface StoreLag {
-  /** Milliseconds since the oldest backup the copy lacks was taken (0: none lacking). */
-  lagMs: number;
-  /** Backups the first store holds and the copy does not. */
-  behind: string[];
-  lastSyncAt: string | null;
-  /** Whether the lag is past the policy (`store.maxLag`). */
-  alert: boolean;
-  maxLagMs: number;
-}
-
 /** Creates the store activities over one configuration's two stores and its catalog. */
 export function createStoreActivities(deps: {
   loaded: LoadedConfig;
@@ -82,28 +68,14 @@ export function createStoreActivities(deps: {
 }) {
   const { loaded, paths, catalog, images } = deps;
   const cfg = loaded.config.store;
+  const roots = storeRoots(paths.home, cfg);
   const stores: Record<StoreNameT, ChunkStore> = {
-    primary: new ChunkStore(path.resolve(paths.home, cfg.primary)),
-    copy: new ChunkStore(path.resolve(paths.home, cfg.copy)),
+    primary: new ChunkStore(roots.primary),
+    copy: new ChunkStore(roots.copy),
   };
   const other = (s: StoreNameT): StoreNameT => (s === StoreName.Primary ? StoreName.Copy : StoreName.Primary);
 
-  async function lag(maxLagMs: number = cfg.maxLag): Promise<StoreLag> {
-    const have = new Set(await stores.copy.listIndexes());
-    const behind: string[] = [];
-    let oldest = Infinity;
-    for (const id of await stores.primary.listIndexes()) {
-      if (have.has(id)) continue;
-      behind.push(id);
-      const index = await stores.primary.readIndex(id).catch(() => undefined);
-      if (index) oldest = Math.min(oldest, Date.parse(index.dataTime));
-    }
-    const state = await readFile(path.join(stores.copy.root, 'sync.json'), 'utf8')
-      .then((t) => SyncStateSchema.parse(JSON.parse(t)))
-      .catch(() => undefined);
-    const lagMs = behind.length === 0 ? 0 : Math.max(0, Date.now() - oldest);
-    return { lagMs, behind, lastSyncAt: state?.syncedAt ?? null, alert: lagMs > maxLagMs, maxLagMs };
-  }
+  const lag = (maxLagMs: number = cfg.maxLag): Promise<StoreLag> => storeLag(stores.primary, stores.copy, maxLagMs);
 
   return {
     /**

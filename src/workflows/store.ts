@@ -12,6 +12,7 @@ import { RetentionSchema, StoreBackupRequestSchema, StoreNameSchema, type StoreB
 import { ClassNameSchema } from '../domain/classes';
 import { acceptInput } from './failures';
 import { storeActivities } from './store-proxies';
+import { controlActivities } from './proxies';
 
 const VerifyRequestSchema = z.object({
   backupIds: z.array(z.string().min(1)).min(1, 'name at least one backup to verify'),
@@ -99,10 +100,19 @@ export async function storeGc(input: z.input<typeof GcRequestSchema>) {
   return storeActivities().gcStore(req);
 }
 
-/** Syncs the copy in another building from the first store; reports (and alerts on) its lag. */
+/**
+ * Syncs the copy in another building from the first store, and reports its lag; past the policy
+ * (`store.maxLag`) people are told, with the backups the copy still lacks.
+ */
 export async function storeSync(input: z.input<typeof SyncRequestSchema>) {
   const req = acceptInput(SyncRequestSchema, input, 'store sync request');
-  return storeActivities().syncStore(req);
+  const result = await storeActivities().syncStore(req);
+  if (result.lag.alert)
+    await controlActivities().notify({
+      subject: `the store's copy in another building lags ${Math.round(result.lag.lagMs / 60_000)} min behind, past the policy of ${Math.round(result.lag.maxLagMs / 60_000)} min`,
+      detail: { workflowId: workflowInfo().workflowId, behind: result.lag.behind, lastSyncAt: result.lag.lastSyncAt },
+    });
+  return result;
 }
 
 /**

@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '@temporalio/client';
 import { Catalog } from '../../src/catalog/store';
 import { ChunkStore } from '../../src/store/chunk-store';
+import { storeLag } from '../../src/store/lag';
 import type { Kura } from '../../src/client';
 import type { KuraWorkers } from '../../src/worker';
 import type { StoreBackupReport } from '../../src/domain/store';
@@ -112,7 +113,9 @@ describe('the deduplicated store', () => {
     });
     expect(before).toMatchObject({ indexes: 2, chunks: 36, lag: { lagMs: 0, behind: [], alert: false } });
     churn(2);
-    await backup('2026-11-29T02:00:00.000Z');
+    const third = await backup('2026-11-29T02:00:00.000Z');
+    // Until the next sync the copy lags by the new backup's age: past a policy of 1 s, an alert.
+    expect(await storeLag(store(), copy(), 1000)).toMatchObject({ behind: [third.backupId], alert: true });
     const again = await run<{ chunks: number; indexes: number; lag: { behind: string[] } }>('storeSync', {}, 'sync');
     expect(again).toMatchObject({ indexes: 1, chunks: 2, lag: { behind: [] } });
     expect((await copy().usage()).chunks).toBe((await store().usage()).chunks);
