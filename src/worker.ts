@@ -219,7 +219,13 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
             ...createVmActivities({ loaded, drivers, images }),
             ...createCatalogRebuildActivities({ catalog }),
             ...createGuardianRequestActivities({ vms: new Kura(client, loaded, taskQueue).vms }),
-            ...createStoreActivities({ loaded, paths, catalog, images: drivers.images }),
+            ...createStoreActivities({
+              loaded,
+              paths,
+              catalog,
+              images: drivers.images,
+              hypervisor: drivers.hypervisor,
+            }),
           },
           // Kura's Nexus service `kura`, for callers in other namespaces (docs/adr/018).
           nexusServices: [createKuraNexusHandler({ client, loaded, taskQueue })],

@@ -4,7 +4,7 @@
  * backup read back with fallback to the other store, verify, prune, garbage collection, and the
  * sync of the copy in another building. Each is idempotent and heartbeats its progress.
  */
-import { mkdir } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import * as path from 'node:path';
 import { Context } from '@temporalio/activity';
 import { z } from 'zod';
@@ -24,7 +24,8 @@ import {
   type StoreName as StoreNameT,
 } from '../domain/store';
 import { parseWith } from '../domain/validate';
-import type { VolumeImages } from '../drivers/types';
+import type { HypervisorDriver, ImageRef, VolumeImages } from '../drivers/types';
+import { sha256File } from '../datamover/files';
 import { ChunkStore, writeAtomic, type GcResult } from '../store/chunk-store';
 import { ingestFile } from '../store/ingest';
 import { readBackup } from '../store/read';
@@ -58,6 +59,14 @@ const PruneInput = z.object({
 const GcInput = z.object({ store: StoreNameSchema.default('primary'), graceMs: z.number().int().min(0).optional() });
 const SyncInput = z.object({ maxLagMs: z.number().int().min(0).optional() });
 const ClassPlanInput = z.object({ className: ClassNameSchema, at: z.string().min(1) });
+const VmRestoreInput = z.object({
+  site: z.string().min(1),
+  vm: z.string().min(1),
+  host: z.string().min(1),
+  /** The instant of the image (its backups' data time); the newest whole image when omitted. */
+  dataTime: z.string().min(1).optional(),
+  request: z.string().min(1),
+});
 
 /** Creates the store activities over one configuration's two stores and its catalog. */
 export function createStoreActivities(deps: {
@@ -65,8 +74,9 @@ export function createStoreActivities(deps: {
   paths: KuraPaths;
   catalog: Catalog;
   images: VolumeImages;
+  hypervisor: HypervisorDriver;
 }) {
-  const { loaded, paths, catalog, images } = deps;
+  const { loaded, paths, catalog, images, hypervisor } = deps;
   const cfg = loaded.config.store;
   const roots = storeRoots(paths.home, cfg);
   const stores: Record<StoreNameT, ChunkStore> = {
@@ -366,6 +376,83 @@ export function createStoreActivities(deps: {
           else take.push(v);
         }
         return { take, skipped };
+      });
+    },
+
+    /**
+     * A VM's whole image back in one step (seed 000): its software and data volumes from the store
+     * backups of one instant, read chunk by chunk with fallback to the other store and checked
+     * against their digests, then the VM recreated from them on the chosen host and started. The
+     * caller waits for it to report healthy. Idempotent: a retry reuses verified image files, and
+     * the hypervisor carries out one request once.
+     */
+    async restoreVmImage(input: z.input<typeof VmRestoreInput>): Promise<{
+      software: string;
+      data: string;
+      host: string;
+      dataTime: string;
+      fallbacks: StoreFallback[];
+      tookMs: number;
+    }> {
+      return mapFailures(async () => {
+        const r = parseWith(VmRestoreInput, input, 'VM image restore');
+        const t0 = Date.now();
+        const ofPart = (part: 'software' | 'data') =>
+          catalog.listStoreBackups({ site: r.site, target: `${r.vm}/${part}` });
+        const software = ofPart('software');
+        const data = ofPart('data');
+        // A whole image is both volumes of one instant.
+        const instant = software
+          .map((b) => b.dataTime)
+          .find((t) => (r.dataTime === undefined || t === r.dataTime) && data.some((d) => d.dataTime === t));
+        if (instant === undefined)
+          throw new NotFoundError(
+            `no whole image of ${r.vm}${r.dataTime ? ` taken at ${r.dataTime}` : ''} in the store (both its software and data volume of one instant); \`kura store list --target ${r.vm}/data\` shows what there is`,
+            { vm: r.vm },
+          );
+        const ctx = Context.current();
+        const fallbacks: StoreFallback[] = [];
+        const refs: Partial<Record<'software' | 'data', ImageRef>> = {};
+        for (const [part, list] of [
+          ['software', software],
+          ['data', data],
+        ] as const) {
+          const b = list.find((x) => x.dataTime === instant)!;
+          const file = path.join(paths.home, 'store', 'restored', r.vm, `${encodeURIComponent(b.backupId)}.img`);
+          await mkdir(path.dirname(file), { recursive: true });
+          const good = b.sha256 !== null && (await sha256File(file).catch(() => null)) === b.sha256;
+          if (!good) {
+            await rm(file, { force: true });
+            const read = await readBackup({
+              stores: [StoreName.Primary, StoreName.Copy].map((name) => ({ name, store: stores[name] })),
+              backupId: b.backupId,
+              destination: { path: file, offset: 0 },
+              onProgress: (p) => ctx.heartbeat({ part, bytes: p.bytes, total: p.total }),
+            });
+            fallbacks.push(...read.fallbacks);
+            const sha = await sha256File(file);
+            if (sha !== b.sha256)
+              throw new ChecksumMismatchError(
+                `the ${part} image of ${r.vm} read from the store hashes to ${sha}, not ${b.sha256}; it was not used`,
+              );
+          }
+          refs[part] = { imageId: b.backupId, kind: part, file, sizeBytes: b.sizeBytes, sha256: b.sha256 ?? '' };
+        }
+        await hypervisor.rebuild(
+          r.site,
+          r.vm,
+          r.host,
+          { software: refs.software!, data: refs.data! },
+          { request: r.request, rung: 'store-restore', incident: r.request },
+        );
+        return {
+          software: refs.software!.imageId,
+          data: refs.data!.imageId,
+          host: r.host,
+          dataTime: instant,
+          fallbacks,
+          tookMs: Date.now() - t0,
+        };
       });
     },
 

@@ -10,4 +10,4 @@ export { vmGuardian } from './vm-guardian';
 export { recoveryLadder } from './recovery-ladder';
 export { catalogRebuild } from './catalog-rebuild';
 export { vmDataBackup, vmFailureReport } from './vm-requests';
-export { storeBackup, storeVerify, storePrune, storeGc, storeSync, classBackup } from './store';
+export { storeBackup, storeVerify, storePrune, storeGc, storeSync, classBackup, vmImageRestore } from './store';

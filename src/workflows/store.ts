@@ -13,6 +13,7 @@ import { ClassNameSchema } from '../domain/classes';
 import { acceptInput } from './failures';
 import { storeActivities } from './store-proxies';
 import { controlActivities } from './proxies';
+import { vmActivities } from './vm-proxies';
 
 const VerifyRequestSchema = z.object({
   backupIds: z.array(z.string().min(1)).min(1, 'name at least one backup to verify'),
@@ -38,6 +39,36 @@ const ClassBackupRequestSchema = z.object({
   concurrency: z.number().int().min(1).max(32).default(4),
   heartbeatMs: z.number().int().min(1000).default(60_000),
 });
+
+const VmImageRestoreRequestSchema = z.object({
+  site: z.string().min(1),
+  vm: z.string().min(1),
+  /** The host the VM is recreated on. */
+  host: z.string().min(1),
+  /** The instant of the image; the newest whole image when omitted. */
+  dataTime: z.string().optional(),
+  /** How long the VM gets to report healthy once started, and how often it is asked. */
+  healthTimeoutMs: z
+    .number()
+    .int()
+    .min(0)
+    .default(5 * 60_000),
+  healthEveryMs: z.number().int().min(1).default(1_000),
+});
+
+/** What a VM's restore from its whole image did, and whether it reports healthy. */
+export interface VmImageRestoreReport {
+  vm: string;
+  host: string;
+  dataTime: string;
+  software: string;
+  data: string;
+  healthy: boolean;
+  health: string;
+  /** From the restore's start to the VM reporting healthy. */
+  tookMs: number;
+  fallbacks: { chunk: number; digest: string; from: string; reason: string }[];
+}
 
 /** What a class's backup run did: each backup, and each target it skipped and why. */
 export interface ClassBackupReport {
@@ -157,4 +188,48 @@ export async function classBackup(input: z.input<typeof ClassBackupRequestSchema
       { backups, skipped: plan.skipped },
     );
   return { className: req.className, dataTime, backups, skipped: plan.skipped };
+}
+
+/**
+ * Restore of a VM from its whole image, in one step (seed 000): the software and data volumes of
+ * one instant from the store, the VM recreated on the chosen host and started, then the wait until
+ * it reports healthy. Fails, typed DeviceFault, when it does not within the timeout.
+ */
+export async function vmImageRestore(
+  input: z.input<typeof VmImageRestoreRequestSchema>,
+): Promise<VmImageRestoreReport> {
+  const req = acceptInput(VmImageRestoreRequestSchema, input, 'VM image restore request');
+  const { workflowId } = workflowInfo();
+  const started = Date.now();
+  const restored = await storeActivities().restoreVmImage({
+    site: req.site,
+    vm: req.vm,
+    host: req.host,
+    ...(req.dataTime === undefined ? {} : { dataTime: req.dataTime }),
+    request: workflowId,
+  });
+  const health = await vmActivities({ activityHeartbeatMs: 30_000 }, req.healthTimeoutMs).awaitHealthy({
+    site: req.site,
+    vm: req.vm,
+    timeoutMs: req.healthTimeoutMs,
+    everyMs: req.healthEveryMs,
+  });
+  const report: VmImageRestoreReport = {
+    vm: req.vm,
+    host: restored.host,
+    dataTime: restored.dataTime,
+    software: restored.software,
+    data: restored.data,
+    healthy: health.healthy,
+    health: health.detail,
+    tookMs: Date.now() - started,
+    fallbacks: restored.fallbacks,
+  };
+  if (!health.healthy)
+    throw ApplicationFailure.nonRetryable(
+      `${req.vm} was recreated on ${restored.host} from its image of ${restored.dataTime} but did not report healthy within ${req.healthTimeoutMs} ms (${health.detail}); look at it on the host, or restore an earlier image`,
+      ErrorType.DeviceFault,
+      report,
+    );
+  return report;
 }

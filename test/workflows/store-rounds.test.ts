@@ -15,7 +15,7 @@ import { readBackup } from '../../src/store/read';
 import { churnVolumes, setClientBusy } from '../../src/lab/churn';
 import { labVolumePath } from '../../src/lab/files';
 import type { KuraWorkers } from '../../src/worker';
-import type { ClassBackupReport } from '../../src/workflows/store';
+import type { ClassBackupReport, vmImageRestore } from '../../src/workflows/store';
 import { connectKura, makeLab, sha256, startWorkers, uniqueId, type TestLab } from '../support/harness';
 
 const KiB = 1024;
@@ -35,7 +35,10 @@ beforeAll(async () => {
     fileServerVolumeSize: 4 * MiB,
     clients: 2,
     clientVolumeSize: 1 * MiB,
-    edit: (cfg) => (cfg.store = { chunkSize: '64KiB' }),
+    edit: (cfg) => {
+      cfg.store = { chunkSize: '64KiB' };
+      cfg.lab = { osReboot: '300ms' };
+    },
   });
   workers = await startWorkers(lab);
   ({ kura, client, close } = await connectKura(lab));
@@ -48,7 +51,7 @@ afterAll(async () => {
 });
 
 describe('seven rounds of churn and backup over all classes', () => {
-  it('grow the store by about the changed data, and every round restores byte-identical', async () => {
+  it('grow the store by about the changed data, restore every round byte-identical, and bring a VM back healthy from its whole image', async () => {
     const cfg = lab.loaded.config;
     const volumes = Object.values(ClassName).flatMap((c) => classVolumes(cfg, c));
     expect(volumes.map((v) => v.target)).toEqual([
@@ -134,6 +137,25 @@ describe('seven rounds of churn and backup over all classes', () => {
       const restored = await (await kura.startRestore(pick.backupId, dest)).result();
       expect(await sha256(dest)).toBe(pick.sha256);
       expect(restored.sha256).toBe(pick.sha256);
+    }
+
+    // A VM restored from its whole image of round 3, on the other host, reports healthy with both
+    // volumes as they were then.
+    const round3 = rounds[2]!;
+    const report = await client.workflow.execute<typeof vmImageRestore>('vmImageRestore', {
+      taskQueue: lab.taskQueue,
+      workflowId: `store/vm-restore/vm-001/${uniqueId()}`,
+      args: [
+        { site: lab.site, vm: 'vm-001', host: 'host-02', dataTime: '2026-11-03T12:30:00.000Z', healthEveryMs: 50 },
+      ],
+    });
+    console.log(`vm-001 restored from its whole image of round 3 and healthy in ${report.tookMs} ms`);
+    expect(report).toMatchObject({ vm: 'vm-001', host: 'host-02', healthy: true, fallbacks: [] });
+    for (const part of ['software', 'data'] as const) {
+      const v = volumes.find((x) => x.target === `vm-001/${part}`)!;
+      expect(await sha256(labVolumePath(lab.paths, v.site, v.array, v.volume))).toBe(
+        round3.find((b) => b.target === `vm-001/${part}`)!.sha256,
+      );
     }
   });
 });
