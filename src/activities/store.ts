@@ -13,7 +13,7 @@ import type { LoadedConfig } from '../config/load';
 import type { KuraPaths } from '../config/paths';
 import type { PieceRecord } from '../domain/catalog';
 import { STORE_LIBRARY, StoreName } from '../domain/store';
-import { ChecksumMismatchError, InvalidInputError, KuraError, NotFoundError } from '../domain/errors';
+import { ChecksumMismatchError, KuraError, NotFoundError } from '../domain/errors';
 import {
   DigestSchema,
   RetentionSchema,
@@ -27,7 +27,7 @@ import { parseWith } from '../domain/validate';
 import type { HypervisorDriver, ImageRef, VolumeImages } from '../drivers/types';
 import { sha256File } from '../datamover/files';
 import { ChunkStore, writeAtomic, type GcResult } from '../store/chunk-store';
-import { ingestFile } from '../store/ingest';
+import { indexDigest, ingestFile } from '../store/ingest';
 import { readBackup } from '../store/read';
 import { storeLag, storeRoots, type StoreLag } from '../store/lag';
 import { ClassNameSchema, classVolumes, insideWindow, type ClassVolume } from '../domain/classes';
@@ -136,7 +136,7 @@ export function createStoreActivities(deps: {
           throw new ChecksumMismatchError(
             `${r.array}/${r.volume} is ${sizeBytes} bytes but ${index.sizeBytes} were backed up; it changed size during the backup — back it up again`,
           );
-        if (index.sha256 === null) throw new InvalidInputError(`index of ${r.backupId} has no whole-volume digest`);
+        const digest = indexDigest(index);
         // An incremental's changed chunks: digests compared with the target's last index.
         const previous = catalog
           .listStoreBackups({ site: r.site, target: r.target })
@@ -159,7 +159,8 @@ export function createStoreActivities(deps: {
           position: 0,
           offset: 0,
           sizeBytes,
-          sha256: index.sha256,
+          // The piece's checksum is the index's: the restore checks each chunk against its digest.
+          sha256: digest,
         };
         catalog.completeStoreBackup(
           r.backupId,
@@ -177,7 +178,7 @@ export function createStoreActivities(deps: {
           backupId: r.backupId,
           workflowId: r.job,
           sizeBytes,
-          sha256: index.sha256,
+          indexDigest: digest,
           chunks: index.chunks.length,
           newChunks: done.newChunks,
           storedBytes: done.storedBytes,
@@ -420,23 +421,21 @@ export function createStoreActivities(deps: {
           const b = list.find((x) => x.dataTime === instant)!;
           const file = path.join(paths.home, 'store', 'restored', r.vm, `${encodeURIComponent(b.backupId)}.img`);
           await mkdir(path.dirname(file), { recursive: true });
-          const good = b.sha256 !== null && (await sha256File(file).catch(() => null)) === b.sha256;
-          if (!good) {
-            await rm(file, { force: true });
-            const read = await readBackup({
-              stores: [StoreName.Primary, StoreName.Copy].map((name) => ({ name, store: stores[name] })),
-              backupId: b.backupId,
-              destination: { path: file, offset: 0 },
-              onProgress: (p) => ctx.heartbeat({ part, bytes: p.bytes, total: p.total }),
-            });
-            fallbacks.push(...read.fallbacks);
-            const sha = await sha256File(file);
-            if (sha !== b.sha256)
-              throw new ChecksumMismatchError(
-                `the ${part} image of ${r.vm} read from the store hashes to ${sha}, not ${b.sha256}; it was not used`,
-              );
-          }
-          refs[part] = { imageId: b.backupId, kind: part, file, sizeBytes: b.sizeBytes, sha256: b.sha256 ?? '' };
+          // A file left by an earlier attempt is read again: only a complete read proves it.
+          await rm(file, { force: true });
+          const read = await readBackup({
+            stores: [StoreName.Primary, StoreName.Copy].map((name) => ({ name, store: stores[name] })),
+            backupId: b.backupId,
+            destination: { path: file, offset: 0 },
+            onProgress: (p) => ctx.heartbeat({ part, bytes: p.bytes, total: p.total }),
+          });
+          fallbacks.push(...read.fallbacks);
+          if (indexDigest(read.index) !== catalog.piecesOf(b.backupId)[0]?.sha256)
+            throw new ChecksumMismatchError(
+              `the ${part} image of ${r.vm} in the store is not the one the catalog recorded for ${b.backupId}; it was not used`,
+            );
+          const sha256 = await sha256File(file);
+          refs[part] = { imageId: b.backupId, kind: part, file, sizeBytes: b.sizeBytes, sha256 };
         }
         await hypervisor.rebuild(
           r.site,

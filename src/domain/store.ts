@@ -29,7 +29,10 @@ export const StoreIndexSchema = z.object({
   volume: z.string(),
   chunkSize: z.number().int().positive(),
   sizeBytes: z.number().int().min(0),
-  /** SHA-256 of the whole volume, when every byte was read (a bitmap incremental reads only what changed). */
+  /**
+   * SHA-256 of the whole volume when a reader computed one; null from the store's own ingest, which
+   * hashes each byte once, into its chunk's digest (the backup's checksum is `indexDigest`).
+   */
   sha256: DigestSchema.nullable(),
   /** The point in time the data represents (ISO). */
   dataTime: z.string(),
@@ -89,7 +92,8 @@ export const StoreBackupReportSchema = z.object({
   backupId: z.string(),
   workflowId: z.string(),
   sizeBytes: z.number().int().min(0),
-  sha256: DigestSchema.nullable(),
+  /** SHA-256 over the backup's chunk digests (`indexDigest`): what the catalog's piece records. */
+  indexDigest: DigestSchema,
   chunks: z.number().int().min(0),
   /** Chunks the store did not hold yet, and the bytes they took on disk (after compression). */
   newChunks: z.number().int().min(0),

@@ -52,12 +52,29 @@ export class ChunkStore {
    * what keeps it from a garbage collection running meanwhile (see gc). Never writes a chunk twice.
    */
   async put(digest: string, raw: Buffer): Promise<PutResult> {
-    const file = this.chunkPath(digest);
-    if (await this.touch(digest)) return { written: false, storedBytes: 0 };
-    const encoded = encodeChunk(raw);
-    await writeAtomic(file, encoded);
-    return { written: true, storedBytes: encoded.length };
+    // The same chunk being written by another backup of this process: wait for it, write nothing.
+    const pending = this.writing.get(digest);
+    if (pending) {
+      await pending;
+      return { written: false, storedBytes: 0 };
+    }
+    // Registered before the first await, so a second put of the same chunk always finds it.
+    const write = (async (): Promise<PutResult> => {
+      if (await this.touch(digest)) return { written: false, storedBytes: 0 };
+      const encoded = encodeChunk(raw);
+      await writeAtomic(this.chunkPath(digest), encoded);
+      return { written: true, storedBytes: encoded.length };
+    })();
+    this.writing.set(digest, write);
+    try {
+      return await write;
+    } finally {
+      this.writing.delete(digest);
+    }
   }
+
+  /** Chunks being written now by this process, so two backups sharing a new chunk write it once. */
+  private readonly writing = new Map<string, Promise<PutResult>>();
 
   /** Writes a chunk exactly as another store holds it on disk (sync), after checking it decodes to its digest. */
   async putEncoded(digest: string, encoded: Buffer): Promise<PutResult> {
@@ -270,11 +287,12 @@ export class ChunkStore {
     return out;
   }
 
-  /** Bytes the chunks take on disk, and their number. */
+  /** Bytes the chunks take on disk, and their number (temporary files a crash left are not chunks). */
   async usage(): Promise<{ chunks: number; bytes: number }> {
     let bytes = 0;
     let chunks = 0;
     for (const f of await this.chunkFiles()) {
+      if (!/^[0-9a-f]{64}$/.test(path.basename(f))) continue;
       const st = await stat(f).catch(() => undefined);
       if (!st) continue;
       chunks += 1;

@@ -79,8 +79,14 @@ describe('the deduplicated store', () => {
     churn(4);
     rounds.push({ sha256: await sha256(lab.dataVolume(vm)), report: await backup('2026-11-28T02:00:00.000Z') });
     const [first, second] = rounds.map((r) => r.report) as [StoreBackupReport, StoreBackupReport];
-    expect(first).toMatchObject({ chunks: 32, newChunks: 32, sizeBytes: 2 * MiB, sha256: rounds[0]!.sha256 });
-    expect(second).toMatchObject({ chunks: 32, newChunks: 4, sha256: rounds[1]!.sha256 });
+    expect(first).toMatchObject({
+      chunks: 32,
+      newChunks: 32,
+      sizeBytes: 2 * MiB,
+      changedChunks: 32,
+      previousBackupId: null,
+    });
+    expect(second).toMatchObject({ chunks: 32, newChunks: 4, changedChunks: 4, previousBackupId: first.backupId });
     expect((await store().usage()).chunks).toBe(36);
 
     const catalog = new Catalog(lab.paths.catalog);
