@@ -92,6 +92,8 @@ export function hospitalPreset(opts: HospitalPresetOptions = {}): ConfigInput {
     fileServers.length + clients.length === 0
       ? {}
       : {
+          // Small chunks for the lab's small volumes, so `kura lab churn --percent 5` changes about 5 %.
+          store: { chunkSize: '256KiB' },
           classes: {
             vm: { method: 'image' as const, schedule: '01:00', retention },
             server: {
