@@ -119,7 +119,7 @@ describe('seven rounds of churn and backup over all classes', () => {
     expect(ratio).toBeGreaterThan(0.95);
     expect(ratio).toBeLessThan(1.05);
 
-    // Every round's backup of every target reads back as it was; one per round through the restore workflow.
+    // Every round's backup of every target reads back as it was, chunk by chunk from the store.
     mkdirSync(path.join(lab.dir, 'restores'), { recursive: true });
     for (const [i, taken] of rounds.entries()) {
       for (const b of taken) {
@@ -131,6 +131,8 @@ describe('seven rounds of churn and backup over all classes', () => {
         });
         expect(await sha256(out), `${b.backupId}`).toBe(b.sha256);
       }
+      // Through the restore workflow too, in rounds 1, 4 and 7 (each a different target).
+      if (i % 3 !== 0) continue;
       const pick = taken[i % taken.length]!;
       const dest = path.join(lab.dir, 'restores', `round-${i + 1}.img`);
       const restored = await (await kura.startRestore(pick.backupId, dest)).result();
