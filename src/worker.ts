@@ -29,6 +29,7 @@ import { createPoolActivities } from './activities/pool';
 import { createOnlineActivities } from './activities/online';
 import { createVmActivities } from './activities/vm';
 import { createGuardianRequestActivities } from './activities/guardian-requests';
+import { createStoreActivities } from './activities/store';
 import { createKuraNexusHandler } from './nexus-handler';
 import { ImageStore } from './images/store';
 import { Kura, controlTaskQueue, ensureGuardians, ensurePool, serverTaskQueue } from './client';
@@ -230,6 +231,13 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
             ...createVmActivities({ loaded, drivers, images }),
             ...createCatalogRebuildActivities({ catalog }),
             ...createGuardianRequestActivities({ vms: new Kura(client, loaded, taskQueue).vms }),
+            ...createStoreActivities({
+              loaded,
+              paths,
+              catalog,
+              images: drivers.images,
+              hypervisor: drivers.hypervisor,
+            }),
           },
           // Kura's Nexus service `kura`, for callers in other namespaces (docs/adr/018).
           nexusServices: [createKuraNexusHandler({ client, loaded, taskQueue })],

@@ -218,3 +218,20 @@ export function remoteOperationWorkflowId(
 ): string {
   return inInstallation(`op/${kind}/${group}/${compactTime(requestedAt)}`, installation);
 }
+
+/** A job of the deduplicated store: `store/<op>/<subject>/<time>` (op: backup, class, verify, prune, gc, sync). */
+export function storeWorkflowId(
+  op: string,
+  subject: string,
+  requestedAt: string,
+  installation: string = DEFAULT_INSTALLATION,
+): string {
+  return inInstallation(`store/${op}/${subject}/${compactTime(requestedAt)}`, installation);
+}
+
+/** The schedule of a store job: `kura/store/<job>` (`kura/<installation>/store/<job>`), job `class-vm`, `sync`, … */
+export function storeScheduleId(job: string, installation: string = DEFAULT_INSTALLATION): string {
+  return installation === DEFAULT_INSTALLATION
+    ? `${SCHEDULE_PREFIX}store/${job}`
+    : `${SCHEDULE_PREFIX}${installation}/store/${job}`;
+}

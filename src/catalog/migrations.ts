@@ -74,4 +74,20 @@ export const MIGRATIONS: readonly string[] = [
     stop_lsn       TEXT
   );
   `,
+  // 4: backups kept in the deduplicated store (seed 000; docs/adr/032), beside the tape backups:
+  // the store's own facts of each (its index lives in the store) and the verdict of the last verify.
+  `
+  CREATE TABLE store_backups (
+    backup_id     TEXT PRIMARY KEY REFERENCES backups (backup_id),
+    store         TEXT NOT NULL,
+    chunk_size    INTEGER NOT NULL,
+    chunks        INTEGER NOT NULL,
+    new_chunks    INTEGER NOT NULL,
+    stored_bytes  INTEGER NOT NULL,
+    read_bytes    INTEGER NOT NULL,
+    verify_status TEXT NOT NULL DEFAULT 'unverified' CHECK (verify_status IN ('unverified', 'good', 'bad')),
+    verified_at   TEXT,
+    verify_error  TEXT
+  );
+  `,
 ];

@@ -19,6 +19,7 @@ import {
   type StreamRecord,
   type TapeCatalogEntry,
 } from '../domain/catalog';
+import { StoreBackupRecordSchema, type StoreBackupRecord } from '../domain/store';
 import { openDatabase } from '../stack/sqlite';
 import { InvalidInputError, NotFoundError } from '../domain/errors';
 
@@ -271,6 +272,86 @@ export class Catalog {
       )
       .all(backupId)
       .map((r) => PieceRecordSchema.parse(r));
+  }
+
+  /**
+   * Records the store's facts of a backup kept in the store (its chunks, what it added). Idempotent;
+   * called in the same transaction as completeBackup by {@link completeStoreBackup}.
+   */
+  completeStoreBackup(
+    backupId: string,
+    done: Parameters<Catalog['completeBackup']>[1],
+    store: Omit<StoreBackupRecord, 'backupId' | 'verifyStatus' | 'verifiedAt' | 'verifyError'>,
+  ): BackupRecord {
+    const row = StoreBackupRecordSchema.parse({
+      ...store,
+      backupId,
+      verifyStatus: 'unverified',
+      verifiedAt: null,
+      verifyError: null,
+    });
+    return this.db
+      .transaction(() => {
+        this.db
+          .prepare(
+            `INSERT INTO store_backups (backup_id, store, chunk_size, chunks, new_chunks, stored_bytes, read_bytes)
+             VALUES (@backupId, @store, @chunkSize, @chunks, @newChunks, @storedBytes, @readBytes)
+             ON CONFLICT (backup_id) DO NOTHING`,
+          )
+          .run(row);
+        return this.completeBackup(backupId, done);
+      })
+      .immediate();
+  }
+
+  /** The store's facts of a backup; undefined for a backup on tape or disk. */
+  storeBackup(backupId: string): StoreBackupRecord | undefined {
+    const r = this.db
+      .prepare(
+        `SELECT backup_id AS backupId, store, chunk_size AS chunkSize, chunks, new_chunks AS newChunks,
+                stored_bytes AS storedBytes, read_bytes AS readBytes, verify_status AS verifyStatus,
+                verified_at AS verifiedAt, verify_error AS verifyError
+         FROM store_backups WHERE backup_id = ?`,
+      )
+      .get(backupId);
+    return r === undefined ? undefined : StoreBackupRecordSchema.parse(r);
+  }
+
+  /** Every backup kept in the store, newest first, optionally of one site and target. */
+  listStoreBackups(filter: { site?: string; target?: string } = {}): (BackupRecord & { store: StoreBackupRecord })[] {
+    const ids = this.db
+      .prepare(
+        `SELECT s.backup_id AS id FROM store_backups s JOIN backups b ON b.backup_id = s.backup_id
+         WHERE b.status = 'complete' AND (@site IS NULL OR b.site = @site) AND (@target IS NULL OR b.target = @target)
+         ORDER BY b.data_time DESC, b.backup_id`,
+      )
+      .all({ site: filter.site ?? null, target: filter.target ?? null }) as { id: string }[];
+    return ids.map(({ id }) => ({ ...this.backup(id), store: this.storeBackup(id) as StoreBackupRecord }));
+  }
+
+  /** Records the verdict of a verify of a store backup: `bad` names what was found wrong. */
+  markStoreVerified(backupId: string, verdict: { good: boolean; at: string; error?: string }): void {
+    const changed = this.db
+      .prepare(`UPDATE store_backups SET verify_status = ?, verified_at = ?, verify_error = ? WHERE backup_id = ?`)
+      .run(verdict.good ? 'good' : 'bad', verdict.at, verdict.good ? null : (verdict.error ?? 'mismatch'), backupId);
+    if (changed.changes === 0)
+      throw new NotFoundError(`no store backup "${backupId}" in the catalog; \`kura store list\` shows them`, {
+        backupId,
+      });
+  }
+
+  /**
+   * Forgets a pruned store backup: its record, its piece and its store row go in one transaction,
+   * so the catalog never offers a backup whose index is gone. Idempotent.
+   */
+  forgetStoreBackup(backupId: string): void {
+    this.db
+      .transaction(() => {
+        if (this.storeBackup(backupId) === undefined) return;
+        for (const table of ['store_backups', 'pieces', 'streams', 'backup_modes', 'backups'])
+          this.db.prepare(`DELETE FROM ${table} WHERE backup_id = ?`).run(backupId);
+      })
+      .immediate();
   }
 
   close(): void {

@@ -14,7 +14,8 @@ import { DEFAULT_INSTALLATION } from '../domain/installation';
 import { FaultKind, parseAfter, type Fault } from '../domain/faults';
 import { formatBytes, parseSize } from '../domain/units';
 import { createLabFiles } from '../lab/files';
-import { presetByName, presetNames, renderConfigYaml } from '../lab/preset';
+import { HOSPITAL_ESTATE, presetByName, presetNames, renderConfigYaml } from '../lab/preset';
+import { churnVolumes, setClientBusy } from '../lab/churn';
 import { ensureKeyFile, keyFileOf } from '../codec/keys';
 import { LabState } from '../lab/state';
 
@@ -56,6 +57,7 @@ export function registerLabCommands(program: Command): void {
         const vms = opts.vms === undefined ? undefined : wholeNumber(opts.vms, '--vms');
         const dataSize = opts.volumeSize === undefined ? undefined : size(opts.volumeSize, '--volume-size');
         const cfg = presetByName(opts.preset, {
+          ...HOSPITAL_ESTATE,
           ...(vms === undefined ? {} : { vms }),
           ...(dataSize === undefined
             ? {}
@@ -198,6 +200,46 @@ export function registerLabCommands(program: Command): void {
             `cleared ${cleared} fault${cleared === 1 ? '' : 's'}${device === undefined ? '' : ` on ${device}`}`,
           );
       });
+    });
+
+  lab
+    .command('churn')
+    .description("overwrite a share of the blocks of every class's volumes with new bytes, so incrementals have work")
+    .requiredOption('--percent <p>', "share of each volume's blocks (of the store's chunk size) to change, 0–100")
+    .option('--json', 'print what changed as JSON only')
+    .action(async (opts: { percent: string; json?: boolean }, cmd: Command) => {
+      const g = globals(cmd);
+      const percent = Number(opts.percent);
+      if (opts.percent.trim() === '' || !Number.isFinite(percent) || percent < 0 || percent > 100)
+        throw new InvalidInputError(`--percent must be a number from 0 to 100, not "${opts.percent}"`);
+      const loaded = loadConfig(configPath(g.config));
+      const r = await churnVolumes(loaded, kuraPaths(loaded), percent);
+      if (opts.json === true || g.json === true) {
+        console.log(JSON.stringify(r));
+        return;
+      }
+      for (const v of r.volumes) console.log(`${v.target.padEnd(18)} ${v.blocks.length} of ${v.totalBlocks} blocks`);
+      console.log(
+        `changed ${formatBytes(r.bytes)} in ${r.volumes.length} volume(s) (${percent}% of blocks of ${formatBytes(r.blockSize)})`,
+      );
+    });
+
+  lab
+    .command('client-busy <client>')
+    .description('mark a special client busy at its medical device (its backups are skipped and reported), or free')
+    .option('--reason <text>', 'what it is busy with', 'in use at its device')
+    .option('--clear', 'the client is free again')
+    .action(async (client: string, opts: { reason: string; clear?: boolean }, cmd: Command) => {
+      const g = globals(cmd);
+      const loaded = loadConfig(configPath(g.config));
+      const target = loaded.config.classes.client?.targets.find((t) => t.name === client);
+      if (!target)
+        throw new NotFoundError(
+          `${loaded.file} has no special client "${client}" under classes.client.targets; the classes section of kura.yaml lists them`,
+        );
+      const site = target.site ?? loaded.config.sites[0]?.name ?? '';
+      await setClientBusy(kuraPaths(loaded), site, client, opts.clear === true ? null : opts.reason);
+      console.log(opts.clear === true ? `${client} is free` : `${client} is busy: ${opts.reason}`);
     });
 
   lab

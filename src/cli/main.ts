@@ -24,6 +24,7 @@ import { registerKeysCommands } from './keys';
 import { registerCodecServerCommand } from './codec-server';
 import { registerRemoteCommands } from './remote';
 import { registerLabWanCommands } from './lab-wan';
+import { registerStoreCommands } from './store';
 
 /** Builds the program and the context its commands share (exported so tests can walk every command and option). */
 export function buildProgram(): { program: Command; ctx: CliContext } {
@@ -53,6 +54,7 @@ export function buildProgram(): { program: Command; ctx: CliContext } {
   registerCodecServerCommand(program, ctx);
   registerRemoteCommands(program, ctx);
   registerLabWanCommands(program);
+  registerStoreCommands(program, ctx);
   return { program, ctx };
 }
 

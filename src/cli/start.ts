@@ -18,7 +18,7 @@ import { findSite } from '../config/targets';
 import { InvalidInputError, KuraError, ErrorType } from '../domain/errors';
 import type { FleetProgress, FleetReport } from '../domain/fleet';
 import { formatBytes } from '../domain/units';
-import { hospitalPreset, renderConfigYaml } from '../lab/preset';
+import { HOSPITAL_ESTATE, hospitalPreset, renderConfigYaml } from '../lab/preset';
 import { createLabFiles } from '../lab/files';
 import { fleetProgressQuery } from '../messages';
 import { temporalConnectionOptions } from '../stack/connection';
@@ -141,7 +141,7 @@ async function start(o: StartOptions, ctx: CliContext, stop: StopListener): Prom
     const vms = Number(o.vms);
     if (!Number.isInteger(vms) || vms < 1 || vms > 10_000)
       throw new InvalidInputError(`--vms must be a whole number from 1 to 10000, not "${o.vms}"`);
-    writeFileSync(file, renderConfigYaml(hospitalPreset({ vms })));
+    writeFileSync(file, renderConfigYaml(hospitalPreset({ ...HOSPITAL_ESTATE, vms })));
     say(
       `kura: no configuration found; created ${path.relative(process.cwd(), file) || file} from the hospital lab preset (${vms} VMs)`,
     );

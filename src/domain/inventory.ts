@@ -16,6 +16,8 @@ import { DEFAULT_INSTALLATION, InstallationSchema } from './installation';
 import { NightConfigSchema } from './night-config';
 import { DatapathTlsSchema } from './datapath-tls-config';
 import { RemoteCopyConfigSchema } from './remote';
+import { StoreConfigSchema } from './store';
+import { ClassesSchema } from './classes';
 
 export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 export const NameSchema = z
@@ -371,6 +373,10 @@ export const ConfigSchema = z
     sites: z.array(SiteSchema).min(1, 'the configuration needs at least one site'),
     /** Async remote copy (seed 003, Fig. 10): groups copied to a second site over the lab WAN (docs/adr/028). */
     remoteCopy: RemoteCopyConfigSchema.default(RemoteCopyConfigSchema.parse({})),
+    /** The deduplicated store and its copy in another building (seed 000; docs/adr/032). */
+    store: StoreConfigSchema.default(StoreConfigSchema.parse({})),
+    /** Target classes with their method, schedule and retention in the store (seed 000). */
+    classes: ClassesSchema.default({}),
   })
   .superRefine((cfg, ctx) => {
     const seen = new Map<string, number>();
@@ -386,6 +392,7 @@ export const ConfigSchema = z
     });
     checkVmNamesAcrossSites(cfg.sites, ctx);
     checkDatapathReferences(cfg, ctx);
+    checkClassTargets(cfg, ctx);
     if (cfg.security.hashSearchAttributes && cfg.security.keyFile === undefined)
       ctx.addIssue({
         code: 'custom',
@@ -656,3 +663,32 @@ function timeZoneProblem(zone: string): string | undefined {
     return `${refused}; did you mean ${canonical}?`;
   return undefined;
 }
+
+/** Every class target names a site that exists and a volume of one of its arrays. */
+function checkClassTargets(
+  cfg: {
+    sites: { name: string; arrays: { name: string; volumes: { id: string }[] }[] }[];
+    classes: { server?: { targets: ClassTarget[] }; client?: { targets: ClassTarget[] } };
+  },
+  ctx: z.RefinementCtx,
+): void {
+  for (const cls of ['server', 'client'] as const) {
+    cfg.classes[cls]?.targets.forEach((t, i) => {
+      const site = t.site === undefined ? cfg.sites[0] : cfg.sites.find((s) => s.name === t.site);
+      const where = ['classes', cls, 'targets', i];
+      if (!site) {
+        ctx.addIssue({ code: 'custom', path: [...where, 'site'], message: `there is no site "${t.site}"` });
+        return;
+      }
+      const [array, volume] = t.volume.split('/');
+      if (!site.arrays.some((a) => a.name === array && a.volumes.some((v) => v.id === volume)))
+        ctx.addIssue({
+          code: 'custom',
+          path: [...where, 'volume'],
+          message: `site "${site.name}" has no volume ${t.volume}; name one of its arrays' volumes as array/volume`,
+        });
+    });
+  }
+}
+
+type ClassTarget = { name: string; site?: string; volume: string };

@@ -5,6 +5,7 @@
 import { z } from 'zod';
 import { NameSchema } from './inventory';
 import { BackupIdSchema, type BackupModeRecord, type StreamRecord } from './catalog';
+import { StoreNameSchema, type StoreFallback } from './store';
 
 export type { BackupModeRecord };
 
@@ -168,6 +169,8 @@ export const RestoreRequestSchema = z
     destination: z.string().min(1).optional(),
     /** Or a new volume to create and restore into, which the array then serves to hosts. */
     toVolume: RestoreVolumeSchema.optional(),
+    /** For a backup in the deduplicated store: the store to read first (the other is the fallback). */
+    fromStore: StoreNameSchema.optional(),
     requestedBy: z.string().min(1),
     requestedAt: IsoTimeSchema,
     tuning: JobTuningSchema,
@@ -334,4 +337,6 @@ export interface RestoreReport {
    * `kura catalog label <backup> --write <data directory>` does that.
    */
   backupMode?: BackupModeRecord;
+  /** Chunks of a store backup that the chosen store could not give, and the store each came from instead. */
+  storeFallbacks?: StoreFallback[];
 }

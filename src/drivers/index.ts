@@ -12,7 +12,7 @@ import { LabHypervisor } from './lab/hypervisor';
 import { LabStorage } from './lab/storage';
 import { ByArrayDrivers } from './by-array';
 import { LabTapeLibrary } from './lab/tape';
-import type { Drivers, HypervisorDriver } from './types';
+import type { Drivers, HypervisorDriver, VolumeImages } from './types';
 import * as path from 'node:path';
 import { LibvirtHypervisor } from './libvirt/hypervisor';
 
@@ -26,7 +26,7 @@ export function labDrivers(
   paths: KuraPaths,
   state: LabState,
   opts: LabCopyOptions = {},
-): Drivers {
+): Drivers & { images: VolumeImages } {
   const arrays = new ByArrayDrivers(loaded, paths, {
     storage: new LabStorage(loaded, paths),
     functions: new LabArrayFunctions(loaded, paths, state),
@@ -41,6 +41,8 @@ export function labDrivers(
     copy: new LabCopyDevice(loaded, paths, state, opts, arrays),
     arrays,
     volumes: arrays,
+    // The files of volumes, which a backup into the deduplicated store reads.
+    images: arrays,
   };
 }
 

@@ -26,7 +26,21 @@ export interface HospitalPresetOptions {
   drivesPerLibrary?: number;
   /** The site's name ('hospital'). */
   site?: string;
+  /**
+   * File servers of the `server` class, each with one large volume on array-01 (none; `kura lab
+   * init` and `kura start` make 4). With file servers or clients the preset gains `classes`.
+   */
+  fileServers?: number;
+  /** Bytes of each file server's volume (16 MiB: twice a VM's data volume). */
+  fileServerVolumeSize?: number;
+  /** Special clients of the `client` class, each with an OS volume on array-01 (none; `kura lab init` makes 6). */
+  clients?: number;
+  /** Bytes of each client's OS volume (4 MiB). */
+  clientVolumeSize?: number;
 }
+
+/** What `kura lab init` and `kura start` add to the hospital beside its VMs (seed 000's other classes). */
+export const HOSPITAL_ESTATE = { fileServers: 4, clients: 6 } as const;
 
 const MiB = 1024 * 1024;
 
@@ -57,10 +71,46 @@ export function hospitalPreset(opts: HospitalPresetOptions = {}): ConfigInput {
   const serverWwns = ['21:00:00:24:ff:4b:00:01', '21:00:00:24:ff:4b:00:02'];
   const hostList = Array.from({ length: hosts }, (_, i) => ({ name: `host-${pad(i + 1, hostWidth)}` }));
   const vmNames = Array.from({ length: vms }, (_, i) => `vm-${pad(i + 1, vmWidth)}`);
-  const volumes = vmNames.flatMap((vm) => [
-    { id: `${vm}-sw`, size: sizeText(swSize) },
-    { id: `${vm}-data`, size: sizeText(dataSize) },
-  ]);
+  const fileServers = Array.from(
+    { length: nonNegativeInt(opts.fileServers ?? 0, 'fileServers') },
+    (_, i) => `fs-${pad(i + 1, 2)}`,
+  );
+  const clients = Array.from({ length: nonNegativeInt(opts.clients ?? 0, 'clients') }, (_, i) => `cl-${pad(i + 1, 2)}`);
+  const fsSize = positiveInt(opts.fileServerVolumeSize ?? 16 * MiB, 'fileServerVolumeSize');
+  const clientSize = positiveInt(opts.clientVolumeSize ?? 4 * MiB, 'clientVolumeSize');
+  const volumes = [
+    ...vmNames.flatMap((vm) => [
+      { id: `${vm}-sw`, size: sizeText(swSize) },
+      { id: `${vm}-data`, size: sizeText(dataSize) },
+    ]),
+    ...fileServers.map((fs) => ({ id: `${fs}-data`, size: sizeText(fsSize) })),
+    ...clients.map((cl) => ({ id: `${cl}-os`, size: sizeText(clientSize) })),
+  ];
+  // Seed 000's three classes, each with its method, schedule and retention in the store.
+  const retention = { keepLast: 7, keepDaily: 7, keepWeekly: 4, keepMonthly: 6 };
+  const classes =
+    fileServers.length + clients.length === 0
+      ? {}
+      : {
+          // Small chunks for the lab's small volumes, so `kura lab churn --percent 5` changes about 5 %.
+          store: { chunkSize: '256KiB' },
+          classes: {
+            vm: { method: 'image' as const, schedule: '01:00', retention },
+            server: {
+              method: 'incremental' as const,
+              schedule: '22:00',
+              retention,
+              targets: fileServers.map((fs) => ({ name: fs, volume: `array-01/${fs}-data` })),
+            },
+            client: {
+              method: 'image' as const,
+              schedule: '12:15',
+              window: { from: '12:00', to: '13:00' },
+              retention,
+              targets: clients.map((cl) => ({ name: cl, volume: `array-01/${cl}-os` })),
+            },
+          },
+        };
 
   return {
     version: 1,
@@ -123,6 +173,7 @@ export function hospitalPreset(opts: HospitalPresetOptions = {}): ConfigInput {
         policies: [{ name: 'nightly-data', targets: ['*'], nightly: '02:00', concurrency: 4 }],
       },
     ],
+    ...classes,
   };
 }
 
@@ -174,5 +225,11 @@ function sizeText(bytes: number): string | number {
 function positiveInt(n: number, what: string): number {
   if (!Number.isSafeInteger(n) || n < 1)
     throw new InvalidInputError(`preset option ${what} must be a whole number of at least 1, not ${n}`);
+  return n;
+}
+
+function nonNegativeInt(n: number, what: string): number {
+  if (!Number.isSafeInteger(n) || n < 0)
+    throw new InvalidInputError(`preset option ${what} must be a whole number of at least 0, not ${n}`);
   return n;
 }

@@ -12,3 +12,4 @@ export { catalogRebuild } from './catalog-rebuild';
 export { vmDataBackup, vmFailureReport } from './vm-requests';
 export { remoteCopy } from './remote-copy';
 export { remoteOperation } from './remote-operation';
+export { storeBackup, storeVerify, storePrune, storeGc, storeSync, classBackup, vmImageRestore } from './store';

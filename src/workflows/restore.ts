@@ -31,6 +31,8 @@ import { OperationState } from './operation-state';
 import { controlActivities, copyActivities, poolActivities } from './proxies';
 import { ErrorType } from '../domain/errors';
 import { label } from './labels';
+import { STORE_LIBRARY, StoreNameSchema, type StoreFallback } from '../domain/store';
+import { storeActivities } from './store-proxies';
 
 /** Restores one backup into a new file under a restore root, or into a new volume of an array. */
 export async function restore(input: RestoreRequest): Promise<RestoreReport> {
@@ -97,6 +99,8 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
   if (toVolume) undo.add('give the volume back', () => control.releaseVolumeRestore(toVolume));
   undo.add('discard the partial file', () => control.discardRestore({ partial: target.partial }));
   const copiesUsed = new Set<number>();
+  const store = storeActivities(req.tuning.copyHeartbeatTimeoutMs);
+  const storeFallbacks: StoreFallback[] = [];
   try {
     let next = 0;
     for (let i = 0; next < pieceNumbers.length; i++) {
@@ -161,6 +165,7 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
       endedAt: new Date().toISOString(),
       // What a restored application copy needs beside its data to start (a PostgreSQL backup label).
       ...(backup.backupMode ? { backupMode: backup.backupMode } : {}),
+      ...(storeFallbacks.length > 0 ? { storeFallbacks } : {}),
     };
   } catch (err) {
     await undo.unwind();
@@ -201,6 +206,26 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
    * the cartridge is unloaded and the zone and devices released before the error goes on.
    */
   async function readMount(i: number, m: Mount, done: { pieces: number }): Promise<void> {
+    // The deduplicated store: the whole image from its index, chunk by chunk, each checked; a chunk
+    // missing or damaged in the chosen store comes from the other, and the report says which.
+    if (m.library === STORE_LIBRARY) {
+      for (const p of m.pieces) {
+        op.activity = `reading ${backup.backupId} from the ${p.tape} store`;
+        const read = await op.step(`read:${p.piece}`, () =>
+          store.readStoreBackup({
+            backupId: backup.backupId,
+            prefer: StoreNameSchema.catch('primary').parse(req.fromStore ?? p.tape),
+            destination: { path: target.partial, offset: p.offset },
+          }),
+        );
+        storeFallbacks.push(...read.fallbacks);
+        if (read.fallbacks.length > 0)
+          op.activity = `${read.fallbacks.length} chunk(s) taken from the ${read.fallbacks[0]?.from} store: ${read.fallbacks[0]?.reason}`;
+        done.pieces += 1;
+        op.bytesDone += p.sizeBytes;
+      }
+      return;
+    }
     // Disk backup storage (an online backup's image): no cartridge, drive or path to reserve.
     if (m.library === DISK_LIBRARY) {
       for (const p of m.pieces) {

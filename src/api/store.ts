@@ -1,0 +1,144 @@
+/**
+ * The client's part for the deduplicated store (seed 000; docs/adr/032): start its jobs under
+ * meaningful ids, and keep its Temporal Schedules — one per target class at the class's time, and
+ * the copy's sync every `store.syncEvery` — in line with kura.yaml.
+ */
+import { ScheduleNotFoundError, ScheduleOverlapPolicy, type Client, type WorkflowHandle } from '@temporalio/client';
+import type { Workflow } from '@temporalio/common';
+import type { LoadedConfig } from '../config/load';
+import { ClassName, type ClassName as ClassNameT } from '../domain/classes';
+import type { Retention } from '../domain/store';
+import type { classBackup, storeBackup, storeGc, storePrune, storeSync, storeVerify } from '../workflows/store';
+import { storeScheduleId, storeWorkflowId } from './workflow-ids';
+
+/** What applying the store's schedules changed, by schedule id. */
+export interface AppliedStoreSchedules {
+  created: string[];
+  updated: string[];
+  deleted: string[];
+}
+
+export class KuraStore {
+  constructor(
+    private readonly client: Client,
+    private readonly loaded: LoadedConfig,
+    private readonly taskQueue: string,
+  ) {}
+
+  private get installation(): string {
+    return this.loaded.config.installation;
+  }
+
+  private start<T extends Workflow>(
+    workflow: string,
+    op: string,
+    subject: string,
+    input: unknown,
+  ): Promise<WorkflowHandle<T>> {
+    const now = new Date().toISOString();
+    return this.client.workflow.start(workflow, {
+      taskQueue: this.taskQueue,
+      workflowId: storeWorkflowId(op, subject, now, this.installation),
+      args: [input],
+    }) as Promise<WorkflowHandle<T>>;
+  }
+
+  /** Backs one volume (`array/volume`) of a site up into the store under a target name. */
+  backup(input: {
+    site: string;
+    target: string;
+    array: string;
+    volume: string;
+  }): Promise<WorkflowHandle<typeof storeBackup>> {
+    return this.start('storeBackup', 'backup', input.target, input);
+  }
+
+  /** Backs every volume of one target class up into the store. */
+  backupClass(className: ClassNameT): Promise<WorkflowHandle<typeof classBackup>> {
+    return this.start('classBackup', 'class', className, { className });
+  }
+
+  verify(backupIds: string[], store: 'primary' | 'copy' = 'primary'): Promise<WorkflowHandle<typeof storeVerify>> {
+    return this.start('storeVerify', 'verify', store, { backupIds, store });
+  }
+
+  prune(input: {
+    site: string;
+    targets: string[];
+    retention: Partial<Retention>;
+    dryRun?: boolean;
+  }): Promise<WorkflowHandle<typeof storePrune>> {
+    return this.start('storePrune', 'prune', input.site, input);
+  }
+
+  gc(input: { store?: 'primary' | 'copy'; graceMs?: number } = {}): Promise<WorkflowHandle<typeof storeGc>> {
+    return this.start('storeGc', 'gc', input.store ?? 'primary', input);
+  }
+
+  sync(): Promise<WorkflowHandle<typeof storeSync>> {
+    return this.start('storeSync', 'sync', 'copy', {});
+  }
+
+  /**
+   * Makes the store's schedules match kura.yaml: `class-<class>` for each configured class at its
+   * time and zone, and `sync` every `store.syncEvery`; overlapping runs are skipped, and the
+   * schedule of a class no longer configured is deleted.
+   */
+  async applySchedules(): Promise<AppliedStoreSchedules> {
+    const out: AppliedStoreSchedules = { created: [], updated: [], deleted: [] };
+    const { classes, store } = this.loaded.config;
+    const wanted: { id: string; spec: object; workflowType: string; args: unknown[] }[] = [];
+    for (const c of Object.values(ClassName)) {
+      const cls = classes[c];
+      const id = storeScheduleId(`class-${c}`, this.installation);
+      if (!cls) {
+        await this.client.schedule
+          .getHandle(id)
+          .delete()
+          .then(() => out.deleted.push(id))
+          .catch((err: unknown) => {
+            if (!(err instanceof ScheduleNotFoundError)) throw err;
+          });
+        continue;
+      }
+      const [hour, minute] = cls.schedule.split(':').map(Number) as [number, number];
+      wanted.push({
+        id,
+        spec: { calendars: [{ hour, minute }], timezone: cls.timezone },
+        workflowType: 'classBackup',
+        args: [{ className: c }],
+      });
+    }
+    wanted.push({
+      id: storeScheduleId('sync', this.installation),
+      spec: { intervals: [{ every: store.syncEvery }] },
+      workflowType: 'storeSync',
+      args: [{}],
+    });
+    for (const w of wanted) {
+      const action = {
+        type: 'startWorkflow' as const,
+        workflowType: w.workflowType,
+        workflowId: w.id.replace(/^kura\//, ''),
+        taskQueue: this.taskQueue,
+        args: w.args,
+      };
+      const handle = this.client.schedule.getHandle(w.id);
+      try {
+        await handle.describe();
+        await handle.update((prev) => ({ ...prev, spec: w.spec, action }));
+        out.updated.push(w.id);
+      } catch (err) {
+        if (!(err instanceof ScheduleNotFoundError)) throw err;
+        await this.client.schedule.create({
+          scheduleId: w.id,
+          spec: w.spec,
+          action,
+          policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 hour' },
+        });
+        out.created.push(w.id);
+      }
+    }
+    return out;
+  }
+}
