@@ -131,7 +131,8 @@ export class Kura {
    */
   async startBackup(
     target: string,
-    opts: JobOptions & Partial<CopySettings> & { policy?: string; method?: BackupMethod; pairWaitMs?: number } = {},
+    opts: JobOptions &
+      Partial<CopySettings> & { policy?: string; method?: BackupMethod; pairWaitMs?: number; server?: string } = {},
   ): Promise<WorkflowHandle<typeof sanOperation>> {
     return this.launch(this.backupJob(target, opts));
   }
@@ -139,7 +140,8 @@ export class Kura {
   /** The start of a backup as `startBackup` makes it, without starting it; fails fast on an unknown target. */
   backupJob(
     target: string,
-    opts: JobOptions & Partial<CopySettings> & { policy?: string; method?: BackupMethod; pairWaitMs?: number } = {},
+    opts: JobOptions &
+      Partial<CopySettings> & { policy?: string; method?: BackupMethod; pairWaitMs?: number; server?: string } = {},
   ): JobStart<typeof sanOperation> {
     const site = findSite(this.loaded.config, opts.site);
     checkTargetRef(site, target);
@@ -156,6 +158,7 @@ export class Kura {
           requestedAt,
           ...this.copy(site.name, opts),
           ...(opts.pairWaitMs === undefined ? {} : { pairWaitMs: opts.pairWaitMs }),
+          ...(opts.server === undefined ? {} : { server: opts.server }),
           tuning: this.tuning(opts.tuning),
         },
       ],

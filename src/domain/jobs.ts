@@ -130,6 +130,11 @@ export const BackupRequestSchema = z.object({
   requestedAt: IsoTimeSchema,
   ...CopySettingsSchema.shape,
   tuning: JobTuningSchema,
+  /**
+   * The backup server that asks for the copy (a company's own, on a shared SAN): the copy runs on it
+   * alone, and is refused when it may not read the volume. Unset: any server the volume admits.
+   */
+  server: NameSchema.optional(),
 });
 export type BackupRequest = z.input<typeof BackupRequestSchema>;
 

@@ -32,7 +32,7 @@ import {
   type OperationPlanInput,
 } from './operation-plan';
 import { backupPoolActivities, controlActivities, localControlActivities, poolActivities } from './proxies';
-import { acceptInput, reportBackupFailure } from './failures';
+import { acceptInput, notifyJobFailure, reportBackupFailure } from './failures';
 import { Compensations } from './compensations';
 import { OperationState } from './operation-state';
 import {
@@ -74,6 +74,12 @@ const LOCAL_CONTROL_STEPS_PATCH = 'local-control-steps';
  */
 const COPY_BY_STREAM_PATCH = 'copy-by-stream';
 
+/**
+ * Marks the runs whose step 3 plans the volume's access (LUN masks and companies, docs/adr/031)
+ * before any launch; earlier runs went from the plan straight to the launches.
+ */
+const SAN_ACCESS_PATCH = 'san-access';
+
 /** Backs up one target to tape: the SAN operation of kind `backup`, `split-backup` or `snapshot-backup`. */
 export async function sanOperation(input: BackupRequest): Promise<BackupReport> {
   const { workflowId } = workflowInfo();
@@ -114,6 +120,26 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
   };
   op.steps = planOperation(plan);
   op.bytesTotal = resolved.sizeBytes;
+  // Seed 003's zoning and LUN security, planned: a refused copy is refused here, before any device
+  // is touched, and is told to the events feed like any failed job.
+  const access = patched(SAN_ACCESS_PATCH)
+    ? await control
+        .planSanAccess({
+          site: req.site,
+          array: resolved.array,
+          volume: resolved.volume,
+          ...(req.server === undefined ? {} : { server: req.server }),
+        })
+        .catch(async (err) => {
+          await notifyJobFailure(control, {
+            subject: `${kind} of ${req.target} refused`,
+            workflowId,
+            site: req.site,
+            err,
+          });
+          return op.fail(`${kind} of ${req.target} refused`, err);
+        })
+    : undefined;
   const backupId = backupIdFor(req.target, req.requestedAt);
   const startedAt = new Date().toISOString();
   const job: CopyJob = {
@@ -159,6 +185,7 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
         job: workflowId,
         streams: req.streams,
         array: resolved.array,
+        ...(access?.servers ? { servers: access.servers } : {}),
         // In either mode any stream may have to hold the whole image.
         bytes: resolved.sizeBytes + pieces.length * PIECE_HEADER_BYTES,
         waitMs: req.tuning.reserveWaitMs,

@@ -1,0 +1,69 @@
+/**
+ * The access plan of a SAN operation (seed 003 step 3), on the `kura-control` queue: which backup
+ * servers may read the volume — its LUN masks and, on a SAN shared by companies, its owner decide —
+ * so a refused request is refused before any device is touched. The copy activities check again
+ * where the device is touched (docs/adr/031).
+ */
+import { z } from 'zod';
+import type { LoadedConfig } from '../config/load';
+import { findSite } from '../config/targets';
+import { AccessDeniedError } from '../domain/errors';
+import { NameSchema } from '../domain/inventory';
+import { describeLun, lunOwner, serversFor } from '../domain/tenancy';
+import { parseWith } from '../domain/validate';
+import type { Drivers } from '../drivers/types';
+import { mapFailures } from './failures';
+
+const AccessInput = z.object({
+  site: NameSchema,
+  array: NameSchema,
+  volume: NameSchema,
+  /** The backup server that asks for the copy; unset: any server the volume admits. */
+  server: NameSchema.optional(),
+});
+
+/** The servers a copy of the volume may run on, and the company owning it (null: none). */
+export interface SanAccess {
+  servers: string[] | null;
+  owner: string | null;
+}
+
+/** Creates the access-planning activity bound to one configuration and its storage driver. */
+export function createAccessActivities(deps: { loaded: LoadedConfig; drivers: Pick<Drivers, 'storage'> }) {
+  const { loaded, drivers } = deps;
+
+  return {
+    /**
+     * Plans who may copy a volume: with a requesting server, AccessDenied unless its company owns
+     * the LUN, a zone of that company joins them, and the LUN mask admits it; without one, the
+     * servers that may (AccessDenied when there is none). Reads the configuration only.
+     */
+    async planSanAccess(input: z.input<typeof AccessInput>): Promise<SanAccess> {
+      return mapFailures(async () => {
+        const req = parseWith(AccessInput, input, 'access request');
+        const site = findSite(loaded.config, req.site);
+        const owner = lunOwner(site, req.array, req.volume)?.company ?? null;
+        if (req.server !== undefined) {
+          if (!site.servers.some((s) => s.name === req.server))
+            throw new AccessDeniedError(
+              `${req.server} is not a backup server of site ${site.name}; name one of ${site.servers.map((s) => s.name).join(', ')}`,
+              { site: site.name, server: req.server },
+            );
+          await drivers.storage.checkAccess(site.name, req.array, req.volume, req.server);
+          return { servers: [req.server], owner };
+        }
+        const servers = serversFor(site, req.array, req.volume) ?? null;
+        if (servers !== null && servers.length === 0) {
+          const lun = lunOwner(site, req.array, req.volume);
+          throw new AccessDeniedError(
+            lun
+              ? `no backup server of company ${lun.company} may read ${describeLun(lun)}; give the company a server whose WWN its mask and a zone of it hold`
+              : `no backup server of site ${site.name} is in the LUN mask of ${req.array}/${req.volume}; add a server's WWN to the mask in ${loaded.file}`,
+            { site: site.name, array: req.array, volume: req.volume, owner },
+          );
+        }
+        return { servers, owner };
+      });
+    },
+  };
+}
