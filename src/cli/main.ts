@@ -22,6 +22,7 @@ import { registerSanCommands } from './san';
 import { registerPlanCommands } from './plan';
 import { registerKeysCommands } from './keys';
 import { registerCodecServerCommand } from './codec-server';
+import { registerEventsCommand } from './events';
 
 /** Builds the program and the context its commands share (exported so tests can walk every command and option). */
 export function buildProgram(): { program: Command; ctx: CliContext } {
@@ -49,6 +50,7 @@ export function buildProgram(): { program: Command; ctx: CliContext } {
   registerPlanCommands(program, ctx);
   registerKeysCommands(program, ctx);
   registerCodecServerCommand(program, ctx);
+  registerEventsCommand(program, ctx);
   return { program, ctx };
 }
 
