@@ -36,6 +36,12 @@ import { label } from './labels';
 /** Marks the runs that tell the events feed of their failure (docs/adr/031); earlier runs only failed. */
 const RESTORE_FAILURE_EVENT_PATCH = 'restore-failure-event';
 
+/**
+ * Marks the runs that read a backup back through the servers its volume admits only — on a SAN
+ * shared by companies, its owner's (docs/adr/031); earlier runs took any server.
+ */
+const RESTORE_READERS_PATCH = 'restore-readers';
+
 /** Restores one backup into a new file under a restore root, or into a new volume of an array. */
 export async function restore(input: RestoreRequest): Promise<RestoreReport> {
   const { workflowId } = workflowInfo();
@@ -75,6 +81,22 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
       });
     return op.fail(`restore of ${req.backupId} refused`, err);
   });
+  // On a SAN shared by companies a company's backup is read back by its own servers alone.
+  const readers = patched(RESTORE_READERS_PATCH)
+    ? (
+        await control
+          .planSanAccess({ site: backup.site, array: backup.array, volume: backup.volume })
+          .catch(async (err) => {
+            await notifyJobFailure(control, {
+              subject: `restore of ${req.backupId} refused`,
+              workflowId,
+              site: backup.site,
+              err,
+            });
+            return op.fail(`restore of ${req.backupId} refused`, err);
+          })
+      ).servers
+    : null;
 
   // Plan: every piece from the lowest-numbered copy whose cartridge is not given up on; one mount
   // per run of consecutive pieces on the same cartridge.
@@ -196,7 +218,14 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
    * can stand in and the request asks to wait for such devices does it wait — saying what for.
    */
   async function reserveFor(job: string, m: Mount) {
-    const ask = { job, streams: 1, array: backup.array, tape: m.tape, bytes: 0 };
+    const ask = {
+      job,
+      streams: 1,
+      array: backup.array,
+      tape: m.tape,
+      bytes: 0,
+      ...(readers ? { servers: readers } : {}),
+    };
     const startedAt = Date.now();
     op.activity = `reserving a drive and a path for cartridge ${m.tape}`;
     try {

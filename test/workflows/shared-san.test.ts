@@ -164,8 +164,13 @@ describe('zoning and LUN security between two companies', () => {
     const b = await (await kura.startBackup('b-www')).result();
     expect(b.streams.map((s) => s.server)).toEqual(['bks-b']);
     const dest = path.join(lab.dir, 'restores', 'b-www.img');
+    const mark = state.events().at(-1)?.seq ?? 0;
     await (await kura.startRestore(b.backupId, dest)).result();
     expect(await sha256(dest)).toBe(await sha256(volumeFile('b-www-data')));
+    // Read back by b-corp's own server: every path the restore zoned runs through bks-b.
+    const zoned = state.events({ event: 'zone-set', since: mark }).map((e) => e.detail.members as string[]);
+    expect(zoned.length).toBeGreaterThan(0);
+    for (const members of zoned) expect(members).toContain('bks-b');
   });
 
   it("refuses the copy activity itself when A's server is handed B's LUN, before any byte moves", async () => {
