@@ -101,6 +101,8 @@ beforeAll(async () => {
         cartridgeCapacity: 256 * MiB,
         drivesPerLibrary: 2,
       });
+      // Too small a free pool for any replica: a replica-refresh fails, and the feed hears of it.
+      idc.sites[0]!.arrays[0]!.freePool = { size: '512KiB', replicas: 1 };
       cfg.sites = idc.sites;
       cfg.notify = { webhook: `http://127.0.0.1:${port}/kura` };
     },
@@ -319,6 +321,19 @@ describe('the events feed', () => {
       .map((l) => JSON.parse(l) as FeedEvent);
     expect(lines.map((e) => e.seq)).toContain(fault!.seq);
     follow.kill('SIGTERM');
+  });
+});
+
+describe('the events feed of other jobs', () => {
+  it('hears of a failed replica-refresh too', async () => {
+    // The array's free pool is too small for any replica.
+    const refresh = await rejection((await kura.startReplicaRefresh('a-www')).result());
+    expect(failureOf(refresh).type).toBe('NoResources');
+    expect(feed().find((e) => e.subject.startsWith('replica-refresh of a-www failed'))).toMatchObject({
+      kind: 'job-failure',
+      type: 'NoResources',
+      site: lab.site,
+    });
   });
 });
 
