@@ -36,7 +36,8 @@ export function createAccessActivities(deps: { loaded: LoadedConfig; drivers: Pi
     /**
      * Plans who may copy a volume: with a requesting server, AccessDenied unless its company owns
      * the LUN, a zone of that company joins them, and the LUN mask admits it; without one, the
-     * servers that may (AccessDenied when there is none). Reads the configuration only.
+     * owner's servers that may (AccessDenied when there is none), or null for a volume no company
+     * owns (the copy activities then check each stream's server). Reads the configuration only.
      */
     async planSanAccess(input: z.input<typeof AccessInput>): Promise<SanAccess> {
       return mapFailures(async () => {
@@ -53,15 +54,12 @@ export function createAccessActivities(deps: { loaded: LoadedConfig; drivers: Pi
           return { servers: [req.server], owner };
         }
         const servers = serversFor(site, req.array, req.volume) ?? null;
-        if (servers !== null && servers.length === 0) {
-          const lun = lunOwner(site, req.array, req.volume);
+        const lun = lunOwner(site, req.array, req.volume);
+        if (servers !== null && servers.length === 0 && lun)
           throw new AccessDeniedError(
-            lun
-              ? `no backup server of company ${lun.company} may read ${describeLun(lun)}; give the company a server whose WWN its mask and a zone of it hold`
-              : `no backup server of site ${site.name} is in the LUN mask of ${req.array}/${req.volume}; add a server's WWN to the mask in ${loaded.file}`,
+            `no backup server of company ${lun.company} may read ${describeLun(lun)}; give the company a server whose WWN its mask and one of its zones hold`,
             { site: site.name, array: req.array, volume: req.volume, owner },
           );
-        }
         return { servers, owner };
       });
     },

@@ -10,6 +10,9 @@ import type { FeedEvent } from '../domain/events';
 import { InvalidInputError } from '../domain/errors';
 import { print, type CliContext } from './context';
 
+/** The most events one listing shows. */
+const MAX_LIMIT = 100_000;
+
 /** How often `--follow` looks for new events. */
 const FOLLOW_POLL_MS = 500;
 
@@ -24,8 +27,8 @@ export function registerEventsCommand(program: Command, ctx: CliContext): void {
     .option('--limit <n>', 'show the last n events before following', '50')
     .action(async (o: { follow?: boolean; limit: string }) => {
       const limit = Number(o.limit);
-      if (!Number.isInteger(limit) || limit < 1)
-        throw new InvalidInputError(`--limit must be a positive whole number, not "${o.limit}"`);
+      if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIMIT)
+        throw new InvalidInputError(`--limit must be a whole number from 1 to ${MAX_LIMIT}, not "${o.limit}"`);
       const store = new Catalog(ctx.paths().catalog);
       try {
         const first = store.events({ limit });

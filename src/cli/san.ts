@@ -54,8 +54,10 @@ export function registerSanCommands(program: Command, ctx: CliContext): void {
       const loaded = ctx.config();
       const view = sanView(findSite(loaded.config, o.site));
       const intervalMs = o.interval === undefined ? 1000 : parseDuration(o.interval);
-      if (intervalMs === undefined || intervalMs <= 0)
-        throw new InvalidInputError(`--interval must be a duration such as 1s or 500ms, not "${o.interval}"`);
+      if (intervalMs === undefined || intervalMs <= 0 || intervalMs > 60_000)
+        throw new InvalidInputError(
+          `--interval must be a duration from 1ms to 60s, such as 1s or 500ms, not "${o.interval}"`,
+        );
       const perf = o.perf ? await datapathPerf(loaded, intervalMs) : undefined;
       print(ctx, { ok: true, ...view, ...(perf ? { perf } : {}) }, () => renderSan(view, perf));
     });

@@ -78,8 +78,8 @@ export const ReserveRequestSchema = z.object({
    */
   array: NameSchema.optional(),
   /**
-   * Only these backup servers may carry the streams (those the volume's LUN masks admit and, on a
-   * SAN shared by companies, the owner's own); unset: any server.
+   * Only these backup servers may carry the streams (on a SAN shared by companies, the owner's own
+   * that the volume's LUN masks admit); unset: any server.
    */
   servers: z.array(NameSchema).optional(),
   /** Bytes each stream writes to its cartridge; cartridges with less room are not chosen. */

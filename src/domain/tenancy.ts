@@ -85,18 +85,18 @@ export function checkCompanyAccess(site: Site, req: { array: string; volume: str
 }
 
 /**
- * The backup servers that may copy a volume: those its LUN masks admit and, when a company owns
- * it, that company's own. Undefined when nothing restricts it (no masks and no owner).
+ * The backup servers that may copy a volume a company owns: that company's own, admitted by the
+ * volume's LUN masks and zoned with its port. Undefined when no company owns it: then any server
+ * may be given a stream, and one the mask does not admit is refused where it touches the volume
+ * (its copy goes on another stream, as for a device fault that is not the device's).
  */
 export function serversFor(site: Site, array: string, volume: string): string[] | undefined {
+  if (!lunOwner(site, array, volume)) return undefined;
   const masks = site.arrays.find((a) => a.name === array)?.lunMasks.filter((m) => m.volume === volume) ?? [];
-  const owner = lunOwner(site, array, volume);
-  if (masks.length === 0 && !owner) return undefined;
   const admitted = new Set(masks.flatMap((m) => m.wwns.map((w) => w.toLowerCase())));
   return site.servers
-    .filter((s) => masks.length === 0 || (s.wwn !== undefined && admitted.has(s.wwn.toLowerCase())))
+    .filter((s) => s.wwn !== undefined && admitted.has(s.wwn.toLowerCase()))
     .filter((s) => {
-      if (!owner) return true;
       try {
         checkCompanyAccess(site, { array, volume, server: s.name });
         return true;

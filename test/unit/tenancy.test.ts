@@ -23,7 +23,7 @@ import {
   serversFor,
 } from '../../src/domain/tenancy';
 import { parseDatapathCounters, volumePerf } from '../../src/domain/volume-perf';
-import { idcPreset, renderConfigYaml } from '../../src/lab/preset';
+import { hospitalPreset, idcPreset, renderConfigYaml } from '../../src/lab/preset';
 
 const idc = (): Site => ConfigSchema.parse(idcPreset()).sites[0]!;
 
@@ -137,6 +137,8 @@ describe('the access rule', () => {
     const site = idc();
     expect(serversFor(site, 'array-01', 'a-app-data')).toEqual(['bks-a']);
     expect(serversFor(site, 'array-01', 'b-www-data')).toEqual(['bks-b']);
+    // A volume no company owns leaves the choice to the pool, and the check to the copy.
+    expect(serversFor(ConfigSchema.parse(hospitalPreset()).sites[0]!, 'array-01', 'vm-001-data')).toBeUndefined();
     const tables = tablesFromSite(site);
     for (const server of ['bks-a', 'bks-b']) {
       const r = allocate(
