@@ -1,8 +1,8 @@
 /**
- * The access plan of a SAN operation (seed 003 step 3), on the `kura-control` queue: which backup
- * servers may read the volume — its LUN masks and, on a SAN shared by companies, its owner decide —
- * so a refused request is refused before any device is touched. The copy activities check again
- * where the device is touched (docs/adr/031).
+ * Who may read a volume's data, on the `kura-control` queue: on a SAN shared by companies, the
+ * owner's servers that its LUN masks admit and its zones join (docs/adr/031). A restore asks it
+ * which servers may read a backup back; a backup gets the same plan with its target in step 2
+ * (`resolveTarget`). The copy activities check again where the device is touched.
  */
 import { z } from 'zod';
 import type { LoadedConfig } from '../config/load';

@@ -17,7 +17,7 @@ import { copySettings, jobTuning } from '../config/tuning';
 import { checkTargetRef, findSite, resolveTargetRef } from '../config/targets';
 import { BackupIdSchema } from '../domain/catalog';
 import { OnlineSettingsSchema, type OnlineSettings } from '../domain/datapath';
-import { ErrorType, KuraError } from '../domain/errors';
+import { ErrorType, KuraError, NotFoundError } from '../domain/errors';
 import { parseWith } from '../domain/validate';
 import {
   kindOfMethod,
@@ -145,6 +145,11 @@ export class Kura {
   ): JobStart<typeof sanOperation> {
     const site = findSite(this.loaded.config, opts.site);
     checkTargetRef(site, target);
+    if (opts.server !== undefined && !site.servers.some((s) => s.name === opts.server))
+      throw new NotFoundError(
+        `no backup server "${opts.server}" in site ${site.name}; name one of ${site.servers.map((s) => s.name).join(', ')}`,
+        { site: site.name, server: opts.server },
+      );
     const requestedAt = opts.requestedAt ?? new Date().toISOString();
     const kind = kindOfMethod(opts.method ?? 'direct');
     const workflowId = operationWorkflowId(kind, target, requestedAt, this.installation);

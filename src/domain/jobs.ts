@@ -4,6 +4,7 @@
  */
 import { z } from 'zod';
 import { NameSchema } from './inventory';
+import type { SanAccessPlan } from './tenancy';
 import { BackupIdSchema, type BackupModeRecord, type StreamRecord } from './catalog';
 
 export type { BackupModeRecord };
@@ -54,6 +55,8 @@ export interface ResolvedTarget {
   array: string;
   volume: string;
   sizeBytes: number;
+  /** For a volume a company owns: which backup servers may copy it, and why the others may not (ADR 031). */
+  access?: SanAccessPlan;
 }
 
 /**

@@ -91,20 +91,44 @@ export function checkCompanyAccess(site: Site, req: { array: string; volume: str
  * (its copy goes on another stream, as for a device fault that is not the device's).
  */
 export function serversFor(site: Site, array: string, volume: string): string[] | undefined {
-  if (!lunOwner(site, array, volume)) return undefined;
+  return accessPlan(site, array, volume)
+    ?.servers.filter((s) => s.refused === undefined)
+    .map((s) => s.name);
+}
+
+/**
+ * Step 2's findings on who may copy a company's volume: every backup server of the site, each with
+ * the reason it is refused (its company, its zones, the LUN mask), so step 3 plans the copy — and
+ * refuses it — without another round trip. Undefined for a volume no company owns.
+ */
+export interface SanAccessPlan {
+  owner: string;
+  servers: { name: string; refused?: string }[];
+}
+
+/** The access plan of a volume a company owns, or undefined. */
+export function accessPlan(site: Site, array: string, volume: string): SanAccessPlan | undefined {
+  const owner = lunOwner(site, array, volume);
+  if (!owner) return undefined;
   const masks = site.arrays.find((a) => a.name === array)?.lunMasks.filter((m) => m.volume === volume) ?? [];
   const admitted = new Set(masks.flatMap((m) => m.wwns.map((w) => w.toLowerCase())));
-  return site.servers
-    .filter((s) => s.wwn !== undefined && admitted.has(s.wwn.toLowerCase()))
-    .filter((s) => {
+  return {
+    owner: owner.company,
+    servers: site.servers.map((s) => {
       try {
         checkCompanyAccess(site, { array, volume, server: s.name });
-        return true;
-      } catch {
-        return false;
+      } catch (err) {
+        return { name: s.name, refused: (err as Error).message };
       }
-    })
-    .map((s) => s.name);
+      const wwn = s.wwn?.toLowerCase();
+      if (wwn === undefined || !admitted.has(wwn))
+        return {
+          name: s.name,
+          refused: `the LUN mask of ${describeLun(owner)} does not include backup server ${s.name}${wwn ? ` (${wwn})` : ''} of company ${owner.company}; add its WWN to the mask in kura.yaml`,
+        };
+      return { name: s.name };
+    }),
+  };
 }
 
 /**

@@ -15,6 +15,7 @@ import { ConfigSchema, type ConfigInput, type Site } from '../../src/domain/inve
 import { ReserveRequestSchema } from '../../src/domain/pool';
 import { allocate, tablesFromSite } from '../../src/domain/pool-tables';
 import {
+  accessPlan,
   checkCompanyAccess,
   checkRestoreOwnership,
   companyOf,
@@ -137,6 +138,18 @@ describe('the access rule', () => {
     const site = idc();
     expect(serversFor(site, 'array-01', 'a-app-data')).toEqual(['bks-a']);
     expect(serversFor(site, 'array-01', 'b-www-data')).toEqual(['bks-b']);
+    // Step 2 finds every server with the reason it may not copy: step 3 plans from that alone.
+    expect(accessPlan(site, 'array-01', 'a-app-data')).toEqual({
+      owner: 'a-corp',
+      servers: [
+        { name: 'bks-a' },
+        {
+          name: 'bks-b',
+          refused:
+            'backup server bks-b of company b-corp may not read LUN 3 (array-01/a-app-data on port array-01/cl1-a): it belongs to company a-corp; nothing was copied. Back it up through a server of a-corp',
+        },
+      ],
+    });
     // A volume no company owns leaves the choice to the pool, and the check to the copy.
     expect(serversFor(ConfigSchema.parse(hospitalPreset()).sites[0]!, 'array-01', 'vm-001-data')).toBeUndefined();
     const tables = tablesFromSite(site);
