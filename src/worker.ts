@@ -20,6 +20,7 @@ import { kuraPaths, type KuraPaths } from './config/paths';
 import { Catalog } from './catalog/store';
 import { LabState } from './lab/state';
 import { labDrivers } from './drivers';
+import { EventFeed } from './activities/events';
 import { createControlActivities } from './activities/control';
 import { createCopyActivities } from './activities/copy';
 import { createDirectCopyActivities } from './activities/direct-copy';
@@ -226,7 +227,12 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
               }),
           activities: {
             ...createControlActivities({ loaded, paths, drivers, catalog }),
-            ...createPoolActivities({ client, sites: () => loaded.config.sites, memo: labels.memo }),
+            ...createPoolActivities({
+              client,
+              sites: () => loaded.config.sites,
+              memo: labels.memo,
+              feed: new EventFeed({ loaded, catalog }),
+            }),
             ...createOnlineActivities({ loaded, paths, catalog }),
             ...createVmActivities({ loaded, drivers, images }),
             ...createCatalogRebuildActivities({ catalog }),

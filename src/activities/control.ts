@@ -7,6 +7,7 @@ import type { LoadedConfig } from '../config/load';
 import type { KuraPaths } from '../config/paths';
 import type { Catalog } from '../catalog/store';
 import type { Drivers } from '../drivers/types';
+import { createAccessActivities } from './access';
 import { createArrayActivities } from './array-functions';
 import { createCatalogActivities } from './catalog';
 import { createFabricActivities } from './fabric';
@@ -32,6 +33,7 @@ export function createControlActivities(deps: ControlDeps) {
     ...createRestoreFileActivities(deps),
     ...createNotifyActivities(deps),
     ...createArrayActivities(deps),
+    ...createAccessActivities(deps),
   };
 }
 

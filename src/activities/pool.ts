@@ -25,6 +25,8 @@ import { poolWorkflowId } from '../api/workflow-ids';
 import { installationOfTaskQueue } from '../api/task-queues';
 import type { resourcePool } from '../workflows/resource-pool';
 import { findDevice, tablesFromSite } from '../domain/pool-tables';
+import { EventKind } from '../domain/events';
+import { activityEventKey, type EventFeed } from './events';
 
 /** What the pool activities need from the worker. */
 export interface PoolActivityDeps {
@@ -40,6 +42,8 @@ export interface PoolActivityDeps {
   heartbeatMs?: number;
   /** The memo a pool starts with: the search attribute hash key, when kura.yaml asks for hashing. */
   memo?: Record<string, string>;
+  /** The events feed a device marked unavailable is published to (docs/adr/031). */
+  feed?: EventFeed;
 }
 
 /** Creates the pool activities bound to a Temporal client and the configured sites. */
@@ -153,6 +157,24 @@ export function createPoolActivities(deps: PoolActivityDeps) {
           );
         }
         await handle.signal(markDeviceSignal, parsed);
+        // A device taken out of service is a device fault for the feed; bringing one back is not.
+        if (parsed.state === 'unavailable' && deps.feed)
+          await deps.feed.publish({
+            key: activityEventKey(Context.current().info),
+            at: new Date().toISOString(),
+            kind: EventKind.DeviceFault,
+            subject: `device ${parsed.device} of site ${site} is at fault and out of service${parsed.reason ? `: ${parsed.reason}` : ''}`,
+            site,
+            type: ErrorType.DeviceFault,
+            device: parsed.device,
+            job: Context.current().info.workflowExecution?.workflowId,
+            detail: {
+              site,
+              device: parsed.device,
+              reason: parsed.reason ?? null,
+              bringBack: `kura pool mark ${parsed.device} available`,
+            },
+          });
       });
     },
 

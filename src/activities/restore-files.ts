@@ -3,7 +3,7 @@
  * partial file beside a checked destination, pieces kept on disk backup storage are copied into
  * it, and only a verified file is moved into place — never over anything.
  */
-import { constants as fsConstants, existsSync, statSync } from 'node:fs';
+import { constants as fsConstants, existsSync, realpathSync, statSync } from 'node:fs';
 import { mkdir, open, rename, rm } from 'node:fs/promises';
 import * as path from 'node:path';
 import { Context } from '@temporalio/activity';
@@ -15,7 +15,9 @@ import { sha256File } from '../datamover/files';
 import { moveBytes } from '../datamover/mover';
 import { sha256Hex } from '../datamover/sha256';
 import { ChecksumMismatchError, DestinationExistsError, InvalidInputError, NotFoundError } from '../domain/errors';
-import { checkRestoreDestination } from '../config/targets';
+import { checkRestoreDestination, findSite } from '../config/targets';
+import { checkRestoreOwnership } from '../domain/tenancy';
+import { labVolumePath } from '../lab/files';
 import { parseWith } from '../domain/validate';
 import { NameSchema } from '../domain/inventory';
 import { RestoreVolumeSchema } from '../domain/jobs';
@@ -29,9 +31,18 @@ const DiskPieceInput = z.object({
   sha256: z.string().regex(/^[0-9a-f]{64}$/),
   destination: z.object({ path: z.string().min(1), offset: z.number().int().min(0) }),
 });
-const RestorePaths = z.object({ destination: z.string().min(1), job: z.string().min(1) });
+/** The volume a restored backup was taken of: on a SAN shared by companies, its owner's volumes alone may take it. */
+const BackupSource = z.object({ backupId: z.string().min(1), site: NameSchema, array: NameSchema, volume: NameSchema });
+const RestorePaths = z.object({
+  destination: z.string().min(1),
+  job: z.string().min(1),
+  source: BackupSource.optional(),
+});
 const VolumeRestoreInput = RestoreVolumeSchema.extend({ site: NameSchema, job: z.string().min(1) });
-const VolumeAllocation = VolumeRestoreInput.extend({ sizeBytes: z.number().int().positive() });
+const VolumeAllocation = VolumeRestoreInput.extend({
+  sizeBytes: z.number().int().positive(),
+  source: BackupSource.optional(),
+});
 
 /**
  * Creates the restore destination activities bound to one configuration's home and restore roots,
@@ -106,9 +117,15 @@ export function createRestoreFileActivities(deps: {
     async prepareRestore(input: {
       destination: string;
       job: string;
+      source?: z.input<typeof BackupSource>;
     }): Promise<{ destination: string; partial: string }> {
       return mapFailures(async () => {
-        const { destination, job } = parseWith(RestorePaths, input, 'restore destination');
+        const { destination, job, source } = parseWith(RestorePaths, input, 'restore destination');
+        // Before the restore roots: a path that is another company's volume is refused as such.
+        if (source) {
+          const onto = labVolumeAt(loaded, paths, source.site, path.resolve(destination));
+          if (onto) checkRestoreOwnership(findSite(loaded.config, source.site), source, onto);
+        }
         const abs = checkRestoreDestination(destination, paths.restoreRoots, loaded.file);
         return { destination: abs, partial: partialPath(abs, job) };
       });
@@ -168,7 +185,8 @@ export function createRestoreFileActivities(deps: {
       input: z.input<typeof VolumeAllocation>,
     ): Promise<{ destination: string; partial: string }> {
       return mapFailures(async () => {
-        const { site, array, volume, sizeBytes, job } = parseWith(VolumeAllocation, input, 'restore volume');
+        const { site, array, volume, sizeBytes, job, source } = parseWith(VolumeAllocation, input, 'restore volume');
+        if (source) checkRestoreOwnership(findSite(loaded.config, site), source, { array, volume });
         const { file } = await drivers.volumes.allocateVolume({ site, array, volume }, sizeBytes, job);
         return { destination: file, partial: partialPath(file, job) };
       });
@@ -202,4 +220,22 @@ export function createRestoreFileActivities(deps: {
 /** The partial file of one restore job, beside the destination so the final rename is atomic. */
 export function partialPath(destination: string, job: string): string {
   return `${destination}.kura-partial-${sha256Hex(job).slice(0, 12)}`;
+}
+
+/**
+ * The volume of the site whose lab file `file` is (symlinks resolved), if any: a restore written
+ * there would overwrite that volume.
+ */
+function labVolumeAt(
+  loaded: LoadedConfig,
+  paths: KuraPaths,
+  site: string,
+  file: string,
+): { array: string; volume: string } | undefined {
+  const real = (p: string) => (existsSync(p) ? realpathSync(p) : p);
+  const target = real(file);
+  for (const a of findSite(loaded.config, site).arrays)
+    for (const v of a.volumes)
+      if (real(labVolumePath(paths, site, a.name, v.id)) === target) return { array: a.name, volume: v.id };
+  return undefined;
 }

@@ -2,6 +2,7 @@
  * What a job acts on, run on the `kura-control` queue: the volume a named target resolves to
  * (seed 003 step 2) and the targets and tuning of a fleet run.
  */
+import { accessPlan } from '../domain/tenancy';
 import { z } from 'zod';
 import type { LoadedConfig } from '../config/load';
 import type { Drivers } from '../drivers/types';
@@ -28,7 +29,8 @@ export function createTargetActivities(deps: { loaded: LoadedConfig; drivers: Pi
         // A host that discovers its mounts is asked here, on the worker that runs on it.
         const { array, volume } = await resolveTargetOnHost(site, target, volumeOfDevice(drivers.storage, siteName));
         const info = await drivers.storage.describeVolume(siteName, array, volume);
-        return { site: siteName, target, array, volume, sizeBytes: info.sizeBytes };
+        const access = accessPlan(site, array, volume);
+        return { site: siteName, target, array, volume, sizeBytes: info.sizeBytes, ...(access ? { access } : {}) };
       });
     },
 

@@ -17,7 +17,7 @@ import { copySettings, jobTuning } from '../config/tuning';
 import { checkTargetRef, findSite, resolveTargetRef } from '../config/targets';
 import { BackupIdSchema } from '../domain/catalog';
 import { OnlineSettingsSchema, type OnlineSettings } from '../domain/datapath';
-import { ErrorType, KuraError } from '../domain/errors';
+import { ErrorType, KuraError, NotFoundError } from '../domain/errors';
 import { parseWith } from '../domain/validate';
 import {
   kindOfMethod,
@@ -132,7 +132,8 @@ export class Kura {
    */
   async startBackup(
     target: string,
-    opts: JobOptions & Partial<CopySettings> & { policy?: string; method?: BackupMethod; pairWaitMs?: number } = {},
+    opts: JobOptions &
+      Partial<CopySettings> & { policy?: string; method?: BackupMethod; pairWaitMs?: number; server?: string } = {},
   ): Promise<WorkflowHandle<typeof sanOperation>> {
     return this.launch(this.backupJob(target, opts));
   }
@@ -140,10 +141,16 @@ export class Kura {
   /** The start of a backup as `startBackup` makes it, without starting it; fails fast on an unknown target. */
   backupJob(
     target: string,
-    opts: JobOptions & Partial<CopySettings> & { policy?: string; method?: BackupMethod; pairWaitMs?: number } = {},
+    opts: JobOptions &
+      Partial<CopySettings> & { policy?: string; method?: BackupMethod; pairWaitMs?: number; server?: string } = {},
   ): JobStart<typeof sanOperation> {
     const site = findSite(this.loaded.config, opts.site);
     checkTargetRef(site, target);
+    if (opts.server !== undefined && !site.servers.some((s) => s.name === opts.server))
+      throw new NotFoundError(
+        `no backup server "${opts.server}" in site ${site.name}; name one of ${site.servers.map((s) => s.name).join(', ')}`,
+        { site: site.name, server: opts.server },
+      );
     const requestedAt = opts.requestedAt ?? new Date().toISOString();
     const kind = kindOfMethod(opts.method ?? 'direct');
     const workflowId = operationWorkflowId(kind, target, requestedAt, this.installation);
@@ -157,6 +164,7 @@ export class Kura {
           requestedAt,
           ...this.copy(site.name, opts),
           ...(opts.pairWaitMs === undefined ? {} : { pairWaitMs: opts.pairWaitMs }),
+          ...(opts.server === undefined ? {} : { server: opts.server }),
           tuning: this.tuning(opts.tuning),
         },
       ],

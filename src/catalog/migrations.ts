@@ -90,4 +90,20 @@ export const MIGRATIONS: readonly string[] = [
     verify_error  TEXT
   );
   `,
+  // 5: the events feed (seed 003's central console; ADR 031): every device fault and job failure,
+  // numbered in order; the key makes a retried publication of one event a no-op.
+  `
+  CREATE TABLE events (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    key      TEXT NOT NULL UNIQUE,
+    at       TEXT NOT NULL,
+    kind     TEXT NOT NULL CHECK (kind IN ('device-fault', 'job-failure')),
+    subject  TEXT NOT NULL,
+    site     TEXT,
+    type     TEXT,
+    device   TEXT,
+    job      TEXT,
+    detail   TEXT NOT NULL
+  );
+  `,
 ];

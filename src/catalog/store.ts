@@ -21,6 +21,7 @@ import {
 } from '../domain/catalog';
 import { StoreBackupRecordSchema, type StoreBackupRecord } from '../domain/store';
 import { openDatabase } from '../stack/sqlite';
+import { FeedEventSchema, NewEventSchema, type FeedEvent, type NewEvent } from '../domain/events';
 import { InvalidInputError, NotFoundError } from '../domain/errors';
 
 export type { NewBackup };
@@ -354,9 +355,50 @@ export class Catalog {
       .immediate();
   }
 
+  /**
+   * Records an event of the feed; idempotent by its key (a retried activity publishes once). Returns
+   * the event as the feed holds it, and whether this call recorded it.
+   */
+  recordEvent(e: NewEvent): { event: FeedEvent; recorded: boolean } {
+    const ev = NewEventSchema.parse(e);
+    const out = this.db
+      .prepare(
+        `INSERT INTO events (key, at, kind, subject, site, type, device, job, detail)
+         VALUES (@key, @at, @kind, @subject, @site, @type, @device, @job, @detail) ON CONFLICT (key) DO NOTHING`,
+      )
+      .run({
+        ...ev,
+        site: ev.site ?? null,
+        type: ev.type ?? null,
+        device: ev.device ?? null,
+        job: ev.job ?? null,
+        detail: JSON.stringify(ev.detail),
+      });
+    const row = this.db.prepare(`${SELECT_EVENT} WHERE key = ?`).get(ev.key) as EventRow;
+    return { event: eventOfRow(row), recorded: out.changes > 0 };
+  }
+
+  /** Events of the feed after `after` (a seq), oldest first; the last `limit` of them when no `after` is given. */
+  events(o: { after?: number; limit?: number } = {}): FeedEvent[] {
+    const limit = o.limit ?? 100;
+    const rows =
+      o.after === undefined
+        ? (this.db.prepare(`${SELECT_EVENT} ORDER BY seq DESC LIMIT ?`).all(limit) as EventRow[]).reverse()
+        : (this.db.prepare(`${SELECT_EVENT} WHERE seq > ? ORDER BY seq LIMIT ?`).all(o.after, limit) as EventRow[]);
+    return rows.map(eventOfRow);
+  }
+
   close(): void {
     this.db.close();
   }
+}
+
+const SELECT_EVENT = 'SELECT seq, at, kind, subject, site, type, device, job, detail FROM events';
+
+type EventRow = Record<string, unknown> & { detail: string };
+
+function eventOfRow(row: EventRow): FeedEvent {
+  return FeedEventSchema.parse({ ...row, detail: JSON.parse(row.detail) as unknown });
 }
 
 // A backup's record with its backup mode, when one was recorded (`m_` columns all null otherwise).

@@ -36,6 +36,10 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
       "wait in the pool's first-come queue this long for free devices, e.g. 10m (default: fail at once)",
     )
     .option('--policy <name>', 'take streams, mode and chunks from this policy of kura.yaml')
+    .option(
+      '--server <name>',
+      "the backup server asking for the copy (on a SAN shared by companies, one of the owner's); the copy runs on it alone",
+    )
     .option('--detach', 'start the backup and return at once, printing its workflow id')
     .option(
       '--online',
@@ -45,7 +49,11 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
       if (o.online) return runOnlineBackup(ctx, target, o);
       const opts = backupOptions(o);
       const { kura } = await ctx.connect();
-      const handle = await kura.startBackup(target, { site: o.site, ...opts });
+      const handle = await kura.startBackup(target, {
+        site: o.site,
+        ...opts,
+        ...(o.server === undefined ? {} : { server: o.server }),
+      });
       if (o.detach) {
         printStarted(ctx, handle.workflowId);
         return;
@@ -82,6 +90,7 @@ interface BackupFlags {
   method?: string;
   pairWait?: string;
   streamKind?: string;
+  server?: string;
 }
 
 /** Checks the flags; a bad one is refused (exit 2) before anything starts. */

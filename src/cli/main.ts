@@ -25,6 +25,7 @@ import { registerCodecServerCommand } from './codec-server';
 import { registerRemoteCommands } from './remote';
 import { registerLabWanCommands } from './lab-wan';
 import { registerStoreCommands } from './store';
+import { registerEventsCommand } from './events';
 
 /** Builds the program and the context its commands share (exported so tests can walk every command and option). */
 export function buildProgram(): { program: Command; ctx: CliContext } {
@@ -55,6 +56,7 @@ export function buildProgram(): { program: Command; ctx: CliContext } {
   registerRemoteCommands(program, ctx);
   registerLabWanCommands(program);
   registerStoreCommands(program, ctx);
+  registerEventsCommand(program, ctx);
   return { program, ctx };
 }
 

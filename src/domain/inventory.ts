@@ -43,7 +43,15 @@ export const ArraySchema = z
     volumes: z.array(VolumeSchema).default([]),
     /** LUN security: only the listed WWNs may reach the volume through the LUN. */
     lunMasks: z
-      .array(z.object({ volume: NameSchema, lun: z.number().int().min(0).max(16383), wwns: z.array(WwnSchema) }))
+      .array(
+        z.object({
+          volume: NameSchema,
+          lun: z.number().int().min(0).max(16383),
+          wwns: z.array(WwnSchema),
+          /** The array port the LUN is presented on (seed 003's host address: port + LUN); its owner owns the LDEV. */
+          port: NameSchema.optional(),
+        }),
+      )
       .default([]),
     /**
      * The array's free pool (seed 003): room for the replica volumes of pairs and the space of
@@ -264,6 +272,29 @@ export type FsfreezeHookSpec = z.infer<typeof FsfreezeHookSchema>;
 export const HookSchema = z.discriminatedUnion('kind', [ScriptHookSchema, PostgresHookSchema, FsfreezeHookSchema]);
 export type Hook = z.infer<typeof HookSchema>;
 
+/**
+ * A company (tenant) sharing the site's SAN (seed 003's internet data centre): its hosts and
+ * backup servers (initiators, by name), the array ports assigned to it (`array/port`), and its FC
+ * zones. A LUN presented on a company's port belongs to that company; only its own servers may
+ * read it and only to its own volumes may its backups be restored (docs/adr/031).
+ */
+export const TenantSchema = z.object({
+  name: NameSchema,
+  hosts: z.array(NameSchema).default([]),
+  servers: z.array(NameSchema).default([]),
+  /** Array ports assigned to the company, as array/port. */
+  ports: z
+    .array(
+      z
+        .string()
+        .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*\/[A-Za-z0-9][A-Za-z0-9._-]*$/, 'must name an array port as array/port'),
+    )
+    .default([]),
+  /** FC zones of the company: members by WWN (its initiators and its array ports); a zone isolates them from others. */
+  zones: z.array(z.object({ name: NameSchema, members: z.array(WwnSchema).min(2) })).default([]),
+});
+export type Tenant = z.infer<typeof TenantSchema>;
+
 export const SiteSchema = z
   .object({
     name: NameSchema,
@@ -280,6 +311,8 @@ export const SiteSchema = z
     hooks: z.array(HookSchema).default([]),
     /** The night planner's window and fallback throughput (`kura plan night`); 00:00–06:00 UTC at 100 MB/s when absent. */
     night: NightConfigSchema.optional(),
+    /** Companies sharing the SAN (none: one owner, every LUN open to the servers its mask admits). */
+    tenants: z.array(TenantSchema).default([]),
   })
   .superRefine(checkSiteReferences);
 export type Site = z.infer<typeof SiteSchema>;
@@ -410,7 +443,7 @@ type SiteShape = {
     name: string;
     ports: { name: string; wwn: string }[];
     volumes: { id: string }[];
-    lunMasks: { volume: string; lun: number; wwns: string[] }[];
+    lunMasks: { volume: string; lun: number; wwns: string[]; port?: string }[];
   }[];
   libraries: { name: string; drives: { id: string }[]; cartridges: { id: string }[] }[];
   switches: { name: string }[];
@@ -419,6 +452,13 @@ type SiteShape = {
   links: [string, string][];
   policies: { name: string; targets: string[] }[];
   hooks?: { target: string }[];
+  tenants?: {
+    name: string;
+    hosts: string[];
+    servers: string[];
+    ports: string[];
+    zones: { name: string; members: string[] }[];
+  }[];
 };
 
 /** The policy name `kura schedule trigger` and fleet runs take to mean every VM of the site. */
@@ -588,6 +628,87 @@ function checkSiteReferences(site: SiteShape, ctx: z.RefinementCtx): void {
     if (first !== undefined)
       issue(['hooks', i, 'target'], `"${h.target}" already has a hook (hooks[${first}]); give a target one hook`);
     else hooked.set(h.target, i);
+  });
+
+  checkTenants(site, ctx);
+}
+
+/**
+ * The companies of a shared SAN: each host, server and array port belongs to one company at most,
+ * a LUN on a company's port is masked to that company's initiators only, and a zone holds only its
+ * company's WWNs — otherwise one company could reach another's data by configuration alone.
+ */
+function checkTenants(site: SiteShape, ctx: z.RefinementCtx): void {
+  const tenants = site.tenants ?? [];
+  if (tenants.length === 0) return;
+  const issue = (path: (string | number)[], message: string) => ctx.addIssue({ code: 'custom', path, message });
+  const hosts = new Map(site.hosts.map((h) => [h.name, h.wwn?.toLowerCase()]));
+  const servers = new Map(site.servers.map((s) => [s.name, s.wwn?.toLowerCase()]));
+  const ports = new Map(site.arrays.flatMap((a) => a.ports.map((p) => [`${a.name}/${p.name}`, p.wwn.toLowerCase()])));
+  const ownerOf = new Map<string, string>();
+  const wwnsOf = new Map<string, Set<string>>();
+  const names = new Map<string, number>();
+  tenants.forEach((t, i) => {
+    const first = names.get(t.name);
+    if (first !== undefined)
+      issue(['tenants', i, 'name'], `company "${t.name}" is defined twice (also tenants[${first}])`);
+    else names.set(t.name, i);
+    const own = new Set<string>();
+    wwnsOf.set(t.name, own);
+    const claim = (key: string, what: string, known: Map<string, string | undefined>, field: string, j: number) => {
+      if (!known.has(key)) {
+        issue(['tenants', i, field, j], `no ${what} "${key}" in this site`);
+        return;
+      }
+      const prior = ownerOf.get(`${what}:${key}`);
+      if (prior !== undefined && prior !== t.name)
+        issue(
+          ['tenants', i, field, j],
+          `${what} ${key} already belongs to company ${prior}; a ${what} serves one company`,
+        );
+      ownerOf.set(`${what}:${key}`, t.name);
+      const wwn = known.get(key);
+      if (wwn !== undefined) own.add(wwn);
+    };
+    t.hosts.forEach((h, j) => claim(h, 'host', hosts, 'hosts', j));
+    t.servers.forEach((s, j) => claim(s, 'backup server', servers, 'servers', j));
+    t.ports.forEach((p, j) => claim(p, 'array port', ports, 'ports', j));
+    t.zones.forEach((z, j) =>
+      z.members.forEach((m, k) => {
+        if (!own.has(m.toLowerCase()))
+          issue(
+            ['tenants', i, 'zones', j, 'members', k],
+            `WWN ${m} is not a host, backup server or array port of company ${t.name}; a company's zone holds only its own ports`,
+          );
+      }),
+    );
+  });
+  site.arrays.forEach((a, i) => {
+    const presented = new Map<string, string>();
+    a.lunMasks.forEach((m, j) => {
+      if (m.port === undefined) return;
+      if (!a.ports.some((p) => p.name === m.port)) {
+        issue(['arrays', i, 'lunMasks', j, 'port'], `no port "${m.port}" in array "${a.name}"`);
+        return;
+      }
+      const owner = ownerOf.get(`array port:${a.name}/${m.port}`);
+      if (owner === undefined) return;
+      const other = presented.get(m.volume);
+      if (other !== undefined && other !== owner)
+        issue(
+          ['arrays', i, 'lunMasks', j, 'port'],
+          `volume ${a.name}/${m.volume} is already presented on a port of company ${other}; a LUN belongs to one company`,
+        );
+      presented.set(m.volume, owner);
+      const own = wwnsOf.get(owner) ?? new Set<string>();
+      m.wwns.forEach((w, k) => {
+        if (!own.has(w.toLowerCase()))
+          issue(
+            ['arrays', i, 'lunMasks', j, 'wwns', k],
+            `WWN ${w} is not an initiator of company ${owner}, which owns port ${a.name}/${m.port}; mask a company's LUN to its own hosts and servers`,
+          );
+      });
+    });
   });
 }
 

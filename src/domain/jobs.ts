@@ -4,6 +4,7 @@
  */
 import { z } from 'zod';
 import { NameSchema } from './inventory';
+import type { SanAccessPlan } from './tenancy';
 import { BackupIdSchema, type BackupModeRecord, type StreamRecord } from './catalog';
 import { StoreNameSchema, type StoreFallback } from './store';
 
@@ -67,6 +68,8 @@ export interface ResolvedTarget {
   array: string;
   volume: string;
   sizeBytes: number;
+  /** For a volume a company owns: which backup servers may copy it, and why the others may not (ADR 031). */
+  access?: SanAccessPlan;
 }
 
 /**
@@ -143,6 +146,11 @@ export const BackupRequestSchema = z.object({
   requestedAt: IsoTimeSchema,
   ...CopySettingsSchema.shape,
   tuning: JobTuningSchema,
+  /**
+   * The backup server that asks for the copy (a company's own, on a shared SAN): the copy runs on it
+   * alone, and is refused when it may not read the volume. Unset: any server the volume admits.
+   */
+  server: NameSchema.optional(),
 });
 export type BackupRequest = z.input<typeof BackupRequestSchema>;
 

@@ -427,7 +427,7 @@ function candidates(ctx: SearchContext, chosen: Candidate[]): Candidate[] {
     const media = pickMedia(tables, req, lib, taken);
     if (!media) continue;
     for (const server of tables.servers) {
-      if (!usable(server, taken)) continue;
+      if (!usable(server, taken) || !admitted(req, server.name)) continue;
       // Without an array the data goes no further than the server: only its leg to the library counts.
       const toServer = req.array === undefined ? [] : shortestPath(graph, req.array, server.name, switchOk);
       if (!toServer) continue;
@@ -439,6 +439,11 @@ function candidates(ctx: SearchContext, chosen: Candidate[]): Candidate[] {
   }
   // Stable sort: equal lengths keep inventory order (libraries, then servers).
   return out.sort((a, b) => a.switches.length - b.switches.length);
+}
+
+/** Whether the request lets this backup server carry a stream (LUN masks and companies, seed 003). */
+function admitted(req: ReserveRequestParsed, server: string): boolean {
+  return req.servers === undefined || req.servers.includes(server);
 }
 
 /** The first free drive and cartridge of a library for this request, or undefined. */
@@ -542,8 +547,11 @@ function explain(ctx: SearchContext, chosen: Candidate[]): string {
   };
 
   const parts: string[] = [];
-  const servers = tables.servers.filter((s) => usable(s, taken));
-  if (servers.length === 0) parts.push(`no backup server has a free stream (${tables.servers.map(why).join('; ')})`);
+  const allowed = tables.servers.filter((s) => admitted(req, s.name));
+  const servers = allowed.filter((s) => usable(s, taken));
+  if (allowed.length === 0)
+    parts.push(`none of the backup servers the request admits (${req.servers?.join(', ') ?? ''}) is in the pool`);
+  else if (servers.length === 0) parts.push(`no backup server has a free stream (${allowed.map(why).join('; ')})`);
 
   const libs =
     req.tape !== undefined

@@ -79,6 +79,11 @@ export const ReserveRequestSchema = z.object({
    * runs from the server to the library alone.
    */
   array: NameSchema.optional(),
+  /**
+   * Only these backup servers may carry the streams (on a SAN shared by companies, the owner's own
+   * that the volume's LUN masks admit); unset: any server.
+   */
+  servers: z.array(NameSchema).optional(),
   /** Bytes each stream writes to its cartridge; cartridges with less room are not chosen. */
   bytes: z.number().int().min(0).default(0),
   /** Restore: the cartridge that must be in the stream (its library follows). */

@@ -6,7 +6,7 @@ import { Document, isMap, isSeq, visit } from 'yaml';
 import type { ConfigInput } from '../domain/inventory';
 import { InvalidInputError } from '../domain/errors';
 
-export const presetNames = { hospital: 'hospital' } as const;
+export const presetNames = { hospital: 'hospital', idc: 'idc' } as const;
 export type PresetName = (typeof presetNames)[keyof typeof presetNames];
 
 export interface HospitalPresetOptions {
@@ -177,9 +177,139 @@ export function hospitalPreset(opts: HospitalPresetOptions = {}): ConfigInput {
   };
 }
 
+/**
+ * Seed 003's internet data centre: two companies, a-corp and b-corp, share one array, one tape
+ * library and the FC switches. Each has its own hosts, backup server, array ports (two each),
+ * zone and LUNs, masked to its own WWNs; its web and application VMs back up on the seed's
+ * nightly timetable (A's WWW 0:00, B's app 1:00, A's app 1:30, B's WWW 3:00). Options: `vms` is
+ * ignored (two per company), `dataVolumeSize`, `softwareVolumeSize`, `cartridgeCapacity`,
+ * `cartridgesPerLibrary`, `drivesPerLibrary` and `site` apply.
+ */
+export function idcPreset(opts: HospitalPresetOptions = {}): ConfigInput {
+  const dataSize = positiveInt(opts.dataVolumeSize ?? 8 * MiB, 'dataVolumeSize');
+  const swSize = positiveInt(opts.softwareVolumeSize ?? 4 * MiB, 'softwareVolumeSize');
+  const capacity = positiveInt(opts.cartridgeCapacity ?? 4 * 1024 * MiB, 'cartridgeCapacity');
+  const perLibrary = positiveInt(opts.cartridgesPerLibrary ?? 20, 'cartridgesPerLibrary');
+  const drives = positiveInt(opts.drivesPerLibrary ?? 4, 'drivesPerLibrary');
+  const site = opts.site ?? presetNames.idc;
+  const tapeWidth = Math.max(3, String(perLibrary).length);
+
+  // One WWN plan: 10:00 hosts, 21:00 backup servers, 50:06 array ports; the 7th byte is the company.
+  const companies = [
+    {
+      name: 'a-corp',
+      tag: 'a',
+      n: 1,
+      vms: [
+        { vm: 'a-www', at: '00:00' },
+        { vm: 'a-app', at: '01:30' },
+      ],
+    },
+    {
+      name: 'b-corp',
+      tag: 'b',
+      n: 2,
+      vms: [
+        { vm: 'b-app', at: '01:00' },
+        { vm: 'b-www', at: '03:00' },
+      ],
+    },
+  ].map((c) => ({
+    ...c,
+    host: { name: `${c.tag}-host-01`, wwn: `10:00:00:00:c9:00:0${c.n}:01` },
+    server: { name: `bks-${c.tag}`, wwn: `21:00:00:24:ff:4b:0${c.n}:01` },
+    ports: [1, 2].map((p) => ({ name: `cl${p}-${c.tag}`, wwn: `50:06:0e:80:00:00:0${c.n}:0${p}` })),
+  }));
+
+  let lun = 0;
+  const volumes: { id: string; size: string | number }[] = [];
+  const lunMasks: { volume: string; lun: number; wwns: string[]; port: string }[] = [];
+  for (const c of companies)
+    for (const { vm } of c.vms)
+      for (const [kind, size] of [
+        ['sw', swSize],
+        ['data', dataSize],
+      ] as const) {
+        volumes.push({ id: `${vm}-${kind}`, size: sizeText(size) });
+        // Seed 003's LUN security: the company's LUNs are presented on its own port, to its own WWNs.
+        lunMasks.push({
+          volume: `${vm}-${kind}`,
+          lun: lun++,
+          port: c.ports[0]?.name ?? '',
+          wwns: [c.host.wwn, c.server.wwn],
+        });
+      }
+
+  return {
+    version: 1,
+    home: '.kura',
+    restoreRoots: ['restores'],
+    security: { keyFile: LAB_KEY_FILE },
+    // One backup server per company: each backup takes one stream, through its owner's server.
+    tuning: { streams: 1 },
+    sites: [
+      {
+        name: site,
+        hosts: companies.map((c) => c.host),
+        vms: companies.flatMap((c) =>
+          c.vms.map(({ vm }) => ({
+            name: vm,
+            host: c.host.name,
+            softwareVolume: `array-01/${vm}-sw`,
+            dataVolume: `array-01/${vm}-data`,
+          })),
+        ),
+        arrays: [
+          {
+            name: 'array-01',
+            ports: companies.flatMap((c) => c.ports),
+            volumes,
+            lunMasks,
+            freePool: { size: sizeText(4 * Math.max(dataSize, swSize)), replicas: 4 },
+          },
+        ],
+        libraries: [
+          {
+            name: 'lib-01',
+            drives: Array.from({ length: drives }, (_, d) => ({ id: `lib-01-drv-${d + 1}` })),
+            cartridges: Array.from({ length: perLibrary }, (_, t) => ({
+              id: `L1T${String(t + 1).padStart(tapeWidth, '0')}`,
+              capacity: sizeText(capacity),
+            })),
+          },
+        ],
+        switches: [
+          { name: 'fcsw-01', capacity: 4 },
+          { name: 'fcsw-02', capacity: 4 },
+        ],
+        servers: companies.map((c) => ({ ...c.server, capacity: drives })),
+        links: [
+          ['array-01', 'fcsw-01'],
+          ['array-01', 'fcsw-02'],
+          ['bks-a', 'fcsw-01'],
+          ['bks-b', 'fcsw-02'],
+          ['lib-01', 'fcsw-01'],
+          ['lib-01', 'fcsw-02'],
+        ],
+        policies: companies.flatMap((c) =>
+          c.vms.map(({ vm, at }) => ({ name: `nightly-${vm}`, targets: [vm], nightly: at, concurrency: 1 })),
+        ),
+        tenants: companies.map((c) => ({
+          name: c.name,
+          hosts: [c.host.name],
+          servers: [c.server.name],
+          ports: c.ports.map((p) => `array-01/${p.name}`),
+          zones: [{ name: `${c.tag}-zone`, members: [c.host.wwn, c.server.wwn, ...c.ports.map((p) => p.wwn)] }],
+        })),
+      },
+    ],
+  };
+}
+
 /** The preset of that name, or InvalidInputError listing the presets there are. */
 export function presetByName(name: string, opts: HospitalPresetOptions = {}): ConfigInput {
   if (name === presetNames.hospital) return hospitalPreset(opts);
+  if (name === presetNames.idc) return idcPreset(opts);
   throw new InvalidInputError(`there is no preset "${name}"; choose one of: ${Object.values(presetNames).join(', ')}`);
 }
 

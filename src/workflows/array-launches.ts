@@ -5,6 +5,7 @@
  * that calls for a re-plan answered here (the pair not in sync in time; backup mode not entered;
  * a held session lost, which discards the image and enters backup mode anew).
  */
+import type { SanAccessPlan } from '../domain/tenancy';
 import { ApplicationFailure, CancellationScope, condition, isCancellation, setHandler } from '@temporalio/workflow';
 import { ErrorType } from '../domain/errors';
 import type { PairInfo, SnapshotInfo, VolumeRef } from '../drivers/types';
@@ -24,9 +25,16 @@ export async function resolveOperation(
   control: ControlActivities,
   req: { site: string; target: string },
   kind: EngineKind,
-): Promise<{ resolved: ResolvedTarget; pair: OperationPlanInput['pair']; hook: OperationPlanInput['hook'] }> {
-  const resolved = await control.resolveTarget({ site: req.site, target: req.target });
-  if (kind === 'backup') return { resolved, pair: null, hook: { kind: 'none', timeoutMs: 0 } };
+): Promise<{
+  resolved: ResolvedTarget;
+  pair: OperationPlanInput['pair'];
+  hook: OperationPlanInput['hook'];
+  access?: SanAccessPlan;
+}> {
+  // The access plan is step 3's to use, not a property of the volume the report repeats.
+  const { access, ...resolved } = await control.resolveTarget({ site: req.site, target: req.target });
+  const found = access ? { access } : {};
+  if (kind === 'backup') return { resolved, pair: null, hook: { kind: 'none', timeoutMs: 0 }, ...found };
   const ref = { site: req.site, array: resolved.array, volume: resolved.volume };
   const pair = kind === 'snapshot-backup' ? null : await control.pairOf(ref);
   if (kind === 'split-backup' && pair === null)
@@ -35,7 +43,7 @@ export async function resolveOperation(
       ErrorType.InvalidInput,
     );
   const hook = await control.applicationHook({ site: req.site, target: req.target });
-  return { resolved, pair, hook };
+  return { resolved, pair, hook, ...found };
 }
 
 /** What step 3 plans from, for every kind: step 2's findings and the request's split settings. */

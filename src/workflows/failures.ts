@@ -112,3 +112,24 @@ export async function reportBackupFailure(
       .catch(() => undefined);
   });
 }
+
+/**
+ * A job refused before it touched anything (AccessDenied, say), or one failed that keeps no catalog
+ * record (a restore): people are told through the events feed, without letting a failure to tell
+ * hide the job's own.
+ */
+export async function notifyJobFailure(
+  control: Pick<ControlActivities, 'notify'>,
+  o: { subject: string; workflowId: string; site: string; err: unknown },
+): Promise<void> {
+  const root = rootFailure(o.err);
+  await CancellationScope.nonCancellable(() =>
+    control
+      .notify({
+        subject: o.subject,
+        detail: { workflowId: o.workflowId, site: o.site, type: root.type, error: root.message },
+      })
+      .then(() => undefined)
+      .catch(() => undefined),
+  );
+}

@@ -5,13 +5,19 @@
  * backup mode — and keep the split replica as a point-in-time copy for reporting or tests. Its
  * own workflow type only because its report is a replica, not a backup.
  */
-import { ApplicationFailure, isCancellation, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import {
+  ApplicationFailure,
+  isCancellation,
+  patched,
+  upsertSearchAttributes,
+  workflowInfo,
+} from '@temporalio/workflow';
 import { ReplicaRefreshRequestSchema, type ReplicaRefreshRequest, type ReplicaReport } from '../domain/jobs';
 import { ErrorType } from '../domain/errors';
 import { KuraKind, KuraSite, KuraTarget, JobKind } from '../search-attributes';
 import { planOperation } from './operation-plan';
 import { controlActivities } from './proxies';
-import { acceptInput } from './failures';
+import { acceptInput, notifyJobFailure } from './failures';
 import { Compensations } from './compensations';
 import { OperationState } from './operation-state';
 import { operationPlanInput, resolveOperation, splitPair, syncPair, type ArrayLaunch } from './array-launches';
@@ -91,6 +97,14 @@ export async function replicaRefresh(input: ReplicaRefreshRequest): Promise<Repl
   } catch (err) {
     await undo.unwind();
     if (isCancellation(err)) throw err;
+    // The events feed hears of every failed job (docs/adr/031); earlier runs only failed.
+    if (patched('replica-refresh-failure-event'))
+      await notifyJobFailure(control, {
+        subject: `replica-refresh of ${req.target} failed at ${op.currentStep ?? op.phase}`,
+        workflowId: workflowInfo().workflowId,
+        site: req.site,
+        err,
+      });
     return op.fail(`replica-refresh of ${req.target} failed at ${op.currentStep ?? op.phase}`, err);
   }
 }

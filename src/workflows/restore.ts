@@ -15,6 +15,7 @@ import {
   ApplicationFailure,
   TemporalFailure,
   isCancellation,
+  patched,
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
@@ -25,7 +26,7 @@ import { bringBackHint, describeUnavailable } from '../domain/pool-tables';
 import { formatDuration } from '../domain/units';
 import { KuraKind, KuraSite, KuraTarget, JobKind } from '../search-attributes';
 import { groupByTape, planRestoreSteps, replanRestore, step, zoneName, type Mount } from './plan';
-import { acceptInput, rootFailure } from './failures';
+import { acceptInput, notifyJobFailure, rootFailure } from './failures';
 import { Compensations } from './compensations';
 import { OperationState } from './operation-state';
 import { controlActivities, copyActivities, poolActivities } from './proxies';
@@ -33,6 +34,15 @@ import { ErrorType } from '../domain/errors';
 import { label } from './labels';
 import { STORE_LIBRARY, StoreNameSchema, type StoreFallback } from '../domain/store';
 import { storeActivities } from './store-proxies';
+
+/** Marks the runs that tell the events feed of their failure (docs/adr/031); earlier runs only failed. */
+const RESTORE_FAILURE_EVENT_PATCH = 'restore-failure-event';
+
+/**
+ * Marks the runs that read a backup back through the servers its volume admits only — on a SAN
+ * shared by companies, its owner's (docs/adr/031); earlier runs took any server.
+ */
+const RESTORE_READERS_PATCH = 'restore-readers';
 
 /** Restores one backup into a new file under a restore root, or into a new volume of an array. */
 export async function restore(input: RestoreRequest): Promise<RestoreReport> {
@@ -57,11 +67,38 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
   ]);
   // A new volume is allocated on its array (from its free pool) and written like a new file.
   const toVolume = req.toVolume && { site: backup.site, ...req.toVolume, job: workflowId };
+  // On a SAN shared by companies, a backup goes back onto its own company's volumes only (ADR 031).
+  const source = { backupId: backup.backupId, site: backup.site, array: backup.array, volume: backup.volume };
   const target = await (
     toVolume
-      ? control.prepareVolumeRestore({ ...toVolume, sizeBytes: backup.sizeBytes })
-      : control.prepareRestore({ destination: req.destination ?? '', job: workflowId })
-  ).catch((err) => op.fail(`restore of ${req.backupId} refused`, err));
+      ? control.prepareVolumeRestore({ ...toVolume, sizeBytes: backup.sizeBytes, source })
+      : control.prepareRestore({ destination: req.destination ?? '', job: workflowId, source })
+  ).catch(async (err) => {
+    if (patched(RESTORE_FAILURE_EVENT_PATCH))
+      await notifyJobFailure(control, {
+        subject: `restore of ${req.backupId} refused`,
+        workflowId,
+        site: backup.site,
+        err,
+      });
+    return op.fail(`restore of ${req.backupId} refused`, err);
+  });
+  // On a SAN shared by companies a company's backup is read back by its own servers alone.
+  const readers = patched(RESTORE_READERS_PATCH)
+    ? (
+        await control
+          .planSanAccess({ site: backup.site, array: backup.array, volume: backup.volume })
+          .catch(async (err) => {
+            await notifyJobFailure(control, {
+              subject: `restore of ${req.backupId} refused`,
+              workflowId,
+              site: backup.site,
+              err,
+            });
+            return op.fail(`restore of ${req.backupId} refused`, err);
+          })
+      ).servers
+    : null;
 
   // Plan: every piece from the lowest-numbered copy whose cartridge is not given up on; one mount
   // per run of consecutive pieces on the same cartridge.
@@ -170,6 +207,13 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
   } catch (err) {
     await undo.unwind();
     if (isCancellation(err)) throw err;
+    if (patched(RESTORE_FAILURE_EVENT_PATCH))
+      await notifyJobFailure(control, {
+        subject: `restore of ${req.backupId} failed at ${op.currentStep ?? op.phase}`,
+        workflowId,
+        site: backup.site,
+        err,
+      });
     return op.fail(`restore of ${req.backupId} failed at ${op.currentStep ?? op.phase}`, err);
   }
 
@@ -179,7 +223,14 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
    * can stand in and the request asks to wait for such devices does it wait — saying what for.
    */
   async function reserveFor(job: string, m: Mount) {
-    const ask = { job, streams: 1, array: backup.array, tape: m.tape, bytes: 0 };
+    const ask = {
+      job,
+      streams: 1,
+      array: backup.array,
+      tape: m.tape,
+      bytes: 0,
+      ...(readers ? { servers: readers } : {}),
+    };
     const startedAt = Date.now();
     op.activity = `reserving a drive and a path for cartridge ${m.tape}`;
     try {

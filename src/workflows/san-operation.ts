@@ -21,6 +21,7 @@ import {
 import { BackupRequestSchema, kindOfMethod, type BackupReport, type BackupRequest } from '../domain/jobs';
 import { backupIdFor, PIECE_HEADER_BYTES, type PieceRecord } from '../domain/catalog';
 import { ErrorType } from '../domain/errors';
+import type { SanAccessPlan } from '../domain/tenancy';
 import { KuraKind, KuraSite, KuraTarget, JobKind } from '../search-attributes';
 import { chunkSizeFor, planPieces, type PiecePlan } from './plan';
 import {
@@ -32,7 +33,7 @@ import {
   type OperationPlanInput,
 } from './operation-plan';
 import { backupPoolActivities, controlActivities, localControlActivities, poolActivities } from './proxies';
-import { acceptInput, reportBackupFailure } from './failures';
+import { acceptInput, notifyJobFailure, reportBackupFailure } from './failures';
 import { Compensations } from './compensations';
 import { OperationState } from './operation-state';
 import {
@@ -74,6 +75,12 @@ const LOCAL_CONTROL_STEPS_PATCH = 'local-control-steps';
  */
 const COPY_BY_STREAM_PATCH = 'copy-by-stream';
 
+/**
+ * Marks the runs that tell the events feed of a copy refused in step 3 (docs/adr/031); earlier
+ * runs could not be refused there.
+ */
+const ACCESS_REFUSAL_EVENT_PATCH = 'access-refusal-event';
+
 /** Backs up one target to tape: the SAN operation of kind `backup`, `split-backup` or `snapshot-backup`. */
 export async function sanOperation(input: BackupRequest): Promise<BackupReport> {
   const { workflowId } = workflowInfo();
@@ -114,6 +121,16 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
   };
   op.steps = planOperation(plan);
   op.bytesTotal = resolved.sizeBytes;
+  // Seed 003's zoning and LUN security, planned from step 2's findings: a refused copy is refused
+  // here, before any device is touched, and is told to the events feed like any failed job.
+  let servers: string[] | undefined;
+  try {
+    servers = copyServers(req.target, found.access, req.server);
+  } catch (err) {
+    if (patched(ACCESS_REFUSAL_EVENT_PATCH))
+      await notifyJobFailure(control, { subject: `${kind} of ${req.target} refused`, workflowId, site: req.site, err });
+    return op.fail(`${kind} of ${req.target} refused`, err);
+  }
   const backupId = backupIdFor(req.target, req.requestedAt);
   const startedAt = new Date().toISOString();
   const job: CopyJob = {
@@ -159,6 +176,7 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
         job: workflowId,
         streams: req.streams,
         array: resolved.array,
+        ...(servers ? { servers } : {}),
         // In either mode any stream may have to hold the whole image.
         bytes: resolved.sizeBytes + pieces.length * PIECE_HEADER_BYTES,
         waitMs: req.tuning.reserveWaitMs,
@@ -268,6 +286,37 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
     if (isCancellation(err)) throw err;
     return op.fail(`${op.kind} of ${req.target} failed at ${op.currentStep ?? op.phase}`, err);
   }
+}
+
+/**
+ * Step 3's access plan (seed 003's zoning and LUN security, docs/adr/031): the backup servers the
+ * pool may give the copy's streams. A company's volume is copied by its owner's admitted servers
+ * only; a named server must be one of them (AccessDenied, naming why, otherwise). A volume no
+ * company owns leaves the pool free, or takes the named server; the copy checks its mask.
+ */
+function copyServers(
+  target: string,
+  access: SanAccessPlan | undefined,
+  server: string | undefined,
+): string[] | undefined {
+  if (!access) return server === undefined ? undefined : [server];
+  if (server !== undefined) {
+    const found = access.servers.find((s) => s.name === server);
+    if (!found)
+      throw ApplicationFailure.nonRetryable(
+        `${server} is not a backup server of this site; name one of ${access.servers.map((s) => s.name).join(', ')}`,
+        ErrorType.AccessDenied,
+      );
+    if (found.refused !== undefined) throw ApplicationFailure.nonRetryable(found.refused, ErrorType.AccessDenied);
+    return [server];
+  }
+  const allowed = access.servers.filter((s) => s.refused === undefined).map((s) => s.name);
+  if (allowed.length === 0)
+    throw ApplicationFailure.nonRetryable(
+      `no backup server may copy ${target}, a volume of company ${access.owner}: ${access.servers.map((s) => s.refused).join('; ')}`,
+      ErrorType.AccessDenied,
+    );
+  return allowed;
 }
 
 /** The kind a request names before it is validated (for the plan query of a refused request). */

@@ -188,8 +188,9 @@ function argv(c: CliCase): string[] {
   return out;
 }
 
-/** Whether a case would start long-running work (a datapath that serves until Ctrl-C). */
+/** Whether a case would start long-running work (a datapath that serves, or a feed followed, until Ctrl-C). */
 function startsLongWork(args: string[]): boolean {
+  if (args.includes('events') && args.includes('--follow')) return true;
   if (!args.includes('datapath')) return false;
   const port = (flag: string) => {
     const v = args.find((a) => a.startsWith(`${flag}=`))?.slice(flag.length + 1);

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { parseConfigText } from '../../src/config/load';
 import { ConfigSchema, DEFAULT_RPO_MS } from '../../src/domain/inventory';
 import { InvalidInputError } from '../../src/domain/errors';
-import { hospitalPreset, presetByName, presetNames, renderConfigYaml } from '../../src/lab/preset';
+import { hospitalPreset, idcPreset, presetByName, presetNames, renderConfigYaml } from '../../src/lab/preset';
 
 describe('the hospital preset', () => {
   const config = ConfigSchema.parse(hospitalPreset());
@@ -130,9 +130,10 @@ describe('the hospital preset', () => {
   });
 
   it('is found by name, and an unknown name lists the presets there are', () => {
-    expect(Object.values(presetNames)).toEqual(['hospital']);
+    expect(Object.values(presetNames)).toEqual(['hospital', 'idc']);
     expect(presetByName('hospital')).toEqual(hospitalPreset());
-    expect(() => presetByName('telco')).toThrow(/there is no preset "telco"; choose one of: hospital/);
+    expect(presetByName('idc')).toEqual(idcPreset());
+    expect(() => presetByName('telco')).toThrow(/there is no preset "telco"; choose one of: hospital, idc/);
   });
 });
 

@@ -8,6 +8,7 @@ import { AccessDeniedError, NotFoundError } from '../../domain/errors';
 import type { Site, Volume } from '../../domain/inventory';
 import { labVolumePath, sizeOf } from '../../lab/files';
 import { findSite as findConfiguredSite } from '../../config/targets';
+import { checkCompanyAccess } from '../../domain/tenancy';
 import type { StorageDriver, VolumeInfo } from '../types';
 
 /** A site of the configuration (named: drivers never fall back to the first site), or NotFoundError. */
@@ -69,6 +70,8 @@ export class LabStorage implements StorageDriver {
   async checkAccess(site: string, array: string, volume: string, server: string): Promise<void> {
     findVolume(this.loaded, site, array, volume);
     const s = findSite(this.loaded, site);
+    // Companies first: a refusal then names both the requesting company and the LUN's owner.
+    checkCompanyAccess(s, { array, volume, server });
     const masks = s.arrays.find((a) => a.name === array)?.lunMasks.filter((m) => m.volume === volume) ?? [];
     if (masks.length === 0) return;
     const wwn = s.servers.find((x) => x.name === server)?.wwn?.toLowerCase();
