@@ -11,3 +11,4 @@ export { recoveryLadder } from './recovery-ladder';
 export { catalogRebuild } from './catalog-rebuild';
 export { vmDataBackup, vmFailureReport } from './vm-requests';
 export { storeBackup, storeVerify, storePrune, storeGc, storeSync, classBackup, vmImageRestore } from './store';
+export { restoreDrill, estateReport } from './drill';
