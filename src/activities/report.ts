@@ -6,50 +6,13 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { z } from 'zod';
 import type { Catalog } from '../catalog/store';
-import { DrillLog } from '../catalog/drills';
 import type { LoadedConfig } from '../config/load';
 import type { KuraPaths } from '../config/paths';
 import { parseWith } from '../domain/validate';
-import { ChunkStore } from '../store/chunk-store';
-import { storeLag, storeRoots } from '../store/lag';
-import { gatherEstate, renderEstateReport } from '../report/estate';
+import { buildEstateReport, defaultReportFile } from '../report/build';
 import { mapFailures } from './failures';
 
 const ReportInput = z.object({ out: z.string().min(1).optional(), at: z.string().min(1) });
-
-/** Where a report of `at` is written when no file is named. */
-export function defaultReportFile(paths: KuraPaths, at: string): string {
-  return path.join(paths.home, 'reports', `estate-${at.slice(0, 10)}.html`);
-}
-
-/**
- * Builds the report page: the copy's lag is measured now and recorded (when `record`), so the
- * report's lag plot grows a point each night.
- */
-export async function buildEstateReport(deps: {
-  loaded: LoadedConfig;
-  paths: KuraPaths;
-  catalog: Catalog;
-  at: string;
-  record: boolean;
-}): Promise<string> {
-  const roots = storeRoots(deps.paths.home, deps.loaded.config.store);
-  const lag = await storeLag(
-    new ChunkStore(roots.primary),
-    new ChunkStore(roots.copy),
-    deps.loaded.config.store.maxLag,
-  );
-  const drills = new DrillLog(deps.paths.catalog);
-  try {
-    if (deps.record)
-      drills.recordLag({ at: deps.at, lagMs: lag.lagMs, behind: lag.behind.length, maxLagMs: lag.maxLagMs });
-    return renderEstateReport(
-      gatherEstate({ loaded: deps.loaded, catalog: deps.catalog, drills, lag, now: Date.parse(deps.at) }),
-    );
-  } finally {
-    drills.close();
-  }
-}
 
 /** Creates the report activity over one configuration's catalog and stores. */
 export function createReportActivities(deps: { loaded: LoadedConfig; paths: KuraPaths; catalog: Catalog }) {

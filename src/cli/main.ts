@@ -23,6 +23,7 @@ import { registerPlanCommands } from './plan';
 import { registerKeysCommands } from './keys';
 import { registerCodecServerCommand } from './codec-server';
 import { registerStoreCommands } from './store';
+import { registerDrillCommands } from './drill';
 
 /** Builds the program and the context its commands share (exported so tests can walk every command and option). */
 export function buildProgram(): { program: Command; ctx: CliContext } {
@@ -51,6 +52,7 @@ export function buildProgram(): { program: Command; ctx: CliContext } {
   registerKeysCommands(program, ctx);
   registerCodecServerCommand(program, ctx);
   registerStoreCommands(program, ctx);
+  registerDrillCommands(program, ctx);
   return { program, ctx };
 }
 

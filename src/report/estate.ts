@@ -55,6 +55,8 @@ export interface EstateData {
 }
 
 const day = (iso: string) => iso.slice(0, 10);
+/** The night a job belongs to: the date of its start less twelve hours, so 22:00 and 01:00 are one night. */
+const nightOf = (ms: number) => new Date(ms - 12 * 3_600_000).toISOString().slice(0, 10);
 
 /** Gathers the report's data from the catalog and the drill log at `now`. */
 export function gatherEstate(deps: {
@@ -121,13 +123,13 @@ export function gatherEstate(deps: {
     if (b.endedAt === null || b.endedAt === undefined) continue;
     const s = Date.parse(b.startedAt);
     const e = Date.parse(b.endedAt);
-    const n = perNight.get(day(b.dataTime)) ?? { jobs: 0, bytes: 0, start: s, end: e, longest: 0 };
+    const n = perNight.get(nightOf(s)) ?? { jobs: 0, bytes: 0, start: s, end: e, longest: 0 };
     n.jobs += 1;
     n.bytes += b.sizeBytes;
     n.start = Math.min(n.start, s);
     n.end = Math.max(n.end, e);
     n.longest = Math.max(n.longest, e - s);
-    perNight.set(day(b.dataTime), n);
+    perNight.set(nightOf(s), n);
   }
   const nights = [...perNight.entries()]
     .sort(([a], [b]) => (a < b ? -1 : 1))
@@ -155,7 +157,6 @@ export function gatherEstate(deps: {
   };
 }
 
-const MiB = 1024 * 1024;
 const fmtBytes = (v: number) => formatBytes(Math.round(v));
 const fmtMs = (v: number) => formatDuration(Math.round(v));
 const ageText = (p: Protection) =>
@@ -195,8 +196,8 @@ export function renderEstateReport(d: EstateData): string {
   const throughput = barChart({
     title: 'Throughput per night',
     labels: d.nights.map((n) => n.night.slice(5)),
-    series: [{ name: 'MiB/s', color: '#3f8f5a', values: d.nights.map((n) => n.throughput / MiB) }],
-    format: (v) => `${Math.round(v * 10) / 10} MiB/s`,
+    series: [{ name: 'bytes per second of the night', color: '#3f8f5a', values: d.nights.map((n) => n.throughput) }],
+    format: (v) => `${fmtBytes(v)}/s`,
   });
   const failedDrills = new Set(d.drills.flatMap((r, i) => (r.outcome === 'failed' ? [i] : [])));
   const drills = barChart({
@@ -222,7 +223,7 @@ export function renderEstateReport(d: EstateData): string {
     .join('\n');
   const drillRows = [...d.drills]
     .reverse()
-    .slice(0, 20)
+    .slice(0, 12)
     .map(
       (r) =>
         `<tr class="${r.outcome === 'failed' ? 'breach' : ''}"><td>${esc(r.startedAt.slice(0, 16))}</td><td>${esc(r.className)}</td><td>${esc(r.target)}</td><td>${esc(r.outcome)}</td><td>${r.rtoMs === null ? '—' : esc(fmtMs(r.rtoMs))}</td><td>${esc(r.errorType ? `${r.errorType}: ${r.error ?? ''}` : '')}</td></tr>`,
@@ -245,7 +246,8 @@ h2 { font-size: 16px; margin: 28px 0 8px; }
 .kpi b { display: block; font-size: 18px; }
 .bad b { color: #b02020; }
 table { border-collapse: collapse; font-size: 12px; background: #fff; }
-td, th { border: 1px solid #ddd; padding: 3px 8px; text-align: left; }
+td, th { border: 1px solid #ddd; padding: 3px 8px; text-align: left; white-space: nowrap; }
+td:last-child { white-space: normal; }
 tr.breach td { background: #fbe4e4; }
 svg { display: block; background: #fff; border: 1px solid #ddd; margin: 6px 0; }
 </style>

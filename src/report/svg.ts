@@ -127,10 +127,12 @@ export function barChart(opts: {
   opts.labels.forEach((label, i) => {
     opts.series.forEach((s, j) => {
       const v = s.values[i] ?? 0;
-      const h = (v / max) * plotH;
-      const color = opts.flagged?.has(i) ? '#d64545' : s.color;
+      // A flagged label (a failed drill) has no value to plot: a full red bar says so.
+      const flagged = opts.flagged?.has(i) === true;
+      const h = flagged ? plotH : (v / max) * plotH;
+      const tip = flagged ? `${label}: failed` : `${label} ${s.name}: ${opts.format(v)}`;
       body.push(
-        `<rect x="${num(left + i * slot + slot * 0.15 + j * barW)}" y="${num(top + plotH - h)}" width="${num(barW)}" height="${num(Math.max(0, h))}" fill="${color}"><title>${esc(`${label} ${s.name}: ${opts.format(v)}`)}</title></rect>`,
+        `<rect x="${num(left + i * slot + slot * 0.15 + j * barW)}" y="${num(top + plotH - h)}" width="${num(barW)}" height="${num(Math.max(0, h))}" fill="${flagged ? '#d64545' : s.color}"><title>${esc(tip)}</title></rect>`,
       );
     });
     if (n <= 16 || i % Math.ceil(n / 16) === 0)
