@@ -19,7 +19,9 @@ import { ChunkStore } from '../../src/store/chunk-store';
 import type { KuraWorkers } from '../../src/worker';
 import type { DrillReport } from '../../src/workflows/drill';
 import {
+  cliJson,
   connectKura,
+  runKura,
   failureOf,
   makeLab,
   sha256,
@@ -205,5 +207,22 @@ describe('restore drills', () => {
     const html = readFileSync(path.join(dir, file!), 'utf8');
     expect(html).toContain('cl-01');
     expect(html.match(/<svg /g)).toHaveLength(6);
+  });
+
+  it('run, show and report from the command line', async () => {
+    const run = await runKura(lab, ['--json', 'drill', 'run', '--class', 'server']);
+    expect(run.code).toBe(0);
+    const report = cliJson<DrillReport>(run);
+    expect(report.targets.map((t) => [t.className, t.target, t.outcome])).toEqual([['server', 'fs-01', 'healthy']]);
+    const show = await runKura(lab, ['--json', 'drill', 'show', report.drillId]);
+    expect(cliJson<unknown[]>(show)).toEqual([expect.objectContaining({ target: 'fs-01', outcome: 'healthy' })]);
+    const out = path.join(lab.dir, 'out', 'report.html');
+    const page = await runKura(lab, ['report', '--out', out]);
+    expect(page.code).toBe(0);
+    expect(page.stdout.trim()).toBe(`wrote ${out}`);
+    const html = readFileSync(out, 'utf8');
+    // The failed drill of the client is on the page with its reason.
+    expect(html).toMatch(/<td>cl-01<\/td><td>failed<\/td><td>—<\/td><td>ChecksumMismatch: chunk 3 /);
+    expect(drillHosts()).toEqual([]);
   });
 });
