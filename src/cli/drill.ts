@@ -24,6 +24,12 @@ const RunOptions = z.object({
   perClass: z.coerce.number().int().min(1).max(16).optional(),
   classes: z.array(ClassNameSchema).min(1).optional(),
 });
+const ReportOptions = z.object({
+  out: z
+    .string()
+    .max(4096)
+    .regex(/\.html?$/i, 'the report is an HTML page: name a file ending in .html'),
+});
 const ScheduleOptions = z.object({
   at: HHMM.optional(),
   reportAt: HHMM.optional(),
@@ -126,7 +132,8 @@ export function registerDrillCommands(program: Command, ctx: CliContext): void {
     .command('report')
     .description('write the estate report: one self-contained HTML page with SVG plots')
     .option('--out <file>', 'where to write it', 'report.html')
-    .action(async (o: { out: string }) => {
+    .action(async (options: { out: string }) => {
+      const o = parseWith(ReportOptions, options, 'report options');
       const catalog = new Catalog(ctx.paths().catalog);
       let html: string;
       try {
