@@ -31,6 +31,8 @@ import { createOnlineActivities } from './activities/online';
 import { createVmActivities } from './activities/vm';
 import { createGuardianRequestActivities } from './activities/guardian-requests';
 import { createStoreActivities } from './activities/store';
+import { createDrillActivities } from './activities/drill';
+import { createReportActivities } from './activities/report';
 import { createKuraNexusHandler } from './nexus-handler';
 import { ImageStore } from './images/store';
 import { Kura, controlTaskQueue, ensureGuardians, ensurePool, serverTaskQueue } from './client';
@@ -244,6 +246,8 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
               images: drivers.images,
               hypervisor: drivers.hypervisor,
             }),
+            ...createDrillActivities({ loaded, paths, catalog }),
+            ...createReportActivities({ loaded, paths, catalog }),
           },
           // Kura's Nexus service `kura`, for callers in other namespaces (docs/adr/018).
           nexusServices: [createKuraNexusHandler({ client, loaded, taskQueue })],

@@ -106,4 +106,32 @@ export const MIGRATIONS: readonly string[] = [
     detail   TEXT NOT NULL
   );
   `,
+  // 6: restore drills (seed 000; docs/adr/035): one row per target a drill restored into an
+  // isolated lab host, with its recovery time and outcome; and the copy's lag as each nightly
+  // report measured it, so the report can plot it over time.
+  `
+  CREATE TABLE drills (
+    drill_id    TEXT NOT NULL,
+    target      TEXT NOT NULL,
+    class       TEXT NOT NULL,
+    site        TEXT NOT NULL,
+    backup_id   TEXT,
+    store       TEXT,
+    host        TEXT NOT NULL,
+    started_at  TEXT NOT NULL,
+    ended_at    TEXT NOT NULL,
+    rto_ms      INTEGER,
+    outcome     TEXT NOT NULL CHECK (outcome IN ('healthy', 'failed')),
+    error_type  TEXT,
+    error       TEXT,
+    PRIMARY KEY (drill_id, target)
+  );
+  CREATE INDEX drills_by_time ON drills (started_at);
+  CREATE TABLE store_lag_samples (
+    at          TEXT PRIMARY KEY,
+    lag_ms      INTEGER NOT NULL,
+    behind      INTEGER NOT NULL,
+    max_lag_ms  INTEGER NOT NULL
+  );
+  `,
 ];

@@ -26,6 +26,7 @@ import { registerRemoteCommands } from './remote';
 import { registerLabWanCommands } from './lab-wan';
 import { registerStoreCommands } from './store';
 import { registerEventsCommand } from './events';
+import { registerDrillCommands } from './drill';
 
 /** Builds the program and the context its commands share (exported so tests can walk every command and option). */
 export function buildProgram(): { program: Command; ctx: CliContext } {
@@ -57,6 +58,7 @@ export function buildProgram(): { program: Command; ctx: CliContext } {
   registerLabWanCommands(program);
   registerStoreCommands(program, ctx);
   registerEventsCommand(program, ctx);
+  registerDrillCommands(program, ctx);
   return { program, ctx };
 }
 

@@ -13,3 +13,4 @@ export { vmDataBackup, vmFailureReport } from './vm-requests';
 export { remoteCopy } from './remote-copy';
 export { remoteOperation } from './remote-operation';
 export { storeBackup, storeVerify, storePrune, storeGc, storeSync, classBackup, vmImageRestore } from './store';
+export { restoreDrill, estateReport } from './drill';

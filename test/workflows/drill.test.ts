@@ -1,0 +1,228 @@
+/**
+ * Restore drills on the real dev server over a small lab with every class of seed 000: a drill
+ * restores a VM, a file server and a client from the store into a host of its own, measures each
+ * one's recovery time, records it and leaves nothing behind; with a chunk damaged in both stores
+ * the client fails, typed, people are told, and the drill still cleans up. The schedules fire the
+ * nightly report.
+ */
+import { createServer, type Server } from 'node:http';
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Client } from '@temporalio/client';
+import { DrillLog } from '../../src/catalog/drills';
+import { Catalog } from '../../src/catalog/store';
+import { KuraDrills, drillScheduleId } from '../../src/api/drills';
+import { ClassName, classVolumes } from '../../src/domain/classes';
+import { labVolumePath } from '../../src/lab/files';
+import { ChunkStore } from '../../src/store/chunk-store';
+import type { KuraWorkers } from '../../src/worker';
+import type { DrillReport } from '../../src/workflows/drill';
+import {
+  cliJson,
+  connectKura,
+  runKura,
+  failureOf,
+  makeLab,
+  sha256,
+  startWorkers,
+  treeFingerprint,
+  uniqueId,
+  type TestLab,
+} from '../support/harness';
+
+const MiB = 1024 * 1024;
+let lab: TestLab;
+let client: Client;
+let workers: KuraWorkers;
+let close: () => Promise<void>;
+let drills: KuraDrills;
+let webhook: Server;
+const alerts: { subject: string }[] = [];
+let installation: string;
+
+/** Every production volume's digest: a drill must change none of them. */
+async function productionDigests(): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const v of Object.values(ClassName).flatMap((c) => classVolumes(lab.loaded.config, c)))
+    out[v.target] = await sha256(labVolumePath(lab.paths, v.site, v.array, v.volume));
+  return out;
+}
+
+const drillHosts = () => {
+  const dir = path.join(lab.paths.lab, 'drill-hosts');
+  return existsSync(dir) ? readdirSync(dir) : [];
+};
+
+beforeAll(async () => {
+  webhook = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c: Buffer) => (body += c.toString()));
+    req.on('end', () => {
+      alerts.push(JSON.parse(body) as { subject: string });
+      res.end('ok');
+    });
+  });
+  await new Promise<void>((r) => webhook.listen(0, '127.0.0.1', r));
+  const port = (webhook.address() as { port: number }).port;
+  installation = `dr-${uniqueId()}`;
+  lab = await makeLab({
+    vms: 1,
+    dataVolumeSize: 1 * MiB,
+    softwareVolumeSize: 512 * 1024,
+    fileServers: 1,
+    fileServerVolumeSize: 1 * MiB,
+    clients: 1,
+    clientVolumeSize: 512 * 1024,
+    edit: (cfg) => {
+      cfg.installation = installation;
+      cfg.store = { chunkSize: '64KiB' };
+      cfg.lab = { osReboot: '300ms' };
+      cfg.notify = { webhook: `http://127.0.0.1:${port}/kura` };
+    },
+  });
+  workers = await startWorkers(lab);
+  let kura;
+  ({ kura, client, close } = await connectKura(lab));
+  drills = new KuraDrills(client, lab.loaded, kura.taskQueue);
+  // Every class backed up at one instant inside the clients' window, then the copy synced.
+  const dataTime = `${new Date(Date.now() - 86_400_000).toISOString().slice(0, 10)}T12:30:00.000Z`;
+  for (const className of Object.values(ClassName))
+    await client.workflow.execute('classBackup', {
+      taskQueue: kura.taskQueue,
+      workflowId: `${installation}/store/class/${className}/${uniqueId()}`,
+      args: [{ className, dataTime }],
+    });
+  await client.workflow.execute('storeSync', {
+    taskQueue: kura.taskQueue,
+    workflowId: `${installation}/store/sync/${uniqueId()}`,
+    args: [{}],
+  });
+});
+
+afterAll(async () => {
+  for (const job of ['run', 'report'] as const)
+    await client?.schedule
+      .getHandle(drillScheduleId(job, installation))
+      .delete()
+      .catch(() => undefined);
+  await close?.();
+  await workers?.shutdown();
+  await new Promise((r) => webhook?.close(r));
+  lab?.cleanup();
+});
+
+describe('restore drills', () => {
+  it('restore a target of every class into a host of their own, healthy, recorded, and leave nothing behind', async () => {
+    const before = await productionDigests();
+    const labTree = treeFingerprint(lab.paths.lab);
+    const handle = await drills.run({ healthEveryMs: 50 });
+    const report: DrillReport = await handle.result();
+    expect(report.failed).toBe(0);
+    expect(report.targets.map((t) => [t.className, t.target, t.outcome, t.store])).toEqual([
+      ['client', 'cl-01', 'healthy', 'primary'],
+      ['server', 'fs-01', 'healthy', 'primary'],
+      ['vm', 'vm-001', 'healthy', 'primary'],
+    ]);
+    const vm = report.targets.find((t) => t.className === 'vm')!;
+    // A VM is healthy only after its boot on the drill host (the lab's 300 ms).
+    expect(vm.rtoMs).toBeGreaterThanOrEqual(300);
+    expect(vm.host).toMatch(/^drill-[0-9a-f]{8}$/);
+    expect(lab.loaded.config.sites[0]!.hosts.map((h) => h.name)).not.toContain(vm.host);
+    expect(report.hostsRemoved).toEqual([vm.host]);
+
+    // Nothing left, nothing production touched.
+    expect(drillHosts()).toEqual([]);
+    expect(treeFingerprint(lab.paths.lab)).toBe(labTree);
+    expect(await productionDigests()).toEqual(before);
+    expect(alerts).toEqual([]);
+
+    const log = new DrillLog(lab.paths.catalog);
+    try {
+      expect(log.list({ drillId: handle.workflowId })).toEqual(
+        report.targets.map((t) => expect.objectContaining({ ...t, rtoMs: expect.any(Number) })),
+      );
+    } finally {
+      log.close();
+    }
+  });
+
+  it('fail a client whose chunk is damaged in both stores, typed, alert, and still clean up', async () => {
+    const catalog = new Catalog(lab.paths.catalog);
+    const backupId = catalog.listStoreBackups({ target: 'cl-01' })[0]!.backupId;
+    catalog.close();
+    const primary = new ChunkStore(path.join(lab.paths.home, 'store', 'primary'));
+    const copy = new ChunkStore(path.join(lab.paths.home, 'store', 'copy'));
+    const victim = (await primary.readIndex(backupId)).chunks[3]!;
+    for (const s of [primary, copy]) {
+      const file = s.chunkPath(victim);
+      const bytes = readFileSync(file);
+      bytes[bytes.length - 1] = (bytes[bytes.length - 1] ?? 0) ^ 0x5a;
+      writeFileSync(file, bytes);
+    }
+    const before = await productionDigests();
+    const handle = await drills.run({ healthEveryMs: 50 });
+    const err = await handle.result().catch((e: unknown) => e);
+    const f = failureOf(err);
+    expect(f.type).toBe('ChecksumMismatch');
+    expect(f.message).toMatch(/^1 of 3 target\(s\) of drill .* failed: cl-01: /);
+    const log = new DrillLog(lab.paths.catalog);
+    try {
+      const rows = log.list({ drillId: handle.workflowId });
+      expect(rows.map((r) => [r.target, r.outcome, r.errorType])).toEqual([
+        ['cl-01', 'failed', 'ChecksumMismatch'],
+        ['fs-01', 'healthy', null],
+        ['vm-001', 'healthy', null],
+      ]);
+      expect(rows[0]!.error).toMatch(/chunk/);
+      expect(rows[0]!.rtoMs).toBeNull();
+    } finally {
+      log.close();
+    }
+    expect(alerts).toHaveLength(1);
+    expect(alerts[0]!.subject).toMatch(
+      /^restore drill .*: 1 of 3 target\(s\) did not come back: cl-01 \(ChecksumMismatch: /,
+    );
+    expect(drillHosts()).toEqual([]);
+    expect(await productionDigests()).toEqual(before);
+  });
+
+  it('are scheduled with the nightly report, and the report schedule writes the page', async () => {
+    const ids = [drillScheduleId('run', installation), drillScheduleId('report', installation)];
+    expect(await drills.applySchedules({ drillAt: '03:30' })).toEqual({ created: ids, updated: [] });
+    expect(await drills.applySchedules({ drillAt: '03:30' })).toEqual({ created: [], updated: ids });
+    const run = await client.schedule.getHandle(ids[0]!).describe();
+    expect(run.spec.calendars?.[0]).toMatchObject({
+      hour: [{ start: 3, end: 3, step: 1 }],
+      minute: [{ start: 30, end: 30, step: 1 }],
+    });
+    expect(run.action).toMatchObject({ type: 'startWorkflow', workflowType: 'restoreDrill' });
+    await client.schedule.getHandle(ids[1]!).trigger();
+    const dir = path.join(lab.paths.home, 'reports');
+    const deadline = Date.now() + 20_000;
+    while (!(existsSync(dir) && readdirSync(dir).length > 0) && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 100));
+    const [file] = readdirSync(dir);
+    expect(file).toMatch(/^estate-\d{4}-\d{2}-\d{2}\.html$/);
+    const html = readFileSync(path.join(dir, file!), 'utf8');
+    expect(html).toContain('cl-01');
+    expect(html.match(/<svg /g)).toHaveLength(6);
+  });
+
+  it('run, show and report from the command line', async () => {
+    const run = await runKura(lab, ['--json', 'drill', 'run', '--class', 'server']);
+    expect(run.code).toBe(0);
+    const report = cliJson<DrillReport>(run);
+    expect(report.targets.map((t) => [t.className, t.target, t.outcome])).toEqual([['server', 'fs-01', 'healthy']]);
+    const show = await runKura(lab, ['--json', 'drill', 'show', report.drillId]);
+    expect(cliJson<unknown[]>(show)).toEqual([expect.objectContaining({ target: 'fs-01', outcome: 'healthy' })]);
+    const out = path.join(lab.dir, 'out', 'report.html');
+    const page = await runKura(lab, ['report', '--out', out]);
+    expect(page.code).toBe(0);
+    expect(page.stdout.trim()).toBe(`wrote ${out}`);
+    const html = readFileSync(out, 'utf8');
+    // The failed drill of the client is on the page with its reason.
+    expect(html).toMatch(/<td>cl-01<\/td><td>failed<\/td><td>—<\/td><td>ChecksumMismatch: chunk 3 /);
+    expect(drillHosts()).toEqual([]);
+  });
+});
