@@ -3,7 +3,8 @@
  * report under a meaningful id, and keep their two Temporal Schedules — the nightly drill and the
  * nightly report — in line with what the operator asked.
  */
-import { ScheduleNotFoundError, ScheduleOverlapPolicy, type Client, type WorkflowHandle } from '@temporalio/client';
+import type { Client, WorkflowHandle } from '@temporalio/client';
+import { upsertSchedule } from './schedules';
 import type { LoadedConfig } from '../config/load';
 import { DEFAULT_INSTALLATION } from '../domain/installation';
 import type { DrillRequest } from '../domain/drill';
@@ -86,21 +87,7 @@ export class KuraDrills {
         taskQueue: this.taskQueue,
         args: [...args],
       };
-      const handle = this.client.schedule.getHandle(id);
-      try {
-        await handle.describe();
-        await handle.update((prev) => ({ ...prev, spec, action }));
-        out.updated.push(id);
-      } catch (err) {
-        if (!(err instanceof ScheduleNotFoundError)) throw err;
-        await this.client.schedule.create({
-          scheduleId: id,
-          spec,
-          action,
-          policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 hour' },
-        });
-        out.created.push(id);
-      }
+      out[await upsertSchedule(this.client, id, spec, action)].push(id);
     }
     return out;
   }

@@ -3,7 +3,8 @@
  * the catalog (else the volume and kura.yaml), the library's free drives, and, once planned, one
  * Temporal Schedule per job at its computed time in place of its policy's fixed nightly time.
  */
-import { ScheduleNotFoundError, ScheduleOverlapPolicy, type Client } from '@temporalio/client';
+import type { Client } from '@temporalio/client';
+import { upsertSchedule } from './schedules';
 import { TypedSearchAttributes } from '@temporalio/common';
 import { Catalog } from '../catalog/store';
 import { kuraPaths } from '../config/paths';
@@ -207,26 +208,7 @@ export async function applyNightSchedules(
       ]),
       memo: labels.memo,
     };
-    const handle = client.schedule.getHandle(scheduleId);
-    try {
-      await handle.describe();
-      await handle.update((prev) => ({
-        ...prev,
-        spec,
-        action,
-        policies: { ...prev.policies, overlap: ScheduleOverlapPolicy.SKIP },
-      }));
-      out.updated.push(scheduleId);
-    } catch (err) {
-      if (!(err instanceof ScheduleNotFoundError)) throw err;
-      await client.schedule.create({
-        scheduleId,
-        spec,
-        action,
-        policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 hour' },
-      });
-      out.created.push(scheduleId);
-    }
+    out[await upsertSchedule(client, scheduleId, spec, action)].push(scheduleId);
   }
   const policies = new Set(
     findSite(loaded.config, site).policies.map((p) => scheduleIdFor(site, p.name, installation)),

@@ -60,26 +60,7 @@ export async function applySchedules(
         ]),
         memo: labels.memo,
       };
-      const handle = client.schedule.getHandle(scheduleId);
-      try {
-        await handle.describe();
-        await handle.update((prev) => ({
-          ...prev,
-          spec,
-          action,
-          policies: { ...prev.policies, overlap: ScheduleOverlapPolicy.SKIP },
-        }));
-        out.updated.push(scheduleId);
-      } catch (err) {
-        if (!(err instanceof ScheduleNotFoundError)) throw err;
-        await client.schedule.create({
-          scheduleId,
-          spec,
-          action,
-          policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 hour' },
-        });
-        out.created.push(scheduleId);
-      }
+      out[await upsertSchedule(client, scheduleId, spec, action)].push(scheduleId);
     }
   }
   const sites = new Set(loaded.config.sites.map((s) => s.name));
@@ -92,6 +73,41 @@ export async function applySchedules(
     }
   }
   return out;
+}
+
+type ScheduleCreate = Parameters<Client['schedule']['create']>[0];
+
+/**
+ * Creates the schedule, or updates it in place when it exists (its spec and action replaced, its
+ * overlapping runs skipped): Kura's schedules are applied again and again from kura.yaml, so one
+ * apply is the same as many. Says which it did.
+ */
+export async function upsertSchedule(
+  client: Client,
+  scheduleId: string,
+  spec: ScheduleCreate['spec'],
+  action: ScheduleCreate['action'],
+): Promise<'created' | 'updated'> {
+  const handle = client.schedule.getHandle(scheduleId);
+  try {
+    await handle.describe();
+    await handle.update((prev) => ({
+      ...prev,
+      spec,
+      action,
+      policies: { ...prev.policies, overlap: ScheduleOverlapPolicy.SKIP },
+    }));
+    return 'updated';
+  } catch (err) {
+    if (!(err instanceof ScheduleNotFoundError)) throw err;
+    await client.schedule.create({
+      scheduleId,
+      spec,
+      action,
+      policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 hour' },
+    });
+    return 'created';
+  }
 }
 
 /**

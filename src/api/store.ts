@@ -3,7 +3,8 @@
  * meaningful ids, and keep its Temporal Schedules — one per target class at the class's time, and
  * the copy's sync every `store.syncEvery` — in line with kura.yaml.
  */
-import { ScheduleNotFoundError, ScheduleOverlapPolicy, type Client, type WorkflowHandle } from '@temporalio/client';
+import { ScheduleNotFoundError, type Client, type WorkflowHandle } from '@temporalio/client';
+import { upsertSchedule } from './schedules';
 import type { Workflow } from '@temporalio/common';
 import type { LoadedConfig } from '../config/load';
 import { ClassName, type ClassName as ClassNameT } from '../domain/classes';
@@ -87,7 +88,8 @@ export class KuraStore {
   async applySchedules(): Promise<AppliedStoreSchedules> {
     const out: AppliedStoreSchedules = { created: [], updated: [], deleted: [] };
     const { classes, store } = this.loaded.config;
-    const wanted: { id: string; spec: object; workflowType: string; args: unknown[] }[] = [];
+    const wanted: { id: string; spec: Parameters<typeof upsertSchedule>[2]; workflowType: string; args: unknown[] }[] =
+      [];
     for (const c of Object.values(ClassName)) {
       const cls = classes[c];
       const id = storeScheduleId(`class-${c}`, this.installation);
@@ -123,21 +125,7 @@ export class KuraStore {
         taskQueue: this.taskQueue,
         args: w.args,
       };
-      const handle = this.client.schedule.getHandle(w.id);
-      try {
-        await handle.describe();
-        await handle.update((prev) => ({ ...prev, spec: w.spec, action }));
-        out.updated.push(w.id);
-      } catch (err) {
-        if (!(err instanceof ScheduleNotFoundError)) throw err;
-        await this.client.schedule.create({
-          scheduleId: w.id,
-          spec: w.spec,
-          action,
-          policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 hour' },
-        });
-        out.created.push(w.id);
-      }
+      out[await upsertSchedule(this.client, w.id, w.spec, action)].push(w.id);
     }
     return out;
   }
