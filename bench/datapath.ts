@@ -28,6 +28,7 @@ import { formatBytes, parseDuration, parseSize } from '../src/domain/units';
 import { BenchNbdClient } from './support/nbd-client';
 import { printVerdict } from './support/verdict';
 import { freePort } from '../src/stack/devserver';
+import { seededRandom } from '../src/domain/seeded-random';
 
 const MiB = 1024 * 1024;
 const IO = 4096;
@@ -77,18 +78,6 @@ function args(): Args {
   return { runs, size, ops, writeRatio, copyRate, ioTimeoutMs, depth, qemuRuns };
 }
 
-/** A small seeded PRNG (mulberry32), so every server gets the very same sequence of requests. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 interface Figures {
   opsPerSec: number;
   mibPerSec: number;
@@ -110,7 +99,7 @@ function percentile(sorted: number[], p: number): number {
 
 async function workload(port: number, a: Args): Promise<Figures> {
   const c = await BenchNbdClient.connect(port, EXPORT);
-  const rnd = prng(42);
+  const rnd = seededRandom(42);
   const blocks = a.size / IO;
   const all: number[] = [];
   const writes: number[] = [];

@@ -13,6 +13,7 @@ import * as path from 'node:path';
 import { WanFaultsSchema, type WanFaults, type WanSettings } from '../domain/remote';
 import { parseWith } from '../domain/validate';
 import { FrameReader } from '../remote/wire';
+import { seededRandom } from '../domain/seeded-random';
 
 /** `<lab>/wan.json`: the faults of the lab WAN. */
 export function wanFaultsFile(labDir: string): string {
@@ -33,18 +34,6 @@ export function writeWanFaults(file: string, faults: Partial<WanFaults>): WanFau
   writeFileSync(tmp, JSON.stringify(parsed, null, 2));
   renameSync(tmp, file);
   return parsed;
-}
-
-/** mulberry32: a small seeded generator, so a run's fault dice can be repeated from its seed. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** What a link did to the frames sent through it. */

@@ -15,7 +15,8 @@ import { DatapathConfigSchema } from '../../src/domain/datapath';
 import { Replica } from '../../src/remote/replica';
 import { Receiver } from '../../src/remote/receiver';
 import { ship } from '../../src/remote/shipper';
-import { seededRandom, writeWanFaults } from '../../src/lab/wan';
+import { seededRandom } from '../../src/domain/seeded-random';
+import { writeWanFaults } from '../../src/lab/wan';
 import { freePort, ledgerSlot, readLedger } from './ledger';
 
 const SLOT = 4096;
