@@ -12,36 +12,18 @@
  *
  *   npx tsx bench/direct.ts [--size 256MiB] [--rate 64MiB] [--runs 3]
  */
-import { hospitalPreset } from '../src/lab/preset';
 import { LabState } from '../src/lab/state';
 import { formatBytes, parseSize } from '../src/domain/units';
 import type { BackupReport, StreamKind } from '../src/domain/jobs';
-import { arg, runBench, withLabStack } from './support/lab-stack';
+import { arg, median, oneVmBackupConfig, runBench, withLabStack } from './support/lab-stack';
 import { printVerdict } from './support/verdict';
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 
 async function main(): Promise<void> {
   const size = parseSize(arg('size', '256MiB')) ?? 256 * 1024 * 1024;
   const rate = parseSize(arg('rate', '64MiB')) ?? 64 * 1024 * 1024;
   const runs = Number(arg('runs', '3'));
   const site = 'bench';
-  const cfg = hospitalPreset({
-    vms: 1,
-    dataVolumeSize: size,
-    softwareVolumeSize: 4096,
-    cartridgeCapacity: 64 * 1024 * 1024 * 1024,
-    cartridgesPerLibrary: 2,
-    site,
-  });
-  cfg.tuning = {
-    pieceSize: '64GiB',
-    reserveWait: '10m',
-    copyHeartbeatTimeout: '10s',
-    streams: 2,
-    mode: 'failover',
-    chunks: 10,
-  };
+  const cfg = oneVmBackupConfig(size, site);
   cfg.lab = { serverCopyRate: rate };
   await withLabStack('direct', cfg, async ({ paths, kura }) => {
     const state = new LabState(paths.labState);

@@ -12,37 +12,19 @@
  *
  *   npx tsx bench/failover.ts [--size 512MiB] [--rate 128MiB] [--runs 3]
  */
-import { hospitalPreset } from '../src/lab/preset';
 import { LabState } from '../src/lab/state';
 import { markDeviceSignal, poolWorkflowId, tablesQuery } from '../src/client';
 import { formatBytes, parseSize } from '../src/domain/units';
 import type { BackupReport } from '../src/domain/jobs';
-import { arg, runBench, withLabStack } from './support/lab-stack';
+import { arg, median, oneVmBackupConfig, runBench, withLabStack } from './support/lab-stack';
 import { printVerdict } from './support/verdict';
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 
 async function main(): Promise<void> {
   const size = parseSize(arg('size', '512MiB')) ?? 512 * 1024 * 1024;
   const rate = parseSize(arg('rate', '128MiB')) ?? 128 * 1024 * 1024;
   const runs = Number(arg('runs', '3'));
   const site = 'bench';
-  const cfg = hospitalPreset({
-    vms: 1,
-    dataVolumeSize: size,
-    softwareVolumeSize: 4096,
-    cartridgeCapacity: 64 * 1024 * 1024 * 1024,
-    cartridgesPerLibrary: 2,
-    site,
-  });
-  cfg.tuning = {
-    pieceSize: '64GiB',
-    reserveWait: '10m',
-    copyHeartbeatTimeout: '10s',
-    streams: 2,
-    mode: 'failover',
-    chunks: 10,
-  };
+  const cfg = oneVmBackupConfig(size, site);
   await withLabStack('failover', cfg, async ({ paths, client, kura }) => {
     const state = new LabState(paths.labState);
     const pool = client.workflow.getHandle(poolWorkflowId(site));

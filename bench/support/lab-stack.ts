@@ -7,7 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { startDevServer, type DevServer } from '../../src/stack/devserver';
-import { renderConfigYaml } from '../../src/lab/preset';
+import { hospitalPreset, renderConfigYaml } from '../../src/lab/preset';
 import { loadConfig, type LoadedConfig } from '../../src/config/load';
 import { kuraPaths, type KuraPaths } from '../../src/config/paths';
 import { createLabFiles } from '../../src/lab/files';
@@ -21,6 +21,34 @@ import type { ConfigInput } from '../../src/domain/inventory';
 export function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 && process.argv[i + 1] ? (process.argv[i + 1] as string) : fallback;
+}
+
+/** The middle value of the runs' figures (the upper middle of an even count). */
+export const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
+
+/**
+ * A site of one VM whose data volume is `size` bytes, backed up in failover mode on two streams of
+ * ten chunks, each copy written as one piece on cartridges too large to fill: the estate of the
+ * benchmarks that time one backup's data path.
+ */
+export function oneVmBackupConfig(size: number, site: string): ConfigInput {
+  const cfg = hospitalPreset({
+    vms: 1,
+    dataVolumeSize: size,
+    softwareVolumeSize: 4096,
+    cartridgeCapacity: 64 * 1024 * 1024 * 1024,
+    cartridgesPerLibrary: 2,
+    site,
+  });
+  cfg.tuning = {
+    pieceSize: '64GiB',
+    reserveWait: '10m',
+    copyHeartbeatTimeout: '10s',
+    streams: 2,
+    mode: 'failover',
+    chunks: 10,
+  };
+  return cfg;
 }
 
 export interface LabStack {
