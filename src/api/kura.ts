@@ -19,6 +19,7 @@ import { BackupIdSchema } from '../domain/catalog';
 import { OnlineSettingsSchema, type OnlineSettings } from '../domain/datapath';
 import { ErrorType, KuraError, NotFoundError } from '../domain/errors';
 import { parseWith } from '../domain/validate';
+import { StoreNameSchema, type StoreName } from '../domain/store';
 import {
   kindOfMethod,
   RestoreVolumeSchema,
@@ -62,6 +63,11 @@ export interface JobOptions {
   /** The request's instant (names the job); now when omitted. */
   requestedAt?: string;
   tuning?: Partial<JobTuning>;
+}
+
+/** A restore's options: for a backup in the deduplicated store, also the store to read first. */
+export interface RestoreOptions extends JobOptions {
+  fromStore?: StoreName;
 }
 
 export interface OnlineJobOptions {
@@ -243,13 +249,17 @@ export class Kura {
   async startRestore(
     backupId: string,
     destination: string | RestoreVolume,
-    opts: JobOptions = {},
+    opts: RestoreOptions = {},
   ): Promise<WorkflowHandle<typeof restore>> {
     return this.launch(this.restoreJob(backupId, destination, opts));
   }
 
   /** The start of a restore as `startRestore` makes it, without starting it. */
-  restoreJob(backupId: string, destination: string | RestoreVolume, opts: JobOptions = {}): JobStart<typeof restore> {
+  restoreJob(
+    backupId: string,
+    destination: string | RestoreVolume,
+    opts: RestoreOptions = {},
+  ): JobStart<typeof restore> {
     parseWith(BackupIdSchema, backupId, 'backup id');
     const requestedAt = opts.requestedAt ?? new Date().toISOString();
     const target = backupId.slice(0, backupId.lastIndexOf('@'));
@@ -262,6 +272,7 @@ export class Kura {
           ...(typeof destination === 'string'
             ? { destination }
             : { toVolume: parseWith(RestoreVolumeSchema, destination, 'restore volume') }),
+          ...(opts.fromStore === undefined ? {} : { fromStore: parseWith(StoreNameSchema, opts.fromStore, 'store') }),
           requestedBy: opts.requestedBy ?? cliUser(),
           requestedAt,
           tuning: this.tuning(opts.tuning),

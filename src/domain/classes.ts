@@ -1,12 +1,20 @@
 /**
  * Target classes of seed 000 (kura.yaml `classes`): each class of the estate with its method, its
- * schedule and its retention in the deduplicated store — `vm` (every VM of every site, whole-VM
+ * schedule, its retention in the deduplicated store and its RPO — `vm` (every VM of every site, whole-VM
  * images), `server` (physical and file servers: a full, then only what changed), `client` (special
  * clients at medical devices: an OS image only inside the client's window, skipped when busy).
  */
 import { z } from 'zod';
 import { HHMM } from './ladder-config';
 import { RetentionSchema } from './store';
+import { DurationSchema } from './units';
+
+/**
+ * A class's recovery point objective unless kura.yaml gives one: each class backs up once a day at
+ * its scheduled time, so the newest good backup of a target may be at most a day old (plus an hour
+ * for the run itself).
+ */
+export const DEFAULT_CLASS_RPO_MS = 25 * 3_600_000;
 
 /** A volume `array/volume` of a site (the first site when `site` is omitted). */
 const ClassTargetSchema = z.object({
@@ -24,6 +32,8 @@ const common = {
   schedule: HHMM,
   timezone: z.string().min(1).default('UTC'),
   retention: RetentionSchema,
+  /** How old a target's newest good backup may grow before the estate report names it a breach. */
+  rpo: DurationSchema.refine((n) => n > 0, 'must be more than 0').default(DEFAULT_CLASS_RPO_MS),
 };
 
 export const ClassesSchema = z.object({

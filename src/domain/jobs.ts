@@ -6,7 +6,7 @@ import { z } from 'zod';
 import { NameSchema } from './inventory';
 import type { SanAccessPlan } from './tenancy';
 import { BackupIdSchema, type BackupModeRecord, type StreamRecord } from './catalog';
-import { StoreNameSchema, type StoreFallback } from './store';
+import { StoreNameSchema, type StoreFallback, type StoreName } from './store';
 
 export type { BackupModeRecord };
 
@@ -347,4 +347,6 @@ export interface RestoreReport {
   backupMode?: BackupModeRecord;
   /** Chunks of a store backup that the chosen store could not give, and the store each came from instead. */
   storeFallbacks?: StoreFallback[];
+  /** For a backup in the deduplicated store: the store read first (`storeFallbacks` names any chunk taken from the other). */
+  store?: StoreName;
 }

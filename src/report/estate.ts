@@ -14,12 +14,6 @@ import { formatBytes, formatDuration } from '../domain/units';
 import type { StoreLag } from '../store/lag';
 import { barChart, esc, hbarChart, lineChart } from './svg';
 
-/**
- * A class's recovery point objective: each class backs up once a day at its scheduled time, so the
- * newest good backup of a target may be at most a day old (plus an hour for the run itself).
- */
-export const DAILY_RPO_MS = 25 * 3_600_000;
-
 /** One protected target: the age of its newest good backup against the RPO. */
 export interface Protection {
   className: ClassNameT;
@@ -72,7 +66,8 @@ export function gatherEstate(deps: {
   const good = store.filter((b) => b.store.verifyStatus !== 'bad');
   const protection: Protection[] = [];
   for (const c of Object.values(ClassName)) {
-    if (!cfg.classes[c]) continue;
+    const cls = cfg.classes[c];
+    if (!cls) continue;
     // A VM is protected as far as its whole image is: the older of its two volumes' newest backups.
     const targets = new Map<string, { site: string; parts: string[] }>();
     for (const v of classVolumes(cfg, c)) {
@@ -92,12 +87,12 @@ export function gatherEstate(deps: {
         target: name,
         lastGood,
         ageMs,
-        rpoMs: DAILY_RPO_MS,
-        breach: ageMs === null || ageMs > DAILY_RPO_MS,
+        rpoMs: cls.rpo,
+        breach: ageMs === null || ageMs > cls.rpo,
       });
     }
   }
-  // Breaches first, the worst first; then the others by how close they are to their RPO.
+  // Breaches first, the worst against its own class's RPO first; then the others by how close they are to theirs.
   protection.sort(
     (a, b) =>
       Number(b.breach) - Number(a.breach) ||

@@ -32,7 +32,7 @@ import { OperationState } from './operation-state';
 import { controlActivities, copyActivities, poolActivities } from './proxies';
 import { ErrorType } from '../domain/errors';
 import { label } from './labels';
-import { STORE_LIBRARY, StoreNameSchema, type StoreFallback } from '../domain/store';
+import { STORE_LIBRARY, StoreNameSchema, type StoreFallback, type StoreName } from '../domain/store';
 import { storeActivities } from './store-proxies';
 
 /** Marks the runs that tell the events feed of their failure (docs/adr/031); earlier runs only failed. */
@@ -138,6 +138,7 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
   const copiesUsed = new Set<number>();
   const store = storeActivities(req.tuning.copyHeartbeatTimeoutMs);
   const storeFallbacks: StoreFallback[] = [];
+  let storeRead: StoreName | undefined;
   try {
     let next = 0;
     for (let i = 0; next < pieceNumbers.length; i++) {
@@ -203,6 +204,7 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
       // What a restored application copy needs beside its data to start (a PostgreSQL backup label).
       ...(backup.backupMode ? { backupMode: backup.backupMode } : {}),
       ...(storeFallbacks.length > 0 ? { storeFallbacks } : {}),
+      ...(storeRead ? { store: storeRead } : {}),
     };
   } catch (err) {
     await undo.unwind();
@@ -261,11 +263,13 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
     // missing or damaged in the chosen store comes from the other, and the report says which.
     if (m.library === STORE_LIBRARY) {
       for (const p of m.pieces) {
-        op.activity = `reading ${backup.backupId} from the ${p.tape} store`;
+        const prefer = StoreNameSchema.catch('primary').parse(req.fromStore ?? p.tape);
+        storeRead = prefer;
+        op.activity = `reading ${backup.backupId} from the ${prefer} store`;
         const read = await op.step(`read:${p.piece}`, () =>
           store.readStoreBackup({
             backupId: backup.backupId,
-            prefer: StoreNameSchema.catch('primary').parse(req.fromStore ?? p.tape),
+            prefer,
             destination: { path: target.partial, offset: p.offset },
           }),
         );

@@ -149,6 +149,22 @@ describe('refused input changes nothing', () => {
     expect(existsSync(outside)).toBe(false);
   });
 
+  it('refuses --store for a tape backup, and a store that is neither primary nor copy, with InvalidInput', async () => {
+    const list = json<{ backupId: string }[]>(await kura(['catalog', 'list', '--json']));
+    const dest = path.join(lab.dir, 'restores', 'store-flag.img');
+    const tape = await kura(['restore', list[0]!.backupId, '--to', dest, '--store', 'copy']);
+    expect(tape.code).toBe(2);
+    expect(tape.stderr).toMatch(
+      /kura: InvalidInput: --store applies only to a backup in the deduplicated store; vm-\d+@\S+ is on tape, so restore it without --store/,
+    );
+    const bad = await kura(['restore', list[0]!.backupId, '--to', dest, '--store', 'basement']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(
+      /kura: InvalidInput: invalid --store: \(input\): Invalid option: expected one of "primary"\|"copy"/,
+    );
+    expect(existsSync(dest)).toBe(false);
+  });
+
   it('reports every problem of a malformed kura.yaml with its path, and starts nothing', async () => {
     const broken = path.join(lab.dir, 'broken.yaml');
     copyFileSync(path.join(__dirname, '..', 'fixtures', 'broken-kura.yaml'), broken);

@@ -150,6 +150,22 @@ describe('the deduplicated store', () => {
     ]);
   });
 
+  it('restores from the copy when asked, byte-identical, naming the copy and needing nothing from the damaged first store', async () => {
+    // The first store still holds the damaged chunk 7 of round 1: read from the copy, no chunk falls back.
+    const r = rounds[1]!;
+    const dest = path.join(lab.dir, 'restores', 'from-copy.img');
+    const restored = await (await kura.startRestore(r.report.backupId, dest, { fromStore: 'copy' })).result();
+    expect(await sha256(dest)).toBe(r.sha256);
+    expect(restored.sha256).toBe(r.sha256);
+    expect(restored.store).toBe('copy');
+    expect(restored.storeFallbacks).toBeUndefined();
+    const fromPrimary = await (
+      await kura.startRestore(r.report.backupId, path.join(lab.dir, 'restores', 'from-primary.img'))
+    ).result();
+    expect(fromPrimary.store).toBe('primary');
+    expect(fromPrimary.storeFallbacks).toHaveLength(1);
+  });
+
   it('verify re-hashes every chunk and marks the damaged backup bad, naming the chunk', async () => {
     const r = rounds[1]!;
     const err = await run(
