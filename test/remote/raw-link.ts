@@ -21,6 +21,8 @@ export interface RawLink {
   closed: Promise<void>;
   isClosed(): boolean;
   end(): Promise<void>;
+  /** Half-closes after what was sent is flushed, and waits for the receiver to close too. */
+  finish(): Promise<void>;
 }
 
 /** Connects and waits for the hello; with `secret`, answers it with the proof. */
@@ -52,6 +54,10 @@ export function openRaw(port: number, proveWith?: { secret: Buffer; group: strin
         isClosed: () => closedFlag,
         end: async () => {
           socket.destroy();
+          await closed;
+        },
+        finish: async () => {
+          socket.end();
           await closed;
         },
       };
