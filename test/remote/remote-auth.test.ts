@@ -10,7 +10,9 @@ import * as path from 'node:path';
 import { GroupJournal } from '../../src/datapath/group-journal';
 import { ErrorType, KuraError } from '../../src/domain/errors';
 import { Receiver } from '../../src/remote/receiver';
-import { loadRemoteSecret } from '../../src/remote/secret';
+import type { LoadedConfig } from '../../src/config/load';
+import type { KuraPaths } from '../../src/config/paths';
+import { loadRemoteSecret, remoteSecretFile } from '../../src/remote/secret';
 import { ship } from '../../src/remote/shipper';
 import { batchFrame, proofFrame } from '../../src/remote/wire';
 import { makeReplica, openRaw, until, write } from './raw-link';
@@ -157,5 +159,14 @@ describe('the remote-copy secret file', () => {
     writeFileSync(file, 'short\n', { mode: 0o600 });
     chmodSync(file, 0o600);
     expect(() => loadRemoteSecret(file)).toThrow(/holds 5 characters, fewer than 32/);
+  });
+
+  it("is kura.yaml's remoteCopy.secretFile, relative to kura.yaml, else under Kura's home", () => {
+    const loaded = (secretFile?: string) =>
+      ({ dir: '/etc/kura', config: { remoteCopy: { secretFile } } }) as unknown as LoadedConfig;
+    const paths = { home: '/var/lib/kura' } as KuraPaths;
+    expect(remoteSecretFile(loaded('secrets/link.secret'), paths)).toBe('/etc/kura/secrets/link.secret');
+    expect(remoteSecretFile(loaded('/abs/link.secret'), paths)).toBe('/abs/link.secret');
+    expect(remoteSecretFile(loaded(), paths)).toBe('/var/lib/kura/remote/link.secret');
   });
 });
