@@ -94,13 +94,15 @@ async function main(): Promise<void> {
     await writeFile(remoteFile, Buffer.alloc(size));
     const replica = new Replica('drain', path.join(dir, 'replica.db'), { 'a/v': remoteFile });
     const port = await freePort();
-    const receiver = new Receiver({ replica, port, batch: 64 });
+    const secret = randomBytes(32);
+    const receiver = new Receiver({ replica, secret, port, batch: 64 });
     await receiver.listen();
     const t0 = performance.now();
     const stop = new AbortController();
     const shipping = ship({
       journal: backlogJournal,
       receiverPort: port,
+      secret,
       wan: { bandwidth: 0, latency: 0 },
       faultsFile: path.join(dir, 'wan.json'),
       durationMs: 600_000,

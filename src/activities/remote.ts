@@ -4,7 +4,7 @@
  * remote site the applier (the receiver on the far end of the WAN) and the promotion at failover.
  * Each validates its input, is idempotent, and the long ones heartbeat their progress.
  */
-import { Context } from '@temporalio/activity';
+import { Context, log } from '@temporalio/activity';
 import { copyFile, open } from 'node:fs/promises';
 import { z } from 'zod';
 import type { LoadedConfig } from '../config/load';
@@ -15,6 +15,7 @@ import { parseWith } from '../domain/validate';
 import type { FailbackReport, Lag } from '../domain/remote';
 import { Replica, RESYNC_BLOCK_BYTES, blocksOfWrite } from '../remote/replica';
 import { Receiver } from '../remote/receiver';
+import { loadRemoteSecret, remoteSecretFile } from '../remote/secret';
 import { ship } from '../remote/shipper';
 import { mapFailures } from './failures';
 
@@ -34,7 +35,13 @@ const APPLY_HEARTBEAT_MS = 500;
 export function createRemoteActivities(deps: RemoteActivityDeps) {
   const resolve = (group: string): ResolvedRemoteGroup => resolveRemoteGroup(deps.loaded, deps.paths, group);
   const replicaOf = (r: ResolvedRemoteGroup) =>
-    new Replica(r.group.name, r.replicaFile, Object.fromEntries(r.volumes.map((v) => [v.name, v.remoteFile])));
+    new Replica(
+      r.group.name,
+      r.replicaFile,
+      Object.fromEntries(r.volumes.map((v) => [v.name, v.remoteFile])),
+      Object.fromEntries(r.volumes.map((v) => [v.name, v.sizeBytes])),
+    );
+  const secret = () => loadRemoteSecret(remoteSecretFile(deps.loaded, deps.paths));
 
   return {
     /**
@@ -82,6 +89,7 @@ export function createRemoteActivities(deps: RemoteActivityDeps) {
           const res = await ship({
             journal,
             receiverPort: r.group.receiverPort,
+            secret: secret(),
             wan: rc.wan,
             faultsFile: r.faultsFile,
             durationMs: roundMs,
@@ -105,10 +113,13 @@ export function createRemoteActivities(deps: RemoteActivityDeps) {
       return mapFailures(async () => {
         const { group, roundMs, applyPauseMs } = parseWith(ApplySchema, input, 'remote apply input');
         const r = resolve(group);
+        const key = secret();
         const replica = replicaOf(r);
         const receiver = new Receiver({
           replica,
+          secret: key,
           port: r.group.receiverPort,
+          log: (line) => log.warn(line),
           batch: deps.loaded.config.remoteCopy.batchEntries,
           pauseMs: applyPauseMs,
         });

@@ -64,6 +64,11 @@ export const RemoteCopyConfigSchema = z
     batchEntries: z.number().int().min(1).max(10_000).default(64),
     /** A batch not acknowledged within this long is sent again. */
     resendAfter: DurationSchema.default(500),
+    /**
+     * The link's shared secret, a 0600 file both sites hold (relative to kura.yaml); default
+     * `<home>/remote/link.secret`, written by the side that starts first.
+     */
+    secretFile: z.string().min(1).optional(),
   })
   .superRefine((rc, ctx) => {
     const seen = new Map<string, number>();

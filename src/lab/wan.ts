@@ -45,6 +45,10 @@ export interface WanCounters {
   partitioned: number;
 }
 
+/** How long a connection waits for the far end's hello. */
+const HELLO_MS = 5000;
+const MAX_HELLO_BYTES = 4096;
+
 /**
  * One connection across the lab WAN. `send` never blocks: the frame is delivered later, or lost;
  * the shipper's acknowledgements and resends are what make shipping reliable.
@@ -94,21 +98,70 @@ export class WanLink {
     socket.on('error', () => undefined);
   }
 
-  /** Connects to the far end (the receiver's port on 127.0.0.1); rejects when nothing listens there. */
+  /**
+   * Connects to the far end (the receiver's port on 127.0.0.1); rejects when nothing listens there.
+   * With `greet`, the far end's first frame (its hello) is answered with what `greet` returns before
+   * the link is handed out: that exchange is the connection's set-up, so it bypasses the WAN's faults
+   * as TCP's own handshake would, and it is over before the first frame the link carries.
+   */
   static connect(opts: {
     port: number;
     settings: WanSettings;
     faultsFile: string;
     onFrame: (f: Buffer) => void;
     onClose?: () => void;
+    greet?: (hello: Buffer) => Buffer;
   }): Promise<WanLink> {
     return new Promise((resolve, reject) => {
       const socket = net.connect({ host: '127.0.0.1', port: opts.port });
       socket.setNoDelay(true);
       socket.once('error', reject);
-      socket.once('connect', () => {
-        socket.off('error', reject);
+      const open = () =>
         resolve(new WanLink(socket, opts.settings, opts.faultsFile, opts.onFrame, opts.onClose ?? (() => undefined)));
+      socket.once('connect', () => {
+        const greet = opts.greet;
+        if (!greet) {
+          socket.off('error', reject);
+          open();
+          return;
+        }
+        let buf = Buffer.alloc(0);
+        const timer = setTimeout(
+          () => fail(new Error(`no hello from 127.0.0.1:${opts.port} within ${HELLO_MS} ms`)),
+          HELLO_MS,
+        );
+        const fail = (err: Error) => {
+          clearTimeout(timer);
+          socket.off('data', onData);
+          socket.off('close', onEnd);
+          socket.destroy();
+          reject(err);
+        };
+        const onEnd = () => fail(new Error(`127.0.0.1:${opts.port} closed the connection before its hello`));
+        const onData = (d: Buffer) => {
+          buf = Buffer.concat([buf, d]);
+          if (buf.length < 4) return;
+          const n = buf.readUInt32LE(0);
+          if (n > MAX_HELLO_BYTES)
+            return fail(new Error(`a hello of ${n} bytes from 127.0.0.1:${opts.port} is too long`));
+          if (buf.length < 4 + n) return;
+          // The far end says nothing more until it has the answer.
+          if (buf.length > 4 + n) return fail(new Error(`127.0.0.1:${opts.port} sent more than its hello`));
+          let answer: Buffer;
+          try {
+            answer = greet(buf);
+          } catch (err) {
+            return fail(err instanceof Error ? err : new Error(String(err)));
+          }
+          clearTimeout(timer);
+          socket.off('data', onData);
+          socket.off('close', onEnd);
+          socket.off('error', reject);
+          socket.write(answer);
+          open();
+        };
+        socket.on('data', onData);
+        socket.on('close', onEnd);
       });
     });
   }

@@ -11,7 +11,7 @@
 import type Database from 'better-sqlite3';
 import { closeSync, fsyncSync, openSync, writeSync } from 'node:fs';
 import { openDatabase } from '../stack/sqlite';
-import { AccessDeniedError, NotFoundError } from '../domain/errors';
+import { AccessDeniedError, InvalidInputError, NotFoundError } from '../domain/errors';
 import type { GroupWrite } from '../datapath/group-journal';
 
 const MIGRATIONS = [
@@ -60,11 +60,13 @@ export class Replica {
 
   /**
    * @param files the group's volumes: name at the main site → the remote volume's file.
+   * @param sizes the volumes' sizes in bytes, by the same names: a write past a volume's end is refused on receipt.
    */
   constructor(
     readonly group: string,
     readonly file: string,
     private readonly files: Record<string, string>,
+    private readonly sizes?: Record<string, number>,
   ) {
     this.db = openDatabase(file, MIGRATIONS, { synchronous: 'FULL' });
   }
@@ -108,6 +110,15 @@ export class Replica {
           throw new NotFoundError(
             `remote-copy group ${this.group} has no volume "${w.volume}" (its volumes: ${Object.keys(this.files).join(', ')})`,
             { group: this.group, volume: w.volume },
+          );
+        const size = this.sizes?.[w.volume];
+        if (size !== undefined && w.offset + w.length > size)
+          throw new InvalidInputError(
+            `remote-copy group ${this.group}: write ${w.seq} of ${w.length} bytes at ${w.offset} runs past the end of ${w.volume} (${size} bytes)`,
+          );
+        if (w.data !== null && w.data.length !== w.length)
+          throw new InvalidInputError(
+            `remote-copy group ${this.group}: write ${w.seq} announces ${w.length} bytes but carries ${w.data.length}`,
           );
         insert.run(w.seq, w.at, w.volume, w.offset, w.length, w.data, w.seq);
       }

@@ -8,11 +8,14 @@
 import type { GroupJournal } from '../datapath/group-journal';
 import type { Lag, WanSettings } from '../domain/remote';
 import { WanLink } from '../lab/wan';
-import { FrameKind, batchFrame, frameKind, parseAck } from './wire';
+import { linkProof } from './secret';
+import { FrameKind, batchFrame, frameBody, frameKind, parseAck, proofFrame } from './wire';
 
 export interface ShipOptions {
   journal: GroupJournal;
   receiverPort: number;
+  /** The link's shared secret: the receiver takes nothing from a shipper that cannot prove it. */
+  secret: Buffer;
   wan: WanSettings;
   faultsFile: string;
   /** Ship for this long, then return. */
@@ -85,6 +88,10 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
           settings: opts.wan,
           faultsFile: opts.faultsFile,
           onFrame,
+          greet: (hello) => {
+            if (frameKind(hello) !== FrameKind.Hello) throw new Error('the receiver did not open with a hello');
+            return proofFrame(linkProof(opts.secret, journal.group, frameBody(hello)));
+          },
         }).catch(() => null);
         if (!link) {
           progress();

@@ -1,14 +1,15 @@
 /**
  * The messages of async remote copy between the main site's shipper and the remote site's
  * receiver: length-prefixed frames on a TCP stream, so the lab WAN can delay, reorder or drop
- * each one whole. A batch carries a JSON header (validated on arrival) and the writes' bytes; an
- * ack carries the remote's applied seq.
+ * each one whole. A connection opens with the receiver's hello (a fresh nonce) and the shipper's
+ * proof (an HMAC of it under the shared secret); then a batch carries a JSON header (validated on
+ * arrival) and the writes' bytes, and an ack carries the remote's applied seq.
  */
 import { z } from 'zod';
 import type { GroupWrite } from '../datapath/group-journal';
 import { parseWith } from '../domain/validate';
 
-export const FrameKind = { Batch: 1, Ack: 2 } as const;
+export const FrameKind = { Batch: 1, Ack: 2, Hello: 3, Proof: 4 } as const;
 export type FrameKind = (typeof FrameKind)[keyof typeof FrameKind];
 
 /** Frames larger than this are refused: a batch is at most `batchEntries` writes of an NBD request each. */
@@ -19,11 +20,11 @@ const BatchHeaderSchema = z.object({
   writes: z
     .array(
       z.object({
-        seq: z.number().int().positive(),
+        seq: z.number().int().positive().max(Number.MAX_SAFE_INTEGER),
         at: z.number().nonnegative(),
         volume: z.string().min(1),
-        offset: z.number().int().nonnegative(),
-        length: z.number().int().nonnegative(),
+        offset: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
+        length: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
         /** A range written with zeroes: no bytes follow for it. */
         zero: z.boolean().default(false),
       }),
@@ -63,17 +64,36 @@ export function batchFrame(group: string, writes: readonly GroupWrite[]): Buffer
   return frame(FrameKind.Batch, [len, header, ...writes.flatMap((w) => (w.data ? [w.data] : []))]);
 }
 
+/** The receiver's first frame on a connection: the nonce the shipper must prove the secret over. */
+export function helloFrame(nonce: Buffer): Buffer {
+  return frame(FrameKind.Hello, [nonce]);
+}
+
+/** The shipper's answer to the hello: the HMAC of the nonce (see `linkProof`). */
+export function proofFrame(proof: Buffer): Buffer {
+  return frame(FrameKind.Proof, [proof]);
+}
+
+/** The bytes a hello or a proof carries. */
+export function frameBody(f: Buffer): Buffer {
+  return f.subarray(5);
+}
+
 export function ackFrame(ack: Ack): Buffer {
   return frame(FrameKind.Ack, [Buffer.from(JSON.stringify(ack))]);
 }
 
-/** What a frame carries: a batch or an ack. */
+/** What a frame carries: a batch, an ack, a hello or a proof. */
 export function frameKind(f: Buffer): FrameKind {
+  if (f.length < 5) throw new Error('remote-copy frame of no bytes: it is corrupt');
   return f.readUInt8(4) as FrameKind;
 }
 
 export function parseBatch(f: Buffer): { group: string; writes: GroupWrite[] } {
+  if (f.length < 9) throw new Error(`remote-copy batch of ${f.length} bytes has no header length: it is corrupt`);
   const headerLen = f.readUInt32LE(5);
+  if (9 + headerLen > f.length)
+    throw new Error(`remote-copy batch of ${f.length} bytes announces a header of ${headerLen}: it is corrupt`);
   const header = parseWith(
     BatchHeaderSchema,
     JSON.parse(f.subarray(9, 9 + headerLen).toString('utf8')) as unknown,
@@ -82,6 +102,8 @@ export function parseBatch(f: Buffer): { group: string; writes: GroupWrite[] } {
   let at = 9 + headerLen;
   const writes = header.writes.map((w) => {
     if (w.zero) return { seq: w.seq, at: w.at, volume: w.volume, offset: w.offset, length: w.length, data: null };
+    if (at + w.length > f.length)
+      throw new Error(`remote-copy batch of ${f.length} bytes lacks the bytes of write ${w.seq}: it is corrupt`);
     const data = Buffer.from(f.subarray(at, at + w.length));
     at += w.length;
     return { seq: w.seq, at: w.at, volume: w.volume, offset: w.offset, length: w.length, data };

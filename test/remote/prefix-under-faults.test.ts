@@ -6,6 +6,7 @@
  * deposit — and once the faults stop it ends byte-identical.
  */
 import { afterEach, describe, expect, it } from 'vitest';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
@@ -59,13 +60,15 @@ describe('remote copy under reorder and drop', () => {
       'array-01/wal': file('dr-wal.img'),
     });
     const port = await freePort();
-    const receiver = new Receiver({ replica, port, batch: 8 });
+    const secret = randomBytes(32);
+    const receiver = new Receiver({ replica, secret, port, batch: 8 });
     await receiver.listen();
 
     const stop = new AbortController();
     const shipped = ship({
       journal,
       receiverPort: port,
+      secret,
       wan: { bandwidth: 0, latency: 5 },
       faultsFile,
       durationMs: 60_000,
