@@ -11,7 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import fc from 'fast-check';
 import { parse, stringify } from 'yaml';
-import { hospitalPreset, renderConfigYaml } from '../../src/lab/preset';
+import { hospitalPreset, idcPreset, renderConfigYaml } from '../../src/lab/preset';
 import { INTERNAL_ERROR, STACK_LINE, runCli } from './cli-in-process';
 import { fuzz } from './fuzz';
 
@@ -25,8 +25,11 @@ afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-/** The presets as `kura lab init` renders them, at a few sizes. */
-const PRESETS = [1, 3].map((vms) => renderConfigYaml(hospitalPreset({ vms, cartridgesPerLibrary: 2 })));
+/** The presets as `kura lab init` renders them, at a few sizes: the hospital, and the SAN two companies share. */
+const PRESETS = [
+  ...[1, 3].map((vms) => renderConfigYaml(hospitalPreset({ vms, cartridgesPerLibrary: 2 }))),
+  renderConfigYaml(idcPreset({ cartridgesPerLibrary: 2 })),
+];
 
 type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
 
