@@ -7,6 +7,7 @@ import type { Client, WorkflowHandle } from '@temporalio/client';
 import { upsertSchedule } from './schedules';
 import type { LoadedConfig } from '../config/load';
 import { DEFAULT_INSTALLATION } from '../domain/installation';
+import { compactTime } from '../domain/catalog';
 import type { DrillRequest } from '../domain/drill';
 import type { estateReport, restoreDrill } from '../workflows/drill';
 
@@ -21,7 +22,9 @@ export function drillWorkflowId(
   requestedAt: string,
   installation: string = DEFAULT_INSTALLATION,
 ): string {
-  const id = `${kind}/${requestedAt.replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')}`;
+  // To the millisecond, as every job's id: two drills started within one second are two drills,
+  // each with its own rows in the catalog.
+  const id = `${kind}/${compactTime(requestedAt)}`;
   return installation === DEFAULT_INSTALLATION ? id : `${installation}/${id}`;
 }
 
