@@ -6,11 +6,11 @@
  * once the worker is back it ends byte-identical.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { inject } from 'vitest';
-import { connectKura, eventually, labEnv, makeLab, type TestLab } from '../support/harness';
+import { connectKura, eventually, makeLab, startWorkerProcess, type TestLab } from '../support/harness';
 import { startKuraWorkers, type KuraWorkers } from '../../src/worker';
 import { KuraRemote } from '../../src/api/remote';
 import { Volume } from '../../src/datapath/volume';
@@ -25,7 +25,6 @@ const MiB = 1024 * 1024;
 const GROUP = groupName();
 const SLOT = 4096;
 const PAIRS = 120;
-const ROOT = path.resolve(__dirname, '..', '..');
 
 let lab: TestLab;
 let workers: KuraWorkers;
@@ -36,29 +35,9 @@ let hooks: RemoteCopyHooks;
 const procs: ChildProcess[] = [];
 const volumes: Volume[] = [];
 
-/** The remote site's worker alone, as a site host runs it (`KURA_SITES`). */
-async function startRemoteSiteWorker(): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['--require', 'tsx/cjs', path.join(ROOT, 'src', 'worker.ts')], {
-    cwd: ROOT,
-    env: { ...labEnv(lab), KURA_SITES: `${lab.site}-dr`, KURA_WORKFLOW_BUNDLE: inject('workflowBundlePath') },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  procs.push(child);
-  let output = '';
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`worker did not start:\n${output}`)), 60_000);
-    const onData = (d: Buffer) => {
-      output += d.toString();
-      if (output.includes('workers running')) {
-        clearTimeout(timer);
-        resolve();
-      }
-    };
-    child.stdout!.on('data', onData);
-    child.stderr!.on('data', onData);
-    child.once('exit', (code) => reject(new Error(`worker exited with ${code}:\n${output}`)));
-  });
-  return child;
+/** The remote site's own worker, in a process of its own: only that site's queue (KURA_SITES). */
+function startRemoteSiteWorker(): Promise<ChildProcess> {
+  return startWorkerProcess(lab, procs, { KURA_SITES: `${lab.site}-dr` });
 }
 
 beforeAll(async () => {

@@ -179,10 +179,14 @@ const ROOT = path.resolve(__dirname, '..', '..');
  * Starts `src/worker.ts` as its own process for the lab (so a test can SIGKILL it) and waits until
  * it says it is running. The caller kills it; `procs` collects every process started.
  */
-export async function startWorkerProcess(lab: TestLab, procs: ChildProcess[]): Promise<ChildProcess> {
+export async function startWorkerProcess(
+  lab: TestLab,
+  procs: ChildProcess[],
+  env: Record<string, string> = {},
+): Promise<ChildProcess> {
   const child = spawn(process.execPath, ['--require', 'tsx/cjs', path.join(ROOT, 'src', 'worker.ts')], {
     cwd: ROOT,
-    env: { ...labEnv(lab), KURA_WORKFLOW_BUNDLE: inject('workflowBundlePath') },
+    env: { ...labEnv(lab), KURA_WORKFLOW_BUNDLE: inject('workflowBundlePath'), ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   procs.push(child);
