@@ -179,48 +179,30 @@ describe('zoning and LUN security between two companies', () => {
     const drivers = labDrivers(lab.loaded, lab.paths, state);
     const tape = labCartridgePath(lab.paths, lab.site, 'lib-01', 'L1T004');
     const tapeBefore = readFileSync(tape);
-    const err = await rejection(
-      mockEnv().run(createCopyActivities({ drivers }).copyPiece, {
-        site: lab.site,
-        server: 'bks-a',
-        devices: ['bks-a', 'fcsw-01', 'lib-01', 'lib-01-drv-2', 'L1T004'],
-        source: { array: 'array-01', volume: 'b-www-data', offset: 0, length: MiB, volumeSize: MiB },
-        target: { site: lab.site, library: 'lib-01', drive: 'lib-01-drv-2', tape: 'L1T004', position: 0 },
-        header: {
-          backupId: 'b-www@2026-11-29T00:00:00.000Z',
-          target: 'b-www',
-          job: 'direct',
-          copy: 0,
-          piece: 0,
-          offset: 0,
-          sizeBytes: MiB,
-          dataTime: '2026-11-29T00:00:00.000Z',
-        },
-      }),
-    );
+    // One request, refused twice: before the zone exists, and after.
+    const crossCompanyCopy = {
+      site: lab.site,
+      server: 'bks-a',
+      devices: ['bks-a', 'fcsw-01', 'lib-01', 'lib-01-drv-2', 'L1T004'],
+      source: { array: 'array-01', volume: 'b-www-data', offset: 0, length: MiB, volumeSize: MiB },
+      target: { site: lab.site, library: 'lib-01', drive: 'lib-01-drv-2', tape: 'L1T004', position: 0 },
+      header: {
+        backupId: 'b-www@2026-11-29T00:00:00.000Z',
+        target: 'b-www',
+        job: 'direct',
+        copy: 0,
+        piece: 0,
+        offset: 0,
+        sizeBytes: MiB,
+        dataTime: '2026-11-29T00:00:00.000Z',
+      },
+    };
+    const err = await rejection(mockEnv().run(createCopyActivities({ drivers }).copyPiece, crossCompanyCopy));
     // The zone check comes first: a path nobody zoned is refused as such; zone it and the LUN's
     // owner refuses.
     expect(failureOf(err).type).toBe('AccessDenied');
     await drivers.fabric.createZone(lab.site, { name: 'direct-attempt', members: ['array-01', 'bks-a', 'lib-01'] });
-    const owned = await rejection(
-      mockEnv().run(createCopyActivities({ drivers }).copyPiece, {
-        site: lab.site,
-        server: 'bks-a',
-        devices: ['bks-a', 'fcsw-01', 'lib-01', 'lib-01-drv-2', 'L1T004'],
-        source: { array: 'array-01', volume: 'b-www-data', offset: 0, length: MiB, volumeSize: MiB },
-        target: { site: lab.site, library: 'lib-01', drive: 'lib-01-drv-2', tape: 'L1T004', position: 0 },
-        header: {
-          backupId: 'b-www@2026-11-29T00:00:00.000Z',
-          target: 'b-www',
-          job: 'direct',
-          copy: 0,
-          piece: 0,
-          offset: 0,
-          sizeBytes: MiB,
-          dataTime: '2026-11-29T00:00:00.000Z',
-        },
-      }),
-    );
+    const owned = await rejection(mockEnv().run(createCopyActivities({ drivers }).copyPiece, crossCompanyCopy));
     await drivers.fabric.deleteZone(lab.site, 'direct-attempt');
     expect(failureOf(owned)).toEqual({
       type: 'AccessDenied',
