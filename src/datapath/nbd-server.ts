@@ -470,11 +470,15 @@ export class NbdServer {
         });
         if (sock.destroyed) return;
         // Replies finishing in one turn of the event loop leave in one writev; a read's data was
-        // read in behind its header, and the buffer is reused once the socket has sent it.
+        // read in behind its header, and the buffer is reused once the socket has sent it. With
+        // other requests in flight, the replies of every completion of this pass of the loop (each
+        // thread-pool write is its own callback) wait for its end and leave together: one send,
+        // one wake-up of the client, instead of one each.
         if (!corked) {
           corked = true;
           sock.cork();
-          process.nextTick(uncork);
+          if (inflight > 1) setImmediate(uncork);
+          else process.nextTick(uncork);
         }
         if (reply) sock.write(simpleReplyInto(reply, req.handle, error), () => this.replies.give(reply));
         else sock.write(simpleReply(req.handle, error));
