@@ -11,7 +11,8 @@
  * Before those, six passthrough cases through `qemu-img bench` (a client Kura does not ship): 4 KiB
  * reads and writes at depth 1 and 16, 256 KiB reads and writes at depth 16, against Kura and against
  * nbdkit serving a copy of the volume, alternating; each prints both times, nbdkit's ÷ Kura's and
- * whether that meets the target.
+ * whether that meets the target; then an nbdcopy of an image of the volume's size into each (a
+ * restore over NBD, several connections), with the same target as the large writes it is made of.
  *
  *   npx tsx bench/datapath.ts [--runs 3] [--qemu-runs 3] [--depth 1] [--size 64MiB] [--ops 2000] [--write-ratio 0.5] [--copy-rate 64MiB] [--io-timeout 30s]
  */
@@ -172,6 +173,24 @@ async function qemuBench(url: string, c: QemuCase): Promise<number> {
   return Number(m[1]);
 }
 
+/** Copies `image` into the export at `url` with nbdcopy; resolves with the wall time in seconds. */
+async function nbdCopy(image: string, url: string): Promise<number> {
+  const t0 = performance.now();
+  const child = spawn('nbdcopy', [image, url], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  const code = await new Promise<number | null>((r) => child.once('exit', r));
+  if (code !== 0) throw new Error(`nbdcopy ${image} ${url} failed (${code}): ${err}`);
+  return (performance.now() - t0) / 1000;
+}
+
+async function writeRandomFile(file: string, size: number): Promise<void> {
+  const fh = await open(file, 'w');
+  for (let off = 0; off < size; off += MiB)
+    await fh.write(randomBytes(Math.min(MiB, size - off)), 0, Math.min(MiB, size - off), off);
+  await fh.close();
+}
+
 async function waitForPort(port: number): Promise<void> {
   for (let i = 0; i < 200; i++) {
     const ok = await new Promise<boolean>((r) => {
@@ -273,6 +292,29 @@ async function main(): Promise<void> {
           note: `median of ${a.qemuRuns}`,
         });
       }
+      // A restore or a migration over NBD: one sequential copy of a whole image into the export, by
+      // nbdcopy, which opens several connections when the server announces multi-conn (both do).
+      const image = path.join(dir, 'restore-source.img');
+      await writeRandomFile(image, a.size);
+      const kit2: number[] = [];
+      const ku2: number[] = [];
+      for (let run = 0; run < a.qemuRuns; run++) {
+        kit2.push(await nbdCopy(image, `nbd://127.0.0.1:${kitCopyPort}/`));
+        ku2.push(await nbdCopy(image, `nbd://127.0.0.1:${kura.nbdPort}/${EXPORT}`));
+      }
+      const [mk2, mu2] = [median(kit2), median(ku2)];
+      const ratio2 = mk2 / mu2;
+      console.log(
+        `  ${'nbdcopy restore'.padEnd(16)} (${formatBytes(a.size)} image, multi-conn)       nbdkit ${mk2.toFixed(3)} s   kura ${mu2.toFixed(3)} s   ratio ${ratio2.toFixed(2)}   target ${QEMU_TARGET}   ${ratio2 >= QEMU_TARGET ? 'pass' : 'short'}   (kura runs: ${ku2.map((x) => x.toFixed(3)).join(' ')}; nbdkit runs: ${kit2.map((x) => x.toFixed(3)).join(' ')})`,
+      );
+      printVerdict({
+        bench: 'datapath',
+        metric: 'nbdcopy of an image into the export: nbdkit ÷ Kura (time)',
+        now: ratio2,
+        target: QEMU_TARGET,
+        direction: 'atLeast',
+        note: `median of ${a.qemuRuns}; the target of the large writes it is made of`,
+      });
       kitCopy.kill('SIGTERM');
       await new Promise((r) => kitCopy.once('exit', r));
       console.log('');

@@ -58,16 +58,52 @@ export class BlockStore {
 
   /** Fills `out` with the bytes at `offset`; bytes past the end of the file read as zeroes. */
   async readInto(out: Buffer, offset: number): Promise<void> {
+    if (this.readNow(out, offset)) return;
     const length = out.length;
     let done = 0;
-    if (length <= SYNC_IO_MAX) {
-      for (let n = -1; done < length && n !== 0; done += n)
-        n = readSync(this.fd, out, done, length - done, offset + done);
-    } else {
-      for (let n = -1; done < length && n !== 0; done += n)
-        n = (await this.fh.read(out, done, length - done, offset + done)).bytesRead;
-    }
+    for (let n = -1; done < length && n !== 0; done += n)
+      n = (await this.fh.read(out, done, length - done, offset + done)).bytesRead;
     if (done < length) out.fill(0, done);
+  }
+
+  /** Whether a read or write of `length` bytes is done on the spot (`readNow`, `writeNow`) rather than on the thread pool. */
+  static immediate(length: number): boolean {
+    return length <= SYNC_IO_MAX;
+  }
+
+  /**
+   * As `readInto`, done before it returns when `out` is small enough (`immediate`); false, with
+   * nothing read, when it is not.
+   */
+  readNow(out: Buffer, offset: number): boolean {
+    const length = out.length;
+    if (length > SYNC_IO_MAX) return false;
+    let done = 0;
+    for (let n = -1; done < length && n !== 0; done += n)
+      n = readSync(this.fd, out, done, length - done, offset + done);
+    if (done < length) out.fill(0, done);
+    return true;
+  }
+
+  /**
+   * As `write`, done before it returns when the data is small enough (`immediate`); false, with
+   * nothing written, when it is not.
+   */
+  writeNow(offset: number, data: Buffer | readonly Buffer[]): boolean {
+    if (Buffer.isBuffer(data)) {
+      if (data.length > SYNC_IO_MAX) return false;
+      for (let done = 0; done < data.length;) done += writeSync(this.fd, data, done, data.length - done, offset + done);
+      return true;
+    }
+    let total = 0;
+    for (const b of data) total += b.length;
+    if (total > SYNC_IO_MAX) return false;
+    if (total === 0) return true;
+    if (data.length === 1) return this.writeNow(offset, data[0]!);
+    const done = data.length > MAX_IOV ? 0 : writevSync(this.fd, data as Buffer[], offset);
+    // A short vectored write is all but unheard of for a regular file; the rest goes in one piece.
+    if (done < total) this.writeNow(offset + done, Buffer.concat(data, total).subarray(done));
+    return true;
   }
 
   /**
@@ -76,24 +112,18 @@ export class BlockStore {
    * The pieces must stay unchanged until it resolves.
    */
   async write(offset: number, data: Buffer | readonly Buffer[]): Promise<void> {
+    if (this.writeNow(offset, data)) return;
     if (Buffer.isBuffer(data)) return this.writeOne(offset, data);
     const total = data.reduce((n, b) => n + b.length, 0);
-    if (total === 0) return;
     if (data.length === 1 || data.length > MAX_IOV)
       return this.writeOne(offset, data.length === 1 ? data[0]! : Buffer.concat(data, total));
-    const done =
-      total <= SYNC_IO_MAX
-        ? writevSync(this.fd, data as Buffer[], offset)
-        : (await this.fh.writev(data as Buffer[], offset)).bytesWritten;
+    const done = (await this.fh.writev(data as Buffer[], offset)).bytesWritten;
     // A short vectored write is all but unheard of for a regular file; the rest goes in one piece.
     if (done < total) await this.writeOne(offset + done, Buffer.concat(data, total).subarray(done));
   }
 
   private async writeOne(offset: number, data: Buffer): Promise<void> {
-    if (data.length <= SYNC_IO_MAX) {
-      for (let done = 0; done < data.length;) done += writeSync(this.fd, data, done, data.length - done, offset + done);
-      return;
-    }
+    if (this.writeNow(offset, data)) return;
     for (let done = 0; done < data.length;)
       done += (await this.fh.write(data, done, data.length - done, offset + done)).bytesWritten;
   }

@@ -54,6 +54,15 @@ export class RangeLock {
     };
   }
 
+  /**
+   * Whether no hold (nor waiter) overlaps blocks `first`..`last`: then work that starts and ends
+   * before the caller returns to the event loop is ordered after all of them without taking a hold.
+   */
+  free(first: number, last: number): boolean {
+    for (const h of this.holds) if (h.first <= last && first <= h.last) return false;
+    return true;
+  }
+
   /** Waits for every earlier hold, whatever its range. */
   lockAll(): Promise<() => void> {
     return this.lock(0, Number.MAX_SAFE_INTEGER);

@@ -121,6 +121,31 @@ export class Volume {
   }
 
   /**
+   * A small passthrough read done before this returns (true), on the event loop with no promise in
+   * between; false, with nothing read, when it must go through `readInto` (backup mode, a held
+   * gate, or a read too large to block the loop for).
+   */
+  readNow(out: Buffer, offset: number): boolean {
+    if (this.phases.state || this.phases.quiescing || !BlockStore.immediate(out.length)) return false;
+    return this.main.readNow(out, offset);
+  }
+
+  /**
+   * A small passthrough write without FUA done before this returns (true): nothing can run between
+   * its start and its end, so when no earlier write of its blocks is still in progress it is in
+   * order without a hold of the range lock. False, with nothing written, when it must go through
+   * `write` (backup mode, a held gate, FUA, an overlapping write in progress, or a large write).
+   */
+  writeNow(offset: number, data: readonly Buffer[], length: number, fua: boolean): boolean {
+    if (fua || this.phases.state || this.phases.quiescing || length === 0 || !BlockStore.immediate(length))
+      return false;
+    if (!this.writeLock.free(Math.floor(offset / BLOCK_BYTES), Math.floor((offset + length - 1) / BLOCK_BYTES)))
+      return false;
+    this.opts.onWrite?.(offset, length, data.length === 1 ? data[0]! : Buffer.concat(data, length));
+    return this.main.writeNow(offset, data);
+  }
+
+  /**
    * A host write: straight to main storage in passthrough; S301–S305 in backup mode. The data may
    * come in pieces (as the socket delivered it); the volume keeps none of them after it resolves.
    */

@@ -1,8 +1,9 @@
 /**
  * The transmission phase with many requests in flight, over a raw socket: a burst of requests in
  * one segment is served with writes of one block in the order they were sent and writes of other
- * blocks beside them, in passthrough and during an online backup; a request split into pieces
- * anywhere lands whole; and a second connection to the export (multi-conn) sees what the first wrote.
+ * blocks beside them, in passthrough (a small write of blocks a large one still holds waiting for
+ * it) and during an online backup; a request split into pieces anywhere lands whole; and a second
+ * connection to the export (multi-conn) sees what the first wrote.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
@@ -208,6 +209,30 @@ describe('a burst of requests in flight at once', () => {
       readFileSync(volumeFile)
         .subarray(base, base + 5 * B)
         .equals(model),
+    ).toBe(true);
+  });
+
+  it('in passthrough, keeps a small write of blocks a large write in flight still holds after it, and one beside it whole', async () => {
+    const { conn } = await Conn.connect(dp.nbdPort, name);
+    const base = 400 * B;
+    // 256 KiB: larger than what is written on the spot, so it is still in flight when the next ones arrive.
+    const big = Buffer.alloc(64 * B, 0x71);
+    const inside = Buffer.alloc(100, 0x72);
+    const beside = Buffer.alloc(B, 0x73);
+    const model = Buffer.from(big);
+    inside.copy(model, 5 * B + 7);
+    const replies = await conn.burst([
+      { type: CMD.Write, offset: base, length: big.length, data: big },
+      { type: CMD.Write, offset: base + 5 * B + 7, length: inside.length, data: inside },
+      { type: CMD.Write, offset: base + 64 * B, length: beside.length, data: beside },
+    ]);
+    expect(replies.map((r) => r.error)).toEqual([0, 0, 0]);
+    const [read] = await conn.burst([{ type: CMD.Read, offset: base, length: 65 * B }]);
+    expect(read!.data.equals(Buffer.concat([model, beside]))).toBe(true);
+    expect(
+      readFileSync(volumeFile)
+        .subarray(base, base + 65 * B)
+        .equals(Buffer.concat([model, beside])),
     ).toBe(true);
   });
 

@@ -43,4 +43,18 @@ describe('RangeLock', () => {
     (await later)();
     expect(order).toEqual(['all', 'later']);
   });
+
+  it('is free over a range only while no holder or waiter overlaps it', async () => {
+    const lock = new RangeLock();
+    expect(lock.free(0, 100)).toBe(true);
+    const a = await lock.lock(4, 7);
+    const waiter = lock.lock(7, 9);
+    expect([lock.free(0, 3), lock.free(3, 4), lock.free(8, 8), lock.free(10, 20)]).toEqual([true, false, false, true]);
+    a();
+    (await waiter)();
+    expect(lock.free(0, 100)).toBe(true);
+    const all = await lock.lockAll();
+    expect(lock.free(1000, 1000)).toBe(false);
+    all();
+  });
 });
