@@ -28,14 +28,14 @@ export const RECORD_COMMAND = 'npm run replay:record';
 
 /** Histories longer than this are passed over for a shorter run of the same kind (keeps the directory small). */
 const MAX_EVENTS = 1500;
-/** How many runs of one workflow type are fetched to find its kinds. */
+/** How many runs of one workflow type, of each outcome (completed, failed, open), are fetched to find its kinds. */
 const MAX_CANDIDATES = 60;
 /** Histories larger than this (as JSON) are stored gzipped. */
 const GZIP_ABOVE = 64 * 1024;
 
 /** One recorded history, as read back from disk. */
 export interface RecordedHistory {
-  /** The file name without extension: `<workflowType>[-<variant>]`. */
+  /** The file name without extension: `<workflowType>[-<variant>][-failed|-open]`. */
   name: string;
   workflowType: string;
   workflowId: string;
@@ -138,7 +138,7 @@ interface Candidate {
 /**
  * Records the histories of every workflow the dev server at `address` ran: for each workflow type,
  * per variant, the longest completed run (under MAX_EVENTS) and the longest failed one; a type with
- * neither gets its longest open run. The histories already recorded must replay first (else nothing
+ * neither gets one of its open runs (`-open`). The histories already recorded must replay first (else nothing
  * is written); every new one is replayed before it is written, and one that does not replay on the
  * code that made it is reported and fails the recording. Files of other names are left as they are.
  */
@@ -175,7 +175,10 @@ export async function recordHistories(opts: {
         (a, b) => rank[statusGroup(a.status)] - rank[statusGroup(b.status)] || b.historyLength - a.historyLength,
       );
       const found: Candidate[] = [];
-      for (const info of infos.slice(0, MAX_CANDIDATES)) {
+      const fetched = { ok: 0, failed: 0, open: 0 };
+      for (const info of infos) {
+        // A type run hundreds of times still gets its failed runs looked at.
+        if (fetched[statusGroup(info.status)]++ >= MAX_CANDIDATES) continue;
         const history = await client.workflow.getHandle(info.workflowId, info.runId).fetchHistory();
         const payload = history.events?.[0]?.workflowExecutionStartedEventAttributes?.input?.payloads?.[0];
         let input: unknown;
@@ -235,7 +238,7 @@ export async function recordHistories(opts: {
       writeFileSync(path.join(dir, `${name}.json${gz ? '.gz' : ''}`), body);
       total += body.length;
       written++;
-      console.log(`recorded ${name}: ${c.info.historyLength} events, ${body.length} bytes`);
+      console.log(`recorded ${name}: ${c.history.events?.length ?? 0} events, ${body.length} bytes`);
     }
     console.log(
       `recorded ${written} histories of ${byType.size} workflow types, ${total} bytes, in ${dir} ` +
