@@ -26,6 +26,7 @@ import {
 import { parseWith } from '../domain/validate';
 import type { HypervisorDriver, ImageRef, VolumeImages } from '../drivers/types';
 import { sha256File } from '../datamover/files';
+import { newSha256 } from '../datamover/sha256';
 import { ChunkStore, writeAtomic, type GcResult } from '../store/chunk-store';
 import { indexDigest, ingestFile, type IngestResult } from '../store/ingest';
 import { changedChunks } from '../store/changed';
@@ -142,9 +143,7 @@ export function createStoreActivities(deps: {
             ? `${marked.size} chunk(s) marked by ${start.reason}`
             : before
               ? `every chunk read and compared by digest with ${before.backupId}${
-                  start
-                    ? `: ${start.reason}`
-                    : ` (array ${r.array} keeps no dirty bitmap; only a qsd array does)`
+                  start ? `: ${start.reason}` : ` (array ${r.array} keeps no dirty bitmap; only a qsd array does)`
                 }`
               : 'no earlier backup of the target in the store: every chunk read';
           const ingested = await ingestFile({
@@ -243,6 +242,13 @@ export function createStoreActivities(deps: {
           destination: r.destination,
           onProgress: (p) => ctx.heartbeat({ bytes: p.bytes, total: p.total }),
         });
+        // Each chunk was checked against its digest; the digests themselves against the catalog's record.
+        const recorded = catalog.piecesOf(r.backupId).find((p) => p.library === STORE_LIBRARY)?.sha256;
+        if (recorded && indexDigest(out.index) !== recorded)
+          throw new ChecksumMismatchError(
+            `the ${out.indexFrom} store's index of ${r.backupId} is not the one the catalog recorded (${indexDigest(out.index)}, not ${recorded}); run \`kura store verify\` and restore from the other store or an earlier backup`,
+            { backupId: r.backupId },
+          );
         return { sizeBytes: out.index.sizeBytes, indexFrom: out.indexFrom, fallbacks: out.fallbacks };
       });
     },
@@ -256,6 +262,8 @@ export function createStoreActivities(deps: {
       good: boolean;
       chunks: number;
       bad: { chunk: number; digest: string; reason: string }[];
+      /** The whole volume's SHA-256 from the chunks in order; null when a chunk is bad. */
+      sha256: string | null;
     }> {
       return mapFailures(async () => {
         const r = parseWith(VerifyInput, input, 'store verify');
@@ -274,16 +282,30 @@ export function createStoreActivities(deps: {
             good: false,
             chunks: 0,
             bad: [{ chunk: -1, digest: '', reason: err.message }],
+            sha256: null,
           };
         }
+        // The whole volume's SHA-256 from the chunks in order: what an incremental's ingest could not compute.
+        const whole = newSha256();
         for (let i = 0; i < index.chunks.length; i++) {
           const digest = DigestSchema.parse(index.chunks[i]);
-          await store.get(digest).catch((err: unknown) => {
+          const raw = await store.get(digest).catch((err: unknown) => {
             if (!(err instanceof KuraError)) throw err;
             bad.push({ chunk: i, digest, reason: err.message });
+            return undefined;
           });
+          if (raw && bad.length === 0) whole.update(raw);
           ctx.heartbeat({ chunks: i + 1, total: index.chunks.length });
         }
+        const sha256 = bad.length === 0 ? whole.digest('hex') : null;
+        const known = catalog.storeBackup(r.backupId) ? catalog.backup(r.backupId).sha256 : null;
+        if (sha256 && known && sha256 !== known)
+          bad.push({
+            chunk: -1,
+            digest: '',
+            reason: `the chunks hash, in order, to ${sha256}, not to the whole-volume SHA-256 ${known} the catalog recorded`,
+          });
+        else if (sha256 && !known && catalog.storeBackup(r.backupId)) catalog.recordBackupSha256(r.backupId, sha256);
         const good = bad.length === 0;
         if (r.store === StoreName.Primary && catalog.storeBackup(r.backupId))
           catalog.markStoreVerified(r.backupId, {
@@ -293,7 +315,7 @@ export function createStoreActivities(deps: {
               ? {}
               : { error: `${bad.length} chunk(s) bad: ${bad.map((b) => `#${b.chunk} ${b.reason}`).join('; ')}` }),
           });
-        return { backupId: r.backupId, good, chunks: index.chunks.length, bad };
+        return { backupId: r.backupId, good, chunks: index.chunks.length, bad, sha256: good ? sha256 : null };
       });
     },
 

@@ -43,6 +43,8 @@ export interface IngestResult {
 
 /** Chunk writes (compression and data fsync) in flight at once, on libuv's pool. */
 const WRITE_WINDOW = 6;
+/** Chunks read between two syncs of the chunks' directories (one more comes before the index). */
+const FLUSH_EVERY = 16;
 
 /** Ingests one volume file into the store and writes its index; idempotent (a retry writes no chunk twice). */
 export async function ingestFile(req: IngestRequest): Promise<IngestResult> {
@@ -96,6 +98,12 @@ export async function ingestFile(req: IngestRequest): Promise<IngestResult> {
         });
         inFlight.add(put);
         void put.finally(() => inFlight.delete(put)).catch(() => undefined);
+        // Directory entries made durable in batches while reading goes on; the index waits for the last.
+        if (readChunks % FLUSH_EVERY === 0) {
+          const flush = Promise.all(inFlight).then(() => store.flushDirs().then(() => undefined));
+          inFlight.add(flush);
+          void flush.finally(() => inFlight.delete(flush)).catch(() => undefined);
+        }
         if (inFlight.size >= WRITE_WINDOW) await Promise.race(inFlight);
       }
       if (req.afterChunk) {

@@ -125,18 +125,26 @@ describe('store incrementals of a volume on a qemu-storage-daemon array', () => 
     const idle = await backup();
     expect(idle).toMatchObject({ changedFrom: 'bitmap', readChunks: 0, newChunks: 0, changedChunks: 0 });
 
-    expect(await restoredSha(full.backupId)).toBe(fullImage);
-    expect(await restoredSha(inc.backupId)).toBe(incImage);
-    expect(await restoredSha(idle.backupId)).toBe(incImage);
-
-    // The full's whole-volume SHA-256 is in the catalog; the incremental's is recorded by a verify.
+    // The full's whole-volume SHA-256 is in the catalog; the incremental's is recorded by a verify,
+    // which hashes its chunks in order from the store, and every restore then checks it.
     const catalog = new Catalog(lab.paths.catalog);
     try {
       expect(catalog.backup(full.backupId).sha256).toBe(fullImage);
       expect(catalog.backup(inc.backupId).sha256).toBeNull();
+      const verified = await client.workflow.execute('storeVerify', {
+        taskQueue: lab.taskQueue,
+        workflowId: `store/verify/${uniqueId()}`,
+        args: [{ backupIds: [inc.backupId] }],
+      });
+      expect(verified).toMatchObject([{ backupId: inc.backupId, good: true, sha256: incImage }]);
+      expect(catalog.backup(inc.backupId).sha256).toBe(incImage);
     } finally {
       catalog.close();
     }
+
+    expect(await restoredSha(full.backupId)).toBe(fullImage);
+    expect(await restoredSha(inc.backupId)).toBe(incImage);
+    expect(await restoredSha(idle.backupId)).toBe(incImage);
   });
 
   it('compares every chunk by digest after a daemon restart lost the bitmap, and says so', async () => {
