@@ -35,6 +35,9 @@ export interface GcResult {
   cutoff: string;
 }
 
+/** The directories with entries not yet durable, by store root (see ChunkStore.flushDirs). */
+const UNSYNCED_DIRS = new Map<string, Map<string, number>>();
+
 export class ChunkStore {
   constructor(readonly root: string) {}
 
@@ -88,7 +91,14 @@ export class ChunkStore {
    * counter bumped before and after every rename into it: {@link flushDirs} forgets a directory
    * only when no rename touched it while its fsync ran, so no entry is ever taken as durable early.
    */
-  private readonly unsyncedDirs = new Map<string, number>();
+  private get unsyncedDirs(): Map<string, number> {
+    // Per store directory, not per object: another ChunkStore of this process over the same root
+    // (a drill's, a report's) that writes an index must sync what this one renamed, too.
+    const root = path.resolve(this.root);
+    let dirs = UNSYNCED_DIRS.get(root);
+    if (!dirs) UNSYNCED_DIRS.set(root, (dirs = new Map()));
+    return dirs;
+  }
 
   private markUnsynced(dir: string): void {
     this.unsyncedDirs.set(dir, (this.unsyncedDirs.get(dir) ?? 0) + 1);
