@@ -12,7 +12,7 @@ import type { Catalog } from '../catalog/store';
 import type { LoadedConfig } from '../config/load';
 import type { KuraPaths } from '../config/paths';
 import type { PieceRecord } from '../domain/catalog';
-import { STORE_LIBRARY, StoreName } from '../domain/store';
+import { ChangedFrom, STORE_LIBRARY, StoreName } from '../domain/store';
 import { ChecksumMismatchError, KuraError, NotFoundError } from '../domain/errors';
 import {
   DigestSchema,
@@ -26,8 +26,10 @@ import {
 import { parseWith } from '../domain/validate';
 import type { HypervisorDriver, ImageRef, VolumeImages } from '../drivers/types';
 import { sha256File } from '../datamover/files';
+import { newSha256 } from '../datamover/sha256';
 import { ChunkStore, writeAtomic, type GcResult } from '../store/chunk-store';
-import { indexDigest, ingestFile } from '../store/ingest';
+import { indexDigest, ingestFile, type IngestResult } from '../store/ingest';
+import { changedChunks } from '../store/changed';
 import { readBackup } from '../store/read';
 import { storeLag, storeRoots, type StoreLag } from '../store/lag';
 import { ClassNameSchema, classVolumes, insideWindow, type ClassVolume } from '../domain/classes';
@@ -96,7 +98,8 @@ export function createStoreActivities(deps: {
     async storeBackupVolume(input: z.input<typeof BackupInput>): Promise<StoreBackupReport> {
       return mapFailures(async () => {
         const r = parseWith(BackupInput, input, 'store backup');
-        const { file, sizeBytes } = await images.imageFile({ site: r.site, array: r.array, volume: r.volume });
+        const ref = { site: r.site, array: r.array, volume: r.volume };
+        const { file, sizeBytes } = await images.imageFile(ref);
         const startedAt = new Date().toISOString();
         catalog.beginBackup({
           backupId: r.backupId,
@@ -110,39 +113,67 @@ export function createStoreActivities(deps: {
           sizeBytes,
         });
         const ctx = Context.current();
-        const done = stores.primary.hasIndex(r.backupId)
-          ? {
-              index: await stores.primary.readIndex(r.backupId),
-              newChunks: 0,
-              storedBytes: 0,
-              readBytes: 0,
-            }
-          : await ingestFile({
-              store: stores.primary,
-              file,
-              job: r.job,
-              index: {
-                backupId: r.backupId,
-                target: r.target,
-                array: r.array,
-                volume: r.volume,
-                chunkSize: cfg.chunkSize,
-                dataTime: r.dataTime,
-              },
-              onProgress: (p) => ctx.heartbeat({ bytes: p.bytes, total: p.total }),
-            });
+        // The target's previous backup: what an incremental's changed chunks are counted against.
+        const previous = catalog
+          .listStoreBackups({ site: r.site, target: r.target })
+          .find((b) => b.backupId !== r.backupId && b.dataTime < r.dataTime);
+        const before = previous && (await stores.primary.readIndex(previous.backupId).catch(() => undefined));
+        const tracking = images.changeTracking?.(ref);
+        let done: IngestResult & { changedFrom: ChangedFrom; changeNote: string };
+        if (stores.primary.hasIndex(r.backupId)) {
+          // A retry after the index was written: only the catalog row (and the bitmaps' rotation) is left.
+          const index = await stores.primary.readIndex(r.backupId);
+          done = {
+            index,
+            newChunks: 0,
+            storedBytes: 0,
+            readBytes: 0,
+            readChunks: 0,
+            changedFrom: index.changedFrom ?? (before ? ChangedFrom.Digests : ChangedFrom.Full),
+            changeNote: 'the backup was written by an earlier attempt',
+          };
+        } else {
+          // Begun before a byte is read: every write from here on is marked for the next backup.
+          const start = tracking && (await tracking.beginTracking(ref, r.target, before?.changeTracking));
+          // A bitmap says which chunks changed only against an index cut the same way.
+          const comparable = before && before.sizeBytes === sizeBytes && before.chunkSize === cfg.chunkSize;
+          const marked = comparable && start?.changed && changedChunks(start.changed, cfg.chunkSize, sizeBytes);
+          const changedFrom = marked ? ChangedFrom.Bitmap : before ? ChangedFrom.Digests : ChangedFrom.Full;
+          const changeNote = marked
+            ? `${marked.size} chunk(s) marked by ${start.reason}`
+            : before
+              ? `every chunk read and compared by digest with ${before.backupId}${
+                  start ? `: ${start.reason}` : ` (array ${r.array} keeps no dirty bitmap; only a qsd array does)`
+                }`
+              : 'no earlier backup of the target in the store: every chunk read';
+          const ingested = await ingestFile({
+            store: stores.primary,
+            file,
+            job: r.job,
+            index: {
+              backupId: r.backupId,
+              target: r.target,
+              array: r.array,
+              volume: r.volume,
+              chunkSize: cfg.chunkSize,
+              dataTime: r.dataTime,
+              changedFrom,
+              ...(start ? { changeTracking: start.generation } : {}),
+            },
+            ...(marked && before ? { previous: { index: before, changed: (c: number) => marked.has(c) } } : {}),
+            onProgress: (p) => ctx.heartbeat({ bytes: p.bytes, total: p.total }),
+          });
+          done = { ...ingested, changedFrom, changeNote };
+        }
         const { index } = done;
+        // The index is durable: generations before the one this backup began are no longer needed.
+        if (tracking && index.changeTracking) await tracking.endTracking(ref, r.target, index.changeTracking);
         if (index.sizeBytes !== sizeBytes)
           throw new ChecksumMismatchError(
             `${r.array}/${r.volume} is ${sizeBytes} bytes but ${index.sizeBytes} were backed up; it changed size during the backup — back it up again`,
           );
         const digest = indexDigest(index);
-        // An incremental's changed chunks: digests compared with the target's last index.
-        const previous = catalog
-          .listStoreBackups({ site: r.site, target: r.target })
-          .find((b) => b.backupId !== r.backupId && b.dataTime < r.dataTime);
-        const before = previous && (await stores.primary.readIndex(previous.backupId).catch(() => undefined));
-        const changedChunks = index.chunks.filter((d, i) => before?.chunks[i] !== d).length;
+        const changedChunkCount = index.chunks.filter((d, i) => before?.chunks[i] !== d).length;
         const endedAt = new Date().toISOString();
         const piece: PieceRecord = {
           backupId: r.backupId,
@@ -162,6 +193,7 @@ export function createStoreActivities(deps: {
           // The piece's checksum is the index's: the restore checks each chunk against its digest.
           sha256: digest,
         };
+        // The backup's own checksum is the whole volume's where the ingest read all of it; a restore checks it.
         catalog.completeStoreBackup(
           r.backupId,
           { endedAt, sha256: index.sha256, pieces: [piece] },
@@ -184,7 +216,11 @@ export function createStoreActivities(deps: {
           storedBytes: done.storedBytes,
           readBytes: done.readBytes,
           previousBackupId: previous?.backupId ?? null,
-          changedChunks,
+          changedChunks: changedChunkCount,
+          changedFrom: done.changedFrom,
+          changeNote: done.changeNote,
+          readChunks: done.readChunks,
+          sha256: index.sha256,
         };
       });
     },
@@ -206,6 +242,13 @@ export function createStoreActivities(deps: {
           destination: r.destination,
           onProgress: (p) => ctx.heartbeat({ bytes: p.bytes, total: p.total }),
         });
+        // Each chunk was checked against its digest; the digests themselves against the catalog's record.
+        const recorded = catalog.piecesOf(r.backupId).find((p) => p.library === STORE_LIBRARY)?.sha256;
+        if (recorded && indexDigest(out.index) !== recorded)
+          throw new ChecksumMismatchError(
+            `the ${out.indexFrom} store's index of ${r.backupId} is not the one the catalog recorded (${indexDigest(out.index)}, not ${recorded}); run \`kura store verify\` and restore from the other store or an earlier backup`,
+            { backupId: r.backupId },
+          );
         return { sizeBytes: out.index.sizeBytes, indexFrom: out.indexFrom, fallbacks: out.fallbacks };
       });
     },
@@ -219,6 +262,8 @@ export function createStoreActivities(deps: {
       good: boolean;
       chunks: number;
       bad: { chunk: number; digest: string; reason: string }[];
+      /** The whole volume's SHA-256 from the chunks in order; null when a chunk is bad. */
+      sha256: string | null;
     }> {
       return mapFailures(async () => {
         const r = parseWith(VerifyInput, input, 'store verify');
@@ -237,16 +282,30 @@ export function createStoreActivities(deps: {
             good: false,
             chunks: 0,
             bad: [{ chunk: -1, digest: '', reason: err.message }],
+            sha256: null,
           };
         }
+        // The whole volume's SHA-256 from the chunks in order: what an incremental's ingest could not compute.
+        const whole = newSha256();
         for (let i = 0; i < index.chunks.length; i++) {
           const digest = DigestSchema.parse(index.chunks[i]);
-          await store.get(digest).catch((err: unknown) => {
+          const raw = await store.get(digest).catch((err: unknown) => {
             if (!(err instanceof KuraError)) throw err;
             bad.push({ chunk: i, digest, reason: err.message });
+            return undefined;
           });
+          if (raw && bad.length === 0) whole.update(raw);
           ctx.heartbeat({ chunks: i + 1, total: index.chunks.length });
         }
+        const sha256 = bad.length === 0 ? whole.digest('hex') : null;
+        const known = catalog.storeBackup(r.backupId) ? catalog.backup(r.backupId).sha256 : null;
+        if (sha256 && known && sha256 !== known)
+          bad.push({
+            chunk: -1,
+            digest: '',
+            reason: `the chunks hash, in order, to ${sha256}, not to the whole-volume SHA-256 ${known} the catalog recorded`,
+          });
+        else if (sha256 && !known && catalog.storeBackup(r.backupId)) catalog.recordBackupSha256(r.backupId, sha256);
         const good = bad.length === 0;
         if (r.store === StoreName.Primary && catalog.storeBackup(r.backupId))
           catalog.markStoreVerified(r.backupId, {
@@ -256,7 +315,7 @@ export function createStoreActivities(deps: {
               ? {}
               : { error: `${bad.length} chunk(s) bad: ${bad.map((b) => `#${b.chunk} ${b.reason}`).join('; ')}` }),
           });
-        return { backupId: r.backupId, good, chunks: index.chunks.length, bad };
+        return { backupId: r.backupId, good, chunks: index.chunks.length, bad, sha256: good ? sha256 : null };
       });
     },
 

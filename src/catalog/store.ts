@@ -305,6 +305,19 @@ export class Catalog {
       .immediate();
   }
 
+  /**
+   * Records a store backup's whole-volume SHA-256 once a verify computed it from the chunks in order
+   * (an incremental that read only its changed chunks could not); one already recorded is kept.
+   * True when it was recorded now.
+   */
+  recordBackupSha256(backupId: string, sha256: string): boolean {
+    return (
+      this.db
+        .prepare(`UPDATE backups SET sha256 = ? WHERE backup_id = ? AND sha256 IS NULL AND status = 'complete'`)
+        .run(sha256, backupId).changes > 0
+    );
+  }
+
   /** The store's facts of a backup; undefined for a backup on tape or disk. */
   storeBackup(backupId: string): StoreBackupRecord | undefined {
     const r = this.db

@@ -93,7 +93,7 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
         ctx,
         r,
         () =>
-          `${r.backupId}: ${formatBytes(r.sizeBytes)} in ${r.chunks} chunks, ${r.newChunks} new (${formatBytes(r.storedBytes)} added), ${r.changedChunks} changed since ${r.previousBackupId ?? 'no earlier backup'}`,
+          `${r.backupId}: ${formatBytes(r.sizeBytes)} in ${r.chunks} chunks, ${r.newChunks} new (${formatBytes(r.storedBytes)} added), ${r.changedChunks} changed since ${r.previousBackupId ?? 'no earlier backup'}; ${r.readChunks} chunk(s) read (changed blocks from ${r.changedFrom}: ${r.changeNote})`,
       );
     });
 
@@ -107,7 +107,7 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
         [
           ...r.backups.map(
             (b) =>
-              `${b.backupId}: ${b.newChunks} new chunk(s) (${formatBytes(b.storedBytes)}), ${b.changedChunks} changed`,
+              `${b.backupId}: ${b.newChunks} new chunk(s) (${formatBytes(b.storedBytes)}), ${b.changedChunks} changed, ${b.readChunks} read (${b.changedFrom})`,
           ),
           ...r.skipped.map((s) => `${s.target}: skipped — ${s.reason}`),
           `${r.backups.length} backed up, ${r.skipped.length} skipped`,

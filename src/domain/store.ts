@@ -16,6 +16,11 @@ export const StoreNameSchema = z.enum(['primary', 'copy']);
 
 export const DigestSchema = z.string().regex(/^[0-9a-f]{64}$/, 'must be a SHA-256 digest of 64 hex digits');
 
+/** How a store backup found the chunks that changed since the target's previous one. */
+export const ChangedFrom = { Bitmap: 'bitmap', Digests: 'digests', Full: 'full' } as const;
+export type ChangedFrom = (typeof ChangedFrom)[keyof typeof ChangedFrom];
+export const ChangedFromSchema = z.enum(['bitmap', 'digests', 'full']);
+
 /**
  * One backup in the store: the volume's chunks in order, by digest. The last chunk may be short;
  * `sizeBytes` says where the volume ends. Written after every chunk it names is durable.
@@ -30,13 +35,21 @@ export const StoreIndexSchema = z.object({
   chunkSize: z.number().int().positive(),
   sizeBytes: z.number().int().min(0),
   /**
-   * SHA-256 of the whole volume when a reader computed one; null from the store's own ingest, which
-   * hashes each byte once, into its chunk's digest (the backup's checksum is `indexDigest`).
+   * SHA-256 of the whole volume: computed by an ingest that read every byte in order; null from an
+   * incremental that read only the changed chunks (its checksum is `indexDigest`, and a verify
+   * records the whole-volume one in the catalog; docs/adr/036).
    */
   sha256: DigestSchema.nullable(),
   /** The point in time the data represents (ISO). */
   dataTime: z.string(),
   chunks: z.array(DigestSchema),
+  /**
+   * The array's change-tracking generation (a dirty bitmap in its daemon) begun before this backup
+   * read a byte: the next backup reads only what it marks. Absent where the array keeps none.
+   */
+  changeTracking: z.string().min(1).optional(),
+  /** How this backup found its changed chunks (absent in indexes written before it was recorded). */
+  changedFrom: ChangedFromSchema.optional(),
 });
 export type StoreIndex = z.infer<typeof StoreIndexSchema>;
 
@@ -103,6 +116,17 @@ export const StoreBackupReportSchema = z.object({
   /** The target's previous backup in the store, and how many chunks differ from its index (all, without one). */
   previousBackupId: z.string().nullable(),
   changedChunks: z.number().int().min(0),
+  /**
+   * How the changed chunks were found: `bitmap` — the array's dirty bitmap named them and only they
+   * were read; `digests` — every chunk was read and compared by digest; `full` — no earlier backup.
+   */
+  changedFrom: ChangedFromSchema,
+  /** Why, in words: which bitmap, or why there was none (a daemon restart loses it). */
+  changeNote: z.string(),
+  /** Chunks read from the volume and hashed (0 when a retry found the backup already written). */
+  readChunks: z.number().int().min(0),
+  /** SHA-256 of the whole volume where the backup read all of it; null for a bitmap incremental. */
+  sha256: DigestSchema.nullable(),
 });
 export type StoreBackupReport = z.infer<typeof StoreBackupReportSchema>;
 

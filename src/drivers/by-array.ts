@@ -10,6 +10,7 @@ import { QsdDriver } from './qsd/driver';
 import { InvalidInputError, NotFoundError } from '../domain/errors';
 import type {
   ArrayFunctions,
+  ChangeTracking,
   PairInfo,
   RestoreVolumes,
   SnapshotInfo,
@@ -65,6 +66,11 @@ export class ByArrayDrivers implements StorageDriver, ArrayFunctions, VolumeImag
         `no copy device reads the lab array ${ref.site}/${ref.array} through this dispatcher; give it the lab's images`,
       );
     return this.lab.images.imageFile(ref, readPath);
+  }
+
+  /** A qsd array's dirty bitmaps; the lab's arrays keep none (their store backups compare digests). */
+  changeTracking(ref: VolumeRef): ChangeTracking | undefined {
+    return this.driverOf(ref.site, ref.array) === ArrayDriver.qsd ? this.qsd : undefined;
   }
 
   async allocateVolume(ref: VolumeRef, sizeBytes: number, job: string): Promise<{ file: string }> {

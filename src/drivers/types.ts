@@ -101,6 +101,34 @@ export interface VolumeImages {
    * snapshot of the volume. InvalidInputError for any other path; NotFoundError for an unknown volume.
    */
   imageFile(ref: VolumeRef, readPath?: string): Promise<{ file: string; sizeBytes: number }>;
+  /** The engine's change tracking of the volume, where it keeps one (a qsd array's dirty bitmaps); undefined elsewhere. */
+  changeTracking?(ref: VolumeRef): ChangeTracking | undefined;
+}
+
+/** What starting a new change-tracking generation found. */
+export interface TrackingStart {
+  /** The generation begun now: name it as `since` at the next backup. */
+  generation: string;
+  /** Byte ranges written since `since` began; undefined when they cannot be known (see `reason`). */
+  changed?: { offset: number; length: number }[];
+  /** Which bitmaps were read, or why none could be. */
+  reason: string;
+}
+
+/**
+ * Changed-block tracking an array keeps for a volume between store backups, under a key (the
+ * store's target): generations of dirty bitmaps, each begun as the previous one is frozen, so a
+ * backup reads only what was written since the generation its previous backup began, and a crash
+ * before its index is durable loses no change (docs/adr/036).
+ */
+export interface ChangeTracking {
+  /**
+   * Freezes the key's current generation and begins a new one, atomically, and returns what every
+   * generation from `since` on marks; `changed` is undefined when `since` is undefined or gone.
+   */
+  beginTracking(ref: VolumeRef, key: string, since: string | undefined): Promise<TrackingStart>;
+  /** Drops the key's generations older than `keep`, once the backup that began `keep` is durable. */
+  endTracking(ref: VolumeRef, key: string, keep: string): Promise<void>;
 }
 
 /**

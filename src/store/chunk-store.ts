@@ -14,7 +14,7 @@ import { sha256Hex } from '../datamover/sha256';
 import { ChecksumMismatchError, NotFoundError } from '../domain/errors';
 import { parseWith } from '../domain/validate';
 import { StoreIndexSchema, type StoreIndex } from '../domain/store';
-import { decodeChunk, encodeChunk } from './chunk-codec';
+import { decodeChunk, encodeChunk, encodeChunkAsync } from './chunk-codec';
 
 /** What writing a chunk did: nothing (the store held it: its time is refreshed) or a new file of `storedBytes`. */
 export interface PutResult {
@@ -35,6 +35,9 @@ export interface GcResult {
   cutoff: string;
 }
 
+/** The directories with entries not yet durable, by store root (see ChunkStore.flushDirs). */
+const UNSYNCED_DIRS = new Map<string, Map<string, number>>();
+
 export class ChunkStore {
   constructor(readonly root: string) {}
 
@@ -50,8 +53,10 @@ export class ChunkStore {
   /**
    * Writes a chunk unless the store holds it already: then only its time is refreshed, which is
    * what keeps it from a garbage collection running meanwhile (see gc). Never writes a chunk twice.
+   * With `batch`, the chunk is compressed off the main thread and its file's data made durable, but
+   * its directory entry only at the next {@link flushDirs} — which {@link writeIndex} runs first.
    */
-  async put(digest: string, raw: Buffer): Promise<PutResult> {
+  async put(digest: string, raw: Buffer, opts: { batch?: boolean } = {}): Promise<PutResult> {
     // The same chunk being written by another backup of this process: wait for it, write nothing.
     const pending = this.writing.get(digest);
     if (pending) {
@@ -61,8 +66,13 @@ export class ChunkStore {
     // Registered before the first await, so a second put of the same chunk always finds it.
     const write = (async (): Promise<PutResult> => {
       if (await this.touch(digest)) return { written: false, storedBytes: 0 };
-      const encoded = encodeChunk(raw);
-      await writeAtomic(this.chunkPath(digest), encoded);
+      if (!opts.batch) {
+        const encoded = encodeChunk(raw);
+        await writeAtomic(this.chunkPath(digest), encoded);
+        return { written: true, storedBytes: encoded.length };
+      }
+      const encoded = await encodeChunkAsync(raw);
+      await this.writeBatched(this.chunkPath(digest), encoded);
       return { written: true, storedBytes: encoded.length };
     })();
     this.writing.set(digest, write);
@@ -75,6 +85,67 @@ export class ChunkStore {
 
   /** Chunks being written now by this process, so two backups sharing a new chunk write it once. */
   private readonly writing = new Map<string, Promise<PutResult>>();
+
+  /**
+   * Directories that gained an entry (a chunk, a subdirectory) not yet made durable, each with a
+   * counter bumped before and after every rename into it: {@link flushDirs} forgets a directory
+   * only when no rename touched it while its fsync ran, so no entry is ever taken as durable early.
+   */
+  private get unsyncedDirs(): Map<string, number> {
+    // Per store directory, not per object: another ChunkStore of this process over the same root
+    // (a drill's, a report's) that writes an index must sync what this one renamed, too.
+    const root = path.resolve(this.root);
+    let dirs = UNSYNCED_DIRS.get(root);
+    if (!dirs) UNSYNCED_DIRS.set(root, (dirs = new Map()));
+    return dirs;
+  }
+
+  private markUnsynced(dir: string): void {
+    this.unsyncedDirs.set(dir, (this.unsyncedDirs.get(dir) ?? 0) + 1);
+  }
+
+  /**
+   * A chunk file written whole — temporary file, data fsync, rename — whose directory entry is made
+   * durable later, once for many chunks, by {@link flushDirs}.
+   */
+  private async writeBatched(file: string, data: Buffer): Promise<void> {
+    const dir = path.dirname(file);
+    const made = await mkdir(dir, { recursive: true });
+    // New directories are entries of their parents, durable only with them.
+    for (let d = dir; made !== undefined; d = path.dirname(d)) {
+      this.markUnsynced(path.dirname(d));
+      if (d === made || d === path.dirname(d)) break;
+    }
+    const tmp = path.join(dir, `.tmp-${path.basename(file)}-${randomBytes(4).toString('hex')}`);
+    const fh = await open(tmp, 'w');
+    try {
+      await fh.writeFile(data);
+      await fh.datasync();
+    } finally {
+      await fh.close();
+    }
+    this.markUnsynced(dir);
+    await rename(tmp, file);
+    this.markUnsynced(dir);
+  }
+
+  /**
+   * Makes every directory entry a batched {@link put} created durable (one fsync per directory, a
+   * few at a time); returns how many directories were synced.
+   */
+  async flushDirs(): Promise<number> {
+    const pending = [...this.unsyncedDirs.entries()];
+    let next = 0;
+    const lane = async () => {
+      while (next < pending.length) {
+        const [dir, seen] = pending[next++]!;
+        await syncDir(dir);
+        if (this.unsyncedDirs.get(dir) === seen) this.unsyncedDirs.delete(dir);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(8, pending.length) }, lane));
+    return pending.length;
+  }
 
   /** Writes a chunk exactly as another store holds it on disk (sync), after checking it decodes to its digest. */
   async putEncoded(digest: string, encoded: Buffer): Promise<PutResult> {
@@ -136,6 +207,9 @@ export class ChunkStore {
   /** Writes a backup's index, atomically: only after every chunk it names is in the store. */
   async writeIndex(index: StoreIndex): Promise<void> {
     const checked = parseWith(StoreIndexSchema, index, 'store index');
+    // Every chunk renamed into place so far, by this backup or another of this process, becomes
+    // durable before an index can name it.
+    await this.flushDirs();
     const missing = checked.chunks.filter((d) => !this.has(d));
     if (missing.length > 0)
       throw new NotFoundError(
@@ -318,6 +392,11 @@ export async function writeAtomic(file: string, data: Buffer): Promise<void> {
     await fh.close();
   }
   await rename(tmp, file);
+  await syncDir(dir);
+}
+
+/** fsync of a directory, which makes the entries renamed into it durable (where the file system allows it). */
+async function syncDir(dir: string): Promise<void> {
   const d = await open(dir, 'r');
   try {
     await d.sync().catch(() => undefined);

@@ -87,6 +87,10 @@ describe('the deduplicated store', () => {
       previousBackupId: null,
     });
     expect(second).toMatchObject({ chunks: 32, newChunks: 4, changedChunks: 4, previousBackupId: first.backupId });
+    // A lab array keeps no dirty bitmap: every chunk is read, so the whole volume's SHA-256 comes with it.
+    expect(first).toMatchObject({ changedFrom: 'full', readChunks: 32, sha256: rounds[0]!.sha256 });
+    expect(second).toMatchObject({ changedFrom: 'digests', readChunks: 32, sha256: rounds[1]!.sha256 });
+    expect(second.changeNote).toMatch(/keeps no dirty bitmap/);
     expect((await store().usage()).chunks).toBe(36);
 
     const catalog = new Catalog(lab.paths.catalog);
@@ -94,6 +98,7 @@ describe('the deduplicated store', () => {
       expect(catalog.piecesOf(second.backupId)).toMatchObject([
         { library: 'store', tape: 'primary', sizeBytes: 2 * MiB },
       ]);
+      expect(catalog.backup(second.backupId).sha256).toBe(rounds[1]!.sha256);
       expect(catalog.storeBackup(second.backupId)).toMatchObject({
         chunks: 32,
         newChunks: 4,

@@ -18,7 +18,7 @@ import {
   NotFoundError,
 } from '../../domain/errors';
 import type { StorageArray } from '../../domain/inventory';
-import type { PairInfo, SnapshotInfo } from '../types';
+import type { PairInfo, SnapshotInfo, TrackingStart } from '../types';
 import { mountsUnder, unmountIfMounted } from './mounts';
 import { QmpClient, QmpCommandError, type QmpEvent } from './qmp';
 import {
@@ -39,6 +39,29 @@ const run = promisify(execFile);
 export const SPLIT_GRANULARITY = 64 * 1024;
 /** The bitmap that tracks a split pair's primary. */
 export const SPLIT_BITMAP = 'kura-split';
+/** The store's change-tracking bitmaps: `kura-store-<target>-<generation>` (see beginTracking). */
+export const STORE_BITMAP = 'kura-store-';
+/** Granularity of the store's bitmaps: far below a chunk, so a small write marks one chunk. */
+const STORE_GRANULARITY = 64 * 1024;
+
+/**
+ * The name prefix of a store target's bitmaps: the target as it is where it is plain, a hash of it
+ * where it holds anything but letters, digits, `_`, `-` and `/` (which becomes `.`).
+ */
+export function storeBitmapPrefix(target: string): string {
+  const plain = /^[A-Za-z0-9_/-]{1,64}$/.test(target)
+    ? target.replaceAll('/', '.')
+    : `_${createHash('sha256').update(target).digest('hex').slice(0, 24)}`;
+  return `${STORE_BITMAP}${plain}-`;
+}
+
+/** The generation (creation time, ms) of a store bitmap of `prefix`, or undefined when it is not one. */
+function parseGeneration(name: string, prefix: string): number | undefined {
+  if (!name.startsWith(prefix)) return undefined;
+  const rest = name.slice(prefix.length);
+  return /^[0-9a-z]{1,12}$/.test(rest) ? parseInt(rest, 36) : undefined;
+}
+
 /** Resync rounds before giving up on catching a primary that never stops changing (then a full copy). */
 const RESYNC_ROUNDS = 8;
 const JOB_TIMEOUT_MS = 30_000;
@@ -81,7 +104,7 @@ interface JobInfo {
 interface NodeInfo {
   'node-name': string;
   drv: string;
-  'dirty-bitmaps'?: { name?: string; count: number }[];
+  'dirty-bitmaps'?: { name?: string; count: number; recording?: boolean }[];
 }
 
 /** One QMP session with the array's state loaded; `save` writes the state durably. */
@@ -541,6 +564,82 @@ export class QsdArray {
     );
   }
 
+  // ---------------------------------------------------------------- change tracking for the store
+
+  /**
+   * Begins a new generation of the store's dirty bitmap of `key` on the volume, in one transaction
+   * with freezing (disabling) the current one, so every write lands in exactly one generation; and
+   * reads through a short-lived NBD export what every generation from `since` on marks. The bitmaps
+   * live in the daemon's memory: after a restart `since` is gone, and `changed` is undefined.
+   */
+  async beginTracking(volume: string, key: string, since: string | undefined): Promise<TrackingStart> {
+    this.volume(volume);
+    return this.session(async (s) => {
+      const node = ids.primary(volume);
+      const prefix = storeBitmapPrefix(key);
+      const have = await this.trackingBitmaps(s.qmp, volume, prefix);
+      const gen = Math.max(Date.now(), (have.at(-1)?.gen ?? 0) + 1);
+      const generation = `${prefix}${gen.toString(36)}`;
+      await s.qmp.execute('transaction', {
+        actions: [
+          { type: 'block-dirty-bitmap-add', data: { node, name: generation, granularity: STORE_GRANULARITY } },
+          ...have
+            .filter((b) => b.recording)
+            .map((b) => ({ type: 'block-dirty-bitmap-disable', data: { node, name: b.name } })),
+        ],
+      });
+      if (since === undefined)
+        return { generation, reason: `no earlier backup began a dirty bitmap of ${this.device}/${volume}` };
+      const base = have.find((b) => b.name === since);
+      const sinceGen = parseGeneration(since, prefix);
+      if (!base || sinceGen === undefined)
+        return {
+          generation,
+          reason: `the dirty bitmap ${since} of ${this.device}/${volume} is gone (its daemon restarted since the previous backup)`,
+        };
+      // Every generation from the base on, frozen now: together they mark every write since it began.
+      const read = have.filter((b) => b.gen >= sinceGen);
+      const changed: { offset: number; length: number }[] = [];
+      for (const b of read) changed.push(...(await this.dirtyExtents(s.qmp, volume, b.name)));
+      return {
+        generation,
+        changed,
+        reason: `dirty bitmap${read.length > 1 ? 's' : ''} ${read.map((b) => b.name).join(', ')} of ${this.device}/${volume}`,
+      };
+    });
+  }
+
+  /**
+   * Drops the generations of `key` older than `keep`: called once the backup that began `keep` has
+   * its index durable, so a crash before then leaves every change marked. Idempotent.
+   */
+  async endTracking(volume: string, key: string, keep: string): Promise<void> {
+    this.volume(volume);
+    const prefix = storeBitmapPrefix(key);
+    const keepGen = parseGeneration(keep, prefix);
+    if (keepGen === undefined)
+      throw new InvalidInputError(`${keep} is not a store bitmap of ${key} (${prefix}<generation>)`);
+    await this.session(async (s) => {
+      for (const b of await this.trackingBitmaps(s.qmp, volume, prefix))
+        if (b.gen < keepGen) await this.removeBitmap(s.qmp, volume, b.name);
+    });
+  }
+
+  /** The store's bitmaps of one key on the volume, oldest generation first. */
+  private async trackingBitmaps(
+    qmp: QmpClient,
+    volume: string,
+    prefix: string,
+  ): Promise<{ name: string; gen: number; recording: boolean }[]> {
+    const node = (await this.nodes(qmp)).find((n) => n['node-name'] === ids.primary(volume));
+    const out: { name: string; gen: number; recording: boolean }[] = [];
+    for (const b of node?.['dirty-bitmaps'] ?? []) {
+      const gen = b.name === undefined ? undefined : parseGeneration(b.name, prefix);
+      if (gen !== undefined) out.push({ name: b.name!, gen, recording: b.recording !== false });
+    }
+    return out.sort((a, b) => a.gen - b.gen);
+  }
+
   // ---------------------------------------------------------------- hosts
 
   /**
@@ -766,8 +865,10 @@ export class QsdArray {
       const volume = this.servedVolumes(state).find((v) => ids.primary(v.id) === n['node-name'])?.id;
       if (volume === undefined) continue;
       const keep = state.pairs[volume]?.phase === 'split' ? SPLIT_BITMAP : undefined;
+      // The store's change tracking keeps its bitmaps between calls too (beginTracking, endTracking).
       for (const b of n['dirty-bitmaps'] ?? [])
-        if (b.name?.startsWith('kura-') && b.name !== keep) await this.removeBitmap(qmp, volume, b.name);
+        if (b.name?.startsWith('kura-') && !b.name.startsWith(STORE_BITMAP) && b.name !== keep)
+          await this.removeBitmap(qmp, volume, b.name);
     }
     const exports = await qmp.execute<{ id: string; 'node-name': string }[]>('query-block-exports');
     for (const e of exports) {

@@ -11,6 +11,8 @@ import { ArrayDriver } from '../../domain/array-engine';
 import { LabStorage } from '../lab/storage';
 import type {
   ArrayFunctions,
+  ChangeTracking,
+  TrackingStart,
   PairInfo,
   RestoreVolumes,
   SnapshotInfo,
@@ -23,7 +25,7 @@ import { QsdArray } from './array';
 import { qsdArrayPaths } from './supervisor';
 
 /** StorageDriver, ArrayFunctions, VolumeImages and RestoreVolumes over the `driver: qsd` arrays of one configuration. */
-export class QsdDriver implements StorageDriver, ArrayFunctions, VolumeImages, RestoreVolumes {
+export class QsdDriver implements StorageDriver, ArrayFunctions, VolumeImages, RestoreVolumes, ChangeTracking {
   private readonly arrays = new Map<string, QsdArray>();
   // LUN masks are the inventory's, whichever engine serves the volume.
   private readonly masks: LabStorage;
@@ -85,6 +87,16 @@ export class QsdDriver implements StorageDriver, ArrayFunctions, VolumeImages, R
 
   async imageFile(ref: VolumeRef, readPath?: string): Promise<{ file: string; sizeBytes: number }> {
     return this.array(ref.site, ref.array).imageFile(ref.volume, readPath);
+  }
+
+  changeTracking(): ChangeTracking {
+    return this;
+  }
+  async beginTracking(ref: VolumeRef, key: string, since: string | undefined): Promise<TrackingStart> {
+    return this.array(ref.site, ref.array).beginTracking(ref.volume, key, since);
+  }
+  async endTracking(ref: VolumeRef, key: string, keep: string): Promise<void> {
+    return this.array(ref.site, ref.array).endTracking(ref.volume, key, keep);
   }
 
   async allocateVolume(ref: VolumeRef, sizeBytes: number, job: string): Promise<{ file: string }> {
