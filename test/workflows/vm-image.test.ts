@@ -10,6 +10,9 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '@temporalio/client';
+import { Worker } from '@temporalio/worker';
+import { historyFromJSON } from '@temporalio/common/lib/proto-utils';
+import { kuraDataConverter } from '../../src/codec/data-converter';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { Catalog } from '../../src/catalog/store';
 import { loadConfig } from '../../src/config/load';
@@ -305,5 +308,35 @@ describe('whole-VM images at one instant', () => {
     }
     const events = state.events({ device: 'vm-101', event: 'vm-create' });
     expect(events).toMatchObject([{ detail: { host: 'host-02', from: 'vm-001' } }]);
+  });
+});
+
+describe('runs recorded before whole-VM images were consistent', () => {
+  const replay = async (file: string, workflowId: string) => {
+    const history = historyFromJSON(JSON.parse(readFileSync(path.join(__dirname, 'histories', file), 'utf8')));
+    const scheduled = (history.events ?? []).flatMap(
+      (e) => e.activityTaskScheduledEventAttributes?.activityType?.name ?? [],
+    );
+    await Worker.runReplayHistory(
+      { workflowBundle: { codePath: inject('workflowBundlePath') }, dataConverter: kuraDataConverter(lab.loaded) },
+      history,
+      workflowId,
+    );
+    return scheduled;
+  };
+
+  it('a vm class backup replays as it ran: the plan, then each volume read as it was', async () => {
+    expect(await replay('class-backup-vm-before-image.json', 'replay-class-backup-vm')).toEqual([
+      'planClassBackup',
+      'storeBackupVolume',
+      'storeBackupVolume',
+    ]);
+  });
+
+  it('a VM image restore replays as it ran: the restore from kura.yaml, then the wait until healthy', async () => {
+    expect(await replay('vm-image-restore-before-definition.json', 'replay-vm-image-restore')).toEqual([
+      'restoreVmImage',
+      'awaitHealthy',
+    ]);
   });
 });
