@@ -26,7 +26,17 @@ import { readBackup } from '../../src/store/read';
 import { startKuraWorkers, type KuraWorkers } from '../../src/worker';
 import type { ClassBackupReport, VmImageRestoreReport } from '../../src/workflows/store';
 import { inject } from 'vitest';
-import { connectKura, failureOf, makeLab, sha256, startWorkers, uniqueId, type TestLab } from '../support/harness';
+import {
+  cliJson,
+  connectKura,
+  failureOf,
+  makeLab,
+  runKura,
+  sha256,
+  startWorkers,
+  uniqueId,
+  type TestLab,
+} from '../support/harness';
 
 const MiB = 1024 * 1024;
 let lab: TestLab;
@@ -308,6 +318,28 @@ describe('whole-VM images at one instant', () => {
     }
     const events = state.events({ device: 'vm-101', event: 'vm-create' });
     expect(events).toMatchObject([{ detail: { host: 'host-02', from: 'vm-001' } }]);
+
+    // The same from the command line, as a person asks for it.
+    const cli = await runKura(lab, [
+      '--json',
+      'store',
+      'restore-vm',
+      'vm-001',
+      '--host',
+      'host-01',
+      '--as',
+      'vm-102',
+      '--at',
+      T1,
+    ]);
+    expect(cliJson(cli)).toMatchObject({
+      name: 'vm-102',
+      host: 'host-01',
+      dataTime: T1,
+      healthy: true,
+      definitionFrom: 'image',
+    });
+    expect(readPairedCounter(volumeFile('array-01/vm-102-data'))).toBe(image.data);
   });
 });
 
