@@ -591,9 +591,13 @@ export function createStoreActivities(deps: {
             note: null,
           };
         }
+        // An image with a definition reaches here only on a hypervisor driver that cannot recreate from one.
+        const why = image?.definitionBackupId
+          ? `the hypervisor driver recreates VMs only from ${loaded.file}, not from the definition the image of ${instant} holds`
+          : `the image of ${instant} holds no definition of ${r.vm} (taken before images kept one)`;
         if (name !== r.vm)
           throw new InvalidInputError(
-            `the image of ${r.vm} of ${instant} holds no definition of the VM (it was taken before images kept one), so it can only be recreated as ${r.vm} from ${loaded.file}; leave out the new name, or restore a newer image`,
+            `${why}, so ${r.vm} can only be recreated under its own name from ${loaded.file}; leave out the new name${image?.definitionBackupId ? '' : ', or restore a newer image'}`,
           );
         await hypervisor.rebuild(r.site, r.vm, r.host, built, req);
         return {
@@ -605,7 +609,7 @@ export function createStoreActivities(deps: {
           tookMs: Date.now() - t0,
           name,
           definitionFrom: 'kura.yaml' as const,
-          note: `the image of ${instant} holds no definition of ${r.vm} (taken before images kept one): recreated from ${r.vm}'s entry in ${loaded.file}`,
+          note: `${why}: recreated from ${r.vm}'s entry in ${loaded.file}`,
         };
       });
     },

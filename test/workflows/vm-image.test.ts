@@ -263,7 +263,7 @@ describe('whole-VM images at one instant', () => {
       })
       .catch((e: unknown) => e);
     expect(failureOf(err)).toMatchObject({ type: 'InvalidInput' });
-    expect(failureOf(err).message).toMatch(/holds no definition of the VM/);
+    expect(failureOf(err).message).toMatch(/holds no definition of vm-002 .*can only be recreated under its own name/);
   });
 
   it('recreates the VM from its image after kura.yaml lost it, under a new name on the chosen host, healthy', async () => {
