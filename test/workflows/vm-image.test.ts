@@ -170,6 +170,7 @@ describe('whole-VM images at one instant', () => {
         definitionBackupId: backupIdFor('vm-001/definition', T1),
         consistency: 'snapshot',
       });
+      console.log(`vm-001's guest was frozen ${image!.frozenMs} ms for the snapshots of its two volumes (1 + 2 MiB)`);
       expect(image!.frozenMs).toBeLessThan(10_000);
       // The definition is in the store, and hashes to what the catalog recorded.
       const index = await store().readIndex(image!.definitionBackupId!);
