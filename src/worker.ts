@@ -245,6 +245,7 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
               catalog,
               images: drivers.images,
               hypervisor: drivers.hypervisor,
+              arrays: drivers.arrays,
             }),
             ...createDrillActivities({ loaded, paths, catalog }),
             ...createReportActivities({ loaded, paths, catalog }),

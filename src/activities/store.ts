@@ -4,7 +4,7 @@
  * backup read back with fallback to the other store, verify, prune, garbage collection, and the
  * sync of the copy in another building. Each is idempotent and heartbeats its progress.
  */
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, readFile, rm } from 'node:fs/promises';
 import * as path from 'node:path';
 import { Context } from '@temporalio/activity';
 import { z } from 'zod';
@@ -13,7 +13,24 @@ import type { LoadedConfig } from '../config/load';
 import type { KuraPaths } from '../config/paths';
 import type { PieceRecord } from '../domain/catalog';
 import { ChangedFrom, STORE_LIBRARY, StoreName } from '../domain/store';
-import { ChecksumMismatchError, KuraError, NotFoundError } from '../domain/errors';
+import {
+  ChecksumMismatchError,
+  ImageInconsistentError,
+  InvalidInputError,
+  KuraError,
+  NoResourcesError,
+  NotFoundError,
+} from '../domain/errors';
+import { backupIdFor } from '../domain/catalog';
+import {
+  ImageConsistency,
+  VmDefinitionSchema,
+  definitionVolume,
+  imageSnapshotName,
+  type ImageConsistency as ImageConsistencyT,
+  type VmDefinition,
+} from '../domain/vm-image';
+import { sha256Hex } from '../datamover/sha256';
 import {
   DigestSchema,
   RetentionSchema,
@@ -24,7 +41,7 @@ import {
   type StoreName as StoreNameT,
 } from '../domain/store';
 import { parseWith } from '../domain/validate';
-import type { HypervisorDriver, ImageRef, VolumeImages } from '../drivers/types';
+import type { ArrayFunctions, HypervisorDriver, ImageRef, VolumeImages, VolumeRef } from '../drivers/types';
 import { sha256File } from '../datamover/files';
 import { newSha256 } from '../datamover/sha256';
 import { ChunkStore, writeAtomic, type GcResult } from '../store/chunk-store';
@@ -44,6 +61,11 @@ const BackupInput = z.object({
   backupId: z.string().min(1),
   job: z.string().min(1),
   dataTime: z.string().min(1),
+  /**
+   * Read the image from this file instead of the volume: a snapshot of it that the array's engine
+   * holds (a whole-VM image reads its two volumes from the snapshots of one instant).
+   */
+  readPath: z.string().min(1).optional(),
 });
 const ReadInput = z.object({
   backupId: z.string().min(1),
@@ -68,7 +90,68 @@ const VmRestoreInput = z.object({
   /** The instant of the image (its backups' data time); the newest whole image when omitted. */
   dataTime: z.string().min(1).optional(),
   request: z.string().min(1),
+  /** The name the VM is recreated under (its own when omitted); only an image with a definition can rename it. */
+  name: z.string().min(1).optional(),
 });
+const TakeImageInput = z.object({
+  site: z.string().min(1),
+  vm: z.string().min(1),
+  dataTime: z.string().min(1),
+  /** The longest the guest may stay frozen; it thaws by itself past it. */
+  maxFreezeMs: z.number().int().min(1),
+  /** How long the writes in flight get to drain before the freeze gives up. */
+  drainTimeoutMs: z.number().int().min(1).default(5_000),
+});
+const ImagePartSchema = z.object({
+  array: z.string().min(1),
+  volume: z.string().min(1),
+  /** The snapshot's file, or null when the volume itself is read while the guest is frozen. */
+  readPath: z.string().min(1).nullable(),
+});
+const HeldImageInput = z.object({
+  site: z.string().min(1),
+  vm: z.string().min(1),
+  consistency: z.enum(['snapshot', 'frozen']),
+  snapshot: z.string().min(1),
+  parts: z.object({ software: ImagePartSchema, data: ImagePartSchema }),
+  /** When the guest was frozen (ISO): a frozen read's freeze is measured up to the check. */
+  frozenAt: z.string().min(1).optional(),
+});
+const RecordImageInput = z.object({
+  site: z.string().min(1),
+  vm: z.string().min(1),
+  dataTime: z.string().min(1),
+  softwareBackupId: z.string().min(1),
+  dataBackupId: z.string().min(1),
+  consistency: z.enum(['snapshot', 'frozen']),
+  frozenMs: z.number().int().min(0),
+  definition: VmDefinitionSchema,
+});
+const DiscardImageInput = z.object({
+  site: z.string().min(1),
+  vm: z.string().min(1),
+  dataTime: z.string().min(1),
+  backupIds: z.array(z.string().min(1)),
+});
+
+/** A whole-VM image held at one instant: how, where each volume is read from, and the VM's definition. */
+export interface HeldVmImage {
+  site: string;
+  vm: string;
+  consistency: ImageConsistencyT;
+  snapshot: string;
+  parts: { software: z.infer<typeof ImagePartSchema>; data: z.infer<typeof ImagePartSchema> };
+  definition: VmDefinition;
+  frozenAt: string;
+  /** When the guest was thawed (snapshot), or null while it stays frozen for the read. */
+  thawedAt: string | null;
+  frozenMs: number;
+}
+
+/** The array and volume of a definition's volume. */
+function pick(v: { array: string; volume: string }): { array: string; volume: string } {
+  return { array: v.array, volume: v.volume };
+}
 
 /** Creates the store activities over one configuration's two stores and its catalog. */
 export function createStoreActivities(deps: {
@@ -77,8 +160,10 @@ export function createStoreActivities(deps: {
   catalog: Catalog;
   images: VolumeImages;
   hypervisor: HypervisorDriver;
+  /** The arrays' engines, for the snapshots of a whole-VM image; without them the guest stays frozen for the read. */
+  arrays?: ArrayFunctions;
 }) {
-  const { loaded, paths, catalog, images, hypervisor } = deps;
+  const { loaded, paths, catalog, images, hypervisor, arrays } = deps;
   const cfg = loaded.config.store;
   const roots = storeRoots(paths.home, cfg);
   const stores: Record<StoreNameT, ChunkStore> = {
@@ -88,6 +173,45 @@ export function createStoreActivities(deps: {
   const other = (s: StoreNameT): StoreNameT => (s === StoreName.Primary ? StoreName.Copy : StoreName.Primary);
 
   const lag = (maxLagMs: number = cfg.maxLag): Promise<StoreLag> => storeLag(stores.primary, stores.copy, maxLagMs);
+  /**
+   * A whole image's definition, read from the store with fallback to the copy and checked against
+   * the digest the catalog recorded.
+   */
+  const readDefinition = async (
+    backupId: string,
+    sha256: string | null,
+    fallbacks: StoreFallback[],
+  ): Promise<VmDefinition> => {
+    const file = path.join(paths.home, 'store', 'restored', `${encodeURIComponent(backupId)}.json`);
+    await mkdir(path.dirname(file), { recursive: true });
+    await rm(file, { force: true });
+    const read = await readBackup({
+      stores: [StoreName.Primary, StoreName.Copy].map((name) => ({ name, store: stores[name] })),
+      backupId,
+      destination: { path: file, offset: 0 },
+    });
+    fallbacks.push(...read.fallbacks);
+    const bytes = await readFile(file);
+    await rm(file, { force: true });
+    if (sha256 !== null && sha256Hex(bytes) !== sha256)
+      throw new ChecksumMismatchError(
+        `the VM definition ${backupId} in the store hashes to ${sha256Hex(bytes)}, not to the ${sha256} the catalog recorded; it was not used`,
+      );
+    return parseWith(VmDefinitionSchema, JSON.parse(bytes.toString('utf8')) as unknown, `VM definition ${backupId}`);
+  };
+  /** Deletes a snapshot of each volume (idempotent); returns how many there were. */
+  const dropSnapshots = async (refs: VolumeRef[], name: string): Promise<number> => {
+    if (!arrays) return 0;
+    let n = 0;
+    for (const ref of refs) {
+      const had = (await arrays.listSnapshots(ref.site, ref.array)).some(
+        (x) => x.volume === ref.volume && x.name === name,
+      );
+      await arrays.deleteSnapshot(ref, name);
+      if (had) n += 1;
+    }
+    return n;
+  };
 
   return {
     /**
@@ -99,7 +223,7 @@ export function createStoreActivities(deps: {
       return mapFailures(async () => {
         const r = parseWith(BackupInput, input, 'store backup');
         const ref = { site: r.site, array: r.array, volume: r.volume };
-        const { file, sizeBytes } = await images.imageFile(ref);
+        const { file, sizeBytes } = await images.imageFile(ref, ...(r.readPath === undefined ? [] : [r.readPath]));
         const startedAt = new Date().toISOString();
         catalog.beginBackup({
           backupId: r.backupId,
@@ -118,7 +242,9 @@ export function createStoreActivities(deps: {
           .listStoreBackups({ site: r.site, target: r.target })
           .find((b) => b.backupId !== r.backupId && b.dataTime < r.dataTime);
         const before = previous && (await stores.primary.readIndex(previous.backupId).catch(() => undefined));
-        const tracking = images.changeTracking?.(ref);
+        // A read from a snapshot is of an instant before a bitmap begun now: writes between the two
+        // would be in neither, so such a backup compares digests and leaves the bitmaps as they are.
+        const tracking = r.readPath === undefined ? images.changeTracking?.(ref) : undefined;
         let done: IngestResult & { changedFrom: ChangedFrom; changeNote: string };
         if (stores.primary.hasIndex(r.backupId)) {
           // A retry after the index was written: only the catalog row (and the bitmaps' rotation) is left.
@@ -143,7 +269,11 @@ export function createStoreActivities(deps: {
             ? `${marked.size} chunk(s) marked by ${start.reason}`
             : before
               ? `every chunk read and compared by digest with ${before.backupId}${
-                  start ? `: ${start.reason}` : ` (array ${r.array} keeps no dirty bitmap; only a qsd array does)`
+                  start
+                    ? `: ${start.reason}`
+                    : r.readPath !== undefined
+                      ? ' (read from the image snapshot, not the tracked volume)'
+                      : ` (array ${r.array} keeps no dirty bitmap; only a qsd array does)`
                 }`
               : 'no earlier backup of the target in the store: every chunk read';
           const ingested = await ingestFile({
@@ -332,6 +462,9 @@ export function createStoreActivities(deps: {
         const removed = backups.filter((b) => !keep.has(b.backupId)).map((b) => b.backupId);
         if (!r.dryRun)
           for (const id of removed) {
+            // A whole image is gone with either of its volumes; its definition goes with it.
+            for (const img of catalog.forgetVmImagesOf(id))
+              if (img.definitionBackupId !== null) await stores.primary.removeIndex(img.definitionBackupId);
             catalog.forgetStoreBackup(id);
             await stores.primary.removeIndex(id);
           }
@@ -453,6 +586,11 @@ export function createStoreActivities(deps: {
       dataTime: string;
       fallbacks: StoreFallback[];
       tookMs: number;
+      /** The name the VM runs under now. */
+      name: string;
+      /** Where the VM's definition came from: the image, or kura.yaml for an image taken without one. */
+      definitionFrom: 'image' | 'kura.yaml';
+      note: string | null;
     }> {
       return mapFailures(async () => {
         const r = parseWith(VmRestoreInput, input, 'VM image restore');
@@ -496,21 +634,232 @@ export function createStoreActivities(deps: {
           const sha256 = await sha256File(file);
           refs[part] = { imageId: b.backupId, kind: part, file, sizeBytes: b.sizeBytes, sha256 };
         }
-        await hypervisor.rebuild(
-          r.site,
-          r.vm,
-          r.host,
-          { software: refs.software!, data: refs.data! },
-          { request: r.request, rung: 'store-restore', incident: r.request },
-        );
+        const built = { software: refs.software!, data: refs.data! };
+        const req = { request: r.request, rung: 'store-restore', incident: r.request };
+        const image = catalog.vmImages(r.site, r.vm, instant)[0];
+        const name = r.name ?? r.vm;
+        if (image?.definitionBackupId && hypervisor.createFromDefinition) {
+          const definition = await readDefinition(image.definitionBackupId, image.definitionSha256, fallbacks);
+          await hypervisor.createFromDefinition.call(hypervisor, definition, { name, host: r.host }, built, req);
+          return {
+            software: built.software.imageId,
+            data: built.data.imageId,
+            host: r.host,
+            dataTime: instant,
+            fallbacks,
+            tookMs: Date.now() - t0,
+            name,
+            definitionFrom: 'image' as const,
+            note: null,
+          };
+        }
+        // An image with a definition reaches here only on a hypervisor driver that cannot recreate from one.
+        const why = image?.definitionBackupId
+          ? `the hypervisor driver recreates VMs only from ${loaded.file}, not from the definition the image of ${instant} holds`
+          : `the image of ${instant} holds no definition of ${r.vm} (taken before images kept one)`;
+        if (name !== r.vm)
+          throw new InvalidInputError(
+            `${why}, so ${r.vm} can only be recreated under its own name from ${loaded.file}; leave out the new name${image?.definitionBackupId ? '' : ', or restore a newer image'}`,
+          );
+        await hypervisor.rebuild(r.site, r.vm, r.host, built, req);
         return {
-          software: refs.software!.imageId,
-          data: refs.data!.imageId,
+          software: built.software.imageId,
+          data: built.data.imageId,
           host: r.host,
           dataTime: instant,
           fallbacks,
           tookMs: Date.now() - t0,
+          name,
+          definitionFrom: 'kura.yaml' as const,
+          note: `${why}: recreated from ${r.vm}'s entry in ${loaded.file}`,
         };
+      });
+    },
+
+    /**
+     * Holds a VM's whole image at one instant (seed 000): the guest frozen (writes in flight drained,
+     * a bounded freeze), the VM's definition read, a snapshot of both volumes taken by the arrays'
+     * engines, and the guest thawed — the freeze lasts only as long as the snapshots. When an array
+     * cannot hold a snapshot (no room in its free pool), the snapshots taken are deleted and the
+     * guest stays frozen, within its bound, for the read. Any other failure thaws the guest and
+     * deletes what was taken. A retry starts afresh: snapshots of an earlier attempt may be of
+     * another instant than each other, so they are deleted first.
+     */
+    async takeVmImage(input: z.input<typeof TakeImageInput>): Promise<HeldVmImage> {
+      return mapFailures(async () => {
+        const r = parseWith(TakeImageInput, input, 'whole-VM image');
+        const { freezeGuest, thawGuest, describeDefinition } = hypervisor;
+        if (!freezeGuest || !thawGuest || !describeDefinition)
+          throw new InvalidInputError(
+            `the hypervisor driver of site ${r.site} cannot freeze a guest or describe a VM, so ${r.vm}'s two volumes cannot be taken at one instant; use the lab or add a guest agent to the driver`,
+          );
+        const definition = await describeDefinition.call(hypervisor, r.site, r.vm);
+        const snapshot = imageSnapshotName(r.dataTime);
+        const refs = {
+          software: { site: r.site, ...pick(definitionVolume(definition, 'software')) },
+          data: { site: r.site, ...pick(definitionVolume(definition, 'data')) },
+        };
+        await dropSnapshots([refs.software, refs.data], snapshot);
+        const frozen = await freezeGuest.call(hypervisor, r.site, r.vm, {
+          maxFreezeMs: r.maxFreezeMs,
+          drainTimeoutMs: Math.min(r.drainTimeoutMs, r.maxFreezeMs),
+        });
+        const taken: VolumeRef[] = [];
+        const readPaths: Partial<Record<'software' | 'data', string>> = {};
+        let consistency: ImageConsistencyT = ImageConsistency.Snapshot;
+        try {
+          for (const part of ['software', 'data'] as const) {
+            if (!arrays) {
+              consistency = ImageConsistency.Frozen;
+              break;
+            }
+            try {
+              readPaths[part] = (await arrays.createSnapshot(refs[part], snapshot)).readPath;
+              taken.push(refs[part]);
+            } catch (err) {
+              if (!(err instanceof NoResourcesError)) throw err;
+              consistency = ImageConsistency.Frozen;
+              break;
+            }
+          }
+        } catch (err) {
+          await dropSnapshots(taken, snapshot);
+          await thawGuest.call(hypervisor, r.site, r.vm);
+          throw err;
+        }
+        let thawedAt: string | null = null;
+        if (consistency === ImageConsistency.Snapshot) {
+          await thawGuest.call(hypervisor, r.site, r.vm);
+          thawedAt = new Date().toISOString();
+        } else {
+          await dropSnapshots(taken, snapshot);
+        }
+        const part = (p: 'software' | 'data') => ({
+          array: refs[p].array,
+          volume: refs[p].volume,
+          readPath: consistency === ImageConsistency.Snapshot ? (readPaths[p] ?? null) : null,
+        });
+        return {
+          site: r.site,
+          vm: r.vm,
+          consistency,
+          snapshot,
+          parts: { software: part('software'), data: part('data') },
+          definition,
+          frozenAt: frozen.frozenAt,
+          thawedAt,
+          frozenMs: thawedAt === null ? 0 : Date.parse(thawedAt) - Date.parse(frozen.frozenAt),
+        };
+      });
+    },
+
+    /**
+     * Checks, after both volumes were read, that the image still holds its instant: the snapshots are
+     * still there, or the guest is still frozen (its bound not passed). ImageInconsistent otherwise.
+     */
+    async checkVmImageHeld(input: z.input<typeof HeldImageInput>): Promise<{ heldMs: number | null }> {
+      return mapFailures(async () => {
+        const r = parseWith(HeldImageInput, input, 'whole-VM image check');
+        if (r.consistency === ImageConsistency.Frozen) {
+          if (!(await hypervisor.guestFrozen?.call(hypervisor, r.site, r.vm)))
+            throw new ImageInconsistentError(
+              `the guest of ${r.vm} thawed (its freeze ran past its bound) before both volumes were read, so they may be of two instants; the image was not kept — give the array room for snapshots (freePool) or raise maxFreezeMs`,
+              { vm: r.vm },
+            );
+          return { heldMs: r.frozenAt === undefined ? null : Math.max(0, Date.now() - Date.parse(r.frozenAt)) };
+        }
+        for (const part of ['software', 'data'] as const) {
+          const p = r.parts[part];
+          const snaps = (await arrays?.listSnapshots(r.site, p.array)) ?? [];
+          if (!snaps.some((x) => x.volume === p.volume && x.name === r.snapshot))
+            throw new ImageInconsistentError(
+              `snapshot ${r.snapshot} of ${r.vm}'s ${part} volume ${p.array}/${p.volume} went before the image was read; the image was not kept — back the VM up again`,
+              { vm: r.vm },
+            );
+        }
+        return { heldMs: null };
+      });
+    },
+
+    /**
+     * Releases what holds a VM's image: the guest thawed and the snapshots of both volumes deleted.
+     * Idempotent; the workflow runs it whatever happened, so nothing is left held.
+     */
+    async releaseVmImage(
+      input: z.input<typeof HeldImageInput>,
+    ): Promise<{ wasFrozen: boolean; snapshotsDeleted: number }> {
+      return mapFailures(async () => {
+        const r = parseWith(HeldImageInput, input, 'whole-VM image release');
+        const wasFrozen = (await hypervisor.thawGuest?.call(hypervisor, r.site, r.vm))?.wasFrozen ?? false;
+        const refs = (['software', 'data'] as const).map((p) => ({
+          site: r.site,
+          array: r.parts[p].array,
+          volume: r.parts[p].volume,
+        }));
+        const snapshotsDeleted = await dropSnapshots(refs, r.snapshot);
+        return { wasFrozen, snapshotsDeleted };
+      });
+    },
+
+    /**
+     * Keeps a whole-VM image: the VM's definition as a one-chunk backup in the first store (target
+     * `<vm>/definition`, so verify, sync and garbage collection treat it as any backup), and the
+     * catalog's row tying it to the two volume backups with the definition's digest. Idempotent.
+     */
+    async recordVmImage(
+      input: z.input<typeof RecordImageInput>,
+    ): Promise<{ definitionBackupId: string; definitionSha256: string }> {
+      return mapFailures(async () => {
+        const r = parseWith(RecordImageInput, input, 'whole-VM image record');
+        const bytes = Buffer.from(JSON.stringify(r.definition));
+        const digest = sha256Hex(bytes);
+        const definitionBackupId = backupIdFor(`${r.vm}/definition`, r.dataTime);
+        if (!stores.primary.hasIndex(definitionBackupId)) {
+          await stores.primary.put(digest, bytes);
+          await stores.primary.writeIndex({
+            kind: 'kura-store-index',
+            backupId: definitionBackupId,
+            target: `${r.vm}/definition`,
+            array: '',
+            volume: '',
+            chunkSize: Math.max(bytes.length, 1),
+            sizeBytes: bytes.length,
+            sha256: digest,
+            dataTime: r.dataTime,
+            chunks: [digest],
+          });
+        }
+        catalog.recordVmImage({
+          site: r.site,
+          vm: r.vm,
+          dataTime: r.dataTime,
+          softwareBackupId: r.softwareBackupId,
+          dataBackupId: r.dataBackupId,
+          definitionBackupId,
+          definitionSha256: digest,
+          consistency: r.consistency,
+          frozenMs: r.frozenMs,
+          recordedAt: new Date().toISOString(),
+        });
+        return { definitionBackupId, definitionSha256: digest };
+      });
+    },
+
+    /**
+     * Undoes the volume backups of a whole image that could not be kept at one instant, so no half
+     * of it is offered as a backup: the catalog forgets each, then its index goes (its chunks at the
+     * next garbage collection). An image already recorded for that instant is left alone. Idempotent.
+     */
+    async discardVmImageBackups(input: z.input<typeof DiscardImageInput>): Promise<{ discarded: string[] }> {
+      return mapFailures(async () => {
+        const r = parseWith(DiscardImageInput, input, 'whole-VM image discard');
+        if (catalog.vmImages(r.site, r.vm, r.dataTime).length > 0) return { discarded: [] };
+        const discarded: string[] = [];
+        for (const id of r.backupIds) {
+          catalog.forgetStoreBackup(id);
+          if (await stores.primary.removeIndex(id)) discarded.push(id);
+        }
+        return { discarded };
       });
     },
 

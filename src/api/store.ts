@@ -9,7 +9,15 @@ import type { Workflow } from '@temporalio/common';
 import type { LoadedConfig } from '../config/load';
 import { ClassName, type ClassName as ClassNameT } from '../domain/classes';
 import type { Retention } from '../domain/store';
-import type { classBackup, storeBackup, storeGc, storePrune, storeSync, storeVerify } from '../workflows/store';
+import type {
+  classBackup,
+  storeBackup,
+  storeGc,
+  storePrune,
+  storeSync,
+  storeVerify,
+  vmImageRestore,
+} from '../workflows/store';
 import { storeScheduleId, storeWorkflowId } from './workflow-ids';
 
 /** What applying the store's schedules changed, by schedule id. */
@@ -57,6 +65,20 @@ export class KuraStore {
   /** Backs every volume of one target class up into the store. */
   backupClass(className: ClassNameT): Promise<WorkflowHandle<typeof classBackup>> {
     return this.start('classBackup', 'class', className, { className });
+  }
+
+  /**
+   * Recreates a VM from its whole image on a chosen host (under a new name if asked) and waits until
+   * it reports healthy; the newest whole image unless `dataTime` names one.
+   */
+  restoreVm(input: {
+    site: string;
+    vm: string;
+    host: string;
+    name?: string;
+    dataTime?: string;
+  }): Promise<WorkflowHandle<typeof vmImageRestore>> {
+    return this.start('vmImageRestore', 'vm-restore', input.vm, input);
   }
 
   verify(backupIds: string[], store: 'primary' | 'copy' = 'primary'): Promise<WorkflowHandle<typeof storeVerify>> {

@@ -134,4 +134,22 @@ export const MIGRATIONS: readonly string[] = [
     max_lag_ms  INTEGER NOT NULL
   );
   `,
+  // 7: whole-VM images (seed 000; docs/adr/037): the two volume backups of one instant, the store
+  // backup holding the VM's definition with its digest, and how the instant was kept (a snapshot
+  // taken while the guest was frozen, or the guest frozen for the whole read).
+  `
+  CREATE TABLE vm_images (
+    site                  TEXT NOT NULL,
+    vm                    TEXT NOT NULL,
+    data_time             TEXT NOT NULL,
+    software_backup_id    TEXT NOT NULL,
+    data_backup_id        TEXT NOT NULL,
+    definition_backup_id  TEXT,
+    definition_sha256     TEXT,
+    consistency           TEXT NOT NULL CHECK (consistency IN ('snapshot', 'frozen')),
+    frozen_ms             INTEGER NOT NULL,
+    recorded_at           TEXT NOT NULL,
+    PRIMARY KEY (site, vm, data_time)
+  );
+  `,
 ];

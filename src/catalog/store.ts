@@ -20,6 +20,7 @@ import {
   type TapeCatalogEntry,
 } from '../domain/catalog';
 import { StoreBackupRecordSchema, type StoreBackupRecord } from '../domain/store';
+import { VmImageRecordSchema, type VmImageRecord } from '../domain/vm-image';
 import { openDatabase } from '../stack/sqlite';
 import { FeedEventSchema, NewEventSchema, type FeedEvent, type NewEvent } from '../domain/events';
 import { InvalidInputError, NotFoundError } from '../domain/errors';
@@ -364,6 +365,55 @@ export class Catalog {
         if (this.storeBackup(backupId) === undefined) return;
         for (const table of ['store_backups', 'pieces', 'streams', 'backup_modes', 'backups'])
           this.db.prepare(`DELETE FROM ${table} WHERE backup_id = ?`).run(backupId);
+      })
+      .immediate();
+  }
+
+  /** Records a whole-VM image (idempotent: a retried record of the same instant keeps the first). */
+  recordVmImage(rec: VmImageRecord): void {
+    const r = VmImageRecordSchema.parse(rec);
+    this.db
+      .prepare(
+        `INSERT INTO vm_images (site, vm, data_time, software_backup_id, data_backup_id, definition_backup_id,
+           definition_sha256, consistency, frozen_ms, recorded_at)
+         VALUES (@site, @vm, @dataTime, @softwareBackupId, @dataBackupId, @definitionBackupId, @definitionSha256,
+           @consistency, @frozenMs, @recordedAt)
+         ON CONFLICT (site, vm, data_time) DO NOTHING`,
+      )
+      .run(r);
+  }
+
+  /** A VM's whole images, newest first; with `dataTime`, only the image of that instant. */
+  vmImages(site: string, vm: string, dataTime?: string): VmImageRecord[] {
+    const rows = this.db
+      .prepare(
+        `SELECT site, vm, data_time AS dataTime, software_backup_id AS softwareBackupId, data_backup_id AS dataBackupId,
+                definition_backup_id AS definitionBackupId, definition_sha256 AS definitionSha256, consistency,
+                frozen_ms AS frozenMs, recorded_at AS recordedAt
+         FROM vm_images WHERE site = @site AND vm = @vm AND (@dataTime IS NULL OR data_time = @dataTime)
+         ORDER BY data_time DESC`,
+      )
+      .all({ site, vm, dataTime: dataTime ?? null });
+    return rows.map((r) => VmImageRecordSchema.parse(r));
+  }
+
+  /** Forgets the whole images that name a store backup (it was pruned); returns them. Idempotent. */
+  forgetVmImagesOf(backupId: string): VmImageRecord[] {
+    return this.db
+      .transaction(() => {
+        const rows = this.db
+          .prepare(
+            `SELECT site, vm, data_time AS dataTime, software_backup_id AS softwareBackupId, data_backup_id AS dataBackupId,
+                    definition_backup_id AS definitionBackupId, definition_sha256 AS definitionSha256, consistency,
+                    frozen_ms AS frozenMs, recorded_at AS recordedAt
+             FROM vm_images WHERE software_backup_id = @id OR data_backup_id = @id`,
+          )
+          .all({ id: backupId })
+          .map((r) => VmImageRecordSchema.parse(r));
+        this.db
+          .prepare(`DELETE FROM vm_images WHERE software_backup_id = @id OR data_backup_id = @id`)
+          .run({ id: backupId });
+        return rows;
       })
       .immediate();
   }

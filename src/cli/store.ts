@@ -116,6 +116,35 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
     });
 
   store
+    .command('restore-vm <vm>')
+    .description('recreate a VM from its whole image on a chosen host, start it and wait until it reports healthy')
+    .requiredOption('--host <name>', 'the host the VM is recreated on')
+    .option('--as <name>', "the name it is recreated under (needs an image that holds the VM's definition)")
+    .option('--at <time>', 'the instant of the image (its data time, ISO); the newest whole image when omitted')
+    .option('--site <name>', 'the site (default: the first in the configuration)')
+    .action(async (vm: string, o: { host: string; as?: string; at?: string; site?: string }) => {
+      const site = findSite(ctx.config().config, o.site).name;
+      const r = await (
+        await (
+          await connectStore()
+        ).restoreVm({
+          site,
+          vm,
+          host: o.host,
+          ...(o.as === undefined ? {} : { name: o.as }),
+          ...(o.at === undefined ? {} : { dataTime: o.at }),
+        })
+      ).result();
+      print(ctx, r, () =>
+        [
+          `${r.name} recreated on ${r.host} from the image of ${r.dataTime} (definition from ${r.definitionFrom}) and healthy in ${formatDuration(r.tookMs)}: ${r.health}`,
+          ...(r.note === null ? [] : [`note: ${r.note}`]),
+          ...r.fallbacks.map((f) => `chunk ${f.chunk} read from the ${f.from} store: ${f.reason}`),
+        ].join('\n'),
+      );
+    });
+
+  store
     .command('verify <backup...>')
     .description('re-hash every chunk the backups reference; a mismatch marks the backup bad')
     .option('--copy', 'verify in the copy in another building')

@@ -49,6 +49,11 @@ export const ErrorType = {
    * wrong kura.yaml): the worker refused it before touching any device.
    */
   WrongInstallation: 'WrongInstallation',
+  /**
+   * A whole-VM image could not be kept at one instant: the guest's freeze ran out (or its snapshot
+   * went) before both volumes were read. Nothing of it is kept; another attempt starts afresh.
+   */
+  ImageInconsistent: 'ImageInconsistent',
 } as const;
 export type ErrorType = (typeof ErrorType)[keyof typeof ErrorType];
 
@@ -68,6 +73,7 @@ export const NON_RETRYABLE_ERROR_TYPES: readonly ErrorType[] = [
   ErrorType.HookTimeout,
   ErrorType.KeyFileInvalid,
   ErrorType.WrongInstallation,
+  ErrorType.ImageInconsistent,
 ];
 
 /** A problem found while validating input, with the path to the offending value. */
@@ -167,6 +173,9 @@ export class NotWaitingError extends detailedError('NotWaitingError', ErrorType.
 
 /** An application hook did not answer within its timeout; the hook and the timeout are named. */
 export class HookTimeoutError extends detailedError('HookTimeoutError', ErrorType.HookTimeout) {}
+
+/** A whole-VM image lost its one instant before both volumes were read; the VM and the bound are named. */
+export class ImageInconsistentError extends detailedError('ImageInconsistentError', ErrorType.ImageInconsistent) {}
 
 /** A payload's key is not in the key file, or does not decrypt it; `details.keyId` names the key. */
 export class KeyUnavailableError extends KuraError {

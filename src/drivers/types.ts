@@ -4,6 +4,7 @@
  * Errors thrown are KuraError subclasses (DeviceFaultError, NotFoundError, TapeFullError, …).
  */
 import type { PieceHeader, TapeCatalogEntry } from '../domain/catalog';
+import type { VmDefinition } from '../domain/vm-image';
 
 export { PIECE_HEADER_BYTES, type PieceHeader } from '../domain/catalog';
 
@@ -394,6 +395,34 @@ export interface HypervisorDriver {
    * image, and starts it. NotFoundError for a host the site does not have.
    */
   rebuild(site: string, vm: string, host: string, images: RebuildImages, req: VmRequest): Promise<void>;
+
+  /**
+   * Freezes the guest's file systems (a guest agent's fsfreeze): writes in flight drain, no new one
+   * begins, until {@link thawGuest} or `maxFreezeMs` has passed — the guest thaws itself then, so a
+   * lost caller never leaves it frozen. DeviceFaultError (and thawed) when the writes do not drain
+   * within `drainTimeoutMs`. Drivers without a guest agent leave it out.
+   */
+  freezeGuest?(
+    site: string,
+    vm: string,
+    opts: { maxFreezeMs: number; drainTimeoutMs: number },
+  ): Promise<{ frozenAt: string; thawBy: string }>;
+  /** Thaws the guest's file systems; idempotent. Returns whether a freeze was still in force. */
+  thawGuest?(site: string, vm: string): Promise<{ wasFrozen: boolean }>;
+  /** Whether the guest is frozen now. */
+  guestFrozen?(site: string, vm: string): Promise<boolean>;
+  /** The VM's definition as this hypervisor would recreate it (name, host, size, volumes, health check). */
+  describeDefinition?(site: string, vm: string): Promise<VmDefinition>;
+  /**
+   * Recreates a VM from an image's definition (under `name`, on `host`) with its volumes built from
+   * the images, and starts it; kura.yaml need not name it. Carried out once per request.
+   */
+  createFromDefinition?(
+    definition: VmDefinition,
+    target: { name: string; host: string },
+    images: RebuildImages,
+    req: VmRequest,
+  ): Promise<{ softwareVolume: string; dataVolume: string }>;
 }
 
 /** An FC zone: the named ports (servers, arrays, libraries, copy devices, switches) that may see each other. */

@@ -123,6 +123,22 @@ const MIGRATIONS: readonly string[] = [
      file TEXT NOT NULL,
      PRIMARY KEY (site, array, volume, name)
    );`,
+  // 5: the guests' file-system freeze (the lab's stand-in for a guest agent's fsfreeze): a freeze in
+  // force until a bounded instant, and the guest writes in flight, which a freeze waits to drain;
+  // and the VMs the hypervisor recreated from an image's definition, which kura.yaml may not name.
+  `CREATE TABLE guest_freezes (
+     site TEXT NOT NULL,
+     vm TEXT NOT NULL,
+     frozen_until TEXT,
+     inflight INTEGER NOT NULL DEFAULT 0,
+     PRIMARY KEY (site, vm)
+   );
+   CREATE TABLE defined_vms (
+     site TEXT NOT NULL,
+     vm TEXT NOT NULL,
+     definition_json TEXT NOT NULL,
+     PRIMARY KEY (site, vm)
+   );`,
 ];
 
 /** A pair as the lab keeps it: the copy's progress, the chunks still to copy, each replica chunk's digest. */
@@ -556,8 +572,90 @@ export class LabState {
     );
   }
 
+  /**
+   * A guest write begins, unless the guest's file systems are frozen: then nothing is counted and
+   * false is returned (the writer waits, as a write to a frozen file system blocks). One immediate
+   * transaction, so a freeze and a write never both pass each other.
+   */
+  guestBeginWrite(site: string, vm: string, now = new Date()): boolean {
+    const begin = this.db.transaction((): boolean => {
+      if (this.frozenUntil(site, vm, now) !== null) return false;
+      this.db
+        .prepare(
+          `INSERT INTO guest_freezes (site, vm, frozen_until, inflight) VALUES (?, ?, NULL, 1)
+           ON CONFLICT (site, vm) DO UPDATE SET inflight = inflight + 1`,
+        )
+        .run(site, vm);
+      return true;
+    });
+    return begin.immediate();
+  }
+
+  /** A guest write that {@link guestBeginWrite} let through has ended. */
+  guestEndWrite(site: string, vm: string): void {
+    this.db.prepare('UPDATE guest_freezes SET inflight = MAX(inflight - 1, 0) WHERE site = ? AND vm = ?').run(site, vm);
+  }
+
+  /** Freezes the guest's file systems until `until` (no new write begins); returns the writes still in flight. */
+  guestFreeze(site: string, vm: string, until: Date): number {
+    const freeze = this.db.transaction((): number => {
+      this.db
+        .prepare(
+          `INSERT INTO guest_freezes (site, vm, frozen_until, inflight) VALUES (?, ?, ?, 0)
+           ON CONFLICT (site, vm) DO UPDATE SET frozen_until = excluded.frozen_until`,
+        )
+        .run(site, vm, until.toISOString());
+      return this.guestState(site, vm).inflight;
+    });
+    return freeze.immediate();
+  }
+
+  /** Thaws the guest; returns whether a freeze was still in force. */
+  guestThaw(site: string, vm: string, now = new Date()): boolean {
+    const thaw = this.db.transaction((): boolean => {
+      const was = this.frozenUntil(site, vm, now) !== null;
+      this.db.prepare('UPDATE guest_freezes SET frozen_until = NULL WHERE site = ? AND vm = ?').run(site, vm);
+      return was;
+    });
+    return thaw.immediate();
+  }
+
+  /** Whether the guest is frozen now (a freeze past its bound has thawed by itself), and its writes in flight. */
+  guestState(site: string, vm: string, now = new Date()): { frozenUntil: string | null; inflight: number } {
+    const row = this.db.prepare('SELECT inflight FROM guest_freezes WHERE site = ? AND vm = ?').get(site, vm) as
+      { inflight: unknown } | undefined;
+    return {
+      frozenUntil: this.frozenUntil(site, vm, now),
+      inflight: row === undefined ? 0 : this.checked(z.number().int(), row.inflight, `guest of ${site}/${vm}`),
+    };
+  }
+
+  /** The definition of a VM the hypervisor recreated from an image, or undefined. */
+  definedVm(site: string, vm: string): unknown {
+    const row = this.db.prepare('SELECT definition_json FROM defined_vms WHERE site = ? AND vm = ?').get(site, vm) as
+      { definition_json: string } | undefined;
+    return row === undefined ? undefined : (JSON.parse(row.definition_json) as unknown);
+  }
+
+  /** Records (replacing) the definition of a VM the hypervisor recreated. */
+  putDefinedVm(site: string, vm: string, definition: unknown): void {
+    this.db
+      .prepare(
+        `INSERT INTO defined_vms (site, vm, definition_json) VALUES (?, ?, ?)
+         ON CONFLICT (site, vm) DO UPDATE SET definition_json = excluded.definition_json`,
+      )
+      .run(site, vm, JSON.stringify(definition));
+  }
+
   close(): void {
     this.db.close();
+  }
+
+  private frozenUntil(site: string, vm: string, now: Date): string | null {
+    const row = this.db.prepare('SELECT frozen_until FROM guest_freezes WHERE site = ? AND vm = ?').get(site, vm) as
+      { frozen_until: unknown } | undefined;
+    const until = row === undefined ? null : this.checked(z.string().nullable(), row.frozen_until, `freeze of ${vm}`);
+    return until !== null && Date.parse(until) > now.getTime() ? until : null;
   }
 
   private toPair(r: PairRow): LabPair {

@@ -4,12 +4,14 @@
  * another building. Each is one activity that heartbeats (the work is per chunk, on one disk), run
  * under a meaningful id `store/<op>/…` so the same operation cannot run twice at once.
  */
-import { ApplicationFailure, workflowInfo } from '@temporalio/workflow';
+import { ActivityFailure, ApplicationFailure, CancellationScope, patched, workflowInfo } from '@temporalio/workflow';
 import { z } from 'zod';
 import { backupIdFor } from '../domain/catalog';
 import { ErrorType } from '../domain/errors';
 import { RetentionSchema, StoreBackupRequestSchema, StoreNameSchema, type StoreBackupReport } from '../domain/store';
-import { ClassNameSchema } from '../domain/classes';
+import { ClassName, ClassNameSchema, type ClassVolume } from '../domain/classes';
+import { imageSnapshotName } from '../domain/vm-image';
+import type { HeldVmImage } from '../activities/store';
 import { acceptInput } from './failures';
 import { storeActivities } from './store-proxies';
 import { controlActivities } from './proxies';
@@ -38,13 +40,25 @@ const ClassBackupRequestSchema = z.object({
   /** Volumes backed up at once. */
   concurrency: z.number().int().min(1).max(32).default(4),
   heartbeatMs: z.number().int().min(1000).default(60_000),
+  /** A VM's guest is frozen at most this long for its image (it thaws by itself past it). */
+  maxFreezeMs: z.number().int().min(1).default(10_000),
+  /** How long the guest's writes in flight get to drain before the freeze gives up. */
+  drainTimeoutMs: z.number().int().min(1).default(5_000),
 });
+
+/**
+ * From this patch on, a VM's two volumes are taken at one instant (docs/adr/037): the guest frozen
+ * around a snapshot of both, the image read from the snapshots, the VM's definition kept with it.
+ */
+export const VM_IMAGE_CONSISTENT_PATCH = 'vm-image-consistent';
 
 const VmImageRestoreRequestSchema = z.object({
   site: z.string().min(1),
   vm: z.string().min(1),
   /** The host the VM is recreated on. */
   host: z.string().min(1),
+  /** The name the VM is recreated under (its own when omitted); needs an image that holds its definition. */
+  name: z.string().min(1).optional(),
   /** The instant of the image; the newest whole image when omitted. */
   dataTime: z.string().optional(),
   /** How long the VM gets to report healthy once started, and how often it is asked. */
@@ -59,6 +73,11 @@ const VmImageRestoreRequestSchema = z.object({
 /** What a VM's restore from its whole image did, and whether it reports healthy. */
 export interface VmImageRestoreReport {
   vm: string;
+  /** The name it runs under now (`vm` unless the request renamed it). */
+  name: string;
+  /** Where its definition came from: the image, or kura.yaml for an image taken before images kept one. */
+  definitionFrom: 'image' | 'kura.yaml';
+  note: string | null;
   host: string;
   dataTime: string;
   software: string;
@@ -159,6 +178,29 @@ export async function classBackup(input: z.input<typeof ClassBackupRequestSchema
   const plan = await store.planClassBackup({ className: req.className, at: dataTime });
   const backups: ClassBackupReport['backups'] = [];
   const failed: string[] = [];
+  if (req.className === ClassName.Vm && patched(VM_IMAGE_CONSISTENT_PATCH)) {
+    const vms = byVm(plan.take);
+    let nextVm = 0;
+    const vmLane = async () => {
+      while (nextVm < vms.length) {
+        const v = vms[nextVm++]!;
+        try {
+          backups.push(...(await backUpVmImage(v, dataTime, workflowId, req)));
+        } catch (err) {
+          failed.push(`${v.vm}: ${causeMessage(err)}`);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(req.concurrency, vms.length) }, vmLane));
+    backups.sort((a, b) => (a.target < b.target ? -1 : 1));
+    if (failed.length > 0)
+      throw ApplicationFailure.nonRetryable(
+        `${failed.length} of ${vms.length} whole-VM image(s) of class ${req.className} failed: ${failed.join('; ')}`,
+        ErrorType.DeviceFault,
+        { backups, skipped: plan.skipped },
+      );
+    return { className: req.className, dataTime, backups, skipped: plan.skipped };
+  }
   let next = 0;
   const lane = async () => {
     while (next < plan.take.length) {
@@ -206,16 +248,22 @@ export async function vmImageRestore(
     vm: req.vm,
     host: req.host,
     ...(req.dataTime === undefined ? {} : { dataTime: req.dataTime }),
+    ...(req.name === undefined ? {} : { name: req.name }),
     request: workflowId,
   });
+  // Results of runs before images kept a definition carry no name: the VM kept its own.
+  const name = restored.name ?? req.vm;
   const health = await vmActivities({ activityHeartbeatMs: 30_000 }, req.healthTimeoutMs).awaitHealthy({
     site: req.site,
-    vm: req.vm,
+    vm: name,
     timeoutMs: req.healthTimeoutMs,
     everyMs: req.healthEveryMs,
   });
   const report: VmImageRestoreReport = {
     vm: req.vm,
+    name,
+    definitionFrom: restored.definitionFrom ?? 'kura.yaml',
+    note: restored.note ?? null,
     host: restored.host,
     dataTime: restored.dataTime,
     software: restored.software,
@@ -227,9 +275,127 @@ export async function vmImageRestore(
   };
   if (!health.healthy)
     throw ApplicationFailure.nonRetryable(
-      `${req.vm} was recreated on ${restored.host} from its image of ${restored.dataTime} but did not report healthy within ${req.healthTimeoutMs} ms (${health.detail}); look at it on the host, or restore an earlier image`,
+      `${name} was recreated on ${restored.host} from its image of ${restored.dataTime} but did not report healthy within ${req.healthTimeoutMs} ms (${health.detail}); look at it on the host, or restore an earlier image`,
       ErrorType.DeviceFault,
       report,
     );
   return report;
+}
+
+/** One VM of a class's plan with its software and data volume. */
+interface VmOfPlan {
+  vm: string;
+  site: string;
+  software: ClassVolume;
+  data: ClassVolume;
+}
+
+/** The plan's volumes grouped by VM (targets `<vm>/software` and `<vm>/data`), in plan order. */
+function byVm(take: ClassVolume[]): VmOfPlan[] {
+  const out: VmOfPlan[] = [];
+  for (const v of take) {
+    const slash = v.target.lastIndexOf('/');
+    const vm = v.target.slice(0, slash);
+    const part = v.target.slice(slash + 1);
+    let entry = out.find((x) => x.vm === vm && x.site === v.site);
+    if (!entry) {
+      entry = { vm, site: v.site, software: v, data: v };
+      out.push(entry);
+    }
+    if (part === 'software') entry.software = v;
+    else entry.data = v;
+  }
+  return out;
+}
+
+/** The message of an activity's failure, not the wrapper's "Activity task failed". */
+function causeMessage(err: unknown): string {
+  if (err instanceof ActivityFailure && err.cause) return err.cause.message;
+  return (err as Error).message;
+}
+
+/**
+ * A VM's whole image at one instant (docs/adr/037): hold it (guest frozen around a snapshot of both
+ * volumes, or frozen for the read when the array has no room for snapshots), read both volumes into
+ * the store from what holds the instant, check it still held, keep the VM's definition with it.
+ * Whatever happens the guest is thawed and the snapshots deleted, in a scope that cancellation does
+ * not reach; on a failure the volume backups already written are discarded, so no half image stays.
+ */
+async function backUpVmImage(
+  v: VmOfPlan,
+  dataTime: string,
+  workflowId: string,
+  req: { heartbeatMs: number; maxFreezeMs: number; drainTimeoutMs: number },
+): Promise<ClassBackupReport['backups']> {
+  const store = storeActivities(req.heartbeatMs);
+  const parts = {
+    software: { array: v.software.array, volume: v.software.volume, readPath: null },
+    data: { array: v.data.array, volume: v.data.volume, readPath: null },
+  };
+  const hold = {
+    site: v.site,
+    vm: v.vm,
+    snapshot: imageSnapshotName(dataTime),
+    parts,
+    consistency: 'snapshot' as const,
+  };
+  const ids = { software: backupIdFor(v.software.target, dataTime), data: backupIdFor(v.data.target, dataTime) };
+  const out: ClassBackupReport['backups'] = [];
+  let failure: unknown;
+  try {
+    const held: HeldVmImage = await store.takeVmImage({
+      site: v.site,
+      vm: v.vm,
+      dataTime,
+      maxFreezeMs: req.maxFreezeMs,
+      drainTimeoutMs: req.drainTimeoutMs,
+    });
+    for (const part of ['software', 'data'] as const) {
+      const vol = v[part];
+      const readPath = held.parts[part].readPath;
+      const r = await store.storeBackupVolume({
+        site: vol.site,
+        target: vol.target,
+        array: vol.array,
+        volume: vol.volume,
+        backupId: ids[part],
+        job: `${workflowId}#${vol.target}`,
+        dataTime,
+        ...(readPath === null ? {} : { readPath }),
+      });
+      out.push({ ...r, target: vol.target });
+    }
+    const check = await store.checkVmImageHeld({
+      site: v.site,
+      vm: v.vm,
+      consistency: held.consistency,
+      snapshot: held.snapshot,
+      parts: held.parts,
+      frozenAt: held.frozenAt,
+    });
+    await store.recordVmImage({
+      site: v.site,
+      vm: v.vm,
+      dataTime,
+      softwareBackupId: ids.software,
+      dataBackupId: ids.data,
+      consistency: held.consistency,
+      frozenMs: check.heldMs ?? held.frozenMs,
+      definition: held.definition,
+    });
+  } catch (err) {
+    failure = err;
+  }
+  await CancellationScope.nonCancellable(async () => {
+    await store.releaseVmImage(hold);
+    if (failure !== undefined)
+      await store.discardVmImageBackups({
+        site: v.site,
+        vm: v.vm,
+        dataTime,
+        backupIds: [ids.software, ids.data],
+      });
+  });
+  if (failure !== undefined) throw failure;
+  return out;
 }

@@ -168,7 +168,7 @@ describe('LabState across processes', () => {
     open.splice(open.indexOf(a), 1);
     const raw = new Database(file, { readonly: true });
     expect(raw.pragma('journal_mode', { simple: true })).toBe('wal');
-    expect(raw.pragma('user_version', { simple: true })).toBe(4);
+    expect(raw.pragma('user_version', { simple: true })).toBe(5);
     raw.close();
     expect(openState(file).listFaults()).toHaveLength(1);
   });

@@ -162,6 +162,38 @@ describe('the libvirt hypervisor driver', () => {
     expect(calls.at(-1)).toEqual(['virsh', '-c', uri, 'detach-disk', 'vm-001', 'vdb', '--live', '--config']);
   });
 
+  it("freezes and thaws the guest's file systems through virsh, bounded, and describes the VM for its image", async () => {
+    const d = driver();
+    calls.length = 0;
+    const frozen = await d.freezeGuest('lv', 'vm-001', { maxFreezeMs: 60_000, drainTimeoutMs: 1000 });
+    expect(Date.parse(frozen.thawBy) - Date.parse(frozen.frozenAt)).toBe(60_000);
+    expect(await d.guestFrozen('lv', 'vm-001')).toBe(true);
+    expect(await d.thawGuest('lv', 'vm-001')).toEqual({ wasFrozen: true });
+    expect(await d.guestFrozen('lv', 'vm-001')).toBe(false);
+    expect(calls).toEqual([
+      ['virsh', '-c', uri, 'domfsfreeze', 'vm-001'],
+      ['virsh', '-c', uri, 'domfsthaw', 'vm-001'],
+    ]);
+    // Past its bound a freeze no longer counts as holding the image, whatever libvirt says.
+    await d.freezeGuest('lv', 'vm-001', { maxFreezeMs: 1, drainTimeoutMs: 1 });
+    await new Promise((r) => setTimeout(r, 5));
+    expect(await d.guestFrozen('lv', 'vm-001')).toBe(false);
+    expect(await d.thawGuest('lv', 'vm-001')).toEqual({ wasFrozen: false });
+
+    expect(await d.describeDefinition('lv', 'vm-001')).toMatchObject({
+      kind: 'kura-vm-definition',
+      name: 'vm-001',
+      host: 'host-01',
+      driver: 'libvirt',
+      memoryBytes: 1024 * 1024 * 1024,
+      volumes: [
+        { role: 'software', array: 'array-01', volume: 'vm-001-sw', sizeBytes: 1024 * 1024 },
+        { role: 'data', array: 'array-01', volume: 'vm-001-data', sizeBytes: 1024 * 1024 },
+      ],
+      health: { check: 'state' },
+    });
+  });
+
   it('writes domain XML for a rebuild that libvirt accepts', () => {
     const xml = domainXml(
       'vm-001-rebuilt',

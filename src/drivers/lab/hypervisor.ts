@@ -4,17 +4,19 @@
  * lab state (a VM never touched is running and healthy), and every recovery action is written to
  * the lab's event log once per request.
  */
-import { existsSync, linkSync, renameSync, copyFileSync } from 'node:fs';
+import { existsSync, linkSync, mkdirSync, renameSync, copyFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import * as path from 'node:path';
 import type { LoadedConfig } from '../../config/load';
 import { requireHost } from '../../config/targets';
 import type { KuraPaths } from '../../config/paths';
 import type { LabState } from '../../lab/state';
-import { ChecksumMismatchError, InvalidInputError, NotFoundError } from '../../domain/errors';
+import { ChecksumMismatchError, DeviceFaultError, InvalidInputError, NotFoundError } from '../../domain/errors';
 import type { Vm } from '../../domain/inventory';
+import { VmDefinitionSchema, definitionVolume, type VmDefinition } from '../../domain/vm-image';
+import { parseWith } from '../../domain/validate';
 import { cures, type RestartScope } from '../../domain/ladder';
-import { labVolumePath, writeVolume } from '../../lab/files';
+import { labVolumePath, sizeOf, writeVolume } from '../../lab/files';
 import { copyFile, copyFileAtomic, sha256File } from '../../datamover/files';
 import { sha256Hex } from '../../datamover/sha256';
 import type { HypervisorDriver, ImageRef, ProgressFn, RebuildImages, VmHealth, VmInfo, VmRequest } from '../types';
@@ -224,8 +226,137 @@ export class LabHypervisor implements HypervisorDriver {
     });
   }
 
+  async freezeGuest(
+    site: string,
+    vm: string,
+    opts: { maxFreezeMs: number; drainTimeoutMs: number },
+  ): Promise<{ frozenAt: string; thawBy: string }> {
+    this.vm(site, vm);
+    const frozenAt = new Date();
+    const thawBy = new Date(frozenAt.getTime() + opts.maxFreezeMs);
+    let inflight = this.state.guestFreeze(site, vm, thawBy);
+    // As fsfreeze does: no new write begins, and the writes already in flight are waited for.
+    const drainBy = Date.now() + opts.drainTimeoutMs;
+    while (inflight > 0 && Date.now() < drainBy) {
+      await new Promise((r) => setTimeout(r, 2));
+      inflight = this.state.guestState(site, vm).inflight;
+    }
+    if (inflight > 0) {
+      this.state.guestThaw(site, vm);
+      throw new DeviceFaultError(
+        vm,
+        `the guest of ${vm} did not quiesce: ${inflight} write(s) still in flight after ${opts.drainTimeoutMs} ms; it was thawed — look at the guest, then back it up again`,
+      );
+    }
+    this.state.recordEvent(vm, 'guest-frozen', { site, thawBy: thawBy.toISOString() });
+    return { frozenAt: frozenAt.toISOString(), thawBy: thawBy.toISOString() };
+  }
+
+  async thawGuest(site: string, vm: string): Promise<{ wasFrozen: boolean }> {
+    const wasFrozen = this.state.guestThaw(site, vm);
+    this.state.recordEvent(vm, 'guest-thawed', { site, wasFrozen });
+    return { wasFrozen };
+  }
+
+  async guestFrozen(site: string, vm: string): Promise<boolean> {
+    return this.state.guestState(site, vm).frozenUntil !== null;
+  }
+
+  async describeDefinition(site: string, vm: string): Promise<VmDefinition> {
+    const v = this.vm(site, vm);
+    const volume = async (role: 'software' | 'data', ref: string) => {
+      const [array, name] = ref.split('/') as [string, string];
+      const sizeBytes = await sizeOf(this.volumeFile(site, ref));
+      if (sizeBytes === undefined)
+        throw new NotFoundError(`${vm}'s ${role} volume ${ref} has no file; the lab lost it`, { vm, volume: ref });
+      return { role, array, volume: name, sizeBytes };
+    };
+    return {
+      kind: 'kura-vm-definition',
+      version: 1,
+      site,
+      name: vm,
+      host: this.state.vmRuntime(site, vm).host ?? v.host,
+      driver: 'lab',
+      vcpus: null,
+      memoryBytes: null,
+      volumes: [await volume('software', v.softwareVolume), await volume('data', v.dataVolume)],
+      health: { check: 'monitor', bootMs: this.loaded.config.lab.osReboot },
+      describedAt: new Date().toISOString(),
+    };
+  }
+
+  async createFromDefinition(
+    definition: VmDefinition,
+    target: { name: string; host: string },
+    images: RebuildImages,
+    req: VmRequest,
+  ): Promise<{ softwareVolume: string; dataVolume: string }> {
+    const def = parseWith(VmDefinitionSchema, definition, 'VM definition');
+    const site = def.site;
+    requireHost(findSite(this.loaded, site), target.host);
+    // Under its own name the VM takes back its volumes; under a new one it gets volumes of its own
+    // on the same arrays, so the original (if it still runs) is left alone.
+    const place = (role: 'software' | 'data') => {
+      const v = definitionVolume(def, role);
+      const suffix = role === 'software' ? 'sw' : 'data';
+      return `${v.array}/${target.name === def.name ? v.volume : `${target.name}-${suffix}`}`;
+    };
+    const softwareVolume = place('software');
+    const dataVolume = place('data');
+    for (const [role, img] of [
+      ['software', images.software],
+      ['data', images.data],
+    ] as const) {
+      if (!existsSync(img.file))
+        throw new NotFoundError(`image ${img.imageId} has no file at ${img.file}`, { imageId: img.imageId });
+      if (img.sizeBytes !== definitionVolume(def, role).sizeBytes)
+        throw new InvalidInputError(
+          `the ${role} image ${img.imageId} is ${img.sizeBytes} bytes but ${def.name}'s definition says ${definitionVolume(def, role).sizeBytes}; the image is not of this VM`,
+        );
+    }
+    const ms = def.health.bootMs ?? this.loaded.config.lab.osReboot;
+    this.state.vmRequestOnce(req.request, site, target.name, 'vm-create', () => {
+      for (const [ref, img] of [
+        [softwareVolume, images.software],
+        [dataVolume, images.data],
+      ] as const) {
+        const file = this.volumeFile(site, ref);
+        mkdirSync(path.dirname(file), { recursive: true });
+        copyFileSync(img.file, file);
+      }
+      this.state.putDefinedVm(site, target.name, {
+        name: target.name,
+        host: target.host,
+        softwareVolume,
+        dataVolume,
+      } satisfies Vm);
+      this.state.clearVmFault(site, target.name);
+      this.state.setVmState(site, target.name, 'running');
+      this.state.setVmRuntime(site, target.name, {
+        host: target.host,
+        busyUntil: new Date(Date.now() + ms).toISOString(),
+      });
+      this.state.recordEvent(target.name, 'vm-create', {
+        site,
+        rung: req.rung,
+        incident: req.incident,
+        request: req.request,
+        host: target.host,
+        from: def.name,
+        software: images.software.imageId,
+        data: images.data.imageId,
+      });
+      return { softwareVolume, dataVolume };
+    });
+    return { softwareVolume, dataVolume };
+  }
+
   private vm(site: string, vm: string): Vm {
     const s = findSite(this.loaded, site);
+    // A VM recreated from its image's definition is known from then on, whatever kura.yaml says.
+    const defined = this.state.definedVm(site, vm);
+    if (defined !== undefined) return defined as Vm;
     const v = s.vms.find((x) => x.name === vm);
     if (!v) {
       const some = s.vms

@@ -7,13 +7,14 @@
  * which need a real host, is said in the README.
  */
 import { existsSync } from 'node:fs';
-import { appendFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import type { LoadedConfig } from '../../config/load';
 import { findSite, requireHost } from '../../config/targets';
 import { ChecksumMismatchError, DeviceFaultError, NotFoundError } from '../../domain/errors';
 import type { Vm } from '../../domain/inventory';
 import type { RestartScope } from '../../domain/ladder';
+import type { VmDefinition } from '../../domain/vm-image';
 import { sha256File } from '../../datamover/files';
 import { sha256Hex } from '../../datamover/sha256';
 import type { HypervisorDriver, ImageRef, ProgressFn, RebuildImages, VmHealth, VmInfo, VmRequest } from '../types';
@@ -268,6 +269,83 @@ export class LibvirtHypervisor implements HypervisorDriver {
       await runTool(this.run, vm, this.virshBin, ['-c', uri, 'define', xmlFile], `defining ${vm} on ${host}`);
       await runTool(this.run, vm, this.virshBin, ['-c', uri, 'start', this.domain(vm)], `starting ${vm} on ${host}`);
     });
+  }
+
+  /**
+   * Freezes the guest's file systems through its agent (`virsh domfsfreeze`, the agent draining
+   * writes in flight). libvirt has no freeze with a deadline, so the bound is kept here: the freeze
+   * is recorded with its `thawBy` under `stateDir`, `guestFrozen` answers false past it, and the
+   * caller's release thaws (`domfsthaw`) whatever happened.
+   */
+  async freezeGuest(
+    site: string,
+    vm: string,
+    opts: { maxFreezeMs: number; drainTimeoutMs: number },
+  ): Promise<{ frozenAt: string; thawBy: string }> {
+    this.vm(site, vm);
+    const frozenAt = new Date();
+    const thawBy = new Date(frozenAt.getTime() + opts.maxFreezeMs);
+    await this.virsh(
+      vm,
+      ['domfsfreeze', this.domain(vm)],
+      `freezing the file systems of ${vm} (needs its guest agent)`,
+    );
+    await mkdir(path.dirname(this.freezeFile(vm)), { recursive: true });
+    await writeFile(
+      this.freezeFile(vm),
+      JSON.stringify({ frozenAt: frozenAt.toISOString(), thawBy: thawBy.toISOString() }),
+    );
+    return { frozenAt: frozenAt.toISOString(), thawBy: thawBy.toISOString() };
+  }
+
+  async thawGuest(site: string, vm: string): Promise<{ wasFrozen: boolean }> {
+    this.vm(site, vm);
+    const wasFrozen = await this.guestFrozen(site, vm);
+    await this.virsh(vm, ['domfsthaw', this.domain(vm)], `thawing the file systems of ${vm}`);
+    await rm(this.freezeFile(vm), { force: true });
+    return { wasFrozen };
+  }
+
+  async guestFrozen(site: string, vm: string): Promise<boolean> {
+    this.vm(site, vm);
+    const text = await readFile(this.freezeFile(vm), 'utf8').catch(() => undefined);
+    if (text === undefined) return false;
+    const { thawBy } = JSON.parse(text) as { thawBy?: string };
+    return thawBy !== undefined && Date.parse(thawBy) > Date.now();
+  }
+
+  /** The VM's definition: vCPUs and memory from `virsh dominfo`, its two volumes' sizes from `qemu-img info`. */
+  async describeDefinition(site: string, vm: string): Promise<VmDefinition> {
+    const v = this.vm(site, vm);
+    const info = (await this.virsh(vm, ['dominfo', this.domain(vm)], `reading the definition of ${vm}`)).stdout;
+    const field = (name: string) => new RegExp(`^${name}:\\s*(.+)$`, 'm').exec(info)?.[1]?.trim();
+    const vcpus = Number(field('CPU\\(s\\)'));
+    const memKiB = Number(/^(\d+)/.exec(field('Max memory') ?? '')?.[1]);
+    const volume = async (role: 'software' | 'data', ref: string, target: string) => {
+      const [array = '', name = ''] = ref.split('/');
+      const file = await this.disk(vm, target);
+      return { role, array, volume: name, sizeBytes: Number((await this.imageInfo(vm, file))['virtual-size']) };
+    };
+    return {
+      kind: 'kura-vm-definition',
+      version: 1,
+      site,
+      name: vm,
+      host: v.host,
+      driver: 'libvirt',
+      vcpus: Number.isInteger(vcpus) && vcpus > 0 ? vcpus : null,
+      memoryBytes: Number.isInteger(memKiB) && memKiB > 0 ? memKiB * 1024 : null,
+      volumes: [
+        await volume('software', v.softwareVolume, this.softwareTarget),
+        await volume('data', v.dataVolume, this.dataTarget),
+      ],
+      health: { check: (this.opts.healthCheck ?? 'agent') === 'agent' ? 'agent' : 'state', bootMs: null },
+      describedAt: new Date().toISOString(),
+    };
+  }
+
+  private freezeFile(vm: string): string {
+    return path.join(this.opts.stateDir, 'frozen', `${encodeURIComponent(vm)}.json`);
   }
 
   private async virsh(vm: string, args: string[], what: string) {
