@@ -127,9 +127,13 @@ export interface PrivateKura {
 }
 
 /** Starts a private server in the lab's directory, the lab's workers in this process, and a client. */
-export async function startPrivateKura(lab: TestLab): Promise<PrivateKura> {
+export async function startPrivateKura(
+  lab: TestLab,
+  workerOpts: Pick<Parameters<typeof startKuraWorkers>[0], 'sites'> = {},
+): Promise<PrivateKura> {
   const server = await startPrivateServer(path.join(lab.dir, 'temporal'));
   const workers = await startKuraWorkers({
+    ...workerOpts,
     loaded: lab.loaded,
     address: server.address,
     namespace: server.namespace,
