@@ -49,6 +49,11 @@ export const ErrorType = {
    * wrong kura.yaml): the worker refused it before touching any device.
    */
   WrongInstallation: 'WrongInstallation',
+  /**
+   * A file system Kura writes to (a store, an image directory) has no space left: the write stopped
+   * and nothing was recorded as done. Freeing space there, or growing it, and running the job again cures it.
+   */
+  StorageFull: 'StorageFull',
 } as const;
 export type ErrorType = (typeof ErrorType)[keyof typeof ErrorType];
 
@@ -68,6 +73,7 @@ export const NON_RETRYABLE_ERROR_TYPES: readonly ErrorType[] = [
   ErrorType.HookTimeout,
   ErrorType.KeyFileInvalid,
   ErrorType.WrongInstallation,
+  ErrorType.StorageFull,
 ];
 
 /** A problem found while validating input, with the path to the offending value. */

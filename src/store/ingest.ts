@@ -42,6 +42,7 @@ export async function ingestFile(req: IngestRequest): Promise<IngestResult> {
   const chunkSize = head.chunkSize;
   await req.store.beginWriter(req.job);
   const fh = await open(req.file, 'r');
+  const inFlight = new Set<Promise<void>>();
   try {
     const { size } = await fh.stat();
     const count = Math.ceil(size / chunkSize);
@@ -51,7 +52,6 @@ export async function ingestFile(req: IngestRequest): Promise<IngestResult> {
     let newChunks = 0;
     let storedBytes = 0;
     let readBytes = 0;
-    const inFlight = new Set<Promise<void>>();
     const window = 4;
     for (let i = 0; i < count; i++) {
       const length = Math.min(chunkSize, size - i * chunkSize);
@@ -92,6 +92,8 @@ export async function ingestFile(req: IngestRequest): Promise<IngestResult> {
     await store.writeIndex(index);
     return { index, newChunks, storedBytes, readBytes };
   } finally {
+    // A failed chunk write stops the loop; the writes still in flight end before the lease does.
+    await Promise.allSettled(inFlight);
     await fh.close();
     await req.store.endWriter(req.job);
   }
