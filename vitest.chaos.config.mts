@@ -5,7 +5,7 @@ import { defineConfig } from 'vitest/config';
 // shared server the harness expects. One file at a time: each one runs a whole estate.
 export default defineConfig({
   test: {
-    include: ['test/server-kill/**/*.test.ts'],
+    include: ['test/chaos-long/**/*.test.ts'],
     globalSetup: ['test/support/global-setup.ts'],
     pool: 'forks',
     maxWorkers: 1,

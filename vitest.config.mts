@@ -6,7 +6,7 @@ export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
     // The Temporal-server kill scenarios run on their own (`npm run test:chaos`, vitest.chaos.config.mts).
-    exclude: [...configDefaults.exclude, 'test/server-kill/**'],
+    exclude: [...configDefaults.exclude, 'test/chaos-long/**'],
     globalSetup: ['test/support/global-setup.ts'],
     pool: 'forks',
     maxWorkers: 2,
