@@ -1,10 +1,12 @@
-import { defineConfig } from 'vitest/config';
+import { configDefaults, defineConfig } from 'vitest/config';
 
 // One real Temporal dev server for the whole run (test/support/global-setup.ts); forks, not
 // threads, because several Temporal workers in worker threads crash the native bridge.
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    // The Temporal-server kill scenarios run on their own (`npm run test:chaos`, vitest.chaos.config.mts).
+    exclude: [...configDefaults.exclude, 'test/chaos-long/**'],
     globalSetup: ['test/support/global-setup.ts'],
     pool: 'forks',
     maxWorkers: 2,

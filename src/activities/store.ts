@@ -4,6 +4,7 @@
  * backup read back with fallback to the other store, verify, prune, garbage collection, and the
  * sync of the copy in another building. Each is idempotent and heartbeats its progress.
  */
+import { statfsSync } from 'node:fs';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import * as path from 'node:path';
 import { Context } from '@temporalio/activity';
@@ -15,6 +16,7 @@ import type { PieceRecord } from '../domain/catalog';
 import { ChangedFrom, STORE_LIBRARY, StoreName } from '../domain/store';
 import {
   ChecksumMismatchError,
+  ErrorType,
   ImageInconsistentError,
   InvalidInputError,
   KuraError,
@@ -153,6 +155,23 @@ function pick(v: { array: string; volume: string }): { array: string; volume: st
   return { array: v.array, volume: v.volume };
 }
 
+/**
+ * Whether a failed store write ran out of room: ENOSPC, or (Node's recursive mkdir reports the
+ * ENOENT of the parent it could not create) an error from a file system with less than a chunk free
+ * or no inode left.
+ */
+function outOfRoom(err: unknown, root: string, chunkSize: number): boolean {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  if (code === 'ENOSPC') return true;
+  if (code !== 'ENOENT') return false;
+  try {
+    const fs = statfsSync(root);
+    return fs.bavail * fs.bsize < chunkSize || fs.ffree === 0;
+  } catch {
+    return false;
+  }
+}
+
 /** Creates the store activities over one configuration's two stores and its catalog. */
 export function createStoreActivities(deps: {
   loaded: LoadedConfig;
@@ -171,6 +190,16 @@ export function createStoreActivities(deps: {
     copy: new ChunkStore(roots.copy),
   };
   const other = (s: StoreNameT): StoreNameT => (s === StoreName.Primary ? StoreName.Copy : StoreName.Primary);
+  /**
+   * A write the store's file system had no room for: the backup's catalog row is marked failed (its
+   * index was never written, so nothing claims it), and the failure is typed StorageFull, naming the store.
+   */
+  const storageFull = (err: unknown, backupId: string, root: string): unknown => {
+    if (!outOfRoom(err, root, cfg.chunkSize)) return err;
+    const message = `the store at ${root} is full (no space left on its file system) while backing up ${backupId}; free space there (prune and collect the store) or grow it, then run the backup again`;
+    catalog.failBackup(backupId, `${ErrorType.StorageFull}: ${message}`, new Date().toISOString());
+    return new KuraError(ErrorType.StorageFull, message, { cause: err, details: { store: root, backupId } });
+  };
 
   const lag = (maxLagMs: number = cfg.maxLag): Promise<StoreLag> => storeLag(stores.primary, stores.copy, maxLagMs);
   /**
@@ -292,6 +321,8 @@ export function createStoreActivities(deps: {
             },
             ...(marked && before ? { previous: { index: before, changed: (c: number) => marked.has(c) } } : {}),
             onProgress: (p) => ctx.heartbeat({ bytes: p.bytes, total: p.total }),
+          }).catch((err: unknown) => {
+            throw storageFull(err, r.backupId, roots.primary);
           });
           done = { ...ingested, changedFrom, changeNote };
         }

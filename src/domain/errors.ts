@@ -54,6 +54,11 @@ export const ErrorType = {
    * went) before both volumes were read. Nothing of it is kept; another attempt starts afresh.
    */
   ImageInconsistent: 'ImageInconsistent',
+  /**
+   * A file system Kura writes to (a store, an image directory) has no space left: the write stopped
+   * and nothing was recorded as done. Freeing space there, or growing it, and running the job again cures it.
+   */
+  StorageFull: 'StorageFull',
 } as const;
 export type ErrorType = (typeof ErrorType)[keyof typeof ErrorType];
 
@@ -74,6 +79,7 @@ export const NON_RETRYABLE_ERROR_TYPES: readonly ErrorType[] = [
   ErrorType.KeyFileInvalid,
   ErrorType.WrongInstallation,
   ErrorType.ImageInconsistent,
+  ErrorType.StorageFull,
 ];
 
 /** A problem found while validating input, with the path to the offending value. */

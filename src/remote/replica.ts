@@ -10,6 +10,7 @@
  */
 import type Database from 'better-sqlite3';
 import { closeSync, fsyncSync, openSync, writeSync } from 'node:fs';
+import * as path from 'node:path';
 import { openDatabase } from '../stack/sqlite';
 import { AccessDeniedError, InvalidInputError, NotFoundError } from '../domain/errors';
 import type { GroupWrite } from '../datapath/group-journal';
@@ -23,6 +24,9 @@ const MIGRATIONS = [
    CREATE TABLE applied_log (seq INTEGER NOT NULL, appliedAt REAL NOT NULL);
    CREATE TABLE changed (volume TEXT NOT NULL, block INTEGER NOT NULL, PRIMARY KEY (volume, block));`,
 ];
+
+/** The apply pass running on each replica file in this process (by absolute path), which the next one waits for. */
+const passes = new Map<string, Promise<void>>();
 
 /** Blocks by which the remote copy tracks its own writes after a failover (what failback resyncs). */
 export const RESYNC_BLOCK_BYTES = 64 * 1024;
@@ -131,6 +135,24 @@ export class Replica {
    * A batch begun before a crash is finished first. Returns the applied seq.
    */
   async apply(opts: ApplyOptions = {}): Promise<number> {
+    // One pass at a time per replica file in this process: an applier the Temporal server lost track
+    // of (its heartbeats failed while the server was down) goes on with its batch while the server's
+    // retry of it starts another applier here; both would run the begun batch and commit it twice.
+    const key = path.resolve(this.file);
+    const run = (passes.get(key) ?? Promise.resolve()).then(() => this.applyPass(opts));
+    const tail = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    passes.set(key, tail);
+    try {
+      return await run;
+    } finally {
+      if (passes.get(key) === tail) passes.delete(key);
+    }
+  }
+
+  private async applyPass(opts: ApplyOptions): Promise<number> {
     const batch = opts.batch ?? 64;
     const st = this.state();
     if (st.intent) await this.runBatch(st.intent.from, st.intent.to, opts);
@@ -169,9 +191,14 @@ export class Replica {
     const now = Date.now();
     const log = this.db.prepare('INSERT INTO applied_log (seq, appliedAt) VALUES (?, ?)');
     this.db.transaction(() => {
-      this.db
-        .prepare('UPDATE state SET applied = ?, appliedAt = ?, intentFrom = NULL, intentTo = NULL WHERE id = 1')
-        .run(to, last?.at ?? now);
+      // Committed only from the seq before the batch: an applier of another process that committed
+      // it meanwhile has logged it already.
+      const moved = this.db
+        .prepare(
+          'UPDATE state SET applied = ?, appliedAt = ?, intentFrom = NULL, intentTo = NULL WHERE id = 1 AND applied = ?',
+        )
+        .run(to, last?.at ?? now, from - 1);
+      if (moved.changes === 0) return;
       this.db.prepare('DELETE FROM inbox WHERE seq <= ?').run(to);
       for (const w of writes) log.run(w.seq, now);
     })();

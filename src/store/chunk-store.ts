@@ -388,8 +388,13 @@ export async function writeAtomic(file: string, data: Buffer): Promise<void> {
   try {
     await fh.writeFile(data);
     await fh.sync();
+  } catch (err) {
+    // A write the file system had no room for leaves nothing behind to hold the space.
+    await fh.close().catch(() => undefined);
+    await rm(tmp, { force: true });
+    throw err;
   } finally {
-    await fh.close();
+    await fh.close().catch(() => undefined);
   }
   await rename(tmp, file);
   await syncDir(dir);

@@ -145,6 +145,25 @@ describe('the replica', () => {
     r.close();
   });
 
+  it('applies each seq once when two appliers of one replica run at the same time', async () => {
+    const { r, file } = replica();
+    // A second applier of the same file: the server's retry of an applier it lost track of.
+    const again = new Replica('db', r.file, { 'a/v': file });
+    r.receive(Array.from({ length: 8 }, (_, i) => w(i + 1, i * 16, i + 1)));
+    const [a, b] = await Promise.all([r.apply({ batch: 4, pauseMs: 5 }), again.apply({ batch: 4, pauseMs: 5 })]);
+    expect([a, b]).toEqual([8, 8]);
+    expect(r.appliedLog()).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+    expect(r.state()).toMatchObject({ applied: 8, inbox: 0, intent: null });
+    for (let i = 0; i < 8; i++)
+      expect(
+        readFileSync(file)
+          .subarray(i * 16, i * 16 + 16)
+          .equals(Buffer.alloc(16, i + 1)),
+      ).toBe(true);
+    again.close();
+    r.close();
+  });
+
   it('takes a range written with zeroes as its length, through the datapath, the journal and the wire', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'kura-zeroes-'));
     dirs.push(dir);
