@@ -1,10 +1,12 @@
-import { defineConfig } from 'vitest/config';
+import { configDefaults, defineConfig } from 'vitest/config';
 
 // One real Temporal dev server for the whole run (test/support/global-setup.ts); forks, not
 // threads, because several Temporal workers in worker threads crash the native bridge.
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    // test/cluster kills processes of a Temporal cluster on PostgreSQL: `npm run test:cluster` runs it.
+    exclude: [...configDefaults.exclude, 'test/cluster/**'],
     globalSetup: ['test/support/global-setup.ts'],
     pool: 'forks',
     maxWorkers: 2,
