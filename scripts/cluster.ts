@@ -470,7 +470,7 @@ export async function membership(state: ClusterState): Promise<Record<string, st
 }
 
 /** Field 3 (owner, a string) of a persistence ShardInfo, read from its protobuf encoding. */
-function shardOwnerOf(data: Buffer): string {
+export function shardOwnerOf(data: Buffer): string {
   let i = 0;
   const varint = () => {
     let v = 0;
