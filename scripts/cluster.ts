@@ -130,7 +130,7 @@ function goBinary(): string {
   }
   throw new KuraError(
     ErrorType.Unavailable,
-    'the Temporal server is built from source and no Go toolchain was found; install Go >= 1.24, or set KURA_TEMPORAL_SERVER_BIN and KURA_TEMPORAL_SQL_TOOL_BIN',
+    'the Temporal server is built from source, and its schemas and sample configuration come from the Go module cache, and no Go toolchain was found; install Go >= 1.24',
   );
 }
 
@@ -529,20 +529,34 @@ export async function stopCluster(dir = clusterDir(), opts: { keep?: boolean } =
     const deadline = Date.now() + 10_000;
     while (pids.some(alive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
     for (const pid of pids.filter(alive)) process.kill(pid, 'SIGKILL');
-    if (alive(state.postgres.pid)) {
+    const postgresUp = alive(state.postgres.pid);
+    if (postgresUp) {
       // Fast shutdown: SIGINT to the postmaster rolls back open sessions and stops cleanly.
       process.kill(state.postgres.pid, 'SIGINT');
       const pgDeadline = Date.now() + 30_000;
       while (alive(state.postgres.pid) && Date.now() < pgDeadline) await new Promise((r) => setTimeout(r, 200));
       if (alive(state.postgres.pid)) process.kill(state.postgres.pid, 'SIGKILL');
     }
-    log(`stopped ${pids.length} server processes and PostgreSQL (pid ${state.postgres.pid})`);
+    log(`stopped ${pids.length} server processes${postgresUp ? ` and PostgreSQL (pid ${state.postgres.pid})` : ''}`);
   }
   if (!opts.keep) rmSync(dir, { recursive: true, force: true });
 }
 
-/** Starts a fresh cluster in `dir` and waits until Kura can run workflows on it. */
+/**
+ * Starts a fresh cluster in `dir` and waits until Kura can run workflows on it. A start that fails
+ * stops whatever it started, and keeps the directory with the logs for a look.
+ */
 export async function startCluster(dir = clusterDir()): Promise<ClusterState> {
+  try {
+    return await startFresh(dir);
+  } catch (error) {
+    await stopCluster(dir, { keep: true });
+    const why = error instanceof Error ? error.message : String(error);
+    throw new KuraError(ErrorType.Unavailable, `${why}\n  (the logs are in ${path.join(dir, 'logs')})`);
+  }
+}
+
+async function startFresh(dir: string): Promise<ClusterState> {
   const existing = existsSync(stateFile(dir)) ? readClusterState(dir) : undefined;
   if (existing) {
     const up = existing.processes.every((p) => alive(p.pid)) && alive(existing.postgres.pid);
@@ -689,6 +703,8 @@ async function runTests(): Promise<number> {
   const dir = clusterDir();
   let code = 1;
   try {
+    // Fresh: a cluster left running (by `npm run cluster`) may hold another run's state.
+    await stopCluster(dir);
     const state = await startCluster(dir);
     await printStatus(state);
     const env = { ...process.env, KURA_TEMPORAL_ADDRESS: state.frontend, KURA_CLUSTER_DIR: dir };
