@@ -713,9 +713,24 @@ async function runTests(): Promise<number> {
     const chaos = await vitest(['test/cluster'], env);
     code = suite !== 0 ? suite : chaos;
   } finally {
+    if (code !== 0) reportFatalLines(dir);
     await stopCluster(dir, { keep: code !== 0 && process.env.KURA_CLUSTER_KEEP === '1' });
   }
   return code;
+}
+
+/** Prints each server process's fatal log lines (why one exited), for a failed run whose logs go with the cluster. */
+function reportFatalLines(dir: string): void {
+  const state = existsSync(stateFile(dir)) ? readClusterState(dir) : undefined;
+  for (const p of state?.processes ?? []) {
+    const fatal = existsSync(p.log)
+      ? readFileSync(p.log, 'utf8')
+          .split('\n')
+          .filter((line) => line.includes('"level":"fatal"'))
+      : [];
+    const status = alive(p.pid) ? 'running' : 'exited';
+    log(`${p.name} (pid ${p.pid}) ${status}${fatal.length ? `; fatal: ${fatal.at(-1)!.slice(0, 400)}` : ''}`);
+  }
 }
 
 async function main(): Promise<void> {

@@ -36,6 +36,21 @@ async function until<T>(what: string, timeoutMs: number, check: () => Promise<T 
   }
 }
 
+/** The cluster's processes that have exited (other than one the test killed), with their logs: why a wait failed. */
+function exitedProcesses(except?: string): string[] {
+  return cluster.processes
+    .filter((p) => p.name !== except)
+    .filter((p) => {
+      try {
+        process.kill(p.pid, 0);
+        return false;
+      } catch {
+        return true;
+      }
+    })
+    .map((p) => `${p.name} (log ${p.log})`);
+}
+
 beforeAll(async () => {
   const state = readClusterState();
   if (!state) throw new Error('no cluster is running: these cases run through `npm run test:cluster`');
@@ -74,6 +89,7 @@ describe('a history host killed mid-fleet', () => {
     const handle = await kura.startFleet('all', { concurrency: 2 });
     // Mid-fleet: one VM done, the rest still to come.
     const doneAtKill = await until('the first VM of the fleet to finish', 60_000, async () => {
+      expect(exitedProcesses()).toEqual([]);
       const progress = await handle.query(fleetProgressQuery).catch(() => undefined);
       const done = progress?.targets.filter((t) => t.state === TargetState.Done).length ?? 0;
       return done >= 1 ? done : undefined;
@@ -83,6 +99,7 @@ describe('a history host killed mid-fleet', () => {
 
     // Its shards move: the survivor acquires each (a new range id), and then owns all four.
     const after = await until('the survivor to own every shard', 90_000, async () => {
+      expect(exitedProcesses(victim.name)).toEqual([]);
       const owners = await shardOwners(cluster);
       return owners.every((s) => s.owner === survivor.name) ? owners : undefined;
     });
