@@ -5,8 +5,9 @@ import { configDefaults, defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
-    // The Temporal-server kill scenarios run on their own (`npm run test:chaos`, vitest.chaos.config.mts).
-    exclude: [...configDefaults.exclude, 'test/chaos-long/**'],
+    // The Temporal-server kill scenarios run on their own (`npm run test:chaos`, vitest.chaos.config.mts);
+    // test/cluster kills processes of a Temporal cluster on PostgreSQL: `npm run test:cluster` runs it.
+    exclude: [...configDefaults.exclude, 'test/chaos-long/**', 'test/cluster/**'],
     globalSetup: ['test/support/global-setup.ts'],
     pool: 'forks',
     maxWorkers: 2,

@@ -1,13 +1,15 @@
 /**
  * Starts one real Temporal dev server for the test run and bundles the workflow code once;
  * tests get the address and the bundle's path through `inject`. Stops the server afterwards.
+ * With KURA_TEMPORAL_ADDRESS set (`npm run test:cluster`), the tests run against that server
+ * instead, a Temporal cluster on PostgreSQL, and no dev server is started.
  */
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { TestProject } from 'vitest/node';
 import { bundleWorkflowCode } from '@temporalio/worker';
-import { startDevServer, type DevServer } from '../../src/stack/devserver';
+import { serverAnswers, startDevServer, type DevServer } from '../../src/stack/devserver';
 import { WORKFLOW_BUNDLE_CONVERTERS } from '../../src/codec/data-converter';
 import { ensureKeyFile } from '../../src/codec/keys';
 
@@ -32,16 +34,36 @@ const CALLER_NAMESPACE = 'kura-callers';
 let server: DevServer | undefined;
 let dir: string | undefined;
 
+/**
+ * The running server the tests are pointed at with KURA_TEMPORAL_ADDRESS (a cluster's frontend),
+ * once it answers in both namespaces; undefined when the tests start their own dev server.
+ */
+async function givenServer(): Promise<Pick<DevServer, 'address' | 'namespace'> | undefined> {
+  const address = process.env.KURA_TEMPORAL_ADDRESS;
+  if (!address) return undefined;
+  const namespace = process.env.KURA_TEMPORAL_NAMESPACE ?? 'default';
+  for (const ns of [namespace, CALLER_NAMESPACE]) {
+    if (!(await serverAnswers(address, ns))) {
+      throw new Error(
+        `KURA_TEMPORAL_ADDRESS=${address}: no Temporal frontend there answers for namespace ${ns}; start the cluster with \`npm run cluster\` (it registers ${namespace} and ${CALLER_NAMESPACE}), or unset KURA_TEMPORAL_ADDRESS to test on a dev server`,
+      );
+    }
+  }
+  return { address, namespace };
+}
+
 export async function setup(project: TestProject): Promise<void> {
   dir = mkdtempSync(path.join(os.tmpdir(), 'kura-test-'));
+  const given = await givenServer();
   const [srv, bundle] = await Promise.all([
-    startDevServer({
-      headless: true,
-      dbFile: path.join(dir, 'temporal.db'),
-      logFile: path.join(dir, 'temporal.log'),
-      readyTimeoutMs: 90_000,
-      extraNamespaces: [CALLER_NAMESPACE],
-    }),
+    given ??
+      startDevServer({
+        headless: true,
+        dbFile: path.join(dir, 'temporal.db'),
+        logFile: path.join(dir, 'temporal.log'),
+        readyTimeoutMs: 90_000,
+        extraNamespaces: [CALLER_NAMESPACE],
+      }),
     bundleWorkflowCode({
       workflowsPath: require.resolve('../../src/workflows/index.ts'),
       ...WORKFLOW_BUNDLE_CONVERTERS,
@@ -50,7 +72,8 @@ export async function setup(project: TestProject): Promise<void> {
       logger: quietLogger,
     }),
   ]);
-  server = srv;
+  // A given server belongs to whoever started it: teardown leaves it running.
+  if (!given) server = srv as DevServer;
   const bundlePath = path.join(dir, 'workflow-bundle.js');
   writeFileSync(bundlePath, bundle.code);
   project.provide('temporalAddress', srv.address);

@@ -134,6 +134,51 @@ describe('docker-compose.yml', () => {
   });
 });
 
+describe('docker-compose.yml, the cluster topology', () => {
+  const servers: [string, string][] = [
+    ['temporal', 'frontend'],
+    ['temporal-history-1', 'history'],
+    ['temporal-history-2', 'history'],
+    ['temporal-matching', 'matching'],
+    ['temporal-worker', 'worker'],
+  ];
+
+  it.each(servers)('runs %s as the %s service alone, on Postgres, once the schemas are set up', (name, role) => {
+    const s = service(name);
+    expect(s.image).toBe('temporalio/server:1.29.1');
+    expect(environment(s).SERVICES).toBe(role);
+    expect(environment(s).DB).toBe('postgres12');
+    expect(environment(s).POSTGRES_SEEDS).toBe('postgresql');
+    expect(dependencies(s)).toEqual(expect.arrayContaining(['postgresql', 'temporal-schema']));
+    expect((s.depends_on as Record<string, { condition?: string }>)['temporal-schema']?.condition).toBe(
+      'service_completed_successfully',
+    );
+  });
+
+  it('gives every server process the same number of history shards and the frontend to call', () => {
+    const shards = servers.map(([name]) => environment(service(name)).NUM_HISTORY_SHARDS);
+    expect(new Set(shards).size).toBe(1);
+    expect(shards[0]).toMatch(/^\$\{TEMPORAL_HISTORY_SHARDS:-\d+\}$/);
+    for (const [name] of servers) expect(environment(service(name)).PUBLIC_FRONTEND_ADDRESS).toBe('temporal:7233');
+  });
+
+  it('sets up the temporal and visibility schemas with temporal-sql-tool against postgresql', () => {
+    const schema = service('temporal-schema');
+    expect(environment(schema).SQL_PLUGIN).toBe('postgres12');
+    expect(environment(schema).SQL_HOST).toBe('postgresql');
+    const script = [schema.command ?? []].flat().join('\n');
+    expect(script).toMatch(/for db in temporal temporal_visibility/);
+    expect(script).toMatch(/temporal-sql-tool --db \$\$db update-schema -d \/etc\/temporal\/schema\/postgresql\/v12\//);
+  });
+
+  it('registers the default namespace before the search attributes', () => {
+    const script = [service('temporal-admin-tools').command ?? []].flat().join('\n');
+    const namespace = script.indexOf('operator namespace create --namespace default');
+    expect(namespace).toBeGreaterThan(-1);
+    expect(namespace).toBeLessThan(script.indexOf('search-attribute create'));
+  });
+});
+
 describe('the compose checks themselves', () => {
   it('report a reference without a default and accept defaults and escapes', () => {
     const text = 'a: ${NO_DEFAULT}\nb: ${WITH:-x}\nc: ${ALSO-y}\nd: $${ESCAPED}\ne: $BARE\n';
