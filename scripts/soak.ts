@@ -186,7 +186,7 @@ function soakConfig(dir: string, ports: { nbd: number; control: number; receiver
     hosts: 2,
     dataVolumeSize: 4 * MiB,
     softwareVolumeSize: 1 * MiB,
-    cartridgesPerLibrary: 4,
+    cartridgesPerLibrary: 8,
     cartridgeCapacity: 1024 * MiB,
     drivesPerLibrary: 2,
     site: SITE,
@@ -311,7 +311,8 @@ class Soak {
   /** SIGKILL of the worker in the middle of whatever runs, then a new one. */
   async killWorker(): Promise<void> {
     const w = this.worker;
-    if (!w) return;
+    // None, or one that has exited already (its crash is recorded and its successor on the way).
+    if (!w || w.child.exitCode !== null || w.child.signalCode !== null) return;
     const exited = new Promise((r) => w.child.once('exit', r));
     this.killing = w;
     w.child.kill('SIGKILL');
