@@ -152,18 +152,50 @@ export interface MemorySample {
 }
 
 /**
- * Growth per hour of one series by linear fit, in bytes. For the worker, only the samples of the
- * process that lived longest are fitted: a killed worker's successor starts small again, and the
- * drop would read as shrinkage.
+ * The least-squares slope shared by several series, each with its own intercept: how fast each grows
+ * within itself, so a fall from one series to the next (a killed process and its successor) does
+ * not read as shrinkage.
+ */
+export function pooledSlope(series: readonly (readonly { x: number; y: number }[])[]): number {
+  let num = 0;
+  let den = 0;
+  for (const pts of series) {
+    if (pts.length < 2) continue;
+    const mx = pts.reduce((a, p) => a + p.x, 0) / pts.length;
+    const my = pts.reduce((a, p) => a + p.y, 0) / pts.length;
+    for (const p of pts) {
+      num += (p.x - mx) * (p.y - my);
+      den += (p.x - mx) ** 2;
+    }
+  }
+  return den === 0 ? 0 : num / den;
+}
+
+/**
+ * Growth per hour of one series by linear fit, in bytes. The worker's samples are fitted per
+ * process (a pooled slope over its processes): the soak kills it every few minutes, and each
+ * successor starts small again.
  */
 export function growthPerHour(samples: readonly MemorySample[], key: 'worker' | 'server' | 'datapath'): number {
-  let pts = samples.filter((s) => s.rss[key] !== undefined);
-  if (key === 'worker') {
-    const byPid = new Map<number | undefined, MemorySample[]>();
-    for (const s of pts) byPid.set(s.workerPid, [...(byPid.get(s.workerPid) ?? []), s]);
-    pts = [...byPid.values()].sort((a, b) => b.length - a.length)[0] ?? [];
-  }
-  return slope(pts.map((s) => ({ x: s.atMs / 3_600_000, y: s.rss[key] as number }))) || 0;
+  const pts = samples.filter((s) => s.rss[key] !== undefined);
+  const point = (s: MemorySample) => ({ x: s.atMs / 3_600_000, y: s.rss[key] as number });
+  if (key !== 'worker') return slope(pts.map(point));
+  const byPid = new Map<number | undefined, { x: number; y: number }[]>();
+  for (const s of pts) byPid.set(s.workerPid, [...(byPid.get(s.workerPid) ?? []), point(s)]);
+  return pooledSlope([...byPid.values()]);
+}
+
+/** The samples the table shows: the first, the last, and the first at or after each `everyMs` mark. */
+export function tableRows(samples: readonly MemorySample[], everyMs: number): MemorySample[] {
+  const rows: MemorySample[] = [];
+  let next = 0;
+  samples.forEach((m, i) => {
+    if (i === 0 || i === samples.length - 1 || m.atMs >= next) {
+      rows.push(m);
+      while (next <= m.atMs) next += everyMs;
+    }
+  });
+  return rows;
 }
 
 /** The bytes as MiB with one decimal. */
@@ -187,7 +219,10 @@ export interface SoakSummary {
   mismatches: readonly string[];
   faultsInjected: number;
   workerKills: number;
+  /** Every sample taken (the fit uses them all). */
   samples: readonly MemorySample[];
+  /** The table shows a sample every this many milliseconds. */
+  tableEveryMs: number;
   /** Jobs still running when the drain's bound ran out. */
   undrained: number;
 }
@@ -217,14 +252,14 @@ export function renderSummary(s: SoakSummary): string {
     '| t (min) | worker RSS (MiB) | worker pid | server RSS (MiB) | datapath RSS (MiB) | server DB + WAL (MiB) |',
     '|---:|---:|---:|---:|---:|---:|',
   );
-  for (const m of s.samples)
+  for (const m of tableRows(s.samples, s.tableEveryMs))
     out.push(
       `| ${(m.atMs / 60_000).toFixed(1)} | ${mib(m.rss.worker)} | ${m.workerPid ?? '–'} | ${mib(m.rss.server)} | ${mib(m.rss.datapath)} | ${mib(m.dbBytes)} |`,
     );
   const g = (k: 'worker' | 'server' | 'datapath') => `${mib(growthPerHour(s.samples, k))} MiB/h`;
   const db = slope(s.samples.map((m) => ({ x: m.atMs / 3_600_000, y: m.dbBytes })));
   out.push(
-    `| **growth/h (linear fit)** | ${g('worker')} |  | ${g('server')} | ${g('datapath')} | ${mib(db)} MiB/h |`,
+    `| **growth/h (linear fit over all ${s.samples.length} samples)** | ${g('worker')} | per process, over ${new Set(s.samples.map((m) => m.workerPid)).size} process(es) | ${g('server')} | ${g('datapath')} | ${mib(db)} MiB/h |`,
     '',
     `Verdict: ${verdict(s)}`,
   );

@@ -570,6 +570,7 @@ class Soak {
       faultsInjected: this.faults.length,
       workerKills: this.workerKills,
       samples: this.samples,
+      tableEveryMs: this.opts.minutes < 10 ? 60_000 : 5 * 60_000,
       undrained,
     };
   }
@@ -586,7 +587,8 @@ async function main(): Promise<number> {
   const cleanup = async () => {
     if (soak) soak.stopping = true;
     for (const p of [...procs]) await stopProc(p);
-    await connection?.close().catch(() => undefined);
+    // The connection is left to the process's exit: a job still in flight (interrupted, or not
+    // drained) would otherwise have its next call thrown from a timer as "Channel has been shut down".
     await server?.stop();
     rmSync(dir, { recursive: true, force: true });
   };
@@ -708,7 +710,9 @@ async function loop(soak: Soak): Promise<void> {
   const { minutes, concurrency } = soak.opts;
   const t0 = Date.now();
   const end = t0 + minutes * 60_000;
-  const sampleEvery = minutes < 10 ? 60_000 : 5 * 60_000;
+  // Every minute, so each worker process (killed every few minutes) has samples enough to fit; the
+  // table shows them every 5 minutes (every minute in a short run).
+  const sampleEvery = 60_000;
   // At least one kill and one fault even in a short run.
   const killEvery = Math.min(4 * 60_000, (minutes * 60_000) / 2);
   const faultEvery = Math.min(90_000, (minutes * 60_000) / 4);

@@ -13,8 +13,10 @@ import {
   growthPerHour,
   parseSoakArgs,
   passed,
+  pooledSlope,
   renderSummary,
   slope,
+  tableRows,
   type MemorySample,
 } from '../../scripts/soak-report';
 
@@ -112,13 +114,40 @@ describe('memory growth', () => {
     expect(slope([{ x: 1, y: 3 }])).toBe(0);
   });
 
-  it('is fitted per hour, and for the worker over the process that lived longest, not across a restart', () => {
-    // Server: +1 MiB every 10 minutes = 6 MiB/h. Worker: grows 2 MiB per 10 min in its first
-    // process, then is killed; its successor starts small, which must not read as shrinkage.
-    const samples = [sample(0, 100, 1, 200), sample(10, 102, 1, 201), sample(20, 104, 1, 202), sample(30, 80, 2, 203)];
+  it('is shared by several series each with its own intercept, so a fall between them is not shrinkage', () => {
+    const first = [
+      { x: 0, y: 100 },
+      { x: 1, y: 102 },
+    ];
+    const second = [
+      { x: 2, y: 50 },
+      { x: 3, y: 52 },
+      { x: 4, y: 54 },
+    ];
+    expect(pooledSlope([first, second])).toBeCloseTo(2);
+    expect(pooledSlope([[{ x: 0, y: 1 }]])).toBe(0);
+  });
+
+  it('is fitted per hour, and for the worker per process across its restarts', () => {
+    // Server: +1 MiB every 10 minutes = 6 MiB/h. Worker: +2 MiB per 10 min in each process; the
+    // successor of a killed one starts small, which must not read as shrinkage.
+    const samples = [
+      sample(0, 100, 1, 200),
+      sample(10, 102, 1, 201),
+      sample(20, 104, 1, 202),
+      sample(30, 80, 2, 203),
+      sample(40, 82, 2, 204),
+    ];
     expect(growthPerHour(samples, 'server') / MiB).toBeCloseTo(6);
     expect(growthPerHour(samples, 'worker') / MiB).toBeCloseTo(12);
     expect(growthPerHour(samples, 'datapath')).toBe(0);
+  });
+});
+
+describe('the memory table', () => {
+  it('shows the first sample, one at every mark, and the last', () => {
+    const samples = [0, 1, 2, 3, 4, 5.1, 6, 7, 8, 9, 10.2, 11, 11.5].map((m) => sample(m, 100, 1, 200));
+    expect(tableRows(samples, 5 * 60_000).map((s) => s.atMs / 60_000)).toEqual([0, 5.1, 10.2, 11.5]);
   });
 });
 
@@ -130,6 +159,7 @@ describe('the closing table', () => {
     faultsInjected: 1,
     workerKills: 1,
     samples: [sample(0, 100, 1, 200), sample(1, 101, 1, 201)],
+    tableEveryMs: 60_000,
     undrained: 0,
   };
 
@@ -148,7 +178,9 @@ describe('the closing table', () => {
     expect(table).toContain('| restore | 2 | 0 | 0 | 2 |');
     expect(table).toContain('| **all** | 2 | 1 | 0 | 3 |');
     expect(table).toContain('seed 9');
-    expect(table).toContain('| **growth/h (linear fit)** | 60.0 MiB/h |  | 60.0 MiB/h | 0.0 MiB/h | 0.0 MiB/h |');
+    expect(table).toContain(
+      '| **growth/h (linear fit over all 2 samples)** | 60.0 MiB/h | per process, over 1 process(es) | 60.0 MiB/h | 0.0 MiB/h | 0.0 MiB/h |',
+    );
     expect(table).toContain('Verdict: PASS');
     expect(passed(s)).toBe(true);
   });
