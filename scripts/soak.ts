@@ -163,6 +163,23 @@ async function startNode(
   return proc;
 }
 
+/**
+ * A query, asked again while it fails for up to 90 s: a query is answered by a worker, and the
+ * soak's worker may be killed and still restarting (20 s and more on a loaded machine). The last
+ * failure is thrown when the time is up.
+ */
+async function queryPatiently<T>(ask: () => Promise<T>): Promise<T> {
+  const until = Date.now() + 90_000;
+  for (;;) {
+    try {
+      return await ask();
+    } catch (err) {
+      if (Date.now() > until) throw err;
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
+}
+
 /** Keeps the last lines a process printed, for the report of its crash. */
 function keep(p: Proc, d: Buffer): void {
   p.output.push(d.toString());
@@ -509,7 +526,7 @@ class Soak {
       state.close();
     }
     const guardian = this.client.workflow.getHandle(guardianWorkflowId(vm));
-    const view = (): Promise<GuardianView> => guardian.query(guardianQuery);
+    const view = (): Promise<GuardianView> => queryPatiently(() => guardian.query(guardianQuery));
     const before = (await view()).state.incidents;
     await this.kura.vms.reportFailure(vm, `soak: fault cured by ${depth}`);
     let g = await view();
@@ -546,7 +563,7 @@ class Soak {
     const equal = () => group.volumes.every((v) => readFileSync(v.mainFile).equals(readFileSync(v.remoteFile)));
     const until = Date.now() + 120_000;
     for (;;) {
-      const st = await this.remote.status(GROUP);
+      const st = await queryPatiently(() => this.remote.status(GROUP));
       if (st.lag !== null && st.lag.writes === 0 && st.lag.appliedSeq === st.lag.mainSeq && equal()) {
         return `applied through seq ${st.lag.appliedSeq}; both sites hold the same bytes`;
       }
