@@ -16,26 +16,42 @@ export const SoakOptionsSchema = z.strictObject({
   seed: z.number().int().min(0).max(0xffffffff),
   /** Jobs running at once. */
   concurrency: z.number().int().min(1).max(16),
+  /**
+   * Minutes between worker kills, the first after as many (`--kill-every`); unset, a kill every 2–6
+   * minutes and at least one in a short run. Longer than the run, none: one worker process lives
+   * through it, so its memory shows whether it levels off.
+   */
+  killEvery: z
+    .number()
+    .positive()
+    .max(24 * 60)
+    .optional(),
 });
 export type SoakOptions = z.infer<typeof SoakOptionsSchema>;
 
 /**
- * Reads `--minutes`, `--seed` and `--concurrency` from a command line (defaults: 30 minutes, a seed
- * from the clock, 3 jobs at once); InvalidInputError names a flag that is unknown or not a number.
+ * Reads `--minutes`, `--seed`, `--concurrency` and `--kill-every` from a command line (defaults: 30
+ * minutes, a seed from the clock, 3 jobs at once, kills every few minutes); InvalidInputError names
+ * a flag that is unknown or not a number.
  */
 export function parseSoakArgs(argv: string[], defaultSeed: number): SoakOptions {
   const raw: Record<string, unknown> = { minutes: 30, seed: defaultSeed, concurrency: 3 };
+  const known = new Set([...Object.keys(raw), 'killEvery']);
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i] as string;
-    const name = flag.replace(/^--/, '');
-    if (!flag.startsWith('--') || !(name in raw)) {
+    const name = flag.replace(/^--/, '').replace(/-(\w)/g, (_, c: string) => c.toUpperCase());
+    if (!flag.startsWith('--') || !known.has(name)) {
       raw[flag] = argv[i + 1];
       continue;
     }
     const text = argv[++i];
     raw[name] = text === undefined || text.trim() === '' || Number.isNaN(Number(text)) ? text : Number(text);
   }
-  return parseWith(SoakOptionsSchema, raw, 'soak options (--minutes <n> --seed <n> --concurrency <n>)');
+  return parseWith(
+    SoakOptionsSchema,
+    raw,
+    'soak options (--minutes <n> --seed <n> --concurrency <n> --kill-every <minutes>)',
+  );
 }
 
 /** A small, fast, seeded generator (mulberry32): the same seed gives the same run of choices. */

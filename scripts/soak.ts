@@ -117,6 +117,32 @@ function rssOf(pid: number | undefined): number | undefined {
   }
 }
 
+/**
+ * The worker's V8 heap (from its own metrics) and the workflows its SDK holds in the sticky cache
+ * (from the SDK's): beside the RSS they tell growth of live objects from a heap the collector has
+ * not yet shrunk, and whether the cache is what fills it. Undefined when the worker does not answer.
+ */
+async function workerInsides(ports: {
+  workerPort: number;
+  temporalPort: number;
+}): Promise<{ heapUsed?: number; heapTotal?: number; cached?: number }> {
+  const scrape = async (port: number): Promise<string> => {
+    if (!port) return '';
+    const res = await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(5_000) });
+    return res.ok ? res.text() : '';
+  };
+  const value = (text: string, name: string): number | undefined => {
+    const m = new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+]+)$`, 'm').exec(text);
+    return m ? Number(m[1]) : undefined;
+  };
+  const [kura, sdk] = await Promise.all([scrape(ports.workerPort), scrape(ports.temporalPort)]);
+  return {
+    heapUsed: value(kura, 'nodejs_heap_size_used_bytes'),
+    heapTotal: value(kura, 'nodejs_heap_size_total_bytes'),
+    cached: value(sdk, 'temporal_sticky_cache_size'),
+  };
+}
+
 function sizeOf(file: string): number {
   return existsSync(file) ? statSync(file).size : 0;
 }
@@ -197,7 +223,10 @@ async function stopProc(p: Proc, graceMs = 8000): Promise<void> {
 }
 
 /** kura.yaml of the soak: the hospital preset with 4 small VMs, a DR site joined by one group, fast ladders. */
-function soakConfig(dir: string, ports: { nbd: number; control: number; receiver: number }) {
+function soakConfig(
+  dir: string,
+  ports: { nbd: number; control: number; receiver: number; workerMetrics: number; sdkMetrics: number },
+) {
   const cfg = hospitalPreset({
     vms: 4,
     hosts: 2,
@@ -210,6 +239,8 @@ function soakConfig(dir: string, ports: { nbd: number; control: number; receiver
   });
   cfg.tuning = { pieceSize: '1MiB', copyHeartbeatTimeout: '3s', deviceAttempts: 3, reserveWait: '60s' };
   cfg.security = { keyFile: path.join(dir, 'kura-keys.json') };
+  // The worker's heap and the SDK's cache size, sampled beside its RSS.
+  cfg.metrics = { workerPort: ports.workerMetrics, temporalPort: ports.sdkMetrics };
   cfg.store = { chunkSize: '64KiB' };
   cfg.datapath = {
     nbdPort: ports.nbd,
@@ -388,6 +419,13 @@ class Soak {
     log(
       `memory: worker ${s.rss.worker} B, server ${s.rss.server} B, datapath ${s.rss.datapath} B; server db ${s.dbBytes} B`,
     );
+    void workerInsides(this.loaded.config.metrics)
+      .then((w) =>
+        log(
+          `worker ${s.workerPid}: V8 heap used ${w.heapUsed} B of ${w.heapTotal} B; ${w.cached} workflows in the SDK's cache`,
+        ),
+      )
+      .catch((err: unknown) => log(`worker metrics unavailable: ${String(err)}`));
   }
 
   /** Writes a few random 64 KiB blocks to a VM's data volume through the datapath, as its host would. */
@@ -595,7 +633,10 @@ class Soak {
 
 async function main(): Promise<number> {
   const opts = parseSoakArgs(process.argv.slice(2), Date.now() % 0x100000000);
-  log(`seed ${opts.seed} (repeat with --seed ${opts.seed}); ${opts.minutes} min at concurrency ${opts.concurrency}`);
+  log(
+    `seed ${opts.seed} (repeat with --seed ${opts.seed}); ${opts.minutes} min at concurrency ${opts.concurrency}` +
+      (opts.killEvery !== undefined ? `, a worker kill every ${opts.killEvery} min` : ''),
+  );
   const dir = mkdtempSync(path.join(os.tmpdir(), 'kura-soak-'));
   const procs = new Set<Proc>();
   let server: DevServer | undefined;
@@ -617,7 +658,13 @@ async function main(): Promise<number> {
   process.once('SIGINT', interrupted);
   process.once('SIGTERM', interrupted);
   try {
-    const ports = { nbd: await freePort(), control: await freePort(), receiver: await freePort() };
+    const ports = {
+      nbd: await freePort(),
+      control: await freePort(),
+      receiver: await freePort(),
+      workerMetrics: await freePort(),
+      sdkMetrics: await freePort(),
+    };
     const cfg = soakConfig(dir, ports);
     const configFile = path.join(dir, 'kura.yaml');
     writeFileSync(configFile, renderConfigYaml(cfg));
@@ -730,11 +777,12 @@ async function loop(soak: Soak): Promise<void> {
   // Every minute, so each worker process (killed every few minutes) has samples enough to fit; the
   // table shows them every 5 minutes (every minute in a short run).
   const sampleEvery = 60_000;
-  // At least one kill and one fault even in a short run.
-  const killEvery = Math.min(4 * 60_000, (minutes * 60_000) / 2);
+  // At least one kill and one fault even in a short run, unless the kills are given their own clock.
+  const fixedKills = soak.opts.killEvery !== undefined ? soak.opts.killEvery * 60_000 : undefined;
+  const killEvery = fixedKills ?? Math.min(4 * 60_000, (minutes * 60_000) / 2);
   const faultEvery = Math.min(90_000, (minutes * 60_000) / 4);
   let nextSample = t0 + sampleEvery;
-  let nextKill = t0 + killEvery * (0.5 + soak.rand.next());
+  let nextKill = t0 + (fixedKills ?? killEvery * (0.5 + soak.rand.next()));
   let nextFault = t0 + faultEvery * (0.5 + soak.rand.next());
   let repairAt = Infinity;
   const running = soak.running;
@@ -757,7 +805,7 @@ async function loop(soak: Soak): Promise<void> {
     }
     if (now >= nextKill) {
       await soak.killWorker();
-      nextKill = Date.now() + killEvery * (0.5 + soak.rand.next());
+      nextKill = Date.now() + (fixedKills ?? killEvery * (0.5 + soak.rand.next()));
     }
     while (running.size < concurrency) {
       const job = soak.choose();

@@ -35,6 +35,13 @@ describe('the soak options', () => {
   it('reads --minutes, --seed and --concurrency, with defaults for the ones left out', () => {
     expect(parseSoakArgs(['--minutes', '2', '--seed', '42'], 7)).toEqual({ minutes: 2, seed: 42, concurrency: 3 });
     expect(parseSoakArgs([], 7)).toEqual({ minutes: 30, seed: 7, concurrency: 3 });
+    expect(parseSoakArgs(['--minutes', '10', '--kill-every', '20'], 7)).toStrictEqual({
+      minutes: 10,
+      seed: 7,
+      concurrency: 3,
+      killEvery: 20,
+    });
+    expect(() => parseSoakArgs(['--kill-every', '0'], 7)).toThrow(/killEvery/);
   });
 
   it('refuses a flag it does not know and a value that is not a number, naming them', () => {
