@@ -14,6 +14,7 @@ import {
   Worker,
   type LogLevel,
   type WorkerOptions,
+  type ActivityInterceptorsFactory,
 } from '@temporalio/worker';
 import { loadConfig, configPath, type LoadedConfig } from './config/load';
 import { kuraPaths, type KuraPaths } from './config/paths';
@@ -75,6 +76,8 @@ export interface KuraWorkersOptions {
    * the first workers of the process, which install the runtime.
    */
   hostHandlesSignals?: boolean;
+  /** More activity interceptors, after the installation check (tests inject faults with them). */
+  activityInterceptors?: ActivityInterceptorsFactory[];
 }
 
 export interface KuraWorkers {
@@ -208,7 +211,11 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
       dataConverter,
       // Work of another installation is refused before any activity code runs (docs/adr/027).
       interceptors: {
-        activity: [installationCheck(installation), ...(metrics ? [metrics.interceptor] : [])],
+        activity: [
+          installationCheck(installation),
+          ...(metrics ? [metrics.interceptor] : []),
+          ...(opts.activityInterceptors ?? []),
+        ],
         // The client the worker gives its Nexus handler starts workflows with this installation's header.
         client: installationClientInterceptors(installation),
       },

@@ -112,12 +112,17 @@ export class GroupJournal {
 
   /** Records the remote's acknowledgement and trims what it covers. Never moves backwards. */
   ack(appliedSeq: number): void {
-    this.db.transaction(() => {
-      const upTo = Math.min(appliedSeq, this.lastSeq);
-      if (upTo <= this.acked) return;
-      this.db.prepare('DELETE FROM writes WHERE seq <= ?').run(upTo);
-      this.setMeta('acked', String(upTo));
-    })();
+    // IMMEDIATE: a deferred transaction reads first, and when the datapath's process appends
+    // before it trims, SQLite cannot upgrade its stale read to a write and fails at once with
+    // SQLITE_BUSY, past the busy timeout; taking the write lock first makes the append wait instead.
+    this.db
+      .transaction(() => {
+        const upTo = Math.min(appliedSeq, this.lastSeq);
+        if (upTo <= this.acked) return;
+        this.db.prepare('DELETE FROM writes WHERE seq <= ?').run(upTo);
+        this.setMeta('acked', String(upTo));
+      })
+      .immediate();
   }
 
   /** Failover: this site's hosts may no longer write the group. */
@@ -130,12 +135,15 @@ export class GroupJournal {
    * (at least its own last seq, so seqs never repeat) and its hosts may write.
    */
   promote(baseSeq: number): void {
-    this.db.transaction(() => {
-      this.db.prepare('DELETE FROM writes').run();
-      this.setMeta('lastSeq', String(baseSeq));
-      this.setMeta('acked', String(baseSeq));
-      this.setMeta('role', 'primary');
-    })();
+    // IMMEDIATE for the same reason as `ack`.
+    this.db
+      .transaction(() => {
+        this.db.prepare('DELETE FROM writes').run();
+        this.setMeta('lastSeq', String(baseSeq));
+        this.setMeta('acked', String(baseSeq));
+        this.setMeta('role', 'primary');
+      })
+      .immediate();
   }
 
   close(): void {

@@ -85,6 +85,34 @@ export function backupPoolActivities(t: JobTuning): PoolActivities {
   };
 }
 
+/** The least time a job whose data is complete keeps trying to release its devices. */
+export const RELEASE_PATIENCE_MS = 180_000;
+
+/**
+ * The release at the end of a backup whose data is complete, retried for a bounded time rather than
+ * five attempts: after a worker is lost, the site's pool may not answer until its workflow has been
+ * rebuilt from its history on another worker, which takes about a minute on a loaded machine, and a
+ * job that copied everything must not fail for that. Bounded by the longer of the job's
+ * `reserveWaitMs` and {@link RELEASE_PATIENCE_MS}; attempts at most 3 s apart, so the job ends soon
+ * after the pool is back.
+ */
+export function patientReleaseActivities(t: JobTuning, local: boolean): Pick<PoolActivities, 'releaseStreams'> {
+  const options = {
+    startToCloseTimeout: '2 minutes',
+    scheduleToCloseTimeout: Math.max(t.reserveWaitMs, RELEASE_PATIENCE_MS),
+    retry: {
+      initialInterval: '500ms',
+      backoffCoefficient: 2,
+      maximumInterval: '3 seconds',
+      nonRetryableErrorTypes,
+    },
+  } as const;
+  const proxy = local
+    ? proxyLocalActivities<PoolActivities>(options)
+    : proxyActivities<PoolActivities>({ ...options, heartbeatTimeout: '30 seconds' });
+  return { releaseStreams: proxy.releaseStreams };
+}
+
 /**
  * Copy activities run on the reserved backup server's own task queue. `longestBytes` is the most
  * one call moves (a piece; a whole image for verification). In failover mode a chunk gets one

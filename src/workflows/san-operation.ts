@@ -32,7 +32,13 @@ import {
   type EngineKind,
   type OperationPlanInput,
 } from './operation-plan';
-import { backupPoolActivities, controlActivities, localControlActivities, poolActivities } from './proxies';
+import {
+  backupPoolActivities,
+  controlActivities,
+  localControlActivities,
+  patientReleaseActivities,
+  poolActivities,
+} from './proxies';
 import { acceptInput, notifyJobFailure, reportBackupFailure } from './failures';
 import { Compensations } from './compensations';
 import { OperationState } from './operation-state';
@@ -80,6 +86,12 @@ const COPY_BY_STREAM_PATCH = 'copy-by-stream';
  * runs could not be refused there.
  */
 const ACCESS_REFUSAL_EVENT_PATCH = 'access-refusal-event';
+
+/**
+ * Marks the runs whose final release keeps trying for a bounded time (`patientReleaseActivities`);
+ * earlier runs gave up after five attempts, about 8 s, and replay must see them do so.
+ */
+const PATIENT_RELEASE_PATCH = 'patient-release';
 
 /** Backs up one target to tape: the SAN operation of kind `backup`, `split-backup` or `snapshot-backup`. */
 export async function sanOperation(input: BackupRequest): Promise<BackupReport> {
@@ -223,8 +235,10 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
     await op.step('tape-catalog', () => writeTapeCatalogs(job, kept.pieces, record, streams));
     await op.step('unload', () => unloadLanes(job));
     await op.step('release', async () => {
-      await pool.releaseStreams(req.site, { job: workflowId, tapeUsage: job.tapeEnd });
-      for (const extra of extraJobs) await pool.releaseStreams(req.site, { job: extra, tapeUsage: job.tapeEnd });
+      // The data is complete: a pool that does not answer for a while must not fail the backup.
+      const release = patched(PATIENT_RELEASE_PATCH) ? patientReleaseActivities(req.tuning, local) : pool;
+      await release.releaseStreams(req.site, { job: workflowId, tapeUsage: job.tapeEnd });
+      for (const extra of extraJobs) await release.releaseStreams(req.site, { job: extra, tapeUsage: job.tapeEnd });
     });
     job.undo.done('release');
     for (const extra of extraJobs) job.undo.done(`release:${extra}`);

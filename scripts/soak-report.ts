@@ -1,0 +1,301 @@
+/**
+ * The soak's bookkeeping, free of processes and servers: its options, a seeded random, how a job's
+ * outcome is classified, the growth of a memory series by linear fit, and the closing table.
+ */
+import { z } from 'zod';
+import { ErrorType } from '../src/domain/errors';
+import { parseWith } from '../src/domain/validate';
+
+export const SoakOptionsSchema = z.strictObject({
+  /** How long new work is started; in-flight work is then drained within a bound. */
+  minutes: z
+    .number()
+    .positive()
+    .max(24 * 60),
+  /** The seed of every random choice (jobs, targets, faults, kills); printed so a run can be repeated. */
+  seed: z.number().int().min(0).max(0xffffffff),
+  /** Jobs running at once. */
+  concurrency: z.number().int().min(1).max(16),
+  /**
+   * Minutes between worker kills, the first after as many (`--kill-every`); unset, a kill every 2–6
+   * minutes and at least one in a short run. Longer than the run, none: one worker process lives
+   * through it, so its memory shows whether it levels off.
+   */
+  killEvery: z
+    .number()
+    .positive()
+    .max(24 * 60)
+    .optional(),
+});
+export type SoakOptions = z.infer<typeof SoakOptionsSchema>;
+
+/**
+ * Reads `--minutes`, `--seed`, `--concurrency` and `--kill-every` from a command line (defaults: 30
+ * minutes, a seed from the clock, 3 jobs at once, kills every few minutes); InvalidInputError names
+ * a flag that is unknown or not a number.
+ */
+export function parseSoakArgs(argv: string[], defaultSeed: number): SoakOptions {
+  const raw: Record<string, unknown> = { minutes: 30, seed: defaultSeed, concurrency: 3 };
+  const known = new Set([...Object.keys(raw), 'killEvery']);
+  for (let i = 0; i < argv.length; i++) {
+    const flag = argv[i] as string;
+    const name = flag.replace(/^--/, '').replace(/-(\w)/g, (_, c: string) => c.toUpperCase());
+    if (!flag.startsWith('--') || !known.has(name)) {
+      raw[flag] = argv[i + 1];
+      continue;
+    }
+    const text = argv[++i];
+    raw[name] = text === undefined || text.trim() === '' || Number.isNaN(Number(text)) ? text : Number(text);
+  }
+  return parseWith(
+    SoakOptionsSchema,
+    raw,
+    'soak options (--minutes <n> --seed <n> --concurrency <n> --kill-every <minutes>)',
+  );
+}
+
+/** A small, fast, seeded generator (mulberry32): the same seed gives the same run of choices. */
+export class SeededRandom {
+  private state: number;
+  constructor(seed: number) {
+    this.state = seed >>> 0;
+  }
+  /** A float in [0, 1). */
+  next(): number {
+    this.state = (this.state + 0x6d2b79f5) >>> 0;
+    let t = this.state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  }
+  /** An integer in [lo, hi]. */
+  int(lo: number, hi: number): number {
+    return lo + Math.floor(this.next() * (hi - lo + 1));
+  }
+  /** One element of a non-empty list. */
+  pick<T>(xs: readonly T[]): T {
+    if (xs.length === 0) throw new RangeError('pick from an empty list');
+    return xs[Math.floor(this.next() * xs.length)] as T;
+  }
+  /** A key of `weights`, chosen in proportion to its weight. */
+  weighted<K extends string>(weights: Record<K, number>): K {
+    const entries = Object.entries(weights) as [K, number][];
+    const total = entries.reduce((n, [, w]) => n + w, 0);
+    let r = this.next() * total;
+    for (const [k, w] of entries) {
+      r -= w;
+      if (r < 0) return k;
+    }
+    return entries[entries.length - 1]![0];
+  }
+}
+
+/** The typed failure at the root of a failed job, down the cause chain (the first typed one found). */
+export function rootFailure(err: unknown): { type: string | undefined; message: string } {
+  let cur: unknown = err;
+  let found: { type: string | undefined; message: string } | undefined;
+  for (let i = 0; cur && i < 10; i++) {
+    const c = cur as { name?: string; type?: string; message?: string; cause?: unknown };
+    if (c.name === 'ApplicationFailure' || (typeof c.type === 'string' && c.message !== undefined))
+      found ??= { type: c.type, message: c.message ?? '' };
+    cur = c.cause;
+  }
+  return found ?? { type: undefined, message: err instanceof Error ? err.message : String(err) };
+}
+
+/** How a job ended, as the table counts it. */
+export const Outcome = {
+  Ok: 'ok',
+  /** Failed with a typed reason the soak caused on purpose (a device fault it injected). */
+  Expected: 'expected',
+  /** Anything else: printed in full; the soak exits non-zero. */
+  Unexplained: 'unexplained',
+} as const;
+export type Outcome = (typeof Outcome)[keyof typeof Outcome];
+
+/** Failure types a device fault may end a job with when no spare device is left to fail over to. */
+export const FAULT_FAILURE_TYPES: readonly string[] = [ErrorType.DeviceFault, ErrorType.NoResources];
+
+/** An interval of wall time, in epoch milliseconds, during which a device fault was injected. */
+export interface FaultWindow {
+  device: string;
+  from: number;
+  /** When the lab was repaired; Infinity while the fault stands. */
+  to: number;
+}
+
+/**
+ * A failed job's outcome: expected when its root failure is a device fault (or no resources left
+ * after one) and the job ran while a fault was injected; unexplained otherwise.
+ */
+export function classifyFailure(
+  err: unknown,
+  job: { startedAt: number; endedAt: number },
+  faults: readonly FaultWindow[],
+): { outcome: Outcome; type: string | undefined; message: string; fault?: string } {
+  const root = rootFailure(err);
+  const during = faults.find((f) => f.from <= job.endedAt && f.to >= job.startedAt);
+  if (root.type !== undefined && FAULT_FAILURE_TYPES.includes(root.type) && during)
+    return { outcome: Outcome.Expected, ...root, fault: during.device };
+  return { outcome: Outcome.Unexplained, ...root };
+}
+
+/** The least-squares slope of y over x (0 with fewer than two distinct x). */
+export function slope(points: readonly { x: number; y: number }[]): number {
+  const n = points.length;
+  if (n < 2) return 0;
+  const mx = points.reduce((s, p) => s + p.x, 0) / n;
+  const my = points.reduce((s, p) => s + p.y, 0) / n;
+  let num = 0;
+  let den = 0;
+  for (const p of points) {
+    num += (p.x - mx) * (p.y - my);
+    den += (p.x - mx) ** 2;
+  }
+  return den === 0 ? 0 : num / den;
+}
+
+/** One sample of the processes' memory and the server's database. */
+export interface MemorySample {
+  /** Milliseconds since the soak began. */
+  atMs: number;
+  /** VmRSS in bytes per process (undefined: not running at that instant). */
+  rss: Record<'worker' | 'server' | 'datapath', number | undefined>;
+  /** The worker process sampled (it changes when the worker is killed and restarted). */
+  workerPid: number | undefined;
+  /** The server's SQLite file plus its WAL, in bytes. */
+  dbBytes: number;
+}
+
+/**
+ * The least-squares slope shared by several series, each with its own intercept: how fast each grows
+ * within itself, so a fall from one series to the next (a killed process and its successor) does
+ * not read as shrinkage.
+ */
+export function pooledSlope(series: readonly (readonly { x: number; y: number }[])[]): number {
+  let num = 0;
+  let den = 0;
+  for (const pts of series) {
+    if (pts.length < 2) continue;
+    const mx = pts.reduce((a, p) => a + p.x, 0) / pts.length;
+    const my = pts.reduce((a, p) => a + p.y, 0) / pts.length;
+    for (const p of pts) {
+      num += (p.x - mx) * (p.y - my);
+      den += (p.x - mx) ** 2;
+    }
+  }
+  return den === 0 ? 0 : num / den;
+}
+
+/**
+ * Growth per hour of one series by linear fit, in bytes. The worker's samples are fitted per
+ * process (a pooled slope over its processes): the soak kills it every few minutes, and each
+ * successor starts small again.
+ */
+export function growthPerHour(samples: readonly MemorySample[], key: 'worker' | 'server' | 'datapath'): number {
+  const pts = samples.filter((s) => s.rss[key] !== undefined);
+  const point = (s: MemorySample) => ({ x: s.atMs / 3_600_000, y: s.rss[key] as number });
+  if (key !== 'worker') return slope(pts.map(point));
+  const byPid = new Map<number | undefined, { x: number; y: number }[]>();
+  for (const s of pts) byPid.set(s.workerPid, [...(byPid.get(s.workerPid) ?? []), point(s)]);
+  return pooledSlope([...byPid.values()]);
+}
+
+/** The samples the table shows: the first, the last, and the first at or after each `everyMs` mark. */
+export function tableRows(samples: readonly MemorySample[], everyMs: number): MemorySample[] {
+  const rows: MemorySample[] = [];
+  let next = 0;
+  samples.forEach((m, i) => {
+    if (i === 0 || i === samples.length - 1 || m.atMs >= next) {
+      rows.push(m);
+      while (next <= m.atMs) next += everyMs;
+    }
+  });
+  return rows;
+}
+
+/** The bytes as MiB with one decimal. */
+export function mib(bytes: number | undefined): string {
+  return bytes === undefined ? '–' : (bytes / (1024 * 1024)).toFixed(1);
+}
+
+/** One finished job, as the table counts it. */
+export interface JobRecord {
+  kind: string;
+  outcome: Outcome;
+  detail: string;
+}
+
+export interface SoakSummary {
+  options: SoakOptions;
+  /** Wall time of the whole run, drain included. */
+  elapsedMs: number;
+  jobs: readonly JobRecord[];
+  restoresVerified: number;
+  mismatches: readonly string[];
+  faultsInjected: number;
+  workerKills: number;
+  /** Every sample taken (the fit uses them all). */
+  samples: readonly MemorySample[];
+  /** The table shows a sample every this many milliseconds. */
+  tableEveryMs: number;
+  /** Jobs still running when the drain's bound ran out. */
+  undrained: number;
+}
+
+/** The closing table in markdown: jobs by kind and outcome, restores verified, memory, database size. */
+export function renderSummary(s: SoakSummary): string {
+  const out: string[] = [];
+  const kinds = [...new Set(s.jobs.map((j) => j.kind))].sort();
+  const count = (k: string | undefined, o: Outcome) =>
+    s.jobs.filter((j) => (k === undefined || j.kind === k) && j.outcome === o).length;
+  out.push(
+    `## Soak: ${s.options.minutes} min, seed ${s.options.seed}, concurrency ${s.options.concurrency} (ran ${(s.elapsedMs / 60_000).toFixed(1)} min with the drain)`,
+    '',
+    '| operation | ok | failed (expected) | unexplained | total |',
+    '|---|---:|---:|---:|---:|',
+  );
+  for (const k of kinds)
+    out.push(
+      `| ${k} | ${count(k, Outcome.Ok)} | ${count(k, Outcome.Expected)} | ${count(k, Outcome.Unexplained)} | ${s.jobs.filter((j) => j.kind === k).length} |`,
+    );
+  out.push(
+    `| **all** | ${count(undefined, Outcome.Ok)} | ${count(undefined, Outcome.Expected)} | ${count(undefined, Outcome.Unexplained)} | ${s.jobs.length} |`,
+    '',
+    `Restores verified byte for byte (SHA-256 of the restored file = the one recorded at backup time): ${s.restoresVerified}; mismatches: ${s.mismatches.length}.`,
+    `Device faults injected: ${s.faultsInjected}; worker SIGKILLs (restarted): ${s.workerKills}; jobs not drained in time: ${s.undrained}.`,
+    '',
+    '| t (min) | worker RSS (MiB) | worker pid | server RSS (MiB) | datapath RSS (MiB) | server DB + WAL (MiB) |',
+    '|---:|---:|---:|---:|---:|---:|',
+  );
+  for (const m of tableRows(s.samples, s.tableEveryMs))
+    out.push(
+      `| ${(m.atMs / 60_000).toFixed(1)} | ${mib(m.rss.worker)} | ${m.workerPid ?? '–'} | ${mib(m.rss.server)} | ${mib(m.rss.datapath)} | ${mib(m.dbBytes)} |`,
+    );
+  const g = (k: 'worker' | 'server' | 'datapath') => `${mib(growthPerHour(s.samples, k))} MiB/h`;
+  const db = slope(s.samples.map((m) => ({ x: m.atMs / 3_600_000, y: m.dbBytes })));
+  out.push(
+    `| **growth/h (linear fit over all ${s.samples.length} samples)** | ${g('worker')} | per process, over ${new Set(s.samples.map((m) => m.workerPid)).size} process(es) | ${g('server')} | ${g('datapath')} | ${mib(db)} MiB/h |`,
+    '',
+    `Verdict: ${verdict(s)}`,
+  );
+  const bad = s.jobs.filter((j) => j.outcome === Outcome.Unexplained);
+  if (bad.length > 0 || s.mismatches.length > 0) {
+    out.push('', '### Unexplained failures and mismatches');
+    for (const j of bad) out.push(`- ${j.kind}: ${j.detail}`);
+    for (const m of s.mismatches) out.push(`- mismatch: ${m}`);
+  }
+  return out.join('\n');
+}
+
+/** PASS when no job failed unexplained, nothing mismatched and every job was drained. */
+export function passed(s: Pick<SoakSummary, 'jobs' | 'mismatches' | 'undrained'>): boolean {
+  return s.jobs.every((j) => j.outcome !== Outcome.Unexplained) && s.mismatches.length === 0 && s.undrained === 0;
+}
+
+function verdict(s: SoakSummary): string {
+  const unexplained = s.jobs.filter((j) => j.outcome === Outcome.Unexplained).length;
+  return passed(s)
+    ? 'PASS (zero unexplained failures, zero mismatches, everything drained)'
+    : `FAIL (${unexplained} unexplained, ${s.mismatches.length} mismatches, ${s.undrained} not drained)`;
+}

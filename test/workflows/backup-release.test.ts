@@ -1,0 +1,87 @@
+/**
+ * A backup whose data is complete outlasts a resource pool that does not answer its release for a
+ * while (as after a worker kill on a loaded machine): the release is tried again until the pool is
+ * back, the backup completes and the devices end released.
+ */
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { ServiceError, type Client } from '@temporalio/client';
+import type { ActivityInterceptorsFactory } from '@temporalio/worker';
+import { tablesQuery } from '../../src/messages';
+import { poolWorkflowId, type Kura } from '../../src/client';
+import { startKuraWorkers, type KuraWorkers } from '../../src/worker';
+import { Catalog } from '../../src/catalog/store';
+import { connectKura, makeLab, sha256, type TestLab } from '../support/harness';
+
+/** Longer than the five attempts (about 8 s) a release had before, well within its bound now. */
+const POOL_SILENT_MS = 9_000;
+
+let lab: TestLab;
+let workers: KuraWorkers;
+let kura: Kura;
+let client: Client;
+let close: () => Promise<void>;
+/** When the first release was tried, and every attempt's outcome. */
+let firstRelease: number | undefined;
+const attempts: string[] = [];
+
+/** The pool "does not answer" a release for POOL_SILENT_MS, failing as the client did in the soak. */
+const silentPool: ActivityInterceptorsFactory = (ctx) => ({
+  inbound: {
+    async execute(input, next) {
+      if (ctx.info.activityType !== 'releaseStreams') return next(input);
+      firstRelease ??= Date.now();
+      if (Date.now() - firstRelease < POOL_SILENT_MS) {
+        attempts.push('failed');
+        throw new ServiceError('Workflow Update failed');
+      }
+      const result = await next(input);
+      attempts.push('released');
+      return result;
+    },
+  },
+});
+
+beforeAll(async () => {
+  lab = await makeLab({ vms: 1, dataVolumeSize: 1024 * 1024, pieceSize: '1MiB', streams: 1, chunks: 1 });
+  workers = await startKuraWorkers({
+    loaded: lab.loaded,
+    address: inject('temporalAddress'),
+    namespace: inject('temporalNamespace'),
+    taskQueue: lab.taskQueue,
+    workflowBundle: { codePath: inject('workflowBundlePath') },
+    activityInterceptors: [silentPool],
+  });
+  ({ kura, client, close } = await connectKura(lab));
+});
+
+afterAll(async () => {
+  await close?.();
+  await workers?.shutdown();
+  lab?.cleanup();
+});
+
+describe('the release at the end of a backup', () => {
+  it('is tried again while the pool does not answer, and the backup completes with its devices released', async () => {
+    const source = await sha256(lab.dataVolume('vm-001'));
+    const handle = await kura.startBackup('vm-001');
+    const report = await handle.result();
+
+    expect(report.sha256).toBe(source);
+    const catalog = new Catalog(lab.paths.catalog);
+    expect(catalog.backup(report.backupId).status).toBe('complete');
+    catalog.close();
+    // More attempts than the five the release used to have (all of them failed), the last went through.
+    expect(attempts.length).toBeGreaterThan(5);
+    expect(attempts.slice(0, 5)).toEqual(['failed', 'failed', 'failed', 'failed', 'failed']);
+    expect(attempts.at(-1)).toBe('released');
+    const tables = await client.workflow.getHandle(poolWorkflowId(lab.site)).query(tablesQuery);
+    const holders = [
+      ...tables.servers,
+      ...tables.drives,
+      ...tables.tapes,
+      ...tables.switches,
+      ...tables.libraries,
+    ].flatMap((r) => r.holders.map((h) => `${r.name}:${h.job}`));
+    expect(holders).toEqual([]);
+  });
+});
