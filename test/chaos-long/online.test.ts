@@ -5,7 +5,7 @@
  * hold every write the host had acknowledged; main storage ends with every acknowledged write.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { copyFileSync, readFileSync, readdirSync } from 'node:fs';
 import * as path from 'node:path';
 import { Catalog } from '../../src/catalog/store';
@@ -13,12 +13,11 @@ import { DatapathClient } from '../../src/datapath/client';
 import { Journal } from '../../src/datapath/journal';
 import { controlTokenFile, readControlToken } from '../../src/datapath/token';
 import type { OnlineBackupReport } from '../../src/domain/datapath';
-import { labEnv, makeLab, type TestLab } from '../support/harness';
+import { makeLab, type TestLab, startDatapathProcess as startLabDatapath } from '../support/harness';
 import { PatternWriter, applyWrites, candidatesAt, freePort, nbdUrl } from '../support/nbd';
 import { acrossOutage, chaosSeed, startPrivateKura, type PrivateKura } from '../support/private-server';
 import { heldRows } from './checks';
 
-const ROOT = path.resolve(__dirname, '..', '..');
 const SIZE = 4 * 1024 * 1024;
 
 let lab: TestLab;
@@ -29,26 +28,7 @@ const procs: ChildProcess[] = [];
 
 /** Starts `kura datapath` as its own process and waits for its ready line. */
 async function startDatapathProcess(): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'kura'), 'datapath'], {
-    cwd: ROOT,
-    env: { ...labEnv(lab), TEMPORAL_ADDRESS: pk.server.address },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  procs.push(child);
-  let output = '';
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`datapath did not start:\n${output}`)), 60_000);
-    child.stdout!.on('data', (d: Buffer) => {
-      output += d.toString();
-      if (output.includes('"ready":true')) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-    child.stderr!.on('data', (d: Buffer) => (output += d.toString()));
-    child.once('exit', (code) => reject(new Error(`datapath exited with ${code}:\n${output}`)));
-  });
-  return child;
+  return startLabDatapath(lab, procs, { TEMPORAL_ADDRESS: pk.server.address });
 }
 
 /** Every journal file below a directory. */

@@ -4,7 +4,7 @@
  * afterwards and reach main storage; the backup must carry on to an image of the switch instant.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { DatapathClient } from '../../src/datapath/client';
@@ -12,10 +12,15 @@ import { controlTokenFile, readControlToken } from '../../src/datapath/token';
 import type { OnlineBackupReport } from '../../src/domain/datapath';
 import type { Kura } from '../../src/client';
 import type { KuraWorkers } from '../../src/worker';
-import { connectKura, labEnv, makeLab, startWorkers, type TestLab } from '../support/harness';
+import {
+  connectKura,
+  makeLab,
+  startWorkers,
+  type TestLab,
+  startDatapathProcess as startLabDatapath,
+} from '../support/harness';
 import { PatternWriter, applyWrites, candidatesAt, freePort, nbdUrl, nbdcopy } from '../support/nbd';
 
-const ROOT = path.resolve(__dirname, '..', '..');
 const SIZE = 8 * 1024 * 1024;
 
 let lab: TestLab;
@@ -28,26 +33,7 @@ const procs: ChildProcess[] = [];
 
 /** Starts `kura datapath` as its own process and waits for its ready line. */
 async function startDatapathProcess(of: TestLab = lab): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'kura'), 'datapath'], {
-    cwd: ROOT,
-    env: labEnv(of),
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  procs.push(child);
-  let output = '';
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`datapath did not start:\n${output}`)), 60_000);
-    child.stdout!.on('data', (d: Buffer) => {
-      output += d.toString();
-      if (output.includes('"ready":true')) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-    child.stderr!.on('data', (d: Buffer) => (output += d.toString()));
-    child.once('exit', (code) => reject(new Error(`datapath exited with ${code}:\n${output}`)));
-  });
-  return child;
+  return startLabDatapath(of, procs);
 }
 
 async function until<T>(probe: () => Promise<T | undefined>): Promise<T> {

@@ -176,6 +176,27 @@ export function failureOf(err: unknown): { type: string | undefined; message: st
 const ROOT = path.resolve(__dirname, '..', '..');
 
 /**
+ * Waits until a child process prints `marker` (on stdout, or on stderr too when `stderr` is set),
+ * and fails with everything it printed when it exits first or is silent for a minute.
+ */
+async function untilPrinted(child: ChildProcess, what: string, marker: string, stderr: boolean): Promise<void> {
+  let output = '';
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${what} did not start:\n${output}`)), 60_000);
+    const onData = (d: Buffer) => {
+      output += d.toString();
+      if (output.includes(marker)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', stderr ? onData : (d: Buffer) => (output += d.toString()));
+    child.once('exit', (code) => reject(new Error(`${what} exited with ${code}:\n${output}`)));
+  });
+}
+
+/**
  * Starts `src/worker.ts` as its own process for the lab (so a test can SIGKILL it) and waits until
  * it says it is running. The caller kills it; `procs` collects every process started.
  */
@@ -190,20 +211,26 @@ export async function startWorkerProcess(
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   procs.push(child);
-  let output = '';
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`worker did not start:\n${output}`)), 60_000);
-    const onData = (d: Buffer) => {
-      output += d.toString();
-      if (output.includes('workers running')) {
-        clearTimeout(timer);
-        resolve();
-      }
-    };
-    child.stdout!.on('data', onData);
-    child.stderr!.on('data', onData);
-    child.once('exit', (code) => reject(new Error(`worker exited with ${code}:\n${output}`)));
+  await untilPrinted(child, 'worker', 'workers running', true);
+  return child;
+}
+
+/**
+ * Starts `kura datapath` for the lab as a child process (one a test can SIGKILL), pushed to `procs`
+ * for the test's cleanup, and waits until it reports ready.
+ */
+export async function startDatapathProcess(
+  lab: TestLab,
+  procs: ChildProcess[],
+  env: Record<string, string> = {},
+): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'kura'), 'datapath'], {
+    cwd: ROOT,
+    env: { ...labEnv(lab), ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
   });
+  procs.push(child);
+  await untilPrinted(child, 'datapath', '"ready":true', false);
   return child;
 }
 
