@@ -5,6 +5,7 @@
 import { z } from 'zod';
 import { ErrorType } from '../src/domain/errors';
 import { parseWith } from '../src/domain/validate';
+import { failureOf } from '../src/api/failures';
 
 export const SoakOptionsSchema = z.strictObject({
   /** How long new work is started; in-flight work is then drained within a bound. */
@@ -90,19 +91,6 @@ export class SeededRandom {
   }
 }
 
-/** The typed failure at the root of a failed job, down the cause chain (the first typed one found). */
-export function rootFailure(err: unknown): { type: string | undefined; message: string } {
-  let cur: unknown = err;
-  let found: { type: string | undefined; message: string } | undefined;
-  for (let i = 0; cur && i < 10; i++) {
-    const c = cur as { name?: string; type?: string; message?: string; cause?: unknown };
-    if (c.name === 'ApplicationFailure' || (typeof c.type === 'string' && c.message !== undefined))
-      found ??= { type: c.type, message: c.message ?? '' };
-    cur = c.cause;
-  }
-  return found ?? { type: undefined, message: err instanceof Error ? err.message : String(err) };
-}
-
 /** How a job ended, as the table counts it. */
 export const Outcome = {
   Ok: 'ok',
@@ -133,7 +121,7 @@ export function classifyFailure(
   job: { startedAt: number; endedAt: number },
   faults: readonly FaultWindow[],
 ): { outcome: Outcome; type: string | undefined; message: string; fault?: string } {
-  const root = rootFailure(err);
+  const root = failureOf(err);
   const during = faults.find((f) => f.from <= job.endedAt && f.to >= job.startedAt);
   if (root.type !== undefined && FAULT_FAILURE_TYPES.includes(root.type) && during)
     return { outcome: Outcome.Expected, ...root, fault: during.device };

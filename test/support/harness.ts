@@ -161,17 +161,7 @@ export function treeFingerprint(dir: string): string {
 }
 
 /** The type and message of the typed failure at the root of a failed job (down the cause chain). */
-export function failureOf(err: unknown): { type: string | undefined; message: string } {
-  let cur: unknown = err;
-  let found: { type: string | undefined; message: string } | undefined;
-  for (let i = 0; cur && i < 10; i++) {
-    const c = cur as { name?: string; type?: string; message?: string; cause?: unknown };
-    if (c.name === 'ApplicationFailure' || (typeof c.type === 'string' && c.message !== undefined))
-      found ??= { type: c.type, message: c.message ?? '' };
-    cur = c.cause;
-  }
-  return found ?? { type: undefined, message: err instanceof Error ? err.message : String(err) };
-}
+export { failureOf } from '../../src/api/failures';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 
