@@ -11,9 +11,8 @@ import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { Catalog } from '../../src/catalog/store';
-import { DatapathClient } from '../../src/datapath/client';
+import type { DatapathClient } from '../../src/datapath/client';
 import { startDatapath } from '../../src/datapath/service';
-import { controlTokenFile, readControlToken } from '../../src/datapath/token';
 import type { OnlineBackupReport } from '../../src/domain/datapath';
 import { ErrorType } from '../../src/domain/errors';
 import type { Kura } from '../../src/client';
@@ -21,13 +20,13 @@ import type { KuraWorkers } from '../../src/worker';
 import {
   connectKura,
   failureOf,
-  makeLab,
   sha256,
   startWorkers,
   type TestLab,
   startDatapathProcess as startLabDatapath,
+  makeDatapathLab,
 } from '../support/harness';
-import { PatternWriter, applyWrites, freePort, nbdUrl, nbdcopy } from '../support/nbd';
+import { PatternWriter, applyWrites, nbdUrl, nbdcopy } from '../support/nbd';
 
 const SIZE = 2 * 1024 * 1024;
 
@@ -45,18 +44,9 @@ async function startDatapathProcess(): Promise<ChildProcess> {
 }
 
 beforeAll(async () => {
-  nbdPort = await freePort();
-  const controlPort = await freePort();
   // Copies paced at 1 MiB/s: what the host writes during the catch-up round drains for a few hundred
   // milliseconds in the quiesce, time to see the phase and kill.
-  lab = await makeLab({
-    vms: 1,
-    dataVolumeSize: SIZE,
-    edit: (cfg) => void (cfg.datapath = { nbdPort, controlPort, copyRate: '1MiB' }),
-  });
-  control = new DatapathClient(`http://127.0.0.1:${controlPort}`, () =>
-    readControlToken(controlTokenFile(lab.loaded, lab.paths)),
-  );
+  ({ lab, nbdPort, control } = await makeDatapathLab(SIZE));
   workers = await startWorkers(lab);
   ({ kura, close } = await connectKura(lab));
 });

@@ -9,12 +9,16 @@ import type { ChildProcess } from 'node:child_process';
 import { copyFileSync, readFileSync, readdirSync } from 'node:fs';
 import * as path from 'node:path';
 import { Catalog } from '../../src/catalog/store';
-import { DatapathClient } from '../../src/datapath/client';
+import type { DatapathClient } from '../../src/datapath/client';
 import { Journal } from '../../src/datapath/journal';
-import { controlTokenFile, readControlToken } from '../../src/datapath/token';
 import type { OnlineBackupReport } from '../../src/domain/datapath';
-import { makeLab, type TestLab, startDatapathProcess as startLabDatapath } from '../support/harness';
-import { PatternWriter, applyWrites, candidatesAt, freePort, nbdUrl } from '../support/nbd';
+import {
+  type TestLab,
+  startDatapathProcess as startLabDatapath,
+  makeDatapathLab,
+  untilDefined,
+} from '../support/harness';
+import { PatternWriter, applyWrites, candidatesAt, nbdUrl } from '../support/nbd';
 import { acrossOutage, chaosSeed, startPrivateKura, type PrivateKura } from '../support/private-server';
 import { heldRows } from './checks';
 
@@ -38,27 +42,10 @@ function journalFiles(dir: string): string[] {
     .map((f) => path.join(dir, f));
 }
 
-async function until<T>(probe: () => Promise<T | undefined>): Promise<T> {
-  for (;;) {
-    const v = await probe().catch(() => undefined);
-    if (v !== undefined) return v;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
 beforeAll(async () => {
-  nbdPort = await freePort();
-  const controlPort = await freePort();
   // Base copy and catch-up paced at 1 MiB/s: a catch-up round over the blocks written during the
   // four-second base copy lasts seconds.
-  lab = await makeLab({
-    vms: 1,
-    dataVolumeSize: SIZE,
-    edit: (cfg) => void (cfg.datapath = { nbdPort, controlPort, copyRate: '1MiB' }),
-  });
-  control = new DatapathClient(`http://127.0.0.1:${controlPort}`, () =>
-    readControlToken(controlTokenFile(lab.loaded, lab.paths)),
-  );
+  ({ lab, nbdPort, control } = await makeDatapathLab(SIZE));
   pk = await startPrivateKura(lab);
 });
 
@@ -77,17 +64,17 @@ describe('the Temporal server killed during an online backup’s catch-up', () =
     const datapath = await startDatapathProcess();
     const writer = new PatternWriter(nbdUrl(nbdPort, name), SIZE);
     writer.start();
-    await until(async () => (writer.acked().length >= 2 ? true : undefined));
+    await untilDefined(async () => (writer.acked().length >= 2 ? true : undefined));
 
     const started = Date.now();
     const handle = await pk.kura.startOnlineBackup('vm-001', {
       settings: { ioTimeoutMs: 30_000, safetyFactor: 0.5, pollMs: 50, roundPauseMs: 50 },
       deviceAttempts: 10,
     });
-    const switchedAt = await until(async () => (await control.status(name)).switchedAt ?? undefined);
+    const switchedAt = await untilDefined(async () => (await control.status(name)).switchedAt ?? undefined);
     const switchMs = Date.parse(switchedAt);
     const atSwitch = readFileSync(volumeFile);
-    await until(async () => ((await control.status(name)).phase === 'catch-up' ? true : undefined));
+    await untilDefined(async () => ((await control.status(name)).phase === 'catch-up' ? true : undefined));
     // The instant: a seeded moment in the first second of the catch-up round.
     const atMs = Math.floor(random() * 1000);
     await new Promise((r) => setTimeout(r, atMs));

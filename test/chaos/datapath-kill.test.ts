@@ -7,19 +7,19 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { DatapathClient } from '../../src/datapath/client';
-import { controlTokenFile, readControlToken } from '../../src/datapath/token';
+import type { DatapathClient } from '../../src/datapath/client';
 import type { OnlineBackupReport } from '../../src/domain/datapath';
 import type { Kura } from '../../src/client';
 import type { KuraWorkers } from '../../src/worker';
 import {
   connectKura,
-  makeLab,
   startWorkers,
   type TestLab,
   startDatapathProcess as startLabDatapath,
+  makeDatapathLab,
+  untilDefined,
 } from '../support/harness';
-import { PatternWriter, applyWrites, candidatesAt, freePort, nbdUrl, nbdcopy } from '../support/nbd';
+import { PatternWriter, applyWrites, candidatesAt, nbdUrl, nbdcopy } from '../support/nbd';
 
 const SIZE = 8 * 1024 * 1024;
 
@@ -36,26 +36,9 @@ async function startDatapathProcess(of: TestLab = lab): Promise<ChildProcess> {
   return startLabDatapath(of, procs);
 }
 
-async function until<T>(probe: () => Promise<T | undefined>): Promise<T> {
-  for (;;) {
-    const v = await probe().catch(() => undefined);
-    if (v !== undefined) return v;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
 beforeAll(async () => {
-  nbdPort = await freePort();
-  const controlPort = await freePort();
   // The base copy is paced at 1 MiB/s: eight seconds in which to kill the datapath mid-backup.
-  lab = await makeLab({
-    vms: 1,
-    dataVolumeSize: SIZE,
-    edit: (cfg) => void (cfg.datapath = { nbdPort, controlPort, copyRate: '1MiB' }),
-  });
-  control = new DatapathClient(`http://127.0.0.1:${controlPort}`, () =>
-    readControlToken(controlTokenFile(lab.loaded, lab.paths)),
-  );
+  ({ lab, nbdPort, control } = await makeDatapathLab(SIZE));
   workers = await startWorkers(lab);
   ({ kura, close } = await connectKura(lab));
 });
@@ -75,16 +58,18 @@ describe('kill -9 of the datapath during an online backup', () => {
     let child = await startDatapathProcess();
     const writer = new PatternWriter(nbdUrl(nbdPort, name), SIZE, true);
     writer.start();
-    await until(async () => (writer.acked().length >= 2 ? true : undefined));
+    await untilDefined(async () => (writer.acked().length >= 2 ? true : undefined));
 
     const handle = await kura.startOnlineBackup('vm-001', {
       settings: { ioTimeoutMs: 30_000, safetyFactor: 0.5, pollMs: 50, roundPauseMs: 50 },
       deviceAttempts: 10,
     });
-    const switchedAt = await until(async () => (await control.status(name)).switchedAt ?? undefined);
+    const switchedAt = await untilDefined(async () => (await control.status(name)).switchedAt ?? undefined);
     const atSwitch = readFileSync(volumeFile);
     const switchMs = Date.parse(switchedAt);
-    await until(async () => (writer.acked().filter((w) => w.startedAt > switchMs).length >= 8 ? true : undefined));
+    await untilDefined(async () =>
+      writer.acked().filter((w) => w.startedAt > switchMs).length >= 8 ? true : undefined,
+    );
     const before = await control.status(name);
     expect(before).toMatchObject({ mode: 'backup', phase: 'base-copy' });
     expect(before.baseCopiedBytes).toBeLessThan(SIZE);
@@ -139,16 +124,9 @@ describe('kill -9 of the datapath during an online backup', () => {
   });
 
   it('replays the journal when killed during catch-up, before any round reflected the writes', async () => {
-    const [port, ctlPort] = [await freePort(), await freePort()];
-    const lab2 = await makeLab({
-      vms: 1,
-      dataVolumeSize: SIZE,
-      edit: (cfg) => void (cfg.datapath = { nbdPort: port, controlPort: ctlPort }),
-    });
+    // Unpaced: the base copy ends at once, and the catch-up phase is where the test writes.
+    const { lab: lab2, nbdPort: port, control: ctl } = await makeDatapathLab(SIZE, { paced: false });
     try {
-      const ctl = new DatapathClient(`http://127.0.0.1:${ctlPort}`, () =>
-        readControlToken(controlTokenFile(lab2.loaded, lab2.paths)),
-      );
       const name = lab2.loaded.config.sites[0]!.vms[0]!.dataVolume;
       const volumeFile = lab2.dataVolume('vm-001');
       const initial = readFileSync(volumeFile);
@@ -156,7 +134,7 @@ describe('kill -9 of the datapath during an online backup', () => {
       const image = path.join(lab2.paths.home, 'online', 'catch-up.img');
       await ctl.enterBackup(name, 'b1', image);
       await ctl.startBaseCopy(name, 'b1');
-      await until(async () => ((await ctl.status(name)).phase === 'catch-up' ? true : undefined));
+      await untilDefined(async () => ((await ctl.status(name)).phase === 'catch-up' ? true : undefined));
       // Writes in the catch-up phase, unaligned ones among them: their edges come from backup storage.
       const writer = new PatternWriter(nbdUrl(port, name), SIZE);
       for (let i = 0; i < 12; i++) expect((await writer.writeOnce()).outcome).toBe('acked');

@@ -21,6 +21,9 @@ import { ensureKeyFile, keyFileOf } from '../../src/codec/keys';
 import type { ConfigInput } from '../../src/domain/inventory';
 import type { PoolTables } from '../../src/domain/pool';
 import type { LabState } from '../../src/lab/state';
+import { DatapathClient } from '../../src/datapath/client';
+import { controlTokenFile, readControlToken } from '../../src/datapath/token';
+import { freePort } from './nbd';
 
 export interface TestLab {
   dir: string;
@@ -203,6 +206,41 @@ export async function startWorkerProcess(
   procs.push(child);
   await untilPrinted(child, 'worker', 'workers running', true);
   return child;
+}
+
+/** A one-VM lab for the datapath's kill tests, with the datapath's ports and a control client. */
+export interface DatapathLab {
+  lab: TestLab;
+  nbdPort: number;
+  control: DatapathClient;
+}
+
+/**
+ * A one-VM lab whose datapath listens on free ports and, unless `paced` is false, paces its copies
+ * at 1 MiB/s, so a test has seconds in which to see a backup's phase and kill the datapath in it.
+ */
+export async function makeDatapathLab(dataVolumeSize: number, opts: { paced?: boolean } = {}): Promise<DatapathLab> {
+  const nbdPort = await freePort();
+  const controlPort = await freePort();
+  const pace = opts.paced === false ? {} : { copyRate: '1MiB' };
+  const lab = await makeLab({
+    vms: 1,
+    dataVolumeSize,
+    edit: (cfg) => void (cfg.datapath = { nbdPort, controlPort, ...pace }),
+  });
+  const control = new DatapathClient(`http://127.0.0.1:${controlPort}`, () =>
+    readControlToken(controlTokenFile(lab.loaded, lab.paths)),
+  );
+  return { lab, nbdPort, control };
+}
+
+/** The first value a probe gives that is not undefined, asking again every 20 ms; a probe that throws counts as undefined. */
+export async function untilDefined<T>(probe: () => Promise<T | undefined>): Promise<T> {
+  for (;;) {
+    const v = await probe().catch(() => undefined);
+    if (v !== undefined) return v;
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }
 
 /**
