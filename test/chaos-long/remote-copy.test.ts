@@ -6,16 +6,14 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
-import * as path from 'node:path';
 import { eventually, makeLab, type TestLab } from '../support/harness';
 import { KuraRemote } from '../../src/api/remote';
-import { Volume } from '../../src/datapath/volume';
+import type { Volume } from '../../src/datapath/volume';
 import { remoteCopyHooks, type RemoteCopyHooks } from '../../src/datapath/remote-hooks';
 import { resolveRemoteGroup, type ResolvedRemoteGroup } from '../../src/config/remote';
 import { Replica } from '../../src/remote/replica';
-import { DatapathConfigSchema } from '../../src/domain/datapath';
 import { freePort, ledgerSlot, readLedger } from '../remote/ledger';
-import { DATA, WAL, groupName, withRemoteSite } from '../remote/lab';
+import { DATA, WAL, groupName, withRemoteSite, openGroupVolume } from '../remote/lab';
 import { acrossOutage, chaosSeed, startPrivateKura, type PrivateKura } from '../support/private-server';
 
 const MiB = 1024 * 1024;
@@ -53,17 +51,7 @@ afterAll(async () => {
 describe('the Temporal server killed during a remote-copy batch', () => {
   it('applies every write once and in order, leaves no batch begun, and the remote ends identical', async () => {
     const { random } = chaosSeed('remote-copy');
-    const open = async (name: string) => {
-      const v = await Volume.open({
-        name,
-        mainFile: group.volumes.find((x) => x.name === name)!.mainFile,
-        stateDir: path.join(lab.dir, 'dp-state', name.replace('/', '-')),
-        settings: DatapathConfigSchema.parse({}),
-        onWrite: hooks.hookFor(name)!,
-      });
-      volumes.push(v);
-      return v;
-    };
+    const open = (name: string) => openGroupVolume(lab, group, hooks, name, volumes);
     const data = await open(DATA);
     const wal = await open(WAL);
     const started = Date.now();

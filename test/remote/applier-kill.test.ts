@@ -8,18 +8,16 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import * as path from 'node:path';
 import { inject } from 'vitest';
 import { connectKura, eventually, makeLab, startWorkerProcess, type TestLab } from '../support/harness';
 import { startKuraWorkers, type KuraWorkers } from '../../src/worker';
 import { KuraRemote } from '../../src/api/remote';
-import { Volume } from '../../src/datapath/volume';
+import type { Volume } from '../../src/datapath/volume';
 import { remoteCopyHooks, type RemoteCopyHooks } from '../../src/datapath/remote-hooks';
 import { resolveRemoteGroup, type ResolvedRemoteGroup } from '../../src/config/remote';
 import { Replica } from '../../src/remote/replica';
-import { DatapathConfigSchema } from '../../src/domain/datapath';
 import { freePort, ledgerSlot, readLedger } from './ledger';
-import { DATA, WAL, groupName, withRemoteSite } from './lab';
+import { DATA, WAL, groupName, withRemoteSite, openGroupVolume } from './lab';
 
 const MiB = 1024 * 1024;
 const GROUP = groupName();
@@ -73,17 +71,7 @@ afterAll(async () => {
 
 describe('the remote applier killed mid-batch', () => {
   it('applies nothing twice or out of order, and the remote ends identical', async () => {
-    const open = async (name: string) => {
-      const v = await Volume.open({
-        name,
-        mainFile: group.volumes.find((x) => x.name === name)!.mainFile,
-        stateDir: path.join(lab.dir, 'dp-state', name.replace('/', '-')),
-        settings: DatapathConfigSchema.parse({}),
-        onWrite: hooks.hookFor(name)!,
-      });
-      volumes.push(v);
-      return v;
-    };
+    const open = (name: string) => openGroupVolume(lab, group, hooks, name, volumes);
     const data = await open(DATA);
     const wal = await open(WAL);
     const first = await startRemoteSiteWorker();

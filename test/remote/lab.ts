@@ -5,7 +5,12 @@
  * workflow id `remote/<group>` is shared by every test file on the one dev server.
  */
 import type { ConfigInput } from '../../src/domain/inventory';
-import { uniqueId } from '../support/harness';
+import * as path from 'node:path';
+import type { ResolvedRemoteGroup } from '../../src/config/remote';
+import type { RemoteCopyHooks } from '../../src/datapath/remote-hooks';
+import { Volume } from '../../src/datapath/volume';
+import { DatapathConfigSchema } from '../../src/domain/datapath';
+import { uniqueId, type TestLab } from '../support/harness';
 
 /** A remote-copy group name no other test file uses. */
 export function groupName(): string {
@@ -30,4 +35,26 @@ export function withRemoteSite(receiverPort: number, group: string): (cfg: Confi
       groups: [{ name: group, main: main.name, remote: dr.name, volumes: [DATA, WAL], receiverPort }],
     };
   };
+}
+
+/**
+ * Opens a volume of the group as the datapath does, each write journaled by the group's remote-copy
+ * hook before it is acknowledged; pushed to `opened` for the test's cleanup.
+ */
+export async function openGroupVolume(
+  lab: TestLab,
+  group: ResolvedRemoteGroup,
+  hooks: RemoteCopyHooks,
+  name: string,
+  opened: Volume[],
+): Promise<Volume> {
+  const v = await Volume.open({
+    name,
+    mainFile: group.volumes.find((x) => x.name === name)!.mainFile,
+    stateDir: path.join(lab.dir, 'dp-state', name.replace('/', '-')),
+    settings: DatapathConfigSchema.parse({}),
+    onWrite: hooks.hookFor(name)!,
+  });
+  opened.push(v);
+  return v;
 }

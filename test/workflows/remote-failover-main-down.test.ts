@@ -7,19 +7,17 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import * as path from 'node:path';
 import { inject } from 'vitest';
 import { connectKura, eventually, makeLab, type TestLab } from '../support/harness';
 import { startKuraWorkers, type KuraWorkers } from '../../src/worker';
 import { KuraRemote } from '../../src/api/remote';
 import type { Kura } from '../../src/client';
-import { Volume } from '../../src/datapath/volume';
+import type { Volume } from '../../src/datapath/volume';
 import { remoteCopyHooks, type RemoteCopyHooks } from '../../src/datapath/remote-hooks';
 import { resolveRemoteGroup, type ResolvedRemoteGroup } from '../../src/config/remote';
 import { wanFaultsFile, writeWanFaults } from '../../src/lab/wan';
-import { DatapathConfigSchema } from '../../src/domain/datapath';
 import { freePort } from '../remote/ledger';
-import { DATA, WAL, groupName, withRemoteSite } from '../remote/lab';
+import { DATA, WAL, groupName, withRemoteSite, openGroupVolume } from '../remote/lab';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -74,17 +72,7 @@ afterAll(async () => {
 
 describe('a failover while the main site is down', () => {
   it('reports the last lag as the loss, skipping the measure the main site cannot give', async () => {
-    const open = async (name: string) => {
-      const v = await Volume.open({
-        name,
-        mainFile: group.volumes.find((x) => x.name === name)!.mainFile,
-        stateDir: path.join(lab.dir, 'dp-state', name.replace('/', '-')),
-        settings: DatapathConfigSchema.parse({}),
-        onWrite: hooks.hookFor(name)!,
-      });
-      volumes.push(v);
-      return v;
-    };
+    const open = (name: string) => openGroupVolume(lab, group, hooks, name, volumes);
     const data = await open(DATA);
     const wal = await open(WAL);
     await remote.start(GROUP, { roundMs: 500, heartbeatTimeoutMs: 2000, fenceTimeoutMs: 2000 });
