@@ -94,6 +94,7 @@ export function createDrillActivities(deps: { loaded: LoadedConfig; paths: KuraP
                   site: site.name,
                   target: vm.name,
                   backupIds: s && d ? [s.backupId, d.backupId] : [`${vm.name}/software`],
+                  ...(s && d ? { dataTime: s.dataTime } : {}),
                   ...(s && d ? {} : { missing: `no whole image of ${vm.name} in the store` }),
                 });
               }

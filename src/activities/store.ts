@@ -53,6 +53,8 @@ import { readBackup } from '../store/read';
 import { storeLag, storeRoots, type StoreLag } from '../store/lag';
 import { ClassNameSchema, classVolumes, insideWindow, type ClassVolume } from '../domain/classes';
 import { clientBusy } from '../lab/churn';
+import { findSite } from '../config/targets';
+import { drillHostDir } from '../drivers/lab/drill-host';
 import { mapFailures } from './failures';
 
 const BackupInput = z.object({
@@ -94,6 +96,11 @@ const VmRestoreInput = z.object({
   request: z.string().min(1),
   /** The name the VM is recreated under (its own when omitted); only an image with a definition can rename it. */
   name: z.string().min(1).optional(),
+  /**
+   * `host` is a drill's host of its own (docs/adr/043): the images are read into it and the VM is
+   * created there from a definition, never on an inventory host over production's volumes.
+   */
+  isolated: z.boolean().default(false),
 });
 const TakeImageInput = z.object({
   site: z.string().min(1),
@@ -622,6 +629,8 @@ export function createStoreActivities(deps: {
       /** Where the VM's definition came from: the image, or kura.yaml for an image taken without one. */
       definitionFrom: 'image' | 'kura.yaml';
       note: string | null;
+      /** The VM's software and data volume as it was recreated (`<array>/<volume>`). */
+      volumes: { software: string; data: string };
     }> {
       return mapFailures(async () => {
         const r = parseWith(VmRestoreInput, input, 'VM image restore');
@@ -647,7 +656,11 @@ export function createStoreActivities(deps: {
           ['data', data],
         ] as const) {
           const b = list.find((x) => x.dataTime === instant)!;
-          const file = path.join(paths.home, 'store', 'restored', r.vm, `${encodeURIComponent(b.backupId)}.img`);
+          const file = path.join(
+            r.isolated ? path.join(drillHostDir(paths, r.host), 'images') : path.join(paths.home, 'store', 'restored'),
+            r.vm,
+            `${encodeURIComponent(b.backupId)}.img`,
+          );
           await mkdir(path.dirname(file), { recursive: true });
           // A file left by an earlier attempt is read again: only a complete read proves it.
           await rm(file, { force: true });
@@ -666,34 +679,16 @@ export function createStoreActivities(deps: {
           refs[part] = { imageId: b.backupId, kind: part, file, sizeBytes: b.sizeBytes, sha256 };
         }
         const built = { software: refs.software!, data: refs.data! };
-        const req = { request: r.request, rung: 'store-restore', incident: r.request };
+        const req = { request: r.request, rung: r.isolated ? 'drill' : 'store-restore', incident: r.request };
         const image = catalog.vmImages(r.site, r.vm, instant)[0];
         const name = r.name ?? r.vm;
-        if (image?.definitionBackupId && hypervisor.createFromDefinition) {
-          const definition = await readDefinition(image.definitionBackupId, image.definitionSha256, fallbacks);
-          await hypervisor.createFromDefinition.call(hypervisor, definition, { name, host: r.host }, built, req);
-          return {
-            software: built.software.imageId,
-            data: built.data.imageId,
-            host: r.host,
-            dataTime: instant,
-            fallbacks,
-            tookMs: Date.now() - t0,
-            name,
-            definitionFrom: 'image' as const,
-            note: null,
-          };
-        }
-        // An image with a definition reaches here only on a hypervisor driver that cannot recreate from one.
-        const why = image?.definitionBackupId
-          ? `the hypervisor driver recreates VMs only from ${loaded.file}, not from the definition the image of ${instant} holds`
-          : `the image of ${instant} holds no definition of ${r.vm} (taken before images kept one)`;
-        if (name !== r.vm)
-          throw new InvalidInputError(
-            `${why}, so ${r.vm} can only be recreated under its own name from ${loaded.file}; leave out the new name${image?.definitionBackupId ? '' : ', or restore a newer image'}`,
-          );
-        await hypervisor.rebuild(r.site, r.vm, r.host, built, req);
-        return {
+        const target = { name, host: r.host, ...(r.isolated ? { isolated: true } : {}) };
+        // The one report of both ways a VM comes back; they differ only in where its definition came from.
+        const done = (
+          definitionFrom: 'image' | 'kura.yaml',
+          note: string | null,
+          volumes: { software: string; data: string },
+        ) => ({
           software: built.software.imageId,
           data: built.data.imageId,
           host: r.host,
@@ -701,9 +696,45 @@ export function createStoreActivities(deps: {
           fallbacks,
           tookMs: Date.now() - t0,
           name,
-          definitionFrom: 'kura.yaml' as const,
-          note: `${why}: recreated from ${r.vm}'s entry in ${loaded.file}`,
+          definitionFrom,
+          note,
+          volumes,
+        });
+        const fromDefinition = async (definition: VmDefinition) => {
+          const made = await hypervisor.createFromDefinition!.call(hypervisor, definition, target, built, req);
+          return { software: made.softwareVolume, data: made.dataVolume };
         };
+        if (image?.definitionBackupId && hypervisor.createFromDefinition) {
+          const definition = await readDefinition(image.definitionBackupId, image.definitionSha256, fallbacks);
+          return done('image', null, await fromDefinition(definition));
+        }
+        // An image with a definition reaches here only on a hypervisor driver that cannot recreate from one.
+        const why = image?.definitionBackupId
+          ? `the hypervisor driver recreates VMs only from ${loaded.file}, not from the definition the image of ${instant} holds`
+          : `the image of ${instant} holds no definition of ${r.vm} (taken before images kept one)`;
+        if (r.isolated) {
+          // A drill host is never an inventory host: the VM is created there from what kura.yaml describes now.
+          if (!hypervisor.createFromDefinition || !hypervisor.describeDefinition)
+            throw new InvalidInputError(
+              `${why}, and the hypervisor driver cannot create a VM on drill host ${r.host} (it has no createFromDefinition); drill ${r.vm} with a driver that has`,
+            );
+          const definition = await hypervisor.describeDefinition.call(hypervisor, r.site, r.vm);
+          return done(
+            'kura.yaml',
+            `${why}: created from ${r.vm}'s entry in ${loaded.file}`,
+            await fromDefinition(definition),
+          );
+        }
+        if (name !== r.vm)
+          throw new InvalidInputError(
+            `${why}, so ${r.vm} can only be recreated under its own name from ${loaded.file}; leave out the new name${image?.definitionBackupId ? '' : ', or restore a newer image'}`,
+          );
+        await hypervisor.rebuild(r.site, r.vm, r.host, built, req);
+        const entry = findSite(loaded.config, r.site).vms.find((v) => v.name === r.vm);
+        return done('kura.yaml', `${why}: recreated from ${r.vm}'s entry in ${loaded.file}`, {
+          software: entry?.softwareVolume ?? '',
+          data: entry?.dataVolume ?? '',
+        });
       });
     },
 

@@ -30,6 +30,8 @@ export interface DrillCandidate {
   target: string;
   /** The store backups the restore takes: a VM's software and data of one instant, else one. */
   backupIds: string[];
+  /** A VM's: the instant of its whole image (both volumes' data time). */
+  dataTime?: string;
   /** Why the target cannot be drilled (no backup in the store); the drill fails it with this. */
   missing?: string;
 }

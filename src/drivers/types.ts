@@ -415,14 +415,21 @@ export interface HypervisorDriver {
   describeDefinition?(site: string, vm: string): Promise<VmDefinition>;
   /**
    * Recreates a VM from an image's definition (under `name`, on `host`) with its volumes built from
-   * the images, and starts it; kura.yaml need not name it. Carried out once per request.
+   * the images, and starts it; kura.yaml need not name it. Carried out once per request. With
+   * `isolated`, `host` is a drill's host of its own (docs/adr/043), never one of the inventory's: the
+   * VM gets volumes of its own there and nothing of production is touched.
    */
   createFromDefinition?(
     definition: VmDefinition,
-    target: { name: string; host: string },
+    target: { name: string; host: string; isolated?: boolean },
     images: RebuildImages,
     req: VmRequest,
   ): Promise<{ softwareVolume: string; dataVolume: string }>;
+  /**
+   * Removes a VM {@link createFromDefinition} created (stopped, undefined, its volumes deleted);
+   * idempotent. Returns whether there was one to remove.
+   */
+  removeCreated?(target: { name: string; host: string; isolated?: boolean }): Promise<{ removed: boolean }>;
 }
 
 /** An FC zone: the named ports (servers, arrays, libraries, copy devices, switches) that may see each other. */

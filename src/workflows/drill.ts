@@ -8,6 +8,7 @@
 import {
   ApplicationFailure,
   CancellationScope,
+  patched,
   proxyActivities,
   workflowInfo,
   type RetryPolicy,
@@ -23,9 +24,12 @@ import {
   type DrillCandidate,
   type DrillRecord,
 } from '../domain/drill';
+import { ClassName } from '../domain/classes';
 import { ErrorType, NON_RETRYABLE_ERROR_TYPES } from '../domain/errors';
+import { StoreName } from '../domain/store';
 import { acceptInput } from './failures';
 import { controlActivities } from './proxies';
+import { storeActivities } from './store-proxies';
 
 type DrillActivities = ReturnType<typeof createDrillActivities>;
 type ReportActivities = ReturnType<typeof createReportActivities>;
@@ -37,12 +41,34 @@ const retry: RetryPolicy = {
   nonRetryableErrorTypes: [...NON_RETRYABLE_ERROR_TYPES],
 };
 
+/**
+ * From this patch on, a drill brings a VM back as `vmImageRestore` does (docs/adr/043): the same
+ * activity reads its whole image and creates it from the image's definition, on the drill's host.
+ * Earlier runs restored its two volumes with `restoreForDrill` and started them from kura.yaml.
+ */
+export const DRILL_VM_FROM_DEFINITION_PATCH = 'drill-vm-from-definition';
+
+/** How a drill brought a VM back: the image's instant, where its definition came from, its volumes. */
+export interface DrillVmRestore {
+  target: string;
+  /** The name it ran under on the drill host. */
+  name: string;
+  dataTime: string;
+  /** The image's definition, or kura.yaml for an image taken before images kept one. */
+  definitionFrom: 'image' | 'kura.yaml';
+  note: string | null;
+  /** Its software and data volume as created (`<array>/<volume>`), named as the definition names them. */
+  volumes: { software: string; data: string };
+}
+
 /** What a drill did: each target with its outcome and recovery time, and the hosts it removed. */
 export interface DrillReport {
   drillId: string;
   targets: DrillRecord[];
   hostsRemoved: string[];
   failed: number;
+  /** Each VM brought back from its whole image (runs before the definition patch have none). */
+  vms: DrillVmRestore[];
 }
 
 const KNOWN_TYPES = new Set<string>(Object.values(ErrorType));
@@ -88,6 +114,28 @@ export async function restoreDrill(input: z.input<typeof DrillRequestSchema>): P
   const created: string[] = [];
   const records: DrillRecord[] = [];
   const removed: string[] = [];
+  const vms: DrillVmRestore[] = [];
+
+  /** A VM brought back as `vmImageRestore` brings it back, on the drill's host of its own. */
+  const restoreVm = async (c: DrillCandidate) => {
+    const r = await storeActivities().restoreVmImage({
+      site: c.site,
+      vm: c.target,
+      host,
+      isolated: true,
+      request: `${drillId}/${c.target}`,
+      ...(c.dataTime === undefined ? {} : { dataTime: c.dataTime }),
+    });
+    vms.push({
+      target: c.target,
+      name: r.name,
+      dataTime: r.dataTime,
+      definitionFrom: r.definitionFrom,
+      note: r.note,
+      volumes: r.volumes,
+    });
+    return { name: r.name, started: true, store: r.fallbacks.length > 0 ? StoreName.Copy : StoreName.Primary };
+  };
 
   const drillOne = async (c: DrillCandidate): Promise<void> => {
     const startedAt = new Date(Date.now()).toISOString();
@@ -95,16 +143,22 @@ export async function restoreDrill(input: z.input<typeof DrillRequestSchema>): P
     const base = { drillId, target: c.target, className: c.className, site: c.site, host, startedAt };
     try {
       if (c.missing !== undefined) throw ApplicationFailure.nonRetryable(c.missing, ErrorType.NotFound);
-      const restored = await a.restoreForDrill({
-        host,
-        className: c.className,
-        target: c.target,
-        backupIds: c.backupIds,
-      });
+      const restored =
+        c.className === ClassName.Vm && patched(DRILL_VM_FROM_DEFINITION_PATCH)
+          ? await restoreVm(c)
+          : {
+              ...(await a.restoreForDrill({
+                host,
+                className: c.className,
+                target: c.target,
+                backupIds: c.backupIds,
+              })),
+              name: c.target,
+            };
       if (restored.started) {
         const h = await health.awaitDrillHealthy({
           host,
-          vm: c.target,
+          vm: restored.name,
           timeoutMs: req.healthTimeoutMs,
           everyMs: req.healthEveryMs,
         });
@@ -159,7 +213,8 @@ export async function restoreDrill(input: z.input<typeof DrillRequestSchema>): P
   records.sort((x, y) => (x.className + x.target < y.className + y.target ? -1 : 1));
   await a.recordDrill({ records });
   const failed = records.filter((r) => r.outcome === DrillOutcome.Failed);
-  const report: DrillReport = { drillId, targets: records, hostsRemoved: removed, failed: failed.length };
+  vms.sort((x, y) => (x.target < y.target ? -1 : 1));
+  const report: DrillReport = { drillId, targets: records, hostsRemoved: removed, failed: failed.length, vms };
   if (failed.length > 0) {
     if (req.alert)
       await controlActivities().notify({

@@ -10,13 +10,16 @@ import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '@temporalio/client';
+import { inject } from 'vitest';
+import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
+import { loadConfig } from '../../src/config/load';
 import { DrillLog } from '../../src/catalog/drills';
 import { Catalog } from '../../src/catalog/store';
 import { KuraDrills, drillScheduleId } from '../../src/api/drills';
 import { ClassName, classVolumes } from '../../src/domain/classes';
 import { labVolumePath } from '../../src/lab/files';
 import { ChunkStore } from '../../src/store/chunk-store';
-import type { KuraWorkers } from '../../src/worker';
+import { startKuraWorkers, type KuraWorkers } from '../../src/worker';
 import type { DrillReport } from '../../src/workflows/drill';
 import {
   cliJson,
@@ -130,6 +133,17 @@ describe('restore drills', () => {
     expect(vm.host).toMatch(/^drill-[0-9a-f]{8}$/);
     expect(lab.loaded.config.sites[0]!.hosts.map((h) => h.name)).not.toContain(vm.host);
     expect(report.hostsRemoved).toEqual([vm.host]);
+    // The VM came back as a VM image restore brings it back: from the definition its image holds.
+    expect(report.vms).toEqual([
+      {
+        target: 'vm-001',
+        name: 'vm-001',
+        dataTime: expect.any(String),
+        definitionFrom: 'image',
+        note: null,
+        volumes: { software: 'array-01/vm-001-sw', data: 'array-01/vm-001-data' },
+      },
+    ]);
 
     // Nothing left, nothing production touched.
     expect(drillHosts()).toEqual([]);
@@ -224,5 +238,50 @@ describe('restore drills', () => {
     // The failed drill of the client is on the page with its reason.
     expect(html).toMatch(/<td>cl-01<\/td><td>failed<\/td><td>—<\/td><td>ChecksumMismatch: chunk 3 /);
     expect(drillHosts()).toEqual([]);
+  });
+
+  it("bring a VM back from its image's definition after kura.yaml moved its volumes, and remove it with their host", async () => {
+    // kura.yaml now puts vm-001 on other volumes, and the workers are restarted on it.
+    type Doc = {
+      sites: {
+        vms: { name: string; softwareVolume: string; dataVolume: string }[];
+        arrays: { volumes: { id: string }[] }[];
+      }[];
+    };
+    const doc = parseYaml(readFileSync(lab.configFile, 'utf8')) as Doc;
+    const site = doc.sites[0]!;
+    for (const id of ['vm-001-sw', 'vm-001-data'])
+      site.arrays[0]!.volumes.push({ ...site.arrays[0]!.volumes.find((v) => v.id === id)!, id: `${id}-moved` });
+    const entry = site.vms.find((v) => v.name === 'vm-001')!;
+    entry.softwareVolume = 'array-01/vm-001-sw-moved';
+    entry.dataVolume = 'array-01/vm-001-data-moved';
+    const file = path.join(lab.dir, 'kura-moved.yaml');
+    writeFileSync(file, stringifyYaml(doc));
+    const loaded = loadConfig(file);
+    expect(loaded.config.sites[0]!.vms[0]!.dataVolume).toBe('array-01/vm-001-data-moved');
+    await workers.shutdown();
+    workers = await startKuraWorkers({
+      loaded,
+      address: inject('temporalAddress'),
+      namespace: inject('temporalNamespace'),
+      taskQueue: lab.taskQueue,
+      workflowBundle: { codePath: inject('workflowBundlePath') },
+    });
+    const labTree = treeFingerprint(lab.paths.lab);
+
+    const report = await (await drills.run({ classes: ['vm'], healthEveryMs: 50 })).result();
+    expect(report.targets.map((t) => [t.target, t.outcome])).toEqual([['vm-001', 'healthy']]);
+    expect(report.vms).toEqual([
+      expect.objectContaining({
+        target: 'vm-001',
+        definitionFrom: 'image',
+        note: null,
+        volumes: { software: 'array-01/vm-001-sw', data: 'array-01/vm-001-data' },
+      }),
+    ]);
+    // What it created — the host, the image read into it, the VM and its volumes — is gone.
+    expect(report.hostsRemoved).toEqual([report.targets[0]!.host]);
+    expect(drillHosts()).toEqual([]);
+    expect(treeFingerprint(lab.paths.lab)).toBe(labTree);
   });
 });

@@ -1,8 +1,9 @@
 /**
- * The lab's isolated drill hosts (docs/adr/035): a host created for one drill under the lab's
- * `drill-hosts/` directory, never one of the inventory's hosts, holding the volumes restored into
- * it; a VM started there boots for the lab's OS reboot time and then reports healthy while its
- * volumes still hash to what was restored. Removing the host removes everything the drill made.
+ * The lab's isolated drill hosts (docs/adr/035, 043): a host created for one drill under the lab's
+ * `drill-hosts/` directory, never one of the inventory's hosts, holding the volumes restored into it
+ * (a VM's, created there by the lab hypervisor from its image's definition); a VM started there
+ * boots for its boot time and then reports healthy while its volumes still hash to what was
+ * restored. Removing the host removes everything the drill made.
  */
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
@@ -28,20 +29,25 @@ export interface DrillVolume {
   sha256: string;
 }
 
+/** The directory of a lab drill host (under the lab's `drill-hosts/`); InvalidInput for a name no drill gives a host. */
+export function drillHostDir(paths: KuraPaths, host: string): string {
+  if (!/^drill-[0-9a-f]{8}$/.test(host)) throw new InvalidInputError(`"${host}" is not a drill host's name`);
+  return path.join(paths.lab, 'drill-hosts', host);
+}
+
 export class LabDrillHosts {
   readonly root: string;
 
   constructor(
     private readonly loaded: LoadedConfig,
-    paths: KuraPaths,
+    private readonly paths: KuraPaths,
   ) {
     this.root = path.join(paths.lab, 'drill-hosts');
   }
 
   /** The directory of a drill host, where its restored volumes lie. */
   dirOf(host: string): string {
-    if (!/^drill-[0-9a-f]{8}$/.test(host)) throw new InvalidInputError(`"${host}" is not a drill host's name`);
-    return path.join(this.root, host);
+    return drillHostDir(this.paths, host);
   }
 
   /**
@@ -60,12 +66,11 @@ export class LabDrillHosts {
 
   /**
    * Starts a VM on a drill host from volumes already restored into it: each must hash to what the
-   * restore recorded, or the VM is not started. It reports healthy after the lab's OS boot time.
+   * restore recorded, or the VM is not started. It reports healthy after `bootMs` (a definition's
+   * boot time), the lab's OS boot time when not given.
    */
-  async start(host: string, vm: string, volumes: DrillVolume[]): Promise<void> {
-    const dir = this.dirOf(host);
-    if (!existsSync(path.join(dir, 'host.json')))
-      throw new NotFoundError(`drill host ${host} does not exist; create it first`, { host });
+  async start(host: string, vm: string, volumes: DrillVolume[], bootMs?: number): Promise<void> {
+    const dir = this.requireCreated(host);
     for (const v of volumes) {
       if (!path.resolve(v.file).startsWith(dir + path.sep))
         throw new InvalidInputError(`${v.file} is not a volume on drill host ${host}`);
@@ -79,10 +84,18 @@ export class LabDrillHosts {
     const boot = {
       vm,
       bootedAt: new Date(now).toISOString(),
-      readyAt: new Date(now + this.loaded.config.lab.osReboot).toISOString(),
+      readyAt: new Date(now + (bootMs ?? this.loaded.config.lab.osReboot)).toISOString(),
       volumes,
     };
     await writeFile(path.join(dir, `${encodeURIComponent(vm)}.vm.json`), JSON.stringify(boot));
+  }
+
+  /** The directory of a drill host that was created; NotFound when it was not (or is gone). */
+  requireCreated(host: string): string {
+    const dir = this.dirOf(host);
+    if (!existsSync(path.join(dir, 'host.json')))
+      throw new NotFoundError(`drill host ${host} does not exist; create it first`, { host });
+    return dir;
   }
 
   /** The health of a VM started on a drill host, as the lab hypervisor reports a VM's. */

@@ -20,6 +20,7 @@ import { labVolumePath, sizeOf, writeVolume } from '../../lab/files';
 import { copyFile, copyFileAtomic, sha256File } from '../../datamover/files';
 import { sha256Hex } from '../../datamover/sha256';
 import type { HypervisorDriver, ImageRef, ProgressFn, RebuildImages, VmHealth, VmInfo, VmRequest } from '../types';
+import { LabDrillHosts, type DrillVolume } from './drill-host';
 import { findSite, findVolume } from './storage';
 
 /** The lab event each restart scope writes. */
@@ -288,13 +289,13 @@ export class LabHypervisor implements HypervisorDriver {
 
   async createFromDefinition(
     definition: VmDefinition,
-    target: { name: string; host: string },
+    target: { name: string; host: string; isolated?: boolean },
     images: RebuildImages,
     req: VmRequest,
   ): Promise<{ softwareVolume: string; dataVolume: string }> {
     const def = parseWith(VmDefinitionSchema, definition, 'VM definition');
     const site = def.site;
-    requireHost(findSite(this.loaded, site), target.host);
+    if (!target.isolated) requireHost(findSite(this.loaded, site), target.host);
     // Under its own name the VM takes back its volumes; under a new one it gets volumes of its own
     // on the same arrays, so the original (if it still runs) is left alone.
     const place = (role: 'software' | 'data') => {
@@ -315,6 +316,7 @@ export class LabHypervisor implements HypervisorDriver {
           `the ${role} image ${img.imageId} is ${img.sizeBytes} bytes but ${def.name}'s definition says ${definitionVolume(def, role).sizeBytes}; the image is not of this VM`,
         );
     }
+    if (target.isolated) return this.createOnDrillHost(def, target, images);
     const ms = def.health.bootMs ?? this.loaded.config.lab.osReboot;
     this.state.vmRequestOnce(req.request, site, target.name, 'vm-create', () => {
       for (const [ref, img] of [
@@ -350,6 +352,37 @@ export class LabHypervisor implements HypervisorDriver {
       return { softwareVolume, dataVolume };
     });
     return { softwareVolume, dataVolume };
+  }
+
+  /**
+   * A VM created on a drill's host of its own from a definition: its volumes, named as the
+   * definition names them, are copies of the images inside the host's directory, and the host
+   * starts it. The lab's state (production's VMs) is not touched; removing the host removes it.
+   */
+  private async createOnDrillHost(
+    def: VmDefinition,
+    target: { name: string; host: string },
+    images: RebuildImages,
+  ): Promise<{ softwareVolume: string; dataVolume: string }> {
+    if (!this.paths)
+      throw new InvalidInputError('the lab hypervisor was created without the lab paths; a drill host needs them');
+    const hosts = new LabDrillHosts(this.loaded, this.paths);
+    const dir = path.join(hosts.requireCreated(target.host), encodeURIComponent(target.name));
+    const volumes: DrillVolume[] = [];
+    const refs: string[] = [];
+    for (const [role, img] of [
+      ['software', images.software],
+      ['data', images.data],
+    ] as const) {
+      const v = definitionVolume(def, role);
+      const file = path.join(dir, encodeURIComponent(v.array), `${encodeURIComponent(v.volume)}.img`);
+      await mkdir(path.dirname(file), { recursive: true });
+      await copyFile(img.file, file);
+      volumes.push({ file, sha256: img.sha256 });
+      refs.push(`${v.array}/${v.volume}`);
+    }
+    await hosts.start(target.host, target.name, volumes, def.health.bootMs ?? undefined);
+    return { softwareVolume: refs[0]!, dataVolume: refs[1]! };
   }
 
   private vm(site: string, vm: string): Vm {
