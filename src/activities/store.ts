@@ -372,6 +372,9 @@ export function createStoreActivities(deps: {
             newChunks: done.newChunks,
             storedBytes: done.storedBytes,
             readBytes: done.readBytes,
+            changedFrom: done.changedFrom,
+            changeNote: done.changeNote,
+            readChunks: done.readChunks,
           },
         );
         return {

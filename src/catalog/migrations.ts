@@ -152,4 +152,11 @@ export const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (site, vm, data_time)
   );
   `,
+  // 8: how each store backup found its changed chunks (docs/adr/036, 043): `bitmap`, `digests` or
+  // `full`, why in words, and the chunks it read; null for rows written before they were kept.
+  `
+  ALTER TABLE store_backups ADD COLUMN changed_from TEXT CHECK (changed_from IN ('bitmap', 'digests', 'full'));
+  ALTER TABLE store_backups ADD COLUMN change_note TEXT;
+  ALTER TABLE store_backups ADD COLUMN read_chunks INTEGER;
+  `,
 ];

@@ -36,6 +36,9 @@ export interface BackupFilter {
   limit?: number;
 }
 
+/** A store backup's facts of how it found its changed chunks (kept since migration 8). */
+type ChangeFacts = 'changedFrom' | 'changeNote' | 'readChunks';
+
 export class Catalog {
   private readonly db: Database.Database;
 
@@ -283,9 +286,13 @@ export class Catalog {
   completeStoreBackup(
     backupId: string,
     done: Parameters<Catalog['completeBackup']>[1],
-    store: Omit<StoreBackupRecord, 'backupId' | 'verifyStatus' | 'verifiedAt' | 'verifyError'>,
+    store: Omit<StoreBackupRecord, ChangeFacts | 'backupId' | 'verifyStatus' | 'verifiedAt' | 'verifyError'> &
+      Partial<Pick<StoreBackupRecord, ChangeFacts>>,
   ): BackupRecord {
     const row = StoreBackupRecordSchema.parse({
+      changedFrom: null,
+      changeNote: null,
+      readChunks: null,
       ...store,
       backupId,
       verifyStatus: 'unverified',
@@ -296,8 +303,10 @@ export class Catalog {
       .transaction(() => {
         this.db
           .prepare(
-            `INSERT INTO store_backups (backup_id, store, chunk_size, chunks, new_chunks, stored_bytes, read_bytes)
-             VALUES (@backupId, @store, @chunkSize, @chunks, @newChunks, @storedBytes, @readBytes)
+            `INSERT INTO store_backups (backup_id, store, chunk_size, chunks, new_chunks, stored_bytes, read_bytes,
+                                        changed_from, change_note, read_chunks)
+             VALUES (@backupId, @store, @chunkSize, @chunks, @newChunks, @storedBytes, @readBytes,
+                     @changedFrom, @changeNote, @readChunks)
              ON CONFLICT (backup_id) DO NOTHING`,
           )
           .run(row);
@@ -325,7 +334,8 @@ export class Catalog {
       .prepare(
         `SELECT backup_id AS backupId, store, chunk_size AS chunkSize, chunks, new_chunks AS newChunks,
                 stored_bytes AS storedBytes, read_bytes AS readBytes, verify_status AS verifyStatus,
-                verified_at AS verifiedAt, verify_error AS verifyError
+                verified_at AS verifiedAt, verify_error AS verifyError, changed_from AS changedFrom,
+                change_note AS changeNote, read_chunks AS readChunks
          FROM store_backups WHERE backup_id = ?`,
       )
       .get(backupId);

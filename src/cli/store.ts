@@ -6,8 +6,8 @@
 import type { Command } from 'commander';
 import { Catalog } from '../catalog/store';
 import { ClassNameSchema } from '../domain/classes';
-import { InvalidInputError } from '../domain/errors';
-import { RetentionSchema } from '../domain/store';
+import { InvalidInputError, NotFoundError } from '../domain/errors';
+import { RetentionSchema, type StoreBackupRecord } from '../domain/store';
 import { formatBytes, formatDuration, parseDuration } from '../domain/units';
 import { parseWith } from '../domain/validate';
 import { findSite } from '../config/targets';
@@ -62,7 +62,7 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
           rows.length === 0
             ? 'no backups in the store; `kura store class vm` takes some'
             : table(
-                ['Backup', 'Size', 'Chunks', 'New', 'Added', 'Verify'],
+                ['Backup', 'Size', 'Chunks', 'New', 'Added', 'Verify', 'Changed from'],
                 rows.map((r) => [
                   r.backupId,
                   formatBytes(r.sizeBytes),
@@ -70,8 +70,36 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
                   String(r.store.newChunks),
                   formatBytes(r.store.storedBytes),
                   r.store.verifyStatus,
+                  changedFromText(r.store),
                 ]),
               ),
+        );
+      } finally {
+        catalog.close();
+      }
+    });
+
+  store
+    .command('show <backupId>')
+    .description("one backup kept in the store: the catalog's row, how it found its changed chunks and why")
+    .action((backupId: string) => {
+      const catalog = new Catalog(ctx.paths().catalog);
+      try {
+        const b = catalog.backup(backupId);
+        const s = catalog.storeBackup(backupId);
+        if (s === undefined)
+          throw new NotFoundError(
+            `${backupId} is not kept in the store (it is a tape or disk backup); \`kura store list\` shows what is`,
+            { backupId },
+          );
+        const row = { ...b, store: s };
+        print(ctx, row, () =>
+          [
+            `${b.backupId}: ${b.target} (${b.site}, ${b.array}/${b.volume}) of ${b.dataTime}, ${b.status}`,
+            `  ${formatBytes(b.sizeBytes)} in ${s.chunks} chunk(s) of ${formatBytes(s.chunkSize)}, ${s.newChunks} new (${formatBytes(s.storedBytes)} added), ${formatBytes(s.readBytes)} read`,
+            `  changed chunks from: ${changedFromText(s)}${s.changeNote === null ? '' : ` — ${s.changeNote}`}`,
+            `  verify: ${s.verifyStatus}${s.verifiedAt ? ` at ${s.verifiedAt}` : ''}${s.verifyError ? ` (${s.verifyError})` : ''}`,
+          ].join('\n'),
         );
       } finally {
         catalog.close();
@@ -253,4 +281,9 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
         ].join('\n'),
       );
     });
+}
+
+/** How a store backup found its changed chunks, and how many it read; `—` for rows recorded before it was kept. */
+function changedFromText(s: StoreBackupRecord): string {
+  return s.changedFrom === null ? '—' : `${s.changedFrom} (${s.readChunks ?? 0} read)`;
 }

@@ -151,6 +151,10 @@ export const StoreBackupRecordSchema = z.object({
   verifyStatus: z.enum(['unverified', 'good', 'bad']),
   verifiedAt: z.string().nullable(),
   verifyError: z.string().nullable(),
+  /** How the backup found its changed chunks, why in words, and the chunks it read (null: recorded before they were kept). */
+  changedFrom: ChangedFromSchema.nullable(),
+  changeNote: z.string().nullable(),
+  readChunks: z.number().int().min(0).nullable(),
 });
 export type StoreBackupRecord = z.infer<typeof StoreBackupRecordSchema>;
 

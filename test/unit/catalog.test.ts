@@ -320,3 +320,59 @@ describe('the catalog rebuilt from cartridge entries', () => {
     }
   });
 });
+
+describe("the catalog's record of how a store backup found its changed chunks", () => {
+  const storeFacts = {
+    store: 'primary' as const,
+    chunkSize: 100,
+    chunks: 3,
+    newChunks: 1,
+    storedBytes: 100,
+    readBytes: 300,
+  };
+  const storePiece = piece(0, { library: 'store', tape: 'primary', position: 0, offset: 0, sizeBytes: 300 });
+
+  it('keeps changedFrom, the note and the chunks read with the store backup', () => {
+    catalog.beginBackup(backup);
+    catalog.completeStoreBackup(
+      backup.backupId,
+      { endedAt: at, sha256: null, pieces: [storePiece] },
+      { ...storeFacts, changedFrom: 'bitmap', changeNote: '1 chunk(s) marked by bitmap kura-1', readChunks: 1 },
+    );
+    expect(catalog.storeBackup(backup.backupId)).toMatchObject({
+      changedFrom: 'bitmap',
+      changeNote: '1 chunk(s) marked by bitmap kura-1',
+      readChunks: 1,
+    });
+    expect(catalog.listStoreBackups({ target: 'vm-001' })[0]!.store.changedFrom).toBe('bitmap');
+  });
+
+  it('migrates a catalog written before they were kept: its store backups say nothing of them', () => {
+    catalog.close();
+    const file = path.join(dir, 'old.db');
+    const before = MIGRATIONS.findIndex((m) => m.includes('changed_from'));
+    const old = new Database(file);
+    for (const m of MIGRATIONS.slice(0, before)) old.exec(m);
+    old.pragma(`user_version = ${before}`);
+    old
+      .prepare(
+        `INSERT INTO backups (backup_id, job, site, target, array_name, volume, status, started_at, data_time, size_bytes)
+         VALUES ('vm-001@20261122T020000Z', 'j', 'hospital', 'vm-001', 'array-01', 'vm-001-data', 'complete', ?, ?, 300)`,
+      )
+      .run(at, at);
+    old
+      .prepare(
+        `INSERT INTO store_backups (backup_id, store, chunk_size, chunks, new_chunks, stored_bytes, read_bytes)
+         VALUES ('vm-001@20261122T020000Z', 'primary', 100, 3, 3, 300, 300)`,
+      )
+      .run();
+    old.close();
+    catalog = new Catalog(file);
+    expect(catalog.storeBackup(backup.backupId)).toMatchObject({
+      chunks: 3,
+      changedFrom: null,
+      changeNote: null,
+      readChunks: null,
+    });
+  });
+});

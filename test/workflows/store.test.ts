@@ -16,7 +16,16 @@ import { storeLag } from '../../src/store/lag';
 import type { Kura } from '../../src/client';
 import type { KuraWorkers } from '../../src/worker';
 import type { StoreBackupReport } from '../../src/domain/store';
-import { connectKura, failureOf, makeLab, sha256, startWorkers, uniqueId, type TestLab } from '../support/harness';
+import {
+  connectKura,
+  failureOf,
+  makeLab,
+  runKura,
+  sha256,
+  startWorkers,
+  uniqueId,
+  type TestLab,
+} from '../support/harness';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -103,10 +112,18 @@ describe('the deduplicated store', () => {
         chunks: 32,
         newChunks: 4,
         verifyStatus: 'unverified',
+        changedFrom: 'digests',
+        changeNote: second.changeNote,
+        readChunks: 32,
       });
+      expect(catalog.storeBackup(first.backupId)).toMatchObject({ changedFrom: 'full', readChunks: 32 });
     } finally {
       catalog.close();
     }
+    // The command line shows it from the catalog.
+    const show = await runKura(lab, ['store', 'show', second.backupId]);
+    expect(show.code).toBe(0);
+    expect(show.stdout).toContain(`changed chunks from: digests (32 read) — ${second.changeNote}`);
     for (const [i, r] of rounds.entries()) {
       const dest = path.join(lab.dir, 'restores', `round-${i}.img`);
       const restored = await (await kura.startRestore(r.report.backupId, dest)).result();
