@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseConfigText, type LoadedConfig } from '../../src/config/load';
@@ -19,6 +19,7 @@ import { LabState } from '../../src/lab/state';
 import { LabHypervisor } from '../../src/drivers/lab/hypervisor';
 import { sha256File } from '../../src/datamover/files';
 import { volumeKeystream } from '../../src/lab/files';
+import { virshSession, type VirshSession } from '../support/virsh-session';
 
 let dir: string;
 let loaded: LoadedConfig;
@@ -243,5 +244,91 @@ describe('the libvirt hypervisor driver', () => {
     } finally {
       state.close();
     }
+  });
+});
+
+describe('the libvirt hypervisor driver recreating a VM from its definition', () => {
+  let session: VirshSession;
+  beforeAll(() => {
+    session = virshSession(uri);
+  });
+  afterAll(async () => {
+    await session?.close();
+  });
+  /** The driver on one libvirt connection (see test/support/virsh-session.ts); both hosts are that hypervisor. */
+  const onSession = () =>
+    driver({ run: session.run, hostUri: () => uri, domainType: 'test', stateDir: path.join(dir, 'def-state') });
+  const virsh = async (...args: string[]) => (await session.run('virsh', ['-c', uri, ...args])).stdout;
+  const images = () => ({
+    software: {
+      imageId: 'vm-001/software@x',
+      kind: 'software' as const,
+      file: path.join(dir, 'sw.img'),
+      sizeBytes: 1024 * 1024,
+      sha256: '0'.repeat(64),
+    },
+    data: {
+      imageId: 'vm-001/data@x',
+      kind: 'data' as const,
+      file: path.join(dir, 'data.img'),
+      sizeBytes: 1024 * 1024,
+      sha256: '0'.repeat(64),
+    },
+  });
+
+  it("defines a domain of the definition's vCPUs, memory and two disks by role, starts it, and removes it", async () => {
+    const d = onSession();
+    const def = { ...(await d.describeDefinition('lv', 'vm-001')), vcpus: 3, memoryBytes: 512 * 1024 * 1024 };
+    const made = await d.createFromDefinition(def, { name: 'vm-101', host: 'host-02' }, images(), req('r-def-1'));
+
+    const info = await virsh('dominfo', 'vm-101');
+    expect(info).toMatch(/^State:\s+running$/m);
+    expect(info).toMatch(/^CPU\(s\):\s+3$/m);
+    expect(info).toMatch(/^Max memory:\s+524288 KiB$/m);
+    // The software disk on the software target, the data disk on the data target, each over its image.
+    expect(await d.disks('vm-101')).toEqual({ vda: made.softwareVolume, vdb: made.dataVolume });
+    for (const [volume, image] of [
+      [made.softwareVolume, 'sw.img'],
+      [made.dataVolume, 'data.img'],
+    ] as const) {
+      const qinfo = JSON.parse(execFileSync('qemu-img', ['info', '--output=json', volume], { encoding: 'utf8' })) as {
+        'backing-filename': string;
+      };
+      expect(qinfo['backing-filename']).toBe(path.join(dir, image));
+    }
+    expect(await virsh('dumpxml', 'vm-101')).toMatch(/<kura:definition [^>]*from="vm-001"/);
+    // Known from then on without kura.yaml naming it.
+    expect(await d.health('lv', 'vm-101')).toMatchObject({ healthy: true, detail: 'vm-101 is running' });
+
+    // Once per request: a retried activity defines and starts nothing again.
+    calls.length = 0;
+    await d.createFromDefinition(def, { name: 'vm-101', host: 'host-02' }, images(), req('r-def-1'));
+    expect(calls).toEqual([]);
+
+    expect(await d.removeCreated({ name: 'vm-101', host: 'host-02' })).toEqual({ removed: true });
+    await expect(virsh('domstate', 'vm-101')).rejects.toThrow(/failed to get domain 'vm-101'/);
+    expect(existsSync(path.dirname(made.softwareVolume))).toBe(false);
+    expect(await d.removeCreated({ name: 'vm-101', host: 'host-02' })).toEqual({ removed: false });
+    // The production domain the definition came from was never touched.
+    expect((await virsh('domstate', 'vm-001')).trim()).toBe('running');
+  });
+
+  it('refuses images that are not of the definition, and a host the site does not have, before defining anything', async () => {
+    const d = onSession();
+    const def = await d.describeDefinition('lv', 'vm-001');
+    calls.length = 0;
+    const small = { ...images(), data: { ...images().data, sizeBytes: 4096 } };
+    await expect(
+      d.createFromDefinition(def, { name: 'vm-102', host: 'host-01' }, small, req('r-def-2')),
+    ).rejects.toMatchObject({
+      type: 'InvalidInput',
+      message: expect.stringContaining(
+        "the data image vm-001/data@x is 4096 bytes but vm-001's definition says 1048576",
+      ),
+    });
+    await expect(
+      d.createFromDefinition(def, { name: 'vm-102', host: 'host-99' }, images(), req('r-def-3')),
+    ).rejects.toMatchObject({ type: 'NotFound', message: expect.stringContaining('no host "host-99"') });
+    expect(calls.filter((c) => c.includes('define'))).toEqual([]);
   });
 });

@@ -6,15 +6,17 @@
  * Every command is an argument array. Which parts libvirt's `test:///` hypervisor can run, and
  * which need a real host, is said in the README.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { appendFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import type { LoadedConfig } from '../../config/load';
 import { findSite, requireHost } from '../../config/targets';
-import { ChecksumMismatchError, DeviceFaultError, NotFoundError } from '../../domain/errors';
+import { z } from 'zod';
+import { ChecksumMismatchError, DeviceFaultError, InvalidInputError, NotFoundError } from '../../domain/errors';
 import type { Vm } from '../../domain/inventory';
 import type { RestartScope } from '../../domain/ladder';
-import type { VmDefinition } from '../../domain/vm-image';
+import { VmDefinitionSchema, definitionVolume, type VmDefinition } from '../../domain/vm-image';
+import { parseWith } from '../../domain/validate';
 import { sha256File } from '../../datamover/files';
 import { sha256Hex } from '../../datamover/sha256';
 import type { HypervisorDriver, ImageRef, ProgressFn, RebuildImages, VmHealth, VmInfo, VmRequest } from '../types';
@@ -41,7 +43,22 @@ export interface LibvirtOptions {
   virsh?: string;
   qemuImg?: string;
   run?: Runner;
+  /** The domain type of VMs it defines (`kvm`; libvirt's test hypervisor takes only `test`). */
+  domainType?: string;
 }
+
+/** What `createFromDefinition` keeps of a VM it created, so its health and its removal find it. */
+const CreatedSchema = z.object({
+  name: z.string().min(1),
+  host: z.string().min(1),
+  uri: z.string().min(1),
+  site: z.string().min(1),
+  from: z.string().min(1),
+  isolated: z.boolean(),
+  softwareVolume: z.string().min(1),
+  dataVolume: z.string().min(1),
+});
+type Created = z.infer<typeof CreatedSchema>;
 
 /** HypervisorDriver over libvirt and qemu-img. */
 export class LibvirtHypervisor implements HypervisorDriver {
@@ -248,7 +265,7 @@ export class LibvirtHypervisor implements HypervisorDriver {
   async rebuild(site: string, vm: string, host: string, images: RebuildImages, req: VmRequest): Promise<void> {
     this.vm(site, vm);
     requireHost(findSite(this.loaded.config, site), host);
-    const uri = (this.opts.hostUri ?? ((h: string) => `qemu+ssh://${h}/system`))(host);
+    const uri = this.hostUri(host);
     const dir = path.join(this.opts.stateDir, 'rebuilt', vm);
     await mkdir(dir, { recursive: true });
     const software = path.join(dir, `${vm}-software-${tag(req.request)}.qcow2`);
@@ -269,6 +286,111 @@ export class LibvirtHypervisor implements HypervisorDriver {
       await runTool(this.run, vm, this.virshBin, ['-c', uri, 'define', xmlFile], `defining ${vm} on ${host}`);
       await runTool(this.run, vm, this.virshBin, ['-c', uri, 'start', this.domain(vm)], `starting ${vm} on ${host}`);
     });
+  }
+
+  /**
+   * Recreates a VM from an image's definition: a domain of the definition's vCPUs and memory named
+   * `target.name`, on the connection of `target.host`, whose software and data disks (on the
+   * driver's software and data targets) are qcow2 overlays over the images, defined and started.
+   * A record under `stateDir` lets {@link health} find it and {@link removeCreated} remove it; an
+   * isolated one (a drill's) is kept apart, so it never stands in for a production VM of its name.
+   */
+  async createFromDefinition(
+    definition: VmDefinition,
+    target: { name: string; host: string; isolated?: boolean },
+    images: RebuildImages,
+    req: VmRequest,
+  ): Promise<{ softwareVolume: string; dataVolume: string }> {
+    const def = parseWith(VmDefinitionSchema, definition, 'VM definition');
+    if (!target.isolated) requireHost(findSite(this.loaded.config, def.site), target.host);
+    for (const [role, img] of [
+      ['software', images.software],
+      ['data', images.data],
+    ] as const) {
+      if (!existsSync(img.file))
+        throw new NotFoundError(`image ${img.imageId} has no file at ${img.file}`, { imageId: img.imageId });
+      if (img.sizeBytes !== definitionVolume(def, role).sizeBytes)
+        throw new InvalidInputError(
+          `the ${role} image ${img.imageId} is ${img.sizeBytes} bytes but ${def.name}'s definition says ${definitionVolume(def, role).sizeBytes}; the image is not of this VM`,
+        );
+    }
+    const name = target.name;
+    const dir = this.createdDir(target);
+    const uri = this.hostUri(target.host);
+    const created: Created = {
+      name,
+      host: target.host,
+      uri,
+      site: def.site,
+      from: def.name,
+      isolated: target.isolated ?? false,
+      softwareVolume: path.join(dir, `software-${tag(req.request)}.qcow2`),
+      dataVolume: path.join(dir, `data-${tag(req.request)}.qcow2`),
+    };
+    await this.once(req, async () => {
+      await mkdir(dir, { recursive: true });
+      for (const [img, file] of [
+        [images.software, created.softwareVolume],
+        [images.data, created.dataVolume],
+      ] as const) {
+        if (!existsSync(file)) await this.overlay(name, img, file);
+      }
+      const xmlFile = path.join(dir, 'domain.xml');
+      await writeFile(
+        xmlFile,
+        domainXml(
+          name,
+          created.softwareVolume,
+          created.dataVolume,
+          { software: this.softwareTarget, data: this.dataTarget },
+          this.opts.domainType ?? 'kvm',
+          {
+            vcpus: def.vcpus,
+            memoryBytes: def.memoryBytes,
+            from: { name: def.name, site: def.site, describedAt: def.describedAt },
+          },
+        ),
+        'utf8',
+      );
+      await writeFile(path.join(dir, 'created.json'), JSON.stringify(created));
+      await runTool(
+        this.run,
+        name,
+        this.virshBin,
+        ['-c', uri, 'define', xmlFile],
+        `defining ${name} on ${target.host}`,
+      );
+      // A retry after the start went through finds it running: starting it again would fail.
+      const state = await runTool(this.run, name, this.virshBin, ['-c', uri, 'domstate', name], `reading ${name}`);
+      if (state.stdout.trim() !== 'running')
+        await runTool(this.run, name, this.virshBin, ['-c', uri, 'start', name], `starting ${name} on ${target.host}`);
+    });
+    return { softwareVolume: created.softwareVolume, dataVolume: created.dataVolume };
+  }
+
+  /**
+   * Removes a VM {@link createFromDefinition} created: stopped (`destroy`), undefined, and its
+   * overlays and record deleted. Idempotent; a VM this driver did not create is never touched.
+   */
+  async removeCreated(target: { name: string; host: string; isolated?: boolean }): Promise<{ removed: boolean }> {
+    const dir = this.createdDir(target);
+    const text = await readFile(path.join(dir, 'created.json'), 'utf8').catch(() => undefined);
+    if (text === undefined) return { removed: false };
+    const c = parseWith(
+      CreatedSchema,
+      JSON.parse(text) as unknown,
+      `record of ${target.name} created from a definition`,
+    );
+    const state = await runTool(this.run, c.name, this.virshBin, ['-c', c.uri, 'domstate', c.name], `reading ${c.name}`)
+      .then((r) => r.stdout.trim())
+      .catch(() => undefined);
+    if (state !== undefined) {
+      if (state !== 'shut off')
+        await runTool(this.run, c.name, this.virshBin, ['-c', c.uri, 'destroy', c.name], `stopping ${c.name}`);
+      await runTool(this.run, c.name, this.virshBin, ['-c', c.uri, 'undefine', c.name], `undefining ${c.name}`);
+    }
+    await rm(dir, { recursive: true, force: true });
+    return { removed: true };
   }
 
   /**
@@ -344,12 +466,33 @@ export class LibvirtHypervisor implements HypervisorDriver {
     };
   }
 
+  /** The connection URI of a host (a substitute host, or a drill's). */
+  private hostUri(host: string): string {
+    return (this.opts.hostUri ?? ((h: string) => `qemu+ssh://${h}/system`))(host);
+  }
+
+  /** Where a VM created from a definition keeps its overlays and record; an isolated one apart. */
+  private createdDir(target: { name: string; host: string; isolated?: boolean }): string {
+    return target.isolated
+      ? path.join(this.opts.stateDir, 'isolated', encodeURIComponent(target.host), encodeURIComponent(target.name))
+      : path.join(this.opts.stateDir, 'created', encodeURIComponent(target.name));
+  }
+
+  /** A VM created from a definition under this name (not an isolated one), if there is one. */
+  private created(vm: string): Created | undefined {
+    const file = path.join(this.createdDir({ name: vm, host: '' }), 'created.json');
+    if (!existsSync(file)) return undefined;
+    return parseWith(CreatedSchema, JSON.parse(readFileSync(file, 'utf8')) as unknown, `record of ${vm}`);
+  }
+
   private freezeFile(vm: string): string {
     return path.join(this.opts.stateDir, 'frozen', `${encodeURIComponent(vm)}.json`);
   }
 
   private async virsh(vm: string, args: string[], what: string) {
-    return runTool(this.run, vm, this.virshBin, ['-c', this.opts.uri, ...args], what);
+    // A VM created from a definition runs on the host it was created on.
+    const uri = this.created(vm)?.uri ?? this.opts.uri;
+    return runTool(this.run, vm, this.virshBin, ['-c', uri, ...args], what);
   }
 
   private async disk(vm: string, target: string): Promise<string> {
@@ -388,13 +531,18 @@ export class LibvirtHypervisor implements HypervisorDriver {
   }
 
   private domain(vm: string): string {
+    if (this.created(vm)) return vm;
     return this.opts.domainOf ? this.opts.domainOf(vm) : vm;
   }
 
   private vm(site: string, vm: string): Vm {
     const v = findSite(this.loaded.config, site).vms.find((x) => x.name === vm);
-    if (!v) throw new NotFoundError(`no VM "${vm}" in site ${site}`, { site, vm });
-    return v;
+    if (v) return v;
+    // A VM recreated from its image's definition is known from then on, whatever kura.yaml says.
+    const c = this.created(vm);
+    if (c && c.site === site)
+      return { name: c.name, host: c.host, softwareVolume: c.softwareVolume, dataVolume: c.dataVolume };
+    throw new NotFoundError(`no VM "${vm}" in site ${site}`, { site, vm });
   }
 }
 
@@ -405,14 +553,30 @@ export function domainXml(
   data: string,
   targets: { software: string; data: string },
   type = 'kvm',
+  shape: {
+    vcpus?: number | null;
+    memoryBytes?: number | null;
+    /** The definition it was created from, kept in the domain's metadata. */
+    from?: { name: string; site: string; describedAt: string };
+  } = {},
 ): string {
   const esc = (s: string) =>
     s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/'/g, '&apos;');
+  const memory =
+    shape.memoryBytes === undefined || shape.memoryBytes === null
+      ? `<memory unit='MiB'>2048</memory>`
+      : `<memory unit='KiB'>${Math.ceil(shape.memoryBytes / 1024)}</memory>`;
+  const from = shape.from;
   return [
     `<domain type='${esc(type)}'>`,
     `  <name>${esc(name)}</name>`,
-    `  <memory unit='MiB'>2048</memory>`,
-    `  <vcpu>2</vcpu>`,
+    ...(from
+      ? [
+          `  <metadata><kura:definition xmlns:kura='https://kura.example/xmlns/vm-definition/1' from='${esc(from.name)}' site='${esc(from.site)}' described-at='${esc(from.describedAt)}' software='${esc(targets.software)}' data='${esc(targets.data)}'/></metadata>`,
+        ]
+      : []),
+    `  ${memory}`,
+    `  <vcpu>${shape.vcpus ?? 2}</vcpu>`,
     `  <os><type arch='x86_64'>hvm</type><boot dev='hd'/></os>`,
     `  <devices>`,
     `    <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='${esc(software)}'/><target dev='${esc(targets.software)}' bus='virtio'/></disk>`,
