@@ -6,35 +6,27 @@
  * nightly report.
  */
 import { createServer, type Server } from 'node:http';
-import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '@temporalio/client';
 import { inject } from 'vitest';
+import { Worker } from '@temporalio/worker';
+import { historyFromJSON } from '@temporalio/common/lib/proto-utils';
+import { kuraDataConverter } from '../../src/codec/data-converter';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { loadConfig } from '../../src/config/load';
 import { DrillLog } from '../../src/catalog/drills';
 import { Catalog } from '../../src/catalog/store';
-import { KuraDrills, drillScheduleId } from '../../src/api/drills';
+import { drillScheduleId, type KuraDrills } from '../../src/api/drills';
 import { ClassName, classVolumes } from '../../src/domain/classes';
 import { labVolumePath } from '../../src/lab/files';
 import { ChunkStore } from '../../src/store/chunk-store';
 import { startKuraWorkers, type KuraWorkers } from '../../src/worker';
 import type { DrillReport } from '../../src/workflows/drill';
-import {
-  cliJson,
-  connectKura,
-  runKura,
-  failureOf,
-  makeLab,
-  sha256,
-  startWorkers,
-  treeFingerprint,
-  uniqueId,
-  type TestLab,
-} from '../support/harness';
-
-const MiB = 1024 * 1024;
+import { cliJson, runKura, failureOf, sha256, treeFingerprint, uniqueId, type TestLab } from '../support/harness';
+import { makeDrillLab } from '../support/drill-lab';
+import { REPLAY_KEY_FILE } from '../replay/recorder';
 let lab: TestLab;
 let client: Client;
 let workers: KuraWorkers;
@@ -69,38 +61,12 @@ beforeAll(async () => {
   await new Promise<void>((r) => webhook.listen(0, '127.0.0.1', r));
   const port = (webhook.address() as { port: number }).port;
   installation = `dr-${uniqueId()}`;
-  lab = await makeLab({
-    vms: 1,
-    dataVolumeSize: 1 * MiB,
-    softwareVolumeSize: 512 * 1024,
-    fileServers: 1,
-    fileServerVolumeSize: 1 * MiB,
-    clients: 1,
-    clientVolumeSize: 512 * 1024,
+  ({ lab, client, workers, drills, close } = await makeDrillLab({
+    installation,
     edit: (cfg) => {
-      cfg.installation = installation;
-      cfg.store = { chunkSize: '64KiB' };
-      cfg.lab = { osReboot: '300ms' };
       cfg.notify = { webhook: `http://127.0.0.1:${port}/kura` };
     },
-  });
-  workers = await startWorkers(lab);
-  let kura;
-  ({ kura, client, close } = await connectKura(lab));
-  drills = new KuraDrills(client, lab.loaded, kura.taskQueue);
-  // Every class backed up at one instant inside the clients' window, then the copy synced.
-  const dataTime = `${new Date(Date.now() - 86_400_000).toISOString().slice(0, 10)}T12:30:00.000Z`;
-  for (const className of Object.values(ClassName))
-    await client.workflow.execute('classBackup', {
-      taskQueue: kura.taskQueue,
-      workflowId: `${installation}/store/class/${className}/${uniqueId()}`,
-      args: [{ className, dataTime }],
-    });
-  await client.workflow.execute('storeSync', {
-    taskQueue: kura.taskQueue,
-    workflowId: `${installation}/store/sync/${uniqueId()}`,
-    args: [{}],
-  });
+  }));
 });
 
 afterAll(async () => {
@@ -283,5 +249,38 @@ describe('restore drills', () => {
     expect(report.hostsRemoved).toEqual([report.targets[0]!.host]);
     expect(drillHosts()).toEqual([]);
     expect(treeFingerprint(lab.paths.lab)).toBe(labTree);
+  });
+});
+
+describe('drills recorded before a VM came back from its definition', () => {
+  it('replay as they ran: each target restored by restoreForDrill, the VM started from kura.yaml', async () => {
+    const recorded = JSON.parse(
+      readFileSync(path.join(__dirname, 'histories', 'restore-drill-before-definition.json'), 'utf8'),
+    ) as { workflowId: string; history: unknown };
+    const history = historyFromJSON(recorded.history);
+    // Recorded under the replay key; a key file must be its owner's alone, which git does not keep.
+    const keyFile = path.join(lab.dir, 'replay-keys.json');
+    copyFileSync(REPLAY_KEY_FILE, keyFile);
+    chmodSync(keyFile, 0o600);
+    await Worker.runReplayHistory(
+      {
+        workflowBundle: { codePath: inject('workflowBundlePath') },
+        dataConverter: kuraDataConverter({ keyFile }),
+      },
+      history,
+      recorded.workflowId,
+    );
+    expect(
+      (history.events ?? []).flatMap((e) => e.activityTaskScheduledEventAttributes?.activityType?.name ?? []),
+    ).toEqual([
+      'planDrill',
+      'createDrillHost',
+      'restoreForDrill',
+      'restoreForDrill',
+      'restoreForDrill',
+      'awaitDrillHealthy',
+      'removeDrillHost',
+      'recordDrill',
+    ]);
   });
 });
