@@ -16,6 +16,7 @@ import { hospitalPreset, renderConfigYaml } from '../../src/lab/preset';
 import { gatherEstate, renderEstateReport, type EstateData } from '../../src/report/estate';
 import { allElements, parseXml } from '../support/strict-xml';
 import { decodePng, distinctColours } from '../support/png';
+import { addStoreBackup } from '../support/store-backups';
 
 const MiB = 1024 * 1024;
 const ARTIFACTS = path.resolve(__dirname, '../../test-artifacts');
@@ -32,56 +33,8 @@ beforeAll(() => {
   const catalog = new Catalog(path.join(dir, 'catalog.db'));
   const drills = new DrillLog(path.join(dir, 'catalog.db'));
   try {
-    const add = (target: string, dataTime: string, size: number, stored: number, seconds: number) => {
-      const backupId = `${target}@${dataTime}`;
-      const startedAt = dataTime;
-      const endedAt = new Date(Date.parse(dataTime) + seconds * 1000).toISOString();
-      catalog.beginBackup({
-        backupId,
-        job: 'j',
-        site: 'hospital',
-        target,
-        array: 'a',
-        volume: 'v',
-        startedAt,
-        dataTime,
-        sizeBytes: size,
-      });
-      catalog.completeStoreBackup(
-        backupId,
-        {
-          endedAt,
-          sha256: null,
-          pieces: [
-            {
-              backupId,
-              copy: 0,
-              piece: 0,
-              target,
-              job: 'j',
-              stream: 0,
-              startedAt,
-              endedAt,
-              dataTime,
-              library: 'store',
-              tape: 'primary',
-              position: 0,
-              offset: 0,
-              sizeBytes: size,
-              sha256: '0'.repeat(64),
-            },
-          ],
-        },
-        {
-          store: 'primary',
-          chunkSize: 65536,
-          chunks: size / 65536,
-          newChunks: 1,
-          storedBytes: stored,
-          readBytes: size,
-        },
-      );
-    };
+    const add = (target: string, dataTime: string, sizeBytes: number, storedBytes: number, seconds: number) =>
+      addStoreBackup(catalog, { target, dataTime, sizeBytes, storedBytes, seconds });
     for (let d = 1; d <= 7; d++) {
       const night = `2026-11-0${d}`;
       add('vm-001/software', `${night}T01:00:00.000Z`, 4 * MiB, d === 1 ? 4 * MiB : MiB / 8, 20 + d);

@@ -15,6 +15,7 @@ import { InvalidInputError } from '../../src/domain/errors';
 import { parseWith } from '../../src/domain/validate';
 import { hospitalPreset, renderConfigYaml } from '../../src/lab/preset';
 import { gatherEstate, renderEstateReport, type EstateData } from '../../src/report/estate';
+import { addStoreBackup } from '../support/store-backups';
 
 const MiB = 1024 * 1024;
 const HOUR = 3_600_000;
@@ -32,48 +33,8 @@ function estate(serverRpo: string | undefined): EstateData {
   const catalog = new Catalog(path.join(sub, 'catalog.db'));
   const drills = new DrillLog(path.join(sub, 'catalog.db'));
   try {
-    const add = (target: string, ageHours: number) => {
-      const dataTime = new Date(NOW - ageHours * HOUR).toISOString();
-      const backupId = `${target}@${dataTime}`;
-      catalog.beginBackup({
-        backupId,
-        job: 'j',
-        site: 'hospital',
-        target,
-        array: 'a',
-        volume: 'v',
-        startedAt: dataTime,
-        dataTime,
-        sizeBytes: MiB,
-      });
-      catalog.completeStoreBackup(
-        backupId,
-        {
-          endedAt: dataTime,
-          sha256: null,
-          pieces: [
-            {
-              backupId,
-              copy: 0,
-              piece: 0,
-              target,
-              job: 'j',
-              stream: 0,
-              startedAt: dataTime,
-              endedAt: dataTime,
-              dataTime,
-              library: 'store',
-              tape: 'primary',
-              position: 0,
-              offset: 0,
-              sizeBytes: MiB,
-              sha256: '0'.repeat(64),
-            },
-          ],
-        },
-        { store: 'primary', chunkSize: 65536, chunks: 16, newChunks: 1, storedBytes: MiB, readBytes: MiB },
-      );
-    };
+    const add = (target: string, ageHours: number) =>
+      addStoreBackup(catalog, { target, dataTime: new Date(NOW - ageHours * HOUR).toISOString(), sizeBytes: MiB });
     // The server's backup is the newest of all; the VM's and the client's are older but inside 25 h.
     add('vm-001/software', 20);
     add('vm-001/data', 20);
