@@ -24,7 +24,16 @@ import { labVolumePath } from '../../src/lab/files';
 import { ChunkStore } from '../../src/store/chunk-store';
 import { startKuraWorkers, type KuraWorkers } from '../../src/worker';
 import type { DrillReport } from '../../src/workflows/drill';
-import { cliJson, runKura, failureOf, sha256, treeFingerprint, uniqueId, type TestLab } from '../support/harness';
+import {
+  cliJson,
+  runKura,
+  failureOf,
+  sha256,
+  startWorkers,
+  treeFingerprint,
+  uniqueId,
+  type TestLab,
+} from '../support/harness';
 import { makeDrillLab } from '../support/drill-lab';
 import { REPLAY_KEY_FILE } from '../replay/recorder';
 let lab: TestLab;
@@ -35,6 +44,8 @@ let drills: KuraDrills;
 let webhook: Server;
 const alerts: { subject: string }[] = [];
 let installation: string;
+/** The control task queue of the drill lab's own installation. */
+let taskQueue: string;
 
 /** Every production volume's digest: a drill must change none of them. */
 async function productionDigests(): Promise<Record<string, string>> {
@@ -61,7 +72,7 @@ beforeAll(async () => {
   await new Promise<void>((r) => webhook.listen(0, '127.0.0.1', r));
   const port = (webhook.address() as { port: number }).port;
   installation = `dr-${uniqueId()}`;
-  ({ lab, client, workers, drills, close } = await makeDrillLab({
+  ({ lab, client, workers, drills, close, taskQueue } = await makeDrillLab({
     installation,
     edit: (cfg) => {
       cfg.notify = { webhook: `http://127.0.0.1:${port}/kura` };
@@ -247,6 +258,44 @@ describe('restore drills', () => {
     ]);
     // What it created — the host, the image read into it, the VM and its volumes — is gone.
     expect(report.hostsRemoved).toEqual([report.targets[0]!.host]);
+    expect(drillHosts()).toEqual([]);
+    expect(treeFingerprint(lab.paths.lab)).toBe(labTree);
+  });
+
+  it('bring a VM whose newest image holds no definition back from kura.yaml on their host, saying so, production untouched', async () => {
+    // Back on the lab's own kura.yaml, and a newer image of vm-001 taken the way images were before definitions.
+    await workers.shutdown();
+    workers = await startWorkers(lab);
+    const T = new Date().toISOString();
+    const vm = lab.loaded.config.sites[0]!.vms.find((v) => v.name === 'vm-001')!;
+    for (const [part, ref] of [
+      ['software', vm.softwareVolume],
+      ['data', vm.dataVolume],
+    ] as const) {
+      const [array, volume] = ref.split('/') as [string, string];
+      await client.workflow.execute('storeBackup', {
+        taskQueue,
+        workflowId: `${installation}/store/backup/${uniqueId()}`,
+        args: [{ site: lab.site, target: `vm-001/${part}`, array, volume, dataTime: T }],
+      });
+    }
+    const before = await productionDigests();
+    const labTree = treeFingerprint(lab.paths.lab);
+    const report = await (await drills.run({ classes: ['vm'], healthEveryMs: 50 })).result();
+    expect(report.targets.map((t) => [t.target, t.outcome])).toEqual([['vm-001', 'healthy']]);
+    expect(report.vms).toEqual([
+      expect.objectContaining({
+        target: 'vm-001',
+        dataTime: T,
+        definitionFrom: 'kura.yaml',
+        volumes: { software: 'array-01/vm-001-sw', data: 'array-01/vm-001-data' },
+      }),
+    ]);
+    expect(report.vms[0]!.note).toMatch(
+      /holds no definition of vm-001 \(taken before images kept one\): created from vm-001's entry in /,
+    );
+    // Created on the drill's host, not rebuilt over production's volumes; and gone with the host.
+    expect(await productionDigests()).toEqual(before);
     expect(drillHosts()).toEqual([]);
     expect(treeFingerprint(lab.paths.lab)).toBe(labTree);
   });
