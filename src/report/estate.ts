@@ -46,6 +46,11 @@ export interface EstateData {
   nights: Night[];
   drills: DrillRecord[];
   lag: { samples: LagSample[]; now: StoreLag | null };
+  /**
+   * How the store backups of the newest day of data found their changed chunks (the catalog's
+   * `changedFrom`; `unknown` for rows recorded before it was kept); null without store backups.
+   */
+  changes: { day: string; bitmap: number; digests: number; full: number; unknown: number } | null;
 }
 
 const day = (iso: string) => iso.slice(0, 10);
@@ -141,12 +146,20 @@ export function gatherEstate(deps: {
       };
     });
 
+  const newestDay = store.reduce<string | null>(
+    (m, b) => (m === null || day(b.dataTime) > m ? day(b.dataTime) : m),
+    null,
+  );
+  const changes = newestDay === null ? null : { day: newestDay, bitmap: 0, digests: 0, full: 0, unknown: 0 };
+  for (const b of store) if (changes && day(b.dataTime) === changes.day) changes[b.store.changedFrom ?? 'unknown'] += 1;
+
   return {
     at: new Date(now).toISOString(),
     installation: cfg.installation,
     protection,
     dedup,
     nights,
+    changes,
     drills: drills.list({ limit: 60 }).reverse(),
     lag: { samples: drills.lagSamples(), now: deps.lag },
   };
@@ -254,6 +267,7 @@ svg { display: block; background: #fff; border: 1px solid #ddd; margin: 6px 0; }
 <div class="kpi"><b>${last && last.stored > 0 ? `${(Math.round((last.logical / last.stored) * 10) / 10).toString()}×` : '—'}</b>dedup ratio (${esc(last ? `${fmtBytes(last.logical)} in ${fmtBytes(last.stored)}` : 'no store backups')})</div>
 <div class="kpi${failedDrills.size > 0 ? ' bad' : ''}"><b>${d.drills.length - failedDrills.size} of ${d.drills.length}</b>drilled targets came back healthy</div>
 <div class="kpi${d.lag.now?.alert ? ' bad' : ''}"><b>${d.lag.now ? esc(fmtMs(d.lag.now.lagMs)) : '—'}</b>copy lag</div>
+<div class="kpi"><b>${d.changes ? `${d.changes.bitmap} of ${d.changes.bitmap + d.changes.digests + d.changes.full + d.changes.unknown}` : '—'}</b>${d.changes ? esc(`store backups of ${d.changes.day} read only their changed chunks (dirty bitmap); ${d.changes.digests} compared digests, ${d.changes.full} full${d.changes.unknown > 0 ? `, ${d.changes.unknown} not recorded` : ''}`) : 'no store backups'}</div>
 <h2>Protection per class (breaches first)</h2>
 ${protection}
 <table><tr><th>Class</th><th>Target</th><th>Last good backup</th><th>Age</th><th>RPO</th></tr>

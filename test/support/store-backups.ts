@@ -12,7 +12,15 @@ import type { Catalog } from '../../src/catalog/store';
  */
 export function addStoreBackup(
   catalog: Catalog,
-  b: { target: string; dataTime: string; sizeBytes: number; storedBytes?: number; seconds?: number },
+  b: {
+    target: string;
+    dataTime: string;
+    sizeBytes: number;
+    storedBytes?: number;
+    seconds?: number;
+    /** How it found its changed chunks; not recorded (as before migration 8) when omitted. */
+    changedFrom?: 'bitmap' | 'digests' | 'full';
+  },
 ): string {
   const backupId = `${b.target}@${b.dataTime}`;
   const startedAt = b.dataTime;
@@ -60,6 +68,7 @@ export function addStoreBackup(
       newChunks: 1,
       storedBytes: b.storedBytes ?? b.sizeBytes,
       readBytes: b.sizeBytes,
+      ...(b.changedFrom === undefined ? {} : { changedFrom: b.changedFrom, changeNote: b.changedFrom, readChunks: 1 }),
     },
   );
   return backupId;

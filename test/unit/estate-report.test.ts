@@ -33,8 +33,16 @@ beforeAll(() => {
   const catalog = new Catalog(path.join(dir, 'catalog.db'));
   const drills = new DrillLog(path.join(dir, 'catalog.db'));
   try {
+    // The first night is full; later the VM's volumes name their changes by bitmap, the server compares digests.
     const add = (target: string, dataTime: string, sizeBytes: number, storedBytes: number, seconds: number) =>
-      addStoreBackup(catalog, { target, dataTime, sizeBytes, storedBytes, seconds });
+      addStoreBackup(catalog, {
+        target,
+        dataTime,
+        sizeBytes,
+        storedBytes,
+        seconds,
+        changedFrom: dataTime.startsWith('2026-11-01') ? 'full' : target.startsWith('vm-') ? 'bitmap' : 'digests',
+      });
     for (let d = 1; d <= 7; d++) {
       const night = `2026-11-0${d}`;
       add('vm-001/software', `${night}T01:00:00.000Z`, 4 * MiB, d === 1 ? 4 * MiB : MiB / 8, 20 + d);
@@ -115,6 +123,13 @@ async function chromium(file: string, png: string): Promise<{ console: string[];
 }
 
 describe('the estate report', () => {
+  it("counts how the newest day's store backups found their changed chunks, from the catalog", () => {
+    expect(data.changes).toEqual({ day: '2026-11-07', bitmap: 2, digests: 1, full: 0, unknown: 0 });
+    expect(html).toContain(
+      '<b>2 of 3</b>store backups of 2026-11-07 read only their changed chunks (dirty bitmap); 1 compared digests, 0 full',
+    );
+  });
+
   it('lists protection per class with breaches first, and gathers each night', () => {
     expect(data.protection.map((p) => [p.className, p.target, p.breach])).toEqual([
       ['client', 'cl-01', true],
