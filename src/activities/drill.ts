@@ -126,7 +126,9 @@ export function createDrillActivities(deps: { loaded: LoadedConfig; paths: KuraP
     /**
      * Restores a target's store backups into the drill host, each read chunk by chunk from the first
      * store with fallback to the copy and each chunk checked against its digest, then the index's
-     * digest and the whole image's against the catalog's; a VM is then started there.
+     * digest and the whole image's against the catalog's; a VM is then started there. Drills since
+     * the definition patch bring a VM back with `restoreVmImage` instead (docs/adr/043); this path
+     * stays for servers, clients, and the VMs of drills begun before it.
      */
     async restoreForDrill(input: z.input<typeof RestoreInput>): Promise<DrillRestore> {
       return mapFailures(async () => {

@@ -1,9 +1,10 @@
 /**
- * Restore drills (seed 000; docs/adr/035): a sample of targets with every class represented is
- * restored from the store into an isolated lab host made for the drill, each started (a VM) and
- * checked, its recovery time measured from the request to healthy; the host and all on it are
- * removed whatever happened, the drill is recorded in the catalog, and people are told of any
- * failure. Also the nightly estate report.
+ * Restore drills (seed 000; docs/adr/035, 043): a sample of targets with every class represented is
+ * restored from the store into an isolated lab host made for the drill — a VM recreated there from
+ * its image's definition by the restore's own activity — each started (a VM) and checked, its
+ * recovery time measured from the request to healthy; the host and all on it are removed whatever
+ * happened, the drill is recorded in the catalog, and people are told of any failure. Also the
+ * nightly estate report.
  */
 import {
   ApplicationFailure,
