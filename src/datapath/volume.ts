@@ -1,6 +1,7 @@
 /**
  * One protected volume inside the datapath: passthrough to main storage, or seed 002's backup mode
- * — main storage frozen at the switch, host writes journaled (durable before the ack) and applied
+ * — main storage frozen at the switch, host writes journaled (in the file before the ack, durable
+ * on FLUSH or FUA or before the ack, as kura.yaml's `datapath.journalSync` says) and applied
  * to a snapshot map by block, the base copy to backup storage, catch-up rounds, and the quiesced
  * switch back. Every host request goes through here; none is refused for being in a phase. The
  * parts live beside it: the storage files (block-store), the snapshot map, the phases and the
@@ -96,7 +97,7 @@ export class Volume {
     }
     v.phases.resume(saved);
     v.image = await BlockStore.open(saved.image);
-    const { journal, entries } = await Journal.open(files.journalFile);
+    const { journal, entries } = await Journal.open(files.journalFile, opts.settings.journalSync);
     v.journal = journal;
     for (const e of entries) await v.snapshot.apply(e, v.readBase);
     v.replayed = entries.length;
@@ -158,10 +159,15 @@ export class Volume {
     return this.admitted(() => this.modify(JournalKind.Zeroes, offset, length, null, fua));
   }
 
-  /** Makes acknowledged writes durable: main storage in passthrough; in backup mode the journal already is. */
+  /**
+   * Makes acknowledged writes durable: main storage in passthrough, the journal in backup mode
+   * (where main storage is frozen, or catch-up syncs what it writes; nothing to do when every
+   * record was made durable before its ack).
+   */
   async flush(): Promise<void> {
     return this.admitted(async () => {
-      if (!this.phases.state) await this.main.sync();
+      if (!this.phases.state || !this.journal) await this.main.sync();
+      else await this.journal.sync();
     });
   }
 
@@ -204,6 +210,8 @@ export class Volume {
       const applied = this.snapshot.hold(blocks);
       try {
         const entry = await this.journal.append(kind, offset, length, data, Date.now());
+        // FUA: this write is durable before its ack, whatever the journal's mode.
+        if (fua) await this.journal.sync();
         await this.snapshot.apply(entry, this.readBase);
         if (route === 'active' && this.phases.inCatchUp) await this.reflect(blocks);
         await this.journal.markReflected(entry);
@@ -231,7 +239,7 @@ export class Volume {
         await this.main.sync();
         mkdirSync(path.dirname(image), { recursive: true });
         await this.files.removeJournal();
-        const { journal } = await Journal.open(this.files.journalFile);
+        const { journal } = await Journal.open(this.files.journalFile, this.opts.settings.journalSync);
         const img = await BlockStore.create(image, this.sizeBytes);
         this.snapshot.clear();
         this.replayed = 0;

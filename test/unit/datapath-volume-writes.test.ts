@@ -19,7 +19,7 @@ afterEach(() => {
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
-async function volume(): Promise<{ v: Volume; mainFile: string; dir: string }> {
+async function volume(settings: object = {}): Promise<{ v: Volume; mainFile: string; dir: string }> {
   const dir = mkdtempSync(path.join(tmpdir(), 'kura-volume-writes-'));
   dirs.push(dir);
   const mainFile = path.join(dir, 'main.img');
@@ -28,7 +28,7 @@ async function volume(): Promise<{ v: Volume; mainFile: string; dir: string }> {
     name: 'array-01/vol',
     mainFile,
     stateDir: path.join(dir, 'state'),
-    settings: DatapathConfigSchema.parse({}),
+    settings: DatapathConfigSchema.parse(settings),
   });
   return { v, mainFile, dir };
 }
@@ -62,7 +62,8 @@ describe('writes in flight together', () => {
   });
 
   it('during an online backup, journals the independent ones with one fdatasync, reads them back, and reflects them to main storage', async () => {
-    const { v, mainFile, dir } = await volume();
+    // Every record durable before its ack: the mode in which writes that arrive together share one fdatasync.
+    const { v, mainFile, dir } = await volume({ journalSync: 'every-write' });
     await v.enterBackup('b1', path.join(dir, 'image.img'));
     const fh = (v as unknown as { journal: { fh: { datasync: () => Promise<void> } } }).journal.fh;
     let syncs = 0;
@@ -75,6 +76,36 @@ describe('writes in flight together', () => {
     // block 2 waited for the one before it to be durable and applied, and went alone.
     expect(syncs).toBe(3);
     expect(v.status().journalEntries).toBe(writes.length);
+    expect((await v.read(0, SIZE)).equals(model)).toBe(true);
+    expect(readFileSync(mainFile).equals(Buffer.alloc(SIZE, 0xaa))).toBe(true);
+    await v.abort('b1');
+    await v.close();
+    expect(readFileSync(mainFile).equals(model)).toBe(true);
+  });
+
+  it('during an online backup, by default, syncs the journal only on FLUSH and for a FUA write, never for a plain write', async () => {
+    const { v, mainFile, dir } = await volume();
+    await v.enterBackup('b1', path.join(dir, 'image.img'));
+    const journal = (v as unknown as { journal: { fh: { datasync: () => Promise<void> }; entries: number } }).journal;
+    const fh = journal.fh;
+    // The records in the file at each fdatasync: what it makes durable.
+    const at: number[] = [];
+    const datasync = fh.datasync.bind(fh);
+    fh.datasync = () => (at.push(journal.entries), datasync());
+    const model = Buffer.alloc(SIZE, 0xaa);
+    const writes = issue(v, model);
+    await Promise.all(writes);
+    expect(at).toEqual([]);
+    expect(v.status().journalEntries).toBe(writes.length);
+    expect((await v.read(0, SIZE)).equals(model)).toBe(true);
+    await v.flush();
+    expect(at).toEqual([writes.length]);
+    await v.write(15 * B, Buffer.alloc(B, 0x77), true);
+    Buffer.alloc(B, 0x77).copy(model, 15 * B);
+    expect(at).toEqual([writes.length, writes.length + 1]);
+    // Two FLUSHes while a third is in progress share one more fdatasync, after it.
+    await Promise.all([v.flush(), v.flush(), v.flush()]);
+    expect(at).toEqual([writes.length, writes.length + 1, writes.length + 1, writes.length + 1]);
     expect((await v.read(0, SIZE)).equals(model)).toBe(true);
     expect(readFileSync(mainFile).equals(Buffer.alloc(SIZE, 0xaa))).toBe(true);
     await v.abort('b1');
