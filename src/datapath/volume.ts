@@ -132,13 +132,13 @@ export class Volume {
   }
 
   /**
-   * A small passthrough write without FUA done before this returns (true): nothing can run between
+   * A passthrough write of up to 256 KiB without FUA done before this returns (true): nothing can run between
    * its start and its end, so when no earlier write of its blocks is still in progress it is in
    * order without a hold of the range lock. False, with nothing written, when it must go through
    * `write` (backup mode, a held gate, FUA, an overlapping write in progress, or a large write).
    */
   writeNow(offset: number, data: readonly Buffer[], length: number, fua: boolean): boolean {
-    if (fua || this.phases.state || this.phases.quiescing || length === 0 || !BlockStore.immediate(length))
+    if (fua || this.phases.state || this.phases.quiescing || length === 0 || !BlockStore.immediateWrite(length))
       return false;
     if (!this.writeLock.free(Math.floor(offset / BLOCK_BYTES), Math.floor((offset + length - 1) / BLOCK_BYTES)))
       return false;
