@@ -206,27 +206,76 @@ export class Journal {
       reflected: false,
       position: 0,
     };
-    if (this.mode === 'on-flush' && this.queue.length === 0 && !this.committing) {
-      const bytes = h.length + body.length;
-      if (bytes <= SYNC_WRITE_MAX) {
-        try {
-          const written = writevSync(this.fd, body.length ? [h, body] : [h], this.end);
-          if (written !== bytes) throw new Error(`journal: wrote ${written} of a record's ${bytes} bytes`);
-        } catch (err) {
-          // Not acknowledged; the next record takes its place in the file.
-          return Promise.reject(err);
-        }
-        entry.position = this.end;
-        this.end += bytes;
-        if (this.end > this.size) this.size = this.end;
-        this.count++;
-        return Promise.resolve(entry);
+    if (this.canAppendNow(body.length)) {
+      try {
+        this.writeNow(h, body, entry);
+      } catch (err) {
+        return Promise.reject(err);
       }
+      return Promise.resolve(entry);
     }
     return new Promise<JournalEntry>((resolve, reject) => {
       this.queue.push({ header: h, body, entry, resolve, reject });
       if (!this.committing) this.committing = this.commit();
     });
+  }
+
+  /**
+   * Whether a record with `dataBytes` of data would be appended on the spot (`appendNow`): in
+   * `on-flush` mode, small enough, and with no earlier record still waiting to be written.
+   */
+  canAppendNow(dataBytes: number): boolean {
+    return (
+      this.mode === 'on-flush' &&
+      this.queue.length === 0 &&
+      !this.committing &&
+      JOURNAL_HEADER_BYTES + dataBytes <= SYNC_WRITE_MAX
+    );
+  }
+
+  /**
+   * As `append`, written to the file before it returns; only when `canAppendNow` says so. Throws
+   * when the write fails: nothing is acknowledged, and the next record takes its place in the file.
+   */
+  appendNow(kind: JournalKind, offset: number, length: number, data: Buffer | null, receivedAt: number): JournalEntry {
+    const dataBytes = kind === JournalKind.Write ? length : 0;
+    if (!this.canAppendNow(dataBytes)) throw new Error('journal: a record cannot be appended on the spot now');
+    const seq = this.seq + 1;
+    const h = Buffer.allocUnsafe(JOURNAL_HEADER_BYTES);
+    h.writeUInt32LE(MAGIC, 0);
+    h.writeUInt8(0, 8);
+    h.writeUInt8(kind, 9);
+    h.writeUInt16LE(0, 10);
+    h.writeBigUInt64LE(BigInt(seq), 12);
+    h.writeDoubleLE(receivedAt, 20);
+    h.writeBigUInt64LE(BigInt(offset), 28);
+    h.writeUInt32LE(length, 36);
+    const body = dataBytes && data ? data.subarray(0, dataBytes) : EMPTY;
+    h.writeUInt32LE(crc32(body, crc32(h.subarray(9))), 4);
+    const entry: JournalEntry = {
+      seq,
+      kind,
+      receivedAt,
+      offset,
+      length,
+      data: dataBytes ? body : null,
+      reflected: false,
+      position: 0,
+    };
+    this.writeNow(h, body, entry);
+    this.seq = seq;
+    return entry;
+  }
+
+  /** Writes one record at the end of the file, synchronously, and counts it. */
+  private writeNow(h: Buffer, body: Buffer, entry: JournalEntry): void {
+    const bytes = h.length + body.length;
+    const written = writevSync(this.fd, body.length ? [h, body] : [h], this.end);
+    if (written !== bytes) throw new Error(`journal: wrote ${written} of a record's ${bytes} bytes`);
+    entry.position = this.end;
+    this.end += bytes;
+    if (this.end > this.size) this.size = this.end;
+    this.count++;
   }
 
   /** Writes and syncs the queued records, batch after batch, until none is left. */
@@ -287,6 +336,11 @@ export class Journal {
    * is rebuilt from every record anyway, so the flag informs, it does not decide.
    */
   async markReflected(entry: JournalEntry): Promise<void> {
+    this.markReflectedNow(entry);
+  }
+
+  /** As `markReflected`, before it returns. */
+  markReflectedNow(entry: JournalEntry): void {
     // One byte in a page the append just wrote: a synchronous pwrite, not a trip through the thread pool.
     writeSync(this.fd, REFLECTED, 0, 1, entry.position + 8);
     entry.reflected = true;

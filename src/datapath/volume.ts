@@ -127,8 +127,10 @@ export class Volume {
    * gate, or a read too large to block the loop for).
    */
   readNow(out: Buffer, offset: number): boolean {
-    if (this.phases.state || this.phases.quiescing || !BlockStore.immediate(out.length)) return false;
-    return this.main.readNow(out, offset);
+    if (this.phases.quiescing || !BlockStore.immediate(out.length)) return false;
+    if (!this.phases.state) return this.main.readNow(out, offset);
+    // Backup mode: from the snapshot and what lies beneath it, unless a write of its blocks is still being applied.
+    return this.snapshot.readNow(out, offset, this.readBaseNow);
   }
 
   /**
@@ -138,12 +140,26 @@ export class Volume {
    * `write` (backup mode, a held gate, FUA, an overlapping write in progress, or a large write).
    */
   writeNow(offset: number, data: readonly Buffer[], length: number, fua: boolean): boolean {
-    if (fua || this.phases.state || this.phases.quiescing || length === 0 || !BlockStore.immediateWrite(length))
-      return false;
+    if (fua || this.phases.quiescing || length === 0 || !BlockStore.immediateWrite(length)) return false;
+    const journal = this.phases.state ? this.journal : null;
+    // Backup mode on the spot only when its record needs no fdatasync before the ack (docs/adr/046)
+    // and the convergence path adds nothing to the write (a throttle's delay, a write to main storage).
+    if (this.phases.state && (!journal || !journal.canAppendNow(length) || this.phases.path !== 'normal')) return false;
     if (!this.writeLock.free(Math.floor(offset / BLOCK_BYTES), Math.floor((offset + length - 1) / BLOCK_BYTES)))
       return false;
-    this.opts.onWrite?.(offset, length, data.length === 1 ? data[0]! : Buffer.concat(data, length));
-    return this.main.writeNow(offset, data);
+    const whole = data.length === 1 ? data[0]! : null;
+    if (!journal) {
+      this.opts.onWrite?.(offset, length, whole ?? Buffer.concat(data, length));
+      return this.main.writeNow(offset, data);
+    }
+    // S301–S305 with nothing in between: the record in the file, the snapshot's blocks, the flag.
+    const bytes = whole ?? Buffer.concat(data, length);
+    this.opts.onWrite?.(offset, length, bytes);
+    const entry = journal.appendNow(JournalKind.Write, offset, length, bytes, Date.now());
+    this.snapshot.applyNow(entry, this.readBaseNow);
+    journal.markReflectedNow(entry);
+    this.phases.wrote(length);
+    return true;
   }
 
   /**
@@ -450,6 +466,13 @@ export class Volume {
   private readonly readBase = (offset: number, length: number): Promise<Buffer> => {
     const store = this.phases.inCatchUp && this.image ? this.image : this.main;
     return store.read(offset, length);
+  };
+
+  /** As `readBase`, into `out`, before it returns. */
+  private readonly readBaseNow = (out: Buffer, offset: number): void => {
+    const store = this.phases.inCatchUp && this.image ? this.image : this.main;
+    // Callers read at most a block's edges or a small read's runs, well within a read on the spot.
+    if (!store.readNow(out, offset)) throw new Error(`a read of ${out.length} bytes is too large to do on the spot`);
   };
 
   /** Writes these snapshot blocks (ascending) to main storage where it lacks them. The caller holds the write lock. */
