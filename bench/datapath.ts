@@ -14,7 +14,10 @@
  * whether that meets the target; then an nbdcopy of an image of the volume's size into each (a
  * restore over NBD, several connections), with the same target as the large writes it is made of.
  *
- *   npx tsx bench/datapath.ts [--runs 3] [--qemu-runs 3] [--depth 1] [--size 64MiB] [--ops 2000] [--write-ratio 0.5] [--copy-rate 64MiB] [--io-timeout 30s]
+ *   npx tsx bench/datapath.ts [--runs 3] [--qemu-runs 3] [--depth 1] [--size 64MiB] [--ops 2000] [--write-ratio 0.5] [--copy-rate 64MiB] [--io-timeout 30s] [--journal-sync on-flush|every-write]
+ *
+ * `--journal-sync` is kura.yaml's `datapath.journalSync` for Kura's server (docs/adr/046): the
+ * journal made durable on FLUSH and FUA (the default), or before each write's ack.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -30,6 +33,7 @@ import { BenchNbdClient } from './support/nbd-client';
 import { printVerdict } from './support/verdict';
 import { freePort } from '../src/stack/devserver';
 import { seededRandom } from '../src/domain/seeded-random';
+import type { JournalSync } from '../src/datapath/journal';
 
 const MiB = 1024 * 1024;
 const IO = 4096;
@@ -45,6 +49,7 @@ interface Args {
   ioTimeoutMs: number;
   depth: number;
   qemuRuns: number;
+  journalSync: JournalSync;
 }
 
 function args(): Args {
@@ -76,7 +81,10 @@ function args(): Args {
   const qemuRuns = Number(value('--qemu-runs', String(runs)));
   if (!Number.isSafeInteger(qemuRuns) || qemuRuns < 0)
     throw new InvalidInputError('--qemu-runs must be a whole number (0: skip the qemu-img cases)');
-  return { runs, size, ops, writeRatio, copyRate, ioTimeoutMs, depth, qemuRuns };
+  const journalSync = value('--journal-sync', 'on-flush');
+  if (journalSync !== 'on-flush' && journalSync !== 'every-write')
+    throw new InvalidInputError('--journal-sync must be on-flush or every-write');
+  return { runs, size, ops, writeRatio, copyRate, ioTimeoutMs, depth, qemuRuns, journalSync };
 }
 
 interface Figures {
@@ -208,10 +216,19 @@ async function startKura(
   file: string,
   stateDir: string,
   copyRate: number,
+  journalSync: JournalSync,
 ): Promise<{ child: ChildProcess; nbdPort: number; controlPort: number; tokenFile: string }> {
   const child = spawn(
     process.execPath,
-    ['--require', 'tsx/cjs', path.join(__dirname, 'support', 'datapath-server.ts'), file, stateDir, String(copyRate)],
+    [
+      '--require',
+      'tsx/cjs',
+      path.join(__dirname, 'support', 'datapath-server.ts'),
+      file,
+      stateDir,
+      String(copyRate),
+      journalSync,
+    ],
     { stdio: ['ignore', 'pipe', 'inherit'] },
   );
   let out = '';
@@ -241,7 +258,7 @@ async function main(): Promise<void> {
     await fh.sync();
     await fh.close();
     console.log(
-      `workload: ${a.ops} requests of 4 KiB at random offsets, ${Math.round(a.writeRatio * 100)}% writes, ${a.depth === 1 ? 'one at a time' : `${a.depth} at a time`}, on a ${formatBytes(a.size)} file (${WARMUP} warm-up requests not counted)`,
+      `workload: ${a.ops} requests of 4 KiB at random offsets, ${Math.round(a.writeRatio * 100)}% writes, ${a.depth === 1 ? 'one at a time' : `${a.depth} at a time`}, on a ${formatBytes(a.size)} file (${WARMUP} warm-up requests not counted); during a backup the journal is made durable ${a.journalSync === 'on-flush' ? 'on FLUSH and FUA' : 'before each ack'} (--journal-sync ${a.journalSync})`,
     );
 
     const kitPort = await freePort();
@@ -252,7 +269,7 @@ async function main(): Promise<void> {
     );
     procs.push(kit);
     await waitForPort(kitPort);
-    const kura = await startKura(file, path.join(dir, 'state'), a.copyRate);
+    const kura = await startKura(file, path.join(dir, 'state'), a.copyRate, a.journalSync);
     procs.push(kura.child);
     const control = new DatapathClient(`http://127.0.0.1:${kura.controlPort}`, readControlToken(kura.tokenFile));
 

@@ -19,6 +19,12 @@ const ZERO_CHUNK = 1024 * 1024;
  * so does fdatasync, which waits for the disk.
  */
 const SYNC_IO_MAX = 64 * 1024;
+/**
+ * Writes go on the spot up to this larger size (docs/adr/046): a pwritev of 256 KiB into the page
+ * cache takes tens of microseconds, and its hand-off to the thread pool cost a futex wake-up each
+ * way, about five futex calls a write, for no overlap worth having on two cores the client shares.
+ */
+const SYNC_WRITE_MAX = 256 * 1024;
 
 export class BlockStore {
   private readonly fd: number;
@@ -66,9 +72,14 @@ export class BlockStore {
     if (done < length) out.fill(0, done);
   }
 
-  /** Whether a read or write of `length` bytes is done on the spot (`readNow`, `writeNow`) rather than on the thread pool. */
+  /** Whether a read of `length` bytes is done on the spot (`readNow`) rather than on the thread pool. */
   static immediate(length: number): boolean {
     return length <= SYNC_IO_MAX;
+  }
+
+  /** Whether a write of `length` bytes is done on the spot (`writeNow`) rather than on the thread pool. */
+  static immediateWrite(length: number): boolean {
+    return length <= SYNC_WRITE_MAX;
   }
 
   /**
@@ -86,18 +97,18 @@ export class BlockStore {
   }
 
   /**
-   * As `write`, done before it returns when the data is small enough (`immediate`); false, with
+   * As `write`, done before it returns when the data is small enough (`immediateWrite`); false, with
    * nothing written, when it is not.
    */
   writeNow(offset: number, data: Buffer | readonly Buffer[]): boolean {
     if (Buffer.isBuffer(data)) {
-      if (data.length > SYNC_IO_MAX) return false;
+      if (data.length > SYNC_WRITE_MAX) return false;
       for (let done = 0; done < data.length;) done += writeSync(this.fd, data, done, data.length - done, offset + done);
       return true;
     }
     let total = 0;
     for (const b of data) total += b.length;
-    if (total > SYNC_IO_MAX) return false;
+    if (total > SYNC_WRITE_MAX) return false;
     if (total === 0) return true;
     if (data.length === 1) return this.writeNow(offset, data[0]!);
     const done = data.length > MAX_IOV ? 0 : writevSync(this.fd, data as Buffer[], offset);

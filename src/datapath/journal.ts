@@ -1,8 +1,9 @@
 /**
  * The journal of seed 002 (111): every host write received in backup mode, appended with its
- * reception time, its data and a reflected flag, and made durable (fdatasync) before the write is
- * acknowledged. After a crash the journal is read back in order; a torn record at the tail was
- * never acknowledged (its fdatasync had not returned) and is cut off.
+ * reception time, its data and a reflected flag, and written to the file before the write is
+ * acknowledged — made durable (fdatasync) before the ack too when every write must be, else on the
+ * host's FLUSH or FUA (`sync`; docs/adr/046). After a crash the journal is read back in order; a
+ * torn record at the tail was never acknowledged (its write had not returned) and is cut off.
  *
  * Record layout, little-endian, 40-byte header then data:
  *   0 magic u32 "KJRN" · 4 crc32 u32 (bytes 9..end) · 8 reflected u8 · 9 kind u8 · 10 pad u16 ·
@@ -35,6 +36,13 @@ const REFLECTED = Buffer.from([1]);
 const ZEROED_AHEAD = 1024 * 1024;
 let zeroes: Buffer | null = null;
 
+/**
+ * When a record is made durable against power loss: `every-write` before its append resolves (one
+ * fdatasync per batch of appends), `on-flush` only by `sync` — an append resolves once the record is
+ * in the file, which is what survives a kill of the process.
+ */
+export type JournalSync = 'every-write' | 'on-flush';
+
 /** What a journal record holds: a write's data, or a zeroing of a range (no data). */
 export const JournalKind = { Write: 1, Zeroes: 2 } as const;
 export type JournalKind = (typeof JournalKind)[keyof typeof JournalKind];
@@ -66,6 +74,9 @@ interface Queued {
 export class Journal {
   private queue: Queued[] = [];
   private committing: Promise<void> | null = null;
+  /** The fdatasync of `sync` in progress, and the one that follows it for the calls made meanwhile. */
+  private syncing: Promise<void> | null = null;
+  private nextSync: Promise<void> | null = null;
   private end: number;
   /** The file's size: the records, then zeroes (made durable with the batch that wrote them). */
   private size: number;
@@ -80,6 +91,7 @@ export class Journal {
     end: number,
     lastSeq: number,
     count: number,
+    private readonly mode: JournalSync,
   ) {
     this.fd = fh.fd;
     this.end = end;
@@ -90,9 +102,13 @@ export class Journal {
 
   /**
    * Opens (creating when missing) a journal and reads every intact record back, in order. A torn
-   * or corrupt tail is truncated away so new records follow the last intact one.
+   * or corrupt tail is truncated away so new records follow the last intact one. `mode` says when
+   * an append is durable (default: before it resolves).
    */
-  static async open(file: string): Promise<{ journal: Journal; entries: JournalEntry[] }> {
+  static async open(
+    file: string,
+    mode: JournalSync = 'every-write',
+  ): Promise<{ journal: Journal; entries: JournalEntry[] }> {
     const fh = await open(file, 'a+');
     await fh.close();
     const rw = await open(file, 'r+');
@@ -134,7 +150,7 @@ export class Journal {
       await rw.datasync();
     }
     const last = entries[entries.length - 1];
-    return { journal: new Journal(file, rw, pos, last?.seq ?? 0, entries.length), entries };
+    return { journal: new Journal(file, rw, pos, last?.seq ?? 0, entries.length, mode), entries };
   }
 
   /** Records written so far (including those read back at open). */
@@ -152,11 +168,13 @@ export class Journal {
   }
 
   /**
-   * S302: appends one record with flag 0 and makes it durable. Resolves only after the fdatasync
-   * that covers it, so the caller may acknowledge the write to the host. Appends made in the same
-   * turn of the event loop (the requests of one read from the socket), and those that arrive while a
+   * S302: appends one record with flag 0. Resolves once the caller may acknowledge the write to the
+   * host: in `every-write` mode after the fdatasync that covers it — appends made in the same turn
+   * of the event loop (the requests of one read from the socket), and those that arrive while a
    * batch is being made durable, go together: one write and one fdatasync for all of them (group
-   * commit). Records land in the file in the order of the calls, and seqs are given in that order too.
+   * commit); in `on-flush` mode once the record is in the file, written on the spot (a page-cache
+   * copy) unless it is large or a large one before it is still being written. Records land in the
+   * file in the order of the calls, and seqs are given in that order too.
    */
   append(
     kind: JournalKind,
@@ -188,10 +206,76 @@ export class Journal {
       reflected: false,
       position: 0,
     };
+    if (this.canAppendNow(body.length)) {
+      try {
+        this.writeNow(h, body, entry);
+      } catch (err) {
+        return Promise.reject(err);
+      }
+      return Promise.resolve(entry);
+    }
     return new Promise<JournalEntry>((resolve, reject) => {
       this.queue.push({ header: h, body, entry, resolve, reject });
       if (!this.committing) this.committing = this.commit();
     });
+  }
+
+  /**
+   * Whether a record with `dataBytes` of data would be appended on the spot (`appendNow`): in
+   * `on-flush` mode, small enough, and with no earlier record still waiting to be written.
+   */
+  canAppendNow(dataBytes: number): boolean {
+    return (
+      this.mode === 'on-flush' &&
+      this.queue.length === 0 &&
+      !this.committing &&
+      JOURNAL_HEADER_BYTES + dataBytes <= SYNC_WRITE_MAX
+    );
+  }
+
+  /**
+   * As `append`, written to the file before it returns; only when `canAppendNow` says so. Throws
+   * when the write fails: nothing is acknowledged, and the next record takes its place in the file.
+   */
+  appendNow(kind: JournalKind, offset: number, length: number, data: Buffer | null, receivedAt: number): JournalEntry {
+    const dataBytes = kind === JournalKind.Write ? length : 0;
+    if (!this.canAppendNow(dataBytes)) throw new Error('journal: a record cannot be appended on the spot now');
+    const seq = this.seq + 1;
+    const h = Buffer.allocUnsafe(JOURNAL_HEADER_BYTES);
+    h.writeUInt32LE(MAGIC, 0);
+    h.writeUInt8(0, 8);
+    h.writeUInt8(kind, 9);
+    h.writeUInt16LE(0, 10);
+    h.writeBigUInt64LE(BigInt(seq), 12);
+    h.writeDoubleLE(receivedAt, 20);
+    h.writeBigUInt64LE(BigInt(offset), 28);
+    h.writeUInt32LE(length, 36);
+    const body = dataBytes && data ? data.subarray(0, dataBytes) : EMPTY;
+    h.writeUInt32LE(crc32(body, crc32(h.subarray(9))), 4);
+    const entry: JournalEntry = {
+      seq,
+      kind,
+      receivedAt,
+      offset,
+      length,
+      data: dataBytes ? body : null,
+      reflected: false,
+      position: 0,
+    };
+    this.writeNow(h, body, entry);
+    this.seq = seq;
+    return entry;
+  }
+
+  /** Writes one record at the end of the file, synchronously, and counts it. */
+  private writeNow(h: Buffer, body: Buffer, entry: JournalEntry): void {
+    const bytes = h.length + body.length;
+    const written = writevSync(this.fd, body.length ? [h, body] : [h], this.end);
+    if (written !== bytes) throw new Error(`journal: wrote ${written} of a record's ${bytes} bytes`);
+    entry.position = this.end;
+    this.end += bytes;
+    if (this.end > this.size) this.size = this.end;
+    this.count++;
   }
 
   /** Writes and syncs the queued records, batch after batch, until none is left. */
@@ -209,6 +293,7 @@ export class Journal {
           bufs.push(r.header);
           if (r.body.length) bufs.push(r.body);
         }
+        const durable = this.mode === 'every-write';
         const grows = at > this.size;
         try {
           const bytes = at - this.end;
@@ -218,15 +303,18 @@ export class Journal {
               : (await this.fh.writev(bufs, this.end)).bytesWritten;
           if (written !== bytes) throw new Error(`journal: wrote ${written} of a batch's ${bytes} bytes`);
           // Past the zeroes: this batch's fdatasync grows the file once for the batches to come.
-          if (grows) await this.zeroAhead(at);
-          await this.fh.datasync();
+          // Without a sync per batch there is nothing to spare: a FLUSH's fdatasync is rare.
+          if (durable) {
+            if (grows) await this.zeroAhead(at);
+            await this.fh.datasync();
+          }
         } catch (err) {
           // Nothing of this batch is acknowledged; the next one overwrites whatever part of it landed.
           for (const r of batch) r.reject(err);
           continue;
         }
         this.end = at;
-        if (grows) this.size = at + ZEROED_AHEAD;
+        if (grows) this.size = durable ? at + ZEROED_AHEAD : at;
         this.count += batch.length;
         for (const r of batch) r.resolve(r.entry);
       }
@@ -248,19 +336,52 @@ export class Journal {
    * is rebuilt from every record anyway, so the flag informs, it does not decide.
    */
   async markReflected(entry: JournalEntry): Promise<void> {
+    this.markReflectedNow(entry);
+  }
+
+  /** As `markReflected`, before it returns. */
+  markReflectedNow(entry: JournalEntry): void {
     // One byte in a page the append just wrote: a synchronous pwrite, not a trip through the thread pool.
     writeSync(this.fd, REFLECTED, 0, 1, entry.position + 8);
     entry.reflected = true;
   }
 
+  /**
+   * Makes every record appended so far durable (fdatasync): a host's FLUSH, a FUA write, in
+   * `on-flush` mode. Calls made while one is in progress share the next one (it must start after
+   * their records were written). In `every-write` mode the records already are: nothing to do.
+   */
+  sync(): Promise<void> {
+    if (this.mode === 'every-write') return Promise.resolve();
+    if (!this.syncing) {
+      this.syncing = this.fh.datasync().finally(() => {
+        this.syncing = null;
+      });
+      return this.syncing;
+    }
+    this.nextSync ??= this.syncing
+      .catch(() => undefined)
+      .then(() => {
+        this.nextSync = null;
+        return this.sync();
+      });
+    return this.nextSync;
+  }
+
+  /** Closes the file; a clean stop leaves the records durable, as a switch back leaves main storage. */
   async close(): Promise<void> {
+    await this.closeFile(true);
+  }
+
+  private async closeFile(sync: boolean): Promise<void> {
     await this.committing;
+    if (sync && this.mode === 'on-flush') await this.sync().catch(() => undefined);
     await this.fh.close().catch(() => undefined);
   }
 
-  /** Closes and deletes the journal: everything in it is on main storage. */
+  /** Closes and deletes the journal: everything in it is on main storage (made durable there). */
   async remove(): Promise<void> {
-    await this.close();
+    await this.closeFile(false);
     await rm(this.file, { force: true });
   }
 }

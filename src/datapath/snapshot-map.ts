@@ -12,6 +12,8 @@ export const BLOCK_BYTES = 4096;
 
 /** Reads what lies under the snapshot (main storage or the image) for a byte range. */
 export type ReadBase = (offset: number, length: number) => Promise<Buffer>;
+/** Fills `out` with what lies under the snapshot at `offset`, before it returns. */
+export type ReadBaseNow = (out: Buffer, offset: number) => void;
 /** Writes bytes to main storage at an offset. */
 export type WriteMain = (offset: number, data: Buffer) => Promise<void>;
 
@@ -86,6 +88,63 @@ export class SnapshotMap {
       this.blocks.set(b, { data, seq: e.seq, mainSeq: prev?.mainSeq ?? 0 });
       this.dirty.add(b);
     }
+  }
+
+  /**
+   * As `apply`, done before it returns, the edges of a partial block read with `readBaseNow`. The
+   * caller makes sure no write of these blocks is on its way into the map (no hold on them).
+   */
+  applyNow(e: Pick<JournalEntry, 'seq' | 'kind' | 'offset' | 'length' | 'data'>, readBaseNow: ReadBaseNow): void {
+    for (const b of blocksOf(e.offset, e.length)) {
+      const start = b * BLOCK_BYTES;
+      const len = Math.min(BLOCK_BYTES, this.sizeBytes - start);
+      const from = Math.max(start, e.offset);
+      const to = Math.min(start + len, e.offset + e.length);
+      const prev = this.blocks.get(b);
+      const whole = from === start && to === start + len;
+      let data: Buffer;
+      if (whole) data = Buffer.allocUnsafe(len);
+      else if (prev) data = Buffer.from(prev.data);
+      else readBaseNow((data = Buffer.allocUnsafe(len)), start);
+      // A whole block is overwritten entirely by either branch, so it needs no zeroing first.
+      if (e.kind === JournalKind.Write && e.data) e.data.copy(data, from - start, from - e.offset, to - e.offset);
+      else data.fill(0, from - start, to - start);
+      this.blocks.set(b, { data, seq: e.seq, mainSeq: prev?.mainSeq ?? 0 });
+      this.dirty.add(b);
+    }
+  }
+
+  /**
+   * As `read`, into `out`, done before it returns (true); false, with `out` unspecified, when a
+   * write of one of its blocks is still on its way into the map (S404: the read must wait for it).
+   */
+  readNow(out: Buffer, offset: number, readBaseNow: ReadBaseNow): boolean {
+    const length = out.length;
+    if (length === 0) return true;
+    const first = Math.floor(offset / BLOCK_BYTES);
+    const last = Math.floor((offset + length - 1) / BLOCK_BYTES);
+    if (this.pending.size > 0) for (let b = first; b <= last; b++) if (this.pending.has(b)) return false;
+    let runStart = -1;
+    const flushRun = (endBlock: number) => {
+      if (runStart < 0) return;
+      const from = Math.max(runStart * BLOCK_BYTES, offset);
+      const to = Math.min(endBlock * BLOCK_BYTES, offset + length);
+      readBaseNow(out.subarray(from - offset, to - offset), from);
+      runStart = -1;
+    };
+    for (let b = first; b <= last; b++) {
+      const blk = this.blocks.get(b);
+      if (!blk) {
+        if (runStart < 0) runStart = b;
+        continue;
+      }
+      flushRun(b);
+      const from = Math.max(b * BLOCK_BYTES, offset);
+      const to = Math.min((b + 1) * BLOCK_BYTES, offset + length);
+      blk.data.copy(out, from - offset, from - b * BLOCK_BYTES, to - b * BLOCK_BYTES);
+    }
+    flushRun(last + 1);
+    return true;
   }
 
   /**

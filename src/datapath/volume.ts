@@ -1,6 +1,7 @@
 /**
  * One protected volume inside the datapath: passthrough to main storage, or seed 002's backup mode
- * — main storage frozen at the switch, host writes journaled (durable before the ack) and applied
+ * — main storage frozen at the switch, host writes journaled (in the file before the ack, durable
+ * on FLUSH or FUA or before the ack, as kura.yaml's `datapath.journalSync` says) and applied
  * to a snapshot map by block, the base copy to backup storage, catch-up rounds, and the quiesced
  * switch back. Every host request goes through here; none is refused for being in a phase. The
  * parts live beside it: the storage files (block-store), the snapshot map, the phases and the
@@ -96,7 +97,7 @@ export class Volume {
     }
     v.phases.resume(saved);
     v.image = await BlockStore.open(saved.image);
-    const { journal, entries } = await Journal.open(files.journalFile);
+    const { journal, entries } = await Journal.open(files.journalFile, opts.settings.journalSync);
     v.journal = journal;
     for (const e of entries) await v.snapshot.apply(e, v.readBase);
     v.replayed = entries.length;
@@ -126,23 +127,39 @@ export class Volume {
    * gate, or a read too large to block the loop for).
    */
   readNow(out: Buffer, offset: number): boolean {
-    if (this.phases.state || this.phases.quiescing || !BlockStore.immediate(out.length)) return false;
-    return this.main.readNow(out, offset);
+    if (this.phases.quiescing || !BlockStore.immediate(out.length)) return false;
+    if (!this.phases.state) return this.main.readNow(out, offset);
+    // Backup mode: from the snapshot and what lies beneath it, unless a write of its blocks is still being applied.
+    return this.snapshot.readNow(out, offset, this.readBaseNow);
   }
 
   /**
-   * A small passthrough write without FUA done before this returns (true): nothing can run between
+   * A passthrough write of up to 256 KiB without FUA done before this returns (true): nothing can run between
    * its start and its end, so when no earlier write of its blocks is still in progress it is in
    * order without a hold of the range lock. False, with nothing written, when it must go through
    * `write` (backup mode, a held gate, FUA, an overlapping write in progress, or a large write).
    */
   writeNow(offset: number, data: readonly Buffer[], length: number, fua: boolean): boolean {
-    if (fua || this.phases.state || this.phases.quiescing || length === 0 || !BlockStore.immediate(length))
-      return false;
+    if (fua || this.phases.quiescing || length === 0 || !BlockStore.immediateWrite(length)) return false;
+    const journal = this.phases.state ? this.journal : null;
+    // Backup mode on the spot only when its record needs no fdatasync before the ack (docs/adr/046)
+    // and the convergence path adds nothing to the write (a throttle's delay, a write to main storage).
+    if (this.phases.state && (!journal || !journal.canAppendNow(length) || this.phases.path !== 'normal')) return false;
     if (!this.writeLock.free(Math.floor(offset / BLOCK_BYTES), Math.floor((offset + length - 1) / BLOCK_BYTES)))
       return false;
-    this.opts.onWrite?.(offset, length, data.length === 1 ? data[0]! : Buffer.concat(data, length));
-    return this.main.writeNow(offset, data);
+    const whole = data.length === 1 ? data[0]! : null;
+    if (!journal) {
+      this.opts.onWrite?.(offset, length, whole ?? Buffer.concat(data, length));
+      return this.main.writeNow(offset, data);
+    }
+    // S301–S305 with nothing in between: the record in the file, the snapshot's blocks, the flag.
+    const bytes = whole ?? Buffer.concat(data, length);
+    this.opts.onWrite?.(offset, length, bytes);
+    const entry = journal.appendNow(JournalKind.Write, offset, length, bytes, Date.now());
+    this.snapshot.applyNow(entry, this.readBaseNow);
+    journal.markReflectedNow(entry);
+    this.phases.wrote(length);
+    return true;
   }
 
   /**
@@ -158,10 +175,15 @@ export class Volume {
     return this.admitted(() => this.modify(JournalKind.Zeroes, offset, length, null, fua));
   }
 
-  /** Makes acknowledged writes durable: main storage in passthrough; in backup mode the journal already is. */
+  /**
+   * Makes acknowledged writes durable: main storage in passthrough, the journal in backup mode
+   * (where main storage is frozen, or catch-up syncs what it writes; nothing to do when every
+   * record was made durable before its ack).
+   */
   async flush(): Promise<void> {
     return this.admitted(async () => {
-      if (!this.phases.state) await this.main.sync();
+      if (!this.phases.state || !this.journal) await this.main.sync();
+      else await this.journal.sync();
     });
   }
 
@@ -204,6 +226,8 @@ export class Volume {
       const applied = this.snapshot.hold(blocks);
       try {
         const entry = await this.journal.append(kind, offset, length, data, Date.now());
+        // FUA: this write is durable before its ack, whatever the journal's mode.
+        if (fua) await this.journal.sync();
         await this.snapshot.apply(entry, this.readBase);
         if (route === 'active' && this.phases.inCatchUp) await this.reflect(blocks);
         await this.journal.markReflected(entry);
@@ -231,7 +255,7 @@ export class Volume {
         await this.main.sync();
         mkdirSync(path.dirname(image), { recursive: true });
         await this.files.removeJournal();
-        const { journal } = await Journal.open(this.files.journalFile);
+        const { journal } = await Journal.open(this.files.journalFile, this.opts.settings.journalSync);
         const img = await BlockStore.create(image, this.sizeBytes);
         this.snapshot.clear();
         this.replayed = 0;
@@ -442,6 +466,13 @@ export class Volume {
   private readonly readBase = (offset: number, length: number): Promise<Buffer> => {
     const store = this.phases.inCatchUp && this.image ? this.image : this.main;
     return store.read(offset, length);
+  };
+
+  /** As `readBase`, into `out`, before it returns. */
+  private readonly readBaseNow = (out: Buffer, offset: number): void => {
+    const store = this.phases.inCatchUp && this.image ? this.image : this.main;
+    // Callers read at most a block's edges or a small read's runs, well within a read on the spot.
+    if (!store.readNow(out, offset)) throw new Error(`a read of ${out.length} bytes is too large to do on the spot`);
   };
 
   /** Writes these snapshot blocks (ascending) to main storage where it lacks them. The caller holds the write lock. */

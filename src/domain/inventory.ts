@@ -373,6 +373,14 @@ export const DatapathConfigSchema = z.object({
   tokenFile: z.string().min(1).optional(),
   /** TLS of the NBD exports (NBD_OPT_STARTTLS), ADR 034: the server's PEM certificate and key, relative to this file. */
   tls: DatapathTlsSchema.optional(),
+  /**
+   * When a host write during an online backup is made durable against power loss (docs/adr/046).
+   * `on-flush` (NBD's rule): its journal record is written to the file before the ack, which
+   * survives a kill of the datapath, and made durable by the host's FLUSH, by FUA for that write,
+   * and at the switch back. `every-write`: each record is made durable (fdatasync, shared by the
+   * writes that arrive together) before its ack, for hosts that never flush.
+   */
+  journalSync: z.enum(['on-flush', 'every-write']).default('on-flush'),
 });
 export type DatapathConfig = z.infer<typeof DatapathConfigSchema>;
 

@@ -217,16 +217,20 @@ export interface DatapathLab {
 
 /**
  * A one-VM lab whose datapath listens on free ports and, unless `paced` is false, paces its copies
- * at 1 MiB/s, so a test has seconds in which to see a backup's phase and kill the datapath in it.
+ * at 1 MiB/s, so a test has seconds in which to see a backup's phase and kill the datapath in it;
+ * `settings` adds to its kura.yaml datapath section.
  */
-export async function makeDatapathLab(dataVolumeSize: number, opts: { paced?: boolean } = {}): Promise<DatapathLab> {
+export async function makeDatapathLab(
+  dataVolumeSize: number,
+  opts: { paced?: boolean; settings?: Record<string, unknown> } = {},
+): Promise<DatapathLab> {
   const nbdPort = await freePort();
   const controlPort = await freePort();
   const pace = opts.paced === false ? {} : { copyRate: '1MiB' };
   const lab = await makeLab({
     vms: 1,
     dataVolumeSize,
-    edit: (cfg) => void (cfg.datapath = { nbdPort, controlPort, ...pace }),
+    edit: (cfg) => void (cfg.datapath = { nbdPort, controlPort, ...pace, ...opts.settings }),
   });
   const control = new DatapathClient(`http://127.0.0.1:${controlPort}`, () =>
     readControlToken(controlTokenFile(lab.loaded, lab.paths)),

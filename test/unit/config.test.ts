@@ -143,6 +143,23 @@ describe('references and unique names beyond the site', () => {
     expect(p.reported).toMatch(/^ {2}\S*kura\.yaml: datapath\.site \(line \d+\): no site "clinic"/);
   });
 
+  it('takes datapath.journalSync as on-flush unless set, and refuses a value it does not know, naming the ones it does', () => {
+    expect(
+      parseConfigText(
+        presetYaml(() => undefined),
+        '/etc/kura/kura.yaml',
+      ).config.datapath.journalSync,
+    ).toBe('on-flush');
+    const every = presetYaml((cfg) => void (cfg.datapath = { journalSync: 'every-write' }));
+    expect(parseConfigText(every, '/etc/kura/kura.yaml').config.datapath.journalSync).toBe('every-write');
+    const p = problemAt(
+      presetYaml((cfg) => void (cfg.datapath = { journalSync: 'sometimes' as 'on-flush' })),
+      'datapath.journalSync',
+    );
+    expect(p.message).toMatch(/"on-flush".*"every-write"/);
+    expect(p.line).toMatch(/journalSync: sometimes/);
+  });
+
   it("refuses a datapath volume that is no volume of the datapath's site", () => {
     const p = problemAt(
       presetYaml((cfg) => void (cfg.datapath = { volumes: ['array-01/vm-001-data', 'array-09/no-such-volume'] })),

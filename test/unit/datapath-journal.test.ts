@@ -181,6 +181,74 @@ describe('group commit', () => {
   });
 });
 
+describe('durable on FLUSH (on-flush mode)', () => {
+  it('resolves an append once its record is in the file, with no fdatasync, and makes them durable on sync, one for the calls made together', async () => {
+    const file = tmpFile();
+    const { journal } = await Journal.open(file, 'on-flush');
+    const fh = (journal as unknown as { fh: { datasync: () => Promise<void> } }).fh;
+    const durableAtSync: number[] = [];
+    const datasync = fh.datasync.bind(fh);
+    fh.datasync = () => (durableAtSync.push(journal.entries), datasync());
+    const a = await journal.append(JournalKind.Write, 0, 4, Buffer.from('abcd'), 1);
+    const b = await journal.append(JournalKind.Zeroes, 4096, 8192, null, 2);
+    const c = await journal.append(JournalKind.Write, 8192, 3, Buffer.from('xyz'), 3);
+    expect(durableAtSync).toEqual([]);
+    expect([a, b, c].map((e) => [e.seq, e.position])).toEqual([
+      [1, 0],
+      [2, JOURNAL_HEADER_BYTES + 4],
+      [3, 2 * JOURNAL_HEADER_BYTES + 4],
+    ]);
+    // Nothing zeroed ahead: the file is its records.
+    expect(statSync(file).size).toBe(3 * JOURNAL_HEADER_BYTES + 7);
+    // What a kill of the process leaves: the file as written, read by another open while this one is still open.
+    const { journal: reader, entries } = await Journal.open(`${file}`, 'on-flush');
+    expect(entries.map((e) => [e.seq, e.kind, e.offset, e.data?.toString() ?? null])).toEqual([
+      [1, JournalKind.Write, 0, 'abcd'],
+      [2, JournalKind.Zeroes, 4096, null],
+      [3, JournalKind.Write, 8192, 'xyz'],
+    ]);
+    await reader.close();
+    // A sync in progress covers the records written before it; calls made meanwhile share one more.
+    await Promise.all([journal.sync(), journal.sync(), journal.sync()]);
+    expect(durableAtSync).toEqual([3, 3]);
+    await journal.close();
+  });
+
+  it('in every-write mode, sync has nothing left to do', async () => {
+    const file = tmpFile();
+    const { journal } = await Journal.open(file, 'every-write');
+    await journal.append(JournalKind.Write, 0, 4, Buffer.from('abcd'), 1);
+    const fh = (journal as unknown as { fh: { datasync: () => Promise<void> } }).fh;
+    let syncs = 0;
+    const datasync = fh.datasync.bind(fh);
+    fh.datasync = () => (syncs++, datasync());
+    await journal.sync();
+    expect(syncs).toBe(0);
+    await journal.close();
+  });
+
+  it('writes a record larger than a synchronous write through the thread pool, after the ones before it and before the ones after', async () => {
+    const file = tmpFile();
+    const { journal } = await Journal.open(file, 'on-flush');
+    const big = Buffer.alloc(2 * 1024 * 1024, 0x5a);
+    const all = await Promise.all([
+      journal.append(JournalKind.Write, 0, 1, Buffer.from('a'), 1),
+      journal.append(JournalKind.Write, 0, big.length, big, 2),
+      journal.append(JournalKind.Write, 4096, 1, Buffer.from('c'), 3),
+    ]);
+    expect(all.map((e) => e.seq)).toEqual([1, 2, 3]);
+    await journal.close();
+    const { journal: again, entries } = await Journal.open(file);
+    await again.close();
+    expect(entries.map((e) => [e.seq, e.length, e.position])).toEqual([
+      [1, 1, 0],
+      [2, big.length, JOURNAL_HEADER_BYTES + 1],
+      [3, 1, 2 * JOURNAL_HEADER_BYTES + 1 + big.length],
+    ]);
+    expect(entries[1]!.data!.equals(big)).toBe(true);
+  });
+});
+
 describe('the ETA and the finish rule (S601, S701–S702)', () => {
   it('measures the rate over the recent window only, not the lifetime', () => {
     const w = new RateWindow(1000);

@@ -5,6 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { JournalKind } from '../../src/datapath/journal';
 import { BLOCK_BYTES, SnapshotMap, blocksOf } from '../../src/datapath/snapshot-map';
+import { seededRandom } from '../../src/domain/seeded-random';
 
 const B = BLOCK_BYTES;
 
@@ -151,5 +152,56 @@ describe('which blocks remain unreflected', () => {
     map.clear();
     expect([map.unreflected(), map.heldBytes, map.unreflectedBytes]).toEqual([[], 0, 0]);
     expect((await map.read(0, 10, base(0x33).read)).every((b) => b === 0x33)).toBe(true);
+  });
+});
+
+describe('on the spot', () => {
+  it('records and reads exactly as the promised way does, for random writes, zeroings and reads over a short last block', async () => {
+    const size = 9 * B + 1000;
+    const under = Buffer.alloc(size);
+    for (let i = 0; i < size; i++) under[i] = (i * 7) & 0xff;
+    const readBase = (offset: number, length: number) => {
+      const out = Buffer.alloc(length);
+      under.copy(out, 0, offset, Math.min(offset + length, size));
+      return Promise.resolve(out);
+    };
+    const readBaseNow = (out: Buffer, offset: number) => {
+      out.fill(0);
+      under.copy(out, 0, offset, Math.min(offset + out.length, size));
+    };
+    const slow = new SnapshotMap(size);
+    const fast = new SnapshotMap(size);
+    const rnd = seededRandom(46);
+    for (let seq = 1; seq <= 200; seq++) {
+      const offset = Math.floor(rnd() * size);
+      const length = 1 + Math.floor(rnd() * Math.min(3 * B, size - offset));
+      const e =
+        rnd() < 0.2
+          ? { seq, kind: JournalKind.Zeroes, offset, length, data: null }
+          : write(seq, offset, Buffer.alloc(length, seq & 0xff));
+      await slow.apply(e, readBase);
+      fast.applyNow(e, readBaseNow);
+      const at = Math.floor(rnd() * size);
+      const n = 1 + Math.floor(rnd() * Math.min(4 * B, size - at));
+      const out = Buffer.alloc(n, 0xee);
+      expect(fast.readNow(out, at, readBaseNow)).toBe(true);
+      expect(out.equals(await slow.read(at, n, readBase))).toBe(true);
+    }
+    expect(fast.unreflected()).toEqual(slow.unreflected());
+    expect(fast.unreflectedBytes).toBe(slow.unreflectedBytes);
+  });
+
+  it('does not read a block whose journaled write is still on its way into the map (S404)', () => {
+    const m = new SnapshotMap(4 * B);
+    const applied = m.hold([2]);
+    const none = () => {
+      throw new Error('nothing may be read');
+    };
+    expect(m.readNow(Buffer.alloc(B), 2 * B, none)).toBe(false);
+    expect(m.readNow(Buffer.alloc(2 * B), B + 10, none)).toBe(false);
+    applied();
+    const out = Buffer.alloc(B, 0xee);
+    expect(m.readNow(out, 2 * B, (o) => o.fill(0x11))).toBe(true);
+    expect(out.equals(Buffer.alloc(B, 0x11))).toBe(true);
   });
 });

@@ -19,7 +19,7 @@ afterEach(() => {
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
-async function volume(): Promise<{ v: Volume; mainFile: string; dir: string }> {
+async function volume(settings: object = {}): Promise<{ v: Volume; mainFile: string; dir: string }> {
   const dir = mkdtempSync(path.join(tmpdir(), 'kura-volume-writes-'));
   dirs.push(dir);
   const mainFile = path.join(dir, 'main.img');
@@ -28,7 +28,7 @@ async function volume(): Promise<{ v: Volume; mainFile: string; dir: string }> {
     name: 'array-01/vol',
     mainFile,
     stateDir: path.join(dir, 'state'),
-    settings: DatapathConfigSchema.parse({}),
+    settings: DatapathConfigSchema.parse(settings),
   });
   return { v, mainFile, dir };
 }
@@ -62,7 +62,8 @@ describe('writes in flight together', () => {
   });
 
   it('during an online backup, journals the independent ones with one fdatasync, reads them back, and reflects them to main storage', async () => {
-    const { v, mainFile, dir } = await volume();
+    // Every record durable before its ack: the mode in which writes that arrive together share one fdatasync.
+    const { v, mainFile, dir } = await volume({ journalSync: 'every-write' });
     await v.enterBackup('b1', path.join(dir, 'image.img'));
     const fh = (v as unknown as { journal: { fh: { datasync: () => Promise<void> } } }).journal.fh;
     let syncs = 0;
@@ -75,6 +76,36 @@ describe('writes in flight together', () => {
     // block 2 waited for the one before it to be durable and applied, and went alone.
     expect(syncs).toBe(3);
     expect(v.status().journalEntries).toBe(writes.length);
+    expect((await v.read(0, SIZE)).equals(model)).toBe(true);
+    expect(readFileSync(mainFile).equals(Buffer.alloc(SIZE, 0xaa))).toBe(true);
+    await v.abort('b1');
+    await v.close();
+    expect(readFileSync(mainFile).equals(model)).toBe(true);
+  });
+
+  it('during an online backup, by default, syncs the journal only on FLUSH and for a FUA write, never for a plain write', async () => {
+    const { v, mainFile, dir } = await volume();
+    await v.enterBackup('b1', path.join(dir, 'image.img'));
+    const journal = (v as unknown as { journal: { fh: { datasync: () => Promise<void> }; entries: number } }).journal;
+    const fh = journal.fh;
+    // The records in the file at each fdatasync: what it makes durable.
+    const at: number[] = [];
+    const datasync = fh.datasync.bind(fh);
+    fh.datasync = () => (at.push(journal.entries), datasync());
+    const model = Buffer.alloc(SIZE, 0xaa);
+    const writes = issue(v, model);
+    await Promise.all(writes);
+    expect(at).toEqual([]);
+    expect(v.status().journalEntries).toBe(writes.length);
+    expect((await v.read(0, SIZE)).equals(model)).toBe(true);
+    await v.flush();
+    expect(at).toEqual([writes.length]);
+    await v.write(15 * B, Buffer.alloc(B, 0x77), true);
+    Buffer.alloc(B, 0x77).copy(model, 15 * B);
+    expect(at).toEqual([writes.length, writes.length + 1]);
+    // Two FLUSHes while a third is in progress share one more fdatasync, after it.
+    await Promise.all([v.flush(), v.flush(), v.flush()]);
+    expect(at).toEqual([writes.length, writes.length + 1, writes.length + 1, writes.length + 1]);
     expect((await v.read(0, SIZE)).equals(model)).toBe(true);
     expect(readFileSync(mainFile).equals(Buffer.alloc(SIZE, 0xaa))).toBe(true);
     await v.abort('b1');
@@ -104,14 +135,13 @@ describe('writes in flight together', () => {
     await v.close();
   });
 
-  it('during an online backup, does no write or read at once: each goes through the journal and the snapshot', async () => {
-    const { v, mainFile, dir } = await volume();
+  it('during an online backup with every write made durable before its ack, does no write at once: each goes through the journal and the snapshot', async () => {
+    const { v, mainFile, dir } = await volume({ journalSync: 'every-write' });
     await v.enterBackup('b1', path.join(dir, 'image.img'));
     const small = [Buffer.alloc(B, 0x33)];
     expect(v.writeNow(0, small, B, false)).toBe(false);
     await v.write(0, small, false);
     const out = Buffer.alloc(B);
-    expect(v.readNow(out, 0)).toBe(false);
     await v.readInto(out, 0);
     expect(out.equals(small[0]!)).toBe(true);
     expect(readFileSync(mainFile).subarray(0, B).equals(Buffer.alloc(B, 0xaa))).toBe(true);
@@ -119,5 +149,55 @@ describe('writes in flight together', () => {
     expect(v.readNow(out.fill(0), 0)).toBe(true);
     expect(out.equals(small[0]!)).toBe(true);
     await v.close();
+  });
+
+  it('during an online backup, journals a small write at once and reads from the snapshot at once, unless a write of those blocks is still in flight', async () => {
+    const { v, mainFile, dir } = await volume();
+    await v.enterBackup('b1', path.join(dir, 'image.img'));
+    const model = Buffer.alloc(SIZE, 0xaa);
+    // Unaligned and in two pieces: the block's edges come from frozen main storage.
+    const small = [Buffer.alloc(100, 0x33), Buffer.alloc(28, 0x34)];
+    expect(v.writeNow(B + 10, small, 128, false)).toBe(true);
+    Buffer.concat(small).copy(model, B + 10);
+    expect(v.status().journalEntries).toBe(1);
+    const out = Buffer.alloc(3 * B);
+    expect(v.readNow(out, 0)).toBe(true);
+    expect(out.equals(model.subarray(0, 3 * B))).toBe(true);
+    // Main storage stays frozen; the journal holds the record (replayed after a restart).
+    expect(readFileSync(mainFile).equals(Buffer.alloc(SIZE, 0xaa))).toBe(true);
+    // A FUA write waits for its fdatasync (held here until released): in flight, its block is
+    // neither written at once nor, once the write is being applied, read at once.
+    const fh = (v as unknown as { journal: { fh: { datasync: () => Promise<void> } } }).journal.fh;
+    const datasync = fh.datasync.bind(fh);
+    let release!: () => void;
+    const syncing = new Promise<void>((r) => (fh.datasync = () => (r(), new Promise<void>((go) => (release = go)))));
+    const fua = v.write(4 * B, Buffer.alloc(B, 0x44), true);
+    Buffer.alloc(B, 0x44).copy(model, 4 * B);
+    expect(v.writeNow(4 * B, [Buffer.alloc(B, 0x45)], B, false)).toBe(false);
+    await syncing;
+    expect(v.readNow(Buffer.alloc(B), 4 * B)).toBe(false);
+    // Other blocks are not held up by it.
+    expect(v.readNow(out.subarray(0, B), B)).toBe(true);
+    expect(out.subarray(0, B).equals(model.subarray(B, 2 * B))).toBe(true);
+    fh.datasync = datasync;
+    release();
+    await fua;
+    expect(v.readNow(out.subarray(0, B), 4 * B)).toBe(true);
+    expect(out.subarray(0, B).equals(model.subarray(4 * B, 5 * B))).toBe(true);
+    expect((await v.read(0, SIZE)).equals(model)).toBe(true);
+    await v.close();
+
+    // Reopened as after a restart: the journal gives both writes back.
+    const again = await Volume.open({
+      name: 'array-01/vol',
+      mainFile,
+      stateDir: path.join(dir, 'state'),
+      settings: DatapathConfigSchema.parse({}),
+    });
+    expect(again.status()).toMatchObject({ mode: 'backup', replayedEntries: 2 });
+    expect((await again.read(0, SIZE)).equals(model)).toBe(true);
+    await again.abort('b1');
+    await again.close();
+    expect(readFileSync(mainFile).equals(model)).toBe(true);
   });
 });
