@@ -68,8 +68,9 @@ export function poolActivities(t: JobTuning): PoolActivities {
  * The pool activities of a backup: reserving stays an activity of its own, since it may wait in
  * the pool's queue for as long as `reserveWaitMs`, heartbeating; releasing never waits (the pool
  * answers from its tables at once), so it runs as a local activity beside the job's last control
- * steps, and so does `reserveStreamsNow`, the reservation that is granted at once or not at all. Its update id is stable across the local retries of one call, as it is across an
- * activity's attempts.
+ * steps, and so does `reserveStreamsNow`, the reservation that is granted at once or not at all.
+ * An update id is stable across the local retries of one call, as it is across an activity's
+ * attempts.
  */
 export function backupPoolActivities(t: JobTuning): PoolActivities {
   const remote = poolActivities(t);
