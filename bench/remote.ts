@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { GroupJournal } from '../src/datapath/group-journal';
 import { Volume } from '../src/datapath/volume';
-import { DatapathConfigSchema } from '../src/domain/datapath';
+import { DatapathConfigSchema } from '../src/domain/inventory';
 import { InvalidInputError } from '../src/domain/errors';
 import { formatBytes, parseSize } from '../src/domain/units';
 import { Replica } from '../src/remote/replica';

@@ -6,11 +6,20 @@
  *
  *   npx tsx bench/spine.ts [--n 77] [--k 4] [--size 1MiB] [--guardians off|on]
  *
+ * Besides the rates it prints where a backup's time and CPU go (docs/adr/045): one backup's
+ * history by event kind, its workflow tasks and (local) activities, the share of its span spent
+ * inside workflow tasks, in activities and waiting for a worker to pick a task up, and the CPU
+ * seconds per job of the dev server and of this process (Kura's workers, the empty workflows'
+ * worker and the client) for the empty workflows and for the backups.
+ *
  * The VM guardians of the recovery ladder (a workflow per VM polling its health) are off by
  * default: they are a load of their own that grows with the estate, not a backup's orchestration,
  * and bench/fleet.ts measures them (docs/adr/020-fleet-cost.md).
  */
+import { readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
+import type { Client } from '@temporalio/client';
+import { temporal } from '@temporalio/proto';
 import { NativeConnection, Worker } from '@temporalio/worker';
 import { hospitalPreset } from '../src/lab/preset';
 import { kuraDataConverter } from '../src/codec/data-converter';
@@ -31,6 +40,70 @@ async function window(count: number, k: number, job: (i: number) => Promise<unkn
     }),
   );
   return (performance.now() - t0) / 1000;
+}
+
+/** CPU seconds (user + system) a process has used so far, from /proc. */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/** Runs `count` jobs in the window and measures the wall time and the CPU of the server and of this process. */
+async function measured(
+  serverPid: number,
+  count: number,
+  k: number,
+  job: (i: number) => Promise<unknown>,
+): Promise<{ seconds: number; serverCpu: number; ownCpu: number }> {
+  const server0 = cpuSeconds(serverPid);
+  const own0 = cpuSeconds(process.pid);
+  const seconds = await window(count, k, job);
+  return { seconds, serverCpu: cpuSeconds(serverPid) - server0, ownCpu: cpuSeconds(process.pid) - own0 };
+}
+
+const EventType = temporal.api.enums.v1.EventType;
+
+function millis(t: temporal.api.history.v1.IHistoryEvent['eventTime']): number {
+  return Number(t?.seconds ?? 0) * 1000 + Math.floor((t?.nanos ?? 0) / 1e6);
+}
+
+/**
+ * One workflow's history as the profile prints it: events by kind, activities, local activities and
+ * workflow tasks, and how its span divides into time inside workflow tasks (the workflow code with
+ * its local activities, the pool's round trips among them), time in activities, and time waiting
+ * for a worker to pick a task up.
+ */
+async function historyProfile(client: Client, workflowId: string): Promise<string[]> {
+  const events = (await client.workflow.getHandle(workflowId).fetchHistory()).events ?? [];
+  const kinds: Record<string, number> = {};
+  const span = millis(events[events.length - 1]?.eventTime) - millis(events[0]?.eventTime);
+  let inTasks = 0;
+  let inActivities = 0;
+  let waiting = 0;
+  const at = new Map<number, number>();
+  for (const e of events) {
+    const kind = (EventType[e.eventType ?? 0] ?? 'unknown').replace('EVENT_TYPE_', '').toLowerCase();
+    kinds[kind] = (kinds[kind] ?? 0) + 1;
+    const t = millis(e.eventTime);
+    at.set(Number(e.eventId), t);
+    const since = (id: unknown) => t - (at.get(Number(id)) ?? t);
+    if (e.workflowTaskStartedEventAttributes) waiting += since(e.workflowTaskStartedEventAttributes.scheduledEventId);
+    if (e.workflowTaskCompletedEventAttributes) inTasks += since(e.workflowTaskCompletedEventAttributes.startedEventId);
+    if (e.activityTaskStartedEventAttributes) waiting += since(e.activityTaskStartedEventAttributes.scheduledEventId);
+    if (e.activityTaskCompletedEventAttributes)
+      inActivities += since(e.activityTaskCompletedEventAttributes.startedEventId);
+  }
+  const activities = kinds['activity_task_scheduled'] ?? 0;
+  const local = events.filter((e) => e.markerRecordedEventAttributes?.markerName === 'core_local_activity').length;
+  const tasks = kinds['workflow_task_completed'] ?? 0;
+  const share = (ms: number) => `${ms} ms (${span > 0 ? Math.round((100 * ms) / span) : 0} %)`;
+  return [
+    `  one backup's history: ${events.length} events, ${activities} activities, ${local} local activities, ${tasks} workflow tasks, ${span} ms from start to end`,
+    `    by kind: ${Object.entries(kinds)
+      .map(([k, n]) => `${k} ${n}`)
+      .join(', ')}`,
+    `    inside workflow tasks ${share(inTasks)}, in activities ${share(inActivities)}, waiting to be picked up ${share(waiting)}, the rest between them`,
+  ];
 }
 
 async function main(): Promise<void> {
@@ -58,18 +131,24 @@ async function main(): Promise<void> {
     await client.workflow.execute('emptyWorkflow', { taskQueue: 'bench-empty', workflowId: 'warm-empty' });
     await (await kura.startBackup(vms[0]!, { requestedAt: new Date(0).toISOString() })).result();
 
-    const emptySeconds = await window(n, k, (i) =>
+    const empty = await measured(server.pid, n, k, (i) =>
       client.workflow.execute('emptyWorkflow', { taskQueue: 'bench-empty', workflowId: `empty-${i}` }),
     );
+    const emptySeconds = empty.seconds;
     const at = Date.now();
     const fleetT0 = performance.now();
     const fleet = await (
       await kura.startFleet('all', { concurrency: k, requestedAt: new Date(at + n + 1000).toISOString() })
     ).result();
     const fleetSeconds = (performance.now() - fleetT0) / 1000;
-    const backupSeconds = await window(n, k, (i) =>
-      kura.startBackup(vms[i]!, { requestedAt: new Date(at + i).toISOString() }).then((h) => h.result()),
+    const ids: string[] = [];
+    const backups = await measured(server.pid, n, k, (i) =>
+      kura.startBackup(vms[i]!, { requestedAt: new Date(at + i).toISOString() }).then((h) => {
+        ids[i] = h.workflowId;
+        return h.result();
+      }),
     );
+    const backupSeconds = backups.seconds;
 
     const emptyRate = n / emptySeconds;
     const backupRate = n / backupSeconds;
@@ -81,8 +160,14 @@ async function main(): Promise<void> {
       `  end-to-end backups  : ${backupSeconds.toFixed(2)} s, ${backupRate.toFixed(1)} backups/s (${((n * size) / backupSeconds / 1024 / 1024).toFixed(1)} MiB/s)`,
     );
     console.log(
-      `  ratio backups/empty : ${(backupRate / emptyRate).toFixed(3)}  (each backup: 3 activities — resolve, reserve, and one copy run that reads its copy back — and 8 local activities in 4 workflow tasks: record start, zone, mount, record, tape catalog, unmount, unzone, release)`,
+      `  ratio backups/empty : ${(backupRate / emptyRate).toFixed(3)}  (each backup: one activity — the copy run, which reads its copy back — and 10 local activities in 2 workflow tasks: resolve, reserve at once, record start, zone, mount, record, tape catalog, unmount, unzone, release)`,
     );
+    const perJob = (cpu: number) => `${((1000 * cpu) / n).toFixed(0)} ms`;
+    console.log(
+      `  CPU per job         : empty workflow ${perJob(empty.serverCpu)} server + ${perJob(empty.ownCpu)} workers and client; backup ${perJob(backups.serverCpu)} server + ${perJob(backups.ownCpu)} workers and client`,
+    );
+    const middle = ids[Math.floor(n / 2)];
+    if (middle) for (const line of await historyProfile(client, middle)) console.log(line);
     console.log(
       `  fleet run (children): ${fleetSeconds.toFixed(2)} s, ${(n / fleetSeconds).toFixed(1)} backups/s, ${fleet.succeeded} succeeded, ${fleet.failed} failed`,
     );

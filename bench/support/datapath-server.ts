@@ -9,7 +9,7 @@ import { ControlServer } from '../../src/datapath/control';
 import { writeControlToken } from '../../src/datapath/token';
 import { NbdServer } from '../../src/datapath/nbd-server';
 import { Volume } from '../../src/datapath/volume';
-import { DatapathConfigSchema } from '../../src/domain/datapath';
+import { DatapathConfigSchema } from '../../src/domain/inventory';
 import { parseWith } from '../../src/domain/validate';
 
 async function main(): Promise<void> {

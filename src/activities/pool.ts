@@ -4,7 +4,13 @@
  * starts every site's pool at start-up with `ensurePool` of the client, src/api/pool.ts.)
  */
 import { Context } from '@temporalio/activity';
-import { WorkflowUpdateFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
+import {
+  WithStartWorkflowOperation,
+  WorkflowUpdateFailedError,
+  type Client,
+  type WorkflowHandle,
+  type WorkflowStartOptions,
+} from '@temporalio/client';
 import { ApplicationFailure, CancelledFailure, type UpdateDefinition } from '@temporalio/common';
 import { ErrorType, NON_RETRYABLE_ERROR_TYPES } from '../domain/errors';
 import { parseWith } from '../domain/validate';
@@ -50,8 +56,10 @@ export interface PoolActivityDeps {
 export function createPoolActivities(deps: PoolActivityDeps) {
   const heartbeatMs = deps.heartbeatMs ?? 2000;
 
-  /** Starts the pool of the site unless it runs, and returns a handle that follows its runs. */
-  async function pool(siteName: string): Promise<WorkflowHandle<typeof resourcePool>> {
+  /** The start of the site's pool workflow, for when it is not running yet. */
+  function poolStart(siteName: string): WorkflowStartOptions<typeof resourcePool> & {
+    workflowIdConflictPolicy: 'USE_EXISTING';
+  } {
     const site = deps.sites().find((s) => s.name === siteName);
     if (!site) {
       const known = deps.sites().map((s) => s.name);
@@ -62,25 +70,31 @@ export function createPoolActivities(deps: PoolActivityDeps) {
     }
     // The pool is of the installation whose queue this runs on (the worker has refused any other's work).
     const taskQueue = deps.taskQueue ?? Context.current().info.taskQueue;
-    const workflowId = poolWorkflowId(siteName, installationOfTaskQueue(taskQueue));
-    await deps.client.workflow.start<typeof resourcePool>('resourcePool', {
-      workflowId,
+    return {
+      workflowId: poolWorkflowId(siteName, installationOfTaskQueue(taskQueue)),
       taskQueue,
       workflowIdConflictPolicy: 'USE_EXISTING',
       args: [{ site: siteName, tables: tablesFromSite(site) }],
       memo: deps.memo ?? {},
       staticSummary: `resource pool of site ${siteName}`,
-    });
+    };
+  }
+
+  /** Starts the pool of the site unless it runs, and returns a handle that follows its runs. */
+  async function pool(siteName: string): Promise<WorkflowHandle<typeof resourcePool>> {
+    const start = poolStart(siteName);
+    await deps.client.workflow.start<typeof resourcePool>('resourcePool', start);
     // A handle without a run id: the pool continues as new, and the start above may have returned
     // a run that is not the first of the chain, which a run-bound handle would reject.
-    return deps.client.workflow.getHandle<typeof resourcePool>(workflowId);
+    return deps.client.workflow.getHandle<typeof resourcePool>(start.workflowId);
   }
 
   /**
    * Sends a job's update to the pool of `site` and waits for the answer. The update id is the same
    * on every attempt of this activity, so a retry after a lost reply joins the first update instead
    * of queueing twice; a later call by the same job is a new activity and gets a fresh update (the
-   * pool answers it from its tables, by job).
+   * pool answers it from its tables, by job). The pool is started with the update when it is not
+   * running (update-with-start): one call to the server instead of a start and an update.
    */
   async function poolUpdate<Ret, Arg extends { job: string }>(
     site: string,
@@ -88,9 +102,16 @@ export function createPoolActivities(deps: PoolActivityDeps) {
     update: UpdateDefinition<Ret, [Arg]>,
     arg: Arg,
   ): Promise<Ret> {
-    const handle = await pool(site);
+    const start = poolStart(site);
+    const handle = deps.client.workflow.getHandle<typeof resourcePool>(start.workflowId);
     const updateId = callKey(kind, arg.job);
-    return waitForUpdate(arg.job, handle, () => handle.executeUpdate(update, { args: [arg], updateId }));
+    return waitForUpdate(arg.job, handle, () =>
+      deps.client.workflow.executeUpdateWithStart(update, {
+        args: [arg],
+        updateId,
+        startWorkflowOperation: new WithStartWorkflowOperation<typeof resourcePool>('resourcePool', start),
+      }),
+    );
   }
 
   /**
@@ -133,6 +154,19 @@ export function createPoolActivities(deps: PoolActivityDeps) {
       return mapFailures(async () => {
         const parsed = parseWith(ReserveRequestSchema, req, 'reservation request');
         return poolUpdate(site, 'reserve', reserveStreamsUpdate, parsed);
+      });
+    },
+
+    /**
+     * Reserves disjoint streams for a job only if the pool can grant them at once: nobody waits
+     * ahead and the devices are free; otherwise fails with NoResources and joins no queue. A backup
+     * asks this first, as a local activity, and only a job that would wait asks `reserveStreams`
+     * (docs/adr/045).
+     */
+    async reserveStreamsNow(site: string, req: ReserveRequest): Promise<Grant> {
+      return mapFailures(async () => {
+        const parsed = parseWith(ReserveRequestSchema, { ...req, waitMs: 0 }, 'reservation request');
+        return poolUpdate(site, 'reserve-now', reserveStreamsUpdate, parsed);
       });
     },
 

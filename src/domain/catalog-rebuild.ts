@@ -4,7 +4,7 @@
  */
 import { z } from 'zod';
 import type { TapeCatalogEntry } from './catalog';
-import { NameSchema } from './inventory';
+import { NameSchema } from './names';
 import { IsoTimeSchema, JobTuningSchema } from './jobs';
 
 export const CatalogRebuildRequestSchema = z.object({

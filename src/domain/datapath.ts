@@ -6,7 +6,9 @@
 import { z } from 'zod';
 import { BackupRequestSchema, type ResolvedTarget } from './jobs';
 
-export { DatapathConfigSchema, type DatapathConfig } from './inventory';
+// Only the type: the schema's value lives with kura.yaml's (import it from './inventory'), whose
+// evaluation the online-backup workflow, which imports this module, must not pay for (docs/adr/045).
+export type { DatapathConfig } from './inventory';
 
 /** Which way the device is serving the host. */
 export const DatapathMode = { Passthrough: 'passthrough', Backup: 'backup' } as const;

@@ -4,7 +4,7 @@
  */
 import { z } from 'zod';
 import { InvalidInputError } from './errors';
-import { NameSchema } from './inventory';
+import { NameSchema } from './names';
 import { parseSize } from './units';
 
 export const FaultKind = {

@@ -1,6 +1,6 @@
 /** A fleet run: one backup per target of a policy (or of the whole estate), a bounded number at once. */
 import { z } from 'zod';
-import { NameSchema } from './inventory';
+import { NameSchema } from './names';
 import { CopySettingsSchema, IsoTimeSchema, JobTuningSchema } from './jobs';
 
 export const FleetRequestSchema = z.object({

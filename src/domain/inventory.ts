@@ -19,10 +19,8 @@ import { RemoteCopyConfigSchema } from './remote';
 import { StoreConfigSchema } from './store';
 import { ClassesSchema } from './classes';
 
-export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
-export const NameSchema = z
-  .string()
-  .regex(NAME_PATTERN, 'must start with a letter or digit and hold only letters, digits, ".", "_" or "-" (at most 63)');
+import { NameSchema } from './names';
+export { NAME_PATTERN, NameSchema } from './names';
 
 const WwnSchema = z.string().regex(/^([0-9a-f]{2}:){7}[0-9a-f]{2}$/i, 'must be a WWN such as 50:06:0e:80:00:00:00:01');
 

@@ -3,7 +3,7 @@
  * Every workflow takes one JSON-plain input object parsed by one of these schemas.
  */
 import { z } from 'zod';
-import { NameSchema } from './inventory';
+import { NameSchema } from './names';
 import type { SanAccessPlan } from './tenancy';
 import { BackupIdSchema, type BackupModeRecord, type StreamRecord } from './catalog';
 import { StoreNameSchema, type StoreFallback, type StoreName } from './store';

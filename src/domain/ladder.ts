@@ -4,7 +4,7 @@
  * shapes the two workflows take, answer and keep across continue-as-new.
  */
 import { z } from 'zod';
-import { NameSchema } from './inventory';
+import { NameSchema } from './names';
 import { AUTOMATIC_RUNGS, HHMM, type AutomaticRung, type LadderConfig } from './ladder-config';
 
 export { AUTOMATIC_RUNGS, type AutomaticRung } from './ladder-config';

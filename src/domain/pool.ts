@@ -3,7 +3,7 @@
  * and grants. Each row has a number, a name, a state, and the job/stream numbers holding it.
  */
 import { z } from 'zod';
-import { NameSchema } from './inventory';
+import { NameSchema } from './names';
 
 export const DeviceState = { Available: 'available', InUse: 'in-use', Unavailable: 'unavailable' } as const;
 export type DeviceState = (typeof DeviceState)[keyof typeof DeviceState];

@@ -68,8 +68,9 @@ export function poolActivities(t: JobTuning): PoolActivities {
  * The pool activities of a backup: reserving stays an activity of its own, since it may wait in
  * the pool's queue for as long as `reserveWaitMs`, heartbeating; releasing never waits (the pool
  * answers from its tables at once), so it runs as a local activity beside the job's last control
- * steps. Its update id is stable across the local retries of one call, as it is across an
- * activity's attempts.
+ * steps, and so does `reserveStreamsNow`, the reservation that is granted at once or not at all.
+ * An update id is stable across the local retries of one call, as it is across an activity's
+ * attempts.
  */
 export function backupPoolActivities(t: JobTuning): PoolActivities {
   const remote = poolActivities(t);
@@ -77,8 +78,15 @@ export function backupPoolActivities(t: JobTuning): PoolActivities {
     startToCloseTimeout: '2 minutes',
     retry: { maximumAttempts: 5, initialInterval: '500ms', nonRetryableErrorTypes },
   });
+  // A reservation granted at once is asked for inside the workflow task; one that would wait goes
+  // to `reserveStreams` above, which may sit in the pool's queue heartbeating (docs/adr/045).
+  const now = proxyLocalActivities<PoolActivities>({
+    startToCloseTimeout: '1 minute',
+    retry: { maximumAttempts: 2, initialInterval: '500ms', nonRetryableErrorTypes },
+  });
   return {
     reserveStreams: remote.reserveStreams,
+    reserveStreamsNow: now.reserveStreamsNow,
     releaseStreams: local.releaseStreams,
     markDevice: remote.markDevice,
     poolTables: remote.poolTables,

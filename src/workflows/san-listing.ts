@@ -5,7 +5,7 @@
  */
 import { z } from 'zod';
 import type { PairInfo, SnapshotInfo } from '../drivers/types';
-import { NameSchema } from '../domain/inventory';
+import { NameSchema } from '../domain/names';
 import { acceptInput } from './failures';
 import { controlActivities } from './proxies';
 

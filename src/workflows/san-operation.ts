@@ -22,6 +22,7 @@ import { BackupRequestSchema, kindOfMethod, type BackupReport, type BackupReques
 import { backupIdFor, PIECE_HEADER_BYTES, type PieceRecord } from '../domain/catalog';
 import { ErrorType } from '../domain/errors';
 import type { SanAccessPlan } from '../domain/tenancy';
+import type { Grant } from '../domain/pool';
 import { KuraKind, KuraSite, KuraTarget, JobKind } from '../search-attributes';
 import { chunkSizeFor, planPieces, type PiecePlan } from './plan';
 import {
@@ -38,6 +39,7 @@ import {
   localControlActivities,
   patientReleaseActivities,
   poolActivities,
+  type PoolActivities,
 } from './proxies';
 import { acceptInput, notifyJobFailure, reportBackupFailure } from './failures';
 import { Compensations } from './compensations';
@@ -93,6 +95,14 @@ const ACCESS_REFUSAL_EVENT_PATCH = 'access-refusal-event';
  */
 const PATIENT_RELEASE_PATCH = 'patient-release';
 
+/**
+ * Marks the runs that resolve their target as a local activity and ask the pool for a grant at
+ * once as a local activity too, before a reservation that waits (docs/adr/045); earlier runs
+ * scheduled the resolve and the reservation as activities of their own, and replay must see them
+ * do so.
+ */
+const LOCAL_RESOLVE_RESERVE_PATCH = 'local-resolve-reserve';
+
 /** Backs up one target to tape: the SAN operation of kind `backup`, `split-backup` or `snapshot-backup`. */
 export async function sanOperation(input: BackupRequest): Promise<BackupReport> {
   const { workflowId } = workflowInfo();
@@ -108,8 +118,8 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
     { key: KuraSite, value: label(req.site) },
   ]);
   const local = patched(LOCAL_CONTROL_STEPS_PATCH);
-  // Resolving stays an activity of its own: it ends the workflow's first task in the `resolve`
-  // phase, which is where a person watching the progress sees the request accepted.
+  // Runs before the resolve-and-reserve change resolved as an activity of their own, which ended
+  // the workflow's first task in the `resolve` phase.
   const remote = controlActivities(req.tuning);
   const control = local ? localControlActivities(req.tuning) : remote;
   const pool = local ? backupPoolActivities(req.tuning) : poolActivities(req.tuning);
@@ -117,7 +127,8 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
   // 2. Resolve what the processing needs: the volume behind the target, its pair and its
   // application's hook, the time, the destination.
   op.enter('resolve', `resolving ${req.target}`);
-  const found = await resolveOperation(remote, req, kind).catch((err) =>
+  const folded = local && patched(LOCAL_RESOLVE_RESERVE_PATCH);
+  const found = await resolveOperation(folded ? control : remote, req, kind).catch((err) =>
     op.fail(`${kind} of ${req.target} refused`, err),
   );
   const { resolved } = found;
@@ -183,19 +194,20 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
     // Registered before the reservation, not after: a cancel that lands while the pool grants would
     // otherwise leave the grant held by a job that is gone. Releasing what a job never got is a no-op.
     job.undo.add('release', () => pool.releaseStreams(req.site, { job: workflowId, tapeUsage: job.tapeEnd }));
+    const reservation = {
+      job: workflowId,
+      streams: req.streams,
+      array: resolved.array,
+      ...(servers ? { servers } : {}),
+      // In either mode any stream may have to hold the whole image.
+      bytes: resolved.sizeBytes + pieces.length * PIECE_HEADER_BYTES,
+      waitMs: req.tuning.reserveWaitMs,
+      waitForUnavailable: req.tuning.waitForUnavailable,
+      // Every stream direct where a copy device can carry it (docs/adr/029); absent before direct copy.
+      ...(req.streamKind === 'direct' ? { direct: req.streams } : {}),
+    };
     const grant = await op.step('reserve', () =>
-      pool.reserveStreams(req.site, {
-        job: workflowId,
-        streams: req.streams,
-        array: resolved.array,
-        ...(servers ? { servers } : {}),
-        // In either mode any stream may have to hold the whole image.
-        bytes: resolved.sizeBytes + pieces.length * PIECE_HEADER_BYTES,
-        waitMs: req.tuning.reserveWaitMs,
-        waitForUnavailable: req.tuning.waitForUnavailable,
-        // Every stream direct where a copy device can carry it (docs/adr/029); absent before direct copy.
-        ...(req.streamKind === 'direct' ? { direct: req.streams } : {}),
-      }),
+      folded ? reserveAtOnceOrWait(pool, req.site, reservation) : pool.reserveStreams(req.site, reservation),
     );
     job.lanes = grant.streams.map((s) => newLane(req.site, workflowId, resolved.array, s));
 
@@ -299,6 +311,26 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
     });
     if (isCancellation(err)) throw err;
     return op.fail(`${op.kind} of ${req.target} failed at ${op.currentStep ?? op.phase}`, err);
+  }
+}
+
+/**
+ * The reservation of a backup whose control steps run locally (docs/adr/045): a grant the pool can
+ * make at once is asked for inside the workflow task, without a task-queue round trip; a job that
+ * would have to wait (or whose local attempt failed for any other reason) asks again as an activity,
+ * which joins the pool's queue and heartbeats for as long as `waitMs`. The job's release is
+ * registered before either, and releasing what was never granted is a no-op.
+ */
+async function reserveAtOnceOrWait(
+  pool: PoolActivities,
+  site: string,
+  reservation: Parameters<PoolActivities['reserveStreams']>[1],
+): Promise<Grant> {
+  try {
+    return await pool.reserveStreamsNow(site, reservation);
+  } catch (err) {
+    if (isCancellation(err)) throw err;
+    return pool.reserveStreams(site, reservation);
   }
 }
 

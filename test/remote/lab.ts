@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import type { ResolvedRemoteGroup } from '../../src/config/remote';
 import type { RemoteCopyHooks } from '../../src/datapath/remote-hooks';
 import { Volume } from '../../src/datapath/volume';
-import { DatapathConfigSchema } from '../../src/domain/datapath';
+import { DatapathConfigSchema } from '../../src/domain/inventory';
 import { uniqueId, type TestLab } from '../support/harness';
 
 /** A remote-copy group name no other test file uses. */

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { Volume } from '../../src/datapath/volume';
 import { GroupJournal } from '../../src/datapath/group-journal';
-import { DatapathConfigSchema } from '../../src/domain/datapath';
+import { DatapathConfigSchema } from '../../src/domain/inventory';
 import { Replica } from '../../src/remote/replica';
 import { Receiver } from '../../src/remote/receiver';
 import { ship } from '../../src/remote/shipper';

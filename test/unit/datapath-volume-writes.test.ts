@@ -9,7 +9,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { Volume } from '../../src/datapath/volume';
-import { DatapathConfigSchema } from '../../src/domain/datapath';
+import { DatapathConfigSchema } from '../../src/domain/inventory';
 
 const B = 4096;
 const SIZE = 16 * B;

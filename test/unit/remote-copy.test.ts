@@ -17,7 +17,7 @@ import { Replica } from '../../src/remote/replica';
 import { batchFrame, parseBatch } from '../../src/remote/wire';
 import { GroupJournal } from '../../src/datapath/group-journal';
 import { Volume } from '../../src/datapath/volume';
-import { DatapathConfigSchema } from '../../src/domain/datapath';
+import { DatapathConfigSchema } from '../../src/domain/inventory';
 import { renderStatus } from '../../src/cli/remote';
 import type { ConfigInput } from '../../src/domain/inventory';
 

@@ -1,11 +1,10 @@
 /**
- * What a backup costs in Temporal (docs/adr/020-fleet-cost.md): only the resolve (which ends the
- * first task where the progress shows it) and the steps that wait or move data — the reservation,
- * and one copy run per stream that writes its chunks and reads them back — are activities of their
- * own; the run signals each chunk but its last as it lands; the other control steps and the
- * release run as local activities inside the workflow's tasks. The backup
- * still restores byte for byte, the catalog holds exactly one row per piece and nothing stays held.
- */
+ * What a backup costs in Temporal (docs/adr/020-fleet-cost.md, docs/adr/045): only the steps that
+ * wait or move data — one copy run per stream that writes its chunks and reads them back, and a
+ * reservation the pool cannot grant at once — are activities of their own; the run signals each
+ * chunk but its last as it lands; the resolve, the reservation granted at once, the other control
+ * steps and the release run as local activities inside the workflow's tasks. The backup still
+ * restores byte for byte, the catalog holds exactly one row per piece and nothing stays held. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as path from 'node:path';
 import type { Client } from '@temporalio/client';
@@ -38,7 +37,7 @@ afterAll(async () => {
 });
 
 describe('the cost of a backup in its history', () => {
-  it('schedules only the resolve, the reservation and one copy run per stream as activities, and still restores byte-identical', async () => {
+  it('schedules only one copy run per stream as an activity when the pool grants at once, and still restores byte-identical', async () => {
     const source = await sha256(lab.dataVolume('vm-001'));
     const handle = await kura.startBackup('vm-001');
     const report: BackupReport = await handle.result();
@@ -46,13 +45,16 @@ describe('the cost of a backup in its history', () => {
     const history = await client.workflow.getHandle(handle.workflowId).fetchHistory();
     const events = history.events ?? [];
     const scheduled = events.flatMap((e) => e.activityTaskScheduledEventAttributes?.activityType?.name ?? []);
-    expect(scheduled).toEqual(['resolveTarget', 'reserveStreams', 'copyRun']);
+    expect(scheduled).toEqual(['copyRun']);
     // Chunk 0 lands by signal; chunk 1, the run's last, with the run's result.
     const signals = events.flatMap((e) => e.workflowExecutionSignaledEventAttributes?.signalName ?? []);
     expect(signals).toEqual(['chunk-landed']);
-    // record start, zone, mount, record, tape catalog, unmount, unzone, release
+    // resolve, reserve at once, record start, zone, mount, record, tape catalog, unmount, unzone, release
     const local = events.filter((e) => e.markerRecordedEventAttributes?.markerName === 'core_local_activity');
-    expect(local).toHaveLength(8);
+    expect(local).toHaveLength(10);
+    const tasks = events.filter((e) => e.workflowTaskCompletedEventAttributes);
+    // The first task runs up to the copy; the chunk's signal and the run's end wake it twice more.
+    expect(tasks).toHaveLength(3);
 
     const catalog = new Catalog(lab.paths.catalog);
     const backup = catalog.backup(report.backupId);
@@ -74,4 +76,41 @@ describe('the cost of a backup in its history', () => {
     await (await kura.startRestore(report.backupId, dest)).result();
     expect(await sha256(dest)).toBe(source);
   });
+
+  it('waits in the queue of the pool through the reservation activity when no drive is free at once, and completes once one is', async () => {
+    const tables = await kura.pool.tables(lab.site);
+    const drives = tables.drives.map((d) => d.name);
+    for (const device of drives) await kura.pool.mark(lab.site, { device, state: 'unavailable', reason: 'cleaning' });
+    const handle = await kura.startBackup('vm-001', { requestedAt: new Date(Date.now() + 1).toISOString() });
+    try {
+      // The local attempt is refused at once; the job then waits in the queue as an activity.
+      await waitFor(async () => {
+        const h = await client.workflow.getHandle(handle.workflowId).fetchHistory();
+        return (h.events ?? []).some(
+          (e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'reserveStreams',
+        );
+      });
+    } finally {
+      for (const device of drives) await kura.pool.mark(lab.site, { device, state: 'available' });
+    }
+    const report: BackupReport = await handle.result();
+
+    const events = (await client.workflow.getHandle(handle.workflowId).fetchHistory()).events ?? [];
+    const scheduled = events.flatMap((e) => e.activityTaskScheduledEventAttributes?.activityType?.name ?? []);
+    expect(scheduled).toEqual(['reserveStreams', 'copyRun']);
+    const catalog = new Catalog(lab.paths.catalog);
+    expect(catalog.backup(report.backupId).status).toBe('complete');
+    catalog.close();
+    const after = await kura.pool.tables(lab.site);
+    expect(after.drives.filter((r) => r.holders.length > 0)).toEqual([]);
+  });
 });
+
+/** Polls `check` every 100 ms until it holds; fails after `ms`. */
+async function waitFor(check: () => Promise<boolean>, ms = 30_000): Promise<void> {
+  const until = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > until) throw new Error(`condition not met within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

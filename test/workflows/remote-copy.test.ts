@@ -19,7 +19,7 @@ import { resolveRemoteGroup, type ResolvedRemoteGroup } from '../../src/config/r
 import { wanFaultsFile, writeWanFaults } from '../../src/lab/wan';
 import { KuraLagBytes } from '../../src/search-attributes';
 import { RESYNC_BLOCK_BYTES } from '../../src/remote/replica';
-import { DatapathConfigSchema } from '../../src/domain/datapath';
+import { DatapathConfigSchema } from '../../src/domain/inventory';
 import { ErrorType } from '../../src/domain/errors';
 import type { RemoteStatus } from '../../src/domain/remote';
 import { freePort } from '../remote/ledger';
