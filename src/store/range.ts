@@ -73,14 +73,20 @@ export async function openStoreBackup(req: StoreRangeRequest): Promise<StoreBack
       { backupId: req.backupId, digest },
     );
   };
-  const chunk = (i: number): Promise<Buffer> => {
+  const fetch = (i: number): Promise<Buffer> => {
     let p = cached.get(i);
     if (!p) {
       p = load(i);
       cached.set(i, p);
       void p.catch(() => cached.delete(i));
-      for (const k of cached.keys()) if (cached.size > 3 && k !== i) cached.delete(k);
+      for (const k of cached.keys()) if (cached.size > 4 && k < i) cached.delete(k);
     }
+    return p;
+  };
+  // A copy reads in order: the next chunk is read and checked while this one goes to tape.
+  const chunk = (i: number): Promise<Buffer> => {
+    const p = fetch(i);
+    if (i + 1 < index.chunks.length) void fetch(i + 1).catch(() => undefined);
     return p;
   };
   return {
