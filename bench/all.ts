@@ -33,6 +33,7 @@ function benches(fleetSizes: string): Bench[] {
     { name: 'ladder', args: [], quick: [] },
     { name: 'remote', args: [], quick: ['--size', '8MiB', '--writes', '100'] },
     { name: 'store', args: [], quick: ['--size', '64MiB', '--vm-size', '16MiB'] },
+    { name: 'store-tape', args: [], quick: ['--size', '64MiB', '--runs', '1'] },
     { name: 'spine', args: ['--n', '77', '--k', '4'], quick: ['--n', '77', '--k', '4'] },
     // The curve of the backups alone; `--guardians on` adds npm start's per-VM guardians (ADR 020).
     {

@@ -33,6 +33,7 @@ import { createVmActivities } from './activities/vm';
 import { createGuardianRequestActivities } from './activities/guardian-requests';
 import { createStoreActivities } from './activities/store';
 import { createDrillActivities } from './activities/drill';
+import { createStoreTapeActivities } from './activities/store-tape';
 import { createReportActivities } from './activities/report';
 import { createKuraNexusHandler } from './nexus-handler';
 import { ImageStore } from './images/store';
@@ -255,6 +256,7 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
               arrays: drivers.arrays,
             }),
             ...createDrillActivities({ loaded, paths, catalog }),
+            ...createStoreTapeActivities({ loaded, paths, catalog }),
             ...createReportActivities({ loaded, paths, catalog }),
           },
           // Kura's Nexus service `kura`, for callers in other namespaces (docs/adr/018).

@@ -28,6 +28,8 @@ const CopyPieceInput = z.object({
     volumeSize: z.number().int().min(1),
     /** A split replica or a snapshot holding the volume's image, read instead of the volume. */
     readPath: z.string().min(1).optional(),
+    /** A backup in the deduplicated store read instead of the volume (docs/adr/042). */
+    store: z.object({ backupId: z.string().min(1), indexDigest: z.string().regex(/^[0-9a-f]{64}$/) }).optional(),
   }),
   target: z.object({ ...TapeAddress, position: z.number().int().min(0) }),
   header: PieceHeaderSchema,
@@ -119,7 +121,7 @@ export function createCopyActivities(deps: { drivers: Drivers }) {
         const req = parseWith(CopyPieceInput, input, 'copy request');
         // Seed 003: data crosses the SAN only inside a zone, and only to a server the LUN admits.
         await drivers.fabric.checkZoned(req.site, [req.source.array, req.server, req.target.library]);
-        await drivers.storage.checkAccess(req.site, req.source.array, req.source.volume, req.server);
+        await checkSourceAccess(drivers, req);
         const ctx = Context.current();
         const resumeBytes = resumePoint(ctx.info.heartbeatDetails, req.source.length);
         const startedAt = new Date().toISOString();
@@ -224,7 +226,7 @@ export async function runChunks<S extends z.ZodType<z.output<typeof CopyRunInput
     const req = parseWith(schema, input, mover.what);
     await drivers.fabric.checkZoned(req.site, mover.zone(req));
     // A copy device acts on the backup server's behalf: the server's LUN mask admits the read.
-    await drivers.storage.checkAccess(req.site, req.source.array, req.source.volume, req.server);
+    await checkSourceAccess(drivers, req);
     const workflowId = ctx.info.workflowExecution?.workflowId;
     if (workflowId === undefined)
       throw new KuraError(ErrorType.InvalidInput, 'a copy run reports its chunks to the operation that runs it');
@@ -299,6 +301,18 @@ export async function runChunks<S extends z.ZodType<z.output<typeof CopyRunInput
   } catch (err) {
     throw withResume(toFailure(err), at);
   }
+}
+
+/**
+ * Seed 003's LUN security for the bytes a copy reads: a volume's mask must admit the server. A
+ * store backup is not read from the array (docs/adr/042), so no mask applies to it.
+ */
+async function checkSourceAccess(
+  drivers: Drivers,
+  req: { site: string; server: string; source: { array: string; volume: string; store?: unknown } },
+): Promise<void> {
+  if (req.source.store !== undefined) return;
+  await drivers.storage.checkAccess(req.site, req.source.array, req.source.volume, req.server);
 }
 
 /** A run's failure, with the chunk it was writing and that chunk's bytes already on tape. */

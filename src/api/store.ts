@@ -19,6 +19,11 @@ import type {
   vmImageRestore,
 } from '../workflows/store';
 import { storeScheduleId, storeWorkflowId } from './workflow-ids';
+import { StoreToTapeRequestSchema, type storeToTape } from '../workflows/store-to-tape';
+import { copySettings, jobTuning } from '../config/tuning';
+import { findSite } from '../config/targets';
+import { parseWith } from '../domain/validate';
+import { cliUser } from './environment';
 
 /** What applying the store's schedules changed, by schedule id. */
 export interface AppliedStoreSchedules {
@@ -100,6 +105,54 @@ export class KuraStore {
 
   sync(): Promise<WorkflowHandle<typeof storeSync>> {
     return this.start('storeSync', 'sync', 'copy', {});
+  }
+
+  /**
+   * Copies store backups to tape through the streams (docs/adr/042): each ref a store backup's id,
+   * or a target whose newest store backup at or before `at` is copied (a VM: its whole image). The
+   * request is checked here (exit 2 on a bad one) and again by the workflow.
+   */
+  toTape(
+    refs: string | string[],
+    opts: {
+      site?: string;
+      at?: string;
+      streams?: number;
+      mode?: 'failover' | 'parallel';
+      chunks?: number;
+      chunkSize?: number;
+      /** Take streams, mode and chunks from this policy of kura.yaml (of the site). */
+      policy?: string;
+      requestedAt?: string;
+      requestedBy?: string;
+    } = {},
+  ): Promise<WorkflowHandle<typeof storeToTape>> {
+    const list = Array.isArray(refs) ? refs : [refs];
+    const requestedAt = opts.requestedAt ?? new Date().toISOString();
+    const site = opts.site === undefined ? undefined : findSite(this.loaded.config, opts.site).name;
+    const copy = copySettings(this.loaded.config, site ?? this.loaded.config.sites[0]?.name, opts.policy);
+    const input = parseWith(
+      StoreToTapeRequestSchema,
+      {
+        refs: list,
+        ...(site === undefined ? {} : { site }),
+        ...(opts.at === undefined ? {} : { at: opts.at }),
+        streams: opts.streams ?? copy.streams,
+        mode: opts.mode ?? copy.mode,
+        chunks: opts.chunks ?? copy.chunks,
+        ...(opts.chunkSize === undefined ? {} : { chunkSize: opts.chunkSize }),
+        requestedBy: opts.requestedBy ?? cliUser(),
+        requestedAt,
+        tuning: jobTuning(this.loaded.config),
+      },
+      'store to-tape request',
+    );
+    return this.client.workflow.start('storeToTape', {
+      taskQueue: this.taskQueue,
+      workflowId: storeWorkflowId('to-tape', list.join('+'), requestedAt, this.installation),
+      args: [input],
+      staticSummary: `tape copy of ${list.join(', ')}`,
+    }) as Promise<WorkflowHandle<typeof storeToTape>>;
   }
 
   /**

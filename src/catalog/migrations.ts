@@ -159,4 +159,14 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE store_backups ADD COLUMN change_note TEXT;
   ALTER TABLE store_backups ADD COLUMN read_chunks INTEGER;
   `,
+  // 9: tape copies of store backups (docs/adr/042): which store backup a tape backup was read from,
+  // and that backup's whole-volume SHA-256 when the store knew it.
+  `
+  CREATE TABLE store_tape_copies (
+    backup_id        TEXT PRIMARY KEY REFERENCES backups (backup_id),
+    store_backup_id  TEXT NOT NULL,
+    store_sha256     TEXT
+  );
+  CREATE INDEX store_tape_copies_by_store_backup ON store_tape_copies (store_backup_id);
+  `,
 ];

@@ -52,14 +52,39 @@ export class Catalog {
    * changes nothing (a retried activity), unless it had failed, when it is marked running again.
    */
   beginBackup(b: NewBackup): BackupRecord {
+    const { fromStore, ...row } = b;
     this.db
-      .prepare(
-        `INSERT INTO backups (backup_id, job, site, target, array_name, volume, status, started_at, data_time, size_bytes)
+      .transaction(() => {
+        this.db
+          .prepare(
+            `INSERT INTO backups (backup_id, job, site, target, array_name, volume, status, started_at, data_time, size_bytes)
          VALUES (@backupId, @job, @site, @target, @array, @volume, 'running', @startedAt, @dataTime, @sizeBytes)
          ON CONFLICT (backup_id) DO UPDATE SET status = 'running', error = NULL WHERE status = 'failed'`,
-      )
-      .run(b);
+          )
+          .run(row);
+        if (fromStore) this.putStoreLink(b.backupId, fromStore);
+      })
+      .immediate();
     return this.backup(b.backupId);
+  }
+
+  /** Links a tape copy to the store backup it was read from (inside the caller's transaction; idempotent). */
+  private putStoreLink(backupId: string, link: NonNullable<BackupRecord['fromStore']>): void {
+    this.db
+      .prepare(
+        `INSERT INTO store_tape_copies (backup_id, store_backup_id, store_sha256) VALUES (?, ?, ?)
+         ON CONFLICT (backup_id) DO NOTHING`,
+      )
+      .run(backupId, link.backupId, link.sha256);
+  }
+
+  /** The complete tape copies of a store backup (docs/adr/042), newest first. */
+  tapeCopiesOf(storeBackupId: string): BackupRecord[] {
+    return (
+      this.db
+        .prepare(`${SELECT_BACKUP} WHERE t.store_backup_id = ? AND b.status = 'complete' ORDER BY b.started_at DESC`)
+        .all(storeBackupId) as BackupRow[]
+    ).map(backupOfRow);
   }
 
   /**
@@ -201,7 +226,7 @@ export class Catalog {
     const streams = entry.streams.map((r) => StreamRecordSchema.parse(r));
     this.db
       .transaction(() => {
-        const { backupMode, ...row } = b;
+        const { backupMode, fromStore, ...row } = b;
         const fresh = this.db
           .prepare(
             `INSERT INTO backups (backup_id, job, site, target, array_name, volume, status, started_at, ended_at, data_time, size_bytes, sha256, pieces, error)
@@ -210,6 +235,7 @@ export class Catalog {
           )
           .run(row);
         if (fresh.changes > 0 && backupMode) this.putBackupMode(b.backupId, backupMode);
+        if (fresh.changes > 0 && fromStore) this.putStoreLink(b.backupId, fromStore);
         const stored = this.backup(b.backupId);
         if (JSON.stringify(stored) !== JSON.stringify(b)) {
           throw new InvalidInputError(
@@ -479,18 +505,29 @@ const SELECT_BACKUP = `SELECT b.backup_id AS backupId, b.job, b.site, b.target, 
   b.started_at AS startedAt, b.ended_at AS endedAt, b.data_time AS dataTime, b.size_bytes AS sizeBytes, b.sha256, b.pieces,
   b.error, m.hook AS m_hook, m.entered_at AS m_enteredAt, m.left_at AS m_leftAt, m.seconds AS m_seconds,
   m.rounds AS m_rounds, m.label AS m_label, m.tablespace_map AS m_tablespaceMap, m.start_lsn AS m_startLsn,
-  m.stop_lsn AS m_stopLsn
-  FROM backups b LEFT JOIN backup_modes m ON m.backup_id = b.backup_id`;
+  m.stop_lsn AS m_stopLsn, t.store_backup_id AS t_backupId, t.store_sha256 AS t_sha256
+  FROM backups b LEFT JOIN backup_modes m ON m.backup_id = b.backup_id
+  LEFT JOIN store_tape_copies t ON t.backup_id = b.backup_id`;
 
-type BackupRow = Record<string, unknown> & { m_hook: string | null };
+type BackupRow = Record<string, unknown> & {
+  m_hook: string | null;
+  t_backupId: string | null;
+  t_sha256: string | null;
+};
 
-/** A row of SELECT_BACKUP as a record; optional fields of the backup mode that were null are left out. */
+/**
+ * A row of SELECT_BACKUP as a record; optional fields of the backup mode that were null are left
+ * out, and so is the store link of a backup that is no tape copy of a store backup.
+ */
 function backupOfRow(row: BackupRow): BackupRecord {
   const plain: Record<string, unknown> = {};
   const mode: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(row)) {
+    if (k.startsWith('t_')) continue;
     if (!k.startsWith('m_')) plain[k] = v;
     else if (v !== null) mode[k.slice(2)] = v;
   }
-  return BackupRecordSchema.parse(row.m_hook === null ? plain : { ...plain, backupMode: mode });
+  if (row.m_hook !== null) plain.backupMode = mode;
+  if (row.t_backupId !== null) plain.fromStore = { backupId: row.t_backupId, sha256: row.t_sha256 };
+  return BackupRecordSchema.parse(plain);
 }

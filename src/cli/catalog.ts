@@ -44,7 +44,16 @@ export function registerCatalogCommands(program: Command, ctx: CliContext): void
           rows.length === 0
             ? 'the catalog holds no backups yet; make one with `kura backup <vm>`'
             : table(
-                ['Backup id', 'Status', 'Data time', 'Size', 'Pieces', 'Error'],
+                // A tape copy of a store backup names the store backup it came from (docs/adr/042).
+                [
+                  'Backup id',
+                  'Status',
+                  'Data time',
+                  'Size',
+                  'Pieces',
+                  'Error',
+                  ...(rows.some((r) => r.fromStore) ? ['Copy of'] : []),
+                ],
                 rows.map((r) => [
                   r.backupId,
                   r.status,
@@ -52,6 +61,7 @@ export function registerCatalogCommands(program: Command, ctx: CliContext): void
                   formatBytes(r.sizeBytes),
                   String(r.pieces),
                   r.error ?? '',
+                  ...(rows.some((x) => x.fromStore) ? [r.fromStore?.backupId ?? ''] : []),
                 ]),
               ),
         );
@@ -73,6 +83,11 @@ export function registerCatalogCommands(program: Command, ctx: CliContext): void
           [
             `${backup.backupId}: ${backup.status}, ${formatBytes(backup.sizeBytes)} of ${backup.array}/${backup.volume}, data time ${backup.dataTime}, job ${backup.job}`,
             ...(backup.error ? [`  error: ${backup.error}`] : []),
+            ...(backup.fromStore
+              ? [
+                  `  tape copy of store backup ${backup.fromStore.backupId}${backup.fromStore.sha256 ? ` (volume sha256 ${backup.fromStore.sha256})` : ''}`,
+                ]
+              : []),
             ...(backup.backupMode ? describeBackupMode(backup.backupId, backup.backupMode) : []),
             table(
               ['Copy', 'Piece', 'Library', 'Tape', 'Position', 'Offset', 'Size', 'Stream', 'SHA-256'],

@@ -14,7 +14,7 @@ import { findSite } from '../config/targets';
 import { KuraStore } from '../api/store';
 import { ChunkStore } from '../store/chunk-store';
 import { storeLag, storeRoots } from '../store/lag';
-import { print, type CliContext } from './context';
+import { print, printStarted, type CliContext } from './context';
 import { table } from './table';
 
 export function registerStoreCommands(program: Command, ctx: CliContext): void {
@@ -142,6 +142,80 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
         ].join('\n'),
       );
     });
+
+  store
+    .command('to-tape <ref>')
+    .description(
+      "copy a store backup to tape through the streams, for long-term keeping: a backup id, or a target's newest store backup (a VM: its whole image)",
+    )
+    .option('--at <time>', "a target's newest store backup at or before this ISO time (default: now)")
+    .option('--site <name>', 'the site (default: the one the backup or target is in)')
+    .option('--streams <n>', 'independent copy streams to reserve, all or nothing (default: tuning.streams, 2)')
+    .option(
+      '--mode <mode>',
+      'failover: chunks move to the next stream on a fault; parallel: a whole copy on every stream (default: tuning.mode)',
+    )
+    .option('--chunks <n>', 'cut each copy into this many chunks (default: tuning.chunks, 10)')
+    .option('--policy <name>', 'take streams, mode and chunks from this policy of kura.yaml')
+    .option('--detach', 'start the copy and return at once, printing its workflow id')
+    .action(
+      async (
+        ref: string,
+        o: {
+          at?: string;
+          site?: string;
+          streams?: string;
+          mode?: string;
+          chunks?: string;
+          policy?: string;
+          detach?: boolean;
+        },
+      ) => {
+        const int = (text: string | undefined, flag: string, min: number, max: number): number | undefined => {
+          if (text === undefined) return undefined;
+          const n = Number(text);
+          if (!Number.isInteger(n) || n < min || n > max)
+            throw new InvalidInputError(`${flag} must be a whole number from ${min} to ${max}, not "${text}"`);
+          return n;
+        };
+        if (o.mode !== undefined && o.mode !== 'failover' && o.mode !== 'parallel')
+          throw new InvalidInputError(`--mode must be failover or parallel, not "${o.mode}"`);
+        if (o.at !== undefined && Number.isNaN(Date.parse(o.at)))
+          throw new InvalidInputError(`--at must be an ISO time such as 2026-11-28T02:00:00Z, not "${o.at}"`);
+        const streams = int(o.streams, '--streams', 1, 8);
+        const chunks = int(o.chunks, '--chunks', 1, 1000);
+        const handle = await (
+          await connectStore()
+        ).toTape(ref, {
+          ...(o.site === undefined ? {} : { site: o.site }),
+          ...(o.at === undefined ? {} : { at: new Date(o.at).toISOString() }),
+          ...(streams === undefined ? {} : { streams }),
+          ...(chunks === undefined ? {} : { chunks }),
+          ...(o.mode === undefined ? {} : { mode: o.mode }),
+          ...(o.policy === undefined ? {} : { policy: o.policy }),
+        });
+        if (o.detach) {
+          printStarted(ctx, handle.workflowId);
+          return;
+        }
+        const r = await handle.result();
+        print(ctx, { ok: true, ...r }, () =>
+          [
+            ...r.copies.map((c) =>
+              [
+                `${c.storeBackupId} → ${c.backupId}: ${formatBytes(c.sizeBytes)} in ${c.pieces.length} piece(s) on ${[...new Set(c.pieces.map((p) => `${p.library}/${p.tape}`))].join(', ')}, sha256 ${c.sha256}`,
+                ...c.streams.map(
+                  (st) =>
+                    `  stream ${st.stream}: ${st.server} → ${st.library}/${st.drive} with ${st.tape}: ${st.outcome}${st.pieces ? `, ${st.pieces} piece(s)` : ''}${st.error ? ` — ${st.error}` : ''}`,
+                ),
+                `  restore with: kura restore ${c.backupId} --to <path>`,
+              ].join('\n'),
+            ),
+            `${r.copies.length} store backup(s) copied to tape`,
+          ].join('\n'),
+        );
+      },
+    );
 
   store
     .command('restore-vm <vm>')

@@ -56,6 +56,12 @@ export const BackupRecordSchema = z.object({
    * it was kept here). Written onto the cartridges with the rest of the record.
    */
   backupMode: BackupModeSchema.optional(),
+  /**
+   * For a tape copy of a backup in the deduplicated store (docs/adr/042): the store backup it was
+   * read from, and that backup's whole-volume SHA-256 when the store knew it. Written onto the
+   * cartridges with the rest of the record, so a rebuilt catalog keeps the link.
+   */
+  fromStore: z.object({ backupId: z.string().min(1), sha256: z.string().nullable() }).optional(),
 });
 export type BackupRecord = z.infer<typeof BackupRecordSchema>;
 

@@ -7,6 +7,7 @@
 import { z } from 'zod';
 import { HHMM } from './ladder-config';
 import { RetentionSchema } from './store';
+import { ToTapePolicySchema } from './store-tape';
 import { DurationSchema } from './units';
 
 /**
@@ -34,6 +35,8 @@ const common = {
   retention: RetentionSchema,
   /** How old a target's newest good backup may grow before the estate report names it a breach. */
   rpo: DurationSchema.refine((n) => n > 0, 'must be more than 0').default(DEFAULT_CLASS_RPO_MS),
+  /** Long-term copies: the class's store backups copied to tape through the streams (docs/adr/042). */
+  toTape: ToTapePolicySchema.optional(),
 };
 
 export const ClassesSchema = z.object({

@@ -151,6 +151,12 @@ export const BackupRequestSchema = z.object({
    * alone, and is refused when it may not read the volume. Unset: any server the volume admits.
    */
   server: NameSchema.optional(),
+  /**
+   * Copy a backup of the deduplicated store to tape instead of the volume (docs/adr/042): the
+   * store backup's bytes, read from its chunks, go through the same streams; `target` must be the
+   * store backup's target. Only kind `backup` copies one, LAN-free.
+   */
+  fromStore: z.object({ backupId: BackupIdSchema }).optional(),
 });
 export type BackupRequest = z.input<typeof BackupRequestSchema>;
 
@@ -302,11 +308,13 @@ export interface BackupReport extends ResolvedTarget {
   /** The kind that ran (a split-backup may have become a snapshot-backup); absent in older reports. */
   kind?: OperationKind;
   /** The image copied: the volume, a split replica or a snapshot. */
-  source?: { from: 'volume' | 'replica' | 'snapshot'; name?: string; at?: string };
+  source?: { from: 'volume' | 'replica' | 'snapshot' | 'store'; name?: string; at?: string };
   /** The re-plans of step 5, with their reasons. */
   changes?: PlanChange[];
   /** The application's time in backup mode around the split or snapshot (absent: no hook). */
   backupMode?: BackupModeRecord;
+  /** For a tape copy of a store backup: the store backup, and its whole-volume SHA-256 when known. */
+  fromStore?: { backupId: string; sha256: string | null };
 }
 
 /** A replica-refresh's report: the pair split at `splitAt`, its replica kept as a point-in-time copy. */

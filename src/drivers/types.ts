@@ -185,6 +185,12 @@ export interface TapeLibraryDriver {
   readCatalog(site: string, library: string, tape: string, drive?: string): Promise<TapeCatalogEntry[]>;
 }
 
+/** A store backup as the source of a copy to tape (docs/adr/042). */
+export interface StoreSource {
+  backupId: string;
+  indexDigest: string;
+}
+
 export interface CopyToTapeRequest {
   site: string;
   /** The devices the stream crosses (server, switches, library, drive, tape, copy device); faults on any apply. */
@@ -194,7 +200,19 @@ export interface CopyToTapeRequest {
    * split replica or a snapshot of it (PairInfo/SnapshotInfo `readPath`), holding the volume's image.
    * The volume's array engine must know it as one of its current images ({@link VolumeImages}).
    */
-  source: { array: string; volume: string; offset: number; length: number; volumeSize: number; readPath?: string };
+  source: {
+    array: string;
+    volume: string;
+    offset: number;
+    length: number;
+    volumeSize: number;
+    readPath?: string;
+    /**
+     * A backup in the deduplicated store read instead of the volume (docs/adr/042): its index's
+     * chunks in order, each checked against its digest; `indexDigest` is the index the catalog recorded.
+     */
+    store?: StoreSource;
+  };
   target: TapeAddress & { position: number };
   header: PieceHeader;
   /**

@@ -14,3 +14,4 @@ export { remoteCopy } from './remote-copy';
 export { remoteOperation } from './remote-operation';
 export { storeBackup, storeVerify, storePrune, storeGc, storeSync, classBackup, vmImageRestore } from './store';
 export { restoreDrill, estateReport } from './drill';
+export { storeToTape } from './store-to-tape';

@@ -68,6 +68,8 @@ import {
   type Lane,
 } from './streams';
 import { label } from './labels';
+import { storeTapeActivities } from './store-proxies';
+import type { StoreCopySource } from '../activities/store-tape';
 
 /**
  * Marks the runs whose control steps after the resolve, and the release, are local activities
@@ -103,6 +105,13 @@ const PATIENT_RELEASE_PATCH = 'patient-release';
  */
 const LOCAL_RESOLVE_RESERVE_PATCH = 'local-resolve-reserve';
 
+/**
+ * Marks the runs that copy a backup of the deduplicated store to tape (docs/adr/042): step 2
+ * resolves the store backup instead of the volume, and the streams read its chunks. Only a request
+ * naming `fromStore` takes this path, which no earlier run could.
+ */
+const STORE_SOURCE_PATCH = 'store-source';
+
 /** Backs up one target to tape: the SAN operation of kind `backup`, `split-backup` or `snapshot-backup`. */
 export async function sanOperation(input: BackupRequest): Promise<BackupReport> {
   const { workflowId } = workflowInfo();
@@ -128,9 +137,17 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
   // application's hook, the time, the destination.
   op.enter('resolve', `resolving ${req.target}`);
   const folded = local && patched(LOCAL_RESOLVE_RESERVE_PATCH);
-  const found = await resolveOperation(folded ? control : remote, req, kind).catch((err) =>
-    op.fail(`${kind} of ${req.target} refused`, err),
-  );
+  const fromStore = req.fromStore !== undefined && patched(STORE_SOURCE_PATCH) ? req.fromStore : undefined;
+  const storeSource =
+    fromStore &&
+    (await resolveStoreSource(req, kind, fromStore.backupId).catch((err) =>
+      op.fail(`${kind} of ${req.target} refused`, err),
+    ));
+  const found = storeSource
+    ? storeSource.found
+    : await resolveOperation(folded ? control : remote, req, kind).catch((err) =>
+        op.fail(`${kind} of ${req.target} refused`, err),
+      );
   const { resolved } = found;
 
   // 3. Plan: the launches of the array's functions, the chunks, the streams, and the order in
@@ -162,7 +179,8 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
     pieces,
     backupId,
     workflowId,
-    dataTime: startedAt,
+    // A store backup's copy holds the data of the store backup's instant, not of the copy's.
+    dataTime: storeSource ? storeSource.source.dataTime : startedAt,
     op,
     control,
     pool,
@@ -170,7 +188,11 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
     tapeEnd: {},
     lanes: [],
     marks: [],
+    ...(storeSource
+      ? { store: { backupId: storeSource.source.backupId, indexDigest: storeSource.source.indexDigest } }
+      : {}),
   };
+  const link = storeSource ? { backupId: storeSource.source.backupId, sha256: storeSource.source.sha256 } : undefined;
   op.streamView = () => job.lanes.map((l) => ({ ...laneView(l), bytesTotal: resolved.sizeBytes }));
   const extraJobs: string[] = [];
   job.nextCartridge = (full, piece) => nextCartridge(job, extraJobs, full, piece);
@@ -211,7 +233,14 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
     );
     job.lanes = grant.streams.map((s) => newLane(req.site, workflowId, resolved.array, s));
 
-    await control.beginBackup({ ...resolved, backupId, job: workflowId, startedAt, dataTime: job.dataTime });
+    await control.beginBackup({
+      ...resolved,
+      backupId,
+      job: workflowId,
+      startedAt,
+      dataTime: job.dataTime,
+      ...(link ? { fromStore: link } : {}),
+    });
 
     // Seed 004 steps 1020–1080 / 3000–3010: zone every path and mount every cartridge up front,
     // so a failover finds its stream ready.
@@ -228,6 +257,11 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
     // 5. Collect: read every copy back while its cartridges are mounted, then record it.
     op.enter('collect', 'verifying what was written');
     const kept = await op.step('verify', () => verifyCopies(job, written));
+    if (link?.sha256 && kept.sha256 !== link.sha256)
+      throw ApplicationFailure.nonRetryable(
+        `the tape copy of store backup ${link.backupId} reads back as ${kept.sha256}, but the store recorded the volume as ${link.sha256}; the copy is not kept — run \`kura store verify ${link.backupId}\``,
+        ErrorType.ChecksumMismatch,
+      );
     op.activity = 'recording the backup';
     const endedAt = new Date().toISOString();
     const streams = job.lanes.map((l) => laneRecord(backupId, l));
@@ -288,7 +322,10 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
       startedAt,
       endedAt,
       kind: image.kind,
-      source: { from: image.from, ...(image.name ? { name: image.name } : {}), ...(image.at ? { at: image.at } : {}) },
+      source: link
+        ? { from: 'store', name: link.backupId, at: job.dataTime }
+        : { from: image.from, ...(image.name ? { name: image.name } : {}), ...(image.at ? { at: image.at } : {}) },
+      ...(link ? { fromStore: link } : {}),
       changes: op.changes,
       // Stored with the image: how long the application was in backup mode, and (PostgreSQL) the
       // backup label a restored copy needs to start.
@@ -363,6 +400,33 @@ function copyServers(
       ErrorType.AccessDenied,
     );
   return allowed;
+}
+
+/**
+ * Step 2 for a copy of a store backup (docs/adr/042): the store backup's target, volume and size,
+ * and what its chunks are read by. It is copied as it is, LAN-free: there is no array function to
+ * launch, and a copy device reads volumes, not the store.
+ */
+async function resolveStoreSource(
+  req: { site: string; target: string; streamKind?: string | undefined },
+  kind: EngineKind,
+  backupId: string,
+): Promise<{ found: Awaited<ReturnType<typeof resolveOperation>>; source: StoreCopySource & { backupId: string } }> {
+  if (kind !== 'backup' || req.streamKind === 'direct')
+    throw ApplicationFailure.nonRetryable(
+      `a store backup is copied to tape as it is, through a backup server: ask for kind backup, method direct and LAN-free streams, not ${kind}${req.streamKind === 'direct' ? ' on direct streams' : ''}`,
+      ErrorType.InvalidInput,
+    );
+  const source = await storeTapeActivities().resolveStoreCopy({ backupId });
+  if (source.resolved.site !== req.site || source.resolved.target !== req.target)
+    throw ApplicationFailure.nonRetryable(
+      `store backup ${backupId} is of ${source.resolved.target} in site ${source.resolved.site}, but the request names ${req.target} in ${req.site}; name the store backup's own target`,
+      ErrorType.InvalidInput,
+    );
+  return {
+    found: { resolved: source.resolved, pair: null, hook: { kind: 'none', timeoutMs: 0 } },
+    source: { ...source, backupId },
+  };
 }
 
 /** The kind a request names before it is validated (for the plan query of a refused request). */

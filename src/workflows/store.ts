@@ -4,7 +4,14 @@
  * another building. Each is one activity that heartbeats (the work is per chunk, on one disk), run
  * under a meaningful id `store/<op>/…` so the same operation cannot run twice at once.
  */
-import { ActivityFailure, ApplicationFailure, CancellationScope, patched, workflowInfo } from '@temporalio/workflow';
+import {
+  ActivityFailure,
+  ApplicationFailure,
+  CancellationScope,
+  executeChild,
+  patched,
+  workflowInfo,
+} from '@temporalio/workflow';
 import { z } from 'zod';
 import { backupIdFor } from '../domain/catalog';
 import { ErrorType } from '../domain/errors';
@@ -13,7 +20,8 @@ import { ClassName, ClassNameSchema, type ClassVolume } from '../domain/classes'
 import { imageSnapshotName } from '../domain/vm-image';
 import type { HeldVmImage } from '../activities/store';
 import { acceptInput } from './failures';
-import { storeActivities } from './store-proxies';
+import { storeToTape, type StoreToTapeReport } from './store-to-tape';
+import { storeActivities, storeTapeActivities } from './store-proxies';
 import { controlActivities } from './proxies';
 import { vmActivities } from './vm-proxies';
 
@@ -95,7 +103,15 @@ export interface ClassBackupReport {
   dataTime: string;
   backups: (StoreBackupReport & { target: string })[];
   skipped: { target: string; reason: string }[];
+  /** The class's tape policy (docs/adr/042): the store backups copied to tape by this run, or why not. */
+  toTape?: { copies: StoreToTapeReport['copies']; error: string | null };
 }
+
+/**
+ * Marks the class runs that end by copying their due backups to tape under the class's tape policy
+ * (`classes.<class>.toTape`, docs/adr/042); earlier runs ended with their backups.
+ */
+export const CLASS_TO_TAPE_PATCH = 'class-to-tape';
 
 /** Backs one volume up into the first store and records it in the catalog. */
 export async function storeBackup(input: z.input<typeof StoreBackupRequestSchema>): Promise<StoreBackupReport> {
@@ -199,7 +215,7 @@ export async function classBackup(input: z.input<typeof ClassBackupRequestSchema
         ErrorType.DeviceFault,
         { backups, skipped: plan.skipped },
       );
-    return { className: req.className, dataTime, backups, skipped: plan.skipped };
+    return withTapeCopies({ className: req.className, dataTime, backups, skipped: plan.skipped }, workflowId);
   }
   let next = 0;
   const lane = async () => {
@@ -229,7 +245,54 @@ export async function classBackup(input: z.input<typeof ClassBackupRequestSchema
       ErrorType.DeviceFault,
       { backups, skipped: plan.skipped },
     );
-  return { className: req.className, dataTime, backups, skipped: plan.skipped };
+  return withTapeCopies({ className: req.className, dataTime, backups, skipped: plan.skipped }, workflowId);
+}
+
+/**
+ * The class's tape policy after a run whose backups all succeeded: the backups whose target has no
+ * tape copy younger than the policy's period are copied to tape as one child. A copy that fails does
+ * not fail the run (its backups are in the store): the report says why, and people are told.
+ */
+async function withTapeCopies(report: ClassBackupReport, workflowId: string): Promise<ClassBackupReport> {
+  if (!patched(CLASS_TO_TAPE_PATCH)) return report;
+  const due = await storeTapeActivities().storeToTapeDue({
+    className: report.className as ClassName,
+    at: report.dataTime,
+    backupIds: report.backups.map((b) => b.backupId),
+  });
+  if (!due.policy || due.due.length === 0) return report;
+  try {
+    const copied = await executeChild(storeToTape, {
+      workflowId: `${workflowId}/to-tape`,
+      args: [
+        {
+          // A VM's image goes whole (its volumes and its definition): named by the VM, at the run's instant.
+          refs:
+            report.className === ClassName.Vm
+              ? [...new Set(due.due.map((d) => d.target.split('/')[0] as string))]
+              : due.due.map((d) => d.backupId),
+          at: report.dataTime,
+          streams: due.policy.streams,
+          mode: due.policy.mode,
+          requestedBy: `workflow:${workflowId}`,
+          // The copies' own instant, which names them: never the backups' data time, which names those.
+          requestedAt: new Date().toISOString(),
+          tuning: due.tuning,
+        },
+      ],
+      staticSummary: `tape copies of ${due.due.length} store backup(s) of class ${report.className}`,
+    });
+    return { ...report, toTape: { copies: copied.copies, error: null } };
+  } catch (err) {
+    const error = causeMessage(err);
+    await controlActivities()
+      .notify({
+        subject: `the tape copies of class ${report.className}'s backups failed`,
+        detail: { workflowId, backups: due.due.map((d) => d.backupId), error },
+      })
+      .catch(() => undefined);
+    return { ...report, toTape: { copies: [], error } };
+  }
 }
 
 /**

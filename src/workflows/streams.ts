@@ -48,6 +48,8 @@ export interface CopyJob {
   marks: Promise<unknown>[];
   /** A split replica or snapshot holding the volume's image, read instead of the volume. */
   readPath?: string;
+  /** A backup of the deduplicated store, read from its chunks instead of the volume (docs/adr/042). */
+  store?: { backupId: string; indexDigest: string };
   /**
    * Step 5's answer to a full cartridge: a new stream whose cartridge takes the chunk that did not
    * fit and every chunk after it. Without it a full cartridge fails its stream like a fault.
@@ -493,6 +495,8 @@ function runRequest(
       volume: resolved.volume,
       volumeSize: resolved.sizeBytes,
       ...(job.readPath === undefined ? {} : { readPath: job.readPath }),
+      // Only a store copy names the store, so a volume's copy requests are what they were before.
+      ...(job.store === undefined ? {} : { store: job.store }),
     },
     target: { ...run.lane.addr, position: run.lane.position },
     run: name,
@@ -777,6 +781,8 @@ function copyRequest(job: CopyJob, lane: Lane, piece: PiecePlan, copy: number) {
       length: piece.length,
       volumeSize: resolved.sizeBytes,
       ...(job.readPath === undefined ? {} : { readPath: job.readPath }),
+      // Only a store copy names the store, so a volume's copy requests are what they were before.
+      ...(job.store === undefined ? {} : { store: job.store }),
     },
     target: { ...lane.addr, position: lane.position },
     header: {

@@ -260,3 +260,25 @@ describe('kura schedule', () => {
     await handle.delete();
   });
 });
+
+// Last: the store backup and its tape copy it makes would be the newest backups the tests above list.
+describe('kura store to-tape', () => {
+  it("copies a target's store backup to tape, lists the link, and refuses an unknown id with NotFound and exit 2", async () => {
+    const stored = await kura(['store', 'backup', 'array-01/vm-003-data', '--target', 'vm-003', '--json']);
+    expect(stored.code).toBe(0);
+    const storeId = json<{ backupId: string }>(stored).backupId;
+    const copied = await kura(['store', 'to-tape', 'vm-003', '--chunks', '3', '--json']);
+    expect(copied.code).toBe(0);
+    const copy = json<{ ok: boolean; copies: { storeBackupId: string; backupId: string; sha256: string }[] }>(copied);
+    expect(copy.copies.map((c) => [c.storeBackupId, c.sha256])).toEqual([
+      [storeId, await sha256(lab.dataVolume('vm-003'))],
+    ]);
+    const listed = await kura(['catalog', 'list', '--target', 'vm-003']);
+    expect(listed.stdout).toMatch(/Copy of/);
+    expect(listed.stdout.split('\n').find((l) => l.startsWith(copy.copies[0]!.backupId))).toContain(storeId);
+
+    const unknown = await kura(['store', 'to-tape', 'vm-003@20200101T000000Z']);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toMatch(/kura: NotFound: .*no backup "vm-003@20200101T000000Z" in the catalog/);
+  });
+});

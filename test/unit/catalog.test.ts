@@ -376,3 +376,43 @@ describe("the catalog's record of how a store backup found its changed chunks", 
     });
   });
 });
+
+describe("the catalog's link from a tape copy to the store backup it came from (docs/adr/042)", () => {
+  const link = { backupId: 'vm-001@20261121T020000Z', sha256: 'c'.repeat(64) };
+
+  it('keeps the link with the tape backup in every read of it, and finds the copies of a store backup', () => {
+    catalog.beginBackup({ ...backup, fromStore: link });
+    // A retried begin changes nothing, the link included.
+    catalog.beginBackup({ ...backup, fromStore: link });
+    expect(catalog.backup(backup.backupId).fromStore).toEqual(link);
+    expect(catalog.tapeCopiesOf(link.backupId)).toEqual([]);
+    const record = catalog.completeBackup(backup.backupId, {
+      endedAt: at,
+      sha256: link.sha256,
+      pieces: [piece(0), piece(1), piece(2)],
+    });
+    expect(record.fromStore).toEqual(link);
+    expect(catalog.listBackups().map((b) => b.fromStore)).toEqual([link]);
+    expect(catalog.tapeCopiesOf(link.backupId).map((b) => b.backupId)).toEqual([backup.backupId]);
+    expect(catalog.tapeCopiesOf('vm-001@20261120T020000Z')).toEqual([]);
+  });
+
+  it('is carried by the entries written on cartridges, so a rebuilt catalog has it too', () => {
+    catalog.beginBackup({ ...backup, fromStore: link });
+    const pieces = [piece(0), piece(1), piece(2)];
+    const record = catalog.completeBackup(backup.backupId, { endedAt: at, sha256: null, pieces });
+    const rebuilt = new Catalog(':memory:');
+    try {
+      rebuilt.importEntry({ backup: record, pieces, streams: [] });
+      expect(rebuilt.backup(backup.backupId).fromStore).toEqual(link);
+      expect(compareContents(catalogContents(catalog), catalogContents(rebuilt))).toEqual([]);
+    } finally {
+      rebuilt.close();
+    }
+  });
+
+  it('leaves a backup that is no copy of a store backup without one', () => {
+    catalog.beginBackup(backup);
+    expect('fromStore' in catalog.backup(backup.backupId)).toBe(false);
+  });
+});

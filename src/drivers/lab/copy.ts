@@ -17,7 +17,11 @@ import {
   TapeFullError,
 } from '../../domain/errors';
 import { fileRange } from '../../datamover/file-range';
-import { moveBytes, type MoveRequest } from '../../datamover/mover';
+import { moveBytes, type ByteSource, type MoveRequest } from '../../datamover/mover';
+import { StoreName, type StoreName as StoreNameT } from '../../domain/store';
+import { ChunkStore } from '../../store/chunk-store';
+import { storeRoots } from '../../store/lag';
+import { openStoreBackup } from '../../store/range';
 import { newSha256 } from '../../datamover/sha256';
 import { FaultGate } from '../../lab/fault-gate';
 import { LABEL_BYTES, sizeOf } from '../../lab/files';
@@ -86,6 +90,8 @@ export class LabVolumeImages implements VolumeImages {
 export class LabCopyDevice implements CopyDeviceDriver {
   private readonly chunkBytes: number;
   private readonly images: VolumeImages;
+  /** The deduplicated store's two copies, which a copy of a store backup reads (docs/adr/042). */
+  private readonly stores: Record<StoreNameT, ChunkStore>;
 
   /**
    * `images` says which files hold a volume's images: the engine of each volume's array (the
@@ -99,6 +105,8 @@ export class LabCopyDevice implements CopyDeviceDriver {
     images?: VolumeImages,
   ) {
     this.images = images ?? new LabVolumeImages(loaded, paths, state);
+    const roots = storeRoots(paths.home, loaded.config.store);
+    this.stores = { primary: new ChunkStore(roots.primary), copy: new ChunkStore(roots.copy) };
     this.chunkBytes = opts.chunkBytes ?? DEFAULT_CHUNK_BYTES;
     if (!Number.isSafeInteger(this.chunkBytes) || this.chunkBytes < 1) {
       throw new InvalidInputError(`chunkBytes must be a whole number of bytes of at least 1, not ${opts.chunkBytes}`);
@@ -178,13 +186,7 @@ export class LabCopyDevice implements CopyDeviceDriver {
         `resumeBytes ${req.resumeBytes} is more than the piece's ${source.length} bytes; pass the bytes of this piece already copied`,
       );
     }
-    const volume = await this.images.imageFile({ site, array: source.array, volume: source.volume }, source.readPath);
-    if (volume.sizeBytes !== source.volumeSize) {
-      throw new InvalidInputError(
-        `source.volumeSize is ${source.volumeSize} but volume ${site}/${source.array}/${source.volume} holds ${volume.sizeBytes} bytes; describe the volume again`,
-      );
-    }
-    if (source.readPath !== undefined) await requireImageSize(volume.file, source);
+    const image = await this.openSource(req, by.copyDevice);
     findDrive(this.loaded, site, target.library, target.drive);
     const cartridge = findCartridge(this.loaded, site, target.library, target.tape);
     const { file: tapeFile, endOfData } = await cartridgeFile(this.paths, site, target.library, target.tape);
@@ -205,7 +207,7 @@ export class LabCopyDevice implements CopyDeviceDriver {
 
     const dataStart = target.position + PIECE_HEADER_BYTES;
     return withCartridge(tapeFile, 'r+', target, `writing ${where}`, async (tape) => {
-      const src = await openOrFault(volume.file, 'r', source.volume);
+      const src = await image.open();
       try {
         let resume = 0;
         if (req.resumeBytes > 0) {
@@ -239,7 +241,7 @@ export class LabCopyDevice implements CopyDeviceDriver {
           'copy-done',
           { ...target, site, devices: req.devices, volumeSize: source.volumeSize, pieceStart: source.offset },
           {
-            source: fileRange(src, source.offset, { name: source.volume }),
+            source: src.range(source.offset),
             sink: {
               read: onCartridge.read,
               write: (buf, at) => {
@@ -261,6 +263,48 @@ export class LabCopyDevice implements CopyDeviceDriver {
         await src.close();
       }
     });
+  }
+
+  /**
+   * Where a piece's bytes come from: the volume's image file, or a backup in the deduplicated store
+   * (docs/adr/042), whose chunks are read in order and checked against their digests. Checked
+   * before the cartridge is touched; opened once the copy begins.
+   */
+  private async openSource(
+    req: CopyToTapeRequest,
+    copyDevice: string | undefined,
+  ): Promise<{ open: () => Promise<{ range: (start: number) => ByteSource; close: () => Promise<void> }> }> {
+    const { site, source } = req;
+    if (source.store !== undefined) {
+      const from = source.store;
+      if (copyDevice !== undefined)
+        throw new InvalidInputError(
+          `copy device ${copyDevice} reads volumes, not the deduplicated store; copy store backup ${from.backupId} through a backup server (LAN-free)`,
+        );
+      const opened = await openStoreBackup({
+        stores: [StoreName.Primary, StoreName.Copy].map((name) => ({ name, store: this.stores[name] })),
+        backupId: from.backupId,
+        indexDigest: from.indexDigest,
+      });
+      if (opened.index.sizeBytes !== source.volumeSize)
+        throw new InvalidInputError(
+          `source.volumeSize is ${source.volumeSize} but store backup ${from.backupId} holds ${opened.index.sizeBytes} bytes; describe the backup again`,
+        );
+      return { open: async () => ({ range: (start) => opened.range(start), close: async () => undefined }) };
+    }
+    const volume = await this.images.imageFile({ site, array: source.array, volume: source.volume }, source.readPath);
+    if (volume.sizeBytes !== source.volumeSize) {
+      throw new InvalidInputError(
+        `source.volumeSize is ${source.volumeSize} but volume ${site}/${source.array}/${source.volume} holds ${volume.sizeBytes} bytes; describe the volume again`,
+      );
+    }
+    if (source.readPath !== undefined) await requireImageSize(volume.file, source);
+    return {
+      open: async () => {
+        const fh = await openOrFault(volume.file, 'r', source.volume);
+        return { range: (start) => fileRange(fh, start, { name: source.volume }), close: () => fh.close() };
+      },
+    };
   }
 
   /**
