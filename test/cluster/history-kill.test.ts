@@ -13,7 +13,7 @@ import { TargetState } from '../../src/domain/fleet';
 import type { Client } from '@temporalio/client';
 import type { KuraWorkers } from '../../src/worker';
 import { connectKura, makeLab, sha256, startWorkers, type TestLab } from '../support/harness';
-import { readClusterState, shardOwners, startService, type ClusterState } from '../../scripts/cluster';
+import { membership, readClusterState, shardOwners, startService, type ClusterState } from '../../scripts/cluster';
 
 const MiB = 1024 * 1024;
 const VMS = 6;
@@ -24,16 +24,40 @@ let workers: KuraWorkers;
 let kura: Kura;
 let client: Client;
 let close: () => Promise<void>;
+let fleet: Awaited<ReturnType<Kura['startFleet']>> | undefined;
 
-/** Polls `check` every half second until it returns a value, or fails with `what` at the deadline. */
+/**
+ * Polls `check` every half second until it returns a value, or fails with `what` at the deadline;
+ * the failure carries the cluster as it then was, since the logs alone do not say which shard sat where.
+ */
 async function until<T>(what: string, timeoutMs: number, check: () => Promise<T | undefined>): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await check();
     if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000}s waiting for ${what}`);
+    if (Date.now() > deadline)
+      throw new Error(`timed out after ${timeoutMs / 1000}s waiting for ${what}\n${await clusterSnapshot()}`);
     await new Promise((r) => setTimeout(r, 500));
   }
+}
+
+/** Which process runs, the live membership, each shard's owner and range id, and the fleet's progress. */
+async function clusterSnapshot(): Promise<string> {
+  const lines = cluster.processes.map(
+    (p) => `${p.name} pid ${p.pid} ${exitedProcesses().some((e) => e.startsWith(`${p.name} `)) ? 'exited' : 'running'}`,
+  );
+  try {
+    for (const [role, members] of Object.entries(await membership(cluster, true)))
+      lines.push(`ring ${role}: ${members.join(', ')}`);
+    for (const s of await shardOwners(cluster)) lines.push(`shard ${s.shard}: ${s.owner} (range ${s.rangeId})`);
+  } catch (error) {
+    lines.push(`membership and shards unreadable: ${error instanceof Error ? error.message : String(error)}`);
+  }
+  const progress = await fleet?.query(fleetProgressQuery).catch((error: unknown) => `unanswered: ${String(error)}`);
+  lines.push(
+    `fleet: ${typeof progress === 'string' ? progress : JSON.stringify(progress?.targets.map((t) => [t.target, t.state]))}`,
+  );
+  return lines.join('\n');
 }
 
 /** The cluster's processes that have exited (other than one the test killed), with their logs: why a wait failed. */
@@ -87,6 +111,7 @@ describe('a history host killed mid-fleet', () => {
     }
 
     const handle = await kura.startFleet('all', { concurrency: 2 });
+    fleet = handle;
     // Mid-fleet: one VM done, the rest still to come.
     const doneAtKill = await until('the first VM of the fleet to finish', 60_000, async () => {
       expect(exitedProcesses()).toEqual([]);
