@@ -25,6 +25,8 @@ let kura: Kura;
 let client: Client;
 let close: () => Promise<void>;
 let fleet: Awaited<ReturnType<Kura['startFleet']>> | undefined;
+/** The case's phases so far, each with its time since the fleet's start. */
+const phases: string[] = [];
 
 /**
  * Polls `check` every half second until it returns a value, or fails with `what` at the deadline;
@@ -41,7 +43,7 @@ async function until<T>(what: string, timeoutMs: number, check: () => Promise<T 
   }
 }
 
-/** Which process runs, the live membership, each shard's owner and range id, and the fleet's progress. */
+/** Which process runs, the membership with heartbeat ages, each shard's owner and range id, the fleet's progress, the phases so far. */
 async function clusterSnapshot(): Promise<string> {
   const lines = cluster.processes.map(
     (p) => `${p.name} pid ${p.pid} ${exitedProcesses().some((e) => e.startsWith(`${p.name} `)) ? 'exited' : 'running'}`,
@@ -57,6 +59,7 @@ async function clusterSnapshot(): Promise<string> {
   lines.push(
     `fleet: ${typeof progress === 'string' ? progress : JSON.stringify(progress?.targets.map((t) => [t.target, t.state]))}`,
   );
+  lines.push(`phases: ${phases.join('; ') || 'none yet'}`);
   return lines.join('\n');
 }
 
@@ -110,6 +113,9 @@ describe('a history host killed mid-fleet', () => {
       sources.set(vm, await sha256(lab.dataVolume(vm)));
     }
 
+    // Each phase's time goes to the log: on a loaded machine the waits' margins are what a failure is read against.
+    const started = Date.now();
+    const phase = (what: string) => phases.push(`${what} at ${((Date.now() - started) / 1000).toFixed(1)}s`);
     const handle = await kura.startFleet('all', { concurrency: 2 });
     fleet = handle;
     // Mid-fleet: one VM done, the rest still to come.
@@ -120,6 +126,7 @@ describe('a history host killed mid-fleet', () => {
       return done >= 1 ? done : undefined;
     });
     process.kill(victim.pid, 'SIGKILL');
+    phase(`${doneAtKill} VM(s) done, ${victim.name} killed`);
     expect(doneAtKill).toBeLessThan(VMS);
 
     // Its shards move: the survivor acquires each (a new range id), and then owns all four.
@@ -131,7 +138,9 @@ describe('a history host killed mid-fleet', () => {
     for (const s of moved) expect(after.find((a) => a.shard === s.shard)!.rangeId).toBeGreaterThan(s.rangeId);
 
     state.clearFaults();
+    phase(`${survivor.name} owns every shard`);
     const report = await handle.result();
+    phase('the fleet done');
     expect(report.targets.filter((t) => t.error).map((t) => t.error)).toEqual([]);
     expect(report.succeeded).toBe(VMS);
     expect(report.failed).toBe(0);
@@ -154,10 +163,13 @@ describe('a history host killed mid-fleet', () => {
     state.close();
 
     // Started again, the host rejoins the ring and takes shards back from the survivor.
+    phase('every VM restored');
     startService(cluster, victim.name as 'history-1' | 'history-2');
     await until('the restarted host to own a shard again', 90_000, async () => {
       const owners = await shardOwners(cluster);
       return owners.some((s) => s.owner === victim.name) ? owners : undefined;
     });
+    phase(`${victim.name} owns a shard again`);
+    console.log(`history-kill: ${phases.join('; ')}`);
   });
 });
