@@ -10,15 +10,19 @@
  *   stop    stops every process of the cluster by its pid and removes its directory
  *   status  prints the processes, the membership and which history host owns each shard
  *   test    starts a fresh cluster, runs the workflow and chaos suites chosen for it and the
- *           cluster's own chaos cases against it, and stops it whatever the outcome
+ *           cluster's own chaos cases against it, and stops it whatever the outcome; a failed run
+ *           first copies the server logs and the cluster's last status to a directory it prints
  * Environment: KURA_CLUSTER_DIR (state directory; default <tmp>/kura-cluster),
+ *   KURA_CLUSTER_LOGS (where a failed test run's logs go; default test-artifacts/cluster-<time>),
+ *   KURA_CLUSTER_KEEP=1 (a failed test run leaves the stopped cluster's directory in place too),
  *   KURA_TEMPORAL_SERVER_BIN, KURA_TEMPORAL_SQL_TOOL_BIN (use these binaries instead of building).
  */
-import { execFile, spawn, spawnSync } from 'node:child_process';
+import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import {
   chmodSync,
   chownSync,
   closeSync,
+  cpSync,
   existsSync,
   mkdirSync,
   openSync,
@@ -313,7 +317,7 @@ function serverConfig(
   dynamicConfigFile: string,
 ): Record<string, unknown> {
   const cfg = structuredClone(sample) as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
-  cfg.log = { stdout: true, level: 'warn' };
+  cfg.log = { stdout: true, level: 'info' };
   cfg.persistence.numHistoryShards = HISTORY_SHARDS;
   for (const store of Object.values(cfg.persistence.datastores) as { sql: Record<string, unknown> }[]) {
     store.sql.connectAddr = `127.0.0.1:${state.postgres.port}`;
@@ -456,16 +460,29 @@ async function retry<T>(
   );
 }
 
-/** The live members of each role, from the membership table the server processes heartbeat into. */
-export async function membership(state: ClusterState): Promise<Record<string, string[]>> {
+/**
+ * The members of each role in the membership table the server processes heartbeat into (every 10
+ * to 15 s), each with the age of its last heartbeat. A record stays for 48 hours after its process
+ * is gone, so only those that heartbeated within 20 s are listed unless `all`: the cutoff the
+ * server itself uses to pick the hosts it joins. The table's times are UTC without a zone.
+ */
+export async function membership(state: ClusterState, all = false): Promise<Record<string, string[]>> {
   const roles = ['all', 'frontend', 'history', 'matching', 'worker'];
-  const rows = await pgQuery<{ role: number; rpc_address: string; rpc_port: number }>(
+  const rows = await pgQuery<{ role: number; rpc_address: string; rpc_port: number; age: number }>(
     state,
     DATABASES.temporal,
-    'SELECT role, rpc_address, rpc_port FROM cluster_membership WHERE record_expiry > now() ORDER BY role, rpc_port',
+    `SELECT role, rpc_address, rpc_port,
+            EXTRACT(EPOCH FROM (now() AT TIME ZONE 'UTC') - last_heartbeat)::float8 AS age
+       FROM cluster_membership
+      WHERE record_expiry > (now() AT TIME ZONE 'UTC')
+        ${all ? '' : "AND last_heartbeat > (now() AT TIME ZONE 'UTC') - interval '20 seconds'"}
+      ORDER BY role, rpc_port, last_heartbeat`,
   );
   const out: Record<string, string[]> = {};
-  for (const r of rows) (out[roles[r.role] ?? String(r.role)] ??= []).push(`${r.rpc_address}:${r.rpc_port}`);
+  for (const r of rows)
+    (out[roles[r.role] ?? String(r.role)] ??= []).push(
+      `${r.rpc_address}:${r.rpc_port} (heartbeat ${Math.round(r.age)}s ago)`,
+    );
   return out;
 }
 
@@ -690,18 +707,36 @@ export const CLUSTER_SUITE = [
   'test/chaos/ladder-worker-kill.test.ts',
 ];
 
+/** The vitest run in progress, for a signal to stop it. */
+let running: ChildProcess | undefined;
+
 function vitest(files: string[], env: NodeJS.ProcessEnv): Promise<number> {
   const child = spawn(
     process.execPath,
     [path.join(ROOT, 'node_modules', 'vitest', 'vitest.mjs'), 'run', '--config', 'vitest.cluster.config.mts', ...files],
     { cwd: ROOT, env, stdio: 'inherit' },
   );
+  running = child;
   return new Promise((resolve) => child.on('close', (code) => resolve(code ?? 1)));
 }
 
 async function runTests(): Promise<number> {
   const dir = clusterDir();
   let code = 1;
+  // The server processes run in process groups of their own, out of reach of a Ctrl-C or of a CI
+  // job's cancellation: a signal stops the tests and the cluster before this process goes.
+  // The signal comes twice when it went to the whole process group (tsx relays it): the second
+  // must not end this process before the first has stopped the cluster.
+  let stopping = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stopping) return;
+    stopping = true;
+    log(`${signal}: stopping the tests and the cluster`);
+    running?.kill(signal);
+    void stopCluster(dir).finally(() => process.exit(signal === 'SIGINT' ? 130 : 143));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   try {
     // Fresh: a cluster left running (by `npm run cluster`) may hold another run's state.
     await stopCluster(dir);
@@ -713,20 +748,78 @@ async function runTests(): Promise<number> {
     const chaos = await vitest(['test/cluster'], env);
     code = suite !== 0 ? suite : chaos;
   } finally {
-    if (code !== 0) reportFatalLines(dir);
+    if (code !== 0) {
+      reportFatalLines(dir);
+      // The cluster's directory goes with the stop: a failure is diagnosed from a copy of its logs.
+      const kept = await keepDiagnostics(dir, failedRunDir());
+      if (kept) log(`the cluster's logs, configuration and last status are kept in ${kept}`);
+    }
     await stopCluster(dir, { keep: code !== 0 && process.env.KURA_CLUSTER_KEEP === '1' });
   }
   return code;
 }
 
-/** Prints each server process's fatal log lines (why one exited), for a failed run whose logs go with the cluster. */
+/** Where a failed `test` run's diagnostics go: $KURA_CLUSTER_LOGS, else test-artifacts/cluster-<time> of the repository. */
+function failedRunDir(): string {
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+  return process.env.KURA_CLUSTER_LOGS ?? path.join(ROOT, 'test-artifacts', `cluster-${stamp}`);
+}
+
+/**
+ * Copies what a failed run is diagnosed from into `dest` while the cluster is still up: every
+ * server process's log, PostgreSQL's log, the configurations and state.json, and status.txt (which
+ * process still runs, the membership table, each shard's owner and range id). Returns `dest`, or
+ * undefined when the cluster left nothing to keep.
+ */
+export async function keepDiagnostics(dir: string, dest: string): Promise<string | undefined> {
+  if (!existsSync(dir)) return undefined;
+  mkdirSync(dest, { recursive: true });
+  const copies: [string, string][] = [
+    ['logs', 'logs'],
+    ['config', 'config'],
+    ['state.json', 'state.json'],
+    [path.join('pg', 'postgres.log'), path.join('logs', 'postgres.log')],
+  ];
+  for (const [from, to] of copies) {
+    const source = path.join(dir, from);
+    if (existsSync(source)) cpSync(source, path.join(dest, to), { recursive: true });
+  }
+  const state = existsSync(stateFile(dir)) ? readClusterState(dir) : undefined;
+  if (state) writeFileSync(path.join(dest, 'status.txt'), await statusText(state));
+  return dest;
+}
+
+/** The status of `printStatus` as text; a part that cannot be read (PostgreSQL gone) says why instead. */
+async function statusText(state: ClusterState): Promise<string> {
+  const lines = [
+    `at ${new Date().toISOString()}`,
+    `postgres pid ${state.postgres.pid}${alive(state.postgres.pid) ? '' : ' (not running)'}`,
+  ];
+  for (const p of state.processes)
+    lines.push(
+      `${p.name.padEnd(10)} grpc :${p.grpcPort}  membership :${p.membershipPort}  pid ${p.pid}${alive(p.pid) ? '' : ' (not running)'}`,
+    );
+  try {
+    for (const [role, members] of Object.entries(await membership(state, true)))
+      lines.push(`ring ${role}: ${members.join(', ')}`);
+    for (const s of await shardOwners(state)) lines.push(`shard ${s.shard}: ${s.owner} (range ${s.rangeId})`);
+  } catch (error) {
+    lines.push(`membership and shards unreadable: ${error instanceof Error ? error.message : String(error)}`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+/**
+ * Prints each server process's fatal log lines (why one exited): the logger's fatal and panic
+ * levels, and the Go runtime's own `panic:` and `fatal error:`, which bypass the logger.
+ */
 function reportFatalLines(dir: string): void {
   const state = existsSync(stateFile(dir)) ? readClusterState(dir) : undefined;
   for (const p of state?.processes ?? []) {
     const fatal = existsSync(p.log)
       ? readFileSync(p.log, 'utf8')
           .split('\n')
-          .filter((line) => line.includes('"level":"fatal"'))
+          .filter((line) => /"level":"(fatal|panic|dpanic)"|^(panic|fatal error): /.test(line))
       : [];
     const status = alive(p.pid) ? 'running' : 'exited';
     log(`${p.name} (pid ${p.pid}) ${status}${fatal.length ? `; fatal: ${fatal.at(-1)!.slice(0, 400)}` : ''}`);

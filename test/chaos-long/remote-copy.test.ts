@@ -2,7 +2,8 @@
  * Chaos: the Temporal server is SIGKILLed at a seeded random instant while the remote site applies
  * a batch of a remote-copy group, with the main site writing the seed's deposits and withdrawals,
  * and started again on the same SQLite file. The applier's log is every seq once, in order (nothing
- * applied twice, nothing lost), no batch is left begun, and the remote volumes end byte-identical.
+ * applied twice, nothing lost), no batch is left begun, the remote volumes end byte-identical, and
+ * neither site's pool holds anything.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
@@ -15,6 +16,7 @@ import { Replica } from '../../src/remote/replica';
 import { freePort, ledgerSlot, readLedger } from '../remote/ledger';
 import { DATA, WAL, groupName, withRemoteSite, openGroupVolume } from '../remote/lab';
 import { acrossOutage, chaosSeed, startPrivateKura, type PrivateKura } from '../support/private-server';
+import { heldRows } from './checks';
 
 const MiB = 1024 * 1024;
 const GROUP = groupName();
@@ -49,7 +51,7 @@ afterAll(async () => {
 });
 
 describe('the Temporal server killed during a remote-copy batch', () => {
-  it('applies every write once and in order, leaves no batch begun, and the remote ends identical', async () => {
+  it('applies every write once and in order, leaves no batch begun, the remote ends identical, and no pool holds anything', async () => {
     const { random } = chaosSeed('remote-copy');
     const open = (name: string) => openGroupVolume(lab, group, hooks, name, volumes);
     const data = await open(DATA);
@@ -96,6 +98,8 @@ describe('the Temporal server killed during a remote-copy batch', () => {
       expect(replica.appliedLog()).toEqual(Array.from({ length: 2 * PAIRS }, (_, i) => i + 1));
       expect(replica.state()).toMatchObject({ applied: 2 * PAIRS, intent: null, inbox: 0 });
       for (const v of group.volumes) expect(readFileSync(v.remoteFile).equals(readFileSync(v.mainFile))).toBe(true);
+      // As after every server kill: neither site's pool holds anything for the copy.
+      for (const site of [group.group.main, group.group.remote]) expect(await heldRows(pk.kura, site)).toEqual([]);
       console.log(`remote-copy: ${Date.now() - started} ms from the start to the check`);
     } finally {
       await writer.catch(() => undefined);

@@ -42,10 +42,18 @@ async function givenServer(): Promise<Pick<DevServer, 'address' | 'namespace'> |
   const address = process.env.KURA_TEMPORAL_ADDRESS;
   if (!address) return undefined;
   const namespace = process.env.KURA_TEMPORAL_NAMESPACE ?? 'default';
+  // One probe has a 1.5 s connect timeout, which a loaded machine's cluster can miss even when it
+  // is up (a test:cluster run failed so, right after the cluster said it was ready): a minute of them.
+  const deadline = Date.now() + 60_000;
   for (const ns of [namespace, CALLER_NAMESPACE]) {
-    if (!(await serverAnswers(address, ns))) {
+    let answers = await serverAnswers(address, ns);
+    while (!answers && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 1000));
+      answers = await serverAnswers(address, ns);
+    }
+    if (!answers) {
       throw new Error(
-        `KURA_TEMPORAL_ADDRESS=${address}: no Temporal frontend there answers for namespace ${ns}; start the cluster with \`npm run cluster\` (it registers ${namespace} and ${CALLER_NAMESPACE}), or unset KURA_TEMPORAL_ADDRESS to test on a dev server`,
+        `KURA_TEMPORAL_ADDRESS=${address}: no Temporal frontend there answered for namespace ${ns} within 60 s; start the cluster with \`npm run cluster\` (it registers ${namespace} and ${CALLER_NAMESPACE}), or unset KURA_TEMPORAL_ADDRESS to test on a dev server`,
       );
     }
   }

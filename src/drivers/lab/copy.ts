@@ -43,7 +43,7 @@ import {
 import { labReplicaPath } from './array-functions';
 import { expectPieceAt, pieceHeaderBlock, readHeaderAt, sameHeader } from './piece-format';
 import { findSite, labVolumeFile } from './storage';
-import { cartridgeFile, findCartridge, findDrive } from './tape';
+import { cartridgeFile, cartridgeSpaceError, findCartridge, findDrive } from './tape';
 
 export interface LabCopyOptions {
   /**
@@ -534,12 +534,13 @@ export class LabCopyDevice implements CopyDeviceDriver {
 
 /**
  * Runs `work` with a cartridge's file open and closes it after; an operating-system error on the
- * way becomes a retryable fault of the drive, `doing` what it was doing.
+ * way becomes a retryable fault of the drive, `doing` what it was doing, except a write to the
+ * cartridge that its file system has no room for (StorageFull).
  */
 async function withCartridge<T>(
   file: string,
   flags: string,
-  at: { drive: string; tape: string },
+  at: { drive: string; library: string; tape: string },
   doing: string,
   work: (tape: FileHandle) => Promise<T>,
 ): Promise<T> {
@@ -547,7 +548,8 @@ async function withCartridge<T>(
   try {
     return await work(tape);
   } catch (err) {
-    throw asDeviceFault(err, at.drive, doing);
+    // Read-only, the file written is the restore's destination, not the cartridge.
+    throw asDeviceFault(flags === 'r' ? err : cartridgeSpaceError(err, file, at), at.drive, doing);
   } finally {
     await tape.close();
   }

@@ -3,10 +3,11 @@
  * saying which cartridge sits in which drive.
  */
 import { open } from 'node:fs/promises';
+import * as path from 'node:path';
 import { z } from 'zod';
 import type { LoadedConfig } from '../../config/load';
 import type { KuraPaths } from '../../config/paths';
-import { DeviceFaultError, InvalidInputError, NotFoundError } from '../../domain/errors';
+import { DeviceFaultError, ErrorType, InvalidInputError, KuraError, NotFoundError } from '../../domain/errors';
 import { sha256Hex } from '../../datamover/sha256';
 import { PIECE_HEADER_BYTES, TapeCatalogEntrySchema, type TapeCatalogEntry } from '../../domain/catalog';
 import type { Library } from '../../domain/inventory';
@@ -89,6 +90,22 @@ export async function cartridgeFile(
     );
   }
   return { file, endOfData: size };
+}
+
+/**
+ * A cartridge write that its file system had no room for (ENOSPC) becomes StorageFull, naming the
+ * cartridge and the directory of its file: the lab's disk is full, which neither a drive nor the
+ * cartridge's capacity is to blame for, so no drive is marked faulty and no retry is spent on it.
+ * Any other error is returned as it is.
+ */
+export function cartridgeSpaceError(err: unknown, file: string, at: { library: string; tape: string }): unknown {
+  if ((err as NodeJS.ErrnoException | undefined)?.code !== 'ENOSPC') return err;
+  const dir = path.dirname(file);
+  return new KuraError(
+    ErrorType.StorageFull,
+    `the file system holding cartridge ${at.tape} of library ${at.library} (${dir}) is full (no space left on it); free space there or grow it, then run the job again`,
+    { cause: err, details: { library: at.library, tape: at.tape, dir } },
+  );
 }
 
 /** The block in front of a catalog written on tape: what follows, and its checksum. */
@@ -175,7 +192,9 @@ export class LabTapeLibrary implements TapeLibraryDriver {
     await writeAndCut(file, nextPosition, [
       { at: addr.position, bytes: header },
       { at: addr.position + PIECE_HEADER_BYTES, bytes: payload },
-    ]);
+    ]).catch((err: unknown) => {
+      throw cartridgeSpaceError(err, file, addr);
+    });
     this.state.recordEvent(addr.drive, 'catalog-written', {
       site: addr.site,
       library: addr.library,
