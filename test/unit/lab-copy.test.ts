@@ -502,13 +502,21 @@ describe('LabCopyDevice: injected faults', () => {
     lab.state.addFault({ device: 'lib-01', kind: 'hang', after: { bytes: MiB } });
     const progress = recorder();
     const abort = new AbortController();
-    const started = Date.now();
-    setTimeout(() => abort.abort(), 700);
+    // The abort comes 700 ms after the copy reaches the hang, however long a loaded machine took to get there.
+    let hungAt: number | undefined;
+    const onProgress = (p: { bytes: number; total: number }): void => {
+      progress.fn(p);
+      if (p.bytes >= MiB && hungAt === undefined) {
+        hungAt = Date.now();
+        setTimeout(() => abort.abort(), 700);
+      }
+    };
     const err = await failure(
-      lab.copy.copyToTape(toTape({ offset: 0, length: VOLUME, position: LABEL_BYTES }), progress.fn, abort.signal),
+      lab.copy.copyToTape(toTape({ offset: 0, length: VOLUME, position: LABEL_BYTES }), onProgress, abort.signal),
       DeviceFaultError,
     );
-    expect(Date.now() - started).toBeGreaterThanOrEqual(690);
+    expect(hungAt).toBeDefined();
+    expect(Date.now() - hungAt!).toBeGreaterThanOrEqual(690);
     expect(err.device).toBe('lib-01');
     expect(err.message).toBe('lab fault on lib-01: the transfer hung at volume byte 1048576 and was aborted');
     // Nothing was reported past the fault's point: the transfer stood still until aborted.
