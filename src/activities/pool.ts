@@ -159,14 +159,20 @@ export function createPoolActivities(deps: PoolActivityDeps) {
 
     /**
      * Reserves disjoint streams for a job only if the pool can grant them at once: nobody waits
-     * ahead and the devices are free; otherwise fails with NoResources and joins no queue. A backup
-     * asks this first, as a local activity, and only a job that would wait asks `reserveStreams`
-     * (docs/adr/045).
+     * ahead and the devices are free; otherwise answers with the pool's reason and joins no queue. A
+     * backup asks this first, as a local activity, and only a job that would wait asks
+     * `reserveStreams` (docs/adr/045). A refusal is an answer, not a failure: a failed activity is
+     * logged with its stack by the worker, and a busy pool is what a fleet meets all the time.
      */
-    async reserveStreamsNow(site: string, req: ReserveRequest): Promise<Grant> {
+    async reserveStreamsNow(site: string, req: ReserveRequest): Promise<Grant | { refused: string }> {
       return mapFailures(async () => {
         const parsed = parseWith(ReserveRequestSchema, { ...req, waitMs: 0 }, 'reservation request');
-        return poolUpdate(site, 'reserve-now', reserveStreamsUpdate, parsed);
+        try {
+          return await poolUpdate(site, 'reserve-now', reserveStreamsUpdate, parsed);
+        } catch (err) {
+          if (err instanceof ApplicationFailure && err.type === ErrorType.NoResources) return { refused: err.message };
+          throw err;
+        }
       });
     },
 

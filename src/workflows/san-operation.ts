@@ -364,11 +364,12 @@ async function reserveAtOnceOrWait(
   reservation: Parameters<PoolActivities['reserveStreams']>[1],
 ): Promise<Grant> {
   try {
-    return await pool.reserveStreamsNow(site, reservation);
+    const now = await pool.reserveStreamsNow(site, reservation);
+    if (!('refused' in now)) return now;
   } catch (err) {
     if (isCancellation(err)) throw err;
-    return pool.reserveStreams(site, reservation);
   }
+  return pool.reserveStreams(site, reservation);
 }
 
 /**
