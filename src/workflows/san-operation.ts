@@ -37,6 +37,7 @@ import {
   controlActivities,
   localControlActivities,
   patientReleaseActivities,
+  type PoolActivities,
   poolActivities,
 } from './proxies';
 import { acceptInput, notifyJobFailure, reportBackupFailure } from './failures';
@@ -92,6 +93,13 @@ const ACCESS_REFUSAL_EVENT_PATCH = 'access-refusal-event';
  * earlier runs gave up after five attempts, about 8 s, and replay must see them do so.
  */
 const PATIENT_RELEASE_PATCH = 'patient-release';
+
+/**
+ * Marks the runs whose undo, after a failure, releases the devices with the same bounded patience
+ * as the release of a complete backup: a failure right after a worker kill otherwise left the
+ * devices held by a job that was gone once its five attempts ran out. Earlier runs replay with five.
+ */
+const PATIENT_UNDO_RELEASE_PATCH = 'patient-undo-release';
 
 /** Backs up one target to tape: the SAN operation of kind `backup`, `split-backup` or `snapshot-backup`. */
 export async function sanOperation(input: BackupRequest): Promise<BackupReport> {
@@ -162,7 +170,11 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
   };
   op.streamView = () => job.lanes.map((l) => ({ ...laneView(l), bytesTotal: resolved.sizeBytes }));
   const extraJobs: string[] = [];
-  job.nextCartridge = (full, piece) => nextCartridge(job, extraJobs, full, piece);
+  // Decided once, at the undo's first release, so every release of one undo is tried alike.
+  let patientUndo: boolean | undefined;
+  const undoRelease = (): Pick<PoolActivities, 'releaseStreams'> =>
+    (patientUndo ??= patched(PATIENT_UNDO_RELEASE_PATCH)) ? patientReleaseActivities(req.tuning, local) : pool;
+  job.nextCartridge = (full, piece) => nextCartridge(job, extraJobs, full, piece, undoRelease);
   const launch: ArrayLaunch = {
     op,
     undo: job.undo,
@@ -182,7 +194,7 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
     op.activity = `reserving ${req.streams} stream${req.streams === 1 ? '' : 's'}`;
     // Registered before the reservation, not after: a cancel that lands while the pool grants would
     // otherwise leave the grant held by a job that is gone. Releasing what a job never got is a no-op.
-    job.undo.add('release', () => pool.releaseStreams(req.site, { job: workflowId, tapeUsage: job.tapeEnd }));
+    job.undo.add('release', () => undoRelease().releaseStreams(req.site, { job: workflowId, tapeUsage: job.tapeEnd }));
     const grant = await op.step('reserve', () =>
       pool.reserveStreams(req.site, {
         job: workflowId,
@@ -388,7 +400,13 @@ async function launchImage(l: ArrayLaunch, kind: EngineKind): Promise<Image> {
  * others) with a cartridge that has room for the chunks left, zoned and mounted; the copy goes on
  * there from the chunk that did not fit. The full cartridge keeps the chunks it holds.
  */
-async function nextCartridge(job: CopyJob, extraJobs: string[], full: Lane, piece: PiecePlan): Promise<Lane> {
+async function nextCartridge(
+  job: CopyJob,
+  extraJobs: string[],
+  full: Lane,
+  piece: PiecePlan,
+  undoRelease: () => Pick<PoolActivities, 'releaseStreams'>,
+): Promise<Lane> {
   const { req, resolved, op, pool } = job;
   const key = `${job.workflowId}+tape${extraJobs.length + 1}`;
   const left = job.pieces.filter((p) => p.piece >= piece.piece);
@@ -407,7 +425,7 @@ async function nextCartridge(job: CopyJob, extraJobs: string[], full: Lane, piec
   );
   op.activity = why;
   return op.step(`load:${stream}`, async () => {
-    job.undo.add(`release:${key}`, () => pool.releaseStreams(req.site, { job: key, tapeUsage: job.tapeEnd }));
+    job.undo.add(`release:${key}`, () => undoRelease().releaseStreams(req.site, { job: key, tapeUsage: job.tapeEnd }));
     const grant = await pool.reserveStreams(req.site, {
       job: key,
       streams: 1,
