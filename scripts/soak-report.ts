@@ -180,14 +180,44 @@ export function pooledSlope(series: readonly (readonly { x: number; y: number }[
  * process (a pooled slope over its processes): the soak kills it every few minutes, and each
  * successor starts small again.
  */
-export function growthPerHour(samples: readonly MemorySample[], key: 'worker' | 'server' | 'datapath'): number {
-  const pts = samples.filter((s) => s.rss[key] !== undefined);
+export function growthPerHour(
+  samples: readonly MemorySample[],
+  key: 'worker' | 'server' | 'datapath',
+  warmUpMs = 0,
+): number {
+  const pts = withoutWarmUp(
+    samples.filter((s) => s.rss[key] !== undefined),
+    key,
+    warmUpMs,
+  );
   const point = (s: MemorySample) => ({ x: s.atMs / 3_600_000, y: s.rss[key] as number });
   if (key !== 'worker') return slope(pts.map(point));
   const byPid = new Map<number | undefined, { x: number; y: number }[]>();
   for (const s of pts) byPid.set(s.workerPid, [...(byPid.get(s.workerPid) ?? []), point(s)]);
   return pooledSlope([...byPid.values()]);
 }
+
+/**
+ * The samples taken at least `warmUpMs` after their process's first (the worker's, per process;
+ * the others', after the soak's first sample): a process that starts loads its code, compiles it
+ * and fills its caches and allocator arenas in its first minute or two, a rise that stops there.
+ */
+function withoutWarmUp(
+  samples: readonly MemorySample[],
+  key: 'worker' | 'server' | 'datapath',
+  warmUpMs: number,
+): MemorySample[] {
+  if (warmUpMs <= 0) return [...samples];
+  const first = new Map<number | undefined, number>();
+  for (const s of samples) {
+    const id = key === 'worker' ? s.workerPid : undefined;
+    if (!first.has(id)) first.set(id, s.atMs);
+  }
+  return samples.filter((s) => s.atMs - first.get(key === 'worker' ? s.workerPid : undefined)! >= warmUpMs);
+}
+
+/** How long after its start a process's memory is left out of the second fit (see {@link withoutWarmUp}). */
+export const WARM_UP_MS = 2 * 60_000;
 
 /** The samples the table shows: the first, the last, and the first at or after each `everyMs` mark. */
 export function tableRows(samples: readonly MemorySample[], everyMs: number): MemorySample[] {
@@ -261,9 +291,13 @@ export function renderSummary(s: SoakSummary): string {
       `| ${(m.atMs / 60_000).toFixed(1)} | ${mib(m.rss.worker)} | ${m.workerPid ?? '–'} | ${mib(m.rss.server)} | ${mib(m.rss.datapath)} | ${mib(m.dbBytes)} |`,
     );
   const g = (k: 'worker' | 'server' | 'datapath') => `${mib(growthPerHour(s.samples, k))} MiB/h`;
+  // A run shorter than the warm-up has nothing to fit after it.
+  const w = (k: 'worker' | 'server' | 'datapath') =>
+    s.samples.some((m) => m.atMs >= WARM_UP_MS) ? `${mib(growthPerHour(s.samples, k, WARM_UP_MS))} MiB/h` : '–';
   const db = slope(s.samples.map((m) => ({ x: m.atMs / 3_600_000, y: m.dbBytes })));
   out.push(
     `| **growth/h (linear fit over all ${s.samples.length} samples)** | ${g('worker')} | per process, over ${new Set(s.samples.map((m) => m.workerPid)).size} process(es) | ${g('server')} | ${g('datapath')} | ${mib(db)} MiB/h |`,
+    `| **growth/h after warm-up (samples ${WARM_UP_MS / 60_000} min or more after each process's start)** | ${w('worker')} | per process | ${w('server')} | ${w('datapath')} | |`,
     '',
     `Verdict: ${verdict(s)}`,
   );

@@ -118,6 +118,45 @@ function rssOf(pid: number | undefined): number | undefined {
 }
 
 /**
+ * Where a process's resident memory lies, from /proc: its threads, malloc's main arena (`[heap]`),
+ * the anonymous mappings of 64 MiB and less that glibc's thread arenas are made of, other anonymous
+ * memory (the V8 heap's pages, large mallocs), and file-backed pages (code, mapped files). It tells
+ * memory the native side allocated from the JavaScript heap the metrics show. Undefined when gone.
+ */
+export function nativeMemoryOf(
+  pid: number | undefined,
+): { threads: number; heap: number; arenas: number; otherAnon: number; file: number } | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const threads = Number(/Threads:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
+    const out = { threads, heap: 0, arenas: 0, otherAnon: 0, file: 0 };
+    let kind: 'heap' | 'arenas' | 'otherAnon' | 'file' = 'file';
+    for (const line of readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
+      const head = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ (\d+)\s*(.*)$/.exec(line);
+      if (head) {
+        const size = parseInt(head[2]!, 16) - parseInt(head[1]!, 16);
+        const name = head[4]!.trim();
+        // A thread arena is a 64 MiB reservation (HEAP_MAX_SIZE on 64-bit), its used part read-write.
+        kind =
+          name === '[heap]'
+            ? 'heap'
+            : name === '' && head[3] === '0'
+              ? size <= 64 * MiB && (parseInt(head[1]!, 16) & (64 * MiB - 1)) === 0
+                ? 'arenas'
+                : 'otherAnon'
+              : 'file';
+        continue;
+      }
+      const rss = /^Rss:\s+(\d+) kB/.exec(line);
+      if (rss) out[kind] += Number(rss[1]) * 1024;
+    }
+    return out;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
  * The worker's V8 heap (from its own metrics) and the workflows its SDK holds in the sticky cache
  * (from the SDK's): beside the RSS they tell growth of live objects from a heap the collector has
  * not yet shrunk, and whether the cache is what fills it. Undefined when the worker does not answer.
@@ -125,7 +164,7 @@ function rssOf(pid: number | undefined): number | undefined {
 async function workerInsides(ports: {
   workerPort: number;
   temporalPort: number;
-}): Promise<{ heapUsed?: number; heapTotal?: number; cached?: number }> {
+}): Promise<{ heapUsed?: number; heapTotal?: number; external?: number; cached?: number }> {
   const scrape = async (port: number): Promise<string> => {
     if (!port) return '';
     const res = await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(5_000) });
@@ -139,6 +178,7 @@ async function workerInsides(ports: {
   return {
     heapUsed: value(kura, 'nodejs_heap_size_used_bytes'),
     heapTotal: value(kura, 'nodejs_heap_size_total_bytes'),
+    external: value(kura, 'nodejs_external_memory_bytes'),
     cached: value(sdk, 'temporal_sticky_cache_size'),
   };
 }
@@ -419,10 +459,16 @@ class Soak {
     log(
       `memory: worker ${s.rss.worker} B, server ${s.rss.server} B, datapath ${s.rss.datapath} B; server db ${s.dbBytes} B`,
     );
+    const native = nativeMemoryOf(s.workerPid);
     void workerInsides(this.loaded.config.metrics)
       .then((w) =>
         log(
-          `worker ${s.workerPid}: V8 heap used ${w.heapUsed} B of ${w.heapTotal} B; ${w.cached} workflows in the SDK's cache`,
+          `worker ${s.workerPid}: V8 heap used ${w.heapUsed} B of ${w.heapTotal} B, external ${w.external} B; ` +
+            `${w.cached} workflows in the SDK's cache` +
+            (native
+              ? `; ${native.threads} threads, malloc main arena ${native.heap} B, thread arenas ${native.arenas} B, ` +
+                `other anonymous ${native.otherAnon} B, file-backed ${native.file} B`
+              : ''),
         ),
       )
       .catch((err: unknown) => log(`worker metrics unavailable: ${String(err)}`));

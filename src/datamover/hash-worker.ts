@@ -36,9 +36,55 @@ export function inlineHasher(): BlockHasher {
   };
 }
 
-/** A buffer the hashing thread can read in place: memory shared with the worker when `shared`. */
+/**
+ * Shared memory handed to the hashing thread, kept for reuse by size (a power of two): the thread
+ * holds every SharedArrayBuffer it was sent until its own garbage collection, and its heap is so
+ * small that the collection hardly ever comes, so a fresh buffer per move stayed resident for good
+ * (the worker's RSS rose by about 400 MiB a minute in the soak, docs/soak.md). Reused buffers keep
+ * what the thread can hold to the most the moves ever used at once.
+ */
+const sharedPool = new Map<number, SharedArrayBuffer[]>();
+/** The shared buffers made so far, reused or not (tests check that moves reuse them). */
+let sharedMade = 0;
+
+/** The smallest pool size that holds `bytes`: a power of two, at least 64 KiB. */
+function sizeClass(bytes: number): number {
+  let size = 64 * 1024;
+  while (size < bytes) size *= 2;
+  return size;
+}
+
+/**
+ * A buffer the hashing thread can read in place: memory shared with the worker when `shared`,
+ * taken from the pool of such memory; give it back with {@link releaseBlock} once no read, write or
+ * hash uses it any more.
+ */
 export function allocBlock(bytes: number, shared: boolean): Buffer {
-  return shared ? Buffer.from(new SharedArrayBuffer(bytes)) : Buffer.allocUnsafe(bytes);
+  if (!shared) return Buffer.allocUnsafe(bytes);
+  const size = sizeClass(bytes);
+  let sab = sharedPool.get(size)?.pop();
+  if (sab === undefined) {
+    sab = new SharedArrayBuffer(size);
+    sharedMade += 1;
+  }
+  return Buffer.from(sab, 0, bytes);
+}
+
+/** Gives a block of {@link allocBlock} back for reuse (a block not in shared memory is left to the collector). */
+export function releaseBlock(block: Buffer): void {
+  const sab = block.buffer;
+  if (!(sab instanceof SharedArrayBuffer) || sab.byteLength !== sizeClass(sab.byteLength)) return;
+  const free = sharedPool.get(sab.byteLength) ?? [];
+  if (free.includes(sab)) return;
+  free.push(sab);
+  sharedPool.set(sab.byteLength, free);
+}
+
+/** How many shared blocks have been made and how many wait in the pool for reuse. */
+export function sharedBlockStats(): { made: number; pooled: number } {
+  let pooled = 0;
+  for (const free of sharedPool.values()) pooled += free.length;
+  return { made: sharedMade, pooled };
 }
 
 // Plain JavaScript evaluated by the worker, so it runs the same under tsx, vitest and the build.

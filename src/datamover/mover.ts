@@ -5,7 +5,7 @@
  * that may throttle, stall or fail the transfer.
  */
 import { ErrorType, InvalidInputError, KuraError } from '../domain/errors';
-import { allocBlock, inlineHasher, workerHasher, type BlockHasher } from './hash-worker';
+import { allocBlock, inlineHasher, releaseBlock, workerHasher, type BlockHasher } from './hash-worker';
 
 /**
  * Size of each read and write. Measured on a 2-vCPU VM over 1 GiB: 512 KiB blocks hash about 1.5×
@@ -404,6 +404,9 @@ async function pump(a: PumpArgs): Promise<void> {
     await dropReads();
     await allWritten();
     if (flushing !== undefined) await flushing;
+    // Once the hash is done with them too, the buffers go back for the next move (hash-worker.ts).
+    await Promise.all(slots.map((s) => s.free));
+    for (const s of slots) releaseBlock(s.buf);
   }
   rethrow();
 }

@@ -62,11 +62,12 @@ export async function ingestFile(req: IngestRequest): Promise<IngestResult> {
     const reuse = prev && prev.index.sizeBytes === size && prev.index.chunkSize === chunkSize ? prev : undefined;
     // Only a backup that reads every byte in order can hash the whole volume.
     hasher = reuse ? undefined : new VolumeHasher(size);
+    const alloc = (length: number) => hasher?.block(length) ?? Buffer.allocUnsafeSlow(length);
     const wanted = (i: number) => !reuse || reuse.changed(i);
     const readAhead = (i: number) => {
       while (i < count && !wanted(i)) i++;
       if (i >= count || reads.has(i)) return;
-      const p = readChunk(fh, req.file, i, chunkSize, size);
+      const p = readChunk(fh, req.file, i, chunkSize, size, alloc);
       p.catch(() => undefined);
       reads.set(i, p);
     };
@@ -81,7 +82,7 @@ export async function ingestFile(req: IngestRequest): Promise<IngestResult> {
         chunks.push(known);
       } else {
         readAhead(i);
-        if (!reads.has(i)) reads.set(i, readChunk(fh, req.file, i, chunkSize, size));
+        if (!reads.has(i)) reads.set(i, readChunk(fh, req.file, i, chunkSize, size, alloc));
         const block = await reads.get(i)!;
         reads.delete(i);
         readAhead(i + 1);
@@ -96,6 +97,8 @@ export async function ingestFile(req: IngestRequest): Promise<IngestResult> {
             storedBytes += p.storedBytes;
           }
         });
+        // Written (or found in the store): its buffer can take a later chunk once it is hashed too.
+        void put.then(() => hasher?.release(block)).catch(() => undefined);
         inFlight.add(put);
         void put.finally(() => inFlight.delete(put)).catch(() => undefined);
         // Directory entries made durable in batches while reading goes on; the index waits for the last.
@@ -127,9 +130,16 @@ export async function ingestFile(req: IngestRequest): Promise<IngestResult> {
 }
 
 /** Reads chunk `i` whole into a buffer the hashing thread can share; DeviceFaultError when the file shrank. */
-async function readChunk(fh: FileHandle, file: string, i: number, chunkSize: number, size: number): Promise<Buffer> {
+async function readChunk(
+  fh: FileHandle,
+  file: string,
+  i: number,
+  chunkSize: number,
+  size: number,
+  alloc: (length: number) => Buffer,
+): Promise<Buffer> {
   const length = Math.min(chunkSize, size - i * chunkSize);
-  const block = VolumeHasher.block(length);
+  const block = alloc(length);
   const { bytesRead } = await fh.read(block, 0, length, i * chunkSize);
   if (bytesRead !== length)
     throw new DeviceFaultError(

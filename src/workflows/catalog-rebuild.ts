@@ -10,6 +10,7 @@
  */
 import {
   isCancellation,
+  patched,
   setCurrentDetails,
   setHandler,
   upsertSearchAttributes,
@@ -31,8 +32,15 @@ import { catalogReadActivities, catalogRebuildActivities } from './catalog-rebui
 import { Compensations } from './compensations';
 import { acceptInput, jobFailure, rootFailure } from './failures';
 import { zoneName } from './plan';
-import { controlActivities, poolActivities } from './proxies';
+import { controlActivities, patientReleaseActivities, poolActivities } from './proxies';
 import { label } from './labels';
+
+/**
+ * Marks the runs that release a cartridge's devices, after its catalog is read or in the undo of a
+ * failure, with bounded patience (`patientReleaseActivities`): after a worker kill the site's pool
+ * may not answer for about a minute, longer than the five attempts earlier runs replay with.
+ */
+const PATIENT_REBUILD_RELEASE_PATCH = 'patient-rebuild-release';
 
 /** One library's cartridges, in the pool's order. */
 interface LibraryPass {
@@ -62,6 +70,10 @@ export async function catalogRebuild(input: CatalogRebuildRequest): Promise<Cata
     { key: KuraSite, value: label(req.site) },
   ]);
   const pool = poolActivities(req.tuning);
+  // Decided at the first release, once for the run, so every cartridge's release is tried alike.
+  let patientRelease: boolean | undefined;
+  const release = (): Pick<typeof pool, 'releaseStreams'> =>
+    (patientRelease ??= patched(PATIENT_REBUILD_RELEASE_PATCH)) ? patientReleaseActivities(req.tuning, false) : pool;
   const control = controlActivities(req.tuning);
   const rebuild = catalogRebuildActivities(req.tuning);
 
@@ -162,7 +174,7 @@ export async function catalogRebuild(input: CatalogRebuildRequest): Promise<Cata
       // No array: the cartridge's data goes no further than the backup server that reads it.
       // Registered before the reservation: a cancel that lands while the pool grants would otherwise
       // leave the grant held. Releasing what a job never got is a no-op.
-      held.add('release', () => pool.releaseStreams(req.site, { job }));
+      held.add('release', () => release().releaseStreams(req.site, { job }));
       const grant = await pool.reserveStreams(req.site, { job, streams: 1, tape, waitMs: req.tuning.reserveWaitMs });
       const s = grant.streams[0] as Stream;
       lane.current = `${tape} in ${s.drive}, read by ${s.server}`;
@@ -181,7 +193,7 @@ export async function catalogRebuild(input: CatalogRebuildRequest): Promise<Cata
       held.done('unload');
       await control.unzoneStream({ site: req.site, name: zone });
       held.done('unzone');
-      await pool.releaseStreams(req.site, { job });
+      await release().releaseStreams(req.site, { job });
       held.done('release');
       return found;
     } catch (err) {

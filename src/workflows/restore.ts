@@ -29,7 +29,7 @@ import { groupByTape, planRestoreSteps, replanRestore, step, zoneName, type Moun
 import { acceptInput, notifyJobFailure, rootFailure } from './failures';
 import { Compensations } from './compensations';
 import { OperationState } from './operation-state';
-import { controlActivities, copyActivities, poolActivities } from './proxies';
+import { controlActivities, copyActivities, patientReleaseActivities, poolActivities } from './proxies';
 import { ErrorType } from '../domain/errors';
 import { label } from './labels';
 import { STORE_LIBRARY, StoreNameSchema, type StoreFallback, type StoreName } from '../domain/store';
@@ -44,6 +44,13 @@ const RESTORE_FAILURE_EVENT_PATCH = 'restore-failure-event';
  */
 const RESTORE_READERS_PATCH = 'restore-readers';
 
+/**
+ * Marks the runs that release a cartridge's devices, after its pieces are read or in the undo of a
+ * failure, with bounded patience (`patientReleaseActivities`): after a worker kill the site's pool
+ * may not answer for about a minute, longer than the five attempts earlier runs replay with.
+ */
+const PATIENT_RESTORE_RELEASE_PATCH = 'patient-restore-release';
+
 /** Restores one backup into a new file under a restore root, or into a new volume of an array. */
 export async function restore(input: RestoreRequest): Promise<RestoreReport> {
   const { workflowId } = workflowInfo();
@@ -53,6 +60,10 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
   const req = acceptInput(RestoreRequestSchema, input, 'restore request');
   const control = controlActivities(req.tuning);
   const pool = poolActivities(req.tuning);
+  // Decided at the first release, once for the run, so every cartridge's release is tried alike.
+  let patientRelease: boolean | undefined;
+  const release = (): Pick<typeof pool, 'releaseStreams'> =>
+    (patientRelease ??= patched(PATIENT_RESTORE_RELEASE_PATCH)) ? patientReleaseActivities(req.tuning, false) : pool;
 
   // 2030: find where the pieces lie.
   op.enter('resolve', `looking up ${req.backupId} in the catalog`);
@@ -303,7 +314,7 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
     try {
       // Registered before the reservation, not after: a cancel that lands while the pool grants would
       // otherwise leave the grant held by a job that is gone. Releasing what a job never got is a no-op.
-      held.add('release', () => pool.releaseStreams(backup.site, { job }));
+      held.add('release', () => release().releaseStreams(backup.site, { job }));
       const grant = await op.step(`reserve:${i}`, () => reserveFor(job, m));
       const stream = grant.streams[0] as Stream;
       op.activity = `loading cartridge ${m.tape} into ${stream.drive}`;
@@ -338,7 +349,7 @@ export async function restore(input: RestoreRequest): Promise<RestoreReport> {
       held.done('unload');
       await control.unzoneStream({ site: backup.site, name: zone });
       held.done('unzone');
-      await op.step(`release:${i}`, () => pool.releaseStreams(backup.site, { job }));
+      await op.step(`release:${i}`, () => release().releaseStreams(backup.site, { job }));
       held.done('release');
     } catch (err) {
       await held.unwind();

@@ -112,6 +112,13 @@ const LOCAL_RESOLVE_RESERVE_PATCH = 'local-resolve-reserve';
  */
 const STORE_SOURCE_PATCH = 'store-source';
 
+/**
+ * Marks the runs whose undo, after a failure, releases the devices with the same bounded patience
+ * as the release of a complete backup: a failure right after a worker kill otherwise left the
+ * devices held by a job that was gone once its five attempts ran out. Earlier runs replay with five.
+ */
+const PATIENT_UNDO_RELEASE_PATCH = 'patient-undo-release';
+
 /** Backs up one target to tape: the SAN operation of kind `backup`, `split-backup` or `snapshot-backup`. */
 export async function sanOperation(input: BackupRequest): Promise<BackupReport> {
   const { workflowId } = workflowInfo();
@@ -195,7 +202,11 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
   const link = storeSource ? { backupId: storeSource.source.backupId, sha256: storeSource.source.sha256 } : undefined;
   op.streamView = () => job.lanes.map((l) => ({ ...laneView(l), bytesTotal: resolved.sizeBytes }));
   const extraJobs: string[] = [];
-  job.nextCartridge = (full, piece) => nextCartridge(job, extraJobs, full, piece);
+  // Decided once, at the undo's first release, so every release of one undo is tried alike.
+  let patientUndo: boolean | undefined;
+  const undoRelease = (): Pick<PoolActivities, 'releaseStreams'> =>
+    (patientUndo ??= patched(PATIENT_UNDO_RELEASE_PATCH)) ? patientReleaseActivities(req.tuning, local) : pool;
+  job.nextCartridge = (full, piece) => nextCartridge(job, extraJobs, full, piece, undoRelease);
   const launch: ArrayLaunch = {
     op,
     undo: job.undo,
@@ -215,7 +226,7 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
     op.activity = `reserving ${req.streams} stream${req.streams === 1 ? '' : 's'}`;
     // Registered before the reservation, not after: a cancel that lands while the pool grants would
     // otherwise leave the grant held by a job that is gone. Releasing what a job never got is a no-op.
-    job.undo.add('release', () => pool.releaseStreams(req.site, { job: workflowId, tapeUsage: job.tapeEnd }));
+    job.undo.add('release', () => undoRelease().releaseStreams(req.site, { job: workflowId, tapeUsage: job.tapeEnd }));
     const reservation = {
       job: workflowId,
       streams: req.streams,
@@ -485,7 +496,13 @@ async function launchImage(l: ArrayLaunch, kind: EngineKind): Promise<Image> {
  * others) with a cartridge that has room for the chunks left, zoned and mounted; the copy goes on
  * there from the chunk that did not fit. The full cartridge keeps the chunks it holds.
  */
-async function nextCartridge(job: CopyJob, extraJobs: string[], full: Lane, piece: PiecePlan): Promise<Lane> {
+async function nextCartridge(
+  job: CopyJob,
+  extraJobs: string[],
+  full: Lane,
+  piece: PiecePlan,
+  undoRelease: () => Pick<PoolActivities, 'releaseStreams'>,
+): Promise<Lane> {
   const { req, resolved, op, pool } = job;
   const key = `${job.workflowId}+tape${extraJobs.length + 1}`;
   const left = job.pieces.filter((p) => p.piece >= piece.piece);
@@ -504,7 +521,7 @@ async function nextCartridge(job: CopyJob, extraJobs: string[], full: Lane, piec
   );
   op.activity = why;
   return op.step(`load:${stream}`, async () => {
-    job.undo.add(`release:${key}`, () => pool.releaseStreams(req.site, { job: key, tapeUsage: job.tapeEnd }));
+    job.undo.add(`release:${key}`, () => undoRelease().releaseStreams(req.site, { job: key, tapeUsage: job.tapeEnd }));
     const grant = await pool.reserveStreams(req.site, {
       job: key,
       streams: 1,

@@ -6,6 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { fileRange } from '../../src/datamover/file-range';
 import { copyFile, sha256File } from '../../src/datamover/files';
 import { moveBytes, type ByteSink, type TransferGate } from '../../src/datamover/mover';
+import { sharedBlockStats } from '../../src/datamover/hash-worker';
 import {
   ChecksumMismatchError,
   DeviceFaultError,
@@ -428,5 +429,63 @@ describe('moveBytes: abort and errors', () => {
     expect(progress.at(-1)).toBe(failAt);
     expect((await f.dest.stat()).size).toBe(failAt);
     expect((await readFile(f.destFile)).equals(f.data.subarray(0, failAt))).toBe(true);
+  });
+});
+
+// The hashing thread keeps every SharedArrayBuffer it is sent until its own rare garbage collection,
+// so the memory a move shares with it must be reused, or the worker's RSS grows with every move.
+describe('moveBytes: the memory shared with the hashing thread', () => {
+  /** The eight 512 KiB buffers of one move's ring (mover.ts PIPELINE_BLOCKS). */
+  const RING = 8;
+
+  it('is reused by move after move, failed moves included, and every byte and checksum stays right', async () => {
+    const f = await files();
+    const move = (length: number) =>
+      moveBytes({ source: fileRange(f.src, 0, { name: 'src' }), sink: fileRange(f.dest, 0, { name: 'dest' }), length });
+    await move(LENGTH);
+    const before = sharedBlockStats().made;
+    // Shorter moves after longer ones: a reused buffer still holds the bytes of the move before.
+    for (let i = 0; i < 30; i++) {
+      const length = i % 2 === 0 ? LENGTH : 2 * MiB + i;
+      const r = await move(length);
+      expect(r.sha256).toBe(sha(f.data.subarray(0, length)));
+    }
+    const enospc = Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+    for (let i = 0; i < 5; i++) {
+      const err = await rejection(
+        moveBytes({
+          source: fileRange(f.src, 0, { name: 'src' }),
+          sink: { write: (_buf, at) => (at >= MiB ? Promise.reject(enospc) : Promise.resolve()) },
+          length: LENGTH,
+        }),
+        Error,
+      );
+      expect(err).toBe(enospc);
+    }
+    expect(sharedBlockStats().made).toBe(before);
+    expect((await readFile(f.destFile)).equals(f.data)).toBe(true);
+  });
+
+  it('is never handed to two moves at once: concurrent moves each write and hash their own bytes', async () => {
+    const a = await files();
+    const b = await files();
+    const c = await files();
+    const before = sharedBlockStats().made;
+    const results = await Promise.all(
+      [a, b, c].map((f) =>
+        moveBytes({
+          source: fileRange(f.src, 0, { name: 'src' }),
+          sink: fileRange(f.dest, 0, { name: 'dest' }),
+          length: LENGTH,
+        }),
+      ),
+    );
+    for (const [i, f] of [a, b, c].entries()) {
+      expect(results[i]!.sha256).toBe(sha(f.data));
+      expect((await readFile(f.destFile)).equals(f.data)).toBe(true);
+    }
+    // At most one more ring per move beyond those already pooled, and all of them back in the pool.
+    expect(sharedBlockStats().made - before).toBeLessThanOrEqual(3 * RING);
+    expect(sharedBlockStats().pooled).toBe(sharedBlockStats().made);
   });
 });

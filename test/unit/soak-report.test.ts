@@ -149,6 +149,24 @@ describe('memory growth', () => {
     expect(growthPerHour(samples, 'worker') / MiB).toBeCloseTo(12);
     expect(growthPerHour(samples, 'datapath')).toBe(0);
   });
+
+  it("after warm-up leaves out each worker process's first minutes and the others' first minutes of the soak", () => {
+    // Each worker rises 100 MiB in its first minute, then 1 MiB per 10 minutes (6 MiB/h); the
+    // server rises 50 MiB in the soak's first minute, then not at all.
+    const samples = [
+      sample(0, 100, 1, 200),
+      sample(1, 200, 1, 250),
+      sample(2, 200, 1, 250),
+      sample(12, 201, 1, 250),
+      sample(13, 100, 2, 250),
+      sample(14, 200, 2, 250),
+      sample(15, 200, 2, 250),
+      sample(25, 201, 2, 250),
+    ];
+    expect(growthPerHour(samples, 'worker') / MiB).toBeGreaterThan(100);
+    expect(growthPerHour(samples, 'worker', 2 * 60_000) / MiB).toBeCloseTo(6);
+    expect(growthPerHour(samples, 'server', 2 * 60_000)).toBe(0);
+  });
 });
 
 describe('the memory table', () => {
@@ -187,6 +205,9 @@ describe('the closing table', () => {
     expect(table).toContain('seed 9');
     expect(table).toContain(
       '| **growth/h (linear fit over all 2 samples)** | 60.0 MiB/h | per process, over 1 process(es) | 60.0 MiB/h | 0.0 MiB/h | 0.0 MiB/h |',
+    );
+    expect(table).toContain(
+      "| **growth/h after warm-up (samples 2 min or more after each process's start)** | – | per process | – | – | |",
     );
     expect(table).toContain('Verdict: PASS');
     expect(passed(s)).toBe(true);

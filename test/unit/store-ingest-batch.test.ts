@@ -7,10 +7,11 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { changedChunks } from '../../src/store/changed';
 import { ChunkStore } from '../../src/store/chunk-store';
 import { ingestFile } from '../../src/store/ingest';
+import { VolumeHasher } from '../../src/store/volume-hash';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -64,6 +65,37 @@ describe('the ingest', () => {
     const r = await ingestFile({ store, file, job: 'j', index: head('vm-01@20261129T000000Z', 4 * MiB) });
     expect(r).toMatchObject({ readChunks: 11, readBytes: bytes.length });
     expect(r.index.sha256).toBe(sha(bytes));
+  });
+
+  it('reuses the few buffers it shares with the hashing thread, and every chunk it stores holds its own bytes', async () => {
+    // The thread keeps every buffer it was sent until its own rare garbage collection: a buffer per
+    // chunk held the whole volume in memory until the ingest ended.
+    const dir = tmp();
+    const store = new ChunkStore(path.join(dir, 'store'));
+    const file = path.join(dir, 'v.img');
+    const bytes = randomBytes(40 * MiB);
+    writeFileSync(file, bytes);
+    const block = VolumeHasher.prototype.block;
+    const shared = new Set<ArrayBufferLike>();
+    const spy = vi.spyOn(VolumeHasher.prototype, 'block').mockImplementation(function (this: VolumeHasher, n) {
+      const b = block.call(this, n);
+      shared.add(b.buffer);
+      return b;
+    });
+    try {
+      const r = await ingestFile({ store, file, job: 'j', index: head('vm-01@20261129T000000Z', 256 * KiB) });
+      expect(r).toMatchObject({ readChunks: 160, newChunks: 160 });
+      expect(r.index.sha256).toBe(sha(bytes));
+      for (const [i, d] of r.index.chunks.entries()) {
+        expect(d).toBe(sha(bytes.subarray(i * 256 * KiB, (i + 1) * 256 * KiB)));
+        expect((await store.get(d)).equals(bytes.subarray(i * 256 * KiB, (i + 1) * 256 * KiB))).toBe(true);
+      }
+      // The read ahead, the hashes queued on the thread and the writes in flight, not 160 chunks.
+      expect(spy).toHaveBeenCalledTimes(160);
+      expect(shared.size).toBeLessThanOrEqual(16);
+    } finally {
+      spy.mockRestore();
+    }
   });
 
   it('reads only the chunks marked changed, and then records no whole-volume SHA-256', async () => {

@@ -1,8 +1,9 @@
 /**
- * A backup whose data is complete outlasts a resource pool that does not answer its release for a
- * while (as after a worker kill on a loaded machine): the release is tried again until the pool is
- * back, the backup completes and the devices end released.
+ * A backup whose data is complete, and a restore whose pieces are read, outlast a resource pool that
+ * does not answer their release for a while (as after a worker kill on a loaded machine): the
+ * release is tried again until the pool is back, the job completes and the devices end released.
  */
+import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { ServiceError, type Client } from '@temporalio/client';
 import type { ActivityInterceptorsFactory } from '@temporalio/worker';
@@ -14,6 +15,12 @@ import { connectKura, makeLab, sha256, type TestLab } from '../support/harness';
 
 /** Longer than the five attempts (about 8 s) a release had before, well within its bound now. */
 const POOL_SILENT_MS = 9_000;
+/**
+ * A restore releases through an activity, not a local one: its five attempts from 0.5 s took 7.5 s
+ * of backoff plus each attempt's round trip through the server, up to about 14 s on a loaded machine.
+ */
+const RESTORE_POOL_SILENT_MS = 18_000;
+let silentMs = POOL_SILENT_MS;
 
 let lab: TestLab;
 let workers: KuraWorkers;
@@ -30,7 +37,7 @@ const silentPool: ActivityInterceptorsFactory = (ctx) => ({
     async execute(input, next) {
       if (ctx.info.activityType !== 'releaseStreams') return next(input);
       firstRelease ??= Date.now();
-      if (Date.now() - firstRelease < POOL_SILENT_MS) {
+      if (Date.now() - firstRelease < silentMs) {
         attempts.push('failed');
         throw new ServiceError('Workflow Update failed');
       }
@@ -60,6 +67,14 @@ afterAll(async () => {
   lab?.cleanup();
 });
 
+/** Every device of the site's pool that some job still holds, as `device:job`. */
+async function poolHolders(): Promise<string[]> {
+  const tables = await client.workflow.getHandle(poolWorkflowId(lab.site)).query(tablesQuery);
+  return [...tables.servers, ...tables.drives, ...tables.tapes, ...tables.switches, ...tables.libraries].flatMap((r) =>
+    r.holders.map((h) => `${r.name}:${h.job}`),
+  );
+}
+
 describe('the release at the end of a backup', () => {
   it('is tried again while the pool does not answer, and the backup completes with its devices released', async () => {
     const source = await sha256(lab.dataVolume('vm-001'));
@@ -83,5 +98,22 @@ describe('the release at the end of a backup', () => {
       ...tables.libraries,
     ].flatMap((r) => r.holders.map((h) => `${r.name}:${h.job}`));
     expect(holders).toEqual([]);
+  });
+
+  it("is as patient at the end of a restore's cartridge: the restore completes with the backup's bytes", async () => {
+    const backup = await (await kura.startBackup('vm-001')).result();
+    // The pool falls silent again from the restore's first release on.
+    firstRelease = undefined;
+    attempts.length = 0;
+    silentMs = RESTORE_POOL_SILENT_MS;
+    const dest = path.join(lab.dir, 'restores', 'vm-001.img');
+    const restored = await (await kura.startRestore(backup.backupId, dest)).result();
+
+    expect(await sha256(dest)).toBe(backup.sha256);
+    expect(restored.sha256).toBe(backup.sha256);
+    expect(attempts.length).toBeGreaterThan(5);
+    expect(attempts.slice(0, 5)).toEqual(['failed', 'failed', 'failed', 'failed', 'failed']);
+    expect(attempts.at(-1)).toBe('released');
+    expect(await poolHolders()).toEqual([]);
   });
 });
