@@ -250,6 +250,8 @@ describe('a copy device that stops answering', () => {
     const down = unavailableDevices(await kura.pool.tables(lab.site));
     expect(down.map((d) => d.name)).toEqual(['cpd-01']);
     expect(down[0]!.reason).toMatch(/^stopped answering: /);
+    // Marked because it did not answer a probe of its own within the limit.
+    expect(down[0]!.reason).toMatch(/^stopped answering: did not answer a probe within 1.5 s \(job /);
     expect(await scheduled(handle.workflowId)).toEqual([
       `directCopyRun@${copyDeviceTaskQueue('cpd-01', lab.taskQueue)}`,
       `copyRun@${lab.taskQueue.replace(/control$/, 'server-bks-02')}`,
