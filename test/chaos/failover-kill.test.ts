@@ -134,6 +134,7 @@ describe('the worker killed during a failover', () => {
 describe('the worker killed while a stream copies with another standing by', () => {
   it('moves the chunks to the next stream and marks no device, since every device answers a probe', async () => {
     const state = new LabState(lab.paths.labState);
+    const running = procs.find((p) => p.exitCode === null && p.signalCode === null) ?? (await startWorkerProcess());
     // Whatever an earlier case left marked is back in service, so a mark now is this job's.
     for (const d of unavailableDevices(await kura.pool.tables(lab.site)))
       await kura.pool.mark(lab.site, { device: d.name, state: 'available' });
@@ -142,7 +143,6 @@ describe('the worker killed while a stream copies with another standing by', () 
     for (const server of ['bks-01', 'bks-02'])
       state.addFault({ device: server, kind: 'slow', after: { bytes: 0 }, rateBytesPerSec: 2 * MiB, once: false });
     const source = await sha256(lab.dataVolume('vm-001'));
-    const running = procs.find((p) => p.exitCode === null && p.signalCode === null) ?? (await startWorkerProcess());
     const since = state.events().at(-1)?.seq ?? 0;
     const handle = await kura.startBackup('vm-001');
 
@@ -168,14 +168,15 @@ describe('the worker killed while a stream copies with another standing by', () 
       [0, 1, 2, 3, 4, 5, 6, 7, 8, 9].map((n) => [n, n < 1 ? 0 : 1]),
     );
     expect(streams.map((s) => s.outcome)).toEqual(['failed', 'complete']);
+    // No device of the lost copy is out of service.
+    expect(unavailableDevices(await kura.pool.tables(lab.site))).toEqual([]);
     expect(streams[0]!.error).toMatch(
       /^DeviceFault: the copy stopped answering while its devices answer a probe \(bks-01, fcsw-01, lib-01, lib-01-drv-1, L1T\d+\): the worker running it was probably lost$/,
     );
-    // The probe read the drive's cartridge and the others answered; none of them is out of service.
+    // The probe read the drive's cartridge, and every device answered.
     const probed = state.events({ event: 'probe-answered' }).filter((e) => e.seq > since);
     expect(probed.map((e) => e.device)).toContain('lib-01-drv-1');
     expect(state.events({ event: 'probe-failed' }).filter((e) => e.seq > since)).toEqual([]);
-    expect(unavailableDevices(await kura.pool.tables(lab.site))).toEqual([]);
 
     const dest = path.join(lab.dir, 'restores', 'vm-001-lost-worker.img');
     await (await kura.startRestore(report.backupId, dest)).result();
