@@ -33,7 +33,8 @@ import type { DeviceHealth } from '../drivers/types';
 
 /**
  * Since this patch a copy that stopped answering, with no device reporting a fault, marks only the
- * devices that fail or do not answer a probe; runs before it assumed the stream's drive.
+ * devices that fail or do not answer a probe; runs before it assumed the stream's drive
+ * (docs/adr/008-streams-inside-the-backup.md, decision 3).
  */
 const PROBE_DECIDES_PATCH = 'probe-decides-lost-copy';
 
