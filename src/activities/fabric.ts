@@ -13,7 +13,16 @@ const ZoneInput = z.object({
   members: z.array(z.string().min(1)).min(2),
 });
 const UnzoneInput = z.object({ site: z.string().min(1), name: z.string().min(1) });
-const ProbeInput = z.object({ site: z.string().min(1), devices: z.array(z.string().min(1)).min(1) });
+/**
+ * How long a probed device may take to answer: a status or label read answers in milliseconds, so
+ * a device silent this long is hung, while a loaded machine still answers well within it.
+ */
+export const PROBE_TIMEOUT_MS = 5000;
+const ProbeInput = z.object({
+  site: z.string().min(1),
+  devices: z.array(z.string().min(1)).min(1),
+  timeoutMs: z.number().int().min(100).max(60_000).optional(),
+});
 
 /** Creates the fabric activities bound to one worker's fabric and copy device drivers. */
 export function createFabricActivities(deps: { drivers: Pick<Drivers, 'fabric' | 'copy'> }) {
@@ -36,11 +45,15 @@ export function createFabricActivities(deps: { drivers: Pick<Drivers, 'fabric' |
       });
     },
 
-    /** Asks a stream's devices which of them is at fault, after a copy over them stopped answering. */
-    async probeStream(input: { site: string; devices: string[] }): Promise<DeviceHealth[]> {
+    /**
+     * Probes a stream's devices after a copy over them stopped answering: each answers a small real
+     * request through its driver or not, within `timeoutMs` (PROBE_TIMEOUT_MS unless given); the ones that failed or did not
+     * answer are returned, none when all answered (then the copy's worker, not a device, was lost).
+     */
+    async probeStream(input: { site: string; devices: string[]; timeoutMs?: number }): Promise<DeviceHealth[]> {
       return mapFailures(async () => {
         const p = parseWith(ProbeInput, input, 'devices to probe');
-        return drivers.copy.probe(p.site, p.devices);
+        return drivers.copy.probe(p.site, p.devices, { timeoutMs: p.timeoutMs ?? PROBE_TIMEOUT_MS });
       });
     },
   };

@@ -306,10 +306,11 @@ export interface CopyDeviceDriver {
     signal?: AbortSignal,
   ): Promise<{ sha256: string; bytes: number }>;
   /**
-   * Asks each device of a stream for its health (a self-test), after a transfer over them stopped
-   * answering: the ones that report a problem, or none.
+   * Probes each device of a stream with a small real request through its driver, after a transfer
+   * over them stopped answering: the ones that failed the probe or did not answer it within
+   * `timeoutMs`, or none when every device answered.
    */
-  probe(site: string, devices: string[]): Promise<DeviceHealth[]>;
+  probe(site: string, devices: string[], opts?: { timeoutMs?: number }): Promise<DeviceHealth[]>;
 }
 
 export interface VmInfo {

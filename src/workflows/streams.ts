@@ -12,6 +12,7 @@ import {
   TemporalFailure,
   TimeoutFailure,
   isCancellation,
+  patched,
   setHandler,
   sleep,
 } from '@temporalio/workflow';
@@ -28,6 +29,14 @@ import { copyActivities, directCopyActivities, type ControlActivities, type Pool
 import { deviceTrouble, rootFailure } from './failures';
 import { ErrorType, NON_RETRYABLE_ERROR_TYPES } from '../domain/errors';
 import { chunkLandedSignal } from '../messages';
+import type { DeviceHealth } from '../drivers/types';
+
+/**
+ * Since this patch a copy that stopped answering, with no device reporting a fault, marks only the
+ * devices that fail or do not answer a probe; runs before it assumed the stream's drive
+ * (docs/adr/008-streams-inside-the-backup.md, decision 3).
+ */
+const PROBE_DECIDES_PATCH = 'probe-decides-lost-copy';
 
 /** Everything the stream functions share with the backup that runs them. */
 export interface CopyJob {
@@ -737,6 +746,11 @@ async function laneFailed(job: CopyJob, lane: Lane, err: unknown, when: string):
   lane.state = 'failed';
   lane.error = `${root.type}: ${root.message}`;
   const trouble = deviceTrouble(err);
+  if (trouble.device === undefined && trouble.timedOut && patched(PROBE_DECIDES_PATCH)) {
+    await probeLostLane(job, lane, root.type, when);
+    job.op.activity = `stream ${lane.stream.stream} failed ${when}: ${lane.error}`;
+    return;
+  }
   let device = trouble.device;
   let why = root.message;
   if (device === undefined && trouble.timedOut) {
@@ -757,6 +771,39 @@ async function laneFailed(job: CopyJob, lane: Lane, err: unknown, when: string):
     job.marks.push(job.pool.markDevice(job.req.site, { device, state: 'unavailable', reason }).catch(() => undefined));
   }
   job.op.activity = `stream ${lane.stream.stream} failed ${when}: ${root.message}`;
+}
+
+/**
+ * A lane whose copy stopped answering with no device reporting a fault: its devices are probed,
+ * and only those that fail the probe or do not answer it are marked unavailable. When every device
+ * answers, the worker running the copy was lost, not a device: the chunks still move on, but
+ * nothing is marked, so a lost worker takes no healthy drive out of service.
+ */
+async function probeLostLane(job: CopyJob, lane: Lane, type: string, when: string): Promise<void> {
+  const devices = laneDevices(lane);
+  let found: DeviceHealth[];
+  try {
+    // A device is given as long to answer as a copy may go without a heartbeat, within 1 to 5 s.
+    const timeoutMs = Math.min(5000, Math.max(1000, job.req.tuning.copyHeartbeatTimeoutMs));
+    found = await job.control.probeStream({ site: job.req.site, devices, timeoutMs });
+  } catch (e) {
+    // Nothing is known of the devices: marking one would be the guess this rule exists to avoid.
+    lane.error = `${lane.error}; its devices could not be probed (${rootFailure(e).message}), so none was marked unavailable`;
+    return;
+  }
+  if (found.length === 0) {
+    lane.error = `${type}: the copy stopped answering while its devices answer a probe (${devices.join(', ')}): the worker running it was probably lost`;
+    return;
+  }
+  for (const h of found) {
+    const reason =
+      `stopped answering: ${h.reason} (job ${job.workflowId}, stream ${lane.stream.stream}, ${when})`.slice(0, 500);
+    // Marked while the copy goes on: the next chunk need not wait for the pool's bookkeeping.
+    job.marks.push(
+      job.pool.markDevice(job.req.site, { device: h.device, state: 'unavailable', reason }).catch(() => undefined),
+    );
+  }
+  lane.error = `${lane.error}; ${found.map((h) => `${h.device} ${h.reason}`).join('; ')}`;
 }
 
 function allStreamsFailed(job: CopyJob): ApplicationFailure {

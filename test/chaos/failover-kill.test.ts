@@ -2,7 +2,8 @@
  * Chaos: the worker process is killed (SIGKILL) while a backup runs on its second stream after a
  * failover, and started again. The backup must complete without copying a finished chunk again,
  * with exactly one catalog row per chunk in the right place, restore byte for byte, and leave no
- * device reserved and no zone on the fabric.
+ * device reserved and no zone on the fabric. Killed while the first stream copies with the second
+ * standing by, the chunks move over, but no device is marked: each answers a probe.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ChildProcess } from 'node:child_process';
@@ -13,9 +14,11 @@ import { markDeviceSignal, planQuery, tablesQuery } from '../../src/messages';
 import type { BackupReport } from '../../src/domain/jobs';
 import {
   connectKura,
+  eventually,
   makeLab,
   sha256,
   startWorkerProcess as startWorkerProcessOf,
+  unavailableDevices,
   type TestLab,
 } from '../support/harness';
 import { poolWorkflowId, type Kura } from '../../src/client';
@@ -122,6 +125,60 @@ describe('the worker killed during a failover', () => {
       .getHandle(poolWorkflowId(lab.site))
       .signal(markDeviceSignal, { device: 'bks-01', state: 'available' });
     const dest = path.join(lab.dir, 'restores', 'vm-001.img');
+    await (await kura.startRestore(report.backupId, dest)).result();
+    expect(await sha256(dest)).toBe(source);
+    state.close();
+  });
+});
+
+describe('the worker killed while a stream copies with another standing by', () => {
+  it('moves the chunks to the next stream and marks no device, since every device answers a probe', async () => {
+    const state = new LabState(lab.paths.labState);
+    const running = procs.find((p) => p.exitCode === null && p.signalCode === null) ?? (await startWorkerProcess());
+    // Whatever an earlier case left marked is back in service, so a mark now is this job's.
+    for (const d of unavailableDevices(await kura.pool.tables(lab.site)))
+      await kura.pool.mark(lab.site, { device: d.name, state: 'available' });
+    await eventually(async () => unavailableDevices(await kura.pool.tables(lab.site)).length === 0);
+    // 2 MiB/s on both servers: each 4 MiB chunk takes 2 s, so the kill lands inside chunk 1.
+    for (const server of ['bks-01', 'bks-02'])
+      state.addFault({ device: server, kind: 'slow', after: { bytes: 0 }, rateBytesPerSec: 2 * MiB, once: false });
+    const source = await sha256(lab.dataVolume('vm-001'));
+    const since = state.events().at(-1)?.seq ?? 0;
+    const handle = await kura.startBackup('vm-001');
+
+    const deadline = Date.now() + 60_000;
+    let begun = false;
+    while (!begun && Date.now() < deadline) {
+      begun = state.events({ event: 'copy-start' }).some((e) => e.seq > since && Number(e.detail.piece) === 1);
+      if (!begun) await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(begun).toBe(true);
+    running.kill('SIGKILL');
+    await new Promise((r) => running.once('exit', r));
+    state.clearFaults();
+    await startWorkerProcess();
+    const report: BackupReport = await handle.result();
+
+    const catalog = new Catalog(lab.paths.catalog);
+    const pieces = catalog.piecesOf(report.backupId);
+    const streams = catalog.streamsOf(report.backupId);
+    expect(catalog.backup(report.backupId).status).toBe('complete');
+    catalog.close();
+    expect(pieces.map((p) => [p.piece, p.stream])).toEqual(
+      [0, 1, 2, 3, 4, 5, 6, 7, 8, 9].map((n) => [n, n < 1 ? 0 : 1]),
+    );
+    expect(streams.map((s) => s.outcome)).toEqual(['failed', 'complete']);
+    // No device of the lost copy is out of service.
+    expect(unavailableDevices(await kura.pool.tables(lab.site))).toEqual([]);
+    expect(streams[0]!.error).toMatch(
+      /^DeviceFault: the copy stopped answering while its devices answer a probe \(bks-01, fcsw-01, lib-01, lib-01-drv-1, L1T\d+\): the worker running it was probably lost$/,
+    );
+    // The probe read the drive's cartridge, and every device answered.
+    const probed = state.events({ event: 'probe-answered' }).filter((e) => e.seq > since);
+    expect(probed.map((e) => e.device)).toContain('lib-01-drv-1');
+    expect(state.events({ event: 'probe-failed' }).filter((e) => e.seq > since)).toEqual([]);
+
+    const dest = path.join(lab.dir, 'restores', 'vm-001-lost-worker.img');
     await (await kura.startRestore(report.backupId, dest)).result();
     expect(await sha256(dest)).toBe(source);
     state.close();

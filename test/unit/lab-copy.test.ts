@@ -594,3 +594,52 @@ describe('LabCopyDevice: injected faults', () => {
     expect(sha(await readFile(dest))).toBe(sha(lab.source));
   });
 });
+
+describe('LabCopyDevice.probe', () => {
+  it('reports nothing when every device answers, each having read what it holds', async () => {
+    const lab = await makeLab();
+    // A slow device answers: it is slow, not broken.
+    lab.state.addFault({ device: 'bks-01', kind: 'slow', after: { bytes: 0 }, once: false });
+    expect(await lab.copy.probe('hospital', DEVICES, { timeoutMs: 2000 })).toEqual([]);
+    const answered = lab.state.events({ event: 'probe-answered' }).map((e) => e.device);
+    expect(answered.sort()).toEqual([...DEVICES].sort());
+  });
+
+  it('reports a hung device as not answering within the limit, and keeps its fault for the transfer it hangs', async () => {
+    const lab = await makeLab();
+    lab.state.addFault({ device: 'lib-01-drv-1', kind: 'hang', after: { percent: 50 } });
+    expect(await lab.copy.probe('hospital', DEVICES, { timeoutMs: 300 })).toEqual([
+      { device: 'lib-01-drv-1', reason: 'did not answer a probe within 0.3 s' },
+    ]);
+    expect(lab.state.faultsFor(['lib-01-drv-1']).map((f) => f.kind)).toEqual(['hang']);
+  });
+
+  it('answers once a hang is cleared within the limit', async () => {
+    const lab = await makeLab();
+    lab.state.addFault({ device: 'cpd-01', kind: 'hang', after: { bytes: 0 } });
+    setTimeout(() => lab.state.clearFaults('cpd-01'), 200);
+    expect(await lab.copy.probe('hospital', ['cpd-01', 'lib-01-drv-1'], { timeoutMs: 3000 })).toEqual([]);
+  });
+
+  it('reports a failing device with its fault, and a drive whose cartridge reads as another', async () => {
+    const lab = await makeLab();
+    lab.state.addFault({ device: 'fcsw-01', kind: 'fail', after: { percent: 10 } });
+    // The drive holds L1T001, but the cartridge file carries L1T002's label.
+    const other = Buffer.alloc(LABEL_BYTES);
+    const src = await open(labCartridgePath(lab.paths, 'hospital', 'lib-01', 'L1T002'), 'r');
+    await src.read(other, 0, LABEL_BYTES, 0);
+    await src.close();
+    const dst = await open(lab.tapeFile, 'r+');
+    await dst.write(other, 0, LABEL_BYTES, 0);
+    await dst.close();
+    const down = await lab.copy.probe('hospital', DEVICES, { timeoutMs: 2000 });
+    expect(down.map((h) => h.device).sort()).toEqual(['L1T001', 'fcsw-01', 'lib-01-drv-1']);
+    const by = new Map(down.map((h) => [h.device, h.reason]));
+    expect(by.get('fcsw-01')).toMatch(/^failed a probe: lab fault on fcsw-01: injected failure \(lab fault \d+\)$/);
+    expect(by.get('lib-01-drv-1')).toBe(
+      'failed a probe: cartridge L1T001 reads as hospital/lib-01/L1T002, not hospital/lib-01/L1T001',
+    );
+    // The probe took nothing from the fault meant for a transfer.
+    expect(lab.state.faultsFor(['fcsw-01'])).toHaveLength(1);
+  });
+});

@@ -250,6 +250,19 @@ describe('a copy device that stops answering', () => {
     const down = unavailableDevices(await kura.pool.tables(lab.site));
     expect(down.map((d) => d.name)).toEqual(['cpd-01']);
     expect(down[0]!.reason).toMatch(/^stopped answering: /);
+    // Marked because it did not answer a probe of its own within the limit.
+    expect(down[0]!.reason).toMatch(/^stopped answering: did not answer a probe within 1.5 s \(job /);
+    // The run took the probe's patched path, and its own history replays on it.
+    const own = await kura.client.workflow.getHandle(handle.workflowId).fetchHistory();
+    const patches = (own.events ?? []).flatMap((e) =>
+      e.markerRecordedEventAttributes?.markerName === 'core_patch'
+        ? Object.values(e.markerRecordedEventAttributes.details ?? {}).flatMap((d) =>
+            (d.payloads ?? []).map((p) => Buffer.from(p.data ?? []).toString()),
+          )
+        : [],
+    );
+    expect(patches.some((p) => p.includes('probe-decides-lost-copy'))).toBe(true);
+    await expect(replay(own, handle.workflowId)).resolves.toBeUndefined();
     expect(await scheduled(handle.workflowId)).toEqual([
       `directCopyRun@${copyDeviceTaskQueue('cpd-01', lab.taskQueue)}`,
       `copyRun@${lab.taskQueue.replace(/control$/, 'server-bks-02')}`,

@@ -17,14 +17,14 @@ import {
   TapeFullError,
 } from '../../domain/errors';
 import { fileRange } from '../../datamover/file-range';
-import { moveBytes, type ByteSource, type MoveRequest } from '../../datamover/mover';
+import { abortableSleep, moveBytes, type ByteSource, type MoveRequest } from '../../datamover/mover';
 import { StoreName, type StoreName as StoreNameT } from '../../domain/store';
 import { ChunkStore } from '../../store/chunk-store';
 import { storeRoots } from '../../store/lag';
 import { openStoreBackup } from '../../store/range';
 import { newSha256 } from '../../datamover/sha256';
 import { FaultGate } from '../../lab/fault-gate';
-import { LABEL_BYTES, sizeOf } from '../../lab/files';
+import { LABEL_BYTES, readCartridgeLabel, sizeOf } from '../../lab/files';
 import type { LabState } from '../../lab/state';
 import {
   PIECE_HEADER_BYTES,
@@ -54,6 +54,10 @@ export interface LabCopyOptions {
 }
 
 const DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024;
+/** How long a probe waits for a device's answer unless told otherwise. */
+const DEFAULT_PROBE_TIMEOUT_MS = 5000;
+/** How often a probe held by a `hang` fault looks whether the fault was cleared. */
+const PROBE_POLL_MS = 100;
 
 /**
  * The images of the lab arrays' volumes: the volume's file, the replica of its split pair, or one
@@ -444,18 +448,75 @@ export class LabCopyDevice implements CopyDeviceDriver {
   }
 
   /**
-   * The lab's self-test: a device with a `fail` or `hang` fault still registered reports it. A
-   * `slow` device answers, so it is healthy.
+   * The lab's probe: each device answers a small real request, all at once, bounded by
+   * `timeoutMs`. A drive reads the label of the cartridge it holds (or reports itself empty), a
+   * cartridge its own label, a library its drives' contents; every device first meets the faults
+   * registered on it as a transfer would, without consuming them: `fail` fails the probe, `hang`
+   * keeps it from answering until the fault is cleared, `slow` answers. A device that failed or did
+   * not answer in time is reported; one that answered is not.
    */
-  async probe(site: string, devices: string[]): Promise<DeviceHealth[]> {
+  async probe(site: string, devices: string[], opts: { timeoutMs?: number } = {}): Promise<DeviceHealth[]> {
     findSite(this.loaded, site);
-    return this.state
-      .faultsFor(devices)
-      .filter((f) => f.kind !== 'slow')
-      .map((f) => ({
-        device: f.device,
-        reason: `${f.kind === 'hang' ? 'stops answering' : 'fails'} from volume byte ${'bytes' in f.after ? f.after.bytes : `${f.after.percent}%`} (lab fault ${f.id})`,
-      }));
+    const timeoutMs = opts.timeoutMs ?? DEFAULT_PROBE_TIMEOUT_MS;
+    const limit = new AbortController();
+    const timer = setTimeout(() => limit.abort(), timeoutMs);
+    try {
+      const health = await Promise.all(
+        [...new Set(devices)].map(async (device): Promise<DeviceHealth | undefined> => {
+          try {
+            await withinProbe(this.probeOne(site, device, limit.signal), limit.signal);
+            this.state.recordEvent(device, 'probe-answered', { site });
+            return undefined;
+          } catch (err) {
+            const reason = limit.signal.aborted
+              ? `did not answer a probe within ${timeoutMs / 1000} s`
+              : `failed a probe: ${err instanceof Error ? err.message : String(err)}`;
+            this.state.recordEvent(device, 'probe-failed', { site, reason });
+            return { device, reason };
+          }
+        }),
+      );
+      return health.filter((h): h is DeviceHealth => h !== undefined);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** One device's answer to a probe: its faults as a transfer meets them, then its real I/O. */
+  private async probeOne(site: string, device: string, signal: AbortSignal): Promise<void> {
+    for (const f of this.state.faultsFor([device])) {
+      if (f.kind === 'fail')
+        throw new DeviceFaultError(device, `lab fault on ${device}: injected failure (lab fault ${f.id})`);
+      // A hung device answers nothing until its fault is gone; the probe's time limit ends the wait.
+      while (f.kind === 'hang' && !signal.aborted && this.state.faultsFor([device]).some((x) => x.id === f.id)) {
+        await abortableSleep(PROBE_POLL_MS, signal);
+      }
+    }
+    const libraries = findSite(this.loaded, site).libraries;
+    const driveOf = libraries.find((l) => l.drives.some((d) => d.id === device));
+    const tapeOf = libraries.find((l) => l.cartridges.some((c) => c.id === device));
+    const library = libraries.find((l) => l.name === device);
+    if (driveOf !== undefined) {
+      // A drive reads the label of the cartridge it holds, as a real drive reads its position.
+      const tape = this.state.driveContents(site, device);
+      if (tape !== null) await this.checkLabel(site, driveOf.name, tape, device);
+    } else if (tapeOf !== undefined) {
+      await this.checkLabel(site, tapeOf.name, device, device);
+    } else if (library !== undefined) {
+      for (const d of library.drives) this.state.driveContents(site, d.id);
+    }
+  }
+
+  /** Reads a cartridge's label and checks it names the cartridge: DeviceFaultError on `device` otherwise. */
+  private async checkLabel(site: string, library: string, tape: string, device: string): Promise<void> {
+    const { file } = await cartridgeFile(this.paths, site, library, tape);
+    const label = await readCartridgeLabel(file);
+    if (label.site !== site || label.library !== library || label.tape !== tape) {
+      throw new DeviceFaultError(
+        device,
+        `cartridge ${tape} reads as ${label.site}/${label.library}/${label.tape}, not ${site}/${library}/${tape}`,
+      );
+    }
   }
 
   /**
@@ -594,4 +655,14 @@ function requireInt(n: number, what: string, min: number, why?: string): void {
 /** A piece's position on a cartridge: a whole number of bytes past the cartridge's label. */
 function requirePosition(position: number, what: string): void {
   requireInt(position, what, LABEL_BYTES, `the first ${LABEL_BYTES} bytes of a cartridge hold its label`);
+}
+
+/** A probe's answer, or a rejection as soon as its time limit passes (the answer is then ignored). */
+function withinProbe(answer: Promise<void>, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onAbort = () => reject(new Error('the probe timed out'));
+    if (signal.aborted) return onAbort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    answer.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
 }
