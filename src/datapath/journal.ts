@@ -183,29 +183,7 @@ export class Journal {
     data: Buffer | null,
     receivedAt: number,
   ): Promise<JournalEntry> {
-    const seq = ++this.seq;
-    const dataBytes = kind === JournalKind.Write ? length : 0;
-    const h = Buffer.allocUnsafe(JOURNAL_HEADER_BYTES);
-    h.writeUInt32LE(MAGIC, 0);
-    h.writeUInt8(0, 8);
-    h.writeUInt8(kind, 9);
-    h.writeUInt16LE(0, 10);
-    h.writeBigUInt64LE(BigInt(seq), 12);
-    h.writeDoubleLE(receivedAt, 20);
-    h.writeBigUInt64LE(BigInt(offset), 28);
-    h.writeUInt32LE(length, 36);
-    const body = dataBytes && data ? data.subarray(0, dataBytes) : EMPTY;
-    h.writeUInt32LE(crc32(body, crc32(h.subarray(9))), 4);
-    const entry: JournalEntry = {
-      seq,
-      kind,
-      receivedAt,
-      offset,
-      length,
-      data: dataBytes ? body : null,
-      reflected: false,
-      position: 0,
-    };
+    const { header: h, body, entry } = encodeRecord(++this.seq, kind, offset, length, data, receivedAt);
     if (this.canAppendNow(body.length)) {
       try {
         this.writeNow(h, body, entry);
@@ -240,30 +218,10 @@ export class Journal {
   appendNow(kind: JournalKind, offset: number, length: number, data: Buffer | null, receivedAt: number): JournalEntry {
     const dataBytes = kind === JournalKind.Write ? length : 0;
     if (!this.canAppendNow(dataBytes)) throw new Error('journal: a record cannot be appended on the spot now');
-    const seq = this.seq + 1;
-    const h = Buffer.allocUnsafe(JOURNAL_HEADER_BYTES);
-    h.writeUInt32LE(MAGIC, 0);
-    h.writeUInt8(0, 8);
-    h.writeUInt8(kind, 9);
-    h.writeUInt16LE(0, 10);
-    h.writeBigUInt64LE(BigInt(seq), 12);
-    h.writeDoubleLE(receivedAt, 20);
-    h.writeBigUInt64LE(BigInt(offset), 28);
-    h.writeUInt32LE(length, 36);
-    const body = dataBytes && data ? data.subarray(0, dataBytes) : EMPTY;
-    h.writeUInt32LE(crc32(body, crc32(h.subarray(9))), 4);
-    const entry: JournalEntry = {
-      seq,
-      kind,
-      receivedAt,
-      offset,
-      length,
-      data: dataBytes ? body : null,
-      reflected: false,
-      position: 0,
-    };
-    this.writeNow(h, body, entry);
-    this.seq = seq;
+    // The number is taken only once the record is in the file: a failed write leaves it to the next.
+    const { header, body, entry } = encodeRecord(this.seq + 1, kind, offset, length, data, receivedAt);
+    this.writeNow(header, body, entry);
+    this.seq = entry.seq;
     return entry;
   }
 
@@ -384,4 +342,38 @@ export class Journal {
     await this.closeFile(false);
     await rm(this.file, { force: true });
   }
+}
+
+/** One journal record: its header (with the CRC over the header's tail and the data), its data, and the entry it becomes. */
+function encodeRecord(
+  seq: number,
+  kind: JournalKind,
+  offset: number,
+  length: number,
+  data: Buffer | null,
+  receivedAt: number,
+): { header: Buffer; body: Buffer; entry: JournalEntry } {
+  const dataBytes = kind === JournalKind.Write ? length : 0;
+  const header = Buffer.allocUnsafe(JOURNAL_HEADER_BYTES);
+  header.writeUInt32LE(MAGIC, 0);
+  header.writeUInt8(0, 8);
+  header.writeUInt8(kind, 9);
+  header.writeUInt16LE(0, 10);
+  header.writeBigUInt64LE(BigInt(seq), 12);
+  header.writeDoubleLE(receivedAt, 20);
+  header.writeBigUInt64LE(BigInt(offset), 28);
+  header.writeUInt32LE(length, 36);
+  const body = dataBytes && data ? data.subarray(0, dataBytes) : EMPTY;
+  header.writeUInt32LE(crc32(body, crc32(header.subarray(9))), 4);
+  const entry: JournalEntry = {
+    seq,
+    kind,
+    receivedAt,
+    offset,
+    length,
+    data: dataBytes ? body : null,
+    reflected: false,
+    position: 0,
+  };
+  return { header, body, entry };
 }
