@@ -20,6 +20,7 @@ import { labVolumePath, sizeOf, writeVolume } from '../../lab/files';
 import { copyFile, copyFileAtomic, sha256File } from '../../datamover/files';
 import { sha256Hex } from '../../datamover/sha256';
 import type { HypervisorDriver, ImageRef, ProgressFn, RebuildImages, VmHealth, VmInfo, VmRequest } from '../types';
+import { requireImagesOf } from '../rebuild-images';
 import { LabDrillHosts, type DrillVolume } from './drill-host';
 import { findSite, findVolume } from './storage';
 
@@ -305,17 +306,7 @@ export class LabHypervisor implements HypervisorDriver {
     };
     const softwareVolume = place('software');
     const dataVolume = place('data');
-    for (const [role, img] of [
-      ['software', images.software],
-      ['data', images.data],
-    ] as const) {
-      if (!existsSync(img.file))
-        throw new NotFoundError(`image ${img.imageId} has no file at ${img.file}`, { imageId: img.imageId });
-      if (img.sizeBytes !== definitionVolume(def, role).sizeBytes)
-        throw new InvalidInputError(
-          `the ${role} image ${img.imageId} is ${img.sizeBytes} bytes but ${def.name}'s definition says ${definitionVolume(def, role).sizeBytes}; the image is not of this VM`,
-        );
-    }
+    requireImagesOf(def, images);
     if (target.isolated) return this.createOnDrillHost(def, target, images);
     const ms = def.health.bootMs ?? this.loaded.config.lab.osReboot;
     this.state.vmRequestOnce(req.request, site, target.name, 'vm-create', () => {

@@ -12,14 +12,15 @@ import * as path from 'node:path';
 import type { LoadedConfig } from '../../config/load';
 import { findSite, requireHost } from '../../config/targets';
 import { z } from 'zod';
-import { ChecksumMismatchError, DeviceFaultError, InvalidInputError, NotFoundError } from '../../domain/errors';
+import { ChecksumMismatchError, DeviceFaultError, NotFoundError } from '../../domain/errors';
 import type { Vm } from '../../domain/inventory';
 import type { RestartScope } from '../../domain/ladder';
-import { VmDefinitionSchema, definitionVolume, type VmDefinition } from '../../domain/vm-image';
+import { VmDefinitionSchema, type VmDefinition } from '../../domain/vm-image';
 import { parseWith } from '../../domain/validate';
 import { sha256File } from '../../datamover/files';
 import { sha256Hex } from '../../datamover/sha256';
 import type { HypervisorDriver, ImageRef, ProgressFn, RebuildImages, VmHealth, VmInfo, VmRequest } from '../types';
+import { requireImagesOf } from '../rebuild-images';
 import { execRunner, runTool, type Runner } from './run';
 
 export interface LibvirtOptions {
@@ -303,17 +304,7 @@ export class LibvirtHypervisor implements HypervisorDriver {
   ): Promise<{ softwareVolume: string; dataVolume: string }> {
     const def = parseWith(VmDefinitionSchema, definition, 'VM definition');
     if (!target.isolated) requireHost(findSite(this.loaded.config, def.site), target.host);
-    for (const [role, img] of [
-      ['software', images.software],
-      ['data', images.data],
-    ] as const) {
-      if (!existsSync(img.file))
-        throw new NotFoundError(`image ${img.imageId} has no file at ${img.file}`, { imageId: img.imageId });
-      if (img.sizeBytes !== definitionVolume(def, role).sizeBytes)
-        throw new InvalidInputError(
-          `the ${role} image ${img.imageId} is ${img.sizeBytes} bytes but ${def.name}'s definition says ${definitionVolume(def, role).sizeBytes}; the image is not of this VM`,
-        );
-    }
+    requireImagesOf(def, images);
     const name = target.name;
     const dir = this.createdDir(target);
     const uri = this.hostUri(target.host);
