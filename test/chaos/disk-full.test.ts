@@ -5,7 +5,6 @@
  * backup runs again and restores byte-identical.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync } from 'node:fs';
 import * as path from 'node:path';
 import { Catalog } from '../../src/catalog/store';
@@ -15,6 +14,7 @@ import type { StoreBackupReport } from '../../src/domain/store';
 import type { Kura } from '../../src/client';
 import type { Client } from '@temporalio/client';
 import type { KuraWorkers } from '../../src/worker';
+import { SmallFileSystem } from '../support/small-fs';
 import { connectKura, failureOf, makeLab, sha256, startWorkers, uniqueId, type TestLab } from '../support/harness';
 
 const MiB = 1024 * 1024;
@@ -25,20 +25,15 @@ let kura: Kura;
 let client: Client;
 let close: () => Promise<void>;
 let mountPoint: string;
-let image: string;
-let mounted = false;
+let small: SmallFileSystem | undefined;
 
 beforeAll(async () => {
   lab = await makeLab({ vms: 1, dataVolumeSize: 8 * MiB, edit: (cfg) => void (cfg.store = { chunkSize: '64KiB' }) });
   // A 4 MiB ext4 (about 2.5 MiB usable) mounted where the first store lives: an 8 MiB volume of
   // random bytes does not fit.
-  image = path.join(lab.dir, 'small-fs.img');
   mountPoint = path.join(lab.paths.home, 'store', 'primary');
   mkdirSync(mountPoint, { recursive: true });
-  execFileSync('truncate', ['-s', '4M', image]);
-  execFileSync('mkfs.ext4', ['-q', '-F', image]);
-  execFileSync('mount', ['-o', 'loop', image, mountPoint]);
-  mounted = true;
+  small = SmallFileSystem.mount(path.join(lab.dir, 'small-fs.img'), mountPoint);
   workers = await startWorkers(lab);
   ({ kura, client, close } = await connectKura(lab));
 });
@@ -46,8 +41,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await close?.();
   await workers?.shutdown();
-  // `umount` of a loop mount set up by `mount -o loop` detaches the loop device too.
-  if (mounted) execFileSync('umount', [mountPoint]);
+  small?.unmount();
   lab?.cleanup();
 });
 
@@ -81,8 +75,7 @@ describe('the store’s file system full during a backup', () => {
     expect(rows.map((r) => [r.status, r.error?.split(':')[0]])).toEqual([['failed', ErrorType.StorageFull]]);
 
     // With room again (the store moved off the small file system), the backup runs and restores.
-    execFileSync('umount', [mountPoint]);
-    mounted = false;
+    small!.unmount();
     const source = await sha256(lab.dataVolume(v.name));
     const report = await run('2026-11-29T03:00:00.000Z');
     const dest = path.join(lab.dir, 'restores', 'after-full.img');

@@ -7,7 +7,6 @@
  * byte-identical.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync } from 'node:child_process';
 import { cpSync, mkdtempSync, rmSync } from 'node:fs';
 import * as path from 'node:path';
 import { Catalog } from '../../src/catalog/store';
@@ -16,6 +15,7 @@ import { poolWorkflowId, type Kura } from '../../src/client';
 import { tablesQuery } from '../../src/messages';
 import type { Client } from '@temporalio/client';
 import type { KuraWorkers } from '../../src/worker';
+import { SmallFileSystem } from '../support/small-fs';
 import { connectKura, failureOf, makeLab, sha256, startWorkers, type TestLab } from '../support/harness';
 
 const MiB = 1024 * 1024;
@@ -26,7 +26,7 @@ let kura: Kura;
 let client: Client;
 let close: () => Promise<void>;
 let libraries: string;
-let mounted = false;
+let small: SmallFileSystem | undefined;
 
 beforeAll(async () => {
   lab = await makeLab({ vms: 1, dataVolumeSize: 8 * MiB, pieceSize: '1MiB', streams: 1, deviceAttempts: 2 });
@@ -36,10 +36,7 @@ beforeAll(async () => {
   const image = path.join(lab.dir, 'small-fs.img');
   const saved = mkdtempSync(path.join(lab.dir, 'cartridges-'));
   cpSync(libraries, saved, { recursive: true });
-  execFileSync('truncate', ['-s', '4M', image]);
-  execFileSync('mkfs.ext4', ['-q', '-F', image]);
-  execFileSync('mount', ['-o', 'loop', image, libraries]);
-  mounted = true;
+  small = SmallFileSystem.mount(image, libraries);
   cpSync(saved, libraries, { recursive: true });
   rmSync(saved, { recursive: true, force: true });
   workers = await startWorkers(lab);
@@ -49,8 +46,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await close?.();
   await workers?.shutdown();
-  // `umount` of a loop mount set up by `mount -o loop` detaches the loop device too.
-  if (mounted) execFileSync('umount', [libraries]);
+  small?.unmount();
   lab?.cleanup();
 });
 
@@ -84,8 +80,7 @@ describe('the cartridges’ file system full during a tape backup', () => {
     expect(rows[0]!.error).toContain(reason);
 
     // With room again (the cartridges back on the lab's own file system), the backup runs and restores.
-    execFileSync('umount', [libraries]);
-    mounted = false;
+    small!.unmount();
     const source = await sha256(lab.dataVolume('vm-001'));
     const report = await (await kura.startBackup('vm-001')).result();
     expect(report.sha256).toBe(source);
