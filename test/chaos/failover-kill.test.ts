@@ -77,11 +77,7 @@ describe('the worker killed during a failover', () => {
     await startWorkerProcess();
     const report: BackupReport = await handle.result();
 
-    const catalog = new Catalog(lab.paths.catalog);
-    const pieces = catalog.piecesOf(report.backupId);
-    const streams = catalog.streamsOf(report.backupId);
-    expect(catalog.backup(report.backupId).status).toBe('complete');
-    catalog.close();
+    const { pieces, streams } = completeBackup(report.backupId);
     expect(pieces.map((p) => [p.piece, p.stream])).toEqual(
       [0, 1, 2, 3, 4, 5, 6, 7, 8, 9].map((n) => [n, n < 2 ? 0 : 1]),
     );
@@ -159,11 +155,7 @@ describe('the worker killed while a stream copies with another standing by', () 
     await startWorkerProcess();
     const report: BackupReport = await handle.result();
 
-    const catalog = new Catalog(lab.paths.catalog);
-    const pieces = catalog.piecesOf(report.backupId);
-    const streams = catalog.streamsOf(report.backupId);
-    expect(catalog.backup(report.backupId).status).toBe('complete');
-    catalog.close();
+    const { pieces, streams } = completeBackup(report.backupId);
     expect(pieces.map((p) => [p.piece, p.stream])).toEqual(
       [0, 1, 2, 3, 4, 5, 6, 7, 8, 9].map((n) => [n, n < 1 ? 0 : 1]),
     );
@@ -184,3 +176,14 @@ describe('the worker killed while a stream copies with another standing by', () 
     state.close();
   });
 });
+
+/** A backup the catalog holds complete: its pieces and its streams. */
+function completeBackup(backupId: string) {
+  const catalog = new Catalog(lab.paths.catalog);
+  try {
+    expect(catalog.backup(backupId).status).toBe('complete');
+    return { pieces: catalog.piecesOf(backupId), streams: catalog.streamsOf(backupId) };
+  } finally {
+    catalog.close();
+  }
+}
