@@ -24,6 +24,16 @@ interface SnapBlock {
   mainSeq: number;
 }
 
+/** A block's byte range on the volume, and the part `[from, to)` of it that a journal entry covers. */
+interface BlockSpan {
+  start: number;
+  len: number;
+  from: number;
+  to: number;
+  /** The entry covers the whole block, so nothing of its old bytes survives. */
+  whole: boolean;
+}
+
 /** The indexes of the blocks a byte range touches, ascending. */
 export function blocksOf(offset: number, length: number): number[] {
   if (length === 0) return [];
@@ -75,18 +85,13 @@ export class SnapshotMap {
    */
   async apply(e: Pick<JournalEntry, 'seq' | 'kind' | 'offset' | 'length' | 'data'>, readBase: ReadBase): Promise<void> {
     for (const b of blocksOf(e.offset, e.length)) {
-      const start = b * BLOCK_BYTES;
-      const len = Math.min(BLOCK_BYTES, this.sizeBytes - start);
-      const from = Math.max(start, e.offset);
-      const to = Math.min(start + len, e.offset + e.length);
+      const span = this.spanOf(b, e);
       const prev = this.blocks.get(b);
       // Blocks are replaced, never changed in place: a read holding the old one stays consistent.
-      const whole = from === start && to === start + len;
-      const data = whole ? Buffer.alloc(len) : Buffer.from(prev ? prev.data : await readBase(start, len));
-      if (e.kind === JournalKind.Write && e.data) e.data.copy(data, from - start, from - e.offset, to - e.offset);
-      else data.fill(0, from - start, to - start);
-      this.blocks.set(b, { data, seq: e.seq, mainSeq: prev?.mainSeq ?? 0 });
-      this.dirty.add(b);
+      const data = span.whole
+        ? Buffer.alloc(span.len)
+        : Buffer.from(prev ? prev.data : await readBase(span.start, span.len));
+      this.put(b, e, span, data, prev);
     }
   }
 
@@ -96,22 +101,42 @@ export class SnapshotMap {
    */
   applyNow(e: Pick<JournalEntry, 'seq' | 'kind' | 'offset' | 'length' | 'data'>, readBaseNow: ReadBaseNow): void {
     for (const b of blocksOf(e.offset, e.length)) {
-      const start = b * BLOCK_BYTES;
-      const len = Math.min(BLOCK_BYTES, this.sizeBytes - start);
-      const from = Math.max(start, e.offset);
-      const to = Math.min(start + len, e.offset + e.length);
+      const span = this.spanOf(b, e);
       const prev = this.blocks.get(b);
-      const whole = from === start && to === start + len;
       let data: Buffer;
-      if (whole) data = Buffer.allocUnsafe(len);
+      // A whole block is overwritten entirely by `put`, so it needs no zeroing first.
+      if (span.whole) data = Buffer.allocUnsafe(span.len);
       else if (prev) data = Buffer.from(prev.data);
-      else readBaseNow((data = Buffer.allocUnsafe(len)), start);
-      // A whole block is overwritten entirely by either branch, so it needs no zeroing first.
-      if (e.kind === JournalKind.Write && e.data) e.data.copy(data, from - start, from - e.offset, to - e.offset);
-      else data.fill(0, from - start, to - start);
-      this.blocks.set(b, { data, seq: e.seq, mainSeq: prev?.mainSeq ?? 0 });
-      this.dirty.add(b);
+      else readBaseNow((data = Buffer.allocUnsafe(span.len)), span.start);
+      this.put(b, e, span, data, prev);
     }
+  }
+
+  /** Where block `b` lies on the volume (its last block may be short), and the part of it the entry covers. */
+  private spanOf(b: number, e: Pick<JournalEntry, 'offset' | 'length'>): BlockSpan {
+    const start = b * BLOCK_BYTES;
+    const len = Math.min(BLOCK_BYTES, this.sizeBytes - start);
+    const from = Math.max(start, e.offset);
+    const to = Math.min(start + len, e.offset + e.length);
+    return { start, len, from, to, whole: from === start && to === start + len };
+  }
+
+  /**
+   * Lays the entry's part of block `b` (its bytes, or zeros for a trim) over `data`, the block's
+   * new bytes, and records them as the block's latest, not yet on main storage.
+   */
+  private put(
+    b: number,
+    e: Pick<JournalEntry, 'seq' | 'kind' | 'offset' | 'data'>,
+    span: BlockSpan,
+    data: Buffer,
+    prev: SnapBlock | undefined,
+  ): void {
+    const { start, from, to } = span;
+    if (e.kind === JournalKind.Write && e.data) e.data.copy(data, from - start, from - e.offset, to - e.offset);
+    else data.fill(0, from - start, to - start);
+    this.blocks.set(b, { data, seq: e.seq, mainSeq: prev?.mainSeq ?? 0 });
+    this.dirty.add(b);
   }
 
   /**
