@@ -109,6 +109,17 @@ const sample = (min: number, worker: number, pid: number, server: number, dbByte
   dbBytes,
 });
 
+/**
+ * A run of samples given column by column: the minute of each, the worker's and the server's RSS
+ * in MiB then, and the pid of the worker process that was sampled.
+ */
+function series(c: { minute: number[]; worker: number[]; pid: number[]; server: number[] }): MemorySample[] {
+  if (![c.worker, c.pid, c.server].every((col) => col.length === c.minute.length)) {
+    throw new Error('every column of a series needs one value per minute');
+  }
+  return c.minute.map((m, i) => sample(m, c.worker[i]!, c.pid[i]!, c.server[i]!));
+}
+
 describe('memory growth', () => {
   it('is the least-squares slope of the samples', () => {
     expect(
@@ -138,13 +149,12 @@ describe('memory growth', () => {
   it('is fitted per hour, and for the worker per process across its restarts', () => {
     // Server: +1 MiB every 10 minutes = 6 MiB/h. Worker: +2 MiB per 10 min in each process; the
     // successor of a killed one starts small, which must not read as shrinkage.
-    const samples = [
-      sample(0, 100, 1, 200),
-      sample(10, 102, 1, 201),
-      sample(20, 104, 1, 202),
-      sample(30, 80, 2, 203),
-      sample(40, 82, 2, 204),
-    ];
+    const samples = series({
+      minute: [0, 10, 20, 30, 40],
+      worker: [100, 102, 104, 80, 82],
+      pid: [1, 1, 1, 2, 2],
+      server: [200, 201, 202, 203, 204],
+    });
     expect(growthPerHour(samples, 'server') / MiB).toBeCloseTo(6);
     expect(growthPerHour(samples, 'worker') / MiB).toBeCloseTo(12);
     expect(growthPerHour(samples, 'datapath')).toBe(0);
@@ -153,16 +163,12 @@ describe('memory growth', () => {
   it("after warm-up leaves out each worker process's first minutes and the others' first minutes of the soak", () => {
     // Each worker rises 100 MiB in its first minute, then 1 MiB per 10 minutes (6 MiB/h); the
     // server rises 50 MiB in the soak's first minute, then not at all.
-    const samples = [
-      sample(0, 100, 1, 200),
-      sample(1, 200, 1, 250),
-      sample(2, 200, 1, 250),
-      sample(12, 201, 1, 250),
-      sample(13, 100, 2, 250),
-      sample(14, 200, 2, 250),
-      sample(15, 200, 2, 250),
-      sample(25, 201, 2, 250),
-    ];
+    const samples = series({
+      minute: [0, 1, 2, 12, 13, 14, 15, 25],
+      worker: [100, 200, 200, 201, 100, 200, 200, 201],
+      pid: [1, 1, 1, 1, 2, 2, 2, 2],
+      server: [200, 250, 250, 250, 250, 250, 250, 250],
+    });
     expect(growthPerHour(samples, 'worker') / MiB).toBeGreaterThan(100);
     expect(growthPerHour(samples, 'worker', 2 * 60_000) / MiB).toBeCloseTo(6);
     expect(growthPerHour(samples, 'server', 2 * 60_000)).toBe(0);
