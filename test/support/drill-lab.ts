@@ -8,7 +8,8 @@ import type { ConfigInput } from '../../src/domain/inventory';
 import { KuraDrills } from '../../src/api/drills';
 import { ClassName } from '../../src/domain/classes';
 import type { KuraWorkers } from '../../src/worker';
-import { connectKura, makeLab, startWorkers, uniqueId, type TestLab } from './harness';
+import { uniqueId, type TestLab } from './harness';
+import { openWorkflowLab } from './workflow-lab';
 
 const MiB = 1024 * 1024;
 
@@ -29,7 +30,7 @@ export interface DrillLab {
 export async function makeDrillLab(
   opts: { installation?: string; edit?: (cfg: ConfigInput) => void } = {},
 ): Promise<DrillLab> {
-  const lab = await makeLab({
+  const { lab, workers, kura, client, close } = await openWorkflowLab({
     vms: 1,
     dataVolumeSize: 1 * MiB,
     softwareVolumeSize: 512 * 1024,
@@ -44,8 +45,6 @@ export async function makeDrillLab(
       opts.edit?.(cfg);
     },
   });
-  const workers = await startWorkers(lab);
-  const { kura, client, close } = await connectKura(lab);
   const drills = new KuraDrills(client, lab.loaded, kura.taskQueue);
   const prefix = opts.installation === undefined ? '' : `${opts.installation}/`;
   // Every class backed up at one instant inside the clients' window, then the copy synced.

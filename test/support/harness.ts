@@ -108,10 +108,13 @@ export async function makeLab(opts: LabOptions = {}): Promise<TestLab> {
   };
 }
 
-/** Runs Kura's workers for the lab in this process, against the test run's dev server. */
-export async function startWorkers(lab: TestLab): Promise<KuraWorkers> {
+/**
+ * Runs Kura's workers for the lab in this process, against the test run's dev server; `loaded`
+ * runs them on another configuration of the lab than the one it was made with.
+ */
+export async function startWorkers(lab: TestLab, loaded: LoadedConfig = lab.loaded): Promise<KuraWorkers> {
   return startKuraWorkers({
-    loaded: lab.loaded,
+    loaded,
     address: inject('temporalAddress'),
     namespace: inject('temporalNamespace'),
     taskQueue: lab.taskQueue,

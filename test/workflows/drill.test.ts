@@ -14,27 +14,16 @@ import { inject } from 'vitest';
 import { Worker } from '@temporalio/worker';
 import { historyFromJSON } from '@temporalio/common/lib/proto-utils';
 import { kuraDataConverter } from '../../src/codec/data-converter';
-import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
-import { loadConfig } from '../../src/config/load';
+import { parse as parseYaml } from 'yaml';
 import { DrillLog } from '../../src/catalog/drills';
 import { Catalog } from '../../src/catalog/store';
 import { drillScheduleId, type KuraDrills } from '../../src/api/drills';
-import { ClassName, classVolumes } from '../../src/domain/classes';
-import { labVolumePath } from '../../src/lab/files';
 import { ChunkStore } from '../../src/store/chunk-store';
-import { startKuraWorkers, type KuraWorkers } from '../../src/worker';
+import type { KuraWorkers } from '../../src/worker';
 import type { DrillReport } from '../../src/workflows/drill';
-import {
-  cliJson,
-  runKura,
-  failureOf,
-  sha256,
-  startWorkers,
-  treeFingerprint,
-  uniqueId,
-  type TestLab,
-} from '../support/harness';
+import { cliJson, runKura, failureOf, startWorkers, treeFingerprint, uniqueId, type TestLab } from '../support/harness';
 import { makeDrillLab } from '../support/drill-lab';
+import { classVolumeDigests, closeWorkflowLab, writeLabConfig } from '../support/workflow-lab';
 import { REPLAY_KEY_FILE } from '../replay/recorder';
 let lab: TestLab;
 let client: Client;
@@ -48,12 +37,7 @@ let installation: string;
 let taskQueue: string;
 
 /** Every production volume's digest: a drill must change none of them. */
-async function productionDigests(): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
-  for (const v of Object.values(ClassName).flatMap((c) => classVolumes(lab.loaded.config, c)))
-    out[v.target] = await sha256(labVolumePath(lab.paths, v.site, v.array, v.volume));
-  return out;
-}
+const productionDigests = () => classVolumeDigests(lab);
 
 const drillHosts = () => {
   const dir = path.join(lab.paths.lab, 'drill-hosts');
@@ -86,10 +70,8 @@ afterAll(async () => {
       .getHandle(drillScheduleId(job, installation))
       .delete()
       .catch(() => undefined);
-  await close?.();
-  await workers?.shutdown();
+  await closeWorkflowLab({ lab, workers, close });
   await new Promise((r) => webhook?.close(r));
-  lab?.cleanup();
 });
 
 describe('restore drills', () => {
@@ -232,18 +214,10 @@ describe('restore drills', () => {
     const entry = site.vms.find((v) => v.name === 'vm-001')!;
     entry.softwareVolume = 'array-01/vm-001-sw-moved';
     entry.dataVolume = 'array-01/vm-001-data-moved';
-    const file = path.join(lab.dir, 'kura-moved.yaml');
-    writeFileSync(file, stringifyYaml(doc));
-    const loaded = loadConfig(file);
+    const loaded = writeLabConfig(lab, 'kura-moved.yaml', doc);
     expect(loaded.config.sites[0]!.vms[0]!.dataVolume).toBe('array-01/vm-001-data-moved');
     await workers.shutdown();
-    workers = await startKuraWorkers({
-      loaded,
-      address: inject('temporalAddress'),
-      namespace: inject('temporalNamespace'),
-      taskQueue: lab.taskQueue,
-      workflowBundle: { codePath: inject('workflowBundlePath') },
-    });
+    workers = await startWorkers(lab, loaded);
     const labTree = treeFingerprint(lab.paths.lab);
 
     const report = await (await drills.run({ classes: ['vm'], healthEveryMs: 50 })).result();

@@ -16,7 +16,8 @@ import { churnVolumes, setClientBusy } from '../../src/lab/churn';
 import { labVolumePath } from '../../src/lab/files';
 import type { KuraWorkers } from '../../src/worker';
 import type { ClassBackupReport, vmImageRestore } from '../../src/workflows/store';
-import { connectKura, makeLab, sha256, startWorkers, uniqueId, type TestLab } from '../support/harness';
+import { sha256, uniqueId, type TestLab } from '../support/harness';
+import { classVolumeDigests, closeWorkflowLab, openWorkflowLab } from '../support/workflow-lab';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -27,7 +28,7 @@ let workers: KuraWorkers;
 let close: () => Promise<void>;
 
 beforeAll(async () => {
-  lab = await makeLab({
+  ({ lab, workers, kura, client, close } = await openWorkflowLab({
     vms: 2,
     dataVolumeSize: 2 * MiB,
     softwareVolumeSize: 1 * MiB,
@@ -39,16 +40,10 @@ beforeAll(async () => {
       cfg.store = { chunkSize: '64KiB' };
       cfg.lab = { osReboot: '300ms' };
     },
-  });
-  workers = await startWorkers(lab);
-  ({ kura, client, close } = await connectKura(lab));
+  }));
 });
 
-afterAll(async () => {
-  await close?.();
-  await workers?.shutdown();
-  lab?.cleanup();
-});
+afterAll(() => closeWorkflowLab({ lab, workers, close }));
 
 describe('seven rounds of churn and backup over all classes', () => {
   it('grow the store by about the changed data, restore every round byte-identical, and bring a VM back healthy from its whole image', async () => {
@@ -75,8 +70,7 @@ describe('seven rounds of churn and backup over all classes', () => {
       const churn = round === 1 ? { bytes: 0 } : await churnVolumes(lab.loaded, lab.paths, 10);
       // In round 4 the first client is busy at its medical device.
       if (round === 4) await setClientBusy(lab.paths, lab.site, 'cl-01', 'CT scan in progress');
-      const digests = new Map<string, string>();
-      for (const v of volumes) digests.set(v.target, await sha256(labVolumePath(lab.paths, v.site, v.array, v.volume)));
+      const digests = await classVolumeDigests(lab);
       const before = (await store.usage()).bytes;
       const dataTime = `2026-11-0${round}T12:30:00.000Z`;
       const reports: ClassBackupReport[] = [];

@@ -10,7 +10,8 @@ import { KuraStore } from '../../src/api/store';
 import { storeScheduleId } from '../../src/api/workflow-ids';
 import type { Kura } from '../../src/client';
 import type { KuraWorkers } from '../../src/worker';
-import { connectKura, makeLab, startWorkers, uniqueId, type TestLab } from '../support/harness';
+import { uniqueId, type TestLab } from '../support/harness';
+import { closeWorkflowLab, openWorkflowLab } from '../support/workflow-lab';
 
 let lab: TestLab;
 let kura: Kura;
@@ -21,7 +22,7 @@ let installation: string;
 
 beforeAll(async () => {
   installation = `st-${uniqueId()}`;
-  lab = await makeLab({
+  ({ lab, workers, kura, client, close } = await openWorkflowLab({
     vms: 1,
     dataVolumeSize: 1024 * 1024,
     fileServers: 1,
@@ -32,9 +33,7 @@ beforeAll(async () => {
       cfg.installation = installation;
       cfg.store = { syncEvery: '6h' };
     },
-  });
-  workers = await startWorkers(lab);
-  ({ kura, client, close } = await connectKura(lab));
+  }));
 });
 
 afterAll(async () => {
@@ -43,9 +42,7 @@ afterAll(async () => {
       .getHandle(storeScheduleId(job, installation))
       .delete()
       .catch(() => undefined);
-  await close?.();
-  await workers?.shutdown();
-  lab?.cleanup();
+  await closeWorkflowLab({ lab, workers, close });
 });
 
 describe("the store's schedules", () => {

@@ -6,8 +6,7 @@
  * rebuild from the cartridges keeps the link; a bad id is refused, typed, and changes nothing; a
  * class's tape policy copies what is due and no more. Nothing stays mounted, zoned or reserved.
  */
-import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, openSync, readdirSync, rmSync, statSync, writeSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '@temporalio/client';
@@ -22,17 +21,8 @@ import type { StoreBackupReport } from '../../src/domain/store';
 import type { CatalogRebuildReport } from '../../src/domain/catalog-rebuild';
 import type { StoreToTapeReport } from '../../src/workflows/store-to-tape';
 import type { ClassBackupReport } from '../../src/workflows/store';
-import {
-  connectKura,
-  failureOf,
-  makeLab,
-  repairLab,
-  sha256,
-  startWorkers,
-  unavailableDevices,
-  uniqueId,
-  type TestLab,
-} from '../support/harness';
+import { failureOf, repairLab, sha256, unavailableDevices, uniqueId, type TestLab } from '../support/harness';
+import { closeWorkflowLab, openWorkflowLab, writeRandom } from '../support/workflow-lab';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -48,7 +38,7 @@ let store: KuraStore;
 let seq = 0;
 
 beforeAll(async () => {
-  lab = await makeLab({
+  ({ lab, workers, kura, client, close } = await openWorkflowLab({
     vms: 2,
     dataVolumeSize: VOLUME,
     copyHeartbeatTimeout: '1500ms',
@@ -64,20 +54,12 @@ beforeAll(async () => {
         },
       };
     },
-  });
-  workers = await startWorkers(lab);
-  ({ kura, client, close } = await connectKura(lab));
+  }));
   state = new LabState(lab.paths.labState);
   store = new KuraStore(client, lab.loaded, lab.taskQueue);
 });
 
-afterAll(async () => {
-  state?.clearFaults();
-  await close?.();
-  await workers?.shutdown();
-  state?.close();
-  lab?.cleanup();
-});
+afterAll(() => closeWorkflowLab({ lab, workers, close, state }));
 
 /** A distinct instant per request, so no two jobs share a workflow or backup id. */
 function at(): string {
@@ -143,9 +125,7 @@ describe('store backups copied to tape', () => {
     const b = await storeBackup(vm.name, vm.dataVolume, at());
     storeId = b.backupId;
     // The volume moves on after the backup: the tape copy must still hold the backup's bytes.
-    const fd = openSync(lab.dataVolume(vm.name), 'r+');
-    writeSync(fd, randomBytes(MiB), 0, MiB, MiB);
-    closeSync(fd);
+    writeRandom(lab.dataVolume(vm.name), MiB, MiB);
     expect(await sha256(lab.dataVolume(vm.name))).not.toBe(atBackup);
 
     state.addFault({ once: false, device: 'lib-01-drv-1', kind: 'fail', after: { percent: 50 } });

@@ -5,8 +5,7 @@
  * backup bad; the copy in another building syncs only what it lacks, and a restore whose chunk is
  * damaged in the first store takes it from the copy and says so; prune and garbage collection.
  */
-import { randomBytes } from 'node:crypto';
-import { openSync, writeSync, closeSync, writeFileSync, readFileSync } from 'node:fs';
+import { writeFileSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '@temporalio/client';
@@ -16,16 +15,8 @@ import { storeLag } from '../../src/store/lag';
 import type { Kura } from '../../src/client';
 import type { KuraWorkers } from '../../src/worker';
 import type { StoreBackupReport } from '../../src/domain/store';
-import {
-  connectKura,
-  failureOf,
-  makeLab,
-  runKura,
-  sha256,
-  startWorkers,
-  uniqueId,
-  type TestLab,
-} from '../support/harness';
+import { failureOf, runKura, sha256, uniqueId, type TestLab } from '../support/harness';
+import { closeWorkflowLab, openWorkflowLab, writeRandom } from '../support/workflow-lab';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -39,25 +30,19 @@ let array: string;
 let volume: string;
 
 beforeAll(async () => {
-  lab = await makeLab({
+  ({ lab, workers, kura, client, close } = await openWorkflowLab({
     vms: 1,
     dataVolumeSize: 2 * MiB,
     edit: (cfg) => {
       cfg.store = { chunkSize: '64KiB' };
     },
-  });
-  workers = await startWorkers(lab);
-  ({ kura, client, close } = await connectKura(lab));
+  }));
   const v = lab.loaded.config.sites[0]!.vms[0]!;
   vm = v.name;
   [array, volume] = v.dataVolume.split('/') as [string, string];
 });
 
-afterAll(async () => {
-  await close?.();
-  await workers?.shutdown();
-  lab?.cleanup();
-});
+afterAll(() => closeWorkflowLab({ lab, workers, close }));
 
 const run = <T>(workflow: string, input: unknown, id: string): Promise<T> =>
   client.workflow.execute(workflow, {
@@ -72,9 +57,7 @@ async function backup(dataTime: string): Promise<StoreBackupReport> {
 
 /** Overwrites `count` chunks of 64 KiB of the volume with new bytes, spread over it. */
 function churn(count: number): void {
-  const fd = openSync(lab.dataVolume(vm), 'r+');
-  for (let i = 0; i < count; i++) writeSync(fd, randomBytes(64 * KiB), 0, 64 * KiB, ((i * 7) % 32) * 64 * KiB);
-  closeSync(fd);
+  for (let i = 0; i < count; i++) writeRandom(lab.dataVolume(vm), ((i * 7) % 32) * 64 * KiB, 64 * KiB);
 }
 
 const store = () => new ChunkStore(path.join(lab.paths.home, 'store', 'primary'));

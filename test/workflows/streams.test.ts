@@ -19,17 +19,8 @@ import type { PieceRecord } from '../../src/domain/catalog';
 import type { PoolTables } from '../../src/domain/pool';
 import type { FaultSpecInput } from '../../src/domain/faults';
 import { chunkSizeFor } from '../../src/workflows/plan';
-import {
-  connectKura,
-  eventually,
-  failureOf,
-  makeLab,
-  repairLab,
-  sha256,
-  startWorkers,
-  unavailableDevices,
-  type TestLab,
-} from '../support/harness';
+import { eventually, failureOf, repairLab, sha256, unavailableDevices, type TestLab } from '../support/harness';
+import { closeWorkflowLab, openWorkflowLab } from '../support/workflow-lab';
 import type { KuraWorkers } from '../../src/worker';
 import type { Kura } from '../../src/client';
 
@@ -47,7 +38,7 @@ let seq = 0;
 beforeAll(async () => {
   // Three fully independent paths (the hospital's two plus bks-03 / fcsw-03 / lib-03), so three
   // streams can be reserved; two-stream jobs take the first two.
-  lab = await makeLab({
+  ({ lab, workers, kura, close } = await openWorkflowLab({
     vms: 6,
     dataVolumeSize: VOLUME,
     copyHeartbeatTimeout: '1500ms',
@@ -66,19 +57,11 @@ beforeAll(async () => {
       const m6 = site.arrays![0]!.lunMasks!.find((m) => m.volume === 'vm-006-data')!;
       m6.wwns = ['21:00:00:24:ff:4b:00:02', '21:00:00:24:ff:4b:00:03'];
     },
-  });
-  workers = await startWorkers(lab);
-  ({ kura, close } = await connectKura(lab));
+  }));
   state = new LabState(lab.paths.labState);
 });
 
-afterAll(async () => {
-  state?.clearFaults();
-  await close?.();
-  await workers?.shutdown();
-  state?.close();
-  lab?.cleanup();
-});
+afterAll(() => closeWorkflowLab({ lab, workers, close, state }));
 
 afterEach(repair);
 

@@ -6,16 +6,15 @@
  * image. The image holds the VM's definition: the VM comes back healthy from it after kura.yaml
  * lost it, under a new name, and an image without one falls back to kura.yaml and says so.
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '@temporalio/client';
 import { Worker } from '@temporalio/worker';
 import { historyFromJSON } from '@temporalio/common/lib/proto-utils';
 import { kuraDataConverter } from '../../src/codec/data-converter';
-import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
+import { parse as parseYaml } from 'yaml';
 import { Catalog } from '../../src/catalog/store';
-import { loadConfig } from '../../src/config/load';
 import { backupIdFor } from '../../src/domain/catalog';
 import { LabArrayFunctions } from '../../src/drivers/lab/array-functions';
 import { labVolumePath } from '../../src/lab/files';
@@ -23,20 +22,11 @@ import { LabGuest, readPairedCounter } from '../../src/lab/guest';
 import { LabState } from '../../src/lab/state';
 import { ChunkStore } from '../../src/store/chunk-store';
 import { readBackup } from '../../src/store/read';
-import { startKuraWorkers, type KuraWorkers } from '../../src/worker';
+import type { KuraWorkers } from '../../src/worker';
 import type { ClassBackupReport, VmImageRestoreReport } from '../../src/workflows/store';
 import { inject } from 'vitest';
-import {
-  cliJson,
-  connectKura,
-  failureOf,
-  makeLab,
-  runKura,
-  sha256,
-  startWorkers,
-  uniqueId,
-  type TestLab,
-} from '../support/harness';
+import { cliJson, failureOf, runKura, sha256, startWorkers, uniqueId, type TestLab } from '../support/harness';
+import { closeWorkflowLab, openWorkflowLab, writeLabConfig } from '../support/workflow-lab';
 
 const MiB = 1024 * 1024;
 let lab: TestLab;
@@ -46,7 +36,7 @@ let close: () => Promise<void>;
 let state: LabState;
 
 beforeAll(async () => {
-  lab = await makeLab({
+  ({ lab, workers, client, close } = await openWorkflowLab({
     vms: 2,
     dataVolumeSize: 2 * MiB,
     softwareVolumeSize: 1 * MiB,
@@ -55,19 +45,12 @@ beforeAll(async () => {
       cfg.lab = { osReboot: '200ms' };
       cfg.classes = { vm: { method: 'image', schedule: '01:00', retention: { keepLast: 10 } } };
     },
-  });
-  workers = await startWorkers(lab);
-  ({ client, close } = await connectKura(lab));
+  }));
   state = new LabState(lab.paths.labState);
   mkdirSync(path.join(lab.dir, 'check'), { recursive: true });
 });
 
-afterAll(async () => {
-  state?.close();
-  await close?.();
-  await workers?.shutdown();
-  lab?.cleanup();
-});
+afterAll(() => closeWorkflowLab({ lab, workers, close, state }));
 
 const store = () => new ChunkStore(path.join(lab.paths.home, 'store', 'primary'));
 const volumeFile = (ref: string) => {
@@ -271,18 +254,10 @@ describe('whole-VM images at one instant', () => {
     // kura.yaml without vm-001, and the workers restarted on it.
     const doc = parseYaml(readFileSync(lab.configFile, 'utf8')) as { sites: { vms: { name: string }[] }[] };
     doc.sites[0]!.vms = doc.sites[0]!.vms.filter((v) => v.name !== 'vm-001');
-    const file = path.join(lab.dir, 'kura-without-vm-001.yaml');
-    writeFileSync(file, stringifyYaml(doc));
-    const loaded = loadConfig(file);
+    const loaded = writeLabConfig(lab, 'kura-without-vm-001.yaml', doc);
     expect(loaded.config.sites[0]!.vms.map((v) => v.name)).toEqual(['vm-002']);
     await workers.shutdown();
-    workers = await startKuraWorkers({
-      loaded,
-      address: inject('temporalAddress'),
-      namespace: inject('temporalNamespace'),
-      taskQueue: lab.taskQueue,
-      workflowBundle: { codePath: inject('workflowBundlePath') },
-    });
+    workers = await startWorkers(lab, loaded);
 
     const report = await client.workflow.execute<(i: unknown) => Promise<VmImageRestoreReport>>('vmImageRestore', {
       taskQueue: lab.taskQueue,
