@@ -163,6 +163,15 @@ export class Volume {
   }
 
   /**
+   * Whether a write done now keeps a reference to its data once done: in backup mode (the journal
+   * entry and the snapshot hold it) or with a remote copy's hook (which may queue it). When not, a
+   * write done on the spot (`writeNow`) leaves its buffer free for the caller to reuse.
+   */
+  get keepsWrittenData(): boolean {
+    return Boolean(this.phases.state) || this.opts.onWrite !== undefined;
+  }
+
+  /**
    * A host write: straight to main storage in passthrough; S301–S305 in backup mode. The data may
    * come in pieces (as the socket delivered it); the volume keeps none of them after it resolves.
    */
