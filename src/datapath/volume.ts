@@ -163,9 +163,10 @@ export class Volume {
   }
 
   /**
-   * Whether a write done now keeps a reference to its data once done: in backup mode (the journal
-   * entry and the snapshot hold it) or with a remote copy's hook (which may queue it). When not, a
-   * write done on the spot (`writeNow`) leaves its buffer free for the caller to reuse.
+   * Whether a write done now may keep a reference to its data once done: with a remote copy's hook
+   * (which may queue it), and in backup mode, where the journal entry is made from it and what the
+   * journal and the snapshot keep of a record is theirs to change. When not, a passthrough write
+   * done on the spot (`writeNow`) leaves its buffer free for the caller to reuse.
    */
   get keepsWrittenData(): boolean {
     return Boolean(this.phases.state) || this.opts.onWrite !== undefined;

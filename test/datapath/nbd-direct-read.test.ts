@@ -4,7 +4,8 @@
  * one reused scratch buffer. Each case sends raw bytes cut a given way — a payload in many pieces,
  * several requests in one piece, payloads and headers straddling pieces, a client gone mid-payload —
  * and checks the bytes the volume file holds; and a payload buffer the volume keeps (a remote
- * copy's hook) is never reused for a later write.
+ * copy's hook) is never reused for a later write; during a backup, payloads read straight in land
+ * in the journal, the snapshot and, after the abort, main storage.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -40,7 +41,7 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 async function serve(
   label: string,
   onWrite?: (offset: number, length: number, data: Buffer | null) => void,
-): Promise<{ port: number; file: string; before: Buffer; log: string[] }> {
+): Promise<{ port: number; file: string; before: Buffer; log: string[]; volume: Volume }> {
   const file = path.join(dir, `${label}.img`);
   const before = Buffer.alloc(SIZE);
   for (let i = 0; i < SIZE; i++) before[i] = (i * 13 + 5) & 0xff;
@@ -60,7 +61,7 @@ async function serve(
     await server.close();
     await volume.close();
   });
-  return { port, file, before, log };
+  return { port, file, before, log, volume };
 }
 
 /** Bytes whose every position differs from its neighbours', so a misplaced piece shows. */
@@ -291,5 +292,25 @@ describe('reading a plain connection straight into the payload', () => {
     const after = readFileSync(file);
     for (const [i, d] of datas.entries())
       expect(after.subarray(i * 256 * KiB, (i + 1) * 256 * KiB).equals(d), `write ${i + 1} in the file`).toBe(true);
+  });
+
+  it('during a backup, serves a run of equal-sized writes done on the spot back with main storage frozen, and main storage holds them after the abort', async () => {
+    const { port, file, before, volume } = await serve('backup');
+    await volume.enterBackup('direct-1', path.join(dir, 'backup-image.img'));
+    const c = await Client.connect(port);
+    // 128 KiB: a journal record of it is written on the spot, so the payload becomes the entry's data.
+    const datas = Array.from({ length: 6 }, (_, i) => pattern(128 * KiB, 60 + i));
+    for (const [i, d] of datas.entries()) {
+      await c.send([write(i + 1, i * 128 * KiB, d)], 0);
+      expect((await c.reply(i + 1)).error).toBe(0);
+    }
+    expect(readFileSync(file).equals(before), 'main storage frozen during the backup').toBe(true);
+    for (const [i, d] of datas.entries())
+      expect((await c.read(100 + i, i * 128 * KiB, d.length)).equals(d), `write ${i + 1} read back`).toBe(true);
+    expect(volume.status().journalEntries).toBe(datas.length);
+    await volume.abort('direct-1');
+    const after = readFileSync(file);
+    for (const [i, d] of datas.entries())
+      expect(after.subarray(i * 128 * KiB, (i + 1) * 128 * KiB).equals(d), `write ${i + 1} in the file`).toBe(true);
   });
 });
