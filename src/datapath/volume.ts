@@ -163,6 +163,16 @@ export class Volume {
   }
 
   /**
+   * Whether a write done now may keep a reference to its data once done: with a remote copy's hook
+   * (which may queue it), and in backup mode, where the journal entry is made from it and what the
+   * journal and the snapshot keep of a record is theirs to change. When not, a passthrough write
+   * done on the spot (`writeNow`) leaves its buffer free for the caller to reuse.
+   */
+  get keepsWrittenData(): boolean {
+    return Boolean(this.phases.state) || this.opts.onWrite !== undefined;
+  }
+
+  /**
    * A host write: straight to main storage in passthrough; S301–S305 in backup mode. The data may
    * come in pieces (as the socket delivered it); the volume keeps none of them after it resolves.
    */
