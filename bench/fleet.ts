@@ -28,7 +28,7 @@ import { loadConfig } from '../src/config/load';
 import { kuraPaths } from '../src/config/paths';
 import { createLabFiles } from '../src/lab/files';
 import { Kura, poolWorkflowId } from '../src/client';
-import { workflowInterceptorModules } from '../src/worker';
+import { workflowInterceptorModules, workflowsEntry } from '../src/worker';
 import { formatBytes, parseDuration, parseSize } from '../src/domain/units';
 import type { FleetReport } from '../src/domain/fleet';
 import { arg, runBench } from './support/lab-stack';
@@ -252,7 +252,7 @@ async function main(): Promise<void> {
   const runs: FleetRun[] = [];
   try {
     const bundle = await bundleWorkflowCode({
-      workflowsPath: require.resolve('../src/workflows'),
+      workflowsPath: workflowsEntry(),
       ...WORKFLOW_BUNDLE_CONVERTERS,
       workflowInterceptorModules: workflowInterceptorModules(),
       logger: quiet,

@@ -10,7 +10,9 @@
  * history by event kind, its workflow tasks and (local) activities, the share of its span spent
  * inside workflow tasks, in activities and waiting for a worker to pick a task up, and the CPU
  * seconds per job of the dev server and of this process (Kura's workers, the empty workflows'
- * worker and the client) for the empty workflows and for the backups.
+ * worker and the client) for the empty workflows and for the backups, and each step's own time
+ * (median and mean of every (local) activity of the backups, measured around its code), which
+ * set against the backup's span says how much of it is the passage between the steps (docs/adr/049).
  *
  * The VM guardians of the recovery ladder (a workflow per VM polling its health) are off by
  * default: they are a load of their own that grows with the estate, not a backup's orchestration,
@@ -20,7 +22,7 @@ import { readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import type { Client } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
-import { NativeConnection, Worker } from '@temporalio/worker';
+import { NativeConnection, Worker, type ActivityInterceptorsFactory } from '@temporalio/worker';
 import { hospitalPreset } from '../src/lab/preset';
 import { kuraDataConverter } from '../src/codec/data-converter';
 import { parseSize } from '../src/domain/units';
@@ -59,6 +61,41 @@ async function measured(
   const own0 = cpuSeconds(process.pid);
   const seconds = await window(count, k, job);
   return { seconds, serverCpu: cpuSeconds(serverPid) - server0, ownCpu: cpuSeconds(process.pid) - own0 };
+}
+
+/** Each (local) activity's own durations in milliseconds, by its type, while `on`. */
+const stepTimes = { on: false, byType: new Map<string, number[]>() };
+
+/** Times each activity's own code, the codec and the worker's dispatch left out. */
+const timeSteps: ActivityInterceptorsFactory = (ctx) => ({
+  inbound: {
+    async execute(input, next) {
+      const t0 = performance.now();
+      try {
+        return await next(input);
+      } finally {
+        if (stepTimes.on) {
+          const type = `${ctx.info.activityType}${ctx.info.isLocal ? '' : ' (activity)'}`;
+          stepTimes.byType.set(type, [...(stepTimes.byType.get(type) ?? []), performance.now() - t0]);
+        }
+      }
+    },
+  },
+});
+
+/** The steps' times as the profile prints them: per type, in the order first seen, the median and the mean. */
+function stepLines(): string[] {
+  let sum = 0;
+  const parts = [...stepTimes.byType].map(([type, ms]) => {
+    const sorted = [...ms].sort((a, b) => a - b);
+    const mean = ms.reduce((a, b) => a + b, 0) / ms.length;
+    sum += mean;
+    return `${type} ${(sorted[Math.floor(sorted.length / 2)] ?? 0).toFixed(1)}/${mean.toFixed(1)}`;
+  });
+  return [
+    `  each step's own time (median/mean ms): ${parts.join(', ')}`,
+    `    the steps' means add up to ${sum.toFixed(0)} ms a backup`,
+  ];
 }
 
 const EventType = temporal.api.enums.v1.EventType;
@@ -115,76 +152,85 @@ async function main(): Promise<void> {
   cfg.tuning = { pieceSize: '256MiB', reserveWait: '10m', streams: 1, chunks: 1 };
   const guardians = arg('guardians', 'off') === 'on';
   if (!guardians) cfg.ladder = { guardVms: false };
-  await withLabStack('spine', cfg, async ({ server, loaded, client, kura }) => {
-    const native = await NativeConnection.connect({ address: server.address });
-    const baseline = await Worker.create({
-      connection: native,
-      // The same encryption as Kura's workers, so the ratio compares orchestration, not the codec.
-      dataConverter: kuraDataConverter(loaded),
-      taskQueue: 'bench-empty',
-      workflowsPath: require.resolve('./support/empty-workflow'),
-    });
-    const baselineRun = baseline.run();
-    const vms = loaded.config.sites[0]!.vms.map((v) => v.name);
+  await withLabStack(
+    'spine',
+    cfg,
+    async ({ server, loaded, client, kura }) => {
+      const native = await NativeConnection.connect({ address: server.address });
+      const baseline = await Worker.create({
+        connection: native,
+        // The same encryption as Kura's workers, so the ratio compares orchestration, not the codec.
+        dataConverter: kuraDataConverter(loaded),
+        taskQueue: 'bench-empty',
+        workflowsPath: require.resolve('./support/empty-workflow'),
+      });
+      const baselineRun = baseline.run();
+      const vms = loaded.config.sites[0]!.vms.map((v) => v.name);
 
-    // Warm both paths once so bundling and first-task costs are not measured.
-    await client.workflow.execute('emptyWorkflow', { taskQueue: 'bench-empty', workflowId: 'warm-empty' });
-    await (await kura.startBackup(vms[0]!, { requestedAt: new Date(0).toISOString() })).result();
+      // Warm both paths once so bundling and first-task costs are not measured.
+      await client.workflow.execute('emptyWorkflow', { taskQueue: 'bench-empty', workflowId: 'warm-empty' });
+      await (await kura.startBackup(vms[0]!, { requestedAt: new Date(0).toISOString() })).result();
 
-    const empty = await measured(server.pid, n, k, (i) =>
-      client.workflow.execute('emptyWorkflow', { taskQueue: 'bench-empty', workflowId: `empty-${i}` }),
-    );
-    const emptySeconds = empty.seconds;
-    const at = Date.now();
-    const fleetT0 = performance.now();
-    const fleet = await (
-      await kura.startFleet('all', { concurrency: k, requestedAt: new Date(at + n + 1000).toISOString() })
-    ).result();
-    const fleetSeconds = (performance.now() - fleetT0) / 1000;
-    const ids: string[] = [];
-    const backups = await measured(server.pid, n, k, (i) =>
-      kura.startBackup(vms[i]!, { requestedAt: new Date(at + i).toISOString() }).then((h) => {
-        ids[i] = h.workflowId;
-        return h.result();
-      }),
-    );
-    const backupSeconds = backups.seconds;
+      const empty = await measured(server.pid, n, k, (i) =>
+        client.workflow.execute('emptyWorkflow', { taskQueue: 'bench-empty', workflowId: `empty-${i}` }),
+      );
+      const emptySeconds = empty.seconds;
+      const at = Date.now();
+      const fleetT0 = performance.now();
+      const fleet = await (
+        await kura.startFleet('all', { concurrency: k, requestedAt: new Date(at + n + 1000).toISOString() })
+      ).result();
+      const fleetSeconds = (performance.now() - fleetT0) / 1000;
+      const ids: string[] = [];
+      stepTimes.on = true;
+      const backups = await measured(server.pid, n, k, (i) =>
+        kura.startBackup(vms[i]!, { requestedAt: new Date(at + i).toISOString() }).then((h) => {
+          ids[i] = h.workflowId;
+          return h.result();
+        }),
+      );
+      const backupSeconds = backups.seconds;
+      stepTimes.on = false;
 
-    const emptyRate = n / emptySeconds;
-    const backupRate = n / backupSeconds;
-    console.log(
-      `spine benchmark: N=${n} backups of ${size} bytes each, concurrency bound K=${k}, dev server (SQLite) on 127.0.0.1, ${guardians ? 'a guardian per VM' : 'no VM guardians'}, load average ${loadavg()[0]!.toFixed(2)}`,
-    );
-    console.log(`  empty workflows     : ${emptySeconds.toFixed(2)} s, ${emptyRate.toFixed(1)} workflows/s`);
-    console.log(
-      `  end-to-end backups  : ${backupSeconds.toFixed(2)} s, ${backupRate.toFixed(1)} backups/s (${((n * size) / backupSeconds / 1024 / 1024).toFixed(1)} MiB/s)`,
-    );
-    console.log(
-      `  ratio backups/empty : ${(backupRate / emptyRate).toFixed(3)}  (each backup: one activity — the copy run, which reads its copy back — and 10 local activities in 2 workflow tasks: resolve, reserve at once, record start, zone, mount, record, tape catalog, unmount, unzone, release)`,
-    );
-    const perJob = (cpu: number) => `${((1000 * cpu) / n).toFixed(0)} ms`;
-    console.log(
-      `  CPU per job         : empty workflow ${perJob(empty.serverCpu)} server + ${perJob(empty.ownCpu)} workers and client; backup ${perJob(backups.serverCpu)} server + ${perJob(backups.ownCpu)} workers and client`,
-    );
-    const middle = ids[Math.floor(n / 2)];
-    if (middle) for (const line of await historyProfile(client, middle)) console.log(line);
-    console.log(
-      `  fleet run (children): ${fleetSeconds.toFixed(2)} s, ${(n / fleetSeconds).toFixed(1)} backups/s, ${fleet.succeeded} succeeded, ${fleet.failed} failed`,
-    );
+      const emptyRate = n / emptySeconds;
+      const backupRate = n / backupSeconds;
+      console.log(
+        `spine benchmark: N=${n} backups of ${size} bytes each, concurrency bound K=${k}, dev server (SQLite) on 127.0.0.1, ${guardians ? 'a guardian per VM' : 'no VM guardians'}, load average ${loadavg()[0]!.toFixed(2)}`,
+      );
+      console.log(`  empty workflows     : ${emptySeconds.toFixed(2)} s, ${emptyRate.toFixed(1)} workflows/s`);
+      console.log(
+        `  end-to-end backups  : ${backupSeconds.toFixed(2)} s, ${backupRate.toFixed(1)} backups/s (${((n * size) / backupSeconds / 1024 / 1024).toFixed(1)} MiB/s)`,
+      );
+      console.log(
+        `  ratio backups/empty : ${(backupRate / emptyRate).toFixed(3)}  (each backup: one activity — the copy run, which reads its copy back — and 10 local activities in 2 workflow tasks: resolve, reserve at once, then record start, zone and mount together, then record, tape catalog, unmount, unzone, release)`,
+      );
+      const perJob = (cpu: number) => `${((1000 * cpu) / n).toFixed(0)} ms`;
+      console.log(
+        `  CPU per job         : empty workflow ${perJob(empty.serverCpu)} server + ${perJob(empty.ownCpu)} workers and client; backup ${perJob(backups.serverCpu)} server + ${perJob(backups.ownCpu)} workers and client`,
+      );
+      const middle = ids[Math.floor(n / 2)];
+      if (middle) for (const line of await historyProfile(client, middle)) console.log(line);
+      for (const line of stepLines()) console.log(line);
+      console.log(
+        `  fleet run (children): ${fleetSeconds.toFixed(2)} s, ${(n / fleetSeconds).toFixed(1)} backups/s, ${fleet.succeeded} succeeded, ${fleet.failed} failed`,
+      );
 
-    printVerdict({
-      bench: 'spine',
-      metric: 'backups ÷ empty workflows (rate)',
-      now: backupRate / emptyRate,
-      target: TARGET_RATIO,
-      direction: 'atLeast',
-      note: `N=${n}, K=${k}, ${size} bytes per backup, 1 stream, 1 chunk, guardians ${guardians ? 'on' : 'off'}`,
-    });
+      printVerdict({
+        bench: 'spine',
+        metric: 'backups ÷ empty workflows (rate)',
+        now: backupRate / emptyRate,
+        target: TARGET_RATIO,
+        direction: 'atLeast',
+        note: `N=${n}, K=${k}, ${size} bytes per backup, 1 stream, 1 chunk, guardians ${guardians ? 'on' : 'off'}`,
+      });
 
-    baseline.shutdown();
-    await baselineRun;
-    await native.close();
-  });
+      baseline.shutdown();
+      await baselineRun;
+      await native.close();
+    },
+    undefined,
+    [timeSteps],
+  );
 }
 
 runBench(main);

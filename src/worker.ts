@@ -102,6 +102,14 @@ export function workflowInterceptorModules(): string[] {
   return [require.resolve('./workflows/installation')];
 }
 
+/**
+ * The module every bundle of Kura's workflows starts from (`workflowsPath`): it evaluates each
+ * workflow's modules only when a workflow of that type is created (docs/adr/049).
+ */
+export function workflowsEntry(): string {
+  return require.resolve('./workflows/bundle-entry');
+}
+
 /** At shutdown, how long running activities get to finish before they are cancelled. */
 export const SHUTDOWN_GRACE_SECONDS = 5;
 
@@ -231,7 +239,7 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
           ...(opts.workflowBundle
             ? { workflowBundle: opts.workflowBundle }
             : {
-                workflowsPath: require.resolve('./workflows'),
+                workflowsPath: workflowsEntry(),
                 // A prebuilt bundle has these built in (bundleWorkflowCode's workflowInterceptorModules).
                 interceptors: { ...common.interceptors, workflowModules: workflowInterceptorModules() },
               }),

@@ -16,6 +16,7 @@ import { Kura } from '../../src/client';
 import { kuraDataConverter } from '../../src/codec/data-converter';
 import { ensureKeyFile, keyFileOf } from '../../src/codec/keys';
 import type { ConfigInput } from '../../src/domain/inventory';
+import type { ActivityInterceptorsFactory } from '@temporalio/worker';
 
 /** The value of `--name <value>` on the command line, or the fallback. */
 export function arg(name: string, fallback: string): string {
@@ -66,12 +67,14 @@ export interface LabStack {
  * the workers, runs `run`, then stops everything and removes the directory, whatever happened.
  * `afterWorkers` runs once the workers are stopped, before the connection closes (e.g. to end
  * long-lived workflows the run started, with nobody left to complete their tasks).
+ * `activityInterceptors` go to Kura's workers (a bench that times each step passes one).
  */
 export async function withLabStack(
   name: string,
   cfg: ConfigInput,
   run: (s: LabStack) => Promise<void>,
   afterWorkers?: (client: Client) => Promise<void>,
+  activityInterceptors?: ActivityInterceptorsFactory[],
 ): Promise<void> {
   const dir = mkdtempSync(path.join(os.tmpdir(), `kura-bench-${name}-`));
   const server = await startDevServer({ headless: true, dbFile: path.join(dir, 'temporal.db') });
@@ -85,7 +88,7 @@ export async function withLabStack(
     if (keyFile) ensureKeyFile(keyFile);
     const paths = kuraPaths(loaded);
     await createLabFiles(loaded, paths);
-    workers = await startKuraWorkers({ loaded, address: server.address });
+    workers = await startKuraWorkers({ loaded, address: server.address, activityInterceptors });
     connection = await Connection.connect({ address: server.address });
     client = new Client({ connection, dataConverter: kuraDataConverter(loaded) });
     await run({ dir, server, loaded, paths, workers, client, kura: new Kura(client, loaded) });

@@ -119,6 +119,12 @@ const STORE_SOURCE_PATCH = 'store-source';
  */
 const PATIENT_UNDO_RELEASE_PATCH = 'patient-undo-release';
 
+/**
+ * Runs since this change record the backup's start, zone each stream's path and mount its cartridge
+ * together, where runs before did the three one after another (docs/adr/049).
+ */
+const PREPARE_AT_ONCE_PATCH = 'prepare-at-once';
+
 /** Backs up one target to tape: the SAN operation of kind `backup`, `split-backup` or `snapshot-backup`. */
 export async function sanOperation(input: BackupRequest): Promise<BackupReport> {
   const { workflowId } = workflowInfo();
@@ -244,18 +250,28 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
     );
     job.lanes = grant.streams.map((s) => newLane(req.site, workflowId, resolved.array, s));
 
-    await control.beginBackup({
-      ...resolved,
-      backupId,
-      job: workflowId,
-      startedAt,
-      dataTime: job.dataTime,
-      ...(link ? { fromStore: link } : {}),
-    });
+    const begin = () =>
+      control.beginBackup({
+        ...resolved,
+        backupId,
+        job: workflowId,
+        startedAt,
+        dataTime: job.dataTime,
+        ...(link ? { fromStore: link } : {}),
+      });
 
     // Seed 004 steps 1020–1080 / 3000–3010: zone every path and mount every cartridge up front,
-    // so a failover finds its stream ready.
-    await prepareLanes(job);
+    // so a failover finds its stream ready. Runs since the change record the backup's start, zone
+    // and mount all at once: three steps on different things, one round trip of the workflow
+    // instead of three (docs/adr/049); each undo is registered by the step it undoes, as before.
+    if (patched(PREPARE_AT_ONCE_PATCH)) {
+      const [begun, prepared] = await Promise.allSettled([begin(), prepareLanes(job, true)]);
+      if (begun.status === 'rejected') throw begun.reason;
+      if (prepared.status === 'rejected') throw prepared.reason;
+    } else {
+      await begin();
+      await prepareLanes(job);
+    }
     op.activity = `copying ${pieces.length} chunk${pieces.length === 1 ? '' : 's'} in ${req.mode} mode`;
     const written: PieceRecord[] = patched(COPY_BY_STREAM_PATCH)
       ? await copyByStream(job)

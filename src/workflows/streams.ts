@@ -180,13 +180,15 @@ export function laneRecord(backupId: string, l: Lane): StreamRecord {
 }
 
 /**
- * Zones each stream's path and mounts its cartridge, all streams at once. A stream that cannot be
+ * Zones each stream's path and mounts its cartridge, all streams at once (`atOnce`: each stream's
+ * zoning and mount together too, see prepareLaneAtOnce). A stream that cannot be
  * prepared is marked failed (its device reported to the pool) and the job goes on with the others;
  * when none is left the job fails.
  */
-export async function prepareLanes(job: CopyJob): Promise<void> {
+export async function prepareLanes(job: CopyJob, atOnce = false): Promise<void> {
+  const prepare = atOnce ? prepareLaneAtOnce : prepareLane;
   const outcomes = await Promise.allSettled(
-    job.lanes.map((lane) => job.op.step(`load:${lane.stream.stream}`, () => prepareLane(job, lane))),
+    job.lanes.map((lane) => job.op.step(`load:${lane.stream.stream}`, () => prepare(job, lane))),
   );
   const cancelled = outcomes.find(
     (o): o is PromiseRejectedResult => o.status === 'rejected' && isCancellation(o.reason),
@@ -200,11 +202,41 @@ export async function prepareLanes(job: CopyJob): Promise<void> {
 
 /** Zones one stream's path and mounts its cartridge, each undo registered once its step succeeded. */
 export async function prepareLane(job: CopyJob, lane: Lane): Promise<void> {
-  const { control, undo, req } = job;
+  const { control, req } = job;
   await control.zoneStream({ site: req.site, name: lane.zone, members: lane.members });
+  laneZoned(job, lane);
+  laneMounted(job, lane, await control.loadTape(lane.addr));
+}
+
+/**
+ * prepareLane with the zoning and the mount asked for together: one round trip of the workflow to
+ * its worker instead of two (docs/adr/049); the two touch different devices. Each undo is
+ * registered once its own step succeeded, in prepareLane's order; a zoning that fails fails the
+ * stream with its error, as in prepareLane, and a cartridge mounted all the same is unloaded with
+ * the others at the end or by the undo.
+ */
+export async function prepareLaneAtOnce(job: CopyJob, lane: Lane): Promise<void> {
+  const { control, req } = job;
+  const [zoned, mounted] = await Promise.allSettled([
+    control.zoneStream({ site: req.site, name: lane.zone, members: lane.members }),
+    control.loadTape(lane.addr),
+  ]);
+  if (zoned.status === 'fulfilled') laneZoned(job, lane);
+  if (mounted.status === 'fulfilled') laneMounted(job, lane, mounted.value);
+  if (zoned.status === 'rejected') throw zoned.reason;
+  if (mounted.status === 'rejected') throw mounted.reason;
+}
+
+/** A stream's path is zoned: its unzoning joins the undo. */
+function laneZoned(job: CopyJob, lane: Lane): void {
+  const { control, undo, req } = job;
   lane.zoned = true;
   undo.add(`unzone:${lane.stream.stream}`, () => control.unzoneStream({ site: req.site, name: lane.zone }));
-  const mounted = await control.loadTape(lane.addr);
+}
+
+/** A stream's cartridge is mounted: the stream writes from its end of data, and its unload and erase join the undo. */
+function laneMounted(job: CopyJob, lane: Lane, mounted: Awaited<ReturnType<CopyJob['control']['loadTape']>>): void {
+  const { control, undo } = job;
   lane.loaded = true;
   undo.add(`unload:${lane.stream.stream}`, () => control.unloadTape(lane.addr));
   lane.start = mounted.endOfData;

@@ -73,7 +73,7 @@ export async function setup(project: TestProject): Promise<void> {
         extraNamespaces: [CALLER_NAMESPACE],
       }),
     bundleWorkflowCode({
-      workflowsPath: require.resolve('../../src/workflows/index.ts'),
+      workflowsPath: require.resolve('../../src/workflows/bundle-entry.ts'),
       ...WORKFLOW_BUNDLE_CONVERTERS,
       // What src/worker.ts's workflowInterceptorModules() names, spelled with the extension vitest needs.
       workflowInterceptorModules: [require.resolve('../../src/workflows/installation.ts')],

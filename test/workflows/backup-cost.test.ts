@@ -4,15 +4,17 @@
  * reservation the pool cannot grant at once — are activities of their own; the run signals each
  * chunk but its last as it lands; the resolve, the reservation granted at once, the other control
  * steps and the release run as local activities inside the workflow's tasks. The backup still
- * restores byte for byte, the catalog holds exactly one row per piece and nothing stays held. */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+ * restores byte for byte, the catalog holds exactly one row per piece and nothing stays held. The
+ * record of the backup's start, the zoning and the mount are asked for together (docs/adr/049). */
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import * as path from 'node:path';
 import type { Client } from '@temporalio/client';
+import type { ActivityInterceptorsFactory } from '@temporalio/worker';
 import { Catalog } from '../../src/catalog/store';
 import { tablesQuery } from '../../src/messages';
 import type { BackupReport } from '../../src/domain/jobs';
-import { connectKura, makeLab, sha256, startWorkers, type TestLab } from '../support/harness';
-import type { KuraWorkers } from '../../src/worker';
+import { connectKura, makeLab, sha256, type TestLab } from '../support/harness';
+import { startKuraWorkers, type KuraWorkers } from '../../src/worker';
 import { poolWorkflowId, type Kura } from '../../src/client';
 
 const MiB = 1024 * 1024;
@@ -23,10 +25,47 @@ let kura: Kura;
 let client: Client;
 let close: () => Promise<void>;
 
+/** The control steps each backup has started so far, by its workflow id. */
+const started = new Map<string, Set<string>>();
+/** What each backup had started of its other first steps while its stream was being zoned. */
+const besideZoning = new Map<string, string[]>();
+const STEPS_BESIDE_ZONING = ['beginBackup', 'loadTape'];
+
+/**
+ * Holds each zoning until the backup's start record and its mount have started too, for at most
+ * five seconds: steps asked for together are all under way by then; steps asked for one after the
+ * other are not, since the mount waits for the zoning's end.
+ */
+const zoningWaits: ActivityInterceptorsFactory = (ctx) => ({
+  inbound: {
+    async execute(input, next) {
+      const job = ctx.info.workflowExecution?.workflowId ?? '';
+      const steps = started.get(job) ?? new Set<string>();
+      started.set(job, steps.add(ctx.info.activityType));
+      if (ctx.info.activityType === 'zoneStream') {
+        for (let waited = 0; waited < 5000 && !STEPS_BESIDE_ZONING.every((s) => steps.has(s)); waited += 20)
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        besideZoning.set(
+          job,
+          STEPS_BESIDE_ZONING.filter((s) => steps.has(s)),
+        );
+      }
+      return next(input);
+    },
+  },
+});
+
 beforeAll(async () => {
   // One stream in two chunks: one copy run signalling its first chunk, one of each control step.
   lab = await makeLab({ vms: 1, dataVolumeSize: 2 * MiB, streams: 1, chunks: 2 });
-  workers = await startWorkers(lab);
+  workers = await startKuraWorkers({
+    loaded: lab.loaded,
+    address: inject('temporalAddress'),
+    namespace: inject('temporalNamespace'),
+    taskQueue: lab.taskQueue,
+    workflowBundle: { codePath: inject('workflowBundlePath') },
+    activityInterceptors: [zoningWaits],
+  });
   ({ kura, client, close } = await connectKura(lab));
 });
 
@@ -52,6 +91,8 @@ describe('the cost of a backup in its history', () => {
     // resolve, reserve at once, record start, zone, mount, record, tape catalog, unmount, unzone, release
     const local = events.filter((e) => e.markerRecordedEventAttributes?.markerName === 'core_local_activity');
     expect(local).toHaveLength(10);
+    // The start record and the mount were under way while the stream was being zoned.
+    expect(besideZoning.get(handle.workflowId)).toEqual(STEPS_BESIDE_ZONING);
 
     const catalog = new Catalog(lab.paths.catalog);
     const backup = catalog.backup(report.backupId);
