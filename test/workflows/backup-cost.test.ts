@@ -52,6 +52,9 @@ describe('the cost of a backup in its history', () => {
     // resolve, reserve at once, record start, zone, mount, record, tape catalog, unmount, unzone, release
     const local = events.filter((e) => e.markerRecordedEventAttributes?.markerName === 'core_local_activity');
     expect(local).toHaveLength(10);
+    // One timer: it ends the task before the release, so the steps needing the drives are recorded
+    // before the job gives them up (docs/adr/047).
+    expect(events.filter((e) => e.timerStartedEventAttributes)).toHaveLength(1);
 
     const catalog = new Catalog(lab.paths.catalog);
     const backup = catalog.backup(report.backupId);
