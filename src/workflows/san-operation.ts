@@ -68,6 +68,7 @@ import {
   type Lane,
 } from './streams';
 import { label } from './labels';
+import { endWorkflowTask } from './task-boundary';
 import { storeTapeActivities } from './store-proxies';
 import type { StoreCopySource } from '../activities/store-tape';
 
@@ -124,6 +125,21 @@ const PATIENT_UNDO_RELEASE_PATCH = 'patient-undo-release';
  * together, where runs before did the three one after another (docs/adr/049).
  */
 const PREPARE_AT_ONCE_PATCH = 'prepare-at-once';
+
+/**
+ * Marks the runs whose end releases the devices in a workflow task of its own, after the one that
+ * records the backup, writes the cartridges' catalog rows and unloads them; those steps load a
+ * cartridge again that a lost run of their task already unloaded (docs/adr/047). Earlier runs did
+ * all of it in one task, whose re-run after a lost worker found the cartridge gone, or the drive
+ * given to another job.
+ */
+const TAPE_END_OWN_TASK_PATCH = 'tape-end-own-task';
+
+/**
+ * Marks the runs whose undo, after a failure, ends a workflow task before each release, and erases
+ * with the cartridge loaded again if a lost run of the undo already unloaded it (docs/adr/047).
+ */
+const UNDO_RELEASE_OWN_TASK_PATCH = 'undo-release-own-task';
 
 /** Backs up one target to tape: the SAN operation of kind `backup`, `split-backup` or `snapshot-backup`. */
 export async function sanOperation(input: BackupRequest): Promise<BackupReport> {
@@ -210,8 +226,16 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
   const extraJobs: string[] = [];
   // Decided once, at the undo's first release, so every release of one undo is tried alike.
   let patientUndo: boolean | undefined;
-  const undoRelease = (): Pick<PoolActivities, 'releaseStreams'> =>
+  const undoReleaseActivities = (): Pick<PoolActivities, 'releaseStreams'> =>
     (patientUndo ??= patched(PATIENT_UNDO_RELEASE_PATCH)) ? patientReleaseActivities(req.tuning, local) : pool;
+  // The undo's release takes the drives from the job: the erases and unloads unwound before it must
+  // be recorded first, or a lost worker's re-run of them would act on a drive another job holds.
+  const undoRelease = (): Pick<PoolActivities, 'releaseStreams'> => ({
+    releaseStreams: async (...args) => {
+      if (job.undoOwnTask) await endWorkflowTask();
+      return undoReleaseActivities().releaseStreams(...args);
+    },
+  });
   job.nextCartridge = (full, piece) => nextCartridge(job, extraJobs, full, piece, undoRelease);
   const launch: ArrayLaunch = {
     op,
@@ -305,8 +329,12 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
     );
 
     // Seed 004 step 1170: each cartridge also carries its own catalog rows, after its data.
-    await op.step('tape-catalog', () => writeTapeCatalogs(job, kept.pieces, record, streams));
+    const ownTask = patched(TAPE_END_OWN_TASK_PATCH);
+    await op.step('tape-catalog', () => writeTapeCatalogs(job, kept.pieces, record, streams, ownTask));
     await op.step('unload', () => unloadLanes(job));
+    // The release in a task of its own: a lost worker's re-run of the steps above then finds the
+    // drives still the job's (docs/adr/047).
+    if (ownTask) await endWorkflowTask();
     await op.step('release', async () => {
       // The data is complete: a pool that does not answer for a while must not fail the backup.
       const release = patched(PATIENT_RELEASE_PATCH) ? patientReleaseActivities(req.tuning, local) : pool;
@@ -365,6 +393,7 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
     return report;
   } catch (err) {
     await Promise.all(job.marks);
+    job.undoOwnTask = patched(UNDO_RELEASE_OWN_TASK_PATCH);
     await job.undo.unwind();
     await reportBackupFailure(control, {
       subject: `backup of ${req.target} failed`,

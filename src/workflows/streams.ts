@@ -70,6 +70,12 @@ export interface CopyJob {
   runCount?: number;
   /** The SHA-256 of each copy a run read back whole while it was mounted, by copy number. */
   verified?: Record<number, string>;
+  /**
+   * Set when the undo begins, in runs whose undo releases in a workflow task of its own
+   * (docs/adr/047): its erases may then load again a cartridge that a lost run of the same undo
+   * unloaded, since the job holds the drive until that release.
+   */
+  undoOwnTask?: boolean;
 }
 
 /** One stream's chunks in order as one copy activity writes them, followed by the workflow. */
@@ -245,7 +251,7 @@ function laneMounted(job: CopyJob, lane: Lane, mounted: Awaited<ReturnType<CopyJ
   // Runs before the unload (compensations unwind newest first): a failed job leaves nothing
   // of itself on the cartridge, so the next job appends where this one began.
   undo.add(`erase:${lane.stream.stream}`, async () => {
-    await control.eraseTape({ ...lane.addr, position: lane.start });
+    await control.eraseTape({ ...lane.addr, position: lane.start, ...(job.undoOwnTask ? { remount: true } : {}) });
     job.tapeEnd[lane.stream.tape] = lane.start;
   });
 }
@@ -617,17 +623,23 @@ async function readBack(
  * Seed 004 step 1170: once the catalog records the backup, each cartridge gets its rows written
  * after its data. From here the catalog claims what the kept cartridges hold, so no later failure
  * may erase them; a cartridge that ends up holding nothing of the backup is cut back instead.
+ * With `remount` (docs/adr/047), a cartridge that the unload after this step already took out of
+ * its drive, in a run of the same workflow task that was lost, is loaded again first: the job holds
+ * the drive until its release, which runs in a workflow task of its own.
  */
 export async function writeTapeCatalogs(
   job: CopyJob,
   kept: PieceRecord[],
   backup: BackupRecord,
   streams: StreamRecord[],
+  remount = false,
 ): Promise<void> {
   for (const lane of job.lanes) {
     if (kept.some((p) => p.stream === lane.stream.stream)) job.undo.done(`erase:${lane.stream.stream}`);
   }
-  await Promise.all(job.lanes.filter((l) => l.loaded).map((lane) => closeCartridge(job, lane, kept, backup, streams)));
+  await Promise.all(
+    job.lanes.filter((l) => l.loaded).map((lane) => closeCartridge(job, lane, kept, backup, streams, remount)),
+  );
 }
 
 /** Unmounts and unzones every stream; the streams share nothing, so all at once. */
@@ -654,17 +666,21 @@ async function closeCartridge(
   kept: PieceRecord[],
   backup: BackupRecord,
   streams: StreamRecord[],
+  remount: boolean,
 ): Promise<void> {
   const onTape = kept.filter((p) => p.tape === lane.stream.tape && p.library === lane.stream.library);
+  // Only runs since the change ask for it, so an old run's activity inputs stay what they were.
+  const again = remount ? { remount: true } : {};
   try {
     if (onTape.length > 0) {
       const out = await job.control.writeTapeCatalog({
         at: { ...lane.addr, position: lane.position },
         entry: { backup, pieces: onTape, streams },
+        ...again,
       });
       job.tapeEnd[lane.stream.tape] = out.nextPosition;
     } else {
-      await job.control.eraseTape({ ...lane.addr, position: lane.start });
+      await job.control.eraseTape({ ...lane.addr, position: lane.start, ...again });
       job.tapeEnd[lane.stream.tape] = lane.start;
       job.undo.done(`erase:${lane.stream.stream}`);
     }

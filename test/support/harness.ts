@@ -175,7 +175,7 @@ const ROOT = path.resolve(__dirname, '..', '..');
  * Waits until a child process prints `marker` (on stdout, or on stderr too when `stderr` is set),
  * and fails with everything it printed when it exits first or is silent for a minute.
  */
-async function untilPrinted(child: ChildProcess, what: string, marker: string, stderr: boolean): Promise<void> {
+export async function untilPrinted(child: ChildProcess, what: string, marker: string, stderr: boolean): Promise<void> {
   let output = '';
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${what} did not start:\n${output}`)), 60_000);

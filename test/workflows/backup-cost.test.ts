@@ -93,6 +93,9 @@ describe('the cost of a backup in its history', () => {
     expect(local).toHaveLength(10);
     // The start record and the mount were under way while the stream was being zoned.
     expect(besideZoning.get(handle.workflowId)).toEqual(STEPS_BESIDE_ZONING);
+    // One timer: it ends the task before the release, so the steps needing the drives are recorded
+    // before the job gives them up (docs/adr/047).
+    expect(events.filter((e) => e.timerStartedEventAttributes)).toHaveLength(1);
 
     const catalog = new Catalog(lab.paths.catalog);
     const backup = catalog.backup(report.backupId);
