@@ -10,6 +10,14 @@ import { Connection } from '@temporalio/client';
 import { KuraError, ErrorType } from '../domain/errors';
 import { KURA_SEARCH_ATTRIBUTES, searchAttributeTypeName } from '../search-attributes';
 
+/**
+ * Workflows whose state the embedded server's history service keeps in memory. It keeps every
+ * workflow it touched, closed ones included, for an hour (the CLI sets 8,096 workflows), at about
+ * 90 KB of the server's memory each. SQLite serves no more than about 1,000 workflows running at
+ * once, so 2,048 holds every running one with room and bounds what the rest cost (docs/adr/048).
+ */
+export const DEV_SERVER_WORKFLOW_CACHE = 2048;
+
 const DYNAMIC_CONFIG = [
   'frontend.enableUpdateWorkflowExecution=true',
   'frontend.enableUpdateWorkflowExecutionAsyncAccepted=true',
@@ -43,6 +51,10 @@ export interface DevServerOptions {
   signal?: AbortSignal;
   /** The codec server the Web UI decodes payloads through (`--ui-codec-endpoint`). */
   uiCodecEndpoint?: string;
+  /** The server's Prometheus endpoint (`--metrics-port`); a random free port when omitted. */
+  metricsPort?: number;
+  /** Workflows the history service keeps in memory; {@link DEV_SERVER_WORKFLOW_CACHE} when omitted. */
+  workflowCache?: number;
   /** Called as soon as the process runs, before it answers: from then on the caller can stop it. */
   onSpawn?: (server: DevServer) => void;
 }
@@ -114,6 +126,7 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
     'warn',
   ];
   for (const ns of opts.extraNamespaces ?? []) args.push('--namespace', ns);
+  if (opts.metricsPort !== undefined) args.push('--metrics-port', String(opts.metricsPort));
   if (opts.headless) args.push('--headless');
   else {
     args.push('--ui-port', String(opts.uiPort ?? port + 1000));
@@ -130,6 +143,10 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
   for (const key of KURA_SEARCH_ATTRIBUTES)
     args.push('--search-attribute', `${key.name}=${searchAttributeTypeName(key)}`);
   for (const kv of DYNAMIC_CONFIG) args.push('--dynamic-config-value', kv);
+  args.push(
+    '--dynamic-config-value',
+    `history.hostLevelCacheMaxSize=${opts.workflowCache ?? DEV_SERVER_WORKFLOW_CACHE}`,
+  );
 
   let logFd: number | undefined;
   if (opts.logFile) {
