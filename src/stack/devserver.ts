@@ -10,14 +10,6 @@ import { Connection } from '@temporalio/client';
 import { KuraError, ErrorType } from '../domain/errors';
 import { KURA_SEARCH_ATTRIBUTES, searchAttributeTypeName } from '../search-attributes';
 
-/**
- * Workflows whose state the embedded server's history service keeps in memory. It keeps every
- * workflow it touched, closed ones included, for an hour (the CLI sets 8,096 workflows), at about
- * 90 KB of the server's memory each. SQLite serves no more than about 1,000 workflows running at
- * once, so 2,048 holds every running one with room and bounds what the rest cost (docs/adr/048).
- */
-export const DEV_SERVER_WORKFLOW_CACHE = 2048;
-
 const DYNAMIC_CONFIG = [
   'frontend.enableUpdateWorkflowExecution=true',
   'frontend.enableUpdateWorkflowExecutionAsyncAccepted=true',
@@ -53,7 +45,10 @@ export interface DevServerOptions {
   uiCodecEndpoint?: string;
   /** The server's Prometheus endpoint (`--metrics-port`); a random free port when omitted. */
   metricsPort?: number;
-  /** Workflows the history service keeps in memory; {@link DEV_SERVER_WORKFLOW_CACHE} when omitted. */
+  /**
+   * Workflows whose state the history service keeps in memory, closed ones included, for up to an
+   * hour (`history.hostLevelCacheMaxSize`); the CLI's own 8,096 when omitted.
+   */
   workflowCache?: number;
   /** Called as soon as the process runs, before it answers: from then on the caller can stop it. */
   onSpawn?: (server: DevServer) => void;
@@ -143,10 +138,8 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
   for (const key of KURA_SEARCH_ATTRIBUTES)
     args.push('--search-attribute', `${key.name}=${searchAttributeTypeName(key)}`);
   for (const kv of DYNAMIC_CONFIG) args.push('--dynamic-config-value', kv);
-  args.push(
-    '--dynamic-config-value',
-    `history.hostLevelCacheMaxSize=${opts.workflowCache ?? DEV_SERVER_WORKFLOW_CACHE}`,
-  );
+  if (opts.workflowCache !== undefined)
+    args.push('--dynamic-config-value', `history.hostLevelCacheMaxSize=${opts.workflowCache}`);
 
   let logFd: number | undefined;
   if (opts.logFile) {

@@ -1,5 +1,5 @@
 /**
- * The embedded dev server's workflow cache is bounded: its history service keeps no more workflows
+ * The dev server's workflow cache can be bounded: its history service keeps no more workflows
  * in memory than it is told (docs/adr/048), read from the server's own metrics.
  */
 import { describe, expect, it } from 'vitest';
