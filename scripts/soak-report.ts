@@ -153,6 +153,11 @@ export interface MemorySample {
   workerPid: number | undefined;
   /** The server's SQLite file plus its WAL, in bytes. */
   dbBytes: number;
+  /**
+   * Workflows in the server's mutable-state cache (`cache_usage{cache_type="mutablestate"}` of its
+   * metrics): what the server's memory grows with until the cache is full (docs/soak.md).
+   */
+  serverCacheEntries?: number;
 }
 
 /**
@@ -175,6 +180,37 @@ export function pooledSlope(series: readonly (readonly { x: number; y: number }[
   return den === 0 ? 0 : num / den;
 }
 
+/** A least-squares slope with its standard error (undefined when the points cannot give one). */
+export interface Fit {
+  slope: number;
+  /** The slope's standard error; undefined with too few points for the residuals to say anything. */
+  stdErr: number | undefined;
+  points: number;
+}
+
+/**
+ * The pooled slope of {@link pooledSlope} with its standard error, from the residuals about each
+ * series' own line (one intercept per series and the shared slope are fitted, so the residuals have
+ * that many degrees of freedom fewer): how far the slope of a handful of samples can be trusted.
+ */
+export function pooledFit(series: readonly (readonly { x: number; y: number }[])[]): Fit {
+  const used = series.filter((pts) => pts.length >= 2);
+  const n = used.reduce((a, pts) => a + pts.length, 0);
+  const b = pooledSlope(used);
+  let sxx = 0;
+  let rss = 0;
+  for (const pts of used) {
+    const mx = pts.reduce((a, p) => a + p.x, 0) / pts.length;
+    const my = pts.reduce((a, p) => a + p.y, 0) / pts.length;
+    for (const p of pts) {
+      sxx += (p.x - mx) ** 2;
+      rss += (p.y - my - b * (p.x - mx)) ** 2;
+    }
+  }
+  const df = n - used.length - 1;
+  return { slope: b, stdErr: df > 0 && sxx > 0 ? Math.sqrt(rss / df / sxx) : undefined, points: n };
+}
+
 /**
  * Growth per hour of one series by linear fit, in bytes. The worker's samples are fitted per
  * process (a pooled slope over its processes): the soak kills it every few minutes, and each
@@ -185,17 +221,24 @@ export function growthPerHour(
   key: 'worker' | 'server' | 'datapath',
   warmUpMs = 0,
 ): number {
+  return growthFit(samples, key, warmUpMs).slope;
+}
+
+/** {@link growthPerHour} with the fit's standard error, in bytes per hour. */
+export function growthFit(samples: readonly MemorySample[], key: MemoryKey, warmUpMs = 0): Fit {
   const pts = withoutWarmUp(
     samples.filter((s) => s.rss[key] !== undefined),
     key,
     warmUpMs,
   );
   const point = (s: MemorySample) => ({ x: s.atMs / 3_600_000, y: s.rss[key] as number });
-  if (key !== 'worker') return slope(pts.map(point));
+  if (key !== 'worker') return pooledFit([pts.map(point)]);
   const byPid = new Map<number | undefined, { x: number; y: number }[]>();
   for (const s of pts) byPid.set(s.workerPid, [...(byPid.get(s.workerPid) ?? []), point(s)]);
-  return pooledSlope([...byPid.values()]);
+  return pooledFit([...byPid.values()]);
 }
+
+type MemoryKey = 'worker' | 'server' | 'datapath';
 
 /**
  * The samples taken at least `warmUpMs` after their process's first (the worker's, per process;
@@ -216,8 +259,102 @@ function withoutWarmUp(
   return samples.filter((s) => s.atMs - first.get(key === 'worker' ? s.workerPid : undefined)! >= warmUpMs);
 }
 
-/** How long after its start a process's memory is left out of the second fit (see {@link withoutWarmUp}). */
-export const WARM_UP_MS = 2 * 60_000;
+/**
+ * How long after its start a process's memory is left out of the second fit (see {@link withoutWarmUp}):
+ * a worker with its heaps bounded (docs/adr/048) reaches its plateau within about 3 minutes.
+ */
+export const WARM_UP_MS = 3 * 60_000;
+
+/**
+ * The rule of flat memory: growth after warm-up under this many MiB an hour, per process (the
+ * worker's pooled over its processes). 100 MiB/h is what a 30-minute run can tell from the
+ * collectors' saw-tooth of a few tens of MiB, and a leak of it would take a day to add 2.4 GiB.
+ */
+export const FLAT_MIB_PER_HOUR = 100;
+
+/** Whether a fit's growth is below the limit, above it, or cannot be told from its samples. */
+export type Flatness = 'flat' | 'growing' | 'undecided';
+
+/**
+ * Flat when even the fit's upper bound (slope + 2 standard errors, about 95 %) is under the limit;
+ * growing when its lower bound is over it; otherwise, or with too few samples, undecided.
+ */
+export function flatness(fit: Fit, limitBytesPerHour = FLAT_MIB_PER_HOUR * 1024 * 1024): Flatness {
+  if (fit.stdErr === undefined) return 'undecided';
+  if (fit.slope + 2 * fit.stdErr < limitBytesPerHour) return 'flat';
+  if (fit.slope - 2 * fit.stdErr > limitBytesPerHour) return 'growing';
+  return 'undecided';
+}
+
+/** One process's memory over its life, as the per-process table shows it. */
+export interface ProcessMemory {
+  key: MemoryKey;
+  pid: number | undefined;
+  /** Its first sample (minutes since the soak began) and RSS then. */
+  firstMin: number;
+  firstRss: number;
+  /** Its first sample at or after the warm-up, if it lived that long. */
+  warmMin?: number;
+  warmRss?: number;
+  lastMin: number;
+  lastRss: number;
+  /** The fit over its samples after the warm-up (bytes per hour). */
+  fit: Fit;
+}
+
+/**
+ * Each process's memory: every worker process (by pid), the server and the datapath, each with its
+ * RSS at its first sample, at the end of its warm-up and at its last sample, and its own fit after
+ * the warm-up.
+ */
+export function processMemory(samples: readonly MemorySample[], warmUpMs = WARM_UP_MS): ProcessMemory[] {
+  const out: ProcessMemory[] = [];
+  for (const key of ['worker', 'server', 'datapath'] as const) {
+    const mine = samples.filter((s) => s.rss[key] !== undefined);
+    const ids = [...new Set(mine.map((s) => (key === 'worker' ? s.workerPid : undefined)))];
+    for (const id of ids) {
+      const own = mine.filter((s) => key !== 'worker' || s.workerPid === id);
+      const first = own[0]!;
+      const last = own[own.length - 1]!;
+      const warm = own.find((s) => s.atMs - first.atMs >= warmUpMs);
+      const after = own.filter((s) => s.atMs - first.atMs >= warmUpMs);
+      out.push({
+        key,
+        pid: key === 'worker' ? id : undefined,
+        firstMin: first.atMs / 60_000,
+        firstRss: first.rss[key]!,
+        ...(warm ? { warmMin: warm.atMs / 60_000, warmRss: warm.rss[key]! } : {}),
+        lastMin: last.atMs / 60_000,
+        lastRss: last.rss[key]!,
+        fit: pooledFit([after.map((s) => ({ x: s.atMs / 3_600_000, y: s.rss[key]! }))]),
+      });
+    }
+  }
+  return out;
+}
+
+/** The memory verdict: each process kind's fit after warm-up (the worker's pooled) and its flatness. */
+export function memoryVerdict(
+  samples: readonly MemorySample[],
+  warmUpMs = WARM_UP_MS,
+): { overall: Flatness; kinds: { key: MemoryKey; fit: Fit; flatness: Flatness }[] } {
+  const kinds = (['worker', 'server', 'datapath'] as const).map((key) => {
+    const fit = growthFit(samples, key, warmUpMs);
+    return { key, fit, flatness: flatness(fit) };
+  });
+  const overall = kinds.some((k) => k.flatness === 'growing')
+    ? 'growing'
+    : kinds.every((k) => k.flatness === 'flat')
+      ? 'flat'
+      : 'undecided';
+  return { overall, kinds };
+}
+
+/** A growth per hour with its 2-standard-error margin, in MiB/h. */
+function growthText(fit: Fit): string {
+  if (fit.points < 2) return '–';
+  return fit.stdErr === undefined ? `${mib(fit.slope)} MiB/h` : `${mib(fit.slope)} ± ${mib(2 * fit.stdErr)} MiB/h`;
+}
 
 /** The samples the table shows: the first, the last, and the first at or after each `everyMs` mark. */
 export function tableRows(samples: readonly MemorySample[], everyMs: number): MemorySample[] {
@@ -283,24 +420,33 @@ export function renderSummary(s: SoakSummary): string {
     `Restores verified byte for byte (SHA-256 of the restored file = the one recorded at backup time): ${s.restoresVerified}; mismatches: ${s.mismatches.length}.`,
     `Device faults injected: ${s.faultsInjected}; worker SIGKILLs (restarted): ${s.workerKills}; jobs not drained in time: ${s.undrained}.`,
     '',
-    '| t (min) | worker RSS (MiB) | worker pid | server RSS (MiB) | datapath RSS (MiB) | server DB + WAL (MiB) |',
-    '|---:|---:|---:|---:|---:|---:|',
+    '| t (min) | worker RSS (MiB) | worker pid | server RSS (MiB) | server cache (workflows) | datapath RSS (MiB) | server DB + WAL (MiB) |',
+    '|---:|---:|---:|---:|---:|---:|---:|',
   );
   for (const m of tableRows(s.samples, s.tableEveryMs))
     out.push(
-      `| ${(m.atMs / 60_000).toFixed(1)} | ${mib(m.rss.worker)} | ${m.workerPid ?? '–'} | ${mib(m.rss.server)} | ${mib(m.rss.datapath)} | ${mib(m.dbBytes)} |`,
+      `| ${(m.atMs / 60_000).toFixed(1)} | ${mib(m.rss.worker)} | ${m.workerPid ?? '–'} | ${mib(m.rss.server)} | ${m.serverCacheEntries ?? '–'} | ${mib(m.rss.datapath)} | ${mib(m.dbBytes)} |`,
     );
-  const g = (k: 'worker' | 'server' | 'datapath') => `${mib(growthPerHour(s.samples, k))} MiB/h`;
-  // A run shorter than the warm-up has nothing to fit after it.
-  const w = (k: 'worker' | 'server' | 'datapath') =>
-    s.samples.some((m) => m.atMs >= WARM_UP_MS) ? `${mib(growthPerHour(s.samples, k, WARM_UP_MS))} MiB/h` : '–';
+  const g = (k: MemoryKey) => growthText(growthFit(s.samples, k));
+  const w = (k: MemoryKey) => growthText(growthFit(s.samples, k, WARM_UP_MS));
   const db = slope(s.samples.map((m) => ({ x: m.atMs / 3_600_000, y: m.dbBytes })));
+  const warmMin = WARM_UP_MS / 60_000;
   out.push(
-    `| **growth/h (linear fit over all ${s.samples.length} samples)** | ${g('worker')} | per process, over ${new Set(s.samples.map((m) => m.workerPid)).size} process(es) | ${g('server')} | ${g('datapath')} | ${mib(db)} MiB/h |`,
-    `| **growth/h after warm-up (samples ${WARM_UP_MS / 60_000} min or more after each process's start)** | ${w('worker')} | per process | ${w('server')} | ${w('datapath')} | |`,
+    `| **growth/h (linear fit over all ${s.samples.length} samples)** | ${g('worker')} | per process, over ${new Set(s.samples.map((m) => m.workerPid)).size} process(es) | ${g('server')} | | ${g('datapath')} | ${mib(db)} MiB/h |`,
+    `| **growth/h after warm-up (samples ${warmMin} min or more after each process's start)** | ${w('worker')} | per process | ${w('server')} | | ${w('datapath')} | |`,
     '',
-    `Verdict: ${verdict(s)}`,
+    `Each process (± is two standard errors of the fit; warm-up: the first ${warmMin} min of each process's life):`,
+    '',
+    '| process | pid | first sample (min: MiB) | end of warm-up (min: MiB) | last sample (min: MiB) | growth/h after warm-up |',
+    '|---|---:|---:|---:|---:|---:|',
   );
+  const at = (min: number | undefined, rss: number | undefined) =>
+    min === undefined ? '–' : `${min.toFixed(1)}: ${mib(rss)}`;
+  for (const p of processMemory(s.samples))
+    out.push(
+      `| ${p.key} | ${p.pid ?? '–'} | ${at(p.firstMin, p.firstRss)} | ${at(p.warmMin, p.warmRss)} | ${at(p.lastMin, p.lastRss)} | ${growthText(p.fit)} |`,
+    );
+  out.push('', `Verdict: ${verdict(s)}`);
   const bad = s.jobs.filter((j) => j.outcome === Outcome.Unexplained);
   if (bad.length > 0 || s.mismatches.length > 0) {
     out.push('', '### Unexplained failures and mismatches');
@@ -310,14 +456,44 @@ export function renderSummary(s: SoakSummary): string {
   return out.join('\n');
 }
 
-/** PASS when no job failed unexplained, nothing mismatched and every job was drained. */
-export function passed(s: Pick<SoakSummary, 'jobs' | 'mismatches' | 'undrained'>): boolean {
-  return s.jobs.every((j) => j.outcome !== Outcome.Unexplained) && s.mismatches.length === 0 && s.undrained === 0;
+/**
+ * PASS when no job failed unexplained, nothing mismatched, every job was drained and memory did not
+ * grow after warm-up beyond the rule ({@link memoryVerdict}); memory that cannot be told is no fail.
+ */
+export function passed(
+  s: Pick<SoakSummary, 'jobs' | 'mismatches' | 'undrained'> & { samples?: readonly MemorySample[] },
+): boolean {
+  return (
+    s.jobs.every((j) => j.outcome !== Outcome.Unexplained) &&
+    s.mismatches.length === 0 &&
+    s.undrained === 0 &&
+    memoryVerdict(s.samples ?? []).overall !== 'growing'
+  );
 }
 
 function verdict(s: SoakSummary): string {
   const unexplained = s.jobs.filter((j) => j.outcome === Outcome.Unexplained).length;
-  return passed(s)
-    ? 'PASS (zero unexplained failures, zero mismatches, everything drained)'
-    : `FAIL (${unexplained} unexplained, ${s.mismatches.length} mismatches, ${s.undrained} not drained)`;
+  const jobsOk =
+    s.jobs.every((j) => j.outcome !== Outcome.Unexplained) && s.mismatches.length === 0 && s.undrained === 0;
+  const memory = memoryVerdict(s.samples);
+  const jobs = jobsOk
+    ? 'zero unexplained failures, zero mismatches, everything drained'
+    : `${unexplained} unexplained, ${s.mismatches.length} mismatches, ${s.undrained} not drained`;
+  const rule = `growth after warm-up under ${FLAT_MIB_PER_HOUR} MiB/h per process, with 2 standard errors of margin`;
+  const named = (f: Flatness) =>
+    memory.kinds
+      .filter((k) => k.flatness === f)
+      .map((k) =>
+        k.fit.stdErr === undefined
+          ? `${k.key} (${k.fit.points} sample(s) after warm-up)`
+          : `${k.key} ${growthText(k.fit)}`,
+      )
+      .join(', ');
+  const mem =
+    memory.overall === 'flat'
+      ? `memory flat (${rule})`
+      : memory.overall === 'growing'
+        ? `memory NOT flat: ${named('growing')} (rule: ${rule})`
+        : `memory undecided: ${named('undecided')} (rule: ${rule}; too few samples after warm-up, or too scattered, to tell)`;
+  return `${passed(s) ? 'PASS' : 'FAIL'} (${jobs}; ${mem})`;
 }

@@ -9,6 +9,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import {
   createReadStream,
+  createWriteStream,
   existsSync,
   mkdirSync,
   mkdtempSync,
@@ -183,6 +184,19 @@ async function workerInsides(ports: {
   };
 }
 
+/**
+ * The workflows in the dev server's mutable-state cache (`cache_usage{cache_type="mutablestate"}`
+ * from its metrics): the server's memory grows with them until the cache is full. Undefined when the
+ * server does not answer or has no such metric.
+ */
+async function serverCacheEntries(port: number): Promise<number | undefined> {
+  if (!port) return undefined;
+  const res = await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(5_000) });
+  if (!res.ok) return undefined;
+  const m = /^cache_usage\{[^}]*cache_type="mutablestate"[^}]*\} ([0-9.e+]+)$/m.exec(await res.text());
+  return m ? Number(m[1]) : undefined;
+}
+
 function sizeOf(file: string): number {
   return existsSync(file) ? statSync(file).size : 0;
 }
@@ -194,8 +208,9 @@ async function startNode(
   env: NodeJS.ProcessEnv,
   ready: string,
   procs: Set<Proc>,
+  nodeFlags: readonly string[] = [],
 ): Promise<Proc> {
-  const child = spawn(process.execPath, ['--require', 'tsx/cjs', script, ...args], {
+  const child = spawn(process.execPath, [...nodeFlags, '--require', 'tsx/cjs', script, ...args], {
     cwd: ROOT,
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -346,6 +361,10 @@ class Soak {
   private seq = 0;
   /** The instant of the first sample: the start of the soak's clock. */
   t0 = Date.now();
+  /** The dev server's metrics port, where its cache's size is read beside its RSS (0: none). */
+  serverMetricsPort = 0;
+  /** Reads of the server's cache still in flight; the summary waits for them. */
+  readonly pendingReads = new Set<Promise<void>>();
 
   constructor(
     readonly opts: SoakOptions,
@@ -376,7 +395,24 @@ class Soak {
   }
 
   async startWorker(): Promise<void> {
-    const w = await startNode(path.join(ROOT, 'src', 'worker.ts'), [], this.workerEnv, 'workers running', this.procs);
+    // $KURA_SOAK_WORKER_FLAGS: Node or V8 flags of the worker (such as --trace-gc, which Node refuses in
+    // NODE_OPTIONS); $KURA_SOAK_WORKER_LOG: a file prefix that keeps each worker's whole output (docs/soak.md).
+    const flags = process.env.KURA_SOAK_WORKER_FLAGS?.split(' ').filter((f) => f !== '') ?? [];
+    const w = await startNode(
+      path.join(ROOT, 'src', 'worker.ts'),
+      [],
+      this.workerEnv,
+      'workers running',
+      this.procs,
+      flags,
+    );
+    const logTo = process.env.KURA_SOAK_WORKER_LOG;
+    if (logTo) {
+      const out = createWriteStream(`${logTo}.${w.child.pid}`);
+      out.write(w.output.join(''));
+      w.child.stdout!.pipe(out);
+      w.child.stderr!.pipe(out);
+    }
     this.worker = w;
     // A worker that exits without being killed by the soak is an unexplained failure: recorded with
     // the end of its output, and replaced so the work goes on.
@@ -459,6 +495,14 @@ class Soak {
     log(
       `memory: worker ${s.rss.worker} B, server ${s.rss.server} B, datapath ${s.rss.datapath} B; server db ${s.dbBytes} B`,
     );
+    const read = serverCacheEntries(this.serverMetricsPort)
+      .then((n) => {
+        if (n !== undefined) s.serverCacheEntries = n;
+        log(`server: ${n ?? '?'} workflows in its history cache`);
+      })
+      .catch((err: unknown) => log(`server metrics unavailable: ${String(err)}`))
+      .finally(() => this.pendingReads.delete(read));
+    this.pendingReads.add(read);
     const native = nativeMemoryOf(s.workerPid);
     void workerInsides(this.loaded.config.metrics)
       .then((w) =>
@@ -722,10 +766,12 @@ async function main(): Promise<number> {
 
     log('starting the dev server and bundling the workflows');
     const bundlePath = path.join(dir, 'workflow-bundle.js');
+    const serverMetricsPort = await freePort();
     const [srv, bundle] = await Promise.all([
       startDevServer({
         headless: true,
         port: await freePort(),
+        metricsPort: serverMetricsPort,
         dbFile: path.join(dir, 'temporal.db'),
         logFile: path.join(dir, 'temporal.log'),
         readyTimeoutMs: 90_000,
@@ -790,6 +836,7 @@ async function main(): Promise<number> {
       env,
       procs,
     );
+    soak.serverMetricsPort = serverMetricsPort;
     await soak.startWorker();
     log(
       `dev server ${server.pid}, datapath ${datapath.child.pid}, worker ${soak.worker?.child.pid}; starting guardians and remote copy`,
@@ -805,6 +852,7 @@ async function main(): Promise<number> {
     soak.sample();
     await endLongRunning(soak);
     soak.stopping = true;
+    await Promise.all([...soak.pendingReads]);
     const summary = soak.summary(undrained);
     process.stdout.write(`${renderSummary(summary)}\n`);
     return passed(summary) ? 0 : 1;

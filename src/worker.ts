@@ -5,6 +5,7 @@
  * device on `kura-copy-<name>` for its direct copies (docs/adr/029). In production each backup server
  * host runs its own worker; the embedded stack runs them all in this one process.
  */
+import { setFlagsFromString } from 'node:v8';
 import { Client, Connection } from '@temporalio/client';
 import { IllegalStateError } from '@temporalio/common';
 import {
@@ -146,10 +147,26 @@ function installRuntime(hostHandlesSignals: boolean, temporalPort: number): void
   }
 }
 
+let heapGrowthSet: number | undefined;
+
+/**
+ * Bounds how far every V8 heap of this process grows past its live size before its next full
+ * collection (V8's `--heap-growing-percent`, read at every collection, so it holds for the heaps
+ * already running as for the SDK's workflow thread started after it). V8's own choice lets a heap
+ * with a steady live size grow to about 4× it: the workflow thread held about 260 MB for 60 MB live
+ * (docs/adr/048). The first worker start of a process sets it; 0 leaves V8's own choice.
+ */
+export function applyHeapGrowth(percent: number): void {
+  if (heapGrowthSet !== undefined || percent <= 0) return;
+  heapGrowthSet = percent;
+  setFlagsFromString(`--heap-growing-percent=${percent}`);
+}
+
 /** Creates and runs the workers for one configuration until `shutdown()`. */
 export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWorkers> {
   const { loaded } = opts;
   installRuntime(opts.hostHandlesSignals === true, loaded.config.metrics.temporalPort);
+  applyHeapGrowth(loaded.config.worker.heapGrowthPercent);
   const conn = temporalConnectionOptions(loaded, { address: opts.address, namespace: opts.namespace });
   const { installation } = loaded.config;
   const taskQueue = controlTaskQueue(opts.taskQueue, installation);
@@ -236,6 +253,10 @@ export async function startKuraWorkers(opts: KuraWorkersOptions): Promise<KuraWo
           connection,
           namespace: conn.namespace,
           taskQueue,
+          // Unset: the SDK's default, from the heap limit (docs/adr/048).
+          ...(loaded.config.worker.maxCachedWorkflows !== undefined
+            ? { maxCachedWorkflows: loaded.config.worker.maxCachedWorkflows }
+            : {}),
           ...(opts.workflowBundle
             ? { workflowBundle: opts.workflowBundle }
             : {

@@ -43,6 +43,13 @@ export interface DevServerOptions {
   signal?: AbortSignal;
   /** The codec server the Web UI decodes payloads through (`--ui-codec-endpoint`). */
   uiCodecEndpoint?: string;
+  /** The server's Prometheus endpoint (`--metrics-port`); a random free port when omitted. */
+  metricsPort?: number;
+  /**
+   * Workflows whose state the history service keeps in memory, closed ones included, for up to an
+   * hour (`history.hostLevelCacheMaxSize`); the CLI's own 8,096 when omitted.
+   */
+  workflowCache?: number;
   /** Called as soon as the process runs, before it answers: from then on the caller can stop it. */
   onSpawn?: (server: DevServer) => void;
 }
@@ -114,6 +121,7 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
     'warn',
   ];
   for (const ns of opts.extraNamespaces ?? []) args.push('--namespace', ns);
+  if (opts.metricsPort !== undefined) args.push('--metrics-port', String(opts.metricsPort));
   if (opts.headless) args.push('--headless');
   else {
     args.push('--ui-port', String(opts.uiPort ?? port + 1000));
@@ -130,6 +138,8 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
   for (const key of KURA_SEARCH_ATTRIBUTES)
     args.push('--search-attribute', `${key.name}=${searchAttributeTypeName(key)}`);
   for (const kv of DYNAMIC_CONFIG) args.push('--dynamic-config-value', kv);
+  if (opts.workflowCache !== undefined)
+    args.push('--dynamic-config-value', `history.hostLevelCacheMaxSize=${opts.workflowCache}`);
 
   let logFd: number | undefined;
   if (opts.logFile) {

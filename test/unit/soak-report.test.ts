@@ -7,13 +7,19 @@ import { ApplicationFailure } from '@temporalio/common';
 import { WorkflowFailedError } from '@temporalio/client';
 import { InvalidInputError } from '../../src/domain/errors';
 import {
+  FLAT_MIB_PER_HOUR,
   Outcome,
   SeededRandom,
+  WARM_UP_MS,
   classifyFailure,
+  flatness,
   growthPerHour,
+  memoryVerdict,
   parseSoakArgs,
   passed,
+  pooledFit,
   pooledSlope,
+  processMemory,
   renderSummary,
   slope,
   tableRows,
@@ -210,12 +216,16 @@ describe('the closing table', () => {
     expect(table).toContain('| **all** | 2 | 1 | 0 | 3 |');
     expect(table).toContain('seed 9');
     expect(table).toContain(
-      '| **growth/h (linear fit over all 2 samples)** | 60.0 MiB/h | per process, over 1 process(es) | 60.0 MiB/h | 0.0 MiB/h | 0.0 MiB/h |',
+      '| **growth/h (linear fit over all 2 samples)** | 60.0 MiB/h | per process, over 1 process(es) | 60.0 MiB/h | | 0.0 MiB/h | 0.0 MiB/h |',
     );
     expect(table).toContain(
-      "| **growth/h after warm-up (samples 2 min or more after each process's start)** | – | per process | – | – | |",
+      "| **growth/h after warm-up (samples 3 min or more after each process's start)** | – | per process | – | | – | |",
     );
-    expect(table).toContain('Verdict: PASS');
+    expect(table).toContain('| worker | 1 | 0.0: 100.0 | – | 1.0: 101.0 | – |');
+    // Two minutes cannot tell whether memory is flat, and that fails nothing.
+    expect(table).toContain(
+      'Verdict: PASS (zero unexplained failures, zero mismatches, everything drained; memory undecided: worker (0 sample(s) after warm-up), server (0 sample(s) after warm-up), datapath (0 sample(s) after warm-up)',
+    );
     expect(passed(s)).toBe(true);
   });
 
@@ -226,10 +236,170 @@ describe('the closing table', () => {
       jobs: [{ kind: 'ladder', outcome: Outcome.Unexplained, detail: 'ended waiting-for-human' }],
     };
     const table = renderSummary(s);
-    expect(table).toContain('Verdict: FAIL (1 unexplained, 1 mismatches, 0 not drained)');
+    expect(table).toContain('Verdict: FAIL (1 unexplained, 1 mismatches, 0 not drained; memory undecided');
     expect(table).toContain('- ladder: ended waiting-for-human');
     expect(table).toContain('- mismatch: restore #4 of x: aa ≠ bb');
     expect(passed(s)).toBe(false);
     expect(passed({ ...s, jobs: [], mismatches: [], undrained: 1 })).toBe(false);
+  });
+});
+
+/** A sample with a server cache count; every RSS in MiB. */
+const at = (min: number, worker: number, pid: number, server: number, datapath = 50): MemorySample => ({
+  atMs: min * 60_000,
+  rss: { worker: worker * MiB, server: server * MiB, datapath: datapath * MiB },
+  workerPid: pid,
+  dbBytes: 10 * MiB,
+});
+
+describe('the flatness of memory', () => {
+  it('gives the pooled slope its standard error from the residuals about each series', () => {
+    // On a line exactly: no error. Scattered by ±1 about y = x: the slope stays 1, with an error.
+    const exact = pooledFit([
+      [
+        { x: 0, y: 0 },
+        { x: 1, y: 1 },
+        { x: 2, y: 2 },
+      ],
+    ]);
+    expect(exact).toEqual({ slope: 1, stdErr: 0, points: 3 });
+    const scattered = pooledFit([
+      [
+        { x: 0, y: 1 },
+        { x: 1, y: 0 },
+        { x: 2, y: 3 },
+        { x: 3, y: 2 },
+      ],
+    ]);
+    expect(scattered.slope).toBeCloseTo(0.6);
+    // Residuals 0.4, -1.2, 1.2, -0.4 about the line: 3.2 over 2 degrees of freedom, Sxx 5.
+    expect(scattered.stdErr).toBeCloseTo(Math.sqrt(3.2 / 2 / 5));
+    // Two points fit any line: nothing to tell the error from.
+    expect(
+      pooledFit([
+        [
+          { x: 0, y: 0 },
+          { x: 1, y: 5 },
+        ],
+      ]).stdErr,
+    ).toBeUndefined();
+  });
+
+  it('is flat below the limit with its margin, growing above it, and undecided in between or without samples', () => {
+    const limit = FLAT_MIB_PER_HOUR * MiB;
+    expect(flatness({ slope: 0.5 * limit, stdErr: 0.2 * limit, points: 10 })).toBe('flat');
+    expect(flatness({ slope: 0.9 * limit, stdErr: 0.2 * limit, points: 10 })).toBe('undecided');
+    expect(flatness({ slope: 2 * limit, stdErr: 0.2 * limit, points: 10 })).toBe('growing');
+    expect(flatness({ slope: 0, stdErr: undefined, points: 2 })).toBe('undecided');
+  });
+
+  it("lists each process with its RSS at its start, at its warm-up's end and at its last sample", () => {
+    const samples = [
+      at(0, 300, 11, 160),
+      at(1, 500, 11, 200),
+      at(2, 520, 11, 210),
+      at(3, 530, 11, 215),
+      at(4, 525, 11, 215),
+      at(5, 310, 12, 215),
+      at(6, 490, 12, 216),
+    ];
+    const rows = processMemory(samples, 3 * 60_000);
+    expect(
+      rows.map((r) => [
+        r.key,
+        r.pid,
+        r.firstRss / MiB,
+        r.warmRss === undefined ? undefined : r.warmRss / MiB,
+        r.lastRss / MiB,
+      ]),
+    ).toEqual([
+      ['worker', 11, 300, 530, 525],
+      ['worker', 12, 310, undefined, 490],
+      ['server', undefined, 160, 215, 216],
+      ['datapath', undefined, 50, 50, 50],
+    ]);
+    expect(rows[0]!.warmMin).toBe(3);
+    // Worker 11 after its warm-up: 530 → 525 MiB in a minute.
+    expect(rows[0]!.fit.slope / MiB).toBeCloseTo(-300);
+    expect(rows[1]!.fit.points).toBe(0);
+  });
+
+  it('says memory is flat, and the soak passes, when every process levels off after its warm-up', () => {
+    // Two worker processes that rise for 2 minutes and then stay within ±2 MiB; a flat server.
+    const samples: MemorySample[] = [];
+    for (let m = 0; m <= 30; m++) {
+      const pid = m < 15 ? 1 : 2;
+      const age = pid === 1 ? m : m - 15;
+      const worker = age < 2 ? 300 + 100 * age : 500 + (m % 2 === 0 ? 2 : -2);
+      samples.push(at(m, worker, pid, 250 + (m % 3)));
+    }
+    const v = memoryVerdict(samples, WARM_UP_MS);
+    expect(v.kinds.map((k) => [k.key, k.flatness])).toEqual([
+      ['worker', 'flat'],
+      ['server', 'flat'],
+      ['datapath', 'flat'],
+    ]);
+    expect(v.overall).toBe('flat');
+    const s = {
+      options: { minutes: 30, seed: 1, concurrency: 3 },
+      elapsedMs: 31 * 60_000,
+      jobs: [{ kind: 'restore', outcome: Outcome.Ok, detail: '' }],
+      restoresVerified: 1,
+      mismatches: [],
+      faultsInjected: 0,
+      workerKills: 1,
+      samples,
+      tableEveryMs: 5 * 60_000,
+      undrained: 0,
+    };
+    expect(renderSummary(s)).toContain(
+      'Verdict: PASS (zero unexplained failures, zero mismatches, everything drained; memory flat (growth after warm-up under 100 MiB/h per process, with 2 standard errors of margin))',
+    );
+    expect(passed(s)).toBe(true);
+  });
+
+  it('says memory is not flat, and the soak fails, when a process keeps growing after its warm-up', () => {
+    // The server gains 10 MiB a minute throughout: 600 MiB/h, far over the limit.
+    const samples = Array.from({ length: 21 }, (_, m) => at(m, 500, 1, 200 + 10 * m + (m % 2)));
+    expect(memoryVerdict(samples).overall).toBe('growing');
+    const s = {
+      options: { minutes: 20, seed: 1, concurrency: 3 },
+      elapsedMs: 21 * 60_000,
+      jobs: [],
+      restoresVerified: 0,
+      mismatches: [],
+      faultsInjected: 0,
+      workerKills: 0,
+      samples,
+      tableEveryMs: 5 * 60_000,
+      undrained: 0,
+    };
+    const table = renderSummary(s);
+    expect(table).toMatch(
+      /Verdict: FAIL \(zero unexplained failures, zero mismatches, everything drained; memory NOT flat: server (59|60)\d\.\d ± \d+\.\d MiB\/h/,
+    );
+    expect(passed(s)).toBe(false);
+  });
+
+  it("shows the server's cache beside its RSS", () => {
+    const samples = [
+      { ...at(0, 300, 1, 160), serverCacheEntries: 4 },
+      { ...at(1, 500, 1, 200), serverCacheEntries: 120 },
+      at(2, 500, 1, 200),
+    ];
+    const table = renderSummary({
+      options: { minutes: 2, seed: 1, concurrency: 3 },
+      elapsedMs: 2 * 60_000,
+      jobs: [],
+      restoresVerified: 0,
+      mismatches: [],
+      faultsInjected: 0,
+      workerKills: 0,
+      samples,
+      tableEveryMs: 60_000,
+      undrained: 0,
+    });
+    expect(table).toContain('| 1.0 | 500.0 | 1 | 200.0 | 120 | 50.0 | 10.0 |');
+    expect(table).toContain('| 2.0 | 500.0 | 1 | 200.0 | – | 50.0 | 10.0 |');
   });
 });
