@@ -36,7 +36,7 @@ import { resolveRemoteGroup } from '../src/config/remote';
 import { guardianQuery } from '../src/messages';
 import { rungForDepth, type CureDepth, type GuardianView, type LadderResult } from '../src/domain/ladder';
 import { KuraError, ErrorType } from '../src/domain/errors';
-import { workflowInterceptorModules } from '../src/worker';
+import { workflowInterceptorModules, workflowsEntry } from '../src/worker';
 import { BenchNbdClient } from '../bench/support/nbd-client';
 import {
   Outcome,
@@ -777,7 +777,7 @@ async function main(): Promise<number> {
         readyTimeoutMs: 90_000,
       }),
       bundleWorkflowCode({
-        workflowsPath: require.resolve('../src/workflows'),
+        workflowsPath: workflowsEntry(),
         ...WORKFLOW_BUNDLE_CONVERTERS,
         workflowInterceptorModules: workflowInterceptorModules(),
         logger: {
