@@ -24,6 +24,7 @@ import {
   slope,
   tableRows,
   type MemorySample,
+  type SoakSummary,
 } from '../../scripts/soak-report';
 
 const MiB = 1024 * 1024;
@@ -252,6 +253,20 @@ const at = (min: number, worker: number, pid: number, server: number, datapath =
   dbBytes: 10 * MiB,
 });
 
+/** A soak of `minutes` (run for `ranMin`) with these samples and nothing else to tell: no job, fault or kill. */
+const quietSoak = (samples: MemorySample[], minutes: number, ranMin: number, tableEveryMs: number): SoakSummary => ({
+  options: { minutes, seed: 1, concurrency: 3 },
+  elapsedMs: ranMin * 60_000,
+  jobs: [],
+  restoresVerified: 0,
+  mismatches: [],
+  faultsInjected: 0,
+  workerKills: 0,
+  samples,
+  tableEveryMs,
+  undrained: 0,
+});
+
 describe('the flatness of memory', () => {
   it('gives the pooled slope its standard error from the residuals about each series', () => {
     // On a line exactly: no error. Scattered by ±1 about y = x: the slope stays 1, with an error.
@@ -341,16 +356,10 @@ describe('the flatness of memory', () => {
     ]);
     expect(v.overall).toBe('flat');
     const s = {
-      options: { minutes: 30, seed: 1, concurrency: 3 },
-      elapsedMs: 31 * 60_000,
+      ...quietSoak(samples, 30, 31, 5 * 60_000),
       jobs: [{ kind: 'restore', outcome: Outcome.Ok, detail: '' }],
       restoresVerified: 1,
-      mismatches: [],
-      faultsInjected: 0,
       workerKills: 1,
-      samples,
-      tableEveryMs: 5 * 60_000,
-      undrained: 0,
     };
     expect(renderSummary(s)).toContain(
       'Verdict: PASS (zero unexplained failures, zero mismatches, everything drained; memory flat (growth after warm-up under 100 MiB/h per process, with 2 standard errors of margin))',
@@ -362,18 +371,7 @@ describe('the flatness of memory', () => {
     // The server gains 10 MiB a minute throughout: 600 MiB/h, far over the limit.
     const samples = Array.from({ length: 21 }, (_, m) => at(m, 500, 1, 200 + 10 * m + (m % 2)));
     expect(memoryVerdict(samples).overall).toBe('growing');
-    const s = {
-      options: { minutes: 20, seed: 1, concurrency: 3 },
-      elapsedMs: 21 * 60_000,
-      jobs: [],
-      restoresVerified: 0,
-      mismatches: [],
-      faultsInjected: 0,
-      workerKills: 0,
-      samples,
-      tableEveryMs: 5 * 60_000,
-      undrained: 0,
-    };
+    const s = quietSoak(samples, 20, 21, 5 * 60_000);
     const table = renderSummary(s);
     expect(table).toMatch(
       /Verdict: FAIL \(zero unexplained failures, zero mismatches, everything drained; memory NOT flat: server (59|60)\d\.\d ± \d+\.\d MiB\/h/,
@@ -387,18 +385,7 @@ describe('the flatness of memory', () => {
       { ...at(1, 500, 1, 200), serverCacheEntries: 120 },
       at(2, 500, 1, 200),
     ];
-    const table = renderSummary({
-      options: { minutes: 2, seed: 1, concurrency: 3 },
-      elapsedMs: 2 * 60_000,
-      jobs: [],
-      restoresVerified: 0,
-      mismatches: [],
-      faultsInjected: 0,
-      workerKills: 0,
-      samples,
-      tableEveryMs: 60_000,
-      undrained: 0,
-    });
+    const table = renderSummary(quietSoak(samples, 2, 2, 60_000));
     expect(table).toContain('| 1.0 | 500.0 | 1 | 200.0 | 120 | 50.0 | 10.0 |');
     expect(table).toContain('| 2.0 | 500.0 | 1 | 200.0 | – | 50.0 | 10.0 |');
   });
