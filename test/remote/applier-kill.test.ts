@@ -8,9 +8,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { inject } from 'vitest';
-import { connectKura, eventually, makeLab, startWorkerProcess, type TestLab } from '../support/harness';
-import { startKuraWorkers, type KuraWorkers } from '../../src/worker';
+import { connectKura, eventually, makeLab, startWorkerProcess, startWorkers, type TestLab } from '../support/harness';
+import type { KuraWorkers } from '../../src/worker';
 import { KuraRemote } from '../../src/api/remote';
 import type { Volume } from '../../src/datapath/volume';
 import { remoteCopyHooks, type RemoteCopyHooks } from '../../src/datapath/remote-hooks';
@@ -43,14 +42,7 @@ beforeAll(async () => {
   group = resolveRemoteGroup(lab.loaded, lab.paths, GROUP);
   hooks = remoteCopyHooks(lab.loaded, lab.paths, lab.site);
   // The control worker and the main site's queue here; the remote site's in a child process.
-  workers = await startKuraWorkers({
-    loaded: lab.loaded,
-    address: inject('temporalAddress'),
-    namespace: inject('temporalNamespace'),
-    taskQueue: lab.taskQueue,
-    workflowBundle: { codePath: inject('workflowBundlePath') },
-    sites: [lab.site],
-  });
+  workers = await startWorkers(lab, lab.loaded, { sites: [lab.site] });
   const conn = await connectKura(lab);
   close = conn.close;
   remote = new KuraRemote(conn.client, lab.loaded, lab.taskQueue);

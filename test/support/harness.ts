@@ -14,7 +14,7 @@ import { loadConfig, type LoadedConfig } from '../../src/config/load';
 import { kuraPaths, type KuraPaths } from '../../src/config/paths';
 import { hospitalPreset, renderConfigYaml, type HospitalPresetOptions } from '../../src/lab/preset';
 import { createLabFiles, labVolumePath } from '../../src/lab/files';
-import { startKuraWorkers, type KuraWorkers } from '../../src/worker';
+import { startKuraWorkers, type KuraWorkers, type KuraWorkersOptions } from '../../src/worker';
 import { Kura, installationClientInterceptors } from '../../src/client';
 import { kuraDataConverter } from '../../src/codec/data-converter';
 import { ensureKeyFile, keyFileOf } from '../../src/codec/keys';
@@ -112,13 +112,18 @@ export async function makeLab(opts: LabOptions = {}): Promise<TestLab> {
  * Runs Kura's workers for the lab in this process, against the test run's dev server; `loaded`
  * runs them on another configuration of the lab than the one it was made with.
  */
-export async function startWorkers(lab: TestLab, loaded: LoadedConfig = lab.loaded): Promise<KuraWorkers> {
+export async function startWorkers(
+  lab: TestLab,
+  loaded: LoadedConfig = lab.loaded,
+  more: Pick<KuraWorkersOptions, 'activityInterceptors' | 'sites'> = {},
+): Promise<KuraWorkers> {
   return startKuraWorkers({
     loaded,
     address: inject('temporalAddress'),
     namespace: inject('temporalNamespace'),
     taskQueue: lab.taskQueue,
     workflowBundle: { codePath: inject('workflowBundlePath') },
+    ...more,
   });
 }
 

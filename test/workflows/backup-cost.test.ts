@@ -6,15 +6,15 @@
  * steps and the release run as local activities inside the workflow's tasks. The backup still
  * restores byte for byte, the catalog holds exactly one row per piece and nothing stays held. The
  * record of the backup's start, the zoning and the mount are asked for together (docs/adr/049). */
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as path from 'node:path';
 import type { Client } from '@temporalio/client';
 import type { ActivityInterceptorsFactory } from '@temporalio/worker';
 import { Catalog } from '../../src/catalog/store';
 import { tablesQuery } from '../../src/messages';
 import type { BackupReport } from '../../src/domain/jobs';
-import { connectKura, makeLab, sha256, type TestLab } from '../support/harness';
-import { startKuraWorkers, type KuraWorkers } from '../../src/worker';
+import { connectKura, makeLab, sha256, startWorkers, type TestLab } from '../support/harness';
+import type { KuraWorkers } from '../../src/worker';
 import { poolWorkflowId, type Kura } from '../../src/client';
 
 const MiB = 1024 * 1024;
@@ -58,14 +58,7 @@ const zoningWaits: ActivityInterceptorsFactory = (ctx) => ({
 beforeAll(async () => {
   // One stream in two chunks: one copy run signalling its first chunk, one of each control step.
   lab = await makeLab({ vms: 1, dataVolumeSize: 2 * MiB, streams: 1, chunks: 2 });
-  workers = await startKuraWorkers({
-    loaded: lab.loaded,
-    address: inject('temporalAddress'),
-    namespace: inject('temporalNamespace'),
-    taskQueue: lab.taskQueue,
-    workflowBundle: { codePath: inject('workflowBundlePath') },
-    activityInterceptors: [zoningWaits],
-  });
+  workers = await startWorkers(lab, lab.loaded, { activityInterceptors: [zoningWaits] });
   ({ kura, client, close } = await connectKura(lab));
 });
 

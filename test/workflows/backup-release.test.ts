@@ -4,14 +4,14 @@
  * release is tried again until the pool is back, the job completes and the devices end released.
  */
 import * as path from 'node:path';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ServiceError, type Client } from '@temporalio/client';
 import type { ActivityInterceptorsFactory } from '@temporalio/worker';
 import { tablesQuery } from '../../src/messages';
 import { poolWorkflowId, type Kura } from '../../src/client';
-import { startKuraWorkers, type KuraWorkers } from '../../src/worker';
+import type { KuraWorkers } from '../../src/worker';
 import { Catalog } from '../../src/catalog/store';
-import { connectKura, makeLab, sha256, type TestLab } from '../support/harness';
+import { connectKura, makeLab, sha256, startWorkers, type TestLab } from '../support/harness';
 
 /** Longer than the five attempts (about 8 s) a release had before, well within its bound now. */
 const POOL_SILENT_MS = 9_000;
@@ -50,14 +50,7 @@ const silentPool: ActivityInterceptorsFactory = (ctx) => ({
 
 beforeAll(async () => {
   lab = await makeLab({ vms: 1, dataVolumeSize: 1024 * 1024, pieceSize: '1MiB', streams: 1, chunks: 1 });
-  workers = await startKuraWorkers({
-    loaded: lab.loaded,
-    address: inject('temporalAddress'),
-    namespace: inject('temporalNamespace'),
-    taskQueue: lab.taskQueue,
-    workflowBundle: { codePath: inject('workflowBundlePath') },
-    activityInterceptors: [silentPool],
-  });
+  workers = await startWorkers(lab, lab.loaded, { activityInterceptors: [silentPool] });
   ({ kura, client, close } = await connectKura(lab));
 });
 
