@@ -27,17 +27,23 @@ export const SoakOptionsSchema = z.strictObject({
     .positive()
     .max(24 * 60)
     .optional(),
+  /**
+   * The most workflows the soak's server keeps in its history cache (`--server-cache`); unset, the
+   * dev server's own default. It tells whether the server's memory follows that cache.
+   */
+  serverCache: z.number().int().min(1).max(1_000_000).optional(),
 });
 export type SoakOptions = z.infer<typeof SoakOptionsSchema>;
 
 /**
- * Reads `--minutes`, `--seed`, `--concurrency` and `--kill-every` from a command line (defaults: 30
- * minutes, a seed from the clock, 3 jobs at once, kills every few minutes); InvalidInputError names
+ * Reads `--minutes`, `--seed`, `--concurrency`, `--kill-every` and `--server-cache` from a command line
+ * (defaults: 30 minutes, a seed from the clock, 3 jobs at once, kills every few minutes, the server's
+ * own cache); InvalidInputError names
  * a flag that is unknown or not a number.
  */
 export function parseSoakArgs(argv: string[], defaultSeed: number): SoakOptions {
   const raw: Record<string, unknown> = { minutes: 30, seed: defaultSeed, concurrency: 3 };
-  const known = new Set([...Object.keys(raw), 'killEvery']);
+  const known = new Set([...Object.keys(raw), 'killEvery', 'serverCache']);
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i] as string;
     const name = flag.replace(/^--/, '').replace(/-(\w)/g, (_, c: string) => c.toUpperCase());
@@ -51,7 +57,7 @@ export function parseSoakArgs(argv: string[], defaultSeed: number): SoakOptions 
   return parseWith(
     SoakOptionsSchema,
     raw,
-    'soak options (--minutes <n> --seed <n> --concurrency <n> --kill-every <minutes>)',
+    'soak options (--minutes <n> --seed <n> --concurrency <n> --kill-every <minutes> --server-cache <workflows>)',
   );
 }
 

@@ -725,7 +725,8 @@ async function main(): Promise<number> {
   const opts = parseSoakArgs(process.argv.slice(2), Date.now() % 0x100000000);
   log(
     `seed ${opts.seed} (repeat with --seed ${opts.seed}); ${opts.minutes} min at concurrency ${opts.concurrency}` +
-      (opts.killEvery !== undefined ? `, a worker kill every ${opts.killEvery} min` : ''),
+      (opts.killEvery !== undefined ? `, a worker kill every ${opts.killEvery} min` : '') +
+      (opts.serverCache !== undefined ? `, the server's history cache bounded to ${opts.serverCache} workflows` : ''),
   );
   const dir = mkdtempSync(path.join(os.tmpdir(), 'kura-soak-'));
   const procs = new Set<Proc>();
@@ -772,6 +773,7 @@ async function main(): Promise<number> {
         headless: true,
         port: await freePort(),
         metricsPort: serverMetricsPort,
+        ...(opts.serverCache !== undefined ? { workflowCache: opts.serverCache } : {}),
         dbFile: path.join(dir, 'temporal.db'),
         logFile: path.join(dir, 'temporal.log'),
         readyTimeoutMs: 90_000,

@@ -49,6 +49,13 @@ describe('the soak options', () => {
       killEvery: 20,
     });
     expect(() => parseSoakArgs(['--kill-every', '0'], 7)).toThrow(/killEvery/);
+    expect(parseSoakArgs(['--server-cache', '512'], 7)).toStrictEqual({
+      minutes: 30,
+      seed: 7,
+      concurrency: 3,
+      serverCache: 512,
+    });
+    expect(() => parseSoakArgs(['--server-cache', '2.5'], 7)).toThrow(/serverCache/);
   });
 
   it('refuses a flag it does not know and a value that is not a number, naming them', () => {
