@@ -18,6 +18,7 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs';
+import { createServer } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
@@ -338,6 +339,28 @@ function soakConfig(
     ],
   };
   return cfg;
+}
+
+/**
+ * A free port below the kernel's ephemeral range, for a listener that binds later and again every
+ * round (the remote-copy receiver). A port from freePort() is in that range, so any process's bind
+ * to port 0 (the dev server picks its internal ports so) or outgoing connection may take it between
+ * the choice and the bind.
+ */
+async function listenerPort(): Promise<number> {
+  const range = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+  const below = Number.isInteger(range[0]) && (range[0] as number) > 2048 ? (range[0] as number) : 32768;
+  const lowest = Math.max(1025, below - 12_000);
+  for (let i = 0; i < 50; i++) {
+    const port = lowest + Math.floor(Math.random() * (below - lowest));
+    const free = await new Promise<boolean>((resolve) => {
+      const srv = createServer();
+      srv.once('error', () => resolve(false));
+      srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
+    });
+    if (free) return port;
+  }
+  return freePort();
 }
 
 /** Everything the soak started and holds, and what it has counted so far. */
@@ -698,7 +721,7 @@ class Soak {
       if (Date.now() > until) {
         const differ = group.volumes.filter((v) => !readFileSync(v.mainFile).equals(readFileSync(v.remoteFile)));
         throw new Error(
-          `the remote site did not catch up in 120 s: lag ${JSON.stringify(st.lag)}; volumes differing: ${differ.map((v) => v.name).join(', ') || 'none'}`,
+          `the remote site did not catch up in 120 s: lag ${JSON.stringify(st.lag)}; volumes differing: ${differ.map((v) => v.name).join(', ') || 'none'}; the group: ${st.role}, ${st.rounds} rounds, step "${st.step}"`,
         );
       }
       await new Promise((r) => setTimeout(r, 250));
@@ -752,7 +775,7 @@ async function main(): Promise<number> {
     const ports = {
       nbd: await freePort(),
       control: await freePort(),
-      receiver: await freePort(),
+      receiver: await listenerPort(),
       workerMetrics: await freePort(),
       sdkMetrics: await freePort(),
     };
