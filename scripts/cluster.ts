@@ -420,6 +420,33 @@ function spawnService(server: string, dir: string, p: Omit<ClusterProcess, 'pid'
   return child.pid;
 }
 
+/** Whether a server process has written the cluster's metadata record (throws until it has). */
+async function clusterMetadataWritten(state: ClusterState): Promise<void> {
+  const rows = await pgQuery<{ n: string }>(
+    state,
+    DATABASES.temporal,
+    'SELECT count(*) AS n FROM cluster_metadata_info',
+  );
+  if (Number(rows[0]?.n ?? 0) === 0) throw new Error('no cluster metadata record yet');
+}
+
+/** A server log's line that says why its process ended (see reportFatalLines). */
+const FATAL_LINE = /^Unable to |"level":"(fatal|panic|dpanic)"|^(panic|fatal error): /;
+
+/**
+ * The line a server process that exited left last, prefixed for an error message: the server
+ * prints why it could not be created or started ("Unable to create server. Error: ...") past its
+ * logger, as plain text.
+ */
+function lastWords(log: string): string {
+  if (!existsSync(log)) return '';
+  const lines = readFileSync(log, 'utf8')
+    .split('\n')
+    .filter((l) => l.trim() !== '');
+  const why = lines.filter((l) => FATAL_LINE.test(l)).at(-1);
+  return why ? `; it said: ${why.slice(0, 600)}` : '';
+}
+
 /** Runs the Temporal CLI of .tools/bin against the cluster's frontend. */
 async function temporalCli(frontend: string, args: string[]): Promise<string> {
   if (!existsSync(temporalBinary())) {
@@ -593,6 +620,10 @@ async function startFresh(dir: string): Promise<ClusterState> {
   log('starting PostgreSQL');
   const postgres = await startPostgres(dir);
   const state: ClusterState = { dir, frontend: '', httpPort: 0, postgres, processes: [] };
+  const exited = () => {
+    const dead = state.processes.find((p) => !alive(p.pid));
+    return dead && `${dead.name} exited; its log: ${dead.log}${lastWords(dead.log)}`;
+  };
   writeState(state);
   log(`PostgreSQL on 127.0.0.1:${postgres.port}; setting up the temporal and visibility schemas`);
   const schema = path.join(bins.module, 'schema', 'postgresql', 'v12');
@@ -621,13 +652,14 @@ async function startFresh(dir: string): Promise<ClusterState> {
     const entry = { name: s.name, service: s.service, ...own, log: path.join(dir, 'logs', `${s.name}.log`) };
     state.processes.push({ ...entry, pid: spawnService(bins.server, dir, entry) });
     writeState(state);
+    // Each process writes the cluster's metadata record when it finds none, with an insert that
+    // fails rather than overwrite: a process that loses that race on a fresh database exits
+    // ("Failed to apply cluster metadata", then "Unable to create server"). The first writes it alone.
+    if (state.processes.length === 1)
+      await retry('the cluster metadata record', 60_000, () => clusterMetadataWritten(state), exited);
   }
   log(`server processes started: ${state.processes.map((p) => `${p.name} (pid ${p.pid})`).join(', ')}`);
 
-  const exited = () => {
-    const dead = state.processes.find((p) => !alive(p.pid));
-    return dead && `${dead.name} exited; its log: ${dead.log}`;
-  };
   await retry(
     'the frontend answering',
     120_000,
@@ -811,7 +843,8 @@ async function statusText(state: ClusterState): Promise<string> {
 
 /**
  * Prints each server process's fatal log lines (why one exited): the logger's fatal and panic
- * levels, and the Go runtime's own `panic:` and `fatal error:`, which bypass the logger.
+ * levels, and the server's own `Unable to ...` and the Go runtime's `panic:` and `fatal error:`,
+ * which bypass the logger.
  */
 function reportFatalLines(dir: string): void {
   const state = existsSync(stateFile(dir)) ? readClusterState(dir) : undefined;
@@ -819,7 +852,7 @@ function reportFatalLines(dir: string): void {
     const fatal = existsSync(p.log)
       ? readFileSync(p.log, 'utf8')
           .split('\n')
-          .filter((line) => /"level":"(fatal|panic|dpanic)"|^(panic|fatal error): /.test(line))
+          .filter((line) => FATAL_LINE.test(line))
       : [];
     const status = alive(p.pid) ? 'running' : 'exited';
     log(`${p.name} (pid ${p.pid}) ${status}${fatal.length ? `; fatal: ${fatal.at(-1)!.slice(0, 400)}` : ''}`);
