@@ -18,9 +18,9 @@ export const SoakOptionsSchema = z.strictObject({
   /** Jobs running at once. */
   concurrency: z.number().int().min(1).max(16),
   /**
-   * Minutes between worker kills, the first after as many (`--kill-every`); unset, a kill every 2–6
-   * minutes and at least one in a short run. Longer than the run, none: one worker process lives
-   * through it, so its memory shows whether it levels off.
+   * Minutes between kills of the killed worker, the first after as many (`--kill-every`); unset, a
+   * kill every 2–6 minutes and at least one in a short run. Longer than the run, none. The kept
+   * worker is never killed either way: its one process shows whether a worker's memory levels off.
    */
   killEvery: z
     .number()
