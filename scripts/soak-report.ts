@@ -18,9 +18,9 @@ export const SoakOptionsSchema = z.strictObject({
   /** Jobs running at once. */
   concurrency: z.number().int().min(1).max(16),
   /**
-   * Minutes between worker kills, the first after as many (`--kill-every`); unset, a kill every 2–6
-   * minutes and at least one in a short run. Longer than the run, none: one worker process lives
-   * through it, so its memory shows whether it levels off.
+   * Minutes between kills of the killed worker, the first after as many (`--kill-every`); unset, a
+   * kill every 2–6 minutes and at least one in a short run. Longer than the run, none. The kept
+   * worker is never killed either way: its one process shows whether a worker's memory levels off.
    */
   killEvery: z
     .number()
@@ -149,14 +149,27 @@ export function slope(points: readonly { x: number; y: number }[]): number {
   return den === 0 ? 0 : num / den;
 }
 
+/**
+ * The processes whose memory the soak samples: the worker it keeps (`worker`, never killed on
+ * purpose, whose fit is the worker's verdict), the worker it SIGKILLs and restarts every few minutes
+ * (`killedWorker`, shown for information: no process of it lives long enough to show a slow leak,
+ * docs/adr/051), the server and the datapath.
+ */
+export type MemoryKey = 'worker' | 'killedWorker' | 'server' | 'datapath';
+
 /** One sample of the processes' memory and the server's database. */
 export interface MemorySample {
   /** Milliseconds since the soak began. */
   atMs: number;
-  /** VmRSS in bytes per process (undefined: not running at that instant). */
-  rss: Record<'worker' | 'server' | 'datapath', number | undefined>;
-  /** The worker process sampled (it changes when the worker is killed and restarted). */
+  /**
+   * VmRSS in bytes per process (undefined: not running at that instant): `worker` is the kept worker,
+   * `killedWorker` the one the soak kills (absent from a sample taken without it).
+   */
+  rss: Record<'worker' | 'server' | 'datapath', number | undefined> & { killedWorker?: number };
+  /** The kept worker's process sampled (it changes only when that worker exits on its own and is replaced). */
   workerPid: number | undefined;
+  /** The killed worker's process sampled (it changes at every kill). */
+  killedWorkerPid?: number;
   /** The server's SQLite file plus its WAL, in bytes. */
   dbBytes: number;
   /**
@@ -217,52 +230,59 @@ export function pooledFit(series: readonly (readonly { x: number; y: number }[])
   return { slope: b, stdErr: df > 0 && sxx > 0 ? Math.sqrt(rss / df / sxx) : undefined, points: n };
 }
 
+/** How the table and the verdict name each process kind. */
+export const MEMORY_LABELS: Record<MemoryKey, string> = {
+  worker: 'worker (kept)',
+  killedWorker: 'worker (killed)',
+  server: 'server',
+  datapath: 'datapath',
+};
+
+/** The pid a sample gives a worker process, by which its samples are fitted per process; undefined for the others. */
+function pidOf(s: MemorySample, key: MemoryKey): number | undefined {
+  return key === 'worker' ? s.workerPid : key === 'killedWorker' ? s.killedWorkerPid : undefined;
+}
+
+/** The value of one kind in a sample (undefined: not running, or not sampled). */
+function rssAt(s: MemorySample, key: MemoryKey): number | undefined {
+  return s.rss[key];
+}
+
 /**
- * Growth per hour of one series by linear fit, in bytes. The worker's samples are fitted per
- * process (a pooled slope over its processes): the soak kills it every few minutes, and each
+ * Growth per hour of one series by linear fit, in bytes. A worker's samples are fitted per process
+ * (a pooled slope over its processes): the killed worker is replaced every few minutes, and each
  * successor starts small again.
  */
-export function growthPerHour(
-  samples: readonly MemorySample[],
-  key: 'worker' | 'server' | 'datapath',
-  warmUpMs = 0,
-): number {
+export function growthPerHour(samples: readonly MemorySample[], key: MemoryKey, warmUpMs = 0): number {
   return growthFit(samples, key, warmUpMs).slope;
 }
 
 /** {@link growthPerHour} with the fit's standard error, in bytes per hour. */
 export function growthFit(samples: readonly MemorySample[], key: MemoryKey, warmUpMs = 0): Fit {
   const pts = withoutWarmUp(
-    samples.filter((s) => s.rss[key] !== undefined),
+    samples.filter((s) => rssAt(s, key) !== undefined),
     key,
     warmUpMs,
   );
-  const point = (s: MemorySample) => ({ x: s.atMs / 3_600_000, y: s.rss[key] as number });
-  if (key !== 'worker') return pooledFit([pts.map(point)]);
+  const point = (s: MemorySample) => ({ x: s.atMs / 3_600_000, y: rssAt(s, key) as number });
   const byPid = new Map<number | undefined, { x: number; y: number }[]>();
-  for (const s of pts) byPid.set(s.workerPid, [...(byPid.get(s.workerPid) ?? []), point(s)]);
+  for (const s of pts) byPid.set(pidOf(s, key), [...(byPid.get(pidOf(s, key)) ?? []), point(s)]);
   return pooledFit([...byPid.values()]);
 }
 
-type MemoryKey = 'worker' | 'server' | 'datapath';
-
 /**
- * The samples taken at least `warmUpMs` after their process's first (the worker's, per process;
+ * The samples taken at least `warmUpMs` after their process's first (a worker's, per process;
  * the others', after the soak's first sample): a process that starts loads its code, compiles it
  * and fills its caches and allocator arenas in its first minute or two, a rise that stops there.
  */
-function withoutWarmUp(
-  samples: readonly MemorySample[],
-  key: 'worker' | 'server' | 'datapath',
-  warmUpMs: number,
-): MemorySample[] {
+function withoutWarmUp(samples: readonly MemorySample[], key: MemoryKey, warmUpMs: number): MemorySample[] {
   if (warmUpMs <= 0) return [...samples];
   const first = new Map<number | undefined, number>();
   for (const s of samples) {
-    const id = key === 'worker' ? s.workerPid : undefined;
+    const id = pidOf(s, key);
     if (!first.has(id)) first.set(id, s.atMs);
   }
-  return samples.filter((s) => s.atMs - first.get(key === 'worker' ? s.workerPid : undefined)! >= warmUpMs);
+  return samples.filter((s) => s.atMs - first.get(pidOf(s, key))! >= warmUpMs);
 }
 
 /**
@@ -273,7 +293,7 @@ export const WARM_UP_MS = 3 * 60_000;
 
 /**
  * The rule of flat memory: growth after warm-up under this many MiB an hour, per process (the
- * worker's pooled over its processes). 100 MiB/h is what a 30-minute run can tell from the
+ * kept worker's, the server's, the datapath's). 100 MiB/h is what a 30-minute run can tell from the
  * collectors' saw-tooth of a few tens of MiB, and a leak of it would take a day to add 2.4 GiB.
  */
 export const FLAT_MIB_PER_HOUR = 100;
@@ -309,42 +329,54 @@ export interface ProcessMemory {
 }
 
 /**
- * Each process's memory: every worker process (by pid), the server and the datapath, each with its
- * RSS at its first sample, at the end of its warm-up and at its last sample, and its own fit after
- * the warm-up.
+ * Each process's memory: every process of the kept worker and of the killed worker (by pid), the
+ * server and the datapath, each with its RSS at its first sample, at the end of its warm-up and at
+ * its last sample, and its own fit after the warm-up.
  */
 export function processMemory(samples: readonly MemorySample[], warmUpMs = WARM_UP_MS): ProcessMemory[] {
   const out: ProcessMemory[] = [];
-  for (const key of ['worker', 'server', 'datapath'] as const) {
-    const mine = samples.filter((s) => s.rss[key] !== undefined);
-    const ids = [...new Set(mine.map((s) => (key === 'worker' ? s.workerPid : undefined)))];
+  for (const key of ['worker', 'killedWorker', 'server', 'datapath'] as const) {
+    const mine = samples.filter((s) => rssAt(s, key) !== undefined);
+    const ids = [...new Set(mine.map((s) => pidOf(s, key)))];
     for (const id of ids) {
-      const own = mine.filter((s) => key !== 'worker' || s.workerPid === id);
+      const own = mine.filter((s) => pidOf(s, key) === id);
       const first = own[0]!;
       const last = own[own.length - 1]!;
       const warm = own.find((s) => s.atMs - first.atMs >= warmUpMs);
       const after = own.filter((s) => s.atMs - first.atMs >= warmUpMs);
       out.push({
         key,
-        pid: key === 'worker' ? id : undefined,
+        pid: id,
         firstMin: first.atMs / 60_000,
-        firstRss: first.rss[key]!,
-        ...(warm ? { warmMin: warm.atMs / 60_000, warmRss: warm.rss[key]! } : {}),
+        firstRss: rssAt(first, key)!,
+        ...(warm ? { warmMin: warm.atMs / 60_000, warmRss: rssAt(warm, key)! } : {}),
         lastMin: last.atMs / 60_000,
-        lastRss: last.rss[key]!,
-        fit: pooledFit([after.map((s) => ({ x: s.atMs / 3_600_000, y: s.rss[key]! }))]),
+        lastRss: rssAt(last, key)!,
+        fit: pooledFit([after.map((s) => ({ x: s.atMs / 3_600_000, y: rssAt(s, key)! }))]),
       });
     }
   }
   return out;
 }
 
-/** The memory verdict: each process kind's fit after warm-up (the worker's pooled) and its flatness. */
+/** The process kinds whose flatness decides the verdict: the killed worker's is not among them. */
+const VERDICT_KEYS = ['worker', 'server', 'datapath'] as const;
+
+/**
+ * The memory verdict: the fit after warm-up of the kept worker, the server and the datapath, and
+ * their flatness. `killed` is the killed worker's fit pooled over its processes with its flatness,
+ * for information only: a process killed within minutes of its start cannot show a slow leak, so it
+ * neither passes nor fails the verdict (docs/adr/051).
+ */
 export function memoryVerdict(
   samples: readonly MemorySample[],
   warmUpMs = WARM_UP_MS,
-): { overall: Flatness; kinds: { key: MemoryKey; fit: Fit; flatness: Flatness }[] } {
-  const kinds = (['worker', 'server', 'datapath'] as const).map((key) => {
+): {
+  overall: Flatness;
+  kinds: { key: MemoryKey; fit: Fit; flatness: Flatness }[];
+  killed: { fit: Fit; flatness: Flatness; processes: number };
+} {
+  const kinds = VERDICT_KEYS.map((key) => {
     const fit = growthFit(samples, key, warmUpMs);
     return { key, fit, flatness: flatness(fit) };
   });
@@ -353,7 +385,9 @@ export function memoryVerdict(
     : kinds.every((k) => k.flatness === 'flat')
       ? 'flat'
       : 'undecided';
-  return { overall, kinds };
+  const killedFit = growthFit(samples, 'killedWorker', warmUpMs);
+  const processes = new Set(samples.filter((s) => s.rss.killedWorker !== undefined).map((s) => s.killedWorkerPid)).size;
+  return { overall, kinds, killed: { fit: killedFit, flatness: flatness(killedFit), processes } };
 }
 
 /** A growth per hour with its 2-standard-error margin, in MiB/h. */
@@ -424,22 +458,26 @@ export function renderSummary(s: SoakSummary): string {
     `| **all** | ${count(undefined, Outcome.Ok)} | ${count(undefined, Outcome.Expected)} | ${count(undefined, Outcome.Unexplained)} | ${s.jobs.length} |`,
     '',
     `Restores verified byte for byte (SHA-256 of the restored file = the one recorded at backup time): ${s.restoresVerified}; mismatches: ${s.mismatches.length}.`,
-    `Device faults injected: ${s.faultsInjected}; worker SIGKILLs (restarted): ${s.workerKills}; jobs not drained in time: ${s.undrained}.`,
+    `Device faults injected: ${s.faultsInjected}; SIGKILLs of the killed worker (restarted): ${s.workerKills}; jobs not drained in time: ${s.undrained}.`,
     '',
-    '| t (min) | worker RSS (MiB) | worker pid | server RSS (MiB) | server cache (workflows) | datapath RSS (MiB) | server DB + WAL (MiB) |',
-    '|---:|---:|---:|---:|---:|---:|---:|',
+    '| t (min) | worker (kept) RSS (MiB) | pid | worker (killed) RSS (MiB) | pid | server RSS (MiB) | server cache (workflows) | datapath RSS (MiB) | server DB + WAL (MiB) |',
+    '|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   );
   for (const m of tableRows(s.samples, s.tableEveryMs))
     out.push(
-      `| ${(m.atMs / 60_000).toFixed(1)} | ${mib(m.rss.worker)} | ${m.workerPid ?? '–'} | ${mib(m.rss.server)} | ${m.serverCacheEntries ?? '–'} | ${mib(m.rss.datapath)} | ${mib(m.dbBytes)} |`,
+      `| ${(m.atMs / 60_000).toFixed(1)} | ${mib(m.rss.worker)} | ${m.workerPid ?? '–'} | ${mib(m.rss.killedWorker)} | ${m.killedWorkerPid ?? '–'} | ${mib(m.rss.server)} | ${m.serverCacheEntries ?? '–'} | ${mib(m.rss.datapath)} | ${mib(m.dbBytes)} |`,
     );
   const g = (k: MemoryKey) => growthText(growthFit(s.samples, k));
   const w = (k: MemoryKey) => growthText(growthFit(s.samples, k, WARM_UP_MS));
   const db = slope(s.samples.map((m) => ({ x: m.atMs / 3_600_000, y: m.dbBytes })));
   const warmMin = WARM_UP_MS / 60_000;
+  const processes = (k: 'worker' | 'killedWorker') =>
+    new Set(
+      s.samples.filter((m) => m.rss[k] !== undefined).map((m) => (k === 'worker' ? m.workerPid : m.killedWorkerPid)),
+    ).size;
   out.push(
-    `| **growth/h (linear fit over all ${s.samples.length} samples)** | ${g('worker')} | per process, over ${new Set(s.samples.map((m) => m.workerPid)).size} process(es) | ${g('server')} | | ${g('datapath')} | ${mib(db)} MiB/h |`,
-    `| **growth/h after warm-up (samples ${warmMin} min or more after each process's start)** | ${w('worker')} | per process | ${w('server')} | | ${w('datapath')} | |`,
+    `| **growth/h (linear fit over all ${s.samples.length} samples)** | ${g('worker')} | per process, over ${processes('worker')} process(es) | ${g('killedWorker')} | per process, over ${processes('killedWorker')} process(es) | ${g('server')} | | ${g('datapath')} | ${mib(db)} MiB/h |`,
+    `| **growth/h after warm-up (samples ${warmMin} min or more after each process's start)** | ${w('worker')} | per process | ${w('killedWorker')} | per process, for information | ${w('server')} | | ${w('datapath')} | |`,
     '',
     `Each process (± is two standard errors of the fit; warm-up: the first ${warmMin} min of each process's life):`,
     '',
@@ -450,9 +488,16 @@ export function renderSummary(s: SoakSummary): string {
     min === undefined ? '–' : `${min.toFixed(1)}: ${mib(rss)}`;
   for (const p of processMemory(s.samples))
     out.push(
-      `| ${p.key} | ${p.pid ?? '–'} | ${at(p.firstMin, p.firstRss)} | ${at(p.warmMin, p.warmRss)} | ${at(p.lastMin, p.lastRss)} | ${growthText(p.fit)} |`,
+      `| ${MEMORY_LABELS[p.key]} | ${p.pid ?? '–'} | ${at(p.firstMin, p.firstRss)} | ${at(p.warmMin, p.warmRss)} | ${at(p.lastMin, p.lastRss)} | ${growthText(p.fit)} |`,
     );
-  out.push('', `Verdict: ${verdict(s)}`);
+  const killed = memoryVerdict(s.samples).killed;
+  out.push(
+    '',
+    `The killed worker's ${killed.processes} process(es), pooled after warm-up: ${killed.fit.points < 2 ? `${killed.fit.points} sample(s) after warm-up, too few to fit` : growthText(killed.fit)} (by the rule: ${killed.flatness}). ` +
+      `Shown for information, not in the verdict: a process killed within minutes of its start cannot show a slow leak; the worker's verdict is the kept worker's (docs/adr/051).`,
+    '',
+    `Verdict: ${verdict(s)}`,
+  );
   const bad = s.jobs.filter((j) => j.outcome === Outcome.Unexplained);
   if (bad.length > 0 || s.mismatches.length > 0) {
     out.push('', '### Unexplained failures and mismatches');
@@ -464,7 +509,8 @@ export function renderSummary(s: SoakSummary): string {
 
 /**
  * PASS when no job failed unexplained, nothing mismatched, every job was drained and memory did not
- * grow after warm-up beyond the rule ({@link memoryVerdict}); memory that cannot be told is no fail.
+ * grow after warm-up beyond the rule ({@link memoryVerdict}: the kept worker, the server and the
+ * datapath); memory that cannot be told is no fail, and the killed worker's never decides it.
  */
 export function passed(
   s: Pick<SoakSummary, 'jobs' | 'mismatches' | 'undrained'> & { samples?: readonly MemorySample[] },
@@ -491,8 +537,8 @@ function verdict(s: SoakSummary): string {
       .filter((k) => k.flatness === f)
       .map((k) =>
         k.fit.stdErr === undefined
-          ? `${k.key} (${k.fit.points} sample(s) after warm-up)`
-          : `${k.key} ${growthText(k.fit)}`,
+          ? `${MEMORY_LABELS[k.key]} (${k.fit.points} sample(s) after warm-up)`
+          : `${MEMORY_LABELS[k.key]} ${growthText(k.fit)}`,
       )
       .join(', ');
   const mem =

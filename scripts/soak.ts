@@ -1,9 +1,10 @@
 /**
- * The bounded soak (`npm run soak -- --minutes 30`): its own dev server, datapath and worker
+ * The bounded soak (`npm run soak -- --minutes 30`): its own dev server, datapath and two worker
  * processes over a small hospital lab with a second site, mixed jobs started continuously at a
  * bounded concurrency — tape, split, snapshot, store and online backups, restores compared byte for
- * byte, recovery ladders, remote-copy rounds — while device faults are injected and the worker is
- * killed and restarted; then a drain, a stop of everything it started, and the closing table.
+ * byte, recovery ladders, remote-copy rounds — while device faults are injected and one of the
+ * workers is killed and restarted (the other is kept, so its memory shows whether a worker levels
+ * off); then a drain, a stop of everything it started, and the closing table.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -96,6 +97,20 @@ interface Restorable {
 interface Proc {
   child: ChildProcess;
   output: string[];
+}
+
+/**
+ * The soak's two workers, polling the same task queues as a deployment's replicas do: `kept`, which
+ * the soak never kills on purpose and whose memory is the worker's verdict, and `killed`, which it
+ * SIGKILLs on its schedule and restarts (docs/adr/051).
+ */
+type WorkerRole = 'kept' | 'killed';
+const WORKER_ROLES: readonly WorkerRole[] = ['kept', 'killed'];
+
+/** What starts a worker of one role: its environment (its own kura.yaml) and its metrics ports. */
+interface WorkerSetup {
+  env: NodeJS.ProcessEnv;
+  metrics: { workerPort: number; temporalPort: number };
 }
 
 function log(line: string): void {
@@ -247,7 +262,8 @@ async function startNode(
 
 /**
  * A query, asked again while it fails for up to 90 s: a query is answered by a worker, and the
- * soak's worker may be killed and still restarting (20 s and more on a loaded machine). The last
+ * worker that holds the workflow may be the one just killed (its sticky queue times out before the
+ * kept worker takes the task, 20 s and more on a loaded machine). The last
  * failure is thrown when the time is up.
  */
 async function queryPatiently<T>(ask: () => Promise<T>): Promise<T> {
@@ -374,10 +390,11 @@ class Soak {
   readonly busyVms = new Set<string>();
   restoresVerified = 0;
   workerKills = 0;
-  worker: Proc | undefined;
-  /** The worker the soak is killing on purpose, the restart of a crashed one, and whether the soak is stopping. */
+  /** The running process of each worker role (undefined while it is being restarted). */
+  readonly workers: Record<WorkerRole, Proc | undefined> = { kept: undefined, killed: undefined };
+  /** The worker the soak is killing on purpose, the restart of a crashed one per role, and whether the soak is stopping. */
   killing: Proc | undefined;
-  restarting: Promise<void> | undefined;
+  readonly restarting: Partial<Record<WorkerRole, Promise<void>>> = {};
   stopping = false;
   /** The jobs in flight, for the drain. */
   running = new Set<Promise<void>>();
@@ -401,7 +418,7 @@ class Soak {
     readonly store: KuraStore,
     readonly remote: KuraRemote,
     readonly client: Client,
-    readonly workerEnv: NodeJS.ProcessEnv,
+    readonly workerSetups: Record<WorkerRole, WorkerSetup>,
     readonly procs: Set<Proc>,
   ) {
     this.rand = new SeededRandom(opts.seed);
@@ -417,14 +434,15 @@ class Soak {
     return { array, volume, file: labVolumePath(this.paths, SITE, array, volume) };
   }
 
-  async startWorker(): Promise<void> {
-    // $KURA_SOAK_WORKER_FLAGS: Node or V8 flags of the worker (such as --trace-gc, which Node refuses in
+  /** Starts the worker of one role and watches it: an exit the soak did not cause is an unexplained failure. */
+  async startWorker(role: WorkerRole): Promise<void> {
+    // $KURA_SOAK_WORKER_FLAGS: Node or V8 flags of the workers (such as --trace-gc, which Node refuses in
     // NODE_OPTIONS); $KURA_SOAK_WORKER_LOG: a file prefix that keeps each worker's whole output (docs/soak.md).
     const flags = process.env.KURA_SOAK_WORKER_FLAGS?.split(' ').filter((f) => f !== '') ?? [];
     const w = await startNode(
       path.join(ROOT, 'src', 'worker.ts'),
       [],
-      this.workerEnv,
+      this.workerSetups[role].env,
       'workers running',
       this.procs,
       flags,
@@ -436,28 +454,31 @@ class Soak {
       w.child.stdout!.pipe(out);
       w.child.stderr!.pipe(out);
     }
-    this.worker = w;
-    // A worker that exits without being killed by the soak is an unexplained failure: recorded with
-    // the end of its output, and replaced so the work goes on.
+    this.workers[role] = w;
+    // A worker of either role that exits without being killed by the soak is an unexplained failure:
+    // recorded with the end of its output, and replaced in its role so the work goes on.
     w.child.once('exit', (code, signal) => {
       if (this.killing === w || this.stopping) return;
       const tail = w.output.join('').split('\n').slice(-40).join('\n');
       this.jobs.push({
         kind: 'worker-crash',
         outcome: Outcome.Unexplained,
-        detail: `worker ${w.child.pid} exited (${code ?? signal}):\n${tail}`,
+        detail: `worker (${role}) ${w.child.pid} exited (${code ?? signal}):\n${tail}`,
       });
-      log(`worker ${w.child.pid} exited on its own (${code ?? signal}):\n${tail}`);
-      if (this.worker === w) this.worker = undefined;
-      this.restarting ??= this.startWorker()
-        .catch((err: unknown) => log(`worker restart failed: ${String(err)}`))
-        .finally(() => (this.restarting = undefined));
+      log(`worker (${role}) ${w.child.pid} exited on its own (${code ?? signal}):\n${tail}`);
+      if (this.workers[role] === w) this.workers[role] = undefined;
+      this.restarting[role] ??= this.startWorker(role)
+        .catch((err: unknown) => log(`worker (${role}) restart failed: ${String(err)}`))
+        .finally(() => delete this.restarting[role]);
     });
   }
 
-  /** SIGKILL of the worker in the middle of whatever runs, then a new one. */
+  /**
+   * SIGKILL of the killed worker in the middle of whatever it runs, then a new one in its role; the
+   * kept worker goes on, as a deployment's other replicas do when one of them dies.
+   */
   async killWorker(): Promise<void> {
-    const w = this.worker;
+    const w = this.workers.killed;
     // None, or one that has exited already (its crash is recorded and its successor on the way).
     if (!w || w.child.exitCode !== null || w.child.signalCode !== null) return;
     const exited = new Promise((r) => w.child.once('exit', r));
@@ -465,9 +486,9 @@ class Soak {
     w.child.kill('SIGKILL');
     await exited;
     this.workerKills++;
-    log(`worker ${w.child.pid} killed (SIGKILL); starting a new one`);
-    await this.startWorker();
-    log(`worker ${this.worker?.child.pid} running`);
+    log(`worker (killed) ${w.child.pid} killed (SIGKILL); starting a new one`);
+    await this.startWorker('killed');
+    log(`worker (killed) ${this.workers.killed?.child.pid} running`);
   }
 
   /** A device fault on a drive or backup server: the next transfer through it fails part way. */
@@ -507,16 +528,19 @@ class Soak {
     const s: MemorySample = {
       atMs: Date.now() - this.t0,
       rss: {
-        worker: rssOf(this.worker?.child.pid),
+        worker: rssOf(this.workers.kept?.child.pid),
+        killedWorker: rssOf(this.workers.killed?.child.pid),
         server: rssOf(this.server.pid),
         datapath: rssOf(this.datapath.child.pid),
       },
-      workerPid: this.worker?.child.pid,
+      workerPid: this.workers.kept?.child.pid,
+      killedWorkerPid: this.workers.killed?.child.pid,
       dbBytes: sizeOf(dbFile) + sizeOf(`${dbFile}-wal`),
     };
     this.samples.push(s);
     log(
-      `memory: worker ${s.rss.worker} B, server ${s.rss.server} B, datapath ${s.rss.datapath} B; server db ${s.dbBytes} B`,
+      `memory: worker (kept) ${s.rss.worker} B, worker (killed) ${s.rss.killedWorker} B, server ${s.rss.server} B, ` +
+        `datapath ${s.rss.datapath} B; server db ${s.dbBytes} B`,
     );
     const read = serverCacheEntries(this.serverMetricsPort)
       .then((n) => {
@@ -526,19 +550,22 @@ class Soak {
       .catch((err: unknown) => log(`server metrics unavailable: ${String(err)}`))
       .finally(() => this.pendingReads.delete(read));
     this.pendingReads.add(read);
-    const native = nativeMemoryOf(s.workerPid);
-    void workerInsides(this.loaded.config.metrics)
-      .then((w) =>
-        log(
-          `worker ${s.workerPid}: V8 heap used ${w.heapUsed} B of ${w.heapTotal} B, external ${w.external} B; ` +
-            `${w.cached} workflows in the SDK's cache` +
-            (native
-              ? `; ${native.threads} threads, malloc main arena ${native.heap} B, thread arenas ${native.arenas} B, ` +
-                `other anonymous ${native.otherAnon} B, file-backed ${native.file} B`
-              : ''),
-        ),
-      )
-      .catch((err: unknown) => log(`worker metrics unavailable: ${String(err)}`));
+    for (const role of WORKER_ROLES) {
+      const pid = role === 'kept' ? s.workerPid : s.killedWorkerPid;
+      const native = nativeMemoryOf(pid);
+      void workerInsides(this.workerSetups[role].metrics)
+        .then((w) =>
+          log(
+            `worker (${role}) ${pid}: V8 heap used ${w.heapUsed} B of ${w.heapTotal} B, external ${w.external} B; ` +
+              `${w.cached} workflows in the SDK's cache` +
+              (native
+                ? `; ${native.threads} threads, malloc main arena ${native.heap} B, thread arenas ${native.arenas} B, ` +
+                  `other anonymous ${native.otherAnon} B, file-backed ${native.file} B`
+                : ''),
+          ),
+        )
+        .catch((err: unknown) => log(`worker (${role}) metrics unavailable: ${String(err)}`));
+    }
   }
 
   /** Writes a few random 64 KiB blocks to a VM's data volume through the datapath, as its host would. */
@@ -782,6 +809,11 @@ async function main(): Promise<number> {
     const cfg = soakConfig(dir, ports);
     const configFile = path.join(dir, 'kura.yaml');
     writeFileSync(configFile, renderConfigYaml(cfg));
+    // The killed worker's kura.yaml is the same but for its metrics ports: two processes cannot serve
+    // on one port, and the log shows each worker's insides. Its home, beside it, is the same.
+    const killedMetrics = { workerMetrics: await freePort(), sdkMetrics: await freePort() };
+    const killedConfigFile = path.join(dir, 'kura-killed-worker.yaml');
+    writeFileSync(killedConfigFile, renderConfigYaml(soakConfig(dir, { ...ports, ...killedMetrics })));
     const loaded = loadConfig(configFile);
     ensureKeyFile(path.join(dir, 'kura-keys.json'));
     const paths = kuraPaths(loaded);
@@ -858,13 +890,20 @@ async function main(): Promise<number> {
       new KuraStore(client, loaded, kura.taskQueue),
       new KuraRemote(client, loaded, kura.taskQueue),
       client,
-      env,
+      {
+        kept: { env, metrics: loaded.config.metrics },
+        killed: {
+          env: { ...env, KURA_CONFIG: killedConfigFile },
+          metrics: { workerPort: killedMetrics.workerMetrics, temporalPort: killedMetrics.sdkMetrics },
+        },
+      },
       procs,
     );
     soak.serverMetricsPort = serverMetricsPort;
-    await soak.startWorker();
+    await Promise.all(WORKER_ROLES.map((role) => soak!.startWorker(role)));
     log(
-      `dev server ${server.pid}, datapath ${datapath.child.pid}, worker ${soak.worker?.child.pid}; starting guardians and remote copy`,
+      `dev server ${server.pid}, datapath ${datapath.child.pid}, worker (kept) ${soak.workers.kept?.child.pid}, ` +
+        `worker (killed) ${soak.workers.killed?.child.pid}; starting guardians and remote copy`,
     );
     await ensureGuardians(client, loaded, kura.taskQueue);
     // A split backup splits the volume's pair: each volume is paired once, as an operator does with
@@ -893,7 +932,7 @@ async function loop(soak: Soak): Promise<void> {
   const { minutes, concurrency } = soak.opts;
   const t0 = Date.now();
   const end = t0 + minutes * 60_000;
-  // Every minute, so each worker process (killed every few minutes) has samples enough to fit; the
+  // Every minute, so each process of the killed worker (killed every few minutes) has samples to fit; the
   // table shows them every 5 minutes (every minute in a short run).
   const sampleEvery = 60_000;
   // At least one kill and one fault even in a short run, unless the kills are given their own clock.

@@ -224,15 +224,15 @@ describe('the closing table', () => {
     expect(table).toContain('| **all** | 2 | 1 | 0 | 3 |');
     expect(table).toContain('seed 9');
     expect(table).toContain(
-      '| **growth/h (linear fit over all 2 samples)** | 60.0 MiB/h | per process, over 1 process(es) | 60.0 MiB/h | | 0.0 MiB/h | 0.0 MiB/h |',
+      '| **growth/h (linear fit over all 2 samples)** | 60.0 MiB/h | per process, over 1 process(es) | – | per process, over 0 process(es) | 60.0 MiB/h | | 0.0 MiB/h | 0.0 MiB/h |',
     );
     expect(table).toContain(
-      "| **growth/h after warm-up (samples 3 min or more after each process's start)** | – | per process | – | | – | |",
+      "| **growth/h after warm-up (samples 3 min or more after each process's start)** | – | per process | – | per process, for information | – | | – | |",
     );
-    expect(table).toContain('| worker | 1 | 0.0: 100.0 | – | 1.0: 101.0 | – |');
+    expect(table).toContain('| worker (kept) | 1 | 0.0: 100.0 | – | 1.0: 101.0 | – |');
     // Two minutes cannot tell whether memory is flat, and that fails nothing.
     expect(table).toContain(
-      'Verdict: PASS (zero unexplained failures, zero mismatches, everything drained; memory undecided: worker (0 sample(s) after warm-up), server (0 sample(s) after warm-up), datapath (0 sample(s) after warm-up)',
+      'Verdict: PASS (zero unexplained failures, zero mismatches, everything drained; memory undecided: worker (kept) (0 sample(s) after warm-up), server (0 sample(s) after warm-up), datapath (0 sample(s) after warm-up)',
     );
     expect(passed(s)).toBe(true);
   });
@@ -393,7 +393,108 @@ describe('the flatness of memory', () => {
       at(2, 500, 1, 200),
     ];
     const table = renderSummary(quietSoak(samples, 2, 2, 60_000));
-    expect(table).toContain('| 1.0 | 500.0 | 1 | 200.0 | 120 | 50.0 | 10.0 |');
-    expect(table).toContain('| 2.0 | 500.0 | 1 | 200.0 | – | 50.0 | 10.0 |');
+    expect(table).toContain('| 1.0 | 500.0 | 1 | – | – | 200.0 | 120 | 50.0 | 10.0 |');
+    expect(table).toContain('| 2.0 | 500.0 | 1 | – | – | 200.0 | – | 50.0 | 10.0 |');
+  });
+});
+
+/**
+ * A 30-minute soak sampled every minute with two workers: the kept one (pid 1) throughout, and the
+ * killed one replaced every `lifeMin` minutes (pids 100, 101, …). Each RSS is in MiB, given by the
+ * minute of the soak (kept) or the age of its process (killed); the server and the datapath are flat.
+ */
+function twoWorkers(kept: (min: number) => number, killed: (age: number) => number, lifeMin = 6): MemorySample[] {
+  return Array.from({ length: 31 }, (_, m) => ({
+    ...at(m, kept(m), 1, 250 + (m % 3), 50 + (m % 2)),
+    killedWorkerPid: 100 + Math.floor(m / lifeMin),
+  })).map((s, m) => ({ ...s, rss: { ...s.rss, killedWorker: killed(m % lifeMin) * MiB } }));
+}
+
+/** ±2 MiB of saw-tooth, as the collectors leave it. */
+const jitter = (m: number) => (m % 2 === 0 ? 2 : -2);
+
+describe('the memory verdict with a kept and a killed worker', () => {
+  it("fails on the kept worker growing 300 MiB/h, even when the killed worker's processes are flat", () => {
+    const samples = twoWorkers(
+      (m) => (m < 2 ? 300 + 100 * m : 500 + 5 * m + jitter(m)),
+      (age) => (age < 2 ? 300 + 100 * age : 500 + jitter(age)),
+    );
+    const v = memoryVerdict(samples);
+    expect(v.kinds.map((k) => [k.key, k.flatness])).toEqual([
+      ['worker', 'growing'],
+      ['server', 'flat'],
+      ['datapath', 'flat'],
+    ]);
+    expect(v.kinds[0]!.fit.slope / MiB).toBeCloseTo(300, -1);
+    expect(v.overall).toBe('growing');
+    // The killed worker's processes, pooled, are flat: 6 processes, 3 samples each after warm-up.
+    expect(v.killed.flatness).toBe('flat');
+    expect(v.killed.processes).toBe(6);
+    expect(v.killed.fit.points).toBe(15);
+    const s = quietSoak(samples, 30, 31, 5 * 60_000);
+    const table = renderSummary(s);
+    expect(table).toMatch(
+      /Verdict: FAIL \(zero unexplained failures, zero mismatches, everything drained; memory NOT flat: worker \(kept\) 30\d\.\d ± \d+\.\d MiB\/h \(rule/,
+    );
+    expect(table).toMatch(
+      /The killed worker's 6 process\(es\), pooled after warm-up: -?\d+\.\d ± \d+\.\d MiB\/h \(by the rule: flat\)\. Shown for information, not in the verdict/,
+    );
+    expect(passed(s)).toBe(false);
+  });
+
+  it("passes with the kept worker flat, however the killed worker's processes grow", () => {
+    // Each killed process gains 10 MiB a minute after its warm-up (600 MiB/h); the kept one levels off.
+    const samples = twoWorkers(
+      (m) => (m < 2 ? 300 + 100 * m : 500 + jitter(m)),
+      (age) => (age < 2 ? 300 + 100 * age : 500 + 10 * age + jitter(age)),
+    );
+    const v = memoryVerdict(samples);
+    expect(v.killed.flatness).toBe('growing');
+    expect(v.killed.fit.slope / MiB).toBeCloseTo(600, -1);
+    expect(v.kinds.find((k) => k.key === 'worker')!.flatness).toBe('flat');
+    expect(v.overall).toBe('flat');
+    const s = quietSoak(samples, 30, 31, 5 * 60_000);
+    const table = renderSummary(s);
+    expect(table).toContain(
+      'Verdict: PASS (zero unexplained failures, zero mismatches, everything drained; memory flat (growth after warm-up under 100 MiB/h per process, with 2 standard errors of margin))',
+    );
+    expect(table).toMatch(
+      /The killed worker's 6 process\(es\), pooled after warm-up: 60\d\.\d ± \d+\.\d MiB\/h \(by the rule: growing\)/,
+    );
+    expect(passed(s)).toBe(true);
+  });
+
+  it("fits the kept worker alone: the killed worker's growth in the same samples does not enter it", () => {
+    const samples = twoWorkers(
+      (m) => 500 + 1 * m,
+      (age) => 300 + 50 * age,
+    );
+    // 1 MiB a minute is 60 MiB/h for the kept worker; the killed worker's processes gain 3,000 MiB/h.
+    expect(growthPerHour(samples, 'worker', WARM_UP_MS) / MiB).toBeCloseTo(60);
+    expect(growthPerHour(samples, 'killedWorker', WARM_UP_MS) / MiB).toBeCloseTo(3000);
+  });
+
+  it('lists every process of both workers under its own label, with its pid', () => {
+    const samples = twoWorkers(
+      (m) => 400 + m,
+      (age) => 300 + age,
+      10,
+    );
+    const rows = processMemory(samples);
+    expect(rows.map((r) => [r.key, r.pid, r.firstMin, r.lastMin])).toEqual([
+      ['worker', 1, 0, 30],
+      ['killedWorker', 100, 0, 9],
+      ['killedWorker', 101, 10, 19],
+      ['killedWorker', 102, 20, 29],
+      ['killedWorker', 103, 30, 30],
+      ['server', undefined, 0, 30],
+      ['datapath', undefined, 0, 30],
+    ]);
+    const table = renderSummary(quietSoak(samples, 30, 31, 5 * 60_000));
+    expect(table).toContain('| worker (kept) | 1 | 0.0: 400.0 | 3.0: 403.0 | 30.0: 430.0 | 60.0 ± 0.0 MiB/h |');
+    expect(table).toContain('| worker (killed) | 101 | 10.0: 300.0 | 13.0: 303.0 | 19.0: 309.0 | 60.0 ± 0.0 MiB/h |');
+    expect(table).toContain('| worker (killed) | 103 | 30.0: 300.0 | – | 30.0: 300.0 | – |');
+    // The time series: both workers side by side at minute 15.
+    expect(table).toContain('| 15.0 | 415.0 | 1 | 305.0 | 101 | 250.0 | – | 51.0 | 10.0 |');
   });
 });
