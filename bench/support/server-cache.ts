@@ -10,6 +10,9 @@ export interface ServerCacheStats {
   misses: number;
 }
 
+// cache_size is no use here: the replication progress cache reports under the same cache_type
+// (128,000 whatever the history cache's bound); cache_usage and the lookups are the history cache's.
+
 /** Sums every sample of `metric` (with or without the `_total` suffix) for the mutable-state cache. */
 function sum(text: string, metric: string): number {
   const re = new RegExp(`^${metric}(?:_total)?\\{[^}]*cache_type="mutablestate"[^}]*\\} ([0-9.e+]+)$`, 'gm');
