@@ -13,7 +13,8 @@
  *
  * `--limit` bounds each size's fleet run: past it the run is cancelled and reported as over.
  * `--guardians off` starts no VM guardian (the recovery ladder's per-VM workflows that npm start runs).
- * `--server-cache` bounds the dev server's history cache (docs/adr/052); `cli` (the default) keeps the CLI's 8,096.
+ * `--server-cache` bounds the dev server's history cache (docs/adr/052): kura.yaml's default (512) unless given;
+ * `cli` keeps the Temporal CLI's 8,096.
  * `--cpu-prof` writes a V8 CPU profile of each worker process to bench/out/worker-cpu/.
  */
 import { spawn, type ChildProcess } from 'node:child_process';

@@ -14,6 +14,9 @@
  * (median and mean of every (local) activity of the backups, measured around its code), which
  * set against the backup's span says how much of it is the passage between the steps (docs/adr/049).
  *
+ * `--server-cache` bounds the dev server's history cache (docs/adr/052): kura.yaml's default (512) unless
+ * given; `cli` keeps the Temporal CLI's 8,096. The bench prints the cache's lookups and misses.
+ *
  * The VM guardians of the recovery ladder (a workflow per VM polling its health) are off by
  * default: they are a load of their own that grows with the estate, not a backup's orchestration,
  * and bench/fleet.ts measures them (docs/adr/020-fleet-cost.md).

@@ -12,6 +12,7 @@ import { loadConfig, type LoadedConfig } from '../../src/config/load';
 import { kuraPaths, type KuraPaths } from '../../src/config/paths';
 import { createLabFiles } from '../../src/lab/files';
 import { startKuraWorkers, type KuraWorkers } from '../../src/worker';
+import { DEFAULT_HISTORY_CACHE } from '../../src/domain/server-config';
 import { Kura } from '../../src/client';
 import { kuraDataConverter } from '../../src/codec/data-converter';
 import { ensureKeyFile, keyFileOf } from '../../src/codec/keys';
@@ -25,11 +26,12 @@ export function arg(name: string, fallback: string): string {
 }
 
 /**
- * The history cache of the bench's own dev server, from `--server-cache <workflows>`
- * (`history.hostLevelCacheMaxSize`, docs/adr/052); `cli` or omitted leaves the Temporal CLI's 8,096.
+ * The history cache of the bench's own dev server, from `--server-cache <workflows|cli>`
+ * (`history.hostLevelCacheMaxSize`, docs/adr/052): omitted, kura.yaml's default, as `kura start`
+ * runs it; `cli`, the Temporal CLI's own 8,096.
  */
 export function serverCacheArg(): number | undefined {
-  const v = arg('server-cache', 'cli');
+  const v = arg('server-cache', String(DEFAULT_HISTORY_CACHE));
   if (v === 'cli') return undefined;
   const n = Number(v);
   if (!Number.isInteger(n) || n < 1)
