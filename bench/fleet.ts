@@ -9,9 +9,12 @@
  * the default sizes ran).
  *
  *   npx tsx bench/fleet.ts [--sizes 77,300,1000] [--k 4] [--size 8MiB] [--limit 20m] [--guardians on|off] [--cpu-prof]
+ *                          [--server-cache cli|WORKFLOWS]
  *
  * `--limit` bounds each size's fleet run: past it the run is cancelled and reported as over.
  * `--guardians off` starts no VM guardian (the recovery ladder's per-VM workflows that npm start runs).
+ * `--server-cache` bounds the dev server's history cache (docs/adr/052): kura.yaml's default (512) unless given;
+ * `cli` keeps the Temporal CLI's 8,096.
  * `--cpu-prof` writes a V8 CPU profile of each worker process to bench/out/worker-cpu/.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -22,7 +25,7 @@ import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import { WORKFLOW_BUNDLE_CONVERTERS, kuraDataConverter } from '../src/codec/data-converter';
 import { ensureKeyFile, keyFileOf } from '../src/codec/keys';
-import { startDevServer, type DevServer } from '../src/stack/devserver';
+import { freePort, startDevServer, type DevServer } from '../src/stack/devserver';
 import { hospitalPreset, renderConfigYaml } from '../src/lab/preset';
 import { loadConfig } from '../src/config/load';
 import { kuraPaths } from '../src/config/paths';
@@ -31,9 +34,10 @@ import { Kura, poolWorkflowId } from '../src/client';
 import { workflowInterceptorModules, workflowsEntry } from '../src/worker';
 import { formatBytes, parseDuration, parseSize } from '../src/domain/units';
 import type { FleetReport } from '../src/domain/fleet';
-import { arg, runBench } from './support/lab-stack';
+import { arg, runBench, serverCacheArg, serverCacheText } from './support/lab-stack';
 import { printVerdict } from './support/verdict';
 import { fleetSvg } from './support/fleet-svg';
+import { cacheDelta, serverCacheStats } from './support/server-cache';
 
 const ROOT = path.resolve(__dirname, '..');
 const DEFAULT_SIZES = '77,300,1000';
@@ -55,6 +59,8 @@ export interface FleetRun {
   profile: HistoryProfile;
   fleetEvents: number;
   poolRuns: number;
+  /** The server's history cache during the fleet run: held at its end, lookups, misses. */
+  cache: string;
 }
 
 /** What one backup's history says it cost. */
@@ -141,7 +147,7 @@ async function profileOf(client: Client, workflowId: string): Promise<HistoryPro
 /** Backs up a fresh estate of `vms` VMs as one fleet run and measures it. */
 async function runSize(
   vms: number,
-  opts: { k: number; size: number; limitMs: number; bundlePath: string; guardians: boolean },
+  opts: { k: number; size: number; limitMs: number; bundlePath: string; guardians: boolean; serverCache?: number },
 ): Promise<FleetRun> {
   const dir = mkdtempSync(path.join(os.tmpdir(), `kura-bench-fleet-${vms}-`));
   let server: DevServer | undefined;
@@ -158,7 +164,8 @@ async function runSize(
     await createLabFiles(loaded, kuraPaths(loaded));
     console.log(`  ${vms} VMs: lab files created in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     const dbFile = path.join(dir, 'temporal.db');
-    server = await startDevServer({ headless: true, dbFile });
+    const metricsPort = await freePort();
+    server = await startDevServer({ headless: true, dbFile, workflowCache: opts.serverCache, metricsPort });
     worker = await startWorker({
       ...process.env,
       KURA_CONFIG: path.join(dir, 'kura.yaml'),
@@ -169,6 +176,7 @@ async function runSize(
     const client = new Client({ connection, dataConverter: kuraDataConverter(loaded) });
     const kura = new Kura(client, loaded);
 
+    const cache0 = await serverCacheStats(metricsPort);
     const cpu0 = { worker: cpuSeconds(worker.pid!), server: cpuSeconds(server.pid) };
     const start = performance.now();
     const fleet = await kura.startFleet('all', { concurrency: opts.k, requestedBy: 'bench/fleet' });
@@ -187,6 +195,7 @@ async function runSize(
     }
     const seconds = (performance.now() - start) / 1000;
     const cpu = { worker: cpuSeconds(worker.pid!) - cpu0.worker, server: cpuSeconds(server.pid) - cpu0.server };
+    const cache = cacheDelta(cache0, await serverCacheStats(metricsPort));
 
     const done = report?.targets.find((t) => t.state === 'done' && t.workflowId);
     const profile = done?.workflowId
@@ -209,10 +218,11 @@ async function runSize(
       profile,
       fleetEvents,
       poolRuns,
+      cache,
     };
     console.log(
       `  ${vms} VMs: ${seconds.toFixed(1)} s, ${run.perVm.toFixed(3)} s/VM, ${run.succeeded} succeeded, ${run.failed} failed${overLimit ? ', OVER THE LIMIT (cancelled)' : ''}; ` +
-        `worker peak RSS ${formatBytes(run.workerPeakRss)}, server ${formatBytes(run.serverPeakRss)}; database ${formatBytes(run.dbBytes)}`,
+        `worker peak RSS ${formatBytes(run.workerPeakRss)}, server ${formatBytes(run.serverPeakRss)}; database ${formatBytes(run.dbBytes)}; ${cache}; load average ${os.loadavg()[0]!.toFixed(2)}`,
     );
     return run;
   } finally {
@@ -239,10 +249,11 @@ async function main(): Promise<void> {
   const size = parseSize(arg('size', '8MiB')) ?? 8 * 1024 * 1024;
   const limitMs = parseDuration(arg('limit', '20m')) ?? 20 * 60_000;
   const guardians = arg('guardians', 'on') !== 'off';
+  const serverCache = serverCacheArg();
 
   console.log(
     `fleet benchmark: one fleet run per estate size (${sizes.join(', ')} VMs of ${formatBytes(size)}), ${k} at a time, ` +
-      `2 streams in failover mode with 10 chunks each (the preset's tuning, as npm start runs it); dev server (SQLite, WAL) and worker ` +
+      `2 streams in failover mode with 10 chunks each (the preset's tuning, as npm start runs it); dev server (SQLite, WAL, ${serverCacheText(serverCache)}) and worker ` +
       `process on 127.0.0.1, ${guardians ? 'a guardian per VM (as npm start runs them)' : 'no VM guardians'}, ${os.availableParallelism()} CPU(s), load average ${os
         .loadavg()
         .map((l) => l.toFixed(2))
@@ -259,7 +270,7 @@ async function main(): Promise<void> {
     });
     const bundlePath = path.join(bundleDir, 'workflows.js');
     writeFileSync(bundlePath, bundle.code);
-    for (const vms of sizes) runs.push(await runSize(vms, { k, size, limitMs, bundlePath, guardians }));
+    for (const vms of sizes) runs.push(await runSize(vms, { k, size, limitMs, bundlePath, guardians, serverCache }));
   } finally {
     rmSync(bundleDir, { recursive: true, force: true });
   }
@@ -300,7 +311,7 @@ async function main(): Promise<void> {
     now: last.overLimit ? Number.POSITIVE_INFINITY : last.perVm / first.perVm,
     target: TARGET,
     direction: 'atMost',
-    note: `${first.perVm.toFixed(3)} s/VM at ${first.vms}, ${last.perVm.toFixed(3)} s/VM at ${last.vms}; ${k} at a time; ${formatBytes(size)} VMs; guardians ${guardians ? 'on' : 'off'}`,
+    note: `${first.perVm.toFixed(3)} s/VM at ${first.vms}, ${last.perVm.toFixed(3)} s/VM at ${last.vms}; ${k} at a time; ${formatBytes(size)} VMs; guardians ${guardians ? 'on' : 'off'}; server cache ${serverCache ?? 'cli'}`,
   });
   if (runs.some((r) => r.failed > 0 || r.overLimit)) process.exitCode = 1;
 }

@@ -4,7 +4,7 @@
  * Temporal dev server, both with the same bound of K in flight. Prints both rates and the ratio,
  * then the same N backups as one fleet run (child workflows in a sliding window of K).
  *
- *   npx tsx bench/spine.ts [--n 77] [--k 4] [--size 1MiB] [--guardians off|on]
+ *   npx tsx bench/spine.ts [--n 77] [--k 4] [--size 1MiB] [--guardians off|on] [--server-cache cli|WORKFLOWS]
  *
  * Besides the rates it prints where a backup's time and CPU go (docs/adr/045): one backup's
  * history by event kind, its workflow tasks and (local) activities, the share of its span spent
@@ -13,6 +13,9 @@
  * worker and the client) for the empty workflows and for the backups, and each step's own time
  * (median and mean of every (local) activity of the backups, measured around its code), which
  * set against the backup's span says how much of it is the passage between the steps (docs/adr/049).
+ *
+ * `--server-cache` bounds the dev server's history cache (docs/adr/052): kura.yaml's default (512) unless
+ * given; `cli` keeps the Temporal CLI's 8,096. The bench prints the cache's lookups and misses.
  *
  * The VM guardians of the recovery ladder (a workflow per VM polling its health) are off by
  * default: they are a load of their own that grows with the estate, not a backup's orchestration,
@@ -26,8 +29,9 @@ import { NativeConnection, Worker, type ActivityInterceptorsFactory } from '@tem
 import { hospitalPreset } from '../src/lab/preset';
 import { kuraDataConverter } from '../src/codec/data-converter';
 import { parseSize } from '../src/domain/units';
-import { arg, runBench, withLabStack } from './support/lab-stack';
+import { arg, runBench, serverCacheArg, serverCacheText, withLabStack } from './support/lab-stack';
 import { printVerdict } from './support/verdict';
+import { cacheDelta, serverCacheStats } from './support/server-cache';
 
 /** End-to-end backups ÷ empty workflows, as rates at the same bound (docs/adr/020-fleet-cost.md). */
 const TARGET_RATIO = 0.5;
@@ -155,7 +159,7 @@ async function main(): Promise<void> {
   await withLabStack(
     'spine',
     cfg,
-    async ({ server, loaded, client, kura }) => {
+    async ({ server, metricsPort, loaded, client, kura }) => {
       const native = await NativeConnection.connect({ address: server.address });
       const baseline = await Worker.create({
         connection: native,
@@ -176,11 +180,13 @@ async function main(): Promise<void> {
       );
       const emptySeconds = empty.seconds;
       const at = Date.now();
+      const cacheAtFleet = await serverCacheStats(metricsPort);
       const fleetT0 = performance.now();
       const fleet = await (
         await kura.startFleet('all', { concurrency: k, requestedAt: new Date(at + n + 1000).toISOString() })
       ).result();
       const fleetSeconds = (performance.now() - fleetT0) / 1000;
+      const cacheAtBackups = await serverCacheStats(metricsPort);
       const ids: string[] = [];
       stepTimes.on = true;
       const backups = await measured(server.pid, n, k, (i) =>
@@ -191,11 +197,12 @@ async function main(): Promise<void> {
       );
       const backupSeconds = backups.seconds;
       stepTimes.on = false;
+      const cacheAfter = await serverCacheStats(metricsPort);
 
       const emptyRate = n / emptySeconds;
       const backupRate = n / backupSeconds;
       console.log(
-        `spine benchmark: N=${n} backups of ${size} bytes each, concurrency bound K=${k}, dev server (SQLite) on 127.0.0.1, ${guardians ? 'a guardian per VM' : 'no VM guardians'}, load average ${loadavg()[0]!.toFixed(2)}`,
+        `spine benchmark: N=${n} backups of ${size} bytes each, concurrency bound K=${k}, dev server (SQLite) on 127.0.0.1 with ${serverCacheText(serverCacheArg())}, ${guardians ? 'a guardian per VM' : 'no VM guardians'}, load average ${loadavg()[0]!.toFixed(2)}`,
       );
       console.log(`  empty workflows     : ${emptySeconds.toFixed(2)} s, ${emptyRate.toFixed(1)} workflows/s`);
       console.log(
@@ -214,6 +221,8 @@ async function main(): Promise<void> {
       console.log(
         `  fleet run (children): ${fleetSeconds.toFixed(2)} s, ${(n / fleetSeconds).toFixed(1)} backups/s, ${fleet.succeeded} succeeded, ${fleet.failed} failed`,
       );
+      console.log(`  during the fleet run, ${cacheDelta(cacheAtFleet, cacheAtBackups)}`);
+      console.log(`  during the backups, ${cacheDelta(cacheAtBackups, cacheAfter)}`);
 
       printVerdict({
         bench: 'spine',

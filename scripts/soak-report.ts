@@ -28,8 +28,8 @@ export const SoakOptionsSchema = z.strictObject({
     .max(24 * 60)
     .optional(),
   /**
-   * The most workflows the soak's server keeps in its history cache (`--server-cache`); unset, the
-   * dev server's own default. It tells whether the server's memory follows that cache.
+   * The most workflows the soak's server keeps in its history cache (`--server-cache`); unset,
+   * kura.yaml's `server.historyCacheSize`, as `kura start` runs it (docs/adr/052).
    */
   serverCache: z.number().int().min(1).max(1_000_000).optional(),
 });

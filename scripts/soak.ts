@@ -776,7 +776,9 @@ async function main(): Promise<number> {
   log(
     `seed ${opts.seed} (repeat with --seed ${opts.seed}); ${opts.minutes} min at concurrency ${opts.concurrency}` +
       (opts.killEvery !== undefined ? `, a worker kill every ${opts.killEvery} min` : '') +
-      (opts.serverCache !== undefined ? `, the server's history cache bounded to ${opts.serverCache} workflows` : ''),
+      (opts.serverCache !== undefined
+        ? `, the server's history cache bounded to ${opts.serverCache} workflows`
+        : ", the server's history cache as kura.yaml's server.historyCacheSize"),
   );
   const dir = mkdtempSync(path.join(os.tmpdir(), 'kura-soak-'));
   const procs = new Set<Proc>();
@@ -828,7 +830,8 @@ async function main(): Promise<number> {
         headless: true,
         port: await freePort(),
         metricsPort: serverMetricsPort,
-        ...(opts.serverCache !== undefined ? { workflowCache: opts.serverCache } : {}),
+        // kura.yaml's server.historyCacheSize, as `kura start` runs it, unless --server-cache says otherwise.
+        workflowCache: opts.serverCache ?? loaded.config.server.historyCacheSize,
         dbFile: path.join(dir, 'temporal.db'),
         logFile: path.join(dir, 'temporal.log'),
         readyTimeoutMs: 90_000,

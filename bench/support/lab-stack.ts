@@ -6,12 +6,13 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
-import { startDevServer, type DevServer } from '../../src/stack/devserver';
+import { freePort, startDevServer, type DevServer } from '../../src/stack/devserver';
 import { hospitalPreset, renderConfigYaml } from '../../src/lab/preset';
 import { loadConfig, type LoadedConfig } from '../../src/config/load';
 import { kuraPaths, type KuraPaths } from '../../src/config/paths';
 import { createLabFiles } from '../../src/lab/files';
 import { startKuraWorkers, type KuraWorkers } from '../../src/worker';
+import { DEFAULT_HISTORY_CACHE } from '../../src/domain/server-config';
 import { Kura } from '../../src/client';
 import { kuraDataConverter } from '../../src/codec/data-converter';
 import { ensureKeyFile, keyFileOf } from '../../src/codec/keys';
@@ -22,6 +23,25 @@ import type { ActivityInterceptorsFactory } from '@temporalio/worker';
 export function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 && process.argv[i + 1] ? (process.argv[i + 1] as string) : fallback;
+}
+
+/**
+ * The history cache of the bench's own dev server, from `--server-cache <workflows|cli>`
+ * (`history.hostLevelCacheMaxSize`, docs/adr/052): omitted, kura.yaml's default, as `kura start`
+ * runs it; `cli`, the Temporal CLI's own 8,096.
+ */
+export function serverCacheArg(): number | undefined {
+  const v = arg('server-cache', String(DEFAULT_HISTORY_CACHE));
+  if (v === 'cli') return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1)
+    throw new Error(`--server-cache takes a number of workflows (≥ 1) or cli, not "${v}"`);
+  return n;
+}
+
+/** How the bench's header names its server's history cache. */
+export function serverCacheText(cache: number | undefined): string {
+  return cache === undefined ? "the CLI's history cache (8,096 workflows)" : `a history cache of ${cache} workflows`;
 }
 
 /** The middle value of the runs' figures (the upper middle of an even count). */
@@ -55,6 +75,8 @@ export function oneVmBackupConfig(size: number, site: string): ConfigInput {
 export interface LabStack {
   dir: string;
   server: DevServer;
+  /** The server's Prometheus endpoint on 127.0.0.1 (its history cache's figures, bench/support/server-cache.ts). */
+  metricsPort: number;
   loaded: LoadedConfig;
   paths: KuraPaths;
   workers: KuraWorkers;
@@ -77,7 +99,14 @@ export async function withLabStack(
   activityInterceptors?: ActivityInterceptorsFactory[],
 ): Promise<void> {
   const dir = mkdtempSync(path.join(os.tmpdir(), `kura-bench-${name}-`));
-  const server = await startDevServer({ headless: true, dbFile: path.join(dir, 'temporal.db') });
+  const workflowCache = serverCacheArg();
+  const metricsPort = await freePort();
+  const server = await startDevServer({
+    headless: true,
+    dbFile: path.join(dir, 'temporal.db'),
+    workflowCache,
+    metricsPort,
+  });
   let workers: KuraWorkers | undefined;
   let connection: Connection | undefined;
   let client: Client | undefined;
@@ -91,7 +120,7 @@ export async function withLabStack(
     workers = await startKuraWorkers({ loaded, address: server.address, activityInterceptors });
     connection = await Connection.connect({ address: server.address });
     client = new Client({ connection, dataConverter: kuraDataConverter(loaded) });
-    await run({ dir, server, loaded, paths, workers, client, kura: new Kura(client, loaded) });
+    await run({ dir, server, metricsPort, loaded, paths, workers, client, kura: new Kura(client, loaded) });
   } finally {
     await workers?.shutdown();
     if (client && afterWorkers) await afterWorkers(client).catch((err: unknown) => console.error(err));

@@ -210,7 +210,7 @@ async function start(o: StartOptions, ctx: CliContext, stop: StopListener): Prom
         );
       }
       say(
-        `kura: starting the Temporal dev server (SQLite under .kura/temporal, Web UI on http://127.0.0.1:${port + 1000})`,
+        `kura: starting the Temporal dev server (SQLite under .kura/temporal, history cache ${loaded.config.server.historyCacheSize} workflows, Web UI on http://127.0.0.1:${port + 1000})`,
       );
       server = await startDevServer({
         port,
@@ -218,6 +218,8 @@ async function start(o: StartOptions, ctx: CliContext, stop: StopListener): Prom
         dbFile: path.join(paths.home, 'temporal', 'temporal.db'),
         logFile: path.join(paths.home, 'temporal', 'server.log'),
         readyTimeoutMs: 90_000,
+        // Bounded below the CLI's 8,096, the server's memory stays flat (docs/adr/052).
+        workflowCache: loaded.config.server.historyCacheSize,
         ...(codecServer ? { uiCodecEndpoint: codecServer.url } : {}),
         signal: stop.signal,
         onSpawn: (s) => (server = s),

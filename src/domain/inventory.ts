@@ -10,6 +10,7 @@ import { LabTimingSchema, LadderConfigSchema } from './ladder-config';
 import { HypervisorConfigSchema } from './hypervisor-config';
 import { MetricsConfigSchema } from './metrics-config';
 import { WorkerConfigSchema } from './worker-config';
+import { ServerConfigSchema } from './server-config';
 import { SecurityConfigSchema } from './security-config';
 import { ArrayDriver, MOVED_QSD_KEYS, QsdArrayConfigSchema } from './array-engine';
 import { formatPath } from './errors';
@@ -410,6 +411,8 @@ export const ConfigSchema = z
     metrics: MetricsConfigSchema.default(MetricsConfigSchema.parse({})),
     /** How a worker process bounds its memory: V8's heap growth, the SDK's workflow cache (docs/adr/048). */
     worker: WorkerConfigSchema.default(WorkerConfigSchema.parse({})),
+    /** How the embedded Temporal dev server bounds its memory: its history cache (docs/adr/052). */
+    server: ServerConfigSchema.default(ServerConfigSchema.parse({})),
     /** Payload encryption, hashed search attributes and the UI's codec server (docs/security.md). */
     security: SecurityConfigSchema.default(SecurityConfigSchema.parse({})),
     sites: z.array(SiteSchema).min(1, 'the configuration needs at least one site'),

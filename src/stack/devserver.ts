@@ -47,7 +47,8 @@ export interface DevServerOptions {
   metricsPort?: number;
   /**
    * Workflows whose state the history service keeps in memory, closed ones included, for up to an
-   * hour (`history.hostLevelCacheMaxSize`); the CLI's own 8,096 when omitted.
+   * hour (`history.hostLevelCacheMaxSize`); the CLI's own 8,096 when omitted. `kura start` passes
+   * kura.yaml's `server.historyCacheSize` (docs/adr/052).
    */
   workflowCache?: number;
   /** Called as soon as the process runs, before it answers: from then on the caller can stop it. */
@@ -95,19 +96,11 @@ export async function serverAnswers(address: string, namespace = 'default'): Pro
 }
 
 /**
- * Starts `temporal server start-dev` bound to 127.0.0.1 and waits until it answers.
- * Throws Unavailable with the way out when the binary is missing or the server does not come up.
+ * The command line of `temporal server start-dev` for these options, on a chosen port: loopback only,
+ * Kura's search attributes and dynamic config, the history cache when `workflowCache` is given.
  */
-export async function startDevServer(opts: DevServerOptions = {}): Promise<DevServer> {
-  const binary = temporalBinary();
-  if (!existsSync(binary)) {
-    throw new KuraError(
-      ErrorType.Unavailable,
-      `the Temporal CLI is not at ${binary}; run \`npm run setup\` to build it, or set KURA_TEMPORAL_BIN, or point TEMPORAL_ADDRESS at a running server`,
-    );
-  }
-  const port = opts.port ?? (await freePort());
-  const namespace = opts.namespace ?? 'default';
+export function devServerArgs(opts: DevServerOptions & { port: number; namespace: string }): string[] {
+  const { port, namespace } = opts;
   const args = [
     'server',
     'start-dev',
@@ -128,7 +121,6 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
     if (opts.uiCodecEndpoint) args.push('--ui-codec-endpoint', opts.uiCodecEndpoint);
   }
   if (opts.dbFile) {
-    mkdirSync(path.dirname(opts.dbFile), { recursive: true });
     args.push('--db-filename', opts.dbFile);
     // WAL with synchronous=NORMAL survives any process crash and is ~3x faster than the default
     // rollback journal (docs/adr/005); KURA_TEMPORAL_SYNC=full restores fsync on every commit.
@@ -140,6 +132,25 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
   for (const kv of DYNAMIC_CONFIG) args.push('--dynamic-config-value', kv);
   if (opts.workflowCache !== undefined)
     args.push('--dynamic-config-value', `history.hostLevelCacheMaxSize=${opts.workflowCache}`);
+  return args;
+}
+
+/**
+ * Starts `temporal server start-dev` bound to 127.0.0.1 and waits until it answers.
+ * Throws Unavailable with the way out when the binary is missing or the server does not come up.
+ */
+export async function startDevServer(opts: DevServerOptions = {}): Promise<DevServer> {
+  const binary = temporalBinary();
+  if (!existsSync(binary)) {
+    throw new KuraError(
+      ErrorType.Unavailable,
+      `the Temporal CLI is not at ${binary}; run \`npm run setup\` to build it, or set KURA_TEMPORAL_BIN, or point TEMPORAL_ADDRESS at a running server`,
+    );
+  }
+  const port = opts.port ?? (await freePort());
+  const namespace = opts.namespace ?? 'default';
+  const args = devServerArgs({ ...opts, port, namespace });
+  if (opts.dbFile) mkdirSync(path.dirname(opts.dbFile), { recursive: true });
 
   let logFd: number | undefined;
   if (opts.logFile) {
