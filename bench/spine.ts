@@ -4,7 +4,7 @@
  * Temporal dev server, both with the same bound of K in flight. Prints both rates and the ratio,
  * then the same N backups as one fleet run (child workflows in a sliding window of K).
  *
- *   npx tsx bench/spine.ts [--n 77] [--k 4] [--size 1MiB] [--guardians off|on]
+ *   npx tsx bench/spine.ts [--n 77] [--k 4] [--size 1MiB] [--guardians off|on] [--timeline off|on]
  *
  * Besides the rates it prints where a backup's time and CPU go (docs/adr/045): one backup's
  * history by event kind, its workflow tasks and (local) activities, the share of its span spent
@@ -13,6 +13,8 @@
  * worker and the client) for the empty workflows and for the backups, and each step's own time
  * (median and mean of every (local) activity of the backups, measured around its code), which
  * set against the backup's span says how much of it is the passage between the steps (docs/adr/049).
+ * `--timeline on` prints that backup's events with their times, which shows where a gap lies
+ * (docs/adr/053).
  *
  * The VM guardians of the recovery ladder (a workflow per VM polling its health) are off by
  * default: they are a load of their own that grows with the estate, not a backup's orchestration,
@@ -110,7 +112,7 @@ function millis(t: temporal.api.history.v1.IHistoryEvent['eventTime']): number {
  * its local activities, the pool's round trips among them), time in activities, and time waiting
  * for a worker to pick a task up.
  */
-async function historyProfile(client: Client, workflowId: string): Promise<string[]> {
+async function historyProfile(client: Client, workflowId: string, timeline: boolean): Promise<string[]> {
   const events = (await client.workflow.getHandle(workflowId).fetchHistory()).events ?? [];
   const kinds: Record<string, number> = {};
   const span = millis(events[events.length - 1]?.eventTime) - millis(events[0]?.eventTime);
@@ -118,6 +120,13 @@ async function historyProfile(client: Client, workflowId: string): Promise<strin
   let inActivities = 0;
   let waiting = 0;
   const at = new Map<number, number>();
+  const start0 = millis(events[0]?.eventTime);
+  // The history's events with their times since its start: where a gap between two steps lies.
+  if (timeline)
+    for (const e of events)
+      console.log(
+        `    +${millis(e.eventTime) - start0} ms ${(EventType[e.eventType ?? 0] ?? '').replace('EVENT_TYPE_', '').toLowerCase()} ${e.markerRecordedEventAttributes?.markerName ?? ''}`,
+      );
   for (const e of events) {
     const kind = (EventType[e.eventType ?? 0] ?? 'unknown').replace('EVENT_TYPE_', '').toLowerCase();
     kinds[kind] = (kinds[kind] ?? 0) + 1;
@@ -202,14 +211,15 @@ async function main(): Promise<void> {
         `  end-to-end backups  : ${backupSeconds.toFixed(2)} s, ${backupRate.toFixed(1)} backups/s (${((n * size) / backupSeconds / 1024 / 1024).toFixed(1)} MiB/s)`,
       );
       console.log(
-        `  ratio backups/empty : ${(backupRate / emptyRate).toFixed(3)}  (each backup: one activity — the copy run, which reads its copy back — and 10 local activities in 2 workflow tasks: resolve, reserve at once, then record start, zone and mount together, then record, tape catalog, unmount, unzone, release)`,
+        `  ratio backups/empty : ${(backupRate / emptyRate).toFixed(3)}  (each backup: 9 local activities and 2 activities in 3 workflow tasks: resolve, reserve at once, then record start, zone and mount together, the copy run (an activity, which reads its copy back), then record, tape catalog, unmount, unzone, and the release, an activity)`,
       );
       const perJob = (cpu: number) => `${((1000 * cpu) / n).toFixed(0)} ms`;
       console.log(
         `  CPU per job         : empty workflow ${perJob(empty.serverCpu)} server + ${perJob(empty.ownCpu)} workers and client; backup ${perJob(backups.serverCpu)} server + ${perJob(backups.ownCpu)} workers and client`,
       );
       const middle = ids[Math.floor(n / 2)];
-      if (middle) for (const line of await historyProfile(client, middle)) console.log(line);
+      if (middle)
+        for (const line of await historyProfile(client, middle, arg('timeline', 'off') === 'on')) console.log(line);
       for (const line of stepLines()) console.log(line);
       console.log(
         `  fleet run (children): ${fleetSeconds.toFixed(2)} s, ${(n / fleetSeconds).toFixed(1)} backups/s, ${fleet.succeeded} succeeded, ${fleet.failed} failed`,
