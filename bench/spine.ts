@@ -28,6 +28,7 @@ import { NativeConnection, Worker, type ActivityInterceptorsFactory } from '@tem
 import { hospitalPreset } from '../src/lab/preset';
 import { kuraDataConverter } from '../src/codec/data-converter';
 import { parseSize } from '../src/domain/units';
+import { poolWorkflowId } from '../src/api/workflow-ids';
 import { arg, runBench, withLabStack } from './support/lab-stack';
 import { printVerdict } from './support/verdict';
 
@@ -152,6 +153,34 @@ async function historyProfile(client: Client, workflowId: string, timeline: bool
   ];
 }
 
+/**
+ * The site's pool during the backups, from its current run's history: how many workflow tasks it
+ * took and how many updates they answered, and the median time a task waited to be picked up and
+ * spent inside the worker. Every reservation and release is one of its updates, answered in such
+ * a task (docs/adr/053).
+ */
+async function poolProfile(client: Client, workflowId: string, from: number, to: number): Promise<string[]> {
+  const events = (await client.workflow.getHandle(workflowId).fetchHistory()).events ?? [];
+  const at = new Map<number, number>();
+  const waits: number[] = [];
+  const inside: number[] = [];
+  let updates = 0;
+  for (const e of events) {
+    const t = millis(e.eventTime);
+    at.set(Number(e.eventId), t);
+    if (t < from || t > to) continue;
+    const since = (id: unknown) => t - (at.get(Number(id)) ?? t);
+    if (e.workflowTaskStartedEventAttributes) waits.push(since(e.workflowTaskStartedEventAttributes.scheduledEventId));
+    if (e.workflowTaskCompletedEventAttributes)
+      inside.push(since(e.workflowTaskCompletedEventAttributes.startedEventId));
+    if (e.workflowExecutionUpdateAcceptedEventAttributes) updates++;
+  }
+  const mid = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
+  return [
+    `  the pool during the backups (its current run): ${inside.length} workflow tasks answering ${updates} updates; each task waited ${mid(waits)} ms to be picked up and took ${mid(inside)} ms inside the worker (medians)`,
+  ];
+}
+
 async function main(): Promise<void> {
   const n = Number(arg('n', '77'));
   const k = Number(arg('k', '4'));
@@ -192,6 +221,7 @@ async function main(): Promise<void> {
       const fleetSeconds = (performance.now() - fleetT0) / 1000;
       const ids: string[] = [];
       stepTimes.on = true;
+      const backupsStart = Date.now();
       const backups = await measured(server.pid, n, k, (i) =>
         kura.startBackup(vms[i]!, { requestedAt: new Date(at + i).toISOString() }).then((h) => {
           ids[i] = h.workflowId;
@@ -199,6 +229,7 @@ async function main(): Promise<void> {
         }),
       );
       const backupSeconds = backups.seconds;
+      const backupsEnd = Date.now();
       stepTimes.on = false;
 
       const emptyRate = n / emptySeconds;
@@ -221,6 +252,8 @@ async function main(): Promise<void> {
       if (middle)
         for (const line of await historyProfile(client, middle, arg('timeline', 'off') === 'on')) console.log(line);
       for (const line of stepLines()) console.log(line);
+      const pool = poolWorkflowId(loaded.config.sites[0]!.name, loaded.config.installation);
+      for (const line of await poolProfile(client, pool, backupsStart, backupsEnd)) console.log(line);
       console.log(
         `  fleet run (children): ${fleetSeconds.toFixed(2)} s, ${(n / fleetSeconds).toFixed(1)} backups/s, ${fleet.succeeded} succeeded, ${fleet.failed} failed`,
       );
