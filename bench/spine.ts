@@ -4,7 +4,8 @@
  * Temporal dev server, both with the same bound of K in flight. Prints both rates and the ratio,
  * then the same N backups as one fleet run (child workflows in a sliding window of K).
  *
- *   npx tsx bench/spine.ts [--n 77] [--k 4] [--size 1MiB] [--guardians off|on] [--server-cache cli|WORKFLOWS]
+ *   npx tsx bench/spine.ts [--n 77] [--k 4] [--size 1MiB] [--guardians off|on] [--timeline off|on]
+ *                          [--server-cache cli|WORKFLOWS]
  *
  * Besides the rates it prints where a backup's time and CPU go (docs/adr/045): one backup's
  * history by event kind, its workflow tasks and (local) activities, the share of its span spent
@@ -13,6 +14,8 @@
  * worker and the client) for the empty workflows and for the backups, and each step's own time
  * (median and mean of every (local) activity of the backups, measured around its code), which
  * set against the backup's span says how much of it is the passage between the steps (docs/adr/049).
+ * `--timeline on` prints that backup's events with their times, which shows where a gap lies
+ * (docs/adr/053).
  *
  * `--server-cache` bounds the dev server's history cache (docs/adr/052): kura.yaml's default (512) unless
  * given; `cli` keeps the Temporal CLI's 8,096. The bench prints the cache's lookups and misses.
@@ -29,6 +32,7 @@ import { NativeConnection, Worker, type ActivityInterceptorsFactory } from '@tem
 import { hospitalPreset } from '../src/lab/preset';
 import { kuraDataConverter } from '../src/codec/data-converter';
 import { parseSize } from '../src/domain/units';
+import { poolWorkflowId } from '../src/api/workflow-ids';
 import { arg, runBench, serverCacheArg, serverCacheText, withLabStack } from './support/lab-stack';
 import { printVerdict } from './support/verdict';
 import { cacheDelta, serverCacheStats } from './support/server-cache';
@@ -114,7 +118,7 @@ function millis(t: temporal.api.history.v1.IHistoryEvent['eventTime']): number {
  * its local activities, the pool's round trips among them), time in activities, and time waiting
  * for a worker to pick a task up.
  */
-async function historyProfile(client: Client, workflowId: string): Promise<string[]> {
+async function historyProfile(client: Client, workflowId: string, timeline: boolean): Promise<string[]> {
   const events = (await client.workflow.getHandle(workflowId).fetchHistory()).events ?? [];
   const kinds: Record<string, number> = {};
   const span = millis(events[events.length - 1]?.eventTime) - millis(events[0]?.eventTime);
@@ -122,6 +126,13 @@ async function historyProfile(client: Client, workflowId: string): Promise<strin
   let inActivities = 0;
   let waiting = 0;
   const at = new Map<number, number>();
+  const start0 = millis(events[0]?.eventTime);
+  // The history's events with their times since its start: where a gap between two steps lies.
+  if (timeline)
+    for (const e of events)
+      console.log(
+        `    +${millis(e.eventTime) - start0} ms ${(EventType[e.eventType ?? 0] ?? '').replace('EVENT_TYPE_', '').toLowerCase()} ${e.markerRecordedEventAttributes?.markerName ?? ''}`,
+      );
   for (const e of events) {
     const kind = (EventType[e.eventType ?? 0] ?? 'unknown').replace('EVENT_TYPE_', '').toLowerCase();
     kinds[kind] = (kinds[kind] ?? 0) + 1;
@@ -144,6 +155,34 @@ async function historyProfile(client: Client, workflowId: string): Promise<strin
       .map(([k, n]) => `${k} ${n}`)
       .join(', ')}`,
     `    inside workflow tasks ${share(inTasks)}, in activities ${share(inActivities)}, waiting to be picked up ${share(waiting)}, the rest between them`,
+  ];
+}
+
+/**
+ * The site's pool during the backups, from its current run's history: how many workflow tasks it
+ * took and how many updates they answered, and the median time a task waited to be picked up and
+ * spent inside the worker. Every reservation and release is one of its updates, answered in such
+ * a task (docs/adr/053).
+ */
+async function poolProfile(client: Client, workflowId: string, from: number, to: number): Promise<string[]> {
+  const events = (await client.workflow.getHandle(workflowId).fetchHistory()).events ?? [];
+  const at = new Map<number, number>();
+  const waits: number[] = [];
+  const inside: number[] = [];
+  let updates = 0;
+  for (const e of events) {
+    const t = millis(e.eventTime);
+    at.set(Number(e.eventId), t);
+    if (t < from || t > to) continue;
+    const since = (id: unknown) => t - (at.get(Number(id)) ?? t);
+    if (e.workflowTaskStartedEventAttributes) waits.push(since(e.workflowTaskStartedEventAttributes.scheduledEventId));
+    if (e.workflowTaskCompletedEventAttributes)
+      inside.push(since(e.workflowTaskCompletedEventAttributes.startedEventId));
+    if (e.workflowExecutionUpdateAcceptedEventAttributes) updates++;
+  }
+  const mid = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
+  return [
+    `  the pool during the backups (its current run): ${inside.length} workflow tasks answering ${updates} updates; each task waited ${mid(waits)} ms to be picked up and took ${mid(inside)} ms inside the worker (medians)`,
   ];
 }
 
@@ -189,6 +228,7 @@ async function main(): Promise<void> {
       const cacheAtBackups = await serverCacheStats(metricsPort);
       const ids: string[] = [];
       stepTimes.on = true;
+      const backupsStart = Date.now();
       const backups = await measured(server.pid, n, k, (i) =>
         kura.startBackup(vms[i]!, { requestedAt: new Date(at + i).toISOString() }).then((h) => {
           ids[i] = h.workflowId;
@@ -196,6 +236,7 @@ async function main(): Promise<void> {
         }),
       );
       const backupSeconds = backups.seconds;
+      const backupsEnd = Date.now();
       stepTimes.on = false;
       const cacheAfter = await serverCacheStats(metricsPort);
 
@@ -209,15 +250,18 @@ async function main(): Promise<void> {
         `  end-to-end backups  : ${backupSeconds.toFixed(2)} s, ${backupRate.toFixed(1)} backups/s (${((n * size) / backupSeconds / 1024 / 1024).toFixed(1)} MiB/s)`,
       );
       console.log(
-        `  ratio backups/empty : ${(backupRate / emptyRate).toFixed(3)}  (each backup: one activity — the copy run, which reads its copy back — and 10 local activities in 2 workflow tasks: resolve, reserve at once, then record start, zone and mount together, then record, tape catalog, unmount, unzone, release)`,
+        `  ratio backups/empty : ${(backupRate / emptyRate).toFixed(3)}  (each backup: 9 local activities and 2 activities in 3 workflow tasks: resolve, reserve at once, then record start, zone and mount together, the copy run (an activity, which reads its copy back), then record, tape catalog, unmount, unzone, and the release, an activity)`,
       );
       const perJob = (cpu: number) => `${((1000 * cpu) / n).toFixed(0)} ms`;
       console.log(
         `  CPU per job         : empty workflow ${perJob(empty.serverCpu)} server + ${perJob(empty.ownCpu)} workers and client; backup ${perJob(backups.serverCpu)} server + ${perJob(backups.ownCpu)} workers and client`,
       );
       const middle = ids[Math.floor(n / 2)];
-      if (middle) for (const line of await historyProfile(client, middle)) console.log(line);
+      if (middle)
+        for (const line of await historyProfile(client, middle, arg('timeline', 'off') === 'on')) console.log(line);
       for (const line of stepLines()) console.log(line);
+      const pool = poolWorkflowId(loaded.config.sites[0]!.name, loaded.config.installation);
+      for (const line of await poolProfile(client, pool, backupsStart, backupsEnd)) console.log(line);
       console.log(
         `  fleet run (children): ${fleetSeconds.toFixed(2)} s, ${(n / fleetSeconds).toFixed(1)} backups/s, ${fleet.succeeded} succeeded, ${fleet.failed} failed`,
       );

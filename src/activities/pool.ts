@@ -11,7 +11,7 @@ import {
   type WorkflowHandle,
   type WorkflowStartOptions,
 } from '@temporalio/client';
-import { ApplicationFailure, CancelledFailure, type UpdateDefinition } from '@temporalio/common';
+import { ApplicationFailure, CancelledFailure, WorkflowNotFoundError, type UpdateDefinition } from '@temporalio/common';
 import { ErrorType, NON_RETRYABLE_ERROR_TYPES } from '../domain/errors';
 import { parseWith } from '../domain/validate';
 import { mapFailures } from './failures';
@@ -93,8 +93,9 @@ export function createPoolActivities(deps: PoolActivityDeps) {
    * Sends a job's update to the pool of `site` and waits for the answer. The update id is the same
    * on every attempt of this activity, so a retry after a lost reply joins the first update instead
    * of queueing twice; a later call by the same job is a new activity and gets a fresh update (the
-   * pool answers it from its tables, by job). The pool is started with the update when it is not
-   * running (update-with-start): one call to the server instead of a start and an update.
+   * pool answers it from its tables, by job). The update goes to the running pool; only when there
+   * is none is it sent again with the pool's start (update-with-start). The worker starts every
+   * site's pool, so that is rare, and the plain update is the cheaper call (docs/adr/053).
    */
   async function poolUpdate<Ret, Arg extends { job: string }>(
     site: string,
@@ -105,13 +106,18 @@ export function createPoolActivities(deps: PoolActivityDeps) {
     const start = poolStart(site);
     const handle = deps.client.workflow.getHandle<typeof resourcePool>(start.workflowId);
     const updateId = callKey(kind, arg.job);
-    return waitForUpdate(arg.job, handle, () =>
-      deps.client.workflow.executeUpdateWithStart(update, {
-        args: [arg],
-        updateId,
-        startWorkflowOperation: new WithStartWorkflowOperation<typeof resourcePool>('resourcePool', start),
-      }),
-    );
+    return waitForUpdate(arg.job, handle, async () => {
+      try {
+        return await handle.executeUpdate(update, { args: [arg], updateId });
+      } catch (err) {
+        if (!(err instanceof WorkflowNotFoundError)) throw err;
+        return deps.client.workflow.executeUpdateWithStart(update, {
+          args: [arg],
+          updateId,
+          startWorkflowOperation: new WithStartWorkflowOperation<typeof resourcePool>('resourcePool', start),
+        });
+      }
+    });
   }
 
   /**

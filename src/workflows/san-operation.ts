@@ -136,6 +136,14 @@ const PREPARE_AT_ONCE_PATCH = 'prepare-at-once';
 const TAPE_END_OWN_TASK_PATCH = 'tape-end-own-task';
 
 /**
+ * Marks the runs whose end releases the devices as an activity of its own instead of a local one
+ * after a timer (docs/adr/053): scheduling the activity ends the task that records, writes the
+ * catalog and unloads, as the timer did (docs/adr/047), without waiting for the server's timer
+ * queue, which fires a 1 ms timer about a second late. Earlier runs replay with the timer.
+ */
+const RELEASE_ENDS_TASK_PATCH = 'release-ends-task';
+
+/**
  * Marks the runs whose undo, after a failure, ends a workflow task before each release, and erases
  * with the cartridge loaded again if a lost run of the undo already unloaded it (docs/adr/047).
  */
@@ -333,11 +341,17 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
     await op.step('tape-catalog', () => writeTapeCatalogs(job, kept.pieces, record, streams, ownTask));
     await op.step('unload', () => unloadLanes(job));
     // The release in a task of its own: a lost worker's re-run of the steps above then finds the
-    // drives still the job's (docs/adr/047).
-    if (ownTask) await endWorkflowTask();
+    // drives still the job's (docs/adr/047). Since docs/adr/053 the release is an activity, whose
+    // scheduling ends the task; before, a timer ended it and the release ran locally in the next.
+    const releaseEndsTask = ownTask && patched(RELEASE_ENDS_TASK_PATCH);
+    if (ownTask && !releaseEndsTask) await endWorkflowTask();
     await op.step('release', async () => {
       // The data is complete: a pool that does not answer for a while must not fail the backup.
-      const release = patched(PATIENT_RELEASE_PATCH) ? patientReleaseActivities(req.tuning, local) : pool;
+      const release = releaseEndsTask
+        ? patientReleaseActivities(req.tuning, false)
+        : patched(PATIENT_RELEASE_PATCH)
+          ? patientReleaseActivities(req.tuning, local)
+          : pool;
       await release.releaseStreams(req.site, { job: workflowId, tapeUsage: job.tapeEnd });
       for (const extra of extraJobs) await release.releaseStreams(req.site, { job: extra, tapeUsage: job.tapeEnd });
     });

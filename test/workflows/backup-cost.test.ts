@@ -3,7 +3,8 @@
  * wait or move data — one copy run per stream that writes its chunks and reads them back, and a
  * reservation the pool cannot grant at once — are activities of their own; the run signals each
  * chunk but its last as it lands; the resolve, the reservation granted at once, the other control
- * steps and the release run as local activities inside the workflow's tasks. The backup still
+ * steps run as local activities inside the workflow's tasks, and the release as an activity whose
+ * scheduling ends the task before it (docs/adr/053). The backup still
  * restores byte for byte, the catalog holds exactly one row per piece and nothing stays held. The
  * record of the backup's start, the zoning and the mount are asked for together (docs/adr/049). */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -77,18 +78,31 @@ describe('the cost of a backup in its history', () => {
     const history = await client.workflow.getHandle(handle.workflowId).fetchHistory();
     const events = history.events ?? [];
     const scheduled = events.flatMap((e) => e.activityTaskScheduledEventAttributes?.activityType?.name ?? []);
-    expect(scheduled).toEqual(['copyRun']);
+    // The release is an activity: scheduling it ends the task that recorded the backup and unloaded
+    // its cartridges, with no timer (docs/adr/047, docs/adr/053).
+    expect(scheduled).toEqual(['copyRun', 'releaseStreams']);
     // Chunk 0 lands by signal; chunk 1, the run's last, with the run's result.
     const signals = events.flatMap((e) => e.workflowExecutionSignaledEventAttributes?.signalName ?? []);
     expect(signals).toEqual(['chunk-landed']);
-    // resolve, reserve at once, record start, zone, mount, record, tape catalog, unmount, unzone, release
+    // resolve, reserve at once, record start, zone, mount, record, tape catalog, unmount, unzone
     const local = events.filter((e) => e.markerRecordedEventAttributes?.markerName === 'core_local_activity');
-    expect(local).toHaveLength(10);
+    expect(local).toHaveLength(9);
     // The start record and the mount were under way while the stream was being zoned.
     expect(besideZoning.get(handle.workflowId)).toEqual(STEPS_BESIDE_ZONING);
-    // One timer: it ends the task before the release, so the steps needing the drives are recorded
-    // before the job gives them up (docs/adr/047).
-    expect(events.filter((e) => e.timerStartedEventAttributes)).toHaveLength(1);
+    // No timer: the release's scheduling ends the task, so the steps needing the drives are
+    // recorded before the job gives them up (docs/adr/047): the unload's marker is recorded by the
+    // task that schedules the release, before it, and no local step follows.
+    expect(events.filter((e) => e.timerStartedEventAttributes)).toHaveLength(0);
+    const markers = events.flatMap((e, i) =>
+      e.markerRecordedEventAttributes?.markerName === 'core_local_activity' ? [i] : [],
+    );
+    const lastLocal = markers[markers.length - 1] ?? -1;
+    const release = events.findIndex(
+      (e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'releaseStreams',
+    );
+    expect(lastLocal).toBeGreaterThan(0);
+    expect(release).toBeGreaterThan(lastLocal);
+    expect(events.slice(release + 1).some((e) => e.markerRecordedEventAttributes)).toBe(false);
 
     const catalog = new Catalog(lab.paths.catalog);
     const backup = catalog.backup(report.backupId);
@@ -131,7 +145,7 @@ describe('the cost of a backup in its history', () => {
 
     const events = (await client.workflow.getHandle(handle.workflowId).fetchHistory()).events ?? [];
     const scheduled = events.flatMap((e) => e.activityTaskScheduledEventAttributes?.activityType?.name ?? []);
-    expect(scheduled).toEqual(['reserveStreams', 'copyRun']);
+    expect(scheduled).toEqual(['reserveStreams', 'copyRun', 'releaseStreams']);
     const catalog = new Catalog(lab.paths.catalog);
     expect(catalog.backup(report.backupId).status).toBe('complete');
     catalog.close();

@@ -113,9 +113,17 @@ describe('one copy activity per stream', () => {
 
     // One run on stream 0 (its server then marked unavailable), two on stream 1; a copy cut over
     // two streams is read back on its own. Every chunk a run wrote before its last was signalled as it landed.
-    // The resolve and the reservation granted at once are local activities (docs/adr/045).
+    // The resolve and the reservation granted at once are local activities (docs/adr/045); the
+    // release is an activity, whose scheduling ends the task of the unloads (docs/adr/053).
     const history = await client.workflow.getHandle(handle.workflowId).fetchHistory();
-    expect(scheduled(history)).toEqual(['copyRun', 'markDevice', 'copyRun', 'copyRun', 'verifyImage']);
+    expect(scheduled(history)).toEqual([
+      'copyRun',
+      'markDevice',
+      'copyRun',
+      'copyRun',
+      'verifyImage',
+      'releaseStreams',
+    ]);
     const signals = (history.events ?? []).flatMap((e) => e.workflowExecutionSignaledEventAttributes?.signalName ?? []);
     expect(signals).toEqual(Array.from({ length: 9 }, () => 'chunk-landed'));
     await expect(replay(history, handle.workflowId)).resolves.toBeUndefined();

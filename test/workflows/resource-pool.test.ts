@@ -304,6 +304,45 @@ describe('pool activities', () => {
     expect(unknown).toMatchObject({ type: ErrorType.NotFound, nonRetryable: true });
   });
 
+  it('books a reservation once when its activity is retried after a lost reply, and answers the running pool without starting another run', async () => {
+    const s = site(`retry-${randomUUID().slice(0, 8)}`, { drives: 2, servers: [{ name: 'srv-1', capacity: 2 }] });
+    const acts = createPoolActivities({ client, sites: () => [s], taskQueue, heartbeatMs: 100 });
+    // The first call starts the pool (there is none yet); the retry, the same activity's second
+    // attempt, is a plain update to the running pool with the same update id.
+    const first = await runActivity(acts.reserveStreams, s.name, { job: 'job-a', array: 'arr-1' });
+    const pool = client.workflow.getHandle(poolWorkflowId(s.name));
+    const run = (await pool.describe()).runId;
+    const retried = (await new MockActivityEnvironment({ attempt: 2 }, { logger: new DefaultLogger('ERROR') }).run(
+      acts.reserveStreams,
+      s.name,
+      { job: 'job-a', array: 'arr-1' },
+    )) as typeof first;
+    expect(retried).toEqual(first);
+    expect((await pool.describe()).runId).toBe(run);
+
+    // job-a holds one drive, not two: job-b gets the other, and job-c none.
+    const tables = await runActivity(acts.poolTables, s.name);
+    expect(tables.drives.filter((d) => d.holders.some((h) => h.job === 'job-a')).map((d) => d.name)).toEqual(
+      first.streams.map((x) => x.drive),
+    );
+    const b = await runActivity(acts.reserveStreams, s.name, { job: 'job-b', array: 'arr-1' });
+    expect(b.streams).toHaveLength(1);
+    expect(b.streams[0]?.drive).not.toBe(first.streams[0]?.drive);
+    const refused = await runActivity(acts.reserveStreams, s.name, { job: 'job-c', array: 'arr-1' }).catch(
+      (e: unknown) => e,
+    );
+    expect(refused).toMatchObject({ type: ErrorType.NoResources, nonRetryable: true });
+
+    // A release retried the same way frees the job's drive once and answers alike.
+    const released = await runActivity(acts.releaseStreams, s.name, { job: 'job-a' });
+    const again = await runActivity(acts.releaseStreams, s.name, { job: 'job-a' });
+    // Its server, drive, cartridge and switch rows.
+    expect(released.released).toBeGreaterThanOrEqual(3);
+    expect(again).toEqual(released);
+    const after = await runActivity(acts.poolTables, s.name);
+    expect(after.drives.filter((d) => d.holders.length > 0).map((d) => d.name)).toEqual(b.streams.map((x) => x.drive));
+  });
+
   it('heartbeats while waiting and withdraws the request when cancelled', async () => {
     const s = site(`cancel-${randomUUID().slice(0, 8)}`, { drives: 1, servers: [{ name: 'srv-1', capacity: 2 }] });
     const acts = createPoolActivities({ client, sites: () => [s], taskQueue, heartbeatMs: 100 });
