@@ -5,7 +5,7 @@
  * which must pick up the interrupted work and finish every backup exactly once.
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import * as path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { loadConfig } from '../../src/config/load';
@@ -160,6 +160,9 @@ export function stopCases(mode: StopMode): void {
       // The server process exists but does not answer yet: this is still the setup phase.
       const h = home;
       await expect.poll(() => devServerPids(h).length, { timeout: 20_000, interval: 20 }).toBeGreaterThan(0);
+      // The server runs with kura.yaml's history cache bound, the default here (docs/adr/052).
+      const argv = readFileSync(`/proc/${devServerPids(h)[0]}/cmdline`, 'utf8').split('\0');
+      expect(argv).toContain('history.hostLevelCacheMaxSize=512');
       const s = await stop(run, mode, home);
       expect(s.exit.code).toBe(130);
       expect(s.announcedMs).toBeLessThan(3000);
