@@ -903,7 +903,9 @@ async function main(): Promise<number> {
       procs,
     );
     soak.serverMetricsPort = serverMetricsPort;
-    await Promise.all(WORKER_ROLES.map((role) => soak!.startWorker(role)));
+    // One after the other: two workers opening the same fresh home at once can meet "database is
+    // locked" in their start-up (seen once in a start of the soak); a restart later finds it made.
+    for (const role of WORKER_ROLES) await soak.startWorker(role);
     log(
       `dev server ${server.pid}, datapath ${datapath.child.pid}, worker (kept) ${soak.workers.kept?.child.pid}, ` +
         `worker (killed) ${soak.workers.killed?.child.pid}; starting guardians and remote copy`,
