@@ -343,6 +343,21 @@ describe('pool activities', () => {
     expect(after.drives.filter((d) => d.holders.length > 0).map((d) => d.name)).toEqual(b.streams.map((x) => x.drive));
   });
 
+  it('starts a new run of a pool whose workflow was ended, when a job next reserves', async () => {
+    const s = site(`ended-${randomUUID().slice(0, 8)}`, { drives: 1, servers: [{ name: 'srv-1', capacity: 1 }] });
+    const acts = createPoolActivities({ client, sites: () => [s], taskQueue, heartbeatMs: 100 });
+    await runActivity(acts.poolTables, s.name);
+    const pool = client.workflow.getHandle(poolWorkflowId(s.name));
+    const ended = (await pool.describe()).runId;
+    await pool.terminate('ended by an operator');
+    // The plain update finds the run closed; the activity starts the pool again with the update.
+    const granted = await runActivity(acts.reserveStreams, s.name, { job: 'job-a', array: 'arr-1' });
+    expect(granted.streams).toHaveLength(1);
+    const now = await pool.describe();
+    expect(now.runId).not.toBe(ended);
+    expect(now.status.name).toBe('RUNNING');
+  });
+
   it('heartbeats while waiting and withdraws the request when cancelled', async () => {
     const s = site(`cancel-${randomUUID().slice(0, 8)}`, { drives: 1, servers: [{ name: 'srv-1', capacity: 2 }] });
     const acts = createPoolActivities({ client, sites: () => [s], taskQueue, heartbeatMs: 100 });
