@@ -12,9 +12,13 @@ COPY package.json package-lock.json ./
 RUN npm install --omit=dev --no-audit --no-fund
 
 FROM node:20-bookworm-slim
+# glibc's malloc settings of src/stack/malloc.ts (docs/adr/054): two arenas and a fixed mmap
+# threshold, so the worker's memory stays flat over days of chunk buffers.
 ENV NODE_ENV=production \
     KURA_CONFIG=/etc/kura/kura.yaml \
-    KURA_HOME=/var/lib/kura
+    KURA_HOME=/var/lib/kura \
+    MALLOC_ARENA_MAX=2 \
+    MALLOC_MMAP_THRESHOLD_=131072
 WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
 COPY package.json package-lock.json tsconfig.json ./

@@ -436,6 +436,8 @@ export interface SoakSummary {
   tableEveryMs: number;
   /** Jobs still running when the drain's bound ran out. */
   undrained: number;
+  /** The kept worker's glibc malloc variables, as its /proc/<pid>/environ had them (docs/adr/054). */
+  workerMallocEnv?: readonly string[];
 }
 
 /** The closing table in markdown: jobs by kind and outcome, restores verified, memory, database size. */
@@ -459,6 +461,11 @@ export function renderSummary(s: SoakSummary): string {
     '',
     `Restores verified byte for byte (SHA-256 of the restored file = the one recorded at backup time): ${s.restoresVerified}; mismatches: ${s.mismatches.length}.`,
     `Device faults injected: ${s.faultsInjected}; SIGKILLs of the killed worker (restarted): ${s.workerKills}; jobs not drained in time: ${s.undrained}.`,
+    ...(s.workerMallocEnv
+      ? [
+          `The kept worker's malloc settings (its /proc/<pid>/environ): ${s.workerMallocEnv.length > 0 ? s.workerMallocEnv.join(' ') : "none, glibc's defaults"}.`,
+        ]
+      : []),
     '',
     '| t (min) | worker (kept) RSS (MiB) | pid | worker (killed) RSS (MiB) | pid | server RSS (MiB) | server cache (workflows) | datapath RSS (MiB) | server DB + WAL (MiB) |',
     '|---:|---:|---:|---:|---:|---:|---:|---:|---:|',

@@ -25,6 +25,7 @@ import * as path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import { freePort, startDevServer, type DevServer } from '../src/stack/devserver';
+import { withMallocTuning } from '../src/stack/malloc';
 import { hospitalPreset, renderConfigYaml } from '../src/lab/preset';
 import { loadConfig, type LoadedConfig } from '../src/config/load';
 import { kuraPaths, type KuraPaths } from '../src/config/paths';
@@ -390,6 +391,8 @@ class Soak {
   readonly busyVms = new Set<string>();
   restoresVerified = 0;
   workerKills = 0;
+  /** The kept worker's MALLOC_* variables, read from its /proc/<pid>/environ when it starts. */
+  workerMallocEnv: string[] | undefined;
   /** The running process of each worker role (undefined while it is being restarted). */
   readonly workers: Record<WorkerRole, Proc | undefined> = { kept: undefined, killed: undefined };
   /** The worker the soak is killing on purpose, the restart of a crashed one per role, and whether the soak is stopping. */
@@ -455,6 +458,10 @@ class Soak {
       w.child.stderr!.pipe(out);
     }
     this.workers[role] = w;
+    if (role === 'kept' && w.child.pid !== undefined)
+      this.workerMallocEnv = readFileSync(`/proc/${w.child.pid}/environ`, 'utf8')
+        .split('\0')
+        .filter((v) => v.startsWith('MALLOC_'));
     // A worker of either role that exits without being killed by the soak is an unexplained failure:
     // recorded with the end of its output, and replaced in its role so the work goes on.
     w.child.once('exit', (code, signal) => {
@@ -767,6 +774,7 @@ class Soak {
       samples: this.samples,
       tableEveryMs: this.opts.minutes < 10 ? 60_000 : 5 * 60_000,
       undrained,
+      workerMallocEnv: this.workerMallocEnv,
     };
   }
 }
@@ -852,13 +860,14 @@ async function main(): Promise<number> {
     ]);
     server = srv;
     writeFileSync(bundlePath, bundle.code);
-    const env: NodeJS.ProcessEnv = {
+    // The workers and the datapath start with the malloc settings `bin/kura` gives them (docs/adr/054).
+    const env: NodeJS.ProcessEnv = withMallocTuning({
       ...process.env,
       KURA_CONFIG: configFile,
       TEMPORAL_ADDRESS: server.address,
       TEMPORAL_NAMESPACE: server.namespace,
       KURA_WORKFLOW_BUNDLE: bundlePath,
-    };
+    });
     delete env.KURA_TASK_QUEUE;
     delete env.KURA_HOME;
 
