@@ -89,7 +89,8 @@ describe('opening a new database while another process switches it to WAL', () =
     const holder = await midSwitch(file, 500);
     const released = nextMessage(holder);
     released.catch(() => undefined);
-    holder.send('go');
+    // Sent before the open blocks this process; the holder lets go 500 ms after it reads it.
+    await new Promise((resolve) => holder.send('go', resolve));
     // Without waiting, this open fails at once with "database is locked" (SQLITE_BUSY).
     const db = openDatabase(file, MIGRATIONS, { busyTimeoutMs: 10_000 });
     expect(await released).toBe('released');
@@ -121,7 +122,7 @@ describe('opening a new database while another process switches it to WAL', () =
 
 describe("processes opening a fresh home's stores at the same moment", () => {
   it('all succeed in every round, and every store has its schema once', async () => {
-    const ROUNDS = 40;
+    const ROUNDS = 30;
     const base = tempDir();
     // Each process opens, on the word, one of the stores a worker opens at its start.
     const opener = `
