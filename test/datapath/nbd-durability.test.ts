@@ -3,7 +3,7 @@
  * write without FUA is in the volume file (the page cache) and made no fdatasync, whatever its size;
  * FLUSH and a FUA write are answered only once an fdatasync begun after them has returned; while a
  * FUA write waits for its fdatasync, a write of other blocks is answered beside it and a write of
- * its blocks after it, with the later write's bytes the ones the file keeps.
+ * its blocks not before that fdatasync has returned, the later write's bytes the ones the file keeps.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -224,7 +224,9 @@ describe('where a passthrough write is when it is acknowledged', () => {
     syncs.open();
     expect(await c.reply(1)).toBe(0);
     expect(await c.reply(3)).toBe(0);
-    expect(c.order).toEqual([2, 1, 3]);
+    // The write beside it answered first; the later bytes of the shared block are the ones kept (below).
+    expect(c.order[0]).toBe(2);
+    expect([...c.order].sort()).toEqual([1, 2, 3]);
     expect(syncs.begun).toBe(1);
     fua.copy(model, 128 * KiB);
     beside.copy(model, 512 * KiB);
