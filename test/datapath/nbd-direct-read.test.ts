@@ -9,13 +9,14 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import * as net from 'node:net';
+import type * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { NbdServer } from '../../src/datapath/nbd-server';
 import { Volume } from '../../src/datapath/volume';
 import { DatapathConfigSchema } from '../../src/domain/inventory';
 import { parseWith } from '../../src/domain/validate';
+import { nbdConnect } from '../support/nbd';
 
 const SIZE = 4 * 1024 * 1024;
 const KiB = 1024;
@@ -87,7 +88,7 @@ function write(cookie: number, offset: number, data: Buffer): Buffer {
 
 /** A raw client past NBD_OPT_EXPORT_NAME, collecting simple replies (cookie → error; reads by their expected length). */
 class Client {
-  private buffer = Buffer.alloc(0);
+  private buffer: Buffer = Buffer.alloc(0);
   private readonly reads = new Map<bigint, number>();
   readonly replies = new Map<bigint, { error: number; data: Buffer }>();
   closed = false;
@@ -104,21 +105,11 @@ class Client {
   }
 
   static async connect(port: number): Promise<Client> {
-    const sock = net.connect(port, '127.0.0.1');
+    const { sock, rest } = await nbdConnect(port, EXPORT);
     open.push(sock);
     const c = new Client(sock);
-    await until(() => c.buffer.length >= 18);
-    c.buffer = c.buffer.subarray(18);
-    const opt = Buffer.alloc(20 + EXPORT.length);
-    opt.writeUInt32BE(3, 0);
-    opt.write('IHAVEOPT', 4, 'latin1');
-    opt.writeUInt32BE(1, 12);
-    opt.writeUInt32BE(EXPORT.length, 16);
-    opt.write(EXPORT, 20, 'latin1');
-    sock.write(opt);
-    await until(() => c.buffer.length >= 10);
-    c.buffer = c.buffer.subarray(10);
     c.handshaken = true;
+    c.buffer = rest;
     return c;
   }
 

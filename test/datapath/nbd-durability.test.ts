@@ -7,13 +7,14 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import * as net from 'node:net';
+import type * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { NbdServer } from '../../src/datapath/nbd-server';
 import { Volume } from '../../src/datapath/volume';
 import { DatapathConfigSchema } from '../../src/domain/inventory';
 import { parseWith } from '../../src/domain/validate';
+import { nbdConnect } from '../support/nbd';
 
 const SIZE = 4 * 1024 * 1024;
 const KiB = 1024;
@@ -103,7 +104,7 @@ function header(type: number, flags: number, cookie: number, offset: number, len
 
 /** A raw client past NBD_OPT_EXPORT_NAME that records each simple reply's error by cookie, in arrival order. */
 class Client {
-  private buffer = Buffer.alloc(0);
+  private buffer: Buffer = Buffer.alloc(0);
   private handshaken = false;
   readonly replies = new Map<number, number>();
   readonly order: number[] = [];
@@ -124,21 +125,11 @@ class Client {
   }
 
   static async connect(port: number): Promise<Client> {
-    const sock = net.connect(port, '127.0.0.1');
+    const { sock, rest } = await nbdConnect(port, EXPORT);
     open.push(sock);
     const c = new Client(sock);
-    await until(() => c.buffer.length >= 18);
-    c.buffer = c.buffer.subarray(18);
-    const opt = Buffer.alloc(20 + EXPORT.length);
-    opt.writeUInt32BE(3, 0);
-    opt.write('IHAVEOPT', 4, 'latin1');
-    opt.writeUInt32BE(1, 12);
-    opt.writeUInt32BE(EXPORT.length, 16);
-    opt.write(EXPORT, 20, 'latin1');
-    sock.write(opt);
-    await until(() => c.buffer.length >= 10);
-    c.buffer = c.buffer.subarray(10);
     c.handshaken = true;
+    c.buffer = rest;
     return c;
   }
 

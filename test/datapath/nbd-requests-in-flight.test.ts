@@ -8,13 +8,13 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import * as net from 'node:net';
+import type * as net from 'node:net';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { DatapathClient } from '../../src/datapath/client';
 import { startDatapath, type DatapathService } from '../../src/datapath/service';
 import { makeLab, type TestLab } from '../support/harness';
-import { freePort } from '../support/nbd';
+import { freePort, nbdConnect } from '../support/nbd';
 
 const run = promisify(execFile);
 const SIZE = 2 * 1024 * 1024;
@@ -60,7 +60,7 @@ interface Reply {
 
 /** A client of the transmission phase that writes requests as raw bytes and matches replies by cookie. */
 class Conn {
-  private buffer = Buffer.alloc(0);
+  private buffer: Buffer = Buffer.alloc(0);
   private wake: (() => void) | null = null;
   /** Cookie → the read length its reply carries. */
   private readonly expected = new Map<string, number>();
@@ -77,21 +77,10 @@ class Conn {
 
   /** Connects and selects the export with NBD_OPT_EXPORT_NAME; resolves with the transmission flags. */
   static async connect(port: number, exportName: string): Promise<{ conn: Conn; flags: number }> {
-    const sock = net.connect(port, '127.0.0.1');
+    const { sock, flags, rest } = await nbdConnect(port, exportName);
     const c = new Conn(sock);
     open.push(c);
-    await c.until(() => c.buffer.length >= 18);
-    c.buffer = c.buffer.subarray(18);
-    const opt = Buffer.alloc(20 + exportName.length);
-    opt.writeUInt32BE(3, 0); // client flags: FIXED_NEWSTYLE | NO_ZEROES
-    opt.write('IHAVEOPT', 4, 'latin1');
-    opt.writeUInt32BE(1, 12); // NBD_OPT_EXPORT_NAME
-    opt.writeUInt32BE(exportName.length, 16);
-    opt.write(exportName, 20, 'latin1');
-    sock.write(opt);
-    await c.until(() => c.buffer.length >= 10);
-    const flags = c.buffer.readUInt16BE(8);
-    c.buffer = c.buffer.subarray(10);
+    c.buffer = rest;
     c.handshaken = true;
     return { conn: c, flags };
   }

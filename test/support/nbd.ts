@@ -4,12 +4,59 @@
  * what the volume must hold.
  */
 import { execFile } from 'node:child_process';
+import * as net from 'node:net';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
 
 /** A port nobody listens on right now (the kernel picks it). */
 export { freePort } from '../../src/stack/devserver';
+
+/**
+ * Connects to a datapath on 127.0.0.1 and completes the fixed-newstyle handshake with
+ * NBD_OPT_EXPORT_NAME, for tests that speak the protocol themselves. Resolves with the socket, the
+ * export's transmission flags, and any bytes that came after the handshake.
+ */
+export async function nbdConnect(
+  port: number,
+  exportName: string,
+): Promise<{ sock: net.Socket; flags: number; rest: Buffer }> {
+  const sock = net.connect(port, '127.0.0.1');
+  let buffer = Buffer.alloc(0);
+  let wake = () => {};
+  const onData = (c: Buffer) => {
+    buffer = Buffer.concat([buffer, c]);
+    wake();
+  };
+  sock.on('data', onData);
+  const until = async (bytes: number, what: string) => {
+    const deadline = Date.now() + 10_000;
+    while (buffer.length < bytes) {
+      if (sock.destroyed || Date.now() > deadline) {
+        sock.destroy();
+        throw new Error(`nbd handshake with 127.0.0.1:${port}: no ${what} (${buffer.length} of ${bytes} bytes)`);
+      }
+      await new Promise<void>((r) => {
+        wake = r;
+        setTimeout(r, 20);
+      });
+    }
+  };
+  // The server's greeting: NBDMAGIC, IHAVEOPT and its 16-bit handshake flags.
+  await until(18, 'greeting');
+  buffer = buffer.subarray(18);
+  const opt = Buffer.alloc(20 + exportName.length);
+  opt.writeUInt32BE(3, 0); // client flags: FIXED_NEWSTYLE | NO_ZEROES
+  opt.write('IHAVEOPT', 4, 'latin1');
+  opt.writeUInt32BE(1, 12); // NBD_OPT_EXPORT_NAME
+  opt.writeUInt32BE(exportName.length, 16);
+  opt.write(exportName, 20, 'latin1');
+  sock.write(opt);
+  // The export's size (64 bits) and transmission flags (16 bits), with NO_ZEROES.
+  await until(10, 'export');
+  sock.off('data', onData);
+  return { sock, flags: buffer.readUInt16BE(8), rest: buffer.subarray(10) };
+}
 
 export function nbdUrl(port: number, exportName: string): string {
   return `nbd://127.0.0.1:${port}/${exportName}`;
