@@ -91,17 +91,20 @@ export class VolumeStateStore {
   /** Replaces the state file atomically and durably: a crash leaves the old one or the new one, never a mix. */
   async saveState(state: BackupState): Promise<void> {
     const text = JSON.stringify(state);
-    await this.lock.run(async () => {
-      const tmp = `${this.stateFile}.tmp`;
-      await writeFile(tmp, text);
-      const fh = await open(tmp, 'r+');
-      await fh.sync();
-      await fh.close();
-      await rename(tmp, this.stateFile);
-      const dir = await open(this.stateDir, 'r');
-      await dir.sync().catch(() => undefined);
-      await dir.close();
-    });
+    await this.lock.run(() => this.replace(this.stateFile, text));
+  }
+
+  /** Writes `text` to a temporary file, syncs it, renames it over `file` and syncs the directory. */
+  private async replace(file: string, text: string): Promise<void> {
+    const tmp = `${file}.tmp`;
+    await writeFile(tmp, text);
+    const fh = await open(tmp, 'r+');
+    await fh.sync();
+    await fh.close();
+    await rename(tmp, file);
+    const dir = await open(this.stateDir, 'r');
+    await dir.sync().catch(() => undefined);
+    await dir.close();
   }
 
   /** Removes the state file, after any write of it in progress: from here on the volume is in passthrough. */
@@ -112,18 +115,20 @@ export class VolumeStateStore {
   /** The last backup switched back, or null when there is none or the file does not hold one. */
   async loadLast(): Promise<LastBackup | null> {
     if (!existsSync(this.lastFile)) return null;
-    const last: unknown = JSON.parse(await readFile(this.lastFile, 'utf8'));
+    const text = await readFile(this.lastFile, 'utf8');
     try {
-      return parseWith(LastBackupSchema, last, `last-backup file ${this.lastFile}`);
+      return parseWith(LastBackupSchema, JSON.parse(text), `last-backup file ${this.lastFile}`);
     } catch (err) {
-      // It only answers retried finishes; a file of another shape is as good as none.
-      if (err instanceof InvalidInputError) return null;
+      // It only answers retried finishes; a file of another shape, or one torn by a crash while an
+      // earlier version wrote it in place, is as good as none.
+      if (err instanceof InvalidInputError || err instanceof SyntaxError) return null;
       throw err;
     }
   }
 
+  /** Replaces the record of the last backup switched back, atomically: a kill leaves the old or the new. */
   async saveLast(last: LastBackup): Promise<void> {
-    await writeFile(this.lastFile, JSON.stringify(last));
+    await this.lock.run(() => this.replace(this.lastFile, JSON.stringify(last)));
   }
 
   /** Deletes the journal file: before a new backup's, or one left from a switch back that had reflected everything. */

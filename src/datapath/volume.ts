@@ -392,6 +392,7 @@ export class Volume {
     // S602: hold new host commands; the ones already taken finish first.
     this.phases.beginQuiesce();
     const t0 = performance.now();
+    let result: { quiesceMs: number; drainedBytes: number };
     try {
       while (this.inflight > 0) await new Promise<void>((r) => this.idleWaiters.push(r));
       // A base copy asked for between an abort's stop and the hold would rewrite the state file after it is gone.
@@ -416,15 +417,15 @@ export class Volume {
         unlock();
       }
       this.lastQuiesceMs = performance.now() - t0;
-      if (!discardImage) {
-        this.lastFinished = { backupId: state.backupId, quiesceMs: this.lastQuiesceMs };
-        await this.files.saveLast(this.lastFinished);
-      }
-      return { quiesceMs: this.lastQuiesceMs, drainedBytes: drained };
+      if (!discardImage) this.lastFinished = { backupId: state.backupId, quiesceMs: this.lastQuiesceMs };
+      result = { quiesceMs: this.lastQuiesceMs, drainedBytes: drained };
     } finally {
       this.phases.endQuiesce();
       for (const w of this.gateWaiters.splice(0)) w();
     }
+    // Recorded durably before the answer, for a retried finish, but after the host's I/O goes on.
+    if (!discardImage && this.lastFinished) await this.files.saveLast(this.lastFinished);
+    return result;
   }
 
   /** Bytes in this backup's journal (0 in passthrough, where there is none). */

@@ -111,4 +111,24 @@ describe('the last backup switched back', () => {
     writeFileSync(s.lastFile, JSON.stringify({ backupId: 'b1' }));
     expect(await s.loadLast()).toBeNull();
   });
+
+  it('counts a file torn by a crash (empty, or cut inside its JSON) as none', async () => {
+    const s = store();
+    s.ensureDir();
+    writeFileSync(s.lastFile, '');
+    expect(await s.loadLast()).toBeNull();
+    writeFileSync(s.lastFile, '{"backupId":"b1","quiesc');
+    expect(await s.loadLast()).toBeNull();
+  });
+
+  it('is replaced through a synced temporary file renamed over it, leaving no temporary file', async () => {
+    const s = store();
+    s.ensureDir();
+    await s.saveLast({ backupId: 'b1', quiesceMs: 1 });
+    // A temporary file left by a kill during an earlier save is overwritten, never read.
+    writeFileSync(`${s.lastFile}.tmp`, '{"torn');
+    await s.saveLast({ backupId: 'b2', quiesceMs: 2 });
+    expect(JSON.parse(readFileSync(s.lastFile, 'utf8'))).toEqual({ backupId: 'b2', quiesceMs: 2 });
+    expect(readdirSync(path.dirname(s.lastFile)).filter((f) => f.endsWith('.tmp'))).toEqual([]);
+  });
 });
