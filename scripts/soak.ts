@@ -912,8 +912,8 @@ async function main(): Promise<number> {
       procs,
     );
     soak.serverMetricsPort = serverMetricsPort;
-    // One after the other: two workers opening the same fresh home at once can meet "database is
-    // locked" in their start-up (seen once in a start of the soak); a restart later finds it made.
+    // One after the other, as the measured runs started them. Two workers opening the same fresh home
+    // at once no longer meet "database is locked" (the open retries its switch to WAL, docs/adr/055).
     for (const role of WORKER_ROLES) await soak.startWorker(role);
     log(
       `dev server ${server.pid}, datapath ${datapath.child.pid}, worker (kept) ${soak.workers.kept?.child.pid}, ` +
