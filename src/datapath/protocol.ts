@@ -200,8 +200,9 @@ export function exportNameReply(size: number, flags: number, noZeroes: boolean):
 export interface NbdRequest {
   flags: number;
   type: number;
-  /** The client's opaque cookie, echoed in the reply. */
-  handle: Buffer;
+  /** The client's opaque cookie, echoed in the reply: its first and last four bytes (big-endian). */
+  handleHi: number;
+  handleLo: number;
   offset: number;
   length: number;
 }
@@ -212,8 +213,11 @@ export function parseRequest(b: Buffer): NbdRequest | null {
   return {
     flags: b.readUInt16BE(4),
     type: b.readUInt16BE(6),
-    handle: Buffer.from(b.subarray(8, 16)),
-    offset: Number(b.readBigUInt64BE(16)),
+    // As numbers, not a copy of the bytes and a BigInt: nothing allocated for them per request.
+    handleHi: b.readUInt32BE(8),
+    handleLo: b.readUInt32BE(12),
+    // Exact up to 2^53; an offset past that lies past every volume and is refused for its range.
+    offset: b.readUInt32BE(16) * 0x1_0000_0000 + b.readUInt32BE(20),
     length: b.readUInt32BE(24),
   };
 }
@@ -222,14 +226,15 @@ export function parseRequest(b: Buffer): NbdRequest | null {
 export const SIMPLE_REPLY_BYTES = 16;
 
 /** A simple reply header; read replies are followed by the data. */
-export function simpleReply(handle: Buffer, error: number): Buffer {
-  return simpleReplyInto(Buffer.allocUnsafe(SIMPLE_REPLY_BYTES), handle, error);
+export function simpleReply(req: Pick<NbdRequest, 'handleHi' | 'handleLo'>, error: number): Buffer {
+  return simpleReplyInto(Buffer.allocUnsafe(SIMPLE_REPLY_BYTES), req, error);
 }
 
 /** Writes a simple reply header into the first 16 bytes of `b` (a read's reply, its data after it); returns `b`. */
-export function simpleReplyInto(b: Buffer, handle: Buffer, error: number): Buffer {
+export function simpleReplyInto(b: Buffer, req: Pick<NbdRequest, 'handleHi' | 'handleLo'>, error: number): Buffer {
   b.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0);
   b.writeUInt32BE(error, 4);
-  handle.copy(b, 8);
+  b.writeUInt32BE(req.handleHi, 8);
+  b.writeUInt32BE(req.handleLo, 12);
   return b;
 }
