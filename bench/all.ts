@@ -26,7 +26,7 @@ interface Bench {
 function benches(fleetSizes: string): Bench[] {
   return [
     { name: 'datamover', args: [], quick: ['--size', '256MiB', '--runs', '1'] },
-    { name: 'datapath', args: [], quick: ['--runs', '1', '--qemu-runs', '1', '--ops', '500'] },
+    { name: 'datapath', args: [], quick: ['--runs', '1', '--qemu-runs', '1'] },
     { name: 'failover', args: [], quick: ['--size', '128MiB', '--runs', '1'] },
     { name: 'direct', args: [], quick: ['--size', '64MiB', '--rate', '32MiB', '--runs', '1'] },
     { name: 'split', args: [], quick: ['--window', '5'] },
