@@ -56,6 +56,7 @@ import {
   copyByStream,
   copyFailover,
   copyParallel,
+  closeLanes,
   prepareLane,
   prepareLanes,
   laneRecord,
@@ -148,6 +149,13 @@ const RELEASE_ENDS_TASK_PATCH = 'release-ends-task';
  * with the cartridge loaded again if a lost run of the undo already unloaded it (docs/adr/047).
  */
 const UNDO_RELEASE_OWN_TASK_PATCH = 'undo-release-own-task';
+
+/**
+ * Marks the runs whose end writes each stream's catalog rows, unloads its cartridge and unzones it
+ * in one local activity, `closeStream` (docs/adr/057); earlier runs did the three one after another,
+ * and replay must see them do so.
+ */
+const CLOSE_STREAMS_AT_ONCE_PATCH = 'close-streams-at-once';
 
 /** Backs up one target to tape: the SAN operation of kind `backup`, `split-backup` or `snapshot-backup`. */
 export async function sanOperation(input: BackupRequest): Promise<BackupReport> {
@@ -338,8 +346,13 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
 
     // Seed 004 step 1170: each cartridge also carries its own catalog rows, after its data.
     const ownTask = patched(TAPE_END_OWN_TASK_PATCH);
-    await op.step('tape-catalog', () => writeTapeCatalogs(job, kept.pieces, record, streams, ownTask));
-    await op.step('unload', () => unloadLanes(job));
+    if (ownTask && patched(CLOSE_STREAMS_AT_ONCE_PATCH)) {
+      // Rows, unload and unzone as one step per stream (docs/adr/057).
+      await op.step('tape-catalog', () => op.step('unload', () => closeLanes(job, kept.pieces, record, streams)));
+    } else {
+      await op.step('tape-catalog', () => writeTapeCatalogs(job, kept.pieces, record, streams, ownTask));
+      await op.step('unload', () => unloadLanes(job));
+    }
     // The release in a task of its own: a lost worker's re-run of the steps above then finds the
     // drives still the job's (docs/adr/047). Since docs/adr/053 the release is an activity, whose
     // scheduling ends the task; before, a timer ended it and the release ran locally in the next.
