@@ -121,6 +121,13 @@ describe('the cost of a backup in its history', () => {
     expect(steps.has('closeStream')).toBe(true);
     expect(['writeTapeCatalog', 'eraseTape', 'unloadTape', 'unzoneStream'].filter((s) => steps.has(s))).toEqual([]);
     expect(closeAttempts.get(handle.workflowId)).toBe(1);
+    // One patch marker, which stands for every earlier change of the backup's path: each marker is
+    // two events, itself and its search-attribute upsert (docs/adr/057).
+    const patches = events.flatMap((e) =>
+      e.markerRecordedEventAttributes?.markerName === 'core_patch' ? [e.markerRecordedEventAttributes] : [],
+    );
+    expect(patches).toHaveLength(1);
+    expect(events.filter((e) => e.upsertWorkflowSearchAttributesEventAttributes)).toHaveLength(2);
     // The start record and the mount were under way while the stream was being zoned.
     expect(besideZoning.get(handle.workflowId)).toEqual(STEPS_BESIDE_ZONING);
     // No timer: the release's scheduling ends the task, so the steps needing the drives are
