@@ -250,7 +250,7 @@ async function main(): Promise<void> {
         `  end-to-end backups  : ${backupSeconds.toFixed(2)} s, ${backupRate.toFixed(1)} backups/s (${((n * size) / backupSeconds / 1024 / 1024).toFixed(1)} MiB/s)`,
       );
       console.log(
-        `  ratio backups/empty : ${(backupRate / emptyRate).toFixed(3)}  (each backup: 9 local activities and 2 activities in 3 workflow tasks: resolve, reserve at once, then record start, zone and mount together, the copy run (an activity, which reads its copy back), then record, tape catalog, unmount, unzone, and the release, an activity)`,
+        `  ratio backups/empty : ${(backupRate / emptyRate).toFixed(3)}  (each backup: 7 local activities and 2 activities in 3 workflow tasks: resolve, reserve at once, then record start, zone and mount together, the copy run (an activity, which reads its copy back), then record, then each stream's tape catalog, unmount and unzone as one step, and the release, an activity)`,
       );
       const perJob = (cpu: number) => `${((1000 * cpu) / n).toFixed(0)} ms`;
       console.log(

@@ -13,6 +13,7 @@ import { createCatalogActivities } from './catalog';
 import { createFabricActivities } from './fabric';
 import { createNotifyActivities } from './notify';
 import { createRestoreFileActivities } from './restore-files';
+import { createStreamEndActivities } from './stream-end';
 import { createTapeActivities } from './tape';
 import { createTargetActivities } from './targets';
 
@@ -30,6 +31,7 @@ export function createControlActivities(deps: ControlDeps) {
     ...createTapeActivities(deps),
     ...createCatalogActivities(deps),
     ...createFabricActivities(deps),
+    ...createStreamEndActivities(deps),
     ...createRestoreFileActivities(deps),
     ...createNotifyActivities(deps),
     ...createArrayActivities(deps),

@@ -56,6 +56,7 @@ import {
   copyByStream,
   copyFailover,
   copyParallel,
+  closeLanes,
   prepareLane,
   prepareLanes,
   laneRecord,
@@ -149,6 +150,16 @@ const RELEASE_ENDS_TASK_PATCH = 'release-ends-task';
  */
 const UNDO_RELEASE_OWN_TASK_PATCH = 'undo-release-own-task';
 
+/**
+ * Marks the runs whose end writes each stream's catalog rows, unloads its cartridge and unzones it
+ * in one local activity, `closeStream` (docs/adr/057); earlier runs did the three one after another,
+ * and replay must see them do so. It is asked for first, and stands for every change of this
+ * workflow before it: a run with its marker takes the new side of each patch above without writing
+ * that patch's marker (each marker is two events and a search-attribute upsert, docs/adr/057); a run
+ * without it asks each patch where it always did.
+ */
+const CLOSE_STREAMS_AT_ONCE_PATCH = 'close-streams-at-once';
+
 /** Backs up one target to tape: the SAN operation of kind `backup`, `split-backup` or `snapshot-backup`. */
 export async function sanOperation(input: BackupRequest): Promise<BackupReport> {
   const { workflowId } = workflowInfo();
@@ -163,7 +174,10 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
     { key: KuraTarget, value: label(req.target) },
     { key: KuraSite, value: label(req.site) },
   ]);
-  const local = patched(LOCAL_CONTROL_STEPS_PATCH);
+  const current = patched(CLOSE_STREAMS_AT_ONCE_PATCH);
+  /** Whether this run takes an earlier change: every run since docs/adr/057 does, others as recorded. */
+  const since = (patch: string): boolean => current || patched(patch);
+  const local = since(LOCAL_CONTROL_STEPS_PATCH);
   // Runs before the resolve-and-reserve change resolved as an activity of their own, which ended
   // the workflow's first task in the `resolve` phase.
   const remote = controlActivities(req.tuning);
@@ -173,8 +187,8 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
   // 2. Resolve what the processing needs: the volume behind the target, its pair and its
   // application's hook, the time, the destination.
   op.enter('resolve', `resolving ${req.target}`);
-  const folded = local && patched(LOCAL_RESOLVE_RESERVE_PATCH);
-  const fromStore = req.fromStore !== undefined && patched(STORE_SOURCE_PATCH) ? req.fromStore : undefined;
+  const folded = local && since(LOCAL_RESOLVE_RESERVE_PATCH);
+  const fromStore = req.fromStore !== undefined && since(STORE_SOURCE_PATCH) ? req.fromStore : undefined;
   const storeSource =
     fromStore &&
     (await resolveStoreSource(req, kind, fromStore.backupId).catch((err) =>
@@ -204,7 +218,7 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
   try {
     servers = copyServers(req.target, found.access, req.server);
   } catch (err) {
-    if (patched(ACCESS_REFUSAL_EVENT_PATCH))
+    if (since(ACCESS_REFUSAL_EVENT_PATCH))
       await notifyJobFailure(control, { subject: `${kind} of ${req.target} refused`, workflowId, site: req.site, err });
     return op.fail(`${kind} of ${req.target} refused`, err);
   }
@@ -235,7 +249,7 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
   // Decided once, at the undo's first release, so every release of one undo is tried alike.
   let patientUndo: boolean | undefined;
   const undoReleaseActivities = (): Pick<PoolActivities, 'releaseStreams'> =>
-    (patientUndo ??= patched(PATIENT_UNDO_RELEASE_PATCH)) ? patientReleaseActivities(req.tuning, local) : pool;
+    (patientUndo ??= since(PATIENT_UNDO_RELEASE_PATCH)) ? patientReleaseActivities(req.tuning, local) : pool;
   // The undo's release takes the drives from the job: the erases and unloads unwound before it must
   // be recorded first, or a lost worker's re-run of them would act on a drive another job holds.
   const undoRelease = (): Pick<PoolActivities, 'releaseStreams'> => ({
@@ -296,7 +310,7 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
     // so a failover finds its stream ready. Runs since the change record the backup's start, zone
     // and mount all at once: three steps on different things, one round trip of the workflow
     // instead of three (docs/adr/049); each undo is registered by the step it undoes, as before.
-    if (patched(PREPARE_AT_ONCE_PATCH)) {
+    if (since(PREPARE_AT_ONCE_PATCH)) {
       const [begun, prepared] = await Promise.allSettled([begin(), prepareLanes(job, true)]);
       if (begun.status === 'rejected') throw begun.reason;
       if (prepared.status === 'rejected') throw prepared.reason;
@@ -305,7 +319,7 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
       await prepareLanes(job);
     }
     op.activity = `copying ${pieces.length} chunk${pieces.length === 1 ? '' : 's'} in ${req.mode} mode`;
-    const written: PieceRecord[] = patched(COPY_BY_STREAM_PATCH)
+    const written: PieceRecord[] = since(COPY_BY_STREAM_PATCH)
       ? await copyByStream(job)
       : req.mode === 'parallel'
         ? await copyParallel(job)
@@ -337,13 +351,18 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
     );
 
     // Seed 004 step 1170: each cartridge also carries its own catalog rows, after its data.
-    const ownTask = patched(TAPE_END_OWN_TASK_PATCH);
-    await op.step('tape-catalog', () => writeTapeCatalogs(job, kept.pieces, record, streams, ownTask));
-    await op.step('unload', () => unloadLanes(job));
+    const ownTask = since(TAPE_END_OWN_TASK_PATCH);
+    if (current) {
+      // Rows, unload and unzone as one step per stream (docs/adr/057).
+      await op.step('tape-catalog', () => op.step('unload', () => closeLanes(job, kept.pieces, record, streams)));
+    } else {
+      await op.step('tape-catalog', () => writeTapeCatalogs(job, kept.pieces, record, streams, ownTask));
+      await op.step('unload', () => unloadLanes(job));
+    }
     // The release in a task of its own: a lost worker's re-run of the steps above then finds the
     // drives still the job's (docs/adr/047). Since docs/adr/053 the release is an activity, whose
     // scheduling ends the task; before, a timer ended it and the release ran locally in the next.
-    const releaseEndsTask = ownTask && patched(RELEASE_ENDS_TASK_PATCH);
+    const releaseEndsTask = ownTask && since(RELEASE_ENDS_TASK_PATCH);
     if (ownTask && !releaseEndsTask) await endWorkflowTask();
     await op.step('release', async () => {
       // The data is complete: a pool that does not answer for a while must not fail the backup.
@@ -407,7 +426,7 @@ export async function sanOperation(input: BackupRequest): Promise<BackupReport> 
     return report;
   } catch (err) {
     await Promise.all(job.marks);
-    job.undoOwnTask = patched(UNDO_RELEASE_OWN_TASK_PATCH);
+    job.undoOwnTask = since(UNDO_RELEASE_OWN_TASK_PATCH);
     await job.undo.unwind();
     await reportBackupFailure(control, {
       subject: `backup of ${req.target} failed`,

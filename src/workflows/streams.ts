@@ -644,14 +644,87 @@ export async function writeTapeCatalogs(
 
 /** Unmounts and unzones every stream; the streams share nothing, so all at once. */
 export async function unloadLanes(job: CopyJob): Promise<void> {
-  await Promise.all(
-    job.lanes.map(async (lane) => {
-      if (lane.loaded) await job.control.unloadTape(lane.addr);
-      job.undo.done(`unload:${lane.stream.stream}`);
-      if (lane.zoned) await job.control.unzoneStream({ site: job.req.site, name: lane.zone });
-      job.undo.done(`unzone:${lane.stream.stream}`);
-    }),
+  await Promise.all(job.lanes.map((lane) => unloadLane(job, lane)));
+}
+
+/** Unmounts and unzones one stream. */
+async function unloadLane(job: CopyJob, lane: Lane): Promise<void> {
+  if (lane.loaded) await job.control.unloadTape(lane.addr);
+  job.undo.done(`unload:${lane.stream.stream}`);
+  if (lane.zoned) await job.control.unzoneStream({ site: job.req.site, name: lane.zone });
+  job.undo.done(`unzone:${lane.stream.stream}`);
+}
+
+/**
+ * writeTapeCatalogs and unloadLanes with each stream's part as one control step (docs/adr/057):
+ * `closeStream` writes the stream's catalog rows onto its cartridge (or cuts back a cartridge that
+ * holds nothing of the backup), unloads it and unzones the stream, so the end of a backup costs one
+ * round trip of the workflow to its worker where it cost three. The streams share nothing, so all
+ * at once. Each undo is dropped as the steps one at a time drop it: a kept cartridge's erase before
+ * anything is written, the rest once the stream is closed. A step that fails after its retries (not
+ * a cancellation) is done again one part at a time, as before the change — every part is
+ * idempotent, and a cartridge the failed step unloaded is loaded again for its rows — so a
+ * cartridge that cannot take its rows is told and does not fail the job, and any other failure
+ * leaves the same undo as before. Every stream's step has settled before a failure is thrown.
+ */
+export async function closeLanes(
+  job: CopyJob,
+  kept: PieceRecord[],
+  backup: BackupRecord,
+  streams: StreamRecord[],
+): Promise<void> {
+  for (const lane of job.lanes) {
+    if (kept.some((p) => p.stream === lane.stream.stream)) job.undo.done(`erase:${lane.stream.stream}`);
+  }
+  const outcomes = await Promise.allSettled(job.lanes.map((lane) => closeLane(job, lane, kept, backup, streams)));
+  const cancelled = outcomes.find(
+    (o): o is PromiseRejectedResult => o.status === 'rejected' && isCancellation(o.reason),
   );
+  const failed = cancelled ?? outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+  if (failed) throw failed.reason;
+}
+
+/** One stream's part of closeLanes. */
+async function closeLane(
+  job: CopyJob,
+  lane: Lane,
+  kept: PieceRecord[],
+  backup: BackupRecord,
+  streams: StreamRecord[],
+): Promise<void> {
+  const { site } = job.req;
+  const onTape = kept.filter((p) => p.tape === lane.stream.tape && p.library === lane.stream.library);
+  if (lane.loaded || lane.zoned) {
+    try {
+      const out = await job.control.closeStream({
+        site,
+        ...(lane.loaded
+          ? {
+              cartridge: {
+                library: lane.stream.library,
+                drive: lane.stream.drive,
+                tape: lane.stream.tape,
+                end:
+                  onTape.length > 0
+                    ? { rows: { position: lane.position, entry: { backup, pieces: onTape, streams } } }
+                    : { eraseFrom: lane.start },
+              },
+            }
+          : {}),
+        ...(lane.zoned ? { zone: lane.zone } : {}),
+      });
+      if (lane.loaded) job.tapeEnd[lane.stream.tape] = out.nextPosition ?? lane.start;
+    } catch (err) {
+      if (isCancellation(err)) throw err;
+      // The parts one at a time, each with its own retries and its own answer to a failure.
+      if (lane.loaded) await closeCartridge(job, lane, kept, backup, streams, true);
+      await unloadLane(job, lane);
+      return;
+    }
+  }
+  if (lane.loaded && onTape.length === 0) job.undo.done(`erase:${lane.stream.stream}`);
+  job.undo.done(`unload:${lane.stream.stream}`);
+  job.undo.done(`unzone:${lane.stream.stream}`);
 }
 
 /**

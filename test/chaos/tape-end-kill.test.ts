@@ -23,6 +23,8 @@ afterAll(async () => {
 
 describe('the worker killed in a backup’s last workflow task', () => {
   it('completes the split-backup when killed after both drives were unloaded', async () => {
-    await expectCompleteThroughKill(t, 'vm-001', 'split', { activity: 'unloadTape', count: 2 });
+    // Each stream's rows, unload and unzoning are one step, closeStream (docs/adr/057): the second
+    // one's end is both drives unloaded.
+    await expectCompleteThroughKill(t, 'vm-001', 'split', { activity: 'closeStream', count: 2 });
   });
 });
