@@ -14,6 +14,10 @@ const DYNAMIC_CONFIG = [
   'frontend.enableUpdateWorkflowExecution=true',
   'frontend.enableUpdateWorkflowExecutionAsyncAccepted=true',
   'frontend.enableExecuteMultiOperation=true',
+  // One partition per task queue: on one host, the default four only add forwarding between them,
+  // and a task whose partition has no poller waiting waits for one (docs/adr/059).
+  'matching.numTaskqueueReadPartitions=1',
+  'matching.numTaskqueueWritePartitions=1',
 ];
 
 /** The project's root (where package.json lives). */

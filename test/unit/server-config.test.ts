@@ -71,6 +71,12 @@ describe("the dev server's command line", () => {
     expect(args.filter((a) => a.startsWith('history.hostLevelCacheMaxSize='))).toHaveLength(1);
   });
 
+  it('gives every task queue one partition, for reads and writes alike', () => {
+    const args = devServerArgs(base);
+    expect(dynamicConfig(args, 'matching.numTaskqueueReadPartitions')).toBe('1');
+    expect(dynamicConfig(args, 'matching.numTaskqueueWritePartitions')).toBe('1');
+  });
+
   it("leaves the CLI's own cache when no bound is given, and keeps the rest of the line", () => {
     const args = devServerArgs(base);
     expect(dynamicConfig(args, 'history.hostLevelCacheMaxSize')).toBeUndefined();
