@@ -640,7 +640,8 @@ export class NbdServer {
         if (err) reject(err);
         else resolve();
       };
-      const replyQueued = (req: NbdRequest, t0: number, { error, reply }: Outcome) => {
+      /** Counts a request's outcome, and tells the listener with the request's time. */
+      const counted = (req: NbdRequest, t0: number, error: number) => {
         v.countRequest(error === 0);
         this.opts.onRequest?.({
           volume: v.name,
@@ -649,6 +650,9 @@ export class NbdServer {
           seconds: (performance.now() - t0) / 1000,
           ok: error === 0,
         });
+      };
+      const replyQueued = (req: NbdRequest, t0: number, { error, reply }: Outcome) => {
+        counted(req, t0, error);
         if (sock.destroyed) return;
         // Replies finishing in one turn of the event loop leave in one writev; a read's data was
         // read in behind its header, and the buffer is reused once the socket has sent it. With
@@ -703,14 +707,7 @@ export class NbdServer {
       };
       const replyNow = (req: NbdRequest, t0: number, { error, reply }: Outcome) => {
         if (fd < 0) return replyQueued(req, t0, { error, reply });
-        v.countRequest(error === 0);
-        this.opts.onRequest?.({
-          volume: v.name,
-          type: req.type,
-          length: req.length,
-          seconds: (performance.now() - t0) / 1000,
-          ok: error === 0,
-        });
+        counted(req, t0, error);
         if (reply) {
           nowParts.push(simpleReplyInto(reply, req, error));
           nowReads.push(reply);
