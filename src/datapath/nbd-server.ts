@@ -735,20 +735,11 @@ export class NbdServer {
               waiting = req;
             }
             const req: NbdRequest = waiting;
-            if (req.type === Cmd.Write && !v.keepsWrittenData) {
-              // A small write whose payload lies whole in what was received is written from where it
-              // lies, when the volume takes it on the spot and keeps no reference to it: no copy.
-              const inPlace = rd.peek(req.length);
-              const t0 = this.opts.onRequest ? performance.now() : 0;
-              const now = inPlace ? this.handleNow(v, req, [inPlace]) : null;
-              if (now) {
-                rd.skip(req.length);
-                waiting = null;
-                replyNow(req, t0, now);
-                continue;
-              }
-            }
-            const payload = req.type === Cmd.Write ? rd.takePayload(req.length) : null;
+            // A write whose payload lies whole in what was received is offered to the volume from
+            // where it lies, when nothing would keep a reference to it: written on the spot, it is
+            // never copied; otherwise it is taken into a buffer of its own below.
+            const inPlace = req.type === Cmd.Write && !v.keepsWrittenData ? rd.peek(req.length) : null;
+            let payload = inPlace ? [inPlace] : req.type === Cmd.Write ? rd.takePayload(req.length) : null;
             if (req.type === Cmd.Write && !payload) break;
             waiting = null;
             if (req.type === Cmd.Disc) {
@@ -759,12 +750,15 @@ export class NbdServer {
             const t0 = this.opts.onRequest ? performance.now() : 0;
             const now = this.handleNow(v, req, payload);
             if (now) {
+              if (inPlace) rd.skip(req.length);
               // Done before this line, and kept by nothing (passthrough, no remote copy): the
               // payload's buffer takes the next write of its size.
-              if (payload && now.error === 0 && !v.keepsWrittenData) rd.release(payload);
+              else if (payload && now.error === 0 && !v.keepsWrittenData) rd.release(payload);
               replyNow(req, t0, now);
               continue;
             }
+            // Not written on the spot: the payload is taken (all of it has arrived) for the write to come.
+            if (inPlace) payload = rd.takePayload(req.length);
             inflight++;
             this.handle(v, req, payload)
               .then((outcome) => replyQueued(req, t0, outcome))
