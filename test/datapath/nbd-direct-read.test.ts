@@ -7,60 +7,34 @@
  * copy's hook) is never reused for a later write; during a backup, payloads read straight in land
  * in the journal, the snapshot and, after the abort, main storage.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
 import type * as net from 'node:net';
-import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { NbdServer } from '../../src/datapath/nbd-server';
-import { Volume } from '../../src/datapath/volume';
-import { DatapathConfigSchema } from '../../src/domain/inventory';
-import { parseWith } from '../../src/domain/validate';
-import { nbdConnect } from '../support/nbd';
+import type { Volume } from '../../src/datapath/volume';
+import { nbdConnect, nbdFixture } from '../support/nbd';
 
 const SIZE = 4 * 1024 * 1024;
 const KiB = 1024;
 const EXPORT = 'array-01/direct';
 const CMD = { Read: 0, Write: 1, Disc: 2, Flush: 3 } as const;
 
-let dir: string;
-const open: net.Socket[] = [];
-const closers: (() => Promise<void>)[] = [];
-
-beforeAll(() => {
-  dir = mkdtempSync(path.join(tmpdir(), 'kura-direct-'));
-});
-
-afterEach(async () => {
-  for (const s of open.splice(0)) s.destroy();
-  for (const c of closers.splice(0).reverse()) await c();
-});
-
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const fixture = nbdFixture('kura-direct');
 
 /** A volume over a fresh file of SIZE bytes (a pattern, so unwritten bytes are recognisable) and a server for it. */
 async function serve(
   label: string,
   onWrite?: (offset: number, length: number, data: Buffer | null) => void,
 ): Promise<{ port: number; file: string; before: Buffer; log: string[]; volume: Volume }> {
-  const file = path.join(dir, `${label}.img`);
   const before = Buffer.alloc(SIZE);
   for (let i = 0; i < SIZE; i++) before[i] = (i * 13 + 5) & 0xff;
-  writeFileSync(file, before);
-  const settings = parseWith(DatapathConfigSchema, { copyRate: 0 }, 'the test datapath settings');
-  const volume = await Volume.open({
-    name: EXPORT,
-    mainFile: file,
-    stateDir: path.join(dir, `${label}-state`),
-    settings,
-    ...(onWrite ? { onWrite } : {}),
-  });
   const log: string[] = [];
-  const server = new NbdServer({ exports: new Map([[EXPORT, volume]]), log: (l) => log.push(l) });
-  const port = await server.listen(0);
-  closers.push(async () => {
-    await server.close();
-    await volume.close();
+  const { port, file, volume } = await fixture.serve({
+    label,
+    exportName: EXPORT,
+    content: before,
+    log: (l) => log.push(l),
+    ...(onWrite ? { onWrite } : {}),
   });
   return { port, file, before, log, volume };
 }
@@ -106,7 +80,7 @@ class Client {
 
   static async connect(port: number): Promise<Client> {
     const { sock, rest } = await nbdConnect(port, EXPORT);
-    open.push(sock);
+    fixture.keep(sock);
     const c = new Client(sock);
     c.handshaken = true;
     c.buffer = rest;
@@ -287,7 +261,7 @@ describe('reading a plain connection straight into the payload', () => {
 
   it('during a backup, serves a run of equal-sized writes done on the spot back with main storage frozen, and main storage holds them after the abort', async () => {
     const { port, file, before, volume } = await serve('backup');
-    await volume.enterBackup('direct-1', path.join(dir, 'backup-image.img'));
+    await volume.enterBackup('direct-1', path.join(fixture.dir(), 'backup-image.img'));
     const c = await Client.connect(port);
     // 128 KiB: a journal record of it is written on the spot, so the payload becomes the entry's data.
     const datas = Array.from({ length: 6 }, (_, i) => pattern(128 * KiB, 60 + i));

@@ -5,16 +5,10 @@
  * FUA write waits for its fdatasync, a write of other blocks is answered beside it and a write of
  * its blocks not before that fdatasync has returned, the later write's bytes the ones the file keeps.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
 import type * as net from 'node:net';
-import { tmpdir } from 'node:os';
-import * as path from 'node:path';
-import { NbdServer } from '../../src/datapath/nbd-server';
-import { Volume } from '../../src/datapath/volume';
-import { DatapathConfigSchema } from '../../src/domain/inventory';
-import { parseWith } from '../../src/domain/validate';
-import { nbdConnect } from '../support/nbd';
+import { nbdConnect, nbdFixture } from '../support/nbd';
 
 const SIZE = 4 * 1024 * 1024;
 const KiB = 1024;
@@ -22,20 +16,7 @@ const EXPORT = 'array-01/durable';
 const CMD = { Write: 1, Flush: 3 } as const;
 const FUA = 1;
 
-let dir: string;
-const open: net.Socket[] = [];
-const closers: (() => Promise<void>)[] = [];
-
-beforeAll(() => {
-  dir = mkdtempSync(path.join(tmpdir(), 'kura-durable-'));
-});
-
-afterEach(async () => {
-  for (const s of open.splice(0)) s.destroy();
-  for (const c of closers.splice(0).reverse()) await c();
-});
-
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const fixture = nbdFixture('kura-durable');
 
 /** The fdatasyncs of main storage: how many began, and a gate that holds each until opened. */
 interface Syncs {
@@ -47,17 +28,9 @@ interface Syncs {
 
 /** A volume over a fresh file of SIZE bytes (a pattern), a server for it, and its fdatasyncs counted. */
 async function serve(label: string): Promise<{ port: number; file: string; model: Buffer; syncs: Syncs }> {
-  const file = path.join(dir, `${label}.img`);
   const model = Buffer.alloc(SIZE);
   for (let i = 0; i < SIZE; i++) model[i] = (i * 13 + 5) & 0xff;
-  writeFileSync(file, model);
-  const settings = parseWith(DatapathConfigSchema, { copyRate: 0 }, 'the test datapath settings');
-  const volume = await Volume.open({
-    name: EXPORT,
-    mainFile: file,
-    stateDir: path.join(dir, `${label}-state`),
-    settings,
-  });
+  const { port, file, volume } = await fixture.serve({ label, exportName: EXPORT, content: model });
   const fh = (volume as unknown as { main: { fh: { datasync: () => Promise<void> } } }).main.fh;
   const datasync = fh.datasync.bind(fh);
   let waiting: (() => void)[] = [];
@@ -74,13 +47,11 @@ async function serve(label: string): Promise<{ port: number; file: string; model
     if (syncs.held) await new Promise<void>((r) => waiting.push(r));
     await datasync();
   };
-  const server = new NbdServer({ exports: new Map([[EXPORT, volume]]) });
-  const port = await server.listen(0);
-  closers.push(async () => {
+  // Closed before the server and the volume (the fixture closes the last added first): a held
+  // fdatasync is let go so the volume's close does not wait on it.
+  fixture.onClose(async () => {
     syncs.open();
     waiting = [];
-    await server.close();
-    await volume.close();
   });
   return { port, file, model, syncs };
 }
@@ -126,7 +97,7 @@ class Client {
 
   static async connect(port: number): Promise<Client> {
     const { sock, rest } = await nbdConnect(port, EXPORT);
-    open.push(sock);
+    fixture.keep(sock);
     const c = new Client(sock);
     c.handshaken = true;
     c.buffer = rest;

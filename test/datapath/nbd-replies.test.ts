@@ -5,16 +5,9 @@
  * through Node's stream, in order, with nothing lost, doubled or torn. Also: the client's 64-bit
  * cookie comes back whole, and an offset past 2^32 is read as such.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
 import type * as net from 'node:net';
-import { tmpdir } from 'node:os';
-import * as path from 'node:path';
-import { NbdServer } from '../../src/datapath/nbd-server';
-import { Volume } from '../../src/datapath/volume';
-import { DatapathConfigSchema } from '../../src/domain/inventory';
-import { parseWith } from '../../src/domain/validate';
-import { nbdConnect } from '../support/nbd';
+import { nbdConnect, nbdFixture } from '../support/nbd';
 
 const SIZE = 8 * 1024 * 1024;
 const IO = 4096;
@@ -22,35 +15,13 @@ const EXPORT = 'array-01/replies';
 const REPLY_MAGIC = 0x67446698;
 const EINVAL = 22;
 
-let dir: string;
-const open: net.Socket[] = [];
-const closers: (() => Promise<void>)[] = [];
-
-beforeAll(() => {
-  dir = mkdtempSync(path.join(tmpdir(), 'kura-replies-'));
-});
-
-afterEach(async () => {
-  for (const s of open.splice(0)) s.destroy();
-  for (const c of closers.splice(0).reverse()) await c();
-});
-
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const fixture = nbdFixture('kura-replies');
 
 /** A volume over a file of SIZE bytes, each 4 KiB block filled with bytes of its own, and a server for it. */
 async function serve(): Promise<{ port: number; content: Buffer }> {
-  const file = path.join(dir, 'volume.img');
   const content = Buffer.alloc(SIZE);
   for (let i = 0; i < SIZE; i++) content[i] = (i * 7 + (i >> 12) * 131) & 0xff;
-  writeFileSync(file, content);
-  const settings = parseWith(DatapathConfigSchema, { copyRate: 0 }, 'the test datapath settings');
-  const volume = await Volume.open({ name: EXPORT, mainFile: file, stateDir: path.join(dir, 'state'), settings });
-  const server = new NbdServer({ exports: new Map([[EXPORT, volume]]) });
-  const port = await server.listen(0);
-  closers.push(async () => {
-    await server.close();
-    await volume.close();
-  });
+  const { port } = await fixture.serve({ label: 'volume', exportName: EXPORT, content });
   return { port, content };
 }
 
@@ -109,7 +80,7 @@ describe('the transmission phase: replies', () => {
   it('sends every reply whole and in order to a client that stops reading until the socket is full', async () => {
     const { port, content } = await serve();
     const { sock, rest } = await nbdConnect(port, EXPORT);
-    open.push(sock);
+    fixture.keep(sock);
     // 8,000 reads of 4 KiB: 33 MB of replies, several times what the loopback socket's buffers hold,
     // so the server's writes meet a full socket and must queue the rest.
     const count = 8000;
@@ -146,7 +117,7 @@ describe('the transmission phase: replies', () => {
   it('reads an offset past 2^32 as such: refused past the volume, not wrapped to its start', async () => {
     const { port, content } = await serve();
     const { sock, rest } = await nbdConnect(port, EXPORT);
-    open.push(sock);
+    fixture.keep(sock);
     const lengths = new Map([
       [1n, IO],
       [2n, IO],

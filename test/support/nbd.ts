@@ -3,9 +3,17 @@
  * would run them, and a host that keeps writing known patterns while keeping its own model of
  * what the volume must hold.
  */
+import { afterAll, afterEach, beforeAll } from 'vitest';
 import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
 import { promisify } from 'node:util';
+import { NbdServer } from '../../src/datapath/nbd-server';
+import { Volume } from '../../src/datapath/volume';
+import { DatapathConfigSchema } from '../../src/domain/inventory';
+import { parseWith } from '../../src/domain/validate';
 
 const run = promisify(execFile);
 
@@ -182,4 +190,66 @@ export function candidatesAt(initial: Buffer, writes: HostWrite[], instant: numb
   const out: Buffer[] = [];
   for (let k = 0; k <= across.length; k++) out.push(applyWrites(initial, [...before, ...across.slice(0, k)]));
   return out;
+}
+
+/** A volume served over NBD by a test: its port, its file and the volume. */
+export interface ServedVolume {
+  port: number;
+  file: string;
+  volume: Volume;
+}
+
+/**
+ * The fixture of tests that serve a volume over NBD and speak to it themselves: a temporary
+ * directory for the files, and the sockets and servers each test opened, closed after it (the last
+ * opened first). `serve` writes `content` to a new file and serves it as `exportName` in
+ * passthrough; `keep` hands a socket over to be destroyed; `onClose` adds a step to the closing.
+ */
+export function nbdFixture(prefix: string): {
+  dir: () => string;
+  keep: (sock: net.Socket) => void;
+  onClose: (close: () => Promise<void>) => void;
+  serve: (opts: {
+    label: string;
+    exportName: string;
+    content: Buffer;
+    onWrite?: (offset: number, length: number, data: Buffer | null) => void;
+    log?: (line: string) => void;
+  }) => Promise<ServedVolume>;
+} {
+  let dir = '';
+  const sockets: net.Socket[] = [];
+  const closers: (() => Promise<void>)[] = [];
+  beforeAll(() => {
+    dir = mkdtempSync(path.join(tmpdir(), `${prefix}-`));
+  });
+  afterEach(async () => {
+    for (const s of sockets.splice(0)) s.destroy();
+    for (const c of closers.splice(0).reverse()) await c();
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  return {
+    dir: () => dir,
+    keep: (sock) => sockets.push(sock),
+    onClose: (close) => closers.push(close),
+    async serve({ label, exportName, content, onWrite, log }) {
+      const file = path.join(dir, `${label}.img`);
+      writeFileSync(file, content);
+      const settings = parseWith(DatapathConfigSchema, { copyRate: 0 }, 'the test datapath settings');
+      const volume = await Volume.open({
+        name: exportName,
+        mainFile: file,
+        stateDir: path.join(dir, `${label}-state`),
+        settings,
+        ...(onWrite ? { onWrite } : {}),
+      });
+      const server = new NbdServer({ exports: new Map([[exportName, volume]]), ...(log ? { log } : {}) });
+      const port = await server.listen(0);
+      closers.push(async () => {
+        await server.close();
+        await volume.close();
+      });
+      return { port, file, volume };
+    },
+  };
 }
